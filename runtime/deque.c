@@ -1,0 +1,69 @@
+/*
+ * Chase-Lev deque, see deque.h. The comments at each atomic name what it pairs
+ * with; "the Dekker pair" is the owner's take (store bottom, then read top)
+ * against a thief's steal (read top, then read bottom): the two seq_cst fences
+ * guarantee that at least one of them sees the other, so the last element is
+ * never handed out twice.
+ */
+#include "deque.h"
+#include "internal.h"
+
+#define MASK (WEFT__DEQUE_SIZE - 1)
+
+bool weft__deque_push(struct weft__deque *q, struct weft_task *t)
+{
+    size_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);  /* only we write it */
+    size_t top = atomic_load_explicit(&q->top, memory_order_acquire);   /* pairs with steal's CAS: the slot it read is free */
+    if (b - top >= WEFT__DEQUE_SIZE)
+        return false;
+    atomic_store_explicit(&q->slot[b & MASK], t, memory_order_relaxed);
+    atomic_store_explicit(&q->bottom, b + 1, memory_order_release);      /* publishes the slot and the task to thieves */
+    return true;
+}
+
+struct weft_task *weft__deque_take(struct weft__deque *q)
+{
+    size_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
+    size_t t = atomic_load_explicit(&q->top, memory_order_relaxed);
+    if ((ptrdiff_t)(b - t) <= 0)
+        return NULL;   /* cheap early out; top only grows, so empty stays empty for us */
+    b -= 1;
+    atomic_store_explicit(&q->bottom, b, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);                           /* the Dekker pair, owner side */
+    t = atomic_load_explicit(&q->top, memory_order_relaxed);
+    struct weft_task *x = NULL;
+    if ((ptrdiff_t)(b - t) >= 0) {
+        x = atomic_load_explicit(&q->slot[b & MASK], memory_order_relaxed);
+        if (b == t) {
+            /* The last element: race the thieves for it. */
+            if (!atomic_compare_exchange_strong_explicit(&q->top, &t, t + 1,
+                    memory_order_seq_cst, memory_order_relaxed))
+                x = NULL;
+            atomic_store_explicit(&q->bottom, b + 1, memory_order_relaxed);
+        }
+    } else {
+        atomic_store_explicit(&q->bottom, b + 1, memory_order_relaxed);
+    }
+    return x;
+}
+
+struct weft_task *weft__deque_steal(struct weft__deque *q)
+{
+    size_t t = atomic_load_explicit(&q->top, memory_order_acquire);
+    atomic_thread_fence(memory_order_seq_cst);                           /* the Dekker pair, thief side */
+    size_t b = atomic_load_explicit(&q->bottom, memory_order_acquire);   /* pairs with push's release */
+    if ((ptrdiff_t)(b - t) <= 0)
+        return NULL;
+    struct weft_task *x = atomic_load_explicit(&q->slot[t & MASK], memory_order_relaxed);
+    if (!atomic_compare_exchange_strong_explicit(&q->top, &t, t + 1,
+            memory_order_seq_cst, memory_order_relaxed))
+        return NULL;                                                     /* another thief or the owner won it */
+    return x;
+}
+
+bool weft__deque_empty(struct weft__deque *q)
+{
+    size_t t = atomic_load_explicit(&q->top, memory_order_relaxed);
+    size_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
+    return (ptrdiff_t)(b - t) <= 0;
+}

@@ -1,0 +1,38 @@
+/*
+ * A worker's run queue: a bounded Chase-Lev work-stealing deque.
+ *
+ * The owner pushes and takes at the bottom (LIFO: the task it made last runs
+ * first, which keeps a fork-join tree depth-first and its stacks hot); thieves
+ * steal at the top (FIFO: the oldest task, usually the root of the biggest
+ * untouched subtree). The memory orders follow Lê, Pop, Cohen and Zappa
+ * Nardelli, "Correct and Efficient Work-Stealing for Weak Memory Models"
+ * (PPoPP 2013), for a fixed-size array, so no buffer is ever reclaimed. A full
+ * deque refuses the push and the caller sends the task to the global queue.
+ */
+#ifndef WEFT_DEQUE_H
+#define WEFT_DEQUE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define WEFT__DEQUE_SIZE 4096u   /* a power of two */
+
+struct weft_task;
+
+struct weft__deque {
+    _Alignas(64) _Atomic size_t top;       /* next to steal; thieves CAS it */
+    _Alignas(64) _Atomic size_t bottom;    /* next free slot; only the owner writes */
+    _Atomic(struct weft_task *) slot[WEFT__DEQUE_SIZE];
+};
+
+/* Only the owner. False if the deque is full. */
+bool weft__deque_push(struct weft__deque *q, struct weft_task *t);
+/* Only the owner. NULL if empty. */
+struct weft_task *weft__deque_take(struct weft__deque *q);
+/* Any thread, the owner too. NULL if empty or if it lost a race. */
+struct weft_task *weft__deque_steal(struct weft__deque *q);
+/* Any thread; a hint only. */
+bool weft__deque_empty(struct weft__deque *q);
+
+#endif

@@ -1,0 +1,222 @@
+/*
+ * Internal declarations shared by the files of runtime/. Nothing here is public:
+ * non-static names are weft__ and are hidden from the shared library.
+ */
+#ifndef WEFT_INTERNAL_H
+#define WEFT_INTERNAL_H
+
+#include "weft.h"
+#include "../arch/ctx.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WEFT__HIDDEN __attribute__((visibility("hidden")))
+#define WEFT__NOINLINE __attribute__((noinline))
+#define WEFT__COLD __attribute__((cold, noinline))
+#define WEFT__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define WEFT__CACHELINE 64
+
+/*
+ * Stops the program with a message naming the broken invariant. Kept in release
+ * builds: each use is cheap and guards a state that would otherwise corrupt
+ * memory silently.
+ */
+#define weft__check(cond, msg) \
+    do { if (WEFT__UNLIKELY(!(cond))) weft__panic(__FILE__, __LINE__, msg); } while (0)
+_Noreturn WEFT__COLD void weft__panic(const char *file, int line, const char *msg);
+
+/* Misuse that debug builds turn into an abort, release builds into an error. */
+#ifdef NDEBUG
+#define weft__misuse(msg, err) (err)
+#else
+#define weft__misuse(msg, err) (weft__panic(__FILE__, __LINE__, msg), (err))
+#endif
+
+/* ---- sanitizer and Valgrind glue ------------------------------------------ */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define WEFT__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WEFT__ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define WEFT__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define WEFT__TSAN 1
+#endif
+#endif
+
+/*
+ * One execution context: a coroutine's, or a worker thread's own (the
+ * scheduler context it returns to when it has nothing to run). The sanitizer
+ * fields exist in every build so that the layout does not depend on flags.
+ */
+struct weft__fiber {
+    weft__ctx ctx;          /* saved registers while not running */
+    void     *stack_lo;     /* lowest usable address, for ASan */
+    size_t    stack_size;
+    void     *asan_fake;    /* ASan's fake-stack handle while switched out */
+    void     *tsan;         /* TSan's fiber */
+};
+
+/* ---- tasks ----------------------------------------------------------------- */
+
+/* Values of weft_task.join besides a waiter pointer. */
+#define WEFT__JOIN_NONE ((uintptr_t)0)
+#define WEFT__JOIN_DONE ((uintptr_t)1)
+
+/* weft_task.flags */
+#define WEFT__F_JOINED   1u   /* weft_join() has been called */
+#define WEFT__F_DETACHED 2u   /* weft_detach() has been called, or spawned detached */
+
+/* weft_task.pstate: the park protocol, see runtime/sched.c. */
+#define WEFT__RUNNING  0u     /* running, runnable, or on its way to park */
+#define WEFT__PARKED   1u     /* switched out and waiting for weft__unpark() */
+#define WEFT__NOTIFIED 2u     /* unparked before it finished parking */
+
+#define WEFT__TASK_MAGIC 0x7765667454534bu   /* "weftTSK" */
+#define WEFT__TASK_DEAD  0xdeadu
+
+/*
+ * A coroutine. It lives at the top of its own stack slot (runtime/stack.c), so a
+ * blocked coroutine that used little stack touches a single page.
+ */
+struct weft_task {
+    struct weft__fiber fiber;        /* owned by whoever runs it */
+    struct weft_task  *next;         /* on one list at a time: a worker's yield
+                                      * queue, the global queue, or a stack pool */
+    weft_rt           *rt;
+    weft_fn            fn;
+    void              *arg;
+    void              *result;       /* written before join becomes DONE */
+    uint64_t           magic;        /* WEFT__TASK_MAGIC while the handle is valid */
+    _Atomic uintptr_t  join;         /* NONE, DONE, or the joiner's weft__waiter */
+    _Atomic uint32_t   pstate;       /* RUNNING, PARKED or NOTIFIED */
+    _Atomic uint32_t   flags;        /* WEFT__F_* */
+    _Atomic uint32_t   refs;         /* the handle + the running coroutine */
+    uint32_t           vg_stack;     /* Valgrind's id for the stack, when under it */
+};
+
+/*
+ * One thing a coroutine or a plain thread waits for. The first weft__wake()
+ * claims it and stores the result; every later one returns false. A coroutine
+ * is parked exactly once per waiter and unparked only by the claimer, so a
+ * claimed waiter can never leave a stray wake-up behind.
+ */
+struct weft__waiter {
+    weft_task        *task;    /* the coroutine to unpark; NULL: a plain thread */
+    _Atomic uint32_t  state;   /* 0 while waiting, then the result (never 0),
+                                * as uint32_t so that a plain thread can futex on it */
+};
+
+void weft__waiter_init(struct weft__waiter *wt);
+int32_t weft__wait(struct weft__waiter *wt);
+bool weft__wake(struct weft__waiter *wt, int32_t result);
+
+/* ---- the scheduler (runtime/sched.c) --------------------------------------- */
+
+#include "deque.h"
+
+struct weft__pool {          /* a worker's private cache of free stack slots */
+    weft_task *head;
+    unsigned   count;
+};
+
+/* What the context switched to does for the one switched from (sched.c). */
+enum weft__action { WEFT__ACT_NONE, WEFT__ACT_PARK, WEFT__ACT_EXIT };
+
+/*
+ * A worker: one kernel thread running coroutines. Fields without a note are
+ * touched only by the worker's own thread.
+ */
+struct weft__worker {
+    struct weft__fiber    sched;        /* the thread's own context: the idle loop */
+    weft_rt              *rt;
+    unsigned              index;
+    weft_task            *current;      /* running coroutine; NULL in the idle loop */
+    weft_task            *prev;         /* switched away from, with prev_action */
+    enum weft__action     prev_action;  /* pending on the context switched to */
+    weft_task            *yq_head;      /* yielded tasks, FIFO, linked by next */
+    weft_task            *yq_tail;
+    uint32_t              tick;         /* schedules so far, for fairness checks */
+    uint64_t              rng;          /* victim selection */
+    bool                  spinning;     /* counted in rt->nspinning */
+    struct weft__pool     pool;
+    void                 *altstack;
+    pthread_t             thread;
+    struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */
+    _Alignas(WEFT__CACHELINE)
+    _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */
+    _Atomic uint32_t      wake;         /* futex word: set to 1 by whoever unparks us */
+    struct weft__deque    dq;           /* spawned and woken tasks; thieves steal */
+};
+
+struct weft_rt {
+    unsigned               nworkers;
+    struct weft__worker  **workers;
+    struct weft__stacks   *stacks;
+
+    /* The global queue: spawns from outside, deque overflow. */
+    _Alignas(WEFT__CACHELINE)
+    pthread_mutex_t        gq_lock;
+    weft_task             *gq_head, *gq_tail;   /* under gq_lock, linked by next */
+    _Atomic size_t         gq_len;              /* written under gq_lock; read as a hint */
+
+    /* Parked workers; see the protocol in sched.c. */
+    _Alignas(WEFT__CACHELINE)
+    pthread_mutex_t        idle_lock;
+    struct weft__worker   *idle;                /* under idle_lock */
+    _Atomic unsigned       nidle;               /* workers on the idle list */
+    _Atomic unsigned       nspinning;           /* workers looking for work */
+
+    /* Life of the runtime. */
+    _Alignas(WEFT__CACHELINE)
+    _Atomic uint32_t       live;                /* tasks spawned and not yet finished */
+    _Atomic uint32_t       destroying;          /* weft_rt_destroy() has begun */
+    _Atomic uint32_t       stopping;            /* no task left: workers exit */
+};
+
+/* The worker the calling thread is, or NULL. Never inlined: see sched.c. */
+struct weft__worker *weft__worker_self(void);
+
+/* Suspends the calling coroutine until weft__unpark(). Only a coroutine. */
+void weft__park(void);
+/* Makes a parked (or parking) coroutine runnable. Any thread, once per park. */
+void weft__unpark(weft_task *t);
+/* Prepares t's context to start t->fn(t->arg) and queues it. Any thread. */
+void weft__task_start(weft_task *t);
+/* Drops one of t's two references; the last frees its slot. Any thread. */
+void weft__task_release(weft_task *t);
+/* Yield from a coroutine. */
+void weft__yield_current(void);
+
+/* ---- stacks (runtime/stack.c) ----------------------------------------------- */
+
+struct weft__stacks;   /* a runtime's slot allocator */
+
+int  weft__stacks_create(struct weft__stacks **s, size_t stack_size);
+void weft__stacks_destroy(struct weft__stacks *s);
+/* Returns a zeroed task at the top of a free slot, or NULL (out of memory).
+ * pool NULL: from a plain thread. */
+weft_task *weft__stack_get(struct weft__stacks *s, struct weft__pool *pool);
+void weft__stack_put(struct weft__stacks *s, struct weft__pool *pool, weft_task *t);
+void weft__pool_drain(struct weft__stacks *s, struct weft__pool *pool);
+/* The overflow handler: installs it process-wide once, and the calling
+ * thread's alternate signal stack. */
+int  weft__guard_install(void);
+int  weft__altstack_enter(void **mem);
+void weft__altstack_leave(void *mem);
+
+/* ---- futex ------------------------------------------------------------------- */
+
+void weft__futex_wait(_Atomic uint32_t *addr, uint32_t val);
+void weft__futex_wake(_Atomic uint32_t *addr, int n);
+
+#endif /* WEFT_INTERNAL_H */

@@ -1,0 +1,758 @@
+/*
+ * The M:N work-stealing scheduler.
+ *
+ * Nouns
+ *   runtime  (weft_rt)   a set of workers and the tasks they share. Several
+ *                        runtimes may live in one process; they share nothing.
+ *   worker               one kernel thread. It runs one task at a time, and has
+ *                        its own context (the idle loop) to return to when it
+ *                        has nothing to run.
+ *   task     (weft_task) a coroutine: a stack slot and a saved context.
+ *   queues               per worker: `runnext`, one slot for the task this
+ *                        worker woke last; `dq`, a Chase-Lev deque of spawned and
+ *                        woken tasks (owner LIFO, thieves FIFO); `yq`, a private
+ *                        FIFO of tasks that yielded. Per runtime: the global
+ *                        queue for spawns from plain threads and deque overflow.
+ *
+ * Choosing the next task (pick_next): runnext, then the deque's bottom, then the
+ * yield queue, then the global queue. Every 61st choice starts instead with the
+ * global queue, the deque's top (its oldest task) and the yield queue, so a pair
+ * of tasks handing work to each other through runnext or the deque's bottom can
+ * delay the others only for a bounded number of turns. When a worker has
+ * nothing, it searches (steals from random victims) for a while, then parks.
+ *
+ * Switching is direct, task to task: a task that blocks picks its successor and
+ * swaps straight to it, with no trip through the idle loop. What must happen
+ * only once the old context is fully saved (publishing a parked task, freeing a
+ * finished one) is left in worker->prev / prev_action and done by the context
+ * switched to, first thing (after_switch).
+ *
+ * Designs rejected
+ *   - A FIFO local queue (Go, Tokio): a fork-join tree then unfolds breadth
+ *     first, so skynet keeps most of its million coroutines alive at once, each
+ *     with a stack touched for the first time. The LIFO deque keeps the tree
+ *     depth first and reuses a handful of hot stacks.
+ *   - Putting yielded tasks on the deque: its owner takes LIFO, so a task that
+ *     yields would get itself back. They go to the private yield queue instead;
+ *     it is spilled to the deque when idle workers could take them.
+ *   - A global run queue with a lock: every switch would contend on it.
+ *   - Switching through the idle loop on every block: twice the switches.
+ *
+ * Parking a task (weft__park / weft__unpark) uses task->pstate:
+ *   1. The task sets nothing: it is RUNNING. It records itself in
+ *      worker->prev with PARK and swaps to its successor.
+ *   2. The successor, first thing, CASes pstate RUNNING -> PARKED (acq_rel).
+ *      Only now can a waker see PARKED, so the context is never resumed
+ *      before it was saved.
+ *   3. A waker CASes PARKED -> RUNNING and queues the task, or, if the task has
+ *      not finished step 2, RUNNING -> NOTIFIED; step 2's CAS then fails and
+ *      the successor queues the task itself. A park that finds NOTIFIED on
+ *      entry consumes it and returns at once.
+ *   Every park is matched by exactly one unpark (weft__waiter makes sure).
+ *
+ * Parking a worker, without lost wake-ups. Counters are rt->nspinning
+ * (workers searching) and rt->nidle (workers on the idle list). A worker
+ * that finds no work:
+ *   1. puts itself on the idle list and increments nidle (seq_cst);
+ *   2. stops searching: decrements nspinning (seq_cst);
+ *   3. full fence, then looks once more at every queue; if it sees work it takes
+ *      itself off the idle list (or, if a waker already took it off, accepts
+ *      that wake) and searches again;
+ *   4. sleeps on its futex word until a waker sets it.
+ * Whoever makes work runnable (wake_one):
+ *   a. publishes the task (release);
+ *   b. full fence;
+ *   c. if nspinning == 0 and nidle > 0, CASes nspinning 0 -> 1 and pops a
+ *      worker from the idle list, sets its futex word and wakes it; the woken
+ *      worker starts out searching.
+ * Either c sees the increment of step 1, and someone is woken, or step 3 comes
+ * after a in the seq_cst order and the parking worker sees the task. Either c
+ * sees a searcher, or that searcher's step 2 comes after, and its step 3 sees
+ * the task. A searcher that finds work and was the last searcher calls
+ * wake_one itself, so the chain of searchers does not end while work remains.
+ *
+ * Migration hazard. A coroutine may resume on another thread, so no address of
+ * thread-local state may be kept across a switch. The compiler may compute a TLS
+ * address once per function and keep it in a register across the call to
+ * weft__ctx_swap; hence every access to the current worker goes through
+ * weft__worker_self(), which is never inlined and is opaque to the optimiser.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/futex.h>
+
+#if defined(WEFT__ASAN)
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
+void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
+#endif
+#if defined(WEFT__TSAN)
+void *__tsan_get_current_fiber(void);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#endif
+
+#define FAIRNESS_TICKS 61u   /* as Go: a prime, so it does not beat with user loops */
+#define SPIN_ROUNDS    4u
+
+static _Thread_local struct weft__worker *tls_worker;
+
+WEFT__NOINLINE struct weft__worker *weft__worker_self(void)
+{
+    struct weft__worker *w = tls_worker;
+    __asm__ volatile("" : "+r"(w));   /* opaque: calls are never merged or hoisted */
+    return w;
+}
+
+_Noreturn WEFT__COLD void weft__panic(const char *file, int line, const char *msg)
+{
+    char buf[512];
+    int n = snprintf(buf, sizeof(buf), "weft: %s (%s:%d)\n", msg, file, line);
+    if (n > 0) {
+        ssize_t rc = write(STDERR_FILENO, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+        (void)rc;
+    }
+    abort();
+}
+
+void weft__futex_wait(_Atomic uint32_t *addr, uint32_t val)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+void weft__futex_wake(_Atomic uint32_t *addr, int n)
+{
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__)
+    __asm__ volatile("pause");
+#else
+    __asm__ volatile("yield");
+#endif
+}
+
+/* ---- context switching ----------------------------------------------------- */
+
+/* from_exits: the context switched from will never run again. */
+static inline void fiber_switch(struct weft__fiber *from, struct weft__fiber *to, bool from_exits)
+{
+#if defined(WEFT__ASAN)
+    __sanitizer_start_switch_fiber(from_exits ? NULL : &from->asan_fake, to->stack_lo, to->stack_size);
+#else
+    (void)from_exits;
+#endif
+#if defined(WEFT__TSAN)
+    __tsan_switch_to_fiber(to->tsan, 0);
+#endif
+    weft__ctx_swap(&from->ctx, &to->ctx);
+#if defined(WEFT__ASAN)
+    __sanitizer_finish_switch_fiber(from->asan_fake, NULL, NULL);
+#endif
+}
+
+/* ---- queues ---------------------------------------------------------------- */
+
+static void global_push(weft_rt *rt, weft_task *t)
+{
+    t->next = NULL;
+    pthread_mutex_lock(&rt->gq_lock);
+    if (rt->gq_tail)
+        rt->gq_tail->next = t;
+    else
+        rt->gq_head = t;
+    rt->gq_tail = t;
+    atomic_store_explicit(&rt->gq_len, atomic_load_explicit(&rt->gq_len, memory_order_relaxed) + 1,
+                          memory_order_relaxed);   /* a hint; the lock orders the list */
+    pthread_mutex_unlock(&rt->gq_lock);
+}
+
+static weft_task *global_pop(weft_rt *rt)
+{
+    if (atomic_load_explicit(&rt->gq_len, memory_order_relaxed) == 0)
+        return NULL;
+    pthread_mutex_lock(&rt->gq_lock);
+    weft_task *t = rt->gq_head;
+    if (t) {
+        rt->gq_head = t->next;
+        if (!rt->gq_head)
+            rt->gq_tail = NULL;
+        atomic_store_explicit(&rt->gq_len, atomic_load_explicit(&rt->gq_len, memory_order_relaxed) - 1,
+                              memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&rt->gq_lock);
+    return t;
+}
+
+/*
+ * Steps a-c of the worker park protocol (see the top of this file): the caller
+ * has just published a runnable task.
+ */
+static void wake_one(weft_rt *rt)
+{
+    atomic_thread_fence(memory_order_seq_cst);                     /* b: pairs with the parker's step 3 */
+    if (atomic_load_explicit(&rt->nspinning, memory_order_seq_cst) != 0 ||
+        atomic_load_explicit(&rt->nidle, memory_order_seq_cst) == 0)
+        return;
+    unsigned zero = 0;
+    if (!atomic_compare_exchange_strong_explicit(&rt->nspinning, &zero, 1,
+            memory_order_seq_cst, memory_order_relaxed))
+        return;                                                    /* someone else is searching */
+    pthread_mutex_lock(&rt->idle_lock);
+    struct weft__worker *w = rt->idle;
+    if (w) {
+        rt->idle = w->idle_next;
+        atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
+    }
+    pthread_mutex_unlock(&rt->idle_lock);
+    if (!w) {
+        atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
+        return;
+    }
+    atomic_store_explicit(&w->wake, 1, memory_order_release);      /* the woken worker counts as searching */
+    weft__futex_wake(&w->wake, 1);
+}
+
+/* The owner. Queues t on w and wakes a worker that could steal it. */
+static void push_local(struct weft__worker *w, weft_task *t)
+{
+    if (!weft__deque_push(&w->dq, t))
+        global_push(w->rt, t);
+    if (w->rt->nworkers > 1)
+        wake_one(w->rt);
+}
+
+static weft_task *yq_pop(struct weft__worker *w)
+{
+    weft_task *t = w->yq_head;
+    if (!t)
+        return NULL;
+    w->yq_head = t->next;
+    if (!w->yq_head)
+        w->yq_tail = NULL;
+    /* Other workers cannot see the yield queue. If some are idle, move the
+     * rest where they can steal it. */
+    if (w->yq_head && atomic_load_explicit(&w->rt->nidle, memory_order_relaxed) != 0) {
+        weft_task *x = w->yq_head;
+        w->yq_head = w->yq_tail = NULL;
+        while (x) {
+            weft_task *next = x->next;
+            if (!weft__deque_push(&w->dq, x))
+                global_push(w->rt, x);
+            x = next;
+        }
+        wake_one(w->rt);
+    }
+    return t;
+}
+
+static void yq_push(struct weft__worker *w, weft_task *t)
+{
+    t->next = NULL;
+    if (w->yq_tail)
+        w->yq_tail->next = t;
+    else
+        w->yq_head = t;
+    w->yq_tail = t;
+}
+
+/* The owner. The next task to run on w, or NULL. */
+static weft_task *pick_next(struct weft__worker *w)
+{
+    weft_task *t;
+    if (WEFT__UNLIKELY(++w->tick % FAIRNESS_TICKS == 0)) {
+        if ((t = global_pop(w->rt)) || (t = weft__deque_steal(&w->dq)) || (t = yq_pop(w)))
+            return t;
+    }
+    if (atomic_load_explicit(&w->runnext, memory_order_relaxed) &&
+        (t = atomic_exchange_explicit(&w->runnext, NULL, memory_order_acquire)))
+        return t;
+    if ((t = weft__deque_take(&w->dq)) || (t = yq_pop(w)) || (t = global_pop(w->rt)))
+        return t;
+    return NULL;
+}
+
+/* Any thread. Makes t runnable: on the calling worker's runnext if it belongs
+ * to t's runtime, else on the global queue. */
+static void ready(weft_task *t)
+{
+    weft_rt *rt = t->rt;
+    struct weft__worker *w = weft__worker_self();
+    if (w && w->rt == rt) {
+        weft_task *old = atomic_exchange_explicit(&w->runnext, t, memory_order_acq_rel);  /* publishes t to thieves */
+        if (old && !weft__deque_push(&w->dq, old))
+            global_push(rt, old);
+        if (rt->nworkers > 1)
+            wake_one(rt);
+    } else {
+        global_push(rt, t);
+        wake_one(rt);
+    }
+}
+
+/* ---- after a switch ----------------------------------------------------------- */
+
+static void after_switch(struct weft__worker *w)
+{
+    weft_task *prev = w->prev;
+    if (!prev)
+        return;
+    w->prev = NULL;
+    if (w->prev_action == WEFT__ACT_PARK) {
+        uint32_t s = WEFT__RUNNING;
+        if (!atomic_compare_exchange_strong_explicit(&prev->pstate, &s, WEFT__PARKED,
+                memory_order_acq_rel, memory_order_acquire)) {   /* step 2: publishes the saved context */
+            weft__check(s == WEFT__NOTIFIED, "a parking task was in an impossible state");
+            atomic_store_explicit(&prev->pstate, WEFT__RUNNING, memory_order_relaxed);
+            push_local(w, prev);                                 /* woken while it parked */
+        }
+    } else {
+        weft_rt *rt = prev->rt;
+        weft__task_release(prev);                                /* the running reference */
+        uint32_t left = atomic_fetch_sub_explicit(&rt->live, 1, memory_order_seq_cst) - 1;
+        if (left == 0 && atomic_load_explicit(&rt->destroying, memory_order_seq_cst))
+            weft__futex_wake(&rt->live, INT_MAX);                /* pairs with weft_rt_destroy */
+    }
+}
+
+/* The current task switches to the next runnable one, or to the idle loop.
+ * Returns when the task is resumed. */
+static void switch_away(struct weft__worker *w, weft_task *self, enum weft__action act)
+{
+    w->prev = self;
+    w->prev_action = act;
+    weft_task *next = pick_next(w);
+    w->current = next;
+    fiber_switch(&self->fiber, next ? &next->fiber : &w->sched, act == WEFT__ACT_EXIT);
+    after_switch(weft__worker_self());
+}
+
+void weft__park(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    weft__check(w && w->current, "weft__park outside a coroutine");
+    weft_task *self = w->current;
+    uint32_t s = WEFT__NOTIFIED;
+    if (atomic_compare_exchange_strong_explicit(&self->pstate, &s, WEFT__RUNNING,
+            memory_order_acquire, memory_order_relaxed))
+        return;                                                  /* unparked before it parked */
+    switch_away(w, self, WEFT__ACT_PARK);
+}
+
+void weft__unpark(weft_task *t)
+{
+    uint32_t s = atomic_load_explicit(&t->pstate, memory_order_acquire);
+    for (;;) {
+        if (s == WEFT__PARKED) {
+            if (atomic_compare_exchange_weak_explicit(&t->pstate, &s, WEFT__RUNNING,
+                    memory_order_acq_rel, memory_order_acquire)) {   /* step 3: we own the wake-up */
+                ready(t);
+                return;
+            }
+        } else if (s == WEFT__RUNNING) {
+            if (atomic_compare_exchange_weak_explicit(&t->pstate, &s, WEFT__NOTIFIED,
+                    memory_order_release, memory_order_acquire))
+                return;                                          /* step 2's CAS will fail and queue it */
+        } else {
+            weft__panic(__FILE__, __LINE__, "a task was unparked twice for one park");
+        }
+    }
+}
+
+void weft__yield_current(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    weft_task *self = w->current;
+    weft_task *next = pick_next(w);
+    if (!next)
+        return;                                                  /* nothing else to run here */
+    yq_push(w, self);                                            /* private: safe before the switch */
+    w->current = next;
+    fiber_switch(&self->fiber, &next->fiber, false);
+    after_switch(weft__worker_self());
+}
+
+/* ---- waiters ------------------------------------------------------------------- */
+
+void weft__waiter_init(struct weft__waiter *wt)
+{
+    struct weft__worker *w = weft__worker_self();
+    wt->task = w ? w->current : NULL;
+    atomic_init(&wt->state, 0);
+}
+
+int32_t weft__wait(struct weft__waiter *wt)
+{
+    uint32_t s;
+    if (wt->task) {
+        weft__park();
+        s = atomic_load_explicit(&wt->state, memory_order_acquire);
+        weft__check(s != 0, "a coroutine woke without its waiter being claimed");
+    } else {
+        while ((s = atomic_load_explicit(&wt->state, memory_order_acquire)) == 0)
+            weft__futex_wait(&wt->state, 0);
+    }
+    return (int32_t)s;
+}
+
+bool weft__wake(struct weft__waiter *wt, int32_t result)
+{
+    weft_task *t = wt->task;   /* read first: a plain-thread waiter may return once claimed */
+    uint32_t zero = 0;
+    if (!atomic_compare_exchange_strong_explicit(&wt->state, &zero, (uint32_t)result,
+            memory_order_acq_rel, memory_order_relaxed))
+        return false;
+    if (t)
+        weft__unpark(t);
+    else
+        weft__futex_wake(&wt->state, 1);   /* harmless if the waiter already left */
+    return true;
+}
+
+/* ---- tasks ---------------------------------------------------------------------- */
+
+static void task_entry(void *arg)
+{
+    weft_task *t = arg;
+#if defined(WEFT__ASAN)
+    __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+#endif
+    after_switch(weft__worker_self());
+    t->result = t->fn(t->arg);
+    uintptr_t j = atomic_exchange_explicit(&t->join, WEFT__JOIN_DONE, memory_order_acq_rel);  /* publishes result */
+    if (j != WEFT__JOIN_NONE)
+        weft__wake((struct weft__waiter *)j, 1);
+    struct weft__worker *w = weft__worker_self();
+    switch_away(w, t, WEFT__ACT_EXIT);
+    weft__panic(__FILE__, __LINE__, "a finished coroutine was resumed");
+}
+
+void weft__task_start(weft_task *t)
+{
+    weft__ctx_init(&t->fiber.ctx, t->fiber.stack_lo, t, task_entry, t);
+    weft_rt *rt = t->rt;
+    struct weft__worker *w = weft__worker_self();
+    if (w && w->rt == rt && w->current) {
+        push_local(w, t);
+    } else {
+        global_push(rt, t);
+        wake_one(rt);
+    }
+}
+
+void weft__task_release(weft_task *t)
+{
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    struct weft__worker *w = weft__worker_self();
+    weft__stack_put(t->rt->stacks, w && w->rt == t->rt ? &w->pool : NULL, t);
+}
+
+/* ---- workers -------------------------------------------------------------------- */
+
+static uint32_t rng_next(struct weft__worker *w)
+{
+    uint64_t x = w->rng;   /* xorshift64 */
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    w->rng = x;
+    return (uint32_t)(x >> 32);
+}
+
+static weft_task *steal_any(struct weft__worker *w, bool take_runnext)
+{
+    weft_rt *rt = w->rt;
+    weft_task *t = global_pop(rt);
+    if (t)
+        return t;
+    unsigned n = rt->nworkers, start = rng_next(w) % n;
+    for (unsigned i = 0; i < n; i++) {
+        struct weft__worker *v = rt->workers[(start + i) % n];
+        if (v == w)
+            continue;
+        if ((t = weft__deque_steal(&v->dq)))
+            return t;
+        if (take_runnext && atomic_load_explicit(&v->runnext, memory_order_relaxed) &&
+            (t = atomic_exchange_explicit(&v->runnext, NULL, memory_order_acquire)))
+            return t;
+    }
+    return NULL;
+}
+
+static bool work_visible(weft_rt *rt)
+{
+    if (atomic_load_explicit(&rt->gq_len, memory_order_seq_cst))
+        return true;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        struct weft__worker *v = rt->workers[i];
+        if (!weft__deque_empty(&v->dq) || atomic_load_explicit(&v->runnext, memory_order_seq_cst))
+            return true;
+    }
+    return false;
+}
+
+static void stop_spinning(struct weft__worker *w)
+{
+    w->spinning = false;
+    if (atomic_fetch_sub_explicit(&w->rt->nspinning, 1, memory_order_seq_cst) == 1)
+        wake_one(w->rt);   /* we were the last searcher: keep the chain going */
+}
+
+/* Steps 1-4 of the park protocol. Returns with w searching again. */
+static void park_worker(struct weft__worker *w)
+{
+    weft_rt *rt = w->rt;
+    pthread_mutex_lock(&rt->idle_lock);                            /* 1 */
+    w->idle_next = rt->idle;
+    rt->idle = w;
+    atomic_fetch_add_explicit(&rt->nidle, 1, memory_order_seq_cst);
+    pthread_mutex_unlock(&rt->idle_lock);
+    w->spinning = false;                                           /* 2 */
+    atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst);                     /* 3 */
+    if (work_visible(rt) || atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
+        bool removed = false;
+        pthread_mutex_lock(&rt->idle_lock);
+        for (struct weft__worker **p = &rt->idle; *p; p = &(*p)->idle_next) {
+            if (*p == w) {
+                *p = w->idle_next;
+                atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
+                removed = true;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&rt->idle_lock);
+        if (removed) {
+            atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);
+            w->spinning = true;
+            return;
+        }
+        /* A waker took us off the list and counted us as searching; its
+         * futex store is on its way. */
+    }
+    while (atomic_load_explicit(&w->wake, memory_order_acquire) == 0)   /* 4 */
+        weft__futex_wait(&w->wake, 0);
+    atomic_store_explicit(&w->wake, 0, memory_order_relaxed);
+    w->spinning = true;
+}
+
+/* The idle loop's search. Returns a task, or NULL when the runtime stops. */
+static weft_task *find_work(struct weft__worker *w)
+{
+    weft_rt *rt = w->rt;
+    for (;;) {
+        if (!w->spinning) {
+            w->spinning = true;
+            atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);
+        }
+        for (unsigned round = 0; round < SPIN_ROUNDS; round++) {
+            weft_task *t = steal_any(w, round == SPIN_ROUNDS - 1);
+            if (t) {
+                stop_spinning(w);
+                return t;
+            }
+            for (unsigned i = 0; i < 32u << round; i++)
+                cpu_relax();
+        }
+        if (atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
+            w->spinning = false;
+            atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
+            return NULL;
+        }
+        park_worker(w);
+    }
+}
+
+static void run(struct weft__worker *w, weft_task *t)
+{
+    w->current = t;
+    fiber_switch(&w->sched, &t->fiber, false);
+    after_switch(weft__worker_self());
+}
+
+static void *worker_main(void *arg)
+{
+    struct weft__worker *w = arg;
+    tls_worker = w;
+    if (weft__altstack_enter(&w->altstack) != 0)
+        w->altstack = NULL;   /* overflows then show as a plain SIGSEGV */
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstack(&attr, &w->sched.stack_lo, &w->sched.stack_size);
+        pthread_attr_destroy(&attr);
+    }
+#if defined(WEFT__TSAN)
+    w->sched.tsan = __tsan_get_current_fiber();
+#endif
+    for (;;) {
+        weft_task *t = pick_next(w);
+        if (!t && !(t = find_work(w)))
+            break;
+        run(w, t);
+    }
+    weft__pool_drain(w->rt->stacks, &w->pool);
+    if (w->altstack)
+        weft__altstack_leave(w->altstack);
+    tls_worker = NULL;
+    return NULL;
+}
+
+/* ---- the runtime ------------------------------------------------------------------ */
+
+static void stop_workers(weft_rt *rt, unsigned started)
+{
+    atomic_store_explicit(&rt->stopping, 1, memory_order_seq_cst);
+    pthread_mutex_lock(&rt->idle_lock);
+    struct weft__worker *w = rt->idle;
+    rt->idle = NULL;
+    while (w) {
+        struct weft__worker *next = w->idle_next;
+        atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
+        atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);
+        atomic_store_explicit(&w->wake, 1, memory_order_release);
+        weft__futex_wake(&w->wake, 1);
+        w = next;
+    }
+    pthread_mutex_unlock(&rt->idle_lock);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(rt->workers[i]->thread, NULL);
+}
+
+static void rt_free(weft_rt *rt)
+{
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        free(rt->workers[i]);
+    free(rt->workers);
+    if (rt->stacks)
+        weft__stacks_destroy(rt->stacks);
+    pthread_mutex_destroy(&rt->gq_lock);
+    pthread_mutex_destroy(&rt->idle_lock);
+    free(rt);
+}
+
+static unsigned default_workers(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return (unsigned)CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+int weft_rt_create(weft_rt **out, const weft_config *cfg)
+{
+    if (!out)
+        return -EINVAL;
+    weft_config c = cfg ? *cfg : (weft_config){ 0 };
+    if (c.workers > WEFT_WORKERS_MAX)
+        return -EINVAL;
+    if (c.stack_size && (c.stack_size < WEFT_STACK_MIN || c.stack_size > ((size_t)1 << 30)))
+        return -EINVAL;
+    if (!c.workers)
+        c.workers = default_workers();
+    if (c.workers > WEFT_WORKERS_MAX)
+        c.workers = WEFT_WORKERS_MAX;
+    if (!c.stack_size)
+        c.stack_size = WEFT_STACK_DEFAULT;
+    int err = weft__guard_install();
+    if (err)
+        return err;
+
+    weft_rt *rt = calloc(1, sizeof(*rt));
+    if (!rt)
+        return -ENOMEM;
+    pthread_mutex_init(&rt->gq_lock, NULL);
+    pthread_mutex_init(&rt->idle_lock, NULL);
+    rt->workers = calloc(c.workers, sizeof(*rt->workers));
+    if (!rt->workers || (err = weft__stacks_create(&rt->stacks, c.stack_size))) {
+        rt_free(rt);
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < c.workers; i++) {
+        struct weft__worker *w = aligned_alloc(WEFT__CACHELINE,
+            (sizeof(*w) + WEFT__CACHELINE - 1) & ~(size_t)(WEFT__CACHELINE - 1));
+        if (!w) {
+            rt_free(rt);
+            return -ENOMEM;
+        }
+        memset(w, 0, sizeof(*w));
+        w->rt = rt;
+        w->index = i;
+        w->rng = 0x9e3779b97f4a7c15ull * (i + 1) ^ (uint64_t)(uintptr_t)rt;
+        w->spinning = true;   /* a new worker starts by searching */
+        rt->workers[rt->nworkers++] = w;
+    }
+    atomic_store_explicit(&rt->nspinning, rt->nworkers, memory_order_relaxed);
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        err = pthread_create(&rt->workers[i]->thread, NULL, worker_main, rt->workers[i]);
+        if (err) {
+            stop_workers(rt, i);
+            rt_free(rt);
+            return err == EAGAIN ? -EAGAIN : -err;
+        }
+    }
+    *out = rt;
+    return 0;
+}
+
+int weft_rt_destroy(weft_rt *rt)
+{
+    if (!rt)
+        return -EINVAL;
+    struct weft__worker *w = weft__worker_self();
+    if (w && w->rt == rt)
+        return -EDEADLK;
+    atomic_store_explicit(&rt->destroying, 1, memory_order_seq_cst);   /* pairs with after_switch's EXIT */
+    uint32_t n;
+    while ((n = atomic_load_explicit(&rt->live, memory_order_seq_cst)) != 0)
+        weft__futex_wait(&rt->live, n);
+    stop_workers(rt, rt->nworkers);
+    rt_free(rt);
+    return 0;
+}
+
+/* ---- small public calls ---------------------------------------------------------- */
+
+weft_task *weft_self(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    return w ? w->current : NULL;
+}
+
+int weft_worker(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    return w && w->current ? (int)w->index : -EPERM;
+}
+
+int weft_workers(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    return w && w->current ? (int)w->rt->nworkers : -EPERM;
+}
+
+void weft_yield(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    if (w && w->current)
+        weft__yield_current();
+    else
+        sched_yield();
+}
+
+uint64_t weft_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}

@@ -1,0 +1,126 @@
+/*
+ * The life of a task: spawn, join, detach, and weft_main.
+ *
+ * A task holds two references: its handle (dropped by join or detach) and its
+ * running self (dropped by the context switched to after it finished, once its
+ * stack is no longer in use). Whichever goes last frees the stack slot. Its
+ * result travels through task->join: the finishing task stores the result, then
+ * swaps join to DONE (acq_rel), waking the joiner whose waiter was there.
+ */
+#include "internal.h"
+
+#include <errno.h>
+
+/* Counts a new task in; false if the runtime no longer accepts tasks. */
+static bool task_begin(weft_rt *rt, bool inside)
+{
+    if (!inside && atomic_load_explicit(&rt->destroying, memory_order_acquire))
+        return false;
+    atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed);
+    return true;
+}
+
+static int spawn(weft_rt *rt, bool inside, weft_task **out, weft_fn fn, void *arg)
+{
+    if (!task_begin(rt, inside))
+        return -EINVAL;
+    struct weft__worker *w = weft__worker_self();
+    weft_task *t = weft__stack_get(rt->stacks, inside ? &w->pool : NULL);
+    if (!t) {
+        atomic_fetch_sub_explicit(&rt->live, 1, memory_order_relaxed);
+        return -ENOMEM;
+    }
+    t->rt = rt;
+    t->fn = fn;
+    t->arg = arg;
+    t->magic = WEFT__TASK_MAGIC;
+    atomic_init(&t->refs, out ? 2u : 1u);
+    atomic_init(&t->flags, out ? 0u : WEFT__F_DETACHED);
+    if (out)
+        *out = t;
+    weft__task_start(t);   /* t may run, finish and be freed from here on */
+    return 0;
+}
+
+int weft_spawn_on(weft_rt *rt, weft_task **task, weft_fn fn, void *arg)
+{
+    if (!rt || !fn)
+        return -EINVAL;
+    struct weft__worker *w = weft__worker_self();
+    return spawn(rt, w && w->current && w->rt == rt, task, fn, arg);
+}
+
+int weft_spawn(weft_task **task, weft_fn fn, void *arg)
+{
+    if (!fn)
+        return -EINVAL;
+    struct weft__worker *w = weft__worker_self();
+    if (!w || !w->current)
+        return -EPERM;
+    return spawn(w->rt, true, task, fn, arg);
+}
+
+/* Marks the handle used by join or detach; -EINVAL if it was already. */
+static int claim_handle(weft_task *t, uint32_t how, const char *misuse)
+{
+    if (t->magic != WEFT__TASK_MAGIC)
+        return weft__misuse(misuse, -EINVAL);
+    uint32_t f = atomic_fetch_or_explicit(&t->flags, how, memory_order_relaxed);
+    if (f & (WEFT__F_JOINED | WEFT__F_DETACHED))
+        return weft__misuse(misuse, -EINVAL);
+    return 0;
+}
+
+int weft_join(weft_task *t, void **result)
+{
+    if (!t)
+        return -EINVAL;
+    if (t == weft_self())
+        return -EDEADLK;
+    int err = claim_handle(t, WEFT__F_JOINED,
+                           "weft_join: the task was already joined or detached");
+    if (err)
+        return err;
+    uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with the finisher's swap */
+    if (j == WEFT__JOIN_NONE) {
+        struct weft__waiter wt;
+        weft__waiter_init(&wt);
+        if (atomic_compare_exchange_strong_explicit(&t->join, &j, (uintptr_t)&wt,
+                memory_order_release, memory_order_acquire))      /* publishes the waiter to the finisher */
+            weft__wait(&wt);
+        else
+            weft__check(j == WEFT__JOIN_DONE, "a task had two joiners");
+    }
+    if (result)
+        *result = t->result;
+    weft__task_release(t);
+    return 0;
+}
+
+int weft_detach(weft_task *t)
+{
+    if (!t)
+        return -EINVAL;
+    int err = claim_handle(t, WEFT__F_DETACHED,
+                           "weft_detach: the task was already joined or detached");
+    if (err)
+        return err;
+    weft__task_release(t);
+    return 0;
+}
+
+int weft_main(const weft_config *cfg, weft_fn fn, void *arg, void **result)
+{
+    if (!fn)
+        return -EINVAL;
+    weft_rt *rt;
+    int err = weft_rt_create(&rt, cfg);
+    if (err)
+        return err;
+    weft_task *t;
+    err = weft_spawn_on(rt, &t, fn, arg);
+    if (!err)
+        err = weft_join(t, result);
+    int derr = weft_rt_destroy(rt);
+    return err ? err : derr;
+}
