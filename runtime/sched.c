@@ -689,10 +689,8 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
         w->rt = rt;
         w->index = i;
         w->rng = 0x9e3779b97f4a7c15ull * (i + 1) ^ (uint64_t)(uintptr_t)rt;
-        w->spinning = true;   /* a new worker starts by searching */
         rt->workers[rt->nworkers++] = w;
     }
-    atomic_store_explicit(&rt->nspinning, rt->nworkers, memory_order_relaxed);
     for (unsigned i = 0; i < rt->nworkers; i++) {
         err = pthread_create(&rt->workers[i]->thread, NULL, worker_main, rt->workers[i]);
         if (err) {
