@@ -341,10 +341,12 @@ void weft__park(void)
     struct weft__worker *w = weft__worker_self();
     weft__check(w && w->current, "weft__park outside a coroutine");
     weft_task *self = w->current;
-    uint32_t s = WEFT__NOTIFIED;
-    if (atomic_compare_exchange_strong_explicit(&self->pstate, &s, WEFT__RUNNING,
-            memory_order_acquire, memory_order_relaxed))
-        return;                                                  /* unparked before it parked */
+    if (atomic_load_explicit(&self->pstate, memory_order_relaxed) == WEFT__NOTIFIED) {
+        uint32_t s = WEFT__NOTIFIED;
+        if (atomic_compare_exchange_strong_explicit(&self->pstate, &s, WEFT__RUNNING,
+                memory_order_acquire, memory_order_relaxed))
+            return;                                              /* unparked before it parked */
+    }
     switch_away(w, self, WEFT__ACT_PARK);
 }
 

@@ -65,9 +65,13 @@ static int claim_handle(weft_task *t, uint32_t how, const char *misuse)
 {
     if (t->magic != WEFT__TASK_MAGIC)
         return weft__misuse(misuse, -EINVAL);
-    uint32_t f = atomic_fetch_or_explicit(&t->flags, how, memory_order_relaxed);
+    /* Not a read-modify-write: two threads racing to join one task is a misuse
+     * this check is not meant to arbitrate; a second join after the first is
+     * what it catches, without a locked instruction on every join. */
+    uint32_t f = atomic_load_explicit(&t->flags, memory_order_relaxed);
     if (f & (WEFT__F_JOINED | WEFT__F_DETACHED))
         return weft__misuse(misuse, -EINVAL);
+    atomic_store_explicit(&t->flags, f | how, memory_order_relaxed);
     return 0;
 }
 
