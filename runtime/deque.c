@@ -29,7 +29,7 @@ struct weft_task *weft__deque_take(struct weft__deque *q)
         return NULL;   /* cheap early out; top only grows, so empty stays empty for us */
     b -= 1;
     atomic_store_explicit(&q->bottom, b, memory_order_relaxed);
-    atomic_thread_fence(memory_order_seq_cst);                           /* the Dekker pair, owner side */
+    weft__fence();                           /* the Dekker pair, owner side */
     t = atomic_load_explicit(&q->top, memory_order_relaxed);
     struct weft_task *x = NULL;
     if ((ptrdiff_t)(b - t) >= 0) {
@@ -50,7 +50,7 @@ struct weft_task *weft__deque_take(struct weft__deque *q)
 struct weft_task *weft__deque_steal(struct weft__deque *q)
 {
     size_t t = atomic_load_explicit(&q->top, memory_order_acquire);
-    atomic_thread_fence(memory_order_seq_cst);                           /* the Dekker pair, thief side */
+    weft__fence();                           /* the Dekker pair, thief side */
     size_t b = atomic_load_explicit(&q->bottom, memory_order_acquire);   /* pairs with push's release */
     if ((ptrdiff_t)(b - t) <= 0)
         return NULL;

@@ -54,6 +54,21 @@ _Noreturn WEFT__COLD void weft__panic(const char *file, int line, const char *ms
 #endif
 
 /*
+ * A full fence. ThreadSanitizer does not model fences (gcc warns, and TSan
+ * would report the races they prevent), so TSan builds use a seq_cst
+ * read-modify-write of one shared word instead: for the store-fence-load
+ * (Dekker) pairs weft uses, the total order of those RMWs orders the pair the
+ * same way, and TSan understands it.
+ */
+#if defined(WEFT__TSAN)
+extern _Atomic unsigned weft__tsan_fence_word;
+#define weft__fence() \
+    ((void)atomic_fetch_add_explicit(&weft__tsan_fence_word, 0, memory_order_seq_cst))
+#else
+#define weft__fence() atomic_thread_fence(memory_order_seq_cst)
+#endif
+
+/*
  * One execution context: a coroutine's, or a worker thread's own (the
  * scheduler context it returns to when it has nothing to run). The sanitizer
  * fields exist in every build so that the layout does not depend on flags.

@@ -104,6 +104,10 @@ void __tsan_switch_to_fiber(void *fiber, unsigned flags);
 
 static _Thread_local struct weft__worker *tls_worker;
 
+#if defined(WEFT__TSAN)
+_Atomic unsigned weft__tsan_fence_word;
+#endif
+
 WEFT__NOINLINE struct weft__worker *weft__worker_self(void)
 {
     struct weft__worker *w = tls_worker;
@@ -199,7 +203,7 @@ static weft_task *global_pop(weft_rt *rt)
  */
 static void wake_one(weft_rt *rt)
 {
-    atomic_thread_fence(memory_order_seq_cst);                     /* b: pairs with the parker's step 3 */
+    weft__fence();                     /* b: pairs with the parker's step 3 */
     if (atomic_load_explicit(&rt->nspinning, memory_order_seq_cst) != 0 ||
         atomic_load_explicit(&rt->nidle, memory_order_seq_cst) == 0)
         return;
@@ -521,7 +525,7 @@ static void park_worker(struct weft__worker *w)
     pthread_mutex_unlock(&rt->idle_lock);
     w->spinning = false;                                           /* 2 */
     atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
-    atomic_thread_fence(memory_order_seq_cst);                     /* 3 */
+    weft__fence();                     /* 3 */
     if (work_visible(rt) || atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
         bool removed = false;
         pthread_mutex_lock(&rt->idle_lock);
