@@ -170,6 +170,8 @@ struct weft__worker {
     _Alignas(WEFT__CACHELINE)
     _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */
     _Atomic uint32_t      wake;         /* futex word: set to 1 by whoever unparks us */
+    _Atomic uint64_t      spawned;      /* tasks spawned on this worker; only it writes */
+    _Atomic uint64_t      exited;       /* tasks that finished on this worker; only it writes */
     struct weft__deque    dq;           /* spawned and woken tasks; thieves steal */
 };
 
@@ -193,8 +195,9 @@ struct weft_rt {
 
     /* Life of the runtime. */
     _Alignas(WEFT__CACHELINE)
-    _Atomic uint32_t       live;                /* tasks spawned and not yet finished */
+    _Atomic uint64_t       spawned_outside;     /* tasks spawned by plain threads */
     _Atomic uint32_t       destroying;          /* weft_rt_destroy() has begun */
+    _Atomic uint32_t       exit_seq;            /* futex word: bumped by exits while destroying */
     _Atomic uint32_t       stopping;            /* no task left: workers exit */
 };
 
@@ -211,6 +214,8 @@ void weft__task_start(weft_task *t);
 void weft__task_release(weft_task *t);
 /* Yield from a coroutine. */
 void weft__yield_current(void);
+/* Counts a task about to be started; w is the calling worker of rt, or NULL. */
+void weft__count_spawn(weft_rt *rt, struct weft__worker *w);
 
 /* ---- stacks (runtime/stack.c) ----------------------------------------------- */
 

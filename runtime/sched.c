@@ -322,9 +322,12 @@ static void after_switch(struct weft__worker *w)
     } else {
         weft_rt *rt = prev->rt;
         weft__task_release(prev);                                /* the running reference */
-        uint32_t left = atomic_fetch_sub_explicit(&rt->live, 1, memory_order_seq_cst) - 1;
-        if (left == 0 && atomic_load_explicit(&rt->destroying, memory_order_seq_cst))
-            weft__futex_wake(&rt->live, INT_MAX);                /* pairs with weft_rt_destroy */
+        atomic_store_explicit(&w->exited, atomic_load_explicit(&w->exited, memory_order_relaxed) + 1,
+                              memory_order_release);             /* pairs with live_tasks() */
+        if (WEFT__UNLIKELY(atomic_load_explicit(&rt->destroying, memory_order_relaxed))) {
+            atomic_fetch_add_explicit(&rt->exit_seq, 1, memory_order_release);
+            weft__futex_wake(&rt->exit_seq, INT_MAX);            /* weft_rt_destroy rechecks */
+        }
     }
 }
 
@@ -709,6 +712,33 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
     return 0;
 }
 
+void weft__count_spawn(weft_rt *rt, struct weft__worker *w)
+{
+    if (w)
+        atomic_store_explicit(&w->spawned, atomic_load_explicit(&w->spawned, memory_order_relaxed) + 1,
+                              memory_order_release);             /* pairs with live_tasks() */
+    else
+        atomic_fetch_add_explicit(&rt->spawned_outside, 1, memory_order_release);
+}
+
+/*
+ * Tasks spawned and not finished. Each worker counts its own spawns and exits
+ * with plain stores (no shared counter for every core to bounce). The exits are
+ * read first: a task's spawn happens before its exit, so every exit counted here
+ * has its spawn counted too, and 0 means that every task that was ever spawned
+ * has finished. Only a live task can spawn another, so 0 stays 0.
+ */
+static uint64_t live_tasks(weft_rt *rt)
+{
+    uint64_t exited = 0, spawned = 0;
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        exited += atomic_load_explicit(&rt->workers[i]->exited, memory_order_seq_cst);
+    spawned = atomic_load_explicit(&rt->spawned_outside, memory_order_seq_cst);
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        spawned += atomic_load_explicit(&rt->workers[i]->spawned, memory_order_seq_cst);
+    return spawned - exited;
+}
+
 int weft_rt_destroy(weft_rt *rt)
 {
     if (!rt)
@@ -716,10 +746,16 @@ int weft_rt_destroy(weft_rt *rt)
     struct weft__worker *w = weft__worker_self();
     if (w && w->rt == rt)
         return -EDEADLK;
-    atomic_store_explicit(&rt->destroying, 1, memory_order_seq_cst);   /* pairs with after_switch's EXIT */
-    uint32_t n;
-    while ((n = atomic_load_explicit(&rt->live, memory_order_seq_cst)) != 0)
-        weft__futex_wait(&rt->live, n);
+    atomic_store_explicit(&rt->destroying, 1, memory_order_seq_cst);
+    /* Exits that see `destroying` bump exit_seq and wake us; one that raced
+     * with the store above may not, so the wait also times out and rechecks. */
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(&rt->exit_seq, memory_order_acquire);
+        if (live_tasks(rt) == 0)
+            break;
+        struct timespec ms = { 0, 1000000 };
+        syscall(SYS_futex, (uint32_t *)&rt->exit_seq, FUTEX_WAIT_PRIVATE, seq, &ms, NULL, 0);
+    }
     stop_workers(rt, rt->nworkers);
     rt_free(rt);
     return 0;

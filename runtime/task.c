@@ -11,25 +11,17 @@
 
 #include <errno.h>
 
-/* Counts a new task in; false if the runtime no longer accepts tasks. */
-static bool task_begin(weft_rt *rt, bool inside)
-{
-    if (!inside && atomic_load_explicit(&rt->destroying, memory_order_acquire))
-        return false;
-    atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed);
-    return true;
-}
-
 static int spawn(weft_rt *rt, bool inside, weft_task **out, weft_fn fn, void *arg)
 {
-    if (!task_begin(rt, inside))
+    /* A plain thread must not race weft_rt_destroy; once it has begun, only the
+     * runtime's own coroutines may add tasks. */
+    if (!inside && atomic_load_explicit(&rt->destroying, memory_order_acquire))
         return -EINVAL;
-    struct weft__worker *w = weft__worker_self();
+    struct weft__worker *w = inside ? weft__worker_self() : NULL;
     weft_task *t = weft__stack_get(rt->stacks, inside ? &w->pool : NULL);
-    if (!t) {
-        atomic_fetch_sub_explicit(&rt->live, 1, memory_order_relaxed);
+    if (!t)
         return -ENOMEM;
-    }
+    weft__count_spawn(rt, w);
     t->rt = rt;
     t->fn = fn;
     t->arg = arg;
