@@ -163,6 +163,7 @@ struct weft__worker {
     uint32_t              tick;         /* schedules so far, for fairness checks */
     uint64_t              rng;          /* victim selection */
     bool                  spinning;     /* counted in rt->nspinning */
+    bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
     struct weft__pool     pool;
     void                 *altstack;
     pthread_t             thread;

@@ -15,7 +15,10 @@
  *                        queue for spawns from plain threads and deque overflow.
  *
  * Choosing the next task (pick_next): runnext, then the deque's bottom, then the
- * yield queue, then the global queue. Every 61st choice starts instead with the
+ * yield queue, then the global queue. The environment variable
+ * WEFT_SCHED_RANDOM=1 (read by weft_rt_create) randomises these choices and
+ * sends half the wake-ups to the global queue, to shake out code that relies on
+ * an order weft does not promise. Every 61st choice starts instead with the
  * global queue, the deque's top (its oldest task) and the yield queue, so a pair
  * of tasks handing work to each other through runnext or the deque's bottom can
  * delay the others only for a bounded number of turns. When a worker has
@@ -269,11 +272,23 @@ static void yq_push(struct weft__worker *w, weft_task *t)
     w->yq_tail = t;
 }
 
+static uint32_t rng_next(struct weft__worker *w)
+{
+    uint64_t x = w->rng;   /* xorshift64 */
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    w->rng = x;
+    return (uint32_t)(x >> 32);
+}
+
 /* The owner. The next task to run on w, or NULL. */
 static weft_task *pick_next(struct weft__worker *w)
 {
     weft_task *t;
-    if (WEFT__UNLIKELY(++w->tick % FAIRNESS_TICKS == 0)) {
+    /* Under WEFT_SCHED_RANDOM every other choice takes the fairness path, so
+     * no code can come to rely on LIFO order or on runnext. */
+    if (WEFT__UNLIKELY(++w->tick % FAIRNESS_TICKS == 0 || (w->shuffle && (rng_next(w) & 1)))) {
         if ((t = global_pop(w->rt)) || (t = weft__deque_steal(&w->dq)) || (t = yq_pop(w)))
             return t;
     }
@@ -291,7 +306,7 @@ static void ready(weft_task *t)
 {
     weft_rt *rt = t->rt;
     struct weft__worker *w = weft__worker_self();
-    if (w && w->rt == rt) {
+    if (w && w->rt == rt && !(w->shuffle && (rng_next(w) & 1))) {
         weft_task *old = atomic_exchange_explicit(&w->runnext, t, memory_order_acq_rel);  /* publishes t to thieves */
         if (old && !weft__deque_push(&w->dq, old))
             global_push(rt, old);
@@ -467,16 +482,6 @@ void weft__task_release(weft_task *t)
 }
 
 /* ---- workers -------------------------------------------------------------------- */
-
-static uint32_t rng_next(struct weft__worker *w)
-{
-    uint64_t x = w->rng;   /* xorshift64 */
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    w->rng = x;
-    return (uint32_t)(x >> 32);
-}
 
 static weft_task *steal_any(struct weft__worker *w, bool take_runnext)
 {
@@ -676,6 +681,9 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
     int err = weft__guard_install();
     if (err)
         return err;
+    /* A debugging aid, read here since weft runs nothing before this call. */
+    const char *shuffle = getenv("WEFT_SCHED_RANDOM");
+    bool random_sched = shuffle && *shuffle && strcmp(shuffle, "0") != 0;
 
     weft_rt *rt = calloc(1, sizeof(*rt));
     if (!rt)
@@ -698,6 +706,7 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
         w->rt = rt;
         w->index = i;
         w->rng = 0x9e3779b97f4a7c15ull * (i + 1) ^ (uint64_t)(uintptr_t)rt;
+        w->shuffle = random_sched;
         rt->workers[rt->nworkers++] = w;
     }
     for (unsigned i = 0; i < rt->nworkers; i++) {
