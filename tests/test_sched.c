@@ -1,0 +1,310 @@
+/* The scheduler: spawning, joining, stealing, parking, migrating. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static void *identity(void *arg) { return arg; }
+
+static void *spawn_and_sum(void *arg)
+{
+    size_t n = (size_t)arg;
+    weft_task **t = malloc(n * sizeof(*t));
+    for (size_t i = 0; i < n; i++)
+        if (weft_spawn(&t[i], identity, (void *)(i + 1)) != 0)
+            return (void *)0;
+    uintptr_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        void *r;
+        weft_join(t[i], &r);
+        sum += (uintptr_t)r;
+    }
+    free(t);
+    return (void *)sum;
+}
+
+Test(sched, joins_every_coroutine_with_the_value_it_returned)
+{
+    size_t n = scaled(10000);
+    for (size_t i = 0; i < SWEEP_N; i++)
+        cr_assert_eq((uintptr_t)run_with(sweep_workers[i], spawn_and_sum, (void *)n), n * (n + 1) / 2);
+}
+
+/* A tree of fan-out 5 and depth 5: each node spawns its children and sums them. */
+static void *tree(void *arg)
+{
+    uintptr_t depth = (uintptr_t)arg;
+    if (depth == 0)
+        return (void *)1;
+    weft_task *t[5];
+    for (int i = 0; i < 5; i++)
+        weft_spawn(&t[i], tree, (void *)(depth - 1));
+    uintptr_t sum = 0;
+    for (int i = 0; i < 5; i++) {
+        void *r;
+        weft_join(t[i], &r);
+        sum += (uintptr_t)r;
+    }
+    return (void *)sum;
+}
+
+Test(sched, runs_nested_spawns_to_completion)
+{
+    for (size_t i = 0; i < SWEEP_N; i++)
+        cr_assert_eq((uintptr_t)run_with(sweep_workers[i], tree, (void *)5), 3125);
+}
+
+struct outside {
+    weft_rt *rt;
+    size_t   n;
+    uintptr_t sum;
+    int      err;
+};
+
+static void *outside_thread(void *arg)
+{
+    struct outside *o = arg;
+    for (size_t i = 0; i < o->n; i++) {
+        weft_task *t;
+        void *r;
+        int err = weft_spawn_on(o->rt, &t, identity, (void *)(i + 1));
+        if (!err)
+            err = weft_join(t, &r);   /* blocks this plain thread */
+        if (err) {
+            o->err = err;
+            return NULL;
+        }
+        o->sum += (uintptr_t)r;
+    }
+    return NULL;
+}
+
+Test(sched, accepts_spawns_and_joins_from_several_plain_threads_at_once)
+{
+    for (size_t w = 0; w < SWEEP_N; w++) {
+        weft_rt *rt;
+        weft_config cfg = { .workers = sweep_workers[w] };
+        cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+        struct outside o[4];
+        pthread_t th[4];
+        for (int i = 0; i < 4; i++) {
+            o[i] = (struct outside){ rt, scaled(2000), 0, 0 };
+            pthread_create(&th[i], NULL, outside_thread, &o[i]);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(th[i], NULL);
+            cr_assert_eq(o[i].err, 0);
+            cr_assert_eq(o[i].sum, o[i].n * (o[i].n + 1) / 2);
+        }
+        cr_assert_eq(weft_rt_destroy(rt), 0);
+    }
+}
+
+static _Atomic size_t detached_done;
+
+static void *detached_leaf(void *arg)
+{
+    for (int i = 0; i < 3; i++)
+        weft_yield();
+    atomic_fetch_add(&detached_done, 1);
+    return NULL;
+}
+
+static void *detached_spawner(void *arg)
+{
+    size_t n = (size_t)arg;
+    for (size_t i = 0; i < n; i++) {
+        weft_task *t;
+        if (i % 2) {
+            weft_spawn(NULL, detached_leaf, NULL);
+        } else {
+            weft_spawn(&t, detached_leaf, NULL);
+            weft_detach(t);
+        }
+    }
+    return NULL;
+}
+
+Test(sched, destroy_waits_for_every_detached_coroutine)
+{
+    size_t n = scaled(2000);
+    for (size_t w = 0; w < SWEEP_N; w++) {
+        weft_rt *rt;
+        weft_config cfg = { .workers = sweep_workers[w] };
+        atomic_store(&detached_done, 0);
+        cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+        for (int i = 0; i < 4; i++)
+            cr_assert_eq(weft_spawn_on(rt, NULL, detached_spawner, (void *)n), 0);
+        cr_assert_eq(weft_rt_destroy(rt), 0);
+        cr_assert_eq(atomic_load(&detached_done), 4 * n);
+    }
+}
+
+/* Thousands of short park/unpark cycles across workers: parents park in join
+ * while children finish on whichever worker stole them. */
+static void *child_of_child(void *arg) { return (void *)((uintptr_t)arg + 1); }
+
+static void *parent(void *arg)
+{
+    weft_task *t;
+    void *r;
+    weft_spawn(&t, child_of_child, arg);
+    weft_join(t, &r);
+    return r;
+}
+
+static void *park_storm(void *arg)
+{
+    size_t rounds = (size_t)arg;
+    uintptr_t bad = 0;
+    for (size_t r = 0; r < rounds; r++) {
+        weft_task *t[50];
+        for (uintptr_t i = 0; i < 50; i++)
+            weft_spawn(&t[i], parent, (void *)i);
+        for (uintptr_t i = 0; i < 50; i++) {
+            void *v;
+            weft_join(t[i], &v);
+            bad += (uintptr_t)v != i + 1;
+        }
+    }
+    return (void *)bad;
+}
+
+Test(sched, survives_a_storm_of_short_park_and_wake_cycles)
+{
+    for (int repeat = 0; repeat < 3; repeat++)
+        for (size_t i = 0; i < SWEEP_N; i++)
+            cr_assert_eq((uintptr_t)run_with(sweep_workers[i], park_storm, (void *)scaled(200)), 0);
+}
+
+/*
+ * Migration: after every resumption a coroutine records which worker it is on
+ * and which kernel thread runs it. A worker is one thread, so the pairing must
+ * never change; a stale worker pointer cached across a switch would break it.
+ */
+#define MAX_WORKERS 8
+static _Atomic long tid_of_worker[MAX_WORKERS];
+static _Atomic size_t migrations, mismatches;
+
+static void *hop(void *arg) { return arg; }
+
+static void *wanderer(void *arg)
+{
+    size_t iters = (size_t)arg;
+    int last = weft_worker();
+    for (size_t i = 0; i < iters; i++) {
+        if (i % 4 == 0) {
+            weft_task *t;
+            weft_spawn(&t, hop, NULL);   /* its thief wakes us on its own worker */
+            weft_join(t, NULL);
+        } else {
+            weft_yield();
+        }
+        int w = weft_worker();
+        long tid = syscall(SYS_gettid);
+        long expected = 0;
+        if (!atomic_compare_exchange_strong(&tid_of_worker[w], &expected, tid) && expected != tid)
+            atomic_fetch_add(&mismatches, 1);
+        if (w != last)
+            atomic_fetch_add(&migrations, 1);
+        last = w;
+        if (i > iters / 4 && atomic_load(&migrations) >= 100)
+            break;
+    }
+    return NULL;
+}
+
+static void *wanderers(void *arg)
+{
+    weft_task *t[6];
+    for (int i = 0; i < 6; i++)
+        weft_spawn(&t[i], wanderer, arg);
+    for (int i = 0; i < 6; i++)
+        weft_join(t[i], NULL);
+    return NULL;
+}
+
+Test(sched, keeps_each_worker_on_one_thread_while_coroutines_migrate)
+{
+    for (size_t i = 0; i < SWEEP_N; i++) {
+        for (int k = 0; k < MAX_WORKERS; k++)
+            atomic_store(&tid_of_worker[k], 0);
+        atomic_store(&migrations, 0);
+        atomic_store(&mismatches, 0);
+        run_with(sweep_workers[i], wanderers, (void *)scaled(20000));
+        cr_assert_eq(atomic_load(&mismatches), 0, "a coroutine saw a stale worker after a switch");
+        if (sweep_workers[i] > 1)
+            cr_assert_gt(atomic_load(&migrations), 0, "no coroutine ever moved between workers");
+    }
+}
+
+struct yield_log {
+    char   order[64];
+    size_t n;
+};
+
+static void *yielder(void *arg)
+{
+    struct yield_log *log = ((struct yield_log **)arg)[0];
+    char me = (char)(uintptr_t)((void **)arg)[1];
+    for (int i = 0; i < 8; i++) {
+        log->order[log->n++] = me;
+        weft_yield();
+    }
+    return NULL;
+}
+
+static void *two_yielders(void *arg)
+{
+    void *a[2] = { arg, (void *)'a' }, *b[2] = { arg, (void *)'b' };
+    weft_task *ta, *tb;
+    weft_spawn(&ta, yielder, a);
+    weft_spawn(&tb, yielder, b);
+    weft_join(ta, NULL);
+    weft_join(tb, NULL);
+    return NULL;
+}
+
+Test(sched, lets_other_coroutines_run_when_one_yields)
+{
+    struct yield_log log = { .n = 0 };
+    run_with(1, two_yielders, &log);
+    cr_assert_eq(log.n, 16);
+    /* Both made progress before either finished: the first coroutine to run
+     * must not have run all its 8 turns in a row. */
+    size_t run = 1;
+    while (run < log.n && log.order[run] == log.order[0])
+        run++;
+    cr_assert_lt(run, 8, "one coroutine kept the worker through all its yields");
+}
+
+static void *in_runtime(void *arg)
+{
+    return spawn_and_sum(arg);
+}
+
+static void *runtime_thread(void *arg)
+{
+    weft_config cfg = { .workers = 2 };
+    void *r = NULL;
+    if (weft_main(&cfg, in_runtime, arg, &r) != 0)
+        return NULL;
+    return r;
+}
+
+Test(sched, runs_several_runtimes_in_one_process_at_once)
+{
+    pthread_t th[3];
+    size_t n = scaled(3000);
+    for (int i = 0; i < 3; i++)
+        pthread_create(&th[i], NULL, runtime_thread, (void *)n);
+    for (int i = 0; i < 3; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        cr_assert_eq((uintptr_t)r, n * (n + 1) / 2);
+    }
+}
