@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 
 #if __has_include(<valgrind/valgrind.h>)
 #include <valgrind/valgrind.h>
@@ -34,6 +35,13 @@ static inline size_t scaled(size_t n)
         return m ? m : 1;
     }
     return n;
+}
+
+/* Set by scripts/dev for runs under qemu-user, which accepts madvise() without
+ * doing anything (so no guard pages) and ignores the guest's RLIMIT_AS. */
+static inline bool emulated(void)
+{
+    return getenv("WEFT_TEST_EMULATED") != NULL;
 }
 
 /* The worker counts every scheduler test runs with. */

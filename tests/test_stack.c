@@ -25,6 +25,8 @@ Test(stack, an_overflow_stops_the_program_with_a_message, .signal = SIGABRT)
 {
     if (RUNNING_ON_VALGRIND)
         cr_skip("Valgrind reports the overflow itself");
+    if (emulated())
+        cr_skip("qemu-user installs no guard pages");
     weft_config cfg = { .workers = 2, .stack_size = 64 * 1024 };
     weft_main(&cfg, overflow, NULL, NULL);
 }
