@@ -51,35 +51,27 @@ Test(stack, a_coroutine_can_use_the_stack_size_it_asked_for)
     cr_assert_eq((uintptr_t)r, 7 * (use / 4096));
 }
 
-static _Atomic int gate_open;
-static _Atomic size_t waiting;
+/* A chain: each coroutine spawns the next and parks in its join, so all n are
+ * alive and parked when the last one runs, then they finish back up the chain. */
+static _Atomic size_t alive, alive_at_the_end;
 
-static void *wait_at_gate(void *arg)
+static void *chain_link(void *arg)
 {
-    atomic_fetch_add(&waiting, 1);
-    while (!atomic_load(&gate_open))
-        weft_yield();
-    return arg;
-}
-
-static void *crowd(void *arg)
-{
-    size_t n = (size_t)arg;
-    weft_task **t = malloc(n * sizeof(*t));
-    for (size_t i = 0; i < n; i++)
-        if (weft_spawn(&t[i], wait_at_gate, (void *)1) != 0)
+    size_t left = (size_t)arg;
+    atomic_fetch_add(&alive, 1);
+    uintptr_t length = 1;
+    if (left > 1) {
+        weft_task *t;
+        void *r = NULL;
+        if (weft_spawn(&t, chain_link, (void *)(left - 1)) != 0)
             return (void *)0;
-    while (atomic_load(&waiting) < n)
-        weft_yield();
-    atomic_store(&gate_open, 1);   /* all n are alive and blocked now */
-    uintptr_t sum = 0;
-    for (size_t i = 0; i < n; i++) {
-        void *r;
-        weft_join(t[i], &r);
-        sum += (uintptr_t)r;
+        weft_join(t, &r);
+        length += (uintptr_t)r;
+    } else {
+        atomic_store(&alive_at_the_end, atomic_load(&alive));
     }
-    free(t);
-    return (void *)sum;
+    atomic_fetch_sub(&alive, 1);
+    return (void *)length;
 }
 
 Test(stack, holds_a_hundred_thousand_blocked_coroutines_at_once)
@@ -87,6 +79,8 @@ Test(stack, holds_a_hundred_thousand_blocked_coroutines_at_once)
     size_t n = scaled(100000);
     weft_config cfg = { .workers = 2, .stack_size = 16 * 1024 };
     void *r;
-    cr_assert_eq(weft_main(&cfg, crowd, (void *)n, &r), 0);
-    cr_assert_eq((uintptr_t)r, n);
+    cr_assert_eq(weft_main(&cfg, chain_link, (void *)n, &r), 0);
+    cr_assert_eq((uintptr_t)r, n, "the chain broke");
+    cr_assert_eq(atomic_load(&alive_at_the_end), n, "not all coroutines were alive at once");
+    cr_assert_eq(atomic_load(&alive), 0);
 }

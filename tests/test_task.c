@@ -1,0 +1,118 @@
+/* A task's handle: what it names, what join and detach hand back, and where
+ * they may be called from. */
+#include "common.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+static void *who_am_i(void *arg) { return weft_self(); }
+
+static void *self_matches_the_spawners_handle(void *arg)
+{
+    weft_task *t;
+    void *seen = NULL;
+    if (weft_spawn(&t, who_am_i, NULL) != 0)
+        return (void *)1;
+    weft_task *handle = t;
+    weft_join(t, &seen);
+    return (void *)(uintptr_t)(seen != handle);
+}
+
+Test(task, self_is_the_handle_its_spawner_received)
+{
+    for (size_t i = 0; i < SWEEP_N; i++)
+        cr_assert_eq((uintptr_t)run_with(sweep_workers[i], self_matches_the_spawners_handle, NULL), 0);
+}
+
+static void *report_workers(void *arg)
+{
+    int *out = arg;
+    out[0] = weft_workers();
+    out[1] = weft_worker();
+    return NULL;
+}
+
+Test(task, knows_how_many_workers_it_has_and_which_one_runs_it)
+{
+    for (size_t i = 0; i < SWEEP_N; i++) {
+        int out[2] = { -1, -1 };
+        run_with(sweep_workers[i], report_workers, out);
+        cr_assert_eq(out[0], (int)sweep_workers[i]);
+        cr_assert_geq(out[1], 0);
+        cr_assert_lt(out[1], (int)sweep_workers[i]);
+    }
+}
+
+static void *double_it(void *arg) { return (void *)((uintptr_t)arg * 2); }
+
+Test(task, join_from_a_plain_thread_returns_the_value_the_coroutine_returned)
+{
+    for (size_t w = 0; w < SWEEP_N; w++) {
+        weft_rt *rt;
+        cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = sweep_workers[w] }), 0);
+        weft_task *t[16];
+        for (uintptr_t i = 0; i < 16; i++)
+            cr_assert_eq(weft_spawn_on(rt, &t[i], double_it, (void *)i), 0);
+        for (uintptr_t i = 0; i < 16; i++) {
+            void *r = NULL;
+            cr_assert_eq(weft_join(t[i], &r), 0);
+            cr_assert_eq((uintptr_t)r, 2 * i);
+        }
+        cr_assert_eq(weft_rt_destroy(rt), 0);
+    }
+}
+
+static _Atomic int finished;
+
+static void *finish(void *arg)
+{
+    atomic_fetch_add(&finished, 1);
+    return NULL;
+}
+
+static void *detach_after_it_finished(void *arg)
+{
+    weft_task *t;
+    if (weft_spawn(&t, finish, NULL) != 0)
+        return (void *)-1;
+    while (atomic_load(&finished) == 0)
+        weft_yield();
+    return (void *)(intptr_t)weft_detach(t);   /* it may have finished already */
+}
+
+Test(task, detaching_a_finished_task_releases_it)
+{
+    for (size_t i = 0; i < SWEEP_N; i++) {
+        atomic_store(&finished, 0);
+        cr_assert_eq((intptr_t)run_with(sweep_workers[i], detach_after_it_finished, NULL), 0);
+        cr_assert_eq(atomic_load(&finished), 1);
+    }
+}
+
+static void *joined_later(void *arg)
+{
+    weft_task *t;
+    if (weft_spawn(&t, double_it, (void *)21) != 0)
+        return NULL;
+    for (int i = 0; i < 50; i++)   /* give it every chance to finish first */
+        weft_yield();
+    void *r = NULL;
+    weft_join(t, &r);
+    return r;
+}
+
+Test(task, join_after_the_task_finished_still_returns_its_value)
+{
+    for (size_t i = 0; i < SWEEP_N; i++)
+        cr_assert_eq((uintptr_t)run_with(sweep_workers[i], joined_later, NULL), 42);
+}
+
+static void *main_result(void *arg) { return (void *)((uintptr_t)arg + 1); }
+
+Test(task, weft_main_hands_back_the_first_coroutines_result)
+{
+    void *r = NULL;
+    cr_assert_eq(weft_main(NULL, main_result, (void *)41, &r), 0);
+    cr_assert_eq((uintptr_t)r, 42);
+}
