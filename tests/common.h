@@ -26,6 +26,17 @@
 #define WEFT_TEST_SANITIZED 0
 #endif
 
+#if defined(__SANITIZE_THREAD__)
+#define WEFT_TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define WEFT_TEST_TSAN 1
+#endif
+#endif
+#ifndef WEFT_TEST_TSAN
+#define WEFT_TEST_TSAN 0
+#endif
+
 /* Instrumented runs are 20-50 times slower, and ThreadSanitizer counts every
  * live coroutine as a thread (at most 8128): big counts shrink there. */
 static inline size_t scaled(size_t n)
