@@ -129,7 +129,136 @@ WEFT_API uint64_t weft_now(void);
 
 /* ---- non-blocking IO, timers, deadlines, cancellation (runtime/io*.c) ---- */
 
+/*
+ * Suspends the calling coroutine for at least ns nanoseconds; its worker runs
+ * others meanwhile. From a plain thread it sleeps the thread. Returns 0, or a
+ * negative errno (-ENOMEM, -EAGAIN: the runtime's timer could not be started).
+ */
+WEFT_API int weft_sleep(uint64_t ns);
+
 /* ---- synchronization and channels (runtime/sync.c, runtime/chan.c) ---- */
+
+/*
+ * Locks, conditions, wait groups, semaphores and channels that suspend only the
+ * waiting coroutine. Every call may be made from any thread: a plain thread that
+ * must wait blocks on a futex, and coroutines and plain threads may wait on the
+ * same object. The types are plain structs, usable as static or embedded
+ * values; their fields are private and their sizes fixed. A blocking call that
+ * the caller's deadline or cancellation interrupts returns -ETIMEDOUT or
+ * -ECANCELED and leaves the object as if it had not been called.
+ */
+
+struct weft__wnode;
+struct weft__wlist { struct weft__wnode *_head, *_tail; };   /* waiters, private */
+
+/*
+ * A mutual-exclusion lock. A waiter suspends; a waiter that has waited longer
+ * than a millisecond is handed the lock directly at the next unlock, so no
+ * waiter starves. Owned by the coroutine (or plain thread) that locked it.
+ */
+typedef struct weft_mutex {
+    uint32_t           _state;   /* locked and has-waiters bits */
+    uint32_t           _lock;    /* guards _wait */
+    uintptr_t          _owner;   /* the owner's token, 0 when free */
+    struct weft__wlist _wait;
+} weft_mutex;
+#define WEFT_MUTEX_INIT { 0, 0, 0, { 0, 0 } }
+
+/* Locks m, waiting as long as it takes. Returns 0, -EINVAL (m NULL),
+ * -EDEADLK (the caller holds it), -ETIMEDOUT, -ECANCELED. */
+WEFT_API int weft_mutex_lock(weft_mutex *m);
+/* Locks m if it is free. Returns 0, -EINVAL, -EBUSY. */
+WEFT_API int weft_mutex_trylock(weft_mutex *m);
+/* Unlocks m. Returns 0, -EINVAL, -EPERM (the caller does not hold it). */
+WEFT_API int weft_mutex_unlock(weft_mutex *m);
+
+/* A condition variable, used with a weft_mutex. */
+typedef struct weft_cond {
+    uint32_t           _lock;    /* guards _wait */
+    uint32_t           _pad;
+    struct weft__wlist _wait;
+} weft_cond;
+#define WEFT_COND_INIT { 0, 0, { 0, 0 } }
+
+/* Unlocks m, waits for a signal, and locks m again (also when it fails).
+ * Spurious wake-ups do not happen, but callers should loop on their predicate.
+ * Returns 0, -EINVAL (NULL), -EPERM (m not held), -ETIMEDOUT, -ECANCELED. */
+WEFT_API int weft_cond_wait(weft_cond *c, weft_mutex *m);
+/* Wakes one waiter, or all. Return 0 or -EINVAL. */
+WEFT_API int weft_cond_signal(weft_cond *c);
+WEFT_API int weft_cond_broadcast(weft_cond *c);
+
+/* A wait group: a counter that weft_wg_wait waits to see at zero. */
+typedef struct weft_wg {
+    uint32_t           _lock;    /* guards _count and _wait */
+    int32_t            _count;
+    struct weft__wlist _wait;
+} weft_wg;
+#define WEFT_WG_INIT { 0, 0, { 0, 0 } }
+
+/* Adds n (may be negative) to the counter; at zero every waiter is released.
+ * Returns 0, -EINVAL (NULL, or the counter would go below zero or overflow). */
+WEFT_API int weft_wg_add(weft_wg *wg, int n);
+/* weft_wg_add(wg, -1). */
+WEFT_API int weft_wg_done(weft_wg *wg);
+/* Waits until the counter is zero. Returns 0, -EINVAL, -ETIMEDOUT, -ECANCELED. */
+WEFT_API int weft_wg_wait(weft_wg *wg);
+
+/* A counting semaphore. Units go to waiters in arrival order. */
+typedef struct weft_sem {
+    uint32_t           _lock;    /* guards _count and _wait */
+    uint32_t           _count;
+    struct weft__wlist _wait;
+} weft_sem;
+#define WEFT_SEM_INIT(value) { 0, (value), { 0, 0 } }
+
+/* Sets the count; only while nobody uses s. Returns 0 or -EINVAL. */
+WEFT_API int weft_sem_init(weft_sem *s, unsigned value);
+/* Takes one unit, waiting for one. Returns 0, -EINVAL, -ETIMEDOUT, -ECANCELED. */
+WEFT_API int weft_sem_acquire(weft_sem *s);
+/* Gives one unit back. Returns 0, -EINVAL, -EOVERFLOW. */
+WEFT_API int weft_sem_release(weft_sem *s);
+
+/*
+ * Channels, with Go's semantics: an unbuffered channel (capacity 0) completes a
+ * send only when a receiver takes the element; a buffered one keeps FIFO order.
+ * Elements are copied in and out, elem_size bytes each.
+ */
+typedef struct weft_chan weft_chan;
+
+/* Returns 0, -EINVAL (ch NULL, elem_size 0 or too large), -ENOMEM. */
+WEFT_API int weft_chan_create(weft_chan **ch, size_t elem_size, size_t capacity);
+/* Sends a copy of *elem. Returns 0, -EINVAL, -EPIPE (closed, before or while
+ * waiting: the element was not sent), -ETIMEDOUT, -ECANCELED. */
+WEFT_API int weft_chan_send(weft_chan *ch, const void *elem);
+/* Receives into *elem. Returns 0, -EINVAL, -EPIPE (closed and drained),
+ * -ETIMEDOUT, -ECANCELED. */
+WEFT_API int weft_chan_recv(weft_chan *ch, void *elem);
+/* As send and recv, but -EAGAIN where they would wait. */
+WEFT_API int weft_chan_try_send(weft_chan *ch, const void *elem);
+WEFT_API int weft_chan_try_recv(weft_chan *ch, void *elem);
+/* Closes ch and wakes every waiter. Returns 0, -EINVAL, -EPIPE (closed already). */
+WEFT_API int weft_chan_close(weft_chan *ch);
+/* Frees ch. Returns 0, -EINVAL, -EBUSY (someone waits on it: nothing freed). */
+WEFT_API int weft_chan_destroy(weft_chan *ch);
+
+#define WEFT_SEND 1
+#define WEFT_RECV 2
+typedef struct weft_sel {
+    weft_chan *chan;   /* NULL: the case is ignored */
+    int        op;     /* WEFT_SEND or WEFT_RECV */
+    void      *elem;   /* what to send, or where to receive */
+} weft_sel;
+
+/*
+ * Completes exactly one of the n cases: chosen at random among those ready, or
+ * the first to become ready. A case on a closed channel is ready: its send
+ * fails, its receive fails once drained, and that case completes with its
+ * chan set to NULL, so that a loop selecting again ignores it (Go's idiom of
+ * setting a closed channel to nil). Returns the case's index, or -EINVAL
+ * (cases NULL, a bad op, no channel at all), -ETIMEDOUT, -ECANCELED.
+ */
+WEFT_API int weft_select(weft_sel *cases, size_t n);
 
 #ifdef __cplusplus
 }

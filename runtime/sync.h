@@ -1,0 +1,88 @@
+/*
+ * What runtime/sync.c and runtime/chan.c share: the small lock that guards each
+ * object's wait lists, and the doubly linked list of waiters.
+ *
+ * The lock is a three-state futex lock (Drepper, "Futexes Are Tricky"): 0 free,
+ * 1 held, 2 held with sleepers. It is held only for a few loads and stores and
+ * never across a park, so a coroutine that finds it held spins a little and
+ * then blocks its worker thread for that short while: parking the coroutine
+ * would cost more than the wait.
+ */
+#ifndef WEFT_SYNC_H
+#define WEFT_SYNC_H
+
+#include "internal.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#if defined(__x86_64__)
+#define weft__cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define weft__cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define weft__cpu_relax() ((void)0)
+#endif
+
+/* Takes the wait-list lock. Any thread; never while holding it already. */
+static inline void weft__ilock(_Atomic uint32_t *l)
+{
+    uint32_t c = 0;
+    if (atomic_compare_exchange_strong_explicit(l, &c, 1,
+            memory_order_acquire, memory_order_relaxed))         /* pairs with weft__iunlock's exchange */
+        return;
+    for (int i = 0; i < 100; i++) {
+        weft__cpu_relax();
+        c = 0;
+        if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(l, &c, 1,
+                memory_order_acquire, memory_order_relaxed))     /* pairs with weft__iunlock's exchange */
+            return;
+    }
+    while (atomic_exchange_explicit(l, 2, memory_order_acquire) != 0)  /* pairs with weft__iunlock */
+        weft__futex_wait(l, 2);
+}
+
+/* Releases the wait-list lock. Only its holder. */
+static inline void weft__iunlock(_Atomic uint32_t *l)
+{
+    if (atomic_exchange_explicit(l, 0, memory_order_release) == 2)  /* publishes the critical section */
+        weft__futex_wake(l, 1);
+}
+
+/* A waiter on one object's list. Fields other than the waiter are guarded by
+ * that object's lock. */
+struct weft__wnode {
+    struct weft__wnode *next, *prev;
+    bool                linked;   /* on the list: a waker has not popped it */
+};
+
+/* Appends n (front: prepends). Holds the list's lock. */
+static inline void weft__wl_push(struct weft__wlist *l, struct weft__wnode *n, bool front)
+{
+    n->linked = true;
+    if (front) {
+        n->prev = NULL;
+        n->next = l->_head;
+        if (l->_head) l->_head->prev = n; else l->_tail = n;
+        l->_head = n;
+    } else {
+        n->next = NULL;
+        n->prev = l->_tail;
+        if (l->_tail) l->_tail->next = n; else l->_head = n;
+        l->_tail = n;
+    }
+}
+
+/* Unlinks n, which is on l. Holds the list's lock. */
+static inline void weft__wl_remove(struct weft__wlist *l, struct weft__wnode *n)
+{
+    weft__check(n->linked, "unlinking a waiter that is on no list");
+    if (n->prev) n->prev->next = n->next; else l->_head = n->next;
+    if (n->next) n->next->prev = n->prev; else l->_tail = n->prev;
+    n->next = n->prev = NULL;
+    n->linked = false;
+}
+
+#endif /* WEFT_SYNC_H */
