@@ -1,0 +1,1051 @@
+/*
+ * weft-bench: the same workloads run with weft coroutines and with plain
+ * pthreads, side by side.
+ *
+ *   weft-bench [all|spawn|switch|skynet|memory|scaling] [--quick|--full]
+ *              [--runs N] [--csv DIR] [--workers N]
+ *
+ * Method. Each figure is the median of --runs runs, shown with the spread
+ * (min..max) of those runs. Within one run the weft and the pthreads variants
+ * run back to back, and the weft/pthreads ratio is the median of the per-run
+ * ratios, so slow drift of the machine cancels out. Memory figures come from
+ * VmRSS in /proc/self/status, read in a child process forked for each run, so
+ * that one run's pools cannot flatter the next.
+ *
+ * Every workload checks its own result (skynet's sum, the number of tasks that
+ * ran, the token count); a wrong answer prints a message and the program exits
+ * with status 1. Timing never decides the exit status.
+ *
+ * Output: a table on stdout, results.csv, scaling.csv and memory.csv plus
+ * scaling.svg and memory.svg (drawn here, no plotting tool needed) in the
+ * --csv directory, default ./weft-bench-results.
+ *
+ * The raw-switch row calls weft__ctx_swap, which is internal to the runtime
+ * (arch/ctx.h): it measures the assembly switch alone, under the scheduler.
+ */
+#include <weft.h>
+#include "ctx.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- options and sizes ---------------------------------------------------- */
+
+static struct {
+    int      full;
+    int      runs;
+    unsigned workers;           /* 0 = all CPUs */
+    const char *dir;
+    /* sizes, set from --quick / --full */
+    long spawn_weft, spawn_pth;
+    long yield_iters, cond_iters, futex_iters, raw_iters;
+    long skynet_weft, skynet_pth;
+    long mem_weft, mem_pth;
+    long scale_leaves, scale_work;
+} opt;
+
+static int failures;
+
+static void fail(const char *what)
+{
+    fprintf(stderr, "\nweft-bench: FAILED: %s\n", what);
+    failures++;
+}
+
+static void check(int rc, const char *what)
+{
+    if (rc < 0) {
+        fprintf(stderr, "\nweft-bench: %s failed: %s\n", what, strerror(-rc));
+        exit(1);
+    }
+}
+
+static uint64_t now_ns(void) { return weft_now(); }
+
+static int ncpus(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* A progress line on stderr, rewritten in place when stderr is a terminal. */
+static void progress(const char *what, int run, int runs)
+{
+    if (isatty(2))
+        fprintf(stderr, "\r\033[K  running: %s, run %d of %d", what, run, runs);
+    else if (run == 1)
+        fprintf(stderr, "  running: %s (%d runs)\n", what, runs);
+}
+
+static void progress_done(void)
+{
+    if (isatty(2))
+        fprintf(stderr, "\r\033[K");
+}
+
+/* ---- statistics and the result table -------------------------------------- */
+
+typedef struct { double med, min, max; } figure;
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static figure summarize(const double *v, int n)
+{
+    double s[64];
+    memcpy(s, v, (size_t)n * sizeof *s);
+    qsort(s, (size_t)n, sizeof *s, cmp_d);
+    figure r = { n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2, s[0], s[n - 1] };
+    return r;
+}
+
+typedef struct {
+    const char *workload;  /* short id for the CSV */
+    const char *what;      /* what was measured, for people */
+    const char *unit;
+    figure weft, pth;
+    int  has_pth;
+    figure ratio;            /* weft / pthreads, median of per-run ratios */
+} row;
+
+static row rows[32];
+static int nrows;
+
+static void add_row(const char *workload, const char *what, const char *unit,
+                    const double *w, const double *p, int n)
+{
+    row *r = &rows[nrows++];
+    r->workload = workload;
+    r->what = what;
+    r->unit = unit;
+    r->weft = summarize(w, n);
+    r->has_pth = p != NULL;
+    if (p) {
+        double q[64];
+        r->pth = summarize(p, n);
+        for (int i = 0; i < n; i++)
+            q[i] = w[i] / p[i];
+        r->ratio = summarize(q, n);
+    }
+}
+
+static void fmt_stat(char *buf, size_t len, figure s)
+{
+    if (s.med >= 100)
+        snprintf(buf, len, "%.0f (%.0f..%.0f)", s.med, s.min, s.max);
+    else
+        snprintf(buf, len, "%.1f (%.1f..%.1f)", s.med, s.min, s.max);
+}
+
+static void print_table(void)
+{
+    printf("\nweft vs pthreads: median of %d runs, (min..max) across runs; "
+           "lower is better unless stated\n\n", opt.runs);
+    for (int i = 0; i < nrows; i++) {
+        row *r = &rows[i];
+        char w[64], p[64];
+        fmt_stat(w, sizeof w, r->weft);
+        printf("%s\n", r->what);
+        printf("    weft      %-28s %s\n", w, r->unit);
+        if (r->has_pth) {
+            fmt_stat(p, sizeof p, r->pth);
+            printf("    pthreads  %-28s %s\n", p, r->unit);
+            if (r->ratio.med < 1)
+                printf("    => weft takes %.3gx the pthreads figure (%.3gx less)\n",
+                       r->ratio.med, 1 / r->ratio.med);
+            else
+                printf("    => weft takes %.3gx the pthreads figure\n", r->ratio.med);
+        }
+        printf("\n");
+    }
+}
+
+static FILE *open_out(const char *name)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", opt.dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "weft-bench: cannot write %s: %s\n", path, strerror(errno));
+        exit(1);
+    }
+    return f;
+}
+
+static void write_csv(void)
+{
+    FILE *f = open_out("results.csv");
+    fprintf(f, "workload,measure,unit,weft_median,weft_min,weft_max,"
+               "pthreads_median,pthreads_min,pthreads_max,ratio_weft_over_pthreads,runs\n");
+    for (int i = 0; i < nrows; i++) {
+        row *r = &rows[i];
+        fprintf(f, "%s,\"%s\",%s,%.3f,%.3f,%.3f,", r->workload, r->what, r->unit,
+                r->weft.med, r->weft.min, r->weft.max);
+        if (r->has_pth)
+            fprintf(f, "%.3f,%.3f,%.3f,%.4f,%d\n", r->pth.med, r->pth.min, r->pth.max,
+                    r->ratio.med, opt.runs);
+        else
+            fprintf(f, ",,,,%d\n", opt.runs);
+    }
+    fclose(f);
+}
+
+/* ---- SVG charts ----------------------------------------------------------- */
+
+static void svg_head(FILE *f, int w, int h, const char *title)
+{
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n"
+               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+               "<text x=\"%d\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">%s</text>\n",
+            w, h, w / 2, title);
+}
+
+/* A line chart: series[s][i] over x = 1..n; ymax sets the scale. */
+static void svg_lines(const char *name, const char *title, const char *xlabel,
+                      const char *ylabel, int n, int nseries, const double *series,
+                      const char *const *labels, double ymax)
+{
+    static const char *colors[] = { "#1f77b4", "#d62728", "#888888", "#2ca02c" };
+    const int W = 560, H = 360, L = 60, R = 150, T = 40, B = 50;
+    const int pw = W - L - R, ph = H - T - B;
+    FILE *f = open_out(name);
+    svg_head(f, W, H, title);
+    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n",
+            L, T + ph, L + pw, T + ph);
+    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n",
+            L, T, L, T + ph);
+    for (int k = 0; k <= 4; k++) {
+        double v = ymax * k / 4;
+        int y = T + ph - (int)(ph * k / 4);
+        fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#eeeeee\"/>\n"
+                   "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.2g</text>\n",
+                L + 1, y, L + pw, y, L - 5, y + 4, v);
+    }
+    for (int i = 0; i < n; i++) {
+        int x = L + (n == 1 ? pw / 2 : pw * i / (n - 1));
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%d</text>\n",
+                x, T + ph + 16, i + 1);
+    }
+    fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
+            L + pw / 2, H - 10, xlabel);
+    fprintf(f, "<text transform=\"translate(15,%d) rotate(-90)\" text-anchor=\"middle\">%s</text>\n",
+            T + ph / 2, ylabel);
+    for (int s = 0; s < nseries; s++) {
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
+                colors[s % 4], s == nseries - 1 ? " stroke-dasharray=\"4 3\"" : "");
+        for (int i = 0; i < n; i++) {
+            int x = L + (n == 1 ? pw / 2 : pw * i / (n - 1));
+            int y = T + ph - (int)(ph * series[s * n + i] / ymax);
+            fprintf(f, "%d,%d ", x, y);
+        }
+        fprintf(f, "\"/>\n");
+        for (int i = 0; i < n; i++) {
+            int x = L + (n == 1 ? pw / 2 : pw * i / (n - 1));
+            int y = T + ph - (int)(ph * series[s * n + i] / ymax);
+            fprintf(f, "<circle cx=\"%d\" cy=\"%d\" r=\"3\" fill=\"%s\"/>\n", x, y, colors[s % 4]);
+        }
+        fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"12\" height=\"3\" fill=\"%s\"/>"
+                   "<text x=\"%d\" y=\"%d\">%s</text>\n",
+                L + pw + 15, T + 10 + 20 * s, colors[s % 4], L + pw + 32, T + 15 + 20 * s,
+                labels[s]);
+    }
+    fprintf(f, "</svg>\n");
+    fclose(f);
+}
+
+/* A horizontal bar chart: one bar per value, labelled. */
+static void svg_bars(const char *name, const char *title, const char *unit, int n,
+                     const double *v, const char *const *labels)
+{
+    const int W = 640, L = 230, R = 110, T = 40, BH = 28;
+    const int H = T + n * (BH + 10) + 20, pw = W - L - R;
+    double vmax = 0;
+    for (int i = 0; i < n; i++)
+        if (v[i] > vmax)
+            vmax = v[i];
+    if (vmax <= 0)
+        vmax = 1;
+    FILE *f = open_out(name);
+    svg_head(f, W, H, title);
+    for (int i = 0; i < n; i++) {
+        int y = T + i * (BH + 10);
+        int w = (int)(pw * v[i] / vmax);
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s</text>\n"
+                   "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\"/>\n"
+                   "<text x=\"%d\" y=\"%d\">%.1f %s</text>\n",
+                L - 8, y + BH / 2 + 4, labels[i], L, y, w < 1 ? 1 : w, BH,
+                i == 0 ? "#1f77b4" : "#d62728", L + w + 5, y + BH / 2 + 4, v[i], unit);
+    }
+    fprintf(f, "</svg>\n");
+    fclose(f);
+}
+
+/* ---- plain-thread helpers ------------------------------------------------- */
+
+static void *thread_nop(void *arg) { return arg; }
+
+static int futex(atomic_int *addr, int op, int val)
+{
+    return (int)syscall(SYS_futex, (int *)addr, op, val, NULL, NULL, 0);
+}
+
+/* ---- spawn + join ---------------------------------------------------------- */
+
+static atomic_long ran;
+
+static void *task_nop(void *arg)
+{
+    atomic_fetch_add_explicit(&ran, 1, memory_order_relaxed);
+    return arg;
+}
+
+/* Spawns n trivial coroutines, then joins them all; returns ns per task. */
+static void *spawn_root(void *arg)
+{
+    long n = opt.spawn_weft;
+    weft_task **t = malloc((size_t)n * sizeof *t);
+    if (!t)
+        return NULL;
+    atomic_store(&ran, 0);
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < n; i++)
+        check(weft_spawn(&t[i], task_nop, NULL), "weft_spawn");
+    for (long i = 0; i < n; i++)
+        check(weft_join(t[i], NULL), "weft_join");
+    uint64_t t1 = now_ns();
+    free(t);
+    if (atomic_load(&ran) != n)
+        fail("spawn: not every coroutine ran");
+    double *out = arg;
+    *out = (double)(t1 - t0) / (double)n;
+    return NULL;
+}
+
+static double spawn_pthreads(void)
+{
+    enum { BATCH = 100 };
+    pthread_t t[BATCH];
+    long n = opt.spawn_pth;
+    uint64_t t0 = now_ns();
+    for (long done = 0; done < n; done += BATCH) {
+        int k = 0;
+        for (; k < BATCH && done + k < n; k++)
+            if (pthread_create(&t[k], NULL, thread_nop, NULL) != 0) {
+                fail("spawn: pthread_create");
+                return 0;
+            }
+        for (int j = 0; j < k; j++)
+            pthread_join(t[j], NULL);
+    }
+    return (double)(now_ns() - t0) / (double)n;
+}
+
+static void bench_spawn(void)
+{
+    double w[64], p[64];
+    weft_config cfg = { .workers = opt.workers };
+    for (int r = 0; r < opt.runs; r++) {
+        progress("spawn + join", r + 1, opt.runs);
+        check(weft_main(&cfg, spawn_root, &w[r], NULL), "weft_main");
+        p[r] = spawn_pthreads();
+    }
+    progress_done();
+    static char what[200];
+    snprintf(what, sizeof what,
+             "Start a task that does nothing and wait for it to finish (time per task;\n"
+             "  weft: %ld coroutines spawned then joined; pthreads: %ld pthread_create+join)",
+             opt.spawn_weft, opt.spawn_pth);
+    add_row("spawn_join", what, "ns/task", w, p, opt.runs);
+}
+
+/* ---- switch cost ------------------------------------------------------------ */
+
+/* Raw: two contexts swap back and forth with the internal assembly routine. */
+static weft__ctx raw_main, raw_other;
+static long raw_left;
+
+static void raw_entry(void *arg)
+{
+    (void)arg;
+    for (;;)
+        weft__ctx_swap(&raw_other, &raw_main);
+}
+
+static double raw_switch(void)
+{
+    size_t sz = 64 * 1024;
+    char *stack = malloc(sz);
+    weft__ctx_init(&raw_other, stack, stack + sz, raw_entry, NULL);
+    long n = opt.raw_iters;
+    uint64_t t0 = now_ns();
+    for (raw_left = n; raw_left > 0; raw_left--)
+        weft__ctx_swap(&raw_main, &raw_other);
+    uint64_t t1 = now_ns();
+    free(stack);
+    return (double)(t1 - t0) / (2.0 * (double)n);
+}
+
+/* weft_yield between two coroutines on one worker. */
+static atomic_long yields;
+
+static void *yielder(void *arg)
+{
+    long n = (long)(intptr_t)arg;
+    for (long i = 0; i < n; i++) {
+        atomic_fetch_add_explicit(&yields, 1, memory_order_relaxed);
+        weft_yield();
+    }
+    return NULL;
+}
+
+static void *yield_root(void *arg)
+{
+    weft_task *a, *b;
+    long n = opt.yield_iters;
+    atomic_store(&yields, 0);
+    uint64_t t0 = now_ns();
+    check(weft_spawn(&a, yielder, (void *)(intptr_t)n), "weft_spawn");
+    check(weft_spawn(&b, yielder, (void *)(intptr_t)n), "weft_spawn");
+    check(weft_join(a, NULL), "weft_join");
+    check(weft_join(b, NULL), "weft_join");
+    uint64_t t1 = now_ns();
+    if (atomic_load(&yields) != 2 * n)
+        fail("switch: yield count");
+    *(double *)arg = (double)(t1 - t0) / (2.0 * (double)n);
+    return NULL;
+}
+
+/* pthreads: mutex + condvar ping-pong of a token. */
+static struct {
+    pthread_mutex_t m;
+    pthread_cond_t  c;
+    long turn;       /* even: thread A's turn, odd: B's */
+    long n;
+} pp = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+
+static void *cond_player(void *arg)
+{
+    long me = (long)(intptr_t)arg;
+    pthread_mutex_lock(&pp.m);
+    while (pp.turn < 2 * pp.n) {
+        while ((pp.turn & 1) != me && pp.turn < 2 * pp.n)
+            pthread_cond_wait(&pp.c, &pp.m);
+        if (pp.turn >= 2 * pp.n)
+            break;
+        pp.turn++;
+        pthread_cond_signal(&pp.c);
+    }
+    pthread_mutex_unlock(&pp.m);
+    return NULL;
+}
+
+static double cond_pingpong(void)
+{
+    pthread_t a, b;
+    pp.turn = 0;
+    pp.n = opt.cond_iters;
+    uint64_t t0 = now_ns();
+    pthread_create(&a, NULL, cond_player, (void *)0);
+    pthread_create(&b, NULL, cond_player, (void *)1);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    uint64_t t1 = now_ns();
+    if (pp.turn != 2 * pp.n)
+        fail("switch: condvar token count");
+    return (double)(t1 - t0) / (2.0 * (double)pp.n);
+}
+
+/* pthreads: a futex word flips between 0 (A's turn) and 1 (B's turn). */
+static atomic_int fword;
+static long fiters;
+
+static void *futex_player(void *arg)
+{
+    int me = (int)(intptr_t)arg;
+    for (long i = 0; i < fiters; i++) {
+        int v;
+        while ((v = atomic_load_explicit(&fword, memory_order_acquire)) != me)
+            futex(&fword, FUTEX_WAIT_PRIVATE, v);
+        atomic_store_explicit(&fword, !me, memory_order_release);
+        futex(&fword, FUTEX_WAKE_PRIVATE, 1);
+    }
+    return NULL;
+}
+
+static double futex_pingpong(void)
+{
+    pthread_t a, b;
+    atomic_store(&fword, 0);
+    fiters = opt.futex_iters;
+    uint64_t t0 = now_ns();
+    pthread_create(&a, NULL, futex_player, (void *)0);
+    pthread_create(&b, NULL, futex_player, (void *)1);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    return (double)(now_ns() - t0) / (2.0 * (double)fiters);
+}
+
+static void bench_switch(void)
+{
+    double raw[64], y[64], c[64], fx[64];
+    weft_config one = { .workers = 1 };
+    for (int r = 0; r < opt.runs; r++) {
+        progress("switch cost", r + 1, opt.runs);
+        raw[r] = raw_switch();
+        check(weft_main(&one, yield_root, &y[r], NULL), "weft_main");
+        c[r] = cond_pingpong();
+        fx[r] = futex_pingpong();
+    }
+    progress_done();
+    add_row("switch_yield_vs_condvar",
+            "Hand a token between two tasks (time per hand-over;\n"
+            "  weft: weft_yield between two coroutines on one worker; pthreads: mutex+condvar)",
+            "ns/switch", y, c, opt.runs);
+    add_row("switch_yield_vs_futex",
+            "Hand a token between two tasks (time per hand-over;\n"
+            "  weft: weft_yield on one worker; pthreads: a bare futex wait/wake ping-pong)",
+            "ns/switch", y, fx, opt.runs);
+    add_row("switch_raw_vs_futex",
+            "Raw context switch, no scheduler (time per switch;\n"
+            "  weft: the internal weft__ctx_swap alone; pthreads: futex ping-pong)",
+            "ns/switch", raw, fx, opt.runs);
+}
+
+/* ---- skynet ------------------------------------------------------------------ */
+
+typedef struct { long num, size; } sky_arg;
+
+static void *skynet_weft(void *p)
+{
+    sky_arg *a = p;
+    if (a->size == 1)
+        return (void *)(intptr_t)a->num;
+    sky_arg kids[10];
+    weft_task *t[10];
+    long sub = a->size / 10, sum = 0;
+    for (int i = 0; i < 10; i++) {
+        kids[i] = (sky_arg){ a->num + i * sub, sub };
+        check(weft_spawn(&t[i], skynet_weft, &kids[i]), "weft_spawn");
+    }
+    for (int i = 0; i < 10; i++) {
+        void *r;
+        check(weft_join(t[i], &r), "weft_join");
+        sum += (long)(intptr_t)r;
+    }
+    return (void *)(intptr_t)sum;
+}
+
+static pthread_attr_t sky_attr;
+
+static void *skynet_pth(void *p)
+{
+    sky_arg *a = p;
+    if (a->size == 1)
+        return (void *)(intptr_t)a->num;
+    sky_arg kids[10];
+    pthread_t t[10];
+    long sub = a->size / 10, sum = 0;
+    for (int i = 0; i < 10; i++) {
+        kids[i] = (sky_arg){ a->num + i * sub, sub };
+        if (pthread_create(&t[i], &sky_attr, skynet_pth, &kids[i]) != 0) {
+            fail("skynet: pthread_create (too many threads)");
+            exit(1);
+        }
+    }
+    for (int i = 0; i < 10; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        sum += (long)(intptr_t)r;
+    }
+    return (void *)(intptr_t)sum;
+}
+
+static void bench_skynet(void)
+{
+    double w[64], p[64];
+    weft_config cfg = { .workers = opt.workers };
+    pthread_attr_init(&sky_attr);
+    pthread_attr_setstacksize(&sky_attr, 64 * 1024);
+    for (int r = 0; r < opt.runs; r++) {
+        progress("skynet", r + 1, opt.runs);
+        sky_arg a = { 0, opt.skynet_weft };
+        void *res;
+        uint64_t t0 = now_ns();
+        check(weft_main(&cfg, skynet_weft, &a, &res), "weft_main");
+        w[r] = (double)(now_ns() - t0) / 1e6;
+        long n = opt.skynet_weft;
+        if ((long)(intptr_t)res != n * (n - 1) / 2) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "skynet (weft) sum %ld, expected %ld",
+                     (long)(intptr_t)res, n * (n - 1) / 2);
+            fail(msg);
+        }
+        sky_arg b = { 0, opt.skynet_pth };
+        pthread_t root;
+        t0 = now_ns();
+        pthread_create(&root, &sky_attr, skynet_pth, &b);
+        pthread_join(root, &res);
+        p[r] = (double)(now_ns() - t0) / 1e6;
+        n = opt.skynet_pth;
+        if ((long)(intptr_t)res != n * (n - 1) / 2) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "skynet (pthreads) sum %ld, expected %ld",
+                     (long)(intptr_t)res, n * (n - 1) / 2);
+            fail(msg);
+        }
+    }
+    progress_done();
+    pthread_attr_destroy(&sky_attr);
+    /* Per-leaf figures make the two sizes comparable. */
+    double wl[64], pl[64];
+    for (int r = 0; r < opt.runs; r++) {
+        wl[r] = w[r] * 1e6 / (double)opt.skynet_weft;
+        pl[r] = p[r] * 1e6 / (double)opt.skynet_pth;
+    }
+    static char what1[200], what2[200];
+    snprintf(what1, sizeof what1,
+             "Skynet, whole run (weft: %ld leaf coroutines, fan-out 10, sum checked;\n"
+             "  pthreads: %ld leaf threads, the most they manage; not the same size, see next row)",
+             opt.skynet_weft, opt.skynet_pth);
+    snprintf(what2, sizeof what2,
+             "Skynet, time per leaf (the sizes above made comparable)");
+    add_row("skynet_total", what1, "ms", w, p, opt.runs);
+    add_row("skynet_per_leaf", what2, "ns/leaf", wl, pl, opt.runs);
+}
+
+/* ---- memory per blocked task -------------------------------------------------- */
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+/* A chain: coroutine i spawns i+1 and joins it; the last yields until released. */
+static atomic_long mem_alive;
+static atomic_int  mem_release;
+
+static void *mem_link(void *arg)
+{
+    long left = (long)(intptr_t)arg;
+    atomic_fetch_add_explicit(&mem_alive, 1, memory_order_relaxed);
+    if (left > 1) {
+        weft_task *t;
+        check(weft_spawn(&t, mem_link, (void *)(intptr_t)(left - 1)), "weft_spawn");
+        check(weft_join(t, NULL), "weft_join");
+    } else {
+        while (!atomic_load_explicit(&mem_release, memory_order_acquire))
+            weft_yield();
+    }
+    return NULL;
+}
+
+/* In a child: bytes of RSS per blocked coroutine, or -1. */
+static double mem_weft_child(long n, long *fit)
+{
+    weft_rt *rt;
+    weft_task *t;
+    weft_config cfg = { .workers = opt.workers };
+    check(weft_rt_create(&rt, &cfg), "weft_rt_create");
+    long before = rss_kib();
+    atomic_store(&mem_alive, 0);
+    atomic_store(&mem_release, 0);
+    check(weft_spawn_on(rt, &t, mem_link, (void *)(intptr_t)n), "weft_spawn_on");
+    while (atomic_load(&mem_alive) < n)
+        usleep(1000);
+    usleep(10000);
+    long after = rss_kib();
+    *fit = atomic_load(&mem_alive);
+    atomic_store_explicit(&mem_release, 1, memory_order_release);
+    check(weft_join(t, NULL), "weft_join");
+    weft_rt_destroy(rt);
+    return (double)(after - before) * 1024.0 / (double)n;
+}
+
+static pthread_mutex_t gate_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t  gate_c = PTHREAD_COND_INITIALIZER;
+static int gate_open;
+
+static void *thread_blocked(void *arg)
+{
+    pthread_mutex_lock(&gate_m);
+    while (!gate_open)
+        pthread_cond_wait(&gate_c, &gate_m);
+    pthread_mutex_unlock(&gate_m);
+    return arg;
+}
+
+/* In a child: bytes of RSS per blocked thread; *fit = how many could start. */
+static double mem_threads_child(long n, size_t stack, long *fit)
+{
+    pthread_t *t = calloc((size_t)n, sizeof *t);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    if (stack)
+        pthread_attr_setstacksize(&attr, stack);
+    gate_open = 0;
+    long before = rss_kib(), k = 0;
+    for (; k < n; k++)
+        if (pthread_create(&t[k], &attr, thread_blocked, NULL) != 0)
+            break;
+    usleep(10000);
+    long after = rss_kib();
+    pthread_mutex_lock(&gate_m);
+    gate_open = 1;
+    pthread_cond_broadcast(&gate_c);
+    pthread_mutex_unlock(&gate_m);
+    for (long i = 0; i < k; i++)
+        pthread_join(t[i], NULL);
+    free(t);
+    *fit = k;
+    return k ? (double)(after - before) * 1024.0 / (double)k : -1;
+}
+
+/* Runs one measurement in a forked child so each run starts from a fresh heap. */
+static double in_child(int which, long n, long *fit)
+{
+    int fd[2];
+    double res[2] = { -1, 0 };
+    if (pipe(fd) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        long k = 0;
+        double v = which == 0 ? mem_weft_child(n, &k)
+                 : mem_threads_child(n, which == 1 ? 0 : 64 * 1024, &k);
+        double out[2] = { v, (double)k };
+        if (write(fd[1], out, sizeof out) != sizeof out)
+            _exit(2);
+        _exit(failures ? 1 : 0);
+    }
+    close(fd[1]);
+    if (read(fd[0], res, sizeof res) != sizeof res)
+        res[0] = -1;
+    close(fd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail("memory: the measuring child failed");
+    *fit = (long)res[1];
+    return res[0];
+}
+
+static double mem_bytes[3];
+static long   mem_fit[3];
+
+static void bench_memory(void)
+{
+    double w[64], pd[64], p64[64];
+    long fw = 0, fd = 0, f64 = 0;
+    for (int r = 0; r < opt.runs; r++) {
+        progress("memory per blocked task", r + 1, opt.runs);
+        w[r] = in_child(0, opt.mem_weft, &fw) / 1024.0;
+        pd[r] = in_child(1, opt.mem_pth, &fd) / 1024.0;
+        p64[r] = in_child(2, opt.mem_pth, &f64) / 1024.0;
+    }
+    progress_done();
+    if (fw != opt.mem_weft)
+        fail("memory: not every coroutine blocked");
+    static char what1[240], what2[240];
+    snprintf(what1, sizeof what1,
+             "Memory (RSS) per blocked task, default stacks (weft: %ld coroutines, each\n"
+             "  blocked in weft_join, 256 KiB stack reserved; pthreads: %ld of %ld threads\n"
+             "  started, each blocked on a condvar, 8 MiB stack reserved)",
+             fw, fd, opt.mem_pth);
+    snprintf(what2, sizeof what2,
+             "Memory (RSS) per blocked task, pthreads with 64 KiB stacks (%ld of %ld started)",
+             f64, opt.mem_pth);
+    add_row("memory_default", what1, "KiB/task", w, pd, opt.runs);
+    add_row("memory_64k", what2, "KiB/task", w, p64, opt.runs);
+    mem_bytes[0] = summarize(w, opt.runs).med;
+    mem_bytes[1] = summarize(pd, opt.runs).med;
+    mem_bytes[2] = summarize(p64, opt.runs).med;
+    mem_fit[0] = fw;
+    mem_fit[1] = fd;
+    mem_fit[2] = f64;
+
+    FILE *f = open_out("memory.csv");
+    fprintf(f, "kind,tasks_started,tasks_asked,rss_kib_per_task_median\n");
+    fprintf(f, "weft coroutine (256 KiB stack),%ld,%ld,%.3f\n", fw, opt.mem_weft, mem_bytes[0]);
+    fprintf(f, "pthread (default stack),%ld,%ld,%.3f\n", fd, opt.mem_pth, mem_bytes[1]);
+    fprintf(f, "pthread (64 KiB stack),%ld,%ld,%.3f\n", f64, opt.mem_pth, mem_bytes[2]);
+    fclose(f);
+    static const char *const labels[] = { "weft coroutine", "pthread, default stack",
+                                          "pthread, 64 KiB stack" };
+    svg_bars("memory.svg", "RSS per blocked task (lower is better)", "KiB", 3, mem_bytes, labels);
+}
+
+/* ---- multicore scaling -------------------------------------------------------- */
+
+/* The compute kernel: a fixed amount of integer mixing per leaf. */
+static uint64_t work(uint64_t seed, long n)
+{
+    uint64_t x = seed | 1;
+    for (long i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    return x;
+}
+
+typedef struct { long lo, hi; uint64_t sum; } range;
+
+static void *fj_weft(void *p)
+{
+    range *r = p;
+    if (r->hi - r->lo == 1) {
+        r->sum = work((uint64_t)r->lo, opt.scale_work);
+        return NULL;
+    }
+    long mid = r->lo + (r->hi - r->lo) / 2;
+    range a = { r->lo, mid, 0 }, b = { mid, r->hi, 0 };
+    weft_task *t;
+    check(weft_spawn(&t, fj_weft, &a), "weft_spawn");
+    fj_weft(&b);
+    check(weft_join(t, NULL), "weft_join");
+    r->sum = a.sum + b.sum;
+    return NULL;
+}
+
+static void *fj_thread(void *p)
+{
+    range *r = p;
+    r->sum = 0;
+    for (long i = r->lo; i < r->hi; i++)
+        r->sum += work((uint64_t)i, opt.scale_work);
+    return NULL;
+}
+
+static uint64_t fj_expected;
+
+static double fj_run_weft(unsigned workers)
+{
+    weft_config cfg = { .workers = workers };
+    range r = { 0, opt.scale_leaves, 0 };
+    uint64_t t0 = now_ns();
+    check(weft_main(&cfg, fj_weft, &r, NULL), "weft_main");
+    double ms = (double)(now_ns() - t0) / 1e6;
+    if (r.sum != fj_expected)
+        fail("scaling: weft fork-join sum is wrong");
+    return ms;
+}
+
+static double fj_run_pth(int nthreads)
+{
+    pthread_t t[WEFT_WORKERS_MAX];
+    range r[WEFT_WORKERS_MAX];
+    long per = opt.scale_leaves / nthreads, lo = 0;
+    uint64_t t0 = now_ns(), sum = 0;
+    for (int i = 0; i < nthreads; i++) {
+        long hi = i == nthreads - 1 ? opt.scale_leaves : lo + per;
+        r[i] = (range){ lo, hi, 0 };
+        lo = hi;
+        pthread_create(&t[i], NULL, fj_thread, &r[i]);
+    }
+    for (int i = 0; i < nthreads; i++) {
+        pthread_join(t[i], NULL);
+        sum += r[i].sum;
+    }
+    double ms = (double)(now_ns() - t0) / 1e6;
+    if (sum != fj_expected)
+        fail("scaling: pthreads sum is wrong");
+    return ms;
+}
+
+static void bench_scaling(void)
+{
+    int maxw = opt.workers ? (int)opt.workers : ncpus();
+    if (maxw > 64)
+        maxw = 64;
+    fj_expected = 0;
+    for (long i = 0; i < opt.scale_leaves; i++)
+        fj_expected += work((uint64_t)i, opt.scale_work);
+    double tw[64][64], tp[64][64];
+    for (int r = 0; r < opt.runs; r++) {
+        progress("multicore scaling", r + 1, opt.runs);
+        for (int w = 1; w <= maxw; w++) {
+            tw[w - 1][r] = fj_run_weft((unsigned)w);
+            tp[w - 1][r] = fj_run_pth(w);
+        }
+    }
+    progress_done();
+    double series[3][64];
+    FILE *f = open_out("scaling.csv");
+    fprintf(f, "workers,weft_ms_median,weft_ms_min,weft_ms_max,weft_speedup,"
+               "pthreads_ms_median,pthreads_ms_min,pthreads_ms_max,pthreads_speedup\n");
+    figure w1 = summarize(tw[0], opt.runs), p1 = summarize(tp[0], opt.runs);
+    for (int w = 1; w <= maxw; w++) {
+        figure sw = summarize(tw[w - 1], opt.runs), sp = summarize(tp[w - 1], opt.runs);
+        series[0][w - 1] = w1.med / sw.med;
+        series[1][w - 1] = p1.med / sp.med;
+        series[2][w - 1] = w;
+        fprintf(f, "%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f\n", w, sw.med, sw.min, sw.max,
+                series[0][w - 1], sp.med, sp.min, sp.max, series[1][w - 1]);
+        if (w > 1) {
+            static char what[8][200];
+            double sw_r[64], sp_r[64];
+            for (int r = 0; r < opt.runs; r++) {
+                sw_r[r] = tw[0][r] / tw[w - 1][r];
+                sp_r[r] = tp[0][r] / tp[w - 1][r];
+            }
+            if (w - 2 < 8) {
+                snprintf(what[w - 2], sizeof what[0],
+                         "Fork-join compute speed-up from 1 to %d workers, higher is better\n"
+                         "  (%ld leaves of pure arithmetic; weft: recursive spawn/join tree;\n"
+                         "  pthreads: %d threads, each one static slice)",
+                         w, opt.scale_leaves, w);
+                add_row("scaling_speedup", what[w - 2], "x", sw_r, sp_r, opt.runs);
+            }
+        }
+    }
+    fclose(f);
+    static char what1[160];
+    snprintf(what1, sizeof what1, "Fork-join compute on 1 worker / 1 thread (whole run)");
+    add_row("scaling_1_worker", what1, "ms", tw[0], tp[0], opt.runs);
+    (void)p1;
+    double flat[3 * 64];
+    for (int s = 0; s < 3; s++)
+        for (int w = 0; w < maxw; w++)
+            flat[s * maxw + w] = series[s][w];
+    static const char *const labels[] = { "weft", "pthreads", "ideal" };
+    double ymax = maxw;
+    for (int w = 0; w < maxw; w++)
+        for (int s = 0; s < 2; s++)
+            if (series[s][w] > ymax)
+                ymax = series[s][w];
+    svg_lines("scaling.svg", "Fork-join speed-up over 1 worker (higher is better)",
+              "workers (threads)", "speed-up", maxw, 3, flat, labels, ymax * 1.1);
+}
+
+/* ---- main ------------------------------------------------------------------------ */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: weft-bench [WORKLOAD] [--quick|--full] [--runs N] [--csv DIR] [--workers N]\n"
+        "workloads: all (default), spawn, switch, skynet, memory, scaling\n"
+        "  --quick      small sizes, the whole `all` run in under a minute (default)\n"
+        "  --full       the careful run: 1,000,000 tasks where the issue asks for them\n"
+        "  --runs N     runs per figure (median and min..max shown); default 3 quick, 7 full\n"
+        "  --csv DIR    where CSV and SVG files go; default ./weft-bench-results\n"
+        "  --workers N  weft workers for spawn, skynet and memory, and the top of the\n"
+        "               scaling sweep; default: the CPUs this process may use\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *which = "all";
+    opt.dir = "weft-bench-results";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--quick"))
+            opt.full = 0;
+        else if (!strcmp(a, "--full"))
+            opt.full = 1;
+        else if (!strcmp(a, "--runs") && i + 1 < argc)
+            opt.runs = atoi(argv[++i]);
+        else if (!strcmp(a, "--csv") && i + 1 < argc)
+            opt.dir = argv[++i];
+        else if (!strcmp(a, "--workers") && i + 1 < argc)
+            opt.workers = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (a[0] != '-')
+            which = a;
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (opt.runs <= 0)
+        opt.runs = opt.full ? 7 : 3;
+    if (opt.runs > 64)
+        opt.runs = 64;
+    if (opt.full) {
+        opt.spawn_weft = 1000000; opt.spawn_pth = 10000;
+        opt.yield_iters = 5000000; opt.cond_iters = 200000; opt.futex_iters = 200000;
+        opt.raw_iters = 20000000;
+        opt.skynet_weft = 1000000; opt.skynet_pth = 10000;
+        opt.mem_weft = 1000000; opt.mem_pth = 10000;
+        opt.scale_leaves = 4096; opt.scale_work = 100000;
+    } else {
+        opt.spawn_weft = 20000; opt.spawn_pth = 2000;
+        opt.yield_iters = 1000000; opt.cond_iters = 50000; opt.futex_iters = 50000;
+        opt.raw_iters = 5000000;
+        opt.skynet_weft = 100000; opt.skynet_pth = 1000;
+        opt.mem_weft = 100000; opt.mem_pth = 2000;
+        opt.scale_leaves = 512; opt.scale_work = 50000;
+    }
+    int all = !strcmp(which, "all");
+    if (!all && strcmp(which, "spawn") && strcmp(which, "switch") && strcmp(which, "skynet")
+        && strcmp(which, "memory") && strcmp(which, "scaling")) {
+        usage(stderr);
+        return 2;
+    }
+    if (mkdir(opt.dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "weft-bench: cannot create %s: %s\n", opt.dir, strerror(errno));
+        return 1;
+    }
+    printf("weft-bench %s: %d CPUs, %d runs per figure\n", opt.full ? "--full" : "--quick",
+           ncpus(), opt.runs);
+    fflush(stdout);
+    uint64_t t0 = now_ns();
+    /* memory forks: run it first, while this process has no other threads. */
+    if (all || !strcmp(which, "memory"))
+        bench_memory();
+    if (all || !strcmp(which, "spawn"))
+        bench_spawn();
+    if (all || !strcmp(which, "switch"))
+        bench_switch();
+    if (all || !strcmp(which, "skynet"))
+        bench_skynet();
+    if (all || !strcmp(which, "scaling"))
+        bench_scaling();
+    print_table();
+    write_csv();
+    printf("CSV:    %s/results.csv", opt.dir);
+    if (all || !strcmp(which, "memory"))
+        printf(", %s/memory.csv", opt.dir);
+    if (all || !strcmp(which, "scaling"))
+        printf(", %s/scaling.csv", opt.dir);
+    printf("\n");
+    if (all || !strcmp(which, "memory"))
+        printf("Chart:  %s/memory.svg (RSS per blocked task)\n", opt.dir);
+    if (all || !strcmp(which, "scaling"))
+        printf("Chart:  %s/scaling.svg (fork-join speed-up by workers)\n", opt.dir);
+    printf("Total time %.1f s.\n", (double)(now_ns() - t0) / 1e9);
+    if (failures) {
+        fprintf(stderr, "weft-bench: %d check(s) failed; the figures above are not valid\n",
+                failures);
+        return 1;
+    }
+    return 0;
+}
