@@ -200,6 +200,9 @@ struct weft_rt {
     _Atomic uint32_t       destroying;          /* weft_rt_destroy() has begun */
     _Atomic uint32_t       exit_seq;            /* futex word: bumped by exits while destroying */
     _Atomic uint32_t       stopping;            /* no task left: workers exit */
+
+    /* Timers (runtime/timer.c): started by the first sleep. */
+    _Atomic(struct weft__timers *) timers;
 };
 
 /* The worker the calling thread is, or NULL. Never inlined: see sched.c. */

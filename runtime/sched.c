@@ -81,6 +81,7 @@
  * weft__worker_self(), which is never inlined and is opaque to the optimiser.
  */
 #include "internal.h"
+#include "io.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -766,6 +767,7 @@ int weft_rt_destroy(weft_rt *rt)
         syscall(SYS_futex, (uint32_t *)&rt->exit_seq, FUTEX_WAIT_PRIVATE, seq, &ms, NULL, 0);
     }
     stop_workers(rt, rt->nworkers);
+    weft__timers_destroy(rt);   /* runtime/timer.c */
     rt_free(rt);
     return 0;
 }
