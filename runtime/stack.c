@@ -74,21 +74,16 @@ struct weft__stacks {
     char           *bump, *bump_end;   /* uncarved part of the newest chunk */
 };
 
-static size_t page_size;
 static _Atomic int guard_madvise = 1;   /* cleared once the kernel refuses it */
-static size_t guard_bytes;              /* the same for every runtime */
 
 int weft__stacks_create(struct weft__stacks **out, size_t stack_size)
 {
-    if (!page_size) {
-        page_size = (size_t)sysconf(_SC_PAGESIZE);
-        guard_bytes = GUARD_PAGES * page_size;
-    }
+    size_t page_size = (size_t)sysconf(_SC_PAGESIZE);
     struct weft__stacks *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
     size_t body = (stack_size + TASK_AREA + page_size - 1) & ~(page_size - 1);
-    s->guard_size = guard_bytes;
+    s->guard_size = GUARD_PAGES * page_size;
     s->slot_size = s->guard_size + body;
     pthread_mutex_init(&s->lock, NULL);
     *out = s;
@@ -303,7 +298,7 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
     weft_task *t = w ? w->current : NULL;
     char *addr = si->si_addr;
     if (t && addr < (char *)t->fiber.stack_lo &&
-        addr >= (char *)t->fiber.stack_lo - guard_bytes) {
+        addr >= (char *)t->fiber.stack_lo - t->rt->stacks->guard_size) {
         char msg[256];
         size_t n = 0;
         n += put_s(msg + n, "weft: stack overflow in coroutine 0x");

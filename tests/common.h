@@ -37,12 +37,12 @@
 #define WEFT_TEST_TSAN 0
 #endif
 
-/* Instrumented runs are 20-50 times slower, and ThreadSanitizer counts every
+/* Instrumented runs are 20-100 times slower, and ThreadSanitizer counts every
  * live coroutine as a thread (at most 8128): big counts shrink there. */
 static inline size_t scaled(size_t n)
 {
     if (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND) {
-        size_t m = n / 20;
+        size_t m = n / 100;
         return m ? m : 1;
     }
     return n;

@@ -1,9 +1,10 @@
 /*
- * A small stand-in for the part of Criterion that weft's suites use, for the
- * one place Criterion cannot run: the AArch64 build under qemu-user, where
- * dynamically linked programs that start threads hang, and Debian ships the
- * arm64 Criterion as a shared library only. The suites are linked statically
- * against this instead. Each test runs in a child process, as under Criterion;
+ * A small stand-in for the part of Criterion that weft's suites use, for where
+ * Criterion cannot run: under ThreadSanitizer (Criterion's inheritable arena
+ * clashes with TSan's memory layout and it crashes before any test), and in the
+ * AArch64 build under qemu-user, where dynamically linked programs that start
+ * threads hang and Debian's arm64 Criterion is shared-only, so the suites are
+ * linked statically. Each test runs in a child process, as under Criterion;
  * .signal and cr_skip behave the same. Assertion messages beyond the compared
  * expressions are not printed.
  */
