@@ -18,9 +18,11 @@
  *
  * Free slots go first to the freeing worker's private pool (no locking, still
  * hot in cache). Past POOL_MAX the worker hands half of its pool to the shared
- * list, giving their pages back to the kernel with MADV_DONTNEED; the shared
- * list is an array, not a list threaded through the slots, so that cold slots
- * stay untouched. Chunks are unmapped when the runtime is destroyed.
+ * lists: up to WARM_MAX slots stay warm there for the other workers (tasks often
+ * finish on another worker than the one that spawned them), and the rest give
+ * their pages back to the kernel with MADV_DONTNEED. The shared lists are
+ * arrays, not lists threaded through the slots, so that cold slots stay
+ * untouched. Chunks are unmapped when the runtime is destroyed.
  *
  * A stack overflow runs into the guard. The SIGSEGV handler, which runs on a
  * per-worker alternate signal stack, recognises a fault inside the current
@@ -55,6 +57,7 @@ void __tsan_destroy_fiber(void *fiber);
 
 #define CHUNK_SLOTS 64u
 #define POOL_MAX    64u
+#define WARM_MAX    1024u     /* warm slots shared by a runtime's workers */
 #define GUARD_PAGES 4u        /* a frame larger than this skips the guard */
 #define TASK_AREA   ((sizeof(struct weft_task) + 63u) & ~(size_t)63u)
 
@@ -68,8 +71,10 @@ struct weft__stacks {
     size_t          slot_size;    /* guard + stack + task, whole pages */
     size_t          guard_size;
     pthread_mutex_t lock;         /* guards everything below */
-    weft_task     **cold;         /* free slots whose pages went back */
-    size_t          ncold, capcold;
+    struct slots {                /* an array of free slots */
+        weft_task **at;
+        size_t      n, cap;
+    } warm, cold;                 /* warm: pages still there; cold: given back */
     struct chunk   *chunks;
     char           *bump, *bump_end;   /* uncarved part of the newest chunk */
 };
@@ -99,7 +104,8 @@ void weft__stacks_destroy(struct weft__stacks *s)
         free(c);
         c = next;
     }
-    free(s->cold);
+    free(s->warm.at);
+    free(s->cold.at);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -174,8 +180,8 @@ weft_task *weft__stack_get(struct weft__stacks *s, struct weft__pool *pool)
         return t;
     }
     pthread_mutex_lock(&s->lock);
-    if (s->ncold) {
-        t = s->cold[--s->ncold];
+    if (s->warm.n || s->cold.n) {
+        t = s->warm.n ? s->warm.at[--s->warm.n] : s->cold.at[--s->cold.n];
         pthread_mutex_unlock(&s->lock);
         task_reset(s, t);
         return t;
@@ -195,17 +201,17 @@ weft_task *weft__stack_get(struct weft__stacks *s, struct weft__pool *pool)
 }
 
 /* Holds s->lock. False if the array cannot grow. */
-static bool cold_push(struct weft__stacks *s, weft_task *t)
+static bool slots_push(struct slots *a, weft_task *t)
 {
-    if (s->ncold == s->capcold) {
-        size_t cap = s->capcold ? s->capcold * 2 : 256;
-        weft_task **a = realloc(s->cold, cap * sizeof(*a));
-        if (!a)
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 256;
+        weft_task **at = realloc(a->at, cap * sizeof(*at));
+        if (!at)
             return false;
-        s->cold = a;
-        s->capcold = cap;
+        a->at = at;
+        a->cap = cap;
     }
-    s->cold[s->ncold++] = t;
+    a->at[a->n++] = t;
     return true;
 }
 
@@ -228,29 +234,33 @@ void weft__stack_put(struct weft__stacks *s, struct weft__pool *pool, weft_task 
         pool->count++;
         return;
     }
-    /* Hand this slot and, from a worker, half of its pool to the shared list,
-     * cold. A slot that cannot be listed (no memory for the array) is simply
-     * not reused; its pages still go back. */
-    weft_task *batch = t;
-    t->next = NULL;
-    if (pool) {
-        for (unsigned i = 0; i < POOL_MAX / 2; i++) {
-            weft_task *x = pool->head;
-            pool->head = x->next;
-            pool->count--;
-            x->next = batch;
-            batch = x;
-        }
-    }
+    /* Hand this slot and, from a worker, half of its pool to the shared list.
+     * Tasks often finish on another worker than the one that spawned them, so
+     * one pool overflows while another runs dry: up to WARM_MAX slots wait
+     * there warm for the other workers; past that their pages go back to the
+     * kernel. A slot that cannot be listed (no memory for the array) is simply
+     * not reused. */
     weft_task *list[POOL_MAX / 2 + 1];
     size_t n = 0;
-    for (weft_task *x = batch; x; x = x->next)
+    list[n++] = t;
+    while (pool && n < POOL_MAX / 2 + 1) {
+        weft_task *x = pool->head;
+        pool->head = x->next;
+        pool->count--;
         list[n++] = x;
-    for (size_t i = 0; i < n; i++)
+    }
+    pthread_mutex_lock(&s->lock);
+    size_t warm = s->warm.n < WARM_MAX ? WARM_MAX - s->warm.n : 0;
+    for (size_t i = 0; i < n && i < warm; i++)
+        slots_push(&s->warm, list[i]);
+    pthread_mutex_unlock(&s->lock);
+    if (warm >= n)
+        return;
+    for (size_t i = warm; i < n; i++)
         give_back(s, list[i]);
     pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < n; i++)
-        cold_push(s, list[i]);
+    for (size_t i = warm; i < n; i++)
+        slots_push(&s->cold, list[i]);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -260,7 +270,7 @@ void weft__pool_drain(struct weft__stacks *s, struct weft__pool *pool)
     while (pool->head) {
         weft_task *t = pool->head;
         pool->head = t->next;
-        cold_push(s, t);
+        slots_push(&s->warm, t);
     }
     pool->count = 0;
     pthread_mutex_unlock(&s->lock);
