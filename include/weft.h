@@ -30,6 +30,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -135,6 +136,22 @@ WEFT_API uint64_t weft_now(void);
  * negative errno (-ENOMEM, -EAGAIN: the runtime's timer could not be started).
  */
 WEFT_API int weft_sleep(uint64_t ns);
+
+/*
+ * Reading and writing descriptors (pipes, sockets, terminals) without blocking
+ * the worker: a call that would block suspends only the calling coroutine until
+ * the descriptor is ready. The first call on a descriptor switches it to
+ * O_NONBLOCK and leaves it so. From a plain thread each behaves like the plain
+ * system call. Each returns what the system call returns, or a negative errno;
+ * errno is never set. weft_send() adds MSG_NOSIGNAL: a closed peer gives -EPIPE,
+ * never SIGPIPE. weft_poll() waits until one of events (POLLIN, POLLOUT) is
+ * ready and returns the revents.
+ */
+WEFT_API ssize_t weft_read(int fd, void *buf, size_t len);
+WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len);
+WEFT_API ssize_t weft_recv(int fd, void *buf, size_t len, int flags);
+WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags);
+WEFT_API int weft_poll(int fd, short events);
 
 /* ---- synchronization and channels (runtime/sync.c, runtime/chan.c) ---- */
 

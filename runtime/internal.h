@@ -203,6 +203,8 @@ struct weft_rt {
 
     /* Timers (runtime/timer.c): started by the first sleep. */
     _Atomic(struct weft__timers *) timers;
+    /* Readiness of descriptors (runtime/io.c): started by the first wait. */
+    _Atomic(struct weft__poller *) poller;
 };
 
 /* The worker the calling thread is, or NULL. Never inlined: see sched.c. */

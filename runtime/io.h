@@ -19,4 +19,10 @@ struct weft__timers;   /* a runtime's timer heap and its thread */
  * only, after every coroutine has finished. */
 void weft__timers_destroy(weft_rt *rt);
 
+struct weft__poller;   /* a runtime's epoll set and its thread */
+
+/* Stops and joins rt's poller thread, if one was started. weft_rt_destroy()
+ * only, after every coroutine has finished. */
+void weft__poller_destroy(weft_rt *rt);
+
 #endif /* WEFT_IO_H */

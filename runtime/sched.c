@@ -768,6 +768,7 @@ int weft_rt_destroy(weft_rt *rt)
     }
     stop_workers(rt, rt->nworkers);
     weft__timers_destroy(rt);   /* runtime/timer.c */
+    weft__poller_destroy(rt);   /* runtime/io.c */
     rt_free(rt);
     return 0;
 }
