@@ -238,8 +238,7 @@ Test(sched, keeps_each_worker_on_one_thread_while_coroutines_migrate)
             atomic_store(&tid_of_worker[k], 0);
         atomic_store(&migrations, 0);
         atomic_store(&mismatches, 0);
-        /* Not scaled: the loop stops after 100 migrations anyway. */
-        run_with(sweep_workers[i], wanderers, (void *)20000);
+        run_with(sweep_workers[i], wanderers, (void *)scaled(20000));
         cr_assert_eq(atomic_load(&mismatches), 0, "a coroutine saw a stale worker after a switch");
         /* Valgrind runs one thread at a time, so a thief may never get to
          * steal; everywhere else migration is all but certain. */
