@@ -214,8 +214,9 @@ struct weft__worker *weft__worker_self(void);
 void weft__park(void);
 /* Makes a parked (or parking) coroutine runnable. Any thread, once per park. */
 void weft__unpark(weft_task *t);
-/* Prepares t's context to start t->fn(t->arg) and queues it. Any thread. */
-void weft__task_start(weft_task *t);
+/* Prepares t's context to start t->fn(t->arg) and queues it. Any thread; w is
+ * the calling worker if it belongs to t's runtime and runs a coroutine, else NULL. */
+void weft__task_start(struct weft__worker *w, weft_task *t);
 /* Drops one of t's two references; the last frees its slot. Any thread. */
 void weft__task_release(weft_task *t);
 /* Yield from a coroutine. */

@@ -461,16 +461,14 @@ static void task_entry(void *arg)
     weft__panic(__FILE__, __LINE__, "a finished coroutine was resumed");
 }
 
-void weft__task_start(weft_task *t)
+void weft__task_start(struct weft__worker *w, weft_task *t)
 {
     weft__ctx_init(&t->fiber.ctx, t->fiber.stack_lo, t, task_entry, t);
-    weft_rt *rt = t->rt;
-    struct weft__worker *w = weft__worker_self();
-    if (w && w->rt == rt && w->current) {
+    if (w) {
         push_local(w, t);
     } else {
-        global_push(rt, t);
-        wake_one(rt);
+        global_push(t->rt, t);
+        wake_one(t->rt);
     }
 }
 

@@ -11,13 +11,14 @@
 
 #include <errno.h>
 
-static int spawn(weft_rt *rt, bool inside, weft_task **out, weft_fn fn, void *arg)
+/* w: the calling worker, if it runs a coroutine of rt; else NULL. */
+static int spawn(weft_rt *rt, struct weft__worker *w, weft_task **out, weft_fn fn, void *arg)
 {
+    bool inside = w != NULL;
     /* A plain thread must not race weft_rt_destroy; once it has begun, only the
      * runtime's own coroutines may add tasks. */
     if (!inside && atomic_load_explicit(&rt->destroying, memory_order_acquire))
         return -EINVAL;
-    struct weft__worker *w = inside ? weft__worker_self() : NULL;
     weft_task *t = weft__stack_get(rt->stacks, inside ? &w->pool : NULL);
     if (!t)
         return -ENOMEM;
@@ -30,7 +31,7 @@ static int spawn(weft_rt *rt, bool inside, weft_task **out, weft_fn fn, void *ar
     atomic_init(&t->flags, out ? 0u : WEFT__F_DETACHED);
     if (out)
         *out = t;
-    weft__task_start(t);   /* t may run, finish and be freed from here on */
+    weft__task_start(w, t);   /* t may run, finish and be freed from here on */
     return 0;
 }
 
@@ -39,7 +40,7 @@ int weft_spawn_on(weft_rt *rt, weft_task **task, weft_fn fn, void *arg)
     if (!rt || !fn)
         return -EINVAL;
     struct weft__worker *w = weft__worker_self();
-    return spawn(rt, w && w->current && w->rt == rt, task, fn, arg);
+    return spawn(rt, w && w->current && w->rt == rt ? w : NULL, task, fn, arg);
 }
 
 int weft_spawn(weft_task **task, weft_fn fn, void *arg)
@@ -49,7 +50,7 @@ int weft_spawn(weft_task **task, weft_fn fn, void *arg)
     struct weft__worker *w = weft__worker_self();
     if (!w || !w->current)
         return -EPERM;
-    return spawn(w->rt, true, task, fn, arg);
+    return spawn(w->rt, w, task, fn, arg);
 }
 
 /* Marks the handle used by join or detach; -EINVAL if it was already. */
