@@ -195,11 +195,18 @@ static _Atomic size_t migrations, mismatches;
 
 static void *hop(void *arg) { return arg; }
 
+/* Gives up on seeing a migration only after this long: a loaded machine may
+ * keep the second worker's thread off the CPU for a while, so the number of
+ * iterations alone cannot promise that a thief ever ran. */
+#define MIGRATION_PATIENCE_NS (10 * 1000000000ull)
+
 static void *wanderer(void *arg)
 {
     size_t iters = (size_t)arg;
+    uint64_t give_up = weft_now() + MIGRATION_PATIENCE_NS;
     int last = weft_worker();
-    for (size_t i = 0; i < iters; i++) {
+    bool patient = weft_workers() > 1 && !RUNNING_ON_VALGRIND;
+    for (size_t i = 0; i < iters || (patient && atomic_load(&migrations) == 0 && weft_now() < give_up); i++) {
         if (i % 4 == 0) {
             weft_task *t;
             weft_spawn(&t, hop, NULL);   /* its thief wakes us on its own worker */
