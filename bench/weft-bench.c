@@ -50,7 +50,7 @@ static struct {
     const char *dir;
     /* sizes, set from --quick / --full */
     long spawn_weft, spawn_pth;
-    long yield_iters, cond_iters, futex_iters, raw_iters;
+    long yield_iters, cond_iters, futex_iters, raw_iters, handoff_iters;
     long skynet_weft, skynet_pth;
     long mem_weft, mem_pth;
     long scale_leaves, scale_work;
@@ -504,14 +504,55 @@ static double futex_pingpong(void)
     return (double)(now_ns() - t0) / (2.0 * (double)fiters);
 }
 
+/* weft: a token goes out on one unbuffered channel and comes back, one higher,
+ * on another; each leg is one hand-over from coroutine to coroutine. */
+static weft_chan *ping, *pong;
+
+static void *chan_echo(void *arg)
+{
+    long n = (long)(intptr_t)arg;
+    uint64_t tok;
+    for (long i = 0; i < n; i++) {
+        check(weft_chan_recv(ping, &tok), "weft_chan_recv");
+        tok++;
+        check(weft_chan_send(pong, &tok), "weft_chan_send");
+    }
+    return NULL;
+}
+
+static void *handoff_root(void *arg)
+{
+    long n = opt.handoff_iters;
+    uint64_t tok = 0;
+    weft_task *t;
+    check(weft_chan_create(&ping, sizeof tok, 0), "weft_chan_create");
+    check(weft_chan_create(&pong, sizeof tok, 0), "weft_chan_create");
+    check(weft_spawn(&t, chan_echo, (void *)(intptr_t)n), "weft_spawn");
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        tok++;
+        check(weft_chan_send(ping, &tok), "weft_chan_send");
+        check(weft_chan_recv(pong, &tok), "weft_chan_recv");
+    }
+    uint64_t t1 = now_ns();
+    check(weft_join(t, NULL), "weft_join");
+    check(weft_chan_destroy(ping), "weft_chan_destroy");
+    check(weft_chan_destroy(pong), "weft_chan_destroy");
+    if (tok != 2 * (uint64_t)n)
+        fail("switch: channel token count");
+    *(double *)arg = (double)(t1 - t0) / (2.0 * (double)n);
+    return NULL;
+}
+
 static void bench_switch(void)
 {
-    double raw[64], y[64], c[64], fx[64];
+    double raw[64], y[64], ch[64], c[64], fx[64];
     weft_config one = { .workers = 1 };
     for (int r = 0; r < opt.runs; r++) {
         progress("switch cost", r + 1, opt.runs);
         raw[r] = raw_switch();
         check(weft_main(&one, yield_root, &y[r], NULL), "weft_main");
+        check(weft_main(&one, handoff_root, &ch[r], NULL), "weft_main");
         c[r] = cond_pingpong();
         fx[r] = futex_pingpong();
     }
@@ -524,6 +565,11 @@ static void bench_switch(void)
             "Hand a token between two tasks (time per hand-over;\n"
             "  weft: weft_yield on one worker; pthreads: a bare futex wait/wake ping-pong)",
             "ns/switch", y, fx, opt.runs);
+    add_row("switch_chan_vs_futex",
+            "Hand a token between two tasks through a channel (time per one-way hand-over;\n"
+            "  weft: two coroutines on one worker, unbuffered weft_chan each way, token\n"
+            "  checked; pthreads: a bare futex wait/wake ping-pong)",
+            "ns/switch", ch, fx, opt.runs);
     add_row("switch_raw_vs_futex",
             "Raw context switch, no scheduler (time per switch;\n"
             "  weft: the internal weft__ctx_swap alone; pthreads: futex ping-pong)",
@@ -992,14 +1038,14 @@ int main(int argc, char **argv)
     if (opt.full) {
         opt.spawn_weft = 1000000; opt.spawn_pth = 10000;
         opt.yield_iters = 5000000; opt.cond_iters = 200000; opt.futex_iters = 200000;
-        opt.raw_iters = 20000000;
+        opt.raw_iters = 20000000; opt.handoff_iters = 2000000;
         opt.skynet_weft = 1000000; opt.skynet_pth = 10000;
         opt.mem_weft = 1000000; opt.mem_pth = 10000;
         opt.scale_leaves = 4096; opt.scale_work = 100000;
     } else {
         opt.spawn_weft = 20000; opt.spawn_pth = 2000;
         opt.yield_iters = 1000000; opt.cond_iters = 50000; opt.futex_iters = 50000;
-        opt.raw_iters = 5000000;
+        opt.raw_iters = 5000000; opt.handoff_iters = 500000;
         opt.skynet_weft = 100000; opt.skynet_pth = 1000;
         opt.mem_weft = 100000; opt.mem_pth = 2000;
         opt.scale_leaves = 512; opt.scale_work = 50000;
