@@ -2,8 +2,8 @@
  * weft-bench: the same workloads run with weft coroutines and with plain
  * pthreads, side by side.
  *
- *   weft-bench [all|spawn|switch|skynet|memory|scaling] [--quick|--full]
- *              [--runs N] [--csv DIR] [--workers N]
+ *   weft-bench [all|spawn|switch|skynet|memory|scaling|chan]
+ *              [--quick|--full] [--runs N] [--csv DIR] [--workers N]
  *
  * Method. Each figure is the median of --runs runs, shown with the spread
  * (min..max) of those runs. Within one run the weft and the pthreads variants
@@ -13,8 +13,9 @@
  * that one run's pools cannot flatter the next.
  *
  * Every workload checks its own result (skynet's sum, the number of tasks that
- * ran, the token count); a wrong answer prints a message and the program exits
- * with status 1. Timing never decides the exit status.
+ * ran, the token count, every channel message received exactly once); a wrong
+ * answer prints a message and the program exits with status 1. Timing never
+ * decides the exit status.
  *
  * Output: a table on stdout, results.csv, scaling.csv and memory.csv plus
  * scaling.svg and memory.svg (drawn here, no plotting tool needed) in the
@@ -54,6 +55,8 @@ static struct {
     long skynet_weft, skynet_pth;
     long mem_weft, mem_pth;
     long scale_leaves, scale_work;
+    long chan_msgs;             /* both, buffered; weft, unbuffered */
+    long chan_sync_pth;         /* pthreads, unbuffered: a rendezvous costs far more */
 } opt;
 
 static int failures;
@@ -123,15 +126,21 @@ typedef struct {
     const char *unit;
     figure weft, pth;
     int  has_pth;
+    int  higher;             /* higher is better: a rate, a speed-up */
     figure ratio;            /* weft / pthreads, median of per-run ratios */
 } row;
 
-static row rows[32];
+static row rows[64];
 static int nrows;
 
-static void add_row(const char *workload, const char *what, const char *unit,
+/* Returns the new row, so that a caller can mark it: add_row(...)->higher = 1. */
+static row *add_row(const char *workload, const char *what, const char *unit,
                     const double *w, const double *p, int n)
 {
+    if (nrows == (int)(sizeof rows / sizeof rows[0])) {
+        fprintf(stderr, "weft-bench: more than %d rows; enlarge rows[]\n", nrows);
+        exit(1);
+    }
     row *r = &rows[nrows++];
     r->workload = workload;
     r->what = what;
@@ -145,14 +154,17 @@ static void add_row(const char *workload, const char *what, const char *unit,
             q[i] = w[i] / p[i];
         r->ratio = summarize(q, n);
     }
+    return r;
 }
 
 static void fmt_stat(char *buf, size_t len, figure s)
 {
     if (s.med >= 100)
         snprintf(buf, len, "%.0f (%.0f..%.0f)", s.med, s.min, s.max);
-    else
+    else if (s.med >= 10)
         snprintf(buf, len, "%.1f (%.1f..%.1f)", s.med, s.min, s.max);
+    else
+        snprintf(buf, len, "%.2f (%.2f..%.2f)", s.med, s.min, s.max);
 }
 
 static void print_table(void)
@@ -168,11 +180,12 @@ static void print_table(void)
         if (r->has_pth) {
             fmt_stat(p, sizeof p, r->pth);
             printf("    pthreads  %-28s %s\n", p, r->unit);
+            const char *verb = r->higher ? "reaches" : "takes";
             if (r->ratio.med < 1)
-                printf("    => weft takes %.3gx the pthreads figure (%.3gx less)\n",
-                       r->ratio.med, 1 / r->ratio.med);
+                printf("    => weft %s %.3gx the pthreads figure (%.3gx less)\n",
+                       verb, r->ratio.med, 1 / r->ratio.med);
             else
-                printf("    => weft takes %.3gx the pthreads figure\n", r->ratio.med);
+                printf("    => weft %s %.3gx the pthreads figure\n", verb, r->ratio.med);
         }
         printf("\n");
     }
@@ -302,6 +315,16 @@ static void svg_bars(const char *name, const char *title, const char *unit, int 
 /* ---- plain-thread helpers ------------------------------------------------- */
 
 static void *thread_nop(void *arg) { return arg; }
+
+/* pthread_create, or exit: a workload cannot go on without its threads. */
+static void start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    int rc = pthread_create(t, NULL, fn, arg);
+    if (rc != 0) {
+        fprintf(stderr, "\nweft-bench: pthread_create failed: %s\n", strerror(rc));
+        exit(1);
+    }
+}
 
 static int futex(atomic_int *addr, int op, int val)
 {
@@ -967,7 +990,7 @@ static void bench_scaling(void)
                          "  (%ld leaves of pure arithmetic; weft: recursive spawn/join tree;\n"
                          "  pthreads: %d threads, each one static slice)",
                          w, opt.scale_leaves, w);
-                add_row("scaling_speedup", what[w - 2], "x", sw_r, sp_r, opt.runs);
+                add_row("scaling_speedup", what[w - 2], "x", sw_r, sp_r, opt.runs)->higher = 1;
             }
         }
     }
@@ -990,19 +1013,272 @@ static void bench_scaling(void)
               "workers (threads)", "speed-up", maxw, 3, flat, labels, ymax * 1.1);
 }
 
+/* ---- channel throughput -------------------------------------------------------- */
+
+/*
+ * P producers send the values 1..M between them and P consumers receive them
+ * until the channel is closed and drained. The consumers' count, sum and sum of
+ * squares must all match: a lost and a duplicated message would have to cancel
+ * out in both sums to go unnoticed. The time includes starting and joining the
+ * 2P tasks, which is small beside M messages.
+ */
+enum { CHAN_PAIRS = 4, CHAN_CAP = 128 };
+
+static long chan_n;   /* M of the current run */
+
+static struct {
+    _Atomic uint64_t n, sum, sq;   /* added by each consumer as it ends */
+} seen;
+
+static void seen_add(uint64_t n, uint64_t sum, uint64_t sq)
+{
+    atomic_fetch_add_explicit(&seen.n, n, memory_order_relaxed);   /* read after the joins */
+    atomic_fetch_add_explicit(&seen.sum, sum, memory_order_relaxed);
+    atomic_fetch_add_explicit(&seen.sq, sq, memory_order_relaxed);
+}
+
+static void seen_reset(void)
+{
+    atomic_store(&seen.n, 0);
+    atomic_store(&seen.sum, 0);
+    atomic_store(&seen.sq, 0);
+}
+
+/* Fails unless 1..chan_n each arrived exactly once. */
+static void seen_check(const char *who)
+{
+    uint64_t m = (uint64_t)chan_n, sum = 0, sq = 0;
+    for (uint64_t v = 1; v <= m; v++) {     /* the same wrap-around as the consumers' */
+        sum += v;
+        sq += v * v;
+    }
+    uint64_t n = atomic_load(&seen.n);
+    if (n != m || atomic_load(&seen.sum) != sum || atomic_load(&seen.sq) != sq) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s: %llu messages received of %llu sent, or their sum is "
+                 "wrong (lost or duplicated messages)", who, (unsigned long long)n,
+                 (unsigned long long)m);
+        fail(msg);
+    }
+}
+
+/* Producer i's share of the values: lo+1 .. hi. */
+static void share(long i, uint64_t *lo, uint64_t *hi)
+{
+    *lo = (uint64_t)(chan_n * i / CHAN_PAIRS);
+    *hi = (uint64_t)(chan_n * (i + 1) / CHAN_PAIRS);
+}
+
+static weft_chan *chan_q;
+
+static void *chan_producer(void *arg)
+{
+    uint64_t lo, hi;
+    share((long)(intptr_t)arg, &lo, &hi);
+    for (uint64_t v = lo + 1; v <= hi; v++)
+        check(weft_chan_send(chan_q, &v), "weft_chan_send");
+    return NULL;
+}
+
+static void *chan_consumer(void *arg)
+{
+    uint64_t v, n = 0, sum = 0, sq = 0;
+    int rc;
+    while ((rc = weft_chan_recv(chan_q, &v)) == 0) {
+        n++;
+        sum += v;
+        sq += v * v;
+    }
+    if (rc != -EPIPE)
+        check(rc, "weft_chan_recv");
+    seen_add(n, sum, sq);
+    return arg;
+}
+
+typedef struct {
+    size_t cap;
+    double rate;    /* out: million messages per second */
+} chan_job;
+
+static void *chan_root(void *arg)
+{
+    chan_job *job = arg;
+    weft_task *prod[CHAN_PAIRS], *cons[CHAN_PAIRS];
+    seen_reset();
+    chan_n = opt.chan_msgs;
+    check(weft_chan_create(&chan_q, sizeof(uint64_t), job->cap), "weft_chan_create");
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < CHAN_PAIRS; i++)
+        check(weft_spawn(&cons[i], chan_consumer, NULL), "weft_spawn");
+    for (int i = 0; i < CHAN_PAIRS; i++)
+        check(weft_spawn(&prod[i], chan_producer, (void *)(intptr_t)i), "weft_spawn");
+    for (int i = 0; i < CHAN_PAIRS; i++)
+        check(weft_join(prod[i], NULL), "weft_join");
+    check(weft_chan_close(chan_q), "weft_chan_close");
+    for (int i = 0; i < CHAN_PAIRS; i++)
+        check(weft_join(cons[i], NULL), "weft_join");
+    uint64_t t1 = now_ns();
+    check(weft_chan_destroy(chan_q), "weft_chan_destroy");
+    seen_check(job->cap ? "channel (weft, buffered)" : "channel (weft, unbuffered)");
+    job->rate = (double)chan_n * 1e3 / (double)(t1 - t0);
+    return NULL;
+}
+
+/*
+ * The pthreads counterpart: a bounded FIFO of 8-byte values on one mutex and
+ * two condition variables. cap 0 behaves as an unbuffered channel does: one
+ * slot, and a send returns only once a receiver has taken its value. The
+ * sender whose value sits in the slot waits on a third condition, taken, so
+ * that a receiver wakes that one sender and not every sender there is.
+ */
+static struct {
+    pthread_mutex_t m;
+    pthread_cond_t  not_empty;   /* receivers wait here */
+    pthread_cond_t  not_full;    /* senders wait here for a free slot */
+    pthread_cond_t  taken;       /* cap 0: the one sender whose value is in the slot */
+    uint64_t  slot[CHAN_CAP];
+    size_t    cap, slots;        /* slots = cap, or 1 for cap 0 */
+    size_t    head, count;       /* the rest under m */
+    uint64_t  pushed, popped;    /* values ever put in, taken out */
+    int       closed;
+} bq = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+         PTHREAD_COND_INITIALIZER, { 0 }, 0, 0, 0, 0, 0, 0, 0 };
+
+static void bq_send(uint64_t v)
+{
+    pthread_mutex_lock(&bq.m);
+    while (bq.count == bq.slots)
+        pthread_cond_wait(&bq.not_full, &bq.m);
+    bq.slot[(bq.head + bq.count++) % bq.slots] = v;
+    uint64_t ticket = ++bq.pushed;
+    pthread_cond_signal(&bq.not_empty);
+    if (bq.cap == 0)
+        while (bq.popped < ticket)
+            pthread_cond_wait(&bq.taken, &bq.m);
+    pthread_mutex_unlock(&bq.m);
+}
+
+/* Returns 0 with a value, or -EPIPE once the queue is closed and empty. */
+static int bq_recv(uint64_t *v)
+{
+    pthread_mutex_lock(&bq.m);
+    while (bq.count == 0 && !bq.closed)
+        pthread_cond_wait(&bq.not_empty, &bq.m);
+    if (bq.count == 0) {
+        pthread_mutex_unlock(&bq.m);
+        return -EPIPE;
+    }
+    *v = bq.slot[bq.head];
+    bq.head = (bq.head + 1) % bq.slots;
+    bq.count--;
+    bq.popped++;
+    if (bq.cap == 0)
+        pthread_cond_signal(&bq.taken);
+    pthread_cond_signal(&bq.not_full);
+    pthread_mutex_unlock(&bq.m);
+    return 0;
+}
+
+static void bq_close(void)
+{
+    pthread_mutex_lock(&bq.m);
+    bq.closed = 1;
+    pthread_cond_broadcast(&bq.not_empty);
+    pthread_mutex_unlock(&bq.m);
+}
+
+static void *bq_producer(void *arg)
+{
+    uint64_t lo, hi;
+    share((long)(intptr_t)arg, &lo, &hi);
+    for (uint64_t v = lo + 1; v <= hi; v++)
+        bq_send(v);
+    return NULL;
+}
+
+static void *bq_consumer(void *arg)
+{
+    uint64_t v, n = 0, sum = 0, sq = 0;
+    while (bq_recv(&v) == 0) {
+        n++;
+        sum += v;
+        sq += v * v;
+    }
+    seen_add(n, sum, sq);
+    return arg;
+}
+
+/* Returns million messages per second. */
+static double chan_pthreads(size_t cap)
+{
+    pthread_t prod[CHAN_PAIRS], cons[CHAN_PAIRS];
+    seen_reset();
+    chan_n = cap ? opt.chan_msgs : opt.chan_sync_pth;
+    bq.cap = cap;
+    bq.slots = cap ? cap : 1;
+    bq.head = bq.count = 0;
+    bq.pushed = bq.popped = 0;
+    bq.closed = 0;
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < CHAN_PAIRS; i++)
+        start_thread(&cons[i], bq_consumer, NULL);
+    for (int i = 0; i < CHAN_PAIRS; i++)
+        start_thread(&prod[i], bq_producer, (void *)(intptr_t)i);
+    for (int i = 0; i < CHAN_PAIRS; i++)
+        pthread_join(prod[i], NULL);
+    bq_close();
+    for (int i = 0; i < CHAN_PAIRS; i++)
+        pthread_join(cons[i], NULL);
+    uint64_t t1 = now_ns();
+    seen_check(cap ? "channel (pthreads, buffered)" : "channel (pthreads, unbuffered)");
+    return (double)chan_n * 1e3 / (double)(t1 - t0);
+}
+
+static void bench_chan(void)
+{
+    double wb[64], pb[64], wu[64], pu[64];
+    weft_config cfg = { .workers = opt.workers };
+    for (int r = 0; r < opt.runs; r++) {
+        progress("channel throughput", r + 1, opt.runs);
+        chan_job jb = { CHAN_CAP, 0 }, ju = { 0, 0 };
+        check(weft_main(&cfg, chan_root, &jb, NULL), "weft_main");
+        pb[r] = chan_pthreads(CHAN_CAP);
+        check(weft_main(&cfg, chan_root, &ju, NULL), "weft_main");
+        pu[r] = chan_pthreads(0);
+        wb[r] = jb.rate;
+        wu[r] = ju.rate;
+    }
+    progress_done();
+    static char what1[320], what2[320];
+    snprintf(what1, sizeof what1,
+             "Channel throughput, buffered (capacity %d), higher is better (million 8-byte\n"
+             "  messages per second; %d producers send %ld values, %d consumers receive each\n"
+             "  exactly once, checked; weft: weft_chan between coroutines; pthreads: threads\n"
+             "  on a bounded queue of %d, one mutex and two condvars)",
+             CHAN_CAP, CHAN_PAIRS, opt.chan_msgs, CHAN_PAIRS, CHAN_CAP);
+    snprintf(what2, sizeof what2,
+             "Channel throughput, unbuffered, higher is better (as above, but a send returns\n"
+             "  once a receiver has the value; weft: weft_chan of capacity 0, %ld values;\n"
+             "  pthreads: the same queue with one slot, the sender waiting until its value\n"
+             "  is taken, %ld values)",
+             opt.chan_msgs, opt.chan_sync_pth);
+    add_row("chan_buffered", what1, "M msg/s", wb, pb, opt.runs)->higher = 1;
+    add_row("chan_unbuffered", what2, "M msg/s", wu, pu, opt.runs)->higher = 1;
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 static void usage(FILE *f)
 {
     fprintf(f,
         "usage: weft-bench [WORKLOAD] [--quick|--full] [--runs N] [--csv DIR] [--workers N]\n"
-        "workloads: all (default), spawn, switch, skynet, memory, scaling\n"
+        "workloads: all (default), spawn, switch, skynet, memory, scaling, chan\n"
         "  --quick      small sizes, the whole `all` run in under a minute (default)\n"
         "  --full       the careful run: 1,000,000 tasks where the issue asks for them\n"
         "  --runs N     runs per figure (median and min..max shown); default 3 quick, 7 full\n"
         "  --csv DIR    where CSV and SVG files go; default ./weft-bench-results\n"
-        "  --workers N  weft workers for spawn, skynet and memory, and the top of the\n"
-        "               scaling sweep; default: the CPUs this process may use\n");
+        "  --workers N  weft workers for spawn, skynet, memory and chan, and the top of\n"
+        "               the scaling sweep; default: the CPUs this process may use\n");
 }
 
 int main(int argc, char **argv)
@@ -1042,6 +1318,7 @@ int main(int argc, char **argv)
         opt.skynet_weft = 1000000; opt.skynet_pth = 10000;
         opt.mem_weft = 1000000; opt.mem_pth = 10000;
         opt.scale_leaves = 4096; opt.scale_work = 100000;
+        opt.chan_msgs = 2000000; opt.chan_sync_pth = 100000;
     } else {
         opt.spawn_weft = 20000; opt.spawn_pth = 2000;
         opt.yield_iters = 1000000; opt.cond_iters = 50000; opt.futex_iters = 50000;
@@ -1049,10 +1326,11 @@ int main(int argc, char **argv)
         opt.skynet_weft = 100000; opt.skynet_pth = 1000;
         opt.mem_weft = 100000; opt.mem_pth = 2000;
         opt.scale_leaves = 512; opt.scale_work = 50000;
+        opt.chan_msgs = 200000; opt.chan_sync_pth = 10000;
     }
     int all = !strcmp(which, "all");
     if (!all && strcmp(which, "spawn") && strcmp(which, "switch") && strcmp(which, "skynet")
-        && strcmp(which, "memory") && strcmp(which, "scaling")) {
+        && strcmp(which, "memory") && strcmp(which, "scaling") && strcmp(which, "chan")) {
         usage(stderr);
         return 2;
     }
@@ -1075,6 +1353,8 @@ int main(int argc, char **argv)
         bench_skynet();
     if (all || !strcmp(which, "scaling"))
         bench_scaling();
+    if (all || !strcmp(which, "chan"))
+        bench_chan();
     print_table();
     write_csv();
     printf("CSV:    %s/results.csv", opt.dir);
