@@ -195,45 +195,98 @@ static _Atomic size_t migrations, mismatches;
 
 static void *hop(void *arg) { return arg; }
 
-/* Gives up on seeing a migration only after this long: a loaded machine may
- * keep the second worker's thread off the CPU for a while, so the number of
- * iterations alone cannot promise that a thief ever ran. */
-#define MIGRATION_PATIENCE_NS (10 * 1000000000ull)
+/* Records where the caller runs now; returns its worker. */
+static int note_worker(int last)
+{
+    int w = weft_worker();
+    long tid = syscall(SYS_gettid);
+    long expected = 0;
+    if (!atomic_compare_exchange_strong(&tid_of_worker[w], &expected, tid) && expected != tid)
+        atomic_fetch_add(&mismatches, 1);
+    if (w != last)
+        atomic_fetch_add(&migrations, 1);
+    return w;
+}
 
 static void *wanderer(void *arg)
 {
     size_t iters = (size_t)arg;
-    uint64_t give_up = weft_now() + MIGRATION_PATIENCE_NS;
     int last = weft_worker();
-    bool patient = weft_workers() > 1 && !RUNNING_ON_VALGRIND;
-    for (size_t i = 0; i < iters || (patient && atomic_load(&migrations) == 0 && weft_now() < give_up); i++) {
+    for (size_t i = 0; i < iters; i++) {
         if (i % 4 == 0) {
             weft_task *t;
-            weft_spawn(&t, hop, NULL);   /* its thief wakes us on its own worker */
+            weft_spawn(&t, hop, NULL);   /* a thief that runs it wakes us on its own worker */
             weft_join(t, NULL);
         } else {
             weft_yield();
         }
-        int w = weft_worker();
-        long tid = syscall(SYS_gettid);
-        long expected = 0;
-        if (!atomic_compare_exchange_strong(&tid_of_worker[w], &expected, tid) && expected != tid)
-            atomic_fetch_add(&mismatches, 1);
-        if (w != last)
-            atomic_fetch_add(&migrations, 1);
-        last = w;
+        last = note_worker(last);
         if (i > iters / 4 && atomic_load(&migrations) >= 100)
             break;
     }
     return NULL;
 }
 
+/*
+ * The wanderers migrate only when a worker runs dry and steals, which a busy
+ * machine may never let happen. The prober makes a migration certain once a
+ * thief runs at all: it spawns a child and keeps its own worker busy until the
+ * child has started (so the child runs elsewhere), then parks in join; the
+ * child holds on until the join has begun, so that its return wakes the
+ * prober on the child's worker.
+ */
+struct probe {
+    _Atomic int started, joining;
+};
+
+static void spin_ns(uint64_t ns)
+{
+    uint64_t end = weft_now() + ns;
+    while (weft_now() < end)
+        ;
+}
+
+static void *probe_child(void *arg)
+{
+    struct probe *p = arg;
+    atomic_store(&p->started, 1);
+    uint64_t give_up = weft_now() + 2000000;
+    while (!atomic_load(&p->joining) && weft_now() < give_up)
+        ;
+    spin_ns(100000);   /* the prober parks meanwhile */
+    return NULL;
+}
+
+#define MIGRATION_PATIENCE_NS (10 * 1000000000ull)
+
+static void *prober(void *arg)
+{
+    (void)arg;
+    if (weft_workers() < 2 || RUNNING_ON_VALGRIND)
+        return NULL;   /* Valgrind runs one thread at a time: no thief runs alongside */
+    uint64_t give_up = weft_now() + MIGRATION_PATIENCE_NS;
+    int last = weft_worker();
+    while (atomic_load(&migrations) == 0 && weft_now() < give_up) {
+        struct probe p = { 0 };
+        weft_task *t;
+        weft_spawn(&t, probe_child, &p);
+        uint64_t wait_until = weft_now() + 2000000;
+        while (!atomic_load(&p.started) && weft_now() < wait_until)
+            ;
+        atomic_store(&p.joining, 1);
+        weft_join(t, NULL);
+        last = note_worker(last);
+    }
+    return NULL;
+}
+
 static void *wanderers(void *arg)
 {
-    weft_task *t[6];
+    weft_task *t[7];
     for (int i = 0; i < 6; i++)
         weft_spawn(&t[i], wanderer, arg);
-    for (int i = 0; i < 6; i++)
+    weft_spawn(&t[6], prober, NULL);
+    for (int i = 0; i < 7; i++)
         weft_join(t[i], NULL);
     return NULL;
 }
@@ -248,7 +301,7 @@ Test(sched, keeps_each_worker_on_one_thread_while_coroutines_migrate)
         run_with(sweep_workers[i], wanderers, (void *)scaled(20000));
         cr_assert_eq(atomic_load(&mismatches), 0, "a coroutine saw a stale worker after a switch");
         /* Valgrind runs one thread at a time, so a thief may never get to
-         * steal; everywhere else migration is all but certain. */
+         * steal; everywhere else the prober makes migration certain. */
         if (sweep_workers[i] > 1 && !RUNNING_ON_VALGRIND)
             cr_assert_gt(atomic_load(&migrations), 0, "no coroutine ever moved between workers");
     }
