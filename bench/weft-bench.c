@@ -2,7 +2,7 @@
  * weft-bench: the same workloads run with weft coroutines and with plain
  * pthreads, side by side.
  *
- *   weft-bench [all|spawn|switch|skynet|memory|scaling|chan]
+ *   weft-bench [all|spawn|switch|skynet|memory|scaling|chan|lock]
  *              [--quick|--full] [--runs N] [--csv DIR] [--workers N]
  *
  * Method. Each figure is the median of --runs runs, shown with the spread
@@ -13,9 +13,9 @@
  * that one run's pools cannot flatter the next.
  *
  * Every workload checks its own result (skynet's sum, the number of tasks that
- * ran, the token count, every channel message received exactly once); a wrong
- * answer prints a message and the program exits with status 1. Timing never
- * decides the exit status.
+ * ran, the token count, every channel message received exactly once, the
+ * counter a lock protects); a wrong answer prints a message and the program
+ * exits with status 1. Timing never decides the exit status.
  *
  * Output: a table on stdout, results.csv, scaling.csv and memory.csv plus
  * scaling.svg and memory.svg (drawn here, no plotting tool needed) in the
@@ -57,6 +57,7 @@ static struct {
     long scale_leaves, scale_work;
     long chan_msgs;             /* both, buffered; weft, unbuffered */
     long chan_sync_pth;         /* pthreads, unbuffered: a rendezvous costs far more */
+    long lock_iters;            /* per task */
 } opt;
 
 static int failures;
@@ -1266,19 +1267,130 @@ static void bench_chan(void)
     add_row("chan_unbuffered", what2, "M msg/s", wu, pu, opt.runs)->higher = 1;
 }
 
+/* ---- contended lock ------------------------------------------------------------ */
+
+/*
+ * K tasks each take one lock L times. Inside, a counter goes up and a few steps
+ * of the scaling kernel run on shared state: the counter must end at K*L and
+ * the state where K*L steps in a row leave it, so a lost update shows in both.
+ */
+enum { LOCK_TASKS = 64, LOCK_WORK = 16 };
+
+static struct {
+    weft_mutex      wm;
+    pthread_mutex_t pm;
+    long            count;   /* under wm or pm, whichever the run uses */
+    uint64_t        state;   /* likewise */
+} lk = { WEFT_MUTEX_INIT, PTHREAD_MUTEX_INITIALIZER, 0, 0 };
+
+static uint64_t lock_expected;
+
+static void *lock_task_weft(void *arg)
+{
+    for (long i = 0; i < opt.lock_iters; i++) {
+        check(weft_mutex_lock(&lk.wm), "weft_mutex_lock");
+        lk.count++;
+        lk.state = work(lk.state, LOCK_WORK);
+        check(weft_mutex_unlock(&lk.wm), "weft_mutex_unlock");
+    }
+    return arg;
+}
+
+static void *lock_task_pth(void *arg)
+{
+    for (long i = 0; i < opt.lock_iters; i++) {
+        pthread_mutex_lock(&lk.pm);
+        lk.count++;
+        lk.state = work(lk.state, LOCK_WORK);
+        pthread_mutex_unlock(&lk.pm);
+    }
+    return arg;
+}
+
+static void lock_check(const char *who)
+{
+    long want = LOCK_TASKS * opt.lock_iters;
+    char msg[160];
+    if (lk.count != want) {
+        snprintf(msg, sizeof msg, "%s: counter %ld, expected %ld (the lock let two holders in)",
+                 who, lk.count, want);
+        fail(msg);
+    } else if (lk.state != lock_expected) {
+        snprintf(msg, sizeof msg, "%s: the state under the lock is wrong (the lock let two "
+                 "holders in)", who);
+        fail(msg);
+    }
+}
+
+/* Stores million lock acquisitions per second in *(double *)arg. */
+static void *lock_root(void *arg)
+{
+    weft_task *t[LOCK_TASKS];
+    lk.count = 0;
+    lk.state = 0;
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < LOCK_TASKS; i++)
+        check(weft_spawn(&t[i], lock_task_weft, NULL), "weft_spawn");
+    for (int i = 0; i < LOCK_TASKS; i++)
+        check(weft_join(t[i], NULL), "weft_join");
+    uint64_t t1 = now_ns();
+    lock_check("lock (weft)");
+    *(double *)arg = (double)(LOCK_TASKS * opt.lock_iters) * 1e3 / (double)(t1 - t0);
+    return NULL;
+}
+
+/* Returns million lock acquisitions per second. */
+static double lock_pthreads(void)
+{
+    pthread_t t[LOCK_TASKS];
+    lk.count = 0;
+    lk.state = 0;
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < LOCK_TASKS; i++)
+        start_thread(&t[i], lock_task_pth, NULL);
+    for (int i = 0; i < LOCK_TASKS; i++)
+        pthread_join(t[i], NULL);
+    uint64_t t1 = now_ns();
+    lock_check("lock (pthreads)");
+    return (double)(LOCK_TASKS * opt.lock_iters) * 1e3 / (double)(t1 - t0);
+}
+
+static void bench_lock(void)
+{
+    double w[64], p[64];
+    weft_config cfg = { .workers = opt.workers };
+    lock_expected = 0;
+    for (long i = 0; i < LOCK_TASKS * opt.lock_iters; i++)
+        lock_expected = work(lock_expected, LOCK_WORK);
+    for (int r = 0; r < opt.runs; r++) {
+        progress("contended lock", r + 1, opt.runs);
+        check(weft_main(&cfg, lock_root, &w[r], NULL), "weft_main");
+        p[r] = lock_pthreads();
+    }
+    progress_done();
+    static char what[320];
+    snprintf(what, sizeof what,
+             "Contended lock throughput, higher is better (million lock+unlock per second;\n"
+             "  %d tasks each lock one mutex %ld times around a counter and %d steps of\n"
+             "  arithmetic, final count checked; weft: weft_mutex between coroutines;\n"
+             "  pthreads: %d threads on a pthread_mutex_t)",
+             LOCK_TASKS, opt.lock_iters, LOCK_WORK, LOCK_TASKS);
+    add_row("lock_contended", what, "M locks/s", w, p, opt.runs)->higher = 1;
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 static void usage(FILE *f)
 {
     fprintf(f,
         "usage: weft-bench [WORKLOAD] [--quick|--full] [--runs N] [--csv DIR] [--workers N]\n"
-        "workloads: all (default), spawn, switch, skynet, memory, scaling, chan\n"
+        "workloads: all (default), spawn, switch, skynet, memory, scaling, chan, lock\n"
         "  --quick      small sizes, the whole `all` run in under a minute (default)\n"
         "  --full       the careful run: 1,000,000 tasks where the issue asks for them\n"
         "  --runs N     runs per figure (median and min..max shown); default 3 quick, 7 full\n"
         "  --csv DIR    where CSV and SVG files go; default ./weft-bench-results\n"
-        "  --workers N  weft workers for spawn, skynet, memory and chan, and the top of\n"
-        "               the scaling sweep; default: the CPUs this process may use\n");
+        "  --workers N  weft workers for spawn, skynet, memory, chan and lock, and the\n"
+        "               top of the scaling sweep; default: the CPUs this process may use\n");
 }
 
 int main(int argc, char **argv)
@@ -1318,7 +1430,7 @@ int main(int argc, char **argv)
         opt.skynet_weft = 1000000; opt.skynet_pth = 10000;
         opt.mem_weft = 1000000; opt.mem_pth = 10000;
         opt.scale_leaves = 4096; opt.scale_work = 100000;
-        opt.chan_msgs = 2000000; opt.chan_sync_pth = 100000;
+        opt.chan_msgs = 2000000; opt.chan_sync_pth = 100000; opt.lock_iters = 20000;
     } else {
         opt.spawn_weft = 20000; opt.spawn_pth = 2000;
         opt.yield_iters = 1000000; opt.cond_iters = 50000; opt.futex_iters = 50000;
@@ -1326,11 +1438,12 @@ int main(int argc, char **argv)
         opt.skynet_weft = 100000; opt.skynet_pth = 1000;
         opt.mem_weft = 100000; opt.mem_pth = 2000;
         opt.scale_leaves = 512; opt.scale_work = 50000;
-        opt.chan_msgs = 200000; opt.chan_sync_pth = 10000;
+        opt.chan_msgs = 200000; opt.chan_sync_pth = 10000; opt.lock_iters = 5000;
     }
     int all = !strcmp(which, "all");
     if (!all && strcmp(which, "spawn") && strcmp(which, "switch") && strcmp(which, "skynet")
-        && strcmp(which, "memory") && strcmp(which, "scaling") && strcmp(which, "chan")) {
+        && strcmp(which, "memory") && strcmp(which, "scaling") && strcmp(which, "chan")
+        && strcmp(which, "lock")) {
         usage(stderr);
         return 2;
     }
@@ -1355,6 +1468,8 @@ int main(int argc, char **argv)
         bench_scaling();
     if (all || !strcmp(which, "chan"))
         bench_chan();
+    if (all || !strcmp(which, "lock"))
+        bench_lock();
     print_table();
     write_csv();
     printf("CSV:    %s/results.csv", opt.dir);
