@@ -2,7 +2,7 @@
  * weft-bench: the same workloads run with weft coroutines and with plain
  * pthreads, side by side.
  *
- *   weft-bench [all|spawn|switch|skynet|memory|scaling|chan|lock]
+ *   weft-bench [all|spawn|switch|skynet|memory|scaling|chan|lock|server]
  *              [--quick|--full] [--runs N] [--csv DIR] [--workers N]
  *
  * Method. Each figure is the median of --runs runs, shown with the spread
@@ -14,8 +14,9 @@
  *
  * Every workload checks its own result (skynet's sum, the number of tasks that
  * ran, the token count, every channel message received exactly once, the
- * counter a lock protects); a wrong answer prints a message and the program
- * exits with status 1. Timing never decides the exit status.
+ * counter a lock protects, every reply of the server equal to its request); a
+ * wrong answer prints a message and the program exits with status 1. Timing
+ * never decides the exit status.
  *
  * Output: a table on stdout, results.csv, scaling.csv and memory.csv plus
  * scaling.svg and memory.svg (drawn here, no plotting tool needed) in the
@@ -23,7 +24,12 @@
  *
  * The raw-switch row calls weft__ctx_swap, which is internal to the runtime
  * (arch/ctx.h): it measures the assembly switch alone, under the scheduler.
+ *
+ * The network server workload, with its own client, is in server.c; bench.h
+ * is what the workloads share with this driver.
  */
+#include "bench.h"
+
 #include <weft.h>
 #include "ctx.h"
 
@@ -44,31 +50,17 @@
 
 /* ---- options and sizes ---------------------------------------------------- */
 
-static struct {
-    int      full;
-    int      runs;
-    unsigned workers;           /* 0 = all CPUs */
-    const char *dir;
-    /* sizes, set from --quick / --full */
-    long spawn_weft, spawn_pth;
-    long yield_iters, cond_iters, futex_iters, raw_iters, handoff_iters;
-    long skynet_weft, skynet_pth;
-    long mem_weft, mem_pth;
-    long scale_leaves, scale_work;
-    long chan_msgs;             /* both, buffered; weft, unbuffered */
-    long chan_sync_pth;         /* pthreads, unbuffered: a rendezvous costs far more */
-    long lock_iters;            /* per task */
-} opt;
+struct bench_opt opt;
 
 static int failures;
 
-static void fail(const char *what)
+void fail(const char *what)
 {
     fprintf(stderr, "\nweft-bench: FAILED: %s\n", what);
     failures++;
 }
 
-static void check(int rc, const char *what)
+void check(int rc, const char *what)
 {
     if (rc < 0) {
         fprintf(stderr, "\nweft-bench: %s failed: %s\n", what, strerror(-rc));
@@ -76,9 +68,9 @@ static void check(int rc, const char *what)
     }
 }
 
-static uint64_t now_ns(void) { return weft_now(); }
+uint64_t now_ns(void) { return weft_now(); }
 
-static int ncpus(void)
+int ncpus(void)
 {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0)
@@ -88,7 +80,7 @@ static int ncpus(void)
 }
 
 /* A progress line on stderr, rewritten in place when stderr is a terminal. */
-static void progress(const char *what, int run, int runs)
+void progress(const char *what, int run, int runs)
 {
     if (isatty(2))
         fprintf(stderr, "\r\033[K  running: %s, run %d of %d", what, run, runs);
@@ -96,15 +88,13 @@ static void progress(const char *what, int run, int runs)
         fprintf(stderr, "  running: %s (%d runs)\n", what, runs);
 }
 
-static void progress_done(void)
+void progress_done(void)
 {
     if (isatty(2))
         fprintf(stderr, "\r\033[K");
 }
 
 /* ---- statistics and the result table -------------------------------------- */
-
-typedef struct { double med, min, max; } figure;
 
 static int cmp_d(const void *a, const void *b)
 {
@@ -121,22 +111,11 @@ static figure summarize(const double *v, int n)
     return r;
 }
 
-typedef struct {
-    const char *workload;  /* short id for the CSV */
-    const char *what;      /* what was measured, for people */
-    const char *unit;
-    figure weft, pth;
-    int  has_pth;
-    int  higher;             /* higher is better: a rate, a speed-up */
-    figure ratio;            /* weft / pthreads, median of per-run ratios */
-} row;
-
 static row rows[64];
 static int nrows;
 
-/* Returns the new row, so that a caller can mark it: add_row(...)->higher = 1. */
-static row *add_row(const char *workload, const char *what, const char *unit,
-                    const double *w, const double *p, int n)
+row *add_row(const char *workload, const char *what, const char *unit,
+             const double *w, const double *p, int n)
 {
     if (nrows == (int)(sizeof rows / sizeof rows[0])) {
         fprintf(stderr, "weft-bench: more than %d rows; enlarge rows[]\n", nrows);
@@ -874,7 +853,7 @@ static void bench_memory(void)
 /* ---- multicore scaling -------------------------------------------------------- */
 
 /* The compute kernel: a fixed amount of integer mixing per leaf. */
-static uint64_t work(uint64_t seed, long n)
+uint64_t work(uint64_t seed, long n)
 {
     uint64_t x = seed | 1;
     for (long i = 0; i < n; i++) {
@@ -1384,13 +1363,15 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: weft-bench [WORKLOAD] [--quick|--full] [--runs N] [--csv DIR] [--workers N]\n"
-        "workloads: all (default), spawn, switch, skynet, memory, scaling, chan, lock\n"
+        "workloads: all (default), spawn, switch, skynet, memory, scaling, chan, lock,\n"
+        "           server\n"
         "  --quick      small sizes, the whole `all` run in under a minute (default)\n"
         "  --full       the careful run: 1,000,000 tasks where the issue asks for them\n"
         "  --runs N     runs per figure (median and min..max shown); default 3 quick, 7 full\n"
         "  --csv DIR    where CSV and SVG files go; default ./weft-bench-results\n"
-        "  --workers N  weft workers for spawn, skynet, memory, chan and lock, and the\n"
-        "               top of the scaling sweep; default: the CPUs this process may use\n");
+        "  --workers N  weft workers for spawn, skynet, memory, chan, lock and server,\n"
+        "               and the top of the scaling sweep; default: the CPUs this\n"
+        "               process may use\n");
 }
 
 int main(int argc, char **argv)
@@ -1431,6 +1412,7 @@ int main(int argc, char **argv)
         opt.mem_weft = 1000000; opt.mem_pth = 10000;
         opt.scale_leaves = 4096; opt.scale_work = 100000;
         opt.chan_msgs = 2000000; opt.chan_sync_pth = 100000; opt.lock_iters = 20000;
+        opt.serve_ns = 2000000000;
     } else {
         opt.spawn_weft = 20000; opt.spawn_pth = 2000;
         opt.yield_iters = 1000000; opt.cond_iters = 50000; opt.futex_iters = 50000;
@@ -1439,11 +1421,12 @@ int main(int argc, char **argv)
         opt.mem_weft = 100000; opt.mem_pth = 2000;
         opt.scale_leaves = 512; opt.scale_work = 50000;
         opt.chan_msgs = 200000; opt.chan_sync_pth = 10000; opt.lock_iters = 5000;
+        opt.serve_ns = 200000000;
     }
     int all = !strcmp(which, "all");
     if (!all && strcmp(which, "spawn") && strcmp(which, "switch") && strcmp(which, "skynet")
         && strcmp(which, "memory") && strcmp(which, "scaling") && strcmp(which, "chan")
-        && strcmp(which, "lock")) {
+        && strcmp(which, "lock") && strcmp(which, "server")) {
         usage(stderr);
         return 2;
     }
@@ -1470,6 +1453,8 @@ int main(int argc, char **argv)
         bench_chan();
     if (all || !strcmp(which, "lock"))
         bench_lock();
+    if (all || !strcmp(which, "server"))
+        bench_server();
     print_table();
     write_csv();
     printf("CSV:    %s/results.csv", opt.dir);
