@@ -30,6 +30,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -59,8 +60,21 @@ typedef void *(*weft_fn)(void *arg);
 typedef struct weft_config {
     unsigned workers;     /* kernel threads; 0 = the CPUs in the process affinity mask */
     size_t   stack_size;  /* usable stack per coroutine; 0 = 256 KiB, committed only as touched */
+    int      io_backend;  /* WEFT_IO_AUTO (0), WEFT_IO_URING or WEFT_IO_EPOLL; see below */
+    unsigned ring_entries;/* io_uring submission queue depth per worker; 0 = 256 */
     /* later fields are appended; a zeroed field always means the default */
 } weft_config;
+
+/*
+ * IO backends. AUTO uses io_uring where the kernel allows it (one ring per
+ * worker) and falls back to epoll where it is refused (seccomp filters,
+ * qemu-user, io_uring_disabled); the environment variable WEFT_IO=uring|epoll
+ * overrides AUTO. Asking for WEFT_IO_URING where io_uring is refused makes
+ * weft_rt_create fail with the kernel's error (-ENOSYS, -EPERM, ...).
+ */
+#define WEFT_IO_AUTO  0
+#define WEFT_IO_URING 1
+#define WEFT_IO_EPOLL 2
 
 /*
  * Creates a runtime and starts its workers. cfg NULL means every default.
@@ -145,13 +159,61 @@ WEFT_API int weft_sleep(uint64_t ns);
  * system call. Each returns what the system call returns, or a negative errno;
  * errno is never set. weft_send() adds MSG_NOSIGNAL: a closed peer gives -EPIPE,
  * never SIGPIPE. weft_poll() waits until one of events (POLLIN, POLLOUT) is
- * ready and returns the revents.
+ * ready and returns the revents; asked for both, it waits for POLLIN when
+ * neither is ready. One coroutine at a time may wait to read a descriptor and
+ * one to write it; another gets -EBUSY.
  */
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len);
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len);
 WEFT_API ssize_t weft_recv(int fd, void *buf, size_t len, int flags);
 WEFT_API ssize_t weft_send(int fd, const void *buf, size_t len, int flags);
 WEFT_API int weft_poll(int fd, short events);
+
+/*
+ * Sockets and files. weft_accept() takes accept4()'s flags (SOCK_NONBLOCK,
+ * SOCK_CLOEXEC) and, like weft_connect(), suspends only the caller. A
+ * weft_connect() that is interrupted by the deadline or cancellation leaves
+ * the attempt going on: close the socket. weft_open() always adds O_CLOEXEC.
+ * weft_close() first fails every coroutine waiting on fd with -EBADF; close
+ * with it, not close(2), a descriptor that coroutines may be waiting on.
+ * Where the kernel offers no asynchronous form, a call runs on a helper thread
+ * (weft_offload) rather than block the worker. From a plain thread each is the
+ * plain system call.
+ */
+WEFT_API ssize_t weft_pread(int fd, void *buf, size_t len, off_t offset);
+WEFT_API ssize_t weft_pwrite(int fd, const void *buf, size_t len, off_t offset);
+WEFT_API int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+WEFT_API int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+WEFT_API int weft_open(const char *path, int flags, mode_t mode);
+WEFT_API int weft_close(int fd);
+WEFT_API int weft_fsync(int fd);
+
+/*
+ * Deadlines and cancellation. weft_deadline(t) sets the calling coroutine's
+ * deadline (absolute, weft_now() clock; 0 = none) for every blocking call it
+ * makes from then on, and returns the previous one so that scopes nest. A call
+ * still waiting at the deadline returns -ETIMEDOUT. From a plain thread it sets
+ * that thread's deadline for weft's blocking calls.
+ *
+ * weft_cancel(task) makes the task's pending and future blocking calls return
+ * -ECANCELED, also when it waits on another worker. It cannot be undone. Any
+ * thread, on a task handle that has not been joined or detached. Returns 0 or
+ * -EINVAL.
+ */
+WEFT_API uint64_t weft_deadline(uint64_t abs_ns);
+WEFT_API int weft_cancel(weft_task *task);
+
+/*
+ * Runs fn(arg) on one of a bounded pool of helper threads and suspends the
+ * calling coroutine until it returns; for blocking calls weft cannot make
+ * asynchronous (getaddrinfo, a library doing its own IO). result, when not
+ * NULL, receives fn's return value. A call whose deadline passes or which is
+ * cancelled before fn has started returns -ETIMEDOUT or -ECANCELED and fn never
+ * runs; once fn has started the call waits for it. From a plain thread, fn runs
+ * on the calling thread. Returns 0, -EINVAL (fn NULL), -EAGAIN (no helper
+ * thread could be started), -ETIMEDOUT, -ECANCELED.
+ */
+WEFT_API int weft_offload(weft_fn fn, void *arg, void **result);
 
 /* ---- synchronization and channels (runtime/sync.c, runtime/chan.c) ---- */
 

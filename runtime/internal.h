@@ -36,6 +36,15 @@ _Noreturn WEFT__COLD void weft__panic(const char *file, int line, const char *ms
 #define weft__misuse(msg, err) (weft__panic(__FILE__, __LINE__, msg), (err))
 #endif
 
+/* A spin-wait hint to the CPU. */
+#if defined(__x86_64__)
+#define weft__cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define weft__cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define weft__cpu_relax() ((void)0)
+#endif
+
 /* ---- sanitizer and Valgrind glue ------------------------------------------ */
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -81,11 +90,15 @@ struct weft__fiber {
     void     *tsan;         /* TSan's fiber */
 };
 
+struct weft__worker;
+struct weft__ring;
+
 /* ---- tasks ----------------------------------------------------------------- */
 
 /* Values of weft_task.join besides a waiter pointer. */
 #define WEFT__JOIN_NONE ((uintptr_t)0)
 #define WEFT__JOIN_DONE ((uintptr_t)1)
+#define WEFT__JOIN_BUSY ((uintptr_t)2)   /* finished; the finisher is waking the joiner */
 
 /* weft_task.flags */
 #define WEFT__F_JOINED   1u   /* weft_join() has been called */
@@ -116,6 +129,12 @@ struct weft_task {
     _Atomic uint32_t   pstate;       /* RUNNING, PARKED or NOTIFIED */
     _Atomic uint32_t   flags;        /* WEFT__F_* */
     _Atomic uint32_t   refs;         /* the handle + the running coroutine */
+    _Atomic uint32_t   cancelled;    /* set once by weft_cancel() */
+    _Atomic uintptr_t  waiting;      /* the waiter it is parked on, for weft_cancel
+                                      * (runtime/wait.c); 0 when not waiting */
+    uint64_t           deadline;     /* weft_deadline(); only the coroutine itself */
+    _Atomic uintptr_t  io_req;       /* its io_uring request in flight, 0 if none */
+    _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on */
     uint32_t           vg_stack;     /* Valgrind's id for the stack, when under it */
 };
 
@@ -132,7 +151,14 @@ struct weft__waiter {
 };
 
 void weft__waiter_init(struct weft__waiter *wt);
+/* Waits until wt is claimed and returns the claim's result. weft__wait also
+ * ends the wait, with -ETIMEDOUT or -ECANCELED, at the caller's deadline or
+ * cancellation; the caller must then take back whatever it published about wt.
+ * weft__wait_nointr ignores both: for waits that nobody may abandon. */
 int32_t weft__wait(struct weft__waiter *wt);
+int32_t weft__wait_nointr(struct weft__waiter *wt);
+/* The calling plain thread's weft_deadline(), 0 for none. */
+uint64_t weft__thread_deadline(void);
 bool weft__wake(struct weft__waiter *wt, int32_t result);
 
 /* ---- the scheduler (runtime/sched.c) --------------------------------------- */
@@ -165,12 +191,14 @@ struct weft__worker {
     bool                  spinning;     /* counted in rt->nspinning */
     bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
     struct weft__pool     pool;
+    struct weft__ring    *ring;         /* io_uring; NULL: the epoll backend */
     void                 *altstack;
     pthread_t             thread;
     struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */
     _Alignas(WEFT__CACHELINE)
     _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */
     _Atomic uint32_t      wake;         /* futex word: set to 1 by whoever unparks us */
+    _Atomic uint32_t      in_ring;      /* parked in the io_uring, not on the futex */
     _Atomic uint64_t      spawned;      /* tasks spawned on this worker; only it writes */
     _Atomic uint64_t      exited;       /* tasks that finished on this worker; only it writes */
     struct weft__deque    dq;           /* spawned and woken tasks; thieves steal */
@@ -205,6 +233,9 @@ struct weft_rt {
     _Atomic(struct weft__timers *) timers;
     /* Readiness of descriptors (runtime/io.c): started by the first wait. */
     _Atomic(struct weft__poller *) poller;
+    /* Helper threads for weft_offload() (runtime/offload.c): started by the
+     * first offload. */
+    _Atomic(struct weft__offload *) offload;
 };
 
 /* The worker the calling thread is, or NULL. Never inlined: see sched.c. */

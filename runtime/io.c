@@ -1,17 +1,18 @@
 /*
- * Descriptor IO: weft_read, weft_write, weft_recv, weft_send, weft_poll.
+ * Descriptor and file IO: the public calls, and the choice of backend.
  *
- * One epoll set per runtime, served by one poller thread. A coroutine tries the
- * system call on a non-blocking descriptor; on EAGAIN it registers one-shot
- * interest (EPOLLONESHOT, so each registration reports once) with a pointer to
- * a request in its own frame, and parks. The poller claims the request's waiter
- * and the coroutine retries. The coroutine does not leave before that claim,
- * and a one-shot registration reports at most once, so the frame outlives every
- * use the poller makes of it.
- *
- * Limitation: epoll holds one registration per descriptor, so one descriptor
- * has at most one waiting coroutine at a time. A descriptor closed while a
- * coroutine waits on it leaves that coroutine waiting.
+ * From a plain thread each call is the plain system call. From a coroutine on
+ * a worker with an io_uring (runtime/io_uring.c), each call is one request on
+ * that ring; a request that meets a descriptor the caller made O_NONBLOCK and
+ * reports -EAGAIN waits for readiness with a poll request and is retried.
+ * From a coroutine on a worker without one (the epoll backend):
+ *   - sockets, pipes and terminals are switched to O_NONBLOCK; the call is
+ *     tried, and if it would block the coroutine waits for readiness through
+ *     the epoll backend (runtime/io_epoll.c) and tries again;
+ *   - calls that always block on a regular file and have no readiness (open,
+ *     fsync, pread, pwrite) run through weft_offload() on a helper thread.
+ * A wait that the caller's deadline or cancellation ends returns -ETIMEDOUT or
+ * -ECANCELED with nothing transferred.
  */
 #include "io.h"
 
@@ -20,130 +21,17 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-struct weft__poller {
-    int       epfd;
-    int       stopfd;     /* eventfd: registered with data.ptr NULL */
-    pthread_t thread;
-};
-
-struct pollreq {
-    struct weft__waiter wt;
-    _Atomic uint32_t    revents;   /* stored release by the poller before the wake */
-    _Atomic uint32_t    armed;     /* release before epoll_ctl; gives the poller's reads
-                                    * an edge that ThreadSanitizer can see */
-};
-
-static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void *poller_thread(void *arg)
-{
-    struct weft__poller *p = arg;
-    struct epoll_event ev[64];
-    for (;;) {
-        int n = epoll_wait(p->epfd, ev, 64, -1);
-        for (int i = 0; i < n; i++) {
-            struct pollreq *r = ev[i].data.ptr;
-            if (!r)
-                return NULL;
-            weft__check(atomic_load_explicit(&r->armed, memory_order_acquire) == 1,  /* pairs with arm() */
-                        "a readiness event for a request that was not armed");
-            atomic_store_explicit(&r->revents, ev[i].events, memory_order_relaxed);  /* published by the wake */
-            weft__wake(&r->wt, 1);
-        }
-    }
-}
-
-static int poller_get(weft_rt *rt, struct weft__poller **out)
-{
-    struct weft__poller *p = atomic_load_explicit(&rt->poller, memory_order_acquire);  /* pairs with the release below */
-    if (p) {
-        *out = p;
-        return 0;
-    }
-    int err = 0;
-    pthread_mutex_lock(&create_lock);
-    p = atomic_load_explicit(&rt->poller, memory_order_relaxed);   /* under create_lock */
-    if (!p) {
-        p = calloc(1, sizeof *p);
-        if (!p) {
-            err = -ENOMEM;
-            goto out;
-        }
-        p->epfd = epoll_create1(EPOLL_CLOEXEC);
-        p->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
-        if (p->epfd < 0 || p->stopfd < 0 || epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->stopfd, &ev) < 0) {
-            err = -errno;
-            goto fail;
-        }
-        int e = pthread_create(&p->thread, NULL, poller_thread, p);
-        if (e) {
-            err = -e;
-            goto fail;
-        }
-        atomic_store_explicit(&rt->poller, p, memory_order_release);   /* publishes the set */
-    }
-    goto out;
-fail:
-    if (p->epfd >= 0)
-        close(p->epfd);
-    if (p->stopfd >= 0)
-        close(p->stopfd);
-    free(p);
-    p = NULL;
-out:
-    pthread_mutex_unlock(&create_lock);
-    *out = p;
-    return err;
-}
-
-void weft__poller_destroy(weft_rt *rt)
-{
-    struct weft__poller *p = atomic_load_explicit(&rt->poller, memory_order_acquire);
-    if (!p)
-        return;
-    uint64_t one = 1;
-    while (write(p->stopfd, &one, sizeof one) < 0 && errno == EINTR)
-        ;
-    pthread_join(p->thread, NULL);
-    close(p->epfd);
-    close(p->stopfd);
-    free(p);
-    atomic_store_explicit(&rt->poller, NULL, memory_order_relaxed);
-}
+#if WEFT_HAVE_URING
+#include <liburing.h>
+#endif
 
 /* The calling coroutine's worker, or NULL from a plain thread. */
 static struct weft__worker *in_coroutine(void)
 {
     struct weft__worker *w = weft__worker_self();
     return w && w->current ? w : NULL;
-}
-
-/* Suspends the calling coroutine until fd reports one of events. Returns the
- * events seen, or a negative errno. */
-static int wait_fd(struct weft__worker *w, int fd, uint32_t events)
-{
-    struct weft__poller *p;
-    int err = poller_get(w->rt, &p);
-    if (err)
-        return err;
-    struct pollreq r;
-    weft__waiter_init(&r.wt);
-    atomic_init(&r.revents, 0);
-    atomic_store_explicit(&r.armed, 1, memory_order_release);   /* pairs with the poller's acquire */
-    struct epoll_event ev = { .events = events | EPOLLONESHOT, .data.ptr = &r };
-    if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &ev) < 0) {
-        if (errno != ENOENT)
-            return -errno;
-        if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-            return errno == EPERM ? -EINVAL : -errno;
-    }
-    weft__wait(&r.wt);
-    return (int)atomic_load_explicit(&r.revents, memory_order_relaxed);
 }
 
 static int make_nonblocking(int fd)
@@ -156,85 +44,297 @@ static int make_nonblocking(int fd)
     return 0;
 }
 
-enum op { OP_READ, OP_WRITE, OP_RECV, OP_SEND };
+enum op { OP_READ, OP_WRITE, OP_RECV, OP_SEND, OP_ACCEPT, OP_CONNECT, OP_PREAD, OP_PWRITE,
+          OP_OPEN, OP_FSYNC, OP_POLL };
 
-static ssize_t once(enum op op, int fd, void *buf, size_t len, int flags)
+struct io_args {
+    enum op          op;
+    int              fd;
+    void            *buf;
+    size_t           len;
+    int              flags;
+    struct sockaddr *addr;      /* accept, connect */
+    socklen_t       *addrlen;   /* accept */
+    socklen_t        alen;      /* connect */
+    off_t            off;       /* pread, pwrite */
+    const char      *path;      /* open */
+    mode_t           mode;      /* open */
+};
+
+#if WEFT_HAVE_URING
+/* One request on the ring of the coroutine's worker w. */
+static ssize_t ring_once(struct weft__worker *w, const struct io_args *a)
+{
+    struct io_uring_sqe *sqe = weft__ring_sqe(w);
+    switch (a->op) {
+    case OP_READ:    io_uring_prep_read(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)-1); break;
+    case OP_WRITE:   io_uring_prep_write(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)-1); break;
+    case OP_RECV:    io_uring_prep_recv(sqe, a->fd, a->buf, a->len, a->flags); break;
+    case OP_SEND:    io_uring_prep_send(sqe, a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
+    case OP_ACCEPT:  io_uring_prep_accept(sqe, a->fd, a->addr, a->addrlen, a->flags); break;
+    case OP_CONNECT: io_uring_prep_connect(sqe, a->fd, a->addr, a->alen); break;
+    case OP_PREAD:   io_uring_prep_read(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)a->off); break;
+    case OP_PWRITE:  io_uring_prep_write(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)a->off); break;
+    case OP_OPEN:    io_uring_prep_openat(sqe, AT_FDCWD, a->path, a->flags, a->mode); break;
+    case OP_FSYNC:   io_uring_prep_fsync(sqe, a->fd, 0); break;
+    default:         io_uring_prep_poll_add(sqe, a->fd, (unsigned)a->flags); break;
+    }
+    struct weft__ioreq q;
+    ssize_t r = weft__ring_call(w, sqe, &q);
+    if (a->op == OP_READ || a->op == OP_RECV || a->op == OP_PREAD)
+        weft__ring_mark_read(a->buf, r);
+    else if (a->op == OP_ACCEPT && r >= 0 && a->addrlen)
+        weft__ring_mark_read(a->addr, *a->addrlen);
+    return r;
+}
+
+static ssize_t ring_io(struct weft__worker *w, const struct io_args *a)
+{
+    /* The ring takes at most UINT_MAX bytes a request; POSIX allows short IO. */
+    struct io_args c = *a;
+    if (c.len > 0x7ffff000)
+        c.len = 0x7ffff000;
+    for (;;) {
+        ssize_t r = ring_once(w, &c);
+        if (r == -EINTR)
+            continue;
+        if (r != -EAGAIN || c.op == OP_POLL)
+            return r;
+        /* An O_NONBLOCK descriptor: wait until it is ready, then retry. */
+        bool out = c.op == OP_WRITE || c.op == OP_SEND || c.op == OP_CONNECT || c.op == OP_PWRITE;
+        struct io_args p = { .op = OP_POLL, .fd = c.fd, .flags = out ? POLLOUT : POLLIN };
+        w = weft__worker_self();
+        r = ring_once(w, &p);
+        if (r < 0)
+            return r;
+        w = weft__worker_self();   /* the coroutine may have moved */
+    }
+}
+#endif
+
+static ssize_t once(const struct io_args *a)
 {
     ssize_t r;
-    switch (op) {
-    case OP_READ:  r = read(fd, buf, len); break;
-    case OP_WRITE: r = write(fd, buf, len); break;
-    case OP_RECV:  r = recv(fd, buf, len, flags); break;
-    default:       r = send(fd, buf, len, flags | MSG_NOSIGNAL); break;
+    switch (a->op) {
+    case OP_READ:   r = read(a->fd, a->buf, a->len); break;
+    case OP_WRITE:  r = write(a->fd, a->buf, a->len); break;
+    case OP_RECV:   r = recv(a->fd, a->buf, a->len, a->flags); break;
+    case OP_SEND:   r = send(a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
+    default:        r = accept4(a->fd, a->addr, a->addrlen, a->flags); break;
     }
     return r < 0 ? -errno : r;
 }
 
-static ssize_t do_io(enum op op, int fd, void *buf, size_t len, int flags)
+static ssize_t do_io(const struct io_args *a)
 {
     struct weft__worker *w = in_coroutine();
     if (!w) {
         ssize_t r;
-        while ((r = once(op, fd, buf, len, flags)) == -EINTR)
+        while ((r = once(a)) == -EINTR)
             ;
         return r;
     }
-    int err = make_nonblocking(fd);
+#if WEFT_HAVE_URING
+    if (w->ring)
+        return ring_io(w, a);
+#endif
+    int err = make_nonblocking(a->fd);
     if (err)
         return err;
-    uint32_t events = op == OP_READ || op == OP_RECV ? EPOLLIN : EPOLLOUT;
+    bool write = a->op == OP_WRITE || a->op == OP_SEND;
     for (;;) {
-        ssize_t r = once(op, fd, buf, len, flags);
-        if (r != -EAGAIN && r != -EWOULDBLOCK && r != -EINTR)
-            return r;
+        ssize_t r = once(a);
         if (r == -EINTR)
             continue;
-        int e = wait_fd(w, fd, events);
+        if (r != -EAGAIN && r != -EWOULDBLOCK)
+            return r;
+        int e = weft__epoll_wait_fd(w->rt, a->fd, write);
         if (e < 0)
             return e;
+        w = weft__worker_self();   /* the coroutine may have moved */
     }
 }
 
 ssize_t weft_read(int fd, void *buf, size_t len)
 {
-    return do_io(OP_READ, fd, buf, len, 0);
+    return do_io(&(struct io_args){ .op = OP_READ, .fd = fd, .buf = buf, .len = len });
 }
 
 ssize_t weft_write(int fd, const void *buf, size_t len)
 {
-    return do_io(OP_WRITE, fd, (void *)buf, len, 0);
+    return do_io(&(struct io_args){ .op = OP_WRITE, .fd = fd, .buf = (void *)buf, .len = len });
 }
 
 ssize_t weft_recv(int fd, void *buf, size_t len, int flags)
 {
-    return do_io(OP_RECV, fd, buf, len, flags);
+    return do_io(&(struct io_args){ .op = OP_RECV, .fd = fd, .buf = buf, .len = len, .flags = flags });
 }
 
 ssize_t weft_send(int fd, const void *buf, size_t len, int flags)
 {
-    return do_io(OP_SEND, fd, (void *)buf, len, flags);
+    return do_io(&(struct io_args){ .op = OP_SEND, .fd = fd, .buf = (void *)buf, .len = len,
+                                    .flags = flags });
+}
+
+int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+{
+    if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC))
+        return -EINVAL;
+    return (int)do_io(&(struct io_args){ .op = OP_ACCEPT, .fd = fd, .addr = addr,
+                                         .addrlen = addrlen, .flags = flags });
+}
+
+int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+    struct weft__worker *w = in_coroutine();
+    if (!w) {
+        int r = connect(fd, addr, addrlen);
+        return r < 0 ? -errno : 0;
+    }
+#if WEFT_HAVE_URING
+    if (w->ring) {
+        ssize_t r = ring_io(w, &(struct io_args){ .op = OP_CONNECT, .fd = fd,
+                                                  .addr = (struct sockaddr *)addr, .alen = addrlen });
+        if (r != -EINPROGRESS && r != -EALREADY)
+            return (int)r;
+        /* A non-blocking socket: the attempt goes on; wait for its outcome. */
+        r = ring_io(w, &(struct io_args){ .op = OP_POLL, .fd = fd, .flags = POLLOUT });
+        if (r < 0)
+            return (int)r;
+        int soerr = 0;
+        socklen_t n = sizeof soerr;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &n) < 0)
+            return -errno;
+        return -soerr;
+    }
+#endif
+    int err = make_nonblocking(fd);
+    if (err)
+        return err;
+    if (connect(fd, addr, addrlen) == 0)
+        return 0;
+    if (errno != EINPROGRESS && errno != EINTR)
+        return -errno;
+    int e = weft__epoll_wait_fd(w->rt, fd, true);
+    if (e < 0)
+        return e;   /* the connection attempt goes on; the caller closes fd */
+    int soerr = 0;
+    socklen_t n = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &n) < 0)
+        return -errno;
+    return -soerr;
 }
 
 int weft_poll(int fd, short events)
 {
+    if (fd < 0)
+        return -EBADF;   /* poll(2) would skip it and wait for nothing */
     struct pollfd pfd = { .fd = fd, .events = events };
-    int r;
-    while ((r = poll(&pfd, 1, in_coroutine() ? 0 : -1)) < 0 && errno == EINTR)
-        ;
-    if (r < 0)
-        return -errno;
-    if (pfd.revents & POLLNVAL)
-        return -EBADF;
-    if (r > 0)
-        return pfd.revents;
     struct weft__worker *w = in_coroutine();
-    uint32_t ev = (events & POLLIN ? EPOLLIN : 0) | (events & POLLOUT ? EPOLLOUT : 0) |
-                  (events & POLLPRI ? EPOLLPRI : 0);
-    int e = wait_fd(w, fd, ev);
-    if (e < 0)
-        return e;
-    pfd.revents = 0;
-    while ((r = poll(&pfd, 1, 0)) < 0 && errno == EINTR)
-        ;
-    return r < 0 ? -errno : pfd.revents;
+    for (;;) {
+        int r;
+        while ((r = poll(&pfd, 1, w ? 0 : -1)) < 0 && errno == EINTR)
+            ;
+        if (r < 0)
+            return -errno;
+        if (pfd.revents & POLLNVAL)
+            return -EBADF;
+        if (r > 0)
+            return pfd.revents;
+        if (!(events & (POLLIN | POLLOUT | POLLPRI)))
+            return -EINVAL;   /* nothing that could ever become ready */
+#if WEFT_HAVE_URING
+        if (w->ring) {
+            ssize_t rv = ring_io(w, &(struct io_args){ .op = OP_POLL, .fd = fd, .flags = events });
+            return (int)rv;
+        }
+#endif
+        int e = weft__epoll_wait_fd(w->rt, fd, !(events & (POLLIN | POLLPRI)));
+        if (e < 0)
+            return e;
+        w = weft__worker_self();
+    }
+}
+
+/* ---- calls without readiness: a helper thread in a coroutine ---------------- */
+
+struct file_call {
+    int         op;        /* 'o'pen, 's'ync, 'r'ead, 'w'rite */
+    int         fd;
+    const char *path;
+    int         flags;
+    mode_t      mode;
+    void       *buf;
+    size_t      len;
+    off_t       off;
+    ssize_t     ret;       /* the result or a negative errno */
+};
+
+static void *file_call_run(void *arg)
+{
+    struct file_call *c = arg;
+    ssize_t r;
+    do {
+        switch (c->op) {
+        case 'o': r = open(c->path, c->flags, c->mode); break;
+        case 's': r = fsync(c->fd); break;
+        case 'r': r = pread(c->fd, c->buf, c->len, c->off); break;
+        default:  r = pwrite(c->fd, c->buf, c->len, c->off); break;
+        }
+    } while (r < 0 && errno == EINTR);
+    c->ret = r < 0 ? -errno : r;
+    return NULL;
+}
+
+static ssize_t file_call(struct file_call *c)
+{
+    struct weft__worker *w = in_coroutine();
+    if (!w) {
+        file_call_run(c);
+        return c->ret;
+    }
+#if WEFT_HAVE_URING
+    if (w->ring) {
+        static const enum op ops[] = { ['o'] = OP_OPEN, ['s'] = OP_FSYNC, ['r'] = OP_PREAD,
+                                       ['w'] = OP_PWRITE };
+        return ring_io(w, &(struct io_args){ .op = ops[c->op], .fd = c->fd, .buf = c->buf,
+                                             .len = c->len, .off = c->off, .path = c->path,
+                                             .flags = c->flags, .mode = c->mode });
+    }
+#endif
+    int err = weft_offload(file_call_run, c, NULL);
+    return err ? err : c->ret;
+}
+
+ssize_t weft_pread(int fd, void *buf, size_t len, off_t offset)
+{
+    return file_call(&(struct file_call){ .op = 'r', .fd = fd, .buf = buf, .len = len, .off = offset });
+}
+
+ssize_t weft_pwrite(int fd, const void *buf, size_t len, off_t offset)
+{
+    return file_call(&(struct file_call){ .op = 'w', .fd = fd, .buf = (void *)buf, .len = len,
+                                          .off = offset });
+}
+
+int weft_open(const char *path, int flags, mode_t mode)
+{
+    if (!path)
+        return -EFAULT;
+    return (int)file_call(&(struct file_call){ .op = 'o', .path = path, .flags = flags | O_CLOEXEC,
+                                               .mode = mode });
+}
+
+int weft_fsync(int fd)
+{
+    return (int)file_call(&(struct file_call){ .op = 's', .fd = fd });
+}
+
+int weft_close(int fd)
+{
+    struct weft__worker *w = weft__worker_self();
+    if (w)
+        weft__epoll_forget(w->rt, fd);   /* coroutines waiting on fd get -EBADF */
+    /* close(2) releases the descriptor even when it reports EINTR: never retry. */
+    return close(fd) < 0 && errno != EINTR ? -errno : 0;
 }

@@ -6,14 +6,22 @@
 
 #include "internal.h"
 
-/* One pending timer. Lives in the sleeper's frame; on rt's heap while idx != 0. */
+/* One pending timer. Lives in the waiter's frame; on rt's heap while idx != 0. */
 struct weft__timer {
     uint64_t             when;    /* weft_now() clock */
-    struct weft__waiter *wt;      /* claimed with result 1 when due */
-    size_t               idx;     /* 1-based heap position; 0 = not armed */
+    struct weft__waiter *wt;      /* claimed with `result` when due */
+    int32_t              result;  /* nonzero */
+    size_t               idx;     /* 1-based heap position; 0 = not armed; under the heap lock */
 };
 
 struct weft__timers;   /* a runtime's timer heap and its thread */
+
+/* Arms tm on rt's heap, starting the timer thread on first use. Any thread.
+ * Returns 0, -ENOMEM, or -EAGAIN (no timer thread). */
+int weft__timer_arm(weft_rt *rt, struct weft__timer *tm);
+/* Takes tm off the heap if it has not fired. After it returns the timer
+ * thread no longer touches tm or its waiter. Whoever armed it. */
+void weft__timer_disarm(weft_rt *rt, struct weft__timer *tm);
 
 /* Stops and joins rt's timer thread, if one was started. weft_rt_destroy()
  * only, after every coroutine has finished. */
@@ -21,8 +29,61 @@ void weft__timers_destroy(weft_rt *rt);
 
 struct weft__poller;   /* a runtime's epoll set and its thread */
 
+/* Suspends the calling coroutine until fd is readable (write: writable).
+ * Returns the epoll events seen, -EBUSY (another coroutine already waits on fd
+ * for the same direction), -EBADF (weft_close() closed it), -EINVAL (fd cannot
+ * be polled), -ETIMEDOUT, -ECANCELED, -ENOMEM. */
+int weft__epoll_wait_fd(weft_rt *rt, int fd, bool write);
+/* Fails every coroutine waiting on fd with -EBADF and drops fd from the set:
+ * before fd is closed. Any thread. */
+void weft__epoll_forget(weft_rt *rt, int fd);
+
 /* Stops and joins rt's poller thread, if one was started. weft_rt_destroy()
  * only, after every coroutine has finished. */
 void weft__poller_destroy(weft_rt *rt);
+
+struct weft__offload;   /* a runtime's helper threads for weft_offload() */
+
+/* Stops and joins rt's helper threads, if any were started. weft_rt_destroy()
+ * only, after every coroutine has finished. */
+void weft__offload_destroy(weft_rt *rt);
+
+/* ---- the io_uring backend (runtime/io_uring.c) ---- */
+
+/* One request in flight: lives in the coroutine's frame until its completion
+ * is reaped. */
+struct weft__ioreq {
+    struct weft__waiter wt;
+    int32_t             res;   /* the completion's result; written before the claim */
+};
+
+#if WEFT_HAVE_URING
+struct io_uring_sqe;
+/* Creates a disabled ring of `entries` (weft_rt_create). Returns 0 or the
+ * kernel's negative errno. */
+int  weft__ring_create(struct weft__ring **r, unsigned entries);
+void weft__ring_destroy(struct weft__ring *r);
+/* Enables the ring on its worker's thread, which becomes its only submitter. */
+int  weft__ring_enable(struct weft__ring *r);
+/* The owner: submits what is queued, reaps completions. Returns whether a
+ * task was made runnable. */
+bool weft__ring_poll(struct weft__worker *w);
+/* The owner: whether requests are queued or in flight, or cancellations wait. */
+bool weft__ring_busy(struct weft__worker *w);
+/* The owner, parked: waits for a completion or weft__ring_kick(). Returns
+ * whether a task was made runnable. */
+bool weft__ring_sleep(struct weft__worker *w);
+/* Any thread: wakes the owner from weft__ring_sleep. */
+void weft__ring_kick(struct weft__ring *r);
+/* A coroutine on w: an entry to fill, then weft__ring_call() at once. */
+struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w);
+/* Submits the filled entry (with the caller's deadline as a linked timeout)
+ * and waits for its completion. Returns its result, -ETIMEDOUT, -ECANCELED. */
+int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q);
+/* weft_cancel(): asks the owner of t's request in flight to cancel it. */
+int  weft__ring_cancel(weft_task *t);
+/* Tells Valgrind that the kernel wrote n bytes at buf. */
+void weft__ring_mark_read(void *buf, ssize_t n);
+#endif
 
 #endif /* WEFT_IO_H */

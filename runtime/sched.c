@@ -94,6 +94,12 @@
 #include <unistd.h>
 #include <linux/futex.h>
 
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
+
 #if defined(WEFT__ASAN)
 void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
 void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
@@ -140,14 +146,6 @@ void weft__futex_wake(_Atomic uint32_t *addr, int n)
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__)
-    __asm__ volatile("pause");
-#else
-    __asm__ volatile("yield");
-#endif
-}
 
 /* ---- context switching ----------------------------------------------------- */
 
@@ -201,6 +199,20 @@ static weft_task *global_pop(weft_rt *rt)
     return t;
 }
 
+/* Wakes a parked worker whose wake word was just set: it sleeps on the word's
+ * futex, or, with io_uring, in its ring. */
+static void wake_worker(struct weft__worker *w)
+{
+#if WEFT_HAVE_URING
+    weft__fence();   /* the wake word's store before in_ring's load: pairs with park_worker */
+    if (atomic_load_explicit(&w->in_ring, memory_order_seq_cst)) {
+        weft__ring_kick(w->ring);
+        return;
+    }
+#endif
+    weft__futex_wake(&w->wake, 1);
+}
+
 /*
  * Steps a-c of the worker park protocol (see the top of this file): the caller
  * has just published a runnable task.
@@ -227,7 +239,7 @@ static void wake_one(weft_rt *rt)
         return;
     }
     atomic_store_explicit(&w->wake, 1, memory_order_release);      /* the woken worker counts as searching */
-    weft__futex_wake(&w->wake, 1);
+    wake_worker(w);
 }
 
 /* The owner. Queues t on w and wakes a worker that could steal it. */
@@ -290,6 +302,10 @@ static weft_task *pick_next(struct weft__worker *w)
     /* Under WEFT_SCHED_RANDOM every other choice takes the fairness path, so
      * no code can come to rely on LIFO order or on runnext. */
     if (WEFT__UNLIKELY(++w->tick % FAIRNESS_TICKS == 0 || (w->shuffle && (rng_next(w) & 1)))) {
+#if WEFT_HAVE_URING
+        if (w->ring)
+            weft__ring_poll(w);   /* IO does not wait behind a long run of tasks */
+#endif
         if ((t = global_pop(w->rt)) || (t = weft__deque_steal(&w->dq)) || (t = yq_pop(w)))
             return t;
     }
@@ -298,6 +314,13 @@ static weft_task *pick_next(struct weft__worker *w)
         return t;
     if ((t = weft__deque_take(&w->dq)) || (t = yq_pop(w)) || (t = global_pop(w->rt)))
         return t;
+#if WEFT_HAVE_URING
+    /* Out of work: submit what our coroutines queued and reap what is done. */
+    if (w->ring && weft__ring_poll(w) &&
+        ((t = atomic_exchange_explicit(&w->runnext, NULL, memory_order_acquire)) ||
+         (t = weft__deque_take(&w->dq))))
+        return t;
+#endif
     return NULL;
 }
 
@@ -406,43 +429,6 @@ void weft__yield_current(void)
     after_switch(weft__worker_self());
 }
 
-/* ---- waiters ------------------------------------------------------------------- */
-
-void weft__waiter_init(struct weft__waiter *wt)
-{
-    struct weft__worker *w = weft__worker_self();
-    wt->task = w ? w->current : NULL;
-    atomic_init(&wt->state, 0);
-}
-
-int32_t weft__wait(struct weft__waiter *wt)
-{
-    uint32_t s;
-    if (wt->task) {
-        weft__park();
-        s = atomic_load_explicit(&wt->state, memory_order_acquire);
-        weft__check(s != 0, "a coroutine woke without its waiter being claimed");
-    } else {
-        while ((s = atomic_load_explicit(&wt->state, memory_order_acquire)) == 0)
-            weft__futex_wait(&wt->state, 0);
-    }
-    return (int32_t)s;
-}
-
-bool weft__wake(struct weft__waiter *wt, int32_t result)
-{
-    weft_task *t = wt->task;   /* read first: a plain-thread waiter may return once claimed */
-    uint32_t zero = 0;
-    if (!atomic_compare_exchange_strong_explicit(&wt->state, &zero, (uint32_t)result,
-            memory_order_acq_rel, memory_order_relaxed))
-        return false;
-    if (t)
-        weft__unpark(t);
-    else
-        weft__futex_wake(&wt->state, 1);   /* harmless if the waiter already left */
-    return true;
-}
-
 /* ---- tasks ---------------------------------------------------------------------- */
 
 static void task_entry(void *arg)
@@ -453,9 +439,10 @@ static void task_entry(void *arg)
 #endif
     after_switch(weft__worker_self());
     t->result = t->fn(t->arg);
-    uintptr_t j = atomic_exchange_explicit(&t->join, WEFT__JOIN_DONE, memory_order_acq_rel);  /* publishes result */
+    uintptr_t j = atomic_exchange_explicit(&t->join, WEFT__JOIN_BUSY, memory_order_acquire);  /* pairs with the joiner's CAS */
     if (j != WEFT__JOIN_NONE)
         weft__wake((struct weft__waiter *)j, 1);
+    atomic_store_explicit(&t->join, WEFT__JOIN_DONE, memory_order_release);   /* publishes result; frees the joiner */
     struct weft__worker *w = weft__worker_self();
     switch_away(w, t, WEFT__ACT_EXIT);
     weft__panic(__FILE__, __LINE__, "a finished coroutine was resumed");
@@ -521,6 +508,29 @@ static void stop_spinning(struct weft__worker *w)
         wake_one(w->rt);   /* we were the last searcher: keep the chain going */
 }
 
+/* Takes w off the idle list and makes it a searcher again. Returns false if a
+ * waker took it off first (and will set its wake word). */
+static bool leave_idle(struct weft__worker *w)
+{
+    weft_rt *rt = w->rt;
+    bool removed = false;
+    pthread_mutex_lock(&rt->idle_lock);
+    for (struct weft__worker **p = &rt->idle; *p; p = &(*p)->idle_next) {
+        if (*p == w) {
+            *p = w->idle_next;
+            atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
+            removed = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rt->idle_lock);
+    if (removed) {
+        atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);
+        w->spinning = true;
+    }
+    return removed;
+}
+
 /* Steps 1-4 of the park protocol. Returns with w searching again. */
 static void park_worker(struct weft__worker *w)
 {
@@ -533,28 +543,32 @@ static void park_worker(struct weft__worker *w)
     w->spinning = false;                                           /* 2 */
     atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
     weft__fence();                     /* 3 */
-    if (work_visible(rt) || atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
-        bool removed = false;
-        pthread_mutex_lock(&rt->idle_lock);
-        for (struct weft__worker **p = &rt->idle; *p; p = &(*p)->idle_next) {
-            if (*p == w) {
-                *p = w->idle_next;
-                atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
-                removed = true;
-                break;
-            }
+    if ((work_visible(rt) || atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) &&
+        leave_idle(w))
+        return;
+    /* Otherwise a waker took us off the list and counted us as searching; its
+     * store to our wake word is on its way. */
+    while (atomic_load_explicit(&w->wake, memory_order_acquire) == 0) {   /* 4 */
+#if WEFT_HAVE_URING
+        /* With requests in flight we sleep in the ring, to reap them. Wakers
+         * then kick the ring instead of the futex: in_ring is set, then the
+         * wake word read, each side fenced, so either we see the wake or the
+         * waker sees in_ring. A completion may make a task runnable here:
+         * then we leave the idle list ourselves, unless a waker already did. */
+        if (w->ring && weft__ring_busy(w)) {
+            atomic_store_explicit(&w->in_ring, 1, memory_order_seq_cst);
+            weft__fence();
+            bool woke = false;
+            if (!atomic_load_explicit(&w->wake, memory_order_seq_cst))
+                woke = weft__ring_sleep(w);
+            atomic_store_explicit(&w->in_ring, 0, memory_order_relaxed);
+            if (woke && leave_idle(w))
+                return;
+            continue;
         }
-        pthread_mutex_unlock(&rt->idle_lock);
-        if (removed) {
-            atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);
-            w->spinning = true;
-            return;
-        }
-        /* A waker took us off the list and counted us as searching; its
-         * futex store is on its way. */
-    }
-    while (atomic_load_explicit(&w->wake, memory_order_acquire) == 0)   /* 4 */
+#endif
         weft__futex_wait(&w->wake, 0);
+    }
     atomic_store_explicit(&w->wake, 0, memory_order_relaxed);
     w->spinning = true;
 }
@@ -569,13 +583,16 @@ static weft_task *find_work(struct weft__worker *w)
             atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);
         }
         for (unsigned round = 0; round < SPIN_ROUNDS; round++) {
-            weft_task *t = steal_any(w, round == SPIN_ROUNDS - 1);
+            /* Our own queues too: completions reaped while parked land there. */
+            weft_task *t = pick_next(w);
+            if (!t)
+                t = steal_any(w, round == SPIN_ROUNDS - 1);
             if (t) {
                 stop_spinning(w);
                 return t;
             }
             for (unsigned i = 0; i < 32u << round; i++)
-                cpu_relax();
+                weft__cpu_relax();
         }
         if (atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
             w->spinning = false;
@@ -607,6 +624,12 @@ static void *worker_main(void *arg)
 #if defined(WEFT__TSAN)
     w->sched.tsan = __tsan_get_current_fiber();
 #endif
+#if WEFT_HAVE_URING
+    if (w->ring && weft__ring_enable(w->ring) != 0) {
+        weft__ring_destroy(w->ring);   /* this worker's coroutines use epoll */
+        w->ring = NULL;
+    }
+#endif
     for (;;) {
         weft_task *t = pick_next(w);
         if (!t && !(t = find_work(w)))
@@ -633,7 +656,7 @@ static void stop_workers(weft_rt *rt, unsigned started)
         atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
         atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);
         atomic_store_explicit(&w->wake, 1, memory_order_release);
-        weft__futex_wake(&w->wake, 1);
+        wake_worker(w);
         w = next;
     }
     pthread_mutex_unlock(&rt->idle_lock);
@@ -643,14 +666,40 @@ static void stop_workers(weft_rt *rt, unsigned started)
 
 static void rt_free(weft_rt *rt)
 {
-    for (unsigned i = 0; i < rt->nworkers; i++)
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+#if WEFT_HAVE_URING
+        weft__ring_destroy(rt->workers[i]->ring);
+#endif
         free(rt->workers[i]);
+    }
     free(rt->workers);
     if (rt->stacks)
         weft__stacks_destroy(rt->stacks);
     pthread_mutex_destroy(&rt->gq_lock);
     pthread_mutex_destroy(&rt->idle_lock);
     free(rt);
+}
+
+/* The backend asked for: the configuration's, or WEFT_IO when that says AUTO.
+ * Without io_uring support built in, always epoll. */
+static int io_backend(int configured)
+{
+#if WEFT_HAVE_URING
+    if (configured != WEFT_IO_AUTO)
+        return configured;
+    const char *env = getenv("WEFT_IO");
+    if (env && strcmp(env, "epoll") == 0)
+        return WEFT_IO_EPOLL;
+    if (env && strcmp(env, "uring") == 0)
+        return WEFT_IO_URING;
+    /* Valgrind holds its one lock across io_uring_enter, so every thread
+     * stops while one worker sleeps in its ring. */
+    if (RUNNING_ON_VALGRIND)
+        return WEFT_IO_EPOLL;
+    return WEFT_IO_AUTO;
+#else
+    return configured == WEFT_IO_URING ? -1 : WEFT_IO_EPOLL;
+#endif
 }
 
 static unsigned default_workers(void)
@@ -677,6 +726,13 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
         c.workers = WEFT_WORKERS_MAX;
     if (!c.stack_size)
         c.stack_size = WEFT_STACK_DEFAULT;
+    if (c.io_backend < WEFT_IO_AUTO || c.io_backend > WEFT_IO_EPOLL || c.ring_entries > 32768)
+        return -EINVAL;
+    if (!c.ring_entries)
+        c.ring_entries = 256;
+    int backend = io_backend(c.io_backend);
+    if (backend < 0)
+        return -ENOSYS;   /* built without io_uring */
     int err = weft__guard_install();
     if (err)
         return err;
@@ -707,6 +763,19 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
         w->rng = 0x9e3779b97f4a7c15ull * (i + 1) ^ (uint64_t)(uintptr_t)rt;
         w->shuffle = random_sched;
         rt->workers[rt->nworkers++] = w;
+#if WEFT_HAVE_URING
+        if (backend != WEFT_IO_EPOLL && (err = weft__ring_create(&w->ring, c.ring_entries))) {
+            if (backend == WEFT_IO_URING) {
+                rt_free(rt);
+                return err;
+            }
+            backend = WEFT_IO_EPOLL;   /* refused here: every worker uses epoll */
+            for (unsigned k = 0; k < i; k++) {
+                weft__ring_destroy(rt->workers[k]->ring);
+                rt->workers[k]->ring = NULL;
+            }
+        }
+#endif
     }
     for (unsigned i = 0; i < rt->nworkers; i++) {
         err = pthread_create(&rt->workers[i]->thread, NULL, worker_main, rt->workers[i]);
@@ -767,6 +836,7 @@ int weft_rt_destroy(weft_rt *rt)
     stop_workers(rt, rt->nworkers);
     weft__timers_destroy(rt);   /* runtime/timer.c */
     weft__poller_destroy(rt);   /* runtime/io.c */
+    weft__offload_destroy(rt);  /* runtime/offload.c */
     rt_free(rt);
     return 0;
 }

@@ -17,14 +17,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#if defined(__x86_64__)
-#define weft__cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define weft__cpu_relax() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define weft__cpu_relax() ((void)0)
-#endif
-
 /* Takes the wait-list lock. Any thread; never while holding it already. */
 static inline void weft__ilock(_Atomic uint32_t *l)
 {

@@ -4,8 +4,11 @@
  * A task holds two references: its handle (dropped by join or detach) and its
  * running self (dropped by the context switched to after it finished, once its
  * stack is no longer in use). Whichever goes last frees the stack slot. Its
- * result travels through task->join: the finishing task stores the result, then
- * swaps join to DONE (acq_rel), waking the joiner whose waiter was there.
+ * result travels through task->join: the finishing task stores the result,
+ * swaps join to BUSY, wakes the joiner whose waiter was there, and stores DONE
+ * (release). A joiner waits for DONE, not BUSY: a joiner whose deadline or
+ * cancellation claimed its waiter first must not leave while the finisher may
+ * still try to claim it.
  */
 #include "internal.h"
 
@@ -78,15 +81,28 @@ int weft_join(weft_task *t, void **result)
                            "weft_join: the task was already joined or detached");
     if (err)
         return err;
-    uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with the finisher's swap */
+    uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with the finisher's store */
     if (j == WEFT__JOIN_NONE) {
         struct weft__waiter wt;
         weft__waiter_init(&wt);
         if (atomic_compare_exchange_strong_explicit(&t->join, &j, (uintptr_t)&wt,
-                memory_order_release, memory_order_acquire))      /* publishes the waiter to the finisher */
-            weft__wait(&wt);
-        else
-            weft__check(j == WEFT__JOIN_DONE, "a task had two joiners");
+                memory_order_release, memory_order_acquire)) {    /* publishes the waiter to the finisher */
+            int32_t r = weft__wait(&wt);
+            if (r < 0) {
+                j = (uintptr_t)&wt;
+                if (atomic_compare_exchange_strong_explicit(&t->join, &j, WEFT__JOIN_NONE,
+                        memory_order_acquire, memory_order_acquire)) {
+                    /* Withdrawn before the task finished: the handle stays joinable. */
+                    atomic_fetch_and_explicit(&t->flags, ~WEFT__F_JOINED, memory_order_relaxed);
+                    return r;
+                }
+                /* The task finished meanwhile; its finisher may still be
+                 * failing to claim our waiter. The join succeeds below. */
+            }
+        }
+    }
+    while ((j = atomic_load_explicit(&t->join, memory_order_acquire)) != WEFT__JOIN_DONE) {  /* pairs with the finisher's store */
+        weft__cpu_relax();   /* BUSY: the finisher is between its swap and its store */
     }
     if (result)
         *result = t->result;

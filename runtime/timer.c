@@ -98,7 +98,7 @@ static void *timer_thread(void *arg)
         }
         heap_remove(ts, tm);
         /* Claimed while the lock is held: the frame is valid until the wake. */
-        weft__wake(tm->wt, 1);
+        weft__wake(tm->wt, tm->result);
     }
     pthread_mutex_unlock(&ts->lock);
     return NULL;
@@ -172,22 +172,12 @@ static int plain_sleep(uint64_t when)
     return 0;
 }
 
-int weft_sleep(uint64_t ns)
+int weft__timer_arm(weft_rt *rt, struct weft__timer *tm)
 {
-    uint64_t now = weft_now();
-    uint64_t when = ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
-    struct weft__worker *w = weft__worker_self();
-    if (!w || !w->current)
-        return plain_sleep(when);
-
     struct weft__timers *ts;
-    int err = timers_get(w->rt, &ts);
+    int err = timers_get(rt, &ts);
     if (err)
         return err;
-    struct weft__waiter wt;
-    weft__waiter_init(&wt);
-    struct weft__timer tm = { .when = when, .wt = &wt, .idx = 0 };
-
     pthread_mutex_lock(&ts->lock);
     if (ts->n + 1 >= ts->cap) {
         size_t cap = ts->cap ? ts->cap * 2 : 64;
@@ -199,13 +189,49 @@ int weft_sleep(uint64_t ns)
         ts->heap = h;
         ts->cap = cap;
     }
-    ts->heap[++ts->n] = &tm;
-    tm.idx = ts->n;
-    heap_up(ts, tm.idx);
-    if (tm.idx == 1)
+    ts->heap[++ts->n] = tm;
+    tm->idx = ts->n;
+    heap_up(ts, tm->idx);
+    if (tm->idx == 1)
         pthread_cond_signal(&ts->cond);
     pthread_mutex_unlock(&ts->lock);
-
-    weft__wait(&wt);
     return 0;
+}
+
+void weft__timer_disarm(weft_rt *rt, struct weft__timer *tm)
+{
+    struct weft__timers *ts = atomic_load_explicit(&rt->timers, memory_order_acquire);  /* set: tm was armed */
+    pthread_mutex_lock(&ts->lock);
+    if (tm->idx)
+        heap_remove(ts, tm);
+    pthread_mutex_unlock(&ts->lock);
+}
+
+/* Returns 0, -ETIMEDOUT (the caller's deadline came first), -ECANCELED, or
+ * -ENOMEM / -EAGAIN when the timer could not be armed. */
+int weft_sleep(uint64_t ns)
+{
+    uint64_t now = weft_now();
+    uint64_t when = ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
+    struct weft__worker *w = weft__worker_self();
+    if (!w || !w->current) {
+        uint64_t deadline = weft__thread_deadline();
+        if (deadline && deadline < when) {
+            plain_sleep(deadline);
+            return -ETIMEDOUT;
+        }
+        return plain_sleep(when);
+    }
+
+    weft_rt *rt = w->rt;
+    struct weft__waiter wt;
+    weft__waiter_init(&wt);
+    struct weft__timer tm = { .when = when, .wt = &wt, .result = 1 };
+    int err = weft__timer_arm(rt, &tm);
+    if (err)
+        return err;
+    int32_t r = weft__wait(&wt);
+    if (r < 0)
+        weft__timer_disarm(rt, &tm);
+    return r < 0 ? r : 0;
 }

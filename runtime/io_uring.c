@@ -1,0 +1,329 @@
+/*
+ * The io_uring backend: one ring per worker.
+ *
+ * A coroutine fills a submission queue entry on the ring of the worker it runs
+ * on and parks (weft__ring_call). Submissions are batched: the worker submits
+ * what its coroutines queued, and reaps completions, in weft__ring_poll(),
+ * which the scheduler calls when it runs out of runnable tasks and every
+ * FAIRNESS_TICKS schedules, so IO never waits behind a long run of
+ * compute-bound coroutines. Each completion claims the request's waiter, and
+ * the coroutine becomes runnable on the reaping worker (whence it may be
+ * stolen).
+ *
+ * Rings are created by weft_rt_create with IORING_SETUP_R_DISABLED and enabled
+ * by the worker thread itself, so that IORING_SETUP_SINGLE_ISSUER names the
+ * worker; DEFER_TASKRUN then runs completion work only when the worker asks
+ * for events, never by interrupting it. Older kernels get COOP_TASKRUN, or no
+ * flags.
+ *
+ * A parked worker with requests in flight sleeps in io_uring_enter, waiting
+ * for a completion; then its ring holds a read of the worker's eventfd, which
+ * wakers write after setting the worker's wake word (sched.c, step c of the
+ * park protocol). A parked worker with nothing in flight sleeps on its futex,
+ * which is cheaper to wake.
+ *
+ * Request memory. A request (struct weft__ioreq) lives in the coroutine's
+ * frame, and its address is the entry's user_data. The coroutine waits with
+ * weft__wait_nointr: nothing but the completion can end the wait, so the frame
+ * outlives the kernel's last use of it.
+ *   - A deadline is a linked timeout (IORING_OP_LINK_TIMEOUT, absolute, on the
+ *     CLOCK_MONOTONIC clock of weft_now). The kernel copies its timespec at
+ *     submission and its completion carries the IGNORE tag, so it needs no
+ *     memory of ours. A request cut short by it completes with -ECANCELED,
+ *     which is reported as -ETIMEDOUT.
+ *   - Cancellation. Only the ring's owner may submit to it, so weft_cancel()
+ *     queues a note on the owner's inbox and writes its eventfd; the owner
+ *     submits IORING_OP_ASYNC_CANCEL for the request. The note holds a
+ *     reference to the task, so its stack slot, where the request lives, is
+ *     not reused by another task before the note is handled; a stale note can
+ *     then only cancel a later request of the same task, which cancellation,
+ *     being sticky, wants anyway.
+ */
+#include "io.h"
+
+#if WEFT_HAVE_URING
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <liburing.h>
+
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#else
+#define VALGRIND_MAKE_MEM_DEFINED(p, n) ((void)(p), (void)(n))
+#define RUNNING_ON_VALGRIND 0
+#endif
+
+#define TAG_IGNORE ((uint64_t)0)   /* link timeouts and cancel requests */
+#define TAG_WAKE   ((uint64_t)1)   /* the eventfd read */
+
+struct cancel_note {
+    struct cancel_note *next;
+    weft_task          *task;       /* holds a reference */
+    uint64_t            user_data;  /* the request to cancel */
+};
+
+struct weft__ring {
+    struct io_uring     ring;
+    int                 efd;          /* written by wakers */
+    uint64_t            efd_buf;      /* the eventfd read's target */
+    bool                efd_armed;    /* a read of efd is queued */
+    unsigned            queued;       /* entries not yet submitted; the owner */
+    unsigned            inflight;     /* requests whose completion is not reaped; the owner */
+    pthread_mutex_t     inbox_lock;
+    struct cancel_note *inbox;        /* under inbox_lock */
+    _Atomic uint32_t    inbox_len;    /* a hint, so the owner looks only when needed */
+};
+
+int weft__ring_create(struct weft__ring **out, unsigned entries)
+{
+    struct weft__ring *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_COOP_TASKRUN,
+        0,
+    };
+    int err = -EINVAL;
+    for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        p.flags = flag_sets[i] | IORING_SETUP_R_DISABLED;
+        err = io_uring_queue_init_params(entries, &r->ring, &p);
+        if (err != -EINVAL)
+            break;   /* -EINVAL: flags this kernel does not know; anything else is final */
+    }
+    if (err) {
+        free(r);
+        return err;
+    }
+    r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (r->efd < 0) {
+        err = -errno;
+        io_uring_queue_exit(&r->ring);
+        free(r);
+        return err;
+    }
+    pthread_mutex_init(&r->inbox_lock, NULL);
+    *out = r;
+    return 0;
+}
+
+void weft__ring_destroy(struct weft__ring *r)
+{
+    if (!r)
+        return;
+    for (struct cancel_note *n = r->inbox, *next; n; n = next) {
+        next = n->next;
+        weft__task_release(n->task);
+        free(n);
+    }
+    io_uring_queue_exit(&r->ring);
+    close(r->efd);
+    pthread_mutex_destroy(&r->inbox_lock);
+    free(r);
+}
+
+int weft__ring_enable(struct weft__ring *r)
+{
+    /* The system call itself: Debian's liburing 2.3 declares
+     * io_uring_enable_rings() but does not export it. */
+    long e = syscall(__NR_io_uring_register, r->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    return e < 0 ? -errno : 0;
+}
+
+/* An empty entry, submitting what is queued if the queue is full. The owner. */
+static struct io_uring_sqe *get_sqe(struct weft__ring *r)
+{
+    struct io_uring_sqe *sqe;
+    while (!(sqe = io_uring_get_sqe(&r->ring))) {
+        int n = io_uring_submit(&r->ring);
+        if (n >= 0)
+            r->queued = 0;
+    }
+    r->queued++;
+    return sqe;
+}
+
+static void arm_wake_read(struct weft__ring *r)
+{
+    if (r->efd_armed)
+        return;
+    struct io_uring_sqe *sqe = get_sqe(r);
+    io_uring_prep_read(sqe, r->efd, &r->efd_buf, sizeof r->efd_buf, 0);
+    io_uring_sqe_set_data64(sqe, TAG_WAKE);
+    r->efd_armed = true;
+}
+
+/* Queues async cancels for the notes in the inbox. The owner. */
+static void take_inbox(struct weft__ring *r)
+{
+    pthread_mutex_lock(&r->inbox_lock);
+    struct cancel_note *n = r->inbox;
+    r->inbox = NULL;
+    atomic_store_explicit(&r->inbox_len, 0, memory_order_relaxed);   /* under inbox_lock */
+    pthread_mutex_unlock(&r->inbox_lock);
+    while (n) {
+        struct cancel_note *next = n->next;
+        struct io_uring_sqe *sqe = get_sqe(r);
+        io_uring_prep_cancel64(sqe, n->user_data, 0);
+        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+        weft__task_release(n->task);
+        free(n);
+        n = next;
+    }
+}
+
+/* Claims the waiters of the completions in the queue. The owner. */
+static bool reap(struct weft__ring *r)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    bool woke = false;
+    io_uring_for_each_cqe(&r->ring, head, cqe) {
+        seen++;
+        uint64_t tag = io_uring_cqe_get_data64(cqe);
+        if (tag == TAG_IGNORE)
+            continue;
+        if (tag == TAG_WAKE) {
+            r->efd_armed = false;
+            continue;
+        }
+        struct weft__ioreq *q = (struct weft__ioreq *)(uintptr_t)tag;
+        q->res = cqe->res;
+        r->inflight--;
+        weft__wake(&q->wt, 1);   /* the coroutine becomes runnable here */
+        woke = true;
+    }
+    io_uring_cq_advance(&r->ring, seen);
+    return woke;
+}
+
+bool weft__ring_poll(struct weft__worker *w)
+{
+    struct weft__ring *r = w->ring;
+    if (WEFT__UNLIKELY(atomic_load_explicit(&r->inbox_len, memory_order_relaxed)))
+        take_inbox(r);
+    if (!r->queued && !r->inflight)
+        return false;
+    if (r->queued || !io_uring_cq_ready(&r->ring)) {
+        if (io_uring_submit_and_get_events(&r->ring) >= 0)
+            r->queued = 0;
+    }
+    return reap(r);
+}
+
+bool weft__ring_busy(struct weft__worker *w)
+{
+    struct weft__ring *r = w->ring;
+    return r->inflight || r->queued || atomic_load_explicit(&r->inbox_len, memory_order_relaxed);
+}
+
+bool weft__ring_sleep(struct weft__worker *w)
+{
+    struct weft__ring *r = w->ring;
+    if (atomic_load_explicit(&r->inbox_len, memory_order_relaxed))
+        take_inbox(r);
+    arm_wake_read(r);
+    if (WEFT__UNLIKELY(RUNNING_ON_VALGRIND)) {
+        /* Valgrind (3.19) keeps its one big lock across io_uring_enter, so
+         * a worker asleep in it would stop every other thread, the one that
+         * would wake it included. Sleep a millisecond at a time instead. */
+        struct __kernel_timespec ms = { .tv_sec = 0, .tv_nsec = 1000000 };
+        struct io_uring_cqe *cqe;
+        int e = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ms, NULL);
+        if (e >= 0 || e == -ETIME)
+            r->queued = 0;   /* submitted, whether or not a completion came */
+    } else if (io_uring_submit_and_wait(&r->ring, 1) >= 0) {
+        r->queued = 0;
+    }
+    return reap(r);
+}
+
+void weft__ring_kick(struct weft__ring *r)
+{
+    uint64_t one = 1;
+    while (write(r->efd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w)
+{
+    return get_sqe(w->ring);
+}
+
+int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q)
+{
+    struct weft__ring *r = w->ring;
+    weft_task *t = w->current;
+    weft__waiter_init(&q->wt);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)q);
+
+    /* Published before the cancelled flag is read; weft_cancel sets the flag
+     * before it reads these (a store-load pair on each side, seq_cst). */
+    atomic_store_explicit(&t->io_owner, w, memory_order_relaxed);
+    atomic_store_explicit(&t->io_req, (uintptr_t)q, memory_order_seq_cst);
+    bool cancelled = atomic_load_explicit(&t->cancelled, memory_order_seq_cst);
+    if (cancelled) {
+        io_uring_prep_nop(sqe);   /* already queued: turn it into nothing */
+        io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)q);
+    } else if (t->deadline) {
+        struct __kernel_timespec ts = {
+            .tv_sec = (long long)(t->deadline / 1000000000u),
+            .tv_nsec = (long long)(t->deadline % 1000000000u),
+        };
+        sqe->flags |= IOSQE_IO_LINK;
+        struct io_uring_sqe *lt = get_sqe(r);
+        io_uring_prep_link_timeout(lt, &ts, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(lt, TAG_IGNORE);
+        /* The kernel copies ts when it takes the entry: submit now, while ts lives. */
+        if (io_uring_submit(&r->ring) >= 0)
+            r->queued = 0;
+    }
+    r->inflight++;
+    weft__wait_nointr(&q->wt);
+    atomic_store_explicit(&t->io_req, 0, memory_order_relaxed);
+    if (cancelled)
+        return -ECANCELED;
+    if (q->res != -ECANCELED)
+        return q->res;
+    /* Cut short: by weft_cancel, or by the linked timeout at the deadline. */
+    if (atomic_load_explicit(&t->cancelled, memory_order_relaxed))
+        return -ECANCELED;
+    return t->deadline && weft_now() >= t->deadline ? -ETIMEDOUT : -ECANCELED;
+}
+
+int weft__ring_cancel(weft_task *t)
+{
+    uintptr_t req = atomic_load_explicit(&t->io_req, memory_order_seq_cst);   /* after the flag: see weft__ring_call */
+    if (!req)
+        return 0;
+    struct weft__worker *owner = atomic_load_explicit(&t->io_owner, memory_order_relaxed);
+    struct cancel_note *n = malloc(sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);   /* the caller holds the handle */
+    n->task = t;
+    n->user_data = req;
+    struct weft__ring *r = owner->ring;
+    pthread_mutex_lock(&r->inbox_lock);
+    n->next = r->inbox;
+    r->inbox = n;
+    atomic_store_explicit(&r->inbox_len, 1, memory_order_relaxed);   /* under inbox_lock */
+    pthread_mutex_unlock(&r->inbox_lock);
+    weft__ring_kick(r);   /* a sleeping owner wakes; a busy one sees the hint */
+    return 0;
+}
+
+void weft__ring_mark_read(void *buf, ssize_t n)
+{
+    if (n > 0)
+        VALGRIND_MAKE_MEM_DEFINED(buf, (size_t)n);
+}
+
+#endif /* WEFT_HAVE_URING */
