@@ -70,4 +70,41 @@ static inline void *run_with(unsigned workers, weft_fn fn, void *arg)
     return result;
 }
 
+/* The IO backends IO suites run over (liburing's FOR_ALL_TEST_CONFIGS idea).
+ * One the kernel refuses (io_uring under qemu-user) is skipped, and so is
+ * io_uring under Valgrind. */
+static const int sweep_backends[] = { WEFT_IO_URING, WEFT_IO_EPOLL };
+#define BACKENDS_N (sizeof(sweep_backends) / sizeof(sweep_backends[0]))
+static const char *const backend_name[] __attribute__((unused)) = { "auto", "io_uring", "epoll" };
+
+static inline bool backend_available(int backend)
+{
+    /* Valgrind holds its lock across io_uring_enter: the runtime only polls
+     * its rings there, a millisecond at a time, which is too slow to test. */
+    if (backend == WEFT_IO_URING && RUNNING_ON_VALGRIND)
+        return false;
+    weft_config cfg = { .workers = 1, .io_backend = backend };
+    weft_rt *rt;
+    if (weft_rt_create(&rt, &cfg) != 0)
+        return false;
+    weft_rt_destroy(rt);
+    return true;
+}
+
+/* Runs the statement after it once per available IO backend, named b. */
+#define FOR_EACH_BACKEND(b)                                                        \
+    for (size_t b##_i = 0; b##_i < BACKENDS_N; b##_i++)                             \
+        for (int b = sweep_backends[b##_i], b##_go = backend_available(b); b##_go; b##_go = 0)
+
+/* run_with() on the given IO backend. */
+static inline void *run_with_io(unsigned workers, int backend, weft_fn fn, void *arg)
+{
+    weft_config cfg = { .workers = workers, .io_backend = backend };
+    void *result = (void *)0xdead;
+    int err = weft_main(&cfg, fn, arg, &result);
+    cr_assert_eq(err, 0, "weft_main with %u workers on %s failed: %d", workers,
+                 backend_name[backend], err);
+    return result;
+}
+
 #endif

@@ -1,9 +1,14 @@
 /* Descriptor IO: a coroutine waiting on a pipe or socket suspends only
  * itself, and the calls report failures as negative errno values. */
+#define _GNU_SOURCE
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -56,10 +61,12 @@ static void *pipe_pingpong(void *arg)
 
 Test(io, pipe_ping_pong_between_coroutines_keeps_every_message)
 {
-    for (size_t i = 0; i < IO_N; i++) {
-        size_t n = scaled(2000);
-        uintptr_t v = (uintptr_t)run_with(io_workers[i], pipe_pingpong, (void *)n);
-        cr_assert_geq(v, n, "final counter %lu after %zu rounds", (unsigned long)v, n);
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < IO_N; i++) {
+            size_t n = scaled(2000);
+            uintptr_t v = (uintptr_t)run_with_io(io_workers[i], b, pipe_pingpong, (void *)n);
+            cr_assert_geq(v, n, "final counter %lu after %zu rounds", (unsigned long)v, n);
+        }
     }
 }
 
@@ -124,8 +131,10 @@ static void *socketpair_transfer(void *arg)
 
 Test(io, a_socketpair_carries_megabytes_in_order)
 {
-    for (size_t i = 0; i < IO_N; i++)
-        cr_assert_eq((uintptr_t)run_with(io_workers[i], socketpair_transfer, (void *)(uintptr_t)(4u << 20)), 0);
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < IO_N; i++)
+            cr_assert_eq((uintptr_t)run_with_io(io_workers[i], b, socketpair_transfer, (void *)(uintptr_t)(4u << 20)), 0);
+    }
 }
 
 static void *bad_fds(void *arg)
@@ -142,9 +151,11 @@ static void *bad_fds(void *arg)
 
 Test(io, bad_descriptors_give_ebadf)
 {
-    for (size_t i = 0; i < IO_N; i++)
-        cr_assert_eq((uintptr_t)run_with(io_workers[i], bad_fds, NULL), 0);
-    cr_assert_eq(weft_read(-1, NULL, 0), -EBADF);
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < IO_N; i++)
+            cr_assert_eq((uintptr_t)run_with_io(io_workers[i], b, bad_fds, NULL), 0);
+        cr_assert_eq(weft_read(-1, NULL, 0), -EBADF);
+    }
 }
 
 static void *send_to_closed_peer(void *arg)
@@ -161,8 +172,10 @@ static void *send_to_closed_peer(void *arg)
 
 Test(io, sending_to_a_closed_peer_fails_without_sigpipe)
 {
-    for (size_t i = 0; i < IO_N; i++)
-        cr_assert_eq((uintptr_t)run_with(io_workers[i], send_to_closed_peer, NULL), 0);
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < IO_N; i++)
+            cr_assert_eq((uintptr_t)run_with_io(io_workers[i], b, send_to_closed_peer, NULL), 0);
+    }
 }
 
 static void *compute(void *arg)
@@ -190,5 +203,272 @@ static void *io_beside_compute(void *arg)
 
 Test(io, a_coroutine_does_io_while_another_on_its_worker_computes)
 {
-    cr_assert_eq((uintptr_t)run_with(1, io_beside_compute, NULL), 1);
+    FOR_EACH_BACKEND(b) {
+        cr_assert_eq((uintptr_t)run_with_io(1, b, io_beside_compute, NULL), 1);
+    }
+}
+
+/* ---- files ------------------------------------------------------------------ */
+
+static void *file_round_trip(void *arg)
+{
+    (void)arg;
+    char path[] = "/tmp/weft-test-XXXXXX";
+    int tmp = mkstemp(path);
+    if (tmp < 0)
+        return (void *)100;
+    close(tmp);
+    int fd = weft_open(path, O_RDWR | O_TRUNC, 0600);
+    unlink(path);
+    cr_assert_geq(fd, 0, "weft_open: %d", fd);
+    cr_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC, "weft_open adds O_CLOEXEC");
+    static char block[3][4096];
+    for (int i = 0; i < 3; i++) {
+        memset(block[i], 'a' + i, sizeof block[i]);
+        cr_assert_eq(weft_pwrite(fd, block[i], sizeof block[i], (off_t)i * 4096), 4096);
+    }
+    cr_assert_eq(weft_fsync(fd), 0);
+    char back[4096];
+    for (int i = 2; i >= 0; i--) {
+        cr_assert_eq(weft_pread(fd, back, sizeof back, (off_t)i * 4096), 4096);
+        cr_assert(memcmp(back, block[i], sizeof back) == 0, "block %d came back different", i);
+    }
+    cr_assert_eq(weft_pread(fd, back, sizeof back, 3 * 4096), 0, "reading at the end gives 0");
+    cr_assert_eq(weft_close(fd), 0);
+    cr_assert_eq(weft_pread(fd, back, 1, 0), -EBADF);
+    cr_assert_eq(weft_fsync(fd), -EBADF);
+    cr_assert_eq(weft_open("/nonexistent/weft", O_RDONLY, 0), -ENOENT);
+    cr_assert_eq(weft_open(NULL, O_RDONLY, 0), -EFAULT);
+    return NULL;
+}
+
+Test(io, files_written_with_pwrite_read_back_with_pread)
+{
+    FOR_EACH_BACKEND(b) {
+        run_with_io(1, b, file_round_trip, NULL);
+        run_with_io(2, b, file_round_trip, NULL);
+    }
+    file_round_trip(NULL);   /* a plain thread: the plain system calls */
+}
+
+/* ---- accept and connect ----------------------------------------------------- */
+
+#define CLIENTS 16
+
+static void *echo_one(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[256];
+    ssize_t n;
+    while ((n = weft_recv(fd, buf, sizeof buf, 0)) > 0)
+        if (weft_send(fd, buf, (size_t)n, 0) != n)
+            break;
+    weft_close(fd);
+    return NULL;
+}
+
+static void *serve(void *arg)
+{
+    int lfd = (int)(intptr_t)arg;
+    for (int i = 0; i < CLIENTS; i++) {
+        int c = weft_accept(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0)
+            return (void *)(intptr_t)c;
+        weft_spawn(NULL, echo_one, (void *)(intptr_t)c);
+    }
+    return NULL;
+}
+
+static void *client(void *arg)
+{
+    struct sockaddr_in *sa = arg;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (weft_connect(fd, (struct sockaddr *)sa, sizeof *sa) != 0)
+        return (void *)1;
+    uint32_t sum = 0;
+    for (uint32_t i = 0; i < 100; i++) {
+        uint32_t v = i, back = 0;
+        if (weft_send(fd, &v, sizeof v, 0) != sizeof v || weft_recv(fd, &back, sizeof back, MSG_WAITALL) != sizeof back)
+            return (void *)2;
+        sum += back;
+    }
+    weft_close(fd);
+    return (void *)(uintptr_t)(sum == 4950 ? 0 : 3);
+}
+
+static void *accept_and_connect(void *arg)
+{
+    (void)arg;
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof sa;
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(lfd, 64), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+    weft_task *srv, *cl[CLIENTS];
+    weft_spawn(&srv, serve, (void *)(intptr_t)lfd);
+    for (int i = 0; i < CLIENTS; i++)
+        weft_spawn(&cl[i], client, &sa);
+    for (int i = 0; i < CLIENTS; i++) {
+        void *r;
+        weft_join(cl[i], &r);
+        cr_assert_eq((uintptr_t)r, 0, "client %d failed at step %lu", i, (unsigned long)(uintptr_t)r);
+    }
+    void *r;
+    weft_join(srv, &r);
+    cr_assert_eq((intptr_t)r, 0, "accept failed: %ld", (long)(intptr_t)r);
+    weft_close(lfd);
+
+    /* Nobody listens here any more. */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(weft_connect(fd, (struct sockaddr *)&sa, sizeof sa), -ECONNREFUSED);
+    weft_close(fd);
+    cr_assert_eq(weft_accept(-1, NULL, NULL, 0), -EBADF);
+    cr_assert_eq(weft_accept(0, NULL, NULL, 12345), -EINVAL);
+    return NULL;
+}
+
+Test(io, an_echo_server_accepts_and_serves_clients_that_connect)
+{
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < IO_N; i++)
+            run_with_io(io_workers[i], b, accept_and_connect, NULL);
+    }
+}
+
+/* ---- one reader and one writer at once ------------------------------------- */
+
+struct duplex {
+    int    fd;
+    size_t bytes;
+};
+
+static void *duplex_writer(void *arg)
+{
+    struct duplex *d = arg;
+    char buf[4096];
+    memset(buf, 'w', sizeof buf);
+    size_t sent = 0;
+    while (sent < d->bytes) {
+        ssize_t n = weft_write(d->fd, buf, sizeof buf < d->bytes - sent ? sizeof buf : d->bytes - sent);
+        if (n <= 0)
+            return (void *)1;
+        sent += (size_t)n;
+    }
+    return NULL;
+}
+
+static void *duplex_reader(void *arg)
+{
+    struct duplex *d = arg;
+    char buf[4096];
+    size_t got = 0;
+    while (got < d->bytes) {
+        ssize_t n = weft_read(d->fd, buf, sizeof buf);
+        if (n <= 0)
+            return (void *)1;
+        got += (size_t)n;
+    }
+    return NULL;
+}
+
+static void *both_directions(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    size_t bytes = 2u << 20;
+    /* On each end a reader and a writer wait at once; both ends write far
+     * more than the socket buffers hold. */
+    struct duplex d[2] = { { sv[0], bytes }, { sv[1], bytes } };
+    weft_task *t[4];
+    weft_spawn(&t[0], duplex_writer, &d[0]);
+    weft_spawn(&t[1], duplex_reader, &d[0]);
+    weft_spawn(&t[2], duplex_writer, &d[1]);
+    weft_spawn(&t[3], duplex_reader, &d[1]);
+    uintptr_t bad = 0;
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        weft_join(t[i], &r);
+        bad |= (uintptr_t)r << i;
+    }
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    return (void *)bad;
+}
+
+Test(io, a_reader_and_a_writer_wait_on_one_socket_at_once)
+{
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < IO_N; i++)
+            cr_assert_eq((uintptr_t)run_with_io(io_workers[i], b, both_directions, NULL), 0);
+    }
+}
+
+/* ---- the epoll backend's limits, reported rather than hung ------------------- */
+
+struct closing {
+    int         fd;
+    _Atomic int result;
+};
+
+static void *read_until_closed(void *arg)
+{
+    struct closing *c = arg;
+    char b;
+    atomic_store(&c->result, (int)weft_read(c->fd, &b, 1));
+    return NULL;
+}
+
+static void *close_under_a_reader(void *arg)
+{
+    (void)arg;
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    struct closing c;
+    weft_task *t;
+    /* Read as a second reader until refused. A probe that comes before the
+     * first reader parks is the first reader itself: it gives up at its
+     * deadline, and the other, refused, is started again. */
+    ssize_t r = 0;
+    bool running = false;
+    for (int attempt = 0; attempt < 1000 && r != -EBUSY; attempt++) {
+        if (!running) {
+            c.fd = p[0];
+            atomic_store(&c.result, 1);
+            weft_spawn(&t, read_until_closed, &c);
+            running = true;
+        }
+        weft_sleep(1000000);
+        char b;
+        weft_deadline(weft_now() + 2000000);
+        r = weft_read(p[0], &b, 1);
+        weft_deadline(0);
+        if (r != -EBUSY && atomic_load(&c.result) != 1) {
+            weft_join(t, NULL);   /* it came second and was refused */
+            cr_assert_eq(atomic_load(&c.result), -EBUSY);
+            running = false;
+        }
+    }
+    cr_assert_eq(r, -EBUSY, "a second reader of one descriptor is refused");
+    cr_assert_eq(weft_close(p[0]), 0);
+    weft_join(t, NULL);
+    cr_assert_eq(atomic_load(&c.result), -EBADF, "weft_close fails the waiting reader");
+    weft_close(p[1]);
+    return NULL;
+}
+
+Test(io, on_epoll_weft_close_fails_a_waiting_reader_and_a_second_reader_is_EBUSY)
+{
+    run_with_io(1, WEFT_IO_EPOLL, close_under_a_reader, NULL);
+    run_with_io(2, WEFT_IO_EPOLL, close_under_a_reader, NULL);
+}
+
+Test(io, a_backend_that_does_not_exist_is_EINVAL)
+{
+    weft_rt *rt;
+    weft_config cfg = { .workers = 1, .io_backend = 7 };
+    cr_assert_eq(weft_rt_create(&rt, &cfg), -EINVAL);
+    cfg = (weft_config){ .workers = 1, .ring_entries = 1u << 20 };
+    cr_assert_eq(weft_rt_create(&rt, &cfg), -EINVAL);
 }

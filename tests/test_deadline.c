@@ -1,0 +1,386 @@
+/* Deadlines and cancellation: every blocking call gives up with -ETIMEDOUT at
+ * the caller's deadline, or -ECANCELED once the caller was cancelled, and
+ * leaves the object it waited on as if it had not been called. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#define MS 1000000ull
+
+/* The blocking calls, each made where nothing will ever complete it. */
+enum call { C_SLEEP, C_JOIN, C_MUTEX, C_COND, C_WG, C_SEM, C_SEND, C_RECV, C_SELECT,
+            C_READ, C_POLL, C_OFFLOAD_QUEUED, C_COUNT };
+
+static const char *const call_name[C_COUNT] __attribute__((unused)) = {  /* in messages */
+    "sleep", "join", "mutex_lock", "cond_wait", "wg_wait", "sem_acquire", "chan_send",
+    "chan_recv", "select", "read", "poll", "offload",
+};
+
+struct scene {
+    weft_mutex  held;        /* locked by the scene's owner throughout */
+    weft_mutex  own;         /* for cond_wait */
+    weft_cond   cond;
+    weft_wg     wg;          /* count 1 throughout */
+    weft_sem    zero;        /* no units */
+    weft_sem    release;     /* lets `forever` finish */
+    weft_chan  *ch, *ch_r;   /* unbuffered: nobody receives from ch, nobody sends to ch_r */
+    weft_chan  *ch2, *ch3;   /* unbuffered, for select */
+    int         pipe[2];     /* nothing is ever written */
+    int         quiet[2];    /* another: one reader per descriptor */
+    weft_task  *forever;     /* runs until `release` */
+};
+
+static void *wait_for_release(void *arg)
+{
+    struct scene *s = arg;
+    weft_sem_acquire(&s->release);
+    return (void *)7;
+}
+
+static void scene_open(struct scene *s)
+{
+    *s = (struct scene){ .held = WEFT_MUTEX_INIT, .own = WEFT_MUTEX_INIT, .cond = WEFT_COND_INIT,
+                         .wg = WEFT_WG_INIT };
+    cr_assert_eq(weft_mutex_lock(&s->held), 0);
+    cr_assert_eq(weft_wg_add(&s->wg, 1), 0);
+    weft_sem_init(&s->zero, 0);
+    weft_sem_init(&s->release, 0);
+    cr_assert_eq(weft_chan_create(&s->ch, sizeof(int), 0), 0);
+    cr_assert_eq(weft_chan_create(&s->ch_r, sizeof(int), 0), 0);
+    cr_assert_eq(weft_chan_create(&s->ch2, sizeof(int), 0), 0);
+    cr_assert_eq(weft_chan_create(&s->ch3, sizeof(int), 0), 0);
+    cr_assert_eq(pipe(s->pipe), 0);
+    cr_assert_eq(pipe(s->quiet), 0);
+    cr_assert_eq(weft_spawn(&s->forever, wait_for_release, s), 0);
+}
+
+/* Checks that the interrupted calls left each object as it was, then frees. */
+static void scene_close(struct scene *s)
+{
+    int v = 1;
+    cr_assert_eq(weft_chan_try_recv(s->ch, &v), -EAGAIN, "an abandoned send was delivered");
+    cr_assert_eq(weft_chan_try_send(s->ch_r, &v), -EAGAIN, "an abandoned receiver is still queued");
+    cr_assert_eq(weft_chan_try_send(s->ch2, &v), -EAGAIN, "an abandoned select is still queued");
+    cr_assert_eq(weft_chan_try_recv(s->ch3, &v), -EAGAIN, "an abandoned select still offers its send");
+    cr_assert_eq(weft_sem_release(&s->zero), 0);
+    cr_assert_eq(weft_sem_acquire(&s->zero), 0, "an abandoned acquire took the unit");
+    cr_assert_eq(weft_mutex_unlock(&s->held), 0);
+    cr_assert_eq(weft_mutex_trylock(&s->held), 0, "an abandoned lock left the mutex taken");
+    cr_assert_eq(weft_mutex_unlock(&s->held), 0);
+    cr_assert_eq(weft_wg_done(&s->wg), 0);
+    cr_assert_eq(weft_wg_wait(&s->wg), 0);
+    /* The pipe still works for the next reader: nothing stale is registered. */
+    cr_assert_eq(weft_write(s->pipe[1], "x", 1), 1);
+    char c;
+    cr_assert_eq(weft_read(s->pipe[0], &c, 1), 1);
+    cr_assert_eq(weft_sem_release(&s->release), 0);
+    void *r;
+    cr_assert_eq(weft_join(s->forever, &r), 0, "an abandoned join consumed the handle");
+    cr_assert_eq((uintptr_t)r, 7);
+    cr_assert_eq(weft_chan_destroy(s->ch), 0);
+    cr_assert_eq(weft_chan_destroy(s->ch_r), 0);
+    cr_assert_eq(weft_chan_destroy(s->ch2), 0);
+    cr_assert_eq(weft_chan_destroy(s->ch3), 0);
+    weft_close(s->pipe[0]);
+    weft_close(s->pipe[1]);
+    cr_assert_eq(weft_poll(s->quiet[1], POLLOUT) & POLLOUT, POLLOUT);
+    weft_close(s->quiet[0]);
+    weft_close(s->quiet[1]);
+}
+
+static void *sleep_long(void *arg)
+{
+    (void)arg;
+    sleep(2);   /* a blocking function that occupies a helper thread */
+    return NULL;
+}
+
+static int block_in(struct scene *s, enum call c)
+{
+    int v = 1;
+    char buf[4];
+    switch (c) {
+    case C_SLEEP:  return weft_sleep(60ull * 1000 * MS);
+    case C_JOIN:   return weft_join(s->forever, NULL);
+    case C_MUTEX:  return weft_mutex_lock(&s->held);
+    case C_COND: {
+        weft_mutex_lock(&s->own);
+        int r = weft_cond_wait(&s->cond, &s->own);
+        int u = weft_mutex_unlock(&s->own);   /* cond_wait returns with it held */
+        return u ? 1000 : r;
+    }
+    case C_WG:     return weft_wg_wait(&s->wg);
+    case C_SEM:    return weft_sem_acquire(&s->zero);
+    case C_SEND:   return weft_chan_send(s->ch, &v);
+    case C_RECV:   return weft_chan_recv(s->ch_r, &v);
+    case C_SELECT: {
+        weft_sel cases[2] = { { s->ch2, WEFT_RECV, &v }, { s->ch3, WEFT_SEND, &v } };
+        return weft_select(cases, 2);
+    }
+    case C_READ:   return (int)weft_read(s->pipe[0], buf, sizeof buf);
+    case C_POLL:   return weft_poll(s->quiet[0], POLLIN);
+    default:       return weft_offload(sleep_long, NULL, NULL);
+    }
+}
+
+/* ---- deadlines ------------------------------------------------------------- */
+
+struct timed {
+    struct scene *s;
+    enum call     c;
+    int           result;
+    uint64_t      deadline, returned;
+};
+
+static void *block_until_deadline(void *arg)
+{
+    struct timed *t = arg;
+    t->deadline = weft_now() + 20 * MS;
+    weft_deadline(t->deadline);
+    t->result = block_in(t->s, t->c);
+    t->returned = weft_now();
+    weft_deadline(0);
+    return NULL;
+}
+
+static void *every_call_times_out(void *arg)
+{
+    (void)arg;
+    struct scene s;
+    scene_open(&s);
+    struct timed t[C_COUNT];
+    weft_task *h[C_COUNT];
+    for (int c = 0; c < C_COUNT; c++) {
+        if (c == C_OFFLOAD_QUEUED)
+            continue;   /* needs a full pool: its own test */
+        t[c] = (struct timed){ .s = &s, .c = c };
+        cr_assert_eq(weft_spawn(&h[c], block_until_deadline, &t[c]), 0);
+    }
+    for (int c = 0; c < C_COUNT; c++) {
+        if (c == C_OFFLOAD_QUEUED)
+            continue;
+        weft_join(h[c], NULL);
+        cr_assert_eq(t[c].result, -ETIMEDOUT, "%s returned %d", call_name[c], t[c].result);
+        cr_assert_geq(t[c].returned, t[c].deadline, "%s gave up before its deadline", call_name[c]);
+    }
+    scene_close(&s);
+    return NULL;
+}
+
+Test(deadline, every_blocking_call_returns_ETIMEDOUT_at_the_deadline_and_takes_nothing)
+{
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < SWEEP_N; i++)
+            run_with_io(sweep_workers[i], b, every_call_times_out, NULL);
+    }
+}
+
+static void *nested(void *arg)
+{
+    (void)arg;
+    uint64_t outer = weft_now() + 1000 * MS;
+    cr_assert_eq(weft_deadline(outer), 0);
+    uint64_t inner = weft_now() + 5 * MS;
+    cr_assert_eq(weft_deadline(inner), outer, "the previous deadline comes back");
+    cr_assert_eq(weft_sleep(500 * MS), -ETIMEDOUT);
+    cr_assert_eq(weft_deadline(outer), inner);
+    cr_assert_eq(weft_sleep(MS), 0, "the outer deadline is far away");
+    cr_assert_eq(weft_deadline(0), outer);
+    return NULL;
+}
+
+Test(deadline, deadlines_nest_and_restore)
+{
+    FOR_EACH_BACKEND(b) {
+        run_with_io(1, b, nested, NULL);
+    }
+}
+
+static void *past_deadline(void *arg)
+{
+    (void)arg;
+    weft_mutex m = WEFT_MUTEX_INIT;
+    weft_deadline(1);   /* long past */
+    cr_assert_eq(weft_mutex_lock(&m), 0, "a call that need not wait ignores the deadline");
+    cr_assert_eq(weft_mutex_unlock(&m), 0);
+    weft_sem s;
+    weft_sem_init(&s, 0);
+    cr_assert_eq(weft_sem_acquire(&s), -ETIMEDOUT);
+    weft_deadline(0);
+    return NULL;
+}
+
+Test(deadline, a_deadline_in_the_past_fails_only_calls_that_must_wait)
+{
+    run_with(2, past_deadline, NULL);
+}
+
+static void *plain_thread_waits(void *arg)
+{
+    weft_sem *s = arg;
+    uint64_t d = weft_now() + 10 * MS;
+    weft_deadline(d);
+    intptr_t r = weft_sem_acquire(s);
+    if (weft_now() < d)
+        r = 1000;   /* gave up early */
+    weft_deadline(0);
+    return (void *)r;
+}
+
+Test(deadline, a_plain_thread_has_its_own_deadline)
+{
+    weft_sem s;
+    weft_sem_init(&s, 0);
+    pthread_t th;
+    void *r;
+    cr_assert_eq(pthread_create(&th, NULL, plain_thread_waits, &s), 0);
+    pthread_join(th, &r);
+    cr_assert_eq((intptr_t)r, -ETIMEDOUT);
+    cr_assert_eq(weft_sem_release(&s), 0);
+    cr_assert_eq(weft_sem_acquire(&s), 0, "the timed-out thread took no unit");
+}
+
+/* ---- cancellation -------------------------------------------------------------- */
+
+struct victim {
+    struct scene *s;
+    enum call     c;
+    int           result;
+};
+
+static void *block_until_cancelled(void *arg)
+{
+    struct victim *v = arg;
+    v->result = block_in(v->s, v->c);
+    return NULL;
+}
+
+static void *cancel_from_plain_thread(void *arg)
+{
+    usleep(2000);
+    return (void *)(intptr_t)weft_cancel(arg);
+}
+
+static void *every_call_is_cancelled(void *arg)
+{
+    bool from_thread = arg != NULL;
+    struct scene s;
+    scene_open(&s);
+    struct victim v[C_COUNT];
+    weft_task *h[C_COUNT];
+    for (int c = 0; c < C_COUNT; c++) {
+        if (c == C_OFFLOAD_QUEUED)
+            continue;
+        v[c] = (struct victim){ .s = &s, .c = c };
+        cr_assert_eq(weft_spawn(&h[c], block_until_cancelled, &v[c]), 0);
+    }
+    weft_sleep(2 * MS);   /* most are parked by now; the rest see it on arrival */
+    for (int c = 0; c < C_COUNT; c++) {
+        if (c == C_OFFLOAD_QUEUED)
+            continue;
+        if (from_thread) {
+            pthread_t th;
+            void *r;
+            cr_assert_eq(pthread_create(&th, NULL, cancel_from_plain_thread, h[c]), 0);
+            pthread_join(th, &r);
+            cr_assert_eq((intptr_t)r, 0);
+        } else {
+            cr_assert_eq(weft_cancel(h[c]), 0);
+        }
+    }
+    for (int c = 0; c < C_COUNT; c++) {
+        if (c == C_OFFLOAD_QUEUED)
+            continue;
+        weft_join(h[c], NULL);
+        cr_assert_eq(v[c].result, -ECANCELED, "%s returned %d", call_name[c], v[c].result);
+    }
+    scene_close(&s);
+    return NULL;
+}
+
+Test(cancel, every_blocking_call_returns_ECANCELED_and_takes_nothing)
+{
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < SWEEP_N; i++)
+            run_with_io(sweep_workers[i], b, every_call_is_cancelled, NULL);
+    }
+}
+
+Test(cancel, a_plain_thread_can_cancel_a_coroutine)
+{
+    FOR_EACH_BACKEND(b) {
+        run_with_io(2, b, every_call_is_cancelled, (void *)1);
+    }
+}
+
+static void *cancel_myself(void *arg)
+{
+    (void)arg;
+    cr_assert_eq(weft_cancel(weft_self()), 0);
+    cr_assert_eq(weft_sleep(MS), -ECANCELED, "cancellation applies to later calls too");
+    cr_assert_eq(weft_sleep(MS), -ECANCELED, "and it stays");
+    weft_mutex m = WEFT_MUTEX_INIT;
+    cr_assert_eq(weft_mutex_lock(&m), 0, "a call that need not wait still succeeds");
+    return (void *)(intptr_t)weft_mutex_unlock(&m);
+}
+
+Test(cancel, cancellation_is_sticky_and_fails_only_calls_that_must_wait)
+{
+    FOR_EACH_BACKEND(b) {
+        cr_assert_eq(run_with_io(1, b, cancel_myself, NULL), NULL);
+    }
+}
+
+Test(cancel, a_null_task_is_EINVAL)
+{
+    cr_assert_eq(weft_cancel(NULL), -EINVAL);
+}
+
+/* Cancellation racing completion: whichever wins, nothing is lost. */
+struct race {
+    weft_chan   *ch;
+    _Atomic int  sent_ok, received;
+};
+
+static void *racing_sender(void *arg)
+{
+    struct race *r = arg;
+    int v = 1;
+    if (weft_chan_send(r->ch, &v) == 0)
+        atomic_fetch_add(&r->sent_ok, 1);
+    return NULL;
+}
+
+static void *race_cancel_against_receive(void *arg)
+{
+    size_t rounds = (size_t)arg;
+    struct race r = { 0 };
+    cr_assert_eq(weft_chan_create(&r.ch, sizeof(int), 0), 0);
+    for (size_t i = 0; i < rounds; i++) {
+        weft_task *t;
+        weft_spawn(&t, racing_sender, &r);
+        if (i % 2)
+            weft_yield();
+        weft_cancel(t);
+        int v;
+        if (weft_chan_try_recv(r.ch, &v) == 0)
+            atomic_fetch_add(&r.received, 1);
+        weft_join(t, NULL);
+    }
+    cr_assert_eq(atomic_load(&r.sent_ok), atomic_load(&r.received),
+                 "a send reported success for an element nobody received");
+    weft_chan_destroy(r.ch);
+    return NULL;
+}
+
+Test(cancel, a_send_cancelled_as_it_completes_is_delivered_exactly_when_it_says_so)
+{
+    for (size_t i = 0; i < SWEEP_N; i++)
+        run_with(sweep_workers[i], race_cancel_against_receive, (void *)scaled(20000));
+}
