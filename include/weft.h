@@ -174,8 +174,10 @@ WEFT_API int weft_poll(int fd, short events);
  * SOCK_CLOEXEC) and, like weft_connect(), suspends only the caller. A
  * weft_connect() that is interrupted by the deadline or cancellation leaves
  * the attempt going on: close the socket. weft_open() always adds O_CLOEXEC.
- * weft_close() first fails every coroutine waiting on fd with -EBADF; close
- * with it, not close(2), a descriptor that coroutines may be waiting on.
+ * On the epoll backend weft_close() first fails every coroutine waiting on fd
+ * with -EBADF; close with it, not close(2), a descriptor that coroutines may be
+ * waiting on. On io_uring a request already in flight keeps the file open and
+ * completes as it would (shut a socket down, or cancel the coroutine).
  * Where the kernel offers no asynchronous form, a call runs on a helper thread
  * (weft_offload) rather than block the worker. From a plain thread each is the
  * plain system call.
