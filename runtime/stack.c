@@ -69,6 +69,7 @@ struct chunk {
 
 struct weft__stacks {
     size_t          slot_size;    /* guard + stack + task, whole pages */
+    size_t          configured;   /* weft_config.stack_size, for messages */
     size_t          guard_size;
     pthread_mutex_t lock;         /* guards everything below */
     struct slots {                /* an array of free slots */
@@ -90,6 +91,7 @@ int weft__stacks_create(struct weft__stacks **out, size_t stack_size)
     size_t body = (stack_size + TASK_AREA + page_size - 1) & ~(page_size - 1);
     s->guard_size = GUARD_PAGES * page_size;
     s->slot_size = s->guard_size + body;
+    s->configured = stack_size;
     pthread_mutex_init(&s->lock, NULL);
     *out = s;
     return 0;
@@ -316,7 +318,7 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
         n += put_s(msg + n, " (entry function 0x");
         n += fmt_u(msg + n, (uintptr_t)t->fn, 16);
         n += put_s(msg + n, ", stack size ");
-        n += fmt_u(msg + n, t->fiber.stack_size, 10);
+        n += fmt_u(msg + n, t->rt->stacks->configured, 10);
         n += put_s(msg + n, " bytes); raise weft_config.stack_size\n");
         ssize_t rc = write(STDERR_FILENO, msg, n);
         (void)rc;

@@ -53,6 +53,7 @@ Test(stack, an_overflow_stops_the_program_with_a_message)
     cr_assert(WIFSIGNALED(status), "the overflowing program was not killed (status %#x)", status);
     cr_assert_eq(WTERMSIG(status), SIGABRT);
     cr_assert_not_null(strstr(msg, "stack overflow"), "no message about the overflow: \"%s\"", msg);
+    cr_assert_not_null(strstr(msg, "stack size 65536 bytes"), "the message names another size: \"%s\"", msg);
 }
 
 static void *use_stack(void *arg)
