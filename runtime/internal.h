@@ -157,6 +157,9 @@ void weft__waiter_init(struct weft__waiter *wt);
  * weft__wait_nointr ignores both: for waits that nobody may abandon. */
 int32_t weft__wait(struct weft__waiter *wt);
 int32_t weft__wait_nointr(struct weft__waiter *wt);
+/* -ECANCELED or -ETIMEDOUT if the caller's next wait would end at once, else 0:
+ * for waits whose waker is armed before weft__wait runs (weft_sleep). */
+int weft__interrupted(void);
 /* The calling plain thread's weft_deadline(), 0 for none. */
 uint64_t weft__thread_deadline(void);
 bool weft__wake(struct weft__waiter *wt, int32_t result);

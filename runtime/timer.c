@@ -223,11 +223,14 @@ int weft_sleep(uint64_t ns)
         return plain_sleep(when);
     }
 
+    int err = weft__interrupted();   /* the timer below could fire before the wait looks */
+    if (err)
+        return err;
     weft_rt *rt = w->rt;
     struct weft__waiter wt;
     weft__waiter_init(&wt);
     struct weft__timer tm = { .when = when, .wt = &wt, .result = 1 };
-    int err = weft__timer_arm(rt, &tm);
+    err = weft__timer_arm(rt, &tm);
     if (err)
         return err;
     int32_t r = weft__wait(&wt);

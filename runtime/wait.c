@@ -143,6 +143,16 @@ int32_t weft__wait(struct weft__waiter *wt)
     return r;
 }
 
+int weft__interrupted(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    weft_task *t = w ? w->current : NULL;
+    if (t && atomic_load_explicit(&t->cancelled, memory_order_relaxed))
+        return -ECANCELED;
+    uint64_t d = t ? t->deadline : thread_deadline;
+    return d && d <= weft_now() ? -ETIMEDOUT : 0;
+}
+
 uint64_t weft__thread_deadline(void)
 {
     return thread_deadline;
