@@ -23,6 +23,7 @@ struct bench_opt {
     long chan_sync_pth;         /* pthreads, unbuffered: a rendezvous costs far more */
     long lock_iters;            /* per task */
     uint64_t serve_ns;          /* timed part of one server run */
+    long timer_weft, timer_pth; /* sleepers */
 };
 
 extern struct bench_opt opt;
@@ -33,6 +34,7 @@ typedef struct {
     const char *workload;  /* short id for the CSV */
     const char *what;      /* what was measured, for people */
     const char *unit;
+    const char *label;       /* the weft side's name in the table; NULL: "weft" */
     figure weft, pth;
     int  has_pth;
     int  higher;             /* higher is better: a rate, a speed-up */

@@ -2,7 +2,7 @@
  * weft-bench: the same workloads run with weft coroutines and with plain
  * pthreads, side by side.
  *
- *   weft-bench [all|spawn|switch|skynet|memory|scaling|chan|lock|server]
+ *   weft-bench [all|spawn|switch|skynet|memory|scaling|chan|lock|timers|server]
  *              [--quick|--full] [--runs N] [--csv DIR] [--workers N]
  *
  * Method. Each figure is the median of --runs runs, shown with the spread
@@ -14,7 +14,8 @@
  *
  * Every workload checks its own result (skynet's sum, the number of tasks that
  * ran, the token count, every channel message received exactly once, the
- * counter a lock protects, every reply of the server equal to its request); a
+ * counter a lock protects, no sleeper waking before its deadline, every reply
+ * of the server equal to its request); a
  * wrong answer prints a message and the program exits with status 1. Timing
  * never decides the exit status.
  *
@@ -125,6 +126,7 @@ row *add_row(const char *workload, const char *what, const char *unit,
     r->workload = workload;
     r->what = what;
     r->unit = unit;
+    r->label = NULL;
     r->weft = summarize(w, n);
     r->has_pth = p != NULL;
     if (p) {
@@ -147,8 +149,25 @@ static void fmt_stat(char *buf, size_t len, figure s)
         snprintf(buf, len, "%.2f (%.2f..%.2f)", s.med, s.min, s.max);
 }
 
+/* n with a comma between each group of three digits: 100000 as "100,000". */
+static void grouped(char *buf, size_t len, long n)
+{
+    char d[32];
+    int k = snprintf(d, sizeof d, "%ld", n), o = 0;
+    for (int i = 0; i < k && o + 2 < (int)len; i++) {
+        if (i > 0 && d[i - 1] != '-' && (k - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = d[i];
+    }
+    buf[o] = '\0';
+}
+
 static void print_table(void)
 {
+    int width = (int)strlen("pthreads");   /* the label column fits the longest label */
+    for (int i = 0; i < nrows; i++)
+        if (rows[i].label && (int)strlen(rows[i].label) > width)
+            width = (int)strlen(rows[i].label);
     printf("\nweft vs pthreads: median of %d runs, (min..max) across runs; "
            "lower is better unless stated\n\n", opt.runs);
     for (int i = 0; i < nrows; i++) {
@@ -156,16 +175,17 @@ static void print_table(void)
         char w[64], p[64];
         fmt_stat(w, sizeof w, r->weft);
         printf("%s\n", r->what);
-        printf("    weft      %-28s %s\n", w, r->unit);
+        printf("    %-*s  %-28s %s\n", width, r->label ? r->label : "weft", w, r->unit);
         if (r->has_pth) {
             fmt_stat(p, sizeof p, r->pth);
-            printf("    pthreads  %-28s %s\n", p, r->unit);
+            printf("    %-*s  %-28s %s\n", width, "pthreads", p, r->unit);
             const char *verb = r->higher ? "reaches" : "takes";
+            const char *who = r->label ? r->label : "weft";
             if (r->ratio.med < 1)
-                printf("    => weft %s %.3gx the pthreads figure (%.3gx less)\n",
-                       verb, r->ratio.med, 1 / r->ratio.med);
+                printf("    => %s %s %.3gx the pthreads figure (%.3gx less)\n",
+                       who, verb, r->ratio.med, 1 / r->ratio.med);
             else
-                printf("    => weft %s %.3gx the pthreads figure\n", verb, r->ratio.med);
+                printf("    => %s %s %.3gx the pthreads figure\n", who, verb, r->ratio.med);
         }
         printf("\n");
     }
@@ -477,18 +497,22 @@ static double cond_pingpong(void)
     return (double)(t1 - t0) / (2.0 * (double)pp.n);
 }
 
-/* pthreads: a futex word flips between 0 (A's turn) and 1 (B's turn). */
+/* pthreads: a futex word flips between 0 (A's turn) and 1 (B's turn). The
+ * player whose turn it is counts the hand-over in ftoken, so a turn taken
+ * twice or skipped shows in the final count. */
 static atomic_int fword;
 static long fiters;
+static long ftoken;   /* written only by the player whose turn it is */
 
 static void *futex_player(void *arg)
 {
     int me = (int)(intptr_t)arg;
     for (long i = 0; i < fiters; i++) {
         int v;
-        while ((v = atomic_load_explicit(&fword, memory_order_acquire)) != me)
+        while ((v = atomic_load_explicit(&fword, memory_order_acquire)) != me)   /* pairs with the other's release */
             futex(&fword, FUTEX_WAIT_PRIVATE, v);
-        atomic_store_explicit(&fword, !me, memory_order_release);
+        ftoken++;
+        atomic_store_explicit(&fword, !me, memory_order_release);   /* hands ftoken over */
         futex(&fword, FUTEX_WAKE_PRIVATE, 1);
     }
     return NULL;
@@ -499,12 +523,16 @@ static double futex_pingpong(void)
     pthread_t a, b;
     atomic_store(&fword, 0);
     fiters = opt.futex_iters;
+    ftoken = 0;
     uint64_t t0 = now_ns();
-    pthread_create(&a, NULL, futex_player, (void *)0);
-    pthread_create(&b, NULL, futex_player, (void *)1);
+    start_thread(&a, futex_player, (void *)0);
+    start_thread(&b, futex_player, (void *)1);
     pthread_join(a, NULL);
     pthread_join(b, NULL);
-    return (double)(now_ns() - t0) / (2.0 * (double)fiters);
+    uint64_t t1 = now_ns();
+    if (ftoken != 2 * fiters || atomic_load(&fword) != 0)
+        fail("switch: futex token count");
+    return (double)(t1 - t0) / (2.0 * (double)fiters);
 }
 
 /* weft: a token goes out on one unbuffered channel and comes back, one higher,
@@ -566,7 +594,8 @@ static void bench_switch(void)
             "ns/switch", y, c, opt.runs);
     add_row("switch_yield_vs_futex",
             "Hand a token between two tasks (time per hand-over;\n"
-            "  weft: weft_yield on one worker; pthreads: a bare futex wait/wake ping-pong)",
+            "  weft: weft_yield on one worker; pthreads: a bare futex wait/wake ping-pong,\n"
+            "  hand-overs counted and checked)",
             "ns/switch", y, fx, opt.runs);
     add_row("switch_chan_vs_futex",
             "Hand a token between two tasks through a channel (time per one-way hand-over;\n"
@@ -1357,6 +1386,157 @@ static void bench_lock(void)
     add_row("lock_contended", what, "M locks/s", w, p, opt.runs)->higher = 1;
 }
 
+/* ---- timer lateness -------------------------------------------------------------- */
+
+/*
+ * N sleepers each sleep one random duration of 10 to 100 ms, counted from the
+ * moment the sleeper starts, and record how late they woke: the time read on
+ * waking minus the deadline. A sleep must never end early, so a negative
+ * lateness is a wrong answer. The percentiles are over every sleeper of a run.
+ */
+#define TIMER_MIN_NS  (10 * 1000000ull)
+#define TIMER_SPAN_NS (90 * 1000000ull)
+enum { TIMER_STACK = 64 * 1024 };
+
+static int64_t *timer_late;     /* ns, one per sleeper; each written by its sleeper */
+static atomic_long timer_early;  /* sleepers that woke before their deadline */
+static weft_wg timer_wg = WEFT_WG_INIT;
+
+/* Sleeper i's duration: the same for both sides within one run. */
+static uint64_t timer_ns(long i, int run)
+{
+    return TIMER_MIN_NS + work((uint64_t)run << 32 | (uint64_t)i, 3) % (TIMER_SPAN_NS + 1);
+}
+
+static void timer_record(long i, uint64_t deadline, uint64_t woke)
+{
+    timer_late[i] = (int64_t)(woke - deadline);
+    if (timer_late[i] < 0)
+        atomic_fetch_add_explicit(&timer_early, 1, memory_order_relaxed);   /* read after the joins */
+}
+
+static int timer_run;   /* the run in progress, for timer_ns */
+
+static void *timer_weft(void *arg)
+{
+    long i = (long)(intptr_t)arg;
+    uint64_t d = timer_ns(i, timer_run);
+    uint64_t deadline = weft_now() + d;
+    check(weft_sleep(d), "weft_sleep");
+    timer_record(i, deadline, weft_now());
+    check(weft_wg_done(&timer_wg), "weft_wg_done");
+    return NULL;
+}
+
+static void *timer_root(void *arg)
+{
+    (void)arg;
+    check(weft_wg_add(&timer_wg, (int)opt.timer_weft), "weft_wg_add");
+    for (long i = 0; i < opt.timer_weft; i++)
+        check(weft_spawn(NULL, timer_weft, (void *)(intptr_t)i), "weft_spawn");
+    check(weft_wg_wait(&timer_wg), "weft_wg_wait");
+    return NULL;
+}
+
+static void *timer_thread(void *arg)
+{
+    long i = (long)(intptr_t)arg;
+    uint64_t deadline = now_ns() + timer_ns(i, timer_run);
+    struct timespec ts = { (time_t)(deadline / 1000000000u), (long)(deadline % 1000000000u) };
+    int rc;
+    while ((rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL)) == EINTR)
+        ;
+    if (rc != 0) {
+        fprintf(stderr, "\nweft-bench: clock_nanosleep failed: %s\n", strerror(rc));
+        exit(1);
+    }
+    timer_record(i, deadline, now_ns());
+    return NULL;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorts the n lateness figures and stores p50, p99 and max in us; fails on
+ * any sleeper that woke early. */
+static void timer_summary(long n, const char *who, double *p50, double *p99, double *max)
+{
+    long early = atomic_load(&timer_early);
+    if (early) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "timers (%s): %ld of %ld sleepers woke before their deadline",
+                 who, early, n);
+        fail(msg);
+    }
+    qsort(timer_late, (size_t)n, sizeof *timer_late, cmp_i64);
+    *p50 = (double)timer_late[(n - 1) / 2] / 1e3;
+    *p99 = (double)timer_late[(long)((double)(n - 1) * 0.99)] / 1e3;
+    *max = (double)timer_late[n - 1] / 1e3;
+}
+
+static void bench_timers(void)
+{
+    double w50[64], w99[64], wmax[64], p50[64], p99[64], pmax[64];
+    weft_config cfg = { .workers = opt.workers };
+    long n = opt.timer_weft > opt.timer_pth ? opt.timer_weft : opt.timer_pth;
+    pthread_t *t = malloc((size_t)opt.timer_pth * sizeof *t);
+    pthread_attr_t attr;
+    timer_late = malloc((size_t)n * sizeof *timer_late);
+    if (!t || !timer_late) {
+        fprintf(stderr, "weft-bench: timers: out of memory\n");
+        exit(1);
+    }
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, TIMER_STACK);
+    for (int r = 0; r < opt.runs; r++) {
+        progress("timer lateness", r + 1, opt.runs);
+        timer_run = r;
+        atomic_store(&timer_early, 0);
+        check(weft_main(&cfg, timer_root, NULL, NULL), "weft_main");
+        timer_summary(opt.timer_weft, "weft", &w50[r], &w99[r], &wmax[r]);
+
+        atomic_store(&timer_early, 0);
+        for (long i = 0; i < opt.timer_pth; i++) {
+            int rc = pthread_create(&t[i], &attr, timer_thread, (void *)(intptr_t)i);
+            if (rc != 0) {
+                fprintf(stderr, "\nweft-bench: pthread_create failed: %s\n", strerror(rc));
+                exit(1);
+            }
+        }
+        for (long i = 0; i < opt.timer_pth; i++)
+            pthread_join(t[i], NULL);
+        timer_summary(opt.timer_pth, "pthreads", &p50[r], &p99[r], &pmax[r]);
+    }
+    progress_done();
+    pthread_attr_destroy(&attr);
+    free(t);
+    free(timer_late);
+    timer_late = NULL;
+    static char what[3][480];
+    char nw[32], np[32];
+    grouped(nw, sizeof nw, opt.timer_weft);
+    grouped(np, sizeof np, opt.timer_pth);
+    snprintf(what[0], sizeof what[0],
+             "Timer lateness, median (p50): how long after its deadline a sleeper wakes\n"
+             "  (weft: %s coroutines sleeping 10-100 ms with weft_sleep; pthreads: %s\n"
+             "  threads, %d KiB stacks, clock_nanosleep to an absolute CLOCK_MONOTONIC\n"
+             "  deadline 10-100 ms ahead; each duration random, counted from the sleeper's\n"
+             "  start; a wake-up before the deadline fails the run)",
+             nw, np, TIMER_STACK / 1024);
+    snprintf(what[1], sizeof what[1],
+             "Timer lateness, 99th percentile (p99) (as above: %s coroutines sleeping\n"
+             "  10-100 ms against %s threads)", nw, np);
+    snprintf(what[2], sizeof what[2],
+             "Timer lateness, worst sleeper of a run (max) (as above: %s coroutines\n"
+             "  against %s threads)", nw, np);
+    add_row("timer_late_p50", what[0], "us", w50, p50, opt.runs);
+    add_row("timer_late_p99", what[1], "us", w99, p99, opt.runs);
+    add_row("timer_late_max", what[2], "us", wmax, pmax, opt.runs);
+}
+
 /* ---- main ------------------------------------------------------------------------ */
 
 static void usage(FILE *f)
@@ -1364,14 +1544,14 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: weft-bench [WORKLOAD] [--quick|--full] [--runs N] [--csv DIR] [--workers N]\n"
         "workloads: all (default), spawn, switch, skynet, memory, scaling, chan, lock,\n"
-        "           server\n"
+        "           timers, server\n"
         "  --quick      small sizes, the whole `all` run in under a minute (default)\n"
         "  --full       the careful run: 1,000,000 tasks where the issue asks for them\n"
         "  --runs N     runs per figure (median and min..max shown); default 3 quick, 7 full\n"
         "  --csv DIR    where CSV and SVG files go; default ./weft-bench-results\n"
-        "  --workers N  weft workers for spawn, skynet, memory, chan, lock and server,\n"
-        "               and the top of the scaling sweep; default: the CPUs this\n"
-        "               process may use\n");
+        "  --workers N  weft workers for spawn, skynet, memory, chan, lock, timers and\n"
+        "               server, and the top of the scaling sweep; default: the CPUs\n"
+        "               this process may use\n");
 }
 
 int main(int argc, char **argv)
@@ -1413,6 +1593,7 @@ int main(int argc, char **argv)
         opt.scale_leaves = 4096; opt.scale_work = 100000;
         opt.chan_msgs = 2000000; opt.chan_sync_pth = 100000; opt.lock_iters = 20000;
         opt.serve_ns = 2000000000;
+        opt.timer_weft = 100000; opt.timer_pth = 1000;
     } else {
         opt.spawn_weft = 20000; opt.spawn_pth = 2000;
         opt.yield_iters = 1000000; opt.cond_iters = 50000; opt.futex_iters = 50000;
@@ -1422,11 +1603,19 @@ int main(int argc, char **argv)
         opt.scale_leaves = 512; opt.scale_work = 50000;
         opt.chan_msgs = 200000; opt.chan_sync_pth = 10000; opt.lock_iters = 5000;
         opt.serve_ns = 200000000;
+        opt.timer_weft = 20000; opt.timer_pth = 1000;
     }
-    int all = !strcmp(which, "all");
-    if (!all && strcmp(which, "spawn") && strcmp(which, "switch") && strcmp(which, "skynet")
-        && strcmp(which, "memory") && strcmp(which, "scaling") && strcmp(which, "chan")
-        && strcmp(which, "lock") && strcmp(which, "server")) {
+    /* memory forks: it runs first, while this process has no other threads. */
+    static const struct { const char *name; void (*run)(void); } workloads[] = {
+        { "memory", bench_memory }, { "spawn", bench_spawn }, { "switch", bench_switch },
+        { "skynet", bench_skynet }, { "scaling", bench_scaling }, { "chan", bench_chan },
+        { "lock", bench_lock }, { "timers", bench_timers }, { "server", bench_server },
+    };
+    enum { NWORKLOADS = sizeof workloads / sizeof workloads[0] };
+    int all = !strcmp(which, "all"), known = all;
+    for (int i = 0; i < NWORKLOADS; i++)
+        known |= !strcmp(which, workloads[i].name);
+    if (!known) {
         usage(stderr);
         return 2;
     }
@@ -1438,23 +1627,13 @@ int main(int argc, char **argv)
            ncpus(), opt.runs);
     fflush(stdout);
     uint64_t t0 = now_ns();
-    /* memory forks: run it first, while this process has no other threads. */
-    if (all || !strcmp(which, "memory"))
-        bench_memory();
-    if (all || !strcmp(which, "spawn"))
-        bench_spawn();
-    if (all || !strcmp(which, "switch"))
-        bench_switch();
-    if (all || !strcmp(which, "skynet"))
-        bench_skynet();
-    if (all || !strcmp(which, "scaling"))
-        bench_scaling();
-    if (all || !strcmp(which, "chan"))
-        bench_chan();
-    if (all || !strcmp(which, "lock"))
-        bench_lock();
-    if (all || !strcmp(which, "server"))
-        bench_server();
+    for (int i = 0; i < NWORKLOADS; i++) {
+        if (!all && strcmp(which, workloads[i].name))
+            continue;
+        uint64_t w0 = now_ns();
+        workloads[i].run();
+        fprintf(stderr, "  %s: %.1f s\n", workloads[i].name, (double)(now_ns() - w0) / 1e9);
+    }
     print_table();
     write_csv();
     printf("CSV:    %s/results.csv", opt.dir);
