@@ -13,7 +13,6 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -29,7 +28,8 @@
 /*
  * A loopback TCP server answers each 64-byte request with the same 64 bytes.
  * weft's server runs one coroutine per connection on weft_read/weft_write and
- * an accept loop on weft_poll; the pthreads server runs one thread per
+ * an accept loop on weft_accept, once on each IO backend (io_uring, epoll);
+ * the pthreads server, the baseline of both, runs one thread per
  * connection (64 KiB stack) on blocking read/write. One client drives both:
  * serve_clients plain threads (half the CPUs, at least 2), each with its own
  * share of the C connections on its own epoll set, every connection in a
@@ -105,7 +105,7 @@ static void srv_error(int err)
     atomic_compare_exchange_strong(&srv.err, &none, err);
 }
 
-static const char *serve_name;   /* "weft" or "pthreads", for messages */
+static const char *serve_name;   /* "weft (io_uring)", "pthreads", ..., for messages */
 
 /* A failure that stops the run (the server hangs, a connection breaks). */
 static void serve_die(const char *what, int err)
@@ -193,14 +193,10 @@ static void *echo_thread(void *arg)
     return NULL;
 }
 
-/*
- * accept4, its error as a negative errno. Not inlined: errno is read here, on
- * the thread that made the call, and a caller that suspends in weft_poll may
- * resume on another worker with errno's old address kept (see weft.h).
- */
-static __attribute__((noinline)) int accept_one(int lfd, int flags)
+/* accept4 for the threads' server, its error as a negative errno. */
+static int accept_one(int lfd)
 {
-    int fd = accept4(lfd, NULL, NULL, flags | SOCK_CLOEXEC);
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     return fd < 0 ? -errno : fd;
 }
 
@@ -219,15 +215,7 @@ static int admit(int fd)
 static void *accept_weft(void *arg)
 {
     for (;;) {
-        int fd = accept_one(srv.lfd, SOCK_NONBLOCK);
-        if (fd == -EAGAIN) {
-            int r = weft_poll(srv.lfd, POLLIN);
-            if (r < 0) {
-                srv_error(r);
-                return NULL;
-            }
-            continue;
-        }
+        int fd = weft_accept(srv.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd == -EINTR || fd == -ECONNABORTED)
             continue;
         if (fd < 0) {
@@ -250,7 +238,7 @@ static void *accept_threads(void *arg)
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, SERVE_STACK);
     for (;;) {
-        int fd = accept_one(srv.lfd, 0);
+        int fd = accept_one(srv.lfd);
         if (fd == -EINTR || fd == -ECONNABORTED)
             continue;
         if (fd < 0) {
@@ -445,19 +433,38 @@ static int listen_loopback(int nonblock, int backlog, struct sockaddr_in *addr)
 
 typedef struct { double rate, p50, p99; } serve_fig;   /* k req/s, us, us */
 
-static serve_fig serve_once(int use_weft, int nconn)
+/* The weft server's IO backend for each kind of run; 0: the threads' server. */
+static const struct {
+    int backend;
+    const char *name;     /* the row's label */
+    const char *io;       /* the backend, in the row's text */
+    const char *macro;    /* how the configuration names it */
+    const char *id;       /* in the CSV's workload ids */
+} kinds[] = {
+    { WEFT_IO_URING, "weft (io_uring)", "io_uring", "WEFT_IO_URING", "uring" },
+    { WEFT_IO_EPOLL, "weft (epoll)", "epoll", "WEFT_IO_EPOLL", "epoll" },
+};
+enum { NKINDS = sizeof kinds / sizeof kinds[0] };
+
+/* One timed run against a server: weft's on the given IO backend, or with
+ * backend 0 the threads' server. */
+static serve_fig serve_once(int backend, int nconn)
 {
     struct sockaddr_in addr;
     weft_rt *rt = NULL;
     weft_task *acceptor = NULL;
     pthread_t acceptor_thread, ct[SERVE_CLIENTS_MAX];
-    serve_name = use_weft ? "weft" : "pthreads";
+    int use_weft = backend != 0;
+    serve_name = "pthreads";
+    for (int i = 0; i < NKINDS; i++)
+        if (kinds[i].backend == backend)
+            serve_name = kinds[i].name;
     srv.lfd = listen_loopback(use_weft, nconn + 16, &addr);
     atomic_store(&srv.stop, 0);
     atomic_store(&srv.accepted, 0);
     atomic_store(&srv.err, 0);
     if (use_weft) {
-        weft_config cfg = { .workers = opt.workers };
+        weft_config cfg = { .workers = opt.workers, .io_backend = backend };
         check(weft_rt_create(&rt, &cfg), "weft_rt_create");
         check(weft_spawn_on(rt, &acceptor, accept_weft, NULL), "weft_spawn_on");
     } else {
@@ -564,10 +571,27 @@ static long raise_nofile(void)
     return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
 }
 
+/* 1 when a runtime on this IO backend can be created here; else says why not. */
+static int backend_works(int backend, const char *name)
+{
+    weft_rt *rt;
+    weft_config cfg = { .workers = 1, .io_backend = backend };
+    int rc = weft_rt_create(&rt, &cfg);
+    if (rc < 0) {
+        printf("server rows for %s skipped: a runtime on it could not be created: %s\n",
+               name, strerror(-rc));
+        return 0;
+    }
+    check(weft_rt_destroy(rt), "weft_rt_destroy");
+    return 1;
+}
+
 void bench_server(void)
 {
     static const int sizes[] = { 100, 1000 };
-    static char what[2][3][480];
+    static char what[2][NKINDS][3][560];
+    static char ids[2][NKINDS][3][40];
+    int ok[NKINDS];
     long nofile = raise_nofile();
     serve_clients = ncpus() / 2;
     if (serve_clients < 2)
@@ -576,6 +600,8 @@ void bench_server(void)
         serve_clients = SERVE_CLIENTS_MAX;
     /* A reply written to a connection the client has reset gives EPIPE, not death. */
     signal(SIGPIPE, SIG_IGN);
+    for (int b = 0; b < NKINDS; b++)
+        ok[b] = backend_works(kinds[b].backend, kinds[b].name);
     for (int s = 0; s < 2; s++) {
         int n = sizes[s];
         long need = 2L * n + 64;
@@ -584,41 +610,56 @@ void bench_server(void)
                    "RLIMIT_NOFILE allows %ld\n", n, need, nofile);
             continue;
         }
-        double wr[64], pr[64], w50[64], p50[64], w99[64], p99[64];
+        /* [kind][figure][run]; the threads' server runs once a run, the
+         * baseline of every weft row of that run. */
+        double w[NKINDS][3][64], p[3][64];
         char label[64];
         snprintf(label, sizeof label, "server, %d connections", n);
         for (int r = 0; r < opt.runs; r++) {
             progress(label, r + 1, opt.runs);
-            serve_fig fw = serve_once(1, n), fp = serve_once(0, n);
-            wr[r] = fw.rate;
-            w50[r] = fw.p50;
-            w99[r] = fw.p99;
-            pr[r] = fp.rate;
-            p50[r] = fp.p50;
-            p99[r] = fp.p99;
+            for (int b = 0; b < NKINDS; b++) {
+                if (!ok[b])
+                    continue;
+                serve_fig f = serve_once(kinds[b].backend, n);
+                w[b][0][r] = f.rate;
+                w[b][1][r] = f.p50;
+                w[b][2][r] = f.p99;
+            }
+            serve_fig f = serve_once(0, n);
+            p[0][r] = f.rate;
+            p[1][r] = f.p50;
+            p[2][r] = f.p99;
         }
         progress_done();
-        snprintf(what[s][0], sizeof what[s][0],
-                 "Loopback TCP server, %d connections: throughput, higher is better\n"
-                 "  (thousand 64-byte request/reply round trips per second, every reply\n"
-                 "  checked; weft: a coroutine per connection on weft_read/weft_write, accept\n"
-                 "  on weft_poll; pthreads: a thread per connection, %d KiB stack, blocking\n"
-                 "  read/write; the same client for both: %d threads on epoll, each connection\n"
-                 "  in a closed loop for %.2f s)",
-                 n, SERVE_STACK / 1024, serve_clients, (double)opt.serve_ns / 1e9);
-        snprintf(what[s][1], sizeof what[s][1],
-                 "Loopback TCP server, %d connections: round-trip latency, median (p50)\n"
-                 "  (as above, in the client from writing a request to reading its whole reply)",
-                 n);
-        snprintf(what[s][2], sizeof what[s][2],
-                 "Loopback TCP server, %d connections: round-trip latency, 99th percentile (p99)",
-                 n);
-        static const char *const ids[2][3] = {
-            { "server_100_rate", "server_100_p50", "server_100_p99" },
-            { "server_1000_rate", "server_1000_p50", "server_1000_p99" },
-        };
-        add_row(ids[s][0], what[s][0], "k req/s", wr, pr, opt.runs)->higher = 1;
-        add_row(ids[s][1], what[s][1], "us", w50, p50, opt.runs);
-        add_row(ids[s][2], what[s][2], "us", w99, p99, opt.runs);
+        for (int b = 0; b < NKINDS; b++) {
+            if (!ok[b])
+                continue;
+            const char *backend = kinds[b].io;
+            snprintf(what[s][b][0], sizeof what[s][b][0],
+                     "Loopback TCP server, %d connections, weft on %s: throughput, higher is\n"
+                     "  better (thousand 64-byte request/reply round trips per second, every\n"
+                     "  reply checked; weft: a coroutine per connection on weft_read/weft_write,\n"
+                     "  accept on weft_accept, .io_backend = %s; pthreads: a thread per\n"
+                     "  connection, %d KiB stack, blocking read/write; the same client for both:\n"
+                     "  %d threads on epoll, each connection in a closed loop for %.2f s)",
+                     n, backend, kinds[b].macro, SERVE_STACK / 1024,
+                     serve_clients, (double)opt.serve_ns / 1e9);
+            snprintf(what[s][b][1], sizeof what[s][b][1],
+                     "Loopback TCP server, %d connections, weft on %s: round-trip latency,\n"
+                     "  median (p50) (as above, in the client from writing a request to reading\n"
+                     "  its whole reply)", n, backend);
+            snprintf(what[s][b][2], sizeof what[s][b][2],
+                     "Loopback TCP server, %d connections, weft on %s: round-trip latency,\n"
+                     "  99th percentile (p99)", n, backend);
+            static const char *const fig[3] = { "rate", "p50", "p99" };
+            for (int k = 0; k < 3; k++) {
+                snprintf(ids[s][b][k], sizeof ids[s][b][k], "server_%d_%s_%s", n, fig[k],
+                         kinds[b].id);
+                row *rw = add_row(ids[s][b][k], what[s][b][k], k ? "us" : "k req/s", w[b][k],
+                                  p[k], opt.runs);
+                rw->label = kinds[b].name;
+                rw->higher = k == 0;
+            }
+        }
     }
 }
