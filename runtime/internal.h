@@ -124,7 +124,8 @@ struct weft_task {
     weft_fn            fn;
     void              *arg;
     void              *result;       /* written before join becomes DONE */
-    uint64_t           magic;        /* WEFT__TASK_MAGIC while the handle is valid */
+    _Atomic uint64_t   magic;        /* WEFT__TASK_MAGIC while the handle is valid; atomic
+                                      * because misuse checks may read a freed handle */
     _Atomic uintptr_t  join;         /* NONE, DONE, or the joiner's weft__waiter */
     _Atomic uint32_t   pstate;       /* RUNNING, PARKED or NOTIFIED */
     _Atomic uint32_t   flags;        /* WEFT__F_* */

@@ -224,7 +224,7 @@ static void slot_retire(weft_task *t)
 #if defined(WEFT__TSAN)
     __tsan_destroy_fiber(t->fiber.tsan);
 #endif
-    t->magic = WEFT__TASK_DEAD;
+    atomic_store_explicit(&t->magic, WEFT__TASK_DEAD, memory_order_relaxed);   /* read by misuse checks */
 }
 
 void weft__stack_put(struct weft__stacks *s, struct weft__pool *pool, weft_task *t)

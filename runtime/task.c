@@ -29,7 +29,7 @@ static int spawn(weft_rt *rt, struct weft__worker *w, weft_task **out, weft_fn f
     t->rt = rt;
     t->fn = fn;
     t->arg = arg;
-    t->magic = WEFT__TASK_MAGIC;
+    atomic_store_explicit(&t->magic, WEFT__TASK_MAGIC, memory_order_relaxed);   /* published with t */
     atomic_init(&t->refs, out ? 2u : 1u);
     atomic_init(&t->flags, out ? 0u : WEFT__F_DETACHED);
     if (out)
@@ -59,7 +59,7 @@ int weft_spawn(weft_task **task, weft_fn fn, void *arg)
 /* Marks the handle used by join or detach; -EINVAL if it was already. */
 static int claim_handle(weft_task *t, uint32_t how, const char *misuse)
 {
-    if (t->magic != WEFT__TASK_MAGIC)
+    if (atomic_load_explicit(&t->magic, memory_order_relaxed) != WEFT__TASK_MAGIC)
         return weft__misuse(misuse, -EINVAL);
     /* Not a read-modify-write: two threads racing to join one task is a misuse
      * this check is not meant to arbitrate; a second join after the first is

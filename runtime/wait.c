@@ -169,7 +169,7 @@ uint64_t weft_deadline(uint64_t abs_ns)
 
 int weft_cancel(weft_task *t)
 {
-    if (!t || t->magic != WEFT__TASK_MAGIC)
+    if (!t || atomic_load_explicit(&t->magic, memory_order_relaxed) != WEFT__TASK_MAGIC)
         return -EINVAL;
     atomic_store_explicit(&t->cancelled, 1, memory_order_seq_cst);                /* step 2 */
     uintptr_t v = atomic_load_explicit(&t->waiting, memory_order_seq_cst);
