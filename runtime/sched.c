@@ -439,7 +439,7 @@ static void task_entry(void *arg)
 #endif
     after_switch(weft__worker_self());
     t->result = t->fn(t->arg);
-    uintptr_t j = atomic_exchange_explicit(&t->join, WEFT__JOIN_BUSY, memory_order_acquire);  /* pairs with the joiner's CAS */
+    uintptr_t j = atomic_exchange_explicit(&t->join, WEFT__JOIN_BUSY, memory_order_acq_rel);  /* publishes result; pairs with the joiner's CAS */
     if (j != WEFT__JOIN_NONE)
         weft__wake((struct weft__waiter *)j, 1);
     atomic_store_explicit(&t->join, WEFT__JOIN_DONE, memory_order_release);   /* publishes result; frees the joiner */

@@ -5,14 +5,17 @@
  * running self (dropped by the context switched to after it finished, once its
  * stack is no longer in use). Whichever goes last frees the stack slot. Its
  * result travels through task->join: the finishing task stores the result,
- * swaps join to BUSY, wakes the joiner whose waiter was there, and stores DONE
- * (release). A joiner waits for DONE, not BUSY: a joiner whose deadline or
- * cancellation claimed its waiter first must not leave while the finisher may
- * still try to claim it.
+ * swaps join to BUSY (acq_rel: publishes the result), wakes the joiner whose
+ * waiter was there, and stores DONE. A joiner that finds BUSY or DONE, or whose
+ * waiter the finisher claimed, has the result. Only a joiner whose deadline or
+ * cancellation claimed its waiter first, and which then finds the task
+ * finished, waits for DONE: until then the finisher may still try to claim
+ * that waiter.
  */
 #include "internal.h"
 
 #include <errno.h>
+#include <sched.h>
 
 /* w: the calling worker, if it runs a coroutine of rt; else NULL. */
 static int spawn(weft_rt *rt, struct weft__worker *w, weft_task **out, weft_fn fn, void *arg)
@@ -81,13 +84,13 @@ int weft_join(weft_task *t, void **result)
                            "weft_join: the task was already joined or detached");
     if (err)
         return err;
-    uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with the finisher's store */
+    uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with the finisher's swap */
     if (j == WEFT__JOIN_NONE) {
         struct weft__waiter wt;
         weft__waiter_init(&wt);
         if (atomic_compare_exchange_strong_explicit(&t->join, &j, (uintptr_t)&wt,
-                memory_order_release, memory_order_acquire)) {    /* publishes the waiter to the finisher */
-            int32_t r = weft__wait(&wt);
+                memory_order_acq_rel, memory_order_acquire)) {   /* publishes the waiter to the finisher */
+            int32_t r = weft__wait(&wt);   /* a positive claim publishes the result */
             if (r < 0) {
                 j = (uintptr_t)&wt;
                 if (atomic_compare_exchange_strong_explicit(&t->join, &j, WEFT__JOIN_NONE,
@@ -96,13 +99,18 @@ int weft_join(weft_task *t, void **result)
                     atomic_fetch_and_explicit(&t->flags, ~WEFT__F_JOINED, memory_order_relaxed);
                     return r;
                 }
-                /* The task finished meanwhile; its finisher may still be
-                 * failing to claim our waiter. The join succeeds below. */
+                /* The task finished meanwhile, and its finisher may still be
+                 * failing to claim our waiter: wait until it is done with it
+                 * (a short window, and only on this path). The join succeeds. */
+                for (unsigned spins = 0;
+                     atomic_load_explicit(&t->join, memory_order_acquire) != WEFT__JOIN_DONE; spins++)
+                    if (spins % 64 == 63)
+                        sched_yield();
+                    else
+                        weft__cpu_relax();
             }
         }
-    }
-    while ((j = atomic_load_explicit(&t->join, memory_order_acquire)) != WEFT__JOIN_DONE) {  /* pairs with the finisher's store */
-        weft__cpu_relax();   /* BUSY: the finisher is between its swap and its store */
+        /* A failed CAS saw BUSY or DONE: the finisher's swap published the result. */
     }
     if (result)
         *result = t->result;
