@@ -1033,7 +1033,8 @@ static void bench_scaling(void)
  */
 enum { CHAN_PAIRS = 4, CHAN_CAP = 128 };
 
-static long chan_n;   /* M of the current run */
+static long chan_n;                  /* M of the current run */
+static int  chan_pairs = CHAN_PAIRS;  /* P of the current run, at most CHAN_PAIRS */
 
 static struct {
     _Atomic uint64_t n, sum, sq;   /* added by each consumer as it ends */
@@ -1074,8 +1075,8 @@ static void seen_check(const char *who)
 /* Producer i's share of the values: lo+1 .. hi. */
 static void share(long i, uint64_t *lo, uint64_t *hi)
 {
-    *lo = (uint64_t)(chan_n * i / CHAN_PAIRS);
-    *hi = (uint64_t)(chan_n * (i + 1) / CHAN_PAIRS);
+    *lo = (uint64_t)(chan_n * i / chan_pairs);
+    *hi = (uint64_t)(chan_n * (i + 1) / chan_pairs);
 }
 
 static weft_chan *chan_q;
@@ -1117,14 +1118,14 @@ static void *chan_root(void *arg)
     chan_n = opt.chan_msgs;
     check(weft_chan_create(&chan_q, sizeof(uint64_t), job->cap), "weft_chan_create");
     uint64_t t0 = now_ns();
-    for (int i = 0; i < CHAN_PAIRS; i++)
+    for (int i = 0; i < chan_pairs; i++)
         check(weft_spawn(&cons[i], chan_consumer, NULL), "weft_spawn");
-    for (int i = 0; i < CHAN_PAIRS; i++)
+    for (int i = 0; i < chan_pairs; i++)
         check(weft_spawn(&prod[i], chan_producer, (void *)(intptr_t)i), "weft_spawn");
-    for (int i = 0; i < CHAN_PAIRS; i++)
+    for (int i = 0; i < chan_pairs; i++)
         check(weft_join(prod[i], NULL), "weft_join");
     check(weft_chan_close(chan_q), "weft_chan_close");
-    for (int i = 0; i < CHAN_PAIRS; i++)
+    for (int i = 0; i < chan_pairs; i++)
         check(weft_join(cons[i], NULL), "weft_join");
     uint64_t t1 = now_ns();
     check(weft_chan_destroy(chan_q), "weft_chan_destroy");
@@ -1229,14 +1230,14 @@ static double chan_pthreads(size_t cap)
     bq.pushed = bq.popped = 0;
     bq.closed = 0;
     uint64_t t0 = now_ns();
-    for (int i = 0; i < CHAN_PAIRS; i++)
+    for (int i = 0; i < chan_pairs; i++)
         start_thread(&cons[i], bq_consumer, NULL);
-    for (int i = 0; i < CHAN_PAIRS; i++)
+    for (int i = 0; i < chan_pairs; i++)
         start_thread(&prod[i], bq_producer, (void *)(intptr_t)i);
-    for (int i = 0; i < CHAN_PAIRS; i++)
+    for (int i = 0; i < chan_pairs; i++)
         pthread_join(prod[i], NULL);
     bq_close();
-    for (int i = 0; i < CHAN_PAIRS; i++)
+    for (int i = 0; i < chan_pairs; i++)
         pthread_join(cons[i], NULL);
     uint64_t t1 = now_ns();
     seen_check(cap ? "channel (pthreads, buffered)" : "channel (pthreads, unbuffered)");
@@ -1245,17 +1246,23 @@ static double chan_pthreads(size_t cap)
 
 static void bench_chan(void)
 {
-    double wb[64], pb[64], wu[64], pu[64];
+    double wb[64], pb[64], wu[64], pu[64], w1[64], p1[64];
     weft_config cfg = { .workers = opt.workers };
     for (int r = 0; r < opt.runs; r++) {
         progress("channel throughput", r + 1, opt.runs);
-        chan_job jb = { CHAN_CAP, 0 }, ju = { 0, 0 };
+        chan_job jb = { CHAN_CAP, 0 }, ju = { 0, 0 }, j1 = { CHAN_CAP, 0 };
+        chan_pairs = CHAN_PAIRS;
         check(weft_main(&cfg, chan_root, &jb, NULL), "weft_main");
         pb[r] = chan_pthreads(CHAN_CAP);
         check(weft_main(&cfg, chan_root, &ju, NULL), "weft_main");
         pu[r] = chan_pthreads(0);
+        chan_pairs = 1;
+        check(weft_main(&cfg, chan_root, &j1, NULL), "weft_main");
+        p1[r] = chan_pthreads(CHAN_CAP);
+        chan_pairs = CHAN_PAIRS;
         wb[r] = jb.rate;
         wu[r] = ju.rate;
+        w1[r] = j1.rate;
     }
     progress_done();
     static char what1[320], what2[320];
@@ -1273,6 +1280,10 @@ static void bench_chan(void)
              opt.chan_msgs, opt.chan_sync_pth);
     add_row("chan_buffered", what1, "M msg/s", wb, pb, opt.runs)->higher = 1;
     add_row("chan_unbuffered", what2, "M msg/s", wu, pu, opt.runs)->higher = 1;
+    add_row("chan_buffered_1to1",
+            "Channel throughput, buffered, one producer to one consumer, higher is better\n"
+            "  (as the first channel row, with 1 producer and 1 consumer)",
+            "M msg/s", w1, p1, opt.runs)->higher = 1;
 }
 
 /* ---- contended lock ------------------------------------------------------------ */
