@@ -15,7 +15,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 cc -O2 -o "$tmp/http_threads" "$here/threads.c" -pthread
 "$build/examples/http_server" --port 8080 > /dev/null &
 "$tmp/http_threads" 8082 &
-nginx -c "$here/nginx.conf" -p "$tmp" &
+nginx -c "$here/nginx.conf" -p "$tmp" -g "pid $tmp/nginx.pid;" &
 sleep 1
 
 for r in $(seq 1 "$runs"); do
