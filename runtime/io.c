@@ -259,7 +259,7 @@ int weft_poll(int fd, short events)
 /* ---- calls without readiness: a helper thread in a coroutine ---------------- */
 
 struct file_call {
-    int         op;        /* 'o'pen, 's'ync, 'r'ead, 'w'rite */
+    enum op     op;        /* OP_OPEN, OP_FSYNC, OP_PREAD or OP_PWRITE */
     int         fd;
     const char *path;
     int         flags;
@@ -276,10 +276,10 @@ static void *file_call_run(void *arg)
     ssize_t r;
     do {
         switch (c->op) {
-        case 'o': r = open(c->path, c->flags, c->mode); break;
-        case 's': r = fsync(c->fd); break;
-        case 'r': r = pread(c->fd, c->buf, c->len, c->off); break;
-        default:  r = pwrite(c->fd, c->buf, c->len, c->off); break;
+        case OP_OPEN:  r = open(c->path, c->flags, c->mode); break;
+        case OP_FSYNC: r = fsync(c->fd); break;
+        case OP_PREAD: r = pread(c->fd, c->buf, c->len, c->off); break;
+        default:       r = pwrite(c->fd, c->buf, c->len, c->off); break;
         }
     } while (r < 0 && errno == EINTR);
     c->ret = r < 0 ? -errno : r;
@@ -295,9 +295,7 @@ static ssize_t file_call(struct file_call *c)
     }
 #if WEFT_HAVE_URING
     if (w->ring) {
-        static const enum op ops[] = { ['o'] = OP_OPEN, ['s'] = OP_FSYNC, ['r'] = OP_PREAD,
-                                       ['w'] = OP_PWRITE };
-        return ring_io(w, &(struct io_args){ .op = ops[c->op], .fd = c->fd, .buf = c->buf,
+        return ring_io(w, &(struct io_args){ .op = c->op, .fd = c->fd, .buf = c->buf,
                                              .len = c->len, .off = c->off, .path = c->path,
                                              .flags = c->flags, .mode = c->mode });
     }
@@ -308,12 +306,12 @@ static ssize_t file_call(struct file_call *c)
 
 ssize_t weft_pread(int fd, void *buf, size_t len, off_t offset)
 {
-    return file_call(&(struct file_call){ .op = 'r', .fd = fd, .buf = buf, .len = len, .off = offset });
+    return file_call(&(struct file_call){ .op = OP_PREAD, .fd = fd, .buf = buf, .len = len, .off = offset });
 }
 
 ssize_t weft_pwrite(int fd, const void *buf, size_t len, off_t offset)
 {
-    return file_call(&(struct file_call){ .op = 'w', .fd = fd, .buf = (void *)buf, .len = len,
+    return file_call(&(struct file_call){ .op = OP_PWRITE, .fd = fd, .buf = (void *)buf, .len = len,
                                           .off = offset });
 }
 
@@ -321,13 +319,13 @@ int weft_open(const char *path, int flags, mode_t mode)
 {
     if (!path)
         return -EFAULT;
-    return (int)file_call(&(struct file_call){ .op = 'o', .path = path, .flags = flags | O_CLOEXEC,
+    return (int)file_call(&(struct file_call){ .op = OP_OPEN, .path = path, .flags = flags | O_CLOEXEC,
                                                .mode = mode });
 }
 
 int weft_fsync(int fd)
 {
-    return (int)file_call(&(struct file_call){ .op = 's', .fd = fd });
+    return (int)file_call(&(struct file_call){ .op = OP_FSYNC, .fd = fd });
 }
 
 int weft_close(int fd)
