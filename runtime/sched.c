@@ -204,10 +204,12 @@ static weft_task *global_pop(weft_rt *rt)
 static void wake_worker(struct weft__worker *w)
 {
 #if WEFT_HAVE_URING
-    weft__fence();   /* the wake word's store before in_ring's load: pairs with park_worker */
-    if (atomic_load_explicit(&w->in_ring, memory_order_seq_cst)) {
-        weft__ring_kick(w->ring);
-        return;
+    if (w->ring) {   /* only a worker with a ring ever sets in_ring */
+        weft__fence();   /* the wake word's store before in_ring's load: pairs with park_worker */
+        if (atomic_load_explicit(&w->in_ring, memory_order_seq_cst)) {
+            weft__ring_kick(w->ring);
+            return;
+        }
     }
 #endif
     weft__futex_wake(&w->wake, 1);
