@@ -1,7 +1,8 @@
 /*
  * weft-bench's network server workload: the same request/response server
- * written with weft coroutines and with a thread per connection, under the
- * same load from one client built on plain threads and epoll.
+ * written with weft coroutines, as a hand-written epoll loop per core and with
+ * a thread per connection, under the same load from one client built on plain
+ * threads and epoll.
  */
 #include "bench.h"
 
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -28,9 +30,11 @@
 /*
  * A loopback TCP server answers each 64-byte request with the same 64 bytes.
  * weft's server runs one coroutine per connection on weft_read/weft_write and
- * an accept loop on weft_accept, once on each IO backend (io_uring, epoll);
- * the pthreads server, the baseline of both, runs one thread per
- * connection (64 KiB stack) on blocking read/write. One client drives both:
+ * an accept loop on weft_accept, once on each IO backend (io_uring, epoll).
+ * Two baselines: the epoll loop server, one thread per weft worker each
+ * running its own epoll loop over non-blocking sockets (see "The epoll loop
+ * server" below), and the pthreads server, one thread per connection (64 KiB
+ * stack) on blocking read/write. One client drives them all:
  * serve_clients plain threads (half the CPUs, at least 2), each with its own
  * share of the C connections on its own epoll set, every connection in a
  * closed loop (send a request, wait for the whole reply, compare it byte for
@@ -260,6 +264,247 @@ static void *accept_threads(void *arg)
     return arg;
 }
 
+/*
+ * The epoll loop server: what a careful C programmer writes without a
+ * runtime, in the shape of nginx's and memcached's workers. One thread per
+ * weft worker of the run, each running its own epoll loop over its own share
+ * of the connections to completion: no thread touches another's connections,
+ * so the request path has no lock, no queue and no handoff.
+ *
+ * Level-triggered, one read per readiness. A 64-byte request arrives whole in
+ * one read nearly always, so a round trip costs one read, one write and a
+ * share of one epoll_wait, and the interest set changes only when a reply
+ * does not fit the socket. Edge-triggered would need a second read per event,
+ * to see EAGAIN before waiting again (or an EPOLL_CTL_MOD per request with
+ * EPOLLONESHOT): one more system call per round trip, for nothing here.
+ *
+ * One listening socket, accepted on by loop 0, which deals the connections
+ * out round-robin straight into the loops' epoll sets (epoll_ctl may be
+ * called from any thread). Every loop gets the same share, every run.
+ * SO_REUSEPORT listeners, one per loop, would split the connections by a hash
+ * of their ports instead: with 100 connections on 2 loops one loop typically
+ * carries 5 more than the other, a different number each run, which makes the
+ * baseline noisier and no faster. Accepting is untimed here (every connection
+ * makes a round trip before the clock starts), so serialising it on loop 0
+ * costs the baseline nothing.
+ *
+ * Stopping: the connection that wakes the accept loop up makes loop 0 stop
+ * dealing and write an eventfd that is in every loop's set; each loop then
+ * runs until it has closed every connection dealt to it, as weft_rt_destroy
+ * waits for every coroutine and the pthreads server joins every thread.
+ */
+
+/* One connection of the epoll loop server: its request read into buf, then
+ * the reply written from it. Owned by the loop it was dealt to. */
+typedef struct {
+    int      fd;
+    uint32_t got, put;      /* bytes of the request read, of its reply written */
+    int      want_out;      /* interest is EPOLLOUT: the socket was full mid-reply */
+    unsigned char buf[MSG];
+} econn;
+
+/* One loop: a thread and its epoll set. */
+typedef struct {
+    int       ep;
+    pthread_t thread;
+    long      dealt;        /* connections dealt to it; the dealer writes it, the
+                             * loop reads it once it sees el.dealt_all */
+    long      closed;       /* of those, closed; the loop's own */
+} eloop;
+
+/* The epoll loop server of the current run. */
+static struct {
+    eloop     *loop;
+    int        n;           /* loops: as many as the run's weft workers */
+    int        next;        /* the loop the next connection goes to; loop 0's */
+    int        stopfd;      /* an eventfd in every loop's set, written once dealing is over */
+    atomic_int dealt_all;   /* set before stopfd is written */
+} el;
+
+/* Their addresses mark the two events that are not connections. */
+static const char el_listen_mark, el_stop_mark;
+
+static int eloop_count(void)
+{
+    return opt.workers ? (int)opt.workers : ncpus();
+}
+
+static void econn_close(eloop *l, econn *c)
+{
+    close(c->fd);   /* also takes it out of the epoll set */
+    free(c);
+    l->closed++;
+}
+
+/* Sets the interest of c, a connection of l. Only l's thread. */
+static void econn_want(eloop *l, econn *c, uint32_t events)
+{
+    struct epoll_event ev = { .events = events, .data.ptr = c };
+    if (epoll_ctl(l->ep, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+        serve_die("epoll_ctl in the epoll loop server", errno);
+}
+
+/*
+ * Moves c on after an event: reads what there is of its request; once the
+ * request is whole, writes its reply, waiting for EPOLLOUT if the socket is
+ * full. Closes c when the client has gone between two requests, or on an
+ * error, which it reports as the other servers do. Only l's thread.
+ */
+static void econn_serve(eloop *l, econn *c)
+{
+    if (c->got < MSG) {
+        ssize_t r = read(c->fd, c->buf + c->got, MSG - c->got);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (r <= 0) {
+            int err = r == 0 ? 0 : errno;
+            if (c->got > 0 || (err && err != ECONNRESET))
+                srv_error(err ? -err : -EPROTO);
+            econn_close(l, c);
+            return;
+        }
+        c->got += (uint32_t)r;
+        if (c->got < MSG)
+            return;
+    }
+    while (c->put < MSG) {
+        ssize_t r = write(c->fd, c->buf + c->put, MSG - c->put);
+        if (r > 0) {
+            c->put += (uint32_t)r;
+        } else if (r < 0 && errno == EAGAIN) {
+            if (!c->want_out)
+                econn_want(l, c, EPOLLOUT);
+            c->want_out = 1;
+            return;
+        } else if (r == 0 || errno != EINTR) {
+            srv_error(r == 0 ? -EIO : -errno);
+            econn_close(l, c);
+            return;
+        }
+    }
+    c->got = c->put = 0;
+    if (c->want_out)
+        econn_want(l, c, EPOLLIN);
+    c->want_out = 0;
+}
+
+/* Ends dealing: no more connections will be dealt to any loop. Only loop 0. */
+static void eloop_end_dealing(void)
+{
+    epoll_ctl(el.loop[0].ep, EPOLL_CTL_DEL, srv.lfd, NULL);
+    atomic_store_explicit(&el.dealt_all, 1, memory_order_release);   /* publishes every loop's dealt; pairs with eloop_run */
+    uint64_t one = 1;
+    if (write(el.stopfd, &one, sizeof one) != (ssize_t)sizeof one)
+        serve_die("writing the epoll loops' eventfd", errno);
+}
+
+/* Accepts every pending connection and deals each to the next loop. Only loop 0. */
+static void eloop_accept(void)
+{
+    for (;;) {
+        int fd = accept4(srv.lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && errno == EAGAIN)
+            return;
+        if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
+            continue;
+        if (fd < 0) {
+            srv_error(-errno);
+            eloop_end_dealing();
+            return;
+        }
+        if (!admit(fd)) {
+            close(fd);
+            eloop_end_dealing();
+            return;
+        }
+        eloop *l = &el.loop[el.next];
+        el.next = (el.next + 1) % el.n;
+        econn *c = calloc(1, sizeof *c);
+        if (!c) {
+            srv_error(-ENOMEM);
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+        if (epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            srv_error(-errno);
+            close(fd);
+            free(c);
+            continue;
+        }
+        l->dealt++;
+    }
+}
+
+static void *eloop_run(void *arg)
+{
+    eloop *l = arg;
+    struct epoll_event ev[256];
+    int stopping = 0;
+    while (!stopping || l->closed < l->dealt) {
+        int m = epoll_wait(l->ep, ev, 256, -1);
+        if (m < 0 && errno == EINTR)
+            continue;
+        if (m < 0)
+            serve_die("epoll_wait in the epoll loop server", errno);
+        for (int i = 0; i < m; i++) {
+            void *p = ev[i].data.ptr;
+            if (p == &el_listen_mark) {
+                eloop_accept();
+            } else if (p == &el_stop_mark) {
+                if (atomic_load_explicit(&el.dealt_all, memory_order_acquire)) {   /* pairs with eloop_end_dealing */
+                    stopping = 1;
+                    epoll_ctl(l->ep, EPOLL_CTL_DEL, el.stopfd, NULL);
+                }
+            } else {
+                econn_serve(l, p);
+            }
+        }
+    }
+    return NULL;
+}
+
+static void eloop_add(int ep, int fd, const void *mark)
+{
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = (void *)mark };
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        serve_die("epoll_ctl in the epoll loop server", errno);
+}
+
+/* Starts the loops on srv.lfd, a non-blocking listening socket. */
+static void eloop_start(void)
+{
+    el.n = eloop_count();
+    el.next = 0;
+    atomic_store(&el.dealt_all, 0);
+    el.loop = calloc((size_t)el.n, sizeof *el.loop);
+    el.stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (!el.loop || el.stopfd < 0)
+        serve_die("starting the epoll loops", el.loop ? errno : ENOMEM);
+    for (int i = 0; i < el.n; i++) {
+        el.loop[i].ep = epoll_create1(EPOLL_CLOEXEC);
+        if (el.loop[i].ep < 0)
+            serve_die("epoll_create1 in the epoll loop server", errno);
+        eloop_add(el.loop[i].ep, el.stopfd, &el_stop_mark);
+    }
+    eloop_add(el.loop[0].ep, srv.lfd, &el_listen_mark);
+    for (int i = 0; i < el.n; i++)
+        if (pthread_create(&el.loop[i].thread, NULL, eloop_run, &el.loop[i]) != 0)
+            serve_die("starting an epoll loop thread", EAGAIN);
+}
+
+/* Waits for every loop to finish (the waking connection has been made). */
+static void eloop_stop(void)
+{
+    for (int i = 0; i < el.n; i++) {
+        pthread_join(el.loop[i].thread, NULL);
+        close(el.loop[i].ep);
+    }
+    close(el.stopfd);
+    free(el.loop);
+}
+
 /* One client connection. */
 typedef struct {
     int      fd;
@@ -433,7 +678,11 @@ static int listen_loopback(int nonblock, int backlog, struct sockaddr_in *addr)
 
 typedef struct { double rate, p50, p99; } serve_fig;   /* k req/s, us, us */
 
-/* The weft server's IO backend for each kind of run; 0: the threads' server. */
+/* serve_once's server argument for the two baselines; weft's servers are
+ * named by their IO backend, WEFT_IO_URING or WEFT_IO_EPOLL. */
+enum { SERVE_THREADS = 0, SERVE_EPOLL_LOOP = -1 };
+
+/* The weft server's IO backend for each kind of run. */
 static const struct {
     int backend;
     const char *name;     /* the row's label */
@@ -446,27 +695,29 @@ static const struct {
 };
 enum { NKINDS = sizeof kinds / sizeof kinds[0] };
 
-/* One timed run against a server: weft's on the given IO backend, or with
- * backend 0 the threads' server. */
-static serve_fig serve_once(int backend, int nconn)
+/* One timed run against a server: weft's on the IO backend server names, or
+ * the SERVE_EPOLL_LOOP or SERVE_THREADS baseline. */
+static serve_fig serve_once(int server, int nconn)
 {
     struct sockaddr_in addr;
     weft_rt *rt = NULL;
     weft_task *acceptor = NULL;
     pthread_t acceptor_thread, ct[SERVE_CLIENTS_MAX];
-    int use_weft = backend != 0;
-    serve_name = "pthreads";
+    int use_weft = server > 0;
+    serve_name = server == SERVE_EPOLL_LOOP ? "epoll loop" : "pthreads";
     for (int i = 0; i < NKINDS; i++)
-        if (kinds[i].backend == backend)
+        if (kinds[i].backend == server)
             serve_name = kinds[i].name;
-    srv.lfd = listen_loopback(use_weft, nconn + 16, &addr);
+    srv.lfd = listen_loopback(server != SERVE_THREADS, nconn + 16, &addr);
     atomic_store(&srv.stop, 0);
     atomic_store(&srv.accepted, 0);
     atomic_store(&srv.err, 0);
     if (use_weft) {
-        weft_config cfg = { .workers = opt.workers, .io_backend = backend };
+        weft_config cfg = { .workers = opt.workers, .io_backend = server };
         check(weft_rt_create(&rt, &cfg), "weft_rt_create");
         check(weft_spawn_on(rt, &acceptor, accept_weft, NULL), "weft_spawn_on");
+    } else if (server == SERVE_EPOLL_LOOP) {
+        eloop_start();
     } else {
         srv.threads = calloc((size_t)nconn + 1, sizeof *srv.threads);
         srv.nthreads = 0;
@@ -510,6 +761,8 @@ static serve_fig serve_once(int backend, int nconn)
     if (use_weft) {
         check(weft_join(acceptor, NULL), "weft_join");
         check(weft_rt_destroy(rt), "weft_rt_destroy");   /* waits for every connection's coroutine */
+    } else if (server == SERVE_EPOLL_LOOP) {
+        eloop_stop();
     } else {
         pthread_join(acceptor_thread, NULL);
         for (long i = 0; i < srv.nthreads; i++)
@@ -586,12 +839,88 @@ static int backend_works(int backend, const char *name)
     return 1;
 }
 
+/* The median of the n values of v, and their least and greatest. */
+static double median(const double *v, int n, double *min, double *max)
+{
+    double s[64];
+    for (int i = 0; i < n; i++) {       /* insertion sort: n is a handful of runs */
+        int j = i;
+        for (; j > 0 && s[j - 1] > v[i]; j--)
+            s[j] = s[j - 1];
+        s[j] = v[i];
+    }
+    *min = s[0];
+    *max = s[n - 1];
+    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/* "1.9x pthreads", or "0.557x pthreads (1.8x less)": the median of the
+ * per-run ratios a[r] / b[r]. */
+static void fmt_ratio(char *buf, size_t len, const double *a, const double *b, int n,
+                      const char *whom)
+{
+    double q[64], lo, hi;
+    for (int r = 0; r < n; r++)
+        q[r] = a[r] / b[r];
+    double m = median(q, n, &lo, &hi);
+    if (m < 1)
+        snprintf(buf, len, "%.3gx %s (%.3gx less)", m, whom, 1 / m);
+    else
+        snprintf(buf, len, "%.3gx %s", m, whom);
+}
+
+/*
+ * Every server's throughput at n connections side by side, in the manner of
+ * the table's rows: median (min..max) over the runs, each ratio the median of
+ * the per-run ratios. rate[i][run]: weft on kinds[i] (where ok[i]), then the
+ * epoll loop, then pthreads. The table takes two sides a row, so this is
+ * printed as the workload ends, just above the table.
+ */
+static void print_side_by_side(int n, double (*rate)[64], const int *ok)
+{
+    const double *loop = rate[NKINDS], *pth = rate[NKINDS + 1];
+    const char *names[NKINDS + 2];
+    for (int i = 0; i < NKINDS; i++)
+        names[i] = kinds[i].name;
+    names[NKINDS] = "epoll loop";
+    names[NKINDS + 1] = "pthreads";
+    printf("\nLoopback TCP server, %d connections, every server side by side: throughput,\n"
+           "  higher is better (k req/s as in the server rows of the table; median of %d\n"
+           "  runs, (min..max) across runs; a ratio is the median of the per-run ratios)\n",
+           n, opt.runs);
+    for (int i = 0; i < NKINDS + 2; i++) {
+        if (i < NKINDS && !ok[i])
+            continue;
+        double lo, hi, m = median(rate[i], opt.runs, &lo, &hi);
+        char fig[64];
+        snprintf(fig, sizeof fig, "%.1f (%.1f..%.1f)", m, lo, hi);
+        printf("    %-15s  %-28s k req/s\n", names[i], fig);
+    }
+    for (int i = 0; i <= NKINDS; i++) {
+        if (i < NKINDS && !ok[i])
+            continue;
+        char vs_eloop[64] = "", vs_pth[64];
+        if (i < NKINDS) {
+            fmt_ratio(vs_eloop, sizeof vs_eloop - 2, rate[i], loop, opt.runs, "the epoll loop");
+            strcat(vs_eloop, ", ");
+        }
+        fmt_ratio(vs_pth, sizeof vs_pth, rate[i], pth, opt.runs, "pthreads");
+        printf("    => %s reaches %s%s\n", names[i], vs_eloop, vs_pth);
+    }
+    fflush(stdout);
+}
+
 void bench_server(void)
 {
     static const int sizes[] = { 100, 1000 };
-    static char what[2][NKINDS][3][560];
-    static char ids[2][NKINDS][3][40];
-    int ok[NKINDS];
+    /* [size][server][figure]: weft's kinds, then the epoll loop (NKINDS) */
+    static char what[2][NKINDS + 1][3][560];
+    static char ids[2][NKINDS + 1][3][40];
+    static const char *const fig[3] = { "rate", "p50", "p99" };
+    /* [size][server][run]: throughput, for the side-by-side rows; weft's
+     * kinds, then the epoll loop, then pthreads */
+    static double rate[2][NKINDS + 2][64];
+    int ok[NKINDS], done[2] = { 0, 0 };
     long nofile = raise_nofile();
     serve_clients = ncpus() / 2;
     if (serve_clients < 2)
@@ -610,27 +939,31 @@ void bench_server(void)
                    "RLIMIT_NOFILE allows %ld\n", n, need, nofile);
             continue;
         }
-        /* [kind][figure][run]; the threads' server runs once a run, the
-         * baseline of every weft row of that run. */
-        double w[NKINDS][3][64], p[3][64];
+        /* [server][figure][run]: weft's kinds, then the epoll loop; the
+         * threads' server runs once a run, the baseline of every other row of
+         * that run. */
+        double w[NKINDS + 1][3][64], p[3][64];
         char label[64];
         snprintf(label, sizeof label, "server, %d connections", n);
         for (int r = 0; r < opt.runs; r++) {
             progress(label, r + 1, opt.runs);
-            for (int b = 0; b < NKINDS; b++) {
-                if (!ok[b])
+            for (int b = 0; b <= NKINDS; b++) {
+                if (b < NKINDS && !ok[b])
                     continue;
-                serve_fig f = serve_once(kinds[b].backend, n);
+                serve_fig f = serve_once(b < NKINDS ? kinds[b].backend : SERVE_EPOLL_LOOP, n);
                 w[b][0][r] = f.rate;
                 w[b][1][r] = f.p50;
                 w[b][2][r] = f.p99;
+                rate[s][b][r] = f.rate;
             }
-            serve_fig f = serve_once(0, n);
+            serve_fig f = serve_once(SERVE_THREADS, n);
             p[0][r] = f.rate;
             p[1][r] = f.p50;
             p[2][r] = f.p99;
+            rate[s][NKINDS + 1][r] = f.rate;
         }
         progress_done();
+        done[s] = 1;
         for (int b = 0; b < NKINDS; b++) {
             if (!ok[b])
                 continue;
@@ -640,8 +973,8 @@ void bench_server(void)
                      "  better (thousand 64-byte request/reply round trips per second, every\n"
                      "  reply checked; weft: a coroutine per connection on weft_read/weft_write,\n"
                      "  accept on weft_accept, .io_backend = %s; pthreads: a thread per\n"
-                     "  connection, %d KiB stack, blocking read/write; the same client for both:\n"
-                     "  %d threads on epoll, each connection in a closed loop for %.2f s)",
+                     "  connection, %d KiB stack, blocking read/write; the same client for all\n"
+                     "  servers: %d threads on epoll, each connection in a closed loop for %.2f s)",
                      n, backend, kinds[b].macro, SERVE_STACK / 1024,
                      serve_clients, (double)opt.serve_ns / 1e9);
             snprintf(what[s][b][1], sizeof what[s][b][1],
@@ -651,15 +984,34 @@ void bench_server(void)
             snprintf(what[s][b][2], sizeof what[s][b][2],
                      "Loopback TCP server, %d connections, weft on %s: round-trip latency,\n"
                      "  99th percentile (p99)", n, backend);
-            static const char *const fig[3] = { "rate", "p50", "p99" };
+        }
+        snprintf(what[s][NKINDS][0], sizeof what[s][NKINDS][0],
+                 "Loopback TCP server, %d connections, epoll loop: throughput, higher is\n"
+                 "  better (thousand 64-byte request/reply round trips per second, every\n"
+                 "  reply checked; epoll loop: %d threads, as many as weft's workers, each a\n"
+                 "  level-triggered epoll loop over its share of the connections on\n"
+                 "  non-blocking read/write; pthreads and the client as for weft)",
+                 n, eloop_count());
+        snprintf(what[s][NKINDS][1], sizeof what[s][NKINDS][1],
+                 "Loopback TCP server, %d connections, epoll loop: round-trip latency,\n"
+                 "  median (p50)", n);
+        snprintf(what[s][NKINDS][2], sizeof what[s][NKINDS][2],
+                 "Loopback TCP server, %d connections, epoll loop: round-trip latency,\n"
+                 "  99th percentile (p99)", n);
+        for (int b = 0; b <= NKINDS; b++) {
+            if (b < NKINDS && !ok[b])
+                continue;
             for (int k = 0; k < 3; k++) {
                 snprintf(ids[s][b][k], sizeof ids[s][b][k], "server_%d_%s_%s", n, fig[k],
-                         kinds[b].id);
+                         b < NKINDS ? kinds[b].id : "eloop");
                 row *rw = add_row(ids[s][b][k], what[s][b][k], k ? "us" : "k req/s", w[b][k],
                                   p[k], opt.runs);
-                rw->label = kinds[b].name;
+                rw->label = b < NKINDS ? kinds[b].name : "epoll loop";
                 rw->higher = k == 0;
             }
         }
     }
+    for (int s = 0; s < 2; s++)
+        if (done[s])
+            print_side_by_side(sizes[s], rate[s], ok);
 }
