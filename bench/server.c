@@ -855,7 +855,7 @@ static double median(const double *v, int n, double *min, double *max)
 }
 
 /* "1.9x pthreads", or "0.557x pthreads (1.8x less)": the median of the
- * per-run ratios a[r] / b[r]. */
+ * per-run ratios a[r] / b[r]. A ratio within rounding of 1 gets no "less". */
 static void fmt_ratio(char *buf, size_t len, const double *a, const double *b, int n,
                       const char *whom)
 {
@@ -863,7 +863,7 @@ static void fmt_ratio(char *buf, size_t len, const double *a, const double *b, i
     for (int r = 0; r < n; r++)
         q[r] = a[r] / b[r];
     double m = median(q, n, &lo, &hi);
-    if (m < 1)
+    if (1 / m >= 1.005)
         snprintf(buf, len, "%.3gx %s (%.3gx less)", m, whom, 1 / m);
     else
         snprintf(buf, len, "%.3gx %s", m, whom);
