@@ -226,8 +226,10 @@ static void *accept_weft(void *arg)
             srv_error(fd);
             return NULL;
         }
-        if (!admit(fd))
+        if (!admit(fd)) {
+            close(fd);
             return arg;
+        }
         int rc = weft_spawn(NULL, echo_weft, (void *)(intptr_t)fd);
         if (rc < 0) {
             srv_error(rc);
@@ -249,8 +251,10 @@ static void *accept_threads(void *arg)
             srv_error(fd);
             break;
         }
-        if (!admit(fd))
+        if (!admit(fd)) {
+            close(fd);
             break;
+        }
         if (srv.nthreads == srv.maxthreads
             || pthread_create(&srv.threads[srv.nthreads], &attr, echo_thread,
                               (void *)(intptr_t)fd) != 0) {
