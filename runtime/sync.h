@@ -43,6 +43,30 @@ static inline void weft__iunlock(_Atomic uint32_t *l)
         weft__futex_wake(l, 1);
 }
 
+/*
+ * weft__wake in two steps, for a waker that must claim a waiter before it
+ * writes into the waiter's memory, and would rather make it runnable after
+ * dropping its lock. weft__claim returns whether the claim was ours. The
+ * claimer must then call weft__wake_claimed exactly once, with the waiter's
+ * task read before the claim: a coroutine waiter stays parked until then,
+ * a plain-thread waiter may return as soon as it sees the claim unless the
+ * caller holds it back by other means (chan.c's op_wait.done).
+ */
+static inline bool weft__claim(struct weft__waiter *wt, int32_t result)
+{
+    uint32_t zero = 0;
+    return atomic_compare_exchange_strong_explicit(&wt->state, &zero, (uint32_t)result,
+            memory_order_acq_rel, memory_order_relaxed);         /* pairs with the waiter's acquire of state */
+}
+
+static inline void weft__wake_claimed(weft_task *t, struct weft__waiter *wt)
+{
+    if (t)
+        weft__unpark(t);
+    else
+        weft__futex_wake(&wt->state, 1);   /* harmless if the waiter already left */
+}
+
 /* A waiter on one object's list. Fields other than the waiter are guarded by
  * that object's lock. */
 struct weft__wnode {

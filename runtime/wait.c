@@ -11,16 +11,33 @@
  *
  * Cancellation reaches a parked coroutine through task->waiting, which holds
  * the waiter it is parked on. The canceller must not touch that waiter after
- * the coroutine has left the wait (the waiter lives in its frame), so the
- * field is a small lock-free handshake:
- *   1. the coroutine stores its waiter (seq_cst), then reads task->cancelled
- *      (seq_cst); set means it claims its own waiter with -ECANCELED;
- *   2. weft_cancel() sets task->cancelled (seq_cst), then reads task->waiting
- *      (seq_cst); it CASes a waiter it finds to BUSY, claims it, and stores 0;
- *   3. the coroutine, once resumed, CASes its waiter back to 0, waiting while
- *      it finds BUSY: a canceller is still using the waiter.
- * Steps 1 and 2 are a store-then-load pair on each side, so at least one side
- * sees the other: no cancellation is lost between the check and the park.
+ * the coroutine has left the wait (the waiter lives in its frame). Bit 0 of
+ * task->cancelled is the flag, set once; the bits above count the cancellers
+ * in flight, each of which may be using the waiter it found:
+ *   1. the coroutine stores its waiter in task->waiting, then reads
+ *      task->cancelled; the flag set means it claims its own waiter with
+ *      -ECANCELED;
+ *   2. weft_cancel() sets the flag and counts itself in (one RMW), then reads
+ *      task->waiting; it claims a waiter it finds, then counts itself out
+ *      (release);
+ *   3. the coroutine, once resumed, stores 0 to task->waiting, then reads
+ *      task->cancelled, and waits (acquire) while the count is not zero.
+ * Steps 1 and 2, and 3 and 2, are store-then-load pairs, one on each side, so
+ * at least one side of each sees the other: no cancellation is lost between
+ * the check and the park, and a canceller that the coroutine does not see
+ * will not find its waiter either.
+ * The coroutine's side runs on every wait and the canceller's rarely, so the
+ * pairs use an asymmetric barrier (as liburcu's urcu-memb flavour does): the
+ * coroutine orders its store and load with a compiler barrier only, and the
+ * canceller calls membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) between its RMW
+ * and its load, which runs a full barrier on every thread of the process that
+ * is running. A coroutine interrupted between its store and its load has its
+ * store visible to the canceller's load; one interrupted before its store
+ * reads the flag afterwards; a thread that is not running has passed a full
+ * barrier in the kernel's switch. Where membarrier is not available, or under
+ * ThreadSanitizer, which does not model it, both sides use full fences
+ * (heavy_side / light_side below). The mode is chosen once, before either side
+ * first relies on it.
  *
  * A deadline arms a timer (runtime/timer.c) that claims the waiter with
  * -ETIMEDOUT. The timer thread claims under its heap lock and disarming takes
@@ -32,14 +49,67 @@
  */
 #include "internal.h"
 #include "io.h"
+#include "sync.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/syscall.h>
 #include <linux/futex.h>
 
-#define WAITING_BUSY ((uintptr_t)1)   /* task->waiting: a canceller holds the waiter */
+#include <pthread.h>
+#include <linux/membarrier.h>
+
+#define CANCEL_FLAG 1u   /* task->cancelled: weft_cancel() was called */
+#define CANCEL_ONE  2u   /* task->cancelled: one canceller in flight */
+
+/* How the two sides of the cancellation handshake are ordered (see above). */
+enum { BARRIER_UNKNOWN, BARRIER_ASYMMETRIC, BARRIER_FENCES };
+static _Atomic int barrier_mode;
+static pthread_once_t barrier_once = PTHREAD_ONCE_INIT;
+
+static void barrier_choose(void)
+{
+    int mode = BARRIER_FENCES;
+#if !defined(WEFT__TSAN)
+    long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+        mode = BARRIER_ASYMMETRIC;
+#endif
+    atomic_store_explicit(&barrier_mode, mode, memory_order_release);  /* pthread_once orders it too */
+}
+
+/* The mode, chosen on first use by whichever side comes first. Any thread. */
+static inline int barrier(void)
+{
+    int mode = atomic_load_explicit(&barrier_mode, memory_order_acquire);  /* pairs with barrier_choose */
+    if (WEFT__UNLIKELY(mode == BARRIER_UNKNOWN)) {
+        pthread_once(&barrier_once, barrier_choose);
+        mode = atomic_load_explicit(&barrier_mode, memory_order_acquire);
+    }
+    return mode;
+}
+
+/* Between the coroutine's store and load, steps 1 and 3. */
+static inline void light_side(int mode)
+{
+    if (mode == BARRIER_ASYMMETRIC)
+        atomic_signal_fence(memory_order_seq_cst);   /* the canceller's membarrier does the rest */
+    else
+        weft__fence();
+}
+
+/* Between the canceller's RMW and its load, step 2. */
+static void heavy_side(int mode)
+{
+    if (mode == BARRIER_ASYMMETRIC &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+        return;
+    weft__check(mode != BARRIER_ASYMMETRIC, "membarrier failed after it was registered");
+    weft__fence();
+}
 
 static _Thread_local uint64_t thread_deadline;   /* a plain thread's weft_deadline() */
 
@@ -53,15 +123,22 @@ void weft__waiter_init(struct weft__waiter *wt)
 bool weft__wake(struct weft__waiter *wt, int32_t result)
 {
     weft_task *t = wt->task;   /* read first: a plain-thread waiter may return once claimed */
-    uint32_t zero = 0;
-    if (!atomic_compare_exchange_strong_explicit(&wt->state, &zero, (uint32_t)result,
-            memory_order_acq_rel, memory_order_relaxed))         /* the claim; publishes what the waker wrote */
+    if (!weft__claim(wt, result))
         return false;
-    if (t)
-        weft__unpark(t);
-    else
-        weft__futex_wake(&wt->state, 1);   /* harmless if the waiter already left */
+    weft__wake_claimed(t, wt);
     return true;
+}
+
+/* Step 3: a canceller may still be using our waiter. */
+static WEFT__NOINLINE void wait_cancellers(weft_task *t)
+{
+    unsigned spins = 0;
+    while (atomic_load_explicit(&t->cancelled, memory_order_acquire) >= CANCEL_ONE) {  /* pairs with step 2's release */
+        if (++spins < 1000)
+            weft__cpu_relax();
+        else
+            sched_yield();     /* the canceller's thread was preempted: let it run */
+    }
 }
 
 /* A coroutine parks until its waiter is claimed. */
@@ -110,8 +187,10 @@ int32_t weft__wait(struct weft__waiter *wt)
     if (!t)
         return sleep_until_claimed(wt, thread_deadline);
 
-    atomic_store_explicit(&t->waiting, (uintptr_t)wt, memory_order_seq_cst);      /* step 1 */
-    if (WEFT__UNLIKELY(atomic_load_explicit(&t->cancelled, memory_order_seq_cst)))
+    int mode = barrier();
+    atomic_store_explicit(&t->waiting, (uintptr_t)wt, memory_order_release);     /* step 1; pairs with step 2's load */
+    light_side(mode);
+    if (WEFT__UNLIKELY(atomic_load_explicit(&t->cancelled, memory_order_relaxed) & CANCEL_FLAG))
         weft__wake(wt, -ECANCELED);
 
     struct weft__timer tm = { .when = t->deadline, .wt = wt, .result = -ETIMEDOUT };
@@ -132,14 +211,10 @@ int32_t weft__wait(struct weft__waiter *wt)
 
     if (armed)
         weft__timer_disarm(t->rt, &tm);
-    uintptr_t expected = (uintptr_t)wt;                                            /* step 3 */
-    while (!atomic_compare_exchange_weak_explicit(&t->waiting, &expected, 0,
-               memory_order_acquire, memory_order_acquire)) {   /* pairs with the canceller's release of 0 */
-        if (expected == 0)
-            break;                     /* a canceller finished with the waiter */
-        expected = (uintptr_t)wt;
-        weft__cpu_relax();
-    }
+    atomic_store_explicit(&t->waiting, 0, memory_order_relaxed);                 /* step 3 */
+    light_side(mode);
+    if (WEFT__UNLIKELY(atomic_load_explicit(&t->cancelled, memory_order_acquire) >= CANCEL_ONE))
+        wait_cancellers(t);
     return r;
 }
 
@@ -171,14 +246,16 @@ int weft_cancel(weft_task *t)
 {
     if (!t || atomic_load_explicit(&t->magic, memory_order_relaxed) != WEFT__TASK_MAGIC)
         return -EINVAL;
-    atomic_store_explicit(&t->cancelled, 1, memory_order_seq_cst);                /* step 2 */
-    uintptr_t v = atomic_load_explicit(&t->waiting, memory_order_seq_cst);
-    if (v > WAITING_BUSY &&
-        atomic_compare_exchange_strong_explicit(&t->waiting, &v, WAITING_BUSY,
-            memory_order_acquire, memory_order_relaxed)) {      /* the waiter is ours until the store below */
+    int mode = barrier();
+    uint32_t c = atomic_load_explicit(&t->cancelled, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&t->cancelled, &c, (c | CANCEL_FLAG) + CANCEL_ONE,
+               memory_order_seq_cst, memory_order_relaxed))     /* step 2 */
+        ;
+    heavy_side(mode);
+    uintptr_t v = atomic_load_explicit(&t->waiting, memory_order_seq_cst);  /* pairs with step 1's release */
+    if (v)
         weft__wake((struct weft__waiter *)v, -ECANCELED);
-        atomic_store_explicit(&t->waiting, 0, memory_order_release);  /* hands the waiter back */
-    }
+    atomic_fetch_sub_explicit(&t->cancelled, CANCEL_ONE, memory_order_release);  /* done with the waiter */
 #if WEFT_HAVE_URING
     return weft__ring_cancel(t);   /* a request on a ring: its owner cancels it */
 #else

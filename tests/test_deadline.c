@@ -384,3 +384,77 @@ Test(cancel, a_send_cancelled_as_it_completes_is_delivered_exactly_when_it_says_
     for (size_t i = 0; i < SWEEP_N; i++)
         run_with(sweep_workers[i], race_cancel_against_receive, (void *)scaled(20000));
 }
+
+/* Several cancellers at once, racing a wake-up: each may be using the waiter
+ * it found when the coroutine resumes, and the coroutine must not leave its
+ * wait (its waiter's frame) until they are done with it. */
+struct many {
+    weft_chan        *ch;
+    weft_task        *target;
+    _Atomic int       go, sent_ok, received, cancelled;
+};
+
+static void *cancel_storm(void *arg)
+{
+    struct many *m = arg;
+    while (!atomic_load(&m->go))
+        ;
+    for (int i = 0; i < 3; i++)
+        weft_cancel(m->target);
+    return NULL;
+}
+
+static void *receive_until_cancelled(void *arg)
+{
+    struct many *m = arg;
+    int v, rc;
+    while ((rc = weft_chan_recv(m->ch, &v)) == 0)
+        atomic_fetch_add(&m->received, 1);
+    cr_assert_eq(rc, -ECANCELED);
+    atomic_fetch_add(&m->cancelled, 1);
+    return NULL;
+}
+
+static void *send_one(void *arg)
+{
+    struct many *m = arg;
+    int v = 1;
+    while (!atomic_load(&m->go))
+        weft_yield();
+    if (weft_chan_send(m->ch, &v) == 0)
+        atomic_fetch_add(&m->sent_ok, 1);
+    return NULL;
+}
+
+static void *race_cancellers_against_wake(void *arg)
+{
+    size_t rounds = (size_t)arg;
+    for (size_t i = 0; i < rounds; i++) {
+        struct many m = { 0 };
+        cr_assert_eq(weft_chan_create(&m.ch, sizeof(int), 0), 0);
+        cr_assert_eq(weft_spawn(&m.target, receive_until_cancelled, &m), 0);
+        weft_task *s;
+        cr_assert_eq(weft_spawn(&s, send_one, &m), 0);
+        weft_yield();
+        pthread_t th[2];
+        for (int k = 0; k < 2; k++)
+            cr_assert_eq(pthread_create(&th[k], NULL, cancel_storm, &m), 0);
+        atomic_store(&m.go, 1);
+        for (int k = 0; k < 2; k++)
+            pthread_join(th[k], NULL);
+        weft_cancel(s);    /* a sender nobody received from gives up */
+        cr_assert_eq(weft_join(m.target, NULL), 0);
+        cr_assert_eq(weft_join(s, NULL), 0);
+        cr_assert_eq(atomic_load(&m.cancelled), 1);
+        cr_assert_eq(atomic_load(&m.sent_ok), atomic_load(&m.received),
+                     "a send reported success for an element nobody received");
+        cr_assert_eq(weft_chan_destroy(m.ch), 0, "a cancelled waiter was left on the channel");
+    }
+    return NULL;
+}
+
+Test(cancel, several_cancellers_racing_a_wake_up_leave_the_waiter_and_the_channel_intact)
+{
+    for (size_t i = 0; i < SWEEP_N; i++)
+        run_with(sweep_workers[i], race_cancellers_against_wake, (void *)scaled(300));
+}
