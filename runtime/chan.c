@@ -2,23 +2,28 @@
  * Channels and select, for coroutines and plain threads alike.
  *
  * A channel is a ring buffer of `cap` elements plus two lists of waiting
- * operations (senders, receivers), all under one small lock (sync.h). At most
+ * operations (senders, receivers), all under one small lock (chan_lock, below). At most
  * one of the lists is non-empty while the buffer is neither full nor empty,
  * as in Go.
  *
  * A waiting operation is a struct op_node on one list; a select puts one node
  * on the list of each of its channels, all sharing one struct op_wait, whose
- * weft__waiter decides which case wins: the first weft__wake claims it and the
- * result names the case (R(case, closed)). A waker, under the channel's lock,
+ * weft__waiter decides which case wins: the first claim (weft__claim) wins and
+ * the result names the case (R(case, closed)). A waker, under the channel's
+ * lock,
  *   1. pops a node and claims its waiter; a failed claim (the waiter's
  *      deadline or cancellation, or another case of its select, got there
  *      first) means skip it and try the next;
  *   2. copies the element to or from the waiter's buffer;
- *   3. stores op_wait.done (release).
- * The waiter, woken, waits for done (acquire) before it trusts or reuses its
- * buffer: the claim must come before the copy, or two channels of one select
- * could both write into it. The window is a memcpy under a lock, so the waiter
- * spins.
+ * and, once it has dropped the lock,
+ *   3. stores op_wait.done (release) and makes the waiter runnable
+ *      (weft__wake_claimed).
+ * The claim must come before the copy, or two channels of one select could
+ * both write into one buffer. A coroutine waiter stays parked until step 3,
+ * so it never waits for the copy; a plain thread may see the claim early and
+ * waits for done (acquire) before it trusts or reuses its buffer. Making the
+ * waiter runnable after the unlock keeps wake-ups, which may enter the
+ * kernel to rouse an idle worker, out of the critical section.
  *
  * A waiter that did not win through a node (a negative result, or the other
  * cases of its select) takes each channel's lock and unlinks the node if no
@@ -33,7 +38,7 @@
 #include <string.h>
 
 struct weft_chan {
-    _Atomic uint32_t    lock;
+    _Atomic uint32_t    lock;       /* chan_lock */
     bool                closed;     /* the rest under lock */
     size_t              elem_size;
     size_t              cap;
@@ -55,6 +60,8 @@ struct op_node {
     struct op_wait     *ow;
     void               *elem;
     uint32_t            idx;        /* the select case, 0 for send and recv */
+    struct op_node     *woken;      /* claimed: on the claimer's list of nodes to
+                                     * wake once it has dropped the lock */
 };
 
 _Static_assert(offsetof(struct op_node, node) == 0, "node must be first");
@@ -64,15 +71,73 @@ _Static_assert(offsetof(struct op_node, node) == 0, "node must be first");
 #define R_CLOSED(r)    (((uint32_t)((r) - 1)) & 1u)
 #define IDX_MAX        (1u << 29)
 
+/*
+ * The channel lock. It is held for a few loads and stores and one element's
+ * copy, never across a park or a system call (wake-ups wait for the unlock),
+ * so a thread that finds it held spins, and yields its time slice only if the
+ * holder seems preempted. Nobody sleeps on it, so unlocking is a plain
+ * release store: the futex lock of sync.h pays an atomic exchange on every
+ * unlock to learn whether to wake a sleeper, and a channel hand-over takes
+ * and drops two locks. crossbeam-channel's zero-capacity channel makes the
+ * same choice.
+ */
+static WEFT__NOINLINE void chan_lock_slow(weft_chan *ch)
+{
+    for (unsigned spins = 0;; spins++) {
+        uint32_t zero = 0;
+        if (atomic_load_explicit(&ch->lock, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(&ch->lock, &zero, 1,
+                memory_order_acquire, memory_order_relaxed))     /* pairs with chan_unlock */
+            return;
+        if (spins < 128)
+            weft__cpu_relax();
+        else
+            sched_yield();
+    }
+}
+
+/* Any thread; never while holding a channel lock. */
+static inline void chan_lock(weft_chan *ch)
+{
+    uint32_t zero = 0;
+    if (WEFT__UNLIKELY(!atomic_compare_exchange_strong_explicit(&ch->lock, &zero, 1,
+            memory_order_acquire, memory_order_relaxed)))        /* pairs with chan_unlock */
+        chan_lock_slow(ch);
+}
+
+/* Only the holder. */
+static inline void chan_unlock(weft_chan *ch)
+{
+    atomic_store_explicit(&ch->lock, 0, memory_order_release);  /* publishes the critical section */
+}
+
+/* Copies one element; the common sizes without a call. */
+static inline void copy_elem(void *dst, const void *src, size_t n)
+{
+    switch (n) {
+    case 1:  memcpy(dst, src, 1);  break;
+    case 2:  memcpy(dst, src, 2);  break;
+    case 4:  memcpy(dst, src, 4);  break;
+    case 8:  memcpy(dst, src, 8);  break;
+    case 16: memcpy(dst, src, 16); break;
+    default: memcpy(dst, src, n);  break;
+    }
+}
+
+/* The i-th buffered element, i < cap. */
 static inline unsigned char *slot(weft_chan *ch, size_t i)
 {
-    return ch->buf + ((ch->head + i) % ch->cap) * ch->elem_size;
+    size_t k = ch->head + i;   /* head < cap and i < cap: no overflow, one wrap at most */
+    if (k >= ch->cap)
+        k -= ch->cap;
+    return ch->buf + k * ch->elem_size;
 }
 
 /* Pops the first node not of `self` whose waiter can be claimed with result
- * (closed or not); NULL if none. Holds ch->lock. */
+ * (closed or not) and puts it on *woken; NULL if none. Holds ch->lock. */
 static struct op_node *claim(weft_chan *ch, struct weft__wlist *l,
-                             const struct op_wait *self, bool closed)
+                             const struct op_wait *self, bool closed,
+                             struct op_node **woken)
 {
     struct weft__wnode *p = l->_head;
     while (p) {
@@ -81,73 +146,86 @@ static struct op_node *claim(weft_chan *ch, struct weft__wlist *l,
         if (n->ow == self)
             continue;          /* a select must not meet its own other case */
         weft__wl_remove(l, &n->node);
-        if (weft__wake(&n->ow->w, R(n->idx, closed))) {
+        if (weft__claim(&n->ow->w, R(n->idx, closed))) {
             ch->nwait--;       /* its waiter will not touch ch again */
+            n->woken = *woken;
+            *woken = n;
             return n;
         }
     }
     return NULL;
 }
 
-static inline void done(struct op_node *n)
+/* Step 3 for each node claimed: after the lock is dropped. */
+static void wake_claimed(struct op_node *n)
 {
-    atomic_store_explicit(&n->ow->done, 1, memory_order_release);  /* pairs with wait_done's acquire */
+    while (n) {
+        struct op_node *next = n->woken;   /* read first: the node dies once its waiter runs */
+        struct op_wait *ow = n->ow;
+        weft_task *t = ow->w.task;
+        atomic_store_explicit(&ow->done, 1, memory_order_release);  /* pairs with wait_done's acquire */
+        weft__wake_claimed(t, &ow->w);
+        n = next;
+    }
 }
 
-/* Sends *elem if it can without waiting: 0, -EPIPE, -EAGAIN. Holds ch->lock. */
-static int send_locked(weft_chan *ch, const void *elem, const struct op_wait *self)
+/* Sends *elem if it can without waiting: 0, -EPIPE, -EAGAIN. A receiver it
+ * hands the element to goes on *woken. Holds ch->lock. */
+static int send_locked(weft_chan *ch, const void *elem, const struct op_wait *self,
+                       struct op_node **woken)
 {
     if (ch->closed)
         return -EPIPE;
-    struct op_node *r = claim(ch, &ch->recvq, self, false);
+    struct op_node *r = claim(ch, &ch->recvq, self, false, woken);
     if (r) {
-        memcpy(r->elem, elem, ch->elem_size);
-        done(r);
+        copy_elem(r->elem, elem, ch->elem_size);
         return 0;
     }
     if (ch->count < ch->cap) {
-        memcpy(slot(ch, ch->count), elem, ch->elem_size);
+        copy_elem(slot(ch, ch->count), elem, ch->elem_size);
         ch->count++;
         return 0;
     }
     return -EAGAIN;
 }
 
-/* Receives into *elem if it can without waiting: 0, -EPIPE, -EAGAIN. Holds
- * ch->lock. */
-static int recv_locked(weft_chan *ch, void *elem, const struct op_wait *self)
+/* Receives into *elem if it can without waiting: 0, -EPIPE, -EAGAIN. A sender
+ * it takes an element from goes on *woken. Holds ch->lock. */
+static int recv_locked(weft_chan *ch, void *elem, const struct op_wait *self,
+                       struct op_node **woken)
 {
     if (ch->count) {
-        memcpy(elem, slot(ch, 0), ch->elem_size);
-        ch->head = (ch->head + 1) % ch->cap;
+        copy_elem(elem, slot(ch, 0), ch->elem_size);
+        if (++ch->head == ch->cap)
+            ch->head = 0;
         ch->count--;
-        struct op_node *s = claim(ch, &ch->sendq, self, false);
+        struct op_node *s = claim(ch, &ch->sendq, self, false, woken);
         if (s) {               /* the buffer was full: the oldest sender moves in */
-            memcpy(slot(ch, ch->count), s->elem, ch->elem_size);
+            copy_elem(slot(ch, ch->count), s->elem, ch->elem_size);
             ch->count++;
-            done(s);
         }
         return 0;
     }
-    struct op_node *s = claim(ch, &ch->sendq, self, false);
+    struct op_node *s = claim(ch, &ch->sendq, self, false, woken);
     if (s) {
-        memcpy(elem, s->elem, ch->elem_size);
-        done(s);
+        copy_elem(elem, s->elem, ch->elem_size);
         return 0;
     }
     return ch->closed ? -EPIPE : -EAGAIN;
 }
 
-static int op_locked(weft_chan *ch, int op, void *elem, const struct op_wait *self)
+static int op_locked(weft_chan *ch, int op, void *elem, const struct op_wait *self,
+                     struct op_node **woken)
 {
-    return op == WEFT_SEND ? send_locked(ch, elem, self) : recv_locked(ch, elem, self);
+    return op == WEFT_SEND ? send_locked(ch, elem, self, woken)
+                           : recv_locked(ch, elem, self, woken);
 }
 
 /* After a positive claim by someone else: waits until they finished copying. */
 static void wait_done(struct op_wait *ow)
 {
     unsigned spins = 0;
-    while (!atomic_load_explicit(&ow->done, memory_order_acquire)) {  /* pairs with done() */
+    while (!atomic_load_explicit(&ow->done, memory_order_acquire)) {  /* pairs with wake_claimed */
         if (++spins < 1000)
             weft__cpu_relax();
         else
@@ -158,11 +236,11 @@ static void wait_done(struct op_wait *ow)
 /* Unlinks n (on ch, for op) if no waker popped it, and releases it. Any thread. */
 static void release_node(weft_chan *ch, int op, struct op_node *n)
 {
-    weft__ilock(&ch->lock);
+    chan_lock(ch);
     if (n->node.linked)
         weft__wl_remove(op == WEFT_SEND ? &ch->sendq : &ch->recvq, &n->node);
     ch->nwait--;
-    weft__iunlock(&ch->lock);
+    chan_unlock(ch);
 }
 
 /* Whether an op could complete now, if the waiters found can be claimed.
@@ -211,10 +289,12 @@ static int chan_op(weft_chan *ch, int op, void *elem)
 {
     if (!ch || !elem)
         return -EINVAL;
-    weft__ilock(&ch->lock);
-    int err = op_locked(ch, op, elem, NULL);
+    struct op_node *woken = NULL;
+    chan_lock(ch);
+    int err = op_locked(ch, op, elem, NULL, &woken);
     if (err != -EAGAIN) {
-        weft__iunlock(&ch->lock);
+        chan_unlock(ch);
+        wake_claimed(woken);
         return err;
     }
     struct op_wait ow;
@@ -223,7 +303,7 @@ static int chan_op(weft_chan *ch, int op, void *elem)
     atomic_init(&ow.done, 0);
     weft__wl_push(op == WEFT_SEND ? &ch->sendq : &ch->recvq, &n.node, false);
     ch->nwait++;
-    weft__iunlock(&ch->lock);
+    chan_unlock(ch);
     int32_t r = weft__wait(&ow.w);
     if (r < 0) {
         release_node(ch, op, &n);
@@ -247,9 +327,11 @@ int weft_chan_try_send(weft_chan *ch, const void *elem)
 {
     if (!ch || !elem)
         return -EINVAL;
-    weft__ilock(&ch->lock);
-    int err = send_locked(ch, elem, NULL);
-    weft__iunlock(&ch->lock);
+    struct op_node *woken = NULL;
+    chan_lock(ch);
+    int err = send_locked(ch, elem, NULL, &woken);
+    chan_unlock(ch);
+    wake_claimed(woken);
     return err;
 }
 
@@ -257,9 +339,11 @@ int weft_chan_try_recv(weft_chan *ch, void *elem)
 {
     if (!ch || !elem)
         return -EINVAL;
-    weft__ilock(&ch->lock);
-    int err = recv_locked(ch, elem, NULL);
-    weft__iunlock(&ch->lock);
+    struct op_node *woken = NULL;
+    chan_lock(ch);
+    int err = recv_locked(ch, elem, NULL, &woken);
+    chan_unlock(ch);
+    wake_claimed(woken);
     return err;
 }
 
@@ -267,18 +351,19 @@ int weft_chan_close(weft_chan *ch)
 {
     if (!ch)
         return -EINVAL;
-    weft__ilock(&ch->lock);
+    chan_lock(ch);
     if (ch->closed) {
-        weft__iunlock(&ch->lock);
+        chan_unlock(ch);
         return -EPIPE;
     }
     ch->closed = true;
-    struct op_node *n;
-    while ((n = claim(ch, &ch->recvq, NULL, true)))
-        done(n);
-    while ((n = claim(ch, &ch->sendq, NULL, true)))
-        done(n);
-    weft__iunlock(&ch->lock);
+    struct op_node *woken = NULL;
+    while (claim(ch, &ch->recvq, NULL, true, &woken))
+        ;
+    while (claim(ch, &ch->sendq, NULL, true, &woken))
+        ;
+    chan_unlock(ch);
+    wake_claimed(woken);
     return 0;
 }
 
@@ -286,9 +371,9 @@ int weft_chan_destroy(weft_chan *ch)
 {
     if (!ch)
         return -EINVAL;
-    weft__ilock(&ch->lock);
+    chan_lock(ch);
     bool busy = ch->nwait != 0;
-    weft__iunlock(&ch->lock);
+    chan_unlock(ch);
     if (busy)
         return -EBUSY;
     free(ch->buf);
@@ -359,9 +444,11 @@ again:
     /* Pass 1: complete a ready case without registering anywhere. */
     for (size_t o = 0; o < k && result == -EAGAIN; o++) {
         weft_sel *c = &cases[order[o]];
-        weft__ilock(&c->chan->lock);
-        int err = op_locked(c->chan, c->op, c->elem, NULL);
-        weft__iunlock(&c->chan->lock);
+        struct op_node *woken = NULL;
+        chan_lock(c->chan);
+        int err = op_locked(c->chan, c->op, c->elem, NULL, &woken);
+        chan_unlock(c->chan);
+        wake_claimed(woken);
         if (err != -EAGAIN) {
             if (err == -EPIPE)
                 c->chan = NULL;
@@ -384,10 +471,12 @@ again:
         uint32_t i = order[o];
         weft_sel *c = &cases[i];
         weft_chan *ch = c->chan;
-        weft__ilock(&ch->lock);
+        chan_lock(ch);
         if (ready_locked(ch, c->op, &ow)) {
-            if (weft__wake(&ow.w, R(i, 0))) {
-                int err = op_locked(ch, c->op, c->elem, &ow);
+            struct op_node *woken = NULL;
+            bool mine = weft__claim(&ow.w, R(i, 0));
+            if (mine) {
+                int err = op_locked(ch, c->op, c->elem, &ow, &woken);
                 if (err == -EAGAIN) {
                     retry = true;
                 } else {
@@ -396,13 +485,16 @@ again:
                         c->chan = NULL;
                 }
             }
-            weft__iunlock(&ch->lock);
+            chan_unlock(ch);
+            wake_claimed(woken);
+            if (mine)
+                weft__wake_claimed(ow.w.task, &ow.w);   /* so that weft__wait returns at once */
             break;             /* claimed: by us, or by a case registered earlier */
         }
         nodes[i] = (struct op_node){ .ow = &ow, .elem = c->elem, .idx = i };
         weft__wl_push(c->op == WEFT_SEND ? &ch->sendq : &ch->recvq, &nodes[i].node, false);
         ch->nwait++;
-        weft__iunlock(&ch->lock);
+        chan_unlock(ch);
         reg++;
     }
     int32_t r = weft__wait(&ow.w);   /* returns at once if we claimed it ourselves */

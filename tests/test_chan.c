@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define PRODUCERS 8
 #define CONSUMERS 8
@@ -262,6 +263,120 @@ Test(chan, a_closed_buffered_channel_still_yields_what_it_holds)
     cr_assert_eq(weft_chan_try_send(ch, &v), -EAGAIN);
     cr_assert_eq(weft_chan_try_recv(ch, &v), -EAGAIN);
     cr_assert_eq(weft_chan_destroy(ch), 0);
+}
+
+/* The ring wraps many times, each element size taking its own copy path. */
+Test(chan, a_small_buffer_keeps_order_across_many_wraps_for_every_element_size)
+{
+    static const size_t sizes[] = { 1, 2, 4, 8, 16, 3, 24 };
+    for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+        size_t size = sizes[z];
+        weft_chan *ch;
+        cr_assert_eq(weft_chan_create(&ch, size, 3), 0);
+        unsigned char in[24], out[24];
+        unsigned next_in = 0, next_out = 0;
+        for (unsigned round = 0; round < 100; round++) {
+            unsigned fill = 1 + round % 3;     /* 1, 2 or 3 in, then as many out */
+            for (unsigned k = 0; k < fill; k++, next_in++) {
+                memset(in, (int)(next_in & 0xff), size);
+                cr_assert_eq(weft_chan_try_send(ch, in), 0);
+            }
+            if (fill == 3)
+                cr_assert_eq(weft_chan_try_send(ch, in), -EAGAIN, "a full buffer takes no more");
+            for (unsigned k = 0; k < fill; k++, next_out++) {
+                cr_assert_eq(weft_chan_try_recv(ch, out), 0);
+                for (size_t b = 0; b < size; b++)
+                    cr_assert_eq(out[b], next_out & 0xff, "size %zu, element %u, byte %zu",
+                                 size, next_out, b);
+            }
+            cr_assert_eq(weft_chan_try_recv(ch, out), -EAGAIN, "an empty buffer gives nothing");
+        }
+        cr_assert_eq(weft_chan_destroy(ch), 0);
+    }
+}
+
+/* Close while senders and receivers, coroutines and plain threads, are
+ * blocked or arriving: every send that returned 0 was received exactly once,
+ * every other returned -EPIPE, and nobody is left waiting. */
+struct close_race {
+    weft_chan        *ch;
+    _Atomic long      sent_ok, sent_sum, recv_sum, received, bad;
+    weft_wg           wg;
+};
+
+static void *close_race_send(void *arg)
+{
+    struct close_race *x = arg;
+    for (long v = 1;; v++) {
+        int rc = weft_chan_send(x->ch, &v);
+        if (rc == -EPIPE)
+            break;
+        if (rc != 0) {
+            atomic_fetch_add(&x->bad, 1);
+            break;
+        }
+        atomic_fetch_add(&x->sent_ok, 1);
+        atomic_fetch_add(&x->sent_sum, v);
+    }
+    weft_wg_done(&x->wg);
+    return NULL;
+}
+
+static void *close_race_recv(void *arg)
+{
+    struct close_race *x = arg;
+    long v;
+    int rc;
+    while ((rc = weft_chan_recv(x->ch, &v)) == 0) {
+        atomic_fetch_add(&x->received, 1);
+        atomic_fetch_add(&x->recv_sum, v);
+    }
+    if (rc != -EPIPE)
+        atomic_fetch_add(&x->bad, 1);
+    weft_wg_done(&x->wg);
+    return NULL;
+}
+
+static void *close_race_thread(void *arg)
+{
+    return ((uintptr_t)arg & 1) ? close_race_send((void *)((uintptr_t)arg & ~(uintptr_t)1))
+                                : close_race_recv(arg);
+}
+
+static void *close_race_run(void *arg)
+{
+    struct close_race *x = arg;
+    pthread_t th[2];
+    weft_wg_add(&x->wg, 8);
+    for (int i = 0; i < 3; i++) {
+        weft_spawn(NULL, close_race_send, x);
+        weft_spawn(NULL, close_race_recv, x);
+    }
+    cr_assert_eq(pthread_create(&th[0], NULL, close_race_thread, (void *)((uintptr_t)x | 1)), 0);
+    cr_assert_eq(pthread_create(&th[1], NULL, close_race_thread, x), 0);
+    weft_sleep(200000);   /* 0.2 ms of traffic */
+    cr_assert_eq(weft_chan_close(x->ch), 0);
+    weft_wg_wait(&x->wg);
+    pthread_join(th[0], NULL);
+    pthread_join(th[1], NULL);
+    return NULL;
+}
+
+Test(chan, close_racing_senders_and_receivers_loses_and_duplicates_nothing)
+{
+    for (size_t w = 0; w < SWEEP_N; w++)
+        for (size_t cap = 0; cap <= 5; cap += 5)
+            for (int round = 0; round < 10; round++) {
+                struct close_race x = { .wg = WEFT_WG_INIT };
+                cr_assert_eq(weft_chan_create(&x.ch, sizeof(long), cap), 0);
+                run_with(sweep_workers[w], close_race_run, &x);
+                cr_assert_eq(atomic_load(&x.bad), 0, "a call failed with neither 0 nor -EPIPE");
+                cr_assert_eq(atomic_load(&x.sent_ok), atomic_load(&x.received),
+                             "%u workers, capacity %zu: sends and receipts differ",
+                             sweep_workers[w], cap);
+                cr_assert_eq(atomic_load(&x.sent_sum), atomic_load(&x.recv_sum));
+                cr_assert_eq(weft_chan_destroy(x.ch), 0, "a waiter was left on the channel");
+            }
 }
 
 Test(chan, bad_arguments_are_EINVAL)
