@@ -146,8 +146,9 @@ WEFT_API uint64_t weft_now(void);
 
 /*
  * Suspends the calling coroutine for at least ns nanoseconds; its worker runs
- * others meanwhile. From a plain thread it sleeps the thread. Returns 0, or a
- * negative errno (-ENOMEM, -EAGAIN: the runtime's timer could not be started).
+ * others meanwhile. From a plain thread it sleeps the thread. Returns 0,
+ * -ETIMEDOUT (the caller's deadline came first), -ECANCELED, or -ENOMEM (no
+ * memory to arm the timer).
  */
 WEFT_API int weft_sleep(uint64_t ns);
 

@@ -130,7 +130,7 @@ struct weft_task {
     _Atomic uint32_t   pstate;       /* RUNNING, PARKED or NOTIFIED */
     _Atomic uint32_t   flags;        /* WEFT__F_* */
     _Atomic uint32_t   refs;         /* the handle + the running coroutine */
-    _Atomic uint32_t   cancelled;    /* set once by weft_cancel() */
+    _Atomic uint32_t   cancelled;    /* bit 0 set once by weft_cancel(); above it, cancellers in flight (wait.c) */
     _Atomic uintptr_t  waiting;      /* the waiter it is parked on, for weft_cancel
                                       * (runtime/wait.c); 0 when not waiting */
     uint64_t           deadline;     /* weft_deadline(); only the coroutine itself */
@@ -201,7 +201,7 @@ struct weft__worker {
     struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */
     _Alignas(WEFT__CACHELINE)
     _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */
-    _Atomic uint32_t      wake;         /* futex word: set to 1 by whoever unparks us */
+    _Atomic uint32_t      wake;         /* futex word: WEFT__WAKE_* (sched.c) */
     _Atomic uint32_t      in_ring;      /* parked in the io_uring, not on the futex */
     _Atomic uint64_t      spawned;      /* tasks spawned on this worker; only it writes */
     _Atomic uint64_t      exited;       /* tasks that finished on this worker; only it writes */
@@ -233,8 +233,10 @@ struct weft_rt {
     _Atomic uint32_t       exit_seq;            /* futex word: bumped by exits while destroying */
     _Atomic uint32_t       stopping;            /* no task left: workers exit */
 
-    /* Timers (runtime/timer.c): started by the first sleep. */
-    _Atomic(struct weft__timers *) timers;
+    /* Timers (runtime/timer.c), fired by the workers; `watcher` is the parked
+     * worker that sleeps only until the earliest deadline (sched.c). */
+    struct weft__timers   *timers;
+    _Atomic(struct weft__worker *) watcher;
     /* Readiness of descriptors (runtime/io.c): started by the first wait. */
     _Atomic(struct weft__poller *) poller;
     /* Helper threads for weft_offload() (runtime/offload.c): started by the
@@ -279,6 +281,8 @@ void weft__altstack_leave(void *mem);
 /* ---- futex ------------------------------------------------------------------- */
 
 void weft__futex_wait(_Atomic uint32_t *addr, uint32_t val);
+/* As weft__futex_wait, but returns at `until` (weft_now() clock) at the latest. */
+void weft__futex_wait_until(_Atomic uint32_t *addr, uint32_t val, uint64_t until);
 void weft__futex_wake(_Atomic uint32_t *addr, int n);
 
 #endif /* WEFT_INTERNAL_H */

@@ -12,20 +12,28 @@ struct weft__timer {
     struct weft__waiter *wt;      /* claimed with `result` when due */
     int32_t              result;  /* nonzero */
     size_t               idx;     /* 1-based heap position; 0 = not armed; under the heap lock */
+    struct weft__timer  *due_next; /* claimed and due, for the firing worker only */
 };
 
-struct weft__timers;   /* a runtime's timer heap and its thread */
+struct weft__timers;   /* a runtime's timer heap */
 
-/* Arms tm on rt's heap, starting the timer thread on first use. Any thread.
- * Returns 0, -ENOMEM, or -EAGAIN (no timer thread). */
+/* Arms tm on rt's heap. A coroutine of rt. Returns 0 or -ENOMEM. */
 int weft__timer_arm(weft_rt *rt, struct weft__timer *tm);
-/* Takes tm off the heap if it has not fired. After it returns the timer
- * thread no longer touches tm or its waiter. Whoever armed it. */
+/* Takes tm off the heap if it has not fired. After it returns no worker
+ * touches tm or its waiter any more. Whoever armed it. */
 void weft__timer_disarm(weft_rt *rt, struct weft__timer *tm);
 
-/* Stops and joins rt's timer thread, if one was started. weft_rt_destroy()
- * only, after every coroutine has finished. */
-void weft__timers_destroy(weft_rt *rt);
+/* weft_rt_create() and weft_rt_destroy(), the latter once every coroutine has
+ * finished. */
+int weft__timers_create(struct weft__timers **ts);
+void weft__timers_destroy(struct weft__timers *ts);
+/* The earliest deadline armed, or UINT64_MAX. Any thread; no lock. */
+uint64_t weft__timers_next(const struct weft__timers *ts);
+/* Claims every timer due at `now`. A worker of the heap's runtime: the woken
+ * tasks become runnable on it. Returns how many it claimed. */
+unsigned weft__timers_fire(struct weft__timers *ts, uint64_t now);
+/* sched.c: the earliest deadline just moved earlier. The arming worker. */
+void weft__timers_changed(weft_rt *rt);
 
 struct weft__poller;   /* a runtime's epoll set and its thread */
 
@@ -70,9 +78,10 @@ int  weft__ring_enable(struct weft__ring *r);
 bool weft__ring_poll(struct weft__worker *w);
 /* The owner: whether requests are queued or in flight, or cancellations wait. */
 bool weft__ring_busy(struct weft__worker *w);
-/* The owner, parked: waits for a completion or weft__ring_kick(). Returns
- * whether a task was made runnable. */
-bool weft__ring_sleep(struct weft__worker *w);
+/* The owner, parked: waits for a completion or weft__ring_kick(), or until
+ * `until` (weft_now() clock; UINT64_MAX: no limit). Returns whether a task was
+ * made runnable. */
+bool weft__ring_sleep(struct weft__worker *w, uint64_t until);
 /* Any thread: wakes the owner from weft__ring_sleep. */
 void weft__ring_kick(struct weft__ring *r);
 /* A coroutine on w: an entry to fill, then weft__ring_call() at once. */

@@ -224,24 +224,35 @@ bool weft__ring_busy(struct weft__worker *w)
     return r->inflight || r->queued || atomic_load_explicit(&r->inbox_len, memory_order_relaxed);
 }
 
-bool weft__ring_sleep(struct weft__worker *w)
+bool weft__ring_sleep(struct weft__worker *w, uint64_t until)
 {
     struct weft__ring *r = w->ring;
     if (atomic_load_explicit(&r->inbox_len, memory_order_relaxed))
         take_inbox(r);
     arm_wake_read(r);
-    if (WEFT__UNLIKELY(RUNNING_ON_VALGRIND)) {
-        /* Valgrind (3.19) keeps its one big lock across io_uring_enter, so
-         * a worker asleep in it would stop every other thread, the one that
-         * would wake it included. Sleep a millisecond at a time instead. */
-        struct __kernel_timespec ms = { .tv_sec = 0, .tv_nsec = 1000000 };
-        struct io_uring_cqe *cqe;
-        int e = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ms, NULL);
-        if (e >= 0 || e == -ETIME)
-            r->queued = 0;   /* submitted, whether or not a completion came */
-    } else if (io_uring_submit_and_wait(&r->ring, 1) >= 0) {
-        r->queued = 0;
+    /* Valgrind (3.19) keeps its one big lock across io_uring_enter, so a
+     * worker asleep in it would stop every other thread, the one that would
+     * wake it included: there it sleeps a millisecond at a time. */
+    uint64_t limit = RUNNING_ON_VALGRIND ? 1000000u : UINT64_MAX;
+    if (until != UINT64_MAX) {
+        uint64_t now = weft_now();
+        uint64_t left = until > now ? until - now : 0;
+        if (left < limit)
+            limit = left;
     }
+    int e;
+    if (limit == UINT64_MAX) {
+        e = io_uring_submit_and_wait(&r->ring, 1);
+    } else {
+        struct __kernel_timespec ts = {
+            .tv_sec = (long long)(limit / 1000000000u),
+            .tv_nsec = (long long)(limit % 1000000000u),
+        };
+        struct io_uring_cqe *cqe;
+        e = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
+    }
+    if (e >= 0 || e == -ETIME)
+        r->queued = 0;   /* submitted, whether or not a completion came */
     return reap(r);
 }
 

@@ -61,7 +61,11 @@
  *   3. full fence, then looks once more at every queue; if it sees work it takes
  *      itself off the idle list (or, if a waker already took it off, accepts
  *      that wake) and searches again;
- *   4. sleeps on its futex word until a waker sets it.
+ *   4. sleeps on its futex word until a waker sets it to GO. Meanwhile it may,
+ *      as the timer watcher, sleep only until
+ *      the earliest deadline and fire the timers due (see watch() below);
+ *      tasks those make runnable land on its own runnext, so it then takes
+ *      itself off the idle list, as in step 3.
  * Whoever makes work runnable (wake_one):
  *   a. publishes the task (release);
  *   b. full fence;
@@ -109,6 +113,13 @@ void *__tsan_get_current_fiber(void);
 void __tsan_switch_to_fiber(void *fiber, unsigned flags);
 #endif
 
+/* A worker's wake word (futex). */
+enum {
+    WEFT__WAKE_NONE,     /* asleep, or about to be */
+    WEFT__WAKE_GO,       /* taken off the idle list: search for work */
+    WEFT__WAKE_TIMERS,   /* still idle: look at the earliest deadline again */
+};
+
 #define FAIRNESS_TICKS 61u   /* as Go: a prime, so it does not beat with user loops */
 #define SPIN_ROUNDS    4u
 
@@ -139,6 +150,20 @@ _Noreturn WEFT__COLD void weft__panic(const char *file, int line, const char *ms
 void weft__futex_wait(_Atomic uint32_t *addr, uint32_t val)
 {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+void weft__futex_wait_until(_Atomic uint32_t *addr, uint32_t val, uint64_t until)
+{
+    if (until == UINT64_MAX) {
+        weft__futex_wait(addr, val);
+        return;
+    }
+    struct timespec abs = {
+        .tv_sec = (time_t)(until / 1000000000u),
+        .tv_nsec = (long)(until % 1000000000u),
+    };
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_BITSET_PRIVATE, val, &abs, NULL,
+            FUTEX_BITSET_MATCH_ANY);   /* absolute, CLOCK_MONOTONIC */
 }
 
 void weft__futex_wake(_Atomic uint32_t *addr, int n)
@@ -240,7 +265,7 @@ static void wake_one(weft_rt *rt)
         atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
         return;
     }
-    atomic_store_explicit(&w->wake, 1, memory_order_release);      /* the woken worker counts as searching */
+    atomic_store_explicit(&w->wake, WEFT__WAKE_GO, memory_order_release);   /* the woken worker counts as searching */
     wake_worker(w);
 }
 
@@ -297,6 +322,15 @@ static uint32_t rng_next(struct weft__worker *w)
     return (uint32_t)(x >> 32);
 }
 
+/* A worker of its runtime. Claims the due timers; their tasks become runnable
+ * here. Returns whether there were any. */
+static bool fire_timers(struct weft__worker *w)
+{
+    struct weft__timers *ts = w->rt->timers;
+    uint64_t next = weft__timers_next(ts);
+    return next != UINT64_MAX && next <= weft_now() && weft__timers_fire(ts, weft_now()) != 0;
+}
+
 /* The owner. The next task to run on w, or NULL. */
 static weft_task *pick_next(struct weft__worker *w)
 {
@@ -308,6 +342,7 @@ static weft_task *pick_next(struct weft__worker *w)
         if (w->ring)
             weft__ring_poll(w);   /* IO does not wait behind a long run of tasks */
 #endif
+        fire_timers(w);           /* nor do sleepers */
         if ((t = global_pop(w->rt)) || (t = weft__deque_steal(&w->dq)) || (t = yq_pop(w)))
             return t;
     }
@@ -533,6 +568,69 @@ static bool leave_idle(struct weft__worker *w)
     return removed;
 }
 
+/*
+ * The timer watcher. A parked worker that sees timers armed, and no other
+ * watcher, becomes the watcher and sleeps only until the earliest deadline.
+ * Dekker pair with weft__timers_changed(): the watcher stores itself in
+ * rt->watcher, fences, then reads the earliest deadline; an arm stores a new
+ * earliest deadline, fences, then reads rt->watcher. So either the watcher's
+ * sleep covers the new timer or the arm sees the watcher and kicks it (wake
+ * word TIMERS: recompute). Returns the deadline to sleep until, UINT64_MAX for
+ * none.
+ */
+static uint64_t watch(struct weft__worker *w)
+{
+    weft_rt *rt = w->rt;
+    if (weft__timers_next(rt->timers) == UINT64_MAX)
+        return UINT64_MAX;   /* an arm now finds no watcher and wakes an idle worker */
+    struct weft__worker *cur = atomic_load_explicit(&rt->watcher, memory_order_seq_cst);
+    if (cur != w) {
+        if (cur || !atomic_compare_exchange_strong_explicit(&rt->watcher, &cur, w,
+                       memory_order_seq_cst, memory_order_relaxed))
+            return UINT64_MAX;   /* another parked worker watches */
+    }
+    weft__fence();   /* rt->watcher before next: pairs with weft__timers_changed() */
+    return weft__timers_next(rt->timers);
+}
+
+/* w, off the idle list again, gives up watching. If timers are armed, another
+ * parked worker takes over, so that a busy w does not hold back the sleepers. */
+static void unwatch(struct weft__worker *w)
+{
+    weft_rt *rt = w->rt;
+    struct weft__worker *me = w;
+    if (atomic_load_explicit(&rt->watcher, memory_order_relaxed) != w ||
+        !atomic_compare_exchange_strong_explicit(&rt->watcher, &me, NULL,
+            memory_order_seq_cst, memory_order_relaxed))
+        return;
+    if (weft__timers_next(rt->timers) == UINT64_MAX ||
+        atomic_load_explicit(&rt->nidle, memory_order_seq_cst) == 0)
+        return;   /* nobody to hand over to: busy workers fire timers as they go */
+    pthread_mutex_lock(&rt->idle_lock);
+    struct weft__worker *next = rt->idle;
+    uint32_t none = WEFT__WAKE_NONE;
+    bool kick = next && atomic_compare_exchange_strong_explicit(&next->wake, &none, WEFT__WAKE_TIMERS,
+                                                                memory_order_release, memory_order_relaxed);
+    pthread_mutex_unlock(&rt->idle_lock);
+    if (kick)
+        wake_worker(next);   /* workers outlive the runtime's idle list: safe unlocked */
+}
+
+void weft__timers_changed(weft_rt *rt)
+{
+    weft__fence();   /* the new earliest deadline before rt->watcher: pairs with watch() */
+    struct weft__worker *v = atomic_load_explicit(&rt->watcher, memory_order_seq_cst);
+    if (!v) {
+        wake_one(rt);   /* it will park again, and watch */
+        return;
+    }
+    uint32_t none = WEFT__WAKE_NONE;
+    if (atomic_compare_exchange_strong_explicit(&v->wake, &none, WEFT__WAKE_TIMERS,
+            memory_order_release, memory_order_relaxed))
+        wake_worker(v);
+    /* Otherwise it is waking already and will look at the heap again. */
+}
+
 /* Steps 1-4 of the park protocol. Returns with w searching again. */
 static void park_worker(struct weft__worker *w)
 {
@@ -545,12 +643,27 @@ static void park_worker(struct weft__worker *w)
     w->spinning = false;                                           /* 2 */
     atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
     weft__fence();                     /* 3 */
-    if ((work_visible(rt) || atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) &&
+    if ((work_visible(rt) || weft__timers_next(rt->timers) <= weft_now() ||
+         atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) &&
         leave_idle(w))
         return;
     /* Otherwise a waker took us off the list and counted us as searching; its
      * store to our wake word is on its way. */
-    while (atomic_load_explicit(&w->wake, memory_order_acquire) == 0) {   /* 4 */
+    uint32_t v;
+    while ((v = atomic_load_explicit(&w->wake, memory_order_acquire)) != WEFT__WAKE_GO) {   /* 4 */
+        if (v == WEFT__WAKE_TIMERS)   /* a kick: the earliest deadline moved */
+            atomic_compare_exchange_strong_explicit(&w->wake, &v, WEFT__WAKE_NONE,
+                                                    memory_order_relaxed, memory_order_relaxed);
+        uint64_t until = watch(w);
+        if (until != UINT64_MAX && until <= weft_now()) {
+            /* Due timers make tasks runnable here: leave the idle list
+             * ourselves, unless a waker already did. */
+            if (weft__timers_fire(rt->timers, weft_now()) && leave_idle(w)) {
+                unwatch(w);
+                return;
+            }
+            continue;
+        }
 #if WEFT_HAVE_URING
         /* With requests in flight we sleep in the ring, to reap them. Wakers
          * then kick the ring instead of the futex: in_ring is set, then the
@@ -561,17 +674,20 @@ static void park_worker(struct weft__worker *w)
             atomic_store_explicit(&w->in_ring, 1, memory_order_seq_cst);
             weft__fence();
             bool woke = false;
-            if (!atomic_load_explicit(&w->wake, memory_order_seq_cst))
-                woke = weft__ring_sleep(w);
+            if (atomic_load_explicit(&w->wake, memory_order_seq_cst) == WEFT__WAKE_NONE)
+                woke = weft__ring_sleep(w, until);
             atomic_store_explicit(&w->in_ring, 0, memory_order_relaxed);
-            if (woke && leave_idle(w))
+            if (woke && leave_idle(w)) {
+                unwatch(w);
                 return;
+            }
             continue;
         }
 #endif
-        weft__futex_wait(&w->wake, 0);
+        weft__futex_wait_until(&w->wake, WEFT__WAKE_NONE, until);
     }
-    atomic_store_explicit(&w->wake, 0, memory_order_relaxed);
+    atomic_store_explicit(&w->wake, WEFT__WAKE_NONE, memory_order_relaxed);
+    unwatch(w);
     w->spinning = true;
 }
 
@@ -585,6 +701,7 @@ static weft_task *find_work(struct weft__worker *w)
             atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);
         }
         for (unsigned round = 0; round < SPIN_ROUNDS; round++) {
+            fire_timers(w);
             /* Our own queues too: completions reaped while parked land there. */
             weft_task *t = pick_next(w);
             if (!t)
@@ -657,7 +774,7 @@ static void stop_workers(weft_rt *rt, unsigned started)
         struct weft__worker *next = w->idle_next;
         atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
         atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);
-        atomic_store_explicit(&w->wake, 1, memory_order_release);
+        atomic_store_explicit(&w->wake, WEFT__WAKE_GO, memory_order_release);
         wake_worker(w);
         w = next;
     }
@@ -677,6 +794,7 @@ static void rt_free(weft_rt *rt)
     free(rt->workers);
     if (rt->stacks)
         weft__stacks_destroy(rt->stacks);
+    weft__timers_destroy(rt->timers);
     pthread_mutex_destroy(&rt->gq_lock);
     pthread_mutex_destroy(&rt->idle_lock);
     free(rt);
@@ -748,7 +866,8 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
     pthread_mutex_init(&rt->gq_lock, NULL);
     pthread_mutex_init(&rt->idle_lock, NULL);
     rt->workers = calloc(c.workers, sizeof(*rt->workers));
-    if (!rt->workers || (err = weft__stacks_create(&rt->stacks, c.stack_size))) {
+    if (!rt->workers || weft__stacks_create(&rt->stacks, c.stack_size) ||
+        weft__timers_create(&rt->timers)) {
         rt_free(rt);
         return -ENOMEM;
     }
@@ -836,7 +955,6 @@ int weft_rt_destroy(weft_rt *rt)
         syscall(SYS_futex, (uint32_t *)&rt->exit_seq, FUTEX_WAIT_PRIVATE, seq, &ms, NULL, 0);
     }
     stop_workers(rt, rt->nworkers);
-    weft__timers_destroy(rt);   /* runtime/timer.c */
     weft__poller_destroy(rt);   /* runtime/io.c */
     weft__offload_destroy(rt);  /* runtime/offload.c */
     rt_free(rt);

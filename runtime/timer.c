@@ -1,20 +1,35 @@
 /*
- * Timers: weft_sleep().
+ * Timers: weft_sleep() and the deadlines of blocking calls.
  *
- * One binary min-heap per runtime, under one mutex, served by one timer thread
- * that sleeps on a condition variable until the earliest deadline and then
- * claims the due waiters with weft__wake(). The heap holds pointers to
- * struct weft__timer in the sleepers' frames; an entry leaves the heap (under
- * the lock) before its waiter is woken, so the frame is never touched after
- * its coroutine resumes.
+ * One binary min-heap per runtime, under one mutex, holding pointers to
+ * struct weft__timer in the waiters' frames. There is no timer thread: the
+ * workers fire due timers themselves (sched.c), so a woken sleeper lands on
+ * the firing worker's own queue, with no hop through another thread and no
+ * wait on the global queue. A worker fires timers
+ *   - every FAIRNESS_TICKS schedules, so a busy worker's sleepers wake on time;
+ *   - on every round of its search for work;
+ *   - as the runtime's watcher: one parked worker at a time sleeps (on its
+ *     futex or in its ring) only until the earliest deadline. A timer armed
+ *     earlier than everything on the heap kicks the watcher, or, with none,
+ *     wakes an idle worker to become one.
+ * An entry leaves the heap (under the lock) before its waiter is claimed, so
+ * the frame is never touched after its coroutine resumes.
  *
- * Rejected for now: per-worker heaps fired from the worker's park. They save
- * the thread hop, but removing a timer from another worker then needs either a
- * lock per heap or a message to its owner; one lock per runtime is simpler to
- * prove and sleeping is not a hot path in the core runtime. The timer thread
- * is started on the first sleep and joined by weft_rt_destroy().
+ * `next` mirrors the earliest deadline so that the scheduler can look without
+ * the lock. It is written under the lock with seq_cst: an arm's store of a new
+ * earliest deadline and a parking watcher's store of itself form a Dekker
+ * pair with the loads each side makes after its fence (see sched.c).
+ *
+ * Rejected: a timer thread (the design before this one). It costs a thread
+ * hop per wake, its wake-ups wait on the global queue behind busy workers,
+ * and on a machine with as many workers as cores it competes with them for
+ * the CPU at the very moment a deadline is due. Also rejected for now: one
+ * heap per worker. It would take the lock off the arm path, but another
+ * worker's cancellation must then find the right heap, and an idle worker
+ * must still be able to fire a busy worker's timers.
  */
 #include "io.h"
+#include "sync.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -22,14 +37,10 @@
 
 struct weft__timers {
     pthread_mutex_t       lock;
-    pthread_cond_t        cond;       /* signalled on a new earliest timer and on stop */
     struct weft__timer  **heap;       /* heap[1..n], under lock */
     size_t                n, cap;
-    bool                  stop;       /* under lock */
-    pthread_t             thread;
+    _Atomic uint64_t      next;       /* heap[1]->when, or UINT64_MAX; stored under lock */
 };
-
-static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void heap_swap(struct weft__timers *ts, size_t a, size_t b)
 {
@@ -77,88 +88,68 @@ static void heap_remove(struct weft__timers *ts, struct weft__timer *tm)
     }
 }
 
-static void *timer_thread(void *arg)
+/* Holds ts->lock. */
+static void publish_next(struct weft__timers *ts)
 {
-    struct weft__timers *ts = arg;
-    pthread_mutex_lock(&ts->lock);
-    while (!ts->stop) {
-        if (ts->n == 0) {
-            pthread_cond_wait(&ts->cond, &ts->lock);
-            continue;
-        }
-        uint64_t now = weft_now();
-        struct weft__timer *tm = ts->heap[1];
-        if (tm->when > now) {
-            struct timespec abs = {
-                .tv_sec = (time_t)(tm->when / 1000000000u),
-                .tv_nsec = (long)(tm->when % 1000000000u),
-            };
-            pthread_cond_timedwait(&ts->cond, &ts->lock, &abs);
-            continue;
-        }
-        heap_remove(ts, tm);
-        /* Claimed while the lock is held: the frame is valid until the wake. */
-        weft__wake(tm->wt, tm->result);
-    }
-    pthread_mutex_unlock(&ts->lock);
-    return NULL;
+    atomic_store_explicit(&ts->next, ts->n ? ts->heap[1]->when : UINT64_MAX,
+                          memory_order_seq_cst);   /* pairs with the watcher's fence in sched.c */
 }
 
-static int timers_get(weft_rt *rt, struct weft__timers **out)
+int weft__timers_create(struct weft__timers **out)
 {
-    struct weft__timers *ts = atomic_load_explicit(&rt->timers, memory_order_acquire);  /* pairs with the release below */
-    if (ts) {
-        *out = ts;
-        return 0;
-    }
-    int err = 0;
-    pthread_mutex_lock(&create_lock);
-    ts = atomic_load_explicit(&rt->timers, memory_order_relaxed);   /* under create_lock */
-    if (!ts) {
-        ts = calloc(1, sizeof *ts);
-        if (!ts) {
-            err = -ENOMEM;
-            goto out;
-        }
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&ts->cond, &ca);
-        pthread_condattr_destroy(&ca);
-        pthread_mutex_init(&ts->lock, NULL);
-        int e = pthread_create(&ts->thread, NULL, timer_thread, ts);
-        if (e) {
-            pthread_cond_destroy(&ts->cond);
-            pthread_mutex_destroy(&ts->lock);
-            free(ts);
-            ts = NULL;
-            err = -e;
-            goto out;
-        }
-        atomic_store_explicit(&rt->timers, ts, memory_order_release);   /* publishes the initialised heap */
-    }
-out:
-    pthread_mutex_unlock(&create_lock);
+    struct weft__timers *ts = calloc(1, sizeof *ts);
+    if (!ts)
+        return -ENOMEM;
+    pthread_mutex_init(&ts->lock, NULL);
+    atomic_init(&ts->next, UINT64_MAX);
     *out = ts;
-    return err;
+    return 0;
 }
 
-void weft__timers_destroy(weft_rt *rt)
+void weft__timers_destroy(struct weft__timers *ts)
 {
-    struct weft__timers *ts = atomic_load_explicit(&rt->timers, memory_order_acquire);
     if (!ts)
         return;
-    pthread_mutex_lock(&ts->lock);
     weft__check(ts->n == 0, "a timer still armed when its runtime was destroyed");
-    ts->stop = true;
-    pthread_cond_signal(&ts->cond);
-    pthread_mutex_unlock(&ts->lock);
-    pthread_join(ts->thread, NULL);
-    pthread_cond_destroy(&ts->cond);
     pthread_mutex_destroy(&ts->lock);
     free(ts->heap);
     free(ts);
-    atomic_store_explicit(&rt->timers, NULL, memory_order_relaxed);
+}
+
+uint64_t weft__timers_next(const struct weft__timers *ts)
+{
+    return atomic_load_explicit(&ts->next, memory_order_seq_cst);
+}
+
+unsigned weft__timers_fire(struct weft__timers *ts, uint64_t now)
+{
+    unsigned fired = 0;
+    if (weft__timers_next(ts) > now)
+        return 0;
+    pthread_mutex_lock(&ts->lock);
+    /* Claimed under the lock, which disarm waits on, so a frame whose waiter
+     * was claimed elsewhere is not touched once its coroutine could resume.
+     * A frame whose claim is ours stays, its coroutine parked, until we make
+     * it runnable after the unlock. Made runnable latest first: each goes to
+     * this worker's runnext and pushes the one before down the deque, so the
+     * earliest deadline runs first and the rest follow in order. */
+    struct weft__timer *due = NULL;
+    while (ts->n && ts->heap[1]->when <= now) {
+        struct weft__timer *tm = ts->heap[1];
+        heap_remove(ts, tm);
+        if (weft__claim(tm->wt, tm->result)) {
+            tm->due_next = due;
+            due = tm;
+            fired++;
+        }
+    }
+    publish_next(ts);
+    pthread_mutex_unlock(&ts->lock);
+    for (struct weft__timer *tm = due, *next; tm; tm = next) {
+        next = tm->due_next;   /* before the wake: the frame goes with its coroutine */
+        weft__wake_claimed(tm->wt->task, tm->wt);
+    }
+    return fired;
 }
 
 static int plain_sleep(uint64_t when)
@@ -174,10 +165,7 @@ static int plain_sleep(uint64_t when)
 
 int weft__timer_arm(weft_rt *rt, struct weft__timer *tm)
 {
-    struct weft__timers *ts;
-    int err = timers_get(rt, &ts);
-    if (err)
-        return err;
+    struct weft__timers *ts = rt->timers;
     pthread_mutex_lock(&ts->lock);
     if (ts->n + 1 >= ts->cap) {
         size_t cap = ts->cap ? ts->cap * 2 : 64;
@@ -192,23 +180,30 @@ int weft__timer_arm(weft_rt *rt, struct weft__timer *tm)
     ts->heap[++ts->n] = tm;
     tm->idx = ts->n;
     heap_up(ts, tm->idx);
-    if (tm->idx == 1)
-        pthread_cond_signal(&ts->cond);
+    bool earliest = tm->idx == 1;
+    if (earliest)
+        publish_next(ts);
     pthread_mutex_unlock(&ts->lock);
+    if (earliest)
+        weft__timers_changed(rt);   /* sched.c: a watcher may sleep past it */
     return 0;
 }
 
 void weft__timer_disarm(weft_rt *rt, struct weft__timer *tm)
 {
-    struct weft__timers *ts = atomic_load_explicit(&rt->timers, memory_order_acquire);  /* set: tm was armed */
+    struct weft__timers *ts = rt->timers;
     pthread_mutex_lock(&ts->lock);
-    if (tm->idx)
+    if (tm->idx) {
+        bool earliest = tm->idx == 1;
         heap_remove(ts, tm);
+        if (earliest)
+            publish_next(ts);
+    }
     pthread_mutex_unlock(&ts->lock);
 }
 
 /* Returns 0, -ETIMEDOUT (the caller's deadline came first), -ECANCELED, or
- * -ENOMEM / -EAGAIN when the timer could not be armed. */
+ * -ENOMEM when the timer could not be armed. */
 int weft_sleep(uint64_t ns)
 {
     uint64_t now = weft_now();

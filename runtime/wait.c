@@ -40,8 +40,10 @@
  * first relies on it.
  *
  * A deadline arms a timer (runtime/timer.c) that claims the waiter with
- * -ETIMEDOUT. The timer thread claims under its heap lock and disarming takes
- * that lock, so the waiter is never touched once weft__wait returns.
+ * -ETIMEDOUT. The worker that fires it claims under the heap lock and
+ * disarming takes that lock, so a waiter claimed by someone else is never
+ * touched once weft__wait returns; one the timer claimed stays parked until
+ * the firing worker makes it runnable, its last touch.
  *
  * A plain thread has a deadline of its own (thread-local) and is never
  * cancelled; it sleeps on the waiter's state with a futex, with a timeout at

@@ -1,9 +1,12 @@
 /* Timers: weft_sleep() suspends only its coroutine, and wakes it at or after
  * its deadline. Outcomes only: lateness is measured in bench/. */
+#define _GNU_SOURCE   /* usleep */
 #include "common.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <unistd.h>
 
 struct sleeper {
     uint64_t ns;
@@ -99,4 +102,139 @@ static void *sleep_while_another_runs(void *arg)
 Test(timer, a_sleeping_coroutine_leaves_its_worker_to_others)
 {
     cr_assert_eq((uintptr_t)run_with(1, sleep_while_another_runs, NULL), 1);
+}
+
+/*
+ * Timers are fired by the workers themselves. A parked worker sleeps until
+ * the earliest deadline; a timer armed earlier than that must wake it. Here a
+ * coroutine sleeps for 30 s, the workers park, then another coroutine
+ * sleeps 10 ms: its sleep must end while the first still sleeps. Were the
+ * earlier timer missed, both would end together, 30 s later.
+ */
+struct early_late {
+    _Atomic int long_done;
+    int         long_result;
+};
+
+static void *sleep_long(void *arg)
+{
+    struct early_late *el = arg;
+    el->long_result = weft_sleep(30ull * 1000000000u);
+    atomic_store(&el->long_done, 1);
+    return NULL;
+}
+
+static void *sleep_briefly(void *arg)
+{
+    (void)arg;
+    return (void *)(intptr_t)weft_sleep(10000000);
+}
+
+Test(timer, an_earlier_timer_wakes_a_worker_asleep_until_a_later_one, .timeout = 50)
+{
+    for (size_t i = 0; i < SWEEP_N; i++) {
+        weft_config cfg = { .workers = sweep_workers[i] };
+        weft_rt *rt;
+        cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+        struct early_late el = { 0 };
+        weft_task *long_one, *short_one;
+        cr_assert_eq(weft_spawn_on(rt, &long_one, sleep_long, &el), 0);
+        usleep(50000);   /* every worker parks: one of them until the long deadline */
+        cr_assert_eq(weft_spawn_on(rt, &short_one, sleep_briefly, NULL), 0);
+        void *r;
+        cr_assert_eq(weft_join(short_one, &r), 0);
+        cr_assert_eq((intptr_t)r, 0);
+        cr_assert_eq(atomic_load(&el.long_done), 0,
+                     "the short sleep ended only with the long one (%u workers)", sweep_workers[i]);
+        cr_assert_eq(weft_cancel(long_one), 0);
+        cr_assert_eq(weft_join(long_one, NULL), 0);
+        cr_assert_eq(el.long_result, -ECANCELED);
+        cr_assert_eq(weft_rt_destroy(rt), 0);
+    }
+}
+
+/* A worker that never runs out of work still fires its timers: with one
+ * worker, a coroutine that only yields waits for a sleeper to wake. */
+struct busy_wait {
+    _Atomic int woke;
+    int         gave_up;
+};
+
+static void *sleep_then_flag(void *arg)
+{
+    struct busy_wait *b = arg;
+    weft_sleep(5000000);
+    atomic_store(&b->woke, 1);
+    return NULL;
+}
+
+static void *yield_until_flag(void *arg)
+{
+    struct busy_wait *b = arg;
+    weft_task *t;
+    if (weft_spawn(&t, sleep_then_flag, b) != 0)
+        return (void *)1;
+    uint64_t give_up = weft_now() + 20ull * 1000000000u;
+    while (!atomic_load(&b->woke)) {
+        if (weft_now() > give_up) {
+            b->gave_up = 1;
+            break;
+        }
+        weft_yield();
+    }
+    weft_join(t, NULL);
+    return NULL;
+}
+
+Test(timer, a_worker_that_never_idles_still_wakes_its_sleepers, .timeout = 50)
+{
+    for (size_t i = 0; i < SWEEP_N; i++) {
+        struct busy_wait b = { 0 };
+        cr_assert_null(run_with(sweep_workers[i], yield_until_flag, &b));
+        cr_assert_eq(b.gave_up, 0, "the sleeper never woke while its worker stayed busy");
+    }
+}
+
+/* A worker asleep in its io_uring, with a read in flight, still wakes for a
+ * timer: here the sleeper is the one that will end the read. */
+struct ring_timer {
+    int fds[2];
+    ssize_t got;
+};
+
+static void *read_one(void *arg)
+{
+    struct ring_timer *rt = arg;
+    char c;
+    rt->got = weft_read(rt->fds[0], &c, 1);
+    return NULL;
+}
+
+static void *sleep_then_write(void *arg)
+{
+    struct ring_timer *rt = arg;
+    weft_task *reader;
+    if (weft_spawn(&reader, read_one, rt) != 0)
+        return (void *)1;
+    if (weft_sleep(10000000) != 0)
+        return (void *)2;
+    if (weft_write(rt->fds[1], "x", 1) != 1)
+        return (void *)3;
+    weft_join(reader, NULL);
+    return NULL;
+}
+
+Test(timer, a_worker_waiting_on_io_wakes_for_a_timer, .timeout = 50)
+{
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < SWEEP_N; i++) {
+            struct ring_timer rt = { .got = -1 };
+            cr_assert_eq(pipe(rt.fds), 0);
+            cr_assert_null(run_with_io(sweep_workers[i], b, sleep_then_write, &rt),
+                           "on %s", backend_name[b]);
+            cr_assert_eq(rt.got, 1, "on %s", backend_name[b]);
+            close(rt.fds[0]);
+            close(rt.fds[1]);
+        }
+    }
 }
