@@ -272,6 +272,12 @@ void weft__stacks_destroy(struct weft__stacks *s);
 weft_task *weft__stack_get(struct weft__stacks *s, struct weft__pool *pool);
 void weft__stack_put(struct weft__stacks *s, struct weft__pool *pool, weft_task *t);
 void weft__pool_drain(struct weft__stacks *s, struct weft__pool *pool);
+/* Idle workers give memory back: when the current epoch ends (UINT64_MAX:
+ * nothing to give back), and a batch of slots that sat unused through it.
+ * trim returns whether it gave any back, so the caller may call again; it
+ * gives up as soon as *stop is nonzero. Any thread. */
+uint64_t weft__stacks_trim_due(struct weft__stacks *s);
+bool weft__stacks_trim(struct weft__stacks *s, _Atomic uint32_t *stop);
 /* The overflow handler: installs it process-wide once, and the calling
  * thread's alternate signal stack. */
 int  weft__guard_install(void);

@@ -61,8 +61,8 @@
  *   3. full fence, then looks once more at every queue; if it sees work it takes
  *      itself off the idle list (or, if a waker already took it off, accepts
  *      that wake) and searches again;
- *   4. sleeps on its futex word until a waker sets it to GO. Meanwhile it may,
- *      as the timer watcher, sleep only until
+ *   4. sleeps on its futex word until a waker sets it to GO. Meanwhile it may
+ *      give memory back (stack.c) and, as the timer watcher, sleep only until
  *      the earliest deadline and fire the timers due (see watch() below);
  *      tasks those make runnable land on its own runnext, so it then takes
  *      itself off the idle list, as in step 3.
@@ -654,6 +654,8 @@ static void park_worker(struct weft__worker *w)
         if (v == WEFT__WAKE_TIMERS)   /* a kick: the earliest deadline moved */
             atomic_compare_exchange_strong_explicit(&w->wake, &v, WEFT__WAKE_NONE,
                                                     memory_order_relaxed, memory_order_relaxed);
+        if (weft__stacks_trim(rt->stacks, &w->wake))
+            continue;   /* idle time gives memory back; then look at the wake word again */
         uint64_t until = watch(w);
         if (until != UINT64_MAX && until <= weft_now()) {
             /* Due timers make tasks runnable here: leave the idle list
@@ -664,6 +666,9 @@ static void park_worker(struct weft__worker *w)
             }
             continue;
         }
+        uint64_t trim = weft__stacks_trim_due(rt->stacks);
+        if (trim < until)
+            until = trim;
 #if WEFT_HAVE_URING
         /* With requests in flight we sleep in the ring, to reap them. Wakers
          * then kick the ring instead of the futex: in_ring is set, then the

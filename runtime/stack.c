@@ -18,11 +18,20 @@
  *
  * Free slots go first to the freeing worker's private pool (no locking, still
  * hot in cache). Past POOL_MAX the worker hands half of its pool to the shared
- * lists: up to WARM_MAX slots stay warm there for the other workers (tasks often
- * finish on another worker than the one that spawned them), and the rest give
- * their pages back to the kernel with MADV_DONTNEED. The shared lists are
- * arrays, not lists threaded through the slots, so that cold slots stay
- * untouched. Chunks are unmapped when the runtime is destroyed.
+ * warm list, where the other workers find them (tasks often finish on another
+ * worker than the one that spawned them). The shared lists are arrays, not
+ * lists threaded through the slots, so that cold slots stay untouched. Chunks
+ * are unmapped when the runtime is destroyed.
+ *
+ * Giving memory back. WARM_MAX slots always stay warm. Beyond that, slots go
+ * back to the kernel (MADV_DONTNEED, then the cold list) only once demand has
+ * fallen: over each TRIM_EPOCH_NS the list records its low-water mark, and the
+ * slots below it that exceed WARM_MAX sat unused for the whole epoch. Idle
+ * workers give those back, a batch at a time, before they sleep (sched.c). The
+ * earlier design gave back every slot past WARM_MAX as it was freed: under a
+ * steady churn of coroutines that paid an madvise on every exit and a page
+ * fault on every spawn (each tens of microseconds on a virtual machine), and
+ * 100,000 sleepers woke hundreds of milliseconds late behind them.
  *
  * A stack overflow runs into the guard. The SIGSEGV handler, which runs on a
  * per-worker alternate signal stack, recognises a fault inside the current
@@ -57,7 +66,9 @@ void __tsan_destroy_fiber(void *fiber);
 
 #define CHUNK_SLOTS 64u
 #define POOL_MAX    64u
-#define WARM_MAX    1024u     /* warm slots shared by a runtime's workers */
+#define WARM_MAX    1024u     /* warm slots kept however long they go unused */
+#define TRIM_EPOCH_NS 1000000000ull   /* unused this long past WARM_MAX: given back */
+#define TRIM_BATCH  16u       /* slots given back between looks at the wake word */
 #define GUARD_PAGES 4u        /* a frame larger than this skips the guard */
 #define TASK_AREA   ((sizeof(struct weft_task) + 63u) & ~(size_t)63u)
 
@@ -78,6 +89,10 @@ struct weft__stacks {
     } warm, cold;                 /* warm: pages still there; cold: given back */
     struct chunk   *chunks;
     char           *bump, *bump_end;   /* uncarved part of the newest chunk */
+    size_t          warm_low;     /* the fewest warm slots seen this epoch */
+    size_t          trim_left;    /* found unused last epoch, not yet given back */
+    _Atomic uint64_t trim_due;    /* end of the epoch; UINT64_MAX: none running.
+                                   * Written under lock, read without. */
 };
 
 static _Atomic int guard_madvise = 1;   /* cleared once the kernel refuses it */
@@ -92,6 +107,7 @@ int weft__stacks_create(struct weft__stacks **out, size_t stack_size)
     s->guard_size = GUARD_PAGES * page_size;
     s->slot_size = s->guard_size + body;
     s->configured = stack_size;
+    atomic_init(&s->trim_due, UINT64_MAX);
     pthread_mutex_init(&s->lock, NULL);
     *out = s;
     return 0;
@@ -184,6 +200,8 @@ weft_task *weft__stack_get(struct weft__stacks *s, struct weft__pool *pool)
     pthread_mutex_lock(&s->lock);
     if (s->warm.n || s->cold.n) {
         t = s->warm.n ? s->warm.at[--s->warm.n] : s->cold.at[--s->cold.n];
+        if (s->warm.n < s->warm_low)
+            s->warm_low = s->warm.n;
         pthread_mutex_unlock(&s->lock);
         task_reset(s, t);
         return t;
@@ -217,6 +235,8 @@ static bool slots_push(struct slots *a, weft_task *t)
     return true;
 }
 
+static void start_epoch(struct weft__stacks *s, uint64_t now);
+
 static void slot_retire(weft_task *t)
 {
     if (RUNNING_ON_VALGRIND)
@@ -238,10 +258,8 @@ void weft__stack_put(struct weft__stacks *s, struct weft__pool *pool, weft_task 
     }
     /* Hand this slot and, from a worker, half of its pool to the shared list.
      * Tasks often finish on another worker than the one that spawned them, so
-     * one pool overflows while another runs dry: up to WARM_MAX slots wait
-     * there warm for the other workers; past that their pages go back to the
-     * kernel. A slot that cannot be listed (no memory for the array) is simply
-     * not reused. */
+     * one pool overflows while another runs dry. A slot that cannot be listed
+     * (no memory for the array) is simply not reused. */
     weft_task *list[POOL_MAX / 2 + 1];
     size_t n = 0;
     list[n++] = t;
@@ -252,18 +270,61 @@ void weft__stack_put(struct weft__stacks *s, struct weft__pool *pool, weft_task 
         list[n++] = x;
     }
     pthread_mutex_lock(&s->lock);
-    size_t warm = s->warm.n < WARM_MAX ? WARM_MAX - s->warm.n : 0;
-    for (size_t i = 0; i < n && i < warm; i++)
+    for (size_t i = 0; i < n; i++)
         slots_push(&s->warm, list[i]);
+    if (s->warm.n > WARM_MAX && atomic_load_explicit(&s->trim_due, memory_order_relaxed) == UINT64_MAX)
+        start_epoch(s, weft_now());
     pthread_mutex_unlock(&s->lock);
-    if (warm >= n)
-        return;
-    for (size_t i = warm; i < n; i++)
-        give_back(s, list[i]);
+}
+
+/* Holds s->lock. Starts watching the warm list's low-water mark if it holds
+ * more than WARM_MAX, else stops. */
+static void start_epoch(struct weft__stacks *s, uint64_t now)
+{
+    s->warm_low = s->warm.n;
+    atomic_store_explicit(&s->trim_due, s->warm.n > WARM_MAX ? now + TRIM_EPOCH_NS : UINT64_MAX,
+                          memory_order_relaxed);   /* a hint for idle workers; the lock orders the rest */
+}
+
+uint64_t weft__stacks_trim_due(struct weft__stacks *s)
+{
+    return atomic_load_explicit(&s->trim_due, memory_order_relaxed);
+}
+
+bool weft__stacks_trim(struct weft__stacks *s, _Atomic uint32_t *stop)
+{
+    uint64_t due = atomic_load_explicit(&s->trim_due, memory_order_relaxed);
+    if (due == UINT64_MAX || atomic_load_explicit(stop, memory_order_relaxed))
+        return false;
+    uint64_t now = weft_now();
+    if (now < due)
+        return false;
+    weft_task *batch[TRIM_BATCH];
+    size_t k = 0;
     pthread_mutex_lock(&s->lock);
-    for (size_t i = warm; i < n; i++)
-        slots_push(&s->cold, list[i]);
+    if (now >= atomic_load_explicit(&s->trim_due, memory_order_relaxed)) {
+        if (!s->trim_left)   /* the epoch just ended: what sat unused through it */
+            s->trim_left = s->warm_low > WARM_MAX ? s->warm_low - WARM_MAX : 0;
+        size_t excess = s->warm.n > WARM_MAX ? s->warm.n - WARM_MAX : 0;
+        k = s->trim_left < excess ? s->trim_left : excess;
+        if (k > TRIM_BATCH)
+            k = TRIM_BATCH;
+        /* The oldest entries, at the bottom of the array: the coldest in cache. */
+        memcpy(batch, s->warm.at, k * sizeof *batch);
+        memmove(s->warm.at, s->warm.at + k, (s->warm.n - k) * sizeof *s->warm.at);
+        s->warm.n -= k;
+        s->trim_left = k ? s->trim_left - k : 0;
+        if (!s->trim_left)
+            start_epoch(s, now);
+    }
     pthread_mutex_unlock(&s->lock);
+    for (size_t i = 0; i < k; i++)
+        give_back(s, batch[i]);
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < k; i++)
+        slots_push(&s->cold, batch[i]);
+    pthread_mutex_unlock(&s->lock);
+    return k != 0;
 }
 
 void weft__pool_drain(struct weft__stacks *s, struct weft__pool *pool)

@@ -1,8 +1,10 @@
 /* Stacks: their size, their guard, and many of them at once. */
+#define _GNU_SOURCE   /* usleep */
 #include "common.h"
 
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -108,4 +110,76 @@ Test(stack, holds_a_hundred_thousand_blocked_coroutines_at_once)
     cr_assert_eq((uintptr_t)r, n, "the chain broke");
     cr_assert_eq(atomic_load(&alive_at_the_end), n, "not all coroutines were alive at once");
     cr_assert_eq(atomic_load(&alive), 0);
+}
+
+/*
+ * Memory goes back to the kernel once it sits unused. A burst of coroutines
+ * each touches 32 KiB of stack and waits; once they have all finished and the
+ * runtime idles, the slots beyond the warm pool are given back, and the
+ * resident size falls by most of what they touched.
+ */
+enum { BURST = 3072, BURST_TOUCH = 32 * 1024 };
+
+struct burst {
+    weft_chan  *gate;      /* closed to let the coroutines finish */
+    weft_wg     done;
+    _Atomic int touched;
+};
+
+static size_t resident(void)
+{
+    size_t pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%zu %zu", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return rss * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static void *touch_and_wait(void *arg)
+{
+    struct burst *b = arg;
+    volatile char frame[BURST_TOUCH];
+    memset((char *)frame, 1, sizeof frame);
+    atomic_fetch_add(&b->touched, 1);
+    char c;
+    weft_chan_recv(b->gate, &c);   /* -EPIPE once closed */
+    weft_wg_done(&b->done);
+    return NULL;
+}
+
+Test(stack, unused_stacks_beyond_the_warm_pool_go_back_to_the_kernel, .timeout = 60)
+{
+    if (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND)
+        cr_skip("sanitizers and Valgrind keep memory of their own");
+    if (emulated())
+        cr_skip("qemu-user's resident size is the emulator's");
+    weft_config cfg = { .workers = 2 };
+    weft_rt *rt;
+    cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+    struct burst b = { .done = WEFT_WG_INIT };
+    cr_assert_eq(weft_chan_create(&b.gate, 1, 0), 0);
+    cr_assert_eq(weft_wg_add(&b.done, BURST), 0);
+    for (int i = 0; i < BURST; i++)
+        cr_assert_eq(weft_spawn_on(rt, NULL, touch_and_wait, &b), 0);
+    while (atomic_load(&b.touched) < BURST)
+        usleep(1000);
+    size_t peak = resident();
+    cr_assert_eq(weft_chan_close(b.gate), 0);
+    cr_assert_eq(weft_wg_wait(&b.done), 0);
+
+    /* At most 1024 warm slots and two private pools stay; give back at
+     * least half of what the rest touched. */
+    size_t expect = (size_t)(BURST - 1024 - 2 * 64) * BURST_TOUCH / 2;
+    size_t now = resident();
+    for (int i = 0; i < 200 && now + expect > peak; i++) {
+        usleep(50000);
+        now = resident();
+    }
+    cr_assert_leq(now + expect, peak, "resident %zu KiB after the burst, %zu KiB at its peak",
+                  now / 1024, peak / 1024);
+    cr_assert_eq(weft_chan_destroy(b.gate), 0);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
 }
