@@ -322,6 +322,33 @@ static uint32_t rng_next(struct weft__worker *w)
     return (uint32_t)(x >> 32);
 }
 
+/*
+ * The owner. Takes or replaces w's runnext. Thieves exchange it too, so the
+ * owner must as well; with one worker there are no thieves, the slot is the
+ * owner's alone, and a plain load and store do.
+ */
+static inline weft_task *runnext_take(struct weft__worker *w)
+{
+    weft_task *t = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+    if (!t)
+        return NULL;
+    if (w->rt->nworkers == 1) {
+        atomic_store_explicit(&w->runnext, NULL, memory_order_relaxed);   /* no thieves */
+        return t;
+    }
+    return atomic_exchange_explicit(&w->runnext, NULL, memory_order_acquire);   /* pairs with runnext_put */
+}
+
+static inline weft_task *runnext_put(struct weft__worker *w, weft_task *t)
+{
+    if (w->rt->nworkers == 1) {
+        weft_task *old = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+        atomic_store_explicit(&w->runnext, t, memory_order_relaxed);      /* no thieves */
+        return old;
+    }
+    return atomic_exchange_explicit(&w->runnext, t, memory_order_acq_rel);   /* publishes t to thieves */
+}
+
 /* A worker of its runtime. Claims the due timers; their tasks become runnable
  * here. Returns whether there were any. */
 static bool fire_timers(struct weft__worker *w)
@@ -346,15 +373,14 @@ static weft_task *pick_next(struct weft__worker *w)
         if ((t = global_pop(w->rt)) || (t = weft__deque_steal(&w->dq)) || (t = yq_pop(w)))
             return t;
     }
-    if (atomic_load_explicit(&w->runnext, memory_order_relaxed) &&
-        (t = atomic_exchange_explicit(&w->runnext, NULL, memory_order_acquire)))
+    if ((t = runnext_take(w)))
         return t;
     if ((t = weft__deque_take(&w->dq)) || (t = yq_pop(w)) || (t = global_pop(w->rt)))
         return t;
 #if WEFT_HAVE_URING
     /* Out of work: submit what our coroutines queued and reap what is done. */
     if (w->ring && weft__ring_poll(w) &&
-        ((t = atomic_exchange_explicit(&w->runnext, NULL, memory_order_acquire)) ||
+        ((t = runnext_take(w)) ||
          (t = weft__deque_take(&w->dq))))
         return t;
 #endif
@@ -368,7 +394,7 @@ static void ready(weft_task *t)
     weft_rt *rt = t->rt;
     struct weft__worker *w = weft__worker_self();
     if (w && w->rt == rt && !(w->shuffle && (rng_next(w) & 1))) {
-        weft_task *old = atomic_exchange_explicit(&w->runnext, t, memory_order_acq_rel);  /* publishes t to thieves */
+        weft_task *old = runnext_put(w, t);
         if (old && !weft__deque_push(&w->dq, old))
             global_push(rt, old);
         if (rt->nworkers > 1)
