@@ -159,10 +159,10 @@ WEFT_API int weft_sleep(uint64_t ns);
  * O_NONBLOCK and leaves it so. From a plain thread each behaves like the plain
  * system call. Each returns what the system call returns, or a negative errno;
  * errno is never set. weft_send() adds MSG_NOSIGNAL: a closed peer gives -EPIPE,
- * never SIGPIPE. weft_poll() waits until one of events (POLLIN, POLLOUT) is
- * ready and returns the revents; asked for both, it waits for POLLIN when
- * neither is ready. One coroutine at a time may wait to read a descriptor and
- * one to write it; another gets -EBUSY.
+ * never SIGPIPE; weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
+ * rather than wait. weft_poll() waits until one of events (POLLIN, POLLOUT,
+ * or both) is ready and returns the revents. One coroutine at a time may wait
+ * to read a descriptor and one to write it; another gets -EBUSY.
  */
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len);
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len);

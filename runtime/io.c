@@ -61,6 +61,12 @@ struct io_args {
     mode_t           mode;      /* open */
 };
 
+/* recv and send with MSG_DONTWAIT want -EAGAIN back, not a wait. */
+static bool asks_not_to_wait(const struct io_args *a)
+{
+    return (a->op == OP_RECV || a->op == OP_SEND) && (a->flags & MSG_DONTWAIT);
+}
+
 #if WEFT_HAVE_URING
 /* One request on the ring of the coroutine's worker w. */
 static ssize_t ring_once(struct weft__worker *w, const struct io_args *a)
@@ -98,7 +104,7 @@ static ssize_t ring_io(struct weft__worker *w, const struct io_args *a)
         ssize_t r = ring_once(w, &c);
         if (r == -EINTR)
             continue;
-        if (r != -EAGAIN || c.op == OP_POLL)
+        if (r != -EAGAIN || c.op == OP_POLL || asks_not_to_wait(&c))
             return r;
         /* An O_NONBLOCK descriptor: wait until it is ready, then retry. */
         bool out = c.op == OP_WRITE || c.op == OP_SEND || c.op == OP_CONNECT || c.op == OP_PWRITE;
@@ -146,9 +152,9 @@ static ssize_t do_io(const struct io_args *a)
         ssize_t r = once(a);
         if (r == -EINTR)
             continue;
-        if (r != -EAGAIN && r != -EWOULDBLOCK)
+        if ((r != -EAGAIN && r != -EWOULDBLOCK) || asks_not_to_wait(a))
             return r;
-        int e = weft__epoll_wait_fd(w->rt, a->fd, write);
+        int e = weft__epoll_wait_fd(w->rt, a->fd, write ? WEFT__WAIT_WRITE : WEFT__WAIT_READ);
         if (e < 0)
             return e;
         w = weft__worker_self();   /* the coroutine may have moved */
@@ -215,7 +221,7 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
         return 0;
     if (errno != EINPROGRESS && errno != EINTR)
         return -errno;
-    int e = weft__epoll_wait_fd(w->rt, fd, true);
+    int e = weft__epoll_wait_fd(w->rt, fd, WEFT__WAIT_WRITE);
     if (e < 0)
         return e;   /* the connection attempt goes on; the caller closes fd */
     int soerr = 0;
@@ -249,7 +255,8 @@ int weft_poll(int fd, short events)
             return (int)rv;
         }
 #endif
-        int e = weft__epoll_wait_fd(w->rt, fd, !(events & (POLLIN | POLLPRI)));
+        int e = weft__epoll_wait_fd(w->rt, fd, (events & (POLLIN | POLLPRI) ? WEFT__WAIT_READ : 0) |
+                                                   (events & POLLOUT ? WEFT__WAIT_WRITE : 0));
         if (e < 0)
             return e;
         w = weft__worker_self();

@@ -37,11 +37,13 @@ void weft__timers_changed(weft_rt *rt);
 
 struct weft__poller;   /* a runtime's epoll set and its thread */
 
-/* Suspends the calling coroutine until fd is readable (write: writable).
- * Returns the epoll events seen, -EBUSY (another coroutine already waits on fd
- * for the same direction), -EBADF (weft_close() closed it), -EINVAL (fd cannot
+/* Suspends the calling coroutine until fd is ready for one of `dirs`
+ * (WEFT__WAIT_READ, WEFT__WAIT_WRITE, or both). Returns the epoll events seen,
+ * -EBUSY (another coroutine already waits on fd for one of those directions), -EBADF (weft_close() closed it), -EINVAL (fd cannot
  * be polled), -ETIMEDOUT, -ECANCELED, -ENOMEM. */
-int weft__epoll_wait_fd(weft_rt *rt, int fd, bool write);
+int weft__epoll_wait_fd(weft_rt *rt, int fd, int dirs);
+#define WEFT__WAIT_READ  1   /* dirs of weft__epoll_wait_fd */
+#define WEFT__WAIT_WRITE 2
 /* Fails every coroutine waiting on fd with -EBADF and drops fd from the set:
  * before fd is closed. Any thread. */
 void weft__epoll_forget(weft_rt *rt, int fd);

@@ -5,8 +5,9 @@
  * One epoll set per runtime, served by one poller thread. A coroutine tries the
  * system call on a non-blocking descriptor; on EAGAIN it calls
  * weft__epoll_wait_fd(), which records its waiter in the runtime's descriptor
- * table (one reader and one writer per descriptor, as Go's pollDesc) and arms
- * a one-shot registration for the union of what the descriptor's waiters want.
+ * table (one reader and one writer per descriptor, as Go's pollDesc; a
+ * weft_poll for both directions takes both places with one waiter) and arms a
+ * one-shot registration for the union of what the descriptor's waiters want.
  * The poller claims the waiters the event satisfies, with the events as the
  * claim's result, and re-arms for the others.
  *
@@ -66,6 +67,17 @@ static int rearm(struct weft__poller *p, int fd, struct fd_waiters *e)
     return 0;
 }
 
+/* Claims wt with `result` and takes it out of both places of e. Holds the
+ * table lock. */
+static void wake_slot(struct fd_waiters *e, struct weft__waiter *wt, int32_t result)
+{
+    weft__wake(wt, result);
+    if (e->rd == wt)
+        e->rd = NULL;
+    if (e->wr == wt)
+        e->wr = NULL;
+}
+
 static void *poller_thread(void *arg)
 {
     struct weft__poller *p = arg;
@@ -84,14 +96,10 @@ static void *poller_thread(void *arg)
                 continue;
             struct fd_waiters *e = &p->fds[fd];
             uint32_t fail = EPOLLERR | EPOLLHUP;
-            if (e->rd && (got & (EPOLLIN | EPOLLRDHUP | EPOLLPRI | fail))) {
-                weft__wake(e->rd, (int32_t)got);
-                e->rd = NULL;
-            }
-            if (e->wr && (got & (EPOLLOUT | fail))) {
-                weft__wake(e->wr, (int32_t)got);
-                e->wr = NULL;
-            }
+            if (e->rd && (got & (EPOLLIN | EPOLLRDHUP | EPOLLPRI | fail)))
+                wake_slot(e, e->rd, (int32_t)got);
+            if (e->wr && (got & (EPOLLOUT | fail)))
+                wake_slot(e, e->wr, (int32_t)got);
             if (wanted(e))
                 rearm(p, fd, e);   /* the one-shot fired for the other side only */
         }
@@ -180,7 +188,7 @@ static int table_reserve(struct weft__poller *p, int fd)
     return 0;
 }
 
-int weft__epoll_wait_fd(weft_rt *rt, int fd, bool write)
+int weft__epoll_wait_fd(weft_rt *rt, int fd, int dirs)
 {
     if (fd < 0)
         return -EBADF;
@@ -193,14 +201,21 @@ int weft__epoll_wait_fd(weft_rt *rt, int fd, bool write)
 
     pthread_mutex_lock(&p->lock);
     err = table_reserve(p, fd);
-    struct weft__waiter **slot = err ? NULL : write ? &p->fds[fd].wr : &p->fds[fd].rd;
-    if (slot && *slot)
+    struct fd_waiters *e = err ? NULL : &p->fds[fd];
+    if (e && (((dirs & WEFT__WAIT_READ) && e->rd) || ((dirs & WEFT__WAIT_WRITE) && e->wr)))
         err = -EBUSY;   /* one coroutine already waits for this direction */
-    if (!err) {
-        *slot = &wt;
-        err = rearm(p, fd, &p->fds[fd]);
-        if (err)
-            *slot = NULL;
+    if (e && !err) {
+        if (dirs & WEFT__WAIT_READ)
+            e->rd = &wt;
+        if (dirs & WEFT__WAIT_WRITE)
+            e->wr = &wt;
+        err = rearm(p, fd, e);
+        if (err) {
+            if (e->rd == &wt)
+                e->rd = NULL;
+            if (e->wr == &wt)
+                e->wr = NULL;
+        }
     }
     pthread_mutex_unlock(&p->lock);
     if (err)
@@ -209,11 +224,14 @@ int weft__epoll_wait_fd(weft_rt *rt, int fd, bool write)
     int32_t r = weft__wait(&wt);
     if (r < 0) {
         pthread_mutex_lock(&p->lock);
-        slot = write ? &p->fds[fd].wr : &p->fds[fd].rd;
-        if (*slot == &wt) {   /* not claimed by the poller or weft_close: withdraw */
-            *slot = NULL;
-            if (wanted(&p->fds[fd]))
-                rearm(p, fd, &p->fds[fd]);
+        e = &p->fds[fd];   /* the table may have moved */
+        if (e->rd == &wt || e->wr == &wt) {   /* not claimed by the poller or weft_close: withdraw */
+            if (e->rd == &wt)
+                e->rd = NULL;
+            if (e->wr == &wt)
+                e->wr = NULL;
+            if (wanted(e))
+                rearm(p, fd, e);
         }
         pthread_mutex_unlock(&p->lock);
     }
@@ -229,9 +247,9 @@ void weft__epoll_forget(weft_rt *rt, int fd)
     if ((size_t)fd < p->nfds) {
         struct fd_waiters *e = &p->fds[fd];
         if (e->rd)
-            weft__wake(e->rd, -EBADF);
+            wake_slot(e, e->rd, -EBADF);
         if (e->wr)
-            weft__wake(e->wr, -EBADF);
+            wake_slot(e, e->wr, -EBADF);
         if (e->added)
             epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);
         *e = (struct fd_waiters){ 0 };

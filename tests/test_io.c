@@ -405,6 +405,86 @@ Test(io, a_reader_and_a_writer_wait_on_one_socket_at_once)
     }
 }
 
+/* weft_poll for both directions returns when either comes: here the socket
+ * has nothing to read and a full send buffer, and becomes writable once the
+ * peer drains it. */
+struct both_ways {
+    int   fd;
+    int   revents;
+};
+
+static void *poll_both_ways(void *arg)
+{
+    struct both_ways *bw = arg;
+    uint64_t before = weft_deadline(weft_now() + 5000000000ull);   /* a hang fails, not stalls */
+    bw->revents = weft_poll(bw->fd, POLLIN | POLLOUT);
+    weft_deadline(before);
+    return NULL;
+}
+
+static void *poll_for_either_direction(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    cr_assert_eq(fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK), 0);
+    char chunk[4096] = { 0 };
+    while (write(sv[0], chunk, sizeof chunk) > 0)
+        ;
+    cr_assert_eq(errno, EAGAIN, "the send buffer filled up");
+    struct both_ways bw = { .fd = sv[0], .revents = 0 };
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, poll_both_ways, &bw), 0);
+    weft_sleep(20000000);   /* let it wait; it must not have returned */
+    cr_assert_eq(bw.revents, 0, "weft_poll returned %d with nothing ready", bw.revents);
+    ssize_t n;
+    while ((n = weft_recv(sv[1], chunk, sizeof chunk, MSG_DONTWAIT)) > 0)
+        ;
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert(bw.revents > 0 && (bw.revents & POLLOUT), "revents %d", bw.revents);
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    return NULL;
+}
+
+Test(io, polling_for_either_direction_wakes_on_the_one_that_comes, .timeout = 30)
+{
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < IO_N; i++)
+            run_with_io(io_workers[i], b, poll_for_either_direction, NULL);
+    }
+}
+
+/* MSG_DONTWAIT asks for -EAGAIN, not a wait, on every backend. */
+static void *dontwait_does_not_wait(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    char c;
+    cr_assert_eq(weft_recv(sv[0], &c, 1, MSG_DONTWAIT), -EAGAIN, "nothing to receive");
+    char chunk[4096] = { 0 };
+    ssize_t n;
+    size_t sent = 0;
+    while ((n = weft_send(sv[0], chunk, sizeof chunk, MSG_DONTWAIT)) > 0)
+        sent += (size_t)n;
+    cr_assert_eq(n, -EAGAIN, "a full socket");
+    cr_assert_gt(sent, 0);
+    cr_assert_eq(weft_send(sv[1], "x", 1, 0), 1);
+    cr_assert_eq(weft_recv(sv[0], &c, 1, MSG_DONTWAIT), 1, "something to receive");
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    return NULL;
+}
+
+Test(io, msg_dontwait_returns_eagain_instead_of_waiting, .timeout = 30)
+{
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < IO_N; i++)
+            run_with_io(io_workers[i], b, dontwait_does_not_wait, NULL);
+    }
+}
+
 /* ---- the epoll backend's limits, reported rather than hung ------------------- */
 
 struct closing {
