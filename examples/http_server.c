@@ -1,14 +1,19 @@
 /*
- * A small HTTP/1.1 server: one coroutine per connection, keep-alive, and
- * GET / answered with a fixed body. Anything it cannot parse gets a 400 and
- * the connection is closed. A client gets ten seconds to send each request
- * (its coroutine's deadline), so slow and half-open clients cost one parked
- * coroutine for that long, and never a thread.
+ * A small HTTP/1.1 server: one coroutine per connection, keep-alive,
+ * pipelining, and GET / answered with a fixed body. Anything it cannot parse
+ * gets a 400 and the connection is closed. A client gets ten seconds to send
+ * each request, counted from the connection or from the answer to the one
+ * before (its coroutine's deadline), so slow, trickling and half-open clients
+ * cost one parked coroutine for that long, and never a thread.
+ *
+ * A request costs no allocation and no copy: it is parsed where it was
+ * received, its answer is a constant built at compile time, and the answers
+ * to requests that arrived together (pipelined) leave in one send.
  *
  *   http_server [--port N] [--workers N] [--self-test]
  *
  * Binds 127.0.0.1 (default port 8080). --self-test serves requests of its own
- * (keep-alive, pipelined, malformed, and a client that stops talking) and
+ * (keep-alive, pipelined, malformed, and clients that stop or trickle) and
  * checks each answer.
  */
 #define _GNU_SOURCE
@@ -19,6 +24,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,15 +32,126 @@
 #include <sys/socket.h>
 
 #define REQUEST_NS (10ull * 1000000000ull)
-#define BUF_SIZE   8192
+#define IN_SIZE    8192   /* the largest request head taken, and the receive buffer */
+#define OUT_SIZE   4096   /* answers gathered for one send */
 
-static const char body[] = "Hello from weft\n";
+#define BODY "Hello from weft\n"
+_Static_assert(sizeof BODY - 1 == 16, "the Content-Length below is the length of BODY");
+
+static const char body[] = BODY;
 static uint64_t request_ns = REQUEST_NS;
 
-static const char bad_request[] =
-    "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-static const char not_found[] =
-    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+/* How the connection goes on after an answer; indexes answers[][]. */
+enum persist { KEEP_ALIVE, KEEP_ALIVE_10, CLOSE };
+
+struct text {
+    const char *p;
+    size_t      n;
+};
+#define TEXT(s) { s, sizeof s - 1 }
+
+#define OK(connection) \
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n" connection "\r\n" BODY
+#define NOT_FOUND(connection) "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n" connection "\r\n"
+
+/* Every answer, whole, by [found][persist]: an HTTP/1.1 client keeps the
+ * connection unless told otherwise, an HTTP/1.0 client only if told so. */
+static const struct text answers[2][3] = {
+    { TEXT(NOT_FOUND("")), TEXT(NOT_FOUND("Connection: keep-alive\r\n")),
+      TEXT(NOT_FOUND("Connection: close\r\n")) },
+    { TEXT(OK("")), TEXT(OK("Connection: keep-alive\r\n")), TEXT(OK("Connection: close\r\n")) },
+};
+static const struct text bad_request =
+    TEXT("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+
+/* A request head, parsed in place: the strings point into the receive buffer. */
+struct request {
+    const char  *method, *target;
+    size_t       method_len, target_len;
+    enum persist persist;
+};
+
+/* Whether [p, p + n) is lit, ignoring case (header names and tokens). */
+static bool is(const char *p, size_t n, const char *lit)
+{
+    return n == strlen(lit) && strncasecmp(p, lit, n) == 0;
+}
+
+/* Reads the comma-separated options of a Connection header, [p, end). */
+static void connection_options(const char *p, const char *end, bool *close, bool *keep_alive)
+{
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+            p++;
+        const char *token = p;
+        while (p < end && *p != ' ' && *p != '\t' && *p != ',')
+            p++;
+        if (is(token, (size_t)(p - token), "close"))
+            *close = true;
+        else if (is(token, (size_t)(p - token), "keep-alive"))
+            *keep_alive = true;
+    }
+}
+
+/* Finds the CRLF that ends the line at p. Returns its CR, NULL if the line is
+ * not all in yet, or end if the line holds a CR without its LF. */
+static const char *line_end(const char *p, const char *end)
+{
+    const char *cr = memchr(p, '\r', (size_t)(end - p));
+    if (!cr || cr + 1 == end)
+        return NULL;
+    return cr[1] == '\n' ? cr : end;
+}
+
+/*
+ * Parses the request head at the start of [p, end), in one pass:
+ *   METHOD SP TARGET SP HTTP/1.x CRLF, then NAME ":" VALUE CRLF for each
+ *   header, then an empty line.
+ * Returns the length of the head, 0 if it is not all in yet, or -1 if it is
+ * malformed or announces a body (this server takes none).
+ */
+static ptrdiff_t parse_request(const char *p, const char *end, struct request *rq)
+{
+    const char *start = p;
+    const char *eol = line_end(p, end);
+    if (!eol || eol == end)
+        return eol ? -1 : 0;
+    const char *sp = memchr(p, ' ', (size_t)(eol - p));
+    if (!sp || sp == p)
+        return -1;
+    rq->method = p;
+    rq->method_len = (size_t)(sp - p);
+    rq->target = sp + 1;
+    sp = memchr(rq->target, ' ', (size_t)(eol - rq->target));
+    if (!sp || sp == rq->target)
+        return -1;
+    rq->target_len = (size_t)(sp - rq->target);
+    const char *version = sp + 1;
+    if (eol - version != 8 || memcmp(version, "HTTP/1.", 7) != 0 || (version[7] != '0' && version[7] != '1'))
+        return -1;
+
+    bool close = false, keep_alive = false;
+    for (p = eol + 2; ; p = eol + 2) {
+        eol = line_end(p, end);
+        if (!eol || eol == end)
+            return eol ? -1 : 0;
+        if (eol == p)
+            break;   /* the empty line: the head is complete */
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (!colon || colon == p || *p == ' ' || *p == '\t')
+            return -1;   /* no colon, an empty name, or an obsolete folded line */
+        size_t name_len = (size_t)(colon - p);
+        if (is(p, name_len, "content-length") || is(p, name_len, "transfer-encoding"))
+            return -1;
+        if (is(p, name_len, "connection"))
+            connection_options(colon + 1, eol, &close, &keep_alive);
+    }
+    if (version[7] == '0')
+        rq->persist = keep_alive && !close ? KEEP_ALIVE_10 : CLOSE;
+    else
+        rq->persist = close ? CLOSE : KEEP_ALIVE;
+    return eol + 2 - start;
+}
 
 static bool send_all(int fd, const char *p, size_t n)
 {
@@ -48,60 +165,51 @@ static bool send_all(int fd, const char *p, size_t n)
     return true;
 }
 
-/* Whether the header block [start, end) asks to close the connection. */
-static bool wants_close(const char *start, const char *end, bool http10)
+/*
+ * Answers every complete request in in[0, *len), in one send unless the
+ * answers outgrow out, and moves what is left of an incomplete one to the
+ * front of in. Returns how many requests it answered, or -1 when the
+ * connection is to be closed.
+ */
+static int serve_requests(int fd, char *in, size_t *len, char *out)
 {
-    for (const char *p = start; p + 17 <= end; p++)
-        if (strncasecmp(p, "connection: close", 17) == 0)
-            return true;
-    if (http10) {
-        for (const char *p = start; p + 22 <= end; p++)
-            if (strncasecmp(p, "connection: keep-alive", 22) == 0)
-                return false;
-        return true;
-    }
-    return false;
-}
-
-/* Handles every complete request in buf[0..*len). Returns false to close. */
-static bool serve_requests(int fd, char *buf, size_t *len)
-{
-    for (;;) {
-        char *end = memmem(buf, *len, "\r\n\r\n", 4);
-        if (!end)
-            return *len < BUF_SIZE;   /* a header block larger than the buffer: close */
-        end += 4;
-        char line[300], method[8], path[256], version[16];
-        size_t ll = (size_t)((char *)memchr(buf, '\n', (size_t)(end - buf)) - buf);
-        if (ll >= sizeof line)
-            ll = sizeof line - 1;
-        memcpy(line, buf, ll);   /* parse the request line alone, terminated */
-        line[ll] = 0;
-        if (sscanf(line, "%7s %255s %15s", method, path, version) != 3 ||
-            strncmp(version, "HTTP/1.", 7) != 0 || memmem(buf, (size_t)(end - buf), "Content-Length", 14)) {
-            send_all(fd, bad_request, sizeof bad_request - 1);   /* no request bodies here */
-            return false;
+    const char *p = in, *end = in + *len;
+    size_t out_len = 0;
+    int served = 0;
+    bool keep = true;
+    while (keep && p < end) {
+        struct request rq;
+        ptrdiff_t head = parse_request(p, end, &rq);
+        if (head == 0)
+            break;   /* the rest is still on its way */
+        const struct text *answer = &bad_request;
+        keep = false;
+        if (head > 0) {
+            bool found = rq.method_len == 3 && memcmp(rq.method, "GET", 3) == 0 &&
+                         rq.target_len == 1 && rq.target[0] == '/';
+            answer = &answers[found][rq.persist];
+            keep = rq.persist != CLOSE;
+            p += head;
         }
-        bool close_after = wants_close(buf, end, strcmp(version, "HTTP/1.0") == 0);
-        bool ok;
-        if (strcmp(method, "GET") == 0 && strcmp(path, "/") == 0) {
-            char head[160];
-            int n = snprintf(head, sizeof head,
-                             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n%s\r\n",
-                             sizeof body - 1, close_after ? "Connection: close\r\n" : "");
-            char out[256];
-            memcpy(out, head, (size_t)n);
-            memcpy(out + n, body, sizeof body - 1);
-            ok = send_all(fd, out, (size_t)n + sizeof body - 1);
-        } else {
-            ok = send_all(fd, not_found, sizeof not_found - 1);
+        if (out_len + answer->n > OUT_SIZE) {
+            if (!send_all(fd, out, out_len))
+                return -1;
+            out_len = 0;
         }
-        size_t used = (size_t)(end - buf);
-        memmove(buf, end, *len - used);
-        *len -= used;
-        if (!ok || close_after)
-            return false;
+        memcpy(out + out_len, answer->p, answer->n);
+        out_len += answer->n;
+        served++;
     }
+    if (keep && p == in && *len == IN_SIZE) {   /* a head larger than the buffer */
+        memcpy(out + out_len, bad_request.p, bad_request.n);
+        out_len += bad_request.n;
+        keep = false;
+    }
+    if ((out_len && !send_all(fd, out, out_len)) || !keep)
+        return -1;
+    *len = (size_t)(end - p);
+    memmove(in, p, *len);
+    return served;
 }
 
 static void *connection(void *arg)
@@ -109,19 +217,24 @@ static void *connection(void *arg)
     int fd = (int)(intptr_t)arg;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    char *buf = malloc(BUF_SIZE);
+    /* A coroutine's stack is committed as it is touched, so the buffers cost
+     * the pages that requests fill, and nothing is allocated per connection. */
+    char in[IN_SIZE], out[OUT_SIZE];
     size_t len = 0;
-    while (buf) {
-        weft_deadline(weft_now() + request_ns);   /* the time each request may take to arrive */
-        ssize_t n = weft_recv(fd, buf + len, BUF_SIZE - len, 0);
+    uint64_t due = weft_now() + request_ns;   /* when the next request must be in */
+    for (;;) {
+        weft_deadline(due);
+        ssize_t n = weft_recv(fd, in + len, IN_SIZE - len, 0);
         weft_deadline(0);
         if (n <= 0)
             break;   /* closed, reset, or too slow */
         len += (size_t)n;
-        if (!serve_requests(fd, buf, &len))
+        int served = serve_requests(fd, in, &len, out);
+        if (served < 0)
             break;
+        if (served > 0)
+            due = weft_now() + request_ns;
     }
-    free(buf);
     weft_close(fd);
     return NULL;
 }
@@ -189,6 +302,11 @@ static void *self_test(void *arg)
     /* Two pipelined requests in one write. */
     exchange(fd, "GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n", 2 * one, out, sizeof out);
     CHECK(strstr(strstr(out, body) + 1, body), "pipelined GETs");
+    /* Pipelined, the second asks to close: two answers, then the server closes. */
+    exchange(fd, "GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+             sizeof out, out, sizeof out);
+    CHECK(strstr(out, "Connection: close") && !strstr(strstr(strstr(out, body) + 1, body) + 1, body),
+          "a pipelined request that asks to close is the last answered");
     weft_close(fd);
 
     fd = connect_to_server();
@@ -202,10 +320,23 @@ static void *self_test(void *arg)
     CHECK(strncmp(out, "HTTP/1.1 400", 12) == 0, "400 on garbage, then close");
     weft_close(fd);
 
-    /* HTTP/1.0 closes after one answer. */
+    /* A request with a body: this server takes none. */
+    fd = connect_to_server();
+    exchange(fd, "POST / HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi", sizeof out, out, sizeof out);
+    CHECK(strncmp(out, "HTTP/1.1 400", 12) == 0, "400 on a request with a body");
+    weft_close(fd);
+
+    /* HTTP/1.0 closes after one answer, unless it asks to keep the connection. */
     fd = connect_to_server();
     exchange(fd, "GET / HTTP/1.0\r\n\r\n", sizeof out, out, sizeof out);
     CHECK(strstr(out, "Connection: close") && strstr(out, body), "HTTP/1.0");
+    weft_close(fd);
+    fd = connect_to_server();
+    size_t kept = one + strlen("Connection: keep-alive\r\n");
+    for (int i = 0; i < 2; i++) {
+        exchange(fd, "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", kept, out, sizeof out);
+        CHECK(strstr(out, "Connection: keep-alive") && strstr(out, body), "HTTP/1.0 with keep-alive");
+    }
     weft_close(fd);
 
     /* A client that sends half a request and stops: dropped at the deadline. */
@@ -213,6 +344,19 @@ static void *self_test(void *arg)
     uint64_t t0 = weft_now();
     exchange(fd, "GET / HT", sizeof out, out, sizeof out);
     CHECK(out[0] == 0 && weft_now() - t0 >= request_ns, "a stalled client is dropped after its deadline");
+    weft_close(fd);
+
+    /* A client that trickles a request a byte at a time: the deadline is the
+     * request's, not each read's, so it is dropped before it is done. */
+    fd = connect_to_server();
+    static const char trickle[] = "GET / HTTP/1.1\r\nX: y\r\n";
+    int sent = 0;
+    while (sent < 16 && send_all(fd, &trickle[sent], 1)) {
+        weft_sleep(request_ns / 4);
+        sent++;
+    }
+    exchange(fd, NULL, sizeof out, out, sizeof out);
+    CHECK(sent < 16 && out[0] == 0, "a trickling client is dropped at its request's deadline");
     weft_close(fd);
 
     failed = NULL;
