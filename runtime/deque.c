@@ -10,13 +10,14 @@
 
 #define MASK (WEFT__DEQUE_SIZE - 1)
 
-bool weft__deque_push(struct weft__deque *q, struct weft_task *t)
+bool weft__deque_push(struct weft__deque *q, struct weft_task *t, uint32_t due)
 {
     size_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);  /* only we write it */
     size_t top = atomic_load_explicit(&q->top, memory_order_acquire);   /* pairs with steal's CAS: the slot it read is free */
     if (b - top >= WEFT__DEQUE_SIZE)
         return false;
     atomic_store_explicit(&q->slot[b & MASK], t, memory_order_relaxed);
+    q->due[b & MASK] = due;   /* the owner's alone: thieves never read it */
     atomic_store_explicit(&q->bottom, b + 1, memory_order_release);      /* publishes the slot and the task to thieves */
     return true;
 }
@@ -66,4 +67,13 @@ bool weft__deque_empty(struct weft__deque *q)
     size_t t = atomic_load_explicit(&q->top, memory_order_relaxed);
     size_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
     return (ptrdiff_t)(b - t) <= 0;
+}
+
+bool weft__deque_top_due(struct weft__deque *q, uint32_t now)
+{
+    size_t t = atomic_load_explicit(&q->top, memory_order_relaxed);
+    size_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);   /* only we write it */
+    if ((ptrdiff_t)(b - t) <= 0)
+        return false;
+    return (int32_t)(now - q->due[t & MASK]) >= 0;   /* a slot below bottom: not rewritten until we push past it */
 }

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define WEFT__DEQUE_SIZE 4096u   /* a power of two */
 
@@ -24,15 +25,22 @@ struct weft__deque {
     _Alignas(64) _Atomic size_t top;       /* next to steal; thieves CAS it */
     _Alignas(64) _Atomic size_t bottom;    /* next free slot; only the owner writes */
     _Atomic(struct weft_task *) slot[WEFT__DEQUE_SIZE];
+    uint32_t due[WEFT__DEQUE_SIZE];        /* weft__deque_top_due; only the owner */
 };
 
-/* Only the owner. False if the deque is full. */
-bool weft__deque_push(struct weft__deque *q, struct weft_task *t);
+/* Only the owner. False if the deque is full. `due` is when, on the owner's
+ * own clock (a counter that only grows, modulo 2^32), the task becomes due for
+ * weft__deque_top_due. */
+bool weft__deque_push(struct weft__deque *q, struct weft_task *t, uint32_t due);
 /* Only the owner. NULL if empty. */
 struct weft_task *weft__deque_take(struct weft__deque *q);
 /* Any thread, the owner too. NULL if empty or if it lost a race. */
 struct weft_task *weft__deque_steal(struct weft__deque *q);
 /* Any thread; a hint only. */
 bool weft__deque_empty(struct weft__deque *q);
+/* Only the owner: whether the oldest task is due at `now`; false if the deque
+ * looks empty. A thief may have taken that task meanwhile: then the answer is
+ * about one already gone, which was due no later. */
+bool weft__deque_top_due(struct weft__deque *q, uint32_t now);
 
 #endif

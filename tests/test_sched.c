@@ -380,3 +380,50 @@ Test(sched, runs_several_runtimes_in_one_process_at_once)
         cr_assert_eq((uintptr_t)r, n * (n + 1) / 2);
     }
 }
+
+/*
+ * No task waits forever in a deque. A chain of coroutines, each spawning the
+ * next and ending, keeps a newer task at its worker's deque bottom at every
+ * choice, so the owner's LIFO order alone would never reach an older task at
+ * the top. On one worker nobody steals it: the fairness tick must take it.
+ */
+struct chain {
+    _Atomic int  older_ran;
+    _Atomic long links;
+    long         limit;
+};
+
+static void *chain_link(void *arg)
+{
+    struct chain *c = arg;
+    if (!atomic_load(&c->older_ran) && atomic_fetch_add(&c->links, 1) < c->limit)
+        weft_spawn(NULL, chain_link, c);
+    return NULL;
+}
+
+static void *older_task(void *arg)
+{
+    struct chain *c = arg;
+    atomic_store(&c->older_ran, 1);
+    return NULL;
+}
+
+static void *chain_over_an_older_task(void *arg)
+{
+    struct chain *c = arg;
+    weft_task *older;
+    if (weft_spawn(&older, older_task, c) != 0 || weft_spawn(NULL, chain_link, c) != 0)
+        return (void *)1;
+    weft_join(older, NULL);
+    return NULL;
+}
+
+Test(sched, an_older_task_runs_while_newer_ones_keep_coming, .timeout = 120)
+{
+    if (RUNNING_ON_VALGRIND || WEFT_TEST_SANITIZED)
+        cr_skip("a million spawns take minutes under Valgrind and the sanitizers");
+    struct chain c = { .limit = 50 * 1000 * 1000 };
+    cr_assert_null(run_with(1, chain_over_an_older_task, &c));
+    cr_assert_eq(atomic_load(&c.older_ran), 1);
+    cr_assert_lt(atomic_load(&c.links), c.limit, "the older task ran only once the chain ended");
+}
