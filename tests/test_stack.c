@@ -142,7 +142,9 @@ static void *touch_and_wait(void *arg)
 {
     struct burst *b = arg;
     volatile char frame[BURST_TOUCH];
-    memset((char *)frame, 1, sizeof frame);
+    for (size_t i = 0; i < sizeof frame; i += 512)
+        frame[i] = 1;
+    __asm__ volatile("" : : "r"(frame) : "memory");   /* the address escapes: the whole array is laid out */
     atomic_fetch_add(&b->touched, 1);
     char c;
     weft_chan_recv(b->gate, &c);   /* -EPIPE once closed */
@@ -162,11 +164,14 @@ Test(stack, unused_stacks_beyond_the_warm_pool_go_back_to_the_kernel, .timeout =
     struct burst b = { .done = WEFT_WG_INIT };
     cr_assert_eq(weft_chan_create(&b.gate, 1, 0), 0);
     cr_assert_eq(weft_wg_add(&b.done, BURST), 0);
+    size_t before = resident();
     for (int i = 0; i < BURST; i++)
         cr_assert_eq(weft_spawn_on(rt, NULL, touch_and_wait, &b), 0);
     while (atomic_load(&b.touched) < BURST)
         usleep(1000);
     size_t peak = resident();
+    cr_assert_geq(peak - before, (size_t)BURST * BURST_TOUCH / 2, "the burst touched %zu KiB only",
+                  (peak - before) / 1024);
     cr_assert_eq(weft_chan_close(b.gate), 0);
     cr_assert_eq(weft_wg_wait(&b.done), 0);
 
