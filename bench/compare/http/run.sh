@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The HTTP example against nginx and a thread-per-connection server, under the
 # same wrk load on loopback: bench/compare/http/run.sh BUILD_DIR [runs] [duration]
-# Needs wrk and nginx (Debian: wrk, nginx-light). Prints one line per run and
-# server, then the median requests per second of each.
+# Needs wrk, curl and nginx (Debian: wrk, curl, nginx-light). Checks first that
+# each server answers GET / with the same body and keeps the connection, then
+# prints one line per run and server, and the median requests per second of
+# each with the lowest and highest run.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=${1:?usage: run.sh BUILD_DIR [runs] [duration]}
@@ -18,6 +20,16 @@ cc -O2 -o "$tmp/http_threads" "$here/threads.c" -pthread
 nginx -c "$here/nginx.conf" -p "$tmp" -g "pid $tmp/nginx.pid;" &
 sleep 1
 
+# The same body from all three, each keeping the connection: curl reuses it
+# for the second URL only if the first answer left it open.
+for port in 8080 8081 8082; do
+    out=$(curl -sv "http://127.0.0.1:$port/" "http://127.0.0.1:$port/" 2>&1)
+    if [ "$(grep -c '^Hello from weft$' <<< "$out")" != 2 ] || ! grep -q 'Re-using existing connection' <<< "$out"; then
+        echo "run.sh: the server on port $port does not answer GET / with the body on a kept connection" >&2
+        exit 1
+    fi
+done
+
 for r in $(seq 1 "$runs"); do
     for s in weft:8080 nginx:8081 threads:8082; do
         name=${s%%:*}
@@ -28,5 +40,6 @@ for r in $(seq 1 "$runs"); do
     done
 done
 for name in weft nginx threads; do
-    printf '%-8s median %s req/s\n' "$name" "$(sort -n "$tmp/$name" | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+    sort -n "$tmp/$name" | awk -v n="$name" '{a[NR] = $1}
+        END {printf "%-8s median %s req/s (min %s, max %s)\n", n, a[int((NR + 1) / 2)], a[1], a[NR]}'
 done
