@@ -6,6 +6,10 @@
 
 #include "internal.h"
 
+#if WEFT_HAVE_URING
+#include <linux/time_types.h>   /* struct __kernel_timespec */
+#endif
+
 /* One pending timer. Lives in the waiter's frame; on rt's heap while idx != 0. */
 struct weft__timer {
     uint64_t             when;    /* weft_now() clock */
@@ -65,6 +69,9 @@ void weft__offload_destroy(weft_rt *rt);
 struct weft__ioreq {
     struct weft__waiter wt;
     int32_t             res;   /* the completion's result; written before the claim */
+#if WEFT_HAVE_URING
+    struct __kernel_timespec ts;   /* the linked timeout's deadline, read at submission */
+#endif
 };
 
 #if WEFT_HAVE_URING

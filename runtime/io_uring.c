@@ -265,7 +265,14 @@ void weft__ring_kick(struct weft__ring *r)
 
 struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w)
 {
-    return get_sqe(w->ring);
+    struct weft__ring *r = w->ring;
+    /* Room for the request and its linked timeout, so that taking the second
+     * entry never submits the first alone, cut from its link. */
+    while (io_uring_sq_space_left(&r->ring) < 2) {
+        if (io_uring_submit(&r->ring) >= 0)
+            r->queued = 0;
+    }
+    return get_sqe(r);
 }
 
 int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q)
@@ -284,17 +291,16 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
         io_uring_prep_nop(sqe);   /* already queued: turn it into nothing */
         io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)q);
     } else if (t->deadline) {
-        struct __kernel_timespec ts = {
+        /* In q, which lives until the completion is reaped: the kernel reads
+         * it whenever the batch is submitted. */
+        q->ts = (struct __kernel_timespec){
             .tv_sec = (long long)(t->deadline / 1000000000u),
             .tv_nsec = (long long)(t->deadline % 1000000000u),
         };
         sqe->flags |= IOSQE_IO_LINK;
-        struct io_uring_sqe *lt = get_sqe(r);
-        io_uring_prep_link_timeout(lt, &ts, IORING_TIMEOUT_ABS);
+        struct io_uring_sqe *lt = get_sqe(r);   /* weft__ring_sqe left room: never submits */
+        io_uring_prep_link_timeout(lt, &q->ts, IORING_TIMEOUT_ABS);
         io_uring_sqe_set_data64(lt, TAG_IGNORE);
-        /* The kernel copies ts when it takes the entry: submit now, while ts lives. */
-        if (io_uring_submit(&r->ring) >= 0)
-            r->queued = 0;
     }
     r->inflight++;
     weft__wait_nointr(&q->wt);

@@ -458,3 +458,73 @@ Test(cancel, several_cancellers_racing_a_wake_up_leave_the_waiter_and_the_channe
     for (size_t i = 0; i < SWEEP_N; i++)
         run_with(sweep_workers[i], race_cancellers_against_wake, (void *)scaled(300));
 }
+
+/*
+ * Many reads with deadlines on a tiny ring: the submission queue fills, and
+ * each read must still go in with its linked timeout. A read sent without it
+ * would wait for data that never comes.
+ */
+enum { CROWD = 16 };
+
+struct crowd {
+    int         fds[CROWD][2];   /* a pipe each: epoll admits one reader a descriptor */
+    _Atomic int next;
+    _Atomic int timed_out;
+};
+
+static void *read_with_deadline(void *arg)
+{
+    struct crowd *c = arg;
+    int fd = c->fds[atomic_fetch_add(&c->next, 1)][0];
+    char b;
+    weft_deadline(weft_now() + 50 * MS);
+    if (weft_read(fd, &b, 1) == -ETIMEDOUT)
+        atomic_fetch_add(&c->timed_out, 1);
+    return NULL;
+}
+
+static void *read_without_deadline(void *arg)
+{
+    char b;
+    return (void *)(intptr_t)weft_read(*(int *)arg, &b, 1);
+}
+
+static void *crowd_reads(void *arg)
+{
+    struct crowd *c = arg;
+    /* First a read with no deadline, one entry, so that the pairs that follow
+     * straddle the end of the queue. */
+    int plain[2];
+    weft_task *first, *t[CROWD];
+    if (pipe(plain) != 0 || weft_spawn(&first, read_without_deadline, &plain[0]) != 0)
+        return (void *)1;
+    for (int i = 0; i < CROWD; i++)
+        if (weft_spawn(&t[i], read_with_deadline, c) != 0)
+            return (void *)1;
+    for (int i = 0; i < CROWD; i++)
+        weft_join(t[i], NULL);
+    void *r;
+    if (weft_write(plain[1], "x", 1) != 1 || weft_join(first, &r) != 0 || (intptr_t)r != 1)
+        return (void *)2;
+    close(plain[0]);
+    close(plain[1]);
+    return NULL;
+}
+
+Test(deadline, reads_on_a_full_ring_keep_their_deadlines, .timeout = 30)
+{
+    FOR_EACH_BACKEND(b) {
+        struct crowd c = { .next = 0 };
+        for (int i = 0; i < CROWD; i++)
+            cr_assert_eq(pipe(c.fds[i]), 0);
+        weft_config cfg = { .workers = 1, .io_backend = b, .ring_entries = 2 };
+        void *r = (void *)1;
+        cr_assert_eq(weft_main(&cfg, crowd_reads, &c, &r), 0);
+        cr_assert_null(r);
+        cr_assert_eq(atomic_load(&c.timed_out), CROWD, "on %s", backend_name[b]);
+        for (int i = 0; i < CROWD; i++) {
+            close(c.fds[i][0]);
+            close(c.fds[i][1]);
+        }
+    }
+}
