@@ -14,7 +14,9 @@
  * The mutex. _state holds LOCKED and WAITERS. Lock is a CAS 0 -> LOCKED, then a
  * short spin, then the slow path under the list lock, which sets WAITERS and
  * queues the caller. Unlock is a CAS LOCKED -> 0; with WAITERS set it takes the
- * list lock and either
+ * list lock and, unless a waiter it woke earlier has not yet tried again
+ * (WOKEN, as Go's mutexWoken: waking more would only add contenders and
+ * context switches), either
  *   - wakes the first waiter to compete again for the lock (normal mode: a
  *     running locker may overtake it, which keeps throughput high), or,
  *   - if that waiter has waited more than WEFT__STARVE_NS, hands it the lock
@@ -34,6 +36,7 @@
 
 #define M_LOCKED  1u
 #define M_WAITERS 2u
+#define M_WOKEN   4u   /* a waiter was woken to compete and has not tried yet */
 
 /* weft__waiter results. */
 #define R_RETRY   1   /* the mutex was released: try again */
@@ -126,6 +129,8 @@ int weft_mutex_lock(weft_mutex *m)
     bool requeue = false;
     for (;;) {
         weft__ilock(A32(&m->_lock));
+        if (requeue)   /* we were the woken one: unlock may wake another now */
+            atomic_fetch_and_explicit(A32(&m->_state), ~M_WOKEN, memory_order_relaxed);  /* under the list lock */
         uint32_t s = atomic_load_explicit(A32(&m->_state), memory_order_relaxed);
         for (;;) {
             if (!(s & M_LOCKED)) {
@@ -179,6 +184,13 @@ int weft_mutex_unlock(weft_mutex *m)
      * waits for the list lock, so the stores below come first. */
     uint64_t now = 0;
     for (;;) {
+        uint32_t st = atomic_load_explicit(A32(&m->_state), memory_order_relaxed);
+        if (st & M_WOKEN) {
+            /* A woken waiter is on its way to try again: waking another would
+             * only add a contender and a context switch. */
+            atomic_store_explicit(A32(&m->_state), st & ~M_LOCKED, memory_order_release);  /* publishes the critical section */
+            break;
+        }
         struct sync_node *n = (struct sync_node *)m->_wait._head;
         if (!n) {
             atomic_store_explicit(A32(&m->_state), 0, memory_order_release);  /* publishes the critical section */
@@ -194,7 +206,7 @@ int weft_mutex_unlock(weft_mutex *m)
                 break;
             }
         } else if (weft__wake(&n->w, R_RETRY)) {
-            atomic_store_explicit(A32(&m->_state), waiters, memory_order_release);  /* publishes the critical section */
+            atomic_store_explicit(A32(&m->_state), waiters | M_WOKEN, memory_order_release);  /* publishes the critical section */
             break;
         }
         /* that waiter gave up (deadline or cancellation): try the next */

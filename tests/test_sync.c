@@ -266,3 +266,53 @@ Test(sync, a_semaphore_admits_at_most_its_count)
         cr_assert_geq(atomic_load(&g.most), 1);
     }
 }
+
+/*
+ * No waiter starves: while coroutines on two workers take and drop a mutex
+ * as fast as they can, barging past the woken waiters, another one still
+ * gets its turns (starvation mode hands it the lock once it has waited long).
+ */
+struct hogs {
+    weft_mutex  m;
+    _Atomic int stop;
+    long        counter;
+};
+
+static void *hog(void *arg)
+{
+    struct hogs *h = arg;
+    uint64_t give_up = weft_now() + 20ull * 1000000000u;
+    while (!atomic_load(&h->stop) && weft_now() < give_up) {
+        weft_mutex_lock(&h->m);
+        h->counter++;
+        weft_mutex_unlock(&h->m);
+    }
+    return NULL;
+}
+
+static void *victim_among_hogs(void *arg)
+{
+    struct hogs *h = arg;
+    weft_task *t[4];
+    for (int i = 0; i < 4; i++)
+        if (weft_spawn(&t[i], hog, h) != 0)
+            return (void *)-1;
+    intptr_t turns = 0;
+    for (; turns < 1000; turns++) {
+        weft_mutex_lock(&h->m);
+        weft_mutex_unlock(&h->m);
+    }
+    bool hogs_still_ran = !atomic_exchange(&h->stop, 1);
+    for (int i = 0; i < 4; i++)
+        weft_join(t[i], NULL);
+    return (void *)(hogs_still_ran ? turns : -2);
+}
+
+Test(sync, a_waiter_gets_its_turns_while_others_hog_the_mutex, .timeout = 60)
+{
+    if (RUNNING_ON_VALGRIND)
+        cr_skip("Valgrind runs one thread at a time: the hogs would only take turns");
+    struct hogs h = { .m = WEFT_MUTEX_INIT };
+    cr_assert_eq((intptr_t)run_with(2, victim_among_hogs, &h), 1000,
+                 "the victim got its turns only once the hogs gave up");
+}
