@@ -7,7 +7,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #if __has_include(<valgrind/valgrind.h>)
 #include <valgrind/valgrind.h>
@@ -105,6 +107,25 @@ static inline void *run_with_io(unsigned workers, int backend, weft_fn fn, void 
     cr_assert_eq(err, 0, "weft_main with %u workers on %s failed: %d", workers,
                  backend_name[backend], err);
     return result;
+}
+
+
+/* The process's size and resident size in bytes, from /proc/self/statm; 0 if
+ * it cannot be read. */
+static inline void proc_memory(size_t *size, size_t *resident)
+{
+    size_t pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%zu %zu", &pages, &rss) != 2)
+            pages = rss = 0;
+        fclose(f);
+    }
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (size)
+        *size = pages * page;
+    if (resident)
+        *resident = rss * page;
 }
 
 #endif

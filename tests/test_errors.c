@@ -149,14 +149,9 @@ struct exhaust {
 
 static size_t vm_size(void)
 {
-    size_t pages = 0, rss;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f) {
-        if (fscanf(f, "%zu %zu", &pages, &rss) != 2)
-            pages = 0;
-        fclose(f);
-    }
-    return pages * (size_t)sysconf(_SC_PAGESIZE);
+    size_t size;
+    proc_memory(&size, NULL);
+    return size;
 }
 
 static void *exhaust(void *arg)

@@ -128,14 +128,9 @@ struct burst {
 
 static size_t resident(void)
 {
-    size_t pages = 0, rss = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f) {
-        if (fscanf(f, "%zu %zu", &pages, &rss) != 2)
-            rss = 0;
-        fclose(f);
-    }
-    return rss * (size_t)sysconf(_SC_PAGESIZE);
+    size_t rss;
+    proc_memory(NULL, &rss);
+    return rss;
 }
 
 static void *touch_and_wait(void *arg)
