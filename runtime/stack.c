@@ -309,10 +309,11 @@ bool weft__stacks_trim(struct weft__stacks *s, _Atomic uint32_t *stop)
         k = s->trim_left < excess ? s->trim_left : excess;
         if (k > TRIM_BATCH)
             k = TRIM_BATCH;
-        /* The oldest entries, at the bottom of the array: the coldest in cache. */
-        memcpy(batch, s->warm.at, k * sizeof *batch);
-        memmove(s->warm.at, s->warm.at + k, (s->warm.n - k) * sizeof *s->warm.at);
+        /* From the top: which k go back makes no difference to the memory
+         * kept, and taking the bottom ones would move the whole array on
+         * every batch, quadratic in a million slots. */
         s->warm.n -= k;
+        memcpy(batch, s->warm.at + s->warm.n, k * sizeof *batch);
         s->trim_left = k ? s->trim_left - k : 0;
         if (!s->trim_left)
             start_epoch(s, now);
