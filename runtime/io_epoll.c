@@ -67,15 +67,20 @@ static int rearm(struct weft__poller *p, int fd, struct fd_waiters *e)
     return 0;
 }
 
-/* Claims wt with `result` and takes it out of both places of e. Holds the
- * table lock. */
-static void wake_slot(struct fd_waiters *e, struct weft__waiter *wt, int32_t result)
+/* Takes wt out of whichever places of e it holds. Holds the table lock. */
+static void drop(struct fd_waiters *e, const struct weft__waiter *wt)
 {
-    weft__wake(wt, result);
     if (e->rd == wt)
         e->rd = NULL;
     if (e->wr == wt)
         e->wr = NULL;
+}
+
+/* Claims wt with `result` and takes it out of e. Holds the table lock. */
+static void wake_slot(struct fd_waiters *e, struct weft__waiter *wt, int32_t result)
+{
+    weft__wake(wt, result);
+    drop(e, wt);
 }
 
 static void *poller_thread(void *arg)
@@ -210,12 +215,8 @@ int weft__epoll_wait_fd(weft_rt *rt, int fd, int dirs)
         if (dirs & WEFT__WAIT_WRITE)
             e->wr = &wt;
         err = rearm(p, fd, e);
-        if (err) {
-            if (e->rd == &wt)
-                e->rd = NULL;
-            if (e->wr == &wt)
-                e->wr = NULL;
-        }
+        if (err)
+            drop(e, &wt);
     }
     pthread_mutex_unlock(&p->lock);
     if (err)
@@ -226,10 +227,7 @@ int weft__epoll_wait_fd(weft_rt *rt, int fd, int dirs)
         pthread_mutex_lock(&p->lock);
         e = &p->fds[fd];   /* the table may have moved */
         if (e->rd == &wt || e->wr == &wt) {   /* not claimed by the poller or weft_close: withdraw */
-            if (e->rd == &wt)
-                e->rd = NULL;
-            if (e->wr == &wt)
-                e->wr = NULL;
+            drop(e, &wt);
             if (wanted(e))
                 rearm(p, fd, e);
         }

@@ -138,16 +138,21 @@ int weft__ring_enable(struct weft__ring *r)
 }
 
 /* An empty entry, submitting what is queued if the queue is full. The owner. */
-static struct io_uring_sqe *get_sqe(struct weft__ring *r)
+/* An entry to fill, with room for `room` - 1 more after it (submitting what
+ * is queued to make room). */
+static struct io_uring_sqe *get_sqe_room(struct weft__ring *r, unsigned room)
 {
-    struct io_uring_sqe *sqe;
-    while (!(sqe = io_uring_get_sqe(&r->ring))) {
-        int n = io_uring_submit(&r->ring);
-        if (n >= 0)
+    while (io_uring_sq_space_left(&r->ring) < room) {
+        if (io_uring_submit(&r->ring) >= 0)
             r->queued = 0;
     }
     r->queued++;
-    return sqe;
+    return io_uring_get_sqe(&r->ring);
+}
+
+static struct io_uring_sqe *get_sqe(struct weft__ring *r)
+{
+    return get_sqe_room(r, 1);
 }
 
 static void arm_wake_read(struct weft__ring *r)
@@ -265,14 +270,9 @@ void weft__ring_kick(struct weft__ring *r)
 
 struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w)
 {
-    struct weft__ring *r = w->ring;
     /* Room for the request and its linked timeout, so that taking the second
      * entry never submits the first alone, cut from its link. */
-    while (io_uring_sq_space_left(&r->ring) < 2) {
-        if (io_uring_submit(&r->ring) >= 0)
-            r->queued = 0;
-    }
-    return get_sqe(r);
+    return get_sqe_room(w->ring, 2);
 }
 
 int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q)

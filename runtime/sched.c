@@ -362,8 +362,9 @@ static inline weft_task *runnext_put(struct weft__worker *w, weft_task *t)
 static bool fire_timers(struct weft__worker *w)
 {
     struct weft__timers *ts = w->rt->timers;
-    uint64_t next = weft__timers_next(ts);
-    return next != UINT64_MAX && next <= weft_now() && weft__timers_fire(ts, weft_now()) != 0;
+    /* The clock is read only when timers are armed; fire looks at the
+     * earliest deadline itself before it takes the lock. */
+    return weft__timers_next(ts) != UINT64_MAX && weft__timers_fire(ts, weft_now()) != 0;
 }
 
 /* The owner. The next task to run on w, or NULL. */
@@ -630,6 +631,15 @@ static uint64_t watch(struct weft__worker *w)
     return weft__timers_next(rt->timers);
 }
 
+/* Asks parked worker v to look at the earliest deadline again: true if the
+ * caller must now wake it; false if v is being woken already. */
+static bool mark_timers(struct weft__worker *v)
+{
+    uint32_t none = WEFT__WAKE_NONE;
+    return atomic_compare_exchange_strong_explicit(&v->wake, &none, WEFT__WAKE_TIMERS,
+                                                   memory_order_release, memory_order_relaxed);
+}
+
 /* w, off the idle list again, gives up watching. If timers are armed, another
  * parked worker takes over, so that a busy w does not hold back the sleepers. */
 static void unwatch(struct weft__worker *w)
@@ -645,9 +655,7 @@ static void unwatch(struct weft__worker *w)
         return;   /* nobody to hand over to: busy workers fire timers as they go */
     pthread_mutex_lock(&rt->idle_lock);
     struct weft__worker *next = rt->idle;
-    uint32_t none = WEFT__WAKE_NONE;
-    bool kick = next && atomic_compare_exchange_strong_explicit(&next->wake, &none, WEFT__WAKE_TIMERS,
-                                                                memory_order_release, memory_order_relaxed);
+    bool kick = next && mark_timers(next);
     pthread_mutex_unlock(&rt->idle_lock);
     if (kick)
         wake_worker(next);   /* workers outlive the runtime's idle list: safe unlocked */
@@ -661,9 +669,7 @@ void weft__timers_changed(weft_rt *rt)
         wake_one(rt);   /* it will park again, and watch */
         return;
     }
-    uint32_t none = WEFT__WAKE_NONE;
-    if (atomic_compare_exchange_strong_explicit(&v->wake, &none, WEFT__WAKE_TIMERS,
-            memory_order_release, memory_order_relaxed))
+    if (mark_timers(v))
         wake_worker(v);
     /* Otherwise it is waking already and will look at the heap again. */
 }
@@ -680,7 +686,8 @@ static void park_worker(struct weft__worker *w)
     w->spinning = false;                                           /* 2 */
     atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
     weft__fence();                     /* 3 */
-    if ((work_visible(rt) || weft__timers_next(rt->timers) <= weft_now() ||
+    uint64_t due = weft__timers_next(rt->timers);
+    if ((work_visible(rt) || (due != UINT64_MAX && due <= weft_now()) ||
          atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) &&
         leave_idle(w))
         return;

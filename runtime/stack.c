@@ -235,7 +235,14 @@ static bool slots_push(struct slots *a, weft_task *t)
     return true;
 }
 
-static void start_epoch(struct weft__stacks *s, uint64_t now);
+/* Holds s->lock. Starts watching the warm list's low-water mark if it holds
+ * more than WARM_MAX, else stops. */
+static void start_epoch(struct weft__stacks *s, uint64_t now)
+{
+    s->warm_low = s->warm.n;
+    atomic_store_explicit(&s->trim_due, s->warm.n > WARM_MAX ? now + TRIM_EPOCH_NS : UINT64_MAX,
+                          memory_order_relaxed);   /* a hint for idle workers; the lock orders the rest */
+}
 
 static void slot_retire(weft_task *t)
 {
@@ -275,15 +282,6 @@ void weft__stack_put(struct weft__stacks *s, struct weft__pool *pool, weft_task 
     if (s->warm.n > WARM_MAX && atomic_load_explicit(&s->trim_due, memory_order_relaxed) == UINT64_MAX)
         start_epoch(s, weft_now());
     pthread_mutex_unlock(&s->lock);
-}
-
-/* Holds s->lock. Starts watching the warm list's low-water mark if it holds
- * more than WARM_MAX, else stops. */
-static void start_epoch(struct weft__stacks *s, uint64_t now)
-{
-    s->warm_low = s->warm.n;
-    atomic_store_explicit(&s->trim_due, s->warm.n > WARM_MAX ? now + TRIM_EPOCH_NS : UINT64_MAX,
-                          memory_order_relaxed);   /* a hint for idle workers; the lock orders the rest */
 }
 
 uint64_t weft__stacks_trim_due(struct weft__stacks *s)
