@@ -98,6 +98,13 @@ static inline bool backend_available(int backend)
     for (size_t b##_i = 0; b##_i < BACKENDS_N; b##_i++)                             \
         for (int b = sweep_backends[b##_i], b##_go = backend_available(b); b##_go; b##_go = 0)
 
+/* Runs the statement after it once per available IO backend, named b, and per
+ * worker count of the array `counts`, named w (liburing's FOR_ALL_TEST_CONFIGS). */
+#define FOR_EACH_CONFIG(b, w, counts)                                                  \
+    FOR_EACH_BACKEND(b)                                                                \
+        for (size_t w##_i = 0; w##_i < sizeof(counts) / sizeof((counts)[0]); w##_i++)  \
+            for (unsigned w = (counts)[w##_i], w##_go = 1; w##_go; w##_go = 0)
+
 /* run_with() on the given IO backend. */
 static inline void *run_with_io(unsigned workers, int backend, weft_fn fn, void *arg)
 {

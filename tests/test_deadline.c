@@ -175,10 +175,8 @@ static void *every_call_times_out(void *arg)
 
 Test(deadline, every_blocking_call_returns_ETIMEDOUT_at_the_deadline_and_takes_nothing)
 {
-    FOR_EACH_BACKEND(b) {
-        for (size_t i = 0; i < SWEEP_N; i++)
-            run_with_io(sweep_workers[i], b, every_call_times_out, NULL);
-    }
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, every_call_times_out, NULL);
 }
 
 static void *nested(void *arg)
@@ -306,10 +304,8 @@ static void *every_call_is_cancelled(void *arg)
 
 Test(cancel, every_blocking_call_returns_ECANCELED_and_takes_nothing)
 {
-    FOR_EACH_BACKEND(b) {
-        for (size_t i = 0; i < SWEEP_N; i++)
-            run_with_io(sweep_workers[i], b, every_call_is_cancelled, NULL);
-    }
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, every_call_is_cancelled, NULL);
 }
 
 Test(cancel, a_plain_thread_can_cancel_a_coroutine)

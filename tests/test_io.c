@@ -131,10 +131,8 @@ static void *socketpair_transfer(void *arg)
 
 Test(io, a_socketpair_carries_megabytes_in_order)
 {
-    FOR_EACH_BACKEND(b) {
-        for (size_t i = 0; i < IO_N; i++)
-            cr_assert_eq((uintptr_t)run_with_io(io_workers[i], b, socketpair_transfer, (void *)(uintptr_t)(4u << 20)), 0);
-    }
+    FOR_EACH_CONFIG(b, w, io_workers)
+        cr_assert_eq((uintptr_t)run_with_io(w, b, socketpair_transfer, (void *)(uintptr_t)(4u << 20)), 0);
 }
 
 static void *bad_fds(void *arg)
@@ -172,10 +170,8 @@ static void *send_to_closed_peer(void *arg)
 
 Test(io, sending_to_a_closed_peer_fails_without_sigpipe)
 {
-    FOR_EACH_BACKEND(b) {
-        for (size_t i = 0; i < IO_N; i++)
-            cr_assert_eq((uintptr_t)run_with_io(io_workers[i], b, send_to_closed_peer, NULL), 0);
-    }
+    FOR_EACH_CONFIG(b, w, io_workers)
+        cr_assert_eq((uintptr_t)run_with_io(w, b, send_to_closed_peer, NULL), 0);
 }
 
 static void *compute(void *arg)
@@ -330,10 +326,8 @@ static void *accept_and_connect(void *arg)
 
 Test(io, an_echo_server_accepts_and_serves_clients_that_connect)
 {
-    FOR_EACH_BACKEND(b) {
-        for (size_t i = 0; i < IO_N; i++)
-            run_with_io(io_workers[i], b, accept_and_connect, NULL);
-    }
+    FOR_EACH_CONFIG(b, w, io_workers)
+        run_with_io(w, b, accept_and_connect, NULL);
 }
 
 /* ---- one reader and one writer at once ------------------------------------- */
@@ -399,10 +393,8 @@ static void *both_directions(void *arg)
 
 Test(io, a_reader_and_a_writer_wait_on_one_socket_at_once)
 {
-    FOR_EACH_BACKEND(b) {
-        for (size_t i = 0; i < IO_N; i++)
-            cr_assert_eq((uintptr_t)run_with_io(io_workers[i], b, both_directions, NULL), 0);
-    }
+    FOR_EACH_CONFIG(b, w, io_workers)
+        cr_assert_eq((uintptr_t)run_with_io(w, b, both_directions, NULL), 0);
 }
 
 /* weft_poll for both directions returns when either comes: here the socket
@@ -451,10 +443,8 @@ static void *poll_for_either_direction(void *arg)
 
 Test(io, polling_for_either_direction_wakes_on_the_one_that_comes, .timeout = 30)
 {
-    FOR_EACH_BACKEND(b) {
-        for (size_t i = 0; i < IO_N; i++)
-            run_with_io(io_workers[i], b, poll_for_either_direction, NULL);
-    }
+    FOR_EACH_CONFIG(b, w, io_workers)
+        run_with_io(w, b, poll_for_either_direction, NULL);
 }
 
 /* MSG_DONTWAIT asks for -EAGAIN, not a wait, on every backend. */
@@ -481,10 +471,8 @@ static void *dontwait_does_not_wait(void *arg)
 
 Test(io, msg_dontwait_returns_eagain_instead_of_waiting, .timeout = 30)
 {
-    FOR_EACH_BACKEND(b) {
-        for (size_t i = 0; i < IO_N; i++)
-            run_with_io(io_workers[i], b, dontwait_does_not_wait, NULL);
-    }
+    FOR_EACH_CONFIG(b, w, io_workers)
+        run_with_io(w, b, dontwait_does_not_wait, NULL);
 }
 
 /* ---- the epoll backend's limits, reported rather than hung ------------------- */

@@ -226,15 +226,12 @@ static void *sleep_then_write(void *arg)
 
 Test(timer, a_worker_waiting_on_io_wakes_for_a_timer, .timeout = 50)
 {
-    FOR_EACH_BACKEND(b) {
-        for (size_t i = 0; i < SWEEP_N; i++) {
-            struct ring_timer rt = { .got = -1 };
-            cr_assert_eq(pipe(rt.fds), 0);
-            cr_assert_null(run_with_io(sweep_workers[i], b, sleep_then_write, &rt),
-                           "on %s", backend_name[b]);
-            cr_assert_eq(rt.got, 1, "on %s", backend_name[b]);
-            close(rt.fds[0]);
-            close(rt.fds[1]);
-        }
+    FOR_EACH_CONFIG(b, w, sweep_workers) {
+        struct ring_timer rt = { .got = -1 };
+        cr_assert_eq(pipe(rt.fds), 0);
+        cr_assert_null(run_with_io(w, b, sleep_then_write, &rt), "on %s", backend_name[b]);
+        cr_assert_eq(rt.got, 1, "on %s", backend_name[b]);
+        close(rt.fds[0]);
+        close(rt.fds[1]);
     }
 }
