@@ -113,13 +113,14 @@ struct weft__ring;
 #define WEFT__TASK_DEAD  0xdeadu
 
 /*
- * A coroutine. It lives at the top of its own stack slot (runtime/stack.c), so a
- * blocked coroutine that used little stack touches a single page.
+ * A coroutine, and the handle its spawner holds. Handles are allocated in slabs
+ * (runtime/task.c); the stack is bound to the task only from its first run to
+ * its end (runtime/stack.c): fiber.stack_lo is NULL before and after.
  */
 struct weft_task {
     struct weft__fiber fiber;        /* owned by whoever runs it */
     struct weft_task  *next;         /* on one list at a time: a worker's yield
-                                      * queue, the global queue, or a stack pool */
+                                      * queue, the global queue, or a free list */
     weft_rt           *rt;
     weft_fn            fn;
     void              *arg;
@@ -170,6 +171,12 @@ bool weft__wake(struct weft__waiter *wt, int32_t result);
 #include "deque.h"
 
 struct weft__pool {          /* a worker's private cache of free stack slots */
+    char     *head;          /* slots by their tops, linked through their top word */
+    unsigned  count;
+    unsigned  credit;        /* promises taken from the shared lists (stack.c) */
+};
+
+struct weft__tcache {        /* a worker's private cache of free task handles */
     weft_task *head;
     unsigned   count;
 };
@@ -195,6 +202,7 @@ struct weft__worker {
     bool                  spinning;     /* counted in rt->nspinning */
     bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
     struct weft__pool     pool;
+    struct weft__tcache   tcache;
     struct weft__ring    *ring;         /* io_uring; NULL: the epoll backend */
     void                 *altstack;
     pthread_t             thread;
@@ -212,6 +220,7 @@ struct weft_rt {
     unsigned               nworkers;
     struct weft__worker  **workers;
     struct weft__stacks   *stacks;
+    struct weft__taskmem  *taskmem;
 
     /* The global queue: spawns from outside, deque overflow. */
     _Alignas(WEFT__CACHELINE)
@@ -251,15 +260,25 @@ struct weft__worker *weft__worker_self(void);
 void weft__park(void);
 /* Makes a parked (or parking) coroutine runnable. Any thread, once per park. */
 void weft__unpark(weft_task *t);
-/* Prepares t's context to start t->fn(t->arg) and queues it. Any thread; w is
+/* Queues t, a task never run, to start t->fn(t->arg). Any thread; w is
  * the calling worker if it belongs to t's runtime and runs a coroutine, else NULL. */
 void weft__task_start(struct weft__worker *w, weft_task *t);
-/* Drops one of t's two references; the last frees its slot. Any thread. */
+/* Drops one of t's two references; the last frees the handle. Any thread. */
 void weft__task_release(weft_task *t);
 /* Yield from a coroutine. */
 void weft__yield_current(void);
 /* Counts a task about to be started; w is the calling worker of rt, or NULL. */
 void weft__count_spawn(weft_rt *rt, struct weft__worker *w);
+
+/* ---- task handles (runtime/task.c) --------------------------------------------- */
+
+struct weft__taskmem;   /* a runtime's handle allocator */
+
+int  weft__taskmem_create(struct weft__taskmem **m);
+void weft__taskmem_destroy(struct weft__taskmem *m);
+/* A zeroed task, or NULL (out of memory). cache NULL: from a plain thread. */
+weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache);
+void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_task *t);
 
 /* ---- stacks (runtime/stack.c) ----------------------------------------------- */
 
@@ -267,10 +286,15 @@ struct weft__stacks;   /* a runtime's slot allocator */
 
 int  weft__stacks_create(struct weft__stacks **s, size_t stack_size);
 void weft__stacks_destroy(struct weft__stacks *s);
-/* Returns a zeroed task at the top of a free slot, or NULL (out of memory).
- * pool NULL: from a plain thread. */
-weft_task *weft__stack_get(struct weft__stacks *s, struct weft__pool *pool);
-void weft__stack_put(struct weft__stacks *s, struct weft__pool *pool, weft_task *t);
+/* Promises a stack to a task about to be spawned, so that binding it later
+ * cannot fail; -ENOMEM if none can be had. pool NULL: from a plain thread. */
+int  weft__stack_promise(struct weft__stacks *s, struct weft__pool *pool);
+/* The calling worker gives t, which holds a promise, a stack: fiber.stack_lo
+ * and stack_size. Before t first runs. */
+void weft__stack_bind(struct weft__stacks *s, struct weft__pool *pool, weft_task *t);
+/* Takes t's stack back, once nothing runs on it. The calling worker. */
+void weft__stack_unbind(struct weft__stacks *s, struct weft__pool *pool, weft_task *t);
+/* A stopping worker hands its free slots and promises back. */
 void weft__pool_drain(struct weft__stacks *s, struct weft__pool *pool);
 /* Idle workers give memory back: when the current epoch ends (UINT64_MAX:
  * nothing to give back), and a batch of slots that sat unused through it.

@@ -7,7 +7,8 @@
  *   worker               one kernel thread. It runs one task at a time, and has
  *                        its own context (the idle loop) to return to when it
  *                        has nothing to run.
- *   task     (weft_task) a coroutine: a stack slot and a saved context.
+ *   task     (weft_task) a coroutine: a handle and a saved context, and a
+ *                        stack from its first run to its end.
  *   queues               per worker: `runnext`, one slot for the task this
  *                        worker woke last; `dq`, a Chase-Lev deque of spawned and
  *                        woken tasks (owner LIFO, thieves FIFO); `yq`, a private
@@ -435,6 +436,7 @@ static void after_switch(struct weft__worker *w)
         }
     } else {
         weft_rt *rt = prev->rt;
+        weft__stack_unbind(rt->stacks, &w->pool, prev);          /* nothing runs on it now */
         weft__task_release(prev);                                /* the running reference */
         atomic_store_explicit(&w->exited, atomic_load_explicit(&w->exited, memory_order_relaxed) + 1,
                               memory_order_release);             /* pairs with live_tasks() */
@@ -445,6 +447,20 @@ static void after_switch(struct weft__worker *w)
     }
 }
 
+static void task_entry(void *arg);
+
+/* The context to switch to for running t; a task that never ran gets its
+ * stack here. */
+static inline struct weft__fiber *fiber_of(struct weft__worker *w, weft_task *t)
+{
+    if (!t->fiber.stack_lo) {
+        weft__stack_bind(w->rt->stacks, &w->pool, t);
+        weft__ctx_init(&t->fiber.ctx, t->fiber.stack_lo,
+                       (char *)t->fiber.stack_lo + t->fiber.stack_size, task_entry, t);
+    }
+    return &t->fiber;
+}
+
 /* The current task switches to the next runnable one, or to the idle loop.
  * Returns when the task is resumed. */
 static void switch_away(struct weft__worker *w, weft_task *self, enum weft__action act)
@@ -453,7 +469,7 @@ static void switch_away(struct weft__worker *w, weft_task *self, enum weft__acti
     w->prev_action = act;
     weft_task *next = pick_next(w);
     w->current = next;
-    fiber_switch(&self->fiber, next ? &next->fiber : &w->sched, act == WEFT__ACT_EXIT);
+    fiber_switch(&self->fiber, next ? fiber_of(w, next) : &w->sched, act == WEFT__ACT_EXIT);
     after_switch(weft__worker_self());
 }
 
@@ -500,7 +516,7 @@ void weft__yield_current(void)
         return;                                                  /* nothing else to run here */
     yq_push(w, self);                                            /* private: safe before the switch */
     w->current = next;
-    fiber_switch(&self->fiber, &next->fiber, false);
+    fiber_switch(&self->fiber, fiber_of(w, next), false);
     after_switch(weft__worker_self());
 }
 
@@ -525,21 +541,12 @@ static void task_entry(void *arg)
 
 void weft__task_start(struct weft__worker *w, weft_task *t)
 {
-    weft__ctx_init(&t->fiber.ctx, t->fiber.stack_lo, t, task_entry, t);
     if (w) {
         push_local(w, t, true);
     } else {
         global_push(t->rt, t);
         wake_one(t->rt);
     }
-}
-
-void weft__task_release(weft_task *t)
-{
-    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    struct weft__worker *w = weft__worker_self();
-    weft__stack_put(t->rt->stacks, w && w->rt == t->rt ? &w->pool : NULL, t);
 }
 
 /* ---- workers -------------------------------------------------------------------- */
@@ -774,7 +781,7 @@ static weft_task *find_work(struct weft__worker *w)
 static void run(struct weft__worker *w, weft_task *t)
 {
     w->current = t;
-    fiber_switch(&w->sched, &t->fiber, false);
+    fiber_switch(&w->sched, fiber_of(w, t), false);
     after_switch(weft__worker_self());
 }
 
@@ -843,6 +850,7 @@ static void rt_free(weft_rt *rt)
     free(rt->workers);
     if (rt->stacks)
         weft__stacks_destroy(rt->stacks);
+    weft__taskmem_destroy(rt->taskmem);
     weft__timers_destroy(rt->timers);
     pthread_mutex_destroy(&rt->gq_lock);
     pthread_mutex_destroy(&rt->idle_lock);
@@ -916,6 +924,7 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
     pthread_mutex_init(&rt->idle_lock, NULL);
     rt->workers = calloc(c.workers, sizeof(*rt->workers));
     if (!rt->workers || weft__stacks_create(&rt->stacks, c.stack_size) ||
+        weft__taskmem_create(&rt->taskmem) ||
         weft__timers_create(&rt->timers)) {
         rt_free(rt);
         return -ENOMEM;

@@ -1,27 +1,48 @@
 /*
  * Coroutine stacks.
  *
- * A slot is one coroutine's memory: a guard region at the bottom, the stack, and
- * the weft_task at the very top, so a coroutine that blocked after using little
- * stack has touched a single page:
+ * A slot is one coroutine's stack: a guard region at the bottom, then the stack,
+ * which grows down from the slot's top. A slot is named by its top address.
  *
- *     lo                                                             hi
- *     | guard (PROT_NONE) | stack, grows down  <-------  | weft_task |
- *                         ^ fiber.stack_lo                ^ the task pointer
+ *     base                                                      top
+ *     | guard (PROT_NONE) | stack, grows down  <---------------- |
+ *                         ^ fiber.stack_lo
  *
- * Slots are carved from chunks of CHUNK_SLOTS, each one anonymous mapping made
- * with MAP_NORESERVE, so memory is committed only where a stack is touched.
- * Guards are installed with MADV_GUARD_INSTALL (Linux 6.13+), which adds no
- * mapping; adjacent chunks then merge and a million stacks take a handful of
- * VMAs, far below vm.max_map_count. Older kernels get mprotect(PROT_NONE), which
- * splits the mapping twice per slot and so caps a process near 32,000 stacks.
+ * A task holds a slot only while it runs or is blocked: it takes one when it
+ * first runs (weft__stack_bind) and hands it back as soon as it finishes
+ * (weft__stack_unbind), before anyone has joined it. A million tasks spawned
+ * before any runs thus share the few slots that finished tasks keep warm,
+ * instead of touching a million fresh stacks. The task itself, its handle,
+ * lives elsewhere (runtime/task.c).
+ *
+ * Promises. A spawn must fail at once, with -ENOMEM, when no stack could be
+ * had for the task later; the scheduler cannot fail a task that is about to
+ * run. So each spawn takes a promise: one of the slots that are free and
+ * shared (the warm and cold lists, and the slots of the chunks mapped but
+ * not yet carved), counted in `promised`, which never exceeds them.
+ * Binding a task that comes with a promise either finds a slot in the worker's
+ * private pool, and the promise passes to the worker's credit for its next
+ * spawn, or spends the promise on a shared slot, which must then exist.
+ * Workers take promises in batches (pool->credit), so a spawn usually touches
+ * no shared state. Promises cost only address space: the chunks that back
+ * them are mapped with MAP_NORESERVE and grow geometrically, so a million
+ * spawns make about seventy mappings, which merge into a few VMAs.
+ *
+ * Slots are carved from those chunks as they are first bound. Guards are
+ * installed then, with MADV_GUARD_INSTALL (Linux 6.13+), which adds no mapping;
+ * adjacent chunks merge and a million stacks take a handful of VMAs, far below
+ * vm.max_map_count. Older kernels get mprotect(PROT_NONE), which splits the
+ * mapping twice per slot and so caps a process near 32,000 stacks; there the
+ * guard is installed when the promise is made, since that is where it can
+ * fail. MADV_GUARD_INSTALL fails only when the kernel cannot allocate a page
+ * table, as touching the stack then would; binding stops the program then.
  *
  * Free slots go first to the freeing worker's private pool (no locking, still
- * hot in cache). Past POOL_MAX the worker hands half of its pool to the shared
- * warm list, where the other workers find them (tasks often finish on another
- * worker than the one that spawned them). The shared lists are arrays, not
- * lists threaded through the slots, so that cold slots stay untouched. Chunks
- * are unmapped when the runtime is destroyed.
+ * hot in cache), linked through their top word. Past POOL_MAX the worker hands
+ * half of its pool to the shared warm list, where the other workers find them
+ * (tasks often finish on another worker than the one that spawned them). The
+ * shared lists are arrays, not lists threaded through the slots, so that cold
+ * slots stay untouched. Chunks are unmapped when the runtime is destroyed.
  *
  * Giving memory back. WARM_MAX slots always stay warm. Beyond that, slots go
  * back to the kernel (MADV_DONTNEED, then the cold list) only once demand has
@@ -55,58 +76,75 @@
 #define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
 #endif
 
-#if defined(WEFT__TSAN)
-void *__tsan_create_fiber(unsigned flags);
-void __tsan_destroy_fiber(void *fiber);
-#endif
-
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102
 #endif
 
-#define CHUNK_SLOTS 64u
+#define CHUNK_MIN   64u       /* slots in the first chunk; each next one doubles */
+#define CHUNK_MAX   16384u    /* ... up to this many (4 GiB of address space at 256 KiB) */
 #define POOL_MAX    64u
+#define PROMISE_BATCH 32u     /* promises a worker takes at a time */
 #define WARM_MAX    1024u     /* warm slots kept however long they go unused */
 #define TRIM_EPOCH_NS 1000000000ull   /* unused this long past WARM_MAX: given back */
 #define TRIM_BATCH  16u       /* slots given back between looks at the wake word */
 #define GUARD_PAGES 4u        /* a frame larger than this skips the guard */
-#define TASK_AREA   ((sizeof(struct weft_task) + 63u) & ~(size_t)63u)
 
 struct chunk {
     struct chunk *next;
-    void         *base;
+    char         *base;
     size_t        len;
+    char         *bump;           /* its part not carved yet starts here */
 };
 
 struct weft__stacks {
-    size_t          slot_size;    /* guard + stack + task, whole pages */
+    size_t          slot_size;    /* guard + stack, whole pages */
     size_t          configured;   /* weft_config.stack_size, for messages */
     size_t          guard_size;
     pthread_mutex_t lock;         /* guards everything below */
-    struct slots {                /* an array of free slots */
-        weft_task **at;
-        size_t      n, cap;
-    } warm, cold;                 /* warm: pages still there; cold: given back */
-    struct chunk   *chunks;
-    char           *bump, *bump_end;   /* uncarved part of the newest chunk */
+    struct slots {                /* an array of free slots, by their tops */
+        char  **at;
+        size_t  n, cap;
+    } warm, cold;                 /* warm: pages still there; cold: given back,
+                                   * or guarded and never touched */
+    struct chunk   *chunks;       /* every mapping, newest first */
+    struct chunk  **carvable;     /* those with slots not carved yet, a stack */
+    size_t          ncarvable, carvable_cap;
+    size_t          uncarved;     /* slots not carved yet, in all of them */
+    size_t          chunk_slots;  /* the size of the next chunk */
+    size_t          promised;     /* see the top of this file */
     size_t          warm_low;     /* the fewest warm slots seen this epoch */
     size_t          trim_left;    /* found unused last epoch, not yet given back */
     _Atomic uint64_t trim_due;    /* end of the epoch; UINT64_MAX: none running.
                                    * Written under lock, read without. */
 };
 
-static _Atomic int guard_madvise = 1;   /* cleared once the kernel refuses it */
+/* Whether MADV_GUARD_INSTALL works here: probed once per process. */
+static pthread_once_t guard_probe_once = PTHREAD_ONCE_INIT;
+static bool guard_madvise;
+
+static void guard_probe(void)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    void *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return;
+    guard_madvise = madvise(p, page, MADV_GUARD_INSTALL) == 0;
+    munmap(p, 2 * page);
+}
 
 int weft__stacks_create(struct weft__stacks **out, size_t stack_size)
 {
+    pthread_once(&guard_probe_once, guard_probe);
     size_t page_size = (size_t)sysconf(_SC_PAGESIZE);
     struct weft__stacks *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    size_t body = (stack_size + TASK_AREA + page_size - 1) & ~(page_size - 1);
+    size_t body = (stack_size + page_size - 1) & ~(page_size - 1);
     s->guard_size = GUARD_PAGES * page_size;
     s->slot_size = s->guard_size + body;
     s->configured = stack_size;
+    s->chunk_slots = CHUNK_MIN;
     atomic_init(&s->trim_due, UINT64_MAX);
     pthread_mutex_init(&s->lock, NULL);
     *out = s;
@@ -124,115 +162,207 @@ void weft__stacks_destroy(struct weft__stacks *s)
     }
     free(s->warm.at);
     free(s->cold.at);
+    free(s->carvable);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
 
-static inline char *slot_base(const struct weft__stacks *s, weft_task *t)
+static inline char *slot_base(const struct weft__stacks *s, char *top)
 {
-    return (char *)t + TASK_AREA - s->slot_size;
+    return top - s->slot_size;
 }
 
-/* Holds s->lock. Returns the base of a never-used slot, or NULL. */
-static char *carve(struct weft__stacks *s)
+/* The free-list link of a slot in a private pool: its top word. */
+static inline char **pool_link(char *top)
 {
-    if (s->bump == s->bump_end) {
-        struct chunk *c = malloc(sizeof(*c));
-        if (!c)
-            return NULL;
-        c->len = s->slot_size * CHUNK_SLOTS;
+    return (char **)top - 1;
+}
+
+/* Holds s->lock. Makes room for `extra` more; false if the array cannot grow. */
+static bool slots_room(struct slots *a, size_t extra)
+{
+    if (a->n + extra <= a->cap)
+        return true;
+    size_t cap = a->cap ? a->cap : 256;
+    while (cap < a->n + extra)
+        cap *= 2;
+    char **at = realloc(a->at, cap * sizeof(*at));
+    if (!at)
+        return false;
+    a->at = at;
+    a->cap = cap;
+    return true;
+}
+
+/* Holds s->lock. False if the array cannot grow. */
+static bool slots_push(struct slots *a, char *top)
+{
+    if (!slots_room(a, 1))
+        return false;
+    a->at[a->n++] = top;
+    return true;
+}
+
+/* Holds s->lock. Free slots that a promise may count on: with mprotect
+ * guards, only those already guarded. */
+static size_t shared_free(const struct weft__stacks *s)
+{
+    size_t n = s->warm.n + s->cold.n;
+    return guard_madvise ? n + s->uncarved : n;
+}
+
+/* Holds s->lock. Maps a chunk of at least `need` slots. False if it cannot. */
+static bool map_chunk(struct weft__stacks *s, size_t need)
+{
+    if (s->ncarvable == s->carvable_cap) {
+        size_t cap = s->carvable_cap ? s->carvable_cap * 2 : 16;
+        struct chunk **at = realloc(s->carvable, cap * sizeof(*at));
+        if (!at)
+            return false;
+        s->carvable = at;
+        s->carvable_cap = cap;
+    }
+    struct chunk *c = malloc(sizeof(*c));
+    if (!c)
+        return false;
+    size_t n = s->chunk_slots > need ? s->chunk_slots : need;
+    for (;;) {
+        c->len = s->slot_size * n;
         c->base = mmap(NULL, c->len, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (c->base == MAP_FAILED) {
+        if (c->base != MAP_FAILED)
+            break;
+        if (n == need) {   /* a smaller chunk may still fit */
             free(c);
-            return NULL;
+            return false;
         }
-        c->next = s->chunks;
-        s->chunks = c;
-        s->bump = c->base;
-        s->bump_end = (char *)c->base + c->len;
+        n = need;
     }
-    char *base = s->bump;
-    s->bump += s->slot_size;
-    return base;
+    if (s->chunk_slots < CHUNK_MAX)
+        s->chunk_slots *= 2;
+    c->bump = c->base;
+    c->next = s->chunks;
+    s->chunks = c;
+    s->carvable[s->ncarvable++] = c;
+    s->uncarved += n;
+    return true;
+}
+
+/* Holds s->lock and s->uncarved > 0. The top of a slot never used, with no
+ * guard yet. */
+static char *carve(struct weft__stacks *s)
+{
+    struct chunk *c = s->carvable[s->ncarvable - 1];
+    c->bump += s->slot_size;
+    if (c->bump == c->base + c->len)
+        s->ncarvable--;
+    s->uncarved--;
+    return c->bump;
 }
 
 static int install_guard(struct weft__stacks *s, char *base)
 {
-    if (atomic_load_explicit(&guard_madvise, memory_order_relaxed)) {
-        if (madvise(base, s->guard_size, MADV_GUARD_INSTALL) == 0)
-            return 0;
-        if (errno != EINVAL)
-            return -errno;
-        atomic_store_explicit(&guard_madvise, 0, memory_order_relaxed);   /* kernel before 6.13 */
+    if (guard_madvise) {
+        int err;
+        do
+            err = madvise(base, s->guard_size, MADV_GUARD_INSTALL) == 0 ? 0 : -errno;
+        while (err == -EINTR || err == -EAGAIN);
+        return err;
     }
     return mprotect(base, s->guard_size, PROT_NONE) == 0 ? 0 : -errno;
 }
 
-static void give_back(struct weft__stacks *s, weft_task *t)
+/* Holds s->lock. Makes the shared lists hold n slots more than are promised:
+ * with MADV_GUARD_INSTALL by mapping address space; with mprotect, whose
+ * guards can run out, by carving and guarding each slot now. */
+static int make_room(struct weft__stacks *s, size_t n)
 {
-    char *lo = slot_base(s, t) + s->guard_size;
-    madvise(lo, s->slot_size - s->guard_size, MADV_DONTNEED);   /* advice: failure loses nothing */
-}
-
-static void task_reset(struct weft__stacks *s, weft_task *t)
-{
-    memset(t, 0, sizeof(*t));
-    t->fiber.stack_lo = slot_base(s, t) + s->guard_size;
-    t->fiber.stack_size = (size_t)((char *)t - (char *)t->fiber.stack_lo);
-    if (RUNNING_ON_VALGRIND)
-        t->vg_stack = VALGRIND_STACK_REGISTER(t->fiber.stack_lo, (char *)t);
-#if defined(WEFT__TSAN)
-    t->fiber.tsan = __tsan_create_fiber(0);
-#endif
-}
-
-weft_task *weft__stack_get(struct weft__stacks *s, struct weft__pool *pool)
-{
-    weft_task *t;
-    if (pool && pool->head) {
-        t = pool->head;
-        pool->head = t->next;
-        pool->count--;
-        task_reset(s, t);
-        return t;
+    while (shared_free(s) < s->promised + n) {
+        size_t short_by = s->promised + n - shared_free(s);
+        if (guard_madvise) {
+            if (!map_chunk(s, short_by))
+                return -ENOMEM;
+            continue;
+        }
+        if (!s->uncarved && !map_chunk(s, short_by))
+            return -ENOMEM;
+        if (!slots_room(&s->cold, 1))
+            return -ENOMEM;
+        char *top = carve(s);
+        if (install_guard(s, slot_base(s, top)) != 0)
+            return -ENOMEM;   /* that slot stays carved but unused */
+        slots_push(&s->cold, top);   /* cannot fail: room was made above */
     }
+    return 0;
+}
+
+int weft__stack_promise(struct weft__stacks *s, struct weft__pool *pool)
+{
+    if (pool && pool->credit) {
+        pool->credit--;
+        return 0;
+    }
+    size_t n = pool ? PROMISE_BATCH : 1;
     pthread_mutex_lock(&s->lock);
-    if (s->warm.n || s->cold.n) {
-        t = s->warm.n ? s->warm.at[--s->warm.n] : s->cold.at[--s->cold.n];
+    int err = make_room(s, n);
+    if (err && n > 1)
+        err = make_room(s, n = 1);
+    if (!err)
+        s->promised += n;
+    pthread_mutex_unlock(&s->lock);
+    if (!err && pool)
+        pool->credit += (unsigned)n - 1;
+    return err;
+}
+
+/* Holds s->lock. Spends a promise on a shared slot; *guard: it has none yet. */
+static char *take_shared(struct weft__stacks *s, bool *guard)
+{
+    weft__check(s->promised > 0 && shared_free(s) >= s->promised, "a stack promise was broken");
+    s->promised--;
+    *guard = false;
+    if (s->warm.n) {
+        char *top = s->warm.at[--s->warm.n];
         if (s->warm.n < s->warm_low)
             s->warm_low = s->warm.n;
-        pthread_mutex_unlock(&s->lock);
-        task_reset(s, t);
-        return t;
+        return top;
     }
-    char *base = carve(s);
-    pthread_mutex_unlock(&s->lock);
-    if (!base)
-        return NULL;
-    if (install_guard(s, base) != 0) {
-        /* The slot stays carved but unused: losing it is better than handing
-         * out a stack without a guard. */
-        return NULL;
-    }
-    t = (weft_task *)(base + s->slot_size - TASK_AREA);
-    task_reset(s, t);
-    return t;
+    if (s->cold.n)
+        return s->cold.at[--s->cold.n];
+    *guard = true;
+    return carve(s);
 }
 
-/* Holds s->lock. False if the array cannot grow. */
-static bool slots_push(struct slots *a, weft_task *t)
+void weft__stack_bind(struct weft__stacks *s, struct weft__pool *pool, weft_task *t)
 {
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 256;
-        weft_task **at = realloc(a->at, cap * sizeof(*at));
-        if (!at)
-            return false;
-        a->at = at;
-        a->cap = cap;
+    char *top = pool->head;
+    if (top) {
+        pool->head = *pool_link(top);
+        pool->count--;
+        if (++pool->credit > 2 * PROMISE_BATCH) {   /* the task's promise is ours now */
+            pthread_mutex_lock(&s->lock);
+            s->promised -= PROMISE_BATCH;
+            pthread_mutex_unlock(&s->lock);
+            pool->credit -= PROMISE_BATCH;
+        }
+    } else {
+        bool guard;
+        pthread_mutex_lock(&s->lock);
+        top = take_shared(s, &guard);
+        pthread_mutex_unlock(&s->lock);
+        if (guard && install_guard(s, slot_base(s, top)) != 0)
+            weft__panic(__FILE__, __LINE__, "the kernel could not install a stack guard page (out of memory)");
     }
-    a->at[a->n++] = t;
-    return true;
+    t->fiber.stack_lo = slot_base(s, top) + s->guard_size;
+    t->fiber.stack_size = s->slot_size - s->guard_size;
+    if (RUNNING_ON_VALGRIND)
+        t->vg_stack = VALGRIND_STACK_REGISTER(t->fiber.stack_lo, top);
+}
+
+static void give_back(struct weft__stacks *s, char *top)
+{
+    char *lo = slot_base(s, top) + s->guard_size;
+    madvise(lo, s->slot_size - s->guard_size, MADV_DONTNEED);   /* advice: failure loses nothing */
 }
 
 /* Holds s->lock. Starts watching the warm list's low-water mark if it holds
@@ -244,37 +374,29 @@ static void start_epoch(struct weft__stacks *s, uint64_t now)
                           memory_order_relaxed);   /* a hint for idle workers; the lock orders the rest */
 }
 
-static void slot_retire(weft_task *t)
+void weft__stack_unbind(struct weft__stacks *s, struct weft__pool *pool, weft_task *t)
 {
+    char *top = (char *)t->fiber.stack_lo + t->fiber.stack_size;
     if (RUNNING_ON_VALGRIND)
         VALGRIND_STACK_DEREGISTER(t->vg_stack);
-#if defined(WEFT__TSAN)
-    __tsan_destroy_fiber(t->fiber.tsan);
-#endif
-    atomic_store_explicit(&t->magic, WEFT__TASK_DEAD, memory_order_relaxed);   /* read by misuse checks */
-}
-
-void weft__stack_put(struct weft__stacks *s, struct weft__pool *pool, weft_task *t)
-{
-    slot_retire(t);
-    if (pool && pool->count < POOL_MAX) {
-        t->next = pool->head;
-        pool->head = t;
+    t->fiber.stack_lo = NULL;
+    if (pool->count < POOL_MAX) {
+        *pool_link(top) = pool->head;
+        pool->head = top;
         pool->count++;
         return;
     }
-    /* Hand this slot and, from a worker, half of its pool to the shared list.
-     * Tasks often finish on another worker than the one that spawned them, so
-     * one pool overflows while another runs dry. A slot that cannot be listed
-     * (no memory for the array) is simply not reused. */
-    weft_task *list[POOL_MAX / 2 + 1];
+    /* Hand this slot and half of the pool to the shared list. Tasks often
+     * finish on another worker than the one that spawned them, so one pool
+     * overflows while another runs dry. A slot that cannot be listed (no
+     * memory for the array) is simply not reused. */
+    char *list[POOL_MAX / 2 + 1];
     size_t n = 0;
-    list[n++] = t;
-    while (pool && n < POOL_MAX / 2 + 1) {
-        weft_task *x = pool->head;
-        pool->head = x->next;
+    list[n++] = top;
+    while (n < POOL_MAX / 2 + 1) {
+        list[n++] = pool->head;
+        pool->head = *pool_link(pool->head);
         pool->count--;
-        list[n++] = x;
     }
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < n; i++)
@@ -297,7 +419,7 @@ bool weft__stacks_trim(struct weft__stacks *s, _Atomic uint32_t *stop)
     uint64_t now = weft_now();
     if (now < due)
         return false;
-    weft_task *batch[TRIM_BATCH];
+    char *batch[TRIM_BATCH];
     size_t k = 0;
     pthread_mutex_lock(&s->lock);
     if (now >= atomic_load_explicit(&s->trim_due, memory_order_relaxed)) {
@@ -307,6 +429,13 @@ bool weft__stacks_trim(struct weft__stacks *s, _Atomic uint32_t *stop)
         k = s->trim_left < excess ? s->trim_left : excess;
         if (k > TRIM_BATCH)
             k = TRIM_BATCH;
+        /* The batch is out of every list while it is given back: leave
+         * enough listed for the promises, and room to list it again. */
+        size_t unpromised = shared_free(s) - s->promised;
+        if (k > unpromised)
+            k = unpromised;
+        if (!slots_room(&s->cold, k))
+            k = 0;
         /* From the top: which k go back makes no difference to the memory
          * kept, and taking the bottom ones would move the whole array on
          * every batch, quadratic in a million slots. */
@@ -321,7 +450,7 @@ bool weft__stacks_trim(struct weft__stacks *s, _Atomic uint32_t *stop)
         give_back(s, batch[i]);
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < k; i++)
-        slots_push(&s->cold, batch[i]);
+        slots_push(&s->cold, batch[i]);   /* cannot fail: room was made above */
     pthread_mutex_unlock(&s->lock);
     return k != 0;
 }
@@ -330,11 +459,13 @@ void weft__pool_drain(struct weft__stacks *s, struct weft__pool *pool)
 {
     pthread_mutex_lock(&s->lock);
     while (pool->head) {
-        weft_task *t = pool->head;
-        pool->head = t->next;
-        slots_push(&s->warm, t);
+        char *top = pool->head;
+        pool->head = *pool_link(top);
+        slots_push(&s->warm, top);
     }
     pool->count = 0;
+    s->promised -= pool->credit;
+    pool->credit = 0;
     pthread_mutex_unlock(&s->lock);
 }
 

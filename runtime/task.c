@@ -1,9 +1,10 @@
 /*
- * The life of a task: spawn, join, detach, and weft_main.
+ * The life of a task: spawn, join, detach, weft_main, and the memory of handles.
  *
  * A task holds two references: its handle (dropped by join or detach) and its
  * running self (dropped by the context switched to after it finished, once its
- * stack is no longer in use). Whichever goes last frees the stack slot. Its
+ * stack is no longer in use and has gone back to the pool). Whichever goes
+ * last frees the handle. Its
  * result travels through task->join: the finishing task stores the result,
  * swaps join to BUSY (acq_rel: publishes the result), wakes the joiner whose
  * waiter was there, and stores DONE. A joiner that finds BUSY or DONE, or whose
@@ -16,6 +17,151 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#if defined(WEFT__TSAN)
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+#endif
+
+/*
+ * Handles. A task's handle outlives its stack (until joined), and a program
+ * may spawn a million tasks before it joins any, so handles are small objects
+ * of their own, carved from slabs that grow geometrically. Slabs of 2 MiB and
+ * more ask for transparent huge pages: a million handles then fault in a
+ * hundred-odd huge pages instead of 60,000 small ones, each of which costs tens
+ * of microseconds on a virtual machine. Each worker keeps a private cache of
+ * free handles; past TCACHE_MAX half of it goes to the shared free list.
+ * Handles are reused, never unmapped before the runtime is destroyed, so a
+ * misuse check may always read a stale handle's magic. The memory a runtime
+ * keeps is its peak of tasks alive at once times TASK_STRIDE, as Go keeps its
+ * goroutine descriptors.
+ */
+#define TCACHE_MAX  64u
+#define SLAB_MIN    ((size_t)64 << 10)
+#define SLAB_MAX    ((size_t)32 << 20)
+#define SLAB_HUGE   ((size_t)2 << 20)
+#define TASK_STRIDE ((sizeof(struct weft_task) + WEFT__CACHELINE - 1) & ~(size_t)(WEFT__CACHELINE - 1))
+
+struct slab {                /* at the start of each mapping */
+    struct slab *next;
+    size_t       len;
+};
+
+struct weft__taskmem {
+    pthread_mutex_t lock;    /* guards everything below */
+    weft_task      *free;    /* linked by next */
+    char           *bump, *end;
+    size_t          slab_len;    /* of the next slab */
+    struct slab    *slabs;
+};
+
+int weft__taskmem_create(struct weft__taskmem **out)
+{
+    struct weft__taskmem *m = calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    pthread_mutex_init(&m->lock, NULL);
+    m->slab_len = SLAB_MIN;
+    *out = m;
+    return 0;
+}
+
+void weft__taskmem_destroy(struct weft__taskmem *m)
+{
+    if (!m)
+        return;
+    for (struct slab *s = m->slabs, *next; s; s = next) {
+        next = s->next;
+        munmap(s, s->len);
+    }
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+/* Holds m->lock. A never-used handle, or NULL. */
+static weft_task *carve(struct weft__taskmem *m)
+{
+    if ((size_t)(m->end - m->bump) < TASK_STRIDE) {
+        struct slab *s = mmap(NULL, m->slab_len, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (s == MAP_FAILED)
+            return NULL;
+        if (m->slab_len >= SLAB_HUGE)
+            madvise(s, m->slab_len, MADV_HUGEPAGE);   /* advice: failure costs only speed */
+        s->len = m->slab_len;
+        s->next = m->slabs;
+        m->slabs = s;
+        m->bump = (char *)s + TASK_STRIDE;   /* the header takes the first stride */
+        m->end = (char *)s + s->len;
+        if (m->slab_len < SLAB_MAX)
+            m->slab_len *= 2;
+    }
+    weft_task *t = (weft_task *)m->bump;
+    m->bump += TASK_STRIDE;
+    return t;
+}
+
+weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache)
+{
+    weft_task *t = cache ? cache->head : NULL;
+    if (t) {
+        cache->head = t->next;
+        cache->count--;
+    } else {
+        pthread_mutex_lock(&m->lock);
+        if ((t = m->free))
+            m->free = t->next;
+        else
+            t = carve(m);
+        pthread_mutex_unlock(&m->lock);
+        if (!t)
+            return NULL;
+    }
+    memset(t, 0, sizeof(*t));
+#if defined(WEFT__TSAN)
+    t->fiber.tsan = __tsan_create_fiber(0);
+#endif
+    return t;
+}
+
+void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_task *t)
+{
+#if defined(WEFT__TSAN)
+    __tsan_destroy_fiber(t->fiber.tsan);
+#endif
+    atomic_store_explicit(&t->magic, WEFT__TASK_DEAD, memory_order_relaxed);   /* read by misuse checks */
+    if (cache && cache->count < TCACHE_MAX) {
+        t->next = cache->head;
+        cache->head = t;
+        cache->count++;
+        return;
+    }
+    /* This one and, from a worker, half of its cache go to the shared list. */
+    weft_task *last = t;
+    t->next = NULL;
+    for (unsigned n = 0; cache && n < TCACHE_MAX / 2; n++) {
+        weft_task *x = cache->head;
+        cache->head = x->next;
+        cache->count--;
+        x->next = t;
+        t = x;
+    }
+    pthread_mutex_lock(&m->lock);
+    last->next = m->free;
+    m->free = t;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void weft__task_release(weft_task *t)
+{
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    struct weft__worker *w = weft__worker_self();
+    weft__task_free(t->rt->taskmem, w && w->rt == t->rt ? &w->tcache : NULL, t);
+}
 
 /* w: the calling worker, if it runs a coroutine of rt; else NULL. */
 static int spawn(weft_rt *rt, struct weft__worker *w, weft_task **out, weft_fn fn, void *arg)
@@ -25,9 +171,14 @@ static int spawn(weft_rt *rt, struct weft__worker *w, weft_task **out, weft_fn f
      * runtime's own coroutines may add tasks. */
     if (!inside && atomic_load_explicit(&rt->destroying, memory_order_acquire))
         return -EINVAL;
-    weft_task *t = weft__stack_get(rt->stacks, inside ? &w->pool : NULL);
+    weft_task *t = weft__task_alloc(rt->taskmem, inside ? &w->tcache : NULL);
     if (!t)
         return -ENOMEM;
+    int err = weft__stack_promise(rt->stacks, inside ? &w->pool : NULL);
+    if (err) {
+        weft__task_free(rt->taskmem, inside ? &w->tcache : NULL, t);
+        return err;
+    }
     weft__count_spawn(rt, w);
     t->rt = rt;
     t->fn = fn;
