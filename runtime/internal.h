@@ -109,7 +109,7 @@ struct weft__ring;
 #define WEFT__PARKED   1u     /* switched out and waiting for weft__unpark() */
 #define WEFT__NOTIFIED 2u     /* unparked before it finished parking */
 
-#define WEFT__TASK_MAGIC 0x7765667454534bu   /* "weftTSK" */
+#define WEFT__TASK_MAGIC 0x7754534bu   /* "wTSK" */
 #define WEFT__TASK_DEAD  0xdeadu
 
 /*
@@ -122,23 +122,28 @@ struct weft_task {
     struct weft_task  *next;         /* on one list at a time: a worker's yield
                                       * queue, the global queue, or a free list */
     weft_rt           *rt;
-    weft_fn            fn;
+    union {
+        weft_fn        fn;           /* until it returns */
+        void          *result;       /* then: written before join becomes DONE */
+    };
     void              *arg;
-    void              *result;       /* written before join becomes DONE */
-    _Atomic uint64_t   magic;        /* WEFT__TASK_MAGIC while the handle is valid; atomic
-                                      * because misuse checks may read a freed handle */
     _Atomic uintptr_t  join;         /* NONE, DONE, or the joiner's weft__waiter */
+    _Atomic uint32_t   magic;        /* WEFT__TASK_MAGIC while the handle is valid; atomic
+                                      * because misuse checks may read a freed handle */
     _Atomic uint32_t   pstate;       /* RUNNING, PARKED or NOTIFIED */
     _Atomic uint32_t   flags;        /* WEFT__F_* */
     _Atomic uint32_t   refs;         /* the handle + the running coroutine */
     _Atomic uint32_t   cancelled;    /* bit 0 set once by weft_cancel(); above it, cancellers in flight (wait.c) */
+    uint32_t           vg_stack;     /* Valgrind's id for the stack, when under it */
     _Atomic uintptr_t  waiting;      /* the waiter it is parked on, for weft_cancel
                                       * (runtime/wait.c); 0 when not waiting */
     uint64_t           deadline;     /* weft_deadline(); only the coroutine itself */
     _Atomic uintptr_t  io_req;       /* its io_uring request in flight, 0 if none */
     _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on */
-    uint32_t           vg_stack;     /* Valgrind's id for the stack, when under it */
 };
+#if defined(__x86_64__)
+_Static_assert(sizeof(struct weft_task) == 3 * WEFT__CACHELINE, "a task is three cache lines on x86-64");
+#endif
 
 /*
  * One thing a coroutine or a plain thread waits for. The first weft__wake()
