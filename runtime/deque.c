@@ -48,6 +48,16 @@ struct weft_task *weft__deque_take(struct weft__deque *q)
     return x;
 }
 
+struct weft_task *weft__deque_take_alone(struct weft__deque *q)
+{
+    size_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
+    size_t t = atomic_load_explicit(&q->top, memory_order_relaxed);
+    if (b == t)
+        return NULL;
+    atomic_store_explicit(&q->bottom, b - 1, memory_order_relaxed);
+    return atomic_load_explicit(&q->slot[(b - 1) & MASK], memory_order_relaxed);
+}
+
 struct weft_task *weft__deque_steal(struct weft__deque *q)
 {
     size_t t = atomic_load_explicit(&q->top, memory_order_acquire);
@@ -60,6 +70,23 @@ struct weft_task *weft__deque_steal(struct weft__deque *q)
             memory_order_seq_cst, memory_order_relaxed))
         return NULL;                                                     /* another thief or the owner won it */
     return x;
+}
+
+size_t weft__deque_grab(struct weft__deque *q, struct weft_task **out, size_t max)
+{
+    size_t t = atomic_load_explicit(&q->top, memory_order_acquire);
+    size_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);   /* only we write it */
+    size_t n = (b - t) / 2;   /* never the bottom one: no race with a take */
+    if (n > max)
+        n = max;
+    for (size_t i = 0; i < n; i++)
+        out[i] = atomic_load_explicit(&q->slot[(t + i) & MASK], memory_order_relaxed);
+    /* As a steal of n at once: a thief that read the same top loses its CAS,
+     * and one that won first makes ours fail. */
+    if (n && !atomic_compare_exchange_strong_explicit(&q->top, &t, t + n,
+            memory_order_seq_cst, memory_order_relaxed))
+        n = 0;
+    return n;
 }
 
 bool weft__deque_empty(struct weft__deque *q)

@@ -34,8 +34,14 @@ struct weft__deque {
 bool weft__deque_push(struct weft__deque *q, struct weft_task *t, uint32_t due);
 /* Only the owner. NULL if empty. */
 struct weft_task *weft__deque_take(struct weft__deque *q);
+/* Only the owner, and only while no thread can steal (a runtime of one
+ * worker): weft__deque_take without the fence that orders it against thieves. */
+struct weft_task *weft__deque_take_alone(struct weft__deque *q);
 /* Any thread, the owner too. NULL if empty or if it lost a race. */
 struct weft_task *weft__deque_steal(struct weft__deque *q);
+/* Only the owner. Takes up to max of the oldest tasks, at most half of those
+ * queued, into out, oldest first; returns how many (0 if a thief interfered). */
+size_t weft__deque_grab(struct weft__deque *q, struct weft_task **out, size_t max);
 /* Any thread; a hint only. */
 bool weft__deque_empty(struct weft__deque *q);
 /* Only the owner: whether the oldest task is due at `now`; false if the deque

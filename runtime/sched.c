@@ -14,6 +14,10 @@
  *                        woken tasks (owner LIFO, thieves FIFO); `yq`, a private
  *                        FIFO of tasks that yielded. Per runtime: the global
  *                        queue for spawns from plain threads and deque overflow.
+ *                        Overflow goes there in batches of the deque's oldest
+ *                        tasks, and a worker that takes from it moves a fair
+ *                        share to its deque, each batch under one lock (Go's
+ *                        runqputslow and globrunqget).
  *
  * Choosing the next task (pick_next): runnext, then the deque's bottom, then the
  * yield queue, then the global queue. The environment variable
@@ -128,6 +132,7 @@ enum {
 
 #define FAIRNESS_TICKS 61u      /* as Go: a prime, so it does not beat with user loops */
 #define FRESH_WAIT     (1u << 20)   /* schedules a spawned task waits before a fairness tick takes it */
+#define GQ_BATCH       64u      /* tasks moved to or from the global queue under one lock */
 #define SPIN_ROUNDS    4u
 
 static _Thread_local struct weft__worker *tls_worker;
@@ -200,18 +205,71 @@ static inline void fiber_switch(struct weft__fiber *from, struct weft__fiber *to
 
 /* ---- queues ---------------------------------------------------------------- */
 
-static void global_push(weft_rt *rt, weft_task *t)
+static void wake_one(weft_rt *rt);
+
+/* Appends a chain of n tasks, linked by next from head to tail. */
+static void global_push_chain(weft_rt *rt, weft_task *head, weft_task *tail, size_t n)
 {
-    t->next = NULL;
+    tail->next = NULL;
     pthread_mutex_lock(&rt->gq_lock);
     if (rt->gq_tail)
-        rt->gq_tail->next = t;
+        rt->gq_tail->next = head;
     else
-        rt->gq_head = t;
-    rt->gq_tail = t;
-    atomic_store_explicit(&rt->gq_len, atomic_load_explicit(&rt->gq_len, memory_order_relaxed) + 1,
+        rt->gq_head = head;
+    rt->gq_tail = tail;
+    atomic_store_explicit(&rt->gq_len, atomic_load_explicit(&rt->gq_len, memory_order_relaxed) + n,
                           memory_order_relaxed);   /* a hint; the lock orders the list */
     pthread_mutex_unlock(&rt->gq_lock);
+}
+
+static void global_push(weft_rt *rt, weft_task *t)
+{
+    global_push_chain(rt, t, t, 1);
+}
+
+/* The owner, whose deque refused t: t goes to the global queue together with
+ * a batch of the deque's oldest tasks, under one lock, so a worker that
+ * spawns far more than its deque holds pays the lock once per batch. */
+static void overflow(struct weft__worker *w, weft_task *t)
+{
+    weft_task *batch[GQ_BATCH];
+    size_t n = weft__deque_grab(&w->dq, batch, GQ_BATCH);
+    for (size_t i = 0; i < n; i++)
+        batch[i]->next = i + 1 < n ? batch[i + 1] : t;
+    global_push_chain(w->rt, n ? batch[0] : t, t, n + 1);
+}
+
+/* The owner. Takes the global queue's oldest task and moves up to a fair
+ * share of the next ones to w's deque, under the same lock. */
+static weft_task *global_take(struct weft__worker *w)
+{
+    weft_rt *rt = w->rt;
+    if (atomic_load_explicit(&rt->gq_len, memory_order_relaxed) == 0)
+        return NULL;
+    weft_task *batch[GQ_BATCH];
+    size_t n = 0;
+    pthread_mutex_lock(&rt->gq_lock);
+    size_t len = atomic_load_explicit(&rt->gq_len, memory_order_relaxed);
+    size_t want = len / rt->nworkers + 1;
+    if (want > GQ_BATCH)
+        want = GQ_BATCH;
+    for (; n < want && rt->gq_head; n++) {
+        batch[n] = rt->gq_head;
+        rt->gq_head = batch[n]->next;
+    }
+    if (!rt->gq_head)
+        rt->gq_tail = NULL;
+    atomic_store_explicit(&rt->gq_len, len - n, memory_order_relaxed);
+    pthread_mutex_unlock(&rt->gq_lock);
+    if (n == 0)
+        return NULL;
+    /* Newest first, so that the owner's LIFO takes them oldest first. */
+    for (size_t i = n - 1; i > 0; i--)
+        if (!weft__deque_push(&w->dq, batch[i], w->tick))
+            global_push(rt, batch[i]);
+    if (n > 2 && rt->nworkers > 1)
+        wake_one(rt);
+    return batch[0];
 }
 
 static weft_task *global_pop(weft_rt *rt)
@@ -282,7 +340,7 @@ static void wake_one(weft_rt *rt)
 static void push_local(struct weft__worker *w, weft_task *t, bool fresh)
 {
     if (!weft__deque_push(&w->dq, t, fresh ? w->tick + FRESH_WAIT : w->tick))
-        global_push(w->rt, t);
+        overflow(w, t);
     if (w->rt->nworkers > 1)
         wake_one(w->rt);
 }
@@ -303,7 +361,7 @@ static weft_task *yq_pop(struct weft__worker *w)
         while (x) {
             weft_task *next = x->next;
             if (!weft__deque_push(&w->dq, x, w->tick))
-                global_push(w->rt, x);
+                overflow(w, x);
             x = next;
         }
         wake_one(w->rt);
@@ -358,6 +416,12 @@ static inline weft_task *runnext_put(struct weft__worker *w, weft_task *t)
     return atomic_exchange_explicit(&w->runnext, t, memory_order_acq_rel);   /* publishes t to thieves */
 }
 
+/* The owner. The bottom of w's deque; without thieves, without a fence. */
+static inline weft_task *local_take(struct weft__worker *w)
+{
+    return w->rt->nworkers == 1 ? weft__deque_take_alone(&w->dq) : weft__deque_take(&w->dq);
+}
+
 /* A worker of its runtime. Claims the due timers; their tasks become runnable
  * here. Returns whether there were any. */
 static bool fire_timers(struct weft__worker *w)
@@ -388,13 +452,13 @@ static weft_task *pick_next(struct weft__worker *w)
     }
     if ((t = runnext_take(w)))
         return t;
-    if ((t = weft__deque_take(&w->dq)) || (t = yq_pop(w)) || (t = global_pop(w->rt)))
+    if ((t = local_take(w)) || (t = yq_pop(w)) || (t = global_take(w)))
         return t;
 #if WEFT_HAVE_URING
     /* Out of work: submit what our coroutines queued and reap what is done. */
     if (w->ring && weft__ring_poll(w) &&
         ((t = runnext_take(w)) ||
-         (t = weft__deque_take(&w->dq))))
+         (t = local_take(w))))
         return t;
 #endif
     return NULL;
@@ -409,7 +473,7 @@ static void ready(weft_task *t)
     if (w && w->rt == rt && !(w->shuffle && (rng_next(w) & 1))) {
         weft_task *old = runnext_put(w, t);
         if (old && !weft__deque_push(&w->dq, old, w->tick))
-            global_push(rt, old);
+            overflow(w, old);
         if (rt->nworkers > 1)
             wake_one(rt);
     } else {
@@ -554,7 +618,7 @@ void weft__task_start(struct weft__worker *w, weft_task *t)
 static weft_task *steal_any(struct weft__worker *w, bool take_runnext)
 {
     weft_rt *rt = w->rt;
-    weft_task *t = global_pop(rt);
+    weft_task *t = global_take(w);
     if (t)
         return t;
     unsigned n = rt->nworkers, start = rng_next(w) % n;
