@@ -133,6 +133,60 @@ static size_t resident(void)
     return rss;
 }
 
+/*
+ * A task holds a stack only from its first run to its end. A coroutine spawns
+ * many tasks on its own worker before it joins any: none runs before the
+ * first join, and then each takes the stack the previous one gave back. Were
+ * each given its own stack at spawn, every one would touch a page of it.
+ */
+enum { QUEUED = 50000 };
+
+static atomic_size_t queued_ran;
+
+static void *count_run(void *arg)
+{
+    atomic_fetch_add(&queued_ran, 1);
+    return arg;
+}
+
+struct queued {
+    size_t grew;       /* resident growth over the spawns and joins, bytes */
+    size_t joined;
+};
+
+static void *spawn_all_then_join(void *arg)
+{
+    struct queued *q = arg;
+    weft_task **t = calloc(QUEUED, sizeof *t);
+    cr_assert(t);
+    size_t before = resident();
+    for (size_t i = 0; i < QUEUED; i++)
+        cr_assert_eq(weft_spawn(&t[i], count_run, (void *)i), 0);
+    cr_assert_eq(atomic_load(&queued_ran), 0, "a task ran before its spawner blocked");
+    for (size_t i = 0; i < QUEUED; i++) {
+        void *r;
+        q->joined += weft_join(t[i], &r) == 0 && (size_t)r == i;
+    }
+    q->grew = resident() - before;
+    free(t);
+    return NULL;
+}
+
+Test(stack, queued_tasks_share_the_stacks_of_finished_ones)
+{
+    if (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND)
+        cr_skip("sanitizers and Valgrind keep memory of their own");
+    if (emulated())
+        cr_skip("qemu-user's resident size is the emulator's");
+    struct queued q = { 0 };
+    run_with(1, spawn_all_then_join, &q);
+    cr_assert_eq(q.joined, QUEUED);
+    cr_assert_eq(atomic_load(&queued_ran), QUEUED);
+    /* A page each would be 4 KiB a task; a handle is a few hundred bytes. */
+    cr_assert_lt(q.grew, (size_t)QUEUED * 1024, "resident size grew by %zu KiB for %d tasks",
+                 q.grew / 1024, QUEUED);
+}
+
 static void *touch_and_wait(void *arg)
 {
     struct burst *b = arg;
