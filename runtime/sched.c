@@ -131,6 +131,7 @@ enum {
 };
 
 #define FAIRNESS_TICKS 61u      /* as Go: a prime, so it does not beat with user loops */
+#define TIMER_TICKS    8u       /* a busy worker fires due timers this often */
 #define FRESH_WAIT     (1u << 20)   /* schedules a spawned task waits before a fairness tick takes it */
 #define GQ_BATCH       64u      /* tasks moved to or from the global queue under one lock */
 #define SPIN_ROUNDS    4u
@@ -449,6 +450,12 @@ static weft_task *pick_next(struct weft__worker *w)
              (t = weft__deque_steal(&w->dq))) ||
             (t = yq_pop(w)))
             return t;
+    } else if (WEFT__UNLIKELY(w->tick % TIMER_TICKS == 0)) {
+        /* The fairness tick alone is too rare for sleepers: 61 schedules
+         * that each start a coroutine on a fresh stack page take over a
+         * millisecond where a page fault costs 20 us. With timers armed,
+         * this reads the clock once per TIMER_TICKS schedules. */
+        fire_timers(w);
     }
     if ((t = runnext_take(w)))
         return t;
