@@ -57,10 +57,11 @@
  *   2. The successor, first thing, CASes pstate RUNNING -> PARKED (acq_rel).
  *      Only now can a waker see PARKED, so the context is never resumed
  *      before it was saved.
- *   3. A waker CASes PARKED -> RUNNING and queues the task, or, if the task has
- *      not finished step 2, RUNNING -> NOTIFIED; step 2's CAS then fails and
- *      the successor queues the task itself. A park that finds NOTIFIED on
- *      entry consumes it and returns at once.
+ *   3. A waker that sees PARKED (acquire) stores RUNNING, a plain store as
+ *      nobody else writes pstate then, and queues the task; if the task has
+ *      not finished step 2, it CASes RUNNING -> NOTIFIED instead; step 2's CAS
+ *      then fails and the successor queues the task itself. A park that finds
+ *      NOTIFIED on entry consumes it and returns at once.
  *   Every park is matched by exactly one unpark (weft__waiter makes sure).
  *
  * Parking a worker, without lost wake-ups. Counters are rt->nspinning
@@ -560,14 +561,15 @@ void weft__park(void)
 
 void weft__unpark(weft_task *t)
 {
-    uint32_t s = atomic_load_explicit(&t->pstate, memory_order_acquire);
+    uint32_t s = atomic_load_explicit(&t->pstate, memory_order_acquire);   /* pairs with step 2 */
     for (;;) {
         if (s == WEFT__PARKED) {
-            if (atomic_compare_exchange_weak_explicit(&t->pstate, &s, WEFT__RUNNING,
-                    memory_order_acq_rel, memory_order_acquire)) {   /* step 3: we own the wake-up */
-                ready(t);
-                return;
-            }
+            /* Step 3. Nobody else writes pstate now: the parker is done with
+             * it, and there is one unpark per park. A plain store does;
+             * ready() publishes it with the task. */
+            atomic_store_explicit(&t->pstate, WEFT__RUNNING, memory_order_relaxed);
+            ready(t);
+            return;
         } else if (s == WEFT__RUNNING) {
             if (atomic_compare_exchange_weak_explicit(&t->pstate, &s, WEFT__NOTIFIED,
                     memory_order_release, memory_order_acquire))
