@@ -76,6 +76,11 @@
 #define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
 #endif
 
+#if defined(WEFT__TSAN)
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+#endif
+
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102
 #endif
@@ -357,6 +362,9 @@ void weft__stack_bind(struct weft__stacks *s, struct weft__pool *pool, weft_task
     t->fiber.stack_size = s->slot_size - s->guard_size;
     if (RUNNING_ON_VALGRIND)
         t->vg_stack = VALGRIND_STACK_REGISTER(t->fiber.stack_lo, top);
+#if defined(WEFT__TSAN)
+    t->fiber.tsan = __tsan_create_fiber(0);   /* TSan counts fibers as threads: only while bound */
+#endif
 }
 
 static void give_back(struct weft__stacks *s, char *top)
@@ -379,6 +387,9 @@ void weft__stack_unbind(struct weft__stacks *s, struct weft__pool *pool, weft_ta
     char *top = (char *)t->fiber.stack_lo + t->fiber.stack_size;
     if (RUNNING_ON_VALGRIND)
         VALGRIND_STACK_DEREGISTER(t->vg_stack);
+#if defined(WEFT__TSAN)
+    __tsan_destroy_fiber(t->fiber.tsan);
+#endif
     t->fiber.stack_lo = NULL;
     if (pool->count < POOL_MAX) {
         *pool_link(top) = pool->head;

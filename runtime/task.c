@@ -21,11 +21,6 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#if defined(WEFT__TSAN)
-void *__tsan_create_fiber(unsigned flags);
-void __tsan_destroy_fiber(void *fiber);
-#endif
-
 /*
  * Handles. A task's handle outlives its stack (until joined), and a program
  * may spawn a million tasks before it joins any, so handles are small objects
@@ -121,17 +116,11 @@ weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache)
             return NULL;
     }
     memset(t, 0, sizeof(*t));
-#if defined(WEFT__TSAN)
-    t->fiber.tsan = __tsan_create_fiber(0);
-#endif
     return t;
 }
 
 void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_task *t)
 {
-#if defined(WEFT__TSAN)
-    __tsan_destroy_fiber(t->fiber.tsan);
-#endif
     atomic_store_explicit(&t->magic, WEFT__TASK_DEAD, memory_order_relaxed);   /* read by misuse checks */
     if (cache && cache->count < TCACHE_MAX) {
         t->next = cache->head;
