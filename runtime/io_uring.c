@@ -34,10 +34,12 @@
  *   - Cancellation. Only the ring's owner may submit to it, so weft_cancel()
  *     queues a note on the owner's inbox and writes its eventfd; the owner
  *     submits IORING_OP_ASYNC_CANCEL for the request. The note holds a
- *     reference to the task, so its stack slot, where the request lives, is
- *     not reused by another task before the note is handled; a stale note can
- *     then only cancel a later request of the same task, which cancellation,
- *     being sticky, wants anyway.
+ *     reference to the task's handle, but the task may have finished since,
+ *     and another task may have a request at the same address on the stack
+ *     it gave back: so the owner cancels only if the task's io_req still
+ *     names the request. That request cannot complete meanwhile, as only the
+ *     owner reaps it; a request of the same task at the same address later is
+ *     one that cancellation, being sticky, wants cancelled anyway.
  */
 #include "io.h"
 
@@ -175,9 +177,11 @@ static void take_inbox(struct weft__ring *r)
     pthread_mutex_unlock(&r->inbox_lock);
     while (n) {
         struct cancel_note *next = n->next;
-        struct io_uring_sqe *sqe = get_sqe(r);
-        io_uring_prep_cancel64(sqe, n->user_data, 0);
-        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+        if (atomic_load_explicit(&n->task->io_req, memory_order_relaxed) == n->user_data) {
+            struct io_uring_sqe *sqe = get_sqe(r);
+            io_uring_prep_cancel64(sqe, n->user_data, 0);
+            io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+        }
         weft__task_release(n->task);
         free(n);
         n = next;
