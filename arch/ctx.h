@@ -1,17 +1,19 @@
 /*
  * The machine context of a coroutine and the one routine that switches between
  * two of them. This is the one place that picks the architecture: each
- * arch/<cpu>/switch.S implements the same two symbols for the layout below.
+ * arch/<cpu>/switch.S implements the switch for the layout below.
  *
  *   void weft__ctx_swap(weft__ctx *from, const weft__ctx *to);
  *       Saves the callee-saved state of the caller into *from and resumes *to.
- *       Returns when something later swaps back to *from.
+ *       Returns when something later swaps back to *from. On x86-64 it is a
+ *       static inline wrapper that jumps into weft__ctx_jump (switch.S); on
+ *       AArch64 it is switch.S's routine itself.
  *
  *   weft__ctx_entry
- *       Not callable: the first "return address" of a new context. It calls
- *       entry(arg) with the registers that weft__ctx_init() prepared, and traps
- *       if entry ever returns. Unwinders stop there (CFI marks the return
- *       address undefined).
+ *       Not callable: where a new context first resumes. It calls entry(arg)
+ *       with the registers that weft__ctx_init() prepared, and traps if entry
+ *       ever returns. Unwinders stop there (CFI marks the return address
+ *       undefined).
  */
 #ifndef WEFT_ARCH_CTX_H
 #define WEFT_ARCH_CTX_H
@@ -23,7 +25,7 @@
 
 /* Offsets are pinned below and mirrored in arch/x86_64/switch.S. */
 typedef struct weft__ctx {
-    void    *rsp;      /* 0x00: points at the return address */
+    void    *rsp;      /* 0x00: points at the resume address */
     uint64_t rbx;      /* 0x08 */
     uint64_t rbp;      /* 0x10 */
     uint64_t r12;      /* 0x18: a new context's entry argument */
@@ -46,6 +48,74 @@ _Static_assert(offsetof(weft__ctx, mxcsr) == 0x38, "switch.S expects mxcsr at 0x
 _Static_assert(offsetof(weft__ctx, fpucw) == 0x3c, "switch.S expects the x87 cw at 0x3c");
 _Static_assert(sizeof(weft__ctx) == 0x40, "weft__ctx is 64 bytes on x86-64");
 
+void weft__ctx_jump(void);    /* switch.S; reached only by the jmp below */
+
+/*
+ * The switch is entered by `jmp` and resumes by an indirect `jmp`, never by
+ * call/ret: a `ret` into another context's call site is predicted from the
+ * return-stack buffer, which is wrong whenever the two contexts switched from
+ * different sites, and popping the return address without `ret` leaves that
+ * buffer one entry off for every later `ret` of the caller. With neither, the
+ * buffer stays balanced and the indirect-branch predictor learns where each
+ * switch resumes. The body is out of line in switch.S; this wrapper only steps
+ * over the red zone, takes the resume address (label 1, an IBT landing pad)
+ * and jumps into weft__ctx_jump, which pushes it where `call` would have. It is the one piece of switch asm in a header, which
+ * STYLE.md asks against, because the alternative, a call, is what costs.
+ *
+ * To the compiler the asm is a call that may run anything: the clobbers are the
+ * SysV caller-saved set, so it keeps nothing there across a switch.
+ *   - rdi and rsi carry from and to and come back garbage ("+D", "+S"); rax
+ *     carries the resume address; rcx, rdx, r8-r11 are scratch in other code.
+ *   - xmm0-xmm15: naming the xmm register clobbers the whole ymm/zmm register
+ *     (gcc and clang model each as one register), upper halves included.
+ *     zmm16-31 and k0-k7 exist only when the compiler targets AVX-512, and gcc
+ *     rejects their names otherwise; without AVX-512F it never allocates them.
+ *   - The x87 stack st(0)-st(7) and its MMX aliases mm0-mm7, and the status
+ *     word: the ABI has the x87 stack empty at a call, so nothing may live there.
+ *   - "cc" for the flags; "memory" because the other context reads and writes
+ *     anything. DF is clear on both sides of a call and the switch keeps it.
+ *   - rbx, rbp, r12-r15 and rsp are saved and restored by switch.S, and are
+ *     not named: the compiler keeps values in them across the switch as across
+ *     a call, and rbp could not be named anyway when it is the frame pointer.
+ * The red zone (128 bytes below rsp) may hold the caller's data across the
+ * asm, as the function may be a leaf to the compiler: the wrapper moves rsp
+ * below it before anything is pushed, and back after the resume. The 136
+ * bytes of stack this costs at the switch point, against 8 for a call, keep
+ * weft__ctx at 64 bytes.
+ */
+#if defined(__APX_F__)
+#error "weft__ctx_swap does not name the APX registers r16-r31 as clobbered yet"
+#endif
+#if defined(__AVX512F__)
+#define WEFT__CTX_AVX512_CLOBBERS                                                \
+    "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23",    \
+    "xmm24", "xmm25", "xmm26", "xmm27", "xmm28", "xmm29", "xmm30", "xmm31",    \
+    "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7",
+#else
+#define WEFT__CTX_AVX512_CLOBBERS
+#endif
+
+static inline __attribute__((always_inline))
+void weft__ctx_swap(weft__ctx *from, const weft__ctx *to)
+{
+    __asm__ volatile(
+        "leaq   -128(%%rsp), %%rsp\n\t" /* step over the red zone */
+        "leaq   1f(%%rip), %%rax\n\t"   /* where *from will resume */
+        "jmp    weft__ctx_jump\n"
+        "1:\n\t"
+        "endbr64\n\t"                   /* IBT landing pad for the resuming jmp */
+        "leaq   128(%%rsp), %%rsp"
+        : "+D"(from), "+S"(to)
+        :
+        : "rax", "rcx", "rdx", "r8", "r9", "r10", "r11",
+          "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",
+          "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15",
+          WEFT__CTX_AVX512_CLOBBERS
+          "st", "st(1)", "st(2)", "st(3)", "st(4)", "st(5)", "st(6)", "st(7)",
+          "mm0", "mm1", "mm2", "mm3", "mm4", "mm5", "mm6", "mm7", "fpsr",
+          "cc", "memory");
+}
+
 #elif defined(__aarch64__)
 
 /* Offsets are pinned below and mirrored in arch/aarch64/switch.S. */
@@ -66,11 +136,12 @@ _Static_assert(offsetof(weft__ctx, fpcr) == 0x68, "switch.S expects fpcr at 0x68
 _Static_assert(offsetof(weft__ctx, d8_d15) == 0x70, "switch.S expects d8 at 0x70");
 _Static_assert(sizeof(weft__ctx) == 0xb0, "weft__ctx is 176 bytes on AArch64");
 
+void weft__ctx_swap(weft__ctx *from, const weft__ctx *to);
+
 #else
 #error "weft supports x86-64 and AArch64 only"
 #endif
 
-void weft__ctx_swap(weft__ctx *from, const weft__ctx *to);
 void weft__ctx_entry(void);
 
 /*
@@ -85,9 +156,9 @@ static inline void weft__ctx_init(weft__ctx *ctx, void *lo, void *hi,
     uintptr_t top = (uintptr_t)hi & ~(uintptr_t)15;
     (void)lo;
 #if defined(__x86_64__)
-    /* weft__ctx_entry is reached by the swap's `ret`, which pops this slot; it
-     * then runs with rsp 16-aligned, so its `call` leaves rsp+8 aligned at
-     * entry(), as the SysV ABI wants. */
+    /* The swap pops this slot and jumps to weft__ctx_entry, which then runs
+     * with rsp 16-aligned, so its `call` leaves rsp+8 aligned at entry(), as
+     * the SysV ABI wants. */
     void **sp = (void **)top;
     *--sp = (void *)weft__ctx_entry;
     *ctx = (weft__ctx){

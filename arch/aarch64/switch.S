@@ -33,6 +33,15 @@
  *     landing pad; weft__ctx_swap itself is called directly or through a
  *     pointer, so it starts with `bti c`.
  *   - x18 is the platform register and is left alone.
+ *   - This swap is still entered by `bl` and left by `ret`, so, as the x86-64
+ *     one used to, it mispredicts its `ret` whenever the two contexts switched
+ *     from different call sites (not in the scheduler, where they share one).
+ *     The x86-64 cure, a `jmp` in from an inline-asm wrapper and an indirect
+ *     jump out, is not copied here: the asm would have to declare all of
+ *     v8-v15 clobbered, as only their low halves are callee-saved and a clobber
+ *     cannot name half a register, plus the SVE z/p registers when the
+ *     compiler targets SVE; and no AArch64 machine is at hand to measure
+ *     whether it pays (qemu says nothing about branch prediction).
  */
 
 #if defined(__aarch64__)

@@ -1,12 +1,21 @@
 /*
  * x86-64 System V context switch.
  *
- *   void weft__ctx_swap(weft__ctx *from, const weft__ctx *to);
- *                                 rdi               rsi
+ * C sees `void weft__ctx_swap(weft__ctx *from, const weft__ctx *to)`, a static
+ * inline wrapper in arch/ctx.h that does, in its caller's frame:
+ *
+ *         leaq    -128(%rsp), %rsp         step over the red zone
+ *         leaq    1f(%rip), %rax           rdi = from, rsi = to
+ *         jmp     weft__ctx_jump
+ *   1:    endbr64                          where *from resumes
+ *         leaq    128(%rsp), %rsp
+ *
+ * and declares every caller-saved register clobbered, as a call would. Nothing
+ * here is reached by `call` and nothing returns with `ret`.
  *
  * Saved state (offsets into weft__ctx, pinned by _Static_assert in arch/ctx.h):
  *
- *   0x00 rsp     stack pointer; points at the return address pushed by `call`
+ *   0x00 rsp     stack pointer; points at the resume address pushed here
  *   0x08 rbx
  *   0x10 rbp
  *   0x18 r12     a new context: the argument for its entry function
@@ -18,42 +27,60 @@
  *
  * psABI rules relied on:
  *   - rbx, rbp, r12-r15, rsp, the MXCSR control bits and the x87 control word
- *     are callee-saved; every other register is clobbered by a call, so the
- *     caller of this function has already saved whatever it needs of them.
- *   - The return address stays on the stack: the swap saves rsp pointing at it
- *     and resumes with `ret`. No register is needed to carry it.
+ *     are callee-saved; every other register is clobbered by a call. The
+ *     wrapper's asm declares exactly those clobbered, so the compiler has
+ *     already saved whatever it needs of them, and this routine may use them.
  *   - rsp+8 is 16-aligned at a function's entry. weft__ctx_init() arranges for
- *     weft__ctx_entry to start with rsp 16-aligned so that its `call` honours it.
- *   - The red zone (128 bytes below rsp) belongs to the caller's frame, which is
- *     suspended while another context runs on another stack: nothing here
- *     writes below rsp.
+ *     weft__ctx_entry to start with rsp 16-aligned so that its `call` honours
+ *     it.
+ *   - The red zone (128 bytes below rsp) belongs to the frame that contains
+ *     the wrapper, which is a leaf to the compiler when the switch is its only
+ *     "call", and may keep data there across it. The wrapper lowers rsp by
+ *     128 first, so the push here lands below the red zone.
  *
  * Pitfalls:
  *   - MXCSR's status flags travel with the control bits; that is harmless, as a
  *     coroutine only sees flags it raised itself.
- *   - Resuming with `ret` is predicted right when both contexts switched from
- *     the same call site, as inside the scheduler (yield, park), and wrong
- *     otherwise. `pop` + `notrack jmp` would suit two unrelated call sites
- *     (a raw switch measured 5.4 ns instead of 12.4 ns), but it leaves the
- *     return-stack buffer one entry off, and every later `ret` up the caller's
- *     chain mispredicts: weft_yield went from about 16 ns to 22 ns. The
- *     scheduler's path wins; `ret` stays.
- *   - Shadow stacks (CET SHSTK) are not switched here, so this object claims IBT
- *     compatibility only, never SHSTK.
+ *   - Neither `call` nor `ret`. A `ret` predicts its target from the
+ *     return-stack buffer, which is wrong whenever the two contexts switched
+ *     from different call sites (a raw switch between two loops: 12.7 ns, every
+ *     switch mispredicted). Popping the return address and jumping instead
+ *     leaves the buffer one entry off, and every later `ret` up the resumed
+ *     chain mispredicts (weft_yield: 16 ns to 22 ns). Entered by a direct
+ *     `jmp` and left by an indirect one, the switch leaves the buffer as it
+ *     found it, and the indirect-branch predictor learns the resume address,
+ *     which inside the scheduler is one of a few labels (between two
+ *     coroutines that yield to each other, always the same one).
+ *   - ldmxcsr and fldcw run on every switch. Skipping them when the incoming
+ *     value equals the one just saved (the usual case) made the raw switch
+ *     slower, 7.0 ns against 5.6 ns, and weft_yield too (18 ns against 16.6).
+ *   - CFI describes this routine as part of the frame it was jumped from, whose
+ *     rsp is 128 above the one here: CFA = rsp + 128, the "return address" in
+ *     rax, then pushed, then, on the other stack, popped into rcx.
+ *   - The resume address could live in weft__ctx instead of on the stack, but
+ *     not within its 64 bytes (runtime/internal.h fits a task in three cache
+ *     lines); it measured no faster.
+ *   - Shadow stacks (CET SHSTK) are not switched here, so this object claims
+ *     IBT compatibility only, never SHSTK. With no call or ret, a shadow stack
+ *     would not even see the switch; it would need switching all the same.
  */
 
 #if defined(__x86_64__)
 
         .text
 
-        .globl  weft__ctx_swap
-        .hidden weft__ctx_swap
-        .type   weft__ctx_swap, @function
+        .globl  weft__ctx_jump
+        .hidden weft__ctx_jump
+        .type   weft__ctx_jump, @function
         .p2align 4
-weft__ctx_swap:
+weft__ctx_jump:
         .cfi_startproc
-        endbr64                         /* IBT landing pad: reached by `call` */
-        movq    %rsp, 0x00(%rdi)        /* save rsp (-> our return address) */
+        .cfi_def_cfa_offset 128         /* the wrapper's frame, past its red zone */
+        .cfi_register rip, rax          /* it resumes at rax */
+        pushq   %rax                    /* where *from resumes, as `call` would */
+        .cfi_adjust_cfa_offset 8
+        .cfi_offset rip, -136
+        movq    %rsp, 0x00(%rdi)        /* save rsp (-> the resume address) */
         movq    %rbx, 0x08(%rdi)        /* save callee-saved integers */
         movq    %rbp, 0x10(%rdi)
         movq    %r12, 0x18(%rdi)
@@ -63,7 +90,8 @@ weft__ctx_swap:
         stmxcsr 0x38(%rdi)              /* save SSE control */
         fnstcw  0x3c(%rdi)              /* save x87 control */
 
-        movq    0x00(%rsi), %rsp        /* adopt the other stack */
+        movq    0x00(%rsi), %rsp        /* adopt the other stack: the same CFI
+                                         * now describes *to's frame */
         movq    0x08(%rsi), %rbx        /* restore callee-saved integers */
         movq    0x10(%rsi), %rbp
         movq    0x18(%rsi), %r12
@@ -72,9 +100,12 @@ weft__ctx_swap:
         movq    0x30(%rsi), %r15
         ldmxcsr 0x38(%rsi)              /* restore SSE control */
         fldcw   0x3c(%rsi)              /* restore x87 control */
-        ret                             /* resume where *to last called us */
+        popq    %rcx                    /* where *to resumes */
+        .cfi_adjust_cfa_offset -8
+        .cfi_register rip, rcx
+        jmp     *%rcx                   /* lands on an endbr64 */
         .cfi_endproc
-        .size   weft__ctx_swap, .-weft__ctx_swap
+        .size   weft__ctx_jump, .-weft__ctx_jump
 
 /*
  * First code run by a new context: r12 = arg, r13 = entry, rsp 16-aligned,
@@ -88,15 +119,17 @@ weft__ctx_swap:
 weft__ctx_entry:
         .cfi_startproc
         .cfi_undefined rip              /* unwinders stop here: outermost frame */
-        endbr64
+        endbr64                         /* IBT landing pad: reached by `jmp *` */
         movq    %r12, %rdi              /* entry(arg) */
         call    *%r13
         ud2
         .cfi_endproc
         .size   weft__ctx_entry, .-weft__ctx_entry
 
-/* GNU property note: this object is IBT-compatible (every indirect branch
- * target starts with endbr64). Bit 0 = IBT; bit 1 (SHSTK) is not claimed. */
+/* GNU property note: this object is IBT-compatible: its one indirect-branch
+ * target, weft__ctx_entry, starts with endbr64 (weft__ctx_jump is reached by a
+ * direct jmp only, and the resume points in C start with endbr64, see
+ * arch/ctx.h). Bit 0 = IBT; bit 1 (SHSTK) is not claimed. */
         .section .note.gnu.property, "a"
         .p2align 3
         .long   4                       /* n_namesz: "GNU\0" */
