@@ -59,8 +59,9 @@ void weft__ctx_jump(void);    /* switch.S; reached only by the jmp below */
  * buffer stays balanced and the indirect-branch predictor learns where each
  * switch resumes. The body is out of line in switch.S; this wrapper only steps
  * over the red zone, takes the resume address (label 1, an IBT landing pad)
- * and jumps into weft__ctx_jump, which pushes it where `call` would have. It is the one piece of switch asm in a header, which
- * STYLE.md asks against, because the alternative, a call, is what costs.
+ * and jumps into weft__ctx_jump, which pushes it where `call` would have. It
+ * is the one piece of the switch written as asm in a header: the alternative,
+ * a call, is what costs.
  *
  * To the compiler the asm is a call that may run anything: the clobbers are the
  * SysV caller-saved set, so it keeps nothing there across a switch.
