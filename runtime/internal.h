@@ -205,6 +205,8 @@ struct weft__worker {
     uint32_t              tick;         /* schedules so far, for fairness checks */
     uint64_t              rng;          /* victim selection */
     bool                  spinning;     /* counted in rt->nspinning */
+    struct weft__worker  *rn_victim;    /* whose runnext held rn_seen when last looked (sched.c) */
+    weft_task            *rn_seen;
     bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
     struct weft__pool     pool;
     struct weft__tcache   tcache;

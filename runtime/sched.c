@@ -624,7 +624,19 @@ void weft__task_start(struct weft__worker *w, weft_task *t)
 
 /* ---- workers -------------------------------------------------------------------- */
 
-static weft_task *steal_any(struct weft__worker *w, bool take_runnext)
+/*
+ * A searching worker steals from the global queue and other workers' deques.
+ * A victim's runnext it takes only if the same task still sits there that it
+ * saw there some microseconds before, in an earlier round of its search: a
+ * task just woken by a running task is usually run by that worker as soon as
+ * the waker blocks, as in message passing, and stealing it puts the two on
+ * different cores, where every hand-over between them crosses the cache. Go's
+ * runqsteal waits 3 us, then takes runnext only if it still holds the same
+ * task, for the same reason.
+ */
+enum steal_runnext { RUNNEXT_NO, RUNNEXT_LOOK, RUNNEXT_TAKE };
+
+static weft_task *steal_any(struct weft__worker *w, enum steal_runnext rn)
 {
     weft_rt *rt = w->rt;
     weft_task *t = global_take(w);
@@ -637,9 +649,19 @@ static weft_task *steal_any(struct weft__worker *w, bool take_runnext)
             continue;
         if ((t = weft__deque_steal(&v->dq)))
             return t;
-        if (take_runnext && atomic_load_explicit(&v->runnext, memory_order_relaxed) &&
-            (t = atomic_exchange_explicit(&v->runnext, NULL, memory_order_acquire)))
-            return t;
+        if (rn == RUNNEXT_NO)
+            continue;
+        weft_task *x = atomic_load_explicit(&v->runnext, memory_order_relaxed);
+        if (!x)
+            continue;
+        if (rn == RUNNEXT_LOOK) {
+            w->rn_victim = v;   /* only compared, never dereferenced through */
+            w->rn_seen = x;
+        } else if (v == w->rn_victim && x == w->rn_seen &&
+                   atomic_compare_exchange_strong_explicit(&v->runnext, &x, NULL,
+                       memory_order_acquire, memory_order_relaxed)) {
+            return x;
+        }
     }
     return NULL;
 }
@@ -834,7 +856,8 @@ static weft_task *find_work(struct weft__worker *w)
             /* Our own queues too: completions reaped while parked land there. */
             weft_task *t = pick_next(w);
             if (!t)
-                t = steal_any(w, round == SPIN_ROUNDS - 1);
+                t = steal_any(w, round == SPIN_ROUNDS - 1 ? RUNNEXT_TAKE :
+                                 round == SPIN_ROUNDS - 3 ? RUNNEXT_LOOK : RUNNEXT_NO);
             if (t) {
                 stop_spinning(w);
                 return t;
