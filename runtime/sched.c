@@ -91,8 +91,8 @@
  *
  * Migration hazard. A coroutine may resume on another thread, so no address of
  * thread-local state may be kept across a switch. The compiler may compute a TLS
- * address once per function and keep it in a register across the call to
- * weft__ctx_swap; hence every access to the current worker goes through
+ * address once per function and keep it in a register across weft__ctx_swap,
+ * as across any call; hence every access to the current worker goes through
  * weft__worker_self(), which is never inlined and is opaque to the optimiser.
  */
 #include "internal.h"
