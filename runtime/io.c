@@ -338,8 +338,12 @@ int weft_fsync(int fd)
 int weft_close(int fd)
 {
     struct weft__worker *w = weft__worker_self();
-    if (w)
-        weft__epoll_forget(w->rt, fd);   /* coroutines waiting on fd get -EBADF */
+    if (w) {   /* coroutines waiting on fd get -EBADF */
+        weft__epoll_forget(w->rt, fd);
+#if WEFT_HAVE_URING
+        weft__ring_close_fd(w->rt, fd);
+#endif
+    }
     /* close(2) releases the descriptor even when it reports EINTR: never retry. */
     return close(fd) < 0 && errno != EINTR ? -errno : 0;
 }

@@ -70,6 +70,7 @@ struct weft__ioreq {
     struct weft__waiter wt;
     int32_t             res;   /* the completion's result; written before the claim */
 #if WEFT_HAVE_URING
+    int                 fd;    /* the descriptor it waits on, -1 if none or untracked */
     struct __kernel_timespec ts;   /* the linked timeout's deadline, read at submission */
 #endif
 };
@@ -100,6 +101,9 @@ struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w);
 int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q);
 /* weft_cancel(): asks the owner of t's request in flight to cancel it. */
 int  weft__ring_cancel(weft_task *t);
+/* weft_close(), before close(2): the requests of rt's rings still waiting on
+ * fd end with -EBADF. Any thread. */
+void weft__ring_close_fd(weft_rt *rt, int fd);
 /* Tells Valgrind that the kernel wrote n bytes at buf. */
 void weft__ring_mark_read(void *buf, ssize_t n);
 #endif

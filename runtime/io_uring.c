@@ -40,12 +40,22 @@
  *     names the request. That request cannot complete meanwhile, as only the
  *     owner reaps it; a request of the same task at the same address later is
  *     one that cancellation, being sticky, wants cancelled anyway.
+ *   - Closing. A request holds its own reference to the file, so close(2)
+ *     alone would leave a coroutine waiting on a closed descriptor forever.
+ *     Each ring counts, per descriptor, its requests in flight (written by
+ *     the owner alone, read by anyone). weft_close() asks each ring that has
+ *     some on the descriptor to cancel them all (IORING_ASYNC_CANCEL_FD, which
+ *     matches the file, not the number), through the same inbox, and closes
+ *     the descriptor at once; the rings cancel through a duplicate that the
+ *     last of them closes, so a new file given the same number meanwhile is
+ *     never touched. A request cut short so reports -EBADF.
  */
 #include "io.h"
 
 #if WEFT_HAVE_URING
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -62,11 +72,22 @@
 
 #define TAG_IGNORE ((uint64_t)0)   /* link timeouts and cancel requests */
 #define TAG_WAKE   ((uint64_t)1)   /* the eventfd read */
+#define TAG_CLOSE  ((uint64_t)2)   /* or'ed into a close_ref's address: its cancel */
+
+/* Descriptors below FD_PAGES * FD_PAGE have their requests counted. */
+#define FD_PAGE  4096u
+#define FD_PAGES 256u
+
+struct close_ref {             /* one weft_close() on several rings */
+    _Atomic unsigned left;     /* rings that have not finished cancelling */
+    int              fd;       /* a duplicate of the closed descriptor */
+};
 
 struct cancel_note {
     struct cancel_note *next;
-    weft_task          *task;       /* holds a reference */
+    weft_task          *task;       /* holds a reference; NULL for a close */
     uint64_t            user_data;  /* the request to cancel */
+    struct close_ref   *close;      /* or: every request on this file */
 };
 
 struct weft__ring {
@@ -79,7 +100,47 @@ struct weft__ring {
     pthread_mutex_t     inbox_lock;
     struct cancel_note *inbox;        /* under inbox_lock */
     _Atomic uint32_t    inbox_len;    /* a hint, so the owner looks only when needed */
+    /* Requests in flight per descriptor, in pages made on first use. Only the
+     * owner writes; weft_close() reads. `uncounted`: a page could not be made. */
+    _Atomic(_Atomic uint32_t *) waits[FD_PAGES];
+    _Atomic bool        uncounted;
 };
+
+static void close_ref_done(struct close_ref *c)
+{
+    if (atomic_fetch_sub_explicit(&c->left, 1, memory_order_acq_rel) == 1) {
+        close(c->fd);
+        free(c);
+    }
+}
+
+/* The owner: n more (or fewer) requests in flight on fd. */
+static void count_waits(struct weft__ring *r, int fd, int n)
+{
+    if (fd < 0)
+        return;
+    _Atomic uint32_t *page = atomic_load_explicit(&r->waits[fd / FD_PAGE], memory_order_relaxed);
+    if (!page) {
+        page = calloc(FD_PAGE, sizeof *page);
+        if (!page) {
+            atomic_store_explicit(&r->uncounted, true, memory_order_relaxed);
+            return;
+        }
+        atomic_store_explicit(&r->waits[fd / FD_PAGE], page, memory_order_release);   /* pairs with waits_on */
+    }
+    _Atomic uint32_t *c = &page[fd % FD_PAGE];
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + (uint32_t)n,
+                          memory_order_relaxed);   /* the owner alone writes it */
+}
+
+/* Any thread: whether r may have requests in flight on fd. */
+static bool waits_on(struct weft__ring *r, int fd)
+{
+    if ((unsigned)fd >= FD_PAGE * FD_PAGES || atomic_load_explicit(&r->uncounted, memory_order_relaxed))
+        return true;
+    _Atomic uint32_t *page = atomic_load_explicit(&r->waits[fd / FD_PAGE], memory_order_acquire);
+    return page && atomic_load_explicit(&page[fd % FD_PAGE], memory_order_relaxed) != 0;
+}
 
 int weft__ring_create(struct weft__ring **out, unsigned entries)
 {
@@ -122,9 +183,14 @@ void weft__ring_destroy(struct weft__ring *r)
         return;
     for (struct cancel_note *n = r->inbox, *next; n; n = next) {
         next = n->next;
-        weft__task_release(n->task);
+        if (n->close)
+            close_ref_done(n->close);
+        else
+            weft__task_release(n->task);
         free(n);
     }
+    for (unsigned i = 0; i < FD_PAGES; i++)
+        free((void *)atomic_load_explicit(&r->waits[i], memory_order_relaxed));
     io_uring_queue_exit(&r->ring);
     close(r->efd);
     pthread_mutex_destroy(&r->inbox_lock);
@@ -177,6 +243,16 @@ static void take_inbox(struct weft__ring *r)
     pthread_mutex_unlock(&r->inbox_lock);
     while (n) {
         struct cancel_note *next = n->next;
+        if (n->close) {
+            /* Its completion, reaped like a request's, releases the duplicate. */
+            struct io_uring_sqe *sqe = get_sqe(r);
+            io_uring_prep_cancel_fd(sqe, n->close->fd, IORING_ASYNC_CANCEL_ALL);
+            io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)n->close | TAG_CLOSE);
+            r->inflight++;
+            free(n);
+            n = next;
+            continue;
+        }
         if (atomic_load_explicit(&n->task->io_req, memory_order_relaxed) == n->user_data) {
             struct io_uring_sqe *sqe = get_sqe(r);
             io_uring_prep_cancel64(sqe, n->user_data, 0);
@@ -203,9 +279,14 @@ static bool reap(struct weft__ring *r)
             r->efd_armed = false;
             continue;
         }
+        r->inflight--;
+        if (tag & TAG_CLOSE) {
+            close_ref_done((struct close_ref *)(uintptr_t)(tag & ~TAG_CLOSE));
+            continue;
+        }
         struct weft__ioreq *q = (struct weft__ioreq *)(uintptr_t)tag;
         q->res = cqe->res;
-        r->inflight--;
+        count_waits(r, q->fd, -1);
         weft__wake(&q->wt, 1);   /* the coroutine becomes runnable here */
         woke = true;
     }
@@ -285,6 +366,8 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
     weft_task *t = w->current;
     weft__waiter_init(&q->wt);
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)q);
+    q->fd = sqe->flags & IOSQE_FIXED_FILE ? -1 : sqe->fd;
+    count_waits(r, q->fd, 1);
 
     /* Published before the cancelled flag is read; weft_cancel sets the flag
      * before it reads these (a store-load pair on each side, seq_cst). */
@@ -313,10 +396,44 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
         return -ECANCELED;
     if (q->res != -ECANCELED)
         return q->res;
-    /* Cut short: by weft_cancel, or by the linked timeout at the deadline. */
+    /* Cut short: by weft_cancel, by the linked timeout at the deadline, or
+     * by weft_close of its descriptor. */
     if (atomic_load_explicit(&t->cancelled, memory_order_relaxed))
         return -ECANCELED;
-    return t->deadline && weft_now() >= t->deadline ? -ETIMEDOUT : -ECANCELED;
+    return t->deadline && weft_now() >= t->deadline ? -ETIMEDOUT : -EBADF;
+}
+
+void weft__ring_close_fd(weft_rt *rt, int fd)
+{
+    struct close_ref *c = NULL;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        struct weft__ring *r = rt->workers[i]->ring;
+        if (!r || !waits_on(r, fd))
+            continue;
+        if (!c) {
+            c = malloc(sizeof *c);
+            int dup = c ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+            if (dup < 0) {
+                free(c);
+                return;   /* no memory or no descriptor left: the waiters stay until their IO ends */
+            }
+            c->fd = dup;
+            atomic_init(&c->left, 1);   /* ours, dropped below */
+        }
+        struct cancel_note *note = malloc(sizeof *note);
+        if (!note)
+            continue;   /* that ring's waiters stay until their IO ends */
+        *note = (struct cancel_note){ .close = c };
+        atomic_fetch_add_explicit(&c->left, 1, memory_order_relaxed);   /* before the owner can see it */
+        pthread_mutex_lock(&r->inbox_lock);
+        note->next = r->inbox;
+        r->inbox = note;
+        atomic_store_explicit(&r->inbox_len, 1, memory_order_relaxed);   /* under inbox_lock */
+        pthread_mutex_unlock(&r->inbox_lock);
+        weft__ring_kick(r);
+    }
+    if (c)
+        close_ref_done(c);
 }
 
 int weft__ring_cancel(weft_task *t)

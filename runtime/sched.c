@@ -907,6 +907,10 @@ static void *worker_main(void *arg)
             break;
         run(w, t);
     }
+#if WEFT_HAVE_URING
+    if (w->ring)
+        weft__ring_poll(w);   /* a weft_close's cancel still queued or unreaped */
+#endif
     weft__pool_drain(w->rt->stacks, &w->pool);
     if (w->altstack)
         weft__altstack_leave(w->altstack);

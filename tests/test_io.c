@@ -534,6 +534,57 @@ Test(io, on_epoll_weft_close_fails_a_waiting_reader_and_a_second_reader_is_EBUSY
     run_with_io(2, WEFT_IO_EPOLL, close_under_a_reader, NULL);
 }
 
+/* weft_close ends the wait of a coroutine blocked on the descriptor, on every
+ * backend: a read of a pipe and a recv on a socket both return -EBADF. Either
+ * order of the close and the wait gives -EBADF; the sleep makes it likely that
+ * the coroutines are already waiting, on io_uring with a request in flight
+ * that holds the file open. */
+struct blocked {
+    int          fd;
+    bool         sock;
+    _Atomic int  started;
+    _Atomic long result;
+};
+
+static void *wait_on_fd(void *arg)
+{
+    struct blocked *b = arg;
+    char c;
+    atomic_store(&b->started, 1);
+    atomic_store(&b->result, b->sock ? (long)weft_recv(b->fd, &c, 1, 0) : (long)weft_read(b->fd, &c, 1));
+    return NULL;
+}
+
+static void *close_under_waiters(void *arg)
+{
+    (void)arg;
+    int p[2], sv[2];
+    cr_assert_eq(pipe(p), 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct blocked a = { .fd = p[0], .result = 1 }, b = { .fd = sv[0], .sock = true, .result = 1 };
+    weft_task *ta, *tb;
+    cr_assert_eq(weft_spawn(&ta, wait_on_fd, &a), 0);
+    cr_assert_eq(weft_spawn(&tb, wait_on_fd, &b), 0);
+    while (!atomic_load(&a.started) || !atomic_load(&b.started))
+        weft_yield();
+    weft_sleep(2000000);
+    cr_assert_eq(weft_close(p[0]), 0);
+    cr_assert_eq(weft_close(sv[0]), 0);
+    cr_assert_eq(weft_join(ta, NULL), 0);
+    cr_assert_eq(weft_join(tb, NULL), 0);
+    cr_assert_eq(atomic_load(&a.result), -EBADF, "a pipe reader got %ld", atomic_load(&a.result));
+    cr_assert_eq(atomic_load(&b.result), -EBADF, "a socket receiver got %ld", atomic_load(&b.result));
+    close(p[1]);
+    close(sv[1]);
+    return NULL;
+}
+
+Test(io, weft_close_fails_the_coroutines_waiting_on_the_descriptor)
+{
+    FOR_EACH_CONFIG(b, w, io_workers)
+        run_with_io(w, b, close_under_waiters, NULL);
+}
+
 Test(io, a_backend_that_does_not_exist_is_EINVAL)
 {
     weft_rt *rt;
