@@ -175,10 +175,11 @@ WEFT_API int weft_poll(int fd, short events);
  * SOCK_CLOEXEC) and, like weft_connect(), suspends only the caller. A
  * weft_connect() that is interrupted by the deadline or cancellation leaves
  * the attempt going on: close the socket. weft_open() always adds O_CLOEXEC.
- * On the epoll backend weft_close() first fails every coroutine waiting on fd
- * with -EBADF; close with it, not close(2), a descriptor that coroutines may be
- * waiting on. On io_uring a request already in flight keeps the file open and
- * completes as it would (shut a socket down, or cancel the coroutine).
+ * Called from a coroutine, weft_close() first fails every coroutine of its
+ * runtime waiting on fd with -EBADF, on either backend; close with it, not
+ * close(2), a descriptor that coroutines may be waiting on. On io_uring a
+ * socket is fully released (its peer sees the close) once those requests are
+ * cancelled, a few microseconds later.
  * Where the kernel offers no asynchronous form, a call runs on a helper thread
  * (weft_offload) rather than block the worker. From a plain thread each is the
  * plain system call.
