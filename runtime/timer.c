@@ -6,7 +6,8 @@
  * workers fire due timers themselves (sched.c), so a woken sleeper lands on
  * the firing worker's own queue, with no hop through another thread and no
  * wait on the global queue. A worker fires timers
- *   - every FAIRNESS_TICKS schedules, so a busy worker's sleepers wake on time;
+ *   - every TIMER_TICKS (8) schedules, so a busy worker's sleepers wake on
+ *     time;
  *   - on every round of its search for work;
  *   - as the runtime's watcher: one parked worker at a time sleeps (on its
  *     futex or in its ring) only until the earliest deadline. A timer armed
