@@ -353,6 +353,17 @@ void weft__ring_kick(struct weft__ring *r)
         ;
 }
 
+/* Any thread: hands n to r's owner, waking it if it sleeps. */
+static void post_note(struct weft__ring *r, struct cancel_note *n)
+{
+    pthread_mutex_lock(&r->inbox_lock);
+    n->next = r->inbox;
+    r->inbox = n;
+    atomic_store_explicit(&r->inbox_len, 1, memory_order_relaxed);   /* under inbox_lock */
+    pthread_mutex_unlock(&r->inbox_lock);
+    weft__ring_kick(r);   /* a sleeping owner wakes; a busy one sees the hint */
+}
+
 struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w)
 {
     /* Room for the request and its linked timeout, so that taking the second
@@ -425,12 +436,7 @@ void weft__ring_close_fd(weft_rt *rt, int fd)
             continue;   /* that ring's waiters stay until their IO ends */
         *note = (struct cancel_note){ .close = c };
         atomic_fetch_add_explicit(&c->left, 1, memory_order_relaxed);   /* before the owner can see it */
-        pthread_mutex_lock(&r->inbox_lock);
-        note->next = r->inbox;
-        r->inbox = note;
-        atomic_store_explicit(&r->inbox_len, 1, memory_order_relaxed);   /* under inbox_lock */
-        pthread_mutex_unlock(&r->inbox_lock);
-        weft__ring_kick(r);
+        post_note(r, note);
     }
     if (c)
         close_ref_done(c);
@@ -446,15 +452,8 @@ int weft__ring_cancel(weft_task *t)
     if (!n)
         return -ENOMEM;
     atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);   /* the caller holds the handle */
-    n->task = t;
-    n->user_data = req;
-    struct weft__ring *r = owner->ring;
-    pthread_mutex_lock(&r->inbox_lock);
-    n->next = r->inbox;
-    r->inbox = n;
-    atomic_store_explicit(&r->inbox_len, 1, memory_order_relaxed);   /* under inbox_lock */
-    pthread_mutex_unlock(&r->inbox_lock);
-    weft__ring_kick(r);   /* a sleeping owner wakes; a busy one sees the hint */
+    *n = (struct cancel_note){ .task = t, .user_data = req };
+    post_note(owner->ring, n);
     return 0;
 }
 
