@@ -229,16 +229,33 @@ static void global_push(weft_rt *rt, weft_task *t)
     global_push_chain(rt, t, t, 1);
 }
 
-/* The owner, whose deque refused t: t goes to the global queue together with
- * a batch of the deque's oldest tasks, under one lock, so a worker that
- * spawns far more than its deque holds pays the lock once per batch. */
-static void overflow(struct weft__worker *w, weft_task *t)
+/* The owner, whose deque refused t (due as for weft__deque_push). A batch of
+ * the deque's oldest tasks goes to the global queue, under one lock, so a
+ * worker that spawns far more than its deque holds pays the lock once per
+ * batch. Only tasks that never ran go there: a task woken by a timer, say,
+ * must not wait behind a hundred thousand fresh spawns. Those of the batch
+ * that ran before go back to the deque's bottom, and t takes the room made. */
+static void overflow(struct weft__worker *w, weft_task *t, uint32_t due)
 {
-    weft_task *batch[GQ_BATCH];
-    size_t n = weft__deque_grab(&w->dq, batch, GQ_BATCH);
-    for (size_t i = 0; i < n; i++)
-        batch[i]->next = i + 1 < n ? batch[i + 1] : t;
-    global_push_chain(w->rt, n ? batch[0] : t, t, n + 1);
+    weft_task *batch[GQ_BATCH], *head = NULL, *tail = NULL;
+    size_t n = weft__deque_grab(&w->dq, batch, GQ_BATCH), fresh = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (batch[i]->fiber.stack_lo) {
+            weft__deque_push(&w->dq, batch[i], w->tick);   /* cannot fail: the grab made room */
+            continue;
+        }
+        batch[i]->next = NULL;
+        if (tail)
+            tail->next = batch[i];
+        else
+            head = batch[i];
+        tail = batch[i];
+        fresh++;
+    }
+    if (fresh)
+        global_push_chain(w->rt, head, tail, fresh);
+    if (!weft__deque_push(&w->dq, t, due))
+        global_push(w->rt, t);   /* no room made: a thief raced the grab, or none was fresh */
 }
 
 /* The owner. Takes the global queue's oldest task and moves up to a fair
@@ -341,8 +358,9 @@ static void wake_one(weft_rt *rt)
  * later than one that has run. */
 static void push_local(struct weft__worker *w, weft_task *t, bool fresh)
 {
-    if (!weft__deque_push(&w->dq, t, fresh ? w->tick + FRESH_WAIT : w->tick))
-        overflow(w, t);
+    uint32_t due = fresh ? w->tick + FRESH_WAIT : w->tick;
+    if (!weft__deque_push(&w->dq, t, due))
+        overflow(w, t, due);
     if (w->rt->nworkers > 1)
         wake_one(w->rt);
 }
@@ -363,7 +381,7 @@ static weft_task *yq_pop(struct weft__worker *w)
         while (x) {
             weft_task *next = x->next;
             if (!weft__deque_push(&w->dq, x, w->tick))
-                overflow(w, x);
+                overflow(w, x, w->tick);
             x = next;
         }
         wake_one(w->rt);
@@ -481,7 +499,7 @@ static void ready(weft_task *t)
     if (w && w->rt == rt && !(w->shuffle && (rng_next(w) & 1))) {
         weft_task *old = runnext_put(w, t);
         if (old && !weft__deque_push(&w->dq, old, w->tick))
-            overflow(w, old);
+            overflow(w, old, w->tick);
         if (rt->nworkers > 1)
             wake_one(rt);
     } else {

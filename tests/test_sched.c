@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -419,6 +420,81 @@ static void *chain_over_an_older_task(void *arg)
         return (void *)1;
     weft_join(older, NULL);
     return NULL;
+}
+
+/*
+ * A task woken while its worker's deque overflows with fresh spawns stays
+ * near the front. The overflow moves the deque's oldest tasks to the global
+ * queue, behind every spawn already there; a woken task among them would run
+ * only once all of those had. One worker: the spawner wakes two waiters (the
+ * first lands in the deque, the second in runnext), with 10,000 fresh tasks
+ * before and 5,000 after, so that the first waiter is among the oldest when
+ * the deque overflows again.
+ */
+enum { FRESH_BEFORE = 10000, FRESH_AFTER = 5000 };
+
+struct woken {
+    weft_chan    *ch[2];
+    atomic_long   fresh_ran;
+    atomic_long   ran_before_first;   /* fresh tasks run when the first waiter ran */
+};
+
+static void *count_fresh(void *arg)
+{
+    struct woken *k = arg;
+    atomic_fetch_add(&k->fresh_ran, 1);
+    return NULL;
+}
+
+static void *wait_for_wake(void *arg)
+{
+    struct woken *k = ((void **)arg)[0];
+    uintptr_t i = (uintptr_t)((void **)arg)[1];
+    char c;
+    cr_assert_eq(weft_chan_recv(k->ch[i], &c), 0);
+    if (i == 0)
+        atomic_store(&k->ran_before_first, atomic_load(&k->fresh_ran));
+    return NULL;
+}
+
+static void *wake_amid_spawns(void *arg)
+{
+    struct woken *k = arg;
+    void *args[2][2] = { { k, (void *)0 }, { k, (void *)1 } };
+    weft_task *waiter[2];
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(weft_chan_create(&k->ch[i], 1, 0), 0);
+        cr_assert_eq(weft_spawn(&waiter[i], wait_for_wake, args[i]), 0);
+    }
+    weft_yield();   /* both run and wait */
+    weft_task **fresh = calloc(FRESH_BEFORE + FRESH_AFTER, sizeof *fresh);
+    cr_assert(fresh);
+    for (int i = 0; i < FRESH_BEFORE; i++)
+        cr_assert_eq(weft_spawn(&fresh[i], count_fresh, k), 0);
+    char c = 1;
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(weft_chan_send(k->ch[i], &c), 0);   /* a waiter is there: no wait */
+    for (int i = FRESH_BEFORE; i < FRESH_BEFORE + FRESH_AFTER; i++)
+        cr_assert_eq(weft_spawn(&fresh[i], count_fresh, k), 0);
+    for (int i = 0; i < FRESH_BEFORE + FRESH_AFTER; i++)
+        cr_assert_eq(weft_join(fresh[i], NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(weft_join(waiter[i], NULL), 0);
+        cr_assert_eq(weft_chan_destroy(k->ch[i]), 0);
+    }
+    free(fresh);
+    return NULL;
+}
+
+Test(sched, a_woken_task_does_not_wait_behind_fresh_spawns)
+{
+    const char *shuffle = getenv("WEFT_SCHED_RANDOM");
+    if (shuffle && *shuffle && strcmp(shuffle, "0") != 0)
+        cr_skip("random scheduling sends wake-ups to the global queue on purpose");
+    struct woken k = { 0 };
+    cr_assert_null(run_with(1, wake_amid_spawns, &k));
+    cr_assert_lt(atomic_load(&k.ran_before_first), FRESH_BEFORE,
+                 "the first waiter ran after %ld fresh tasks", atomic_load(&k.ran_before_first));
 }
 
 Test(sched, an_older_task_runs_while_newer_ones_keep_coming, .timeout = 120)
