@@ -203,6 +203,7 @@ struct weft__worker {
     weft_task            *yq_head;      /* yielded tasks, FIFO, linked by next */
     weft_task            *yq_tail;
     uint32_t              tick;         /* schedules so far, for fairness checks */
+    uint32_t              fair_left;    /* schedules until the next fairness tick */
     uint64_t              rng;          /* victim selection */
     bool                  spinning;     /* counted in rt->nspinning */
     struct weft__worker  *rn_victim;    /* whose runnext held rn_seen when last looked (sched.c) */
@@ -270,8 +271,10 @@ void weft__unpark(weft_task *t);
 /* Queues t, a task never run, to start t->fn(t->arg). Any thread; w is
  * the calling worker if it belongs to t's runtime and runs a coroutine, else NULL. */
 void weft__task_start(struct weft__worker *w, weft_task *t);
-/* Drops one of t's two references; the last frees the handle. Any thread. */
+/* Drops one of t's two references; the last frees the handle. Any thread;
+ * _at: the calling thread is w (NULL: not a worker). */
 void weft__task_release(weft_task *t);
+void weft__task_release_at(weft_task *t, struct weft__worker *w);
 /* Yield from a coroutine. */
 void weft__yield_current(void);
 /* Counts a task about to be started; w is the calling worker of rt, or NULL. */

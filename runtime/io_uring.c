@@ -375,7 +375,7 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
 {
     struct weft__ring *r = w->ring;
     weft_task *t = w->current;
-    weft__waiter_init(&q->wt);
+    q->wt = (struct weft__waiter){ .task = t };
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)q);
     q->fd = sqe->flags & IOSQE_FIXED_FILE ? -1 : sqe->fd;
     count_waits(r, q->fd, 1);

@@ -458,7 +458,10 @@ static weft_task *pick_next(struct weft__worker *w)
     weft_task *t;
     /* Under WEFT_SCHED_RANDOM every other choice takes the fairness path, so
      * no code can come to rely on LIFO order or on runnext. */
-    if (WEFT__UNLIKELY(++w->tick % FAIRNESS_TICKS == 0 || (w->shuffle && (rng_next(w) & 1)))) {
+    w->tick++;
+    if (WEFT__UNLIKELY(--w->fair_left == 0 || (w->shuffle && (rng_next(w) & 1)))) {
+        if (!w->fair_left)
+            w->fair_left = FAIRNESS_TICKS;
 #if WEFT_HAVE_URING
         if (w->ring)
             weft__ring_poll(w);   /* IO does not wait behind a long run of tasks */
@@ -527,7 +530,7 @@ static void after_switch(struct weft__worker *w)
     } else {
         weft_rt *rt = prev->rt;
         weft__stack_unbind(rt->stacks, &w->pool, prev);          /* nothing runs on it now */
-        weft__task_release(prev);                                /* the running reference */
+        weft__task_release_at(prev, w);                          /* the running reference */
         atomic_store_explicit(&w->exited, atomic_load_explicit(&w->exited, memory_order_relaxed) + 1,
                               memory_order_release);             /* pairs with live_tasks() */
         if (WEFT__UNLIKELY(atomic_load_explicit(&rt->destroying, memory_order_relaxed))) {
@@ -1059,6 +1062,7 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
         w->index = i;
         w->rng = 0x9e3779b97f4a7c15ull * (i + 1) ^ (uint64_t)(uintptr_t)rt;
         w->shuffle = random_sched;
+        w->fair_left = FAIRNESS_TICKS;
         rt->workers[rt->nworkers++] = w;
 #if WEFT_HAVE_URING
         if (backend != WEFT_IO_EPOLL && (err = weft__ring_create(&w->ring, c.ring_entries))) {

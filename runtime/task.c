@@ -144,12 +144,16 @@ void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_t
     pthread_mutex_unlock(&m->lock);
 }
 
-void weft__task_release(weft_task *t)
+void weft__task_release_at(weft_task *t, struct weft__worker *w)
 {
     if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
         return;
-    struct weft__worker *w = weft__worker_self();
     weft__task_free(t->rt->taskmem, w && w->rt == t->rt ? &w->tcache : NULL, t);
+}
+
+void weft__task_release(weft_task *t)
+{
+    weft__task_release_at(t, weft__worker_self());
 }
 
 /* w: the calling worker, if it runs a coroutine of rt; else NULL. */
@@ -218,7 +222,8 @@ int weft_join(weft_task *t, void **result)
 {
     if (!t)
         return -EINVAL;
-    if (t == weft_self())
+    weft_task *self = weft_self();   /* no switch before the wait: still ours there */
+    if (t == self)
         return -EDEADLK;
     int err = claim_handle(t, WEFT__F_JOINED,
                            "weft_join: the task was already joined or detached");
@@ -226,8 +231,7 @@ int weft_join(weft_task *t, void **result)
         return err;
     uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with the finisher's swap */
     if (j == WEFT__JOIN_NONE) {
-        struct weft__waiter wt;
-        weft__waiter_init(&wt);
+        struct weft__waiter wt = { .task = self };
         if (atomic_compare_exchange_strong_explicit(&t->join, &j, (uintptr_t)&wt,
                 memory_order_acq_rel, memory_order_acquire)) {   /* publishes the waiter to the finisher */
             int32_t r = weft__wait(&wt);   /* a positive claim publishes the result */
