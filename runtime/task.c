@@ -28,7 +28,8 @@
  * more ask for transparent huge pages: a million handles then fault in a
  * hundred-odd huge pages instead of 60,000 small ones, each of which costs tens
  * of microseconds on a virtual machine. Each worker keeps a private cache of
- * free handles; past TCACHE_MAX half of it goes to the shared free list.
+ * free handles, refilled half at a time; past TCACHE_MAX half of it goes to
+ * the shared free list.
  * Handles are reused, never unmapped before the runtime is destroyed, so a
  * misuse check may always read a stale handle's magic. The memory a runtime
  * keeps is its peak of tasks alive at once times TASK_STRIDE, as Go keeps its
@@ -99,23 +100,40 @@ static weft_task *carve(struct weft__taskmem *m)
     return t;
 }
 
+/* Holds m->lock. A free handle, or NULL. */
+static weft_task *take(struct weft__taskmem *m)
+{
+    weft_task *t = m->free;
+    if (t)
+        m->free = t->next;
+    else
+        t = carve(m);
+    return t;
+}
+
 weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache)
 {
-    weft_task *t = cache ? cache->head : NULL;
-    if (t) {
-        cache->head = t->next;
-        cache->count--;
-    } else {
+    weft_task *t;
+    if (!cache) {
         pthread_mutex_lock(&m->lock);
-        if ((t = m->free))
-            m->free = t->next;
-        else
-            t = carve(m);
+        t = take(m);
         pthread_mutex_unlock(&m->lock);
-        if (!t)
-            return NULL;
+    } else {
+        if (!cache->head) {   /* refill half the cache under one lock */
+            pthread_mutex_lock(&m->lock);
+            for (weft_task *x; cache->count < TCACHE_MAX / 2 && (x = take(m)); cache->count++) {
+                x->next = cache->head;
+                cache->head = x;
+            }
+            pthread_mutex_unlock(&m->lock);
+        }
+        if ((t = cache->head)) {
+            cache->head = t->next;
+            cache->count--;
+        }
     }
-    memset(t, 0, sizeof(*t));
+    if (t)
+        memset(t, 0, sizeof(*t));
     return t;
 }
 
