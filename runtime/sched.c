@@ -229,18 +229,40 @@ static void global_push(weft_rt *rt, weft_task *t)
     global_push_chain(rt, t, t, 1);
 }
 
-/* The owner, whose deque refused t (due as for weft__deque_push). A batch of
+/* A task that never ran has no stack yet (it gets one in fiber_of). */
+static inline bool never_ran(const weft_task *t)
+{
+    return !t->fiber.stack_lo;
+}
+
+/* When t becomes due for the fairness tick on w's clock: a task that never
+ * ran FRESH_WAIT schedules later than one that has. */
+static inline uint32_t due_of(const struct weft__worker *w, const weft_task *t)
+{
+    return never_ran(t) ? w->tick + FRESH_WAIT : w->tick;
+}
+
+static void overflow(struct weft__worker *w, weft_task *t);
+
+/* The owner. Queues t at the bottom of w's deque, or overflows. */
+static void local_put(struct weft__worker *w, weft_task *t)
+{
+    if (!weft__deque_push(&w->dq, t, due_of(w, t)))
+        overflow(w, t);
+}
+
+/* The owner, whose deque refused t. A batch of
  * the deque's oldest tasks goes to the global queue, under one lock, so a
  * worker that spawns far more than its deque holds pays the lock once per
  * batch. Only tasks that never ran go there: a task woken by a timer, say,
  * must not wait behind a hundred thousand fresh spawns. Those of the batch
  * that ran before go back to the deque's bottom, and t takes the room made. */
-static void overflow(struct weft__worker *w, weft_task *t, uint32_t due)
+static void overflow(struct weft__worker *w, weft_task *t)
 {
     weft_task *batch[GQ_BATCH], *head = NULL, *tail = NULL;
     size_t n = weft__deque_grab(&w->dq, batch, GQ_BATCH), fresh = 0;
     for (size_t i = 0; i < n; i++) {
-        if (batch[i]->fiber.stack_lo) {
+        if (!never_ran(batch[i])) {
             weft__deque_push(&w->dq, batch[i], w->tick);   /* cannot fail: the grab made room */
             continue;
         }
@@ -254,7 +276,7 @@ static void overflow(struct weft__worker *w, weft_task *t, uint32_t due)
     }
     if (fresh)
         global_push_chain(w->rt, head, tail, fresh);
-    if (!weft__deque_push(&w->dq, t, due))
+    if (!weft__deque_push(&w->dq, t, due_of(w, t)))
         global_push(w->rt, t);   /* no room made: a thief raced the grab, or none was fresh */
 }
 
@@ -353,14 +375,10 @@ static void wake_one(weft_rt *rt)
     wake_worker(w);
 }
 
-/* The owner. Queues t on w and wakes a worker that could steal it. A fresh
- * task (one never run) becomes due for the fairness tick FRESH_WAIT schedules
- * later than one that has run. */
-static void push_local(struct weft__worker *w, weft_task *t, bool fresh)
+/* The owner. Queues t on w and wakes a worker that could steal it. */
+static void push_local(struct weft__worker *w, weft_task *t)
 {
-    uint32_t due = fresh ? w->tick + FRESH_WAIT : w->tick;
-    if (!weft__deque_push(&w->dq, t, due))
-        overflow(w, t, due);
+    local_put(w, t);
     if (w->rt->nworkers > 1)
         wake_one(w->rt);
 }
@@ -380,8 +398,7 @@ static weft_task *yq_pop(struct weft__worker *w)
         w->yq_head = w->yq_tail = NULL;
         while (x) {
             weft_task *next = x->next;
-            if (!weft__deque_push(&w->dq, x, w->tick))
-                overflow(w, x, w->tick);
+            local_put(w, x);
             x = next;
         }
         wake_one(w->rt);
@@ -501,8 +518,8 @@ static void ready(weft_task *t)
     struct weft__worker *w = weft__worker_self();
     if (w && w->rt == rt && !(w->shuffle && (rng_next(w) & 1))) {
         weft_task *old = runnext_put(w, t);
-        if (old && !weft__deque_push(&w->dq, old, w->tick))
-            overflow(w, old, w->tick);
+        if (old)
+            local_put(w, old);
         if (rt->nworkers > 1)
             wake_one(rt);
     } else {
@@ -525,7 +542,7 @@ static void after_switch(struct weft__worker *w)
                 memory_order_acq_rel, memory_order_acquire)) {   /* step 2: publishes the saved context */
             weft__check(s == WEFT__NOTIFIED, "a parking task was in an impossible state");
             atomic_store_explicit(&prev->pstate, WEFT__RUNNING, memory_order_relaxed);
-            push_local(w, prev, false);                          /* woken while it parked */
+            push_local(w, prev);                                 /* woken while it parked */
         }
     } else {
         weft_rt *rt = prev->rt;
@@ -546,7 +563,7 @@ static void task_entry(void *arg);
  * stack here. */
 static inline struct weft__fiber *fiber_of(struct weft__worker *w, weft_task *t)
 {
-    if (!t->fiber.stack_lo) {
+    if (never_ran(t)) {
         weft__stack_bind(w->rt->stacks, &w->pool, t);
         weft__ctx_init(&t->fiber.ctx, t->fiber.stack_lo,
                        (char *)t->fiber.stack_lo + t->fiber.stack_size, task_entry, t);
@@ -636,7 +653,7 @@ static void task_entry(void *arg)
 void weft__task_start(struct weft__worker *w, weft_task *t)
 {
     if (w) {
-        push_local(w, t, true);
+        push_local(w, t);
     } else {
         global_push(t->rt, t);
         wake_one(t->rt);
