@@ -92,6 +92,8 @@ struct weft__fiber {
 
 struct weft__worker;
 struct weft__ring;
+struct weft__epset;
+struct weft__fdtab;
 
 /* ---- tasks ----------------------------------------------------------------- */
 
@@ -212,13 +214,14 @@ struct weft__worker {
     struct weft__pool     pool;
     struct weft__tcache   tcache;
     struct weft__ring    *ring;         /* io_uring; NULL: the epoll backend */
+    struct weft__epset   *ep;           /* the epoll backend's set, where ring is NULL */
     void                 *altstack;
     pthread_t             thread;
     struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */
     _Alignas(WEFT__CACHELINE)
     _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */
     _Atomic uint32_t      wake;         /* futex word: WEFT__WAKE_* (sched.c) */
-    _Atomic uint32_t      in_ring;      /* parked in the io_uring, not on the futex */
+    _Atomic uint32_t      in_io;        /* parked in its ring or epoll set, not on the futex */
     _Atomic uint64_t      spawned;      /* tasks spawned on this worker; only it writes */
     _Atomic uint64_t      exited;       /* tasks that finished on this worker; only it writes */
     struct weft__deque    dq;           /* spawned and woken tasks; thieves steal */
@@ -254,8 +257,9 @@ struct weft_rt {
      * worker that sleeps only until the earliest deadline (sched.c). */
     struct weft__timers   *timers;
     _Atomic(struct weft__worker *) watcher;
-    /* Readiness of descriptors (runtime/io.c): started by the first wait. */
-    _Atomic(struct weft__poller *) poller;
+    /* Waiters by descriptor for the epoll backend (runtime/io_epoll.c):
+     * made by the first wait. */
+    _Atomic(struct weft__fdtab *) fdtab;
     /* Helper threads for weft_offload() (runtime/offload.c): started by the
      * first offload. */
     _Atomic(struct weft__offload *) offload;

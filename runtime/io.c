@@ -6,9 +6,10 @@
  * that ring; a request that meets a descriptor the caller made O_NONBLOCK and
  * reports -EAGAIN waits for readiness with a poll request and is retried.
  * From a coroutine on a worker without one (the epoll backend):
- *   - sockets, pipes and terminals are switched to O_NONBLOCK; the call is
- *     tried, and if it would block the coroutine waits for readiness through
- *     the epoll backend (runtime/io_epoll.c) and tries again;
+ *   - the call is tried without blocking (MSG_DONTWAIT on a socket; a pipe or
+ *     a terminal is switched to O_NONBLOCK), and if it would block the
+ *     coroutine waits for readiness on its worker's epoll set
+ *     (runtime/io_epoll.c) and tries again;
  *   - calls that always block on a regular file and have no readiness (open,
  *     fsync, pread, pwrite) run through weft_offload() on a helper thread.
  * A wait that the caller's deadline or cancellation ends returns -ETIMEDOUT or
@@ -131,6 +132,48 @@ static ssize_t once(const struct io_args *a)
     return r < 0 ? -errno : r;
 }
 
+/*
+ * The epoll backend. Sockets are left as the caller made them: recv and send
+ * take MSG_DONTWAIT, and read and write on a socket are recv and send with no
+ * flags. Other descriptors (pipes, terminals) are switched to O_NONBLOCK. The
+ * descriptor table remembers which answered ENOTSOCK, as a hint: a number
+ * reused for another kind of file costs one system call, never a blocked
+ * worker.
+ */
+static ssize_t epoll_io(struct weft__worker *w, const struct io_args *a)
+{
+    struct io_args c = *a;
+    bool as_socket = (c.op == OP_READ || c.op == OP_WRITE) && !weft__fd_not_socket(w->rt, c.fd);
+    if (as_socket)
+        c.op = c.op == OP_READ ? OP_RECV : OP_SEND;
+    int err;
+    if (c.op == OP_RECV || c.op == OP_SEND)
+        c.flags |= MSG_DONTWAIT;
+    else if ((err = make_nonblocking(c.fd)))
+        return err;
+    bool write = c.op == OP_WRITE || c.op == OP_SEND;
+    for (;;) {
+        ssize_t r = once(&c);
+        if (r == -ENOTSOCK && as_socket) {
+            /* A pipe or a terminal: read(2) and write(2), made non-blocking. */
+            weft__fd_mark_not_socket(w->rt, c.fd);
+            as_socket = false;
+            c = *a;
+            if ((err = make_nonblocking(c.fd)))
+                return err;
+            continue;
+        }
+        if (r == -EINTR)
+            continue;
+        if ((r != -EAGAIN && r != -EWOULDBLOCK) || asks_not_to_wait(a))
+            return r;
+        err = weft__epoll_wait_fd(w, c.fd, write ? WEFT__WAIT_WRITE : WEFT__WAIT_READ);
+        if (err < 0)
+            return err;
+        w = weft__worker_self();   /* the coroutine may have moved */
+    }
+}
+
 static ssize_t do_io(const struct io_args *a)
 {
     struct weft__worker *w = in_coroutine();
@@ -144,21 +187,7 @@ static ssize_t do_io(const struct io_args *a)
     if (w->ring)
         return ring_io(w, a);
 #endif
-    int err = make_nonblocking(a->fd);
-    if (err)
-        return err;
-    bool write = a->op == OP_WRITE || a->op == OP_SEND;
-    for (;;) {
-        ssize_t r = once(a);
-        if (r == -EINTR)
-            continue;
-        if ((r != -EAGAIN && r != -EWOULDBLOCK) || asks_not_to_wait(a))
-            return r;
-        int e = weft__epoll_wait_fd(w->rt, a->fd, write ? WEFT__WAIT_WRITE : WEFT__WAIT_READ);
-        if (e < 0)
-            return e;
-        w = weft__worker_self();   /* the coroutine may have moved */
-    }
+    return epoll_io(w, a);
 }
 
 ssize_t weft_read(int fd, void *buf, size_t len)
@@ -221,7 +250,7 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
         return 0;
     if (errno != EINPROGRESS && errno != EINTR)
         return -errno;
-    int e = weft__epoll_wait_fd(w->rt, fd, WEFT__WAIT_WRITE);
+    int e = weft__epoll_wait_fd(w, fd, WEFT__WAIT_WRITE);
     if (e < 0)
         return e;   /* the connection attempt goes on; the caller closes fd */
     int soerr = 0;
@@ -255,7 +284,7 @@ int weft_poll(int fd, short events)
             return (int)rv;
         }
 #endif
-        int e = weft__epoll_wait_fd(w->rt, fd, (events & (POLLIN | POLLPRI) ? WEFT__WAIT_READ : 0) |
+        int e = weft__epoll_wait_fd(w, fd, (events & (POLLIN | POLLPRI) ? WEFT__WAIT_READ : 0) |
                                                    (events & POLLOUT ? WEFT__WAIT_WRITE : 0));
         if (e < 0)
             return e;

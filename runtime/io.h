@@ -39,22 +39,42 @@ unsigned weft__timers_fire(struct weft__timers *ts, uint64_t now);
 /* sched.c: the earliest deadline just moved earlier. The arming worker. */
 void weft__timers_changed(weft_rt *rt);
 
-struct weft__poller;   /* a runtime's epoll set and its thread */
+/* ---- the epoll backend (runtime/io_epoll.c) ---- */
 
-/* Suspends the calling coroutine until fd is ready for one of `dirs`
- * (WEFT__WAIT_READ, WEFT__WAIT_WRITE, or both). Returns the epoll events seen,
- * -EBUSY (another coroutine already waits on fd for one of those directions), -EBADF (weft_close() closed it), -EINVAL (fd cannot
- * be polled), -ETIMEDOUT, -ECANCELED, -ENOMEM. */
-int weft__epoll_wait_fd(weft_rt *rt, int fd, int dirs);
+struct weft__epset;   /* a worker's epoll set */
+struct weft__fdtab;   /* a runtime's waiters by descriptor */
+
+/* weft_rt_create() or the worker itself, before it runs a coroutine; and
+ * weft_rt_destroy(). Returns 0 or a negative errno. */
+int  weft__epset_create(struct weft__epset **s);
+void weft__epset_destroy(struct weft__epset *s);
+/* Frees rt's descriptor table. weft_rt_destroy() only, after the workers. */
+void weft__epoll_destroy(weft_rt *rt);
+
+/* Suspends the calling coroutine, on its worker w, until fd is ready for one
+ * of `dirs` (WEFT__WAIT_READ, WEFT__WAIT_WRITE, or both). Returns the epoll
+ * events seen, -EBUSY (another coroutine already waits on fd for one of those
+ * directions), -EBADF (weft_close() closed it), -EINVAL (fd cannot be polled),
+ * -ETIMEDOUT, -ECANCELED, -ENOMEM, -EMFILE (fd beyond the table). */
+int weft__epoll_wait_fd(struct weft__worker *w, int fd, int dirs);
 #define WEFT__WAIT_READ  1   /* dirs of weft__epoll_wait_fd */
 #define WEFT__WAIT_WRITE 2
-/* Fails every coroutine waiting on fd with -EBADF and drops fd from the set:
+/* Fails every coroutine waiting on fd with -EBADF and drops fd from its set:
  * before fd is closed. Any thread. */
 void weft__epoll_forget(weft_rt *rt, int fd);
+/* A hint, any thread: fd answered ENOTSOCK to recv or send. */
+bool weft__fd_not_socket(weft_rt *rt, int fd);
+void weft__fd_mark_not_socket(weft_rt *rt, int fd);
 
-/* Stops and joins rt's poller thread, if one was started. weft_rt_destroy()
- * only, after every coroutine has finished. */
-void weft__poller_destroy(weft_rt *rt);
+/* The owner of w->ep, as the weft__ring_* calls below: reaps events without
+ * waiting; whether coroutines wait on the set; sleeps until an event, a
+ * weft__epoll_kick() or `until`. The first and third return whether a task
+ * was made runnable. */
+bool weft__epoll_poll(struct weft__worker *w);
+bool weft__epoll_busy(struct weft__worker *w);
+bool weft__epoll_sleep(struct weft__worker *w, uint64_t until);
+/* Any thread: wakes the owner from weft__epoll_sleep. */
+void weft__epoll_kick(struct weft__epset *s);
 
 struct weft__offload;   /* a runtime's helper threads for weft_offload() */
 
@@ -107,5 +127,49 @@ void weft__ring_close_fd(weft_rt *rt, int fd);
 /* Tells Valgrind that the kernel wrote n bytes at buf. */
 void weft__ring_mark_read(void *buf, ssize_t n);
 #endif
+
+/* ---- what the scheduler asks of a worker's backend: its ring, else its set ---- */
+
+/* The owner: submits and reaps without waiting. Whether a task became runnable. */
+static inline bool weft__io_poll(struct weft__worker *w)
+{
+#if WEFT_HAVE_URING
+    if (w->ring)
+        return weft__ring_poll(w);
+#endif
+    return w->ep && weft__epoll_poll(w);
+}
+
+/* The owner: whether it must sleep in the backend to see its IO finish. */
+static inline bool weft__io_busy(struct weft__worker *w)
+{
+#if WEFT_HAVE_URING
+    if (w->ring)
+        return weft__ring_busy(w);
+#endif
+    return w->ep && weft__epoll_busy(w);
+}
+
+/* The owner, parked, busy: as weft__ring_sleep. */
+static inline bool weft__io_sleep(struct weft__worker *w, uint64_t until)
+{
+#if WEFT_HAVE_URING
+    if (w->ring)
+        return weft__ring_sleep(w, until);
+#endif
+    return weft__epoll_sleep(w, until);
+}
+
+/* Any thread: wakes w from weft__io_sleep. */
+static inline void weft__io_kick(struct weft__worker *w)
+{
+#if WEFT_HAVE_URING
+    if (w->ring) {
+        weft__ring_kick(w->ring);
+        return;
+    }
+#endif
+    weft__epoll_kick(w->ep);
+}
 
 #endif /* WEFT_IO_H */

@@ -2,21 +2,35 @@
  * The epoll backend: readiness of descriptors, for coroutines on workers that
  * have no io_uring (refused by the kernel or a seccomp filter, or WEFT_IO=epoll).
  *
- * One epoll set per runtime, served by one poller thread. A coroutine tries the
- * system call on a non-blocking descriptor; on EAGAIN it calls
+ * Each such worker owns an epoll set, as a worker owns its ring: only it waits
+ * on the set. It looks without blocking when it runs out of runnable tasks and
+ * on the fairness tick (weft__epoll_poll); parked with waiters on its set, it
+ * sleeps in epoll_wait until its next timer, and a waker writes the eventfd
+ * that sits in the set (weft__epoll_sleep, weft__epoll_kick). An event makes
+ * its coroutine runnable on the worker that saw it, and no other thread runs
+ * in between: no poller thread, no hand-over.
+ *
+ * A coroutine tries the system call first; on EAGAIN it calls
  * weft__epoll_wait_fd(), which records its waiter in the runtime's descriptor
  * table (one reader and one writer per descriptor, as Go's pollDesc; a
  * weft_poll for both directions takes both places with one waiter) and arms a
- * one-shot registration for the union of what the descriptor's waiters want.
- * The poller claims the waiters the event satisfies, with the events as the
- * claim's result, and re-arms for the others.
+ * one-shot registration for the union of what the descriptor's waiters want,
+ * on the set of the worker it runs on. A descriptor last armed on another
+ * worker's set moves to this one, with the count of its waiters.
  *
- * Every use of a waiter by the poller happens under the table lock, and a
- * waiter is removed from the table under that lock before its frame can go:
- * by the poller when it claims it, by the waiter itself when its deadline or
- * cancellation claimed it first, by weft__epoll_forget() (weft_close) with
- * -EBADF. So the frame outlives every use the poller makes of it, and an event
- * that arrives for a waiter already gone finds an empty slot.
+ * Why one-shot and re-armed at every wait (EPOLL_CTL_MOD), where Go keeps an
+ * edge-triggered registration for the life of the descriptor: Go owns its
+ * descriptors, and weft does not. A user may close(2) a descriptor and get its
+ * number back for a new file; a registration we believed in would then never
+ * report the new file. Re-arming costs a system call per wait, and a number
+ * whose file is gone fails MOD with ENOENT, so the new file is simply added.
+ *
+ * Every use of a waiter by a worker reaping events happens under its entry's
+ * lock, and a waiter is removed from its entry under that lock before its
+ * frame can go: by the reaper when it claims it, by the waiter itself when its
+ * deadline or cancellation claimed it first, by weft__epoll_forget()
+ * (weft_close) with -EBADF. So the frame outlives every use made of it, and an
+ * event that arrives for a waiter already gone finds an empty place.
  *
  * A descriptor closed with close(2) rather than weft_close() while a coroutine
  * waits on it leaves that coroutine waiting, as it would leave a thread
@@ -28,229 +42,364 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
-#define STOP_TAG UINT64_MAX   /* epoll data of the stop eventfd */
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 
-struct fd_waiters {
-    struct weft__waiter *rd, *wr;   /* under the table lock */
-    bool                 added;     /* registered with the epoll set */
+#define KICK_TAG   UINT64_MAX   /* epoll data of the eventfd */
+#define PAGE_SLOTS 1024u        /* descriptors per page of the table */
+#define TOP_PAGES  65536u       /* pages: descriptors below 2^26 */
+#define EVENTS     64           /* reaped per epoll_wait */
+
+/* A descriptor's waiters. The places and `set` are under `lock`. */
+struct fd_slot {
+    pthread_mutex_t      lock;
+    struct weft__waiter *rd, *wr;
+    unsigned             set;       /* 1 + the index of the worker whose set holds the
+                                     * registration and counts these waiters; 0: none */
+    bool                 added;     /* registered there, unless the file was closed since */
+    _Atomic bool         not_socket;   /* a hint for weft_read/weft_write; anyone */
 };
 
-struct weft__poller {
-    int                epfd;
-    int                stopfd;      /* eventfd that stops the poller thread */
-    pthread_t          thread;
-    pthread_mutex_t    lock;        /* guards the table */
-    struct fd_waiters *fds;         /* indexed by descriptor */
-    size_t             nfds;
+struct weft__fdtab {
+    _Atomic(struct fd_slot *) pages[TOP_PAGES];   /* made on first use, kept */
 };
 
-static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
+struct weft__epset {
+    int              epfd;
+    int              efd;        /* eventfd in the set: wakes the owner */
+    _Atomic unsigned waiters;    /* places taken in entries registered here; raised only by
+                                  * the owner's coroutines, lowered by anyone, under the
+                                  * entry's lock */
+};
 
-static uint32_t wanted(const struct fd_waiters *e)
+/* ---- the descriptor table ------------------------------------------------------ */
+
+static struct weft__fdtab *table(weft_rt *rt, bool make)
 {
-    return (e->rd ? EPOLLIN | EPOLLRDHUP : 0) | (e->wr ? EPOLLOUT : 0);
+    struct weft__fdtab *t = atomic_load_explicit(&rt->fdtab, memory_order_acquire);   /* pairs with the CAS */
+    if (t || !make)
+        return t;
+    struct weft__fdtab *mine = calloc(1, sizeof *mine);
+    if (!mine)
+        return NULL;
+    if (atomic_compare_exchange_strong_explicit(&rt->fdtab, &t, mine, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return mine;   /* published */
+    free(mine);        /* another thread published first: t is its table */
+    return t;
 }
 
-/* Arms fd's one-shot registration for what its waiters want. Holds p->lock. */
-static int rearm(struct weft__poller *p, int fd, struct fd_waiters *e)
+static void page_free(struct fd_slot *p)
 {
-    struct epoll_event ev = { .events = wanted(e) | EPOLLONESHOT, .data.u64 = (uint64_t)fd };
-    if (e->added && epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
-        return 0;
-    if (e->added && errno != ENOENT)
-        return -errno;
-    if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-        return errno == EPERM ? -EINVAL : -errno;   /* EPERM: a regular file; never "would block" */
-    e->added = true;
-    return 0;
-}
-
-/* Takes wt out of whichever places of e it holds. Holds the table lock. */
-static void drop(struct fd_waiters *e, const struct weft__waiter *wt)
-{
-    if (e->rd == wt)
-        e->rd = NULL;
-    if (e->wr == wt)
-        e->wr = NULL;
-}
-
-/* Claims wt with `result` and takes it out of e. Holds the table lock. */
-static void wake_slot(struct fd_waiters *e, struct weft__waiter *wt, int32_t result)
-{
-    weft__wake(wt, result);
-    drop(e, wt);
-}
-
-static void *poller_thread(void *arg)
-{
-    struct weft__poller *p = arg;
-    struct epoll_event ev[64];
-    for (;;) {
-        int n = epoll_wait(p->epfd, ev, 64, -1);
-        pthread_mutex_lock(&p->lock);
-        for (int i = 0; i < n; i++) {
-            if (ev[i].data.u64 == STOP_TAG) {
-                pthread_mutex_unlock(&p->lock);
-                return NULL;
-            }
-            int fd = (int)ev[i].data.u64;
-            uint32_t got = ev[i].events;
-            if ((size_t)fd >= p->nfds)
-                continue;
-            struct fd_waiters *e = &p->fds[fd];
-            uint32_t fail = EPOLLERR | EPOLLHUP;
-            if (e->rd && (got & (EPOLLIN | EPOLLRDHUP | EPOLLPRI | fail)))
-                wake_slot(e, e->rd, (int32_t)got);
-            if (e->wr && (got & (EPOLLOUT | fail)))
-                wake_slot(e, e->wr, (int32_t)got);
-            if (wanted(e))
-                rearm(p, fd, e);   /* the one-shot fired for the other side only */
-        }
-        pthread_mutex_unlock(&p->lock);
-    }
-}
-
-static int poller_get(weft_rt *rt, struct weft__poller **out)
-{
-    struct weft__poller *p = atomic_load_explicit(&rt->poller, memory_order_acquire);  /* pairs with the release below */
-    if (p) {
-        *out = p;
-        return 0;
-    }
-    int err = 0;
-    pthread_mutex_lock(&create_lock);
-    p = atomic_load_explicit(&rt->poller, memory_order_relaxed);   /* under create_lock */
-    if (!p) {
-        p = calloc(1, sizeof *p);
-        if (!p) {
-            err = -ENOMEM;
-            goto out;
-        }
-        pthread_mutex_init(&p->lock, NULL);
-        p->epfd = epoll_create1(EPOLL_CLOEXEC);
-        p->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        struct epoll_event ev = { .events = EPOLLIN, .data.u64 = STOP_TAG };
-        if (p->epfd < 0 || p->stopfd < 0 || epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->stopfd, &ev) < 0) {
-            err = -errno;
-            goto fail;
-        }
-        int e = pthread_create(&p->thread, NULL, poller_thread, p);
-        if (e) {
-            err = -e;
-            goto fail;
-        }
-        atomic_store_explicit(&rt->poller, p, memory_order_release);   /* publishes the set */
-    }
-    goto out;
-fail:
-    if (p->epfd >= 0)
-        close(p->epfd);
-    if (p->stopfd >= 0)
-        close(p->stopfd);
-    pthread_mutex_destroy(&p->lock);
+    for (unsigned i = 0; i < PAGE_SLOTS; i++)
+        pthread_mutex_destroy(&p[i].lock);
     free(p);
-    p = NULL;
-out:
-    pthread_mutex_unlock(&create_lock);
-    *out = p;
-    return err;
 }
 
-void weft__poller_destroy(weft_rt *rt)
+/* fd's entry, made if `make`. NULL: fd is out of range, or no memory. Any thread. */
+static struct fd_slot *slot(weft_rt *rt, int fd, bool make)
 {
-    struct weft__poller *p = atomic_load_explicit(&rt->poller, memory_order_acquire);
-    if (!p)
-        return;
-    uint64_t one = 1;
-    while (write(p->stopfd, &one, sizeof one) < 0 && errno == EINTR)
-        ;
-    pthread_join(p->thread, NULL);
-    close(p->epfd);
-    close(p->stopfd);
-    pthread_mutex_destroy(&p->lock);
-    free(p->fds);
-    free(p);
-    atomic_store_explicit(&rt->poller, NULL, memory_order_relaxed);
-}
-
-/* Makes room for fd in the table. Holds p->lock. */
-static int table_reserve(struct weft__poller *p, int fd)
-{
-    if ((size_t)fd < p->nfds)
-        return 0;
-    size_t n = p->nfds ? p->nfds : 64;
-    while (n <= (size_t)fd)
-        n *= 2;
-    struct fd_waiters *t = realloc(p->fds, n * sizeof *t);
+    if (fd < 0 || (unsigned)fd / PAGE_SLOTS >= TOP_PAGES)
+        return NULL;
+    struct weft__fdtab *t = table(rt, make);
     if (!t)
+        return NULL;
+    _Atomic(struct fd_slot *) *pp = &t->pages[(unsigned)fd / PAGE_SLOTS];
+    struct fd_slot *p = atomic_load_explicit(pp, memory_order_acquire);   /* pairs with the CAS */
+    if (!p && make) {
+        struct fd_slot *mine = calloc(PAGE_SLOTS, sizeof *mine);
+        if (!mine)
+            return NULL;
+        for (unsigned i = 0; i < PAGE_SLOTS; i++)
+            pthread_mutex_init(&mine[i].lock, NULL);
+        if (atomic_compare_exchange_strong_explicit(pp, &p, mine, memory_order_acq_rel,
+                                                    memory_order_acquire))
+            p = mine;
+        else
+            page_free(mine);   /* p is the page another thread published */
+    }
+    return p ? &p[(unsigned)fd % PAGE_SLOTS] : NULL;
+}
+
+void weft__epoll_destroy(weft_rt *rt)
+{
+    struct weft__fdtab *t = atomic_load_explicit(&rt->fdtab, memory_order_acquire);
+    if (!t)
+        return;
+    for (unsigned i = 0; i < TOP_PAGES; i++) {
+        struct fd_slot *p = atomic_load_explicit(&t->pages[i], memory_order_relaxed);
+        if (p)
+            page_free(p);
+    }
+    free(t);
+    atomic_store_explicit(&rt->fdtab, NULL, memory_order_relaxed);
+}
+
+bool weft__fd_not_socket(weft_rt *rt, int fd)
+{
+    struct fd_slot *s = slot(rt, fd, false);
+    return s && atomic_load_explicit(&s->not_socket, memory_order_relaxed);
+}
+
+void weft__fd_mark_not_socket(weft_rt *rt, int fd)
+{
+    struct fd_slot *s = slot(rt, fd, true);
+    if (s)   /* without memory the hint is lost, and recv is tried again next time */
+        atomic_store_explicit(&s->not_socket, true, memory_order_relaxed);
+}
+
+/* ---- a worker's set -------------------------------------------------------------- */
+
+int weft__epset_create(struct weft__epset **out)
+{
+    struct weft__epset *s = calloc(1, sizeof *s);
+    if (!s)
         return -ENOMEM;
-    for (size_t i = p->nfds; i < n; i++)
-        t[i] = (struct fd_waiters){ 0 };
-    p->fds = t;
-    p->nfds = n;
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = KICK_TAG };
+    if (s->epfd < 0 || s->efd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->efd, &ev) < 0) {
+        int err = -errno;
+        weft__epset_destroy(s);
+        return err;
+    }
+    *out = s;
     return 0;
 }
 
-int weft__epoll_wait_fd(weft_rt *rt, int fd, int dirs)
+void weft__epset_destroy(struct weft__epset *s)
+{
+    if (!s)
+        return;
+    if (s->epfd >= 0)
+        close(s->epfd);
+    if (s->efd >= 0)
+        close(s->efd);
+    free(s);
+}
+
+static struct weft__epset *set_of(weft_rt *rt, const struct fd_slot *s)
+{
+    return s->set ? rt->workers[s->set - 1]->ep : NULL;
+}
+
+static uint32_t wanted(const struct fd_slot *s)
+{
+    return (s->rd ? EPOLLIN | EPOLLRDHUP : 0) | (s->wr ? EPOLLOUT : 0);
+}
+
+/* The places wt holds in s, which it gives up. Holds s->lock. */
+static unsigned drop(struct fd_slot *s, const struct weft__waiter *wt)
+{
+    unsigned n = 0;
+    if (!wt)
+        return 0;
+    if (s->rd == wt) {
+        s->rd = NULL;
+        n++;
+    }
+    if (s->wr == wt) {
+        s->wr = NULL;
+        n++;
+    }
+    return n;
+}
+
+static void uncount(struct weft__epset *set, unsigned places)
+{
+    if (set && places)
+        atomic_fetch_sub_explicit(&set->waiters, places, memory_order_relaxed);
+}
+
+/*
+ * Arms fd's one-shot registration on w's set for what s's waiters want, the
+ * caller's `mine` places included, and counts them there; a registration on
+ * another worker's set moves here with the places of its waiters. Holds
+ * s->lock. Returns 0 or a negative errno, and then nothing has changed.
+ */
+static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
+{
+    unsigned me = w->index + 1;
+    struct epoll_event ev = { .events = wanted(s) | EPOLLONESHOT, .data.u64 = (uint64_t)fd };
+    bool done = s->set == me && s->added && epoll_ctl(w->ep->epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
+    if (!done && s->set == me && s->added && errno != ENOENT)
+        return -errno;
+    if (!done && epoll_ctl(w->ep->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        if (errno == EPERM)
+            return -EINVAL;   /* a regular file: never "would block" */
+        if (errno != EEXIST || epoll_ctl(w->ep->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
+            return -errno;
+    }
+    unsigned others = (s->rd != NULL) + (s->wr != NULL) - mine;
+    if (s->set != me) {
+        struct weft__epset *from = set_of(w->rt, s);
+        if (from && s->added)
+            epoll_ctl(from->epfd, EPOLL_CTL_DEL, fd, NULL);   /* ENOENT: the file is gone; fine */
+        uncount(from, others);
+        atomic_fetch_add_explicit(&w->ep->waiters, others, memory_order_relaxed);
+        s->set = me;
+    }
+    s->added = true;
+    atomic_fetch_add_explicit(&w->ep->waiters, mine, memory_order_relaxed);
+    return 0;
+}
+
+int weft__epoll_wait_fd(struct weft__worker *w, int fd, int dirs)
 {
     if (fd < 0)
         return -EBADF;
-    struct weft__poller *p;
-    int err = poller_get(rt, &p);
-    if (err)
-        return err;
+    if (!w->ep)
+        return -ENOMEM;   /* this worker's set could not be made */
+    struct fd_slot *s = slot(w->rt, fd, true);
+    if (!s)
+        return (unsigned)fd / PAGE_SLOTS >= TOP_PAGES ? -EMFILE : -ENOMEM;
     struct weft__waiter wt;
     weft__waiter_init(&wt);
 
-    pthread_mutex_lock(&p->lock);
-    err = table_reserve(p, fd);
-    struct fd_waiters *e = err ? NULL : &p->fds[fd];
-    if (e && (((dirs & WEFT__WAIT_READ) && e->rd) || ((dirs & WEFT__WAIT_WRITE) && e->wr)))
+    pthread_mutex_lock(&s->lock);
+    int err = 0;
+    if (((dirs & WEFT__WAIT_READ) && s->rd) || ((dirs & WEFT__WAIT_WRITE) && s->wr)) {
         err = -EBUSY;   /* one coroutine already waits for this direction */
-    if (e && !err) {
+    } else {
         if (dirs & WEFT__WAIT_READ)
-            e->rd = &wt;
+            s->rd = &wt;
         if (dirs & WEFT__WAIT_WRITE)
-            e->wr = &wt;
-        err = rearm(p, fd, e);
+            s->wr = &wt;
+        err = arm(w, fd, s, (dirs & WEFT__WAIT_READ ? 1u : 0u) + (dirs & WEFT__WAIT_WRITE ? 1u : 0u));
         if (err)
-            drop(e, &wt);
+            drop(s, &wt);
     }
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&s->lock);
     if (err)
         return err;
 
     int32_t r = weft__wait(&wt);
     if (r < 0) {
-        pthread_mutex_lock(&p->lock);
-        e = &p->fds[fd];   /* the table may have moved */
-        if (e->rd == &wt || e->wr == &wt) {   /* not claimed by the poller or weft_close: withdraw */
-            drop(e, &wt);
-            if (wanted(e))
-                rearm(p, fd, e);
-        }
-        pthread_mutex_unlock(&p->lock);
+        /* A deadline, a cancellation or weft_close: withdraw, unless the
+         * reaper or weft_close claimed us and withdrew us already. The
+         * registration stays armed; its event will find the place empty. */
+        pthread_mutex_lock(&s->lock);
+        uncount(set_of(w->rt, s), drop(s, &wt));
+        pthread_mutex_unlock(&s->lock);
     }
     return r;
 }
 
 void weft__epoll_forget(weft_rt *rt, int fd)
 {
-    struct weft__poller *p = atomic_load_explicit(&rt->poller, memory_order_acquire);  /* pairs with poller_get */
-    if (!p || fd < 0)
+    struct fd_slot *s = slot(rt, fd, false);
+    if (!s)
         return;
-    pthread_mutex_lock(&p->lock);
-    if ((size_t)fd < p->nfds) {
-        struct fd_waiters *e = &p->fds[fd];
-        if (e->rd)
-            wake_slot(e, e->rd, -EBADF);
-        if (e->wr)
-            wake_slot(e, e->wr, -EBADF);
-        if (e->added)
-            epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);
-        *e = (struct fd_waiters){ 0 };
+    pthread_mutex_lock(&s->lock);
+    struct weft__epset *set = set_of(rt, s);
+    struct weft__waiter *rd = s->rd, *wr = s->wr;
+    uncount(set, drop(s, rd) + drop(s, wr));
+    if (rd)
+        weft__wake(rd, -EBADF);
+    if (wr && wr != rd)
+        weft__wake(wr, -EBADF);
+    if (set && s->added)
+        epoll_ctl(set->epfd, EPOLL_CTL_DEL, fd, NULL);
+    s->set = 0;
+    s->added = false;
+    atomic_store_explicit(&s->not_socket, false, memory_order_relaxed);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- the owner: reaping and sleeping --------------------------------------------- */
+
+/* Claims the waiters the events satisfy. The owner of the set they came from. */
+static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
+{
+    bool woke = false;
+    for (int i = 0; i < n; i++) {
+        if (ev[i].data.u64 == KICK_TAG) {
+            uint64_t v;
+            while (read(w->ep->efd, &v, sizeof v) < 0 && errno == EINTR)
+                ;
+            continue;
+        }
+        int fd = (int)ev[i].data.u64;
+        struct fd_slot *s = slot(w->rt, fd, false);
+        if (!s)
+            continue;
+        uint32_t got = ev[i].events, fail = EPOLLERR | EPOLLHUP;
+        pthread_mutex_lock(&s->lock);
+        struct weft__waiter *rd = s->rd && (got & (EPOLLIN | EPOLLRDHUP | EPOLLPRI | fail)) ? s->rd : NULL;
+        struct weft__waiter *wr = s->wr && (got & (EPOLLOUT | fail)) ? s->wr : NULL;
+        uncount(set_of(w->rt, s), drop(s, rd) + drop(s, wr));
+        if (rd)
+            woke |= weft__wake(rd, (int32_t)got);
+        if (wr && wr != rd)
+            woke |= weft__wake(wr, (int32_t)got);
+        /* The one-shot fired for one side only: arm it again for the other,
+         * if the registration still lives on our set. */
+        if (wanted(s) && s->set == w->index + 1) {
+            struct epoll_event again = { .events = wanted(s) | EPOLLONESHOT, .data.u64 = (uint64_t)fd };
+            epoll_ctl(w->ep->epfd, EPOLL_CTL_MOD, fd, &again);
+        }
+        pthread_mutex_unlock(&s->lock);
     }
-    pthread_mutex_unlock(&p->lock);
+    return woke;
+}
+
+bool weft__epoll_poll(struct weft__worker *w)
+{
+    struct weft__epset *set = w->ep;
+    if (!atomic_load_explicit(&set->waiters, memory_order_relaxed))
+        return false;   /* our coroutines raise it, so we see every rise */
+    struct epoll_event ev[EVENTS];
+    int n = epoll_wait(set->epfd, ev, EVENTS, 0);
+    return n > 0 && reap(w, ev, n);
+}
+
+bool weft__epoll_busy(struct weft__worker *w)
+{
+    return atomic_load_explicit(&w->ep->waiters, memory_order_relaxed) != 0;
+}
+
+/* epoll_wait for at most `ns` nanoseconds: epoll_pwait2 where the kernel has it
+ * (5.11), else rounded up to milliseconds. */
+static int wait_ns(int epfd, struct epoll_event *ev, uint64_t ns)
+{
+#ifdef SYS_epoll_pwait2
+    static _Atomic bool no_pwait2;
+    /* Valgrind 3.19 does not know epoll_pwait2 and would say so at each call. */
+    if (!RUNNING_ON_VALGRIND && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+        struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u) };
+        long n = syscall(SYS_epoll_pwait2, epfd, ev, EVENTS, &ts, NULL, (size_t)0);
+        if (n >= 0 || errno != ENOSYS)
+            return (int)n;
+        atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
+    }
+#endif
+    uint64_t ms = (ns + 999999u) / 1000000u;
+    return epoll_wait(epfd, ev, EVENTS, ms > INT32_MAX ? INT32_MAX : (int)ms);
+}
+
+bool weft__epoll_sleep(struct weft__worker *w, uint64_t until)
+{
+    struct epoll_event ev[EVENTS];
+    int n;
+    if (until == UINT64_MAX) {
+        n = epoll_wait(w->ep->epfd, ev, EVENTS, -1);
+    } else {
+        uint64_t now = weft_now();
+        n = wait_ns(w->ep->epfd, ev, until > now ? until - now : 0);
+    }
+    return n > 0 && reap(w, ev, n);
+}
+
+void weft__epoll_kick(struct weft__epset *s)
+{
+    uint64_t one = 1;
+    while (write(s->efd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
 }

@@ -72,7 +72,9 @@
  *   3. full fence, then looks once more at every queue; if it sees work it takes
  *      itself off the idle list (or, if a waker already took it off, accepts
  *      that wake) and searches again;
- *   4. sleeps on its futex word until a waker sets it to GO. Meanwhile it may
+ *   4. sleeps on its futex word until a waker sets it to GO (with IO in
+ *      flight, in its ring or epoll set instead, which the waker then kicks
+ *      through an eventfd; see park_worker). Meanwhile it may
  *      give memory back (stack.c) and, as the timer watcher, sleep only until
  *      the earliest deadline and fire the timers due (see watch() below);
  *      tasks those make runnable land on its own runnext, so it then takes
@@ -331,19 +333,14 @@ static weft_task *global_pop(weft_rt *rt)
 }
 
 /* Wakes a parked worker whose wake word was just set: it sleeps on the word's
- * futex, or, with io_uring, in its ring. */
+ * futex, or in its ring or epoll set. */
 static void wake_worker(struct weft__worker *w)
 {
-#if WEFT_HAVE_URING
-    if (w->ring) {   /* only a worker with a ring ever sets in_ring */
-        weft__fence();   /* the wake word's store before in_ring's load: pairs with park_worker */
-        if (atomic_load_explicit(&w->in_ring, memory_order_seq_cst)) {
-            weft__ring_kick(w->ring);
-            return;
-        }
-    }
-#endif
-    weft__futex_wake(&w->wake, 1);
+    weft__fence();   /* the wake word's store before in_io's load: pairs with park_worker */
+    if (atomic_load_explicit(&w->in_io, memory_order_seq_cst))
+        weft__io_kick(w);
+    else
+        weft__futex_wake(&w->wake, 1);
 }
 
 /*
@@ -479,10 +476,7 @@ static weft_task *pick_next(struct weft__worker *w)
     if (WEFT__UNLIKELY(--w->fair_left == 0 || (w->shuffle && (rng_next(w) & 1)))) {
         if (!w->fair_left)
             w->fair_left = FAIRNESS_TICKS;
-#if WEFT_HAVE_URING
-        if (w->ring)
-            weft__ring_poll(w);   /* IO does not wait behind a long run of tasks */
-#endif
+        weft__io_poll(w);         /* IO does not wait behind a long run of tasks */
         fire_timers(w);           /* nor do sleepers */
         if ((t = global_pop(w->rt)) ||
             ((w->shuffle || weft__deque_top_due(&w->dq, w->tick)) &&
@@ -500,13 +494,9 @@ static weft_task *pick_next(struct weft__worker *w)
         return t;
     if ((t = local_take(w)) || (t = yq_pop(w)) || (t = global_take(w)))
         return t;
-#if WEFT_HAVE_URING
     /* Out of work: submit what our coroutines queued and reap what is done. */
-    if (w->ring && weft__ring_poll(w) &&
-        ((t = runnext_take(w)) ||
-         (t = local_take(w))))
+    if (weft__io_poll(w) && ((t = runnext_take(w)) || (t = local_take(w))))
         return t;
-#endif
     return NULL;
 }
 
@@ -853,26 +843,25 @@ static void park_worker(struct weft__worker *w)
         uint64_t trim = weft__stacks_trim_due(rt->stacks);
         if (trim < until)
             until = trim;
-#if WEFT_HAVE_URING
-        /* With requests in flight we sleep in the ring, to reap them. Wakers
-         * then kick the ring instead of the futex: in_ring is set, then the
-         * wake word read, each side fenced, so either we see the wake or the
-         * waker sees in_ring. A completion may make a task runnable here:
-         * then we leave the idle list ourselves, unless a waker already did. */
-        if (w->ring && weft__ring_busy(w)) {
-            atomic_store_explicit(&w->in_ring, 1, memory_order_seq_cst);
+        /* With IO in flight we sleep in the ring or the epoll set, to reap
+         * it. Wakers then kick that instead of the futex: in_io is set, then
+         * the wake word read, each side fenced, so either we see the wake or
+         * the waker sees in_io. A completion or an event may make a task
+         * runnable here: then we leave the idle list ourselves, unless a
+         * waker already did. */
+        if (weft__io_busy(w)) {
+            atomic_store_explicit(&w->in_io, 1, memory_order_seq_cst);
             weft__fence();
             bool woke = false;
             if (atomic_load_explicit(&w->wake, memory_order_seq_cst) == WEFT__WAKE_NONE)
-                woke = weft__ring_sleep(w, until);
-            atomic_store_explicit(&w->in_ring, 0, memory_order_relaxed);
+                woke = weft__io_sleep(w, until);
+            atomic_store_explicit(&w->in_io, 0, memory_order_relaxed);
             if (woke && leave_idle(w)) {
                 unwatch(w);
                 return;
             }
             continue;
         }
-#endif
         weft__futex_wait_until(&w->wake, WEFT__WAKE_NONE, until);
     }
     atomic_store_explicit(&w->wake, WEFT__WAKE_NONE, memory_order_relaxed);
@@ -937,6 +926,9 @@ static void *worker_main(void *arg)
     if (w->ring && weft__ring_enable(w->ring) != 0) {
         weft__ring_destroy(w->ring);   /* this worker's coroutines use epoll */
         w->ring = NULL;
+        if (weft__epset_create(&w->ep) != 0)   /* leaves ep NULL */
+            fprintf(stderr, "weft: worker %u has neither an io_uring nor an epoll set; "
+                            "its coroutines' waits for IO fail with -ENOMEM\n", w->index);
     }
 #endif
     for (;;) {
@@ -983,6 +975,7 @@ static void rt_free(weft_rt *rt)
 #if WEFT_HAVE_URING
         weft__ring_destroy(rt->workers[i]->ring);
 #endif
+        weft__epset_destroy(rt->workers[i]->ep);
         free(rt->workers[i]);
     }
     free(rt->workers);
@@ -1096,6 +1089,12 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
 #endif
     }
     for (unsigned i = 0; i < rt->nworkers; i++) {
+        if (!rt->workers[i]->ring && (err = weft__epset_create(&rt->workers[i]->ep))) {
+            rt_free(rt);
+            return err;
+        }
+    }
+    for (unsigned i = 0; i < rt->nworkers; i++) {
         err = pthread_create(&rt->workers[i]->thread, NULL, worker_main, rt->workers[i]);
         if (err) {
             stop_workers(rt, i);
@@ -1152,7 +1151,7 @@ int weft_rt_destroy(weft_rt *rt)
         syscall(SYS_futex, (uint32_t *)&rt->exit_seq, FUTEX_WAIT_PRIVATE, seq, &ms, NULL, 0);
     }
     stop_workers(rt, rt->nworkers);
-    weft__poller_destroy(rt);   /* runtime/io.c */
+    weft__epoll_destroy(rt);    /* runtime/io_epoll.c */
     weft__offload_destroy(rt);  /* runtime/offload.c */
     rt_free(rt);
     return 0;

@@ -538,7 +538,9 @@ Test(io, on_epoll_weft_close_fails_a_waiting_reader_and_a_second_reader_is_EBUSY
  * backend: a read of a pipe and a recv on a socket both return -EBADF. Either
  * order of the close and the wait gives -EBADF; the sleep makes it likely that
  * the coroutines are already waiting, on io_uring with a request in flight
- * that holds the file open. */
+ * that holds the file open. It is long enough for sanitizer builds too: a
+ * reader that first tries its call while the descriptor is being closed is a
+ * race on the descriptor that ThreadSanitizer rightly reports. */
 struct blocked {
     int          fd;
     bool         sock;
@@ -567,7 +569,7 @@ static void *close_under_waiters(void *arg)
     cr_assert_eq(weft_spawn(&tb, wait_on_fd, &b), 0);
     while (!atomic_load(&a.started) || !atomic_load(&b.started))
         weft_yield();
-    weft_sleep(2000000);
+    weft_sleep(20000000);
     cr_assert_eq(weft_close(p[0]), 0);
     cr_assert_eq(weft_close(sv[0]), 0);
     cr_assert_eq(weft_join(ta, NULL), 0);
@@ -583,6 +585,85 @@ Test(io, weft_close_fails_the_coroutines_waiting_on_the_descriptor)
 {
     FOR_EACH_CONFIG(b, w, io_workers)
         run_with_io(w, b, close_under_waiters, NULL);
+}
+
+/* A descriptor closed with close(2), not weft_close, and its number given to
+ * a new file: a wait on the new file must see it, and not a registration
+ * left from the old one. The new file is a pipe where the old one was a
+ * socket, then a socket again; once the old file lives on under a duplicate. */
+struct late_write {
+    int  fd;
+    bool done;
+};
+
+static void *write_later(void *arg)
+{
+    struct late_write *l = arg;
+    weft_sleep(1000000);   /* the reader is most likely waiting by now */
+    l->done = weft_write(l->fd, "x", 1) == 1;
+    return NULL;
+}
+
+/* Reads one byte from fd while a coroutine writes it into peer a little later. */
+static void read_one_written_later(int fd, int peer)
+{
+    struct late_write l = { .fd = peer };
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, write_later, &l), 0);
+    char c = 0;
+    cr_assert_eq(weft_read(fd, &c, 1), 1, "the read of descriptor %d", fd);
+    cr_assert_eq(c, 'x');
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert(l.done);
+}
+
+static void *reuse_numbers(void *arg)
+{
+    (void)arg;
+    for (int round = 0; round < 3; round++) {
+        int sv[2], p[2];
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        read_one_written_later(sv[0], sv[1]);
+        int number = sv[0];
+        int keep = round == 1 ? dup(sv[0]) : -1;   /* the old file stays open */
+        close(sv[0]);
+        close(sv[1]);
+        cr_assert_eq(pipe(p), 0);
+        cr_assert_eq(p[0], number, "the lowest free number is reused");
+        read_one_written_later(p[0], p[1]);
+        close(p[0]);
+        close(p[1]);
+        if (keep >= 0)
+            close(keep);
+    }
+    return NULL;
+}
+
+Test(io, a_number_closed_with_close_and_given_to_a_new_file_is_waited_on_afresh)
+{
+    FOR_EACH_CONFIG(b, w, io_workers)
+        run_with_io(w, b, reuse_numbers, NULL);
+}
+
+/* weft_read and weft_write wait for a socket without making it non-blocking:
+ * plain threads that share it still block in it. */
+static void *socket_stays_blocking(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    read_one_written_later(sv[0], sv[1]);
+    cr_assert_eq(fcntl(sv[0], F_GETFL) & O_NONBLOCK, 0);
+    cr_assert_eq(fcntl(sv[1], F_GETFL) & O_NONBLOCK, 0);
+    close(sv[0]);
+    close(sv[1]);
+    return NULL;
+}
+
+Test(io, a_socket_read_and_written_by_coroutines_stays_blocking)
+{
+    FOR_EACH_CONFIG(b, w, io_workers)
+        run_with_io(w, b, socket_stays_blocking, NULL);
 }
 
 Test(io, a_backend_that_does_not_exist_is_EINVAL)
