@@ -97,6 +97,7 @@ struct weft__ring {
     bool                efd_armed;    /* a read of efd is queued */
     unsigned            queued;       /* entries not yet submitted; the owner */
     unsigned            inflight;     /* requests whose completion is not reaped; the owner */
+    bool                taskrun_flag; /* the kernel flags deferred completions in the SQ ring */
     pthread_mutex_t     inbox_lock;
     struct cancel_note *inbox;        /* under inbox_lock */
     _Atomic uint32_t    inbox_len;    /* a hint, so the owner looks only when needed */
@@ -148,15 +149,17 @@ int weft__ring_create(struct weft__ring **out, unsigned entries)
     if (!r)
         return -ENOMEM;
     static const unsigned flag_sets[] = {
-        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-        IORING_SETUP_COOP_TASKRUN,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         0,
     };
+    unsigned flags = 0;
     int err = -EINVAL;
     for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
         p.flags = flag_sets[i] | IORING_SETUP_R_DISABLED;
+        flags = flag_sets[i];
         err = io_uring_queue_init_params(entries, &r->ring, &p);
         if (err != -EINVAL)
             break;   /* -EINVAL: flags this kernel does not know; anything else is final */
@@ -172,6 +175,7 @@ int weft__ring_create(struct weft__ring **out, unsigned entries)
         free(r);
         return err;
     }
+    r->taskrun_flag = flags & IORING_SETUP_TASKRUN_FLAG;
     pthread_mutex_init(&r->inbox_lock, NULL);
     *out = r;
     return 0;
@@ -294,6 +298,21 @@ static bool reap(struct weft__ring *r)
     return woke;
 }
 
+/*
+ * Whether completions wait in the kernel for us to enter it: deferred task
+ * work (DEFER_TASKRUN runs it only when we ask for events) or an overflowed
+ * completion queue. With TASKRUN_FLAG the kernel says so in the SQ ring's
+ * flags, and a worker that polls often (every search round, every fairness
+ * tick) need not make a system call to learn that nothing is there. A flag
+ * set just after we look is seen at the next poll, and sleeping always
+ * enters the kernel.
+ */
+static bool kernel_has_completions(const struct weft__ring *r)
+{
+    return !r->taskrun_flag ||
+           (IO_URING_READ_ONCE(*r->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
+
 bool weft__ring_poll(struct weft__worker *w)
 {
     struct weft__ring *r = w->ring;
@@ -301,7 +320,7 @@ bool weft__ring_poll(struct weft__worker *w)
         take_inbox(r);
     if (!r->queued && !r->inflight)
         return false;
-    if (r->queued || !io_uring_cq_ready(&r->ring)) {
+    if (r->queued || (!io_uring_cq_ready(&r->ring) && kernel_has_completions(r))) {
         if (io_uring_submit_and_get_events(&r->ring) >= 0)
             r->queued = 0;
     }
