@@ -1,8 +1,8 @@
 /*
  * Timers: weft_sleep() and the deadlines of blocking calls.
  *
- * One binary min-heap per runtime, under one mutex, holding pointers to
- * struct weft__timer in the waiters' frames. There is no timer thread: the
+ * One 4-ary min-heap per runtime, under one mutex, of deadlines and pointers
+ * to struct weft__timer in the waiters' frames. There is no timer thread: the
  * workers fire due timers themselves (sched.c), so a woken sleeper lands on
  * the firing worker's own queue, with no hop through another thread and no
  * wait on the global queue. A worker fires timers
@@ -36,63 +36,80 @@
 #include <stdlib.h>
 #include <time.h>
 
-struct weft__timers {
-    pthread_mutex_t       lock;
-    struct weft__timer  **heap;       /* heap[1..n], under lock */
-    size_t                n, cap;
-    _Atomic uint64_t      next;       /* heap[1]->when, or UINT64_MAX; stored under lock */
+/* The heap keeps each deadline beside its timer's address, so that sifting
+ * compares within the array and touches a timer, in its coroutine's frame on
+ * a stack of its own, only to write its new position. */
+struct heap_entry {
+    uint64_t            when;
+    struct weft__timer *tm;
 };
 
-static void heap_swap(struct weft__timers *ts, size_t a, size_t b)
+struct weft__timers {
+    pthread_mutex_t       lock;
+    struct heap_entry    *heap;       /* a 4-ary min-heap on when, heap[0..n-1]; under lock */
+    size_t                n, cap;
+    _Atomic uint64_t      next;       /* heap[0].when, or UINT64_MAX; stored under lock */
+};
+
+/* Puts e at position i. Holds ts->lock. */
+static void place(struct weft__timers *ts, size_t i, struct heap_entry e)
 {
-    struct weft__timer *x = ts->heap[a];
-    ts->heap[a] = ts->heap[b];
-    ts->heap[b] = x;
-    ts->heap[a]->idx = a;
-    ts->heap[b]->idx = b;
+    ts->heap[i] = e;
+    e.tm->idx = i + 1;
 }
 
-static void heap_up(struct weft__timers *ts, size_t i)
+/* Places e at i or above it, moving down the parents later than it. */
+static void sift_up(struct weft__timers *ts, size_t i, struct heap_entry e)
 {
-    while (i > 1 && ts->heap[i / 2]->when > ts->heap[i]->when) {
-        heap_swap(ts, i, i / 2);
-        i /= 2;
+    while (i > 0) {
+        size_t parent = (i - 1) / 4;
+        if (ts->heap[parent].when <= e.when)
+            break;
+        place(ts, i, ts->heap[parent]);
+        i = parent;
     }
+    place(ts, i, e);
 }
 
-static void heap_down(struct weft__timers *ts, size_t i)
+/* Places e at i or below it, moving up the earliest child while it is
+ * earlier than e. */
+static void sift_down(struct weft__timers *ts, size_t i, struct heap_entry e)
 {
     for (;;) {
-        size_t l = 2 * i, r = l + 1, m = i;
-        if (l <= ts->n && ts->heap[l]->when < ts->heap[m]->when)
-            m = l;
-        if (r <= ts->n && ts->heap[r]->when < ts->heap[m]->when)
-            m = r;
-        if (m == i)
-            return;
-        heap_swap(ts, i, m);
+        size_t first = 4 * i + 1;
+        if (first >= ts->n)
+            break;
+        size_t end = first + 4 < ts->n ? first + 4 : ts->n, m = first;
+        for (size_t c = first + 1; c < end; c++)
+            if (ts->heap[c].when < ts->heap[m].when)
+                m = c;
+        if (ts->heap[m].when >= e.when)
+            break;
+        place(ts, i, ts->heap[m]);
         i = m;
     }
+    place(ts, i, e);
 }
 
 /* Holds ts->lock. */
 static void heap_remove(struct weft__timers *ts, struct weft__timer *tm)
 {
-    size_t i = tm->idx;
-    weft__check(i >= 1 && i <= ts->n && ts->heap[i] == tm, "a timer removed that is not armed");
-    heap_swap(ts, i, ts->n);
-    ts->n--;
+    size_t i = tm->idx - 1;
+    weft__check(tm->idx >= 1 && i < ts->n && ts->heap[i].tm == tm, "a timer removed that is not armed");
     tm->idx = 0;
-    if (i <= ts->n) {
-        heap_up(ts, i);
-        heap_down(ts, i);
-    }
+    struct heap_entry last = ts->heap[--ts->n];
+    if (i == ts->n)
+        return;   /* it was the last */
+    if (i > 0 && ts->heap[(i - 1) / 4].when > last.when)
+        sift_up(ts, i, last);
+    else
+        sift_down(ts, i, last);
 }
 
 /* Holds ts->lock. */
 static void publish_next(struct weft__timers *ts)
 {
-    atomic_store_explicit(&ts->next, ts->n ? ts->heap[1]->when : UINT64_MAX,
+    atomic_store_explicit(&ts->next, ts->n ? ts->heap[0].when : UINT64_MAX,
                           memory_order_seq_cst);   /* pairs with the watcher's fence in sched.c */
 }
 
@@ -135,8 +152,8 @@ unsigned weft__timers_fire(struct weft__timers *ts, uint64_t now)
      * this worker's runnext and pushes the one before down the deque, so the
      * earliest deadline runs first and the rest follow in order. */
     struct weft__timer *due = NULL;
-    while (ts->n && ts->heap[1]->when <= now) {
-        struct weft__timer *tm = ts->heap[1];
+    while (ts->n && ts->heap[0].when <= now) {
+        struct weft__timer *tm = ts->heap[0].tm;
         heap_remove(ts, tm);
         if (weft__claim(tm->wt, tm->result)) {
             tm->due_next = due;
@@ -168,9 +185,9 @@ int weft__timer_arm(weft_rt *rt, struct weft__timer *tm)
 {
     struct weft__timers *ts = rt->timers;
     pthread_mutex_lock(&ts->lock);
-    if (ts->n + 1 >= ts->cap) {
+    if (ts->n == ts->cap) {
         size_t cap = ts->cap ? ts->cap * 2 : 64;
-        struct weft__timer **h = realloc(ts->heap, cap * sizeof *h);
+        struct heap_entry *h = realloc(ts->heap, cap * sizeof *h);
         if (!h) {
             pthread_mutex_unlock(&ts->lock);
             return -ENOMEM;
@@ -178,9 +195,7 @@ int weft__timer_arm(weft_rt *rt, struct weft__timer *tm)
         ts->heap = h;
         ts->cap = cap;
     }
-    ts->heap[++ts->n] = tm;
-    tm->idx = ts->n;
-    heap_up(ts, tm->idx);
+    sift_up(ts, ts->n++, (struct heap_entry){ .when = tm->when, .tm = tm });
     bool earliest = tm->idx == 1;
     if (earliest)
         publish_next(ts);
