@@ -50,6 +50,62 @@ Test(timer, ten_thousand_sleepers_each_wake_at_or_after_their_deadline)
         cr_assert_eq((uintptr_t)run_with(sweep_workers[i], many_sleepers, (void *)scaled(10000)), 0);
 }
 
+/* Sleepers cancelled while the others stay armed: the heap gives up timers
+ * from its middle as well as its top, and a timer whose recorded position
+ * were wrong would stop the program (weft__check in the heap). The others
+ * each wake at or after their deadline, and the cancelled ones report
+ * -ECANCELED unless their deadline came first. */
+struct shuffled {
+    uint64_t deadline;
+    int      result;
+    bool     on_time;
+};
+
+static void *sleep_until(void *arg)
+{
+    struct shuffled *o = arg;
+    uint64_t now = weft_now();
+    o->result = weft_sleep(o->deadline > now ? o->deadline - now : 0);
+    o->on_time = weft_now() >= o->deadline;
+    return NULL;
+}
+
+static void *cancel_some_sleepers(void *arg)
+{
+    (void)arg;
+    size_t n = scaled(3000);
+    struct shuffled *o = calloc(n, sizeof *o);
+    weft_task **t = calloc(n, sizeof *t);
+    cr_assert(o && t);
+    uint64_t start = weft_now() + 50000000u;
+    for (size_t i = 0; i < n; i++) {
+        o[i].deadline = start + (i * 7919u % n) * 10000u;   /* distinct, shuffled, 10 us apart */
+        cr_assert_eq(weft_spawn(&t[i], sleep_until, &o[i]), 0);
+    }
+    weft_sleep(1000000);   /* most of them armed */
+    for (size_t i = 0; i < n; i += 3)
+        cr_assert_eq(weft_cancel(t[i]), 0);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(weft_join(t[i], NULL), 0);
+    for (size_t i = 0; i < n; i++) {
+        if (i % 3 == 0)
+            cr_assert(o[i].result == -ECANCELED || (o[i].result == 0 && o[i].on_time),
+                      "cancelled sleeper %zu returned %d", i, o[i].result);
+        else
+            cr_assert(o[i].result == 0 && o[i].on_time, "sleeper %zu returned %d, %s", i,
+                      o[i].result, o[i].on_time ? "on time" : "early");
+    }
+    free(o);
+    free(t);
+    return NULL;
+}
+
+Test(timer, cancelling_sleepers_from_the_middle_of_the_heap_leaves_the_others_on_time)
+{
+    for (size_t i = 0; i < SWEEP_N; i++)
+        run_with(sweep_workers[i], cancel_some_sleepers, NULL);
+}
+
 static void *zero_sleep(void *arg)
 {
     return (void *)(intptr_t)weft_sleep(0);
