@@ -210,6 +210,8 @@ struct weft__worker {
     bool                  spinning;     /* counted in rt->nspinning */
     struct weft__worker  *rn_victim;    /* whose runnext held rn_seen when last looked (sched.c) */
     weft_task            *rn_seen;
+    struct weft__worker  *lone_victim;  /* whose deque held one task, at lone_top, when last looked */
+    size_t                lone_top;
     bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
     struct weft__pool     pool;
     struct weft__tcache   tcache;

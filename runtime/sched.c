@@ -664,6 +664,27 @@ void weft__task_start(struct weft__worker *w, weft_task *t)
  */
 enum steal_runnext { RUNNEXT_NO, RUNNEXT_LOOK, RUNNEXT_TAKE };
 
+/*
+ * A deque that holds a single task is treated as runnext is: its owner most
+ * likely spawned it and is about to wait for it (spawn, then join), and runs
+ * it as soon as it blocks. A thief takes it only if it sat there, the same
+ * task at the same index, since the LOOK round. A deque of two or more (a
+ * fork-join node's children) is stolen from at once.
+ */
+static bool lone_task_waits(struct weft__worker *w, struct weft__worker *v, enum steal_runnext rn)
+{
+    size_t top = atomic_load_explicit(&v->dq.top, memory_order_relaxed);         /* a hint: the */
+    size_t bottom = atomic_load_explicit(&v->dq.bottom, memory_order_relaxed);   /* steal decides */
+    if (bottom - top != 1)
+        return false;
+    if (rn == RUNNEXT_LOOK) {
+        w->lone_victim = v;   /* only compared, never dereferenced through */
+        w->lone_top = top;
+        return true;
+    }
+    return !(rn == RUNNEXT_TAKE && v == w->lone_victim && top == w->lone_top);
+}
+
 static weft_task *steal_any(struct weft__worker *w, enum steal_runnext rn)
 {
     weft_rt *rt = w->rt;
@@ -675,7 +696,7 @@ static weft_task *steal_any(struct weft__worker *w, enum steal_runnext rn)
         struct weft__worker *v = rt->workers[(start + i) % n];
         if (v == w)
             continue;
-        if ((t = weft__deque_steal(&v->dq)))
+        if (!lone_task_waits(w, v, rn) && (t = weft__deque_steal(&v->dq)))
             return t;
         if (rn == RUNNEXT_NO)
             continue;
