@@ -155,8 +155,9 @@ WEFT_API int weft_sleep(uint64_t ns);
 /*
  * Reading and writing descriptors (pipes, sockets, terminals) without blocking
  * the worker: a call that would block suspends only the calling coroutine until
- * the descriptor is ready. The first call on a descriptor switches it to
- * O_NONBLOCK and leaves it so. From a plain thread each behaves like the plain
+ * the descriptor is ready. Sockets keep the flags they have; on the epoll
+ * backend a pipe or terminal is switched to O_NONBLOCK at its first call and
+ * left so. From a plain thread each behaves like the plain
  * system call. Each returns what the system call returns, or a negative errno;
  * errno is never set. weft_send() adds MSG_NOSIGNAL: a closed peer gives -EPIPE,
  * never SIGPIPE; weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
