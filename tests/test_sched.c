@@ -506,3 +506,33 @@ Test(sched, an_older_task_runs_while_newer_ones_keep_coming, .timeout = 120)
     cr_assert_eq(atomic_load(&c.older_ran), 1);
     cr_assert_lt(atomic_load(&c.links), c.limit, "the older task ran only once the chain ended");
 }
+
+/* A coroutine that spawns one task and then never blocks: the task sits
+ * alone in its worker's deque, which thieves leave to its owner for a few
+ * microseconds (a spawn is usually followed by a join), but not for longer:
+ * another worker must take it, or the spinning spawner would wait forever. */
+static void *raise_flag(void *arg)
+{
+    atomic_store((_Atomic int *)arg, 1);
+    return NULL;
+}
+
+static void *spawn_one_then_spin(void *arg)
+{
+    (void)arg;
+    for (int round = 0; round < 50; round++) {
+        _Atomic int flag = 0;
+        weft_task *t;
+        cr_assert_eq(weft_spawn(&t, raise_flag, &flag), 0);
+        while (!atomic_load(&flag))
+            ;   /* no yield: only another worker can run the task */
+        cr_assert_eq(weft_join(t, NULL), 0);
+    }
+    return NULL;
+}
+
+Test(sched, a_lone_task_of_a_coroutine_that_never_blocks_is_taken_by_another_worker, .timeout = 60)
+{
+    run_with(2, spawn_one_then_spin, NULL);
+    run_with(4, spawn_one_then_spin, NULL);
+}
