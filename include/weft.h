@@ -176,9 +176,10 @@ WEFT_API int weft_poll(int fd, short events);
  * SOCK_CLOEXEC) and, like weft_connect(), suspends only the caller. A
  * weft_connect() that is interrupted by the deadline or cancellation leaves
  * the attempt going on: close the socket. weft_open() always adds O_CLOEXEC.
- * Called from a coroutine, weft_close() first fails every coroutine of its
- * runtime waiting on fd with -EBADF, on either backend; close with it, not
- * close(2), a descriptor that coroutines may be waiting on. On io_uring a
+ * weft_close() first fails every coroutine waiting on fd with -EBADF, in
+ * every runtime of the process and on either backend, then closes it; it may
+ * be called from any thread. Close with it, not close(2), a descriptor that
+ * coroutines may be waiting on. On io_uring a
  * socket is fully released (its peer sees the close) once those requests are
  * cancelled, a few microseconds later.
  * Where the kernel offers no asynchronous form, a call runs on a helper thread

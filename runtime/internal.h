@@ -265,7 +265,14 @@ struct weft_rt {
     /* Helper threads for weft_offload() (runtime/offload.c): started by the
      * first offload. */
     _Atomic(struct weft__offload *) offload;
+    /* On the process's list of runtimes (sched.c), under its lock. */
+    weft_rt               *live_next;
 };
+
+/* Calls fn(rt, arg) for every runtime of the process that has not begun
+ * its destruction's final stage, under a lock that keeps them alive meanwhile.
+ * Any thread; fn must not create or destroy a runtime. */
+void weft__each_runtime(void (*fn)(weft_rt *rt, void *arg), void *arg);
 
 /* The worker the calling thread is, or NULL. Never inlined: see sched.c. */
 struct weft__worker *weft__worker_self(void);

@@ -364,15 +364,20 @@ int weft_fsync(int fd)
     return (int)file_call(&(struct file_call){ .op = OP_FSYNC, .fd = fd });
 }
 
+/* Fails the coroutines of rt waiting on the descriptor *arg with -EBADF. */
+static void forget_fd(weft_rt *rt, void *arg)
+{
+    int fd = *(const int *)arg;
+    weft__epoll_forget(rt, fd);
+#if WEFT_HAVE_URING
+    weft__ring_close_fd(rt, fd);
+#endif
+}
+
 int weft_close(int fd)
 {
-    struct weft__worker *w = weft__worker_self();
-    if (w) {   /* coroutines waiting on fd get -EBADF */
-        weft__epoll_forget(w->rt, fd);
-#if WEFT_HAVE_URING
-        weft__ring_close_fd(w->rt, fd);
-#endif
-    }
+    if (fd >= 0)   /* coroutines waiting on fd, in any runtime, get -EBADF */
+        weft__each_runtime(forget_fd, &fd);
     /* close(2) releases the descriptor even when it reports EINTR: never retry. */
     return close(fd) < 0 && errno != EINTR ? -errno : 0;
 }

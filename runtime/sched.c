@@ -990,6 +990,41 @@ static void stop_workers(weft_rt *rt, unsigned started)
         pthread_join(rt->workers[i]->thread, NULL);
 }
 
+/* The process's runtimes, for calls that concern every one of them
+ * (weft_close from any thread). Statically initialised: nothing runs before
+ * weft_rt_create. */
+static pthread_rwlock_t live_lock = PTHREAD_RWLOCK_INITIALIZER;
+static weft_rt *live;   /* linked by live_next, under live_lock */
+
+void weft__each_runtime(void (*fn)(weft_rt *rt, void *arg), void *arg)
+{
+    pthread_rwlock_rdlock(&live_lock);
+    for (weft_rt *rt = live; rt; rt = rt->live_next)
+        fn(rt, arg);
+    pthread_rwlock_unlock(&live_lock);
+}
+
+static void live_add(weft_rt *rt)
+{
+    pthread_rwlock_wrlock(&live_lock);
+    rt->live_next = live;
+    live = rt;
+    pthread_rwlock_unlock(&live_lock);
+}
+
+/* Once it returns, no weft__each_runtime() call is still using rt. */
+static void live_remove(weft_rt *rt)
+{
+    pthread_rwlock_wrlock(&live_lock);
+    for (weft_rt **p = &live; *p; p = &(*p)->live_next) {
+        if (*p == rt) {
+            *p = rt->live_next;
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&live_lock);
+}
+
 static void rt_free(weft_rt *rt)
 {
     for (unsigned i = 0; i < rt->nworkers; i++) {
@@ -1123,6 +1158,7 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
             return err == EAGAIN ? -EAGAIN : -err;
         }
     }
+    live_add(rt);
     *out = rt;
     return 0;
 }
@@ -1171,6 +1207,7 @@ int weft_rt_destroy(weft_rt *rt)
         struct timespec ms = { 0, 1000000 };
         syscall(SYS_futex, (uint32_t *)&rt->exit_seq, FUTEX_WAIT_PRIVATE, seq, &ms, NULL, 0);
     }
+    live_remove(rt);   /* no coroutine is left to wait on a descriptor */
     stop_workers(rt, rt->nworkers);
     weft__epoll_destroy(rt);    /* runtime/io_epoll.c */
     weft__offload_destroy(rt);  /* runtime/offload.c */

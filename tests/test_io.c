@@ -587,6 +587,36 @@ Test(io, weft_close_fails_the_coroutines_waiting_on_the_descriptor)
         run_with_io(w, b, close_under_waiters, NULL);
 }
 
+/* The same from a plain thread, which belongs to no runtime: weft_close
+ * finds the waiters in every runtime of the process. */
+Test(io, weft_close_from_a_plain_thread_fails_the_coroutines_waiting_on_the_descriptor, .timeout = 60)
+{
+    FOR_EACH_CONFIG(b, w, io_workers) {
+        weft_rt *rt;
+        weft_config cfg = { .workers = w, .io_backend = b };
+        cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+        int p[2], sv[2];
+        cr_assert_eq(pipe(p), 0);
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        struct blocked a = { .fd = p[0], .result = 1 }, s = { .fd = sv[0], .sock = true, .result = 1 };
+        weft_task *ta, *ts;
+        cr_assert_eq(weft_spawn_on(rt, &ta, wait_on_fd, &a), 0);
+        cr_assert_eq(weft_spawn_on(rt, &ts, wait_on_fd, &s), 0);
+        while (!atomic_load(&a.started) || !atomic_load(&s.started))
+            usleep(1000);
+        usleep(20000);   /* as above: most likely waiting by now */
+        cr_assert_eq(weft_close(p[0]), 0);
+        cr_assert_eq(weft_close(sv[0]), 0);
+        cr_assert_eq(weft_join(ta, NULL), 0);
+        cr_assert_eq(weft_join(ts, NULL), 0);
+        cr_assert_eq(atomic_load(&a.result), -EBADF, "a pipe reader got %ld", atomic_load(&a.result));
+        cr_assert_eq(atomic_load(&s.result), -EBADF, "a socket receiver got %ld", atomic_load(&s.result));
+        close(p[1]);
+        close(sv[1]);
+        cr_assert_eq(weft_rt_destroy(rt), 0);
+    }
+}
+
 /* A descriptor closed with close(2), not weft_close, and its number given to
  * a new file: a wait on the new file must see it, and not a registration
  * left from the old one. The new file is a pipe where the old one was a
