@@ -752,7 +752,7 @@ static void *many_pairs(void *arg)
     return NULL;
 }
 
-Test(io, many_connections_on_four_workers_each_echo_every_message_in_order, .timeout = 120)
+Test(io, many_connections_on_four_workers_each_echo_every_message_in_order)
 {
     static const unsigned four[] = { 4 };
     FOR_EACH_CONFIG(b, w, four)
