@@ -4,7 +4,8 @@
 # Needs wrk, curl and nginx (Debian: wrk, curl, nginx-light). Checks first that
 # each server answers GET / with the same body and keeps the connection, then
 # prints one line per run and server, and the median requests per second of
-# each with the lowest and highest run.
+# each with the lowest and highest run, and the median of weft's per-round
+# ratio to each of the others.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=${1:?usage: run.sh BUILD_DIR [runs] [duration]}
@@ -42,4 +43,11 @@ done
 for name in weft nginx threads; do
     sort -n "$tmp/$name" | awk -v n="$name" '{a[NR] = $1}
         END {printf "%-8s median %s req/s (min %s, max %s)\n", n, a[int((NR + 1) / 2)], a[1], a[NR]}'
+done
+# The servers of one round share that round's conditions, so the fair
+# comparison is the ratio within each round; its median over the rounds.
+for other in nginx threads; do
+    paste "$tmp/weft" "$tmp/$other" | awk '{print $1 / $2}' | sort -n | awk -v o="$other" '{a[NR] = $1}
+        END {printf "weft / %-7s median of the per-round ratios %.3fx (min %.3fx, max %.3fx)\n",
+                    o, a[int((NR + 1) / 2)], a[1], a[NR]}'
 done
