@@ -617,6 +617,39 @@ Test(io, weft_close_from_a_plain_thread_fails_the_coroutines_waiting_on_the_desc
     }
 }
 
+/* And from a coroutine of another runtime. */
+static void *close_fd(void *arg)
+{
+    return (void *)(intptr_t)weft_close((int)(intptr_t)arg);
+}
+
+Test(io, weft_close_from_another_runtime_fails_the_coroutines_waiting_on_the_descriptor, .timeout = 60)
+{
+    FOR_EACH_BACKEND(b) {
+        weft_rt *rt, *other;
+        weft_config cfg = { .workers = 2, .io_backend = b };
+        cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+        cr_assert_eq(weft_rt_create(&other, &cfg), 0);
+        int p[2];
+        cr_assert_eq(pipe(p), 0);
+        struct blocked a = { .fd = p[0], .result = 1 };
+        weft_task *ta, *tc;
+        cr_assert_eq(weft_spawn_on(rt, &ta, wait_on_fd, &a), 0);
+        while (!atomic_load(&a.started))
+            usleep(1000);
+        usleep(20000);   /* as above: most likely waiting by now */
+        cr_assert_eq(weft_spawn_on(other, &tc, close_fd, (void *)(intptr_t)p[0]), 0);
+        void *closed;
+        cr_assert_eq(weft_join(tc, &closed), 0);
+        cr_assert_eq((intptr_t)closed, 0);
+        cr_assert_eq(weft_join(ta, NULL), 0);
+        cr_assert_eq(atomic_load(&a.result), -EBADF, "the reader got %ld", atomic_load(&a.result));
+        close(p[1]);
+        cr_assert_eq(weft_rt_destroy(other), 0);
+        cr_assert_eq(weft_rt_destroy(rt), 0);
+    }
+}
+
 /* A descriptor closed with close(2), not weft_close, and its number given to
  * a new file: a wait on the new file must see it, and not a registration
  * left from the old one. The new file is a pipe where the old one was a
