@@ -92,6 +92,13 @@ struct weft__fiber {
 
 struct weft__worker;
 struct weft__ring;
+
+/* What a searching worker saw at a victim in its LOOK round (sched.c): only
+ * compared, never dereferenced. */
+struct weft__sighting {
+    const struct weft__worker *victim;
+    uintptr_t                  what;
+};
 struct weft__epset;
 struct weft__fdtab;
 
@@ -208,10 +215,8 @@ struct weft__worker {
     uint32_t              fair_left;    /* schedules until the next fairness tick */
     uint64_t              rng;          /* victim selection */
     bool                  spinning;     /* counted in rt->nspinning */
-    struct weft__worker  *rn_victim;    /* whose runnext held rn_seen when last looked (sched.c) */
-    weft_task            *rn_seen;
-    struct weft__worker  *lone_victim;  /* whose deque held one task, at lone_top, when last looked */
-    size_t                lone_top;
+    struct weft__sighting rn_seen;      /* a victim's runnext, as a search last looked (sched.c) */
+    struct weft__sighting lone_seen;    /* a victim's only deque task (its top index), likewise */
     bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
     struct weft__pool     pool;
     struct weft__tcache   tcache;

@@ -195,6 +195,12 @@ static uint32_t wanted(const struct fd_slot *s)
     return (s->rd ? EPOLLIN | EPOLLRDHUP : 0) | (s->wr ? EPOLLOUT : 0);
 }
 
+/* The one-shot registration of fd for what s's waiters want. */
+static struct epoll_event oneshot(const struct fd_slot *s, int fd)
+{
+    return (struct epoll_event){ .events = wanted(s) | EPOLLONESHOT, .data.u64 = (uint64_t)fd };
+}
+
 /* The places wt holds in s, which it gives up. Holds s->lock. */
 static unsigned drop(struct fd_slot *s, const struct weft__waiter *wt)
 {
@@ -227,7 +233,7 @@ static void uncount(struct weft__epset *set, unsigned places)
 static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
 {
     unsigned me = w->index + 1;
-    struct epoll_event ev = { .events = wanted(s) | EPOLLONESHOT, .data.u64 = (uint64_t)fd };
+    struct epoll_event ev = oneshot(s, fd);
     bool done = s->set == me && s->added && epoll_ctl(w->ep->epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
     if (!done && s->set == me && s->added && errno != ENOENT)
         return -errno;
@@ -342,7 +348,7 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
         /* The one-shot fired for one side only: arm it again for the other,
          * if the registration still lives on our set. */
         if (wanted(s) && s->set == w->index + 1) {
-            struct epoll_event again = { .events = wanted(s) | EPOLLONESHOT, .data.u64 = (uint64_t)fd };
+            struct epoll_event again = oneshot(s, fd);
             epoll_ctl(w->ep->epfd, EPOLL_CTL_MOD, fd, &again);
         }
         pthread_mutex_unlock(&s->lock);
@@ -350,19 +356,19 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
     return woke;
 }
 
-bool weft__epoll_poll(struct weft__worker *w)
-{
-    struct weft__epset *set = w->ep;
-    if (!atomic_load_explicit(&set->waiters, memory_order_relaxed))
-        return false;   /* our coroutines raise it, so we see every rise */
-    struct epoll_event ev[EVENTS];
-    int n = epoll_wait(set->epfd, ev, EVENTS, 0);
-    return n > 0 && reap(w, ev, n);
-}
-
 bool weft__epoll_busy(struct weft__worker *w)
 {
+    /* Only our own coroutines raise it, so we see every rise. */
     return atomic_load_explicit(&w->ep->waiters, memory_order_relaxed) != 0;
+}
+
+bool weft__epoll_poll(struct weft__worker *w)
+{
+    if (!weft__epoll_busy(w))
+        return false;
+    struct epoll_event ev[EVENTS];
+    int n = epoll_wait(w->ep->epfd, ev, EVENTS, 0);
+    return n > 0 && reap(w, ev, n);
 }
 
 /* epoll_wait for at most `ns` nanoseconds: epoll_pwait2 where the kernel has it

@@ -97,7 +97,6 @@ struct weft__ring {
     bool                efd_armed;    /* a read of efd is queued */
     unsigned            queued;       /* entries not yet submitted; the owner */
     unsigned            inflight;     /* requests whose completion is not reaped; the owner */
-    bool                taskrun_flag; /* the kernel flags deferred completions in the SQ ring */
     pthread_mutex_t     inbox_lock;
     struct cancel_note *inbox;        /* under inbox_lock */
     _Atomic uint32_t    inbox_len;    /* a hint, so the owner looks only when needed */
@@ -153,13 +152,11 @@ int weft__ring_create(struct weft__ring **out, unsigned entries)
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         0,
     };
-    unsigned flags = 0;
     int err = -EINVAL;
     for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
         p.flags = flag_sets[i] | IORING_SETUP_R_DISABLED;
-        flags = flag_sets[i];
         err = io_uring_queue_init_params(entries, &r->ring, &p);
         if (err != -EINVAL)
             break;   /* -EINVAL: flags this kernel does not know; anything else is final */
@@ -175,7 +172,6 @@ int weft__ring_create(struct weft__ring **out, unsigned entries)
         free(r);
         return err;
     }
-    r->taskrun_flag = flags & IORING_SETUP_TASKRUN_FLAG;
     pthread_mutex_init(&r->inbox_lock, NULL);
     *out = r;
     return 0;
@@ -309,7 +305,7 @@ static bool reap(struct weft__ring *r)
  */
 static bool kernel_has_completions(const struct weft__ring *r)
 {
-    return !r->taskrun_flag ||
+    return !(r->ring.flags & IORING_SETUP_TASKRUN_FLAG) ||
            (IO_URING_READ_ONCE(*r->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 

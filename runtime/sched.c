@@ -662,7 +662,19 @@ void weft__task_start(struct weft__worker *w, weft_task *t)
  * runqsteal waits 3 us, then takes runnext only if it still holds the same
  * task, for the same reason.
  */
-enum steal_runnext { RUNNEXT_NO, RUNNEXT_LOOK, RUNNEXT_TAKE };
+enum steal_round { ROUND_PLAIN, ROUND_LOOK, ROUND_TAKE };
+
+/* A thief's patience: in the LOOK round it notes `what` it sees at v; in the
+ * TAKE round it may take only what it noted there then. */
+static bool seen_since_look(struct weft__sighting *s, enum steal_round round,
+                            const struct weft__worker *v, uintptr_t what)
+{
+    if (round == ROUND_LOOK) {
+        *s = (struct weft__sighting){ .victim = v, .what = what };
+        return false;
+    }
+    return round == ROUND_TAKE && s->victim == v && s->what == what;
+}
 
 /*
  * A deque that holds a single task is treated as runnext is: its owner most
@@ -671,21 +683,14 @@ enum steal_runnext { RUNNEXT_NO, RUNNEXT_LOOK, RUNNEXT_TAKE };
  * task at the same index, since the LOOK round. A deque of two or more (a
  * fork-join node's children) is stolen from at once.
  */
-static bool lone_task_waits(struct weft__worker *w, struct weft__worker *v, enum steal_runnext rn)
+static bool lone_task_waits(struct weft__worker *w, const struct weft__worker *v, enum steal_round round)
 {
     size_t top = atomic_load_explicit(&v->dq.top, memory_order_relaxed);         /* a hint: the */
     size_t bottom = atomic_load_explicit(&v->dq.bottom, memory_order_relaxed);   /* steal decides */
-    if (bottom - top != 1)
-        return false;
-    if (rn == RUNNEXT_LOOK) {
-        w->lone_victim = v;   /* only compared, never dereferenced through */
-        w->lone_top = top;
-        return true;
-    }
-    return !(rn == RUNNEXT_TAKE && v == w->lone_victim && top == w->lone_top);
+    return bottom - top == 1 && !seen_since_look(&w->lone_seen, round, v, top);
 }
 
-static weft_task *steal_any(struct weft__worker *w, enum steal_runnext rn)
+static weft_task *steal_any(struct weft__worker *w, enum steal_round round)
 {
     weft_rt *rt = w->rt;
     weft_task *t = global_take(w);
@@ -696,21 +701,15 @@ static weft_task *steal_any(struct weft__worker *w, enum steal_runnext rn)
         struct weft__worker *v = rt->workers[(start + i) % n];
         if (v == w)
             continue;
-        if (!lone_task_waits(w, v, rn) && (t = weft__deque_steal(&v->dq)))
+        if (!lone_task_waits(w, v, round) && (t = weft__deque_steal(&v->dq)))
             return t;
-        if (rn == RUNNEXT_NO)
-            continue;
+        if (round == ROUND_PLAIN)
+            continue;   /* runnext is looked at only in the LOOK and TAKE rounds */
         weft_task *x = atomic_load_explicit(&v->runnext, memory_order_relaxed);
-        if (!x)
-            continue;
-        if (rn == RUNNEXT_LOOK) {
-            w->rn_victim = v;   /* only compared, never dereferenced through */
-            w->rn_seen = x;
-        } else if (v == w->rn_victim && x == w->rn_seen &&
-                   atomic_compare_exchange_strong_explicit(&v->runnext, &x, NULL,
-                       memory_order_acquire, memory_order_relaxed)) {
+        if (x && seen_since_look(&w->rn_seen, round, v, (uintptr_t)x) &&
+            atomic_compare_exchange_strong_explicit(&v->runnext, &x, NULL,
+                                                    memory_order_acquire, memory_order_relaxed))
             return x;
-        }
     }
     return NULL;
 }
@@ -904,8 +903,8 @@ static weft_task *find_work(struct weft__worker *w)
             /* Our own queues too: completions reaped while parked land there. */
             weft_task *t = pick_next(w);
             if (!t)
-                t = steal_any(w, round == SPIN_ROUNDS - 1 ? RUNNEXT_TAKE :
-                                 round == SPIN_ROUNDS - 3 ? RUNNEXT_LOOK : RUNNEXT_NO);
+                t = steal_any(w, round == SPIN_ROUNDS - 1 ? ROUND_TAKE :
+                                 round == SPIN_ROUNDS - 3 ? ROUND_LOOK : ROUND_PLAIN);
             if (t) {
                 stop_spinning(w);
                 return t;
@@ -958,10 +957,7 @@ static void *worker_main(void *arg)
             break;
         run(w, t);
     }
-#if WEFT_HAVE_URING
-    if (w->ring)
-        weft__ring_poll(w);   /* a weft_close's cancel still queued or unreaped */
-#endif
+    weft__io_poll(w);   /* a weft_close's cancel still queued or unreaped */
     weft__pool_drain(w->rt->stacks, &w->pool);
     if (w->altstack)
         weft__altstack_leave(w->altstack);
