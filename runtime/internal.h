@@ -98,6 +98,7 @@ struct weft__ring;
 struct weft__sighting {
     const struct weft__worker *victim;
     uintptr_t                  what;
+    uint32_t                   tick;     /* the victim's schedules so far */
 };
 struct weft__epset;
 struct weft__fdtab;
@@ -211,7 +212,8 @@ struct weft__worker {
     enum weft__action     prev_action;  /* pending on the context switched to */
     weft_task            *yq_head;      /* yielded tasks, FIFO, linked by next */
     weft_task            *yq_tail;
-    uint32_t              tick;         /* schedules so far, for fairness checks */
+    _Atomic uint32_t      tick;         /* schedules so far, for fairness checks; only the
+                                         * worker writes it, searchers read it (sched.c) */
     uint32_t              fair_left;    /* schedules until the next fairness tick */
     uint64_t              rng;          /* victim selection */
     bool                  spinning;     /* counted in rt->nspinning */
@@ -236,6 +238,7 @@ struct weft__worker {
 
 struct weft_rt {
     unsigned               nworkers;
+    uint64_t               spin_ns;             /* a search's patient rounds last this long (sched.c) */
     struct weft__worker  **workers;
     struct weft__stacks   *stacks;
     struct weft__taskmem  *taskmem;

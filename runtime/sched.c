@@ -32,7 +32,11 @@
  * of a fork-join tree, and skynet, taking one every 61st choice, kept 9,000
  * coroutines alive instead of about 70, each a stack touched for the first
  * time. When a worker has nothing, it searches (steals from random victims)
- * for a while, then parks.
+ * for a while, then parks. The search lasts SPIN_NS, a few times what a futex
+ * wake and the woken thread's return cost the two threads here: with a
+ * shorter one, a coroutine that spawns and joins on one worker made the other
+ * park between its spawns, and every spawn paid for a futex wake (2 workers,
+ * one at a time: 190 ns a task with 9 us of search, 160 with 30 us).
  *
  * Switching is direct, task to task: a task that blocks picks its successor and
  * swaps straight to it, with no trip through the idle loop. What must happen
@@ -137,7 +141,8 @@ enum {
 #define TIMER_TICKS    8u       /* a busy worker fires due timers this often */
 #define FRESH_WAIT     (1u << 20)   /* schedules a spawned task waits before a fairness tick takes it */
 #define GQ_BATCH       64u      /* tasks moved to or from the global queue under one lock */
-#define SPIN_ROUNDS    4u
+#define SPIN_ROUNDS    4u       /* search rounds of growing pauses; the last one steals patiently */
+#define SPIN_NS        30000u   /* then more such rounds, for this long, before a worker parks */
 
 static _Thread_local struct weft__worker *tls_worker;
 
@@ -232,6 +237,12 @@ static void global_push(weft_rt *rt, weft_task *t)
 }
 
 /* A task that never ran has no stack yet (it gets one in fiber_of). */
+/* w's schedules so far; only w writes them. */
+static inline uint32_t tick_of(const struct weft__worker *w)
+{
+    return atomic_load_explicit(&w->tick, memory_order_relaxed);
+}
+
 static inline bool never_ran(const weft_task *t)
 {
     return !t->fiber.stack_lo;
@@ -241,7 +252,7 @@ static inline bool never_ran(const weft_task *t)
  * ran FRESH_WAIT schedules later than one that has. */
 static inline uint32_t due_of(const struct weft__worker *w, const weft_task *t)
 {
-    return never_ran(t) ? w->tick + FRESH_WAIT : w->tick;
+    return never_ran(t) ? tick_of(w) + FRESH_WAIT : tick_of(w);
 }
 
 static void overflow(struct weft__worker *w, weft_task *t);
@@ -265,7 +276,7 @@ static void overflow(struct weft__worker *w, weft_task *t)
     size_t n = weft__deque_grab(&w->dq, batch, GQ_BATCH), fresh = 0;
     for (size_t i = 0; i < n; i++) {
         if (!never_ran(batch[i])) {
-            weft__deque_push(&w->dq, batch[i], w->tick);   /* cannot fail: the grab made room */
+            weft__deque_push(&w->dq, batch[i], tick_of(w));   /* cannot fail: the grab made room */
             continue;
         }
         batch[i]->next = NULL;
@@ -308,7 +319,7 @@ static weft_task *global_take(struct weft__worker *w)
         return NULL;
     /* Newest first, so that the owner's LIFO takes them oldest first. */
     for (size_t i = n - 1; i > 0; i--)
-        if (!weft__deque_push(&w->dq, batch[i], w->tick))
+        if (!weft__deque_push(&w->dq, batch[i], tick_of(w)))
             global_push(rt, batch[i]);
     if (n > 2 && rt->nworkers > 1)
         wake_one(rt);
@@ -472,18 +483,19 @@ static weft_task *pick_next(struct weft__worker *w)
     weft_task *t;
     /* Under WEFT_SCHED_RANDOM every other choice takes the fairness path, so
      * no code can come to rely on LIFO order or on runnext. */
-    w->tick++;
+    uint32_t tick = tick_of(w) + 1;
+    atomic_store_explicit(&w->tick, tick, memory_order_relaxed);   /* searchers read it: a hint */
     if (WEFT__UNLIKELY(--w->fair_left == 0 || (w->shuffle && (rng_next(w) & 1)))) {
         if (!w->fair_left)
             w->fair_left = FAIRNESS_TICKS;
         weft__io_poll(w);         /* IO does not wait behind a long run of tasks */
         fire_timers(w);           /* nor do sleepers */
         if ((t = global_pop(w->rt)) ||
-            ((w->shuffle || weft__deque_top_due(&w->dq, w->tick)) &&
+            ((w->shuffle || weft__deque_top_due(&w->dq, tick)) &&
              (t = weft__deque_steal(&w->dq))) ||
             (t = yq_pop(w)))
             return t;
-    } else if (WEFT__UNLIKELY(w->tick % TIMER_TICKS == 0)) {
+    } else if (WEFT__UNLIKELY(tick % TIMER_TICKS == 0)) {
         /* The fairness tick alone is too rare for sleepers: 61 schedules
          * that each start a coroutine on a fresh stack page take over a
          * millisecond where a page fault costs 20 us. With timers armed,
@@ -654,34 +666,40 @@ void weft__task_start(struct weft__worker *w, weft_task *t)
 
 /*
  * A searching worker steals from the global queue and other workers' deques.
- * A victim's runnext it takes only if the same task still sits there that it
- * saw there some microseconds before, in an earlier round of its search: a
- * task just woken by a running task is usually run by that worker as soon as
- * the waker blocks, as in message passing, and stealing it puts the two on
- * different cores, where every hand-over between them crosses the cache. Go's
- * runqsteal waits 3 us, then takes runnext only if it still holds the same
- * task, for the same reason.
+ * A victim's runnext it takes only if the victim has not scheduled anything
+ * since the thief saw that task there, some microseconds before, in an earlier
+ * round of its search: a task just woken by a running task is usually run by
+ * that worker as soon as the waker blocks, as in message passing, and stealing
+ * it puts the two on different cores, where every hand-over between them
+ * crosses the cache. Go's runqsteal waits 3 us, then takes runnext only if it
+ * still holds the same task, for the same reason. The same task is weak
+ * evidence here: a coroutine that spawns and joins, or plays ping-pong, puts
+ * the same handle there again on every round trip (handles are reused at
+ * once), and a thief that took it would move the whole exchange to its core.
+ * The victim's schedule count (its tick) tells whether it has moved on.
  */
 enum steal_round { ROUND_PLAIN, ROUND_LOOK, ROUND_TAKE };
 
-/* A thief's patience: in the LOOK round it notes `what` it sees at v; in the
- * TAKE round it may take only what it noted there then. */
+/* A thief's patience: in the LOOK round it notes `what` it sees at v, and
+ * v's tick; in the TAKE round it may take only what it noted there then, and
+ * only if v has scheduled nothing since. */
 static bool seen_since_look(struct weft__sighting *s, enum steal_round round,
                             const struct weft__worker *v, uintptr_t what)
 {
-    if (round == ROUND_LOOK) {
-        *s = (struct weft__sighting){ .victim = v, .what = what };
+    if (round == ROUND_PLAIN)
         return false;
-    }
-    return round == ROUND_TAKE && s->victim == v && s->what == what;
+    uint32_t tick = tick_of(v);
+    bool seen = round == ROUND_TAKE && s->victim == v && s->what == what && s->tick == tick;
+    *s = (struct weft__sighting){ .victim = v, .what = what, .tick = tick };   /* for the next TAKE */
+    return seen;
 }
 
 /*
  * A deque that holds a single task is treated as runnext is: its owner most
  * likely spawned it and is about to wait for it (spawn, then join), and runs
- * it as soon as it blocks. A thief takes it only if it sat there, the same
- * task at the same index, since the LOOK round. A deque of two or more (a
- * fork-join node's children) is stolen from at once.
+ * it as soon as it blocks. A thief takes it only if it sat there, at the same
+ * index and with no schedule on its owner, since the LOOK round. A deque of
+ * two or more (a fork-join node's children) is stolen from at once.
  */
 static bool lone_task_waits(struct weft__worker *w, const struct weft__worker *v, enum steal_round round)
 {
@@ -898,18 +916,26 @@ static weft_task *find_work(struct weft__worker *w)
             w->spinning = true;
             atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);
         }
-        for (unsigned round = 0; round < SPIN_ROUNDS; round++) {
+        uint64_t until = 0;
+        for (unsigned round = 0;; round++) {
             fire_timers(w);
             /* Our own queues too: completions reaped while parked land there. */
             weft_task *t = pick_next(w);
             if (!t)
-                t = steal_any(w, round == SPIN_ROUNDS - 1 ? ROUND_TAKE :
+                t = steal_any(w, round >= SPIN_ROUNDS - 1 ? ROUND_TAKE :
                                  round == SPIN_ROUNDS - 3 ? ROUND_LOOK : ROUND_PLAIN);
             if (t) {
                 stop_spinning(w);
                 return t;
             }
-            for (unsigned i = 0; i < 32u << round; i++)
+            if (round >= SPIN_ROUNDS - 1) {
+                uint64_t now = weft_now();
+                if (!until)
+                    until = now + rt->spin_ns;
+                if (now >= until)
+                    break;
+            }
+            for (unsigned i = 0; i < 32u << (round < SPIN_ROUNDS ? round : SPIN_ROUNDS - 1); i++)
                 weft__cpu_relax();
         }
         if (atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
@@ -1105,6 +1131,9 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
         return -ENOMEM;
     pthread_mutex_init(&rt->gq_lock, NULL);
     pthread_mutex_init(&rt->idle_lock, NULL);
+    /* Valgrind runs one thread at a time: a spinning searcher only holds
+     * back the worker it waits for. */
+    rt->spin_ns = RUNNING_ON_VALGRIND ? 0 : SPIN_NS;
     rt->workers = calloc(c.workers, sizeof(*rt->workers));
     if (!rt->workers || weft__stacks_create(&rt->stacks, c.stack_size) ||
         weft__taskmem_create(&rt->taskmem) ||
