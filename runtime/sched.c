@@ -866,8 +866,6 @@ static void park_worker(struct weft__worker *w)
         if (v == WEFT__WAKE_TIMERS)   /* a kick: the earliest deadline moved */
             atomic_compare_exchange_strong_explicit(&w->wake, &v, WEFT__WAKE_NONE,
                                                     memory_order_relaxed, memory_order_relaxed);
-        if (weft__stacks_trim(rt->stacks, &w->wake))
-            continue;   /* idle time gives memory back; then look at the wake word again */
         uint64_t until = watch(w);
         if (until != UINT64_MAX && until <= weft_now()) {
             /* Due timers make tasks runnable here: leave the idle list
@@ -878,6 +876,11 @@ static void park_worker(struct weft__worker *w)
             }
             continue;
         }
+        /* Idle time gives memory back, a batch at a time, between looks at
+         * the wake word and the timers: the watcher may be the one trimming,
+         * and a trim of 100,000 slots takes seconds. */
+        if (weft__stacks_trim(rt->stacks, &w->wake))
+            continue;
         uint64_t trim = weft__stacks_trim_due(rt->stacks);
         if (trim < until)
             until = trim;
