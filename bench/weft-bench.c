@@ -1499,6 +1499,42 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/*
+ * The machine's own stalls, to read the max row against: one thread per CPU
+ * reads the clock in a loop and keeps the longest gap between two reads. Each
+ * thread only spins, so a long gap is the machine's (a virtual CPU held back
+ * by the host, an interrupt), not the scheduler's.
+ */
+enum { STALL_NS = 300 * 1000000 };
+
+static void *stall_thread(void *arg)
+{
+    uint64_t last = now_ns(), end = last + STALL_NS, worst = 0, t;
+    while ((t = now_ns()) < end) {
+        if (t - last > worst)
+            worst = t - last;
+        last = t;
+    }
+    *(uint64_t *)arg = worst;
+    return NULL;
+}
+
+/* The longest stall any CPU saw over STALL_NS, in us. */
+static double machine_stall(void)
+{
+    pthread_t t[64];
+    uint64_t worst[64], most = 0;
+    int n = ncpus() < 64 ? ncpus() : 64;
+    for (int i = 0; i < n; i++)
+        start_thread(&t[i], stall_thread, &worst[i]);
+    for (int i = 0; i < n; i++) {
+        pthread_join(t[i], NULL);
+        if (worst[i] > most)
+            most = worst[i];
+    }
+    return (double)most / 1e3;
+}
+
 /* Sorts the n lateness figures and stores p50, p99 and max in us; fails on
  * any sleeper that woke early. */
 static void timer_summary(long n, const char *who, double *p50, double *p99, double *max)
@@ -1518,7 +1554,7 @@ static void timer_summary(long n, const char *who, double *p50, double *p99, dou
 
 static void bench_timers(void)
 {
-    double w50[64], w99[64], wmax[64], p50[64], p99[64], pmax[64];
+    double w50[64], w99[64], wmax[64], p50[64], p99[64], pmax[64], stall[64];
     weft_config cfg = { .workers = opt.workers };
     long n = opt.timer_weft > opt.timer_pth ? opt.timer_weft : opt.timer_pth;
     pthread_t *t = malloc((size_t)opt.timer_pth * sizeof *t);
@@ -1548,13 +1584,14 @@ static void bench_timers(void)
         for (long i = 0; i < opt.timer_pth; i++)
             pthread_join(t[i], NULL);
         timer_summary(opt.timer_pth, "pthreads", &p50[r], &p99[r], &pmax[r]);
+        stall[r] = machine_stall();
     }
     progress_done();
     pthread_attr_destroy(&attr);
     free(t);
     free(timer_late);
     timer_late = NULL;
-    static char what[3][480];
+    static char what[4][480];
     char nw[32], np[32];
     grouped(nw, sizeof nw, opt.timer_weft);
     grouped(np, sizeof np, opt.timer_pth);
@@ -1573,7 +1610,12 @@ static void bench_timers(void)
              "  against %s threads)", nw, np);
     add_row("timer_late_p50", what[0], "us", w50, p50, opt.runs);
     add_row("timer_late_p99", what[1], "us", w99, p99, opt.runs);
+    snprintf(what[3], sizeof what[3],
+             "The machine's own longest stall, to read the max row against: one thread\n"
+             "  per CPU reads the clock in a loop for %d ms, nothing else running; the\n"
+             "  longest gap between two reads", STALL_NS / 1000000);
     add_row("timer_late_max", what[2], "us", wmax, pmax, opt.runs);
+    add_row("machine_stall", what[3], "us", stall, NULL, opt.runs)->label = "bare threads";
 }
 
 /* ---- main ------------------------------------------------------------------------ */
