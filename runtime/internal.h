@@ -79,16 +79,25 @@ extern _Atomic unsigned weft__tsan_fence_word;
 
 /*
  * One execution context: a coroutine's, or a worker thread's own (the
- * scheduler context it returns to when it has nothing to run). The sanitizer
- * fields exist in every build so that the layout does not depend on flags.
+ * scheduler context it returns to when it has nothing to run). A coroutine's
+ * lives at the top of its stack slot, above the stack itself, only while the
+ * task holds the slot (runtime/stack.c): the handle then stays small, and the
+ * page it lives in is the stack's first, which the coroutine touches anyway.
+ * The sanitizer fields exist in every build so that the layout does not
+ * depend on flags.
  */
 struct weft__fiber {
     weft__ctx ctx;          /* saved registers while not running */
     void     *stack_lo;     /* lowest usable address, for ASan */
-    size_t    stack_size;
+    size_t    stack_size;   /* usable bytes, from stack_lo up to the fiber */
     void     *asan_fake;    /* ASan's fake-stack handle while switched out */
     void     *tsan;         /* TSan's fiber */
+    unsigned  vg_stack;     /* Valgrind's id for the stack, when under it */
 };
+
+/* The bytes a coroutine's fiber takes at the top of its stack slot. */
+#define WEFT__FIBER_SPACE \
+    ((sizeof(struct weft__fiber) + WEFT__CACHELINE - 1) & ~(size_t)(WEFT__CACHELINE - 1))
 
 struct weft__worker;
 struct weft__ring;
@@ -125,10 +134,11 @@ struct weft__fdtab;
 /*
  * A coroutine, and the handle its spawner holds. Handles are allocated in slabs
  * (runtime/task.c); the stack is bound to the task only from its first run to
- * its end (runtime/stack.c): fiber.stack_lo is NULL before and after.
+ * its end (runtime/stack.c): fiber is NULL before and after.
  */
 struct weft_task {
-    struct weft__fiber fiber;        /* owned by whoever runs it */
+    struct weft__fiber *fiber;       /* at the top of its stack slot while it has one;
+                                      * owned by whoever runs it */
     struct weft_task  *next;         /* on one list at a time: a worker's yield
                                       * queue, the global queue, or a free list */
     weft_rt           *rt;
@@ -144,7 +154,6 @@ struct weft_task {
     _Atomic uint32_t   flags;        /* WEFT__F_* */
     _Atomic uint32_t   refs;         /* the handle + the running coroutine */
     _Atomic uint32_t   cancelled;    /* bit 0 set once by weft_cancel(); above it, cancellers in flight (wait.c) */
-    uint32_t           vg_stack;     /* Valgrind's id for the stack, when under it */
     _Atomic uintptr_t  waiting;      /* the waiter it is parked on, for weft_cancel
                                       * (runtime/wait.c); 0 when not waiting */
     uint64_t           deadline;     /* weft_deadline(); only the coroutine itself */
@@ -152,7 +161,7 @@ struct weft_task {
     _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on */
 };
 #if defined(__x86_64__)
-_Static_assert(sizeof(struct weft_task) == 3 * WEFT__CACHELINE, "a task is three cache lines on x86-64");
+_Static_assert(sizeof(struct weft_task) <= 2 * WEFT__CACHELINE, "a task is two cache lines on x86-64");
 #endif
 
 /*
@@ -320,8 +329,8 @@ void weft__stacks_destroy(struct weft__stacks *s);
 /* Promises a stack to a task about to be spawned, so that binding it later
  * cannot fail; -ENOMEM if none can be had. pool NULL: from a plain thread. */
 int  weft__stack_promise(struct weft__stacks *s, struct weft__pool *pool);
-/* The calling worker gives t, which holds a promise, a stack: fiber.stack_lo
- * and stack_size. Before t first runs. */
+/* The calling worker gives t, which holds a promise, a stack, and t->fiber
+ * at its top. Before t first runs. */
 void weft__stack_bind(struct weft__stacks *s, struct weft__pool *pool, weft_task *t);
 /* Takes t's stack back, once nothing runs on it. The calling worker. */
 void weft__stack_unbind(struct weft__stacks *s, struct weft__pool *pool, weft_task *t);

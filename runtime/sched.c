@@ -245,7 +245,7 @@ static inline uint32_t tick_of(const struct weft__worker *w)
 
 static inline bool never_ran(const weft_task *t)
 {
-    return !t->fiber.stack_lo;
+    return !t->fiber;
 }
 
 /* When t becomes due for the fairness tick on w's clock: a task that never
@@ -567,10 +567,10 @@ static inline struct weft__fiber *fiber_of(struct weft__worker *w, weft_task *t)
 {
     if (never_ran(t)) {
         weft__stack_bind(w->rt->stacks, &w->pool, t);
-        weft__ctx_init(&t->fiber.ctx, t->fiber.stack_lo,
-                       (char *)t->fiber.stack_lo + t->fiber.stack_size, task_entry, t);
+        weft__ctx_init(&t->fiber->ctx, t->fiber->stack_lo,
+                       (char *)t->fiber->stack_lo + t->fiber->stack_size, task_entry, t);
     }
-    return &t->fiber;
+    return t->fiber;
 }
 
 /* The current task switches to the next runnable one, or to the idle loop.
@@ -581,7 +581,7 @@ static void switch_away(struct weft__worker *w, weft_task *self, enum weft__acti
     w->prev_action = act;
     weft_task *next = pick_next(w);
     w->current = next;
-    fiber_switch(&self->fiber, next ? fiber_of(w, next) : &w->sched, act == WEFT__ACT_EXIT);
+    fiber_switch(self->fiber, next ? fiber_of(w, next) : &w->sched, act == WEFT__ACT_EXIT);
     after_switch(weft__worker_self());
 }
 
@@ -629,7 +629,7 @@ void weft__yield_current(void)
         return;                                                  /* nothing else to run here */
     yq_push(w, self);                                            /* private: safe before the switch */
     w->current = next;
-    fiber_switch(&self->fiber, fiber_of(w, next), false);
+    fiber_switch(self->fiber, fiber_of(w, next), false);
     after_switch(weft__worker_self());
 }
 

@@ -4,9 +4,13 @@
  * A slot is one coroutine's stack: a guard region at the bottom, then the stack,
  * which grows down from the slot's top. A slot is named by its top address.
  *
- *     base                                                      top
- *     | guard (PROT_NONE) | stack, grows down  <---------------- |
- *                         ^ fiber.stack_lo
+ *     base                                                              top
+ *     | guard (PROT_NONE) | stack, grows down  <---------------- | fiber |
+ *                         ^ fiber->stack_lo
+ *
+ * The fiber (saved registers, sanitizer state) of the task that holds the slot
+ * sits above its stack, WEFT__FIBER_SPACE bytes, so that the handle need not
+ * carry it; the slot is that much larger than the configured stack size.
  *
  * A task holds a slot only while it runs or is blocked: it takes one when it
  * first runs (weft__stack_bind) and hands it back as soon as it finishes
@@ -145,7 +149,7 @@ int weft__stacks_create(struct weft__stacks **out, size_t stack_size)
     struct weft__stacks *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
-    size_t body = (stack_size + page_size - 1) & ~(page_size - 1);
+    size_t body = (stack_size + WEFT__FIBER_SPACE + page_size - 1) & ~(page_size - 1);
     s->guard_size = GUARD_PAGES * page_size;
     s->slot_size = s->guard_size + body;
     s->configured = stack_size;
@@ -358,13 +362,16 @@ void weft__stack_bind(struct weft__stacks *s, struct weft__pool *pool, weft_task
         if (guard && install_guard(s, slot_base(s, top)) != 0)
             weft__panic(__FILE__, __LINE__, "the kernel could not install a stack guard page (out of memory)");
     }
-    t->fiber.stack_lo = slot_base(s, top) + s->guard_size;
-    t->fiber.stack_size = s->slot_size - s->guard_size;
+    struct weft__fiber *f = (struct weft__fiber *)(top - WEFT__FIBER_SPACE);
+    f->stack_lo = slot_base(s, top) + s->guard_size;
+    f->stack_size = (size_t)((char *)f - (char *)f->stack_lo);
+    f->asan_fake = NULL;
     if (RUNNING_ON_VALGRIND)
-        t->vg_stack = VALGRIND_STACK_REGISTER(t->fiber.stack_lo, top);
+        f->vg_stack = VALGRIND_STACK_REGISTER(f->stack_lo, (char *)f);
 #if defined(WEFT__TSAN)
-    t->fiber.tsan = __tsan_create_fiber(0);   /* TSan counts fibers as threads: only while bound */
+    f->tsan = __tsan_create_fiber(0);   /* TSan counts fibers as threads: only while bound */
 #endif
+    t->fiber = f;
 }
 
 static void give_back(struct weft__stacks *s, char *top)
@@ -384,13 +391,14 @@ static void start_epoch(struct weft__stacks *s, uint64_t now)
 
 void weft__stack_unbind(struct weft__stacks *s, struct weft__pool *pool, weft_task *t)
 {
-    char *top = (char *)t->fiber.stack_lo + t->fiber.stack_size;
+    struct weft__fiber *f = t->fiber;
+    char *top = (char *)f + WEFT__FIBER_SPACE;
     if (RUNNING_ON_VALGRIND)
-        VALGRIND_STACK_DEREGISTER(t->vg_stack);
+        VALGRIND_STACK_DEREGISTER(f->vg_stack);
 #if defined(WEFT__TSAN)
-    __tsan_destroy_fiber(t->fiber.tsan);
+    __tsan_destroy_fiber(f->tsan);
 #endif
-    t->fiber.stack_lo = NULL;
+    t->fiber = NULL;
     if (pool->count < POOL_MAX) {
         *pool_link(top) = pool->head;
         pool->head = top;
@@ -511,8 +519,8 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
     struct weft__worker *w = weft__worker_self();
     weft_task *t = w ? w->current : NULL;
     char *addr = si->si_addr;
-    if (t && addr < (char *)t->fiber.stack_lo &&
-        addr >= (char *)t->fiber.stack_lo - t->rt->stacks->guard_size) {
+    if (t && t->fiber && addr < (char *)t->fiber->stack_lo &&
+        addr >= (char *)t->fiber->stack_lo - t->rt->stacks->guard_size) {
         char msg[256];
         size_t n = 0;
         n += put_s(msg + n, "weft: stack overflow in coroutine 0x");
