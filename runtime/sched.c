@@ -236,13 +236,13 @@ static void global_push(weft_rt *rt, weft_task *t)
     global_push_chain(rt, t, t, 1);
 }
 
-/* A task that never ran has no stack yet (it gets one in fiber_of). */
 /* w's schedules so far; only w writes them. */
 static inline uint32_t tick_of(const struct weft__worker *w)
 {
     return atomic_load_explicit(&w->tick, memory_order_relaxed);
 }
 
+/* A task that never ran has no stack yet (it gets one in fiber_of). */
 static inline bool never_ran(const weft_task *t)
 {
     return !t->fiber;
