@@ -139,8 +139,9 @@ struct weft__fdtab;
 struct weft_task {
     struct weft__fiber *fiber;       /* at the top of its stack slot while it has one;
                                       * owned by whoever runs it */
-    struct weft_task  *next;         /* on one list at a time: a worker's yield
-                                      * queue, the global queue, or a free list */
+    struct weft_task  *next;         /* on one list at a time: a worker's yield queue,
+                                      * or the list that the global queue or the handle
+                                      * pool keeps when its array cannot grow */
     weft_rt           *rt;
     union {
         weft_fn        fn;           /* until it returns */
@@ -200,9 +201,10 @@ struct weft__pool {          /* a worker's private cache of free stack slots */
     unsigned  credit;        /* promises taken from the shared lists (stack.c) */
 };
 
+#define WEFT__TCACHE_MAX 64u
 struct weft__tcache {        /* a worker's private cache of free task handles */
-    weft_task *head;
     unsigned   count;
+    weft_task *slot[WEFT__TCACHE_MAX];   /* newest last */
 };
 
 /* What the context switched to does for the one switched from (sched.c). */
@@ -255,8 +257,11 @@ struct weft_rt {
     /* The global queue: spawns from outside, deque overflow. */
     _Alignas(WEFT__CACHELINE)
     pthread_mutex_t        gq_lock;
-    weft_task             *gq_head, *gq_tail;   /* under gq_lock, linked by next */
-    _Atomic size_t         gq_len;              /* written under gq_lock; read as a hint */
+    struct weft__gq_chunk *gq_first, *gq_last;  /* under gq_lock: arrays of tasks, oldest first */
+    struct weft__gq_chunk *gq_spare;            /* under gq_lock: an emptied one, kept for reuse */
+    weft_task             *gq_head, *gq_tail;   /* under gq_lock: after the arrays', the tasks
+                                                 * no array could be had for, linked by next */
+    _Atomic size_t         gq_len;              /* both; written under gq_lock; read as a hint */
 
     /* Parked workers; see the protocol in sched.c. */
     _Alignas(WEFT__CACHELINE)

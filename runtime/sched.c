@@ -216,24 +216,99 @@ static inline void fiber_switch(struct weft__fiber *from, struct weft__fiber *to
 
 static void wake_one(weft_rt *rt);
 
-/* Appends a chain of n tasks, linked by next from head to tail. */
-static void global_push_chain(weft_rt *rt, weft_task *head, weft_task *tail, size_t n)
+/*
+ * The global queue is a list of arrays of task pointers (4 KiB each), not a
+ * list linked through the tasks: a worker that spawns a million tasks sends
+ * most of them here, and taking a batch from a list of tasks would miss the
+ * cache once per task, one miss after another, under the lock. Arrays of a
+ * fixed size are never copied, and the lock is never held across more than
+ * one allocation. Only when no array can be had (no memory) do tasks wait on
+ * a list behind them, since a push must not fail.
+ */
+#define GQ_CHUNK ((4096 - 2 * sizeof(void *)) / sizeof(weft_task *))
+
+struct weft__gq_chunk {
+    struct weft__gq_chunk *next;
+    uint32_t               head, tail;   /* tasks[head..tail) are queued */
+    weft_task             *tasks[GQ_CHUNK];
+};
+
+/* Holds gq_lock. The array to append to, with room; NULL if none can be had. */
+static struct weft__gq_chunk *gq_tail_chunk(weft_rt *rt)
 {
-    tail->next = NULL;
-    pthread_mutex_lock(&rt->gq_lock);
-    if (rt->gq_tail)
-        rt->gq_tail->next = head;
+    struct weft__gq_chunk *c = rt->gq_last;
+    if (c && c->tail < GQ_CHUNK)
+        return c;
+    if ((c = rt->gq_spare))
+        rt->gq_spare = NULL;
+    else if (!(c = malloc(sizeof(*c))))
+        return NULL;
+    c->next = NULL;
+    c->head = c->tail = 0;
+    if (rt->gq_last)
+        rt->gq_last->next = c;
     else
-        rt->gq_head = head;
-    rt->gq_tail = tail;
+        rt->gq_first = c;
+    rt->gq_last = c;
+    return c;
+}
+
+/* Appends n tasks, oldest first. */
+static void global_push_batch(weft_rt *rt, weft_task *const *batch, size_t n)
+{
+    struct weft__gq_chunk *c;
+    pthread_mutex_lock(&rt->gq_lock);
+    for (size_t i = 0; i < n; i++) {
+        if (!rt->gq_head && (c = gq_tail_chunk(rt))) {
+            c->tasks[c->tail++] = batch[i];
+            continue;
+        }
+        batch[i]->next = NULL;   /* behind the arrays, in order */
+        if (rt->gq_tail)
+            rt->gq_tail->next = batch[i];
+        else
+            rt->gq_head = batch[i];
+        rt->gq_tail = batch[i];
+    }
     atomic_store_explicit(&rt->gq_len, atomic_load_explicit(&rt->gq_len, memory_order_relaxed) + n,
-                          memory_order_relaxed);   /* a hint; the lock orders the list */
+                          memory_order_relaxed);   /* a hint; the lock orders the queue */
     pthread_mutex_unlock(&rt->gq_lock);
 }
 
 static void global_push(weft_rt *rt, weft_task *t)
 {
-    global_push_chain(rt, t, t, 1);
+    global_push_batch(rt, &t, 1);
+}
+
+/* Holds gq_lock. Takes up to n of the oldest tasks into batch; returns how many. */
+static size_t gq_take(weft_rt *rt, weft_task **batch, size_t n)
+{
+    size_t k = 0;
+    struct weft__gq_chunk *c;
+    while (k < n && (c = rt->gq_first)) {
+        while (k < n && c->head < c->tail)
+            batch[k++] = c->tasks[c->head++];
+        if (c->head < c->tail)
+            break;
+        if (c == rt->gq_last) {   /* emptied: append to it afresh */
+            c->head = c->tail = 0;
+            break;
+        }
+        rt->gq_first = c->next;
+        if (rt->gq_spare)
+            free(c);
+        else
+            rt->gq_spare = c;
+    }
+    for (; k < n && rt->gq_head; k++) {
+        batch[k] = rt->gq_head;
+        rt->gq_head = batch[k]->next;
+    }
+    if (!rt->gq_head)
+        rt->gq_tail = NULL;
+    atomic_store_explicit(&rt->gq_len, atomic_load_explicit(&rt->gq_len, memory_order_relaxed) - k,
+                          memory_order_relaxed);
+    return k;
 }
 
 /* w's schedules so far; only w writes them. */
@@ -272,23 +347,16 @@ static void local_put(struct weft__worker *w, weft_task *t)
  * that ran before go back to the deque's bottom, and t takes the room made. */
 static void overflow(struct weft__worker *w, weft_task *t)
 {
-    weft_task *batch[GQ_BATCH], *head = NULL, *tail = NULL;
+    weft_task *batch[GQ_BATCH];
     size_t n = weft__deque_grab(&w->dq, batch, GQ_BATCH), fresh = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!never_ran(batch[i])) {
+        if (!never_ran(batch[i]))
             weft__deque_push(&w->dq, batch[i], tick_of(w));   /* cannot fail: the grab made room */
-            continue;
-        }
-        batch[i]->next = NULL;
-        if (tail)
-            tail->next = batch[i];
         else
-            head = batch[i];
-        tail = batch[i];
-        fresh++;
+            batch[fresh++] = batch[i];
     }
     if (fresh)
-        global_push_chain(w->rt, head, tail, fresh);
+        global_push_batch(w->rt, batch, fresh);
     if (!weft__deque_push(&w->dq, t, due_of(w, t)))
         global_push(w->rt, t);   /* no room made: a thief raced the grab, or none was fresh */
 }
@@ -301,19 +369,9 @@ static weft_task *global_take(struct weft__worker *w)
     if (atomic_load_explicit(&rt->gq_len, memory_order_relaxed) == 0)
         return NULL;
     weft_task *batch[GQ_BATCH];
-    size_t n = 0;
     pthread_mutex_lock(&rt->gq_lock);
-    size_t len = atomic_load_explicit(&rt->gq_len, memory_order_relaxed);
-    size_t want = len / rt->nworkers + 1;
-    if (want > GQ_BATCH)
-        want = GQ_BATCH;
-    for (; n < want && rt->gq_head; n++) {
-        batch[n] = rt->gq_head;
-        rt->gq_head = batch[n]->next;
-    }
-    if (!rt->gq_head)
-        rt->gq_tail = NULL;
-    atomic_store_explicit(&rt->gq_len, len - n, memory_order_relaxed);
+    size_t want = atomic_load_explicit(&rt->gq_len, memory_order_relaxed) / rt->nworkers + 1;
+    size_t n = gq_take(rt, batch, want < GQ_BATCH ? want : GQ_BATCH);
     pthread_mutex_unlock(&rt->gq_lock);
     if (n == 0)
         return NULL;
@@ -330,15 +388,9 @@ static weft_task *global_pop(weft_rt *rt)
 {
     if (atomic_load_explicit(&rt->gq_len, memory_order_relaxed) == 0)
         return NULL;
+    weft_task *t = NULL;
     pthread_mutex_lock(&rt->gq_lock);
-    weft_task *t = rt->gq_head;
-    if (t) {
-        rt->gq_head = t->next;
-        if (!rt->gq_head)
-            rt->gq_tail = NULL;
-        atomic_store_explicit(&rt->gq_len, atomic_load_explicit(&rt->gq_len, memory_order_relaxed) - 1,
-                              memory_order_relaxed);
-    }
+    gq_take(rt, &t, 1);
     pthread_mutex_unlock(&rt->gq_lock);
     return t;
 }
@@ -1064,6 +1116,11 @@ static void rt_free(weft_rt *rt)
         weft__stacks_destroy(rt->stacks);
     weft__taskmem_destroy(rt->taskmem);
     weft__timers_destroy(rt->timers);
+    for (struct weft__gq_chunk *c = rt->gq_first, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+    free(rt->gq_spare);
     pthread_mutex_destroy(&rt->gq_lock);
     pthread_mutex_destroy(&rt->idle_lock);
     free(rt);

@@ -28,14 +28,21 @@
  * more ask for transparent huge pages: a million handles then fault in a
  * hundred-odd huge pages instead of 60,000 small ones, each of which costs tens
  * of microseconds on a virtual machine. Each worker keeps a private cache of
- * free handles, refilled half at a time; past TCACHE_MAX half of it goes to
- * the shared free list.
+ * free handles, an array; past its size, its older half and the handle
+ * freed go to the shared pool in one *magazine*, a small array allocated for
+ * the purpose, and an empty cache takes a whole magazine back. Neither walks
+ * a list linked through the free handles: a million handles freed by a
+ * million joins are cold, and a refill that followed their links would miss
+ * the cache once per handle, one miss after another, under the lock. Handles
+ * freed by plain threads, and any that no magazine could be allocated for,
+ * go on such a list all the same; it is the rare path.
  * Handles are reused, never unmapped before the runtime is destroyed, so a
  * misuse check may always read a stale handle's magic. The memory a runtime
  * keeps is its peak of tasks alive at once times TASK_STRIDE, as Go keeps its
  * goroutine descriptors.
  */
-#define TCACHE_MAX  64u
+#define TCACHE_MAX  WEFT__TCACHE_MAX
+#define MAG_SIZE    (TCACHE_MAX / 2 + 1)
 #define SLAB_MIN    ((size_t)64 << 10)
 #define SLAB_MAX    ((size_t)32 << 20)
 #define SLAB_HUGE   ((size_t)2 << 20)
@@ -46,9 +53,16 @@ struct slab {                /* at the start of each mapping */
     size_t       len;
 };
 
+struct magazine {
+    struct magazine *next;
+    unsigned         n;
+    weft_task       *t[MAG_SIZE];
+};
+
 struct weft__taskmem {
-    pthread_mutex_t lock;    /* guards everything below */
-    weft_task      *free;    /* linked by next */
+    pthread_mutex_t  lock;   /* guards everything below */
+    struct magazine *mags;   /* full magazines of free handles */
+    weft_task       *free;   /* other free handles, linked by next */
     char           *bump, *end;
     size_t          slab_len;    /* of the next slab */
     struct slab    *slabs;
@@ -72,6 +86,10 @@ void weft__taskmem_destroy(struct weft__taskmem *m)
     for (struct slab *s = m->slabs, *next; s; s = next) {
         next = s->next;
         munmap(s, s->len);
+    }
+    for (struct magazine *g = m->mags, *next; g; g = next) {
+        next = g->next;
+        free(g);
     }
     pthread_mutex_destroy(&m->lock);
     free(m);
@@ -100,37 +118,58 @@ static weft_task *carve(struct weft__taskmem *m)
     return t;
 }
 
-/* Holds m->lock. A free handle, or NULL. */
+/* Holds m->lock. A free handle, or NULL: a listed one, one from the top
+ * magazine, or a new one. */
 static weft_task *take(struct weft__taskmem *m)
 {
     weft_task *t = m->free;
-    if (t)
+    if (t) {
         m->free = t->next;
-    else
+    } else if (m->mags) {
+        struct magazine *g = m->mags;
+        t = g->t[--g->n];
+        if (!g->n) {
+            m->mags = g->next;
+            free(g);
+        }
+    } else {
         t = carve(m);
+    }
     return t;
+}
+
+/* Holds m->lock. */
+static void put_listed(struct weft__taskmem *m, weft_task *t)
+{
+    t->next = m->free;
+    m->free = t;
 }
 
 weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache)
 {
-    weft_task *t;
+    weft_task *t = NULL;
     if (!cache) {
         pthread_mutex_lock(&m->lock);
         t = take(m);
         pthread_mutex_unlock(&m->lock);
     } else {
-        if (!cache->head) {   /* refill half the cache under one lock */
+        if (!cache->count) {   /* a whole magazine, or handles one by one, under one lock */
+            struct magazine *g = NULL;
             pthread_mutex_lock(&m->lock);
-            for (weft_task *x; cache->count < TCACHE_MAX / 2 && (x = take(m)); cache->count++) {
-                x->next = cache->head;
-                cache->head = x;
-            }
+            if (!m->free && (g = m->mags))
+                m->mags = g->next;
+            else
+                for (weft_task *x; cache->count < TCACHE_MAX / 2 && (x = take(m)); )
+                    cache->slot[cache->count++] = x;
             pthread_mutex_unlock(&m->lock);
+            if (g) {
+                memcpy(cache->slot, g->t, g->n * sizeof(*g->t));
+                cache->count = g->n;
+                free(g);
+            }
         }
-        if ((t = cache->head)) {
-            cache->head = t->next;
-            cache->count--;
-        }
+        if (cache->count)
+            t = cache->slot[--cache->count];
     }
     if (t)
         memset(t, 0, sizeof(*t));
@@ -141,24 +180,27 @@ void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_t
 {
     atomic_store_explicit(&t->magic, WEFT__TASK_DEAD, memory_order_relaxed);   /* read by misuse checks */
     if (cache && cache->count < TCACHE_MAX) {
-        t->next = cache->head;
-        cache->head = t;
-        cache->count++;
+        cache->slot[cache->count++] = t;
         return;
     }
-    /* This one and, from a worker, half of its cache go to the shared list. */
-    weft_task *last = t;
-    t->next = NULL;
-    for (unsigned n = 0; cache && n < TCACHE_MAX / 2; n++) {
-        weft_task *x = cache->head;
-        cache->head = x->next;
-        cache->count--;
-        x->next = t;
-        t = x;
+    /* From a worker: this one and the older half of its cache go to the
+     * shared pool in a magazine; the newer half stays, warm. */
+    struct magazine *g = cache ? malloc(sizeof(*g)) : NULL;
+    if (g) {
+        g->n = 0;
+        g->t[g->n++] = t;
+        for (unsigned i = 0; i < TCACHE_MAX / 2; i++)
+            g->t[g->n++] = cache->slot[i];
+        memmove(cache->slot, cache->slot + TCACHE_MAX / 2, (TCACHE_MAX / 2) * sizeof(*cache->slot));
+        cache->count -= TCACHE_MAX / 2;
     }
     pthread_mutex_lock(&m->lock);
-    last->next = m->free;
-    m->free = t;
+    if (g) {
+        g->next = m->mags;
+        m->mags = g;
+    } else {
+        put_listed(m, t);   /* a plain thread's, or no memory for a magazine */
+    }
     pthread_mutex_unlock(&m->lock);
 }
 
