@@ -5,7 +5,9 @@
 # each server answers GET / with the same body and keeps the connection, then
 # prints one line per run and server, and the median requests per second of
 # each with the lowest and highest run, and the median of weft's per-round
-# ratio to each of the others.
+# ratio to each of the others. Beside each rate it prints the CPU time the
+# rest of the machine spent per request while wrk ran: all CPUs' busy time
+# minus wrk's own, which is the server's when nothing else runs.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=${1:?usage: run.sh BUILD_DIR [runs] [duration]}
@@ -31,14 +33,33 @@ for port in 8080 8081 8082; do
     fi
 done
 
+# Busy jiffies of all CPUs (user, nice, system, irq, softirq), and the CPU
+# seconds of this shell's finished children.
+busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+# (times runs in this shell, not in a $(...) subshell, which has no children.)
+children_cpu() { times > "$tmp/times"; tail -n 1 "$tmp/times" | tr 'ms' '  ' | awk '{print $1 * 60 + $2 + $3 * 60 + $4}'; }
+hz=$(getconf CLK_TCK)
+
 for r in $(seq 1 "$runs"); do
     for s in weft:8080 nginx:8081 threads:8082; do
         name=${s%%:*}
         port=${s##*:}
-        rps=$(wrk -t1 -c"$conns" -d"$dur" "http://127.0.0.1:$port/" | awk '/Requests\/sec/ {print $2}')
-        echo "run $r $name $rps"
+        children_cpu > "$tmp/c0"; b0=$(busy)
+        out=$(wrk -t1 -c"$conns" -d"$dur" "http://127.0.0.1:$port/")
+        b1=$(busy); children_cpu > "$tmp/c1"
+        c0=$(cat "$tmp/c0"); c1=$(cat "$tmp/c1")
+        rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
+        reqs=$(awk '/requests in/ {print $1}' <<< "$out")
+        cpu=$(awk -v b="$((b1 - b0))" -v hz="$hz" -v w="$c0" -v w1="$c1" -v n="$reqs" \
+              'BEGIN {printf "%.1f", ((b / hz) - (w1 - w)) / n * 1e6}')
+        echo "run $r $name $rps req/s, $cpu us of CPU per request beside wrk's"
         echo "$rps" >> "$tmp/$name"
+        echo "$cpu" >> "$tmp/$name.cpu"
     done
+done
+for name in weft nginx threads; do
+    sort -n "$tmp/$name.cpu" | awk -v n="$name" '{a[NR] = $1}
+        END {printf "%-8s median %s us of CPU per request (min %s, max %s)\n", n, a[int((NR + 1) / 2)], a[1], a[NR]}'
 done
 for name in weft nginx threads; do
     sort -n "$tmp/$name" | awk -v n="$name" '{a[NR] = $1}
