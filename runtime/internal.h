@@ -102,8 +102,8 @@ struct weft__fiber {
 struct weft__worker;
 struct weft__ring;
 
-/* What a searching worker saw at a victim in its LOOK round (sched.c): only
- * compared, never dereferenced. */
+/* What a searching worker saw at a victim in its last LOOK or TAKE round
+ * (sched.c): only compared, never dereferenced. */
 struct weft__sighting {
     const struct weft__worker *victim;
     uintptr_t                  what;
@@ -140,8 +140,9 @@ struct weft_task {
     struct weft__fiber *fiber;       /* at the top of its stack slot while it has one;
                                       * owned by whoever runs it */
     struct weft_task  *next;         /* on one list at a time: a worker's yield queue,
-                                      * or the list that the global queue or the handle
-                                      * pool keeps when its array cannot grow */
+                                      * the global queue's fallback list (no array could
+                                      * be had), or the handle pool's list of free handles
+                                      * that no magazine holds */
     weft_rt           *rt;
     union {
         weft_fn        fn;           /* until it returns */

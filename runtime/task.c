@@ -41,8 +41,7 @@
  * keeps is its peak of tasks alive at once times TASK_STRIDE, as Go keeps its
  * goroutine descriptors.
  */
-#define TCACHE_MAX  WEFT__TCACHE_MAX
-#define MAG_SIZE    (TCACHE_MAX / 2 + 1)
+#define MAG_SIZE    (WEFT__TCACHE_MAX / 2 + 1)   /* a flush: half a cache and the handle freed */
 #define SLAB_MIN    ((size_t)64 << 10)
 #define SLAB_MAX    ((size_t)32 << 20)
 #define SLAB_HUGE   ((size_t)2 << 20)
@@ -138,13 +137,6 @@ static weft_task *take(struct weft__taskmem *m)
     return t;
 }
 
-/* Holds m->lock. */
-static void put_listed(struct weft__taskmem *m, weft_task *t)
-{
-    t->next = m->free;
-    m->free = t;
-}
-
 weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache)
 {
     weft_task *t = NULL;
@@ -159,7 +151,7 @@ weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache)
             if (!m->free && (g = m->mags))
                 m->mags = g->next;
             else
-                for (weft_task *x; cache->count < TCACHE_MAX / 2 && (x = take(m)); )
+                for (weft_task *x; cache->count < WEFT__TCACHE_MAX / 2 && (x = take(m)); )
                     cache->slot[cache->count++] = x;
             pthread_mutex_unlock(&m->lock);
             if (g) {
@@ -179,7 +171,7 @@ weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache)
 void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_task *t)
 {
     atomic_store_explicit(&t->magic, WEFT__TASK_DEAD, memory_order_relaxed);   /* read by misuse checks */
-    if (cache && cache->count < TCACHE_MAX) {
+    if (cache && cache->count < WEFT__TCACHE_MAX) {
         cache->slot[cache->count++] = t;
         return;
     }
@@ -189,17 +181,18 @@ void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_t
     if (g) {
         g->n = 0;
         g->t[g->n++] = t;
-        for (unsigned i = 0; i < TCACHE_MAX / 2; i++)
+        for (unsigned i = 0; i < WEFT__TCACHE_MAX / 2; i++)
             g->t[g->n++] = cache->slot[i];
-        memmove(cache->slot, cache->slot + TCACHE_MAX / 2, (TCACHE_MAX / 2) * sizeof(*cache->slot));
-        cache->count -= TCACHE_MAX / 2;
+        memmove(cache->slot, cache->slot + WEFT__TCACHE_MAX / 2, (WEFT__TCACHE_MAX / 2) * sizeof(*cache->slot));
+        cache->count -= WEFT__TCACHE_MAX / 2;
     }
     pthread_mutex_lock(&m->lock);
     if (g) {
         g->next = m->mags;
         m->mags = g;
-    } else {
-        put_listed(m, t);   /* a plain thread's, or no memory for a magazine */
+    } else {   /* a plain thread's, or no memory for a magazine */
+        t->next = m->free;
+        m->free = t;
     }
     pthread_mutex_unlock(&m->lock);
 }
