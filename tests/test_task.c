@@ -5,6 +5,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 static void *who_am_i(void *arg) { return weft_self(); }
 
@@ -106,6 +108,64 @@ Test(task, join_after_the_task_finished_still_returns_its_value)
 {
     for (size_t i = 0; i < SWEEP_N; i++)
         cr_assert_eq((uintptr_t)run_with(sweep_workers[i], joined_later, NULL), 42);
+}
+
+/* Handles spawned by a plain thread and freed by a coroutine's joins go
+ * through the workers' caches and the shared pool; the plain thread's next
+ * spawns must find them there rather than grow the runtime's memory. */
+#define REUSE_N 2000
+
+struct reuse {
+    weft_task *t[REUSE_N];
+    size_t     bad;   /* joins that failed or returned the wrong value */
+};
+
+static void *join_all(void *arg)
+{
+    struct reuse *r = arg;
+    for (uintptr_t i = 0; i < REUSE_N; i++) {
+        void *v = NULL;
+        if (weft_join(r->t[i], &v) != 0 || (uintptr_t)v != 2 * i)
+            r->bad++;
+    }
+    return NULL;
+}
+
+static int by_address(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)*(weft_task *const *)a, y = (uintptr_t)*(weft_task *const *)b;
+    return (x > y) - (x < y);
+}
+
+Test(task, handles_freed_by_coroutines_serve_the_spawns_of_plain_threads)
+{
+    static struct reuse r;
+    static weft_task *seen[REUSE_N];
+    for (size_t w = 0; w < SWEEP_N; w++) {
+        weft_rt *rt;
+        cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = sweep_workers[w] }), 0);
+        for (int round = 0; round < 3; round++) {
+            r.bad = 0;
+            for (uintptr_t i = 0; i < REUSE_N; i++)
+                cr_assert_eq(weft_spawn_on(rt, &r.t[i], double_it, (void *)i), 0);
+            size_t fresh = 0;
+            for (size_t i = 0; i < REUSE_N && round > 0; i++)
+                fresh += !bsearch(&r.t[i], seen, REUSE_N, sizeof(*seen), by_address);
+            weft_task *j;
+            cr_assert_eq(weft_spawn_on(rt, &j, join_all, &r), 0);
+            cr_assert_eq(weft_join(j, NULL), 0);
+            cr_assert_eq(r.bad, 0);
+            if (round == 0) {
+                memcpy(seen, r.t, sizeof(seen));
+                qsort(seen, REUSE_N, sizeof(*seen), by_address);
+            } else {
+                /* Only the few that the workers' own caches still hold may be new. */
+                cr_assert_leq(fresh, 64 * (size_t)sweep_workers[w] + 1,
+                              "%zu of %d handles were new in round %d", fresh, REUSE_N, round);
+            }
+        }
+        cr_assert_eq(weft_rt_destroy(rt), 0);
+    }
 }
 
 static void *main_result(void *arg) { return (void *)((uintptr_t)arg + 1); }
