@@ -19,8 +19,11 @@
  *                        share to its deque, each batch under one lock (Go's
  *                        runqputslow and globrunqget).
  *
- * Choosing the next task (pick_next): runnext, then the deque's bottom, then the
- * yield queue, then the global queue. The environment variable
+ * Choosing the next task (pick_next): the handoff, then runnext, then the
+ * deque's bottom, then the yield queue, then the global queue. The handoff is
+ * the joiner that a finishing task woke on its own worker: it runs as soon as
+ * that task is gone, so it is not published to thieves, and waking it calls
+ * for no other worker. The environment variable
  * WEFT_SCHED_RANDOM=1 (read by weft_rt_create) randomises these choices and
  * sends half the wake-ups to the global queue, to shake out code that relies on
  * an order weft does not promise. Every 61st choice starts instead with the
@@ -487,9 +490,10 @@ static uint32_t rng_next(struct weft__worker *w)
 }
 
 /*
- * The owner. Takes or replaces w's runnext. Thieves exchange it too, so the
- * owner must as well; with one worker there are no thieves, the slot is the
- * owner's alone, and a plain load and store do.
+ * The owner. Takes or replaces w's runnext. Thieves take it with a CAS, so
+ * the owner must take or replace a task there with an exchange; with one
+ * worker there are no thieves, the slot is the owner's alone, and a plain
+ * load and store do.
  */
 static inline weft_task *runnext_take(struct weft__worker *w)
 {
@@ -509,6 +513,13 @@ static inline weft_task *runnext_put(struct weft__worker *w, weft_task *t)
         weft_task *old = atomic_load_explicit(&w->runnext, memory_order_relaxed);
         atomic_store_explicit(&w->runnext, t, memory_order_relaxed);      /* no thieves */
         return old;
+    }
+    weft_task *old = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+    if (!old) {
+        /* Thieves only empty a full slot, so an empty one stays empty until
+         * we fill it: a plain store does, without a locked instruction. */
+        atomic_store_explicit(&w->runnext, t, memory_order_release);   /* publishes t to thieves */
+        return NULL;
     }
     return atomic_exchange_explicit(&w->runnext, t, memory_order_acq_rel);   /* publishes t to thieves */
 }
@@ -537,6 +548,11 @@ static weft_task *pick_next(struct weft__worker *w)
      * no code can come to rely on LIFO order or on runnext. */
     uint32_t tick = tick_of(w) + 1;
     atomic_store_explicit(&w->tick, tick, memory_order_relaxed);   /* searchers read it: a hint */
+    if ((t = w->handoff)) {   /* ready() left it only with a fairness tick still ahead */
+        w->handoff = NULL;
+        w->fair_left--;
+        return t;
+    }
     if (WEFT__UNLIKELY(--w->fair_left == 0 || (w->shuffle && (rng_next(w) & 1)))) {
         if (!w->fair_left)
             w->fair_left = FAIRNESS_TICKS;
@@ -564,13 +580,17 @@ static weft_task *pick_next(struct weft__worker *w)
     return NULL;
 }
 
-/* Any thread. Makes t runnable: on the calling worker's runnext if it belongs
- * to t's runtime, else on the global queue. */
+/* Any thread. Makes t runnable: on the calling worker's handoff or runnext if
+ * it belongs to t's runtime, else on the global queue. */
 static void ready(weft_task *t)
 {
     weft_rt *rt = t->rt;
     struct weft__worker *w = weft__worker_self();
     if (w && w->rt == rt && !(w->shuffle && (rng_next(w) & 1))) {
+        if (w->finishing && !w->handoff && w->fair_left > 1) {
+            w->handoff = t;
+            return;
+        }
         weft_task *old = runnext_put(w, t);
         if (old)
             local_put(w, old);
@@ -696,10 +716,13 @@ static void task_entry(void *arg)
     after_switch(weft__worker_self());
     t->result = t->fn(t->arg);
     uintptr_t j = atomic_exchange_explicit(&t->join, WEFT__JOIN_BUSY, memory_order_acq_rel);  /* publishes result; pairs with the joiner's CAS */
-    if (j != WEFT__JOIN_NONE)
-        weft__wake((struct weft__waiter *)j, 1);
-    atomic_store_explicit(&t->join, WEFT__JOIN_DONE, memory_order_release);   /* publishes result; frees the joiner */
     struct weft__worker *w = weft__worker_self();
+    if (j != WEFT__JOIN_NONE) {
+        w->finishing = true;   /* a joiner parked here becomes the handoff */
+        weft__wake((struct weft__waiter *)j, 1);
+        w->finishing = false;
+    }
+    atomic_store_explicit(&t->join, WEFT__JOIN_DONE, memory_order_release);   /* publishes result; frees the joiner */
     switch_away(w, t, WEFT__ACT_EXIT);
     weft__panic(__FILE__, __LINE__, "a finished coroutine was resumed");
 }
