@@ -508,6 +508,80 @@ Test(sched, an_older_task_runs_while_newer_ones_keep_coming, .timeout = 120)
     cr_assert_lt(atomic_load(&c.links), c.limit, "the older task ran only once the chain ended");
 }
 
+/*
+ * A finishing task hands the joiner it wakes straight to its worker, ahead
+ * of everything queued there. A chain of joins unwinding is then a run of
+ * such handoffs, and it must still yield to the fairness tick: here a task
+ * woken just before the chain unwinds (it lands in runnext, then lower in
+ * the deque) runs while the chain is still unwinding, not after.
+ */
+enum { UNWIND_DEPTH = 1000 };
+
+struct unwind {
+    weft_chan   *go;
+    _Atomic long unwound;        /* chain links that have returned */
+    _Atomic long seen_by_woken;  /* unwound, when the woken task ran */
+};
+
+static void *woken_before_unwinding(void *arg)
+{
+    struct unwind *u = arg;
+    char c;
+    weft_chan_recv(u->go, &c);
+    atomic_store(&u->seen_by_woken, atomic_load(&u->unwound));
+    return NULL;
+}
+
+struct link { struct unwind *u; long left; };
+
+static void *chain_down(void *arg)
+{
+    struct link *l = arg;
+    if (l->left == 0) {
+        char c = 1;
+        weft_chan_send(l->u->go, &c);   /* wakes the waiter onto this worker */
+        return NULL;
+    }
+    struct link next = { l->u, l->left - 1 };
+    weft_task *t;
+    if (weft_spawn(&t, chain_down, &next) != 0)
+        return (void *)1;
+    void *r = NULL;
+    weft_join(t, &r);
+    atomic_fetch_add(&l->u->unwound, 1);
+    return r;
+}
+
+static void *unwind_beside_a_woken_task(void *arg)
+{
+    struct unwind *u = arg;
+    weft_task *woken, *chain;
+    struct link top = { u, UNWIND_DEPTH };
+    if (weft_chan_create(&u->go, 1, 0) != 0 ||
+        weft_spawn(&woken, woken_before_unwinding, u) != 0)
+        return (void *)1;
+    weft_yield();   /* the waiter blocks in its receive */
+    if (weft_spawn(&chain, chain_down, &top) != 0)
+        return (void *)1;
+    void *r = NULL;
+    weft_join(chain, &r);
+    weft_join(woken, NULL);
+    weft_chan_destroy(u->go);
+    return r;
+}
+
+Test(sched, a_chain_of_joins_unwinding_lets_a_woken_task_run)
+{
+    struct unwind u = { 0 };
+    atomic_store(&u.seen_by_woken, -1);
+    cr_assert_null(run_with(1, unwind_beside_a_woken_task, &u));
+    cr_assert_eq(atomic_load(&u.unwound), UNWIND_DEPTH);
+    cr_assert_geq(atomic_load(&u.seen_by_woken), 0, "the woken task never ran");
+    cr_assert_lt(atomic_load(&u.seen_by_woken), UNWIND_DEPTH - 100,
+                 "the woken task ran only after %ld of %d links had returned",
+                 atomic_load(&u.seen_by_woken), UNWIND_DEPTH);
+}
+
 /* A coroutine that spawns one task and then never blocks: the task sits
  * alone in its worker's deque, which thieves leave to its owner for a few
  * microseconds (a spawn is usually followed by a join), but not for longer:
