@@ -199,7 +199,12 @@ void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_t
 
 void weft__task_release_at(weft_task *t, struct weft__worker *w)
 {
-    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+    /* Alone with its last reference, the caller frees it without a locked
+     * instruction: only a holder of the handle may add a reference
+     * (weft__ring_cancel), and the handle's reference is gone. So a task
+     * joined after it finished, or detached, costs one decrement, not two. */
+    if (atomic_load_explicit(&t->refs, memory_order_acquire) != 1 &&   /* pairs with the other releases */
+        atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
         return;
     weft__task_free(t->rt->taskmem, w && w->rt == t->rt ? &w->tcache : NULL, t);
 }
