@@ -39,7 +39,10 @@
  * wake and the woken thread's return cost the two threads here: with a
  * shorter one, a coroutine that spawns and joins on one worker made the other
  * park between its spawns, and every spawn paid for a futex wake (2 workers,
- * one at a time: 190 ns a task with 9 us of search, 160 with 30 us).
+ * one at a time: 190 ns a task with 9 us of search, 160 with 30 us). A search
+ * that sees a task it leaves to a busy owner (a lone spawn, a runnext, see
+ * steal_any) starts its SPIN_NS again: that owner is spawning and joining,
+ * and a parked searcher would only be woken by its next spawn.
  *
  * Switching is direct, task to task: a task that blocks picks its successor and
  * swaps straight to it, with no trip through the idle loop. What must happen
@@ -783,7 +786,9 @@ static bool lone_task_waits(struct weft__worker *w, const struct weft__worker *v
     return bottom - top == 1 && !seen_since_look(&w->lone_seen, round, v, top);
 }
 
-static weft_task *steal_any(struct weft__worker *w, enum steal_round round)
+/* A task, or NULL; *waiting: a victim's lone task or runnext was left for
+ * its owner, which is likely busy spawning and joining. */
+static weft_task *steal_any(struct weft__worker *w, enum steal_round round, bool *waiting)
 {
     weft_rt *rt = w->rt;
     weft_task *t = global_take(w);
@@ -794,15 +799,20 @@ static weft_task *steal_any(struct weft__worker *w, enum steal_round round)
         struct weft__worker *v = rt->workers[(start + i) % n];
         if (v == w)
             continue;
-        if (!lone_task_waits(w, v, round) && (t = weft__deque_steal(&v->dq)))
+        if (lone_task_waits(w, v, round))
+            *waiting = true;
+        else if ((t = weft__deque_steal(&v->dq)))
             return t;
         if (round == ROUND_PLAIN)
             continue;   /* runnext is looked at only in the LOOK and TAKE rounds */
         weft_task *x = atomic_load_explicit(&v->runnext, memory_order_relaxed);
-        if (x && seen_since_look(&w->rn_seen, round, v, (uintptr_t)x) &&
+        if (!x)
+            continue;
+        if (seen_since_look(&w->rn_seen, round, v, (uintptr_t)x) &&
             atomic_compare_exchange_strong_explicit(&v->runnext, &x, NULL,
                                                     memory_order_acquire, memory_order_relaxed))
             return x;
+        *waiting = true;
     }
     return NULL;
 }
@@ -998,17 +1008,21 @@ static weft_task *find_work(struct weft__worker *w)
         for (unsigned round = 0;; round++) {
             fire_timers(w);
             /* Our own queues too: completions reaped while parked land there. */
+            bool waiting = false;
             weft_task *t = pick_next(w);
             if (!t)
                 t = steal_any(w, round >= SPIN_ROUNDS - 1 ? ROUND_TAKE :
-                                 round == SPIN_ROUNDS - 3 ? ROUND_LOOK : ROUND_PLAIN);
+                                 round == SPIN_ROUNDS - 3 ? ROUND_LOOK : ROUND_PLAIN, &waiting);
             if (t) {
                 stop_spinning(w);
                 return t;
             }
             if (round >= SPIN_ROUNDS - 1) {
+                /* A task left for a busy owner renews the search: parking
+                 * now would only make that owner's next spawn pay for a
+                 * futex wake, about every SPIN_NS. */
                 uint64_t now = weft_now();
-                if (!until)
+                if (!until || waiting)
                     until = now + rt->spin_ns;
                 if (now >= until)
                     break;
