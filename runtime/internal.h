@@ -233,6 +233,7 @@ struct weft__worker {
     bool                  spinning;     /* counted in rt->nspinning */
     struct weft__sighting rn_seen;      /* a victim's runnext, as a search last looked (sched.c) */
     struct weft__sighting lone_seen;    /* a victim's only deque task (its top index), likewise */
+    uint64_t              spawns_seen;  /* the other workers' spawns, summed, as a search last looked */
     bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
     struct weft__pool     pool;
     struct weft__tcache   tcache;
