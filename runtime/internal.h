@@ -114,10 +114,11 @@ struct weft__fdtab;
 
 /* ---- tasks ----------------------------------------------------------------- */
 
-/* Values of weft_task.join besides a waiter pointer. */
-#define WEFT__JOIN_NONE ((uintptr_t)0)
-#define WEFT__JOIN_DONE ((uintptr_t)1)
-#define WEFT__JOIN_BUSY ((uintptr_t)2)   /* finished; the finisher is waking the joiner */
+/* Values of weft_task.join besides a waiter pointer (runtime/task.c). */
+#define WEFT__JOIN_NONE     ((uintptr_t)0)   /* running, and its handle is held */
+#define WEFT__JOIN_DONE     ((uintptr_t)1)   /* finished: the handle's holder frees it */
+#define WEFT__JOIN_BUSY     ((uintptr_t)2)   /* finished; the finisher is waking the joiner */
+#define WEFT__JOIN_DETACHED ((uintptr_t)3)   /* running, no handle held: the finisher frees it */
 
 /* weft_task.flags */
 #define WEFT__F_JOINED   1u   /* weft_join() has been called */
@@ -134,7 +135,8 @@ struct weft__fdtab;
 /*
  * A coroutine, and the handle its spawner holds. Handles are allocated in slabs
  * (runtime/task.c); the stack is bound to the task only from its first run to
- * its end (runtime/stack.c): fiber is NULL before and after.
+ * its end (runtime/stack.c): fiber is NULL before its first run, and is never
+ * read after its end.
  */
 struct weft_task {
     struct weft__fiber *fiber;       /* at the top of its stack slot while it has one;
@@ -149,12 +151,13 @@ struct weft_task {
         void          *result;       /* then: written before join becomes DONE */
     };
     void              *arg;
-    _Atomic uintptr_t  join;         /* NONE, DONE, or the joiner's weft__waiter */
+    _Atomic uintptr_t  join;         /* WEFT__JOIN_*, or the joiner's weft__waiter */
     _Atomic uint32_t   magic;        /* WEFT__TASK_MAGIC while the handle is valid; atomic
                                       * because misuse checks may read a freed handle */
     _Atomic uint32_t   pstate;       /* RUNNING, PARKED or NOTIFIED */
     _Atomic uint32_t   flags;        /* WEFT__F_* */
-    _Atomic uint32_t   refs;         /* the handle + the running coroutine */
+    _Atomic uint32_t   refs;         /* the handle (its holder, or the finisher once
+                                      * detached) + cancel notes in flight (io_uring.c) */
     _Atomic uint32_t   cancelled;    /* bit 0 set once by weft_cancel(); above it, cancellers in flight (wait.c) */
     _Atomic uintptr_t  waiting;      /* the waiter it is parked on, for weft_cancel
                                       * (runtime/wait.c); 0 when not waiting */
@@ -220,8 +223,9 @@ struct weft__worker {
     weft_rt              *rt;
     unsigned              index;
     weft_task            *current;      /* running coroutine; NULL in the idle loop */
-    weft_task            *prev;         /* switched away from, with prev_action */
     enum weft__action     prev_action;  /* pending on the context switched to */
+    weft_task            *prev;         /* PARK: the task switched away from */
+    struct weft__fiber   *prev_fiber;   /* EXIT: the finished task's fiber */
     weft_task            *yq_head;      /* yielded tasks, FIFO, linked by next */
     weft_task            *yq_tail;
     _Atomic uint32_t      tick;         /* schedules so far, for fairness checks; only the
@@ -310,8 +314,9 @@ void weft__unpark(weft_task *t);
 /* Queues t, a task never run, to start t->fn(t->arg). Any thread; w is
  * the calling worker if it belongs to t's runtime and runs a coroutine, else NULL. */
 void weft__task_start(struct weft__worker *w, weft_task *t);
-/* Drops one of t's two references; the last frees the handle. Any thread;
- * _at: the calling thread is w (NULL: not a worker). */
+/* Drops a reference to t: the handle's (see runtime/task.c) or a cancel
+ * note's; the last frees the handle. Any thread; _at: the calling thread is
+ * w (NULL: not a worker). */
 void weft__task_release(weft_task *t);
 void weft__task_release_at(weft_task *t, struct weft__worker *w);
 /* Yield from a coroutine. */
@@ -341,8 +346,9 @@ int  weft__stack_promise(struct weft__stacks *s, struct weft__pool *pool);
 /* The calling worker gives t, which holds a promise, a stack, and t->fiber
  * at its top. Before t first runs. */
 void weft__stack_bind(struct weft__stacks *s, struct weft__pool *pool, weft_task *t);
-/* Takes t's stack back, once nothing runs on it. The calling worker. */
-void weft__stack_unbind(struct weft__stacks *s, struct weft__pool *pool, weft_task *t);
+/* Takes a finished task's stack back, once nothing runs on it; f was its
+ * fiber (the task's handle may be gone by then). The calling worker. */
+void weft__stack_unbind(struct weft__stacks *s, struct weft__pool *pool, struct weft__fiber *f);
 /* A stopping worker hands its free slots and promises back. */
 void weft__pool_drain(struct weft__stacks *s, struct weft__pool *pool);
 /* Idle workers give memory back: when the current epoch ends (UINT64_MAX:

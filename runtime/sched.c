@@ -613,11 +613,12 @@ static void ready(weft_task *t)
 
 static void after_switch(struct weft__worker *w)
 {
-    weft_task *prev = w->prev;
-    if (!prev)
+    enum weft__action act = w->prev_action;
+    if (act == WEFT__ACT_NONE)
         return;
-    w->prev = NULL;
-    if (w->prev_action == WEFT__ACT_PARK) {
+    w->prev_action = WEFT__ACT_NONE;
+    if (act == WEFT__ACT_PARK) {
+        weft_task *prev = w->prev;
         uint32_t s = WEFT__RUNNING;
         if (!atomic_compare_exchange_strong_explicit(&prev->pstate, &s, WEFT__PARKED,
                 memory_order_acq_rel, memory_order_acquire)) {   /* step 2: publishes the saved context */
@@ -626,9 +627,9 @@ static void after_switch(struct weft__worker *w)
             push_local(w, prev);                                 /* woken while it parked */
         }
     } else {
-        weft_rt *rt = prev->rt;
-        weft__stack_unbind(rt->stacks, &w->pool, prev);          /* nothing runs on it now */
-        weft__task_release_at(prev, w);                          /* the running reference */
+        /* The finished task's handle may be freed by now: only its stack. */
+        weft_rt *rt = w->rt;
+        weft__stack_unbind(rt->stacks, &w->pool, w->prev_fiber);   /* nothing runs on it now */
         atomic_store_explicit(&w->exited, atomic_load_explicit(&w->exited, memory_order_relaxed) + 1,
                               memory_order_release);             /* pairs with live_tasks() */
         if (WEFT__UNLIKELY(atomic_load_explicit(&rt->destroying, memory_order_relaxed))) {
@@ -654,14 +655,26 @@ static inline struct weft__fiber *fiber_of(struct weft__worker *w, weft_task *t)
 
 /* The current task switches to the next runnable one, or to the idle loop.
  * Returns when the task is resumed. */
-static void switch_away(struct weft__worker *w, weft_task *self, enum weft__action act)
+static void switch_away(struct weft__worker *w, weft_task *self)
 {
     w->prev = self;
-    w->prev_action = act;
+    w->prev_action = WEFT__ACT_PARK;
     weft_task *next = pick_next(w);
     w->current = next;
-    fiber_switch(self->fiber, next ? fiber_of(w, next) : &w->sched, act == WEFT__ACT_EXIT);
+    fiber_switch(self->fiber, next ? fiber_of(w, next) : &w->sched, false);
     after_switch(weft__worker_self());
+}
+
+/* The current task, finished, leaves its stack (f) for good. Its handle may
+ * be freed already: nothing here reads it. */
+static _Noreturn void exit_to_next(struct weft__worker *w, struct weft__fiber *f)
+{
+    w->prev_fiber = f;
+    w->prev_action = WEFT__ACT_EXIT;
+    weft_task *next = pick_next(w);
+    w->current = next;
+    fiber_switch(f, next ? fiber_of(w, next) : &w->sched, true);
+    weft__panic(__FILE__, __LINE__, "a finished coroutine was resumed");
 }
 
 void weft__park(void)
@@ -675,7 +688,7 @@ void weft__park(void)
                 memory_order_acquire, memory_order_relaxed))
             return;                                              /* unparked before it parked */
     }
-    switch_away(w, self, WEFT__ACT_PARK);
+    switch_away(w, self);
 }
 
 void weft__unpark(weft_task *t)
@@ -722,16 +735,32 @@ static void task_entry(void *arg)
 #endif
     after_switch(weft__worker_self());
     t->result = t->fn(t->arg);
-    uintptr_t j = atomic_exchange_explicit(&t->join, WEFT__JOIN_BUSY, memory_order_acq_rel);  /* publishes result; pairs with the joiner's CAS */
     struct weft__worker *w = weft__worker_self();
-    if (j != WEFT__JOIN_NONE) {
-        w->finishing = true;   /* a joiner parked here becomes the handoff */
-        weft__wake((struct weft__waiter *)j, 1);
-        w->finishing = false;
+    struct weft__fiber *f = t->fiber;   /* once DONE is stored, the handle is the joiner's */
+    uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with detach's CAS */
+    for (;;) {
+        if (j == WEFT__JOIN_DETACHED) {
+            weft__task_release_at(t, w);   /* nobody holds the handle: ours to free */
+            break;
+        }
+        if (j == WEFT__JOIN_NONE) {
+            if (atomic_compare_exchange_weak_explicit(&t->join, &j, WEFT__JOIN_DONE,
+                    memory_order_acq_rel, memory_order_acquire))   /* publishes result; pairs with join and detach */
+                break;
+            continue;
+        }
+        /* A joiner waits. BUSY keeps its waiter (in its frame) ours until it
+         * is woken: a joiner that withdraws meanwhile waits for DONE. */
+        if (atomic_compare_exchange_weak_explicit(&t->join, &j, WEFT__JOIN_BUSY,
+                memory_order_acq_rel, memory_order_acquire)) {   /* publishes result; pairs with the joiner's CAS */
+            w->finishing = true;   /* a joiner parked here becomes the handoff */
+            weft__wake((struct weft__waiter *)j, 1);
+            w->finishing = false;
+            atomic_store_explicit(&t->join, WEFT__JOIN_DONE, memory_order_release);   /* the handle is the joiner's */
+            break;
+        }
     }
-    atomic_store_explicit(&t->join, WEFT__JOIN_DONE, memory_order_release);   /* publishes result; frees the joiner */
-    switch_away(w, t, WEFT__ACT_EXIT);
-    weft__panic(__FILE__, __LINE__, "a finished coroutine was resumed");
+    exit_to_next(w, f);
 }
 
 void weft__task_start(struct weft__worker *w, weft_task *t)

@@ -389,16 +389,14 @@ static void start_epoch(struct weft__stacks *s, uint64_t now)
                           memory_order_relaxed);   /* a hint for idle workers; the lock orders the rest */
 }
 
-void weft__stack_unbind(struct weft__stacks *s, struct weft__pool *pool, weft_task *t)
+void weft__stack_unbind(struct weft__stacks *s, struct weft__pool *pool, struct weft__fiber *f)
 {
-    struct weft__fiber *f = t->fiber;
     char *top = (char *)f + WEFT__FIBER_SPACE;
     if (RUNNING_ON_VALGRIND)
         VALGRIND_STACK_DEREGISTER(f->vg_stack);
 #if defined(WEFT__TSAN)
     __tsan_destroy_fiber(f->tsan);
 #endif
-    t->fiber = NULL;
     if (pool->count < POOL_MAX) {
         *pool_link(top) = pool->head;
         pool->head = top;

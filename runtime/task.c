@@ -1,17 +1,21 @@
 /*
  * The life of a task: spawn, join, detach, weft_main, and the memory of handles.
  *
- * A task holds two references: its handle (dropped by join or detach) and its
- * running self (dropped by the context switched to after it finished, once its
- * stack is no longer in use and has gone back to the pool). Whichever goes
- * last frees the handle. Its
- * result travels through task->join: the finishing task stores the result,
- * swaps join to BUSY (acq_rel: publishes the result), wakes the joiner whose
- * waiter was there, and stores DONE. A joiner that finds BUSY or DONE, or whose
- * waiter the finisher claimed, has the result. Only a joiner whose deadline or
- * cancellation claimed its waiter first, and which then finds the task
- * finished, waits for DONE: until then the finisher may still try to claim
- * that waiter.
+ * Who frees a handle is settled by task->join alone, with one locked
+ * instruction on each side, not by counting the handle and the running task
+ * as two references (that cost the finisher a second one):
+ *   - join leaves NONE for its waiter, with a CAS; the finisher, done, CASes
+ *     NONE to DONE, or a waiter to BUSY, wakes that joiner, and stores DONE;
+ *   - detach CASes NONE to DETACHED; a finisher that finds DETACHED frees the
+ *     handle itself, and a detach that finds the task finished frees it;
+ *   - a finisher never reads its handle after DONE: the context switched to
+ *     gives its stack back from the fiber it kept (sched.c).
+ * So the handle's holder frees it once it sees DONE. A joiner that finds BUSY
+ * was woken, or withdrew (deadline or cancellation) just as the finisher
+ * claimed its waiter; DONE then is the finisher's next store. The result is
+ * published by the finisher's CAS (release) and read after DONE. Besides the
+ * handle, only a cancel note in flight holds a reference (io_uring.c), and
+ * the last of them frees it.
  */
 #include "internal.h"
 
@@ -201,12 +205,25 @@ void weft__task_release_at(weft_task *t, struct weft__worker *w)
 {
     /* Alone with its last reference, the caller frees it without a locked
      * instruction: only a holder of the handle may add a reference
-     * (weft__ring_cancel), and the handle's reference is gone. So a task
-     * joined after it finished, or detached, costs one decrement, not two. */
+     * (weft__ring_cancel), and the handle's reference is the caller's. */
     if (atomic_load_explicit(&t->refs, memory_order_acquire) != 1 &&   /* pairs with the other releases */
         atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
         return;
     weft__task_free(t->rt->taskmem, w && w->rt == t->rt ? &w->tcache : NULL, t);
+}
+
+/* The handle's holder, once the task has finished: waits until its finisher
+ * is done with the handle, which it marks by storing DONE last. The wait is
+ * short: only a joiner that was woken, or that withdrew while the finisher
+ * woke it, can see BUSY, and DONE is the finisher's next store. */
+static void wait_done(weft_task *t)
+{
+    for (unsigned spins = 0;
+         atomic_load_explicit(&t->join, memory_order_acquire) != WEFT__JOIN_DONE; spins++)   /* pairs with the finisher's store */
+        if (spins % 64 == 63)
+            sched_yield();   /* the finisher's thread was preempted in between */
+        else
+            weft__cpu_relax();
 }
 
 void weft__task_release(weft_task *t)
@@ -235,8 +252,9 @@ static int spawn(weft_rt *rt, struct weft__worker *w, weft_task **out, weft_fn f
     t->fn = fn;
     t->arg = arg;
     atomic_store_explicit(&t->magic, WEFT__TASK_MAGIC, memory_order_relaxed);   /* published with t */
-    atomic_init(&t->refs, out ? 2u : 1u);
+    atomic_init(&t->refs, 1u);   /* the handle: the caller's, or the finisher's if detached */
     atomic_init(&t->flags, out ? 0u : WEFT__F_DETACHED);
+    atomic_init(&t->join, out ? WEFT__JOIN_NONE : WEFT__JOIN_DETACHED);
     if (out)
         *out = t;
     weft__task_start(w, t);   /* t may run, finish and be freed from here on */
@@ -302,18 +320,13 @@ int weft_join(weft_task *t, void **result)
                     return r;
                 }
                 /* The task finished meanwhile, and its finisher may still be
-                 * failing to claim our waiter: wait until it is done with it
-                 * (a short window, and only on this path). The join succeeds. */
-                for (unsigned spins = 0;
-                     atomic_load_explicit(&t->join, memory_order_acquire) != WEFT__JOIN_DONE; spins++)
-                    if (spins % 64 == 63)
-                        sched_yield();
-                    else
-                        weft__cpu_relax();
+                 * failing to claim our waiter; wait_done waits until it is
+                 * done with it. The join succeeds. */
             }
         }
-        /* A failed CAS saw BUSY or DONE: the finisher's swap published the result. */
+        /* A failed CAS saw BUSY or DONE: the finisher's CAS published the result. */
     }
+    wait_done(t);
     if (result)
         *result = t->result;
     weft__task_release(t);
@@ -328,6 +341,11 @@ int weft_detach(weft_task *t)
                            "weft_detach: the task was already joined or detached");
     if (err)
         return err;
+    uintptr_t j = WEFT__JOIN_NONE;
+    if (atomic_compare_exchange_strong_explicit(&t->join, &j, WEFT__JOIN_DETACHED,
+            memory_order_release, memory_order_acquire))   /* pairs with the finisher's load */
+        return 0;   /* still running: its finisher frees the handle */
+    wait_done(t);   /* finished: ours to free */
     weft__task_release(t);
     return 0;
 }

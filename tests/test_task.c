@@ -168,6 +168,61 @@ Test(task, handles_freed_by_coroutines_serve_the_spawns_of_plain_threads)
     }
 }
 
+/* Who frees a handle is settled between its holder (a join or a detach) and
+ * the task finishing, perhaps on another worker at that very moment. A handle
+ * freed twice would be handed to two later spawns at once, and one of them
+ * would return the other's value; one never freed would leak (Valgrind). */
+#define RACE_N 300
+
+static _Atomic size_t race_ran;
+
+static void *busy_double(void *arg)
+{
+    uintptr_t i = (uintptr_t)arg;
+    for (volatile unsigned k = 0; k < (i % 7) * 40; k++)   /* finish at varied moments */
+        ;
+    atomic_fetch_add(&race_ran, 1);
+    return (void *)(2 * i);
+}
+
+static void *race_the_finish(void *arg)
+{
+    static weft_task *t[RACE_N];
+    size_t bad = 0;
+    for (uintptr_t i = 0; i < RACE_N; i++)
+        if (weft_spawn(&t[i], busy_double, (void *)i) != 0)
+            return (void *)-1;
+    for (uintptr_t i = 0; i < RACE_N; i++) {
+        if (i % 5 == 0)
+            weft_yield();   /* let some finish before their handle is let go */
+        void *r = NULL;
+        if (i % 3 == 2)
+            bad += weft_join(t[i], &r) != 0 || (uintptr_t)r != 2 * i;
+        else
+            bad += weft_detach(t[i]) != 0;
+    }
+    /* The next wave reuses the handles freed by the first. */
+    for (uintptr_t i = 0; i < RACE_N; i++)
+        if (weft_spawn(&t[i], busy_double, (void *)i) != 0)
+            return (void *)-1;
+    for (uintptr_t i = 0; i < RACE_N; i++) {
+        void *r = NULL;
+        bad += weft_join(t[i], &r) != 0 || (uintptr_t)r != 2 * i;
+    }
+    return (void *)bad;
+}
+
+Test(task, detaching_or_joining_as_the_task_finishes_frees_each_handle_once)
+{
+    for (size_t i = 0; i < SWEEP_N; i++) {
+        atomic_store(&race_ran, 0);
+        cr_assert_eq((uintptr_t)run_with(sweep_workers[i], race_the_finish, NULL), 0,
+                     "joins or detaches failed, or returned another task's value (%u workers)",
+                     sweep_workers[i]);
+        cr_assert_eq(atomic_load(&race_ran), 2 * RACE_N);   /* destroy waited for the detached */
+    }
+}
+
 static void *main_result(void *arg) { return (void *)((uintptr_t)arg + 1); }
 
 Test(task, weft_main_hands_back_the_first_coroutines_result)
