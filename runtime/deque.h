@@ -48,5 +48,16 @@ bool weft__deque_empty(struct weft__deque *q);
  * looks empty. A thief may have taken that task meanwhile: then the answer is
  * about one already gone, which was due no later. */
 bool weft__deque_top_due(struct weft__deque *q, uint32_t now);
+/* Only the owner: whether t is the task at the bottom, the next a take
+ * would return; a thief may still win it. */
+static inline bool weft__deque_bottom_is(struct weft__deque *q, const struct weft_task *t)
+{
+    size_t top = atomic_load_explicit(&q->top, memory_order_relaxed);
+    size_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);   /* only we write it */
+    /* The slot below bottom is ours: not rewritten until we push past it. An
+     * empty deque's slots hold stale pointers, and handles are reused. */
+    return (ptrdiff_t)(b - top) > 0 &&
+           atomic_load_explicit(&q->slot[(b - 1) & (WEFT__DEQUE_SIZE - 1)], memory_order_relaxed) == t;
+}
 
 #endif

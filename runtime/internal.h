@@ -314,6 +314,14 @@ void weft__unpark(weft_task *t);
 /* Queues t, a task never run, to start t->fn(t->arg). Any thread; w is
  * the calling worker if it belongs to t's runtime and runs a coroutine, else NULL. */
 void weft__task_start(struct weft__worker *w, weft_task *t);
+/* The running coroutine on w, about to wait for t: if t is queued at the
+ * bottom of w's deque, takes it out to run as soon as the caller parks (the
+ * handoff) and returns true. Until then nobody else can start t, let alone
+ * finish it. False if t is elsewhere, or a thief took it first. */
+bool weft__handoff_take(struct weft__worker *w, weft_task *t);
+/* The same coroutine, after a wait that may not have parked: queues t again
+ * if it is still waiting in the handoff. */
+void weft__handoff_undo(weft_task *t);
 /* Drops a reference to t: the handle's (see runtime/task.c) or a cancel
  * note's; the last frees the handle. Any thread; _at: the calling thread is
  * w (NULL: not a worker). */

@@ -773,6 +773,30 @@ void weft__task_start(struct weft__worker *w, weft_task *t)
     }
 }
 
+bool weft__handoff_take(struct weft__worker *w, weft_task *t)
+{
+    /* A handoff counts as a schedule: none is made when the fairness tick
+     * is next (as in ready()). */
+    if (w->rt != t->rt || w->handoff || w->fair_left <= 1 || (w->shuffle && (rng_next(w) & 1)) ||
+        !weft__deque_bottom_is(&w->dq, t))
+        return false;
+    weft_task *x = local_take(w);
+    weft__check(!x || x == t, "the deque's bottom changed under its owner");
+    if (!x)
+        return false;   /* a thief won it */
+    w->handoff = t;
+    return true;
+}
+
+void weft__handoff_undo(weft_task *t)
+{
+    struct weft__worker *w = weft__worker_self();
+    if (w->handoff != t)
+        return;   /* the caller parked, and t ran */
+    w->handoff = NULL;
+    push_local(w, t);
+}
+
 /* ---- workers -------------------------------------------------------------------- */
 
 /*

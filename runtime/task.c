@@ -298,23 +298,33 @@ int weft_join(weft_task *t, void **result)
 {
     if (!t)
         return -EINVAL;
-    weft_task *self = weft_self();   /* no switch before the wait: still ours there */
+    struct weft__worker *w = weft__worker_self();   /* no switch before the wait: */
+    weft_task *self = w ? w->current : NULL;         /* still ours there */
     if (t == self)
         return -EDEADLK;
     int err = claim_handle(t, WEFT__F_JOINED,
                            "weft_join: the task was already joined or detached");
     if (err)
         return err;
-    uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with the finisher's swap */
+    uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with the finisher's CAS */
     if (j == WEFT__JOIN_NONE) {
         struct weft__waiter wt = { .task = self };
-        if (atomic_compare_exchange_strong_explicit(&t->join, &j, (uintptr_t)&wt,
+        /* A task still queued here, typically just spawned, is taken out to
+         * run next on this worker: it cannot start before we park, so a
+         * plain store publishes the waiter (to our own thread). */
+        bool ours = self && weft__handoff_take(w, t);
+        if (ours)
+            atomic_store_explicit(&t->join, (uintptr_t)&wt, memory_order_relaxed);
+        if (ours || atomic_compare_exchange_strong_explicit(&t->join, &j, (uintptr_t)&wt,
                 memory_order_acq_rel, memory_order_acquire)) {   /* publishes the waiter to the finisher */
             int32_t r = weft__wait(&wt);   /* a positive claim publishes the result */
             if (r < 0) {
                 j = (uintptr_t)&wt;
-                if (atomic_compare_exchange_strong_explicit(&t->join, &j, WEFT__JOIN_NONE,
-                        memory_order_acquire, memory_order_acquire)) {
+                bool withdrawn = atomic_compare_exchange_strong_explicit(&t->join, &j, WEFT__JOIN_NONE,
+                                     memory_order_acquire, memory_order_acquire);
+                if (ours)
+                    weft__handoff_undo(t);   /* not parked: t never ran, and others may run it now */
+                if (withdrawn) {
                     /* Withdrawn before the task finished: the handle stays joinable. */
                     atomic_fetch_and_explicit(&t->flags, ~WEFT__F_JOINED, memory_order_relaxed);
                     return r;

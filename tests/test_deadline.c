@@ -219,6 +219,42 @@ Test(deadline, a_deadline_in_the_past_fails_only_calls_that_must_wait)
     run_with(2, past_deadline, NULL);
 }
 
+/* A join of a task still queued on the joiner's worker takes that task out
+ * of the deque to run as soon as the joiner parks. A join that gives up
+ * before parking must put it back where other workers can take it. */
+static _Atomic int queued_ran;
+
+static void *mark_ran(void *arg)
+{
+    atomic_store(&queued_ran, 1);
+    return arg;
+}
+
+static void *join_gives_up_before_parking(void *arg)
+{
+    (void)arg;
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, mark_ran, (void *)7), 0);
+    weft_deadline(1);   /* long past */
+    cr_assert_eq(weft_join(t, NULL), -ETIMEDOUT);
+    weft_deadline(0);
+    /* Without yielding: only the other worker can run it now. */
+    uint64_t give_up = weft_now() + 20000 * MS;
+    while (!atomic_load(&queued_ran) && weft_now() < give_up)
+        ;
+    cr_assert(atomic_load(&queued_ran), "the task never ran on the other worker");
+    void *r = NULL;
+    cr_assert_eq(weft_join(t, &r), 0, "the handle stays joinable");
+    cr_assert_eq((uintptr_t)r, 7);
+    return NULL;
+}
+
+Test(deadline, a_join_that_times_out_before_its_task_ran_leaves_it_to_other_workers)
+{
+    atomic_store(&queued_ran, 0);
+    run_with(2, join_gives_up_before_parking, NULL);
+}
+
 static void *plain_thread_waits(void *arg)
 {
     weft_sem *s = arg;
