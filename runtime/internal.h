@@ -232,7 +232,8 @@ struct weft__worker {
                                          * worker writes it, searchers read it (sched.c) */
     uint32_t              fair_left;    /* schedules until the next fairness tick */
     bool                  finishing;    /* the current task is waking its joiner, then exits */
-    weft_task            *handoff;      /* the joiner it woke here: runs next, unseen by thieves */
+    weft_task            *handoff;      /* the joiner the current task woke as it finished, or
+                                         * the task it waits for: runs next, unseen by thieves */
     uint64_t              rng;          /* victim selection */
     bool                  spinning;     /* counted in rt->nspinning */
     struct weft__sighting rn_seen;      /* a victim's runnext, as a search last looked (sched.c) */

@@ -21,9 +21,12 @@
  *
  * Choosing the next task (pick_next): the handoff, then runnext, then the
  * deque's bottom, then the yield queue, then the global queue. The handoff is
- * the joiner that a finishing task woke on its own worker: it runs as soon as
- * that task is gone, so it is not published to thieves, and waking it calls
- * for no other worker. The environment variable
+ * the joiner that a finishing task woke on its own worker, or the task that a
+ * joiner took back from its own deque to wait for (weft__handoff_take): it
+ * runs as soon as the current task is gone, so it is not published to
+ * thieves, and making it runnable calls for no other worker. The joiner that
+ * takes its task back knows that nobody else can start it, so it publishes
+ * its waiter without a CAS. The environment variable
  * WEFT_SCHED_RANDOM=1 (read by weft_rt_create) randomises these choices and
  * sends half the wake-ups to the global queue, to shake out code that relies on
  * an order weft does not promise. Every 61st choice starts instead with the
