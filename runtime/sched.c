@@ -1063,6 +1063,15 @@ static void park_worker(struct weft__worker *w)
     w->spinning = true;
 }
 
+/* Whether the searchers (the caller among them) are no more than the
+ * workers that are neither searching nor parked. A hint: counters only. */
+static bool few_searchers(weft_rt *rt)
+{
+    unsigned searching = atomic_load_explicit(&rt->nspinning, memory_order_relaxed);
+    unsigned idle = atomic_load_explicit(&rt->nidle, memory_order_relaxed);
+    return 2 * searching + idle <= rt->nworkers;
+}
+
 /* The idle loop's search. Returns a task, or NULL when the runtime stops. */
 static weft_task *find_work(struct weft__worker *w)
 {
@@ -1088,9 +1097,11 @@ static weft_task *find_work(struct weft__worker *w)
             if (round >= SPIN_ROUNDS - 1) {
                 /* A busy owner renews the search: parking now would only
                  * make that owner's next spawn pay for a futex wake, about
-                 * every SPIN_NS. */
+                 * every SPIN_NS. But only while searchers are no more than
+                 * the busy workers: sixteen workers must not keep fifteen
+                 * cores spinning for one that spawns and joins. */
                 uint64_t now = weft_now();
-                if (!until || waiting)
+                if (!until || (waiting && few_searchers(rt)))
                     until = now + rt->spin_ns;
                 if (now >= until)
                     break;
