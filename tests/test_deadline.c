@@ -224,6 +224,7 @@ Test(deadline, a_deadline_in_the_past_fails_only_calls_that_must_wait)
  * of the deque to run as soon as the joiner parks. A join that gives up
  * before parking must put it back where other workers can take it. */
 static _Atomic int queued_ran;
+static _Atomic int occupier;   /* 0: not started, 1: holds its worker, 2: told to end */
 
 static void *mark_ran(void *arg)
 {
@@ -231,30 +232,50 @@ static void *mark_ran(void *arg)
     return arg;
 }
 
+/* Holds a worker without a weft_yield, which would let it run other tasks.
+ * The waits here use sched_yield, which gives the thread's CPU away only:
+ * Valgrind runs one thread at a time. */
+static void *occupy_a_worker(void *arg)
+{
+    atomic_store(&occupier, 1);
+    while (atomic_load(&occupier) != 2)
+        sched_yield();
+    return arg;
+}
+
+static bool wait_for(_Atomic int *v, int want)
+{
+    uint64_t give_up = weft_now() + 20000 * MS;
+    while (atomic_load(v) != want && weft_now() < give_up)
+        sched_yield();
+    return atomic_load(v) == want;
+}
+
 static void *join_gives_up_before_parking(void *arg)
 {
     (void)arg;
-    weft_task *t;
+    weft_task *x, *t;
+    cr_assert_eq(weft_spawn(&x, occupy_a_worker, NULL), 0);
+    cr_assert(wait_for(&occupier, 1), "the other worker never took the occupier");
+    /* The other worker is busy and we do not switch: t stays queued here. */
     cr_assert_eq(weft_spawn(&t, mark_ran, (void *)7), 0);
     weft_deadline(1);   /* long past */
     cr_assert_eq(weft_join(t, NULL), -ETIMEDOUT);
     weft_deadline(0);
-    /* Without a weft_yield, which would run it here: only the other worker
-     * can run it now. sched_yield gives the thread's CPU away only, which
-     * matters under Valgrind: it runs one thread at a time. */
-    uint64_t give_up = weft_now() + 20000 * MS;
-    while (!atomic_load(&queued_ran) && weft_now() < give_up)
-        sched_yield();
-    cr_assert(atomic_load(&queued_ran), "the task never ran on the other worker");
+    atomic_store(&occupier, 2);
+    /* We still do not switch: only the other worker can run t now. */
+    cr_assert(wait_for(&queued_ran, 1), "the task never ran on the other worker");
     void *r = NULL;
     cr_assert_eq(weft_join(t, &r), 0, "the handle stays joinable");
     cr_assert_eq((uintptr_t)r, 7);
+    cr_assert_eq(weft_join(x, NULL), 0);
     return NULL;
 }
 
 Test(deadline, a_join_that_times_out_before_its_task_ran_leaves_it_to_other_workers)
 {
     atomic_store(&queued_ran, 0);
+    atomic_store(&occupier, 0);
     run_with(2, join_gives_up_before_parking, NULL);
 }
 
