@@ -590,6 +590,13 @@ static weft_task *pick_next(struct weft__worker *w)
     return NULL;
 }
 
+/* The owner. Whether w's handoff can take a task: it is empty, and the
+ * fairness tick is not next (a handoff counts as a schedule, see pick_next). */
+static inline bool handoff_open(const struct weft__worker *w)
+{
+    return !w->handoff && w->fair_left > 1;
+}
+
 /* Any thread. Makes t runnable: on the calling worker's handoff or runnext if
  * it belongs to t's runtime, else on the global queue. */
 static void ready(weft_task *t)
@@ -597,7 +604,7 @@ static void ready(weft_task *t)
     weft_rt *rt = t->rt;
     struct weft__worker *w = weft__worker_self();
     if (w && w->rt == rt && !(w->shuffle && (rng_next(w) & 1))) {
-        if (w->finishing && !w->handoff && w->fair_left > 1) {
+        if (w->finishing && handoff_open(w)) {
             w->handoff = t;
             return;
         }
@@ -656,15 +663,21 @@ static inline struct weft__fiber *fiber_of(struct weft__worker *w, weft_task *t)
     return t->fiber;
 }
 
-/* The current task switches to the next runnable one, or to the idle loop.
- * Returns when the task is resumed. */
+/* Leaves `from`, the current task's fiber, for the next runnable task or the
+ * idle loop; `act` is done by the context switched to (after_switch). */
+static inline void switch_from(struct weft__worker *w, struct weft__fiber *from, enum weft__action act)
+{
+    w->prev_action = act;
+    weft_task *next = pick_next(w);
+    w->current = next;
+    fiber_switch(from, next ? fiber_of(w, next) : &w->sched, act == WEFT__ACT_EXIT);
+}
+
+/* The current task parks. Returns when it is resumed. */
 static void switch_away(struct weft__worker *w, weft_task *self)
 {
     w->prev = self;
-    w->prev_action = WEFT__ACT_PARK;
-    weft_task *next = pick_next(w);
-    w->current = next;
-    fiber_switch(self->fiber, next ? fiber_of(w, next) : &w->sched, false);
+    switch_from(w, self->fiber, WEFT__ACT_PARK);
     after_switch(weft__worker_self());
 }
 
@@ -673,10 +686,7 @@ static void switch_away(struct weft__worker *w, weft_task *self)
 static _Noreturn void exit_to_next(struct weft__worker *w, struct weft__fiber *f)
 {
     w->prev_fiber = f;
-    w->prev_action = WEFT__ACT_EXIT;
-    weft_task *next = pick_next(w);
-    w->current = next;
-    fiber_switch(f, next ? fiber_of(w, next) : &w->sched, true);
+    switch_from(w, f, WEFT__ACT_EXIT);
     weft__panic(__FILE__, __LINE__, "a finished coroutine was resumed");
 }
 
@@ -778,9 +788,7 @@ void weft__task_start(struct weft__worker *w, weft_task *t)
 
 bool weft__handoff_take(struct weft__worker *w, weft_task *t)
 {
-    /* A handoff counts as a schedule: none is made when the fairness tick
-     * is next (as in ready()). */
-    if (w->rt != t->rt || w->handoff || w->fair_left <= 1 || (w->shuffle && (rng_next(w) & 1)) ||
+    if (w->rt != t->rt || !handoff_open(w) || (w->shuffle && (rng_next(w) & 1)) ||
         !weft__deque_bottom_is(&w->dq, t))
         return false;
     weft_task *x = local_take(w);
