@@ -35,6 +35,7 @@ typedef struct {
     const char *what;      /* what was measured, for people */
     const char *unit;
     const char *label;       /* the weft side's name in the table; NULL: "weft" */
+    const char *other;       /* the other side's; NULL: "pthreads" (the CSV's columns keep that name) */
     figure weft, pth;
     int  has_pth;
     int  higher;             /* higher is better: a rate, a speed-up */
