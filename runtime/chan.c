@@ -383,7 +383,7 @@ int weft_chan_destroy(weft_chan *ch)
 
 /* ---- select ---------------------------------------------------------------------- */
 
-static _Thread_local uint64_t rng_state;
+static WEFT__TLS uint64_t rng_state;
 
 /* A per-thread xorshift. Never inlined: see the migration note in weft.h. */
 static WEFT__NOINLINE uint32_t rnd(void)

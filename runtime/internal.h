@@ -21,6 +21,16 @@
 #define WEFT__CACHELINE 64
 
 /*
+ * weft's thread-locals. The initial-exec model reads one at a fixed offset
+ * from the thread pointer; the default for position-independent code, which
+ * the shared library is, calls __tls_get_addr on every read instead, and the
+ * current worker is read a dozen times per spawn and join (106 of 971
+ * instructions, callgrind). The price is a few dozen bytes of the static TLS
+ * block that glibc reserves for libraries loaded with dlopen.
+ */
+#define WEFT__TLS _Thread_local __attribute__((tls_model("initial-exec")))
+
+/*
  * Stops the program with a message naming the broken invariant. Kept in release
  * builds: each use is cheap and guards a state that would otherwise corrupt
  * memory silently.

@@ -157,7 +157,7 @@ enum {
 #define GAP_MIN_NS     2000u    /* a search that leaves tasks to a busy owner looks again after */
 #define GAP_MAX_NS     16000u   /* ... this, doubling up to this (below SPIN_NS, see find_work) */
 
-static _Thread_local struct weft__worker *tls_worker;
+static WEFT__TLS struct weft__worker *tls_worker;
 
 #if defined(WEFT__TSAN)
 _Atomic unsigned weft__tsan_fence_word;

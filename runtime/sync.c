@@ -51,7 +51,7 @@ struct sync_node {
 
 _Static_assert(offsetof(struct sync_node, node) == 0, "node must be first");
 
-static _Thread_local char thread_token;
+static WEFT__TLS char thread_token;
 
 /* The caller's identity as a mutex owner. Never inlined: a coroutine may move
  * between threads, and a plain thread's token is its thread-local address. */

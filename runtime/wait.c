@@ -113,7 +113,7 @@ static void heavy_side(int mode)
     weft__fence();
 }
 
-static _Thread_local uint64_t thread_deadline;   /* a plain thread's weft_deadline() */
+static WEFT__TLS uint64_t thread_deadline;   /* a plain thread's weft_deadline() */
 
 void weft__waiter_init(struct weft__waiter *wt)
 {

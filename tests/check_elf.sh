@@ -14,6 +14,10 @@ if [ -n "$others" ]; then
     echo "FAIL: $lib exports names outside weft_*: $others"
     fail=1
 fi
+if nm -D --undefined-only "$lib" | grep -q '__tls_get_addr'; then
+    echo "FAIL: $lib reads its thread-locals through __tls_get_addr (see WEFT__TLS in runtime/internal.h)"
+    fail=1
+fi
 case $arch in
     x86_64)  want="IBT" ;;
     aarch64) want="BTI" ;;
