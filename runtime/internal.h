@@ -349,7 +349,8 @@ struct weft__taskmem;   /* a runtime's handle allocator */
 
 int  weft__taskmem_create(struct weft__taskmem **m);
 void weft__taskmem_destroy(struct weft__taskmem *m);
-/* A zeroed task, or NULL (out of memory). cache NULL: from a plain thread. */
+/* A free handle, its fields unset, or NULL (out of memory). cache NULL: from
+ * a plain thread. */
 weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache);
 void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_task *t);
 
