@@ -491,8 +491,14 @@ again:
                 weft__wake_claimed(ow.w.task, &ow.w);   /* so that weft__wait returns at once */
             break;             /* claimed: by us, or by a case registered earlier */
         }
-        nodes[i] = (struct op_node){ .ow = &ow, .elem = c->elem, .idx = i };
-        weft__wl_push(c->op == WEFT_SEND ? &ch->sendq : &ch->recvq, &nodes[i].node, false);
+        /* Field by field: assigning a compound literal to an array element
+         * compiles (gcc, x86-64) to a slow `rep stos`; the push sets node. */
+        struct op_node *nd = &nodes[i];
+        nd->ow = &ow;
+        nd->elem = c->elem;
+        nd->idx = i;
+        nd->woken = NULL;
+        weft__wl_push(c->op == WEFT_SEND ? &ch->sendq : &ch->recvq, &nd->node, false);
         ch->nwait++;
         chan_unlock(ch);
         reg++;
