@@ -23,30 +23,28 @@
 
 #if defined(__x86_64__)
 
-/* Offsets are pinned below and mirrored in arch/x86_64/switch.S. */
+/* The saved stack pointer; the frame it points at is laid out in
+ * arch/x86_64/switch.S, and WEFT__CTX_FRAME_* below mirror it. */
 typedef struct weft__ctx {
-    void    *rsp;      /* 0x00: points at the resume address */
-    uint64_t rbx;      /* 0x08 */
-    uint64_t rbp;      /* 0x10 */
-    uint64_t r12;      /* 0x18: a new context's entry argument */
-    uint64_t r13;      /* 0x20: a new context's entry function */
-    uint64_t r14;      /* 0x28 */
-    uint64_t r15;      /* 0x30 */
-    uint32_t mxcsr;    /* 0x38: SSE control and status */
-    uint16_t fpucw;    /* 0x3c: x87 control word */
-    uint16_t pad;
+    void *sp;          /* 0x00: the switched-out context's frame, on its own stack */
 } weft__ctx;
 
-_Static_assert(offsetof(weft__ctx, rsp) == 0x00, "switch.S expects rsp at 0x00");
-_Static_assert(offsetof(weft__ctx, rbx) == 0x08, "switch.S expects rbx at 0x08");
-_Static_assert(offsetof(weft__ctx, rbp) == 0x10, "switch.S expects rbp at 0x10");
-_Static_assert(offsetof(weft__ctx, r12) == 0x18, "switch.S expects r12 at 0x18");
-_Static_assert(offsetof(weft__ctx, r13) == 0x20, "switch.S expects r13 at 0x20");
-_Static_assert(offsetof(weft__ctx, r14) == 0x28, "switch.S expects r14 at 0x28");
-_Static_assert(offsetof(weft__ctx, r15) == 0x30, "switch.S expects r15 at 0x30");
-_Static_assert(offsetof(weft__ctx, mxcsr) == 0x38, "switch.S expects mxcsr at 0x38");
-_Static_assert(offsetof(weft__ctx, fpucw) == 0x3c, "switch.S expects the x87 cw at 0x3c");
-_Static_assert(sizeof(weft__ctx) == 0x40, "weft__ctx is 64 bytes on x86-64");
+_Static_assert(offsetof(weft__ctx, sp) == 0x00, "switch.S expects sp at 0x00");
+_Static_assert(sizeof(weft__ctx) == 0x08, "weft__ctx is one word on x86-64");
+
+enum {   /* the frame, in 8-byte words from sp */
+    WEFT__CTX_FRAME_FPCTL,   /* 0x00: mxcsr (low 4 bytes), x87 control word (next 2) */
+    WEFT__CTX_FRAME_RBX,     /* 0x08 */
+    WEFT__CTX_FRAME_RBP,     /* 0x10 */
+    WEFT__CTX_FRAME_R12,     /* 0x18: a new context's entry argument */
+    WEFT__CTX_FRAME_R13,     /* 0x20: a new context's entry function */
+    WEFT__CTX_FRAME_R14,     /* 0x28 */
+    WEFT__CTX_FRAME_R15,     /* 0x30 */
+    WEFT__CTX_FRAME_RIP,     /* 0x38: where it resumes */
+    WEFT__CTX_FRAME_WORDS,
+};
+_Static_assert(WEFT__CTX_FRAME_RIP * 8 == 0x38 && WEFT__CTX_FRAME_WORDS * 8 == 0x40,
+               "switch.S's frame is 0x40 bytes, the resume address last");
 
 void weft__ctx_jump(void);    /* switch.S; reached only by the jmp below */
 
@@ -80,9 +78,8 @@ void weft__ctx_jump(void);    /* switch.S; reached only by the jmp below */
  *     a call, and rbp could not be named anyway when it is the frame pointer.
  * The red zone (128 bytes below rsp) may hold the caller's data across the
  * asm, as the function may be a leaf to the compiler: the wrapper moves rsp
- * below it before anything is pushed, and back after the resume. The 136
- * bytes of stack this costs at the switch point, against 8 for a call, keep
- * weft__ctx at 64 bytes.
+ * below it before anything is pushed, and back after the resume. The switch
+ * point thus takes 128 + 64 bytes of stack, against 8 + 64 for a call.
  */
 #if defined(__APX_F__)
 #error "weft__ctx_swap does not name the APX registers r16-r31 as clobbered yet"
@@ -157,24 +154,24 @@ static inline void weft__ctx_init(weft__ctx *ctx, void *lo, void *hi,
     uintptr_t top = (uintptr_t)hi & ~(uintptr_t)15;
     (void)lo;
 #if defined(__x86_64__)
-    /* The swap pops this slot and jumps to weft__ctx_entry, which then runs
-     * with rsp 16-aligned, so its `call` leaves rsp+8 aligned at entry(), as
-     * the SysV ABI wants. */
-    void **sp = (void **)top;
-    *--sp = (void *)weft__ctx_entry;
-    /* Field by field: a compound literal compiles (gcc) to a `rep stos`, which
-     * takes several times as long as plain stores here (13 ns against 2.4 for
-     * 128 bytes). */
-    ctx->rsp = sp;
-    ctx->rbx = 0;
-    ctx->rbp = 0;                          /* ends the frame-pointer chain */
-    ctx->r12 = (uint64_t)(uintptr_t)arg;
-    ctx->r13 = (uint64_t)(uintptr_t)entry;
-    ctx->r14 = 0;
-    ctx->r15 = 0;
-    ctx->mxcsr = 0x1f80;                   /* round to nearest, all exceptions masked */
-    ctx->fpucw = 0x037f;                   /* the same for x87, extended precision */
-    ctx->pad = 0;
+    /* A frame as a switched-out context leaves it, at the top of the stack.
+     * The swap restores it, pops its last word and jumps there, to
+     * weft__ctx_entry, which then runs with rsp = top, 16-aligned, so the
+     * return address it pushes leaves rsp+8 aligned at entry(), as the SysV
+     * ABI wants. Word by word: a compound literal compiles (gcc) to a `rep
+     * stos`, which takes several times as long as plain stores here (13 ns
+     * against 2.4 for 128 bytes). */
+    uint64_t *f = (uint64_t *)top - WEFT__CTX_FRAME_WORDS;
+    f[WEFT__CTX_FRAME_FPCTL] = (uint64_t)0x037f << 32 |   /* x87: extended precision, */
+                               0x1f80;                    /* SSE: round to nearest, all masked */
+    f[WEFT__CTX_FRAME_RBX] = 0;
+    f[WEFT__CTX_FRAME_RBP] = 0;                           /* ends the frame-pointer chain */
+    f[WEFT__CTX_FRAME_R12] = (uint64_t)(uintptr_t)arg;
+    f[WEFT__CTX_FRAME_R13] = (uint64_t)(uintptr_t)entry;
+    f[WEFT__CTX_FRAME_R14] = 0;
+    f[WEFT__CTX_FRAME_R15] = 0;
+    f[WEFT__CTX_FRAME_RIP] = (uint64_t)(uintptr_t)weft__ctx_entry;
+    ctx->sp = f;
 #else
     *ctx = (weft__ctx){
         .lr = (uint64_t)(uintptr_t)weft__ctx_entry, .sp = (void *)top, .fpcr = 0,

@@ -98,7 +98,7 @@ extern _Atomic unsigned weft__tsan_fence_word;
  * depend on flags.
  */
 struct weft__fiber {
-    weft__ctx ctx;          /* saved registers while not running */
+    weft__ctx ctx;          /* while not running: where its registers are saved (arch/) */
     void     *stack_lo;     /* lowest usable address, for ASan */
     size_t    stack_size;   /* usable bytes, from stack_lo up to the fiber */
     void     *asan_fake;    /* ASan's fake-stack handle while switched out */
