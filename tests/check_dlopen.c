@@ -6,12 +6,11 @@
  * may use only while glibc's reserve of static TLS holds them; this proves
  * that it does.
  */
+#include <weft.h>   /* for the types only: nothing here links against weft */
+
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
-
-typedef struct weft_task weft_task;
-typedef void *(*weft_fn)(void *);
 
 static int (*spawn)(weft_task **, weft_fn, void *);
 static int (*join)(weft_task *, void **);
@@ -51,7 +50,7 @@ int main(int argc, char **argv)
         printf("FAIL: dlopen: %s\n", dlerror());
         return 1;
     }
-    int (*main_fn)(const void *, weft_fn, void *, void **);
+    int (*main_fn)(const weft_config *, weft_fn, void *, void **);
     *(void **)&main_fn = dlsym(lib, "weft_main");
     *(void **)&spawn = dlsym(lib, "weft_spawn");
     *(void **)&join = dlsym(lib, "weft_join");
