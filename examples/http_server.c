@@ -19,6 +19,8 @@
 #define _GNU_SOURCE
 #include <weft.h>
 
+#include "http_parse.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -28,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 
 #define REQUEST_NS (10ull * 1000000000ull)
@@ -41,9 +42,6 @@ _Static_assert(sizeof BODY - 1 == 16, "the Content-Length below is the length of
 static const char body[] = BODY;
 static uint64_t request_ns = REQUEST_NS;
 
-/* How the connection goes on after an answer; indexes answers[][]. */
-enum persist { KEEP_ALIVE, KEEP_ALIVE_10, CLOSE };
-
 struct text {
     const char *p;
     size_t      n;
@@ -54,8 +52,9 @@ struct text {
     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n" connection "\r\n" BODY
 #define NOT_FOUND(connection) "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n" connection "\r\n"
 
-/* Every answer, whole, by [found][persist]: an HTTP/1.1 client keeps the
- * connection unless told otherwise, an HTTP/1.0 client only if told so. */
+/* Every answer, whole, by [found][enum http_persist]: an HTTP/1.1 client
+ * keeps the connection unless told otherwise, an HTTP/1.0 client only if told
+ * so. */
 static const struct text answers[2][3] = {
     { TEXT(NOT_FOUND("")), TEXT(NOT_FOUND("Connection: keep-alive\r\n")),
       TEXT(NOT_FOUND("Connection: close\r\n")) },
@@ -63,95 +62,6 @@ static const struct text answers[2][3] = {
 };
 static const struct text bad_request =
     TEXT("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-
-/* A request head, parsed in place: the strings point into the receive buffer. */
-struct request {
-    const char  *method, *target;
-    size_t       method_len, target_len;
-    enum persist persist;
-};
-
-/* Whether [p, p + n) is lit, ignoring case (header names and tokens). */
-static bool is(const char *p, size_t n, const char *lit)
-{
-    return n == strlen(lit) && strncasecmp(p, lit, n) == 0;
-}
-
-/* Reads the comma-separated options of a Connection header, [p, end). */
-static void connection_options(const char *p, const char *end, bool *close, bool *keep_alive)
-{
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        const char *token = p;
-        while (p < end && *p != ' ' && *p != '\t' && *p != ',')
-            p++;
-        if (is(token, (size_t)(p - token), "close"))
-            *close = true;
-        else if (is(token, (size_t)(p - token), "keep-alive"))
-            *keep_alive = true;
-    }
-}
-
-/* Finds the CRLF that ends the line at p. Returns its CR, NULL if the line is
- * not all in yet, or end if the line holds a CR without its LF. */
-static const char *line_end(const char *p, const char *end)
-{
-    const char *cr = memchr(p, '\r', (size_t)(end - p));
-    if (!cr || cr + 1 == end)
-        return NULL;
-    return cr[1] == '\n' ? cr : end;
-}
-
-/*
- * Parses the request head at the start of [p, end), in one pass:
- *   METHOD SP TARGET SP HTTP/1.x CRLF, then NAME ":" VALUE CRLF for each
- *   header, then an empty line.
- * Returns the length of the head, 0 if it is not all in yet, or -1 if it is
- * malformed or announces a body (this server takes none).
- */
-static ptrdiff_t parse_request(const char *p, const char *end, struct request *rq)
-{
-    const char *start = p;
-    const char *eol = line_end(p, end);
-    if (!eol || eol == end)
-        return eol ? -1 : 0;
-    const char *sp = memchr(p, ' ', (size_t)(eol - p));
-    if (!sp || sp == p)
-        return -1;
-    rq->method = p;
-    rq->method_len = (size_t)(sp - p);
-    rq->target = sp + 1;
-    sp = memchr(rq->target, ' ', (size_t)(eol - rq->target));
-    if (!sp || sp == rq->target)
-        return -1;
-    rq->target_len = (size_t)(sp - rq->target);
-    const char *version = sp + 1;
-    if (eol - version != 8 || memcmp(version, "HTTP/1.", 7) != 0 || (version[7] != '0' && version[7] != '1'))
-        return -1;
-
-    bool close = false, keep_alive = false;
-    for (p = eol + 2; ; p = eol + 2) {
-        eol = line_end(p, end);
-        if (!eol || eol == end)
-            return eol ? -1 : 0;
-        if (eol == p)
-            break;   /* the empty line: the head is complete */
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (!colon || colon == p || *p == ' ' || *p == '\t')
-            return -1;   /* no colon, an empty name, or an obsolete folded line */
-        size_t name_len = (size_t)(colon - p);
-        if (is(p, name_len, "content-length") || is(p, name_len, "transfer-encoding"))
-            return -1;
-        if (is(p, name_len, "connection"))
-            connection_options(colon + 1, eol, &close, &keep_alive);
-    }
-    if (version[7] == '0')
-        rq->persist = keep_alive && !close ? KEEP_ALIVE_10 : CLOSE;
-    else
-        rq->persist = close ? CLOSE : KEEP_ALIVE;
-    return eol + 2 - start;
-}
 
 static bool send_all(int fd, const char *p, size_t n)
 {
@@ -178,8 +88,8 @@ static int serve_requests(int fd, char *in, size_t *len, char *out)
     int served = 0;
     bool keep = true;
     while (keep && p < end) {
-        struct request rq;
-        ptrdiff_t head = parse_request(p, end, &rq);
+        struct http_request rq;
+        ptrdiff_t head = http_parse_request(p, end, &rq);
         if (head == 0)
             break;   /* the rest is still on its way */
         const struct text *answer = &bad_request;
@@ -188,7 +98,7 @@ static int serve_requests(int fd, char *in, size_t *len, char *out)
             bool found = rq.method_len == 3 && memcmp(rq.method, "GET", 3) == 0 &&
                          rq.target_len == 1 && rq.target[0] == '/';
             answer = &answers[found][rq.persist];
-            keep = rq.persist != CLOSE;
+            keep = rq.persist != HTTP_CLOSE;
             p += head;
         }
         if (out_len + answer->n > OUT_SIZE) {
