@@ -3,8 +3,9 @@
  * pipelining, and GET / answered with a fixed body. Anything it cannot parse
  * gets a 400 and the connection is closed. A client gets ten seconds to send
  * each request, counted from the connection or from the answer to the one
- * before (its coroutine's deadline), so slow, trickling and half-open clients
- * cost one parked coroutine for that long, and never a thread.
+ * before, and ten seconds to take the answers to what it sent (its
+ * coroutine's deadline), so slow, trickling, half-open and never-reading
+ * clients cost one parked coroutine for that long, and never a thread.
  *
  * A request costs no allocation and no copy: it is parsed where it was
  * received, its answer is a constant built at compile time, and the answers
@@ -13,8 +14,8 @@
  *   http_server [--port N] [--workers N] [--self-test]
  *
  * Binds 127.0.0.1 (default port 8080). --self-test serves requests of its own
- * (keep-alive, pipelined, malformed, and clients that stop or trickle) and
- * checks each answer.
+ * (keep-alive, pipelined, malformed, and clients that stop, trickle or never
+ * read) and checks each answer.
  */
 #define _GNU_SOURCE
 #include <weft.h>
@@ -135,16 +136,20 @@ static void *connection(void *arg)
     for (;;) {
         weft_deadline(due);
         ssize_t n = weft_recv(fd, in + len, IN_SIZE - len, 0);
-        weft_deadline(0);
         if (n <= 0)
             break;   /* closed, reset, or too slow */
         len += (size_t)n;
+        /* The answers must be taken as a request must be sent, within the
+         * deadline: a client that sends and never reads would otherwise
+         * hold its coroutine in a send for ever. */
+        weft_deadline(weft_now() + request_ns);
         int served = serve_requests(fd, in, &len, out);
         if (served < 0)
-            break;
+            break;   /* done, malformed, or a reader too slow */
         if (served > 0)
             due = weft_now() + request_ns;
     }
+    weft_deadline(0);
     weft_close(fd);
     return NULL;
 }
@@ -276,6 +281,29 @@ static void *self_test(void *arg)
     }
     exchange(fd, NULL, sizeof out, out, sizeof out);
     CHECK(sent < 16 && out[0] == 0, "a trickling client is dropped at its request's deadline");
+    weft_close(fd);
+
+    /* A client that pipelines requests and never reads the answers: once
+     * they fill the buffers between it and the server, the server's send
+     * waits, and the server drops the client when that send's deadline
+     * passes; the client's own sends then fail. It gives up long after. */
+    fd = connect_to_server();
+    CHECK(fd >= 0, "connect");
+    int small = 4096;   /* its answers back up sooner */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    static const char get[] = "GET / HTTP/1.1\r\n\r\n";
+    static char flood[(64 * 1024 / (sizeof get - 1)) * (sizeof get - 1)];   /* whole requests */
+    for (size_t i = 0; i < sizeof flood; i += sizeof get - 1)
+        memcpy(flood + i, get, sizeof get - 1);
+    uint64_t before = weft_deadline(weft_now() + 100 * request_ns);
+    size_t off = 0, total = 0;
+    ssize_t w;
+    while (total < ((size_t)256 << 20) && (w = weft_send(fd, flood + off, sizeof flood - off, 0)) > 0) {
+        off = (off + (size_t)w) % sizeof flood;   /* the stream stays whole requests */
+        total += (size_t)w;
+    }
+    weft_deadline(before);
+    CHECK(w == -ECONNRESET || w == -EPIPE, "a client that never reads is dropped at its send's deadline");
     weft_close(fd);
 
     failed = NULL;
