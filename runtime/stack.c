@@ -84,6 +84,9 @@
 void *__tsan_create_fiber(unsigned flags);
 void __tsan_destroy_fiber(void *fiber);
 #endif
+#if defined(WEFT__ASAN)
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
+#endif
 
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102
@@ -165,6 +168,14 @@ void weft__stacks_destroy(struct weft__stacks *s)
     struct chunk *c = s->chunks;
     while (c) {
         struct chunk *next = c->next;
+#if defined(WEFT__ASAN)
+        /* A finished coroutine never returns through its last frames, so
+         * their redzones stay poisoned in ASan's shadow; a mapping made
+         * later at these addresses (a slab of task handles, say) would
+         * inherit them, as this ASan clears no shadow on mmap. Only the
+         * slots carved ever held frames. */
+        __asan_unpoison_memory_region(c->base, (size_t)(c->bump - c->base));
+#endif
         munmap(c->base, c->len);
         free(c);
         c = next;
