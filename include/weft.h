@@ -181,7 +181,10 @@ WEFT_API int weft_poll(int fd, short events);
  * be called from any thread. Close with it, not close(2), a descriptor that
  * coroutines may be waiting on. On io_uring a
  * socket is fully released (its peer sees the close) once those requests are
- * cancelled, a few microseconds later.
+ * cancelled, a few microseconds later. weft_close() returns 0, the error of
+ * close(2), or -ENOMEM or -EMFILE when the io_uring requests waiting on fd
+ * could not be cancelled for want of memory or of a descriptor: fd is then
+ * left open, and the call may be made again.
  * Where the kernel offers no asynchronous form, a call runs on a helper thread
  * (weft_offload) rather than block the worker. From a plain thread each is the
  * plain system call.

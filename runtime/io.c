@@ -364,20 +364,31 @@ int weft_fsync(int fd)
     return (int)file_call(&(struct file_call){ .op = OP_FSYNC, .fd = fd });
 }
 
-/* Fails the coroutines of rt waiting on the descriptor *arg with -EBADF. */
+struct forget {
+    int fd;
+    int err;   /* the first runtime whose ring waiters could not be reached */
+};
+
+/* Fails the coroutines of rt waiting on the descriptor with -EBADF. */
 static void forget_fd(weft_rt *rt, void *arg)
 {
-    int fd = *(const int *)arg;
-    weft__epoll_forget(rt, fd);
+    struct forget *f = arg;
+    weft__epoll_forget(rt, f->fd);
 #if WEFT_HAVE_URING
-    weft__ring_close_fd(rt, fd);
+    int err = weft__ring_close_fd(rt, f->fd);
+    if (err && !f->err)
+        f->err = err;
 #endif
 }
 
 int weft_close(int fd)
 {
-    if (fd >= 0)   /* coroutines waiting on fd, in any runtime, get -EBADF */
-        weft__each_runtime(forget_fd, &fd);
+    if (fd >= 0) {   /* coroutines waiting on fd, in any runtime, get -EBADF */
+        struct forget f = { fd, 0 };
+        weft__each_runtime(forget_fd, &f);
+        if (f.err)
+            return f.err;   /* fd stays open: closing it would leave those waiters waiting */
+    }
     /* close(2) releases the descriptor even when it reports EINTR: never retry. */
     return close(fd) < 0 && errno != EINTR ? -errno : 0;
 }

@@ -122,8 +122,9 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
 /* weft_cancel(): asks the owner of t's request in flight to cancel it. */
 int  weft__ring_cancel(weft_task *t);
 /* weft_close(), before close(2): the requests of rt's rings still waiting on
- * fd end with -EBADF. Any thread. */
-void weft__ring_close_fd(weft_rt *rt, int fd);
+ * fd end with -EBADF. Any thread. Returns 0, or -ENOMEM or the error of
+ * dup(2) when it could not reach them all, and then it reached none. */
+int weft__ring_close_fd(weft_rt *rt, int fd);
 /* Tells Valgrind that the kernel wrote n bytes at buf. */
 void weft__ring_mark_read(void *buf, ssize_t n);
 #endif

@@ -429,32 +429,57 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
     return t->deadline && weft_now() >= t->deadline ? -ETIMEDOUT : -EBADF;
 }
 
-void weft__ring_close_fd(weft_rt *rt, int fd)
+static void free_notes(struct cancel_note *n)
 {
-    struct close_ref *c = NULL;
+    while (n) {
+        struct cancel_note *next = n->next;
+        free(n);
+        n = next;
+    }
+}
+
+int weft__ring_close_fd(weft_rt *rt, int fd)
+{
+    /* Everything is had before any ring is told, so that a close that cannot
+     * reach the waiters of every ring reaches none, and says so. */
+    struct cancel_note *notes = NULL;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         struct weft__ring *r = rt->workers[i]->ring;
         if (!r || !waits_on(r, fd))
             continue;
-        if (!c) {
-            c = malloc(sizeof *c);
-            int dup = c ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-            if (dup < 0) {
-                free(c);
-                return;   /* no memory or no descriptor left: the waiters stay until their IO ends */
-            }
-            c->fd = dup;
-            atomic_init(&c->left, 1);   /* ours, dropped below */
+        struct cancel_note *n = malloc(sizeof *n);
+        if (!n) {
+            free_notes(notes);
+            return -ENOMEM;
         }
-        struct cancel_note *note = malloc(sizeof *note);
-        if (!note)
-            continue;   /* that ring's waiters stay until their IO ends */
-        *note = (struct cancel_note){ .close = c };
-        atomic_fetch_add_explicit(&c->left, 1, memory_order_relaxed);   /* before the owner can see it */
-        post_note(r, note);
+        n->next = notes;
+        notes = n;
     }
-    if (c)
-        close_ref_done(c);
+    if (!notes)
+        return 0;
+    struct close_ref *c = malloc(sizeof *c);
+    int dup = c ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (dup < 0) {
+        int err = c ? -errno : -ENOMEM;
+        free(c);
+        free_notes(notes);
+        return err;
+    }
+    c->fd = dup;
+    atomic_init(&c->left, 1);   /* ours, dropped below */
+    for (unsigned i = 0; i < rt->nworkers && notes; i++) {
+        struct weft__ring *r = rt->workers[i]->ring;
+        if (!r || !waits_on(r, fd))
+            continue;
+        struct cancel_note *n = notes;
+        notes = n->next;
+        *n = (struct cancel_note){ .close = c };
+        atomic_fetch_add_explicit(&c->left, 1, memory_order_relaxed);   /* before the owner can see it */
+        post_note(r, n);
+    }
+    free_notes(notes);   /* rings whose requests on fd ended meanwhile */
+    close_ref_done(c);
+    return 0;
 }
 
 int weft__ring_cancel(weft_task *t)
