@@ -206,8 +206,10 @@ WEFT_API int weft_fsync(int fd);
  *
  * weft_cancel(task) makes the task's pending and future blocking calls return
  * -ECANCELED, also when it waits on another worker. It cannot be undone. Any
- * thread, on a task handle that has not been joined or detached. Returns 0 or
- * -EINVAL.
+ * thread, on a task handle that has not been joined or detached. Returns 0,
+ * -EINVAL, or -ENOMEM when the task's io_uring request in flight could not be
+ * reached for want of memory: its later calls are cancelled all the same, and
+ * calling again reaches that request.
  */
 WEFT_API uint64_t weft_deadline(uint64_t abs_ns);
 WEFT_API int weft_cancel(weft_task *task);
@@ -344,7 +346,9 @@ typedef struct weft_sel {
  * fails, its receive fails once drained, and that case completes with its
  * chan set to NULL, so that a loop selecting again ignores it (Go's idiom of
  * setting a closed channel to nil). Returns the case's index, or -EINVAL
- * (cases NULL, a bad op, no channel at all), -ETIMEDOUT, -ECANCELED.
+ * (cases NULL, a bad op, no channel at all), -ENOMEM (more than 16 cases,
+ * and no memory for their bookkeeping: no case completed), -ETIMEDOUT,
+ * -ECANCELED.
  */
 WEFT_API int weft_select(weft_sel *cases, size_t n);
 
