@@ -219,8 +219,14 @@ int weft_offload(weft_fn fn, void *arg, void **result)
         return 0;
     }
 
+    /* A deadline already past, or a cancellation already made, ends the
+     * call before fn could start: queued first, a helper might start it
+     * before the wait below looks. */
+    int err = weft__interrupted();
+    if (err)
+        return err;
     struct weft__offload *p;
-    int err = pool_get(w->rt, &p);
+    err = pool_get(w->rt, &p);
     if (err)
         return err;
     struct weft__waiter w1;
