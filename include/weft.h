@@ -161,8 +161,11 @@ WEFT_API int weft_sleep(uint64_t ns);
  * system call. Each returns what the system call returns, or a negative errno;
  * errno is never set. weft_send() adds MSG_NOSIGNAL: a closed peer gives -EPIPE,
  * never SIGPIPE; weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
- * rather than wait. weft_poll() waits until one of events (POLLIN, POLLOUT,
- * or both) is ready and returns the revents. One coroutine at a time may wait
+ * rather than wait. A length above SSIZE_MAX, whose count no return value
+ * could hold, gives -EINVAL (also to weft_pread and weft_pwrite); one above
+ * what the kernel moves in one call is a short transfer. weft_poll() waits
+ * until one of events (POLLIN, POLLOUT, or both) is ready and returns the
+ * revents; events that hold none of POLLIN, POLLOUT and POLLPRI give -EINVAL. One coroutine at a time may wait
  * to read a descriptor and one to write it; another gets -EBUSY.
  */
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len);

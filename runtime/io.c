@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -176,6 +177,8 @@ static ssize_t epoll_io(struct weft__worker *w, const struct io_args *a)
 
 static ssize_t do_io(const struct io_args *a)
 {
+    if (a->len > SSIZE_MAX)
+        return -EINVAL;   /* no count could report it; and so on every path and backend */
     struct weft__worker *w = in_coroutine();
     if (!w) {
         ssize_t r;
@@ -264,6 +267,8 @@ int weft_poll(int fd, short events)
 {
     if (fd < 0)
         return -EBADF;   /* poll(2) would skip it and wait for nothing */
+    if (!(events & (POLLIN | POLLOUT | POLLPRI)))
+        return -EINVAL;   /* nothing that could ever become ready: a plain thread would wait for ever */
     struct pollfd pfd = { .fd = fd, .events = events };
     struct weft__worker *w = in_coroutine();
     for (;;) {
@@ -276,8 +281,6 @@ int weft_poll(int fd, short events)
             return -EBADF;
         if (r > 0)
             return pfd.revents;
-        if (!(events & (POLLIN | POLLOUT | POLLPRI)))
-            return -EINVAL;   /* nothing that could ever become ready */
 #if WEFT_HAVE_URING
         if (w->ring) {
             ssize_t rv = ring_io(w, &(struct io_args){ .op = OP_POLL, .fd = fd, .flags = events });
@@ -324,6 +327,8 @@ static void *file_call_run(void *arg)
 
 static ssize_t file_call(struct file_call *c)
 {
+    if (c->len > SSIZE_MAX)
+        return -EINVAL;   /* as do_io */
     struct weft__worker *w = in_coroutine();
     if (!w) {
         file_call_run(c);
