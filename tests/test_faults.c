@@ -57,6 +57,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #ifndef MADV_GUARD_INSTALL
@@ -413,6 +414,25 @@ static bool answer_ok(long result, long ok)
 #define SWEEP_MAX 5000
 
 /*
+ * The worker counts the sweeps run on. Under ThreadSanitizer a coroutine's
+ * first run costs milliseconds (each is a TSan fiber, as costly as a thread),
+ * and Valgrind runs one thread at a time: there the sweeps run on 2 workers
+ * only, where the error paths meet other threads, and spawn fewer (below).
+ */
+static const unsigned all_workers[] = { 1, 2, 4 };
+static const unsigned two_workers[] = { 2 };
+
+static bool slow_build(void)
+{
+    return WEFT_TEST_TSAN || RUNNING_ON_VALGRIND;
+}
+
+#define FOR_EACH_WORKERS(w)                                                             \
+    for (size_t w##_i = 0, w##_n = slow_build() ? 1 : 3; w##_i < w##_n; w##_i++)         \
+        for (unsigned w = slow_build() ? two_workers[w##_i] : all_workers[w##_i], w##_go = 1; \
+             w##_go; w##_go = 0)
+
+/*
  * Runs scenario(run) for n = 1, 2, ... with the nth call of `kinds` in the
  * scenario's window failing, until a run made fewer than n such calls: that
  * last run failed nothing and must have succeeded whole. Every run must end
@@ -465,8 +485,9 @@ static void *read_one(void *arg)
     return (void *)(intptr_t)weft_read(pr->fd, &pr->c, 1);
 }
 
-/* In a coroutine: a spawn and join, a sleep, a pipe read that waits, a
- * channel, an offload. Returns NULL if all worked, or what did not. */
+/* In a coroutine: a spawn and join, a sleep, a pipe read that waits, one
+ * that weft_close ends (on one worker), a channel, an offload. Returns NULL
+ * if all worked, or what did not. */
 static void *works(void *arg)
 {
     weft_task *t;
@@ -488,6 +509,19 @@ static void *works(void *arg)
     close(p[1]);
     if (!pipe_ok)
         return "a pipe read that waits";
+    if (weft_workers() == 1) {   /* the reader waits by the time the sleep ends */
+        if (pipe2(p, O_CLOEXEC) != 0)
+            return "pipe(2)";
+        pr = (struct pipe_read){ p[0], 0 };
+        pipe_ok = weft_spawn(&t, read_one, &pr) == 0;
+        if (pipe_ok) {
+            pipe_ok = weft_sleep(100000) == 0 && weft_close(p[0]) == 0;
+            pipe_ok = weft_join(t, &res) == 0 && (intptr_t)res == -EBADF && pipe_ok;
+        }
+        close(p[1]);
+        if (!pipe_ok)
+            return "weft_close of a descriptor a coroutine waits on";
+    }
     weft_chan *ch;
     int v = 3, w = 0;
     if (weft_chan_create(&ch, sizeof v, 1) != 0)
@@ -555,8 +589,8 @@ static void sweep_create(int backend)
 {
     if (!backend_available(backend == WEFT_IO_AUTO ? WEFT_IO_EPOLL : backend))
         return;
-    for (size_t i = 0; i < SWEEP_N; i++) {
-        struct create_case c = { sweep_workers[i], backend };
+    FOR_EACH_WORKERS(w) {
+        struct create_case c = { w, backend };
         char what[96];
         snprintf(what, sizeof what, "weft_rt_create, %u workers, %s", c.workers, backend_name[backend]);
         sweep(what, F_SWEPT, create_scenario, &c);
@@ -585,8 +619,15 @@ Test(faults, runtime_creation_on_the_default_backend_fails_cleanly_at_every_call
 /* ---- spawning -------------------------------------------------------------------- */
 
 /* Past every cache: more handles than the first slab holds, more stacks than
- * the first chunks, and more handles freed than a worker's cache keeps. */
+ * the first chunks, and more handles freed than a worker's cache keeps.
+ * Under ThreadSanitizer, past a worker's caches of handles and promises only. */
 #define SPAWNS 700
+#define SPAWNS_TSAN 40
+
+static int spawns(void)
+{
+    return WEFT_TEST_TSAN ? SPAWNS_TSAN : SPAWNS;
+}
 
 struct spawn_case {
     unsigned   workers;
@@ -667,12 +708,12 @@ static void spawn_scenario(struct run *r)
         run_fail(r, "weft_rt_destroy: %d", err);
 }
 
-static void sweep_spawn(bool outside, int spawns)
+static void sweep_spawn(bool outside, int count)
 {
     static struct spawn_case c;
-    for (size_t i = 0; i < SWEEP_N; i++) {
-        c.workers = sweep_workers[i];
-        c.spawns = spawns;
+    FOR_EACH_WORKERS(w) {
+        c.workers = w;
+        c.spawns = count;
         c.outside = outside;
         char what[96];
         snprintf(what, sizeof what, "%s, %u workers", outside ? "weft_spawn_on from a plain thread"
@@ -684,13 +725,13 @@ static void sweep_spawn(bool outside, int spawns)
 Test(faults, spawning_from_a_coroutine_fails_cleanly_at_every_call, .timeout = 600)
 {
     settle();
-    sweep_spawn(false, SPAWNS);
+    sweep_spawn(false, spawns());
 }
 
 Test(faults, spawning_from_a_plain_thread_fails_cleanly_at_every_call, .timeout = 600)
 {
     settle();
-    sweep_spawn(true, SPAWNS);
+    sweep_spawn(true, spawns());
 }
 
 /* Kernels before 6.13 have no MADV_GUARD_INSTALL: the probe fails, and each
@@ -698,6 +739,7 @@ Test(faults, spawning_from_a_plain_thread_fails_cleanly_at_every_call, .timeout 
  * spawn then makes calls of its own, so fewer spawns: past the first chunk
  * of slots and a worker's batch of promises. */
 #define SPAWNS_MPROTECT 100
+_Static_assert(SPAWNS_TSAN < SPAWNS_MPROTECT && SPAWNS_MPROTECT < SPAWNS, "counts of spawns");
 static void without_guard_madvise(void)
 {
     fault_reset(1);
@@ -713,8 +755,9 @@ static void without_guard_madvise(void)
 Test(faults, spawning_with_mprotect_guards_fails_cleanly_at_every_call, .timeout = 600)
 {
     without_guard_madvise();
-    sweep_spawn(false, SPAWNS_MPROTECT);
-    sweep_spawn(true, SPAWNS_MPROTECT);
+    int count = spawns() < SPAWNS_MPROTECT ? spawns() : SPAWNS_MPROTECT;
+    sweep_spawn(false, count);
+    sweep_spawn(true, count);
 }
 
 /* Binding a stack to a task that is about to run cannot fail the spawn; a
@@ -741,14 +784,36 @@ static bool kernel_has_guard_madvise(void)
     return ok;
 }
 
-Test(faults, a_stack_guard_the_kernel_cannot_install_stops_the_program, .signal = SIGABRT)
+/* Run in a child process, whose message the test reads. */
+Test(faults, a_stack_guard_the_kernel_cannot_install_stops_the_program)
 {
     if (RUNNING_ON_VALGRIND)
         cr_skip("the program is stopped holding all it had, which Valgrind reports as leaks");
     if (!kernel_has_guard_madvise())
         cr_skip("this kernel has no MADV_GUARD_INSTALL: guards are made when a spawn is promised a stack");
     settle();
-    run_with(1, bind_one, NULL);
+    int out[2];
+    cr_assert_eq(pipe(out), 0);
+    fflush(NULL);
+    pid_t child = fork();
+    cr_assert_geq(child, 0);
+    if (child == 0) {
+        dup2(out[1], STDERR_FILENO);
+        run_with(1, bind_one, NULL);
+        _exit(0);   /* not reached: the bind stops the program */
+    }
+    close(out[1]);
+    char msg[1024];
+    size_t got = 0;
+    ssize_t n;
+    while (got + 1 < sizeof msg && (n = read(out[0], msg + got, sizeof msg - 1 - got)) > 0)
+        got += (size_t)n;
+    msg[got] = 0;
+    close(out[0]);
+    int status;
+    cr_assert_eq(waitpid(child, &status, 0), child);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "the child ended with status %#x", status);
+    cr_assert(strstr(msg, "could not install a stack guard"), "it said: %s", msg);
 }
 
 /* ---- channels ---------------------------------------------------------------------- */
@@ -1009,7 +1074,7 @@ static void close_waited(struct run *r)
         close(fds[1]);
         return;
     }
-    weft_sleep(2000000);   /* it waits meanwhile, or is about to */
+    weft_sleep(100000);   /* the reader runs to its wait meanwhile */
     fault_begin(r);
     int err = weft_close(fds[0]);
     fault_end();
@@ -1047,7 +1112,7 @@ static void cancel_waiting(struct run *r)
         close(fds[1]);
         return;
     }
-    weft_sleep(2000000);
+    weft_sleep(100000);   /* the reader runs to its wait meanwhile */
     fault_begin(r);
     int err = weft_cancel(t);
     fault_end();
@@ -1075,8 +1140,17 @@ static void *io_all(void *arg)
     first_waits(r, 2);
     deadline_wait(r);
     offloads(r);
-    close_waited(r);
-    cancel_waiting(r);
+    return NULL;
+}
+
+/* On a runtime of one worker: the reader has run to its wait by the time
+ * the sleep of the coroutine that closes or cancels ends (nothing else can
+ * run it), so the window holds the close or the cancel alone, and the read
+ * happens before the close for ThreadSanitizer too. */
+static void *close_and_cancel(void *arg)
+{
+    close_waited(arg);
+    cancel_waiting(arg);
     return NULL;
 }
 
@@ -1098,13 +1172,15 @@ static void io_scenario(struct run *r)
         run_fail(r, "the runtime no longer works: %s", why);
     if ((err = weft_rt_destroy(rt)) != 0)
         run_fail(r, "weft_rt_destroy: %d", err);
+    weft_config one = { .workers = 1, .io_backend = c->backend };
+    if ((err = weft_main(&one, close_and_cancel, r, NULL)) != 0)
+        run_fail(r, "weft_main for weft_close and weft_cancel: %d", err);
 }
 
 Test(faults, first_waits_timers_and_offloads_fail_cleanly_at_every_call, .timeout = 600)
 {
     settle();
-    static const unsigned workers[] = { 1, 2, 4 };
-    FOR_EACH_CONFIG(b, w, workers) {
+    FOR_EACH_BACKEND(b) FOR_EACH_WORKERS(w) {
         struct io_case c = { w, b, NULL };
         char what[96];
         snprintf(what, sizeof what, "IO, %u workers, %s", w, backend_name[b]);
