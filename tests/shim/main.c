@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -114,6 +115,7 @@ static int wait_test(const struct shim_test *t, pid_t pid, int *status)
 int main(void)
 {
     int passed = 0, failed = 0, skipped = 0;
+    pid_t runner = getpid();
     for (struct shim_test *t = tests; t; t = t->next) {
         if (t->disabled) {
             skipped++;
@@ -127,6 +129,9 @@ int main(void)
         }
         if (pid == 0) {
             setpgid(0, 0);   /* so that a timeout kills what the test started too */
+            prctl(PR_SET_PDEATHSIG, SIGKILL);   /* and a runner killed from outside kills the test */
+            if (getppid() != runner)
+                _exit(2);   /* the runner died before that */
             t->fn();
             fflush(NULL);
             _exit(0);
