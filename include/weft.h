@@ -208,7 +208,10 @@ WEFT_API int weft_fsync(int fd);
  * that thread's deadline for weft's blocking calls.
  *
  * weft_cancel(task) makes the task's pending and future blocking calls return
- * -ECANCELED, also when it waits on another worker. It cannot be undone. Any
+ * -ECANCELED, also when it waits on another worker: its sleeps, descriptor and
+ * file calls and offloads at once, on either backend; its locks, channels,
+ * joins, wait groups and semaphores when they would wait (one that can
+ * complete at once still does). It cannot be undone. Any
  * thread, on a task handle that has not been joined or detached. Returns 0,
  * -EINVAL, or -ENOMEM when the task's io_uring request in flight could not be
  * reached for want of memory: its later calls are cancelled all the same, and

@@ -36,6 +36,17 @@ static struct weft__worker *in_coroutine(void)
     return w && w->current ? w : NULL;
 }
 
+/*
+ * Whether the coroutine on w has been cancelled. Its IO calls then fail with
+ * -ECANCELED at once, also those that could complete without waiting: so
+ * does a ring request (weft__ring_call turns it into a no-op), and the epoll
+ * backend, which tries the system call first, must say the same.
+ */
+static bool cancelled(const struct weft__worker *w)
+{
+    return atomic_load_explicit(&w->current->cancelled, memory_order_relaxed) != 0;   /* set once, never cleared */
+}
+
 static int make_nonblocking(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
@@ -186,6 +197,8 @@ static ssize_t do_io(const struct io_args *a)
             ;
         return r;
     }
+    if (cancelled(w))
+        return -ECANCELED;
 #if WEFT_HAVE_URING
     if (w->ring)
         return ring_io(w, a);
@@ -229,6 +242,8 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
         int r = connect(fd, addr, addrlen);
         return r < 0 ? -errno : 0;
     }
+    if (cancelled(w))
+        return -ECANCELED;
 #if WEFT_HAVE_URING
     if (w->ring) {
         ssize_t r = ring_io(w, &(struct io_args){ .op = OP_CONNECT, .fd = fd,
@@ -271,6 +286,8 @@ int weft_poll(int fd, short events)
         return -EINVAL;   /* nothing that could ever become ready: a plain thread would wait for ever */
     struct pollfd pfd = { .fd = fd, .events = events };
     struct weft__worker *w = in_coroutine();
+    if (w && cancelled(w))
+        return -ECANCELED;
     for (;;) {
         int r;
         while ((r = poll(&pfd, 1, w ? 0 : -1)) < 0 && errno == EINTR)
@@ -334,6 +351,8 @@ static ssize_t file_call(struct file_call *c)
         file_call_run(c);
         return c->ret;
     }
+    if (cancelled(w))
+        return -ECANCELED;
 #if WEFT_HAVE_URING
     if (w->ring) {
         return ring_io(w, &(struct io_args){ .op = c->op, .fd = c->fd, .buf = c->buf,
