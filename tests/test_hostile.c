@@ -501,6 +501,54 @@ Test(hostile, a_deadline_at_uint64_max_is_no_deadline)
     }
 }
 
+/* A cancelled coroutine's IO fails at once with -ECANCELED on both backends,
+ * also a call that could complete without waiting, and moves nothing. */
+static void *cancelled_io(void *arg)
+{
+    struct verdict *v = arg;
+    int p[2], sv[2];
+    if (pipe2(p, O_CLOEXEC) || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+        verdict_fail(v, __LINE__, "descriptors: %s", strerror(errno));
+        return NULL;
+    }
+    int f = memfd_create("weft-hostile", MFD_CLOEXEC);
+    if (write(p[1], "r", 1) != 1 || send(sv[1], "s", 1, 0) != 1 || pwrite(f, "f", 1, 0) != 1)
+        verdict_fail(v, __LINE__, "the bytes to be left alone: %s", strerror(errno));
+    char c = 0, two[2];
+    EXPECT_EQ(v, weft_cancel(weft_self()), 0, "weft_cancel of itself");
+    EXPECT_EQ(v, weft_read(p[0], &c, 1), -ECANCELED, "read with a byte ready");
+    EXPECT_EQ(v, weft_write(p[1], "w", 1), -ECANCELED, "write with room");
+    EXPECT_EQ(v, weft_recv(sv[0], &c, 1, 0), -ECANCELED, "recv with a byte ready");
+    EXPECT_EQ(v, weft_send(sv[0], "w", 1, 0), -ECANCELED, "send with room");
+    EXPECT_EQ(v, weft_poll(p[0], POLLIN), -ECANCELED, "poll of a ready pipe");
+    EXPECT_EQ(v, weft_pread(f, &c, 1, 0), -ECANCELED, "pread");
+    EXPECT_EQ(v, weft_pwrite(f, "w", 1, 0), -ECANCELED, "pwrite");
+    EXPECT_EQ(v, weft_fsync(f), -ECANCELED, "fsync");
+    EXPECT_EQ(v, weft_sleep(0), -ECANCELED, "sleep");
+    /* Nothing moved: each byte is where it was, and nothing was added. */
+    EXPECT_EQ(v, read(p[0], &c, 1), 1, "the pipe's byte");
+    EXPECT_EQ(v, c, 'r', "the pipe's byte");
+    EXPECT_EQ(v, recv(sv[0], &c, 1, MSG_DONTWAIT), 1, "the socket's byte");
+    EXPECT_EQ(v, c, 's', "the socket's byte");
+    EXPECT_EQ(v, recv(sv[1], &c, 1, MSG_DONTWAIT), -1, "a cancelled send sent nothing");
+    EXPECT_EQ(v, pread(f, two, 2, 0), 1, "a cancelled pwrite wrote nothing");
+    close(f);
+    close(p[0]);
+    close(p[1]);
+    close(sv[0]);
+    close(sv[1]);
+    return NULL;
+}
+
+Test(hostile, a_cancelled_coroutines_io_fails_at_once_on_both_backends)
+{
+    FOR_EACH_CONFIG(b, w, workers_124) {
+        struct verdict v = { 0 };
+        run_with_io(w, b, cancelled_io, &v);
+        cr_assert(!v.failed, "%s, %u workers: %s", backend_name[b], w, v.why);
+    }
+}
+
 /* ---- descriptors, lengths, buffers and flags -------------------------------------------- */
 
 static const int bad_fds[] = { -1, -2, INT_MIN, INT_MAX, 5000000, 0x7ffffff0 };
