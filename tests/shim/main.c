@@ -3,6 +3,7 @@
 #include "criterion/criterion.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
@@ -112,11 +113,28 @@ static int wait_test(const struct shim_test *t, pid_t pid, int *status)
     }
 }
 
-int main(void)
+/* Criterion's --filter=PATTERN (or --filter PATTERN): a glob on "suite/name". */
+static const char *filter_of(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strncmp(argv[i], "--filter=", 9) == 0)
+            return argv[i] + 9;
+        if (strcmp(argv[i], "--filter") == 0 && i + 1 < argc)
+            return argv[i + 1];
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
 {
     int passed = 0, failed = 0, skipped = 0;
     pid_t runner = getpid();
+    const char *filter = filter_of(argc, argv);
     for (struct shim_test *t = tests; t; t = t->next) {
+        char full[512];
+        snprintf(full, sizeof full, "%s/%s", t->suite, t->name);
+        if (filter && fnmatch(filter, full, 0) != 0)
+            continue;
         if (t->disabled) {
             skipped++;
             continue;

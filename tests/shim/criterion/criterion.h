@@ -19,8 +19,9 @@
  * for the comparisons (cr_assert_eq and the others), the value of each side,
  * each evaluated once.
  *
- * What it leaves out: command-line options (they are accepted and ignored),
- * parallel jobs, fixtures, parameterised tests, the "new" assertion API.
+ * Of the command-line options it takes --filter (a glob on "suite/name") and
+ * ignores the others. It leaves out parallel jobs, fixtures, parameterised
+ * tests and the "new" assertion API.
  */
 #ifndef WEFT_CRITERION_SHIM_H
 #define WEFT_CRITERION_SHIM_H
