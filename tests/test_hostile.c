@@ -162,6 +162,8 @@ Test(hostile, a_runtime_of_the_most_workers_runs_or_says_what_ran_out, .timeout 
 {
     if (RUNNING_ON_VALGRIND)
         cr_skip("Valgrind runs at most 500 threads, one at a time");
+    if (WEFT_TEST_TSAN)
+        cr_skip("a thousand threads and their coroutines take ThreadSanitizer minutes");
     struct rlimit fds;
     if (getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur < fds.rlim_max) {
         fds.rlim_cur = fds.rlim_max;   /* two descriptors a worker, or more */
