@@ -203,7 +203,7 @@ Test(hostile, channels_of_impossible_sizes_are_refused)
     cr_assert_eq(weft_chan_create(&ch, size_max, 0), -EINVAL);
     cr_assert_eq(weft_chan_create(&ch, 8, size_max / 8 + 1), -EINVAL, "elem_size * capacity overflows");
     cr_assert_eq(weft_chan_create(&ch, 2, size_max), -EINVAL, "elem_size * capacity overflows");
-    cr_assert_eq(weft_chan_create(&ch, 1, size_max), -ENOMEM, "SIZE_MAX bytes cannot be had");
+    cr_assert_eq(weft_chan_create(&ch, 1, (size_t)1 << 62), -ENOMEM, "2^62 bytes cannot be had");
     cr_assert_eq(ch, untouched, "a refused create wrote the channel pointer");
 
     /* At the limits: the largest element, unbuffered; then one carried. */
@@ -609,11 +609,16 @@ static void *bad_lengths(void *arg)
         return NULL;
     }
     char buf[16] = { 0 };
+    /* Valgrind checks a call's whole buffer against its length, which the
+     * next calls overstate on purpose, or point at NULL: it reports each. */
+    bool lie = !RUNNING_ON_VALGRIND;
     /* Over INT_MAX: a short transfer of what there is, as POSIX allows. */
-    EXPECT_EQ(v, weft_write(p[1], "abc", 3), 3, "write");
-    EXPECT_EQ(v, weft_read(p[0], buf, over_int_max), 3, "read of INT_MAX + 1 bytes");
-    EXPECT_EQ(v, weft_send(sv[0], "abc", 3, 0), 3, "send");
-    EXPECT_EQ(v, weft_recv(sv[1], buf, over_int_max, 0), 3, "recv of INT_MAX + 1 bytes");
+    if (lie) {
+        EXPECT_EQ(v, weft_write(p[1], "abc", 3), 3, "write");
+        EXPECT_EQ(v, weft_read(p[0], buf, over_int_max), 3, "read of INT_MAX + 1 bytes");
+        EXPECT_EQ(v, weft_send(sv[0], "abc", 3, 0), 3, "send");
+        EXPECT_EQ(v, weft_recv(sv[1], buf, over_int_max, 0), 3, "recv of INT_MAX + 1 bytes");
+    }
     /* Past SSIZE_MAX: no count could say how much moved. */
     EXPECT_EQ(v, weft_write(p[1], "abc", 3), 3, "write");
     EXPECT_EQ(v, weft_read(p[0], buf, size_max), -EINVAL, "read of SIZE_MAX bytes");
@@ -621,8 +626,10 @@ static void *bad_lengths(void *arg)
     EXPECT_EQ(v, weft_recv(sv[1], buf, size_max, 0), -EINVAL, "recv of SIZE_MAX bytes");
     EXPECT_EQ(v, weft_send(sv[0], buf, size_max, 0), -EINVAL, "send of SIZE_MAX bytes");
     /* NULL buffers: the kernel's -EFAULT, the byte not taken. */
-    EXPECT_EQ(v, weft_read(p[0], NULL, 1), -EFAULT, "read into NULL");
-    EXPECT_EQ(v, weft_write(p[1], NULL, 1), -EFAULT, "write from NULL");
+    if (lie) {
+        EXPECT_EQ(v, weft_read(p[0], NULL, 1), -EFAULT, "read into NULL");
+        EXPECT_EQ(v, weft_write(p[1], NULL, 1), -EFAULT, "write from NULL");
+    }
     memset(buf, 0, sizeof buf);
     EXPECT_EQ(v, weft_read(p[0], buf, sizeof buf), 3, "read after the refused calls");
     EXPECT_EQ(v, memcmp(buf, "abc", 3), 0, "the bytes after the refused calls");
@@ -645,7 +652,8 @@ static void *bad_lengths(void *arg)
     EXPECT_EQ(v, weft_poll(p[0], 0), -EINVAL, "poll for nothing");
     EXPECT_EQ(v, weft_open(NULL, O_RDONLY, 0), -EFAULT, "open of NULL");
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    EXPECT_EQ(v, weft_connect(s, NULL, sizeof(struct sockaddr_in)), -EFAULT, "connect to NULL");
+    if (lie)
+        EXPECT_EQ(v, weft_connect(s, NULL, sizeof(struct sockaddr_in)), -EFAULT, "connect to NULL");
     struct sockaddr_in sa = { .sin_family = AF_INET };
     EXPECT_EQ(v, weft_connect(s, (struct sockaddr *)&sa, 0), -EINVAL, "connect with a zero length");
     close(s);
