@@ -2,12 +2,11 @@
 # Runs the stand-in's self-test (selftest.c) and checks what it reports: the
 # two values of a failed comparison and its message, a timeout that names
 # itself and ends the test's whole process group, and the totals.
-# Usage: check_shim.sh SELFTEST_PROGRAM
+# Usage: check_shim.sh [EMULATOR...] SELFTEST_PROGRAM
 set -u
-prog=$1
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-SHIM_CHILD_PID_FILE=$dir/child "$prog" >"$dir/out" 2>&1
+SHIM_CHILD_PID_FILE=$dir/child "$@" >"$dir/out" 2>&1
 rc=$?
 cat "$dir/out"
 fail() { echo "check_shim: $*" >&2; exit 1; }
