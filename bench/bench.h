@@ -41,6 +41,8 @@ struct bench_opt {
     long lock_iters;           /* per task */
     uint64_t serve_ns;         /* timed part of one server run */
     long timer_weft, timer_pth;/* sleepers */
+    long mixed_waiters;        /* tasks blocked on a pipe each */
+    uint64_t mixed_ns;         /* timed part of one mixed run */
 };
 
 extern struct bench_opt opt;

@@ -195,6 +195,7 @@ static void set_sizes(void)
         opt.chan_msgs = 2000000; opt.chan_sync_pth = 100000; opt.lock_iters = 20000;
         opt.serve_ns = 2000000000;
         opt.timer_weft = 100000; opt.timer_pth = 1000;
+        opt.mixed_waiters = 8000; opt.mixed_ns = 2000000000;
     } else {
         opt.spawn_weft = 20000; opt.spawn_pth = 2000;
         opt.yield_iters = 1000000; opt.cond_iters = 50000; opt.futex_iters = 50000;
@@ -205,6 +206,7 @@ static void set_sizes(void)
         opt.chan_msgs = 200000; opt.chan_sync_pth = 10000; opt.lock_iters = 5000;
         opt.serve_ns = 200000000;
         opt.timer_weft = 20000; opt.timer_pth = 1000;
+        opt.mixed_waiters = 2000; opt.mixed_ns = 500000000;
     }
 }
 
