@@ -5,7 +5,9 @@
  *                  (list.h), running them; the helpers every workload uses
  *   report.c       statistics, the result rows, the table, the CSV files,
  *                  the SVG charts and the progress line
- *   NAME.c         one workload each, entry point bench_NAME()
+ *   NAME.c         one workload each, entry point bench_NAME(); scale.c is
+ *                  the `scale` command, which runs kernels of skynet.c,
+ *                  scaling.c, chan.c and server.c at several worker counts
  *
  * A workload runs each side (weft, pthreads) opt.runs times, checks every
  * answer it gets (fail() on a wrong one; timing never decides the exit
@@ -30,6 +32,8 @@ struct bench_opt {
     unsigned    workers;       /* weft's workers; 0 = every CPU this process may use */
     const char *dir;           /* where the CSV files and charts go */
     int         explain;       /* --explain: each row's full description after the table */
+    int         force;         /* scale: every worker count, even above the CPUs */
+    const char *go_dir;        /* scale: where the built Go programs are, or NULL */
     /* sizes, set from --quick / --full */
     long spawn_weft, spawn_pth;
     long yield_iters, cond_iters, futex_iters, raw_iters, handoff_iters;
@@ -47,16 +51,17 @@ struct bench_opt {
 
 extern struct bench_opt opt;
 
-/* ---- the workloads (list.h) ----------------------------------------------- */
+/* ---- the workloads (list.h) and the scale command (scale.c) --------------- */
 
 #define WORKLOAD(name, summary) void bench_##name(void);
 #include "list.h"
 #undef WORKLOAD
 
+void bench_scale(void);
+
 /*
- * One run of one side of a workload, on a given number of workers, for a
- * caller that varies it. Each checks its own answer (fail() on a wrong one)
- * and returns one figure.
+ * Kernels the scale command runs at several worker counts. Each checks its
+ * own answer (fail() on a wrong one) and returns one figure.
  */
 double skynet_weft_ms(unsigned workers, long leaves);        /* skynet.c */
 void   forkjoin_prepare(void);                               /* scaling.c: the expected sum */

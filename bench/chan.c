@@ -2,6 +2,7 @@
  * chan: channel throughput. weft: weft_chan between coroutines, buffered
  * (capacity 128) and unbuffered; pthreads: threads on a bounded queue of one
  * mutex and condition variables, with 128 slots and as a rendezvous.
+ * scale.c runs chan_weft_rate and chan_pthreads_rate at several worker counts.
  */
 #include "bench.h"
 

@@ -2,7 +2,7 @@
  * server: a loopback TCP echo server, the same request/response server
  * written with weft coroutines, as a hand-written epoll loop per core and with
  * a thread per connection, under the same load from one client built on plain
- * threads and epoll.
+ * threads and epoll. scale.c runs serve_once at several worker counts.
  */
 #include "bench.h"
 

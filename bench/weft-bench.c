@@ -144,6 +144,8 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: weft-bench [WORKLOAD...] [--quick|--full] [--runs N] [--workers N]\n"
         "                  [--out DIR] [--explain]\n"
+        "       weft-bench scale [--quick|--full] [--runs N] [--out DIR] [--force]\n"
+        "                  [--go DIR]\n"
         "\n"
         "Runs each workload with weft coroutines and with pthreads, prints a table of\n"
         "the medians and their ratios, and writes results.csv and SVG charts.\n"
@@ -156,7 +158,13 @@ static void usage(FILE *f)
         "  --out DIR    where the CSV files and charts go; default: results/ beside\n"
         "               this program (--csv DIR is the same)\n"
         "  --explain    after the table, what each row measures, in full\n"
-        "  --list       the workloads, one line each\n");
+        "  --list       the workloads, one line each\n"
+        "\n"
+        "scale runs skynet, fork-join, channel throughput and the echo server at 1, 2,\n"
+        "4, 8 and 16 workers, as many of those as there are CPUs, and writes scale.csv\n"
+        "and scale.svg. bench/scale.sh builds everything and runs it in one command.\n"
+        "  --force      every worker count up to 16, even above the CPUs\n"
+        "  --go DIR     Go's skynet and chan programs, built in DIR, side by side\n");
 }
 
 static void bad_usage(const char *fmt, const char *arg)
@@ -255,11 +263,11 @@ static const char *auto_backend(void)
     return "io_uring";
 }
 
-/* Reads the command line into opt and chosen[]. Exits with status 2 on a bad
- * one, naming what is wrong. */
-static void parse_args(int argc, char **argv, int *chosen)
+/* Reads the command line into opt and chosen[]; returns 1 for the scale
+ * command. Exits with status 2 on a bad one, naming what is wrong. */
+static int parse_args(int argc, char **argv, int *chosen)
 {
-    int any = 0;
+    int any = 0, scale = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--quick")) {
@@ -272,22 +280,31 @@ static void parse_args(int argc, char **argv, int *chosen)
         } else if (!strcmp(a, "--workers")) {
             opt.workers = (unsigned)number(a, v, 1, WEFT_WORKERS_MAX);
             i++;
-        } else if (!strcmp(a, "--out") || !strcmp(a, "--csv")) {
+        } else if (!strcmp(a, "--out") || !strcmp(a, "--csv") || !strcmp(a, "--go")) {
             if (!v || !*v)
                 bad_usage("%s needs a folder", a);
-            opt.dir = v;
+            if (!strcmp(a, "--go"))
+                opt.go_dir = v;
+            else
+                opt.dir = v;
             i++;
+        } else if (!strcmp(a, "--force")) {
+            opt.force = 1;
         } else if (!strcmp(a, "--explain")) {
             opt.explain = 1;
         } else if (!strcmp(a, "--list")) {
             for (int k = 0; k < NWORKLOADS; k++)
                 printf("%-8s %s\n", workloads[k].name, workloads[k].summary);
+            printf("%-8s %s\n", "scale", "skynet, fork-join, channels and the echo server "
+                   "at 1, 2, 4, 8 and 16 workers");
             exit(0);
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             exit(0);
         } else if (a[0] == '-') {
             bad_usage("unknown option %s", a);
+        } else if (!strcmp(a, "scale")) {
+            scale = 1;
         } else if (!strcmp(a, "all")) {
             for (int k = 0; k < NWORKLOADS; k++)
                 chosen[k] = 1;
@@ -301,6 +318,12 @@ static void parse_args(int argc, char **argv, int *chosen)
             chosen[k] = any = 1;
         }
     }
+    if (scale && any)
+        bad_usage("%s runs alone: name no other workload with it", "scale");
+    if (scale && opt.workers)
+        bad_usage("%s chooses its own worker counts: --workers does not apply", "scale");
+    if (!scale && (opt.force || opt.go_dir))
+        bad_usage("%s apply to the scale command only", "--force and --go");
     if (!any)
         for (int k = 0; k < NWORKLOADS; k++)
             chosen[k] = 1;
@@ -309,18 +332,19 @@ static void parse_args(int argc, char **argv, int *chosen)
     if (!opt.dir)
         opt.dir = default_dir();
     set_sizes();
+    return scale;
 }
 
-static void print_header(void)
+static void print_header(int scale)
 {
-    char w[64];
-    if (opt.workers)
-        snprintf(w, sizeof w, "%u worker%s", opt.workers, opt.workers == 1 ? "" : "s");
-    else
-        snprintf(w, sizeof w, "%d workers (one per CPU)", ncpus());
-    printf("weft-bench %s: %d CPUs; weft on %s, IO on %s; %d run%s per figure\n",
-           opt.full ? "--full" : "--quick", ncpus(), w, auto_backend(), opt.runs,
-           opt.runs == 1 ? "" : "s");
+    char w[64] = "";
+    if (!scale && opt.workers)
+        snprintf(w, sizeof w, "weft on %u worker%s, ", opt.workers, opt.workers == 1 ? "" : "s");
+    else if (!scale)
+        snprintf(w, sizeof w, "weft on %d workers (one per CPU), ", ncpus());
+    printf("weft-bench%s %s: %d CPUs; %sIO on %s; %d run%s per figure\n",
+           scale ? " scale" : "", opt.full ? "--full" : "--quick", ncpus(), w, auto_backend(),
+           opt.runs, opt.runs == 1 ? "" : "s");
     fflush(stdout);
 }
 
@@ -347,15 +371,18 @@ static void run_workloads(const int *chosen)
 int main(int argc, char **argv)
 {
     int chosen[NWORKLOADS] = { 0 };
-    parse_args(argc, argv, chosen);
+    int scale = parse_args(argc, argv, chosen);
     int rc = make_dir(opt.dir);
     if (rc < 0) {
         fprintf(stderr, "weft-bench: cannot create %s: %s\n", opt.dir, strerror(-rc));
         return 1;
     }
-    print_header();
+    print_header(scale);
     uint64_t t0 = now_ns();
-    run_workloads(chosen);
+    if (scale)
+        bench_scale();
+    else
+        run_workloads(chosen);
     printf("\nTook %.0f s.", (double)(now_ns() - t0) / 1e9);
     print_outputs();
     if (failures()) {
