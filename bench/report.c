@@ -719,26 +719,30 @@ void progress_run(int run, int runs)
         prog_draw();
 }
 
+/* Sets the note and draws the line; throttled: only if the line is a tenth
+ * of a second old. */
+static void prog_vnote(int throttled, const char *fmt, va_list ap)
+{
+    if (!prog_tty() || (throttled && now_ns() - prog.drawn < 100000000u))
+        return;
+    vsnprintf(prog.note, sizeof prog.note, fmt, ap);
+    prog_draw();
+}
+
 void progress_note(const char *fmt, ...)
 {
-    if (!prog_tty())
-        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prog.note, sizeof prog.note, fmt, ap);
+    prog_vnote(0, fmt, ap);
     va_end(ap);
-    prog_draw();
 }
 
 void progress_tick(const char *fmt, ...)
 {
-    if (!prog_tty() || now_ns() - prog.drawn < 100000000u)
-        return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prog.note, sizeof prog.note, fmt, ap);
+    prog_vnote(1, fmt, ap);
     va_end(ap);
-    prog_draw();
 }
 
 void progress_clear(void)
