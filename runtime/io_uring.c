@@ -117,8 +117,8 @@ static void close_ref_done(struct close_ref *c)
 /* The owner: n more (or fewer) requests in flight on fd. */
 static void count_waits(struct weft__ring *r, int fd, int n)
 {
-    if (fd < 0)
-        return;
+    if ((unsigned)fd >= FD_PAGE * FD_PAGES)
+        return;   /* none, or beyond the pages: waits_on answers yes for those */
     _Atomic uint32_t *page = atomic_load_explicit(&r->waits[fd / FD_PAGE], memory_order_relaxed);
     if (!page) {
         page = calloc(FD_PAGE, sizeof *page);

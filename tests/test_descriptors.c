@@ -1,0 +1,89 @@
+/* The hostile descriptor suite: descriptors closed and their numbers given to
+ * new files while requests on them are queued or in flight, huge and negative
+ * descriptor numbers, writes to peers that have gone, positioned IO on pipes
+ * and sockets, and deadlines that expire just as data arrives. Each runs on
+ * both IO backends and on 1, 2 and 4 workers. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define US 1000ull
+#define MS 1000000ull
+
+static const unsigned all_workers[] = { 1, 2, 4 };
+
+/* ---- huge and negative numbers ---------------------------------------------- */
+
+/* Beyond any table weft keeps, at its edges, and below zero. */
+static const int bad_numbers[] = {
+    5000000, 0x7fffffff, INT_MAX - 1, 1 << 20, (1 << 20) - 1, 4096, -1, -2, INT_MIN,
+};
+#define BAD_N (sizeof bad_numbers / sizeof bad_numbers[0])
+
+static void every_call_on_bad_numbers(void)
+{
+    char c = 0;
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(9),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    for (size_t i = 0; i < BAD_N; i++) {
+        int fd = bad_numbers[i];
+        cr_assert_eq(weft_read(fd, &c, 1), -EBADF, "weft_read(%d)", fd);
+        cr_assert_eq(weft_write(fd, &c, 1), -EBADF, "weft_write(%d)", fd);
+        cr_assert_eq(weft_recv(fd, &c, 1, 0), -EBADF, "weft_recv(%d)", fd);
+        cr_assert_eq(weft_send(fd, &c, 1, 0), -EBADF, "weft_send(%d)", fd);
+        cr_assert_eq(weft_poll(fd, POLLIN), -EBADF, "weft_poll(%d)", fd);
+        cr_assert_eq(weft_pread(fd, &c, 1, 0), -EBADF, "weft_pread(%d)", fd);
+        cr_assert_eq(weft_pwrite(fd, &c, 1, 0), -EBADF, "weft_pwrite(%d)", fd);
+        cr_assert_eq(weft_fsync(fd), -EBADF, "weft_fsync(%d)", fd);
+        cr_assert_eq(weft_accept(fd, NULL, NULL, 0), -EBADF, "weft_accept(%d)", fd);
+        cr_assert_eq(weft_connect(fd, (struct sockaddr *)&sa, sizeof sa), -EBADF, "weft_connect(%d)", fd);
+        cr_assert_eq(weft_close(fd), -EBADF, "weft_close(%d)", fd);
+    }
+}
+
+static void *bad_numbers_in_a_coroutine(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < BAD_N; i++)   /* none of them may be open */
+        cr_assert(bad_numbers[i] < 0 || fcntl(bad_numbers[i], F_GETFD) < 0, "%d is open", bad_numbers[i]);
+    every_call_on_bad_numbers();
+    /* And with a request of the runtime's in flight meanwhile. */
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    weft_deadline(weft_now() + 1 * MS);
+    char c;
+    cr_assert_eq(weft_read(p[0], &c, 1), -ETIMEDOUT);
+    weft_deadline(0);
+    every_call_on_bad_numbers();
+    close(p[0]);
+    close(p[1]);
+    return (void *)1;
+}
+
+Test(descriptors, every_call_on_a_huge_or_negative_descriptor_gives_EBADF)
+{
+    FOR_EACH_CONFIG(b, w, all_workers)
+        cr_assert_eq(run_with_io(w, b, bad_numbers_in_a_coroutine, NULL), (void *)1);
+    /* A plain thread makes the plain system calls, which agree. */
+    for (size_t i = 0; i < BAD_N; i++) {
+        char c;
+        cr_assert_eq(weft_read(bad_numbers[i], &c, 1), -EBADF);
+        cr_assert_eq(weft_close(bad_numbers[i]), -EBADF);
+    }
+}
