@@ -97,8 +97,8 @@ struct weft__ioreq {
 
 #if WEFT_HAVE_URING
 struct io_uring_sqe;
-/* Creates a disabled ring of `entries` (weft_rt_create). Returns 0 or the
- * kernel's negative errno. */
+/* Creates a disabled ring of `entries`, at least 2 (weft_rt_create). Returns
+ * 0 or the kernel's negative errno. */
 int  weft__ring_create(struct weft__ring **r, unsigned entries);
 void weft__ring_destroy(struct weft__ring *r);
 /* Enables the ring on its worker's thread, which becomes its only submitter. */

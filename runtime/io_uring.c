@@ -74,6 +74,9 @@
 #define TAG_WAKE   ((uint64_t)1)   /* the eventfd read */
 #define TAG_CLOSE  ((uint64_t)2)   /* or'ed into a close_ref's address: its cancel */
 
+/* A request and its linked timeout are queued together (weft__ring_sqe). */
+#define RING_ENTRIES_MIN 2u
+
 /* Descriptors below FD_PAGES * FD_PAGE have their requests counted. */
 #define FD_PAGE  4096u
 #define FD_PAGES 256u
@@ -144,6 +147,8 @@ static bool waits_on(struct weft__ring *r, int fd)
 
 int weft__ring_create(struct weft__ring **out, unsigned entries)
 {
+    if (entries < RING_ENTRIES_MIN)
+        entries = RING_ENTRIES_MIN;
     struct weft__ring *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;

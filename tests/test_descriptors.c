@@ -87,3 +87,81 @@ Test(descriptors, every_call_on_a_huge_or_negative_descriptor_gives_EBADF)
         cr_assert_eq(weft_close(bad_numbers[i]), -EBADF);
     }
 }
+
+/* ---- the smallest rings ---------------------------------------------------------- */
+
+/* A request with a deadline takes two entries, its linked timeout included;
+ * several coroutines at once fill a small ring many times over. */
+static void *pipe_rounds(void *arg)
+{
+    (void)arg;
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    for (int i = 0; i < 50; i++) {
+        char c = 0;
+        cr_assert_eq(weft_write(p[1], "r", 1), 1);
+        if (i & 1)
+            weft_deadline(weft_now() + 5000 * MS);
+        cr_assert_eq(weft_read(p[0], &c, 1), 1);
+        weft_deadline(0);
+        cr_assert_eq(c, 'r');
+    }
+    char c;
+    weft_deadline(weft_now() + 1 * MS);
+    cr_assert_eq(weft_read(p[0], &c, 1), -ETIMEDOUT);
+    weft_deadline(0);
+    close(p[0]);
+    close(p[1]);
+    return (void *)1;
+}
+
+static void *io_on_a_small_ring(void *arg)
+{
+    weft_task *t[4];
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(weft_spawn(&t[i], pipe_rounds, arg), 0);
+    void *r = pipe_rounds(arg);
+    for (int i = 0; i < 4; i++) {
+        void *ri;
+        cr_assert_eq(weft_join(t[i], &ri), 0);
+        cr_assert_eq(ri, (void *)1);
+    }
+    return r;
+}
+
+struct small_ring {
+    weft_config cfg;
+    int         err;
+    void       *result;
+};
+
+static void *run_small_ring(void *arg)
+{
+    struct small_ring *s = arg;
+    s->err = weft_main(&s->cfg, io_on_a_small_ring, NULL, &s->result);
+    return NULL;
+}
+
+Test(descriptors, a_ring_of_one_entry_is_raised_to_the_least_that_works)
+{
+    static const unsigned entries[] = { 1, 2, 3 };
+    FOR_EACH_CONFIG(b, w, all_workers) {
+        for (size_t i = 0; i < sizeof entries / sizeof entries[0]; i++) {
+            struct small_ring s = {
+                .cfg = { .workers = w, .io_backend = b, .ring_entries = entries[i] },
+                .err = 1,
+            };
+            /* A ring that cannot take a request spins: give up rather than hang. */
+            pthread_t th;
+            cr_assert_eq(pthread_create(&th, NULL, run_small_ring, &s), 0);
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 60;
+            int e = pthread_timedjoin_np(th, NULL, &until);
+            cr_assert_eq(e, 0, "ring_entries %u on %s with %u workers: no progress in 60 s",
+                         entries[i], backend_name[b], w);
+            cr_assert_eq(s.err, 0, "ring_entries %u", entries[i]);
+            cr_assert_eq(s.result, (void *)1);
+        }
+    }
+}
