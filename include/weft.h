@@ -184,6 +184,9 @@ WEFT_API int weft_poll(int fd, short events);
  * coroutines may be waiting on. On io_uring a
  * socket is fully released (its peer sees the close) once those requests are
  * cancelled, a few microseconds later.
+ * weft_pread() and weft_pwrite() give -EINVAL for a negative offset and
+ * -ESPIPE for a descriptor without positions (a pipe, socket or terminal),
+ * as pread(2) does, on either backend.
  * Where the kernel offers no asynchronous form, a call runs on a helper thread
  * (weft_offload) rather than block the worker. From a plain thread each is the
  * plain system call.

@@ -331,6 +331,11 @@ static ssize_t file_call(struct file_call *c)
     }
 #if WEFT_HAVE_URING
     if (w->ring) {
+        /* The ring reads and writes a file without positions (a pipe, a
+         * socket, a terminal) as a stream, whatever the offset, where
+         * pread(2) refuses with ESPIPE; lseek refuses those files alike. */
+        if ((c->op == OP_PREAD || c->op == OP_PWRITE) && lseek(c->fd, 0, SEEK_CUR) < 0)
+            return -errno;
         return ring_io(w, &(struct io_args){ .op = c->op, .fd = c->fd, .buf = c->buf,
                                              .len = c->len, .off = c->off, .path = c->path,
                                              .flags = c->flags, .mode = c->mode });
@@ -342,11 +347,15 @@ static ssize_t file_call(struct file_call *c)
 
 ssize_t weft_pread(int fd, void *buf, size_t len, off_t offset)
 {
+    if (offset < 0)
+        return -EINVAL;   /* as pread(2), before the descriptor is looked at; the ring reads -1 as "here" */
     return file_call(&(struct file_call){ .op = OP_PREAD, .fd = fd, .buf = buf, .len = len, .off = offset });
 }
 
 ssize_t weft_pwrite(int fd, const void *buf, size_t len, off_t offset)
 {
+    if (offset < 0)
+        return -EINVAL;
     return file_call(&(struct file_call){ .op = OP_PWRITE, .fd = fd, .buf = (void *)buf, .len = len,
                                           .off = offset });
 }

@@ -88,6 +88,53 @@ Test(descriptors, every_call_on_a_huge_or_negative_descriptor_gives_EBADF)
     }
 }
 
+/* ---- positioned IO on descriptors without positions --------------------------- */
+
+static void *positioned_io_on_streams(void *arg)
+{
+    (void)arg;
+    int p[2], sv[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int m = memfd_create("weft-descriptors", MFD_CLOEXEC);
+    cr_assert_geq(m, 0);
+    char c = 0;
+    /* A wait would be the defect: give up rather than hang. */
+    weft_deadline(weft_now() + 5000 * MS);
+    cr_assert_eq(weft_pread(p[0], &c, 1, 0), -ESPIPE, "pread of an empty pipe");
+    cr_assert_eq(weft_pwrite(p[1], "x", 1, 0), -ESPIPE, "pwrite of a pipe");
+    cr_assert_eq(write(p[1], "y", 1), 1);
+    cr_assert_eq(weft_pread(p[0], &c, 1, 0), -ESPIPE, "pread of a pipe that holds data");
+    cr_assert_eq(weft_pread(sv[0], &c, 1, 0), -ESPIPE, "pread of a socket");
+    cr_assert_eq(weft_pwrite(sv[0], "x", 1, 0), -ESPIPE, "pwrite of a socket");
+    /* As pread(2): a negative offset is refused first. */
+    cr_assert_eq(weft_pread(m, &c, 1, -1), -EINVAL);
+    cr_assert_eq(weft_pwrite(m, "x", 1, -1), -EINVAL);
+    cr_assert_eq(weft_pread(p[0], &c, 1, -5), -EINVAL);
+    cr_assert_eq(weft_pwrite(m, "z", 1, 3), 1);
+    cr_assert_eq(weft_pread(m, &c, 1, 3), 1);
+    cr_assert_eq(c, 'z');
+    weft_deadline(0);
+    /* Nothing was taken from the pipe or sent on the socket. */
+    cr_assert_eq(read(p[0], &c, 1), 1);
+    cr_assert_eq(c, 'y');
+    cr_assert_eq(recv(sv[1], &c, 1, MSG_DONTWAIT), -1);
+    cr_assert_eq(errno, EAGAIN);
+    close(p[0]);
+    close(p[1]);
+    close(sv[0]);
+    close(sv[1]);
+    close(m);
+    return (void *)1;
+}
+
+Test(descriptors, pread_and_pwrite_on_a_pipe_or_socket_give_ESPIPE_at_once)
+{
+    FOR_EACH_CONFIG(b, w, all_workers)
+        cr_assert_eq(run_with_io(w, b, positioned_io_on_streams, NULL), (void *)1);
+    cr_assert_eq(positioned_io_on_streams(NULL), (void *)1);   /* the plain calls agree */
+}
+
 /* ---- the smallest rings ---------------------------------------------------------- */
 
 /* A request with a deadline takes two entries, its linked timeout included;
