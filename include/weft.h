@@ -161,8 +161,12 @@ WEFT_API int weft_sleep(uint64_t ns);
  * backend a pipe or terminal is switched to O_NONBLOCK at its first call and
  * left so. From a plain thread each behaves like the plain
  * system call. Each returns what the system call returns, or a negative errno;
- * errno is never set. weft_send() adds MSG_NOSIGNAL: a closed peer gives -EPIPE,
- * never SIGPIPE; weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
+ * errno is never set. Writing to a pipe or socket whose reader has gone gives
+ * -EPIPE and never SIGPIPE: weft_send() adds MSG_NOSIGNAL, and worker threads
+ * block SIGPIPE, taking back the one a failed write leaves pending (so a
+ * coroutine's own write(2) to such a pipe also fails with EPIPE rather than
+ * end the process; a plain thread's weft_write() is write(2), signal
+ * included). weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
  * rather than wait. weft_poll() waits until one of events (POLLIN, POLLOUT,
  * or both) is ready and returns the revents. One coroutine at a time may wait
  * to read a descriptor and one to write it; another gets -EBUSY.

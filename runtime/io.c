@@ -20,9 +20,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #if WEFT_HAVE_URING
 #include <liburing.h>
@@ -197,7 +199,12 @@ ssize_t weft_read(int fd, void *buf, size_t len)
 
 ssize_t weft_write(int fd, const void *buf, size_t len)
 {
-    return do_io(&(struct io_args){ .op = OP_WRITE, .fd = fd, .buf = (void *)buf, .len = len });
+    ssize_t r = do_io(&(struct io_args){ .op = OP_WRITE, .fd = fd, .buf = (void *)buf, .len = len });
+    /* On the epoll backend the write(2) that failed ran here, just now, on
+     * this worker (a ring's owner takes its own as it reaps). */
+    if (WEFT__UNLIKELY(r == -EPIPE) && in_coroutine())
+        weft__sigpipe_take();
+    return r;
 }
 
 ssize_t weft_recv(int fd, void *buf, size_t len, int flags)
@@ -389,4 +396,41 @@ int weft_close(int fd)
         weft__each_runtime(forget_fd, &fd);
     /* close(2) releases the descriptor even when it reports EINTR: never retry. */
     return close(fd) < 0 && errno != EINTR ? -errno : 0;
+}
+
+/* ---- SIGPIPE on workers ------------------------------------------------------- */
+
+/*
+ * A write to a pipe whose reader has gone raises SIGPIPE on the writing
+ * thread, and so does a write(2) (not a send with MSG_NOSIGNAL) to a socket
+ * whose peer has gone. weft_send() passes MSG_NOSIGNAL, but no flag exists
+ * for pipes, and a ring issues its writes as writes: so worker threads block
+ * SIGPIPE, the signal stays pending on the thread that wrote, and the -EPIPE
+ * that comes with it is the whole answer. The thread that wrote takes the
+ * signal back: weft_write() on the epoll backend, the ring's owner as it
+ * reaps a -EPIPE (io-wq threads block every signal themselves). A plain
+ * thread's weft_write() is the plain write(2), with its signal.
+ */
+static sigset_t sigpipe_set(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    return set;
+}
+
+void weft__sigpipe_block(void)
+{
+    sigset_t set = sigpipe_set();
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+void weft__sigpipe_take(void)
+{
+    int saved = errno;   /* a coroutine's errno lives on this thread too */
+    sigset_t set = sigpipe_set();
+    struct timespec none = { 0, 0 };
+    while (sigtimedwait(&set, NULL, &none) < 0 && errno == EINTR)
+        ;
+    errno = saved;
 }

@@ -128,6 +128,14 @@ void weft__ring_close_fd(weft_rt *rt, int fd);
 void weft__ring_mark_read(void *buf, ssize_t n);
 #endif
 
+/* SIGPIPE on worker threads (runtime/io.c). _block: a worker, before it runs
+ * a coroutine; a write to a pipe or socket whose reader has gone then leaves
+ * SIGPIPE pending on the writing thread instead of ending the process.
+ * _take: a worker whose write(2), or whose ring's write, just failed with
+ * EPIPE: takes back the SIGPIPE pending on it, if any. */
+void weft__sigpipe_block(void);
+void weft__sigpipe_take(void);
+
 /* ---- what the scheduler asks of a worker's backend: its ring, else its set ---- */
 
 /* The owner: submits and reaps without waiting. Whether a task became runnable. */

@@ -49,6 +49,12 @@
  *     the descriptor at once; the rings cancel through a duplicate that the
  *     last of them closes, so a new file given the same number meanwhile is
  *     never touched. A request cut short so reports -EBADF.
+ *
+ * SIGPIPE. A write to a pipe or socket whose reader has gone raises SIGPIPE
+ * on the thread that makes it: here the ring's owner, which issues entries
+ * at submission and finishes them in its task work (io-wq threads block
+ * every signal). Workers block SIGPIPE (weft__sigpipe_block), so the signal
+ * stays pending on the owner, and reaping a -EPIPE takes it back there.
  */
 #include "io.h"
 
@@ -291,6 +297,8 @@ static bool reap(struct weft__ring *r)
         }
         struct weft__ioreq *q = (struct weft__ioreq *)(uintptr_t)tag;
         q->res = cqe->res;
+        if (WEFT__UNLIKELY(q->res == -EPIPE))
+            weft__sigpipe_take();   /* raised on this thread, which issued the write */
         count_waits(r, q->fd, -1);
         weft__wake(&q->wt, 1);   /* the coroutine becomes runnable here */
         woke = true;

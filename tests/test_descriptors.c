@@ -28,6 +28,25 @@
 
 static const unsigned all_workers[] = { 1, 2, 4 };
 
+static void set_nonblocking(int fd, bool on)
+{
+    int fl = fcntl(fd, F_GETFL);
+    cr_assert_geq(fl, 0);
+    cr_assert_eq(fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK), 0);
+}
+
+/* Writes into the pipe or socket fd until it holds no more. */
+static void fill(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    set_nonblocking(fd, true);
+    static const char block[4096];
+    while (write(fd, block, sizeof block) > 0)
+        ;
+    cr_assert_eq(errno, EAGAIN, "filling descriptor %d", fd);
+    cr_assert_eq(fcntl(fd, F_SETFL, fl), 0);
+}
+
 /* ---- huge and negative numbers ---------------------------------------------- */
 
 /* Beyond any table weft keeps, at its edges, and below zero. */
@@ -86,6 +105,80 @@ Test(descriptors, every_call_on_a_huge_or_negative_descriptor_gives_EBADF)
         cr_assert_eq(weft_read(bad_numbers[i], &c, 1), -EBADF);
         cr_assert_eq(weft_close(bad_numbers[i]), -EBADF);
     }
+}
+
+/* ---- writes to peers that have gone ----------------------------------------- */
+
+/* Whether SIGPIPE is pending on the calling thread. */
+static bool sigpipe_pending(void)
+{
+    sigset_t set;
+    cr_assert_eq(sigpending(&set), 0);
+    return sigismember(&set, SIGPIPE) == 1;
+}
+
+struct late_close {
+    int fd;
+};
+
+static void *close_later(void *arg)
+{
+    struct late_close *l = arg;
+    weft_sleep(5 * MS);   /* the writer is most likely waiting by now */
+    close(l->fd);
+    return NULL;
+}
+
+/* weft_write into fd, full, while a coroutine closes its reading end. */
+static long write_while_reader_leaves(int fd, int reader)
+{
+    fill(fd);
+    struct late_close l = { .fd = reader };
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, close_later, &l), 0);
+    static char big[1 << 16];
+    long r = (long)weft_write(fd, big, sizeof big);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    return r;
+}
+
+static void *write_to_vanished_peers(void *arg)
+{
+    (void)arg;
+    int sv[2], p[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    close(sv[1]);
+    cr_assert_eq(weft_write(sv[0], "x", 1), -EPIPE, "a socket whose peer is gone");
+    cr_assert_eq(weft_send(sv[0], "x", 1, 0), -EPIPE);
+    close(sv[0]);
+    cr_assert(!sigpipe_pending(), "SIGPIPE left pending");
+
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    close(p[0]);
+    cr_assert_eq(weft_write(p[1], "x", 1), -EPIPE, "a pipe without a reader");
+    close(p[1]);
+    cr_assert(!sigpipe_pending(), "SIGPIPE left pending");
+
+    /* The reader leaves while the writer waits for room. */
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    long r = write_while_reader_leaves(p[1], p[0]);
+    cr_assert_eq(r, -EPIPE, "a pipe whose reader left during the write: %ld", r);
+    close(p[1]);
+    cr_assert(!sigpipe_pending(), "SIGPIPE left pending");
+
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    r = write_while_reader_leaves(sv[0], sv[1]);
+    /* A peer that closes with unread data resets the connection. */
+    cr_assert(r == -EPIPE || r == -ECONNRESET, "a socket whose peer left during the write: %ld", r);
+    close(sv[0]);
+    cr_assert(!sigpipe_pending(), "SIGPIPE left pending");
+    return (void *)1;
+}
+
+Test(descriptors, writing_to_a_peer_that_has_gone_gives_EPIPE_and_raises_no_SIGPIPE)
+{
+    FOR_EACH_CONFIG(b, w, all_workers)
+        cr_assert_eq(run_with_io(w, b, write_to_vanished_peers, NULL), (void *)1);
 }
 
 /* ---- positioned IO on descriptors without positions --------------------------- */
