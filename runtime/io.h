@@ -85,12 +85,12 @@ void weft__offload_destroy(weft_rt *rt);
 /* ---- the io_uring backend (runtime/io_uring.c) ---- */
 
 /* One request in flight: lives in the coroutine's frame until its completion
- * is reaped. */
+ * is reaped. Its identity on the ring is a slot of the ring's table, not its
+ * address (runtime/io_uring.c). */
 struct weft__ioreq {
     struct weft__waiter wt;
     int32_t             res;   /* the completion's result; written before the claim */
 #if WEFT_HAVE_URING
-    int                 fd;    /* the descriptor it waits on, -1 if none or untracked */
     struct __kernel_timespec ts;   /* the linked timeout's deadline, read at submission */
 #endif
 };
@@ -117,7 +117,9 @@ void weft__ring_kick(struct weft__ring *r);
 /* A coroutine on w: an entry to fill, then weft__ring_call() at once. */
 struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w);
 /* Submits the filled entry (with the caller's deadline as a linked timeout)
- * and waits for its completion. Returns its result, -ETIMEDOUT, -ECANCELED. */
+ * and waits for its completion. Returns its result, -EBADF (weft_close cut
+ * it short), -ETIMEDOUT, -ECANCELED, -ENOMEM (no slot for it: nothing was
+ * submitted). */
 int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q);
 /* weft_cancel(): asks the owner of t's request in flight to cancel it. */
 int  weft__ring_cancel(weft_task *t);

@@ -107,6 +107,92 @@ Test(descriptors, every_call_on_a_huge_or_negative_descriptor_gives_EBADF)
     }
 }
 
+/* ---- deadlines that expire as data arrives ---------------------------------- */
+
+/*
+ * One coroutine alternates a receive with a 30 us deadline and one with none,
+ * from the same call site (so the same stack address), on a socket into which
+ * a plain thread trickles single bytes at about that pace. A deadline that
+ * expires as its receive completes must never cut short the receive after
+ * it: those have no deadline, nobody cancels or closes anything, and every
+ * one of them must get data. At this pace the deadline meets the data often:
+ * the rounds below are many times what it takes to see the fault where a
+ * request's identity was its address.
+ */
+struct trickle {
+    int          fd;
+    _Atomic bool stop;
+};
+
+static void *trickler(void *arg)
+{
+    struct trickle *tr = arg;
+    while (!atomic_load_explicit(&tr->stop, memory_order_relaxed)) {
+        if (send(tr->fd, "x", 1, MSG_NOSIGNAL) != 1)
+            break;
+        uint64_t next = weft_now() + 25 * US;
+        while (weft_now() < next)
+            ;
+    }
+    return NULL;
+}
+
+struct alternation {
+    size_t rounds;     /* at most */
+    size_t least;      /* at least, however long they take */
+    int    backend;
+};
+
+static void *alternate_deadlines(void *arg)
+{
+    const struct alternation *a = arg;
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct trickle tr = { .fd = sv[1] };
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, trickler, &tr), 0);
+    size_t failed = 0, timed_out = 0, bad_deadline = 0;
+    ssize_t first = 0;
+    char buf[256];
+    /* On a loaded machine each round waits for the trickler to be run:
+     * after the least rounds, a few seconds bound the test. */
+    uint64_t enough = weft_now() + 3000 * MS;
+    size_t done = 0;
+    for (size_t i = 0; i < 2 * a->rounds && (i < 2 * a->least || weft_now() < enough); i++) {
+        done = i / 2 + 1;
+        bool bounded = !(i & 1);
+        weft_deadline(bounded ? weft_now() + 30 * US : 0);
+        ssize_t r = weft_recv(sv[0], buf, sizeof buf, 0);
+        if (bounded) {
+            timed_out += r == -ETIMEDOUT;
+            bad_deadline += r <= 0 && r != -ETIMEDOUT;
+        } else if (r <= 0) {
+            if (!failed++)
+                first = r;
+        }
+    }
+    weft_deadline(0);
+    atomic_store(&tr.stop, true);
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    close(sv[0]);
+    close(sv[1]);
+    if (failed)   /* the count says how it failed, under the Criterion stand-in too */
+        fprintf(stderr, "%s, %d workers: %zu of %zu receives without a deadline failed, the first "
+                "with %zd (%zu of the others timed out)\n", backend_name[a->backend], weft_workers(),
+                failed, done, first, timed_out);
+    cr_assert_eq(failed, 0);
+    cr_assert_eq(bad_deadline, 0, "%zu receives with a deadline failed otherwise", bad_deadline);
+    return (void *)1;
+}
+
+Test(descriptors, a_deadline_that_expires_as_data_arrives_never_cuts_short_the_next_receive)
+{
+    FOR_EACH_CONFIG(b, w, all_workers) {
+        struct alternation a = { .rounds = scaled(20000), .least = scaled(2000), .backend = b };
+        cr_assert_eq(run_with_io(w, b, alternate_deadlines, &a), (void *)1);
+    }
+}
+
 /* ---- writes to peers that have gone ----------------------------------------- */
 
 /* Whether SIGPIPE is pending on the calling thread. */
