@@ -185,9 +185,17 @@ WEFT_API int weft_poll(int fd, short events);
  * weft_close() first fails every coroutine waiting on fd with -EBADF, in
  * every runtime of the process and on either backend, then closes it; it may
  * be called from any thread. Close with it, not close(2), a descriptor that
- * coroutines may be waiting on. On io_uring a
- * socket is fully released (its peer sees the close) once those requests are
- * cancelled, a few microseconds later.
+ * coroutines may be waiting on. No request made on fd before weft_close()
+ * reaches another file later given the same number: on io_uring, where
+ * requests may still be queued or in flight, the number is held by a
+ * placeholder (an O_PATH descriptor, on which every call fails with -EBADF)
+ * until the rings have cancelled them, a few microseconds later unless a
+ * worker is busy with a coroutine that does not yield; a socket is fully
+ * released (its peer sees the close) at that point too. So a new descriptor
+ * may not get the lowest free number at once, and closing the number again
+ * meanwhile is a double close. A call on fd made concurrently with
+ * weft_close() races with it, as with threads. weft_close() returns 0,
+ * -EBADF, close(2)'s error, or -ENOMEM (nothing was closed).
  * weft_pread() and weft_pwrite() give -EINVAL for a negative offset and
  * -ESPIPE for a descriptor without positions (a pipe, socket or terminal),
  * as pread(2) does, on either backend.

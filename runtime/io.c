@@ -380,20 +380,54 @@ int weft_fsync(int fd)
     return (int)file_call(&(struct file_call){ .op = OP_FSYNC, .fd = fd });
 }
 
-/* Fails the coroutines of rt waiting on the descriptor *arg with -EBADF. */
+struct closing {
+    int                      fd;
+    unsigned                 rings;   /* rings that may have requests on fd */
+    struct weft__ring_close *ring;    /* their part of the close, if any */
+};
+
+#if WEFT_HAVE_URING
+static void count_rings(weft_rt *rt, void *arg)
+{
+    struct closing *c = arg;
+    c->rings += weft__ring_close_count(rt, c->fd);
+}
+#endif
+
+/* Fails the coroutines of rt waiting on the descriptor with -EBADF: on the
+ * epoll backend at once, on io_uring through the notes of the close. */
 static void forget_fd(weft_rt *rt, void *arg)
 {
-    int fd = *(const int *)arg;
-    weft__epoll_forget(rt, fd);
+    struct closing *c = arg;
+    weft__epoll_forget(rt, c->fd);
 #if WEFT_HAVE_URING
-    weft__ring_close_fd(rt, fd);
+    if (c->ring)
+        weft__ring_close_post(rt, c->ring);
 #endif
 }
 
+/*
+ * A descriptor that rings may have requests on, queued or in flight, keeps
+ * its number under a tombstone until they have let go of it, so that no
+ * request reaches a new file given the number (runtime/io_uring.c); any
+ * other is closed with close(2) at once.
+ */
 int weft_close(int fd)
 {
-    if (fd >= 0)   /* coroutines waiting on fd, in any runtime, get -EBADF */
-        weft__each_runtime(forget_fd, &fd);
+    if (fd < 0)
+        return -EBADF;
+    struct closing c = { .fd = fd };
+#if WEFT_HAVE_URING
+    weft__each_runtime(count_rings, &c);
+    int err = c.rings ? weft__ring_close_new(&c.ring, fd, c.rings) : 0;
+    if (err)
+        return err;
+#endif
+    weft__each_runtime(forget_fd, &c);   /* coroutines waiting on fd, in any runtime, get -EBADF */
+#if WEFT_HAVE_URING
+    if (c.ring)
+        return weft__ring_close_end(c.ring);
+#endif
     /* close(2) releases the descriptor even when it reports EINTR: never retry. */
     return close(fd) < 0 && errno != EINTR ? -errno : 0;
 }

@@ -55,18 +55,39 @@
  *   - A -ECANCELED that none of these explains is passed on as it is, never
  *     turned into another error.
  *
- * Closing. A request holds its own reference to the file, so close(2)
- * alone would leave a coroutine waiting on a closed descriptor forever. Each
- * ring counts, per descriptor, its requests in flight (written by the owner
- * alone, read by anyone). weft_close() asks each ring that has some on the
- * descriptor, through the same inbox, to cancel them all
- * (IORING_ASYNC_CANCEL_FD, which matches the file, not the number), and
- * closes the descriptor at once; the rings cancel through a duplicate. The
- * owner marks its requests on the descriptor as closed when it takes the
- * note, and queues a NOP tagged CLOSE after the cancel: entries are consumed
- * in order, so when the NOP completes the cancel has been issued, and the
- * last ring to get there closes the duplicate. A request cut short after it
- * was marked reports -EBADF.
+ * Closing. An entry names its descriptor by number, and the kernel looks the
+ * number up only when it issues the entry, at submission: an entry still
+ * queued when weft_close() returns would reach whatever file is given the
+ * number next. A request in flight holds its own reference to the file
+ * instead, so close(2) alone would leave its coroutine waiting on a closed
+ * descriptor. Each ring counts, per descriptor, its requests queued or in
+ * flight (written by the owner alone, read by anyone), and weft_close() of a
+ * descriptor that some ring may have requests on goes as follows:
+ *   1. It counts those rings and makes one close with a note for each
+ *      (weft__ring_close_new); without memory it fails, closing nothing, and
+ *      a descriptor that is not open gives -EBADF.
+ *   2. It posts the notes to the rings' inboxes (weft__ring_close_post). The
+ *      close holds a reference for the closer and one for each note.
+ *   3. It puts a tombstone in the descriptor's place (weft__ring_close_end):
+ *      dup3() of one process-wide O_PATH descriptor onto the number. That
+ *      drops the table's reference to the file at once, so the file is
+ *      released once the requests in flight are cancelled, while the number
+ *      stays taken. The kernel refuses an O_PATH file to every request
+ *      (fget() skips them), so an entry still queued fails with -EBADF. Then
+ *      it drops its reference.
+ *   4. Each ring's owner, taking its note, marks its requests on the number
+ *      as closed, queues an ASYNC_CANCEL for each by identity, and a NOP
+ *      tagged CLOSE after them. Entries are consumed in order, so when the
+ *      NOP completes everything queued before it has been issued and has
+ *      looked its file up: the ring drops its reference. A request cut short
+ *      after it was marked reports -EBADF.
+ *   5. Whoever drops the last reference closes the number.
+ * The number is thus free again only after step 4 on every ring: at the
+ * owners' next look at their inboxes, a few microseconds later unless a
+ * coroutine computes for long without yielding. A descriptor no ring waits on
+ * is closed with close(2) at once. A call on the descriptor that is still
+ * being made while weft_close() runs, not yet counted, races with it as a
+ * read(2) races with close(2) in another thread.
  *
  * SIGPIPE. A write to a pipe or socket whose reader has gone raises SIGPIPE
  * on the thread that makes it: here the ring's owner, which issues entries
@@ -109,17 +130,27 @@ _Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "weft_task.io_req holds an
 #define FD_PAGE  4096u
 #define FD_PAGES 256u
 
+/* The file put in place of a descriptor weft_close() closed while rings
+ * still have requests on it: opened once, by the first ring, never closed. */
+static _Atomic int tombstone = -1;
+
 struct cancel_note {
     struct cancel_note      *next;       /* on an inbox; then, for a close, on `closing` */
     weft_task               *task;       /* holds a reference; NULL for a close */
     uint64_t                 user_data;  /* the identity of the request to cancel */
-    struct close_ref        *close;      /* or: every request on this descriptor */
+    struct weft__ring_close *close;      /* or: every request on this descriptor */
 };
 
-struct close_ref {             /* one weft_close() on several rings */
-    _Atomic unsigned left;     /* rings that have not finished cancelling, and the closer */
-    int              fd;       /* a duplicate of the closed descriptor */
-    int              number;   /* the descriptor closed */
+/* One weft_close() of a descriptor some rings have requests on: step 1 of
+ * the protocol above makes it, step 5 frees it. */
+struct weft__ring_close {
+    _Atomic unsigned   left;      /* the closer, and each ring that has a note and has not finished */
+    int                fd;        /* the number closed; set before any note is posted */
+    bool               held;      /* the tombstone holds fd: the last reference closes it; set by
+                                   * the closer before it drops its reference */
+    unsigned           notes;     /* note[] has this many */
+    unsigned           posted;    /* of them posted; only the closer */
+    struct cancel_note note[];    /* one for each ring */
 };
 
 /* A request in flight, in the owner's table. */
@@ -153,11 +184,12 @@ struct weft__ring {
     _Atomic bool        uncounted;
 };
 
-/* Drops a reference to c; the last closes the duplicate. Any thread. */
-static void close_ref_done(struct close_ref *c)
+/* Drops a reference to c; the last closes the number. Any thread. */
+static void close_ref_done(struct weft__ring_close *c)
 {
-    if (atomic_fetch_sub_explicit(&c->left, 1, memory_order_acq_rel) == 1) {
-        close(c->fd);
+    if (atomic_fetch_sub_explicit(&c->left, 1, memory_order_acq_rel) == 1) {   /* the last sees every write to c */
+        if (c->held)
+            close(c->fd);
         free(c);
     }
 }
@@ -236,8 +268,26 @@ static void put_slot(struct weft__ring *r, struct slot *s)
     r->free1 = (uint32_t)(s - r->slots) + 1;
 }
 
+/* Opens the tombstone if no ring has yet. Returns 0 or a negative errno. */
+static int tombstone_open(void)
+{
+    if (atomic_load_explicit(&tombstone, memory_order_acquire) >= 0)   /* pairs with the exchange */
+        return 0;
+    int fd = open("/", O_PATH | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int none = -1;
+    if (!atomic_compare_exchange_strong_explicit(&tombstone, &none, fd, memory_order_acq_rel,
+                                                 memory_order_acquire))
+        close(fd);   /* another ring's came first */
+    return 0;
+}
+
 int weft__ring_create(struct weft__ring **out, unsigned entries)
 {
+    int err = tombstone_open();   /* now, not when weft_close() needs it and descriptors may have run out */
+    if (err)
+        return err;
     if (entries < RING_ENTRIES_MIN)
         entries = RING_ENTRIES_MIN;
     struct weft__ring *r = calloc(1, sizeof *r);
@@ -248,7 +298,7 @@ int weft__ring_create(struct weft__ring **out, unsigned entries)
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         0,
     };
-    int err = -EINVAL;
+    err = -EINVAL;
     for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
@@ -277,19 +327,21 @@ void weft__ring_destroy(struct weft__ring *r)
 {
     if (!r)
         return;
+    /* Gone with the ring, entries still queued never look their numbers up:
+     * the closes waiting for this ring are done with it. */
     io_uring_queue_exit(&r->ring);
     for (struct cancel_note *n = r->inbox, *next; n; n = next) {
         next = n->next;
-        if (n->close)
-            close_ref_done(n->close);
-        else
+        if (n->close) {
+            close_ref_done(n->close);   /* the note is the close's */
+        } else {
             weft__task_release(n->task);
-        free(n);
+            free(n);
+        }
     }
     for (struct cancel_note *n = r->closing, *next; n; n = next) {
         next = n->next;
         close_ref_done(n->close);
-        free(n);
     }
     for (unsigned i = 0; i < FD_PAGES; i++)
         free((void *)atomic_load_explicit(&r->waits[i], memory_order_relaxed));
@@ -334,18 +386,20 @@ static void arm_wake_read(struct weft__ring *r)
     r->efd_armed = true;
 }
 
-/* Cancels the requests a weft_close() asked for in the note n. The owner. */
+/* Step 4 of the close protocol for the note n. The owner. */
 static void cancel_closed(struct weft__ring *r, struct cancel_note *n)
 {
+    int fd = n->close->fd;
     for (uint32_t i = 0; i < r->nslots; i++) {
         struct slot *s = &r->slots[i];
-        if (s->q && s->fd == n->close->number)
-            s->closed = true;
+        if (!s->q || s->fd != fd || s->closed)
+            continue;
+        s->closed = true;
+        struct io_uring_sqe *sqe = get_sqe(r);
+        io_uring_prep_cancel64(sqe, identity(r, s), 0);
+        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
     }
     struct io_uring_sqe *sqe = get_sqe(r);
-    io_uring_prep_cancel_fd(sqe, n->close->fd, IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, TAG_IGNORE);
-    sqe = get_sqe(r);
     io_uring_prep_nop(sqe);
     io_uring_sqe_set_data64(sqe, TAG_CLOSE);
     r->inflight++;
@@ -358,8 +412,7 @@ static void cancel_closed(struct weft__ring *r, struct cancel_note *n)
 }
 
 /* A close's NOP completed. Whichever it was, every entry queued before the
- * oldest close's NOP has been issued, its cancel included, so that close is
- * done here. The owner. */
+ * oldest close's NOP has been issued, so that close is done here. The owner. */
 static void close_finished(struct weft__ring *r)
 {
     struct cancel_note *n = r->closing;
@@ -367,8 +420,7 @@ static void close_finished(struct weft__ring *r)
     r->closing = n->next;
     if (!r->closing)
         r->closing_tail = NULL;
-    close_ref_done(n->close);
-    free(n);
+    close_ref_done(n->close);   /* may free n, which is the close's */
 }
 
 /* Queues the cancels the notes in the inbox ask for. The owner. */
@@ -581,33 +633,61 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
     return t->deadline && weft_now() >= t->deadline ? -ETIMEDOUT : -ECANCELED;
 }
 
-void weft__ring_close_fd(weft_rt *rt, int fd)
+/* ---- weft_close(): the protocol in the comment at the top ---------------------- */
+
+unsigned weft__ring_close_count(weft_rt *rt, int fd)
 {
-    struct close_ref *c = NULL;
+    unsigned n = 0;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         struct weft__ring *r = rt->workers[i]->ring;
-        if (!r || !waits_on(r, fd))
-            continue;
-        if (!c) {
-            c = malloc(sizeof *c);
-            int dup = c ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-            if (dup < 0) {
-                free(c);
-                return;   /* no memory or no descriptor left: the waiters stay until their IO ends */
-            }
-            c->fd = dup;
-            c->number = fd;
-            atomic_init(&c->left, 1);   /* ours, dropped below */
-        }
-        struct cancel_note *note = malloc(sizeof *note);
-        if (!note)
-            continue;   /* that ring's waiters stay until their IO ends */
-        *note = (struct cancel_note){ .close = c };
-        atomic_fetch_add_explicit(&c->left, 1, memory_order_relaxed);   /* before the owner can see it */
-        post_note(r, note);
+        n += r && waits_on(r, fd);
     }
-    if (c)
-        close_ref_done(c);
+    return n;
+}
+
+int weft__ring_close_new(struct weft__ring_close **out, int fd, unsigned rings)
+{
+    if (fcntl(fd, F_GETFD) < 0)
+        return -errno;   /* not open: nothing to close, and no number to hold */
+    struct weft__ring_close *c = calloc(1, sizeof *c + rings * sizeof c->note[0]);
+    if (!c)
+        return -ENOMEM;
+    atomic_init(&c->left, 1);   /* the closer's, dropped by weft__ring_close_end */
+    c->fd = fd;
+    c->notes = rings;
+    *out = c;
+    return 0;
+}
+
+void weft__ring_close_post(weft_rt *rt, struct weft__ring_close *c)
+{
+    for (unsigned i = 0; i < rt->nworkers && c->posted < c->notes; i++) {
+        struct weft__ring *r = rt->workers[i]->ring;
+        if (!r || !waits_on(r, c->fd))
+            continue;   /* a ring counted by weft__ring_close_count whose requests ended since */
+        struct cancel_note *n = &c->note[c->posted++];
+        n->close = c;
+        atomic_fetch_add_explicit(&c->left, 1, memory_order_relaxed);   /* post_note's lock publishes it */
+        post_note(r, n);
+    }
+}
+
+int weft__ring_close_end(struct weft__ring_close *c)
+{
+    int err = 0;
+    int tomb = atomic_load_explicit(&tombstone, memory_order_acquire);   /* opened before any ring */
+    c->held = c->posted && dup3(tomb, c->fd, O_CLOEXEC) == c->fd;   /* before our reference goes */
+    if (!c->held) {
+        /* No ring waits on it any more, or (the tombstone closed behind our
+         * back) the number cannot be held: close it now. The rings still
+         * cancel their requests on it. */
+        err = close(c->fd) < 0 && errno != EINTR ? -errno : 0;
+    }
+    /* With the tombstone in place, the file's flush ran in dup3(), which
+     * does not report its error, where close(2) would have (only file
+     * systems like NFS report write-back errors there). */
+    close_ref_done(c);
+    return err;
 }
 
 int weft__ring_cancel(weft_task *t)

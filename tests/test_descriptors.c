@@ -107,6 +107,187 @@ Test(descriptors, every_call_on_a_huge_or_negative_descriptor_gives_EBADF)
     }
 }
 
+/* ---- a number closed and reused while a call on it waits ------------------------ */
+
+/*
+ * A coroutine, the victim, reads a pipe or writes a full one. Then its
+ * descriptor is closed with weft_close and a new file is made at once, which
+ * close(2) alone would give the same number. Whatever the victim's request
+ * was doing, queued on its worker's ring or in flight, it must fail with
+ * -EBADF, and the new file must not be touched: a pipe keeps the bytes written
+ * into it, a memory file stays empty.
+ *
+ * On one worker the request is still queued, never submitted, when the close
+ * comes: the victim parks with its entry queued and the closer runs next on
+ * the same worker, which submits only when it runs out of work. The closer
+ * is the coroutine itself, or a plain thread that it waits for without
+ * letting its worker go. With more workers the victim may run on another
+ * worker, whose ring submits at once: then the request is in flight.
+ */
+/* Long enough for a coroutine started on another worker to be waiting in
+ * its call by then, most likely; instrumented runs are slower. */
+static void settle(void)
+{
+    weft_sleep((WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND ? 200 : 20) * MS);
+}
+
+struct victim {
+    int          fd;
+    bool         write;
+    _Atomic int  worker;   /* where it made its call; -1 before */
+    _Atomic long result;
+};
+
+static void *victim_call(void *arg)
+{
+    struct victim *v = arg;
+    char in[16];
+    atomic_store(&v->worker, weft_worker());
+    long r = v->write ? (long)weft_write(v->fd, "old", 3) : (long)weft_read(v->fd, in, sizeof in);
+    atomic_store(&v->result, r);
+    return NULL;
+}
+
+struct reopen {
+    int  fd;          /* to close */
+    bool write;       /* the new file is a memory file; else a pipe holding "new" */
+    int  closed;      /* weft_close's result */
+    int  fresh[2];    /* the new file: fresh[0] is made first */
+};
+
+static void close_and_reopen(struct reopen *o)
+{
+    o->closed = weft_close(o->fd);
+    if (o->write) {
+        o->fresh[0] = memfd_create("weft-descriptors", MFD_CLOEXEC);
+        o->fresh[1] = -1;
+        cr_assert_geq(o->fresh[0], 0);
+    } else {
+        cr_assert_eq(pipe2(o->fresh, O_CLOEXEC), 0);
+        cr_assert_eq(write(o->fresh[1], "new", 3), 3);
+    }
+}
+
+static void *close_and_reopen_thread(void *arg)
+{
+    close_and_reopen(arg);
+    return NULL;
+}
+
+enum closer { BY_COROUTINE, BY_THREAD };
+
+struct reuse_case {
+    bool        write;
+    enum closer by;
+};
+
+static void *close_under_a_call(void *arg)
+{
+    const struct reuse_case *rc = arg;
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    if (rc->write)
+        fill(p[1]);
+    struct victim v = { .fd = rc->write ? p[1] : p[0], .write = rc->write, .worker = -1, .result = 1 };
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, victim_call, &v), 0);
+    while (atomic_load(&v.worker) < 0)
+        weft_yield();
+    /* Here: it ran on this worker and parked before we went on. */
+    if (atomic_load(&v.worker) != weft_worker())
+        settle();
+    struct reopen o = { .fd = v.fd, .write = rc->write };
+    if (rc->by == BY_COROUTINE) {
+        close_and_reopen(&o);
+    } else {
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, close_and_reopen_thread, &o), 0);
+        cr_assert_eq(pthread_join(th, NULL), 0);   /* holds the worker meanwhile */
+    }
+    cr_assert_eq(o.closed, 0);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert_eq(atomic_load(&v.result), -EBADF, "the %s of the closed descriptor %d got %ld%s",
+                 rc->write ? "write" : "read", v.fd, atomic_load(&v.result),
+                 o.fresh[0] == v.fd ? " (its number went to the new file)" : "");
+    if (rc->write) {
+        struct stat st;
+        cr_assert_eq(fstat(o.fresh[0], &st), 0);
+        cr_assert_eq(st.st_size, 0, "the new file was written to");
+        close(p[0]);
+    } else {
+        char got[8];
+        set_nonblocking(o.fresh[0], true);
+        cr_assert_eq(read(o.fresh[0], got, sizeof got), 3, "the new pipe was read from");
+        cr_assert(memcmp(got, "new", 3) == 0);
+        close(o.fresh[1]);
+        close(p[1]);
+    }
+    close(o.fresh[0]);
+    return (void *)1;
+}
+
+static void sweep_reuse(bool write, enum closer by)
+{
+    struct reuse_case rc = { .write = write, .by = by };
+    FOR_EACH_CONFIG(b, w, all_workers)
+        cr_assert_eq(run_with_io(w, b, close_under_a_call, &rc), (void *)1);
+}
+
+Test(descriptors, a_read_whose_descriptor_is_closed_fails_and_never_reads_the_file_given_its_number)
+{
+    sweep_reuse(false, BY_COROUTINE);
+}
+
+Test(descriptors, a_write_whose_descriptor_is_closed_fails_and_never_writes_the_file_given_its_number)
+{
+    sweep_reuse(true, BY_COROUTINE);
+}
+
+Test(descriptors, a_close_from_a_plain_thread_keeps_a_queued_read_off_the_file_given_its_number)
+{
+    sweep_reuse(false, BY_THREAD);
+}
+
+Test(descriptors, a_close_from_a_plain_thread_keeps_a_queued_write_off_the_file_given_its_number)
+{
+    sweep_reuse(true, BY_THREAD);
+}
+
+/* Closing a socket a coroutine waits on releases it: the peer sees the end
+ * of the stream, and the number is free again soon after, whichever file
+ * the backend kept in its place meanwhile. */
+static void *close_a_waited_socket(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct victim v = { .fd = sv[0], .worker = -1, .result = 1 };
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, victim_call, &v), 0);
+    while (atomic_load(&v.worker) < 0)
+        weft_yield();
+    settle();
+    cr_assert_eq(weft_close(sv[0]), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert_eq(atomic_load(&v.result), -EBADF);
+    struct pollfd pfd = { .fd = sv[1], .events = POLLIN };
+    cr_assert_eq(poll(&pfd, 1, 10000), 1, "the peer never saw the close");
+    char c;
+    cr_assert_eq(recv(sv[1], &c, 1, MSG_DONTWAIT), 0, "the peer reads the end of the stream");
+    uint64_t until = weft_now() + 10000 * MS;
+    while (fcntl(sv[0], F_GETFD) >= 0 && weft_now() < until)
+        weft_sleep(1 * MS);
+    cr_assert_lt(fcntl(sv[0], F_GETFD), 0, "descriptor %d is still open", sv[0]);
+    close(sv[1]);
+    return (void *)1;
+}
+
+Test(descriptors, a_socket_closed_under_a_receiver_is_released_and_its_number_freed)
+{
+    FOR_EACH_CONFIG(b, w, all_workers)
+        cr_assert_eq(run_with_io(w, b, close_a_waited_socket, NULL), (void *)1);
+}
+
 /* ---- deadlines that expire as data arrives ---------------------------------- */
 
 /*
