@@ -61,7 +61,9 @@ typedef struct weft_config {
     unsigned workers;     /* kernel threads; 0 = the CPUs in the process affinity mask */
     size_t   stack_size;  /* usable stack per coroutine; 0 = 256 KiB, committed only as touched */
     int      io_backend;  /* WEFT_IO_AUTO (0), WEFT_IO_URING or WEFT_IO_EPOLL; see below */
-    unsigned ring_entries;/* io_uring submission queue depth per worker; 0 = 256 */
+    unsigned ring_entries;/* io_uring submission queue depth per worker; 0 = 256; 1 is raised
+                           * to 2 (a request and its deadline are queued together); above
+                           * 32768 is -EINVAL */
     /* later fields are appended; a zeroed field always means the default */
 } weft_config;
 
@@ -159,8 +161,12 @@ WEFT_API int weft_sleep(uint64_t ns);
  * backend a pipe or terminal is switched to O_NONBLOCK at its first call and
  * left so. From a plain thread each behaves like the plain
  * system call. Each returns what the system call returns, or a negative errno;
- * errno is never set. weft_send() adds MSG_NOSIGNAL: a closed peer gives -EPIPE,
- * never SIGPIPE; weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
+ * errno is never set. Writing to a pipe or socket whose reader has gone gives
+ * -EPIPE and never SIGPIPE: weft_send() adds MSG_NOSIGNAL, and worker threads
+ * block SIGPIPE, taking back the one a failed write leaves pending (so a
+ * coroutine's own write(2) to such a pipe also fails with EPIPE rather than
+ * end the process; a plain thread's weft_write() is write(2), signal
+ * included). weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
  * rather than wait. weft_poll() waits until one of events (POLLIN, POLLOUT,
  * or both) is ready and returns the revents. One coroutine at a time may wait
  * to read a descriptor and one to write it; another gets -EBUSY.
@@ -179,9 +185,20 @@ WEFT_API int weft_poll(int fd, short events);
  * weft_close() first fails every coroutine waiting on fd with -EBADF, in
  * every runtime of the process and on either backend, then closes it; it may
  * be called from any thread. Close with it, not close(2), a descriptor that
- * coroutines may be waiting on. On io_uring a
- * socket is fully released (its peer sees the close) once those requests are
- * cancelled, a few microseconds later.
+ * coroutines may be waiting on. No request made on fd before weft_close()
+ * reaches another file later given the same number: on io_uring, where
+ * requests may still be queued or in flight, the number is held by a
+ * placeholder (an O_PATH descriptor, on which every call fails with -EBADF)
+ * until the rings have cancelled them, a few microseconds later unless a
+ * worker is busy with a coroutine that does not yield; a socket is fully
+ * released (its peer sees the close) at that point too. So a new descriptor
+ * may not get the lowest free number at once, and closing the number again
+ * meanwhile is a double close. A call on fd made concurrently with
+ * weft_close() races with it, as with threads. weft_close() returns 0,
+ * -EBADF, close(2)'s error, or -ENOMEM (nothing was closed).
+ * weft_pread() and weft_pwrite() give -EINVAL for a negative offset and
+ * -ESPIPE for a descriptor without positions (a pipe, socket or terminal),
+ * as pread(2) does, on either backend.
  * Where the kernel offers no asynchronous form, a call runs on a helper thread
  * (weft_offload) rather than block the worker. From a plain thread each is the
  * plain system call.

@@ -20,9 +20,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #if WEFT_HAVE_URING
 #include <liburing.h>
@@ -197,7 +199,12 @@ ssize_t weft_read(int fd, void *buf, size_t len)
 
 ssize_t weft_write(int fd, const void *buf, size_t len)
 {
-    return do_io(&(struct io_args){ .op = OP_WRITE, .fd = fd, .buf = (void *)buf, .len = len });
+    ssize_t r = do_io(&(struct io_args){ .op = OP_WRITE, .fd = fd, .buf = (void *)buf, .len = len });
+    /* On the epoll backend the write(2) that failed ran here, just now, on
+     * this worker (a ring's owner takes its own as it reaps). */
+    if (WEFT__UNLIKELY(r == -EPIPE) && in_coroutine())
+        weft__sigpipe_take();
+    return r;
 }
 
 ssize_t weft_recv(int fd, void *buf, size_t len, int flags)
@@ -331,6 +338,11 @@ static ssize_t file_call(struct file_call *c)
     }
 #if WEFT_HAVE_URING
     if (w->ring) {
+        /* The ring reads and writes a file without positions (a pipe, a
+         * socket, a terminal) as a stream, whatever the offset, where
+         * pread(2) refuses with ESPIPE; lseek refuses those files alike. */
+        if ((c->op == OP_PREAD || c->op == OP_PWRITE) && lseek(c->fd, 0, SEEK_CUR) < 0)
+            return -errno;
         return ring_io(w, &(struct io_args){ .op = c->op, .fd = c->fd, .buf = c->buf,
                                              .len = c->len, .off = c->off, .path = c->path,
                                              .flags = c->flags, .mode = c->mode });
@@ -342,11 +354,15 @@ static ssize_t file_call(struct file_call *c)
 
 ssize_t weft_pread(int fd, void *buf, size_t len, off_t offset)
 {
+    if (offset < 0)
+        return -EINVAL;   /* as pread(2), before the descriptor is looked at; the ring reads -1 as "here" */
     return file_call(&(struct file_call){ .op = OP_PREAD, .fd = fd, .buf = buf, .len = len, .off = offset });
 }
 
 ssize_t weft_pwrite(int fd, const void *buf, size_t len, off_t offset)
 {
+    if (offset < 0)
+        return -EINVAL;
     return file_call(&(struct file_call){ .op = OP_PWRITE, .fd = fd, .buf = (void *)buf, .len = len,
                                           .off = offset });
 }
@@ -364,20 +380,91 @@ int weft_fsync(int fd)
     return (int)file_call(&(struct file_call){ .op = OP_FSYNC, .fd = fd });
 }
 
-/* Fails the coroutines of rt waiting on the descriptor *arg with -EBADF. */
+struct closing {
+    int                      fd;
+    unsigned                 rings;   /* rings that may have requests on fd */
+    struct weft__ring_close *ring;    /* their part of the close, if any */
+};
+
+#if WEFT_HAVE_URING
+static void count_rings(weft_rt *rt, void *arg)
+{
+    struct closing *c = arg;
+    c->rings += weft__ring_close_count(rt, c->fd);
+}
+#endif
+
+/* Fails the coroutines of rt waiting on the descriptor with -EBADF: on the
+ * epoll backend at once, on io_uring through the notes of the close. */
 static void forget_fd(weft_rt *rt, void *arg)
 {
-    int fd = *(const int *)arg;
-    weft__epoll_forget(rt, fd);
+    struct closing *c = arg;
+    weft__epoll_forget(rt, c->fd);
 #if WEFT_HAVE_URING
-    weft__ring_close_fd(rt, fd);
+    if (c->ring)
+        weft__ring_close_post(rt, c->ring);
 #endif
 }
 
+/*
+ * A descriptor that rings may have requests on, queued or in flight, keeps
+ * its number under a tombstone until they have let go of it, so that no
+ * request reaches a new file given the number (runtime/io_uring.c); any
+ * other is closed with close(2) at once.
+ */
 int weft_close(int fd)
 {
-    if (fd >= 0)   /* coroutines waiting on fd, in any runtime, get -EBADF */
-        weft__each_runtime(forget_fd, &fd);
+    if (fd < 0)
+        return -EBADF;
+    struct closing c = { .fd = fd };
+#if WEFT_HAVE_URING
+    weft__each_runtime(count_rings, &c);
+    int err = c.rings ? weft__ring_close_new(&c.ring, fd, c.rings) : 0;
+    if (err)
+        return err;
+#endif
+    weft__each_runtime(forget_fd, &c);   /* coroutines waiting on fd, in any runtime, get -EBADF */
+#if WEFT_HAVE_URING
+    if (c.ring)
+        return weft__ring_close_end(c.ring);
+#endif
     /* close(2) releases the descriptor even when it reports EINTR: never retry. */
     return close(fd) < 0 && errno != EINTR ? -errno : 0;
+}
+
+/* ---- SIGPIPE on workers ------------------------------------------------------- */
+
+/*
+ * A write to a pipe whose reader has gone raises SIGPIPE on the writing
+ * thread, and so does a write(2) (not a send with MSG_NOSIGNAL) to a socket
+ * whose peer has gone. weft_send() passes MSG_NOSIGNAL, but no flag exists
+ * for pipes, and a ring issues its writes as writes: so worker threads block
+ * SIGPIPE, the signal stays pending on the thread that wrote, and the -EPIPE
+ * that comes with it is the whole answer. The thread that wrote takes the
+ * signal back: weft_write() on the epoll backend, the ring's owner as it
+ * reaps a -EPIPE (io-wq threads block every signal themselves). A plain
+ * thread's weft_write() is the plain write(2), with its signal.
+ */
+static sigset_t sigpipe_set(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    return set;
+}
+
+void weft__sigpipe_block(void)
+{
+    sigset_t set = sigpipe_set();
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+void weft__sigpipe_take(void)
+{
+    int saved = errno;   /* a coroutine's errno lives on this thread too */
+    sigset_t set = sigpipe_set();
+    struct timespec none = { 0, 0 };
+    while (sigtimedwait(&set, NULL, &none) < 0 && errno == EINTR)
+        ;
+    errno = saved;
 }

@@ -1155,6 +1155,7 @@ static void *worker_main(void *arg)
 {
     struct weft__worker *w = arg;
     tls_worker = w;
+    weft__sigpipe_block();   /* a write to a reader that has gone gives -EPIPE alone (io.c) */
     if (weft__altstack_enter(&w->altstack) != 0)
         w->altstack = NULL;   /* overflows then show as a plain SIGSEGV */
     pthread_attr_t attr;
