@@ -114,8 +114,14 @@ printf 'first file\n' >"$tmp/small"
 # check_server IO WORKERS SIGNAL: echo_server logs its address, echoes, and
 # stops with status 0 on the signal while a client is connected.
 check_server() {
-    local io=$1 workers=$2 sig=$3 log=$tmp/server.log port="" rc=0 i
-    WEFT_IO=$io $emu "$dir/echo_server" --port 0 --workers "$workers" >"$log" 2>&1 &
+    local io=$1 workers=$2 sig=$3 port="" rc=0 i
+    # A log of its own, made before the server starts, so that no line from
+    # an earlier run is taken for this one's. timeout passes the signal on,
+    # and stops a server that does not stop.
+    local log=$tmp/server-$io-$workers-$sig.log
+    : >"$log"
+    WEFT_IO=$io timeout -k 10 $((3 * limit)) $emu "$dir/echo_server" --port 0 --workers "$workers" \
+        >"$log" 2>&1 &
     local pid=$!
     for ((i = 0; i < 600; i++)); do   # up to a minute
         port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log")
@@ -124,7 +130,7 @@ check_server() {
     done
     if [ -z "$port" ]; then
         fail "echo_server ($io, $workers workers): no 'listening on' line in its log: $(cat "$log")"
-        kill -KILL "$pid" 2>/dev/null
+        kill -TERM "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
         return
     fi
