@@ -33,6 +33,19 @@ struct reader {
     weft_chan  *out;    /* blocks, in order; NULL: nothing to read */
 };
 
+/* On the epoll backend weft switches a pipe or a terminal to O_NONBLOCK at
+ * its first use and leaves it so. A terminal is shared with the shell, so
+ * cat puts the flags of its standard input and output back as it exits. */
+static int stdin_flags = -1, stdout_flags = -1;
+
+static void restore_flags(void)
+{
+    if (stdin_flags >= 0)
+        fcntl(STDIN_FILENO, F_SETFL, stdin_flags);
+    if (stdout_flags >= 0)
+        fcntl(STDOUT_FILENO, F_SETFL, stdout_flags);
+}
+
 static void *read_input(void *arg)
 {
     struct reader *r = arg;
@@ -135,6 +148,9 @@ int main(int argc, char **argv)
     }
     if (n == 0)
         paths[n++] = "-";
+    stdin_flags = fcntl(STDIN_FILENO, F_GETFL);
+    stdout_flags = fcntl(STDOUT_FILENO, F_GETFL);
+    atexit(restore_flags);
     void *status;
     int err = weft_main(NULL, cat, (void *)paths, &status);
     free(paths);

@@ -8,7 +8,8 @@
 #     standard error, and the exit status is 2;
 #   - hello and fork_join_sum print the sum they expect beside the one they
 #     got, and the two agree;
-#   - cat copies standard input for "-" or no argument, in order among files;
+#   - cat copies standard input for "-" or no argument, in order among files,
+#     and leaves the flags of its standard input as it found them;
 #   - echo_server's "listening on" line reaches a log file while it runs, and
 #     SIGTERM or SIGINT stops it with status 0, also with a client connected,
 #     whose connection is then closed.
@@ -205,6 +206,15 @@ for io in $backends; do
         pass
     else
         fail "cat FILE - FILE ($io) does not keep the order: $(cat "$tmp/err")"
+    fi
+    # A terminal on standard input is the shell's too: cat leaves its flags
+    # as it found them (the epoll backend makes it O_NONBLOCK while in use).
+    flags=$( (timeout $limit $emu "$dir/cat" >/dev/null 2>&1
+              awk '/^flags/ { print $2 }' "/proc/$BASHPID/fdinfo/0") < <(printf 'x\n'))
+    if [ -n "$flags" ] && (((8#$flags & 8#4000) == 0)); then
+        pass
+    else
+        fail "cat ($io) left its standard input O_NONBLOCK (flags $flags)"
     fi
     rc=0
     run cat "$tmp/small" "$tmp/missing" </dev/null || rc=$?
