@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -123,44 +124,53 @@ static inline _Noreturn void cli_unexpected(const struct cli *c, const char *arg
 
 /* ---- stopping on SIGINT and SIGTERM ---------------------------------------
  *
- * A signal handler may do almost nothing, and weft's calls are not among what
- * it may do; so the handler writes the signal's number to a pipe, and a
- * coroutine waiting in weft_read() on the other end does the stopping with
- * the whole API at hand (typically: weft_close() the listening socket, so
- * that the accept loop ends, and end the open connections).
+ * SIGINT and SIGTERM are blocked in every thread (the runtime's workers
+ * inherit the mask of the thread that starts them), and one plain thread
+ * takes them with sigwait() and writes the signal's number to a pipe, which a
+ * coroutine reads with weft_read(). That coroutine does the stopping, with the
+ * whole API at hand: typically it cancels the accept loop and ends the open
+ * connections. No signal handler runs, so nothing is limited to what a
+ * handler may do, and no system call of the runtime is interrupted.
  */
 
-/* The pipe: [0] read by cli_wait_for_stop(), [1] written by the handler. */
+/* The pipe: [0] read by cli_wait_for_stop(), [1] written by the thread. */
 static inline int *cli_stop_pipe(void)
 {
     static int fds[2] = { -1, -1 };
     return fds;
 }
 
-static inline void cli_on_stop_signal(int sig)
+static inline void *cli_stop_thread(void *arg)
 {
-    int saved = errno;
-    unsigned char b = (unsigned char)sig;
-    ssize_t n = write(cli_stop_pipe()[1], &b, 1);   /* full: a stop is already pending */
-    (void)n;
-    errno = saved;
+    const sigset_t *set = arg;
+    int sig;
+    while (sigwait(set, &sig) == 0) {
+        unsigned char b = (unsigned char)sig;
+        ssize_t n = write(cli_stop_pipe()[1], &b, 1);   /* full: a stop is pending already */
+        (void)n;
+    }
+    return NULL;
 }
 
 /* Makes SIGINT and SIGTERM ask for a stop instead of ending the process.
  * The main thread, before the runtime starts. Exits 1 if it cannot. */
 static inline void cli_catch_stop_signals(const struct cli *c)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = cli_on_stop_signal;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    /* Non-blocking: the handler must never wait, and weft_read waits anyway. */
-    if (pipe2(cli_stop_pipe(), O_CLOEXEC | O_NONBLOCK) != 0 ||
-        sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) {
-        fprintf(stderr, "%s: cannot catch SIGINT and SIGTERM: %s\n", c->name, strerror(errno));
+    static sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_t thread;
+    /* Non-blocking: the thread never waits for a reader; weft_read waits anyway. */
+    int err = pipe2(cli_stop_pipe(), O_CLOEXEC | O_NONBLOCK) != 0 ? errno
+                                                                 : pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (!err)
+        err = pthread_create(&thread, NULL, cli_stop_thread, &set);
+    if (err) {
+        fprintf(stderr, "%s: cannot catch SIGINT and SIGTERM: %s\n", c->name, strerror(err));
         exit(1);
     }
+    pthread_detach(thread);
 }
 
 /* A coroutine: suspends until SIGINT or SIGTERM arrives (only this coroutine
