@@ -162,8 +162,12 @@ WEFT_API int weft_sleep(uint64_t ns);
  * errno is never set. weft_send() adds MSG_NOSIGNAL: a closed peer gives -EPIPE,
  * never SIGPIPE; weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
  * rather than wait. weft_poll() waits until one of events (POLLIN, POLLOUT,
- * or both) is ready and returns the revents. One coroutine at a time may wait
- * to read a descriptor and one to write it; another gets -EBUSY.
+ * or both) is ready and returns the revents. Any number of coroutines may
+ * wait on one descriptor in each direction (several accepting on one
+ * listening socket, for instance): each returns when its own call can be
+ * made, and weft_close() fails them all. On the epoll backend those waiting
+ * in one direction are served in the order they came, one per readiness; an
+ * error or a hang-up on the descriptor wakes them all.
  */
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len);
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len);

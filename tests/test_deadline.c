@@ -33,7 +33,7 @@ struct scene {
     weft_chan  *ch, *ch_r;   /* unbuffered: nobody receives from ch, nobody sends to ch_r */
     weft_chan  *ch2, *ch3;   /* unbuffered, for select */
     int         pipe[2];     /* nothing is ever written */
-    int         quiet[2];    /* another: one reader per descriptor */
+    int         quiet[2];    /* nothing is ever written either: for weft_poll */
     weft_task  *forever;     /* runs until `release` */
 };
 
@@ -523,7 +523,7 @@ Test(cancel, several_cancellers_racing_a_wake_up_leave_the_waiter_and_the_channe
 enum { CROWD = 16 };
 
 struct crowd {
-    int         fds[CROWD][2];   /* a pipe each: epoll admits one reader a descriptor */
+    int         fds[CROWD][2];   /* a pipe each */
     _Atomic int next;
     _Atomic int timed_out;
 };

@@ -475,63 +475,363 @@ Test(io, msg_dontwait_returns_eagain_instead_of_waiting, .timeout = 30)
         run_with_io(w, b, dontwait_does_not_wait, NULL);
 }
 
-/* ---- the epoll backend's limits, reported rather than hung ------------------- */
+/* ---- many coroutines waiting on one descriptor ------------------------------ */
 
-struct closing {
-    int         fd;
-    _Atomic int result;
+/*
+ * Any number of coroutines may wait to read, and to write, one descriptor, on
+ * either backend. Records are 4 bytes: a pipe writes them whole (below
+ * PIPE_BUF) and a reader that takes 4 bytes at a time never splits one; a
+ * datagram socket carries one a message. Each waiter sets a deadline far
+ * beyond the test's needs, so that a lost wake-up fails instead of hanging.
+ */
+enum { CROWD_READERS = 8, CROWD_WRITERS = 4, CROWD_EACH = 150 };
+#define CROWD_RECORDS (CROWD_READERS * CROWD_EACH)
+#define LONG_WAIT (30ull * 1000000000u)
+
+struct crowd_io {
+    int         rfd, wfd;
+    bool        sock;            /* weft_recv/weft_send, else weft_read/weft_write */
+    _Atomic int seen[CROWD_RECORDS];
+    _Atomic int next_writer;
 };
 
-static void *read_until_closed(void *arg)
+static void *crowd_writer(void *arg)
 {
-    struct closing *c = arg;
-    char b;
-    atomic_store(&c->result, (int)weft_read(c->fd, &b, 1));
+    struct crowd_io *c = arg;
+    uint32_t id = (uint32_t)atomic_fetch_add(&c->next_writer, 1);
+    weft_deadline(weft_now() + LONG_WAIT);
+    for (uint32_t i = id; i < CROWD_RECORDS; i += CROWD_WRITERS) {
+        ssize_t n = c->sock ? weft_send(c->wfd, &i, sizeof i, 0) : weft_write(c->wfd, &i, sizeof i);
+        if (n != (ssize_t)sizeof i)
+            return (void *)(intptr_t)(n < 0 ? n : -1000);
+    }
     return NULL;
 }
 
-static void *close_under_a_reader(void *arg)
+static void *crowd_reader(void *arg)
+{
+    struct crowd_io *c = arg;
+    weft_deadline(weft_now() + LONG_WAIT);
+    for (int k = 0; k < CROWD_EACH; k++) {
+        uint32_t v = UINT32_MAX;
+        ssize_t n = c->sock ? weft_recv(c->rfd, &v, sizeof v, 0) : weft_read(c->rfd, &v, sizeof v);
+        if (n != (ssize_t)sizeof v || v >= CROWD_RECORDS)
+            return (void *)(intptr_t)(n < 0 ? n : -1000);
+        atomic_fetch_add(&c->seen[v], 1);
+    }
+    return NULL;
+}
+
+/* Starts n coroutines running waiter(arg), lets them wait, then m running
+ * waker(arg), and joins them all: each must return NULL, or the negative
+ * errno it met. */
+static void wait_then_wake(weft_fn waiter, int n, weft_fn waker, int m, void *arg)
+{
+    weft_task *t[64];
+    cr_assert_leq(n + m, 64);
+    for (int i = 0; i < n + m; i++) {
+        if (i == n)
+            weft_sleep(5000000);   /* most waiters wait by now */
+        cr_assert_eq(weft_spawn(&t[i], i < n ? waiter : waker, arg), 0);
+    }
+    for (int i = n + m - 1; i >= 0; i--) {   /* the wakers first */
+        void *r;
+        cr_assert_eq(weft_join(t[i], &r), 0);
+        cr_assert_eq((intptr_t)r, 0, "%s %d failed: %ld", i < n ? "waiter" : "waker", i, (long)(intptr_t)r);
+    }
+}
+
+static void *crowd_on_one_descriptor(void *arg)
+{
+    bool sock = arg != NULL;
+    static struct crowd_io c;   /* large; one test at a time runs this */
+    memset(&c, 0, sizeof c);
+    int fds[2];
+    if (sock) {
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, fds), 0);
+    } else {
+        cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+        fcntl(fds[1], F_SETPIPE_SZ, 4096);   /* the writers wait too; a bigger pipe only waits less */
+    }
+    c.rfd = fds[0];
+    c.wfd = fds[1];
+    c.sock = sock;
+    wait_then_wake(crowd_reader, CROWD_READERS, crowd_writer, CROWD_WRITERS, &c);
+    for (int i = 0; i < CROWD_RECORDS; i++)
+        cr_assert_eq(atomic_load(&c.seen[i]), 1, "record %d was read %d times", i, atomic_load(&c.seen[i]));
+    weft_close(fds[0]);
+    weft_close(fds[1]);
+    return NULL;
+}
+
+Test(io, many_coroutines_reading_and_writing_one_pipe_each_get_their_share, .timeout = 120)
+{
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, crowd_on_one_descriptor, NULL);
+}
+
+Test(io, many_coroutines_receiving_and_sending_on_one_socket_each_get_their_share, .timeout = 120)
+{
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, crowd_on_one_descriptor, (void *)1);
+}
+
+/* Several coroutines accept on one listening socket, the common server: each
+ * gets a connection of its own. */
+enum { ACCEPTORS = 8 };
+
+struct acceptors {
+    int                lfd;
+    struct sockaddr_in sa;
+    _Atomic int        got[ACCEPTORS];   /* how often each client's id arrived */
+};
+
+static void *accept_one(void *arg)
+{
+    struct acceptors *a = arg;
+    weft_deadline(weft_now() + LONG_WAIT);
+    int c = weft_accept(a->lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0)
+        return (void *)(intptr_t)c;
+    uint32_t id = UINT32_MAX;
+    ssize_t n = weft_recv(c, &id, sizeof id, MSG_WAITALL);
+    weft_close(c);
+    if (n != (ssize_t)sizeof id || id >= ACCEPTORS)
+        return (void *)(intptr_t)(n < 0 ? n : -1000);
+    atomic_fetch_add(&a->got[id], 1);
+    return NULL;
+}
+
+static void *connect_one(void *arg)
+{
+    struct acceptors *a = arg;
+    static _Atomic uint32_t next_id;
+    uint32_t id = atomic_fetch_add(&next_id, 1) % ACCEPTORS;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int r = weft_connect(fd, (struct sockaddr *)&a->sa, sizeof a->sa);
+    if (r == 0 && weft_send(fd, &id, sizeof id, 0) != (ssize_t)sizeof id)
+        r = -1000;
+    weft_close(fd);
+    return (void *)(intptr_t)r;
+}
+
+static void *many_acceptors(void *arg)
+{
+    (void)arg;
+    static struct acceptors a;
+    memset(&a, 0, sizeof a);
+    a.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    a.sa = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof a.sa;
+    cr_assert_eq(bind(a.lfd, (struct sockaddr *)&a.sa, sizeof a.sa), 0);
+    cr_assert_eq(listen(a.lfd, 64), 0);
+    cr_assert_eq(getsockname(a.lfd, (struct sockaddr *)&a.sa, &len), 0);
+    wait_then_wake(accept_one, ACCEPTORS, connect_one, ACCEPTORS, &a);
+    for (int i = 0; i < ACCEPTORS; i++)
+        cr_assert_eq(atomic_load(&a.got[i]), 1, "client %d's connection was accepted %d times",
+                     i, atomic_load(&a.got[i]));
+    weft_close(a.lfd);
+    return NULL;
+}
+
+Test(io, many_coroutines_accepting_on_one_listener_each_get_a_connection, .timeout = 120)
+{
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, many_acceptors, NULL);
+}
+
+/* weft_close fails every coroutine waiting on the descriptor, in each
+ * direction and both at once. The socket has nothing to read and a full
+ * send buffer. */
+enum { CLOSE_EACH = 4 };
+
+struct waiting_one {
+    int          fd;
+    int          how;   /* 0 recv, 1 send, 2 poll for both */
+    _Atomic int  started;
+    _Atomic long result;
+};
+
+static void *wait_one_way(void *arg)
+{
+    struct waiting_one *o = arg;
+    char buf[4096] = { 0 };
+    weft_deadline(weft_now() + LONG_WAIT);
+    atomic_store(&o->started, 1);
+    long r;
+    if (o->how == 0)
+        r = (long)weft_recv(o->fd, buf, sizeof buf, 0);
+    else if (o->how == 1)
+        r = (long)weft_send(o->fd, buf, sizeof buf, 0);
+    else
+        r = weft_poll(o->fd, POLLIN | POLLOUT);
+    atomic_store(&o->result, r);
+    return NULL;
+}
+
+static void *close_under_a_crowd(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    char chunk[4096] = { 0 };
+    while (send(sv[0], chunk, sizeof chunk, MSG_DONTWAIT) > 0)
+        ;
+    struct waiting_one o[3 * CLOSE_EACH];
+    weft_task *t[3 * CLOSE_EACH];
+    for (int i = 0; i < 3 * CLOSE_EACH; i++) {
+        o[i] = (struct waiting_one){ .fd = sv[0], .how = i % 3, .result = 1 };
+        cr_assert_eq(weft_spawn(&t[i], wait_one_way, &o[i]), 0);
+    }
+    for (int i = 0; i < 3 * CLOSE_EACH; i++)
+        while (!atomic_load(&o[i].started))
+            weft_yield();
+    weft_sleep(20000000);   /* most likely all waiting by now; see close_under_waiters */
+    for (int i = 0; i < 3 * CLOSE_EACH; i++)
+        cr_assert_eq(atomic_load(&o[i].result), 1, "waiter %d returned %ld before the close",
+                     i, atomic_load(&o[i].result));
+    cr_assert_eq(weft_close(sv[0]), 0);
+    for (int i = 0; i < 3 * CLOSE_EACH; i++) {
+        cr_assert_eq(weft_join(t[i], NULL), 0);
+        cr_assert_eq(atomic_load(&o[i].result), -EBADF, "waiter %d (%s) got %ld", i,
+                     o[i].how == 0 ? "recv" : o[i].how == 1 ? "send" : "poll", atomic_load(&o[i].result));
+    }
+    close(sv[1]);
+    return NULL;
+}
+
+Test(io, weft_close_fails_every_coroutine_waiting_on_the_descriptor_in_either_direction, .timeout = 60)
+{
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, close_under_a_crowd, NULL);
+}
+
+/* Waiters that give up, at a deadline or by cancellation, leave the others
+ * waiting, and each of those still gets a record. */
+enum { QUITTERS = 6 };
+
+struct quitter {
+    int          fd;
+    uint64_t     deadline;
+    _Atomic int  started;
+    _Atomic long result;
+    uint32_t     record;
+};
+
+static void *read_a_record(void *arg)
+{
+    struct quitter *q = arg;
+    weft_deadline(q->deadline);
+    atomic_store(&q->started, 1);
+    atomic_store(&q->result, (long)weft_read(q->fd, &q->record, sizeof q->record));
+    return NULL;
+}
+
+static void *some_waiters_give_up(void *arg)
 {
     (void)arg;
     int p[2];
-    cr_assert_eq(pipe(p), 0);
-    struct closing c;
-    weft_task *t;
-    /* Read as a second reader until refused. A probe that comes before the
-     * first reader parks is the first reader itself: it gives up at its
-     * deadline, and the other, refused, is started again. */
-    ssize_t r = 0;
-    bool running = false;
-    for (int attempt = 0; attempt < 1000 && r != -EBUSY; attempt++) {
-        if (!running) {
-            c.fd = p[0];
-            atomic_store(&c.result, 1);
-            weft_spawn(&t, read_until_closed, &c);
-            running = true;
-        }
-        weft_sleep(1000000);
-        char b;
-        weft_deadline(weft_now() + 2000000);
-        r = weft_read(p[0], &b, 1);
-        weft_deadline(0);
-        if (r != -EBUSY && atomic_load(&c.result) != 1) {
-            weft_join(t, NULL);   /* it came second and was refused */
-            cr_assert_eq(atomic_load(&c.result), -EBUSY);
-            running = false;
-        }
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    struct quitter q[QUITTERS];
+    weft_task *t[QUITTERS];
+    const int timed = 1, cancelled = 3;   /* in the middle of the line, most likely */
+    for (int i = 0; i < QUITTERS; i++) {
+        q[i] = (struct quitter){ .fd = p[0], .result = 1, .record = UINT32_MAX,
+                                 .deadline = weft_now() + (i == timed ? 30000000 : LONG_WAIT) };
+        cr_assert_eq(weft_spawn(&t[i], read_a_record, &q[i]), 0);
+        while (!atomic_load(&q[i].started))
+            weft_yield();
     }
-    cr_assert_eq(r, -EBUSY, "a second reader of one descriptor is refused");
-    cr_assert_eq(weft_close(p[0]), 0);
-    weft_join(t, NULL);
-    cr_assert_eq(atomic_load(&c.result), -EBADF, "weft_close fails the waiting reader");
+    cr_assert_eq(weft_join(t[timed], NULL), 0);
+    cr_assert_eq(atomic_load(&q[timed].result), -ETIMEDOUT);
+    cr_assert_eq(weft_cancel(t[cancelled]), 0);
+    cr_assert_eq(weft_join(t[cancelled], NULL), 0);
+    cr_assert_eq(atomic_load(&q[cancelled].result), -ECANCELED);
+    for (int i = 0; i < QUITTERS; i++)
+        cr_assert_eq(atomic_load(&q[i].result), i == timed ? -ETIMEDOUT : i == cancelled ? -ECANCELED : 1,
+                     "waiter %d returned %ld early", i, atomic_load(&q[i].result));
+    for (uint32_t v = 0; v < QUITTERS - 2; v++)
+        cr_assert_eq(weft_write(p[1], &v, sizeof v), (ssize_t)sizeof v);
+    unsigned got = 0;
+    for (int i = 0; i < QUITTERS; i++) {
+        if (i == timed || i == cancelled)
+            continue;
+        cr_assert_eq(weft_join(t[i], NULL), 0);
+        cr_assert_eq(atomic_load(&q[i].result), (long)sizeof(uint32_t), "waiter %d got %ld", i,
+                     atomic_load(&q[i].result));
+        cr_assert_lt(q[i].record, QUITTERS - 2);
+        got |= 1u << q[i].record;
+    }
+    cr_assert_eq(got, (1u << (QUITTERS - 2)) - 1, "the records went to the waiters left, one each");
+    weft_close(p[0]);
     weft_close(p[1]);
     return NULL;
 }
 
-Test(io, on_epoll_weft_close_fails_a_waiting_reader_and_a_second_reader_is_EBUSY)
+Test(io, waiters_that_give_up_leave_the_others_waiting_on_the_descriptor, .timeout = 60)
 {
-    run_with_io(1, WEFT_IO_EPOLL, close_under_a_reader, NULL);
-    run_with_io(2, WEFT_IO_EPOLL, close_under_a_reader, NULL);
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, some_waiters_give_up, NULL);
+}
+
+/* On epoll the waiters of one direction are served in the order they came.
+ * One worker: nothing runs between a reader taking its ticket and waiting. */
+enum { IN_LINE = 8 };
+
+struct line {
+    int         fd;
+    _Atomic int tickets, served;
+    uint32_t    got[IN_LINE];   /* by ticket */
+};
+
+static void *wait_in_line(void *arg)
+{
+    struct line *l = arg;
+    int ticket = atomic_fetch_add(&l->tickets, 1);
+    weft_deadline(weft_now() + LONG_WAIT);
+    uint32_t v = UINT32_MAX;
+    if (weft_read(l->fd, &v, sizeof v) != (ssize_t)sizeof v)
+        return (void *)1;
+    l->got[ticket] = v;
+    atomic_fetch_add(&l->served, 1);
+    return NULL;
+}
+
+static void *served_in_order(void *arg)
+{
+    (void)arg;
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    struct line l = { .fd = p[0] };
+    weft_task *t[IN_LINE];
+    for (int i = 0; i < IN_LINE; i++)
+        cr_assert_eq(weft_spawn(&t[i], wait_in_line, &l), 0);
+    while (atomic_load(&l.tickets) < IN_LINE)
+        weft_yield();
+    /* One record at a time, each once the last was taken: each wakes the
+     * reader at the head of the line. */
+    for (uint32_t v = 0; v < IN_LINE; v++) {
+        cr_assert_eq(weft_write(p[1], &v, sizeof v), (ssize_t)sizeof v);
+        uint64_t give_up = weft_now() + LONG_WAIT;
+        while (atomic_load(&l.served) == (int)v && weft_now() < give_up)
+            weft_sleep(1000000);
+        cr_assert_eq(atomic_load(&l.served), (int)v + 1, "record %u was never taken", v);
+    }
+    for (int i = 0; i < IN_LINE; i++) {
+        void *r;
+        cr_assert_eq(weft_join(t[i], &r), 0);
+        cr_assert_null(r);
+    }
+    for (uint32_t i = 0; i < IN_LINE; i++)
+        cr_assert_eq(l.got[i], i, "the reader that came %u-th got record %u", i, l.got[i]);
+    weft_close(p[0]);
+    weft_close(p[1]);
+    return NULL;
+}
+
+Test(io, on_epoll_the_readers_of_a_descriptor_are_served_in_the_order_they_came, .timeout = 60)
+{
+    run_with_io(1, WEFT_IO_EPOLL, served_in_order, NULL);
 }
 
 /* weft_close ends the wait of a coroutine blocked on the descriptor, on every
