@@ -179,7 +179,12 @@ WEFT_API int weft_poll(int fd, short events);
  * Sockets and files. weft_accept() takes accept4()'s flags (SOCK_NONBLOCK,
  * SOCK_CLOEXEC) and, like weft_connect(), suspends only the caller. A
  * weft_connect() that is interrupted by the deadline or cancellation leaves
- * the attempt going on: close the socket. weft_open() always adds O_CLOEXEC.
+ * the attempt going on: close the socket. Both leave the socket's flags as
+ * they were. On the epoll backend, where they must not wait in the system
+ * call, a blocking socket is made O_NONBLOCK for that one call and its flags
+ * restored at once; another thread that calls accept(2) or connect(2) itself
+ * on the same socket, or reads its flags, at that instant sees O_NONBLOCK
+ * (its accept may fail with EAGAIN). weft_open() always adds O_CLOEXEC.
  * weft_close() first fails every coroutine waiting on fd with -EBADF, in
  * every runtime of the process and on either backend, then closes it; it may
  * be called from any thread. Close with it, not close(2), a descriptor that

@@ -17,6 +17,8 @@
  */
 #include "io.h"
 
+#include "sync.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -35,6 +37,7 @@ static struct weft__worker *in_coroutine(void)
     return w && w->current ? w : NULL;
 }
 
+/* A pipe or terminal for the epoll backend: made O_NONBLOCK, and left so. */
 static int make_nonblocking(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
@@ -43,6 +46,27 @@ static int make_nonblocking(int fd)
     if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -errno;
     return 0;
+}
+
+/*
+ * Sockets keep the flags their owner gave them. recv and send take
+ * MSG_DONTWAIT, but accept4 and connect have no such flag: where the caller
+ * left the socket blocking, it is made O_NONBLOCK for the one call and given
+ * its flags back at once. The toggles of one descriptor are serialised by a
+ * process-wide lock picked by its number, so two calls toggling at once (two
+ * coroutines accepting on one listener, in one runtime or two) cannot take
+ * the other's O_NONBLOCK for the owner's and leave it set. What remains: a
+ * thread that enters accept(2) or connect(2) itself on the same socket, or
+ * reads its flags, within that window of three system calls sees O_NONBLOCK
+ * (its accept fails with EAGAIN), and an F_SETFL of its own made in the
+ * window is undone.
+ */
+#define TOGGLE_LOCKS 64u
+static _Atomic uint32_t toggle_lock[TOGGLE_LOCKS];   /* weft__ilock words */
+
+static _Atomic uint32_t *toggle_lock_of(int fd)
+{
+    return &toggle_lock[(unsigned)fd % TOGGLE_LOCKS];
 }
 
 enum op { OP_READ, OP_WRITE, OP_RECV, OP_SEND, OP_ACCEPT, OP_CONNECT, OP_PREAD, OP_PWRITE,
@@ -123,22 +147,57 @@ static ssize_t once(const struct io_args *a)
 {
     ssize_t r;
     switch (a->op) {
-    case OP_READ:   r = read(a->fd, a->buf, a->len); break;
-    case OP_WRITE:  r = write(a->fd, a->buf, a->len); break;
-    case OP_RECV:   r = recv(a->fd, a->buf, a->len, a->flags); break;
-    case OP_SEND:   r = send(a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
-    default:        r = accept4(a->fd, a->addr, a->addrlen, a->flags); break;
+    case OP_READ:    r = read(a->fd, a->buf, a->len); break;
+    case OP_WRITE:   r = write(a->fd, a->buf, a->len); break;
+    case OP_RECV:    r = recv(a->fd, a->buf, a->len, a->flags); break;
+    case OP_SEND:    r = send(a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
+    case OP_CONNECT: r = connect(a->fd, a->addr, a->alen); break;
+    default:         r = accept4(a->fd, a->addr, a->addrlen, a->flags); break;
     }
     return r < 0 ? -errno : r;
 }
 
+/* accept4 or connect (a->op) without waiting, on a socket whose flags are
+ * left as they were (see toggle_lock). Returns the call's result or a
+ * negative errno: -EAGAIN (accept: nothing pending), -EINPROGRESS (connect:
+ * the attempt goes on). */
+static ssize_t once_nowait(const struct io_args *a)
+{
+    _Atomic uint32_t *l = toggle_lock_of(a->fd);
+    weft__ilock(l);
+    ssize_t r;
+    int fl = fcntl(a->fd, F_GETFL);
+    bool toggle = fl >= 0 && !(fl & O_NONBLOCK);
+    if (fl < 0 || (toggle && fcntl(a->fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+        r = -errno;
+    } else {
+        r = once(a);
+        /* Flags the kernel took a moment ago: this fails only where another
+         * thread closed fd meanwhile, and then there is nothing to restore. */
+        if (toggle)
+            fcntl(a->fd, F_SETFL, fl);
+    }
+    weft__iunlock(l);
+    return r;
+}
+
+/* connect's outcome once fd is writable: 0 or the attempt's negative errno. */
+static int connect_outcome(int fd)
+{
+    int soerr = 0;
+    socklen_t n = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &n) < 0)
+        return -errno;
+    return -soerr;
+}
+
 /*
  * The epoll backend. Sockets are left as the caller made them: recv and send
- * take MSG_DONTWAIT, and read and write on a socket are recv and send with no
- * flags. Other descriptors (pipes, terminals) are switched to O_NONBLOCK. The
- * descriptor table remembers which answered ENOTSOCK, as a hint: a number
- * reused for another kind of file costs one system call, never a blocked
- * worker.
+ * take MSG_DONTWAIT, read and write on a socket are recv and send with no
+ * flags, and accept4 sets O_NONBLOCK for the one call (once_nowait). Other
+ * descriptors (pipes, terminals) are switched to O_NONBLOCK. The descriptor
+ * table remembers which answered ENOTSOCK, as a hint: a number reused for
+ * another kind of file costs one system call, never a blocked worker.
  */
 static ssize_t epoll_io(struct weft__worker *w, const struct io_args *a)
 {
@@ -149,11 +208,11 @@ static ssize_t epoll_io(struct weft__worker *w, const struct io_args *a)
     int err;
     if (c.op == OP_RECV || c.op == OP_SEND)
         c.flags |= MSG_DONTWAIT;
-    else if ((err = make_nonblocking(c.fd)))
+    else if (c.op != OP_ACCEPT && (err = make_nonblocking(c.fd)))
         return err;
     bool write = c.op == OP_WRITE || c.op == OP_SEND;
     for (;;) {
-        ssize_t r = once(&c);
+        ssize_t r = c.op == OP_ACCEPT ? once_nowait(&c) : once(&c);
         if (r == -ENOTSOCK && as_socket) {
             /* A pipe or a terminal: read(2) and write(2), made non-blocking. */
             weft__fd_mark_not_socket(w->rt, c.fd);
@@ -221,11 +280,10 @@ int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 
 int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 {
+    struct io_args c = { .op = OP_CONNECT, .fd = fd, .addr = (struct sockaddr *)addr, .alen = addrlen };
     struct weft__worker *w = in_coroutine();
-    if (!w) {
-        int r = connect(fd, addr, addrlen);
-        return r < 0 ? -errno : 0;
-    }
+    if (!w)
+        return (int)once(&c);
 #if WEFT_HAVE_URING
     if (w->ring) {
         ssize_t r = ring_io(w, &(struct io_args){ .op = OP_CONNECT, .fd = fd,
@@ -243,21 +301,15 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
         return -soerr;
     }
 #endif
-    int err = make_nonblocking(fd);
-    if (err)
-        return err;
-    if (connect(fd, addr, addrlen) == 0)
-        return 0;
-    if (errno != EINPROGRESS && errno != EINTR)
-        return -errno;
-    int e = weft__epoll_wait_fd(w, fd, WEFT__WAIT_WRITE);
-    if (e < 0)
-        return e;   /* the connection attempt goes on; the caller closes fd */
-    int soerr = 0;
-    socklen_t n = sizeof soerr;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &n) < 0)
-        return -errno;
-    return -soerr;
+    /* The epoll backend: the attempt is started without blocking, the
+     * socket's flags given back at once, and it goes on while we wait. */
+    int r = (int)once_nowait(&c);
+    if (r != -EINPROGRESS && r != -EALREADY && r != -EINTR)
+        return r;
+    r = weft__epoll_wait_fd(w, fd, WEFT__WAIT_WRITE);
+    if (r < 0)
+        return r;   /* the connection attempt goes on; the caller closes fd */
+    return connect_outcome(fd);
 }
 
 int weft_poll(int fd, short events)

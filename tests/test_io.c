@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -1027,6 +1028,122 @@ Test(io, a_socket_read_and_written_by_coroutines_stays_blocking)
 {
     FOR_EACH_CONFIG(b, w, io_workers)
         run_with_io(w, b, socket_stays_blocking, NULL);
+}
+
+/* weft_accept and weft_connect leave the sockets' flags as the caller set
+ * them, blocking or not, whether the call succeeds, is refused or times out;
+ * and the caller's own blocking calls on them then block as they should. */
+struct plain_call {
+    int     fd;
+    bool    accept;   /* accept(2), else recv(2) of one byte */
+    ssize_t result;   /* the call's result, or -errno */
+};
+
+static void *plain_blocking_call(void *arg)
+{
+    struct plain_call *c = arg;
+    char b;
+    ssize_t r = c->accept ? accept4(c->fd, NULL, NULL, SOCK_CLOEXEC) : recv(c->fd, &b, 1, 0);
+    c->result = r < 0 ? -errno : r;
+    return NULL;
+}
+
+static void *accept_into(void *arg)
+{
+    int *fd = arg;
+    return (void *)(intptr_t)weft_accept(*fd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+static int tcp_socket(bool nonblocking)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+    cr_assert_geq(fd, 0);
+    return fd;
+}
+
+static void flags_kept(bool nb)
+{
+    const char *how __attribute__((unused)) = nb ? "a non-blocking" : "a blocking";   /* in messages */
+    int lfd = tcp_socket(nb);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof sa;
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(lfd, 16), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+    int lflags = fcntl(lfd, F_GETFL);
+
+    /* A connection made: the acceptor waits first, most likely. */
+    int cfd = tcp_socket(nb), cflags = fcntl(cfd, F_GETFL);
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, accept_into, &lfd), 0);
+    weft_sleep(2000000);
+    cr_assert_eq(weft_connect(cfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    void *r;
+    cr_assert_eq(weft_join(t, &r), 0);
+    int afd = (int)(intptr_t)r;
+    cr_assert_geq(afd, 0, "weft_accept on %s listener: %d", how, afd);
+    cr_assert_eq(fcntl(lfd, F_GETFL), lflags, "weft_accept changed %s listener's flags", how);
+    cr_assert_eq(fcntl(cfd, F_GETFL), cflags, "weft_connect changed %s socket's flags", how);
+    cr_assert_eq(fcntl(afd, F_GETFL) & O_NONBLOCK, 0, "the accepted socket was asked blocking");
+
+    /* The caller's own blocking recv(2) waits for the byte sent later, and
+     * so does its own blocking accept(2) for a connection made later. */
+    if (!nb) {
+        struct plain_call rc = { .fd = cfd }, ac = { .fd = lfd, .accept = true };
+        pthread_t th[2];
+        cr_assert_eq(pthread_create(&th[0], NULL, plain_blocking_call, &rc), 0);
+        cr_assert_eq(pthread_create(&th[1], NULL, plain_blocking_call, &ac), 0);
+        weft_sleep(20000000);   /* most likely blocked by now */
+        cr_assert_eq(weft_send(afd, "x", 1, 0), 1);
+        int late = tcp_socket(false);
+        cr_assert_eq(weft_connect(late, (struct sockaddr *)&sa, sizeof sa), 0);
+        pthread_join(th[0], NULL);
+        pthread_join(th[1], NULL);
+        cr_assert_eq(rc.result, 1, "the caller's recv(2) got %zd", rc.result);
+        cr_assert_geq(ac.result, 0, "the caller's accept(2) got %zd", ac.result);
+        close((int)ac.result);
+        weft_close(late);
+    }
+    weft_close(afd);
+    weft_close(cfd);
+    weft_close(lfd);
+
+    /* Refused: nobody listens at that address any more. */
+    cfd = tcp_socket(nb);
+    cflags = fcntl(cfd, F_GETFL);
+    cr_assert_eq(weft_connect(cfd, (struct sockaddr *)&sa, sizeof sa), -ECONNREFUSED);
+    cr_assert_eq(fcntl(cfd, F_GETFL), cflags, "a refused weft_connect changed %s socket's flags", how);
+    weft_close(cfd);
+
+    /* Timed out: a listener whose queue is full drops the connection's SYNs. */
+    int fill[16], nfill;
+    lfd = full_listener(&sa, fill, 16, &nfill);
+    cr_assert_geq(lfd, 0, "no listener with a full queue could be made");
+    cfd = tcp_socket(nb);
+    cflags = fcntl(cfd, F_GETFL);
+    uint64_t before = weft_deadline(weft_now() + 50000000);
+    int got = weft_connect(cfd, (struct sockaddr *)&sa, sizeof sa);
+    weft_deadline(before);
+    cr_assert_eq(got, -ETIMEDOUT);
+    cr_assert_eq(fcntl(cfd, F_GETFL), cflags, "a timed-out weft_connect changed %s socket's flags", how);
+    weft_close(cfd);
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+    weft_close(lfd);
+}
+
+static void *sockets_keep_their_flags(void *arg)
+{
+    (void)arg;
+    flags_kept(false);
+    flags_kept(true);
+    return NULL;
+}
+
+Test(io, accept_and_connect_leave_the_sockets_flags_as_the_caller_set_them, .timeout = 120)
+{
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, sockets_keep_their_flags, NULL);
 }
 
 /* Many connections at once on four workers: each pair of coroutines moves
