@@ -157,8 +157,9 @@ WEFT_API int weft_sleep(uint64_t ns);
  * the worker: a call that would block suspends only the calling coroutine until
  * the descriptor is ready. Sockets keep the flags they have; on the epoll
  * backend a pipe or terminal is switched to O_NONBLOCK at its first call and
- * left so. From a plain thread each behaves like the plain
- * system call. Each returns what the system call returns, or a negative errno;
+ * left so. From a plain thread each behaves like the plain system call, but
+ * waits no longer than the thread's deadline (see weft_deadline()). Each
+ * returns what the system call returns, or a negative errno;
  * errno is never set. weft_send() adds MSG_NOSIGNAL: a closed peer gives -EPIPE,
  * never SIGPIPE; weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
  * rather than wait. weft_poll() waits until one of events (POLLIN, POLLOUT,
@@ -180,11 +181,12 @@ WEFT_API int weft_poll(int fd, short events);
  * SOCK_CLOEXEC) and, like weft_connect(), suspends only the caller. A
  * weft_connect() that is interrupted by the deadline or cancellation leaves
  * the attempt going on: close the socket. Both leave the socket's flags as
- * they were. On the epoll backend, where they must not wait in the system
- * call, a blocking socket is made O_NONBLOCK for that one call and its flags
- * restored at once; another thread that calls accept(2) or connect(2) itself
- * on the same socket, or reads its flags, at that instant sees O_NONBLOCK
- * (its accept may fail with EAGAIN). weft_open() always adds O_CLOEXEC.
+ * they were. On the epoll backend, and from a plain thread with a deadline,
+ * where they must not wait in the system call, a blocking socket is made
+ * O_NONBLOCK for that one call and its flags restored at once; another
+ * thread that calls accept(2) or connect(2) itself on the same socket, or
+ * reads its flags, at that instant sees O_NONBLOCK (its accept may fail with
+ * EAGAIN). weft_open() always adds O_CLOEXEC.
  * weft_close() first fails every coroutine waiting on fd with -EBADF, in
  * every runtime of the process and on either backend, then closes it; it may
  * be called from any thread. Close with it, not close(2), a descriptor that
@@ -193,7 +195,7 @@ WEFT_API int weft_poll(int fd, short events);
  * cancelled, a few microseconds later.
  * Where the kernel offers no asynchronous form, a call runs on a helper thread
  * (weft_offload) rather than block the worker. From a plain thread each is the
- * plain system call.
+ * plain system call, within the thread's deadline (see weft_deadline()).
  */
 WEFT_API ssize_t weft_pread(int fd, void *buf, size_t len, off_t offset);
 WEFT_API ssize_t weft_pwrite(int fd, const void *buf, size_t len, off_t offset);
@@ -207,8 +209,26 @@ WEFT_API int weft_fsync(int fd);
  * Deadlines and cancellation. weft_deadline(t) sets the calling coroutine's
  * deadline (absolute, weft_now() clock; 0 = none) for every blocking call it
  * makes from then on, and returns the previous one so that scopes nest. A call
- * still waiting at the deadline returns -ETIMEDOUT. From a plain thread it sets
- * that thread's deadline for weft's blocking calls.
+ * still waiting at the deadline returns -ETIMEDOUT.
+ *
+ * From a plain thread it sets that thread's deadline, which every blocking
+ * call of weft honours:
+ *   - weft_sleep, weft_join, and the locks, conditions, wait groups,
+ *     semaphores, channels and select, as in a coroutine;
+ *   - weft_read, weft_write, weft_recv, weft_send, weft_accept, weft_connect
+ *     and weft_poll wait for readiness in poll(2) until the deadline, then
+ *     return -ETIMEDOUT (weft_connect leaves its attempt going on; weft_recv
+ *     with MSG_WAITALL returns what it has gathered, if anything). A send
+ *     or write that finds room for part of its buffer sends that part and
+ *     returns its length, as on a non-blocking socket. On a
+ *     descriptor its owner made O_NONBLOCK they never wait, as the system
+ *     calls. On a pipe or terminal, which has no per-call way not to wait,
+ *     the call is made once poll(2) says it is ready: weft_write then writes
+ *     at most PIPE_BUF bytes, and another thread that reads (writes) the same
+ *     pipe at that moment can hold the call past the deadline;
+ *   - weft_offload, weft_open, weft_pread, weft_pwrite and weft_fsync have no
+ *     readiness to wait for: they return -ETIMEDOUT if the deadline has passed
+ *     when they are called, and otherwise run to their end.
  *
  * weft_cancel(task) makes the task's pending and future blocking calls return
  * -ECANCELED, also when it waits on another worker. It cannot be undone. Any
