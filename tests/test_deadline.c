@@ -365,7 +365,7 @@ static void fill_up(int fd)
     cr_assert_eq(fcntl(fd, F_SETFL, fl), 0);
 }
 
-Test(deadline, a_plain_threads_deadline_ends_its_descriptor_io, .timeout = 300)
+Test(deadline, a_plain_threads_deadline_ends_its_descriptor_io)
 {
     int p[2], full[2], sv[2], sfull[2], wa[2], fill[16], nfill;
     cr_assert_eq(pipe2(p, O_CLOEXEC), 0);

@@ -565,13 +565,13 @@ static void *crowd_on_one_descriptor(void *arg)
     return NULL;
 }
 
-Test(io, many_coroutines_reading_and_writing_one_pipe_each_get_their_share, .timeout = 120)
+Test(io, many_coroutines_reading_and_writing_one_pipe_each_get_their_share)
 {
     FOR_EACH_CONFIG(b, w, sweep_workers)
         run_with_io(w, b, crowd_on_one_descriptor, NULL);
 }
 
-Test(io, many_coroutines_receiving_and_sending_on_one_socket_each_get_their_share, .timeout = 120)
+Test(io, many_coroutines_receiving_and_sending_on_one_socket_each_get_their_share)
 {
     FOR_EACH_CONFIG(b, w, sweep_workers)
         run_with_io(w, b, crowd_on_one_descriptor, (void *)1);
@@ -635,7 +635,7 @@ static void *many_acceptors(void *arg)
     return NULL;
 }
 
-Test(io, many_coroutines_accepting_on_one_listener_each_get_a_connection, .timeout = 120)
+Test(io, many_coroutines_accepting_on_one_listener_each_get_a_connection)
 {
     FOR_EACH_CONFIG(b, w, sweep_workers)
         run_with_io(w, b, many_acceptors, NULL);
@@ -701,7 +701,7 @@ static void *close_under_a_crowd(void *arg)
     return NULL;
 }
 
-Test(io, weft_close_fails_every_coroutine_waiting_on_the_descriptor_in_either_direction, .timeout = 60)
+Test(io, weft_close_fails_every_coroutine_waiting_on_the_descriptor_in_either_direction)
 {
     FOR_EACH_CONFIG(b, w, sweep_workers)
         run_with_io(w, b, close_under_a_crowd, NULL);
@@ -769,7 +769,7 @@ static void *some_waiters_give_up(void *arg)
     return NULL;
 }
 
-Test(io, waiters_that_give_up_leave_the_others_waiting_on_the_descriptor, .timeout = 60)
+Test(io, waiters_that_give_up_leave_the_others_waiting_on_the_descriptor)
 {
     FOR_EACH_CONFIG(b, w, sweep_workers)
         run_with_io(w, b, some_waiters_give_up, NULL);
@@ -830,7 +830,7 @@ static void *served_in_order(void *arg)
     return NULL;
 }
 
-Test(io, on_epoll_the_readers_of_a_descriptor_are_served_in_the_order_they_came, .timeout = 60)
+Test(io, on_epoll_the_readers_of_a_descriptor_are_served_in_the_order_they_came)
 {
     run_with_io(1, WEFT_IO_EPOLL, served_in_order, NULL);
 }
@@ -1140,7 +1140,7 @@ static void *sockets_keep_their_flags(void *arg)
     return NULL;
 }
 
-Test(io, accept_and_connect_leave_the_sockets_flags_as_the_caller_set_them, .timeout = 120)
+Test(io, accept_and_connect_leave_the_sockets_flags_as_the_caller_set_them)
 {
     FOR_EACH_CONFIG(b, w, sweep_workers)
         run_with_io(w, b, sockets_keep_their_flags, NULL);

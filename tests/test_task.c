@@ -302,7 +302,7 @@ static void *coroutine_joins_at_the_edge(void *arg)
     return NULL;
 }
 
-Test(task, a_join_whose_deadline_expires_as_the_task_finishes_keeps_its_waiter_alive, .timeout = 120)
+Test(task, a_join_whose_deadline_expires_as_the_task_finishes_keeps_its_waiter_alive)
 {
     FOR_EACH_BACKEND(b) {
         struct join_edge e = { 0 };
