@@ -18,6 +18,10 @@
 static const unsigned io_workers[] = { 1, 2 };
 #define IO_N (sizeof(io_workers) / sizeof(io_workers[0]))
 
+/* How long a test sleeps so that the coroutines it started most likely wait
+ * by then: longer where instrumentation slows them, on a busy machine. */
+#define SETTLE_NS (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND ? 200000000u : 20000000u)
+
 struct pingpong {
     int    in, out;      /* this side reads in and writes out */
     size_t rounds;
@@ -687,7 +691,7 @@ static void *close_under_a_crowd(void *arg)
     for (int i = 0; i < 3 * CLOSE_EACH; i++)
         while (!atomic_load(&o[i].started))
             weft_yield();
-    weft_sleep(20000000);   /* most likely all waiting by now; see close_under_waiters */
+    weft_sleep(SETTLE_NS);   /* most likely all waiting by now; see close_under_waiters */
     for (int i = 0; i < 3 * CLOSE_EACH; i++)
         cr_assert_eq(atomic_load(&o[i].result), 1, "waiter %d returned %ld before the close",
                      i, atomic_load(&o[i].result));
@@ -839,9 +843,10 @@ Test(io, on_epoll_the_readers_of_a_descriptor_are_served_in_the_order_they_came)
  * backend: a read of a pipe and a recv on a socket both return -EBADF. Either
  * order of the close and the wait gives -EBADF; the sleep makes it likely that
  * the coroutines are already waiting, on io_uring with a request in flight
- * that holds the file open. It is long enough for sanitizer builds too: a
- * reader that first tries its call while the descriptor is being closed is a
- * race on the descriptor that ThreadSanitizer rightly reports. */
+ * that holds the file open. It is long enough for sanitizer builds too, on a
+ * busy machine: a reader that first tries its call while the descriptor is
+ * being closed is a race on the descriptor that ThreadSanitizer rightly
+ * reports. */
 struct blocked {
     int          fd;
     bool         sock;
@@ -870,7 +875,7 @@ static void *close_under_waiters(void *arg)
     cr_assert_eq(weft_spawn(&tb, wait_on_fd, &b), 0);
     while (!atomic_load(&a.started) || !atomic_load(&b.started))
         weft_yield();
-    weft_sleep(20000000);
+    weft_sleep(SETTLE_NS);
     cr_assert_eq(weft_close(p[0]), 0);
     cr_assert_eq(weft_close(sv[0]), 0);
     cr_assert_eq(weft_join(ta, NULL), 0);
@@ -905,7 +910,7 @@ Test(io, weft_close_from_a_plain_thread_fails_the_coroutines_waiting_on_the_desc
         cr_assert_eq(weft_spawn_on(rt, &ts, wait_on_fd, &s), 0);
         while (!atomic_load(&a.started) || !atomic_load(&s.started))
             usleep(1000);
-        usleep(20000);   /* as above: most likely waiting by now */
+        usleep(SETTLE_NS / 1000);   /* as above: most likely waiting by now */
         cr_assert_eq(weft_close(p[0]), 0);
         cr_assert_eq(weft_close(sv[0]), 0);
         cr_assert_eq(weft_join(ta, NULL), 0);
@@ -938,7 +943,7 @@ Test(io, weft_close_from_another_runtime_fails_the_coroutines_waiting_on_the_des
         cr_assert_eq(weft_spawn_on(rt, &ta, wait_on_fd, &a), 0);
         while (!atomic_load(&a.started))
             usleep(1000);
-        usleep(20000);   /* as above: most likely waiting by now */
+        usleep(SETTLE_NS / 1000);   /* as above: most likely waiting by now */
         cr_assert_eq(weft_spawn_on(other, &tc, close_fd, (void *)(intptr_t)p[0]), 0);
         void *closed;
         cr_assert_eq(weft_join(tc, &closed), 0);
