@@ -159,17 +159,22 @@ WEFT_API int weft_sleep(uint64_t ns);
  * the worker: a call that would block suspends only the calling coroutine until
  * the descriptor is ready. Sockets keep the flags they have; on the epoll
  * backend a pipe or terminal is switched to O_NONBLOCK at its first call and
- * left so. From a plain thread each behaves like the plain
- * system call. Each returns what the system call returns, or a negative errno;
- * errno is never set. Writing to a pipe or socket whose reader has gone gives
- * -EPIPE and never SIGPIPE: weft_send() adds MSG_NOSIGNAL, and worker threads
- * block SIGPIPE, taking back the one a failed write leaves pending (so a
+ * left so. From a plain thread each behaves like the plain system call, but
+ * waits no longer than the thread's deadline (see weft_deadline()). Each
+ * returns what the system call returns, or a negative errno; errno is never
+ * set. Writing to a pipe or socket whose reader has gone gives -EPIPE and
+ * never SIGPIPE: weft_send() adds MSG_NOSIGNAL, and worker threads block
+ * SIGPIPE, taking back the one a failed write leaves pending (so a
  * coroutine's own write(2) to such a pipe also fails with EPIPE rather than
  * end the process; a plain thread's weft_write() is write(2), signal
  * included). weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
  * rather than wait. weft_poll() waits until one of events (POLLIN, POLLOUT,
- * or both) is ready and returns the revents. One coroutine at a time may wait
- * to read a descriptor and one to write it; another gets -EBUSY.
+ * or both) is ready and returns the revents. Any number of coroutines may
+ * wait on one descriptor in each direction (several accepting on one
+ * listening socket, for instance): each returns when its own call can be
+ * made, and weft_close() fails them all. On the epoll backend those waiting
+ * in one direction are served in the order they came, one per readiness; an
+ * error or a hang-up on the descriptor wakes them all.
  */
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len);
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len);
@@ -181,7 +186,13 @@ WEFT_API int weft_poll(int fd, short events);
  * Sockets and files. weft_accept() takes accept4()'s flags (SOCK_NONBLOCK,
  * SOCK_CLOEXEC) and, like weft_connect(), suspends only the caller. A
  * weft_connect() that is interrupted by the deadline or cancellation leaves
- * the attempt going on: close the socket. weft_open() always adds O_CLOEXEC.
+ * the attempt going on: close the socket. Both leave the socket's flags as
+ * they were. On the epoll backend, and from a plain thread with a deadline,
+ * where they must not wait in the system call, a blocking socket is made
+ * O_NONBLOCK for that one call and its flags restored at once; another
+ * thread that calls accept(2) or connect(2) itself on the same socket, or
+ * reads its flags, at that instant sees O_NONBLOCK (its accept may fail with
+ * EAGAIN). weft_open() always adds O_CLOEXEC.
  * weft_close() first fails every coroutine waiting on fd with -EBADF, in
  * every runtime of the process and on either backend, then closes it; it may
  * be called from any thread. Close with it, not close(2), a descriptor that
@@ -201,7 +212,7 @@ WEFT_API int weft_poll(int fd, short events);
  * as pread(2) does, on either backend.
  * Where the kernel offers no asynchronous form, a call runs on a helper thread
  * (weft_offload) rather than block the worker. From a plain thread each is the
- * plain system call.
+ * plain system call, within the thread's deadline (see weft_deadline()).
  */
 WEFT_API ssize_t weft_pread(int fd, void *buf, size_t len, off_t offset);
 WEFT_API ssize_t weft_pwrite(int fd, const void *buf, size_t len, off_t offset);
@@ -215,8 +226,26 @@ WEFT_API int weft_fsync(int fd);
  * Deadlines and cancellation. weft_deadline(t) sets the calling coroutine's
  * deadline (absolute, weft_now() clock; 0 = none) for every blocking call it
  * makes from then on, and returns the previous one so that scopes nest. A call
- * still waiting at the deadline returns -ETIMEDOUT. From a plain thread it sets
- * that thread's deadline for weft's blocking calls.
+ * still waiting at the deadline returns -ETIMEDOUT.
+ *
+ * From a plain thread it sets that thread's deadline, which every blocking
+ * call of weft honours:
+ *   - weft_sleep, weft_join, and the locks, conditions, wait groups,
+ *     semaphores, channels and select, as in a coroutine;
+ *   - weft_read, weft_write, weft_recv, weft_send, weft_accept, weft_connect
+ *     and weft_poll wait for readiness in poll(2) until the deadline, then
+ *     return -ETIMEDOUT (weft_connect leaves its attempt going on; weft_recv
+ *     with MSG_WAITALL returns what it has gathered, if anything). A send
+ *     or write that finds room for part of its buffer sends that part and
+ *     returns its length, as on a non-blocking socket. On a
+ *     descriptor its owner made O_NONBLOCK they never wait, as the system
+ *     calls. On a pipe or terminal, which has no per-call way not to wait,
+ *     the call is made once poll(2) says it is ready: weft_write then writes
+ *     at most PIPE_BUF bytes, and another thread that reads (writes) the same
+ *     pipe at that moment can hold the call past the deadline;
+ *   - weft_offload, weft_open, weft_pread, weft_pwrite and weft_fsync have no
+ *     readiness to wait for: they return -ETIMEDOUT if the deadline has passed
+ *     when they are called, and otherwise run to their end.
  *
  * weft_cancel(task) makes the task's pending and future blocking calls return
  * -ECANCELED, also when it waits on another worker. It cannot be undone. Any

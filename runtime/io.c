@@ -1,7 +1,10 @@
 /*
  * Descriptor and file IO: the public calls, and the choice of backend.
  *
- * From a plain thread each call is the plain system call. From a coroutine on
+ * From a plain thread each call is the plain system call, unless the thread
+ * has set a deadline (weft_deadline) and the call would block: then it waits
+ * for readiness in poll(2), at most until the deadline, and makes the call
+ * without blocking (see plain_io). From a coroutine on
  * a worker with an io_uring (runtime/io_uring.c), each call is one request on
  * that ring; a request that meets a descriptor the caller made O_NONBLOCK and
  * reports -EAGAIN waits for readiness with a poll request and is retried.
@@ -17,13 +20,17 @@
  */
 #include "io.h"
 
+#include "sync.h"
+
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #if WEFT_HAVE_URING
@@ -37,6 +44,7 @@ static struct weft__worker *in_coroutine(void)
     return w && w->current ? w : NULL;
 }
 
+/* A pipe or terminal for the epoll backend: made O_NONBLOCK, and left so. */
 static int make_nonblocking(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
@@ -45,6 +53,38 @@ static int make_nonblocking(int fd)
     if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return -errno;
     return 0;
+}
+
+/*
+ * Sockets keep the flags their owner gave them. recv and send take
+ * MSG_DONTWAIT, but accept4 and connect have no such flag: where the caller
+ * left the socket blocking, it is made O_NONBLOCK for the one call and given
+ * its flags back at once. The toggles of one descriptor are serialised by a
+ * process-wide lock picked by its number, and every weft call that reads the
+ * flags to decide reads them under it, so two calls toggling at once (two
+ * coroutines accepting on one listener, in one runtime or two) cannot take
+ * the other's O_NONBLOCK for the owner's and leave it set. What remains: a
+ * thread that enters accept(2) or connect(2) itself on the same socket, or
+ * reads its flags, within that window of three system calls sees O_NONBLOCK
+ * (its accept fails with EAGAIN), and an F_SETFL of its own made in the
+ * window is undone.
+ */
+#define TOGGLE_LOCKS 64u
+static _Atomic uint32_t toggle_lock[TOGGLE_LOCKS];   /* weft__ilock words */
+
+static _Atomic uint32_t *toggle_lock_of(int fd)
+{
+    return &toggle_lock[(unsigned)fd % TOGGLE_LOCKS];
+}
+
+/* fd's file status flags as its owner set them, or a negative errno. */
+static int owner_flags(int fd)
+{
+    _Atomic uint32_t *l = toggle_lock_of(fd);
+    weft__ilock(l);
+    int fl = fcntl(fd, F_GETFL);
+    weft__iunlock(l);
+    return fl < 0 ? -errno : fl;
 }
 
 enum op { OP_READ, OP_WRITE, OP_RECV, OP_SEND, OP_ACCEPT, OP_CONNECT, OP_PREAD, OP_PWRITE,
@@ -125,22 +165,157 @@ static ssize_t once(const struct io_args *a)
 {
     ssize_t r;
     switch (a->op) {
-    case OP_READ:   r = read(a->fd, a->buf, a->len); break;
-    case OP_WRITE:  r = write(a->fd, a->buf, a->len); break;
-    case OP_RECV:   r = recv(a->fd, a->buf, a->len, a->flags); break;
-    case OP_SEND:   r = send(a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
-    default:        r = accept4(a->fd, a->addr, a->addrlen, a->flags); break;
+    case OP_READ:    r = read(a->fd, a->buf, a->len); break;
+    case OP_WRITE:   r = write(a->fd, a->buf, a->len); break;
+    case OP_RECV:    r = recv(a->fd, a->buf, a->len, a->flags); break;
+    case OP_SEND:    r = send(a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
+    case OP_CONNECT: r = connect(a->fd, a->addr, a->alen); break;
+    default:         r = accept4(a->fd, a->addr, a->addrlen, a->flags); break;
     }
     return r < 0 ? -errno : r;
 }
 
+/* accept4 or connect (a->op) without waiting, on a socket whose flags are
+ * left as they were (see toggle_lock). Returns the call's result or a
+ * negative errno: -EAGAIN (accept: nothing pending), -EINPROGRESS (connect:
+ * the attempt goes on). */
+static ssize_t once_nowait(const struct io_args *a)
+{
+    _Atomic uint32_t *l = toggle_lock_of(a->fd);
+    weft__ilock(l);
+    ssize_t r;
+    int fl = fcntl(a->fd, F_GETFL);
+    bool toggle = fl >= 0 && !(fl & O_NONBLOCK);
+    if (fl < 0 || (toggle && fcntl(a->fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+        r = -errno;
+    } else {
+        r = once(a);
+        /* Flags the kernel took a moment ago: this fails only where another
+         * thread closed fd meanwhile, and then there is nothing to restore. */
+        if (toggle)
+            fcntl(a->fd, F_SETFL, fl);
+    }
+    weft__iunlock(l);
+    return r;
+}
+
+/* connect's outcome once fd is writable: 0 or the attempt's negative errno. */
+static int connect_outcome(int fd)
+{
+    int soerr = 0;
+    socklen_t n = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &n) < 0)
+        return -errno;
+    return -soerr;
+}
+
+/* ---- a plain thread ------------------------------------------------------------- */
+
+/*
+ * A plain thread with a deadline waits for fd to be ready for `events` in
+ * poll(2), at most until the deadline (a readiness already there is seen
+ * after it too). Returns the revents, -ETIMEDOUT, or a negative errno.
+ */
+static int plain_wait(int fd, short events, uint64_t deadline)
+{
+    struct pollfd p = { .fd = fd, .events = events };
+    for (;;) {
+        uint64_t now = weft_now();
+        uint64_t ms = now < deadline ? (deadline - now + 999999u) / 1000000u : 0;   /* rounded up */
+        int r = poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms);
+        if (r < 0 && errno != EINTR)
+            return -errno;
+        if (r > 0)
+            return p.revents & POLLNVAL ? -EBADF : p.revents;
+        if (r == 0 && weft_now() >= deadline)
+            return -ETIMEDOUT;
+    }
+}
+
+/*
+ * A blocking call from a plain thread. Without a deadline, or on a
+ * descriptor its owner made O_NONBLOCK, it is the plain system call. With
+ * one, a call that would block waits in plain_wait and is then made without
+ * blocking: recv and send (and read and write on a socket) with MSG_DONTWAIT,
+ * accept4 with the listener's O_NONBLOCK set for the call (once_nowait), each
+ * retried on EAGAIN. Read and write on another kind of file (a pipe, a
+ * terminal) have no such flag, and its O_NONBLOCK would be seen by every
+ * thread that shares it: they are made once poll(2) says the file is ready,
+ * and a write is cut to PIPE_BUF bytes, which a ready pipe takes without
+ * waiting. A thread of the user that reads (writes) the same pipe at that
+ * moment can still take what poll(2) saw, and hold the call past the
+ * deadline. recv with MSG_WAITALL gathers until the deadline and then returns
+ * what it has, as a signal would end it.
+ */
+static ssize_t plain_io(const struct io_args *a)
+{
+    ssize_t r;
+    uint64_t deadline = weft__thread_deadline();
+    int fl = deadline && !asks_not_to_wait(a) ? owner_flags(a->fd) : 0;
+    if (fl < 0)
+        return fl;
+    if (!deadline || asks_not_to_wait(a) || (fl & O_NONBLOCK)) {
+        while ((r = once(a)) == -EINTR)
+            ;
+        return r;
+    }
+    struct io_args c = *a;
+    bool out = c.op == OP_WRITE || c.op == OP_SEND;
+    bool sock = true;   /* read and write: until the file answers ENOTSOCK */
+    if (c.op == OP_READ || c.op == OP_WRITE)
+        c.op = out ? OP_SEND : OP_RECV;
+    bool waitall = c.op == OP_RECV && (c.flags & MSG_WAITALL);
+    if (waitall)
+        c.flags &= ~MSG_WAITALL;
+    size_t done = 0;   /* gathered so far, with MSG_WAITALL */
+    for (;;) {
+        if (c.op == OP_ACCEPT) {
+            r = once_nowait(&c);
+        } else if (sock) {
+            c.flags |= MSG_DONTWAIT;
+            r = once(&c);
+            if (r == -ENOTSOCK && (a->op == OP_READ || a->op == OP_WRITE)) {
+                c = *a;
+                sock = false;
+                continue;
+            }
+        } else {
+            int ready = plain_wait(c.fd, out ? POLLOUT : POLLIN, deadline);
+            if (ready < 0)
+                return ready;
+            struct stat st;
+            if (out && c.len > PIPE_BUF && (fstat(c.fd, &st) < 0 || !S_ISREG(st.st_mode)))
+                c.len = PIPE_BUF;
+            r = once(&c);
+        }
+        if (r == -EINTR)
+            continue;
+        if (waitall && r > 0 && done + (size_t)r < a->len) {
+            done += (size_t)r;
+            c.buf = (char *)a->buf + done;
+            c.len = a->len - done;
+            continue;
+        }
+        if (r != -EAGAIN && r != -EWOULDBLOCK) {
+            if (done)   /* MSG_WAITALL: what it gathered, whatever ended it */
+                return r > 0 ? r + (ssize_t)done : (ssize_t)done;
+            return r;
+        }
+        if (!sock)
+            continue;   /* the file was made O_NONBLOCK meanwhile: poll again */
+        int ready = plain_wait(c.fd, out ? POLLOUT : POLLIN, deadline);
+        if (ready < 0)
+            return done ? (ssize_t)done : ready;
+    }
+}
+
 /*
  * The epoll backend. Sockets are left as the caller made them: recv and send
- * take MSG_DONTWAIT, and read and write on a socket are recv and send with no
- * flags. Other descriptors (pipes, terminals) are switched to O_NONBLOCK. The
- * descriptor table remembers which answered ENOTSOCK, as a hint: a number
- * reused for another kind of file costs one system call, never a blocked
- * worker.
+ * take MSG_DONTWAIT, read and write on a socket are recv and send with no
+ * flags, and accept4 sets O_NONBLOCK for the one call (once_nowait). Other
+ * descriptors (pipes, terminals) are switched to O_NONBLOCK. The descriptor
+ * table remembers which answered ENOTSOCK, as a hint: a number reused for
+ * another kind of file costs one system call, never a blocked worker.
  */
 static ssize_t epoll_io(struct weft__worker *w, const struct io_args *a)
 {
@@ -151,11 +326,11 @@ static ssize_t epoll_io(struct weft__worker *w, const struct io_args *a)
     int err;
     if (c.op == OP_RECV || c.op == OP_SEND)
         c.flags |= MSG_DONTWAIT;
-    else if ((err = make_nonblocking(c.fd)))
+    else if (c.op != OP_ACCEPT && (err = make_nonblocking(c.fd)))
         return err;
     bool write = c.op == OP_WRITE || c.op == OP_SEND;
     for (;;) {
-        ssize_t r = once(&c);
+        ssize_t r = c.op == OP_ACCEPT ? once_nowait(&c) : once(&c);
         if (r == -ENOTSOCK && as_socket) {
             /* A pipe or a terminal: read(2) and write(2), made non-blocking. */
             weft__fd_mark_not_socket(w->rt, c.fd);
@@ -179,12 +354,8 @@ static ssize_t epoll_io(struct weft__worker *w, const struct io_args *a)
 static ssize_t do_io(const struct io_args *a)
 {
     struct weft__worker *w = in_coroutine();
-    if (!w) {
-        ssize_t r;
-        while ((r = once(a)) == -EINTR)
-            ;
-        return r;
-    }
+    if (!w)
+        return plain_io(a);
 #if WEFT_HAVE_URING
     if (w->ring)
         return ring_io(w, a);
@@ -228,10 +399,22 @@ int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 
 int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 {
+    struct io_args c = { .op = OP_CONNECT, .fd = fd, .addr = (struct sockaddr *)addr, .alen = addrlen };
     struct weft__worker *w = in_coroutine();
     if (!w) {
-        int r = connect(fd, addr, addrlen);
-        return r < 0 ? -errno : 0;
+        /* The attempt runs without blocking and the thread waits in poll(2)
+         * until the deadline, where the owner left the socket blocking. */
+        uint64_t deadline = weft__thread_deadline();
+        int fl = deadline ? owner_flags(fd) : 0;
+        if (fl < 0)
+            return fl;
+        if (!deadline || (fl & O_NONBLOCK))
+            return (int)once(&c);
+        int r = (int)once_nowait(&c);
+        if (r != -EINPROGRESS && r != -EALREADY)
+            return r;
+        r = plain_wait(fd, POLLOUT, deadline);
+        return r < 0 ? r : connect_outcome(fd);   /* -ETIMEDOUT: the attempt goes on */
     }
 #if WEFT_HAVE_URING
     if (w->ring) {
@@ -241,41 +424,39 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
             return (int)r;
         /* A non-blocking socket: the attempt goes on; wait for its outcome. */
         r = ring_io(w, &(struct io_args){ .op = OP_POLL, .fd = fd, .flags = POLLOUT });
-        if (r < 0)
-            return (int)r;
-        int soerr = 0;
-        socklen_t n = sizeof soerr;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &n) < 0)
-            return -errno;
-        return -soerr;
+        return r < 0 ? (int)r : connect_outcome(fd);
     }
 #endif
-    int err = make_nonblocking(fd);
-    if (err)
-        return err;
-    if (connect(fd, addr, addrlen) == 0)
-        return 0;
-    if (errno != EINPROGRESS && errno != EINTR)
-        return -errno;
-    int e = weft__epoll_wait_fd(w, fd, WEFT__WAIT_WRITE);
-    if (e < 0)
-        return e;   /* the connection attempt goes on; the caller closes fd */
-    int soerr = 0;
-    socklen_t n = sizeof soerr;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &n) < 0)
-        return -errno;
-    return -soerr;
+    /* The epoll backend: the attempt is started without blocking, the
+     * socket's flags given back at once, and it goes on while we wait. */
+    int r = (int)once_nowait(&c);
+    if (r != -EINPROGRESS && r != -EALREADY && r != -EINTR)
+        return r;
+    r = weft__epoll_wait_fd(w, fd, WEFT__WAIT_WRITE);
+    if (r < 0)
+        return r;   /* the connection attempt goes on; the caller closes fd */
+    return connect_outcome(fd);
 }
 
 int weft_poll(int fd, short events)
 {
     if (fd < 0)
         return -EBADF;   /* poll(2) would skip it and wait for nothing */
-    struct pollfd pfd = { .fd = fd, .events = events };
     struct weft__worker *w = in_coroutine();
+    if (!w) {
+        uint64_t deadline = weft__thread_deadline();
+        if (deadline)
+            return plain_wait(fd, events, deadline);
+        struct pollfd pfd = { .fd = fd, .events = events };
+        int r;
+        while ((r = poll(&pfd, 1, -1)) < 0 && errno == EINTR)
+            ;
+        return r < 0 ? -errno : pfd.revents & POLLNVAL ? -EBADF : pfd.revents;
+    }
+    struct pollfd pfd = { .fd = fd, .events = events };
     for (;;) {
         int r;
-        while ((r = poll(&pfd, 1, w ? 0 : -1)) < 0 && errno == EINTR)
+        while ((r = poll(&pfd, 1, 0)) < 0 && errno == EINTR)
             ;
         if (r < 0)
             return -errno;
@@ -333,6 +514,12 @@ static ssize_t file_call(struct file_call *c)
 {
     struct weft__worker *w = in_coroutine();
     if (!w) {
+        /* No readiness to wait on: as weft_offload from a plain thread, the
+         * call fails if the deadline has passed before it starts, and else
+         * runs to its end. */
+        uint64_t deadline = weft__thread_deadline();
+        if (deadline && deadline <= weft_now())
+            return -ETIMEDOUT;
         file_call_run(c);
         return c->ret;
     }

@@ -52,10 +52,10 @@ void weft__epset_destroy(struct weft__epset *s);
 void weft__epoll_destroy(weft_rt *rt);
 
 /* Suspends the calling coroutine, on its worker w, until fd is ready for one
- * of `dirs` (WEFT__WAIT_READ, WEFT__WAIT_WRITE, or both). Returns the epoll
- * events seen, -EBUSY (another coroutine already waits on fd for one of those
- * directions), -EBADF (weft_close() closed it), -EINVAL (fd cannot be polled),
- * -ETIMEDOUT, -ECANCELED, -ENOMEM, -EMFILE (fd beyond the table). */
+ * of `dirs` (WEFT__WAIT_READ, WEFT__WAIT_WRITE, or both), behind the
+ * coroutines already waiting on fd in that direction. Returns the epoll
+ * events seen, -EBADF (weft_close() closed it), -EINVAL (fd cannot be
+ * polled), -ETIMEDOUT, -ECANCELED, -ENOMEM, -EMFILE (fd beyond the table). */
 int weft__epoll_wait_fd(struct weft__worker *w, int fd, int dirs);
 #define WEFT__WAIT_READ  1   /* dirs of weft__epoll_wait_fd */
 #define WEFT__WAIT_WRITE 2
