@@ -50,6 +50,17 @@ extern "C" {
 /* The smallest stack a coroutine may ask for, and the default. */
 #define WEFT_STACK_MIN     (16u * 1024u)
 #define WEFT_STACK_DEFAULT (256u * 1024u)
+/*
+ * Below each coroutine's stack lies a guard this large, never committed: it
+ * costs address space and page-table entries. An overflow that lands in it
+ * stops the program with a message naming the coroutine. A function's frame
+ * (or alloca, or VLA) of up to this size lands in it when it overflows; a
+ * larger one may be written past it, onto another coroutine's stack, unless
+ * the code was built with -fstack-clash-protection, which touches every page
+ * of a large frame in turn, so that every overflow meets the guard's first
+ * page.
+ */
+#define WEFT_STACK_GUARD   (256u * 1024u)
 /* The most workers one runtime may have. */
 #define WEFT_WORKERS_MAX   1024u
 
