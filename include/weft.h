@@ -24,6 +24,28 @@
  *     coroutine;
  *   - never hold a pthread mutex across a suspending call: it may be released
  *     from another thread.
+ *
+ * fork(). Whatever a child of fork() does, the parent's runtimes go on
+ * unharmed: their rings are not mapped in the child, and weft in the child
+ * never touches their epoll sets, eventfds or queues. In the child:
+ *   - the thread that called fork() is a plain thread, also when it was a
+ *     coroutine (it goes on running on the coroutine's stack, of the
+ *     runtime's stack size): weft_self() is NULL, weft_spawn() is -EPERM, and
+ *     the IO, timer, offload and sync calls are the plain system calls or
+ *     block the thread; the coroutine's deadline and cancellation stay behind;
+ *   - the runtimes and task handles of the parent are dead: weft_spawn_on,
+ *     weft_join, weft_detach, weft_cancel and weft_rt_destroy on them return
+ *     -ECHILD, and their memory stays until the child exits or execs;
+ *   - weft_rt_create() and weft_main() make fresh runtimes that work;
+ *   - a coroutine that forked ends the child with _exit() or exec*() (fork
+ *     and exec works from a coroutine); were it to return, the child stops
+ *     with a message, as nothing of its runtime could run after it;
+ *   - locks, channels and the like are the child's copies: it may use those
+ *     it made itself, but one that a coroutine of the parent waits on or
+ *     holds means nothing there (wake-ups of the parent's tasks are dropped).
+ * These rules hold for fork() and for any child that runs pthread_atfork
+ * handlers; a child made without them (vfork, posix_spawn, _Fork, clone)
+ * may only exec or _exit.
  */
 #ifndef WEFT_H
 #define WEFT_H
@@ -50,6 +72,17 @@ extern "C" {
 /* The smallest stack a coroutine may ask for, and the default. */
 #define WEFT_STACK_MIN     (16u * 1024u)
 #define WEFT_STACK_DEFAULT (256u * 1024u)
+/*
+ * Below each coroutine's stack lies a guard this large, never committed: it
+ * costs address space and page-table entries. An overflow that lands in it
+ * stops the program with a message naming the coroutine. A function's frame
+ * (or alloca, or VLA) of up to this size lands in it when it overflows; a
+ * larger one may be written past it, onto another coroutine's stack, unless
+ * the code was built with -fstack-clash-protection, which touches every page
+ * of a large frame in turn, so that every overflow meets the guard's first
+ * page.
+ */
+#define WEFT_STACK_GUARD   (256u * 1024u)
 /* The most workers one runtime may have. */
 #define WEFT_WORKERS_MAX   1024u
 
@@ -89,14 +122,16 @@ WEFT_API int weft_rt_create(weft_rt **rt, const weft_config *cfg);
  * Waits until every coroutine of rt has finished, detached ones too, then stops
  * and joins the workers and frees everything. Handles of finished but unjoined
  * tasks die with it. A plain thread (or a coroutine of another runtime).
- * Returns 0, -EINVAL (rt NULL), -EDEADLK (called from one of rt's coroutines).
+ * Returns 0, -EINVAL (rt NULL), -EDEADLK (called from one of rt's coroutines),
+ * -ECHILD (rt belongs to the parent of a fork()).
  */
 WEFT_API int weft_rt_destroy(weft_rt *rt);
 
 /*
  * Starts fn(arg) as a new coroutine of rt. Any thread. If task is not NULL it
  * receives a handle that must be joined or detached; NULL means detached.
- * Returns 0, -EINVAL (rt or fn NULL, rt being destroyed), -ENOMEM (no stack).
+ * Returns 0, -EINVAL (rt or fn NULL, rt being destroyed), -ENOMEM (no stack),
+ * -ECHILD (rt belongs to the parent of a fork(), see above).
  */
 WEFT_API int weft_spawn_on(weft_rt *rt, weft_task **task, weft_fn fn, void *arg);
 
@@ -112,12 +147,14 @@ WEFT_API int weft_spawn(weft_task **task, weft_fn fn, void *arg);
  * NULL) and releases the handle. From a coroutine it suspends only that
  * coroutine; from a plain thread it blocks the thread. Returns 0, -EINVAL (task
  * NULL, already joined or detached: detected while the handle's memory has not
- * been reused, and debug builds abort instead), -EDEADLK (a task joining itself).
+ * been reused, and debug builds abort instead), -EDEADLK (a task joining itself),
+ * -ECHILD (a task of the parent of a fork()).
  */
 WEFT_API int weft_join(weft_task *task, void **result);
 
 /* Releases the handle: the task frees itself when it finishes. Any thread.
- * Returns 0 or -EINVAL (NULL, already joined or detached). */
+ * Returns 0, -EINVAL (NULL, already joined or detached) or -ECHILD (a task of
+ * the parent of a fork()). */
 WEFT_API int weft_detach(weft_task *task);
 
 /* Lets the other runnable coroutines of this worker run first. From a plain
@@ -249,8 +286,8 @@ WEFT_API int weft_fsync(int fd);
  *
  * weft_cancel(task) makes the task's pending and future blocking calls return
  * -ECANCELED, also when it waits on another worker. It cannot be undone. Any
- * thread, on a task handle that has not been joined or detached. Returns 0 or
- * -EINVAL.
+ * thread, on a task handle that has not been joined or detached. Returns 0,
+ * -EINVAL, or -ECHILD (a task of the parent of a fork()).
  */
 WEFT_API uint64_t weft_deadline(uint64_t abs_ns);
 WEFT_API int weft_cancel(weft_task *task);

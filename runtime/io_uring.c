@@ -307,6 +307,8 @@ int weft__ring_create(struct weft__ring **out, unsigned entries)
         if (err != -EINVAL)
             break;   /* -EINVAL: flags this kernel does not know; anything else is final */
     }
+    if (!err && (err = io_uring_ring_dontfork(&r->ring)) != 0)
+        io_uring_queue_exit(&r->ring);   /* a child of fork() must not map the rings (sched.c, fork) */
     if (err) {
         free(r);
         return err;

@@ -285,6 +285,8 @@ int weft_spawn_on(weft_rt *rt, weft_task **task, weft_fn fn, void *arg)
 {
     if (!rt || !fn)
         return -EINVAL;
+    if (weft__inherited(rt))
+        return -ECHILD;
     struct weft__worker *w = weft__worker_self();
     return spawn(rt, w && w->current && w->rt == rt ? w : NULL, task, fn, arg);
 }
@@ -318,6 +320,8 @@ int weft_join(weft_task *t, void **result)
 {
     if (!t)
         return -EINVAL;
+    if (weft__inherited(t->rt))
+        return -ECHILD;   /* the parent's: it never finishes here */
     struct weft__worker *w = weft__worker_self();   /* no switch before the wait: */
     weft_task *self = w ? w->current : NULL;         /* still ours there */
     if (t == self)
@@ -373,6 +377,8 @@ int weft_detach(weft_task *t)
 {
     if (!t)
         return -EINVAL;
+    if (weft__inherited(t->rt))
+        return -ECHILD;
     int err = claim_handle(t, WEFT__F_DETACHED,
                            "weft_detach: the task was already joined or detached");
     if (err)
