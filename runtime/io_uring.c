@@ -462,7 +462,9 @@ static bool reap(struct weft__ring *r)
     io_uring_for_each_cqe(&r->ring, head, cqe) {
         seen++;
         uint64_t tag = io_uring_cqe_get_data64(cqe);
-        if (tag == TAG_IGNORE)
+        /* LIBURING_UDATA_TIMEOUT: the timeout liburing queues itself for a
+         * timed wait on kernels without IORING_FEAT_EXT_ARG (before 5.11). */
+        if (tag == TAG_IGNORE || tag == LIBURING_UDATA_TIMEOUT)
             continue;
         if (tag == TAG_WAKE) {
             r->efd_armed = false;
