@@ -1,8 +1,8 @@
 /*
- * weft-bench's network server workload: the same request/response server
+ * server: a loopback TCP echo server, the same request/response server
  * written with weft coroutines, as a hand-written epoll loop per core and with
  * a thread per connection, under the same load from one client built on plain
- * threads and epoll.
+ * threads and epoll. scale.c runs serve_once at several worker counts.
  */
 #include "bench.h"
 
@@ -114,7 +114,8 @@ static const char *serve_name;   /* "weft (io_uring)", "pthreads", ..., for mess
 /* A failure that stops the run (the server hangs, a connection breaks). */
 static void serve_die(const char *what, int err)
 {
-    fprintf(stderr, "\nweft-bench: FAILED: server (%s): %s%s%s\n", serve_name, what,
+    progress_clear();
+    fprintf(stderr, "weft-bench: FAILED: server (%s): %s%s%s\n", serve_name, what,
             err ? ": " : "", err ? strerror(err) : "");
     int e = atomic_load(&srv.err);
     if (e)
@@ -328,9 +329,12 @@ static struct {
 /* Their addresses mark the two events that are not connections. */
 static const char el_listen_mark, el_stop_mark;
 
+static unsigned serve_workers;   /* weft's workers in the current run; 0: every CPU */
+
+/* The epoll loop server's threads: as many as weft's workers. */
 static int eloop_count(void)
 {
-    return opt.workers ? (int)opt.workers : ncpus();
+    return serve_workers ? (int)serve_workers : ncpus();
 }
 
 static void econn_close(eloop *l, econn *c)
@@ -680,28 +684,21 @@ static int listen_loopback(int nonblock, int backlog, struct sockaddr_in *addr)
     return fd;
 }
 
-typedef struct { double rate, p50, p99; } serve_fig;   /* k req/s, us, us */
-
-/* serve_once's server argument for the two baselines; weft's servers are
- * named by their IO backend, WEFT_IO_URING or WEFT_IO_EPOLL. */
-enum { SERVE_THREADS = 0, SERVE_EPOLL_LOOP = -1 };
-
 /* The weft server's IO backend for each kind of run. */
 static const struct {
     int backend;
-    const char *name;     /* the row's label */
-    const char *io;       /* the backend, in the row's text */
-    const char *macro;    /* how the configuration names it */
-    const char *id;       /* in the CSV's workload ids */
+    const char *name;     /* the server's name in messages, rows and charts */
+    const char *io;       /* the backend's */
 } kinds[] = {
-    { WEFT_IO_URING, "weft (io_uring)", "io_uring", "WEFT_IO_URING", "uring" },
-    { WEFT_IO_EPOLL, "weft (epoll)", "epoll", "WEFT_IO_EPOLL", "epoll" },
+    { WEFT_IO_URING, "weft (io_uring)", "io_uring" },
+    { WEFT_IO_EPOLL, "weft (epoll)", "epoll" },
 };
 enum { NKINDS = sizeof kinds / sizeof kinds[0] };
 
 /* One timed run against a server: weft's on the IO backend server names, or
- * the SERVE_EPOLL_LOOP or SERVE_THREADS baseline. */
-static serve_fig serve_once(int server, int nconn)
+ * the SERVE_EPOLL_LOOP or SERVE_THREADS baseline; weft and the epoll loop on
+ * `workers` threads (0: every CPU). After serve_setup. */
+serve_fig serve_once(int server, int nconn, unsigned workers)
 {
     struct sockaddr_in addr;
     weft_rt *rt = NULL;
@@ -712,12 +709,13 @@ static serve_fig serve_once(int server, int nconn)
     for (int i = 0; i < NKINDS; i++)
         if (kinds[i].backend == server)
             serve_name = kinds[i].name;
+    serve_workers = workers;
     srv.lfd = listen_loopback(server != SERVE_THREADS, nconn + 16, &addr);
     atomic_store(&srv.stop, 0);
     atomic_store(&srv.accepted, 0);
     atomic_store(&srv.err, 0);
     if (use_weft) {
-        weft_config cfg = { .workers = opt.workers, .io_backend = server };
+        weft_config cfg = { .workers = workers, .io_backend = server };
         check(weft_rt_create(&rt, &cfg), "weft_rt_create");
         check(weft_spawn_on(rt, &acceptor, accept_weft, NULL), "weft_spawn_on");
     } else if (server == SERVE_EPOLL_LOOP) {
@@ -788,25 +786,17 @@ static serve_fig serve_once(int server, int nconn)
     }
     free(k);
     free(c);
-    char msg[200];
-    if (bad) {
-        snprintf(msg, sizeof msg, "server (%s, %d connections): %ld replies differed from "
-                 "their request", serve_name, nconn, bad);
-        fail(msg);
-    }
-    if (atomic_load(&srv.err)) {
-        snprintf(msg, sizeof msg, "server (%s, %d connections): a handler failed: %s",
-                 serve_name, nconn, strerror(-atomic_load(&srv.err)));
-        fail(msg);
-    }
-    if (atomic_load(&srv.accepted) != nconn + 1) {
-        snprintf(msg, sizeof msg, "server (%s): %ld connections accepted, expected %d",
-                 serve_name, atomic_load(&srv.accepted), nconn + 1);
-        fail(msg);
-    }
+    if (bad)
+        fail("server (%s, %d connections): %ld replies differed from their request",
+             serve_name, nconn, bad);
+    if (atomic_load(&srv.err))
+        fail("server (%s, %d connections): a handler failed: %s", serve_name, nconn,
+             strerror(-atomic_load(&srv.err)));
+    if (atomic_load(&srv.accepted) != nconn + 1)
+        fail("server (%s): %ld connections accepted, expected %d", serve_name,
+             atomic_load(&srv.accepted), nconn + 1);
     if (done == 0 || end == t0) {
-        snprintf(msg, sizeof msg, "server (%s): no round trip completed", serve_name);
-        fail(msg);
+        fail("server (%s): no round trip completed", serve_name);
         return (serve_fig){ 0, 0, 0 };
     }
     return (serve_fig){ (double)done * 1e6 / (double)(end - t0),
@@ -814,118 +804,8 @@ static serve_fig serve_once(int server, int nconn)
                         hist_percentile(hist, (uint64_t)done, 0.99) / 1e3 };
 }
 
-/* Raises the soft limit on descriptors to the hard one; returns the soft one. */
-static long raise_nofile(void)
+void serve_setup(void)
 {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return 1024;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-        getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > LONG_MAX ? LONG_MAX : (long)rl.rlim_cur;
-}
-
-/* 1 when a runtime on this IO backend can be created here; else says why not. */
-static int backend_works(int backend, const char *name)
-{
-    weft_rt *rt;
-    weft_config cfg = { .workers = 1, .io_backend = backend };
-    int rc = weft_rt_create(&rt, &cfg);
-    if (rc < 0) {
-        printf("server rows for %s skipped: a runtime on it could not be created: %s\n",
-               name, strerror(-rc));
-        return 0;
-    }
-    check(weft_rt_destroy(rt), "weft_rt_destroy");
-    return 1;
-}
-
-/* The median of the n values of v, and their least and greatest. */
-static double median(const double *v, int n, double *min, double *max)
-{
-    double s[64];
-    for (int i = 0; i < n; i++) {       /* insertion sort: n is a handful of runs */
-        int j = i;
-        for (; j > 0 && s[j - 1] > v[i]; j--)
-            s[j] = s[j - 1];
-        s[j] = v[i];
-    }
-    *min = s[0];
-    *max = s[n - 1];
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
-
-/* "1.9x pthreads", or "0.557x pthreads (1.8x less)": the median of the
- * per-run ratios a[r] / b[r]. A ratio within rounding of 1 gets no "less". */
-static void fmt_ratio(char *buf, size_t len, const double *a, const double *b, int n,
-                      const char *whom)
-{
-    double q[64], lo, hi;
-    for (int r = 0; r < n; r++)
-        q[r] = a[r] / b[r];
-    double m = median(q, n, &lo, &hi);
-    if (1 / m >= 1.005)
-        snprintf(buf, len, "%.3gx %s (%.3gx less)", m, whom, 1 / m);
-    else
-        snprintf(buf, len, "%.3gx %s", m, whom);
-}
-
-/*
- * Every server's throughput at n connections side by side, in the manner of
- * the table's rows: median (min..max) over the runs, each ratio the median of
- * the per-run ratios. rate[i][run]: weft on kinds[i] (where ok[i]), then the
- * epoll loop, then pthreads. The table takes two sides a row, so this is
- * printed as the workload ends, just above the table.
- */
-static void print_side_by_side(int n, double (*rate)[64], const int *ok)
-{
-    const double *loop = rate[NKINDS], *pth = rate[NKINDS + 1];
-    const char *names[NKINDS + 2];
-    for (int i = 0; i < NKINDS; i++)
-        names[i] = kinds[i].name;
-    names[NKINDS] = "epoll loop";
-    names[NKINDS + 1] = "pthreads";
-    printf("\nLoopback TCP server, %d connections, every server side by side: throughput,\n"
-           "  higher is better (k req/s as in the server rows of the table; median of %d\n"
-           "  runs, (min..max) across runs; a ratio is the median of the per-run ratios)\n",
-           n, opt.runs);
-    for (int i = 0; i < NKINDS + 2; i++) {
-        if (i < NKINDS && !ok[i])
-            continue;
-        double lo, hi, m = median(rate[i], opt.runs, &lo, &hi);
-        char fig[64];
-        snprintf(fig, sizeof fig, "%.1f (%.1f..%.1f)", m, lo, hi);
-        printf("    %-15s  %-28s k req/s\n", names[i], fig);
-    }
-    for (int i = 0; i <= NKINDS; i++) {
-        if (i < NKINDS && !ok[i])
-            continue;
-        char vs_eloop[64] = "", vs_pth[64];
-        if (i < NKINDS) {
-            fmt_ratio(vs_eloop, sizeof vs_eloop - 2, rate[i], loop, opt.runs, "the epoll loop");
-            strcat(vs_eloop, ", ");
-        }
-        fmt_ratio(vs_pth, sizeof vs_pth, rate[i], pth, opt.runs, "pthreads");
-        printf("    => %s reaches %s%s\n", names[i], vs_eloop, vs_pth);
-    }
-    fflush(stdout);
-}
-
-void bench_server(void)
-{
-    static const int sizes[] = { 100, 1000 };
-    /* [size][server][figure]: weft's kinds, then the epoll loop (NKINDS) */
-    static char what[2][NKINDS + 1][3][560];
-    static char ids[2][NKINDS + 1][3][40];
-    static const char *const fig[3] = { "rate", "p50", "p99" };
-    /* [size][server][run]: throughput, for the side-by-side rows; weft's
-     * kinds, then the epoll loop, then pthreads */
-    static double rate[2][NKINDS + 2][64];
-    int ok[NKINDS], done[2] = { 0, 0 };
-    long nofile = raise_nofile();
     serve_clients = ncpus() / 2;
     if (serve_clients < 2)
         serve_clients = 2;
@@ -933,89 +813,148 @@ void bench_server(void)
         serve_clients = SERVE_CLIENTS_MAX;
     /* A reply written to a connection the client has reset gives EPIPE, not death. */
     signal(SIGPIPE, SIG_IGN);
-    for (int b = 0; b < NKINDS; b++)
-        ok[b] = backend_works(kinds[b].backend, kinds[b].name);
-    for (int s = 0; s < 2; s++) {
-        int n = sizes[s];
-        long need = 2L * n + 64;
-        if (nofile < need) {
-            printf("server with %d connections skipped: it needs about %ld descriptors, "
-                   "RLIMIT_NOFILE allows %ld\n", n, need, nofile);
-            continue;
-        }
-        /* [server][figure][run]: weft's kinds, then the epoll loop; the
-         * threads' server runs once a run, the baseline of every other row of
-         * that run. */
-        double w[NKINDS + 1][3][64], p[3][64];
-        char label[64];
-        snprintf(label, sizeof label, "server, %d connections", n);
-        for (int r = 0; r < opt.runs; r++) {
-            progress(label, r + 1, opt.runs);
-            for (int b = 0; b <= NKINDS; b++) {
-                if (b < NKINDS && !ok[b])
-                    continue;
-                serve_fig f = serve_once(b < NKINDS ? kinds[b].backend : SERVE_EPOLL_LOOP, n);
-                w[b][0][r] = f.rate;
-                w[b][1][r] = f.p50;
-                w[b][2][r] = f.p99;
-                rate[s][b][r] = f.rate;
-            }
-            serve_fig f = serve_once(SERVE_THREADS, n);
-            p[0][r] = f.rate;
-            p[1][r] = f.p50;
-            p[2][r] = f.p99;
-            rate[s][NKINDS + 1][r] = f.rate;
-        }
-        progress_done();
-        done[s] = 1;
-        for (int b = 0; b < NKINDS; b++) {
-            if (!ok[b])
-                continue;
-            const char *backend = kinds[b].io;
-            snprintf(what[s][b][0], sizeof what[s][b][0],
-                     "Loopback TCP server, %d connections, weft on %s: throughput, higher is\n"
-                     "  better (thousand 64-byte request/reply round trips per second, every\n"
-                     "  reply checked; weft: a coroutine per connection on weft_read/weft_write,\n"
-                     "  accept on weft_accept, .io_backend = %s; pthreads: a thread per\n"
-                     "  connection, %d KiB stack, blocking read/write; the same client for all\n"
-                     "  servers: %d threads on epoll, each connection in a closed loop for %.2f s)",
-                     n, backend, kinds[b].macro, SERVE_STACK / 1024,
-                     serve_clients, (double)opt.serve_ns / 1e9);
-            snprintf(what[s][b][1], sizeof what[s][b][1],
-                     "Loopback TCP server, %d connections, weft on %s: round-trip latency,\n"
-                     "  median (p50) (as above, in the client from writing a request to reading\n"
-                     "  its whole reply)", n, backend);
-            snprintf(what[s][b][2], sizeof what[s][b][2],
-                     "Loopback TCP server, %d connections, weft on %s: round-trip latency,\n"
-                     "  99th percentile (p99)", n, backend);
-        }
-        snprintf(what[s][NKINDS][0], sizeof what[s][NKINDS][0],
-                 "Loopback TCP server, %d connections, epoll loop: throughput, higher is\n"
-                 "  better (thousand 64-byte request/reply round trips per second, every\n"
-                 "  reply checked; epoll loop: %d threads, as many as weft's workers, each a\n"
-                 "  level-triggered epoll loop over its share of the connections on\n"
-                 "  non-blocking read/write; pthreads and the client as for weft)",
-                 n, eloop_count());
-        snprintf(what[s][NKINDS][1], sizeof what[s][NKINDS][1],
-                 "Loopback TCP server, %d connections, epoll loop: round-trip latency,\n"
-                 "  median (p50)", n);
-        snprintf(what[s][NKINDS][2], sizeof what[s][NKINDS][2],
-                 "Loopback TCP server, %d connections, epoll loop: round-trip latency,\n"
-                 "  99th percentile (p99)", n);
+}
+
+/* 1 when a runtime on this IO backend can be created here. */
+int serve_backend_works(int backend)
+{
+    weft_rt *rt;
+    weft_config cfg = { .workers = 1, .io_backend = backend };
+    if (weft_rt_create(&rt, &cfg) < 0)
+        return 0;
+    check(weft_rt_destroy(rt), "weft_rt_destroy");
+    return 1;
+}
+
+enum { SIZES = 2, FIGS = 3 };
+static const int sizes[SIZES] = { 100, 1000 };
+
+/* [size][server][figure][run]: weft on each of kinds, then the epoll loop
+ * (NKINDS), then pthreads (NKINDS + 1). */
+static double fig[SIZES][NKINDS + 2][FIGS][RUNS_MAX];
+static const char *const server_label[NKINDS + 2] = {
+    "weft (io_uring)", "weft (epoll)", "epoll loop", "pthreads",
+};
+static const int server_color[NKINDS + 2] = { COLOR_WEFT, COLOR_ALT, COLOR_REF, COLOR_PTHREADS };
+
+static void server_detail(char *buf, size_t len)
+{
+    snprintf(buf, len,
+             "thousand 64-byte request/reply round trips per second and their latency in "
+             "the client, every reply checked; weft: a coroutine per connection on "
+             "weft_read/weft_write, accept on weft_accept, on the IO backend named; "
+             "pthreads: a thread per connection, %d KiB stack, blocking read/write; epoll "
+             "loop: %d threads, as many as weft's workers, each a level-triggered epoll "
+             "loop over its share of the connections; the same client for all: %d threads "
+             "on epoll, each connection in a closed loop for %.2f s",
+             SERVE_STACK / 1024, eloop_count(), serve_clients, (double)opt.serve_ns / 1e9);
+}
+
+/* The rows of one size: weft on each backend against pthreads (throughput,
+ * p50, p99), then against the epoll loop; the loop against pthreads goes to
+ * the CSV only, as it is not weft. */
+static void server_rows(int s, const int *ok)
+{
+    static char measure[SIZES][NKINDS + 1][FIGS][2][64], ids[SIZES][NKINDS + 1][FIGS][2][48];
+    static char detail[600];
+    static const char *const fig_id[FIGS] = { "rate", "p50", "p99" };
+    static const char *const fig_name[FIGS] = { "", ", p50", ", p99" };
+    static const char *const io_id[NKINDS + 1] = { "uring", "epoll", "eloop" };
+    static const char *const io_name[NKINDS + 1] = { "io_uring", "epoll", "the epoll loop" };
+    char conns[32];
+    server_detail(detail, sizeof detail);
+    grouped(conns, sizeof conns, sizes[s]);
+    for (int vs = 0; vs < 2; vs++)
         for (int b = 0; b <= NKINDS; b++) {
+            if ((b < NKINDS && !ok[b]) || (vs && b == NKINDS))
+                continue;
+            for (int k = 0; k < FIGS; k++) {
+                char *m = measure[s][b][k][vs], *id = ids[s][b][k][vs];
+                if (vs)
+                    snprintf(m, 64, "%s conns, %s vs epoll loop%s", conns, io_name[b], fig_name[k]);
+                else
+                    snprintf(m, 64, "%s conns on %s%s", conns, io_name[b], fig_name[k]);
+                snprintf(id, 48, "server_%d_%s_%s%s", sizes[s], fig_id[k], io_id[b],
+                         vs ? "_vs_eloop" : "");
+                row *r = add_row("server", id, m, k ? "us" : "k req/s", k ? LOWER : MORE,
+                                 fig[s][b][k], fig[s][vs ? NKINDS : NKINDS + 1][k], opt.runs);
+                r->detail = detail;
+                r->label = server_label[b];
+                if (vs)
+                    r->other = "epoll loop";
+                r->in_table = b < NKINDS && k != 1;
+            }
+        }
+}
+
+/* server-throughput.svg and server-latency.svg: every server side by side. */
+static void server_charts(const int *ok, const int *done)
+{
+    panel rate[SIZES], lat[SIZES * 2];
+    int nr = 0, nl = 0;
+    for (int s = 0; s < SIZES; s++) {
+        if (!done[s])
+            continue;
+        panel *pr = &rate[nr++];
+        *pr = (panel){ .unit = "k req/s", .higher = 1 };
+        snprintf(pr->title, sizeof pr->title, "%d connections: throughput", sizes[s]);
+        for (int k = 1; k < FIGS; k++) {
+            panel *pl = &lat[nl++];
+            *pl = (panel){ .unit = "us" };
+            snprintf(pl->title, sizeof pl->title, "%d connections: round-trip latency, %s",
+                     sizes[s], k == 1 ? "median" : "99th percentile");
+        }
+        for (int b = 0; b < NKINDS + 2; b++) {
             if (b < NKINDS && !ok[b])
                 continue;
-            for (int k = 0; k < 3; k++) {
-                snprintf(ids[s][b][k], sizeof ids[s][b][k], "server_%d_%s_%s", n, fig[k],
-                         b < NKINDS ? kinds[b].id : "eloop");
-                row *rw = add_row(ids[s][b][k], what[s][b][k], k ? "us" : "k req/s", w[b][k],
-                                  p[k], opt.runs);
-                rw->label = b < NKINDS ? kinds[b].name : "epoll loop";
-                rw->higher = k == 0;
+            pr->bars[pr->n++] = (bar){ server_label[b], summarize(fig[s][b][0], opt.runs),
+                                       server_color[b] };
+            for (int k = 1; k < FIGS; k++) {
+                panel *pl = &lat[nl - 2 + k - 1];
+                pl->bars[pl->n++] = (bar){ server_label[b], summarize(fig[s][b][k], opt.runs),
+                                           server_color[b] };
             }
         }
     }
-    for (int s = 0; s < 2; s++)
-        if (done[s])
-            print_side_by_side(sizes[s], rate[s], ok);
+    if (nr) {
+        chart_panels("server-throughput.svg", "Loopback echo server: throughput", rate, nr);
+        chart_panels("server-latency.svg", "Loopback echo server: latency", lat, nl);
+    }
+}
+
+void bench_server(void)
+{
+    int ok[NKINDS], done[SIZES] = { 0 };
+    long nofile = raise_nofile();
+    serve_setup();
+    for (int b = 0; b < NKINDS; b++)
+        if (!(ok[b] = serve_backend_works(kinds[b].backend)))
+            add_note("server: no rows for weft on %s: a runtime on it could not be created here",
+                     kinds[b].io);
+    for (int s = 0; s < SIZES; s++) {
+        int n = sizes[s];
+        long need = 2L * n + 64;
+        if (nofile < need) {
+            add_note("server: %d connections skipped: they need about %ld descriptors, "
+                     "RLIMIT_NOFILE allows %ld", n, need, nofile);
+            continue;
+        }
+        for (int r = 0; r < opt.runs; r++) {
+            progress_run(r + 1, opt.runs);
+            for (int b = 0; b < NKINDS + 2; b++) {
+                if (b < NKINDS && !ok[b])
+                    continue;
+                int server = b < NKINDS ? kinds[b].backend
+                           : b == NKINDS ? SERVE_EPOLL_LOOP : SERVE_THREADS;
+                progress_note("%d connections, %s", n, server_label[b]);
+                serve_fig f = serve_once(server, n, opt.workers);
+                fig[s][b][0][r] = f.rate;
+                fig[s][b][1][r] = f.p50;
+                fig[s][b][2][r] = f.p99;
+            }
+        }
+        done[s] = 1;
+        server_rows(s, ok);
+    }
+    server_charts(ok, done);
 }

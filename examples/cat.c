@@ -1,12 +1,15 @@
 /*
- * cat: copies files to standard output. Each file is read by its own
- * coroutine with weft_pread, all of them at once, while the main coroutine
- * writes the blocks out in order as they arrive over channels. On io_uring
- * each read is one request on the worker's ring; on epoll it runs on a
- * helper thread: either way no worker blocks on the disk.
+ * cat: copies files, or standard input, to standard output. Each input is
+ * read by its own coroutine, all of them at once, while the first coroutine
+ * writes the blocks out in order as they arrive over channels. A file is read
+ * with weft_pread: on io_uring each read is one request on the worker's ring,
+ * on epoll it runs on a helper thread; either way no worker blocks on the
+ * disk. Standard input is read with weft_read, which suspends only its
+ * coroutine while a pipe or a terminal has nothing to give.
  *
- *   cat FILE...
+ *   cat [FILE]...      "-", or no FILE at all, is standard input
  */
+#define _GNU_SOURCE
 #include <weft.h>
 
 #include <errno.h>
@@ -16,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
+
 #define BLOCK (64 * 1024)
 
 struct block {
@@ -24,19 +29,37 @@ struct block {
 };
 
 struct reader {
-    const char *path;
-    weft_chan  *out;    /* blocks, in file order */
+    const char *path;   /* NULL: standard input */
+    weft_chan  *out;    /* blocks, in order; NULL: nothing to read */
 };
 
-static void *read_file(void *arg)
+/* On the epoll backend weft switches a pipe or a terminal to O_NONBLOCK at
+ * its first use and leaves it so. A terminal is shared with the shell, so
+ * cat puts the flags of its standard input and output back as it exits. */
+static int stdin_flags = -1, stdout_flags = -1;
+
+static void restore_flags(void)
+{
+    if (stdin_flags >= 0)
+        fcntl(STDIN_FILENO, F_SETFL, stdin_flags);
+    if (stdout_flags >= 0)
+        fcntl(STDOUT_FILENO, F_SETFL, stdout_flags);
+}
+
+static void *read_input(void *arg)
 {
     struct reader *r = arg;
-    int fd = weft_open(r->path, O_RDONLY, 0);
+    int fd = r->path ? weft_open(r->path, O_RDONLY, 0) : STDIN_FILENO;
     struct block b = { NULL, fd };
     if (fd >= 0) {
         for (off_t off = 0;; off += b.len) {
             b.data = malloc(BLOCK);
-            b.len = b.data ? weft_pread(fd, b.data, BLOCK, off) : -ENOMEM;
+            if (!b.data)
+                b.len = -ENOMEM;
+            else if (r->path)
+                b.len = weft_pread(fd, b.data, BLOCK, off);
+            else
+                b.len = weft_read(fd, b.data, BLOCK);
             if (b.len <= 0) {
                 free(b.data);
                 b.data = NULL;
@@ -44,35 +67,59 @@ static void *read_file(void *arg)
             }
             weft_chan_send(r->out, &b);
         }
-        weft_close(fd);
+        if (r->path)
+            weft_close(fd);
     }
     weft_chan_send(r->out, &b);   /* the end, with the error if any */
     return NULL;
 }
 
+static void write_all(const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = weft_write(STDOUT_FILENO, p, n);
+        if (w < 0) {
+            fprintf(stderr, "cat: write: %s\n", strerror((int)-w));
+            exit(1);
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* paths: NULL-terminated. Returns non-NULL if an input could not be read. */
 static void *cat(void *arg)
 {
-    char **paths = arg;
+    const char **paths = arg;
     int n = 0, status = 0;
     while (paths[n])
         n++;
     struct reader *readers = calloc((size_t)n, sizeof *readers);
+    if (!readers) {
+        fprintf(stderr, "cat: %s\n", strerror(ENOMEM));
+        return (void *)1;
+    }
+    bool stdin_taken = false;
     for (int i = 0; i < n; i++) {
-        readers[i].path = paths[i];
-        weft_chan_create(&readers[i].out, sizeof(struct block), 4);   /* read ahead 4 blocks */
-        weft_spawn(NULL, read_file, &readers[i]);
+        bool dash = strcmp(paths[i], "-") == 0;
+        if (dash && stdin_taken)
+            continue;   /* the first "-" reads standard input to its end */
+        stdin_taken |= dash;
+        readers[i].path = dash ? NULL : paths[i];
+        int err = weft_chan_create(&readers[i].out, sizeof(struct block), 4);   /* read ahead 4 blocks */
+        if (!err)
+            err = weft_spawn(NULL, read_input, &readers[i]);
+        if (err) {
+            fprintf(stderr, "cat: %s: %s\n", paths[i], strerror(-err));
+            exit(1);
+        }
     }
     for (int i = 0; i < n; i++) {
+        if (!readers[i].out)
+            continue;
         struct block b;
         while (weft_chan_recv(readers[i].out, &b) == 0 && b.data) {
-            for (ssize_t done = 0; done < b.len;) {
-                ssize_t w = weft_write(STDOUT_FILENO, b.data + done, (size_t)(b.len - done));
-                if (w < 0) {
-                    fprintf(stderr, "cat: write: %s\n", strerror((int)-w));
-                    exit(1);
-                }
-                done += w;
-            }
+            write_all(b.data, (size_t)b.len);
             free(b.data);
         }
         if (b.len < 0) {
@@ -87,12 +134,26 @@ static void *cat(void *arg)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: cat FILE...\n");
-        return 2;
+    struct cli cli = CLI_INIT(argc, argv, "cat", "[FILE]...",
+        "Copies each FILE to standard output, in order, reading them all at once.\n"
+        "\"-\", or no FILE at all, is standard input.\n");
+    const char **paths = calloc((size_t)argc + 1, sizeof *paths);
+    int n = 0;
+    if (!paths)
+        return 1;
+    for (const char *arg; (arg = cli_next(&cli));) {
+        if (cli_is_option(&cli, arg))
+            cli_unexpected(&cli, arg);
+        paths[n++] = arg;
     }
+    if (n == 0)
+        paths[n++] = "-";
+    stdin_flags = fcntl(STDIN_FILENO, F_GETFL);
+    stdout_flags = fcntl(STDOUT_FILENO, F_GETFL);
+    atexit(restore_flags);
     void *status;
-    int err = weft_main(NULL, cat, argv + 1, &status);
+    int err = weft_main(NULL, cat, (void *)paths, &status);
+    free(paths);
     if (err) {
         fprintf(stderr, "cat: %s\n", strerror(-err));
         return 1;

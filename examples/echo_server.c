@@ -4,52 +4,117 @@
  * coroutine; the workers serve the others meanwhile. A client that says
  * nothing for ten seconds is dropped, through the coroutine's deadline.
  *
- *   echo_server [port]          (default 7777; stop with Ctrl-C)
- *   echo_server --self-test     serves 50 clients of its own, checks them, exits
+ * SIGINT or SIGTERM stops it: the accept loop is cancelled, every open
+ * connection is shut down, so that its coroutine's receive returns, and the
+ * runtime ends once every coroutine has returned.
+ *
+ *   echo_server [--port N] [--workers N]   serve 127.0.0.1:N (default 7777)
+ *   echo_server --self-test                serve 50 clients of its own, check them, exit
  */
+#define _GNU_SOURCE
 #include <weft.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <stdbool.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "cli.h"
+
 #define IDLE_NS  (10ull * 1000000000ull)
 #define CLIENTS  50
 #define MESSAGES 100
 
+/* An open connection, on the list that a stop walks. */
+struct conn {
+    int          fd;
+    struct conn *prev, *next;
+};
+
+static weft_mutex   conns_lock = WEFT_MUTEX_INIT;
+static struct conn *conns;      /* the open connections; guarded by conns_lock */
+static bool         stopping;   /* no connection may open; guarded by conns_lock */
+
+/* Puts c on the list. Returns false, leaving it off, once the server stops. */
+static bool conn_open(struct conn *c)
+{
+    weft_mutex_lock(&conns_lock);
+    bool open = !stopping;
+    if (open) {
+        c->prev = NULL;
+        c->next = conns;
+        if (conns)
+            conns->prev = c;
+        conns = c;
+    }
+    weft_mutex_unlock(&conns_lock);
+    return open;
+}
+
+static void conn_close(struct conn *c)
+{
+    weft_mutex_lock(&conns_lock);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    weft_mutex_unlock(&conns_lock);
+    weft_close(c->fd);
+}
+
+/* Shuts every open connection down: its receive returns 0 and its coroutine
+ * ends. The descriptors stay their coroutines' to close. */
+static void stop_connections(void)
+{
+    weft_mutex_lock(&conns_lock);
+    stopping = true;
+    for (struct conn *c = conns; c; c = c->next)
+        shutdown(c->fd, SHUT_RDWR);
+    weft_mutex_unlock(&conns_lock);
+}
+
 static void *serve_connection(void *arg)
 {
-    int fd = (int)(intptr_t)arg;
+    struct conn c = { .fd = (int)(intptr_t)arg };
+    if (!conn_open(&c)) {
+        weft_close(c.fd);
+        return NULL;
+    }
     char buf[4096];
     for (;;) {
         weft_deadline(weft_now() + IDLE_NS);   /* each read gets ten seconds */
-        ssize_t n = weft_recv(fd, buf, sizeof buf, 0);
+        ssize_t n = weft_recv(c.fd, buf, sizeof buf, 0);
+        weft_deadline(0);
         if (n <= 0) {
             if (n == -ETIMEDOUT)
                 fprintf(stderr, "echo_server: dropping an idle client\n");
             break;
         }
-        weft_deadline(0);
-        if (weft_send(fd, buf, (size_t)n, 0) != n)
+        if (weft_send(c.fd, buf, (size_t)n, 0) != n)
             break;
     }
-    weft_close(fd);
+    conn_close(&c);
     return NULL;
 }
 
-/* Accepts `count` connections (0: forever), each served by its own coroutine. */
-static void *accept_loop(int lfd, int count)
+/* Accepts `count` connections (0: until cancelled), each served by its own
+ * coroutine. */
+static void accept_loop(int lfd, int count)
 {
     for (int i = 0; count == 0 || i < count; i++) {
         int fd = weft_accept(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd == -ECANCELED)
+            return;
         if (fd < 0) {
             fprintf(stderr, "echo_server: accept: %s\n", strerror(-fd));
-            return (void *)1;
+            weft_sleep(10000000);   /* out of descriptors, say: back off, keep serving */
+            continue;
         }
         int err = weft_spawn(NULL, serve_connection, (void *)(intptr_t)fd);
         if (err) {
@@ -57,23 +122,49 @@ static void *accept_loop(int lfd, int count)
             weft_close(fd);
         }
     }
-    return NULL;
 }
 
-static int listen_on(uint16_t port, struct sockaddr_in *sa)
+static int listen_on(unsigned port, struct sockaddr_in *sa)
 {
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    *sa = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons(port),
+    *sa = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t len = sizeof *sa;
-    if (bind(lfd, (struct sockaddr *)sa, sizeof *sa) < 0 || listen(lfd, 512) < 0 ||
+    int one = 1;
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(lfd, (struct sockaddr *)sa, sizeof *sa) < 0 || listen(lfd, 512) < 0 ||
         getsockname(lfd, (struct sockaddr *)sa, &len) < 0) {
-        perror("echo_server: listen");
+        fprintf(stderr, "echo_server: 127.0.0.1:%u: %s\n", port, strerror(errno));
         exit(1);
     }
     return lfd;
+}
+
+/* ---- serving until SIGINT or SIGTERM ------------------------------------ */
+
+static void *accept_forever(void *arg)
+{
+    accept_loop((int)(intptr_t)arg, 0);
+    return NULL;
+}
+
+static void *serve(void *arg)
+{
+    int lfd = (int)(intptr_t)arg;
+    weft_task *acceptor;
+    int err = weft_spawn(&acceptor, accept_forever, arg);
+    if (err) {
+        fprintf(stderr, "echo_server: spawn: %s\n", strerror(-err));
+        return (void *)1;
+    }
+    int sig = cli_wait_for_stop();
+    printf("echo_server: %s, stopping\n", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "stop");
+    fflush(stdout);
+    weft_cancel(acceptor);   /* its accept returns -ECANCELED */
+    weft_join(acceptor, NULL);
+    weft_close(lfd);
+    stop_connections();
+    return NULL;   /* weft_main returns once the connections' coroutines have */
 }
 
 /* ---- the self-test: clients are coroutines too -------------------------- */
@@ -83,31 +174,41 @@ static struct sockaddr_in server_addr;
 static void *client(void *arg)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (weft_connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr) != 0)
+    if (fd < 0)
         return (void *)1;
+    void *failed = (void *)1;
+    if (weft_connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr) != 0)
+        goto out;
     for (int i = 0; i < MESSAGES; i++) {
         char out[32], in[32];
         int n = snprintf(out, sizeof out, "client %d line %d", (int)(intptr_t)arg, i);
         if (weft_send(fd, out, (size_t)n, 0) != n ||
             weft_recv(fd, in, (size_t)n, MSG_WAITALL) != n || memcmp(in, out, (size_t)n) != 0)
-            return (void *)1;
+            goto out;
     }
+    failed = NULL;
+out:
     weft_close(fd);
-    return NULL;
+    return failed;
 }
 
 static void *accept_clients(void *arg)
 {
-    return accept_loop((int)(intptr_t)arg, CLIENTS);
+    accept_loop((int)(intptr_t)arg, CLIENTS);
+    return NULL;
 }
 
 static void *self_test(void *arg)
 {
     int lfd = (int)(intptr_t)arg;
     weft_task *acceptor, *clients[CLIENTS];
-    weft_spawn(&acceptor, accept_clients, arg);
-    for (int i = 0; i < CLIENTS; i++)
-        weft_spawn(&clients[i], client, (void *)(intptr_t)i);
+    int err = weft_spawn(&acceptor, accept_clients, arg);
+    for (int i = 0; i < CLIENTS && !err; i++)
+        err = weft_spawn(&clients[i], client, (void *)(intptr_t)i);
+    if (err) {
+        fprintf(stderr, "echo_server: spawn: %s\n", strerror(-err));
+        exit(1);
+    }
     int failed = 0;
     for (int i = 0; i < CLIENTS; i++) {
         void *r;
@@ -120,20 +221,35 @@ static void *self_test(void *arg)
     return (void *)(intptr_t)failed;
 }
 
-static void *serve_forever(void *arg)
-{
-    return accept_loop((int)(intptr_t)arg, 0);
-}
-
 int main(int argc, char **argv)
 {
-    bool test = argc > 1 && strcmp(argv[1], "--self-test") == 0;
-    uint16_t port = test ? 0 : argc > 1 ? (uint16_t)atoi(argv[1]) : 7777;
-    int lfd = listen_on(port, &server_addr);
-    if (!test)
+    struct cli cli = CLI_INIT(argc, argv, "echo_server", "[--port N] [--workers N] [--self-test]",
+        "A TCP echo server on 127.0.0.1, one coroutine per connection; a client\n"
+        "idle for ten seconds is dropped. SIGINT or SIGTERM stops it.\n\n"
+        "  --port N      the port, 0 to 65535 (default 7777; 0: any free one)\n"
+        "  --workers N   worker threads, 1 to 1024 (default: one per CPU)\n"
+        "  --self-test   serve 50 clients of its own, check every echo, and exit\n");
+    weft_config cfg = { 0 };
+    unsigned port = 7777;
+    bool test = false;
+    for (const char *arg; (arg = cli_next(&cli));) {
+        if (strcmp(arg, "--port") == 0)
+            port = (unsigned)cli_uint(&cli, arg, cli_value(&cli), 0, 65535);
+        else if (strcmp(arg, "--workers") == 0)
+            cfg.workers = (unsigned)cli_uint(&cli, arg, cli_value(&cli), 1, WEFT_WORKERS_MAX);
+        else if (strcmp(arg, "--self-test") == 0)
+            test = true;
+        else
+            cli_unexpected(&cli, arg);
+    }
+    int lfd = listen_on(test ? 0 : port, &server_addr);
+    if (!test) {
+        cli_catch_stop_signals(&cli);
         printf("echo_server: listening on 127.0.0.1:%u\n", ntohs(server_addr.sin_port));
+        fflush(stdout);   /* a log file gets it now, not at exit */
+    }
     void *result;
-    int err = weft_main(NULL, test ? self_test : serve_forever, (void *)(intptr_t)lfd, &result);
+    int err = weft_main(&cfg, test ? self_test : serve, (void *)(intptr_t)lfd, &result);
     if (err) {
         fprintf(stderr, "echo_server: %s\n", strerror(-err));
         return 1;

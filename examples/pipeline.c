@@ -4,11 +4,16 @@
  * The squaring stage fans out over the workers and fans back in to one
  * summer; closing each channel once its writers are done ends the next stage.
  * The total is checked against the closed form N(N+1)(2N+1)/6.
+ *
+ *   pipeline
  */
+#define _GNU_SOURCE
 #include <weft.h>
 
 #include <inttypes.h>
 #include <stdio.h>
+
+#include "cli.h"
 
 #define N 1000000u
 
@@ -62,8 +67,13 @@ static void *run(void *arg)
     return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    struct cli cli = CLI_INIT(argc, argv, "pipeline", "",
+        "Squares 1..1000000 in a three-stage pipeline over buffered channels, with\n"
+        "one squaring coroutine per worker, and checks the sum of the squares.\n");
+    for (const char *arg; (arg = cli_next(&cli));)
+        cli_unexpected(&cli, arg);
     uint64_t total = 0;
     void *result;
     int err = weft_main(NULL, run, &total, &result);

@@ -3,10 +3,15 @@
  * channel; two consumer coroutines take them as they come and eat them. The
  * channel is the hand-off: the producer's send returns only once a consumer has
  * taken the bun, and closing the channel tells the consumers the baking is over.
+ *
+ *   producer_consumer
  */
+#define _GNU_SOURCE
 #include <weft.h>
 
 #include <stdio.h>
+
+#include "cli.h"
 
 #define BUNS 5
 
@@ -50,8 +55,13 @@ static void *bakery(void *arg)
     return (void *)(intptr_t)weft_chan_destroy(counter);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    struct cli cli = CLI_INIT(argc, argv, "producer_consumer", "",
+        "A producer coroutine hands five buns, one at a time, over an unbuffered\n"
+        "channel to two consumer coroutines.\n");
+    for (const char *arg; (arg = cli_next(&cli));)
+        cli_unexpected(&cli, arg);
     void *result;
     int err = weft_main(NULL, bakery, NULL, &result);
     if (err || result) {

@@ -24,6 +24,28 @@
  *     coroutine;
  *   - never hold a pthread mutex across a suspending call: it may be released
  *     from another thread.
+ *
+ * fork(). Whatever a child of fork() does, the parent's runtimes go on
+ * unharmed: their rings are not mapped in the child, and weft in the child
+ * never touches their epoll sets, eventfds or queues. In the child:
+ *   - the thread that called fork() is a plain thread, also when it was a
+ *     coroutine (it goes on running on the coroutine's stack, of the
+ *     runtime's stack size): weft_self() is NULL, weft_spawn() is -EPERM, and
+ *     the IO, timer, offload and sync calls are the plain system calls or
+ *     block the thread; the coroutine's deadline and cancellation stay behind;
+ *   - the runtimes and task handles of the parent are dead: weft_spawn_on,
+ *     weft_join, weft_detach, weft_cancel and weft_rt_destroy on them return
+ *     -ECHILD, and their memory stays until the child exits or execs;
+ *   - weft_rt_create() and weft_main() make fresh runtimes that work;
+ *   - a coroutine that forked ends the child with _exit() or exec*() (fork
+ *     and exec works from a coroutine); were it to return, the child stops
+ *     with a message, as nothing of its runtime could run after it;
+ *   - locks, channels and the like are the child's copies: it may use those
+ *     it made itself, but one that a coroutine of the parent waits on or
+ *     holds means nothing there (wake-ups of the parent's tasks are dropped).
+ * These rules hold for fork() and for any child that runs pthread_atfork
+ * handlers; a child made without them (vfork, posix_spawn, _Fork, clone)
+ * may only exec or _exit.
  */
 #ifndef WEFT_H
 #define WEFT_H
@@ -50,6 +72,17 @@ extern "C" {
 /* The smallest stack a coroutine may ask for, and the default. */
 #define WEFT_STACK_MIN     (16u * 1024u)
 #define WEFT_STACK_DEFAULT (256u * 1024u)
+/*
+ * Below each coroutine's stack lies a guard this large, never committed: it
+ * costs address space and page-table entries. An overflow that lands in it
+ * stops the program with a message naming the coroutine. A function's frame
+ * (or alloca, or VLA) of up to this size lands in it when it overflows; a
+ * larger one may be written past it, onto another coroutine's stack, unless
+ * the code was built with -fstack-clash-protection, which touches every page
+ * of a large frame in turn, so that every overflow meets the guard's first
+ * page.
+ */
+#define WEFT_STACK_GUARD   (256u * 1024u)
 /* The most workers one runtime may have. */
 #define WEFT_WORKERS_MAX   1024u
 
@@ -61,7 +94,9 @@ typedef struct weft_config {
     unsigned workers;     /* kernel threads; 0 = the CPUs in the process affinity mask */
     size_t   stack_size;  /* usable stack per coroutine; 0 = 256 KiB, committed only as touched */
     int      io_backend;  /* WEFT_IO_AUTO (0), WEFT_IO_URING or WEFT_IO_EPOLL; see below */
-    unsigned ring_entries;/* io_uring submission queue depth per worker; 0 = 256 */
+    unsigned ring_entries;/* io_uring submission queue depth per worker; 0 = 256; 1 is raised
+                           * to 2 (a request and its deadline are queued together); above
+                           * 32768 is -EINVAL */
     /* later fields are appended; a zeroed field always means the default */
 } weft_config;
 
@@ -87,14 +122,16 @@ WEFT_API int weft_rt_create(weft_rt **rt, const weft_config *cfg);
  * Waits until every coroutine of rt has finished, detached ones too, then stops
  * and joins the workers and frees everything. Handles of finished but unjoined
  * tasks die with it. A plain thread (or a coroutine of another runtime).
- * Returns 0, -EINVAL (rt NULL), -EDEADLK (called from one of rt's coroutines).
+ * Returns 0, -EINVAL (rt NULL), -EDEADLK (called from one of rt's coroutines),
+ * -ECHILD (rt belongs to the parent of a fork()).
  */
 WEFT_API int weft_rt_destroy(weft_rt *rt);
 
 /*
  * Starts fn(arg) as a new coroutine of rt. Any thread. If task is not NULL it
  * receives a handle that must be joined or detached; NULL means detached.
- * Returns 0, -EINVAL (rt or fn NULL, rt being destroyed), -ENOMEM (no stack).
+ * Returns 0, -EINVAL (rt or fn NULL, rt being destroyed), -ENOMEM (no stack),
+ * -ECHILD (rt belongs to the parent of a fork(), see above).
  */
 WEFT_API int weft_spawn_on(weft_rt *rt, weft_task **task, weft_fn fn, void *arg);
 
@@ -110,12 +147,14 @@ WEFT_API int weft_spawn(weft_task **task, weft_fn fn, void *arg);
  * NULL) and releases the handle. From a coroutine it suspends only that
  * coroutine; from a plain thread it blocks the thread. Returns 0, -EINVAL (task
  * NULL, already joined or detached: detected while the handle's memory has not
- * been reused, and debug builds abort instead), -EDEADLK (a task joining itself).
+ * been reused, and debug builds abort instead), -EDEADLK (a task joining itself),
+ * -ECHILD (a task of the parent of a fork()).
  */
 WEFT_API int weft_join(weft_task *task, void **result);
 
 /* Releases the handle: the task frees itself when it finishes. Any thread.
- * Returns 0 or -EINVAL (NULL, already joined or detached). */
+ * Returns 0, -EINVAL (NULL, already joined or detached) or -ECHILD (a task of
+ * the parent of a fork()). */
 WEFT_API int weft_detach(weft_task *task);
 
 /* Lets the other runnable coroutines of this worker run first. From a plain
@@ -157,16 +196,26 @@ WEFT_API int weft_sleep(uint64_t ns);
  * the worker: a call that would block suspends only the calling coroutine until
  * the descriptor is ready. Sockets keep the flags they have; on the epoll
  * backend a pipe or terminal is switched to O_NONBLOCK at its first call and
- * left so. From a plain thread each behaves like the plain
- * system call. Each returns what the system call returns, or a negative errno;
- * errno is never set. weft_send() adds MSG_NOSIGNAL: a closed peer gives -EPIPE,
- * never SIGPIPE; weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
- * rather than wait. A length above SSIZE_MAX, whose count no return value
- * could hold, gives -EINVAL (also to weft_pread and weft_pwrite); one above
- * what the kernel moves in one call is a short transfer. weft_poll() waits
- * until one of events (POLLIN, POLLOUT, or both) is ready and returns the
- * revents; events that hold none of POLLIN, POLLOUT and POLLPRI give -EINVAL. One coroutine at a time may wait
- * to read a descriptor and one to write it; another gets -EBUSY.
+ * left so. From a plain thread each behaves like the plain system call, but
+ * waits no longer than the thread's deadline (see weft_deadline()). Each
+ * returns what the system call returns, or a negative errno; errno is never
+ * set. Writing to a pipe or socket whose reader has gone gives -EPIPE and
+ * never SIGPIPE: weft_send() adds MSG_NOSIGNAL, and worker threads block
+ * SIGPIPE, taking back the one a failed write leaves pending (so a
+ * coroutine's own write(2) to such a pipe also fails with EPIPE rather than
+ * end the process; a plain thread's weft_write() is write(2), signal
+ * included). weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
+ * rather than wait. weft_poll() waits until one of events (POLLIN, POLLOUT,
+ * or both) is ready and returns the revents; events that hold none of
+ * POLLIN, POLLOUT and POLLPRI give -EINVAL. A length above SSIZE_MAX, whose
+ * count no return value could hold, gives -EINVAL (also to weft_pread and
+ * weft_pwrite); one above what the kernel moves in one call is a short
+ * transfer. Any number of coroutines may
+ * wait on one descriptor in each direction (several accepting on one
+ * listening socket, for instance): each returns when its own call can be
+ * made, and weft_close() fails them all. On the epoll backend those waiting
+ * in one direction are served in the order they came, one per readiness; an
+ * error or a hang-up on the descriptor wakes them all.
  */
 WEFT_API ssize_t weft_read(int fd, void *buf, size_t len);
 WEFT_API ssize_t weft_write(int fd, const void *buf, size_t len);
@@ -178,19 +227,33 @@ WEFT_API int weft_poll(int fd, short events);
  * Sockets and files. weft_accept() takes accept4()'s flags (SOCK_NONBLOCK,
  * SOCK_CLOEXEC) and, like weft_connect(), suspends only the caller. A
  * weft_connect() that is interrupted by the deadline or cancellation leaves
- * the attempt going on: close the socket. weft_open() always adds O_CLOEXEC.
+ * the attempt going on: close the socket. Both leave the socket's flags as
+ * they were. On the epoll backend, and from a plain thread with a deadline,
+ * where they must not wait in the system call, a blocking socket is made
+ * O_NONBLOCK for that one call and its flags restored at once; another
+ * thread that calls accept(2) or connect(2) itself on the same socket, or
+ * reads its flags, at that instant sees O_NONBLOCK (its accept may fail with
+ * EAGAIN). weft_open() always adds O_CLOEXEC.
  * weft_close() first fails every coroutine waiting on fd with -EBADF, in
  * every runtime of the process and on either backend, then closes it; it may
  * be called from any thread. Close with it, not close(2), a descriptor that
- * coroutines may be waiting on. On io_uring a
- * socket is fully released (its peer sees the close) once those requests are
- * cancelled, a few microseconds later. weft_close() returns 0, the error of
- * close(2), or -ENOMEM or -EMFILE when the io_uring requests waiting on fd
- * could not be cancelled for want of memory or of a descriptor: fd is then
- * left open, and the call may be made again.
+ * coroutines may be waiting on. No request made on fd before weft_close()
+ * reaches another file later given the same number: on io_uring, where
+ * requests may still be queued or in flight, the number is held by a
+ * placeholder (an O_PATH descriptor, on which every call fails with -EBADF)
+ * until the rings have cancelled them, a few microseconds later unless a
+ * worker is busy with a coroutine that does not yield; a socket is fully
+ * released (its peer sees the close) at that point too. So a new descriptor
+ * may not get the lowest free number at once, and closing the number again
+ * meanwhile is a double close. A call on fd made concurrently with
+ * weft_close() races with it, as with threads. weft_close() returns 0,
+ * -EBADF, close(2)'s error, or -ENOMEM (nothing was closed).
+ * weft_pread() and weft_pwrite() give -EINVAL for a negative offset and
+ * -ESPIPE for a descriptor without positions (a pipe, socket or terminal),
+ * as pread(2) does, on either backend.
  * Where the kernel offers no asynchronous form, a call runs on a helper thread
  * (weft_offload) rather than block the worker. From a plain thread each is the
- * plain system call.
+ * plain system call, within the thread's deadline (see weft_deadline()).
  */
 WEFT_API ssize_t weft_pread(int fd, void *buf, size_t len, off_t offset);
 WEFT_API ssize_t weft_pwrite(int fd, const void *buf, size_t len, off_t offset);
@@ -204,18 +267,36 @@ WEFT_API int weft_fsync(int fd);
  * Deadlines and cancellation. weft_deadline(t) sets the calling coroutine's
  * deadline (absolute, weft_now() clock; 0 = none) for every blocking call it
  * makes from then on, and returns the previous one so that scopes nest. A call
- * still waiting at the deadline returns -ETIMEDOUT. From a plain thread it sets
- * that thread's deadline for weft's blocking calls.
+ * still waiting at the deadline returns -ETIMEDOUT.
+ *
+ * From a plain thread it sets that thread's deadline, which every blocking
+ * call of weft honours:
+ *   - weft_sleep, weft_join, and the locks, conditions, wait groups,
+ *     semaphores, channels and select, as in a coroutine;
+ *   - weft_read, weft_write, weft_recv, weft_send, weft_accept, weft_connect
+ *     and weft_poll wait for readiness in poll(2) until the deadline, then
+ *     return -ETIMEDOUT (weft_connect leaves its attempt going on; weft_recv
+ *     with MSG_WAITALL returns what it has gathered, if anything). A send
+ *     or write that finds room for part of its buffer sends that part and
+ *     returns its length, as on a non-blocking socket. On a
+ *     descriptor its owner made O_NONBLOCK they never wait, as the system
+ *     calls. On a pipe or terminal, which has no per-call way not to wait,
+ *     the call is made once poll(2) says it is ready: weft_write then writes
+ *     at most PIPE_BUF bytes, and another thread that reads (writes) the same
+ *     pipe at that moment can hold the call past the deadline;
+ *   - weft_offload, weft_open, weft_pread, weft_pwrite and weft_fsync have no
+ *     readiness to wait for: they return -ETIMEDOUT if the deadline has passed
+ *     when they are called, and otherwise run to their end.
  *
  * weft_cancel(task) makes the task's pending and future blocking calls return
  * -ECANCELED, also when it waits on another worker: its sleeps, descriptor and
  * file calls and offloads at once, on either backend; its locks, channels,
  * joins, wait groups and semaphores when they would wait (one that can
- * complete at once still does). It cannot be undone. Any
- * thread, on a task handle that has not been joined or detached. Returns 0,
- * -EINVAL, or -ENOMEM when the task's io_uring request in flight could not be
- * reached for want of memory: its later calls are cancelled all the same, and
- * calling again reaches that request.
+ * complete at once still does). It cannot be undone. Any thread, on a task
+ * handle that has not been joined or detached. Returns 0, -EINVAL, -ECHILD
+ * (a task of the parent of a fork()), or -ENOMEM when the task's io_uring
+ * request in flight could not be reached for want of memory: its later calls
+ * are cancelled all the same, and calling again reaches that request.
  */
 WEFT_API uint64_t weft_deadline(uint64_t abs_ns);
 WEFT_API int weft_cancel(weft_task *task);

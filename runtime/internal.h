@@ -273,6 +273,7 @@ struct weft_rt {
     struct weft__worker  **workers;
     struct weft__stacks   *stacks;
     struct weft__taskmem  *taskmem;
+    unsigned               fork_gen;            /* weft__fork_gen when it was made (sched.c) */
 
     /* The global queue: spawns from outside, deque overflow. */
     _Alignas(WEFT__CACHELINE)
@@ -310,6 +311,21 @@ struct weft_rt {
     /* On the process's list of runtimes (sched.c), under its lock. */
     weft_rt               *live_next;
 };
+
+/*
+ * fork(). Each runtime records the process's fork generation when it is
+ * made; a child of fork() starts a new one (sched.c), so a runtime of an
+ * older generation was inherited from the parent: none of its threads exist
+ * here, and weft never touches it again. Written only by that handler,
+ * while the child has one thread; threads it starts later see the new value
+ * through pthread_create.
+ */
+extern unsigned weft__fork_gen;
+/* Whether rt was inherited from the parent of a fork(). Any thread. */
+static inline bool weft__inherited(const weft_rt *rt)
+{
+    return WEFT__UNLIKELY(rt->fork_gen != weft__fork_gen);
+}
 
 /* Calls fn(rt, arg) for every runtime of the process that has not begun
  * its destruction's final stage, under a lock that keeps them alive meanwhile.

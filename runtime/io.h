@@ -52,10 +52,10 @@ void weft__epset_destroy(struct weft__epset *s);
 void weft__epoll_destroy(weft_rt *rt);
 
 /* Suspends the calling coroutine, on its worker w, until fd is ready for one
- * of `dirs` (WEFT__WAIT_READ, WEFT__WAIT_WRITE, or both). Returns the epoll
- * events seen, -EBUSY (another coroutine already waits on fd for one of those
- * directions), -EBADF (weft_close() closed it), -EINVAL (fd cannot be polled),
- * -ETIMEDOUT, -ECANCELED, -ENOMEM, -EMFILE (fd beyond the table). */
+ * of `dirs` (WEFT__WAIT_READ, WEFT__WAIT_WRITE, or both), behind the
+ * coroutines already waiting on fd in that direction. Returns the epoll
+ * events seen, -EBADF (weft_close() closed it), -EINVAL (fd cannot be
+ * polled), -ETIMEDOUT, -ECANCELED, -ENOMEM, -EMFILE (fd beyond the table). */
 int weft__epoll_wait_fd(struct weft__worker *w, int fd, int dirs);
 #define WEFT__WAIT_READ  1   /* dirs of weft__epoll_wait_fd */
 #define WEFT__WAIT_WRITE 2
@@ -85,20 +85,21 @@ void weft__offload_destroy(weft_rt *rt);
 /* ---- the io_uring backend (runtime/io_uring.c) ---- */
 
 /* One request in flight: lives in the coroutine's frame until its completion
- * is reaped. */
+ * is reaped. Its identity on the ring is a slot of the ring's table, not its
+ * address (runtime/io_uring.c). */
 struct weft__ioreq {
     struct weft__waiter wt;
     int32_t             res;   /* the completion's result; written before the claim */
 #if WEFT_HAVE_URING
-    int                 fd;    /* the descriptor it waits on, -1 if none or untracked */
     struct __kernel_timespec ts;   /* the linked timeout's deadline, read at submission */
 #endif
 };
 
 #if WEFT_HAVE_URING
 struct io_uring_sqe;
-/* Creates a disabled ring of `entries` (weft_rt_create). Returns 0 or the
- * kernel's negative errno. */
+/* Creates a disabled ring of `entries`, at least 2 (weft_rt_create). Returns
+ * 0 or a negative errno: the kernel's, or open()'s for the tombstone that
+ * weft_close() needs (see weft__ring_close_end). */
 int  weft__ring_create(struct weft__ring **r, unsigned entries);
 void weft__ring_destroy(struct weft__ring *r);
 /* Enables the ring on its worker's thread, which becomes its only submitter. */
@@ -117,17 +118,38 @@ void weft__ring_kick(struct weft__ring *r);
 /* A coroutine on w: an entry to fill, then weft__ring_call() at once. */
 struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w);
 /* Submits the filled entry (with the caller's deadline as a linked timeout)
- * and waits for its completion. Returns its result, -ETIMEDOUT, -ECANCELED. */
+ * and waits for its completion. Returns its result, -EBADF (weft_close cut
+ * it short), -ETIMEDOUT, -ECANCELED, -ENOMEM (no slot for it: nothing was
+ * submitted). */
 int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q);
 /* weft_cancel(): asks the owner of t's request in flight to cancel it. */
 int  weft__ring_cancel(weft_task *t);
-/* weft_close(), before close(2): the requests of rt's rings still waiting on
- * fd end with -EBADF. Any thread. Returns 0, or -ENOMEM or the error of
- * dup(2) when it could not reach them all, and then it reached none. */
-int weft__ring_close_fd(weft_rt *rt, int fd);
+/*
+ * weft_close() of fd, in the steps of the protocol in runtime/io_uring.c; any
+ * thread. _count: how many of rt's rings may have requests on fd, summed
+ * over every runtime by the caller. _new: a close of fd for that many rings;
+ * returns 0, -EBADF (fd is not open) or -ENOMEM, having changed nothing.
+ * _post: hands a note to each of rt's rings that may still have requests on
+ * fd, for every runtime. _end: holds fd's number with the tombstone until
+ * the rings have finished, or closes it at once if none was handed a note,
+ * and drops the caller's hold on c. Returns 0 or close(2)'s negative errno.
+ */
+struct weft__ring_close;
+unsigned weft__ring_close_count(weft_rt *rt, int fd);
+int  weft__ring_close_new(struct weft__ring_close **c, int fd, unsigned rings);
+void weft__ring_close_post(weft_rt *rt, struct weft__ring_close *c);
+int  weft__ring_close_end(struct weft__ring_close *c);
 /* Tells Valgrind that the kernel wrote n bytes at buf. */
 void weft__ring_mark_read(void *buf, ssize_t n);
 #endif
+
+/* SIGPIPE on worker threads (runtime/io.c). _block: a worker, before it runs
+ * a coroutine; a write to a pipe or socket whose reader has gone then leaves
+ * SIGPIPE pending on the writing thread instead of ending the process.
+ * _take: a worker whose write(2), or whose ring's write, just failed with
+ * EPIPE: takes back the SIGPIPE pending on it, if any. */
+void weft__sigpipe_block(void);
+void weft__sigpipe_take(void);
 
 /* ---- what the scheduler asks of a worker's backend: its ring, else its set ---- */
 

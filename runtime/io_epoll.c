@@ -11,12 +11,26 @@
  * in between: no poller thread, no hand-over.
  *
  * A coroutine tries the system call first; on EAGAIN it calls
- * weft__epoll_wait_fd(), which records its waiter in the runtime's descriptor
- * table (one reader and one writer per descriptor, as Go's pollDesc; a
- * weft_poll for both directions takes both places with one waiter) and arms a
- * one-shot registration for the union of what the descriptor's waiters want,
- * on the set of the worker it runs on. A descriptor last armed on another
- * worker's set moves to this one, with the count of its waiters.
+ * weft__epoll_wait_fd(), which appends its waiter to the descriptor's list for
+ * that direction in the runtime's descriptor table, and arms a one-shot
+ * registration for the union of what the descriptor's waiters want, on the
+ * set of the worker it runs on. A descriptor last armed on another worker's
+ * set moves to this one, with the count of its waiters' places (a place is
+ * one waiter on one list; a weft_poll for both directions takes two).
+ *
+ * Any number of coroutines may wait in each direction: several accepting on
+ * one listening socket is the common server, and several threads may read
+ * one descriptor under POSIX. Go serialises them before its pollDesc (which
+ * holds one reader and one writer) with a per-descriptor lock; weft has no
+ * such lock in front of the system call, so the lists are the queue. An event
+ * wakes the oldest waiter of each direction it reports, one only: it would
+ * be a thundering herd to wake every acceptor for one connection. Those left
+ * waiting are armed again at once; the registration is level-triggered, so if
+ * the one woken leaves something behind, the next epoll_wait reports it for
+ * the next in line, and if it takes everything, the kernel reports nothing.
+ * Conditions that stay until the descriptor is closed wake every waiter they
+ * concern: EPOLLERR and EPOLLHUP all of them, EPOLLRDHUP (the peer will send
+ * no more) every reader.
  *
  * Why one-shot and re-armed at every wait (EPOLL_CTL_MOD), where Go keeps an
  * edge-triggered registration for the life of the descriptor: Go owns its
@@ -57,14 +71,28 @@
 #define TOP_PAGES  65536u       /* pages: descriptors below 2^26 */
 #define EVENTS     64           /* reaped per epoll_wait */
 
-/* A descriptor's waiters. The places and `set` are under `lock`. */
+enum { RD, WR };   /* the directions: indexes of the lists below */
+
+/* One coroutine waiting on a descriptor, in its frame (weft__epoll_wait_fd):
+ * on the read list, the write list, or both. The links are under the entry's
+ * lock; `on` says which lists hold it, and is how a waiter that gives up
+ * learns whether a waker has already taken it off. */
+struct fd_wait {
+    struct weft__waiter wt;
+    struct fd_wait     *next[2], *prev[2];   /* on the entry's lists, by direction */
+    bool                on[2];
+};
+
+/* A descriptor's waiters. The lists, `places` and `set` are under `lock`. */
 struct fd_slot {
-    pthread_mutex_t      lock;
-    struct weft__waiter *rd, *wr;
-    unsigned             set;       /* 1 + the index of the worker whose set holds the
-                                     * registration and counts these waiters; 0: none */
-    bool                 added;     /* registered there, unless the file was closed since */
-    _Atomic bool         not_socket;   /* a hint for weft_read/weft_write; anyone */
+    pthread_mutex_t  lock;
+    struct fd_wait  *head[2], *tail[2];   /* waiters by direction, oldest first */
+    unsigned         places;    /* waiters on the lists, one per list each; counted on
+                                 * the set that holds the registration */
+    unsigned         set;       /* 1 + the index of the worker whose set holds the
+                                 * registration and counts these waiters; 0: none */
+    bool             added;     /* registered there, unless the file was closed since */
+    _Atomic bool     not_socket;   /* a hint for weft_read/weft_write; anyone */
 };
 
 struct weft__fdtab {
@@ -192,7 +220,7 @@ static struct weft__epset *set_of(weft_rt *rt, const struct fd_slot *s)
 
 static uint32_t wanted(const struct fd_slot *s)
 {
-    return (s->rd ? EPOLLIN | EPOLLRDHUP : 0) | (s->wr ? EPOLLOUT : 0);
+    return (s->head[RD] ? EPOLLIN | EPOLLRDHUP : 0) | (s->head[WR] ? EPOLLOUT : 0);
 }
 
 /* The one-shot registration of fd for what s's waiters want. */
@@ -201,20 +229,41 @@ static struct epoll_event oneshot(const struct fd_slot *s, int fd)
     return (struct epoll_event){ .events = wanted(s) | EPOLLONESHOT, .data.u64 = (uint64_t)fd };
 }
 
-/* The places wt holds in s, which it gives up. Holds s->lock. */
-static unsigned drop(struct fd_slot *s, const struct weft__waiter *wt)
+/* Appends fw to s's list for direction d. Holds s->lock. */
+static void enlist(struct fd_slot *s, struct fd_wait *fw, int d)
+{
+    fw->next[d] = NULL;
+    fw->prev[d] = s->tail[d];
+    if (s->tail[d])
+        s->tail[d]->next[d] = fw;
+    else
+        s->head[d] = fw;
+    s->tail[d] = fw;
+    fw->on[d] = true;
+    s->places++;
+}
+
+/* Takes fw off every list of s that holds it; returns the places it gave up
+ * (0 if a waker took it off already). Holds s->lock. */
+static unsigned drop(struct fd_slot *s, struct fd_wait *fw)
 {
     unsigned n = 0;
-    if (!wt)
-        return 0;
-    if (s->rd == wt) {
-        s->rd = NULL;
+    for (int d = RD; d <= WR; d++) {
+        if (!fw->on[d])
+            continue;
+        if (fw->prev[d])
+            fw->prev[d]->next[d] = fw->next[d];
+        else
+            s->head[d] = fw->next[d];
+        if (fw->next[d])
+            fw->next[d]->prev[d] = fw->prev[d];
+        else
+            s->tail[d] = fw->prev[d];
+        fw->on[d] = false;
         n++;
     }
-    if (s->wr == wt) {
-        s->wr = NULL;
-        n++;
-    }
+    weft__check(s->places >= n, "a descriptor's waiters outnumber its count of places");
+    s->places -= n;
     return n;
 }
 
@@ -243,7 +292,7 @@ static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
         if (errno != EEXIST || epoll_ctl(w->ep->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
             return -errno;
     }
-    unsigned others = (s->rd != NULL) + (s->wr != NULL) - mine;
+    unsigned others = s->places - mine;
     if (s->set != me) {
         struct weft__epset *from = set_of(w->rt, s);
         if (from && s->added)
@@ -266,36 +315,54 @@ int weft__epoll_wait_fd(struct weft__worker *w, int fd, int dirs)
     struct fd_slot *s = slot(w->rt, fd, true);
     if (!s)
         return (unsigned)fd / PAGE_SLOTS >= TOP_PAGES ? -EMFILE : -ENOMEM;
-    struct weft__waiter wt;
-    weft__waiter_init(&wt);
+    struct fd_wait fw = { .on = { false, false } };
+    weft__waiter_init(&fw.wt);
 
     pthread_mutex_lock(&s->lock);
-    int err = 0;
-    if (((dirs & WEFT__WAIT_READ) && s->rd) || ((dirs & WEFT__WAIT_WRITE) && s->wr)) {
-        err = -EBUSY;   /* one coroutine already waits for this direction */
-    } else {
-        if (dirs & WEFT__WAIT_READ)
-            s->rd = &wt;
-        if (dirs & WEFT__WAIT_WRITE)
-            s->wr = &wt;
-        err = arm(w, fd, s, (dirs & WEFT__WAIT_READ ? 1u : 0u) + (dirs & WEFT__WAIT_WRITE ? 1u : 0u));
-        if (err)
-            drop(s, &wt);
-    }
+    if (dirs & WEFT__WAIT_READ)
+        enlist(s, &fw, RD);
+    if (dirs & WEFT__WAIT_WRITE)
+        enlist(s, &fw, WR);
+    int err = arm(w, fd, s, (dirs & WEFT__WAIT_READ ? 1u : 0u) + (dirs & WEFT__WAIT_WRITE ? 1u : 0u));
+    if (err)
+        drop(s, &fw);
     pthread_mutex_unlock(&s->lock);
     if (err)
         return err;
 
-    int32_t r = weft__wait(&wt);
+    int32_t r = weft__wait(&fw.wt);
     if (r < 0) {
         /* A deadline, a cancellation or weft_close: withdraw, unless the
          * reaper or weft_close claimed us and withdrew us already. The
-         * registration stays armed; its event will find the place empty. */
+         * registration stays armed for the others; if none is left, its
+         * event will find the lists empty. */
         pthread_mutex_lock(&s->lock);
-        uncount(set_of(w->rt, s), drop(s, &wt));
+        uncount(set_of(w->rt, s), drop(s, &fw));
         pthread_mutex_unlock(&s->lock);
     }
     return r;
+}
+
+/*
+ * Wakes the waiters of s's list for direction d with `result`, oldest first:
+ * every one if `all`, else the first whose claim is ours (one that its
+ * deadline or cancellation claimed first is taken off and passed over). A
+ * waiter leaves every list before it is woken, for once woken its frame may
+ * go at any moment. Holds s->lock. Returns whether a task was made runnable.
+ */
+static bool wake_list(weft_rt *rt, struct fd_slot *s, int d, int32_t result, bool all)
+{
+    bool woke = false;
+    struct fd_wait *fw;
+    while ((fw = s->head[d])) {
+        uncount(set_of(rt, s), drop(s, fw));
+        if (weft__wake(&fw->wt, result)) {
+            woke = true;
+            if (!all)
+                break;
+        }
+    }
+    return woke;
 }
 
 void weft__epoll_forget(weft_rt *rt, int fd)
@@ -305,12 +372,8 @@ void weft__epoll_forget(weft_rt *rt, int fd)
         return;
     pthread_mutex_lock(&s->lock);
     struct weft__epset *set = set_of(rt, s);
-    struct weft__waiter *rd = s->rd, *wr = s->wr;
-    uncount(set, drop(s, rd) + drop(s, wr));
-    if (rd)
-        weft__wake(rd, -EBADF);
-    if (wr && wr != rd)
-        weft__wake(wr, -EBADF);
+    wake_list(rt, s, RD, -EBADF, true);
+    wake_list(rt, s, WR, -EBADF, true);
     if (set && s->added)
         epoll_ctl(set->epfd, EPOLL_CTL_DEL, fd, NULL);
     s->set = 0;
@@ -336,17 +399,15 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
         struct fd_slot *s = slot(w->rt, fd, false);
         if (!s)
             continue;
-        uint32_t got = ev[i].events, fail = EPOLLERR | EPOLLHUP;
+        uint32_t got = ev[i].events;
+        bool fail = got & (EPOLLERR | EPOLLHUP);
         pthread_mutex_lock(&s->lock);
-        struct weft__waiter *rd = s->rd && (got & (EPOLLIN | EPOLLRDHUP | EPOLLPRI | fail)) ? s->rd : NULL;
-        struct weft__waiter *wr = s->wr && (got & (EPOLLOUT | fail)) ? s->wr : NULL;
-        uncount(set_of(w->rt, s), drop(s, rd) + drop(s, wr));
-        if (rd)
-            woke |= weft__wake(rd, (int32_t)got);
-        if (wr && wr != rd)
-            woke |= weft__wake(wr, (int32_t)got);
-        /* The one-shot fired for one side only: arm it again for the other,
-         * if the registration still lives on our set. */
+        if (got & (EPOLLIN | EPOLLRDHUP | EPOLLPRI) || fail)
+            woke |= wake_list(w->rt, s, RD, (int32_t)got, fail || (got & EPOLLRDHUP));
+        if (got & EPOLLOUT || fail)
+            woke |= wake_list(w->rt, s, WR, (int32_t)got, fail);
+        /* Arm it again for those still waiting, in either direction, if the
+         * registration still lives on our set. */
         if (wanted(s) && s->set == w->index + 1) {
             struct epoll_event again = oneshot(s, fd);
             epoll_ctl(w->ep->epfd, EPOLL_CTL_MOD, fd, &again);

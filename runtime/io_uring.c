@@ -23,32 +23,77 @@
  * which is cheaper to wake.
  *
  * Request memory. A request (struct weft__ioreq) lives in the coroutine's
- * frame, and its address is the entry's user_data. The coroutine waits with
- * weft__wait_nointr: nothing but the completion can end the wait, so the frame
- * outlives the kernel's last use of it.
+ * frame. The coroutine waits with weft__wait_nointr: nothing but the
+ * completion can end the wait, so the frame outlives the kernel's last use
+ * of it.
+ *
+ * Request identity. The entry's user_data is not the request's address: a
+ * coroutine that loops places each request at the same address, and the
+ * kernel may name a request by its user_data after it has completed. A
+ * linked timeout that fires as its request completes takes a reference to
+ * the request and queues task work that cancels *by user_data*
+ * (io_req_task_link_timeout -> io_try_cancel); with DEFER_TASKRUN that work
+ * may run at our next io_uring_enter, after we reaped the completion and the
+ * coroutine queued its next request at the same address, which would then be
+ * cancelled for nothing. So each ring keeps a table of its requests in
+ * flight, owned by the ring's owner alone; a request's identity is its slot
+ * in the low 32 bits and the slot's generation, bumped each time the slot is
+ * taken and never 0, in the high ones. An identity therefore never equals a
+ * tag (below), and repeats only after 2^32 uses of one slot, while a stale
+ * one lives only until the kernel next runs our task work. The table grows
+ * by doubling; slots are found by index, so they may move.
  *   - A deadline is a linked timeout (IORING_OP_LINK_TIMEOUT, absolute, on the
  *     CLOCK_MONOTONIC clock of weft_now). The kernel copies its timespec at
  *     submission and its completion carries the IGNORE tag, so it needs no
  *     memory of ours. A request cut short by it completes with -ECANCELED,
- *     which is reported as -ETIMEDOUT.
+ *     which is reported as -ETIMEDOUT once the deadline has passed.
  *   - Cancellation. Only the ring's owner may submit to it, so weft_cancel()
- *     queues a note on the owner's inbox and writes its eventfd; the owner
- *     submits IORING_OP_ASYNC_CANCEL for the request. The note holds a
- *     reference to the task's handle, but the task may have finished since,
- *     and another task may have a request at the same address on the stack
- *     it gave back: so the owner cancels only if the task's io_req still
- *     names the request. That request cannot complete meanwhile, as only the
- *     owner reaps it; a request of the same task at the same address later is
- *     one that cancellation, being sticky, wants cancelled anyway.
- *   - Closing. A request holds its own reference to the file, so close(2)
- *     alone would leave a coroutine waiting on a closed descriptor forever.
- *     Each ring counts, per descriptor, its requests in flight (written by
- *     the owner alone, read by anyone). weft_close() asks each ring that has
- *     some on the descriptor to cancel them all (IORING_ASYNC_CANCEL_FD, which
- *     matches the file, not the number), through the same inbox, and closes
- *     the descriptor at once; the rings cancel through a duplicate that the
- *     last of them closes, so a new file given the same number meanwhile is
- *     never touched. A request cut short so reports -EBADF.
+ *     queues a note with the request's identity on the owner's inbox and
+ *     writes its eventfd; the owner submits IORING_OP_ASYNC_CANCEL for that
+ *     identity if the task's io_req still holds it. That request cannot
+ *     complete meanwhile, as only the owner reaps it.
+ *   - A -ECANCELED that none of these explains is passed on as it is, never
+ *     turned into another error.
+ *
+ * Closing. An entry names its descriptor by number, and the kernel looks the
+ * number up only when it issues the entry, at submission: an entry still
+ * queued when weft_close() returns would reach whatever file is given the
+ * number next. A request in flight holds its own reference to the file
+ * instead, so close(2) alone would leave its coroutine waiting on a closed
+ * descriptor. Each ring counts, per descriptor, its requests queued or in
+ * flight (written by the owner alone, read by anyone), and weft_close() of a
+ * descriptor that some ring may have requests on goes as follows:
+ *   1. It counts those rings and makes one close with a note for each
+ *      (weft__ring_close_new); without memory it fails, closing nothing, and
+ *      a descriptor that is not open gives -EBADF.
+ *   2. It posts the notes to the rings' inboxes (weft__ring_close_post). The
+ *      close holds a reference for the closer and one for each note.
+ *   3. It puts a tombstone in the descriptor's place (weft__ring_close_end):
+ *      dup3() of one process-wide O_PATH descriptor onto the number. That
+ *      drops the table's reference to the file at once, so the file is
+ *      released once the requests in flight are cancelled, while the number
+ *      stays taken. The kernel refuses an O_PATH file to every request
+ *      (fget() skips them), so an entry still queued fails with -EBADF. Then
+ *      it drops its reference.
+ *   4. Each ring's owner, taking its note, marks its requests on the number
+ *      as closed, queues an ASYNC_CANCEL for each by identity, and a NOP
+ *      tagged CLOSE after them. Entries are consumed in order, so when the
+ *      NOP completes everything queued before it has been issued and has
+ *      looked its file up: the ring drops its reference. A request cut short
+ *      after it was marked reports -EBADF.
+ *   5. Whoever drops the last reference closes the number.
+ * The number is thus free again only after step 4 on every ring: at the
+ * owners' next look at their inboxes, a few microseconds later unless a
+ * coroutine computes for long without yielding. A descriptor no ring waits on
+ * is closed with close(2) at once. A call on the descriptor that is still
+ * being made while weft_close() runs, not yet counted, races with it as a
+ * read(2) races with close(2) in another thread.
+ *
+ * SIGPIPE. A write to a pipe or socket whose reader has gone raises SIGPIPE
+ * on the thread that makes it: here the ring's owner, which issues entries
+ * at submission and finishes them in its task work (io-wq threads block
+ * every signal). Workers block SIGPIPE (weft__sigpipe_block), so the signal
+ * stays pending on the owner, and reaping a -EPIPE takes it back there.
  */
 #include "io.h"
 
@@ -70,24 +115,51 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
+/* user_data of entries that are not requests; a request's identity (slot and
+ * generation, see above) is at least 1 << 32. */
 #define TAG_IGNORE ((uint64_t)0)   /* link timeouts and cancel requests */
 #define TAG_WAKE   ((uint64_t)1)   /* the eventfd read */
-#define TAG_CLOSE  ((uint64_t)2)   /* or'ed into a close_ref's address: its cancel */
+#define TAG_CLOSE  ((uint64_t)2)   /* a close's NOP: the oldest close on `closing` is done */
+_Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "weft_task.io_req holds an identity");
 
-/* Descriptors below FD_PAGES * FD_PAGE have their requests counted. */
+/* A request and its linked timeout are queued together (weft__ring_sqe). */
+#define RING_ENTRIES_MIN 2u
+
+/* Descriptors below FD_PAGES * FD_PAGE have their requests counted; a ring
+ * may have requests on any other. */
 #define FD_PAGE  4096u
 #define FD_PAGES 256u
 
-struct close_ref {             /* one weft_close() on several rings */
-    _Atomic unsigned left;     /* rings that have not finished cancelling */
-    int              fd;       /* a duplicate of the closed descriptor */
-};
+/* The file put in place of a descriptor weft_close() closed while rings
+ * still have requests on it: opened once, by the first ring, never closed. */
+static _Atomic int tombstone = -1;
 
 struct cancel_note {
-    struct cancel_note *next;
-    weft_task          *task;       /* holds a reference; NULL for a close */
-    uint64_t            user_data;  /* the request to cancel */
-    struct close_ref   *close;      /* or: every request on this file */
+    struct cancel_note      *next;       /* on an inbox; then, for a close, on `closing` */
+    weft_task               *task;       /* holds a reference; NULL for a close */
+    uint64_t                 user_data;  /* the identity of the request to cancel */
+    struct weft__ring_close *close;      /* or: every request on this descriptor */
+};
+
+/* One weft_close() of a descriptor some rings have requests on: step 1 of
+ * the protocol above makes it, step 5 frees it. */
+struct weft__ring_close {
+    _Atomic unsigned   left;      /* the closer, and each ring that has a note and has not finished */
+    int                fd;        /* the number closed; set before any note is posted */
+    bool               held;      /* the tombstone holds fd: the last reference closes it; set by
+                                   * the closer before it drops its reference */
+    unsigned           notes;     /* note[] has this many */
+    unsigned           posted;    /* of them posted; only the closer */
+    struct cancel_note note[];    /* one for each ring */
+};
+
+/* A request in flight, in the owner's table. */
+struct slot {
+    struct weft__ioreq *q;        /* NULL while free */
+    uint32_t            gen;      /* bumped each time the slot is taken; the identity's high half */
+    uint32_t            next1;    /* while free: the next free slot + 1, or 0 */
+    int                 fd;       /* the descriptor it names, counted in waits; -1: none */
+    bool                closed;   /* a weft_close() cancelled it: -ECANCELED reads -EBADF */
 };
 
 struct weft__ring {
@@ -96,29 +168,37 @@ struct weft__ring {
     uint64_t            efd_buf;      /* the eventfd read's target */
     bool                efd_armed;    /* a read of efd is queued */
     unsigned            queued;       /* entries not yet submitted; the owner */
-    unsigned            inflight;     /* requests whose completion is not reaped; the owner */
+    unsigned            inflight;     /* requests and close NOPs whose completion is not reaped; the owner */
+    struct slot        *slots;        /* requests in flight by identity; the owner */
+    uint32_t            nslots;
+    uint32_t            free1;        /* the first free slot + 1, or 0; the owner */
+    struct cancel_note *closing;      /* closes whose NOP is queued, oldest first; the owner */
+    struct cancel_note *closing_tail;
     pthread_mutex_t     inbox_lock;
     struct cancel_note *inbox;        /* under inbox_lock */
     _Atomic uint32_t    inbox_len;    /* a hint, so the owner looks only when needed */
-    /* Requests in flight per descriptor, in pages made on first use. Only the
-     * owner writes; weft_close() reads. `uncounted`: a page could not be made. */
+    /* Requests queued or in flight per descriptor, in pages made on first
+     * use. Only the owner writes; weft_close() reads. `uncounted`: a page
+     * could not be made. */
     _Atomic(_Atomic uint32_t *) waits[FD_PAGES];
     _Atomic bool        uncounted;
 };
 
-static void close_ref_done(struct close_ref *c)
+/* Drops a reference to c; the last closes the number. Any thread. */
+static void close_ref_done(struct weft__ring_close *c)
 {
-    if (atomic_fetch_sub_explicit(&c->left, 1, memory_order_acq_rel) == 1) {
-        close(c->fd);
+    if (atomic_fetch_sub_explicit(&c->left, 1, memory_order_acq_rel) == 1) {   /* the last sees every write to c */
+        if (c->held)
+            close(c->fd);
         free(c);
     }
 }
 
-/* The owner: n more (or fewer) requests in flight on fd. */
+/* The owner: n more (or fewer) requests on fd. */
 static void count_waits(struct weft__ring *r, int fd, int n)
 {
-    if (fd < 0)
-        return;
+    if ((unsigned)fd >= FD_PAGE * FD_PAGES)
+        return;   /* none, or beyond the pages: waits_on answers yes for those */
     _Atomic uint32_t *page = atomic_load_explicit(&r->waits[fd / FD_PAGE], memory_order_relaxed);
     if (!page) {
         page = calloc(FD_PAGE, sizeof *page);
@@ -133,7 +213,7 @@ static void count_waits(struct weft__ring *r, int fd, int n)
                           memory_order_relaxed);   /* the owner alone writes it */
 }
 
-/* Any thread: whether r may have requests in flight on fd. */
+/* Any thread: whether r may have requests queued or in flight on fd. */
 static bool waits_on(struct weft__ring *r, int fd)
 {
     if ((unsigned)fd >= FD_PAGE * FD_PAGES || atomic_load_explicit(&r->uncounted, memory_order_relaxed))
@@ -142,8 +222,74 @@ static bool waits_on(struct weft__ring *r, int fd)
     return page && atomic_load_explicit(&page[fd % FD_PAGE], memory_order_relaxed) != 0;
 }
 
+static uint64_t identity(const struct weft__ring *r, const struct slot *s)
+{
+    return (uint64_t)s->gen << 32 | (uint64_t)(s - r->slots);
+}
+
+/* The owner: a free slot for q, on fd, and its identity; 0 without memory. */
+static uint64_t take_slot(struct weft__ring *r, struct weft__ioreq *q, int fd)
+{
+    if (!r->free1) {
+        uint32_t n = r->nslots ? r->nslots * 2 : 64;
+        struct slot *grown = n > r->nslots ? realloc(r->slots, n * sizeof *grown) : NULL;
+        if (!grown)
+            return 0;
+        for (uint32_t i = r->nslots; i < n; i++)
+            grown[i] = (struct slot){ .next1 = i + 1 < n ? i + 2 : 0, .fd = -1 };
+        r->free1 = r->nslots + 1;
+        r->slots = grown;
+        r->nslots = n;
+    }
+    struct slot *s = &r->slots[r->free1 - 1];
+    r->free1 = s->next1;
+    if (++s->gen == 0)
+        s->gen = 1;
+    s->q = q;
+    s->fd = fd;
+    s->closed = false;
+    return identity(r, s);
+}
+
+/* The owner: the slot of the request a completion names. */
+static struct slot *slot_of(struct weft__ring *r, uint64_t id)
+{
+    uint32_t i = (uint32_t)id;
+    weft__check(i < r->nslots && r->slots[i].q && r->slots[i].gen == (uint32_t)(id >> 32),
+                "an io_uring completion names no request in flight on its ring");
+    return &r->slots[i];
+}
+
+static void put_slot(struct weft__ring *r, struct slot *s)
+{
+    s->q = NULL;
+    s->fd = -1;
+    s->next1 = r->free1;
+    r->free1 = (uint32_t)(s - r->slots) + 1;
+}
+
+/* Opens the tombstone if no ring has yet. Returns 0 or a negative errno. */
+static int tombstone_open(void)
+{
+    if (atomic_load_explicit(&tombstone, memory_order_acquire) >= 0)   /* pairs with the exchange */
+        return 0;
+    int fd = open("/", O_PATH | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int none = -1;
+    if (!atomic_compare_exchange_strong_explicit(&tombstone, &none, fd, memory_order_acq_rel,
+                                                 memory_order_acquire))
+        close(fd);   /* another ring's came first */
+    return 0;
+}
+
 int weft__ring_create(struct weft__ring **out, unsigned entries)
 {
+    int err = tombstone_open();   /* now, not when weft_close() needs it and descriptors may have run out */
+    if (err)
+        return err;
+    if (entries < RING_ENTRIES_MIN)
+        entries = RING_ENTRIES_MIN;
     struct weft__ring *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
@@ -152,7 +298,7 @@ int weft__ring_create(struct weft__ring **out, unsigned entries)
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         0,
     };
-    int err = -EINVAL;
+    err = -EINVAL;
     for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
@@ -161,6 +307,8 @@ int weft__ring_create(struct weft__ring **out, unsigned entries)
         if (err != -EINVAL)
             break;   /* -EINVAL: flags this kernel does not know; anything else is final */
     }
+    if (!err && (err = io_uring_ring_dontfork(&r->ring)) != 0)
+        io_uring_queue_exit(&r->ring);   /* a child of fork() must not map the rings (sched.c, fork) */
     if (err) {
         free(r);
         return err;
@@ -181,17 +329,25 @@ void weft__ring_destroy(struct weft__ring *r)
 {
     if (!r)
         return;
+    /* Gone with the ring, entries still queued never look their numbers up:
+     * the closes waiting for this ring are done with it. */
+    io_uring_queue_exit(&r->ring);
     for (struct cancel_note *n = r->inbox, *next; n; n = next) {
         next = n->next;
-        if (n->close)
-            close_ref_done(n->close);
-        else
+        if (n->close) {
+            close_ref_done(n->close);   /* the note is the close's */
+        } else {
             weft__task_release(n->task);
-        free(n);
+            free(n);
+        }
+    }
+    for (struct cancel_note *n = r->closing, *next; n; n = next) {
+        next = n->next;
+        close_ref_done(n->close);
     }
     for (unsigned i = 0; i < FD_PAGES; i++)
         free((void *)atomic_load_explicit(&r->waits[i], memory_order_relaxed));
-    io_uring_queue_exit(&r->ring);
+    free(r->slots);
     close(r->efd);
     pthread_mutex_destroy(&r->inbox_lock);
     free(r);
@@ -205,9 +361,8 @@ int weft__ring_enable(struct weft__ring *r)
     return e < 0 ? -errno : 0;
 }
 
-/* An empty entry, submitting what is queued if the queue is full. The owner. */
 /* An entry to fill, with room for `room` - 1 more after it (submitting what
- * is queued to make room). */
+ * is queued to make room). The owner. */
 static struct io_uring_sqe *get_sqe_room(struct weft__ring *r, unsigned room)
 {
     while (io_uring_sq_space_left(&r->ring) < room) {
@@ -233,7 +388,44 @@ static void arm_wake_read(struct weft__ring *r)
     r->efd_armed = true;
 }
 
-/* Queues async cancels for the notes in the inbox. The owner. */
+/* Step 4 of the close protocol for the note n. The owner. */
+static void cancel_closed(struct weft__ring *r, struct cancel_note *n)
+{
+    int fd = n->close->fd;
+    for (uint32_t i = 0; i < r->nslots; i++) {
+        struct slot *s = &r->slots[i];
+        if (!s->q || s->fd != fd || s->closed)
+            continue;
+        s->closed = true;
+        struct io_uring_sqe *sqe = get_sqe(r);
+        io_uring_prep_cancel64(sqe, identity(r, s), 0);
+        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+    }
+    struct io_uring_sqe *sqe = get_sqe(r);
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, TAG_CLOSE);
+    r->inflight++;
+    n->next = NULL;
+    if (r->closing_tail)
+        r->closing_tail->next = n;
+    else
+        r->closing = n;
+    r->closing_tail = n;
+}
+
+/* A close's NOP completed. Whichever it was, every entry queued before the
+ * oldest close's NOP has been issued, so that close is done here. The owner. */
+static void close_finished(struct weft__ring *r)
+{
+    struct cancel_note *n = r->closing;
+    weft__check(n != NULL, "a close's NOP completed on a ring with no close pending");
+    r->closing = n->next;
+    if (!r->closing)
+        r->closing_tail = NULL;
+    close_ref_done(n->close);   /* may free n, which is the close's */
+}
+
+/* Queues the cancels the notes in the inbox ask for. The owner. */
 static void take_inbox(struct weft__ring *r)
 {
     pthread_mutex_lock(&r->inbox_lock);
@@ -244,15 +436,12 @@ static void take_inbox(struct weft__ring *r)
     while (n) {
         struct cancel_note *next = n->next;
         if (n->close) {
-            /* Its completion, reaped like a request's, releases the duplicate. */
-            struct io_uring_sqe *sqe = get_sqe(r);
-            io_uring_prep_cancel_fd(sqe, n->close->fd, IORING_ASYNC_CANCEL_ALL);
-            io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)n->close | TAG_CLOSE);
-            r->inflight++;
-            free(n);
+            cancel_closed(r, n);
             n = next;
             continue;
         }
+        /* Identities are unique: a task whose io_req still holds this one
+         * still waits for that very request. */
         if (atomic_load_explicit(&n->task->io_req, memory_order_relaxed) == n->user_data) {
             struct io_uring_sqe *sqe = get_sqe(r);
             io_uring_prep_cancel64(sqe, n->user_data, 0);
@@ -273,20 +462,29 @@ static bool reap(struct weft__ring *r)
     io_uring_for_each_cqe(&r->ring, head, cqe) {
         seen++;
         uint64_t tag = io_uring_cqe_get_data64(cqe);
-        if (tag == TAG_IGNORE)
+        /* LIBURING_UDATA_TIMEOUT: the timeout liburing queues itself for a
+         * timed wait on kernels without IORING_FEAT_EXT_ARG (before 5.11). */
+        if (tag == TAG_IGNORE || tag == LIBURING_UDATA_TIMEOUT)
             continue;
         if (tag == TAG_WAKE) {
             r->efd_armed = false;
             continue;
         }
         r->inflight--;
-        if (tag & TAG_CLOSE) {
-            close_ref_done((struct close_ref *)(uintptr_t)(tag & ~TAG_CLOSE));
+        if (tag == TAG_CLOSE) {
+            close_finished(r);
             continue;
         }
-        struct weft__ioreq *q = (struct weft__ioreq *)(uintptr_t)tag;
-        q->res = cqe->res;
-        count_waits(r, q->fd, -1);
+        struct slot *s = slot_of(r, tag);
+        struct weft__ioreq *q = s->q;
+        int32_t res = cqe->res;
+        if (res == -ECANCELED && s->closed)
+            res = -EBADF;
+        else if (WEFT__UNLIKELY(res == -EPIPE))
+            weft__sigpipe_take();   /* raised on this thread, which issued the write */
+        q->res = res;
+        count_waits(r, s->fd, -1);
+        put_slot(r, s);
         weft__wake(&q->wt, 1);   /* the coroutine becomes runnable here */
         woke = true;
     }
@@ -386,23 +584,37 @@ struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w)
     return get_sqe_room(w->ring, 2);
 }
 
+/*
+ * The request gets a slot and its identity, is counted on its descriptor,
+ * and waits for its completion, which reap() turns into -EBADF where a
+ * weft_close() cut it short. Of the -ECANCELED that remain, those of a
+ * cancelled task are -ECANCELED and those past the caller's deadline, which
+ * the linked timeout cut short, -ETIMEDOUT; any other is the kernel's own,
+ * passed on as it is.
+ */
 int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q)
 {
     struct weft__ring *r = w->ring;
     weft_task *t = w->current;
+    int fd = sqe->flags & IOSQE_FIXED_FILE ? -1 : sqe->fd;
+    uint64_t id = take_slot(r, q, fd);
+    if (WEFT__UNLIKELY(!id)) {
+        io_uring_prep_nop(sqe);   /* already queued: turn it into nothing */
+        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+        return -ENOMEM;
+    }
     q->wt = (struct weft__waiter){ .task = t };
-    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)q);
-    q->fd = sqe->flags & IOSQE_FIXED_FILE ? -1 : sqe->fd;
-    count_waits(r, q->fd, 1);
+    io_uring_sqe_set_data64(sqe, id);
+    count_waits(r, fd, 1);
 
     /* Published before the cancelled flag is read; weft_cancel sets the flag
      * before it reads these (a store-load pair on each side, seq_cst). */
     atomic_store_explicit(&t->io_owner, w, memory_order_relaxed);
-    atomic_store_explicit(&t->io_req, (uintptr_t)q, memory_order_seq_cst);
+    atomic_store_explicit(&t->io_req, (uintptr_t)id, memory_order_seq_cst);
     bool cancelled = atomic_load_explicit(&t->cancelled, memory_order_seq_cst);
     if (cancelled) {
         io_uring_prep_nop(sqe);   /* already queued: turn it into nothing */
-        io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)q);
+        io_uring_sqe_set_data64(sqe, id);
     } else if (t->deadline) {
         /* In q, which lives until the completion is reaped: the kernel reads
          * it whenever the batch is submitted. */
@@ -420,66 +632,66 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
     atomic_store_explicit(&t->io_req, 0, memory_order_relaxed);
     if (cancelled)
         return -ECANCELED;
-    if (q->res != -ECANCELED)
+    if (q->res != -ECANCELED || atomic_load_explicit(&t->cancelled, memory_order_relaxed))
         return q->res;
-    /* Cut short: by weft_cancel, by the linked timeout at the deadline, or
-     * by weft_close of its descriptor. */
-    if (atomic_load_explicit(&t->cancelled, memory_order_relaxed))
-        return -ECANCELED;
-    return t->deadline && weft_now() >= t->deadline ? -ETIMEDOUT : -EBADF;
+    return t->deadline && weft_now() >= t->deadline ? -ETIMEDOUT : -ECANCELED;
 }
 
-static void free_notes(struct cancel_note *n)
-{
-    while (n) {
-        struct cancel_note *next = n->next;
-        free(n);
-        n = next;
-    }
-}
+/* ---- weft_close(): the protocol in the comment at the top ---------------------- */
 
-int weft__ring_close_fd(weft_rt *rt, int fd)
+unsigned weft__ring_close_count(weft_rt *rt, int fd)
 {
-    /* Everything is had before any ring is told, so that a close that cannot
-     * reach the waiters of every ring reaches none, and says so. */
-    struct cancel_note *notes = NULL;
+    unsigned n = 0;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         struct weft__ring *r = rt->workers[i]->ring;
-        if (!r || !waits_on(r, fd))
-            continue;
-        struct cancel_note *n = malloc(sizeof *n);
-        if (!n) {
-            free_notes(notes);
-            return -ENOMEM;
-        }
-        n->next = notes;
-        notes = n;
+        n += r && waits_on(r, fd);
     }
-    if (!notes)
-        return 0;
-    struct close_ref *c = malloc(sizeof *c);
-    int dup = c ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-    if (dup < 0) {
-        int err = c ? -errno : -ENOMEM;
-        free(c);
-        free_notes(notes);
-        return err;
-    }
-    c->fd = dup;
-    atomic_init(&c->left, 1);   /* ours, dropped below */
-    for (unsigned i = 0; i < rt->nworkers && notes; i++) {
+    return n;
+}
+
+int weft__ring_close_new(struct weft__ring_close **out, int fd, unsigned rings)
+{
+    if (fcntl(fd, F_GETFD) < 0)
+        return -errno;   /* not open: nothing to close, and no number to hold */
+    struct weft__ring_close *c = calloc(1, sizeof *c + rings * sizeof c->note[0]);
+    if (!c)
+        return -ENOMEM;
+    atomic_init(&c->left, 1);   /* the closer's, dropped by weft__ring_close_end */
+    c->fd = fd;
+    c->notes = rings;
+    *out = c;
+    return 0;
+}
+
+void weft__ring_close_post(weft_rt *rt, struct weft__ring_close *c)
+{
+    for (unsigned i = 0; i < rt->nworkers && c->posted < c->notes; i++) {
         struct weft__ring *r = rt->workers[i]->ring;
-        if (!r || !waits_on(r, fd))
-            continue;
-        struct cancel_note *n = notes;
-        notes = n->next;
-        *n = (struct cancel_note){ .close = c };
-        atomic_fetch_add_explicit(&c->left, 1, memory_order_relaxed);   /* before the owner can see it */
+        if (!r || !waits_on(r, c->fd))
+            continue;   /* a ring counted by weft__ring_close_count whose requests ended since */
+        struct cancel_note *n = &c->note[c->posted++];
+        n->close = c;
+        atomic_fetch_add_explicit(&c->left, 1, memory_order_relaxed);   /* post_note's lock publishes it */
         post_note(r, n);
     }
-    free_notes(notes);   /* rings whose requests on fd ended meanwhile */
+}
+
+int weft__ring_close_end(struct weft__ring_close *c)
+{
+    int err = 0;
+    int tomb = atomic_load_explicit(&tombstone, memory_order_acquire);   /* opened before any ring */
+    c->held = c->posted && dup3(tomb, c->fd, O_CLOEXEC) == c->fd;   /* before our reference goes */
+    if (!c->held) {
+        /* No ring waits on it any more, or (the tombstone closed behind our
+         * back) the number cannot be held: close it now. The rings still
+         * cancel their requests on it. */
+        err = close(c->fd) < 0 && errno != EINTR ? -errno : 0;
+    }
+    /* With the tombstone in place, the file's flush ran in dup3(), which
+     * does not report its error, where close(2) would have (only file
+     * systems like NFS report write-back errors there). */
     close_ref_done(c);
-    return 0;
+    return err;
 }
 
 int weft__ring_cancel(weft_task *t)

@@ -614,6 +614,8 @@ static void ready(weft_task *t)
         if (rt->nworkers > 1)
             wake_one(rt);
     } else {
+        if (weft__inherited(rt))
+            return;   /* a task of the parent of a fork(): it never runs here */
         global_push(rt, t);
         wake_one(rt);
     }
@@ -749,6 +751,8 @@ static void task_entry(void *arg)
     after_switch(weft__worker_self());
     t->result = t->fn(t->arg);
     struct weft__worker *w = weft__worker_self();
+    weft__check(w, "a coroutine returned in the child of a fork(), where its runtime does not exist; "
+                   "the child must end with _exit() or exec (weft.h, fork)");
     struct weft__fiber *f = t->fiber;   /* once DONE is stored, the handle is the joiner's */
     uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with detach's CAS */
     for (;;) {
@@ -1155,6 +1159,7 @@ static void *worker_main(void *arg)
 {
     struct weft__worker *w = arg;
     tls_worker = w;
+    weft__sigpipe_block();   /* a write to a reader that has gone gives -EPIPE alone (io.c) */
     if (weft__altstack_enter(&w->altstack) != 0)
         w->altstack = NULL;   /* overflows then show as a plain SIGSEGV */
     pthread_attr_t attr;
@@ -1244,6 +1249,52 @@ static void live_remove(weft_rt *rt)
     pthread_rwlock_unlock(&live_lock);
 }
 
+/* ---- fork ------------------------------------------------------------------------ */
+
+/*
+ * A child of fork() has one thread, a copy of the one that forked, which may
+ * be a worker running a coroutine on its stack; the runtimes are copies whose
+ * workers do not exist. Their rings' memory is not mapped in the child
+ * (io_uring.c asks MADV_DONTFORK), and their epoll sets and eventfds are open
+ * file descriptions shared with the parent, where a child's epoll_ctl or read
+ * would take the parent's events. So the child must never touch them, and
+ * the handler below makes sure weft does not:
+ *   1. a new fork generation: every runtime made before is inherited
+ *      (weft__inherited), and calls on it or on its tasks return -ECHILD;
+ *      a wake-up of one of its tasks (a channel or lock shared in memory
+ *      with the parent's coroutines) is dropped in ready();
+ *   2. the forking thread is no worker any more: weft's calls act as from a
+ *      plain thread (plain system calls, futex waits), and a coroutine that
+ *      returns there stops the child (task_entry), since nothing could run
+ *      after it;
+ *   3. the list of runtimes is emptied, so weft_close visits none of the
+ *      parent's, and its lock made anew: a thread that held it at the fork
+ *      does not exist here to release it.
+ * No prepare or parent handler is needed: the child keeps nothing of the
+ * list, so it need not be consistent at the fork, and the parent goes on as
+ * if nothing happened. weft_rt_create makes fresh runtimes in the child. A
+ * child made without these handlers (vfork, posix_spawn, _Fork, clone) may
+ * only exec or _exit, as POSIX says of a child of a threaded process anyway.
+ */
+unsigned weft__fork_gen;
+
+static void fork_child(void)
+{
+    weft__fork_gen++;                                       /* 1 */
+    tls_worker = NULL;                                      /* 2 */
+    live = NULL;                                            /* 3 */
+    pthread_rwlock_t fresh = PTHREAD_RWLOCK_INITIALIZER;
+    live_lock = fresh;
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int atfork_error;
+
+static void atfork_register(void)
+{
+    atfork_error = -pthread_atfork(NULL, NULL, fork_child);
+}
+
 static void rt_free(weft_rt *rt)
 {
     for (unsigned i = 0; i < rt->nworkers; i++) {
@@ -1324,6 +1375,9 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
     int err = weft__guard_install();
     if (err)
         return err;
+    pthread_once(&atfork_once, atfork_register);   /* registered once weft is in use */
+    if (atfork_error)
+        return atfork_error;
     /* A debugging aid, read here since weft runs nothing before this call. */
     const char *shuffle = getenv("WEFT_SCHED_RANDOM");
     bool random_sched = shuffle && *shuffle && strcmp(shuffle, "0") != 0;
@@ -1331,6 +1385,7 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
     weft_rt *rt = calloc(1, sizeof(*rt));
     if (!rt)
         return -ENOMEM;
+    rt->fork_gen = weft__fork_gen;
     pthread_mutex_init(&rt->gq_lock, NULL);
     pthread_mutex_init(&rt->idle_lock, NULL);
     /* Valgrind runs one thread at a time: a spinning searcher only holds
@@ -1421,6 +1476,8 @@ int weft_rt_destroy(weft_rt *rt)
 {
     if (!rt)
         return -EINVAL;
+    if (weft__inherited(rt))
+        return -ECHILD;   /* the parent's: its workers are not here to stop */
     struct weft__worker *w = weft__worker_self();
     if (w && w->rt == rt)
         return -EDEADLK;

@@ -62,6 +62,31 @@
  * per-worker alternate signal stack, recognises a fault inside the current
  * coroutine's guard and aborts with a message naming the coroutine and its
  * stack size; any other fault goes to the handler that was there before.
+ *
+ * The guard's size. A function moves the stack pointer down by its whole
+ * frame at once, and a frame (or an alloca, or a VLA) larger than the guard
+ * may be first written below it, on the stack of the coroutine in the next
+ * slot down, with no fault at all. So the guard is WEFT_STACK_GUARD (weft.h),
+ * 256 KiB, whatever the stack size: any one frame up to that size that
+ * overflows lands in it. That is the default stack size, so a frame that a
+ * default stack could hold is caught wherever it starts; it is four times the
+ * 64 KiB buffers that C code likes to keep on the stack, and four times the
+ * guard that GCC's -fstack-clash-protection assumes on AArch64 (a page on
+ * x86-64). Code built with that flag touches every page of a large frame from
+ * the top down, so its overflows stop at the guard's first page whatever the
+ * size. What the guard costs:
+ *   - address space: 256 GiB more for a million slots, 0.2% of the 128 TiB
+ *     that 47-bit user space holds;
+ *   - page tables, with MADV_GUARD_INSTALL: each guard page is a page-table
+ *     entry, 1/512 of its size with 4 KiB pages, so 512 bytes a carved slot
+ *     (a 1 MiB guard, the gap the kernel keeps below a main thread's stack,
+ *     would cost 2 KiB, half again of the page a blocked coroutine costs);
+ *   - with mprotect: nothing more, as the guard is one VMA whatever its size,
+ *     and the count of VMAs, which vm.max_map_count caps, does not change;
+ *   - under strict overcommit (vm.overcommit_memory=2, where MAP_NORESERVE is
+ *     ignored), commit charge, as for the stacks themselves.
+ * What it cannot do: a frame larger than the guard, in code built without
+ * stack-clash protection, can still step over it.
  */
 #include "internal.h"
 
@@ -93,13 +118,12 @@ void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #endif
 
 #define CHUNK_MIN   64u       /* slots in the first chunk; each next one doubles */
-#define CHUNK_MAX   16384u    /* ... up to this many (4 GiB of address space at 256 KiB) */
+#define CHUNK_MAX   16384u    /* ... up to this many (8 GiB of address space at 256 KiB) */
 #define POOL_MAX    64u
 #define PROMISE_BATCH 32u     /* promises a worker takes at a time */
 #define WARM_MAX    1024u     /* warm slots kept however long they go unused */
 #define TRIM_EPOCH_NS 1000000000ull   /* unused this long past WARM_MAX: given back */
 #define TRIM_BATCH  16u       /* slots given back between looks at the wake word */
-#define GUARD_PAGES 4u        /* a frame larger than this skips the guard */
 
 struct chunk {
     struct chunk *next;
@@ -111,7 +135,7 @@ struct chunk {
 struct weft__stacks {
     size_t          slot_size;    /* guard + stack, whole pages */
     size_t          configured;   /* weft_config.stack_size, for messages */
-    size_t          guard_size;
+    size_t          guard_size;   /* WEFT_STACK_GUARD, in whole pages */
     pthread_mutex_t lock;         /* guards everything below */
     struct slots {                /* an array of free slots, by their tops */
         char  **at;
@@ -153,7 +177,7 @@ int weft__stacks_create(struct weft__stacks **out, size_t stack_size)
     if (!s)
         return -ENOMEM;
     size_t body = (stack_size + WEFT__FIBER_SPACE + page_size - 1) & ~(page_size - 1);
-    s->guard_size = GUARD_PAGES * page_size;
+    s->guard_size = (WEFT_STACK_GUARD + page_size - 1) & ~(page_size - 1);
     s->slot_size = s->guard_size + body;
     s->configured = stack_size;
     s->chunk_slots = CHUNK_MIN;

@@ -285,6 +285,8 @@ int weft_spawn_on(weft_rt *rt, weft_task **task, weft_fn fn, void *arg)
 {
     if (!rt || !fn)
         return -EINVAL;
+    if (weft__inherited(rt))
+        return -ECHILD;
     struct weft__worker *w = weft__worker_self();
     return spawn(rt, w && w->current && w->rt == rt ? w : NULL, task, fn, arg);
 }
@@ -318,6 +320,8 @@ int weft_join(weft_task *t, void **result)
 {
     if (!t)
         return -EINVAL;
+    if (weft__inherited(t->rt))
+        return -ECHILD;   /* the parent's: it never finishes here */
     struct weft__worker *w = weft__worker_self();   /* no switch before the wait: */
     weft_task *self = w ? w->current : NULL;         /* still ours there */
     if (t == self)
@@ -326,9 +330,15 @@ int weft_join(weft_task *t, void **result)
                            "weft_join: the task was already joined or detached");
     if (err)
         return err;
+    /* The waiter lives as long as the call, not in the block that publishes
+     * it: a joiner whose deadline or cancellation won the claim, and whose
+     * withdrawal found BUSY, leaves that block while the finisher may still
+     * be reading its waiter and failing to claim it. wait_done(), below,
+     * is what waits for the finisher to be done with it. */
+    struct weft__waiter wt;
     uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with the finisher's CAS */
     if (j == WEFT__JOIN_NONE) {
-        struct weft__waiter wt = { .task = self };
+        wt = (struct weft__waiter){ .task = self };
         /* A task still queued here, typically just spawned, is taken out to
          * run next on this worker: it cannot start before we park, so a
          * plain store publishes the waiter (to our own thread). */
@@ -351,7 +361,7 @@ int weft_join(weft_task *t, void **result)
                 }
                 /* The task finished meanwhile, and its finisher may still be
                  * failing to claim our waiter; wait_done waits until it is
-                 * done with it. The join succeeds. */
+                 * done with it, and wt lives until then. The join succeeds. */
             }
         }
         /* A failed CAS saw BUSY or DONE: the finisher's CAS published the result. */
@@ -367,6 +377,8 @@ int weft_detach(weft_task *t)
 {
     if (!t)
         return -EINVAL;
+    if (weft__inherited(t->rt))
+        return -ECHILD;
     int err = claim_handle(t, WEFT__F_DETACHED,
                            "weft_detach: the task was already joined or detached");
     if (err)

@@ -248,6 +248,8 @@ int weft_cancel(weft_task *t)
 {
     if (!t || atomic_load_explicit(&t->magic, memory_order_relaxed) != WEFT__TASK_MAGIC)
         return -EINVAL;
+    if (weft__inherited(t->rt))
+        return -ECHILD;   /* the parent's task: its ring and workers are not here */
     int mode = barrier();
     uint32_t c = atomic_load_explicit(&t->cancelled, memory_order_relaxed);
     while (!atomic_compare_exchange_weak_explicit(&t->cancelled, &c, (c | CANCEL_FLAG) + CANCEL_ONE,

@@ -5,10 +5,14 @@
 #include <criterion/criterion.h>
 #include <weft.h>
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #if __has_include(<valgrind/valgrind.h>)
@@ -116,6 +120,37 @@ static inline void *run_with_io(unsigned workers, int backend, weft_fn fn, void 
     return result;
 }
 
+
+/* A TCP listener on loopback whose accept queue is full, so that a connection
+ * to it waits (the kernel drops its SYNs) until the listener accepts: for
+ * connects that must time out. Its address goes to *sa; the connections that
+ * fill it, at most `max`, to fill[] and their count to *nfill, for the caller
+ * to close with the listener. Returns the listener, or -1. */
+static inline int full_listener(struct sockaddr_in *sa, int fill[], int max, int *nfill)
+{
+    *nfill = 0;
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    *sa = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof *sa;
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)sa, sizeof *sa) || listen(lfd, 0) ||
+        getsockname(lfd, (struct sockaddr *)sa, &len))
+        return -1;
+    while (*nfill < max) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+            return -1;
+        fill[(*nfill)++] = fd;
+        if (connect(fd, (struct sockaddr *)sa, sizeof *sa) == 0)
+            continue;
+        if (errno != EINPROGRESS)
+            return -1;
+        /* On loopback a connection the queue takes is made at once. */
+        struct pollfd p = { .fd = fd, .events = POLLOUT };
+        if (poll(&p, 1, 300) == 0)
+            return lfd;   /* not taken: the queue is full */
+    }
+    return -1;
+}
 
 /* The process's size and resident size in bytes, from /proc/self/statm; 0 if
  * it cannot be read. */

@@ -5,11 +5,15 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define MS 1000000ull
@@ -33,7 +37,7 @@ struct scene {
     weft_chan  *ch, *ch_r;   /* unbuffered: nobody receives from ch, nobody sends to ch_r */
     weft_chan  *ch2, *ch3;   /* unbuffered, for select */
     int         pipe[2];     /* nothing is ever written */
-    int         quiet[2];    /* another: one reader per descriptor */
+    int         quiet[2];    /* nothing is ever written either: for weft_poll */
     weft_task  *forever;     /* runs until `release` */
 };
 
@@ -304,6 +308,151 @@ Test(deadline, a_plain_thread_has_its_own_deadline)
     cr_assert_eq(weft_sem_acquire(&s), 0, "the timed-out thread took no unit");
 }
 
+/*
+ * A plain thread's deadline ends its IO too. Each call is made on a blocking
+ * descriptor where nothing will ever complete it, on a thread of its own; a
+ * call that ignored the deadline would block that thread for good, so the
+ * test gives up on it after many seconds and fails.
+ */
+enum plain_io { P_POLL, P_READ, P_WRITE, P_RECV, P_SEND, P_ACCEPT, P_CONNECT, P_RECV_WAITALL, P_COUNT };
+
+static const char *const plain_io_name[P_COUNT] __attribute__((unused)) = {
+    "poll", "read", "write to a full pipe", "recv", "send to a full socket", "accept",
+    "connect to a full listener", "recv with MSG_WAITALL",
+};
+
+struct plain_io_call {
+    enum plain_io       c;
+    int                 fd;
+    struct sockaddr_in *sa;         /* connect */
+    long                result;
+    uint64_t            deadline, returned;
+    _Atomic int         done;
+};
+
+static void *plain_io_until_deadline(void *arg)
+{
+    struct plain_io_call *p = arg;
+    char buf[4096] = { 0 };
+    p->deadline = weft_now() + 50 * MS;
+    weft_deadline(p->deadline);
+    switch (p->c) {
+    case P_POLL:    p->result = weft_poll(p->fd, POLLIN); break;
+    case P_READ:    p->result = (long)weft_read(p->fd, buf, sizeof buf); break;
+    case P_WRITE:   p->result = (long)weft_write(p->fd, buf, sizeof buf); break;
+    case P_RECV:    p->result = (long)weft_recv(p->fd, buf, sizeof buf, 0); break;
+    case P_SEND:    p->result = (long)weft_send(p->fd, buf, sizeof buf, 0); break;
+    case P_ACCEPT:  p->result = weft_accept(p->fd, NULL, NULL, SOCK_CLOEXEC); break;
+    case P_CONNECT: p->result = weft_connect(p->fd, (struct sockaddr *)p->sa, sizeof *p->sa); break;
+    default:        p->result = (long)weft_recv(p->fd, buf, 4, MSG_WAITALL); break;
+    }
+    p->returned = weft_now();
+    weft_deadline(0);
+    atomic_store(&p->done, 1);
+    return NULL;
+}
+
+/* Fills fd's buffer (a pipe's or a socket's), leaving it blocking. */
+static void fill_up(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    cr_assert_eq(fcntl(fd, F_SETFL, fl | O_NONBLOCK), 0);
+    char chunk[4096] = { 0 };
+    while (write(fd, chunk, sizeof chunk) > 0)
+        ;
+    while (write(fd, chunk, 1) > 0)   /* a pipe's last page, byte by byte */
+        ;
+    cr_assert_eq(fcntl(fd, F_SETFL, fl), 0);
+}
+
+Test(deadline, a_plain_threads_deadline_ends_its_descriptor_io)
+{
+    int p[2], full[2], sv[2], sfull[2], wa[2], fill[16], nfill;
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    cr_assert_eq(pipe2(full, O_CLOEXEC), 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sfull), 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, wa), 0);
+    fill_up(full[1]);
+    fill_up(sfull[0]);
+    cr_assert_eq(write(wa[1], "ab", 2), 2);   /* half of what MSG_WAITALL asks for */
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in any = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&any, sizeof any), 0);
+    cr_assert_eq(listen(lfd, 4), 0);
+    struct sockaddr_in sa;
+    int busy = full_listener(&sa, fill, 16, &nfill);
+    cr_assert_geq(busy, 0, "no listener with a full queue could be made");
+    int cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    int fds[P_COUNT] = { p[0], p[0], full[1], sv[0], sfull[0], lfd, cfd, wa[0] };
+    static struct plain_io_call call[P_COUNT];
+    pthread_t th[P_COUNT];
+    for (int c = 0; c < P_COUNT; c++) {
+        call[c] = (struct plain_io_call){ .c = c, .fd = fds[c], .sa = &sa };
+        cr_assert_eq(pthread_create(&th[c], NULL, plain_io_until_deadline, &call[c]), 0);
+    }
+    for (int c = 0; c < P_COUNT; c++) {
+        uint64_t give_up = weft_now() + 20000 * MS;
+        while (!atomic_load(&call[c].done) && weft_now() < give_up)
+            usleep(1000);
+        cr_assert(atomic_load(&call[c].done), "%s from a plain thread ignored its deadline",
+                  plain_io_name[c]);
+        pthread_join(th[c], NULL);
+        long want = c == P_RECV_WAITALL ? 2 : -ETIMEDOUT;
+        cr_assert_eq(call[c].result, want, "%s returned %ld", plain_io_name[c], call[c].result);
+        cr_assert_geq(call[c].returned, call[c].deadline, "%s gave up before its deadline",
+                      plain_io_name[c]);
+        cr_assert_eq(fcntl(fds[c], F_GETFL) & O_NONBLOCK, 0, "%s left its descriptor non-blocking",
+                     plain_io_name[c]);
+    }
+    int all[] = { p[0], p[1], full[0], full[1], sv[0], sv[1], sfull[0], sfull[1], wa[0], wa[1],
+                  lfd, busy, cfd };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        close(all[i]);
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+}
+
+/* Past the deadline, a plain thread's call that need not wait is made. */
+Test(deadline, a_plain_threads_call_that_need_not_wait_ignores_a_passed_deadline)
+{
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    weft_deadline(1);   /* long past */
+    char c = 0;
+    cr_assert_eq(weft_write(p[1], "x", 1), 1);
+    cr_assert_eq(weft_poll(p[0], POLLIN) & POLLIN, POLLIN);
+    cr_assert_eq(weft_read(p[0], &c, 1), 1);
+    cr_assert_eq(c, 'x');
+    weft_deadline(0);
+    close(p[0]);
+    close(p[1]);
+}
+
+/* Calls with no readiness to wait for, from a plain thread, fail once its
+ * deadline has passed, as weft_offload does, and otherwise run. */
+Test(deadline, a_plain_threads_file_calls_fail_once_its_deadline_has_passed)
+{
+    int fd = memfd_create("weft-deadline", MFD_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    char c = 'x';
+    weft_deadline(1);   /* long past */
+    cr_assert_eq(weft_pwrite(fd, &c, 1, 0), -ETIMEDOUT);
+    cr_assert_eq(weft_pread(fd, &c, 1, 0), -ETIMEDOUT);
+    cr_assert_eq(weft_fsync(fd), -ETIMEDOUT);
+    cr_assert_eq(weft_open("/dev/null", O_RDONLY, 0), -ETIMEDOUT);
+    weft_deadline(weft_now() + 60000 * MS);
+    cr_assert_eq(weft_pwrite(fd, &c, 1, 0), 1);
+    cr_assert_eq(weft_pread(fd, &c, 1, 0), 1);
+    cr_assert_eq(weft_fsync(fd), 0);
+    int nul = weft_open("/dev/null", O_RDONLY, 0);
+    cr_assert_geq(nul, 0);
+    weft_deadline(0);
+    close(nul);
+    close(fd);
+}
+
 /* ---- cancellation -------------------------------------------------------------- */
 
 struct victim {
@@ -523,7 +672,7 @@ Test(cancel, several_cancellers_racing_a_wake_up_leave_the_waiter_and_the_channe
 enum { CROWD = 16 };
 
 struct crowd {
-    int         fds[CROWD][2];   /* a pipe each: epoll admits one reader a descriptor */
+    int         fds[CROWD][2];   /* a pipe each */
     _Atomic int next;
     _Atomic int timed_out;
 };

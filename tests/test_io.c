@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -16,6 +17,10 @@
 
 static const unsigned io_workers[] = { 1, 2 };
 #define IO_N (sizeof(io_workers) / sizeof(io_workers[0]))
+
+/* How long a test sleeps so that the coroutines it started most likely wait
+ * by then: longer where instrumentation slows them, on a busy machine. */
+#define SETTLE_NS (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND ? 200000000u : 20000000u)
 
 struct pingpong {
     int    in, out;      /* this side reads in and writes out */
@@ -475,72 +480,373 @@ Test(io, msg_dontwait_returns_eagain_instead_of_waiting, .timeout = 30)
         run_with_io(w, b, dontwait_does_not_wait, NULL);
 }
 
-/* ---- the epoll backend's limits, reported rather than hung ------------------- */
+/* ---- many coroutines waiting on one descriptor ------------------------------ */
 
-struct closing {
-    int         fd;
-    _Atomic int result;
+/*
+ * Any number of coroutines may wait to read, and to write, one descriptor, on
+ * either backend. Records are 4 bytes: a pipe writes them whole (below
+ * PIPE_BUF) and a reader that takes 4 bytes at a time never splits one; a
+ * datagram socket carries one a message. Each waiter sets a deadline far
+ * beyond the test's needs, so that a lost wake-up fails instead of hanging.
+ */
+enum { CROWD_READERS = 8, CROWD_WRITERS = 4, CROWD_EACH = 150 };
+#define CROWD_RECORDS (CROWD_READERS * CROWD_EACH)
+#define LONG_WAIT (30ull * 1000000000u)
+
+struct crowd_io {
+    int         rfd, wfd;
+    bool        sock;            /* weft_recv/weft_send, else weft_read/weft_write */
+    _Atomic int seen[CROWD_RECORDS];
+    _Atomic int next_writer;
 };
 
-static void *read_until_closed(void *arg)
+static void *crowd_writer(void *arg)
 {
-    struct closing *c = arg;
-    char b;
-    atomic_store(&c->result, (int)weft_read(c->fd, &b, 1));
+    struct crowd_io *c = arg;
+    uint32_t id = (uint32_t)atomic_fetch_add(&c->next_writer, 1);
+    weft_deadline(weft_now() + LONG_WAIT);
+    for (uint32_t i = id; i < CROWD_RECORDS; i += CROWD_WRITERS) {
+        ssize_t n = c->sock ? weft_send(c->wfd, &i, sizeof i, 0) : weft_write(c->wfd, &i, sizeof i);
+        if (n != (ssize_t)sizeof i)
+            return (void *)(intptr_t)(n < 0 ? n : -1000);
+    }
     return NULL;
 }
 
-static void *close_under_a_reader(void *arg)
+static void *crowd_reader(void *arg)
+{
+    struct crowd_io *c = arg;
+    weft_deadline(weft_now() + LONG_WAIT);
+    for (int k = 0; k < CROWD_EACH; k++) {
+        uint32_t v = UINT32_MAX;
+        ssize_t n = c->sock ? weft_recv(c->rfd, &v, sizeof v, 0) : weft_read(c->rfd, &v, sizeof v);
+        if (n != (ssize_t)sizeof v || v >= CROWD_RECORDS)
+            return (void *)(intptr_t)(n < 0 ? n : -1000);
+        atomic_fetch_add(&c->seen[v], 1);
+    }
+    return NULL;
+}
+
+/* Starts n coroutines running waiter(arg), lets them wait, then m running
+ * waker(arg), and joins them all: each must return NULL, or the negative
+ * errno it met. */
+static void wait_then_wake(weft_fn waiter, int n, weft_fn waker, int m, void *arg)
+{
+    weft_task *t[64];
+    cr_assert_leq(n + m, 64);
+    for (int i = 0; i < n + m; i++) {
+        if (i == n)
+            weft_sleep(5000000);   /* most waiters wait by now */
+        cr_assert_eq(weft_spawn(&t[i], i < n ? waiter : waker, arg), 0);
+    }
+    for (int i = n + m - 1; i >= 0; i--) {   /* the wakers first */
+        void *r;
+        cr_assert_eq(weft_join(t[i], &r), 0);
+        cr_assert_eq((intptr_t)r, 0, "%s %d failed: %ld", i < n ? "waiter" : "waker", i, (long)(intptr_t)r);
+    }
+}
+
+static void *crowd_on_one_descriptor(void *arg)
+{
+    bool sock = arg != NULL;
+    static struct crowd_io c;   /* large; one test at a time runs this */
+    memset(&c, 0, sizeof c);
+    int fds[2];
+    if (sock) {
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, fds), 0);
+    } else {
+        cr_assert_eq(pipe2(fds, O_CLOEXEC), 0);
+        fcntl(fds[1], F_SETPIPE_SZ, 4096);   /* the writers wait too; a bigger pipe only waits less */
+    }
+    c.rfd = fds[0];
+    c.wfd = fds[1];
+    c.sock = sock;
+    wait_then_wake(crowd_reader, CROWD_READERS, crowd_writer, CROWD_WRITERS, &c);
+    for (int i = 0; i < CROWD_RECORDS; i++)
+        cr_assert_eq(atomic_load(&c.seen[i]), 1, "record %d was read %d times", i, atomic_load(&c.seen[i]));
+    weft_close(fds[0]);
+    weft_close(fds[1]);
+    return NULL;
+}
+
+Test(io, many_coroutines_reading_and_writing_one_pipe_each_get_their_share)
+{
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, crowd_on_one_descriptor, NULL);
+}
+
+Test(io, many_coroutines_receiving_and_sending_on_one_socket_each_get_their_share)
+{
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, crowd_on_one_descriptor, (void *)1);
+}
+
+/* Several coroutines accept on one listening socket, the common server: each
+ * gets a connection of its own. */
+enum { ACCEPTORS = 8 };
+
+struct acceptors {
+    int                lfd;
+    struct sockaddr_in sa;
+    _Atomic int        got[ACCEPTORS];   /* how often each client's id arrived */
+};
+
+static void *accept_one(void *arg)
+{
+    struct acceptors *a = arg;
+    weft_deadline(weft_now() + LONG_WAIT);
+    int c = weft_accept(a->lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0)
+        return (void *)(intptr_t)c;
+    uint32_t id = UINT32_MAX;
+    ssize_t n = weft_recv(c, &id, sizeof id, MSG_WAITALL);
+    weft_close(c);
+    if (n != (ssize_t)sizeof id || id >= ACCEPTORS)
+        return (void *)(intptr_t)(n < 0 ? n : -1000);
+    atomic_fetch_add(&a->got[id], 1);
+    return NULL;
+}
+
+static void *connect_one(void *arg)
+{
+    struct acceptors *a = arg;
+    static _Atomic uint32_t next_id;
+    uint32_t id = atomic_fetch_add(&next_id, 1) % ACCEPTORS;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int r = weft_connect(fd, (struct sockaddr *)&a->sa, sizeof a->sa);
+    if (r == 0 && weft_send(fd, &id, sizeof id, 0) != (ssize_t)sizeof id)
+        r = -1000;
+    weft_close(fd);
+    return (void *)(intptr_t)r;
+}
+
+static void *many_acceptors(void *arg)
+{
+    (void)arg;
+    static struct acceptors a;
+    memset(&a, 0, sizeof a);
+    a.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    a.sa = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof a.sa;
+    cr_assert_eq(bind(a.lfd, (struct sockaddr *)&a.sa, sizeof a.sa), 0);
+    cr_assert_eq(listen(a.lfd, 64), 0);
+    cr_assert_eq(getsockname(a.lfd, (struct sockaddr *)&a.sa, &len), 0);
+    wait_then_wake(accept_one, ACCEPTORS, connect_one, ACCEPTORS, &a);
+    for (int i = 0; i < ACCEPTORS; i++)
+        cr_assert_eq(atomic_load(&a.got[i]), 1, "client %d's connection was accepted %d times",
+                     i, atomic_load(&a.got[i]));
+    weft_close(a.lfd);
+    return NULL;
+}
+
+Test(io, many_coroutines_accepting_on_one_listener_each_get_a_connection)
+{
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, many_acceptors, NULL);
+}
+
+/* weft_close fails every coroutine waiting on the descriptor, in each
+ * direction and both at once. The socket has nothing to read and a full
+ * send buffer. */
+enum { CLOSE_EACH = 4 };
+
+struct waiting_one {
+    int          fd;
+    int          how;   /* 0 recv, 1 send, 2 poll for both */
+    _Atomic int  started;
+    _Atomic long result;
+};
+
+static void *wait_one_way(void *arg)
+{
+    struct waiting_one *o = arg;
+    char buf[4096] = { 0 };
+    weft_deadline(weft_now() + LONG_WAIT);
+    atomic_store(&o->started, 1);
+    long r;
+    if (o->how == 0)
+        r = (long)weft_recv(o->fd, buf, sizeof buf, 0);
+    else if (o->how == 1)
+        r = (long)weft_send(o->fd, buf, sizeof buf, 0);
+    else
+        r = weft_poll(o->fd, POLLIN | POLLOUT);
+    atomic_store(&o->result, r);
+    return NULL;
+}
+
+static void *close_under_a_crowd(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    char chunk[4096] = { 0 };
+    while (send(sv[0], chunk, sizeof chunk, MSG_DONTWAIT) > 0)
+        ;
+    struct waiting_one o[3 * CLOSE_EACH];
+    weft_task *t[3 * CLOSE_EACH];
+    for (int i = 0; i < 3 * CLOSE_EACH; i++) {
+        o[i] = (struct waiting_one){ .fd = sv[0], .how = i % 3, .result = 1 };
+        cr_assert_eq(weft_spawn(&t[i], wait_one_way, &o[i]), 0);
+    }
+    for (int i = 0; i < 3 * CLOSE_EACH; i++)
+        while (!atomic_load(&o[i].started))
+            weft_yield();
+    weft_sleep(SETTLE_NS);   /* most likely all waiting by now; see close_under_waiters */
+    for (int i = 0; i < 3 * CLOSE_EACH; i++)
+        cr_assert_eq(atomic_load(&o[i].result), 1, "waiter %d returned %ld before the close",
+                     i, atomic_load(&o[i].result));
+    cr_assert_eq(weft_close(sv[0]), 0);
+    for (int i = 0; i < 3 * CLOSE_EACH; i++) {
+        cr_assert_eq(weft_join(t[i], NULL), 0);
+        cr_assert_eq(atomic_load(&o[i].result), -EBADF, "waiter %d (%s) got %ld", i,
+                     o[i].how == 0 ? "recv" : o[i].how == 1 ? "send" : "poll", atomic_load(&o[i].result));
+    }
+    close(sv[1]);
+    return NULL;
+}
+
+Test(io, weft_close_fails_every_coroutine_waiting_on_the_descriptor_in_either_direction)
+{
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, close_under_a_crowd, NULL);
+}
+
+/* Waiters that give up, at a deadline or by cancellation, leave the others
+ * waiting, and each of those still gets a record. */
+enum { QUITTERS = 6 };
+
+struct quitter {
+    int          fd;
+    uint64_t     deadline;
+    _Atomic int  started;
+    _Atomic long result;
+    uint32_t     record;
+};
+
+static void *read_a_record(void *arg)
+{
+    struct quitter *q = arg;
+    weft_deadline(q->deadline);
+    atomic_store(&q->started, 1);
+    atomic_store(&q->result, (long)weft_read(q->fd, &q->record, sizeof q->record));
+    return NULL;
+}
+
+static void *some_waiters_give_up(void *arg)
 {
     (void)arg;
     int p[2];
-    cr_assert_eq(pipe(p), 0);
-    struct closing c;
-    weft_task *t;
-    /* Read as a second reader until refused. A probe that comes before the
-     * first reader parks is the first reader itself: it gives up at its
-     * deadline, and the other, refused, is started again. */
-    ssize_t r = 0;
-    bool running = false;
-    for (int attempt = 0; attempt < 1000 && r != -EBUSY; attempt++) {
-        if (!running) {
-            c.fd = p[0];
-            atomic_store(&c.result, 1);
-            weft_spawn(&t, read_until_closed, &c);
-            running = true;
-        }
-        weft_sleep(1000000);
-        char b;
-        weft_deadline(weft_now() + 2000000);
-        r = weft_read(p[0], &b, 1);
-        weft_deadline(0);
-        if (r != -EBUSY && atomic_load(&c.result) != 1) {
-            weft_join(t, NULL);   /* it came second and was refused */
-            cr_assert_eq(atomic_load(&c.result), -EBUSY);
-            running = false;
-        }
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    struct quitter q[QUITTERS];
+    weft_task *t[QUITTERS];
+    const int timed = 1, cancelled = 3;   /* in the middle of the line, most likely */
+    for (int i = 0; i < QUITTERS; i++) {
+        q[i] = (struct quitter){ .fd = p[0], .result = 1, .record = UINT32_MAX,
+                                 .deadline = weft_now() + (i == timed ? 30000000 : LONG_WAIT) };
+        cr_assert_eq(weft_spawn(&t[i], read_a_record, &q[i]), 0);
+        while (!atomic_load(&q[i].started))
+            weft_yield();
     }
-    cr_assert_eq(r, -EBUSY, "a second reader of one descriptor is refused");
-    cr_assert_eq(weft_close(p[0]), 0);
-    weft_join(t, NULL);
-    cr_assert_eq(atomic_load(&c.result), -EBADF, "weft_close fails the waiting reader");
+    cr_assert_eq(weft_join(t[timed], NULL), 0);
+    cr_assert_eq(atomic_load(&q[timed].result), -ETIMEDOUT);
+    cr_assert_eq(weft_cancel(t[cancelled]), 0);
+    cr_assert_eq(weft_join(t[cancelled], NULL), 0);
+    cr_assert_eq(atomic_load(&q[cancelled].result), -ECANCELED);
+    for (int i = 0; i < QUITTERS; i++)
+        cr_assert_eq(atomic_load(&q[i].result), i == timed ? -ETIMEDOUT : i == cancelled ? -ECANCELED : 1,
+                     "waiter %d returned %ld early", i, atomic_load(&q[i].result));
+    for (uint32_t v = 0; v < QUITTERS - 2; v++)
+        cr_assert_eq(weft_write(p[1], &v, sizeof v), (ssize_t)sizeof v);
+    unsigned got = 0;
+    for (int i = 0; i < QUITTERS; i++) {
+        if (i == timed || i == cancelled)
+            continue;
+        cr_assert_eq(weft_join(t[i], NULL), 0);
+        cr_assert_eq(atomic_load(&q[i].result), (long)sizeof(uint32_t), "waiter %d got %ld", i,
+                     atomic_load(&q[i].result));
+        cr_assert_lt(q[i].record, QUITTERS - 2);
+        got |= 1u << q[i].record;
+    }
+    cr_assert_eq(got, (1u << (QUITTERS - 2)) - 1, "the records went to the waiters left, one each");
+    weft_close(p[0]);
     weft_close(p[1]);
     return NULL;
 }
 
-Test(io, on_epoll_weft_close_fails_a_waiting_reader_and_a_second_reader_is_EBUSY)
+Test(io, waiters_that_give_up_leave_the_others_waiting_on_the_descriptor)
 {
-    run_with_io(1, WEFT_IO_EPOLL, close_under_a_reader, NULL);
-    run_with_io(2, WEFT_IO_EPOLL, close_under_a_reader, NULL);
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, some_waiters_give_up, NULL);
+}
+
+/* On epoll the waiters of one direction are served in the order they came.
+ * One worker: nothing runs between a reader taking its ticket and waiting. */
+enum { IN_LINE = 8 };
+
+struct line {
+    int         fd;
+    _Atomic int tickets, served;
+    uint32_t    got[IN_LINE];   /* by ticket */
+};
+
+static void *wait_in_line(void *arg)
+{
+    struct line *l = arg;
+    int ticket = atomic_fetch_add(&l->tickets, 1);
+    weft_deadline(weft_now() + LONG_WAIT);
+    uint32_t v = UINT32_MAX;
+    if (weft_read(l->fd, &v, sizeof v) != (ssize_t)sizeof v)
+        return (void *)1;
+    l->got[ticket] = v;
+    atomic_fetch_add(&l->served, 1);
+    return NULL;
+}
+
+static void *served_in_order(void *arg)
+{
+    (void)arg;
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    struct line l = { .fd = p[0] };
+    weft_task *t[IN_LINE];
+    for (int i = 0; i < IN_LINE; i++)
+        cr_assert_eq(weft_spawn(&t[i], wait_in_line, &l), 0);
+    while (atomic_load(&l.tickets) < IN_LINE)
+        weft_yield();
+    /* One record at a time, each once the last was taken: each wakes the
+     * reader at the head of the line. */
+    for (uint32_t v = 0; v < IN_LINE; v++) {
+        cr_assert_eq(weft_write(p[1], &v, sizeof v), (ssize_t)sizeof v);
+        uint64_t give_up = weft_now() + LONG_WAIT;
+        while (atomic_load(&l.served) == (int)v && weft_now() < give_up)
+            weft_sleep(1000000);
+        cr_assert_eq(atomic_load(&l.served), (int)v + 1, "record %u was never taken", v);
+    }
+    for (int i = 0; i < IN_LINE; i++) {
+        void *r;
+        cr_assert_eq(weft_join(t[i], &r), 0);
+        cr_assert_null(r);
+    }
+    for (uint32_t i = 0; i < IN_LINE; i++)
+        cr_assert_eq(l.got[i], i, "the reader that came %u-th got record %u", i, l.got[i]);
+    weft_close(p[0]);
+    weft_close(p[1]);
+    return NULL;
+}
+
+Test(io, on_epoll_the_readers_of_a_descriptor_are_served_in_the_order_they_came)
+{
+    run_with_io(1, WEFT_IO_EPOLL, served_in_order, NULL);
 }
 
 /* weft_close ends the wait of a coroutine blocked on the descriptor, on every
  * backend: a read of a pipe and a recv on a socket both return -EBADF. Either
  * order of the close and the wait gives -EBADF; the sleep makes it likely that
  * the coroutines are already waiting, on io_uring with a request in flight
- * that holds the file open. It is long enough for sanitizer builds too: a
- * reader that first tries its call while the descriptor is being closed is a
- * race on the descriptor that ThreadSanitizer rightly reports. */
+ * that holds the file open. It is long enough for sanitizer builds too, on a
+ * busy machine: a reader that first tries its call while the descriptor is
+ * being closed is a race on the descriptor that ThreadSanitizer rightly
+ * reports. */
 struct blocked {
     int          fd;
     bool         sock;
@@ -569,7 +875,7 @@ static void *close_under_waiters(void *arg)
     cr_assert_eq(weft_spawn(&tb, wait_on_fd, &b), 0);
     while (!atomic_load(&a.started) || !atomic_load(&b.started))
         weft_yield();
-    weft_sleep(20000000);
+    weft_sleep(SETTLE_NS);
     cr_assert_eq(weft_close(p[0]), 0);
     cr_assert_eq(weft_close(sv[0]), 0);
     cr_assert_eq(weft_join(ta, NULL), 0);
@@ -604,7 +910,7 @@ Test(io, weft_close_from_a_plain_thread_fails_the_coroutines_waiting_on_the_desc
         cr_assert_eq(weft_spawn_on(rt, &ts, wait_on_fd, &s), 0);
         while (!atomic_load(&a.started) || !atomic_load(&s.started))
             usleep(1000);
-        usleep(20000);   /* as above: most likely waiting by now */
+        usleep(SETTLE_NS / 1000);   /* as above: most likely waiting by now */
         cr_assert_eq(weft_close(p[0]), 0);
         cr_assert_eq(weft_close(sv[0]), 0);
         cr_assert_eq(weft_join(ta, NULL), 0);
@@ -637,7 +943,7 @@ Test(io, weft_close_from_another_runtime_fails_the_coroutines_waiting_on_the_des
         cr_assert_eq(weft_spawn_on(rt, &ta, wait_on_fd, &a), 0);
         while (!atomic_load(&a.started))
             usleep(1000);
-        usleep(20000);   /* as above: most likely waiting by now */
+        usleep(SETTLE_NS / 1000);   /* as above: most likely waiting by now */
         cr_assert_eq(weft_spawn_on(other, &tc, close_fd, (void *)(intptr_t)p[0]), 0);
         void *closed;
         cr_assert_eq(weft_join(tc, &closed), 0);
@@ -727,6 +1033,122 @@ Test(io, a_socket_read_and_written_by_coroutines_stays_blocking)
 {
     FOR_EACH_CONFIG(b, w, io_workers)
         run_with_io(w, b, socket_stays_blocking, NULL);
+}
+
+/* weft_accept and weft_connect leave the sockets' flags as the caller set
+ * them, blocking or not, whether the call succeeds, is refused or times out;
+ * and the caller's own blocking calls on them then block as they should. */
+struct plain_call {
+    int     fd;
+    bool    accept;   /* accept(2), else recv(2) of one byte */
+    ssize_t result;   /* the call's result, or -errno */
+};
+
+static void *plain_blocking_call(void *arg)
+{
+    struct plain_call *c = arg;
+    char b;
+    ssize_t r = c->accept ? accept4(c->fd, NULL, NULL, SOCK_CLOEXEC) : recv(c->fd, &b, 1, 0);
+    c->result = r < 0 ? -errno : r;
+    return NULL;
+}
+
+static void *accept_into(void *arg)
+{
+    int *fd = arg;
+    return (void *)(intptr_t)weft_accept(*fd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+static int tcp_socket(bool nonblocking)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+    cr_assert_geq(fd, 0);
+    return fd;
+}
+
+static void flags_kept(bool nb)
+{
+    const char *how __attribute__((unused)) = nb ? "a non-blocking" : "a blocking";   /* in messages */
+    int lfd = tcp_socket(nb);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof sa;
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(lfd, 16), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+    int lflags = fcntl(lfd, F_GETFL);
+
+    /* A connection made: the acceptor waits first, most likely. */
+    int cfd = tcp_socket(nb), cflags = fcntl(cfd, F_GETFL);
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, accept_into, &lfd), 0);
+    weft_sleep(2000000);
+    cr_assert_eq(weft_connect(cfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    void *r;
+    cr_assert_eq(weft_join(t, &r), 0);
+    int afd = (int)(intptr_t)r;
+    cr_assert_geq(afd, 0, "weft_accept on %s listener: %d", how, afd);
+    cr_assert_eq(fcntl(lfd, F_GETFL), lflags, "weft_accept changed %s listener's flags", how);
+    cr_assert_eq(fcntl(cfd, F_GETFL), cflags, "weft_connect changed %s socket's flags", how);
+    cr_assert_eq(fcntl(afd, F_GETFL) & O_NONBLOCK, 0, "the accepted socket was asked blocking");
+
+    /* The caller's own blocking recv(2) waits for the byte sent later, and
+     * so does its own blocking accept(2) for a connection made later. */
+    if (!nb) {
+        struct plain_call rc = { .fd = cfd }, ac = { .fd = lfd, .accept = true };
+        pthread_t th[2];
+        cr_assert_eq(pthread_create(&th[0], NULL, plain_blocking_call, &rc), 0);
+        cr_assert_eq(pthread_create(&th[1], NULL, plain_blocking_call, &ac), 0);
+        weft_sleep(20000000);   /* most likely blocked by now */
+        cr_assert_eq(weft_send(afd, "x", 1, 0), 1);
+        int late = tcp_socket(false);
+        cr_assert_eq(weft_connect(late, (struct sockaddr *)&sa, sizeof sa), 0);
+        pthread_join(th[0], NULL);
+        pthread_join(th[1], NULL);
+        cr_assert_eq(rc.result, 1, "the caller's recv(2) got %zd", rc.result);
+        cr_assert_geq(ac.result, 0, "the caller's accept(2) got %zd", ac.result);
+        close((int)ac.result);
+        weft_close(late);
+    }
+    weft_close(afd);
+    weft_close(cfd);
+    weft_close(lfd);
+
+    /* Refused: nobody listens at that address any more. */
+    cfd = tcp_socket(nb);
+    cflags = fcntl(cfd, F_GETFL);
+    cr_assert_eq(weft_connect(cfd, (struct sockaddr *)&sa, sizeof sa), -ECONNREFUSED);
+    cr_assert_eq(fcntl(cfd, F_GETFL), cflags, "a refused weft_connect changed %s socket's flags", how);
+    weft_close(cfd);
+
+    /* Timed out: a listener whose queue is full drops the connection's SYNs. */
+    int fill[16], nfill;
+    lfd = full_listener(&sa, fill, 16, &nfill);
+    cr_assert_geq(lfd, 0, "no listener with a full queue could be made");
+    cfd = tcp_socket(nb);
+    cflags = fcntl(cfd, F_GETFL);
+    uint64_t before = weft_deadline(weft_now() + 50000000);
+    int got = weft_connect(cfd, (struct sockaddr *)&sa, sizeof sa);
+    weft_deadline(before);
+    cr_assert_eq(got, -ETIMEDOUT);
+    cr_assert_eq(fcntl(cfd, F_GETFL), cflags, "a timed-out weft_connect changed %s socket's flags", how);
+    weft_close(cfd);
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+    weft_close(lfd);
+}
+
+static void *sockets_keep_their_flags(void *arg)
+{
+    (void)arg;
+    flags_kept(false);
+    flags_kept(true);
+    return NULL;
+}
+
+Test(io, accept_and_connect_leave_the_sockets_flags_as_the_caller_set_them)
+{
+    FOR_EACH_CONFIG(b, w, sweep_workers)
+        run_with_io(w, b, sockets_keep_their_flags, NULL);
 }
 
 /* Many connections at once on four workers: each pair of coroutines moves

@@ -59,6 +59,190 @@ Test(stack, an_overflow_stops_the_program_with_a_message)
     cr_assert_not_null(strstr(msg, "stack size 65536 bytes"), "the message names another size: \"%s\"", msg);
 }
 
+/*
+ * A frame larger than the guard used to be written past it, onto the stack
+ * of the coroutine in the next slot down, with no fault and no message. The
+ * frames here move the stack pointer by their whole size at once and write
+ * their lowest byte first, as code built without stack-clash protection does
+ * (this file is compiled with -fno-stack-clash-protection). A neighbour
+ * coroutine, in the slot right below the overflowing one, keeps a pattern at
+ * the top of its stack. The overflow must end the program with weft's
+ * message (SIGABRT), the pattern intact. These are death tests of their own
+ * making, in a child process, rather than Criterion's .signal: those cannot
+ * be skipped where no guard exists (Criterion counts the skip a failure).
+ */
+#define SMALL_STACK (64u * 1024u)
+#define MARK_LEN    (32u * 1024u)
+
+static struct {
+    volatile unsigned char *mark;   /* the neighbour's pattern, on its stack */
+    uintptr_t  neighbour_top;       /* the address of a local of each, near */
+    uintptr_t  overflower_top;      /* the top of its stack */
+    weft_chan *release;             /* closed to let the neighbour finish */
+} ov;
+
+static unsigned char mark_byte(size_t i)
+{
+    return (unsigned char)(i * 131 + 17);
+}
+
+/* 0 if the neighbour's pattern is intact, else 1 + the first byte changed. */
+static size_t mark_damage(void)
+{
+    for (size_t i = 0; i < MARK_LEN; i++)
+        if (ov.mark[i] != mark_byte(i))
+            return i + 1;
+    return 0;
+}
+
+static void *neighbour(void *arg)
+{
+    (void)arg;
+    volatile unsigned char mark[MARK_LEN];
+    for (size_t i = 0; i < MARK_LEN; i++)
+        mark[i] = mark_byte(i);
+    ov.neighbour_top = (uintptr_t)&mark[MARK_LEN - 1];
+    ov.mark = mark;
+    char c;
+    weft_chan_recv(ov.release, &c);   /* parked here while the other overflows */
+    return (void *)mark_damage();
+}
+
+/* The frame of the report: a large local array. */
+static __attribute__((noinline)) void frame_of_90_kb(void)
+{
+    volatile char frame[90 * 1024];
+    frame[0] = 1;                      /* its lowest byte, first */
+    frame[sizeof frame - 1] = 1;
+    __asm__ volatile("" : : "r"(frame) : "memory");   /* the whole array is laid out */
+}
+
+/* A frame of n bytes: a VLA. */
+static __attribute__((noinline)) void frame_of(size_t n)
+{
+    volatile char frame[n];
+    frame[0] = 1;
+    frame[n - 1] = 1;
+    __asm__ volatile("" : : "r"(frame) : "memory");
+}
+
+/* The largest frame the guard is meant to catch, WEFT_STACK_GUARD bytes, from
+ * a stack used down to about 2 KiB above its end: its lowest byte falls a
+ * few KiB above the guard's base, so any smaller guard would miss it. */
+static __attribute__((noinline)) void frame_of_the_guards_size(void)
+{
+    size_t fill = SMALL_STACK - 2048;
+    volatile char *used = __builtin_alloca(fill);
+    used[0] = 1;
+    frame_of(WEFT_STACK_GUARD);
+    used[fill - 1] = 1;
+}
+
+static void *overflower(void *arg)
+{
+    void (*overflow_now)(void) = (void (*)(void))arg;
+    volatile char here = 0;
+    ov.overflower_top = (uintptr_t)&here;
+    /* The test means the slot right below this one, at most one guard, one
+     * stack and a page or two of fiber and slack away. */
+    uintptr_t gap = ov.overflower_top - ov.neighbour_top;
+    if (ov.overflower_top < ov.neighbour_top || gap > WEFT_STACK_GUARD + SMALL_STACK + 8192) {
+        static const char why[] = "the overflowing coroutine's slot is not right above its neighbour's\n";
+        ssize_t rc = write(STDERR_FILENO, why, sizeof why - 1);
+        (void)rc;
+        _exit(2);
+    }
+    overflow_now();
+    return NULL;
+}
+
+static void *overflow_beside_a_neighbour(void *arg)
+{
+    if (weft_chan_create(&ov.release, 1, 0) != 0)
+        return (void *)-1;
+    weft_task *a, *b;
+    weft_spawn(&a, neighbour, NULL);
+    while (!ov.mark)
+        weft_yield();                  /* one worker: the neighbour runs, then parks */
+    weft_spawn(&b, overflower, arg);
+    weft_join(b, NULL);                /* only if the overflow went unnoticed */
+    weft_chan_close(ov.release);
+    void *damage = NULL;
+    weft_join(a, &damage);
+    weft_chan_destroy(ov.release);
+    return damage;
+}
+
+/* Says whether the neighbour's stack is intact: damage as mark_damage(). */
+static void tell_neighbour(size_t damage)
+{
+    char out[128];
+    int len = damage ? snprintf(out, sizeof out, "the neighbour's stack was overwritten at byte %zu\n", damage - 1)
+                     : snprintf(out, sizeof out, "the neighbour's stack is intact\n");
+    ssize_t rc = write(STDERR_FILENO, out, len > 0 ? (size_t)len : 0);
+    (void)rc;
+}
+
+/* weft's handler wrote its message and called abort(); abort() goes on once
+ * this returns. */
+static void on_abort(int sig)
+{
+    (void)sig;
+    tell_neighbour(mark_damage());   /* the neighbour is still parked: its stack is there */
+}
+
+/* The overflow runs in a child process, whose stderr the test reads: it must
+ * die of SIGABRT, after weft's message, with the neighbour intact. */
+static void overflow_test(void (*overflow_now)(void))
+{
+    if (RUNNING_ON_VALGRIND)
+        cr_skip("Valgrind reports the overflow itself");
+    if (emulated())
+        cr_skip("qemu-user installs no guard pages");
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(fds[1], STDERR_FILENO);
+        struct sigaction sa = { .sa_handler = on_abort };
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGABRT, &sa, NULL);
+        weft_config cfg = { .workers = 1, .stack_size = SMALL_STACK };
+        void *damage = NULL;
+        weft_main(&cfg, overflow_beside_a_neighbour, (void *)overflow_now, &damage);
+        static const char none[] = "no overflow was noticed; ";
+        ssize_t rc = write(STDERR_FILENO, none, sizeof none - 1);
+        (void)rc;
+        tell_neighbour((size_t)damage);   /* as the neighbour saw it before it finished */
+        _exit(0);
+    }
+    close(fds[1]);
+    char msg[2048] = { 0 };
+    size_t len = 0;
+    ssize_t got;
+    while (len < sizeof(msg) - 1 && (got = read(fds[0], msg + len, sizeof(msg) - 1 - len)) > 0)
+        len += (size_t)got;
+    close(fds[0]);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
+              "the overflowing program was not stopped by weft (status %#x): \"%s\"", status, msg);
+    cr_assert_not_null(strstr(msg, "stack overflow"), "no message about the overflow: \"%s\"", msg);
+    cr_assert_not_null(strstr(msg, "stack size 65536 bytes"), "the message names another size: \"%s\"", msg);
+    cr_assert_not_null(strstr(msg, "the neighbour's stack is intact"), "\"%s\"", msg);
+}
+
+Test(stack, a_90_KB_frame_on_a_64_KiB_stack_stops_with_the_overflow_message)
+{
+    overflow_test(frame_of_90_kb);
+}
+
+Test(stack, a_frame_as_large_as_the_guard_stops_with_the_overflow_message)
+{
+    overflow_test(frame_of_the_guards_size);
+}
+
 static void *use_stack(void *arg)
 {
     size_t n = (size_t)arg;

@@ -2,6 +2,7 @@
  * they may be called from. */
 #include "common.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -230,4 +231,92 @@ Test(task, weft_main_hands_back_the_first_coroutines_result)
     void *r = NULL;
     cr_assert_eq(weft_main(NULL, main_result, (void *)41, &r), 0);
     cr_assert_eq((uintptr_t)r, 42);
+}
+
+/*
+ * A join whose deadline expires just as its task finishes. The finisher
+ * claims the joiner's waiter (in the joiner's frame) after it has taken the
+ * handle; a joiner whose deadline won the claim must keep that waiter alive
+ * until the finisher is done with it, not only until it learns the task has
+ * finished. Each round moves the task's end towards the point where the two
+ * outcomes meet: earlier after a join that timed out, later after one that
+ * did not (a staircase, which finds that point on any machine and under any
+ * instrumentation), so that many rounds land the two together;
+ * AddressSanitizer then reports a waiter used after its scope. The joiner is
+ * a coroutine, then a plain thread. Either outcome is right: 0 and the
+ * result, or -ETIMEDOUT with the handle still joinable.
+ */
+#define JOIN_EDGE_ROUNDS 4000
+#define JOIN_EDGE_STEP   1500   /* ns the task's end moves per round */
+
+struct join_edge {
+    int64_t offset;             /* the task ends this long after the deadline */
+    size_t  timed_out, joined;  /* the outcomes seen, for the message */
+    size_t  bad;                /* joins that failed otherwise, or returned another value */
+};
+
+static void *finish_at(void *arg)
+{
+    uint64_t when = (uint64_t)(uintptr_t)arg;
+    while (weft_now() < when)
+        ;
+    return arg;
+}
+
+/* One round: spawned on rt (a plain thread) or on the caller's runtime. */
+static void join_at_the_edge(weft_rt *rt, struct join_edge *e)
+{
+    /* Enough for the joiner to park before its deadline. */
+    uint64_t lead = RUNNING_ON_VALGRIND || WEFT_TEST_SANITIZED ? 200000 : 50000;
+    uint64_t deadline = weft_now() + lead;
+    uint64_t end = (uint64_t)((int64_t)deadline + e->offset);
+    weft_task *t;
+    int err = rt ? weft_spawn_on(rt, &t, finish_at, (void *)(uintptr_t)end)
+                 : weft_spawn(&t, finish_at, (void *)(uintptr_t)end);
+    if (err) {
+        e->bad++;
+        return;
+    }
+    void *r = NULL;
+    uint64_t before = weft_deadline(deadline);
+    int got = weft_join(t, &r);
+    weft_deadline(before);
+    if (got == -ETIMEDOUT) {
+        e->timed_out++;
+        if (e->offset > -(int64_t)lead / 2)
+            e->offset -= JOIN_EDGE_STEP;
+        got = weft_join(t, &r);   /* the handle stays joinable */
+    } else {
+        e->joined++;
+        if (e->offset < (int64_t)lead)
+            e->offset += JOIN_EDGE_STEP;
+    }
+    e->bad += got != 0 || (uintptr_t)r != (uintptr_t)end;
+}
+
+static void *coroutine_joins_at_the_edge(void *arg)
+{
+    struct join_edge *e = arg;
+    for (size_t i = 0; i < JOIN_EDGE_ROUNDS; i++)
+        join_at_the_edge(NULL, e);
+    return NULL;
+}
+
+Test(task, a_join_whose_deadline_expires_as_the_task_finishes_keeps_its_waiter_alive)
+{
+    FOR_EACH_BACKEND(b) {
+        struct join_edge e = { 0 };
+        run_with_io(2, b, coroutine_joins_at_the_edge, &e);
+        cr_assert_eq(e.bad, 0, "%zu of %d joins by a coroutine failed on %s (%zu timed out, %zu joined)",
+                     e.bad, JOIN_EDGE_ROUNDS, backend_name[b], e.timed_out, e.joined);
+
+        e = (struct join_edge){ 0 };
+        weft_rt *rt;
+        cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 2, .io_backend = b }), 0);
+        for (size_t i = 0; i < JOIN_EDGE_ROUNDS; i++)
+            join_at_the_edge(rt, &e);
+        cr_assert_eq(weft_rt_destroy(rt), 0);
+        cr_assert_eq(e.bad, 0, "%zu of %d joins by a plain thread failed on %s (%zu timed out, %zu joined)",
+                     e.bad, JOIN_EDGE_ROUNDS, backend_name[b], e.timed_out, e.joined);
+    }
 }

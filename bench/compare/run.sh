@@ -15,7 +15,7 @@ repeat() {  # repeat LABEL CMD...: runs CMD $runs times, prints each result line
 
 if command -v go >/dev/null 2>&1; then
     echo "== Go ($(go version | cut -d' ' -f3))"
-    for p in pingpong spawn skynet; do
+    for p in pingpong spawn skynet chan; do
         GOCACHE="$out/gocache" go build -o "$out/$p" "$here/go/$p.go"
         repeat "$out/$p"
     done

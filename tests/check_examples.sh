@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Usage: check_examples.sh EXAMPLES_DIR [EMULATOR]
+#
+# The examples behave like command-line tools:
+#   - --help prints the usage line on standard output and exits 0;
+#   - an unknown option, a stray argument or a malformed value is named on
+#     standard error, and the exit status is 2;
+#   - hello and fork_join_sum print the sum they expect beside the one they
+#     got, and the two agree;
+#   - cat copies standard input for "-" or no argument, in order among files,
+#     and leaves the flags of its standard input as it found them;
+#   - echo_server's "listening on" line reaches a log file while it runs, and
+#     SIGTERM or SIGINT stops it with status 0, also with a client connected,
+#     whose connection is then closed.
+# The behaviour is checked on each IO backend this machine has (only the one
+# WEFT_IO names, if it is set) and the server on 1, 2 and 4 workers.
+# EMULATOR (qemu-aarch64 ..., for a cross-build) runs each program.
+set -u
+dir=$1
+emu=${2:-}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0 failed=0
+
+pass() { passed=$((passed + 1)); }
+fail() {
+    echo "FAIL: $*"
+    failed=$((failed + 1))
+}
+
+# A program that should have ended long before is stopped after this long.
+limit=120
+
+# run PROGRAM ARGS...: runs an example; stdout to $tmp/out, stderr to $tmp/err.
+run() {
+    local prog=$1
+    shift
+    # shellcheck disable=SC2086
+    timeout $limit $emu "$dir/$prog" "$@" >"$tmp/out" 2>"$tmp/err"
+}
+
+# expect_status WANT DESCRIPTION PROGRAM ARGS...
+expect_status() {
+    local want=$1 what=$2 rc=0
+    shift 2
+    run "$@" </dev/null || rc=$?
+    if [ "$rc" -ne "$want" ]; then
+        fail "$what: '$*' exited $rc, expected $want; stderr: $(cat "$tmp/err")"
+        return 1
+    fi
+}
+
+# rejects PROGRAM ARGS... -- WORD...: exits 2 and stderr names each WORD.
+rejects() {
+    local args=() words=()
+    while [ "$1" != "--" ]; do
+        args+=("$1")
+        shift
+    done
+    shift
+    words=("$@")
+    expect_status 2 "a bad argument" "${args[@]}" || return
+    for w in "${words[@]}"; do
+        if ! grep -qF -- "$w" "$tmp/err"; then
+            fail "'${args[*]}' does not name '$w' in its message: $(cat "$tmp/err")"
+            return
+        fi
+    done
+    pass
+}
+
+# ---- options: --help, unknown options, malformed values -------------------
+for ex in hello fork_join_sum producer_consumer pipeline cat echo_server; do
+    if expect_status 0 "--help" "$ex" --help; then
+        if head -n 1 "$tmp/out" | grep -q "^usage: $ex" && [ ! -s "$tmp/err" ]; then
+            pass
+        else
+            fail "$ex --help printed no usage line: $(cat "$tmp/out" "$tmp/err")"
+        fi
+    fi
+    rejects "$ex" --no-such-option -- --no-such-option
+done
+rejects hello -5 -- -5
+rejects hello abc -- abc
+rejects hello 0 -- 0
+rejects hello 3 4 -- 4
+rejects fork_join_sum 1x -- 1x
+rejects producer_consumer extra -- extra
+rejects pipeline extra -- extra
+rejects echo_server 99999 -- 99999
+rejects echo_server abc -- abc
+rejects echo_server --port abc -- --port abc
+rejects echo_server --port 99999 -- --port 99999
+rejects echo_server --port -- --port
+rejects echo_server --workers 5000 -- --workers 5000
+rejects echo_server --workers 0 -- --workers 0
+
+# ---- behaviour, per backend -------------------------------------------------
+if [ -n "${WEFT_IO:-}" ]; then
+    backends=$WEFT_IO
+else
+    backends=epoll
+    if WEFT_IO=uring run hello 1; then
+        backends="uring epoll"
+    else
+        echo "note: io_uring is refused here ($(cat "$tmp/err")); checking epoll only"
+    fi
+fi
+
+# A file of several 64 KiB blocks, and a small one.
+seq 1 60000 >"$tmp/big"
+printf 'first file\n' >"$tmp/small"
+
+# check_server IO WORKERS SIGNAL: echo_server logs its address, echoes, and
+# stops with status 0 on the signal while a client is connected.
+check_server() {
+    local io=$1 workers=$2 sig=$3 port="" rc=0 i
+    # A log of its own, made before the server starts, so that no line from
+    # an earlier run is taken for this one's. timeout passes the signal on,
+    # and stops a server that does not stop.
+    local log=$tmp/server-$io-$workers-$sig.log
+    : >"$log"
+    WEFT_IO=$io timeout -k 10 $((3 * limit)) $emu "$dir/echo_server" --port 0 --workers "$workers" \
+        >"$log" 2>&1 &
+    local pid=$!
+    for ((i = 0; i < 600; i++)); do   # up to a minute
+        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log")
+        [ -z "$port" ] || break
+        sleep 0.1
+    done
+    if [ -z "$port" ]; then
+        fail "echo_server ($io, $workers workers): no 'listening on' line in its log: $(cat "$log")"
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        return
+    fi
+    local reply=""
+    if exec 3<>"/dev/tcp/127.0.0.1/$port"; then
+        printf 'ping\n' >&3
+        read -r -t $limit reply <&3
+    fi
+    [ "$reply" = ping ] || fail "echo_server ($io, $workers workers): echoed '$reply', not 'ping'"
+    kill -"$sig" "$pid"
+    wait "$pid" || rc=$?
+    local rest="unread"
+    if [ -n "$reply" ]; then
+        # The server closed the connection: the read meets the end at once.
+        rest=$(timeout $limit cat <&3 && echo closed)
+    fi
+    exec 3<&- 3>&-
+    if [ "$rc" -ne 0 ]; then
+        fail "echo_server ($io, $workers workers): exited $rc on SIG$sig; log: $(cat "$log")"
+    elif [ "$rest" != closed ]; then
+        fail "echo_server ($io, $workers workers): the client's connection was not closed at the stop"
+    elif grep -q "dropping an idle client" "$log"; then
+        fail "echo_server ($io, $workers workers): the connection was left to its idle deadline, not closed at the stop"
+    elif ! grep -q "stopping" "$log"; then
+        fail "echo_server ($io, $workers workers): no 'stopping' line in its log: $(cat "$log")"
+    else
+        pass
+    fi
+}
+
+for io in $backends; do
+    export WEFT_IO=$io
+
+    if run hello 1000 && grep -q 'sum of their numbers 499500 (expected 499500)' "$tmp/out"; then
+        pass
+    else
+        fail "hello 1000 ($io): $(cat "$tmp/out" "$tmp/err")"
+    fi
+
+    if run fork_join_sum 300000; then
+        expected=$(sed -n 's/^expected: *sum \([0-9][0-9]*\)$/\1/p' "$tmp/out")
+        sums=$(grep -v '^expected' "$tmp/out" | sed -n 's/.* sum \([0-9][0-9]*\).*/\1/p')
+        if [ -n "$expected" ] && [ "$(echo "$sums" | wc -l)" -eq 2 ] &&
+           ! echo "$sums" | grep -qvx "$expected"; then
+            pass
+        else
+            fail "fork_join_sum ($io): the sums ($sums) are not the expected one ($expected): $(cat "$tmp/out")"
+        fi
+    else
+        fail "fork_join_sum 300000 ($io) exited non-zero: $(cat "$tmp/out" "$tmp/err")"
+    fi
+
+    for ex in producer_consumer pipeline; do
+        if run "$ex"; then pass; else fail "$ex ($io) exited non-zero: $(cat "$tmp/err")"; fi
+    done
+
+    # cat: standard input with no argument and with "-", between files, and a
+    # missing file named in the message.
+    if timeout $limit $emu "$dir/cat" <"$tmp/big" >"$tmp/out" 2>"$tmp/err" && cmp -s "$tmp/big" "$tmp/out"; then
+        pass
+    else
+        fail "cat ($io) with no argument does not copy standard input: $(cat "$tmp/err")"
+    fi
+    if seq 1 60000 | timeout $limit $emu "$dir/cat" - >"$tmp/out" 2>"$tmp/err" && cmp -s "$tmp/big" "$tmp/out"; then
+        pass
+    else
+        fail "cat - ($io) does not copy a pipe on standard input: $(cat "$tmp/err")"
+    fi
+    command cat "$tmp/small" "$tmp/big" "$tmp/small" >"$tmp/want"
+    if timeout $limit $emu "$dir/cat" "$tmp/small" - "$tmp/small" <"$tmp/big" >"$tmp/out" 2>"$tmp/err" &&
+       cmp -s "$tmp/want" "$tmp/out"; then
+        pass
+    else
+        fail "cat FILE - FILE ($io) does not keep the order: $(cat "$tmp/err")"
+    fi
+    # A terminal on standard input is the shell's too: cat leaves its flags
+    # as it found them (the epoll backend makes it O_NONBLOCK while in use).
+    flags=$( (timeout $limit $emu "$dir/cat" >/dev/null 2>&1
+              awk '/^flags/ { print $2 }' "/proc/$BASHPID/fdinfo/0") < <(printf 'x\n'))
+    if [ -n "$flags" ] && (((8#$flags & 8#4000) == 0)); then
+        pass
+    else
+        fail "cat ($io) left its standard input O_NONBLOCK (flags $flags)"
+    fi
+    rc=0
+    run cat "$tmp/small" "$tmp/missing" </dev/null || rc=$?
+    if [ "$rc" -eq 1 ] && grep -qF "$tmp/missing" "$tmp/err" && cmp -s "$tmp/small" "$tmp/out"; then
+        pass
+    else
+        fail "cat ($io) with a missing file: exit $rc, stderr: $(cat "$tmp/err")"
+    fi
+
+    for workers in 1 2 4; do
+        check_server "$io" "$workers" TERM
+    done
+    check_server "$io" 2 INT
+done
+
+echo "examples: $passed passed, $failed failed"
+[ $failed -eq 0 ]
