@@ -97,6 +97,11 @@ typedef struct weft_config {
     unsigned ring_entries;/* io_uring submission queue depth per worker; 0 = 256; 1 is raised
                            * to 2 (a request and its deadline are queued together); above
                            * 32768 is -EINVAL */
+    int      dump_signal; /* a signal that writes weft_dump() to stderr and goes on;
+                           * 0 = none. The environment variable WEFT_DUMP_SIGNAL (a
+                           * number, or a name such as SIGQUIT or QUIT) overrides it.
+                           * Above 64, or SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGILL,
+                           * SIGFPE: -EINVAL */
     /* later fields are appended; a zeroed field always means the default */
 } weft_config;
 
@@ -438,6 +443,32 @@ typedef struct weft_sel {
  * -ECANCELED.
  */
 WEFT_API int weft_select(weft_sel *cases, size_t n);
+
+/* ---- seeing inside: the dump, names, statistics (docs/debugging.md) ---- */
+
+/* The longest name weft_set_name() keeps, in bytes, without the NUL. */
+#define WEFT_NAME_MAX 23
+
+/*
+ * Names the calling coroutine for weft_dump() and the gdb helper; the name is
+ * copied. "" removes it. A coroutine. Returns 0, -EINVAL (name NULL),
+ * -ENAMETOOLONG (longer than WEFT_NAME_MAX: the old name stays), -EPERM
+ * (not a coroutine).
+ */
+WEFT_API int weft_set_name(const char *name);
+
+/*
+ * Writes a report of every coroutine of every runtime in the process to fd:
+ * a summary of how many wait where, then each coroutine with its id, name or
+ * entry function, where it was spawned, its state (running on a worker,
+ * runnable, or waiting, for what and for how long) and its backtrace. The
+ * workers go on meanwhile; each coroutine is copied as it is seen, so one
+ * that moves or ends during the dump shows as it was, or not at all.
+ * Backtraces need libunwind at build time (docs/debugging.md). Any thread,
+ * not a signal handler (see weft_config.dump_signal). Returns 0, -EBADF
+ * (fd not open), -ENOMEM, or the error of write(2).
+ */
+WEFT_API int weft_dump(int fd);
 
 #ifdef __cplusplus
 }

@@ -300,6 +300,7 @@ static int chan_op(weft_chan *ch, int op, void *elem)
     struct op_wait ow;
     struct op_node n = { .ow = &ow, .elem = elem, .idx = 0 };
     weft__waiter_init(&ow.w);
+    weft__waiter_why(&ow.w, op == WEFT_SEND ? WEFT__WHY_CHAN_SEND : WEFT__WHY_CHAN_RECV, ch);
     atomic_init(&ow.done, 0);
     weft__wl_push(op == WEFT_SEND ? &ch->sendq : &ch->recvq, &n.node, false);
     ch->nwait++;
@@ -463,6 +464,7 @@ again:
      * earlier node may have been claimed meanwhile. */
     struct op_wait ow;
     weft__waiter_init(&ow.w);
+    weft__waiter_why(&ow.w, WEFT__WHY_SELECT, n);
     atomic_init(&ow.done, 0);
     size_t reg = 0;            /* order[0 .. reg) have a node */
     int self_idx = -1;         /* the case we completed ourselves */

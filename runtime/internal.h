@@ -97,6 +97,9 @@ extern _Atomic unsigned weft__tsan_fence_word;
  * The sanitizer fields exist in every build so that the layout does not
  * depend on flags.
  */
+#define WEFT__NAME_SIZE 24   /* weft_set_name's limit, WEFT_NAME_MAX, plus the NUL */
+_Static_assert(WEFT__NAME_SIZE == WEFT_NAME_MAX + 1, "a fiber holds WEFT_NAME_MAX characters and a NUL");
+
 struct weft__fiber {
     weft__ctx ctx;          /* while not running: where its registers are saved (arch/) */
     void     *stack_lo;     /* lowest usable address, for ASan */
@@ -104,6 +107,13 @@ struct weft__fiber {
     void     *asan_fake;    /* ASan's fake-stack handle while switched out */
     void     *tsan;         /* TSan's fiber */
     unsigned  vg_stack;     /* Valgrind's id for the stack, when under it */
+    /* For weft_dump (runtime/dump.c): written only by the coroutine itself,
+     * with plain stores, and read by the dump from copies (never in place),
+     * so a torn read costs a wrong word in the dump, nothing else. */
+    uint32_t  why;          /* enum weft__why of its current or last wait */
+    uintptr_t what;         /* the channel, descriptor, task ... why names */
+    uint64_t  since;        /* weft__coarse_now() when it last parked */
+    char      name[WEFT__NAME_SIZE];   /* weft_set_name(), NUL-terminated; "" for none */
 };
 
 /* The bytes a coroutine's fiber takes at the top of its stack slot. */
@@ -175,6 +185,8 @@ struct weft_task {
     uint64_t           deadline;     /* weft_deadline(); only the coroutine itself */
     _Atomic uintptr_t  io_req;       /* its io_uring request in flight, 0 if none */
     _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on */
+    uint64_t           id;           /* unique in the process, from 1 (weft_dump) */
+    const void        *spawn_pc;     /* where weft_spawn or weft_spawn_on was called */
 };
 #if defined(__x86_64__)
 _Static_assert(sizeof(struct weft_task) <= 2 * WEFT__CACHELINE, "a task is two cache lines on x86-64");
@@ -191,6 +203,53 @@ struct weft__waiter {
     _Atomic uint32_t  state;   /* 0 while waiting, then the result (never 0),
                                 * as uint32_t so that a plain thread can futex on it */
 };
+
+/*
+ * Why a coroutine waits, as weft_dump names it (runtime/dump.c). The blocking
+ * call notes it in the coroutine's fiber (weft__why_task) before it waits; the park
+ * stores the time, and the resumed coroutine clears it (runtime/wait.c). Only
+ * the coroutine itself writes these.
+ */
+enum weft__why {
+    WEFT__WHY_NONE,
+    WEFT__WHY_CHAN_SEND,     /* what: the channel */
+    WEFT__WHY_CHAN_RECV,     /* what: the channel */
+    WEFT__WHY_SELECT,        /* what: the number of cases */
+    WEFT__WHY_MUTEX,         /* what: the mutex */
+    WEFT__WHY_COND,          /* what: the condition variable */
+    WEFT__WHY_WG,            /* what: the wait group */
+    WEFT__WHY_SEM,           /* what: the semaphore */
+    WEFT__WHY_JOIN,          /* what: the task joined */
+    WEFT__WHY_SLEEP,         /* what: unused */
+    WEFT__WHY_READ,          /* what: the descriptor, here and below */
+    WEFT__WHY_WRITE,
+    WEFT__WHY_ACCEPT,
+    WEFT__WHY_CONNECT,
+    WEFT__WHY_POLL,
+    WEFT__WHY_FILE,          /* a file call run by a helper thread */
+    WEFT__WHY_OFFLOAD,       /* what: the function offloaded */
+    WEFT__WHY_SIGNAL,        /* what: the signal number */
+    WEFT__WHY_CHILD,         /* what: the process id */
+    WEFT__WHY_COUNT
+};
+
+/* Notes why t, the calling coroutine, is about to wait; nothing for NULL (a
+ * plain thread). */
+static inline void weft__why_task(weft_task *t, enum weft__why why, uintptr_t what)
+{
+    if (t) {
+        t->fiber->why = (uint32_t)why;
+        t->fiber->what = what;
+    }
+}
+/* The same for the coroutine that is to wait on wt. */
+#define weft__waiter_why(wt, why, what) weft__why_task((wt)->task, (why), (uintptr_t)(what))
+
+/* A clock for ages shown by weft_dump, in nanoseconds: CLOCK_MONOTONIC_COARSE,
+ * which reads the vDSO's last tick without the time-stamp counter, so that
+ * every park can afford it; its resolution (a tick, 1-10 ms) is finer than
+ * any age worth reading in a dump. */
+uint64_t weft__coarse_now(void);
 
 void weft__waiter_init(struct weft__waiter *wt);
 /* Waits until wt is claimed and returns the claim's result. weft__wait also
@@ -250,6 +309,7 @@ struct weft__worker {
     struct weft__sighting rn_seen;      /* a victim's runnext, as a search last looked (sched.c) */
     struct weft__sighting lone_seen;    /* a victim's only deque task (its top index), likewise */
     uint64_t              spawns_seen;  /* the other workers' spawns, summed, as a search last looked */
+    uint64_t              id_next, id_end;   /* task ids this worker may hand out (task.c) */
     bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
     struct weft__pool     pool;
     struct weft__tcache   tcache;
@@ -310,6 +370,7 @@ struct weft_rt {
     _Atomic(struct weft__offload *) offload;
     /* On the process's list of runtimes (sched.c), under its lock. */
     weft_rt               *live_next;
+    int                    dump_signal;         /* weft_config.dump_signal in effect; 0: none */
 };
 
 /*
@@ -369,6 +430,14 @@ void weft__taskmem_destroy(struct weft__taskmem *m);
 /* A free handle, its fields unset, or NULL (out of memory). cache NULL: from
  * a plain thread. */
 weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache);
+/* Handles lie WEFT__TASK_STRIDE bytes apart, in spans of address space that
+ * stay mapped until the allocator is destroyed. */
+#define WEFT__TASK_STRIDE \
+    ((sizeof(struct weft_task) + WEFT__CACHELINE - 1) & ~(size_t)(WEFT__CACHELINE - 1))
+struct weft__span { uintptr_t lo, hi; };
+/* Stores up to max of the spans that hold every handle ever handed out, and
+ * returns how many there are. Any thread; takes m's lock for the copy. */
+size_t weft__taskmem_spans(struct weft__taskmem *m, struct weft__span *out, size_t max);
 void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_task *t);
 
 /* ---- stacks (runtime/stack.c) ----------------------------------------------- */
@@ -399,6 +468,22 @@ bool weft__stacks_trim(struct weft__stacks *s, _Atomic uint32_t *stop);
 int  weft__guard_install(void);
 int  weft__altstack_enter(void **mem);
 void weft__altstack_leave(void *mem);
+
+/* ---- the dump (runtime/dump.c) -------------------------------------------------- */
+
+/* Writes the calling coroutine's part of the dump to fd: for fatal messages.
+ * uc: the signal's ucontext_t when called from a handler, else NULL. Allocates
+ * nothing. Nothing outside a coroutine. */
+void weft__dump_current(int fd, void *uc);
+/* The dump signal asked for: the configuration's, or WEFT_DUMP_SIGNAL's; 0
+ * for none; -EINVAL for a bad one. */
+int weft__dump_signal_pick(int configured);
+/* A runtime starts and stops using sig (0: none): the first installs the
+ * handler and its thread, the last restores the old disposition. start
+ * returns 0, -EBUSY (another runtime uses another signal), or an error of
+ * pthread_create or sigaction. */
+int weft__dump_signal_start(int sig);
+void weft__dump_signal_stop(int sig);
 
 /* ---- futex ------------------------------------------------------------------- */
 

@@ -115,6 +115,19 @@ struct io_args {
     mode_t           mode;      /* open */
 };
 
+/* What weft_dump says a coroutine waiting in op waits for. */
+static enum weft__why why_of(enum op op)
+{
+    switch (op) {
+    case OP_READ: case OP_RECV: return WEFT__WHY_READ;
+    case OP_WRITE: case OP_SEND: return WEFT__WHY_WRITE;
+    case OP_ACCEPT: return WEFT__WHY_ACCEPT;
+    case OP_CONNECT: return WEFT__WHY_CONNECT;
+    case OP_POLL: return WEFT__WHY_POLL;
+    default: return WEFT__WHY_FILE;
+    }
+}
+
 /* recv and send with MSG_DONTWAIT want -EAGAIN back, not a wait. */
 static bool asks_not_to_wait(const struct io_args *a)
 {
@@ -148,13 +161,15 @@ static ssize_t ring_once(struct weft__worker *w, const struct io_args *a)
     return r;
 }
 
-static ssize_t ring_io(struct weft__worker *w, const struct io_args *a)
+/* why: what weft_dump says the coroutine waits for meanwhile. */
+static ssize_t ring_io(struct weft__worker *w, const struct io_args *a, enum weft__why why)
 {
     /* The ring takes at most UINT_MAX bytes a request; POSIX allows short IO. */
     struct io_args c = *a;
     if (c.len > 0x7ffff000)
         c.len = 0x7ffff000;
     for (;;) {
+        weft__why_task(w->current, why, (uintptr_t)c.fd);
         ssize_t r = ring_once(w, &c);
         if (r == -EINTR)
             continue;
@@ -164,6 +179,7 @@ static ssize_t ring_io(struct weft__worker *w, const struct io_args *a)
         bool out = c.op == OP_WRITE || c.op == OP_SEND || c.op == OP_CONNECT || c.op == OP_PWRITE;
         struct io_args p = { .op = OP_POLL, .fd = c.fd, .flags = out ? POLLOUT : POLLIN };
         w = weft__worker_self();
+        weft__why_task(w->current, why, (uintptr_t)c.fd);
         r = ring_once(w, &p);
         if (r < 0)
             return r;
@@ -355,6 +371,7 @@ static ssize_t epoll_io(struct weft__worker *w, const struct io_args *a)
             continue;
         if ((r != -EAGAIN && r != -EWOULDBLOCK) || asks_not_to_wait(a))
             return r;
+        weft__why_task(w->current, why_of(a->op), (uintptr_t)c.fd);
         err = weft__epoll_wait_fd(w, c.fd, write ? WEFT__WAIT_WRITE : WEFT__WAIT_READ);
         if (err < 0)
             return err;
@@ -373,7 +390,7 @@ static ssize_t do_io(const struct io_args *a)
         return -ECANCELED;
 #if WEFT_HAVE_URING
     if (w->ring)
-        return ring_io(w, a);
+        return ring_io(w, a, why_of(a->op));
 #endif
     return epoll_io(w, a);
 }
@@ -436,11 +453,12 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 #if WEFT_HAVE_URING
     if (w->ring) {
         ssize_t r = ring_io(w, &(struct io_args){ .op = OP_CONNECT, .fd = fd,
-                                                  .addr = (struct sockaddr *)addr, .alen = addrlen });
+                                                  .addr = (struct sockaddr *)addr, .alen = addrlen },
+                            WEFT__WHY_CONNECT);
         if (r != -EINPROGRESS && r != -EALREADY)
             return (int)r;
         /* A non-blocking socket: the attempt goes on; wait for its outcome. */
-        r = ring_io(w, &(struct io_args){ .op = OP_POLL, .fd = fd, .flags = POLLOUT });
+        r = ring_io(w, &(struct io_args){ .op = OP_POLL, .fd = fd, .flags = POLLOUT }, WEFT__WHY_CONNECT);
         return r < 0 ? (int)r : connect_outcome(fd);
     }
 #endif
@@ -449,6 +467,7 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     int r = (int)once_nowait(&c);
     if (r != -EINPROGRESS && r != -EALREADY && r != -EINTR)
         return r;
+    weft__why_task(w->current, WEFT__WHY_CONNECT, (uintptr_t)fd);
     r = weft__epoll_wait_fd(w, fd, WEFT__WAIT_WRITE);
     if (r < 0)
         return r;   /* the connection attempt goes on; the caller closes fd */
@@ -487,10 +506,12 @@ int weft_poll(int fd, short events)
             return pfd.revents;
 #if WEFT_HAVE_URING
         if (w->ring) {
-            ssize_t rv = ring_io(w, &(struct io_args){ .op = OP_POLL, .fd = fd, .flags = events });
+            ssize_t rv = ring_io(w, &(struct io_args){ .op = OP_POLL, .fd = fd, .flags = events },
+                                 WEFT__WHY_POLL);
             return (int)rv;
         }
 #endif
+        weft__why_task(w->current, WEFT__WHY_POLL, (uintptr_t)fd);
         int e = weft__epoll_wait_fd(w, fd, (events & (POLLIN | POLLPRI) ? WEFT__WAIT_READ : 0) |
                                                    (events & POLLOUT ? WEFT__WAIT_WRITE : 0));
         if (e < 0)
@@ -555,7 +576,7 @@ static ssize_t file_call(struct file_call *c)
             return -errno;
         return ring_io(w, &(struct io_args){ .op = c->op, .fd = c->fd, .buf = c->buf,
                                              .len = c->len, .off = c->off, .path = c->path,
-                                             .flags = c->flags, .mode = c->mode });
+                                             .flags = c->flags, .mode = c->mode }, WEFT__WHY_FILE);
     }
 #endif
     int err = weft_offload(file_call_run, c, NULL);

@@ -178,6 +178,7 @@ _Noreturn WEFT__COLD void weft__panic(const char *file, int line, const char *ms
         ssize_t rc = write(STDERR_FILENO, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
         (void)rc;
     }
+    weft__dump_current(STDERR_FILENO, NULL);   /* which coroutine broke it, and where */
     abort();
 }
 
@@ -878,7 +879,7 @@ static weft_task *steal_any(struct weft__worker *w, enum steal_round round, bool
         if (lone_task_waits(w, v, round))
             *waiting = true;
         else if ((t = weft__deque_steal(&v->dq)))
-            return t;
+            break;
         if (round == ROUND_PLAIN)
             continue;   /* runnext is looked at only in the LOOK and TAKE rounds */
         weft_task *x = atomic_load_explicit(&v->runnext, memory_order_relaxed);
@@ -1372,6 +1373,9 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
     int backend = io_backend(c.io_backend);
     if (backend < 0)
         return -ENOSYS;   /* built without io_uring */
+    int dump_signal = weft__dump_signal_pick(c.dump_signal);
+    if (dump_signal < 0)
+        return dump_signal;
     int err = weft__guard_install();
     if (err)
         return err;
@@ -1441,6 +1445,11 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
         }
     }
     live_add(rt);
+    if ((err = weft__dump_signal_start(dump_signal))) {
+        weft_rt_destroy(rt);   /* no task yet: at once */
+        return err;
+    }
+    rt->dump_signal = dump_signal;
     *out = rt;
     return 0;
 }
@@ -1493,6 +1502,7 @@ int weft_rt_destroy(weft_rt *rt)
     }
     live_remove(rt);   /* no coroutine is left to wait on a descriptor */
     stop_workers(rt, rt->nworkers);
+    weft__dump_signal_stop(rt->dump_signal);
     weft__epoll_destroy(rt);    /* runtime/io_epoll.c */
     weft__offload_destroy(rt);  /* runtime/offload.c */
     rt_free(rt);

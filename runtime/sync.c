@@ -149,6 +149,7 @@ int weft_mutex_lock(weft_mutex *m)
         if (!n.since)
             n.since = weft_now();
         weft__waiter_init(&n.w);
+        weft__waiter_why(&n.w, WEFT__WHY_MUTEX, m);
         weft__wl_push(&m->_wait, &n.node, requeue);
         weft__iunlock(A32(&m->_lock));
         int32_t r = weft__wait(&n.w);
@@ -226,6 +227,7 @@ int weft_cond_wait(weft_cond *c, weft_mutex *m)
         return -EPERM;
     struct sync_node n;
     weft__waiter_init(&n.w);
+    weft__waiter_why(&n.w, WEFT__WHY_COND, c);
     weft__ilock(A32(&c->_lock));
     weft__wl_push(&c->_wait, &n.node, false);
     weft__iunlock(A32(&c->_lock));
@@ -301,6 +303,7 @@ int weft_wg_wait(weft_wg *wg)
         return 0;
     }
     weft__waiter_init(&n.w);
+    weft__waiter_why(&n.w, WEFT__WHY_WG, wg);
     weft__wl_push(&wg->_wait, &n.node, false);
     weft__iunlock(A32(&wg->_lock));
     int32_t r = weft__wait(&n.w);
@@ -336,6 +339,7 @@ int weft_sem_acquire(weft_sem *s)
         return 0;
     }
     weft__waiter_init(&n.w);
+    weft__waiter_why(&n.w, WEFT__WHY_SEM, s);
     weft__wl_push(&s->_wait, &n.node, false);
     weft__iunlock(A32(&s->_lock));
     int32_t r = weft__wait(&n.w);

@@ -240,6 +240,7 @@ int weft_sleep(uint64_t ns)
     weft_rt *rt = w->rt;
     struct weft__waiter wt;
     weft__waiter_init(&wt);
+    weft__waiter_why(&wt, WEFT__WHY_SLEEP, 0);
     struct weft__timer tm = { .when = when, .wt = &wt, .result = 1 };
     err = weft__timer_arm(rt, &tm);
     if (err)
