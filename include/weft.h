@@ -470,6 +470,43 @@ WEFT_API int weft_set_name(const char *name);
  */
 WEFT_API int weft_dump(int fd);
 
+/* Counters of a runtime, summed over its workers by weft_stats_get(). */
+typedef struct weft_stats {
+    uint64_t alive;            /* coroutines spawned and not finished */
+    uint64_t running;          /* of those, running on a worker now */
+    uint64_t runnable;         /* ... queued to run */
+    uint64_t waiting;          /* ... parked until something happens */
+    uint64_t spawned;          /* since the runtime was made */
+    uint64_t finished;
+    uint64_t steals;           /* tasks taken from another worker's queue */
+    uint64_t worker_parks;     /* times a worker found nothing to do and slept */
+    uint64_t worker_wakes;     /* times a sleeping worker was woken for work */
+    uint64_t uring_submitted;  /* io_uring requests submitted */
+    uint64_t uring_completed;  /* io_uring completions reaped */
+    uint64_t epoll_waits;      /* descriptor waits registered with epoll */
+    uint64_t epoll_events;     /* readiness events reaped from epoll */
+    uint64_t timers_armed;     /* deadlines and sleeps that armed a timer */
+    uint64_t stack_committed;  /* bytes of coroutine stacks the runtime holds */
+    uint64_t busy_ns;          /* time the workers spent running coroutines, summed */
+    unsigned workers;
+} weft_stats;
+
+/*
+ * Fills *out with rt's counters. Each is read without stopping the workers,
+ * so the figures are a moment's, not one instant's: alive, running, runnable
+ * and waiting may disagree by a few. Any thread. Returns 0, -EINVAL (rt or
+ * out NULL), -ECHILD (rt belongs to the parent of a fork()).
+ */
+WEFT_API int weft_stats_get(weft_rt *rt, weft_stats *out);
+
+/*
+ * Stores the busy time of rt's workers 0 .. n-1 (nanoseconds spent running
+ * coroutines) in busy_ns[]; n may be smaller or larger than the number of
+ * workers. Any thread. Returns the number of workers, -EINVAL (rt NULL, or
+ * busy_ns NULL with n above 0), -ECHILD.
+ */
+WEFT_API int weft_stats_busy(weft_rt *rt, uint64_t *busy_ns, unsigned n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -281,6 +281,33 @@ struct weft__tcache {        /* a worker's private cache of free task handles */
     weft_task *slot[WEFT__TCACHE_MAX];   /* newest last */
 };
 
+/*
+ * A worker's counters for weft_stats_get (runtime/stats.c). Only the worker
+ * writes them, with weft__bump: a relaxed load and store, no locked
+ * instruction, as cheap as a plain increment; readers load them relaxed and
+ * sum, so a figure may be a moment old, never torn.
+ */
+struct weft__counters {
+    _Atomic uint64_t steals;           /* tasks taken from another worker's deque */
+    _Atomic uint64_t sleeps;           /* the worker parked, out of work */
+    _Atomic uint64_t wakes;            /* ... and was woken */
+    _Atomic uint64_t task_parks;       /* coroutines parked here */
+    _Atomic uint64_t task_unparks;     /* coroutines of this runtime unparked by this worker */
+    _Atomic uint64_t uring_submitted;
+    _Atomic uint64_t uring_completed;
+    _Atomic uint64_t epoll_waits;
+    _Atomic uint64_t epoll_events;
+    _Atomic uint64_t timers_armed;
+    _Atomic uint64_t idle_ns;          /* time in the idle loop's search and sleep */
+};
+
+/* The owning worker adds n to one of its counters. */
+static inline void weft__bump(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);   /* only the owner writes; readers sum relaxed */
+}
+
 /* What the context switched to does for the one switched from (sched.c). */
 enum weft__action { WEFT__ACT_NONE, WEFT__ACT_PARK, WEFT__ACT_EXIT };
 
@@ -310,6 +337,10 @@ struct weft__worker {
     struct weft__sighting lone_seen;    /* a victim's only deque task (its top index), likewise */
     uint64_t              spawns_seen;  /* the other workers' spawns, summed, as a search last looked */
     uint64_t              id_next, id_end;   /* task ids this worker may hand out (task.c) */
+    struct weft__counters ctr;          /* for weft_stats_get; only this worker writes */
+    _Atomic uint64_t      started;      /* weft_now() when its thread began; only it writes */
+    _Atomic uint64_t      idle_since;   /* weft_now() when its current search began, 0 while
+                                         * it runs coroutines; only it writes, relaxed */
     bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
     struct weft__pool     pool;
     struct weft__tcache   tcache;
@@ -354,6 +385,7 @@ struct weft_rt {
     /* Life of the runtime. */
     _Alignas(WEFT__CACHELINE)
     _Atomic uint64_t       spawned_outside;     /* tasks spawned by plain threads */
+    _Atomic uint64_t       unparks_outside;     /* tasks unparked by threads not its workers */
     _Atomic uint32_t       destroying;          /* weft_rt_destroy() has begun */
     _Atomic uint32_t       exit_seq;            /* futex word: bumped by exits while destroying */
     _Atomic uint32_t       stopping;            /* no task left: workers exit */
@@ -462,6 +494,9 @@ void weft__pool_drain(struct weft__stacks *s, struct weft__pool *pool);
  * trim returns whether it gave any back, so the caller may call again; it
  * gives up as soon as *stop is nonzero. Any thread. */
 uint64_t weft__stacks_trim_due(struct weft__stacks *s);
+/* Bytes of stack slots carved and not given back: in use, or free and warm.
+ * Any thread. */
+uint64_t weft__stacks_held(struct weft__stacks *s);
 bool weft__stacks_trim(struct weft__stacks *s, _Atomic uint32_t *stop);
 /* The overflow handler: installs it process-wide once, and the calling
  * thread's alternate signal stack. */

@@ -330,6 +330,7 @@ int weft__epoll_wait_fd(struct weft__worker *w, int fd, int dirs)
     if (err)
         return err;
 
+    weft__bump(&w->ctr.epoll_waits, 1);
     int32_t r = weft__wait(&fw.wt);
     if (r < 0) {
         /* A deadline, a cancellation or weft_close: withdraw, unless the
@@ -401,6 +402,7 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
             continue;
         uint32_t got = ev[i].events;
         bool fail = got & (EPOLLERR | EPOLLHUP);
+        weft__bump(&w->ctr.epoll_events, 1);
         pthread_mutex_lock(&s->lock);
         if (got & (EPOLLIN | EPOLLRDHUP | EPOLLPRI) || fail)
             woke |= wake_list(w->rt, s, RD, (int32_t)got, fail || (got & EPOLLRDHUP));

@@ -453,9 +453,10 @@ static void take_inbox(struct weft__ring *r)
     }
 }
 
-/* Claims the waiters of the completions in the queue. The owner. */
-static bool reap(struct weft__ring *r)
+/* Claims the waiters of the completions in the queue. The owner, w. */
+static bool reap(struct weft__worker *w)
 {
+    struct weft__ring *r = w->ring;
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
     bool woke = false;
@@ -486,6 +487,7 @@ static bool reap(struct weft__ring *r)
         count_waits(r, s->fd, -1);
         put_slot(r, s);
         weft__wake(&q->wt, 1);   /* the coroutine becomes runnable here */
+        weft__bump(&w->ctr.uring_completed, 1);
         woke = true;
     }
     io_uring_cq_advance(&r->ring, seen);
@@ -518,7 +520,7 @@ bool weft__ring_poll(struct weft__worker *w)
         if (io_uring_submit_and_get_events(&r->ring) >= 0)
             r->queued = 0;
     }
-    return reap(r);
+    return reap(w);
 }
 
 bool weft__ring_busy(struct weft__worker *w)
@@ -556,7 +558,7 @@ bool weft__ring_sleep(struct weft__worker *w, uint64_t until)
     }
     if (e >= 0 || e == -ETIME)
         r->queued = 0;   /* submitted, whether or not a completion came */
-    return reap(r);
+    return reap(w);
 }
 
 void weft__ring_kick(struct weft__ring *r)
@@ -605,6 +607,7 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
     }
     q->wt = (struct weft__waiter){ .task = t };
     io_uring_sqe_set_data64(sqe, id);
+    weft__bump(&w->ctr.uring_submitted, 1);
     count_waits(r, fd, 1);
 
     /* Published before the cancelled flag is read; weft_cancel sets the flag

@@ -598,12 +598,11 @@ static inline bool handoff_open(const struct weft__worker *w)
     return !w->handoff && w->fair_left > 1;
 }
 
-/* Any thread. Makes t runnable: on the calling worker's handoff or runnext if
- * it belongs to t's runtime, else on the global queue. */
-static void ready(weft_task *t)
+/* Any thread; w is the calling thread's worker, or NULL. Makes t runnable: on
+ * w's handoff or runnext if w belongs to t's runtime, else on the global queue. */
+static void ready(weft_task *t, struct weft__worker *w)
 {
     weft_rt *rt = t->rt;
-    struct weft__worker *w = weft__worker_self();
     if (w && w->rt == rt && !(w->shuffle && (rng_next(w) & 1))) {
         if (w->finishing && handoff_open(w)) {
             w->handoff = t;
@@ -638,6 +637,8 @@ static void after_switch(struct weft__worker *w)
             weft__check(s == WEFT__NOTIFIED, "a parking task was in an impossible state");
             atomic_store_explicit(&prev->pstate, WEFT__RUNNING, memory_order_relaxed);
             push_local(w, prev);                                 /* woken while it parked */
+        } else {
+            weft__bump(&w->ctr.task_parks, 1);                   /* for weft_stats_get */
         }
     } else {
         /* The finished task's handle may be freed by now: only its stack. */
@@ -716,7 +717,12 @@ void weft__unpark(weft_task *t)
              * it, and there is one unpark per park. A plain store does;
              * ready() publishes it with the task. */
             atomic_store_explicit(&t->pstate, WEFT__RUNNING, memory_order_relaxed);
-            ready(t);
+            struct weft__worker *w = weft__worker_self();
+            if (w && w->rt == t->rt)                             /* for weft_stats_get */
+                weft__bump(&w->ctr.task_unparks, 1);
+            else
+                atomic_fetch_add_explicit(&t->rt->unparks_outside, 1, memory_order_relaxed);   /* a counter */
+            ready(t, w);
             return;
         } else if (s == WEFT__RUNNING) {
             if (atomic_compare_exchange_weak_explicit(&t->pstate, &s, WEFT__NOTIFIED,
@@ -887,9 +893,15 @@ static weft_task *steal_any(struct weft__worker *w, enum steal_round round, bool
             continue;
         if (seen_since_look(&w->rn_seen, round, v, (uintptr_t)x) &&
             atomic_compare_exchange_strong_explicit(&v->runnext, &x, NULL,
-                                                    memory_order_acquire, memory_order_relaxed))
-            return x;
+                                                    memory_order_acquire, memory_order_relaxed)) {
+            t = x;
+            break;
+        }
         *waiting = true;
+    }
+    if (t) {
+        weft__bump(&w->ctr.steals, 1);
+        return t;
     }
     if (spawns != w->spawns_seen) {
         w->spawns_seen = spawns;
@@ -1027,6 +1039,7 @@ static void park_worker(struct weft__worker *w)
         return;
     /* Otherwise a waker took us off the list and counted us as searching; its
      * store to our wake word is on its way. */
+    weft__bump(&w->ctr.sleeps, 1);
     uint32_t v;
     while ((v = atomic_load_explicit(&w->wake, memory_order_acquire)) != WEFT__WAKE_GO) {   /* 4 */
         if (v == WEFT__WAKE_TIMERS)   /* a kick: the earliest deadline moved */
@@ -1072,6 +1085,7 @@ static void park_worker(struct weft__worker *w)
         weft__futex_wait_until(&w->wake, WEFT__WAKE_NONE, until);
     }
     atomic_store_explicit(&w->wake, WEFT__WAKE_NONE, memory_order_relaxed);
+    weft__bump(&w->ctr.wakes, 1);
     unwatch(w);
     w->spinning = true;
 }
@@ -1086,7 +1100,21 @@ static bool few_searchers(weft_rt *rt)
 }
 
 /* The idle loop's search. Returns a task, or NULL when the runtime stops. */
+static weft_task *search(struct weft__worker *w);
+
+/* The search, timed: the time a worker spends in it is its idle time, so that
+ * the clock is read only on the idle path (weft_stats_busy). */
 static weft_task *find_work(struct weft__worker *w)
+{
+    uint64_t t0 = weft_now();
+    atomic_store_explicit(&w->idle_since, t0, memory_order_relaxed);   /* a hint for readers */
+    weft_task *t = search(w);
+    weft__bump(&w->ctr.idle_ns, weft_now() - t0);
+    atomic_store_explicit(&w->idle_since, 0, memory_order_relaxed);
+    return t;
+}
+
+static weft_task *search(struct weft__worker *w)
 {
     weft_rt *rt = w->rt;
     for (;;) {
@@ -1160,6 +1188,7 @@ static void *worker_main(void *arg)
 {
     struct weft__worker *w = arg;
     tls_worker = w;
+    atomic_store_explicit(&w->started, weft_now(), memory_order_relaxed);   /* read by weft_stats_busy */
     weft__sigpipe_block();   /* a write to a reader that has gone gives -EPIPE alone (io.c) */
     if (weft__altstack_enter(&w->altstack) != 0)
         w->altstack = NULL;   /* overflows then show as a plain SIGSEGV */

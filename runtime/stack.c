@@ -304,6 +304,18 @@ static char *carve(struct weft__stacks *s)
     return c->bump;
 }
 
+uint64_t weft__stacks_held(struct weft__stacks *s)
+{
+    size_t carved = 0;
+    pthread_mutex_lock(&s->lock);
+    for (const struct chunk *c = s->chunks; c; c = c->next)
+        carved += (size_t)(c->bump - c->base) / s->slot_size;
+    size_t held = carved > s->cold.n ? carved - s->cold.n : 0;   /* cold: given back or never touched */
+    uint64_t bytes = (uint64_t)held * (s->slot_size - s->guard_size);
+    pthread_mutex_unlock(&s->lock);
+    return bytes;
+}
+
 static int install_guard(struct weft__stacks *s, char *base)
 {
     if (guard_madvise) {

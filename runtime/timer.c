@@ -200,6 +200,9 @@ int weft__timer_arm(weft_rt *rt, struct weft__timer *tm)
     if (earliest)
         publish_next(ts);
     pthread_mutex_unlock(&ts->lock);
+    struct weft__worker *w = weft__worker_self();
+    if (w && w->rt == rt)
+        weft__bump(&w->ctr.timers_armed, 1);   /* for weft_stats_get */
     if (earliest)
         weft__timers_changed(rt);   /* sched.c: a watcher may sleep past it */
     return 0;
