@@ -197,6 +197,7 @@ static void symtab_free(struct symtab *st)
 
 /* ---- unwinding from a copy ------------------------------------------------------ */
 
+#if WEFT_HAVE_LIBUNWIND
 #if defined(__x86_64__)
 #define NREGS 17   /* UNW_X86_64_RAX .. UNW_X86_64_RIP */
 #elif defined(__aarch64__)
@@ -222,7 +223,6 @@ static bool image_regs(struct image *img, const weft__ctx *ctx)
         return false;
     uint64_t f[WEFT__CTX_FRAME_WORDS];
     memcpy(f, img->buf, sizeof(f));
-#if WEFT_HAVE_LIBUNWIND
     static const struct { int reg, word; } map[] = {
         { UNW_X86_64_RBX, WEFT__CTX_FRAME_RBX }, { UNW_X86_64_RBP, WEFT__CTX_FRAME_RBP },
         { UNW_X86_64_R12, WEFT__CTX_FRAME_R12 }, { UNW_X86_64_R13, WEFT__CTX_FRAME_R13 },
@@ -238,14 +238,11 @@ static bool image_regs(struct image *img, const weft__ctx *ctx)
      * frame popped, and above the red zone the wrapper stepped over. */
     img->reg[UNW_X86_64_RSP] = sp + WEFT__CTX_FRAME_WORDS * 8 + 128;
     img->have[UNW_X86_64_RSP] = true;
-#else
-    (void)f;
-#endif
     return true;
 #elif defined(__aarch64__)
+    /* The registers are in the context itself; the swap returns to lr. */
     if ((uintptr_t)ctx->sp != img->lo)
         return false;
-#if WEFT_HAVE_LIBUNWIND
     for (int i = 0; i < 10; i++) {
         img->reg[UNW_AARCH64_X19 + i] = ctx->x19_x28[i];
         img->have[UNW_AARCH64_X19 + i] = true;
@@ -253,15 +250,13 @@ static bool image_regs(struct image *img, const weft__ctx *ctx)
     img->reg[UNW_AARCH64_X29] = ctx->fp;
     img->reg[UNW_AARCH64_X30] = ctx->lr;
     img->reg[UNW_AARCH64_SP] = (uint64_t)(uintptr_t)ctx->sp;
-    img->reg[UNW_AARCH64_PC] = ctx->lr;   /* the swap returns there */
+    img->reg[UNW_AARCH64_PC] = ctx->lr;
     img->have[UNW_AARCH64_X29] = img->have[UNW_AARCH64_X30] = true;
     img->have[UNW_AARCH64_SP] = img->have[UNW_AARCH64_PC] = true;
-#endif
     return true;
 #endif
 }
 
-#if WEFT_HAVE_LIBUNWIND
 static int acc_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *val, int write, void *arg)
 {
     const struct image *img = arg;
@@ -331,7 +326,7 @@ static unsigned unwind(unw_addr_space_t as, struct image *img, uintptr_t *pcs, u
     }
     return n;
 }
-#endif
+#endif /* WEFT_HAVE_LIBUNWIND */
 
 /* ---- taking the dump ----------------------------------------------------------- */
 
