@@ -112,7 +112,7 @@ struct weft__fiber {
      * so a torn read costs a wrong word in the dump, nothing else. */
     uint32_t  why;          /* enum weft__why of its current or last wait */
     uintptr_t what;         /* the channel, descriptor, task ... why names */
-    uint64_t  since;        /* weft__coarse_now() when it last parked */
+    uint64_t  since;        /* its worker's clock when it last parked */
     char      name[WEFT__NAME_SIZE];   /* weft_set_name(), NUL-terminated; "" for none */
 };
 
@@ -246,9 +246,8 @@ static inline void weft__why_task(weft_task *t, enum weft__why why, uintptr_t wh
 #define weft__waiter_why(wt, why, what) weft__why_task((wt)->task, (why), (uintptr_t)(what))
 
 /* A clock for ages shown by weft_dump, in nanoseconds: CLOCK_MONOTONIC_COARSE,
- * which reads the vDSO's last tick without the time-stamp counter, so that
- * every park can afford it; its resolution (a tick, 1-10 ms) is finer than
- * any age worth reading in a dump. */
+ * which reads the kernel's last tick without the time-stamp counter; its
+ * resolution (a tick, 1-10 ms) is finer than any age worth reading in a dump. */
 uint64_t weft__coarse_now(void);
 
 void weft__waiter_init(struct weft__waiter *wt);
@@ -337,6 +336,13 @@ struct weft__worker {
     struct weft__sighting lone_seen;    /* a victim's only deque task (its top index), likewise */
     uint64_t              spawns_seen;  /* the other workers' spawns, summed, as a search last looked */
     uint64_t              id_next, id_end;   /* task ids this worker may hand out (task.c) */
+    uint64_t              clock;        /* a coarse weft_now() for the ages weft_dump shows:
+                                         * read at each fairness tick and as the worker leaves
+                                         * its idle loop, not at every park, where even the
+                                         * coarse clock would be a measurable part of the cost
+                                         * (weft-bench spawn). A park takes it as its time, which
+                                         * is thus early by up to FAIRNESS_TICKS schedules, or by
+                                         * the run of one coroutine that never yields. */
     struct weft__counters ctr;          /* for weft_stats_get; only this worker writes */
     _Atomic uint64_t      started;      /* weft_now() when its thread began; only it writes */
     _Atomic uint64_t      idle_since;   /* weft_now() when its current search began, 0 while

@@ -567,6 +567,7 @@ static weft_task *pick_next(struct weft__worker *w)
     if (WEFT__UNLIKELY(--w->fair_left == 0 || (w->shuffle && (rng_next(w) & 1)))) {
         if (!w->fair_left)
             w->fair_left = FAIRNESS_TICKS;
+        w->clock = weft__coarse_now();
         weft__io_poll(w);         /* IO does not wait behind a long run of tasks */
         fire_timers(w);           /* nor do sleepers */
         if ((t = global_pop(w->rt)) ||
@@ -637,8 +638,6 @@ static void after_switch(struct weft__worker *w)
             weft__check(s == WEFT__NOTIFIED, "a parking task was in an impossible state");
             atomic_store_explicit(&prev->pstate, WEFT__RUNNING, memory_order_relaxed);
             push_local(w, prev);                                 /* woken while it parked */
-        } else {
-            weft__bump(&w->ctr.task_parks, 1);                   /* for weft_stats_get */
         }
     } else {
         /* The finished task's handle may be freed by now: only its stack. */
@@ -681,6 +680,7 @@ static inline void switch_from(struct weft__worker *w, struct weft__fiber *from,
 static void switch_away(struct weft__worker *w, weft_task *self)
 {
     w->prev = self;
+    self->fiber->since = w->clock;   /* for weft_dump's ages (internal.h) */
     switch_from(w, self->fiber, WEFT__ACT_PARK);
     after_switch(weft__worker_self());
 }
@@ -699,6 +699,11 @@ void weft__park(void)
     struct weft__worker *w = weft__worker_self();
     weft__check(w && w->current, "weft__park outside a coroutine");
     weft_task *self = w->current;
+    /* For weft_stats_get: every park is counted here, and its one unpark in
+     * weft__unpark, whichever way each goes; the difference is the tasks
+     * waiting. Counting here rather than where the park completes keeps
+     * after_switch as small as it was: it is inlined into every switch. */
+    weft__bump(&w->ctr.task_parks, 1);
     if (atomic_load_explicit(&self->pstate, memory_order_relaxed) == WEFT__NOTIFIED) {
         uint32_t s = WEFT__NOTIFIED;
         if (atomic_compare_exchange_strong_explicit(&self->pstate, &s, WEFT__RUNNING,
@@ -708,8 +713,20 @@ void weft__park(void)
     switch_away(w, self);
 }
 
+/* Counts an unpark of a task of rt, by the calling thread's worker w (or NULL),
+ * for weft_stats_get. */
+static void count_unpark(weft_rt *rt, struct weft__worker *w)
+{
+    if (w && w->rt == rt)
+        weft__bump(&w->ctr.task_unparks, 1);
+    else
+        atomic_fetch_add_explicit(&rt->unparks_outside, 1, memory_order_relaxed);   /* a counter */
+}
+
 void weft__unpark(weft_task *t)
 {
+    weft_rt *rt = t->rt;   /* read before t may run, finish and be reused */
+    struct weft__worker *w = weft__worker_self();
     uint32_t s = atomic_load_explicit(&t->pstate, memory_order_acquire);   /* pairs with step 2 */
     for (;;) {
         if (s == WEFT__PARKED) {
@@ -717,17 +734,15 @@ void weft__unpark(weft_task *t)
              * it, and there is one unpark per park. A plain store does;
              * ready() publishes it with the task. */
             atomic_store_explicit(&t->pstate, WEFT__RUNNING, memory_order_relaxed);
-            struct weft__worker *w = weft__worker_self();
-            if (w && w->rt == t->rt)                             /* for weft_stats_get */
-                weft__bump(&w->ctr.task_unparks, 1);
-            else
-                atomic_fetch_add_explicit(&t->rt->unparks_outside, 1, memory_order_relaxed);   /* a counter */
+            count_unpark(rt, w);
             ready(t, w);
             return;
         } else if (s == WEFT__RUNNING) {
             if (atomic_compare_exchange_weak_explicit(&t->pstate, &s, WEFT__NOTIFIED,
-                    memory_order_release, memory_order_acquire))
+                    memory_order_release, memory_order_acquire)) {
+                count_unpark(rt, w);
                 return;                                          /* step 2's CAS will fail and queue it */
+            }
         } else {
             weft__panic(__FILE__, __LINE__, "a task was unparked twice for one park");
         }
@@ -1109,7 +1124,8 @@ static weft_task *find_work(struct weft__worker *w)
     uint64_t t0 = weft_now();
     atomic_store_explicit(&w->idle_since, t0, memory_order_relaxed);   /* a hint for readers */
     weft_task *t = search(w);
-    weft__bump(&w->ctr.idle_ns, weft_now() - t0);
+    w->clock = weft_now();
+    weft__bump(&w->ctr.idle_ns, w->clock - t0);
     atomic_store_explicit(&w->idle_since, 0, memory_order_relaxed);
     return t;
 }
@@ -1188,7 +1204,8 @@ static void *worker_main(void *arg)
 {
     struct weft__worker *w = arg;
     tls_worker = w;
-    atomic_store_explicit(&w->started, weft_now(), memory_order_relaxed);   /* read by weft_stats_busy */
+    w->clock = weft_now();
+    atomic_store_explicit(&w->started, w->clock, memory_order_relaxed);   /* read by weft_stats_busy */
     weft__sigpipe_block();   /* a write to a reader that has gone gives -EPIPE alone (io.c) */
     if (weft__altstack_enter(&w->altstack) != 0)
         w->altstack = NULL;   /* overflows then show as a plain SIGSEGV */

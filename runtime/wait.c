@@ -147,9 +147,8 @@ static WEFT__NOINLINE void wait_cancellers(weft_task *t)
 static int32_t park_until_claimed(struct weft__waiter *wt)
 {
     struct weft__fiber *f = wt->task->fiber;
-    f->since = weft__coarse_now();   /* for weft_dump, as why was noted (internal.h) */
     weft__park();
-    f->why = WEFT__WHY_NONE;
+    f->why = WEFT__WHY_NONE;   /* for weft_dump: the wait noted is over (internal.h) */
     uint32_t s = atomic_load_explicit(&wt->state, memory_order_acquire);  /* pairs with the claim */
     weft__check(s != 0, "a coroutine woke without its waiter being claimed");
     return (int32_t)s;
