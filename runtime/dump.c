@@ -457,11 +457,17 @@ static WEFT__NOINLINE void take_own_backtrace(struct dump *d, struct entry *e)
     unw_getcontext(&uc);
     if (unw_init_local(&c, &uc) < 0)
         return;
-    while (e->nframes < MAX_FRAMES) {
+    /* From weft_dump's own frame down: the dump's insides are no news. */
+    bool keep = false;
+    for (unsigned skipped = 0; e->nframes < MAX_FRAMES; ) {
         unw_word_t ip;
+        unw_proc_info_t pi;
         if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 || !ip)
             break;
-        d->pcs[d->npcs + e->nframes++] = (uintptr_t)ip;
+        if (!keep && unw_get_proc_info(&c, &pi) == 0 && pi.start_ip == (unw_word_t)(uintptr_t)weft_dump)
+            keep = true;
+        if (keep || ++skipped > MAX_FRAMES)   /* not found: every frame */
+            d->pcs[d->npcs + e->nframes++] = (uintptr_t)ip;
         if (unw_step(&c) <= 0)
             break;
     }
