@@ -119,7 +119,8 @@ typedef struct weft_config {
 /*
  * Creates a runtime and starts its workers. cfg NULL means every default.
  * Any thread. Returns 0, -EINVAL (rt NULL, workers above WEFT_WORKERS_MAX, stack
- * below WEFT_STACK_MIN or above 1 GiB), -ENOMEM or -EAGAIN (no threads left).
+ * below WEFT_STACK_MIN or above 1 GiB, a bad dump signal), -EBUSY (another
+ * runtime has another dump signal), -ENOMEM or -EAGAIN (no threads left).
  */
 WEFT_API int weft_rt_create(weft_rt **rt, const weft_config *cfg);
 
