@@ -648,6 +648,39 @@ Test(dump, a_stack_overflow_names_the_coroutine_and_its_frames)
 #endif
 }
 
+/* What weft__panic prints after its message: the running coroutine's part of
+ * the dump. Called here directly, as no broken invariant can be caused on
+ * purpose. */
+void weft__dump_current(int fd, void *uc);
+
+static __attribute__((noinline)) int report_from_below(int fd)
+{
+    weft__dump_current(fd, NULL);
+    volatile int r = 0;
+    return r;
+}
+
+static void *fatal_reporter(void *arg)
+{
+    weft_set_name("doomed");
+    return (void *)(intptr_t)report_from_below(*(int *)arg);
+}
+
+Test(dump, a_fatal_message_names_the_running_coroutine_and_its_frames)
+{
+    int fd = memfd_create("weft-fatal", MFD_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    run_with(2, fatal_reporter, &fd);
+    char msg[8192] = { 0 };
+    cr_assert_gt(pread(fd, msg, sizeof(msg) - 1, 0), 0);
+    close(fd);
+    cr_assert_not_null(strstr(msg, "weft: in coroutine 1 \"doomed\" [running on worker "), "%s", msg);
+#if WEFT_TEST_LIBUNWIND
+    cr_assert(frames_in_order(msg, "report_from_below", "fatal_reporter"), "no frames:\n%s", msg);
+    cr_assert_not_null(strstr(msg, "  entry fatal_reporter"), "%s", msg);
+#endif
+}
+
 /* ---- statistics ------------------------------------------------------------------ */
 
 struct stats_run {
