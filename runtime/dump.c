@@ -442,6 +442,19 @@ static void take_backtrace(struct dump *d, struct entry *e, const struct weft__f
 #endif
 }
 
+/* Whether a worker of rt runs the task at addr now: a runnable task seen
+ * switched out may have been picked up since, its saved context then stale. */
+static bool runs_now(struct dump *d, const weft_rt *rt, uintptr_t addr)
+{
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        weft_task *cur = NULL;
+        if (!copy_obj(d, &cur, (uintptr_t)&rt->workers[i]->current, sizeof(cur)) &&
+            (uintptr_t)cur == addr)
+            return true;
+    }
+    return false;
+}
+
 /* The calling coroutine's own frames, from here: it is the one running the dump. */
 static WEFT__NOINLINE void take_own_backtrace(struct dump *d, struct entry *e)
 {
@@ -457,20 +470,22 @@ static WEFT__NOINLINE void take_own_backtrace(struct dump *d, struct entry *e)
     unw_getcontext(&uc);
     if (unw_init_local(&c, &uc) < 0)
         return;
-    /* From weft_dump's own frame down: the dump's insides are no news. */
-    bool keep = false;
-    for (unsigned skipped = 0; e->nframes < MAX_FRAMES; ) {
+    uintptr_t *pc = d->pcs + d->npcs;
+    unsigned from = 0;   /* weft_dump's own frame, where found */
+    while (e->nframes < MAX_FRAMES) {
         unw_word_t ip;
         unw_proc_info_t pi;
         if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 || !ip)
             break;
-        if (!keep && unw_get_proc_info(&c, &pi) == 0 && pi.start_ip == (unw_word_t)(uintptr_t)weft_dump)
-            keep = true;
-        if (keep || ++skipped > MAX_FRAMES)   /* not found: every frame */
-            d->pcs[d->npcs + e->nframes++] = (uintptr_t)ip;
+        if (!from && unw_get_proc_info(&c, &pi) == 0 && pi.start_ip == (unw_word_t)(uintptr_t)weft_dump)
+            from = e->nframes;
+        pc[e->nframes++] = (uintptr_t)ip;
         if (unw_step(&c) <= 0)
             break;
     }
+    /* From weft_dump's frame down: the dump's insides are no news. */
+    memmove(pc, pc + from, (e->nframes - from) * sizeof(*pc));
+    e->nframes -= from;
     d->npcs += e->nframes;
 #else
     (void)d;
@@ -539,7 +554,8 @@ static void take_task(struct dump *d, const weft_rt *rt, const weft_task *t, uin
     if (!e->no_bt && (copy_obj(d, &t2, addr, sizeof(t2)) || t2.fiber != t->fiber ||
                       copy_obj(d, &f2, (uintptr_t)t->fiber, sizeof(f2)) ||
                       saved_sp(&f2) != saved_sp(&f) ||
-                      atomic_load_explicit(&t2.pstate, memory_order_relaxed) != ps)) {
+                      atomic_load_explicit(&t2.pstate, memory_order_relaxed) != ps ||
+                      (e->state == ST_RUNNABLE && runs_now(d, rt, addr)))) {
         d->npcs = e->frame0;
         e->nframes = 0;
         e->no_bt = "backtrace unavailable: it ran while it was copied";
