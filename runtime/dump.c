@@ -146,7 +146,7 @@ static void describe(struct symtab *st, uintptr_t pc, bool ret, char *buf, size_
         snprintf(buf, len, "%s+0x%lx (%s)", info.dli_sname,
                  (unsigned long)(pc - (uintptr_t)info.dli_saddr), obj);
     } else if (have_obj) {
-        snprintf(buf, len, "0x%lx (%s+0x%lx)", (unsigned long)pc, obj,
+        snprintf(buf, len, "?? (%s+0x%lx)", obj,   /* for addr2line -e OBJECT */
                  (unsigned long)(pc - (uintptr_t)info.dli_fbase));
     } else {
         snprintf(buf, len, "0x%lx", (unsigned long)pc);
@@ -927,13 +927,21 @@ static void say(int fd, const char *fmt, ...)
     (void)rc;
 }
 
-/* The name of pc without a cache: for the fatal path, which allocates nothing. */
-static void name_now(uintptr_t pc, bool ret, char *buf, size_t len)
+/*
+ * The name of pc without a cache, for fatal messages. In a signal handler
+ * (in_signal) only dladdr's: libunwind's symbol lookup allocates, and the
+ * fault may have struck inside malloc, whose lock a second malloc would wait
+ * on for ever; dladdr names exported functions, and the others show as
+ * object+offset, which addr2line turns into a name and a line.
+ */
+static void name_now(uintptr_t pc, bool ret, bool in_signal, char *buf, size_t len)
 {
     struct symtab st = { 0 };
 #if WEFT_HAVE_LIBUNWIND
-    st.as = unw_local_addr_space;
+    if (!in_signal)
+        st.as = unw_local_addr_space;
 #endif
+    (void)in_signal;
     describe(&st, pc, ret, buf, len);
 }
 
@@ -944,8 +952,8 @@ void weft__dump_current(int fd, void *uc)
     if (!t)
         return;
     char entry[320], site[320];
-    name_now((uintptr_t)t->fn, false, entry, sizeof(entry));
-    name_now((uintptr_t)t->spawn_pc, true, site, sizeof(site));
+    name_now((uintptr_t)t->fn, false, uc != NULL, entry, sizeof(entry));
+    name_now((uintptr_t)t->spawn_pc, true, uc != NULL, site, sizeof(site));
     const char *name = t->fiber ? t->fiber->name : "";
     say(fd, "weft: in coroutine %llu%s%s%s [running on worker %u]:\n", (unsigned long long)t->id,
         name[0] ? " \"" : "", name, name[0] ? "\"" : "", w->index);
@@ -959,7 +967,7 @@ void weft__dump_current(int fd, void *uc)
         if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 || !ip)
             break;
         char fn[320];
-        name_now((uintptr_t)ip, i > 0, fn, sizeof(fn));
+        name_now((uintptr_t)ip, i > 0, uc != NULL, fn, sizeof(fn));
         say(fd, "  #%-2u 0x%016lx %s\n", i, (unsigned long)ip, fn);
         if (unw_step(&c) <= 0)
             break;

@@ -513,8 +513,9 @@ void weft__altstack_leave(void *mem);
 /* ---- the dump (runtime/dump.c) -------------------------------------------------- */
 
 /* Writes the calling coroutine's part of the dump to fd: for fatal messages.
- * uc: the signal's ucontext_t when called from a handler, else NULL. Allocates
- * nothing. Nothing outside a coroutine. */
+ * uc: the signal's ucontext_t when called from a handler, else NULL; from a
+ * handler it allocates nothing, and names only exported functions. Nothing
+ * outside a coroutine. */
 void weft__dump_current(int fd, void *uc);
 /* The dump signal asked for: the configuration's, or WEFT_DUMP_SIGNAL's; 0
  * for none; -EINVAL for a bad one. */
