@@ -39,6 +39,8 @@
 #include "internal.h"
 
 #include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -48,6 +50,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -928,11 +932,64 @@ static void say(int fd, const char *fmt, ...)
 }
 
 /*
+ * The function around pc from the symbol table (.symtab) of the object file
+ * at path, loaded at base, with nothing but open, mmap, munmap and close:
+ * all async-signal-safe. False if the file has none or no function holds pc.
+ */
+static bool elf_symbol(const char *path, uintptr_t base, uintptr_t pc, char *name, size_t len,
+                       uintptr_t *off)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat sb;
+    void *map = fstat(fd, &sb) == 0 && sb.st_size > (off_t)sizeof(ElfW(Ehdr))
+                    ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+    close(fd);
+    if (map == MAP_FAILED)
+        return false;
+    size_t size = (size_t)sb.st_size;
+    const unsigned char *f = map;
+    const ElfW(Ehdr) *eh = map;
+    bool found = false;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 && eh->e_shentsize == sizeof(ElfW(Shdr)) &&
+        eh->e_shoff < size && eh->e_shnum <= (size - eh->e_shoff) / sizeof(ElfW(Shdr))) {
+        const ElfW(Shdr) *sh = (const ElfW(Shdr) *)(f + eh->e_shoff);
+        uintptr_t at = eh->e_type == ET_DYN ? pc - base : pc;   /* a PIE or a library: relative */
+        for (unsigned i = 0; i < eh->e_shnum && !found; i++) {
+            if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum ||
+                sh[i].sh_offset > size || sh[i].sh_size > size - sh[i].sh_offset)
+                continue;
+            const ElfW(Shdr) *strs = &sh[sh[i].sh_link];
+            if (strs->sh_offset > size || strs->sh_size > size - strs->sh_offset)
+                continue;
+            const ElfW(Sym) *sym = (const ElfW(Sym) *)(f + sh[i].sh_offset);
+            size_t n = sh[i].sh_size / sizeof(*sym);
+            for (size_t k = 0; k < n; k++) {
+                if (ELF64_ST_TYPE(sym[k].st_info) != STT_FUNC || sym[k].st_name >= strs->sh_size ||
+                    at < sym[k].st_value || at - sym[k].st_value >= sym[k].st_size)
+                    continue;
+                const char *s = (const char *)(f + strs->sh_offset + sym[k].st_name);
+                size_t slen = strnlen(s, strs->sh_size - sym[k].st_name);
+                if (slen >= len)
+                    slen = len - 1;
+                memcpy(name, s, slen);
+                name[slen] = '\0';
+                *off = at - sym[k].st_value;
+                found = true;
+                break;
+            }
+        }
+    }
+    munmap(map, size);
+    return found;
+}
+
+/*
  * The name of pc without a cache, for fatal messages. In a signal handler
- * (in_signal) only dladdr's: libunwind's symbol lookup allocates, and the
+ * (in_signal) libunwind's symbol lookup is not used, as it allocates and the
  * fault may have struck inside malloc, whose lock a second malloc would wait
- * on for ever; dladdr names exported functions, and the others show as
- * object+offset, which addr2line turns into a name and a line.
+ * on for ever: there elf_symbol reads the object's symbol table instead.
  */
 static void name_now(uintptr_t pc, bool ret, bool in_signal, char *buf, size_t len)
 {
@@ -941,7 +998,21 @@ static void name_now(uintptr_t pc, bool ret, bool in_signal, char *buf, size_t l
     if (!in_signal)
         st.as = unw_local_addr_space;
 #endif
-    (void)in_signal;
+    if (in_signal && pc) {
+        uintptr_t at = ret ? pc - 1 : pc, off;
+        Dl_info info;
+        char fn[256];
+        if (dladdr((void *)at, &info) && info.dli_fname &&
+            (elf_symbol(info.dli_fname, (uintptr_t)info.dli_fbase, at, fn, sizeof(fn), &off) ||
+             elf_symbol("/proc/self/exe", (uintptr_t)info.dli_fbase, at, fn, sizeof(fn), &off))) {
+            off += at != pc;
+            if (off)
+                snprintf(buf, len, "%s+0x%lx (%s)", fn, (unsigned long)off, base_name(info.dli_fname));
+            else
+                snprintf(buf, len, "%s (%s)", fn, base_name(info.dli_fname));
+            return;
+        }
+    }
     describe(&st, pc, ret, buf, len);
 }
 
