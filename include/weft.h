@@ -313,7 +313,7 @@ WEFT_API int weft_cancel(weft_task *task);
  */
 WEFT_API int weft_offload(weft_fn fn, void *arg, void **result);
 
-/* ---- synchronization and channels (runtime/sync.c, runtime/chan.c) ---- */
+/* ---- synchronization and channels (runtime/sync/) ---- */
 
 /*
  * Locks, conditions, wait groups, semaphores and channels that suspend only the

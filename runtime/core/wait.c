@@ -39,7 +39,7 @@
  * (heavy_side / light_side below). The mode is chosen once, before either side
  * first relies on it.
  *
- * A deadline arms a timer (runtime/timer.c) that claims the waiter with
+ * A deadline arms a timer (core/timer.c) that claims the waiter with
  * -ETIMEDOUT. The worker that fires it claims under the heap lock and
  * disarming takes that lock, so a waiter claimed by someone else is never
  * touched once weft__wait returns; one the timer claimed stays parked until
@@ -49,9 +49,9 @@
  * cancelled; it sleeps on the waiter's state with a futex, with a timeout at
  * its deadline, and claims its waiter itself when that expires.
  */
-#include "internal.h"
-#include "io.h"
-#include "sync.h"
+#include "core.h"
+#include "timer.h"
+#include "io/backend.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -168,12 +168,7 @@ static int32_t sleep_until_claimed(struct weft__waiter *wt, uint64_t until)
                 return -ETIMEDOUT;
             return (int32_t)zero;
         }
-        struct timespec abs = {
-            .tv_sec = (time_t)(until / 1000000000u),
-            .tv_nsec = (long)(until % 1000000000u),
-        };
-        syscall(SYS_futex, (uint32_t *)&wt->state, FUTEX_WAIT_BITSET_PRIVATE, 0, &abs, NULL,
-                FUTEX_BITSET_MATCH_ANY);   /* absolute, CLOCK_MONOTONIC */
+        weft__futex_wait_until(&wt->state, 0, until);
     }
     return (int32_t)s;
 }

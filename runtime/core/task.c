@@ -9,15 +9,15 @@
  *   - detach CASes NONE to DETACHED; a finisher that finds DETACHED frees the
  *     handle itself, and a detach that finds the task finished frees it;
  *   - a finisher never reads its handle after DONE: the context switched to
- *     gives its stack back from the fiber it kept (sched.c).
+ *     gives its stack back from the fiber it kept (core/park.c).
  * So the handle's holder frees it once it sees DONE. A joiner that finds BUSY
  * was woken, or withdrew (deadline or cancellation) just as the finisher
  * claimed its waiter; DONE then is the finisher's next store. The result is
  * published by the finisher's CAS (release) and read after DONE. Besides the
- * handle, only a cancel note in flight holds a reference (io_uring.c), and
+ * handle, only a cancel note in flight holds a reference (io/uring.c), and
  * the last of them frees it.
  */
-#include "internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <sched.h>

@@ -5,22 +5,22 @@
  * has set a deadline (weft_deadline) and the call would block: then it waits
  * for readiness in poll(2), at most until the deadline, and makes the call
  * without blocking (see plain_io). From a coroutine on
- * a worker with an io_uring (runtime/io_uring.c), each call is one request on
+ * a worker with an io_uring (io/uring.c), each call is one request on
  * that ring; a request that meets a descriptor the caller made O_NONBLOCK and
  * reports -EAGAIN waits for readiness with a poll request and is retried.
  * From a coroutine on a worker without one (the epoll backend):
  *   - the call is tried without blocking (MSG_DONTWAIT on a socket; a pipe or
  *     a terminal is switched to O_NONBLOCK), and if it would block the
  *     coroutine waits for readiness on its worker's epoll set
- *     (runtime/io_epoll.c) and tries again;
+ *     (io/epoll.c) and tries again;
  *   - calls that always block on a regular file and have no readiness (open,
  *     fsync, pread, pwrite) run through weft_offload() on a helper thread.
  * A wait that the caller's deadline or cancellation ends returns -ETIMEDOUT or
  * -ECANCELED with nothing transferred.
  */
-#include "io.h"
+#include "backend.h"
 
-#include "sync.h"
+#include "base/lock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -619,7 +619,7 @@ static void forget_fd(weft_rt *rt, void *arg)
 /*
  * A descriptor that rings may have requests on, queued or in flight, keeps
  * its number under a tombstone until they have let go of it, so that no
- * request reaches a new file given the number (runtime/io_uring.c); any
+ * request reaches a new file given the number (io/uring.c); any
  * other is closed with close(2) at once.
  */
 int weft_close(int fd)

@@ -18,7 +18,7 @@
  *
  * A parked worker with requests in flight sleeps in io_uring_enter, waiting
  * for a completion; then its ring holds a read of the worker's eventfd, which
- * wakers write after setting the worker's wake word (sched.c, step c of the
+ * wakers write after setting the worker's wake word (core/search.c, step c of the
  * park protocol). A parked worker with nothing in flight sleeps on its futex,
  * which is cheaper to wake.
  *
@@ -95,7 +95,7 @@
  * every signal). Workers block SIGPIPE (weft__sigpipe_block), so the signal
  * stays pending on the owner, and reaping a -EPIPE takes it back there.
  */
-#include "io.h"
+#include "backend.h"
 
 #if WEFT_HAVE_URING
 
@@ -107,13 +107,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <liburing.h>
-
-#if __has_include(<valgrind/memcheck.h>)
-#include <valgrind/memcheck.h>
-#else
-#define VALGRIND_MAKE_MEM_DEFINED(p, n) ((void)(p), (void)(n))
-#define RUNNING_ON_VALGRIND 0
-#endif
 
 /* user_data of entries that are not requests; a request's identity (slot and
  * generation, see above) is at least 1 << 32. */
@@ -308,7 +301,7 @@ int weft__ring_create(struct weft__ring **out, unsigned entries)
             break;   /* -EINVAL: flags this kernel does not know; anything else is final */
     }
     if (!err && (err = io_uring_ring_dontfork(&r->ring)) != 0)
-        io_uring_queue_exit(&r->ring);   /* a child of fork() must not map the rings (sched.c, fork) */
+        io_uring_queue_exit(&r->ring);   /* a child of fork() must not map the rings (core/runtime.c, fork) */
     if (err) {
         free(r);
         return err;
@@ -536,7 +529,7 @@ bool weft__ring_sleep(struct weft__worker *w, uint64_t until)
     /* Valgrind (3.19) keeps its one big lock across io_uring_enter, so a
      * worker asleep in it would stop every other thread, the one that would
      * wake it included: there it sleeps a millisecond at a time. */
-    uint64_t limit = RUNNING_ON_VALGRIND ? 1000000u : UINT64_MAX;
+    uint64_t limit = weft__on_valgrind() ? 1000000u : UINT64_MAX;
     if (until != UINT64_MAX) {
         uint64_t now = weft_now();
         uint64_t left = until > now ? until - now : 0;
@@ -712,7 +705,7 @@ int weft__ring_cancel(weft_task *t)
 void weft__ring_mark_read(void *buf, ssize_t n)
 {
     if (n > 0)
-        VALGRIND_MAKE_MEM_DEFINED(buf, (size_t)n);
+        weft__vg_mark_defined(buf, (size_t)n);
 }
 
 #endif /* WEFT_HAVE_URING */

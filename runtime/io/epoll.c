@@ -50,7 +50,7 @@
  * waits on it leaves that coroutine waiting, as it would leave a thread
  * blocked in poll(2).
  */
-#include "io.h"
+#include "backend.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -59,12 +59,6 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#else
-#define RUNNING_ON_VALGRIND 0
-#endif
 
 #define KICK_TAG   UINT64_MAX   /* epoll data of the eventfd */
 #define PAGE_SLOTS 1024u        /* descriptors per page of the table */
@@ -439,7 +433,7 @@ static int wait_ns(int epfd, struct epoll_event *ev, uint64_t ns)
 #ifdef SYS_epoll_pwait2
     static _Atomic bool no_pwait2;
     /* Valgrind 3.19 does not know epoll_pwait2 and would say so at each call. */
-    if (!RUNNING_ON_VALGRIND && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+    if (!weft__on_valgrind() && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
         struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u) };
         long n = syscall(SYS_epoll_pwait2, epfd, ev, EVENTS, &ts, NULL, (size_t)0);
         if (n >= 0 || errno != ENOSYS)
