@@ -37,7 +37,7 @@ struct weft__fiber {
     ((sizeof(struct weft__fiber) + WEFT__CACHELINE - 1) & ~(size_t)(WEFT__CACHELINE - 1))
 
 struct weft__worker;
-struct weft__ring;
+struct weft__backend;
 
 /* What a searching worker saw at a victim in its last LOOK or TAKE round
  * (core/search.c): only compared, never dereferenced. */
@@ -46,7 +46,6 @@ struct weft__sighting {
     uintptr_t                  what;
     uint32_t                   tick;     /* the victim's schedules so far */
 };
-struct weft__epset;
 struct weft__fdtab;
 
 /* ---- tasks ----------------------------------------------------------------- */
@@ -100,7 +99,7 @@ struct weft_task {
                                       * (core/wait.c); 0 when not waiting */
     uint64_t           deadline;     /* weft_deadline(); only the coroutine itself */
     _Atomic uintptr_t  io_req;       /* its io_uring request in flight, 0 if none */
-    _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on */
+    _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on (io/uring.c) */
 };
 #if defined(__x86_64__)
 _Static_assert(sizeof(struct weft_task) <= 2 * WEFT__CACHELINE, "a task is two cache lines on x86-64");
@@ -179,8 +178,8 @@ struct weft__worker {
     bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
     struct weft__pool     pool;
     struct weft__tcache   tcache;
-    struct weft__ring    *ring;         /* io_uring; NULL: the epoll backend */
-    struct weft__epset   *ep;           /* the epoll backend's set, where ring is NULL */
+    const struct weft__backend *io;     /* its IO backend (io/backend.h); set before it starts */
+    void                 *io_state;     /* that backend's state for this worker, opaque here */
     void                 *altstack;
     pthread_t             thread;
     struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */

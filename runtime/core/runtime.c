@@ -113,10 +113,7 @@ static void atfork_register(void)
 static void rt_free(weft_rt *rt)
 {
     for (unsigned i = 0; i < rt->nworkers; i++) {
-#if WEFT_HAVE_URING
-        weft__ring_destroy(rt->workers[i]->ring);
-#endif
-        weft__epset_destroy(rt->workers[i]->ep);
+        weft__io_worker_destroy(rt->workers[i]);
         free(rt->workers[i]);
     }
     free(rt->workers);
@@ -130,28 +127,6 @@ static void rt_free(weft_rt *rt)
     free(rt);
 }
 
-/* The backend asked for: the configuration's, or WEFT_IO when that says AUTO.
- * Without io_uring support built in, always epoll. */
-static int io_backend(int configured)
-{
-#if WEFT_HAVE_URING
-    if (configured != WEFT_IO_AUTO)
-        return configured;
-    const char *env = getenv("WEFT_IO");
-    if (env && strcmp(env, "epoll") == 0)
-        return WEFT_IO_EPOLL;
-    if (env && strcmp(env, "uring") == 0)
-        return WEFT_IO_URING;
-    /* Valgrind holds its one lock across io_uring_enter, so every thread
-     * stops while one worker sleeps in its ring. */
-    if (weft__on_valgrind())
-        return WEFT_IO_EPOLL;
-    return WEFT_IO_AUTO;
-#else
-    return configured == WEFT_IO_URING ? -1 : WEFT_IO_EPOLL;
-#endif
-}
-
 static unsigned default_workers(void)
 {
     cpu_set_t set;
@@ -161,60 +136,69 @@ static unsigned default_workers(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
-int weft_rt_create(weft_rt **out, const weft_config *cfg)
+/* weft_rt_create's first step: checks cfg and fills in its defaults in *c.
+ * Returns 0 or -EINVAL, having changed nothing else. */
+static int config_check(weft_config *c, const weft_config *cfg)
 {
-    if (!out)
+    *c = cfg ? *cfg : (weft_config){ 0 };
+    if (c->workers > WEFT_WORKERS_MAX)
         return -EINVAL;
-    weft_config c = cfg ? *cfg : (weft_config){ 0 };
-    if (c.workers > WEFT_WORKERS_MAX)
+    if (c->stack_size && (c->stack_size < WEFT_STACK_MIN || c->stack_size > ((size_t)1 << 30)))
         return -EINVAL;
-    if (c.stack_size && (c.stack_size < WEFT_STACK_MIN || c.stack_size > ((size_t)1 << 30)))
+    if (!c->workers)
+        c->workers = default_workers();
+    if (c->workers > WEFT_WORKERS_MAX)
+        c->workers = WEFT_WORKERS_MAX;
+    if (!c->stack_size)
+        c->stack_size = WEFT_STACK_DEFAULT;
+    if (c->io_backend < WEFT_IO_AUTO || c->io_backend > WEFT_IO_EPOLL || c->ring_entries > 32768)
         return -EINVAL;
-    if (!c.workers)
-        c.workers = default_workers();
-    if (c.workers > WEFT_WORKERS_MAX)
-        c.workers = WEFT_WORKERS_MAX;
-    if (!c.stack_size)
-        c.stack_size = WEFT_STACK_DEFAULT;
-    if (c.io_backend < WEFT_IO_AUTO || c.io_backend > WEFT_IO_EPOLL || c.ring_entries > 32768)
-        return -EINVAL;
-    if (!c.ring_entries)
-        c.ring_entries = 256;
-    int backend = io_backend(c.io_backend);
-    if (backend < 0)
-        return -ENOSYS;   /* built without io_uring */
+    if (!c->ring_entries)
+        c->ring_entries = 256;
+    return 0;
+}
+
+/* The process-wide setup the first runtime needs: the stack overflow
+ * handler and the fork handler. Returns 0 or a negative errno. */
+static int process_setup(void)
+{
     int err = weft__guard_install();
     if (err)
         return err;
     pthread_once(&atfork_once, atfork_register);   /* registered once weft is in use */
-    if (atfork_error)
-        return atfork_error;
+    return atfork_error;
+}
+
+/* A runtime with its queues, stacks, handles, timers and workers, none of
+ * them started yet; NULL for want of memory. */
+static weft_rt *rt_alloc(const weft_config *c)
+{
     /* A debugging aid, read here since weft runs nothing before this call. */
     const char *shuffle = getenv("WEFT_SCHED_RANDOM");
     bool random_sched = shuffle && *shuffle && strcmp(shuffle, "0") != 0;
 
     weft_rt *rt = calloc(1, sizeof(*rt));
     if (!rt)
-        return -ENOMEM;
+        return NULL;
     rt->fork_gen = weft__fork_gen;
     pthread_mutex_init(&rt->gq_lock, NULL);
     pthread_mutex_init(&rt->idle_lock, NULL);
     /* Valgrind runs one thread at a time: a spinning searcher only holds
      * back the worker it waits for. */
     rt->spin_ns = weft__on_valgrind() ? 0 : SPIN_NS;
-    rt->workers = calloc(c.workers, sizeof(*rt->workers));
-    if (!rt->workers || weft__stacks_create(&rt->stacks, c.stack_size) ||
+    rt->workers = calloc(c->workers, sizeof(*rt->workers));
+    if (!rt->workers || weft__stacks_create(&rt->stacks, c->stack_size) ||
         weft__taskmem_create(&rt->taskmem) ||
         weft__timers_create(&rt->timers)) {
         rt_free(rt);
-        return -ENOMEM;
+        return NULL;
     }
-    for (unsigned i = 0; i < c.workers; i++) {
+    for (unsigned i = 0; i < c->workers; i++) {
         struct weft__worker *w = aligned_alloc(WEFT__CACHELINE,
             (sizeof(*w) + WEFT__CACHELINE - 1) & ~(size_t)(WEFT__CACHELINE - 1));
         if (!w) {
             rt_free(rt);
-            return -ENOMEM;
+            return NULL;
         }
         memset(w, 0, sizeof(*w));
         w->rt = rt;
@@ -223,33 +207,44 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
         w->shuffle = random_sched;
         w->fair_left = FAIRNESS_TICKS;
         rt->workers[rt->nworkers++] = w;
-#if WEFT_HAVE_URING
-        if (backend != WEFT_IO_EPOLL && (err = weft__ring_create(&w->ring, c.ring_entries))) {
-            if (backend == WEFT_IO_URING) {
-                rt_free(rt);
-                return err;
-            }
-            backend = WEFT_IO_EPOLL;   /* refused here: every worker uses epoll */
-            for (unsigned k = 0; k < i; k++) {
-                weft__ring_destroy(rt->workers[k]->ring);
-                rt->workers[k]->ring = NULL;
-            }
-        }
-#endif
     }
+    return rt;
+}
+
+/* Starts rt's worker threads. Returns 0, or a negative errno once the
+ * threads it started have stopped again. */
+static int workers_start(weft_rt *rt)
+{
     for (unsigned i = 0; i < rt->nworkers; i++) {
-        if (!rt->workers[i]->ring && (err = weft__epset_create(&rt->workers[i]->ep))) {
-            rt_free(rt);
-            return err;
-        }
-    }
-    for (unsigned i = 0; i < rt->nworkers; i++) {
-        err = pthread_create(&rt->workers[i]->thread, NULL, weft__worker_main, rt->workers[i]);
+        int err = pthread_create(&rt->workers[i]->thread, NULL, weft__worker_main, rt->workers[i]);
         if (err) {
             stop_workers(rt, i);
-            rt_free(rt);
             return err == EAGAIN ? -EAGAIN : -err;
         }
+    }
+    return 0;
+}
+
+int weft_rt_create(weft_rt **out, const weft_config *cfg)
+{
+    if (!out)
+        return -EINVAL;
+    weft_config c;
+    int err = config_check(&c, cfg);
+    if (err)
+        return err;
+    int backend = weft__io_choose(c.io_backend);
+    if (backend < 0)
+        return backend;   /* -ENOSYS: built without io_uring */
+    if ((err = process_setup()))
+        return err;
+    weft_rt *rt = rt_alloc(&c);
+    if (!rt)
+        return -ENOMEM;
+    if ((err = weft__io_workers_create(rt, backend, c.ring_entries)) ||
+        (err = workers_start(rt))) {
+        rt_free(rt);
+        return err;
     }
     live_add(rt);
     *out = rt;
@@ -303,8 +298,7 @@ int weft_rt_destroy(weft_rt *rt)
     }
     live_remove(rt);   /* no coroutine is left to wait on a descriptor */
     stop_workers(rt, rt->nworkers);
-    weft__epoll_destroy(rt);    /* runtime/io_epoll.c */
-    weft__offload_destroy(rt);  /* runtime/offload.c */
+    weft__io_rt_destroy(rt);   /* descriptor table, helper threads (io/backend.c) */
     rt_free(rt);
     return 0;
 }

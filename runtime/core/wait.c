@@ -255,9 +255,5 @@ int weft_cancel(weft_task *t)
     if (v)
         weft__wake((struct weft__waiter *)v, -ECANCELED);
     atomic_fetch_sub_explicit(&t->cancelled, CANCEL_ONE, memory_order_release);  /* done with the waiter */
-#if WEFT_HAVE_URING
-    return weft__ring_cancel(t);   /* a request on a ring: its owner cancels it */
-#else
-    return 0;
-#endif
+    return weft__io_cancel(t);   /* a request a backend keeps in flight (io/backend.c) */
 }

@@ -30,7 +30,6 @@
 #include "sched.h"
 
 #include <pthread.h>
-#include <stdio.h>
 
 static WEFT__TLS struct weft__worker *tls_worker;
 
@@ -113,7 +112,7 @@ void *weft__worker_main(void *arg)
 {
     struct weft__worker *w = arg;
     tls_worker = w;
-    weft__sigpipe_block();   /* a write to a reader that has gone gives -EPIPE alone (io.c) */
+    weft__io_worker_start(w);   /* SIGPIPE blocked; its ring enabled, or epoll (io/backend.c) */
     if (weft__altstack_enter(&w->altstack) != 0)
         w->altstack = NULL;   /* overflows then show as a plain SIGSEGV */
     pthread_attr_t attr;
@@ -123,15 +122,6 @@ void *weft__worker_main(void *arg)
     }
 #if defined(WEFT__TSAN)
     w->sched.tsan = __tsan_get_current_fiber();
-#endif
-#if WEFT_HAVE_URING
-    if (w->ring && weft__ring_enable(w->ring) != 0) {
-        weft__ring_destroy(w->ring);   /* this worker's coroutines use epoll */
-        w->ring = NULL;
-        if (weft__epset_create(&w->ep) != 0)   /* leaves ep NULL */
-            fprintf(stderr, "weft: worker %u has neither an io_uring nor an epoll set; "
-                            "its coroutines' waits for IO fail with -ENOMEM\n", w->index);
-    }
 #endif
     for (;;) {
         weft_task *t = weft__pick_next(w);

@@ -1,20 +1,12 @@
 /*
- * Descriptor and file IO: the public calls, and the choice of backend.
- *
- * From a plain thread each call is the plain system call, unless the thread
- * has set a deadline (weft_deadline) and the call would block: then it waits
- * for readiness in poll(2), at most until the deadline, and makes the call
- * without blocking (see plain_io). From a coroutine on
- * a worker with an io_uring (io/uring.c), each call is one request on
- * that ring; a request that meets a descriptor the caller made O_NONBLOCK and
- * reports -EAGAIN waits for readiness with a poll request and is retried.
- * From a coroutine on a worker without one (the epoll backend):
- *   - the call is tried without blocking (MSG_DONTWAIT on a socket; a pipe or
- *     a terminal is switched to O_NONBLOCK), and if it would block the
- *     coroutine waits for readiness on its worker's epoll set
- *     (io/epoll.c) and tries again;
- *   - calls that always block on a regular file and have no readiness (open,
- *     fsync, pread, pwrite) run through weft_offload() on a helper thread.
+ * Descriptor and file IO: the public calls. Each builds its operation once
+ * (struct weft__io_op, io/backend.h) and hands it on:
+ *   - from a coroutine, to its worker's backend (io/uring.c, io/epoll.c),
+ *     unless the coroutine has been cancelled;
+ *   - from a plain thread, to the plain system call, unless the thread has
+ *     set a deadline (weft_deadline) and the call would block: then it waits
+ *     for readiness in poll(2), at most until the deadline, and makes the call
+ *     without blocking (see plain_io).
  * A wait that the caller's deadline or cancellation ends returns -ETIMEDOUT or
  * -ECANCELED with nothing transferred.
  */
@@ -26,16 +18,10 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdlib.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-#if WEFT_HAVE_URING
-#include <liburing.h>
-#endif
 
 /* The calling coroutine's worker, or NULL from a plain thread. */
 static struct weft__worker *in_coroutine(void)
@@ -46,24 +32,36 @@ static struct weft__worker *in_coroutine(void)
 
 /*
  * Whether the coroutine on w has been cancelled. Its IO calls then fail with
- * -ECANCELED at once, also those that could complete without waiting: so
- * does a ring request (weft__ring_call turns it into a no-op), and the epoll
- * backend, which tries the system call first, must say the same.
+ * -ECANCELED at once, also those that could complete without waiting: the
+ * backends need not look again before they make a system call.
  */
 static bool cancelled(const struct weft__worker *w)
 {
     return atomic_load_explicit(&w->current->cancelled, memory_order_relaxed) != 0;   /* set once, never cleared */
 }
 
-/* A pipe or terminal for the epoll backend: made O_NONBLOCK, and left so. */
-static int make_nonblocking(int fd)
+ssize_t weft__io_syscall(const struct weft__io_op *a)
 {
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0)
-        return -errno;
-    if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -errno;
-    return 0;
+    ssize_t r;
+    switch (a->kind) {
+    case WEFT__IO_READ:    r = read(a->fd, a->buf, a->len); break;
+    case WEFT__IO_WRITE:   r = write(a->fd, a->buf, a->len); break;
+    case WEFT__IO_RECV:    r = recv(a->fd, a->buf, a->len, a->flags); break;
+    case WEFT__IO_SEND:    r = send(a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
+    case WEFT__IO_ACCEPT:  r = accept4(a->fd, a->addr, a->addrlen, a->flags); break;
+    case WEFT__IO_CONNECT: r = connect(a->fd, a->addr, a->alen); break;
+    case WEFT__IO_PREAD:   r = pread(a->fd, a->buf, a->len, a->off); break;
+    case WEFT__IO_PWRITE:  r = pwrite(a->fd, a->buf, a->len, a->off); break;
+    case WEFT__IO_OPEN:    r = open(a->path, a->flags, a->mode); break;
+    case WEFT__IO_FSYNC:   r = fsync(a->fd); break;
+    default: {
+        struct pollfd p = { .fd = a->fd, .events = (short)a->flags };
+        if (poll(&p, 1, -1) < 0)
+            return -errno;
+        return p.revents & POLLNVAL ? -EBADF : p.revents;
+    }
+    }
+    return r < 0 ? -errno : r;
 }
 
 /*
@@ -98,99 +96,11 @@ static int owner_flags(int fd)
     return fl < 0 ? -errno : fl;
 }
 
-enum op { OP_READ, OP_WRITE, OP_RECV, OP_SEND, OP_ACCEPT, OP_CONNECT, OP_PREAD, OP_PWRITE,
-          OP_OPEN, OP_FSYNC, OP_POLL };
-
-struct io_args {
-    enum op          op;
-    int              fd;
-    void            *buf;
-    size_t           len;
-    int              flags;
-    struct sockaddr *addr;      /* accept, connect */
-    socklen_t       *addrlen;   /* accept */
-    socklen_t        alen;      /* connect */
-    off_t            off;       /* pread, pwrite */
-    const char      *path;      /* open */
-    mode_t           mode;      /* open */
-};
-
-/* recv and send with MSG_DONTWAIT want -EAGAIN back, not a wait. */
-static bool asks_not_to_wait(const struct io_args *a)
-{
-    return (a->op == OP_RECV || a->op == OP_SEND) && (a->flags & MSG_DONTWAIT);
-}
-
-#if WEFT_HAVE_URING
-/* One request on the ring of the coroutine's worker w. */
-static ssize_t ring_once(struct weft__worker *w, const struct io_args *a)
-{
-    struct io_uring_sqe *sqe = weft__ring_sqe(w);
-    switch (a->op) {
-    case OP_READ:    io_uring_prep_read(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)-1); break;
-    case OP_WRITE:   io_uring_prep_write(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)-1); break;
-    case OP_RECV:    io_uring_prep_recv(sqe, a->fd, a->buf, a->len, a->flags); break;
-    case OP_SEND:    io_uring_prep_send(sqe, a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
-    case OP_ACCEPT:  io_uring_prep_accept(sqe, a->fd, a->addr, a->addrlen, a->flags); break;
-    case OP_CONNECT: io_uring_prep_connect(sqe, a->fd, a->addr, a->alen); break;
-    case OP_PREAD:   io_uring_prep_read(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)a->off); break;
-    case OP_PWRITE:  io_uring_prep_write(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)a->off); break;
-    case OP_OPEN:    io_uring_prep_openat(sqe, AT_FDCWD, a->path, a->flags, a->mode); break;
-    case OP_FSYNC:   io_uring_prep_fsync(sqe, a->fd, 0); break;
-    default:         io_uring_prep_poll_add(sqe, a->fd, (unsigned)a->flags); break;
-    }
-    struct weft__ioreq q;
-    ssize_t r = weft__ring_call(w, sqe, &q);
-    if (a->op == OP_READ || a->op == OP_RECV || a->op == OP_PREAD)
-        weft__ring_mark_read(a->buf, r);
-    else if (a->op == OP_ACCEPT && r >= 0 && a->addrlen)
-        weft__ring_mark_read(a->addr, *a->addrlen);
-    return r;
-}
-
-static ssize_t ring_io(struct weft__worker *w, const struct io_args *a)
-{
-    /* The ring takes at most UINT_MAX bytes a request; POSIX allows short IO. */
-    struct io_args c = *a;
-    if (c.len > 0x7ffff000)
-        c.len = 0x7ffff000;
-    for (;;) {
-        ssize_t r = ring_once(w, &c);
-        if (r == -EINTR)
-            continue;
-        if (r != -EAGAIN || c.op == OP_POLL || asks_not_to_wait(&c))
-            return r;
-        /* An O_NONBLOCK descriptor: wait until it is ready, then retry. */
-        bool out = c.op == OP_WRITE || c.op == OP_SEND || c.op == OP_CONNECT || c.op == OP_PWRITE;
-        struct io_args p = { .op = OP_POLL, .fd = c.fd, .flags = out ? POLLOUT : POLLIN };
-        w = weft__worker_self();
-        r = ring_once(w, &p);
-        if (r < 0)
-            return r;
-        w = weft__worker_self();   /* the coroutine may have moved */
-    }
-}
-#endif
-
-static ssize_t once(const struct io_args *a)
-{
-    ssize_t r;
-    switch (a->op) {
-    case OP_READ:    r = read(a->fd, a->buf, a->len); break;
-    case OP_WRITE:   r = write(a->fd, a->buf, a->len); break;
-    case OP_RECV:    r = recv(a->fd, a->buf, a->len, a->flags); break;
-    case OP_SEND:    r = send(a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
-    case OP_CONNECT: r = connect(a->fd, a->addr, a->alen); break;
-    default:         r = accept4(a->fd, a->addr, a->addrlen, a->flags); break;
-    }
-    return r < 0 ? -errno : r;
-}
-
-/* accept4 or connect (a->op) without waiting, on a socket whose flags are
+/* accept4 or connect (a->kind) without waiting, on a socket whose flags are
  * left as they were (see toggle_lock). Returns the call's result or a
  * negative errno: -EAGAIN (accept: nothing pending), -EINPROGRESS (connect:
  * the attempt goes on). */
-static ssize_t once_nowait(const struct io_args *a)
+ssize_t weft__io_syscall_nowait(const struct weft__io_op *a)
 {
     _Atomic uint32_t *l = toggle_lock_of(a->fd);
     weft__ilock(l);
@@ -200,7 +110,7 @@ static ssize_t once_nowait(const struct io_args *a)
     if (fl < 0 || (toggle && fcntl(a->fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
         r = -errno;
     } else {
-        r = once(a);
+        r = weft__io_syscall(a);
         /* Flags the kernel took a moment ago: this fails only where another
          * thread closed fd meanwhile, and then there is nothing to restore. */
         if (toggle)
@@ -258,34 +168,34 @@ static int plain_wait(int fd, short events, uint64_t deadline)
  * deadline. recv with MSG_WAITALL gathers until the deadline and then returns
  * what it has, as a signal would end it.
  */
-static ssize_t plain_io(const struct io_args *a)
+static ssize_t plain_io(const struct weft__io_op *a)
 {
     ssize_t r;
     uint64_t deadline = weft__thread_deadline();
-    int fl = deadline && !asks_not_to_wait(a) ? owner_flags(a->fd) : 0;
+    int fl = deadline && !weft__io_asks_not_to_wait(a) ? owner_flags(a->fd) : 0;
     if (fl < 0)
         return fl;
-    if (!deadline || asks_not_to_wait(a) || (fl & O_NONBLOCK)) {
-        while ((r = once(a)) == -EINTR)
+    if (!deadline || weft__io_asks_not_to_wait(a) || (fl & O_NONBLOCK)) {
+        while ((r = weft__io_syscall(a)) == -EINTR)
             ;
         return r;
     }
-    struct io_args c = *a;
-    bool out = c.op == OP_WRITE || c.op == OP_SEND;
+    struct weft__io_op c = *a;
+    bool out = c.kind == WEFT__IO_WRITE || c.kind == WEFT__IO_SEND;
     bool sock = true;   /* read and write: until the file answers ENOTSOCK */
-    if (c.op == OP_READ || c.op == OP_WRITE)
-        c.op = out ? OP_SEND : OP_RECV;
-    bool waitall = c.op == OP_RECV && (c.flags & MSG_WAITALL);
+    if (c.kind == WEFT__IO_READ || c.kind == WEFT__IO_WRITE)
+        c.kind = out ? WEFT__IO_SEND : WEFT__IO_RECV;
+    bool waitall = c.kind == WEFT__IO_RECV && (c.flags & MSG_WAITALL);
     if (waitall)
         c.flags &= ~MSG_WAITALL;
     size_t done = 0;   /* gathered so far, with MSG_WAITALL */
     for (;;) {
-        if (c.op == OP_ACCEPT) {
-            r = once_nowait(&c);
+        if (c.kind == WEFT__IO_ACCEPT) {
+            r = weft__io_syscall_nowait(&c);
         } else if (sock) {
             c.flags |= MSG_DONTWAIT;
-            r = once(&c);
-            if (r == -ENOTSOCK && (a->op == OP_READ || a->op == OP_WRITE)) {
+            r = weft__io_syscall(&c);
+            if (r == -ENOTSOCK && (a->kind == WEFT__IO_READ || a->kind == WEFT__IO_WRITE)) {
                 c = *a;
                 sock = false;
                 continue;
@@ -297,7 +207,7 @@ static ssize_t plain_io(const struct io_args *a)
             struct stat st;
             if (out && c.len > PIPE_BUF && (fstat(c.fd, &st) < 0 || !S_ISREG(st.st_mode)))
                 c.len = PIPE_BUF;
-            r = once(&c);
+            r = weft__io_syscall(&c);
         }
         if (r == -EINTR)
             continue;
@@ -320,49 +230,24 @@ static ssize_t plain_io(const struct io_args *a)
     }
 }
 
-/*
- * The epoll backend. Sockets are left as the caller made them: recv and send
- * take MSG_DONTWAIT, read and write on a socket are recv and send with no
- * flags, and accept4 sets O_NONBLOCK for the one call (once_nowait). Other
- * descriptors (pipes, terminals) are switched to O_NONBLOCK. The descriptor
- * table remembers which answered ENOTSOCK, as a hint: a number reused for
- * another kind of file costs one system call, never a blocked worker.
- */
-static ssize_t epoll_io(struct weft__worker *w, const struct io_args *a)
+
+int weft__poll_now(int fd, short events)
 {
-    struct io_args c = *a;
-    bool as_socket = (c.op == OP_READ || c.op == OP_WRITE) && !weft__fd_not_socket(w->rt, c.fd);
-    if (as_socket)
-        c.op = c.op == OP_READ ? OP_RECV : OP_SEND;
-    int err;
-    if (c.op == OP_RECV || c.op == OP_SEND)
-        c.flags |= MSG_DONTWAIT;
-    else if (c.op != OP_ACCEPT && (err = make_nonblocking(c.fd)))
-        return err;
-    bool write = c.op == OP_WRITE || c.op == OP_SEND;
-    for (;;) {
-        ssize_t r = c.op == OP_ACCEPT ? once_nowait(&c) : once(&c);
-        if (r == -ENOTSOCK && as_socket) {
-            /* A pipe or a terminal: read(2) and write(2), made non-blocking. */
-            weft__fd_mark_not_socket(w->rt, c.fd);
-            as_socket = false;
-            c = *a;
-            if ((err = make_nonblocking(c.fd)))
-                return err;
-            continue;
-        }
-        if (r == -EINTR)
-            continue;
-        if ((r != -EAGAIN && r != -EWOULDBLOCK) || asks_not_to_wait(a))
-            return r;
-        err = weft__epoll_wait_fd(w, c.fd, write ? WEFT__WAIT_WRITE : WEFT__WAIT_READ);
-        if (err < 0)
-            return err;
-        w = weft__worker_self();   /* the coroutine may have moved */
-    }
+    struct pollfd pfd = { .fd = fd, .events = events };
+    int r;
+    while ((r = poll(&pfd, 1, 0)) < 0 && errno == EINTR)
+        ;
+    if (r < 0)
+        return -errno;
+    if (pfd.revents & POLLNVAL)
+        return -EBADF;
+    return r > 0 ? pfd.revents : 0;
 }
 
-static ssize_t do_io(const struct io_args *a)
+/* ---- the public calls ------------------------------------------------------------ */
+
+/* One call: on the caller's backend from a coroutine, else as plain_io. */
+static ssize_t do_io(const struct weft__io_op *a)
 {
     if (a->len > SSIZE_MAX)
         return -EINVAL;   /* no count could report it; and so on every path and backend */
@@ -371,21 +256,17 @@ static ssize_t do_io(const struct io_args *a)
         return plain_io(a);
     if (cancelled(w))
         return -ECANCELED;
-#if WEFT_HAVE_URING
-    if (w->ring)
-        return ring_io(w, a);
-#endif
-    return epoll_io(w, a);
+    return w->io->call(w, a);
 }
 
 ssize_t weft_read(int fd, void *buf, size_t len)
 {
-    return do_io(&(struct io_args){ .op = OP_READ, .fd = fd, .buf = buf, .len = len });
+    return do_io(&(struct weft__io_op){ .kind = WEFT__IO_READ, .fd = fd, .buf = buf, .len = len });
 }
 
 ssize_t weft_write(int fd, const void *buf, size_t len)
 {
-    ssize_t r = do_io(&(struct io_args){ .op = OP_WRITE, .fd = fd, .buf = (void *)buf, .len = len });
+    ssize_t r = do_io(&(struct weft__io_op){ .kind = WEFT__IO_WRITE, .fd = fd, .buf = (void *)buf, .len = len });
     /* On the epoll backend the write(2) that failed ran here, just now, on
      * this worker (a ring's owner takes its own as it reaps). */
     if (WEFT__UNLIKELY(r == -EPIPE) && in_coroutine())
@@ -395,64 +276,55 @@ ssize_t weft_write(int fd, const void *buf, size_t len)
 
 ssize_t weft_recv(int fd, void *buf, size_t len, int flags)
 {
-    return do_io(&(struct io_args){ .op = OP_RECV, .fd = fd, .buf = buf, .len = len, .flags = flags });
+    return do_io(&(struct weft__io_op){ .kind = WEFT__IO_RECV, .fd = fd, .buf = buf, .len = len,
+                                        .flags = flags });
 }
 
 ssize_t weft_send(int fd, const void *buf, size_t len, int flags)
 {
-    return do_io(&(struct io_args){ .op = OP_SEND, .fd = fd, .buf = (void *)buf, .len = len,
-                                    .flags = flags });
+    return do_io(&(struct weft__io_op){ .kind = WEFT__IO_SEND, .fd = fd, .buf = (void *)buf, .len = len,
+                                        .flags = flags });
 }
 
 int weft_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
     if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC))
         return -EINVAL;
-    return (int)do_io(&(struct io_args){ .op = OP_ACCEPT, .fd = fd, .addr = addr,
-                                         .addrlen = addrlen, .flags = flags });
+    return (int)do_io(&(struct weft__io_op){ .kind = WEFT__IO_ACCEPT, .fd = fd, .addr = addr,
+                                             .addrlen = addrlen, .flags = flags });
+}
+
+/* connect from a plain thread: where the owner left the socket blocking and
+ * the thread has a deadline, the attempt runs without blocking and the thread
+ * waits in poll(2) until the deadline. Returns as a backend's call does. */
+static int plain_connect(const struct weft__io_op *c)
+{
+    uint64_t deadline = weft__thread_deadline();
+    int fl = deadline ? owner_flags(c->fd) : 0;
+    if (fl < 0)
+        return fl;
+    if (!deadline || (fl & O_NONBLOCK))
+        return (int)weft__io_syscall(c);
+    int r = (int)weft__io_syscall_nowait(c);
+    if (r != -EINPROGRESS && r != -EALREADY)
+        return r;
+    r = plain_wait(c->fd, POLLOUT, deadline);
+    return r < 0 ? r : WEFT__IO_CONNECTED_LATER;   /* -ETIMEDOUT: the attempt goes on */
 }
 
 int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
 {
-    struct io_args c = { .op = OP_CONNECT, .fd = fd, .addr = (struct sockaddr *)addr, .alen = addrlen };
+    struct weft__io_op c = { .kind = WEFT__IO_CONNECT, .fd = fd, .addr = (struct sockaddr *)addr,
+                             .alen = addrlen };
     struct weft__worker *w = in_coroutine();
-    if (!w) {
-        /* The attempt runs without blocking and the thread waits in poll(2)
-         * until the deadline, where the owner left the socket blocking. */
-        uint64_t deadline = weft__thread_deadline();
-        int fl = deadline ? owner_flags(fd) : 0;
-        if (fl < 0)
-            return fl;
-        if (!deadline || (fl & O_NONBLOCK))
-            return (int)once(&c);
-        int r = (int)once_nowait(&c);
-        if (r != -EINPROGRESS && r != -EALREADY)
-            return r;
-        r = plain_wait(fd, POLLOUT, deadline);
-        return r < 0 ? r : connect_outcome(fd);   /* -ETIMEDOUT: the attempt goes on */
-    }
-    if (cancelled(w))
+    int r;
+    if (!w)
+        r = plain_connect(&c);
+    else if (cancelled(w))
         return -ECANCELED;
-#if WEFT_HAVE_URING
-    if (w->ring) {
-        ssize_t r = ring_io(w, &(struct io_args){ .op = OP_CONNECT, .fd = fd,
-                                                  .addr = (struct sockaddr *)addr, .alen = addrlen });
-        if (r != -EINPROGRESS && r != -EALREADY)
-            return (int)r;
-        /* A non-blocking socket: the attempt goes on; wait for its outcome. */
-        r = ring_io(w, &(struct io_args){ .op = OP_POLL, .fd = fd, .flags = POLLOUT });
-        return r < 0 ? (int)r : connect_outcome(fd);
-    }
-#endif
-    /* The epoll backend: the attempt is started without blocking, the
-     * socket's flags given back at once, and it goes on while we wait. */
-    int r = (int)once_nowait(&c);
-    if (r != -EINPROGRESS && r != -EALREADY && r != -EINTR)
-        return r;
-    r = weft__epoll_wait_fd(w, fd, WEFT__WAIT_WRITE);
-    if (r < 0)
-        return r;   /* the connection attempt goes on; the caller closes fd */
-    return connect_outcome(fd);
+    else
+        r = (int)w->io->call(w, &c);
+    return r == WEFT__IO_CONNECTED_LATER ? connect_outcome(fd) : r;
 }
 
 int weft_poll(int fd, short events)
@@ -461,220 +333,74 @@ int weft_poll(int fd, short events)
         return -EBADF;   /* poll(2) would skip it and wait for nothing */
     if (!(events & (POLLIN | POLLOUT | POLLPRI)))
         return -EINVAL;   /* nothing that could ever become ready: a plain thread would wait for ever */
+    struct weft__io_op p = { .kind = WEFT__IO_POLL, .fd = fd, .flags = events };
     struct weft__worker *w = in_coroutine();
     if (!w) {
         uint64_t deadline = weft__thread_deadline();
         if (deadline)
             return plain_wait(fd, events, deadline);
-        struct pollfd pfd = { .fd = fd, .events = events };
         int r;
-        while ((r = poll(&pfd, 1, -1)) < 0 && errno == EINTR)
+        while ((r = (int)weft__io_syscall(&p)) == -EINTR)
             ;
-        return r < 0 ? -errno : pfd.revents & POLLNVAL ? -EBADF : pfd.revents;
+        return r;
     }
-    struct pollfd pfd = { .fd = fd, .events = events };
     if (cancelled(w))
         return -ECANCELED;
-    for (;;) {
-        int r;
-        while ((r = poll(&pfd, 1, 0)) < 0 && errno == EINTR)
-            ;
-        if (r < 0)
-            return -errno;
-        if (pfd.revents & POLLNVAL)
-            return -EBADF;
-        if (r > 0)
-            return pfd.revents;
-#if WEFT_HAVE_URING
-        if (w->ring) {
-            ssize_t rv = ring_io(w, &(struct io_args){ .op = OP_POLL, .fd = fd, .flags = events });
-            return (int)rv;
-        }
-#endif
-        int e = weft__epoll_wait_fd(w, fd, (events & (POLLIN | POLLPRI) ? WEFT__WAIT_READ : 0) |
-                                                   (events & POLLOUT ? WEFT__WAIT_WRITE : 0));
-        if (e < 0)
-            return e;
-        w = weft__worker_self();
-    }
+    int r = weft__poll_now(fd, events);
+    return r ? r : (int)w->io->call(w, &p);
 }
 
-/* ---- calls without readiness: a helper thread in a coroutine ---------------- */
-
-struct file_call {
-    enum op     op;        /* OP_OPEN, OP_FSYNC, OP_PREAD or OP_PWRITE */
-    int         fd;
-    const char *path;
-    int         flags;
-    mode_t      mode;
-    void       *buf;
-    size_t      len;
-    off_t       off;
-    ssize_t     ret;       /* the result or a negative errno */
-};
-
-static void *file_call_run(void *arg)
+/* pread, pwrite, open, fsync: calls without readiness. From a plain thread,
+ * as weft_offload from one: the call fails if the deadline has passed before
+ * it starts, and else runs to its end. */
+static ssize_t file_io(const struct weft__io_op *a)
 {
-    struct file_call *c = arg;
-    ssize_t r;
-    do {
-        switch (c->op) {
-        case OP_OPEN:  r = open(c->path, c->flags, c->mode); break;
-        case OP_FSYNC: r = fsync(c->fd); break;
-        case OP_PREAD: r = pread(c->fd, c->buf, c->len, c->off); break;
-        default:       r = pwrite(c->fd, c->buf, c->len, c->off); break;
-        }
-    } while (r < 0 && errno == EINTR);
-    c->ret = r < 0 ? -errno : r;
-    return NULL;
-}
-
-static ssize_t file_call(struct file_call *c)
-{
-    if (c->len > SSIZE_MAX)
+    if (a->len > SSIZE_MAX)
         return -EINVAL;   /* as do_io */
     struct weft__worker *w = in_coroutine();
-    if (!w) {
-        /* No readiness to wait on: as weft_offload from a plain thread, the
-         * call fails if the deadline has passed before it starts, and else
-         * runs to its end. */
-        uint64_t deadline = weft__thread_deadline();
-        if (deadline && deadline <= weft_now())
-            return -ETIMEDOUT;
-        file_call_run(c);
-        return c->ret;
-    }
-    if (cancelled(w))
-        return -ECANCELED;
-#if WEFT_HAVE_URING
-    if (w->ring) {
-        /* The ring reads and writes a file without positions (a pipe, a
-         * socket, a terminal) as a stream, whatever the offset, where
-         * pread(2) refuses with ESPIPE; lseek refuses those files alike. */
-        if ((c->op == OP_PREAD || c->op == OP_PWRITE) && lseek(c->fd, 0, SEEK_CUR) < 0)
-            return -errno;
-        return ring_io(w, &(struct io_args){ .op = c->op, .fd = c->fd, .buf = c->buf,
-                                             .len = c->len, .off = c->off, .path = c->path,
-                                             .flags = c->flags, .mode = c->mode });
-    }
-#endif
-    int err = weft_offload(file_call_run, c, NULL);
-    return err ? err : c->ret;
+    if (w)
+        return cancelled(w) ? -ECANCELED : w->io->call(w, a);
+    uint64_t deadline = weft__thread_deadline();
+    if (deadline && deadline <= weft_now())
+        return -ETIMEDOUT;
+    ssize_t r;
+    while ((r = weft__io_syscall(a)) == -EINTR)
+        ;
+    return r;
 }
 
 ssize_t weft_pread(int fd, void *buf, size_t len, off_t offset)
 {
     if (offset < 0)
         return -EINVAL;   /* as pread(2), before the descriptor is looked at; the ring reads -1 as "here" */
-    return file_call(&(struct file_call){ .op = OP_PREAD, .fd = fd, .buf = buf, .len = len, .off = offset });
+    return file_io(&(struct weft__io_op){ .kind = WEFT__IO_PREAD, .fd = fd, .buf = buf, .len = len,
+                                          .off = offset });
 }
 
 ssize_t weft_pwrite(int fd, const void *buf, size_t len, off_t offset)
 {
     if (offset < 0)
         return -EINVAL;
-    return file_call(&(struct file_call){ .op = OP_PWRITE, .fd = fd, .buf = (void *)buf, .len = len,
-                                          .off = offset });
+    return file_io(&(struct weft__io_op){ .kind = WEFT__IO_PWRITE, .fd = fd, .buf = (void *)buf,
+                                          .len = len, .off = offset });
 }
 
 int weft_open(const char *path, int flags, mode_t mode)
 {
     if (!path)
         return -EFAULT;
-    return (int)file_call(&(struct file_call){ .op = OP_OPEN, .path = path, .flags = flags | O_CLOEXEC,
-                                               .mode = mode });
+    return (int)file_io(&(struct weft__io_op){ .kind = WEFT__IO_OPEN, .path = path,
+                                               .flags = flags | O_CLOEXEC, .mode = mode });
 }
 
 int weft_fsync(int fd)
 {
-    return (int)file_call(&(struct file_call){ .op = OP_FSYNC, .fd = fd });
+    return (int)file_io(&(struct weft__io_op){ .kind = WEFT__IO_FSYNC, .fd = fd });
 }
 
-struct closing {
-    int                      fd;
-    unsigned                 rings;   /* rings that may have requests on fd */
-    struct weft__ring_close *ring;    /* their part of the close, if any */
-};
-
-#if WEFT_HAVE_URING
-static void count_rings(weft_rt *rt, void *arg)
-{
-    struct closing *c = arg;
-    c->rings += weft__ring_close_count(rt, c->fd);
-}
-#endif
-
-/* Fails the coroutines of rt waiting on the descriptor with -EBADF: on the
- * epoll backend at once, on io_uring through the notes of the close. */
-static void forget_fd(weft_rt *rt, void *arg)
-{
-    struct closing *c = arg;
-    weft__epoll_forget(rt, c->fd);
-#if WEFT_HAVE_URING
-    if (c->ring)
-        weft__ring_close_post(rt, c->ring);
-#endif
-}
-
-/*
- * A descriptor that rings may have requests on, queued or in flight, keeps
- * its number under a tombstone until they have let go of it, so that no
- * request reaches a new file given the number (io/uring.c); any
- * other is closed with close(2) at once.
- */
 int weft_close(int fd)
 {
     if (fd < 0)
         return -EBADF;
-    struct closing c = { .fd = fd };
-#if WEFT_HAVE_URING
-    weft__each_runtime(count_rings, &c);
-    int err = c.rings ? weft__ring_close_new(&c.ring, fd, c.rings) : 0;
-    if (err)
-        return err;
-#endif
-    weft__each_runtime(forget_fd, &c);   /* coroutines waiting on fd, in any runtime, get -EBADF */
-#if WEFT_HAVE_URING
-    if (c.ring)
-        return weft__ring_close_end(c.ring);
-#endif
-    /* close(2) releases the descriptor even when it reports EINTR: never retry. */
-    return close(fd) < 0 && errno != EINTR ? -errno : 0;
-}
-
-/* ---- SIGPIPE on workers ------------------------------------------------------- */
-
-/*
- * A write to a pipe whose reader has gone raises SIGPIPE on the writing
- * thread, and so does a write(2) (not a send with MSG_NOSIGNAL) to a socket
- * whose peer has gone. weft_send() passes MSG_NOSIGNAL, but no flag exists
- * for pipes, and a ring issues its writes as writes: so worker threads block
- * SIGPIPE, the signal stays pending on the thread that wrote, and the -EPIPE
- * that comes with it is the whole answer. The thread that wrote takes the
- * signal back: weft_write() on the epoll backend, the ring's owner as it
- * reaps a -EPIPE (io-wq threads block every signal themselves). A plain
- * thread's weft_write() is the plain write(2), with its signal.
- */
-static sigset_t sigpipe_set(void)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    return set;
-}
-
-void weft__sigpipe_block(void)
-{
-    sigset_t set = sigpipe_set();
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-}
-
-void weft__sigpipe_take(void)
-{
-    int saved = errno;   /* a coroutine's errno lives on this thread too */
-    sigset_t set = sigpipe_set();
-    struct timespec none = { 0, 0 };
-    while (sigtimedwait(&set, NULL, &none) < 0 && errno == EINTR)
-        ;
-    errno = saved;
+    return weft__io_close(fd);   /* io/backend.c: every backend lets go of fd first */
 }
