@@ -3,6 +3,7 @@
  * word that stands in for fences under ThreadSanitizer.
  */
 #include "base.h"
+#include "sys.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,7 @@ _Noreturn WEFT__COLD void weft__panic(const char *file, int line, const char *ms
     char buf[512];
     int n = snprintf(buf, sizeof(buf), "weft: %s (%s:%d)\n", msg, file, line);
     if (n > 0) {
-        ssize_t rc = write(STDERR_FILENO, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+        ssize_t rc = weft__sys_write(STDERR_FILENO, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
         (void)rc;
     }
     abort();

@@ -3,6 +3,7 @@
  * list of runtimes, fork(), and the small public calls about the caller.
  */
 #include "sched.h"
+#include "base/sys.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -329,5 +330,5 @@ void weft_yield(void)
     if (w && w->current)
         weft__yield_current();
     else
-        sched_yield();
+        weft__sys_sched_yield();
 }

@@ -89,6 +89,7 @@
  * stack-clash protection, can still step over it.
  */
 #include "core.h"
+#include "base/sys.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -555,7 +556,7 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
         n += put_s(msg + n, ", stack size ");
         n += fmt_u(msg + n, t->rt->stacks->configured, 10);
         n += put_s(msg + n, " bytes); raise weft_config.stack_size\n");
-        ssize_t rc = write(STDERR_FILENO, msg, n);
+        ssize_t rc = weft__sys_write(STDERR_FILENO, msg, n);
         (void)rc;
         abort();
     }

@@ -18,6 +18,7 @@
  * the last of them frees it.
  */
 #include "core.h"
+#include "base/sys.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -219,7 +220,7 @@ static void wait_done(weft_task *t)
     for (unsigned spins = 0;
          atomic_load_explicit(&t->join, memory_order_acquire) != WEFT__JOIN_DONE; spins++)   /* pairs with the finisher's store */
         if (spins % 64 == 63)
-            sched_yield();   /* the finisher's thread was preempted in between */
+            weft__sys_sched_yield();   /* the finisher's thread was preempted in between */
         else
             weft__cpu_relax();
 }

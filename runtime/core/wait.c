@@ -50,6 +50,7 @@
  * its deadline, and claims its waiter itself when that expires.
  */
 #include "core.h"
+#include "base/sys.h"
 #include "timer.h"
 #include "io/backend.h"
 
@@ -139,7 +140,7 @@ static WEFT__NOINLINE void wait_cancellers(weft_task *t)
         if (++spins < 1000)
             weft__cpu_relax();
         else
-            sched_yield();     /* the canceller's thread was preempted: let it run */
+            weft__sys_sched_yield();     /* the canceller's thread was preempted: let it run */
     }
 }
 

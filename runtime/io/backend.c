@@ -7,6 +7,7 @@
  * contract itself is io/backend.h.
  */
 #include "backend.h"
+#include "base/sys.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -190,5 +191,6 @@ int weft__io_close(int fd)
         return weft__ring_close_end(c.ring);
 #endif
     /* close(2) releases the descriptor even when it reports EINTR: never retry. */
-    return close(fd) < 0 && errno != EINTR ? -errno : 0;
+    int r = weft__sys_close(fd);
+    return r < 0 && r != -EINTR ? r : 0;
 }

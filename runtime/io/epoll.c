@@ -51,6 +51,7 @@
  * blocked in poll(2).
  */
 #include "backend.h"
+#include "base/sys.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -216,9 +217,9 @@ static void set_destroy(void *state)
     if (!s)
         return;
     if (s->epfd >= 0)
-        close(s->epfd);
+        weft__sys_close(s->epfd);
     if (s->efd >= 0)
-        close(s->efd);
+        weft__sys_close(s->efd);
     free(s);
 }
 
@@ -405,7 +406,7 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
     for (int i = 0; i < n; i++) {
         if (ev[i].data.u64 == KICK_TAG) {
             uint64_t v;
-            while (read(ep_of(w)->efd, &v, sizeof v) < 0 && errno == EINTR)
+            while (weft__sys_read(ep_of(w)->efd, &v, sizeof v) == -EINTR)
                 ;
             continue;
         }
@@ -444,7 +445,7 @@ static bool set_poll(struct weft__worker *w)
     if (!set_busy(w))
         return false;
     struct epoll_event ev[EVENTS];
-    int n = epoll_wait(ep_of(w)->epfd, ev, EVENTS, 0);
+    int n = weft__sys_epoll_wait(ep_of(w)->epfd, ev, EVENTS, 0);
     return n > 0 && reap(w, ev, n);
 }
 
@@ -464,7 +465,7 @@ static int wait_ns(int epfd, struct epoll_event *ev, uint64_t ns)
     }
 #endif
     uint64_t ms = (ns + 999999u) / 1000000u;
-    return epoll_wait(epfd, ev, EVENTS, ms > INT32_MAX ? INT32_MAX : (int)ms);
+    return weft__sys_epoll_wait(epfd, ev, EVENTS, ms > INT32_MAX ? INT32_MAX : (int)ms);
 }
 
 static bool set_sleep(struct weft__worker *w, uint64_t until)
@@ -472,7 +473,7 @@ static bool set_sleep(struct weft__worker *w, uint64_t until)
     struct epoll_event ev[EVENTS];
     int n;
     if (until == UINT64_MAX) {
-        n = epoll_wait(ep_of(w)->epfd, ev, EVENTS, -1);
+        n = weft__sys_epoll_wait(ep_of(w)->epfd, ev, EVENTS, -1);
     } else {
         uint64_t now = weft_now();
         n = wait_ns(ep_of(w)->epfd, ev, until > now ? until - now : 0);
@@ -484,7 +485,7 @@ static void set_kick(struct weft__worker *w)
 {
     struct weft__epset *s = ep_of(w);
     uint64_t one = 1;
-    while (write(s->efd, &one, sizeof one) < 0 && errno == EINTR)
+    while (weft__sys_write(s->efd, &one, sizeof one) == -EINTR)
         ;
 }
 
@@ -493,11 +494,11 @@ static void set_kick(struct weft__worker *w)
 /* A pipe or terminal: made O_NONBLOCK, and left so. */
 static int make_nonblocking(int fd)
 {
-    int fl = fcntl(fd, F_GETFL);
+    int fl = weft__sys_fcntl(fd, F_GETFL, 0);
     if (fl < 0)
-        return -errno;
-    if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -errno;
+        return fl;
+    if (!(fl & O_NONBLOCK) && (fl = weft__sys_fcntl(fd, F_SETFL, fl | O_NONBLOCK)) < 0)
+        return fl;
     return 0;
 }
 

@@ -13,6 +13,7 @@
 #include "backend.h"
 
 #include "base/lock.h"
+#include "base/sys.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -42,26 +43,25 @@ static bool cancelled(const struct weft__worker *w)
 
 ssize_t weft__io_syscall(const struct weft__io_op *a)
 {
-    ssize_t r;
     switch (a->kind) {
-    case WEFT__IO_READ:    r = read(a->fd, a->buf, a->len); break;
-    case WEFT__IO_WRITE:   r = write(a->fd, a->buf, a->len); break;
-    case WEFT__IO_RECV:    r = recv(a->fd, a->buf, a->len, a->flags); break;
-    case WEFT__IO_SEND:    r = send(a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
-    case WEFT__IO_ACCEPT:  r = accept4(a->fd, a->addr, a->addrlen, a->flags); break;
-    case WEFT__IO_CONNECT: r = connect(a->fd, a->addr, a->alen); break;
-    case WEFT__IO_PREAD:   r = pread(a->fd, a->buf, a->len, a->off); break;
-    case WEFT__IO_PWRITE:  r = pwrite(a->fd, a->buf, a->len, a->off); break;
-    case WEFT__IO_OPEN:    r = open(a->path, a->flags, a->mode); break;
-    case WEFT__IO_FSYNC:   r = fsync(a->fd); break;
+    case WEFT__IO_READ:    return weft__sys_read(a->fd, a->buf, a->len);
+    case WEFT__IO_WRITE:   return weft__sys_write(a->fd, a->buf, a->len);
+    case WEFT__IO_RECV:    return weft__sys_recv(a->fd, a->buf, a->len, a->flags);
+    case WEFT__IO_SEND:    return weft__sys_send(a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL);
+    case WEFT__IO_ACCEPT:  return weft__sys_accept4(a->fd, a->addr, a->addrlen, a->flags);
+    case WEFT__IO_CONNECT: return weft__sys_connect(a->fd, a->addr, a->alen);
+    case WEFT__IO_PREAD:   return weft__sys_pread(a->fd, a->buf, a->len, a->off);
+    case WEFT__IO_PWRITE:  return weft__sys_pwrite(a->fd, a->buf, a->len, a->off);
+    case WEFT__IO_OPEN:    return weft__sys_open(a->path, a->flags, a->mode);
+    case WEFT__IO_FSYNC:   return weft__sys_fsync(a->fd);
     default: {
         struct pollfd p = { .fd = a->fd, .events = (short)a->flags };
-        if (poll(&p, 1, -1) < 0)
-            return -errno;
+        int r = weft__sys_poll(&p, 1, -1);
+        if (r < 0)
+            return r;
         return p.revents & POLLNVAL ? -EBADF : p.revents;
     }
     }
-    return r < 0 ? -errno : r;
 }
 
 /*
@@ -91,9 +91,9 @@ static int owner_flags(int fd)
 {
     _Atomic uint32_t *l = toggle_lock_of(fd);
     weft__ilock(l);
-    int fl = fcntl(fd, F_GETFL);
+    int fl = weft__sys_fcntl(fd, F_GETFL, 0);
     weft__iunlock(l);
-    return fl < 0 ? -errno : fl;
+    return fl;
 }
 
 /* accept4 or connect (a->kind) without waiting, on a socket whose flags are
@@ -105,16 +105,17 @@ ssize_t weft__io_syscall_nowait(const struct weft__io_op *a)
     _Atomic uint32_t *l = toggle_lock_of(a->fd);
     weft__ilock(l);
     ssize_t r;
-    int fl = fcntl(a->fd, F_GETFL);
+    int fl = weft__sys_fcntl(a->fd, F_GETFL, 0);
     bool toggle = fl >= 0 && !(fl & O_NONBLOCK);
-    if (fl < 0 || (toggle && fcntl(a->fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
-        r = -errno;
+    int err = fl < 0 ? fl : toggle ? weft__sys_fcntl(a->fd, F_SETFL, fl | O_NONBLOCK) : 0;
+    if (err < 0) {
+        r = err;
     } else {
         r = weft__io_syscall(a);
         /* Flags the kernel took a moment ago: this fails only where another
          * thread closed fd meanwhile, and then there is nothing to restore. */
         if (toggle)
-            fcntl(a->fd, F_SETFL, fl);
+            weft__sys_fcntl(a->fd, F_SETFL, fl);
     }
     weft__iunlock(l);
     return r;
@@ -125,8 +126,9 @@ static int connect_outcome(int fd)
 {
     int soerr = 0;
     socklen_t n = sizeof soerr;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &n) < 0)
-        return -errno;
+    int err = weft__sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &n);
+    if (err < 0)
+        return err;
     return -soerr;
 }
 
@@ -143,9 +145,9 @@ static int plain_wait(int fd, short events, uint64_t deadline)
     for (;;) {
         uint64_t now = weft_now();
         uint64_t ms = now < deadline ? (deadline - now + 999999u) / 1000000u : 0;   /* rounded up */
-        int r = poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms);
-        if (r < 0 && errno != EINTR)
-            return -errno;
+        int r = weft__sys_poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms);
+        if (r < 0 && r != -EINTR)
+            return r;
         if (r > 0)
             return p.revents & POLLNVAL ? -EBADF : p.revents;
         if (r == 0 && weft_now() >= deadline)
@@ -235,10 +237,10 @@ int weft__poll_now(int fd, short events)
 {
     struct pollfd pfd = { .fd = fd, .events = events };
     int r;
-    while ((r = poll(&pfd, 1, 0)) < 0 && errno == EINTR)
+    while ((r = weft__sys_poll(&pfd, 1, 0)) == -EINTR)
         ;
     if (r < 0)
-        return -errno;
+        return r;
     if (pfd.revents & POLLNVAL)
         return -EBADF;
     return r > 0 ? pfd.revents : 0;

@@ -96,6 +96,7 @@
  * stays pending on the owner, and reaping a -EPIPE takes it back there.
  */
 #include "backend.h"
+#include "base/sys.h"
 
 #if WEFT_HAVE_URING
 
@@ -205,7 +206,7 @@ static void close_ref_done(struct weft__ring_close *c)
 {
     if (atomic_fetch_sub_explicit(&c->left, 1, memory_order_acq_rel) == 1) {   /* the last sees every write to c */
         if (c->held)
-            close(c->fd);
+            weft__sys_close(c->fd);
         free(c);
     }
 }
@@ -289,13 +290,13 @@ static int tombstone_open(void)
 {
     if (atomic_load_explicit(&tombstone, memory_order_acquire) >= 0)   /* pairs with the exchange */
         return 0;
-    int fd = open("/", O_PATH | O_CLOEXEC);
+    int fd = weft__sys_open("/", O_PATH | O_CLOEXEC, 0);
     if (fd < 0)
-        return -errno;
+        return fd;
     int none = -1;
     if (!atomic_compare_exchange_strong_explicit(&tombstone, &none, fd, memory_order_acq_rel,
                                                  memory_order_acquire))
-        close(fd);   /* another ring's came first */
+        weft__sys_close(fd);   /* another ring's came first */
     return 0;
 }
 
@@ -365,7 +366,7 @@ static void ring_destroy(void *state)
     for (unsigned i = 0; i < FD_PAGES; i++)
         free((void *)atomic_load_explicit(&r->waits[i], memory_order_relaxed));
     free(r->slots);
-    close(r->efd);
+    weft__sys_close(r->efd);
     pthread_mutex_destroy(&r->inbox_lock);
     free(r);
 }
@@ -582,7 +583,7 @@ static bool ring_sleep(struct weft__worker *w, uint64_t until)
 static void kick(struct weft__ring *r)
 {
     uint64_t one = 1;
-    while (write(r->efd, &one, sizeof one) < 0 && errno == EINTR)
+    while (weft__sys_write(r->efd, &one, sizeof one) == -EINTR)
         ;
 }
 
@@ -677,8 +678,9 @@ unsigned weft__ring_close_count(weft_rt *rt, int fd)
 
 int weft__ring_close_new(struct weft__ring_close **out, int fd, unsigned rings)
 {
-    if (fcntl(fd, F_GETFD) < 0)
-        return -errno;   /* not open: nothing to close, and no number to hold */
+    int e = weft__sys_fcntl(fd, F_GETFD, 0);
+    if (e < 0)
+        return e;   /* not open: nothing to close, and no number to hold */
     struct weft__ring_close *c = calloc(1, sizeof *c + rings * sizeof c->note[0]);
     if (!c)
         return -ENOMEM;
@@ -706,12 +708,14 @@ int weft__ring_close_end(struct weft__ring_close *c)
 {
     int err = 0;
     int tomb = atomic_load_explicit(&tombstone, memory_order_acquire);   /* opened before any ring */
-    c->held = c->posted && dup3(tomb, c->fd, O_CLOEXEC) == c->fd;   /* before our reference goes */
+    c->held = c->posted && weft__sys_dup3(tomb, c->fd, O_CLOEXEC) == c->fd;   /* before our reference goes */
     if (!c->held) {
         /* No ring waits on it any more, or (the tombstone closed behind our
          * back) the number cannot be held: close it now. The rings still
          * cancel their requests on it. */
-        err = close(c->fd) < 0 && errno != EINTR ? -errno : 0;
+        err = weft__sys_close(c->fd);
+        if (err == -EINTR)
+            err = 0;
     }
     /* With the tombstone in place, the file's flush ran in dup3(), which
      * does not report its error, where close(2) would have (only file

@@ -31,6 +31,7 @@
  * destroy refuses with -EBUSY while it is not zero.
  */
 #include "sync.h"
+#include "base/sys.h"
 #include "base/rng.h"
 
 #include <errno.h>
@@ -93,7 +94,7 @@ static WEFT__NOINLINE void chan_lock_slow(weft_chan *ch)
         if (spins < 128)
             weft__cpu_relax();
         else
-            sched_yield();
+            weft__sys_sched_yield();
     }
 }
 
@@ -230,7 +231,7 @@ static void wait_done(struct op_wait *ow)
         if (++spins < 1000)
             weft__cpu_relax();
         else
-            sched_yield();     /* the claimer's thread was preempted: let it run */
+            weft__sys_sched_yield();     /* the claimer's thread was preempted: let it run */
     }
 }
 
