@@ -24,8 +24,8 @@
  * weft's thread-locals. The initial-exec model reads one at a fixed offset
  * from the thread pointer; the default for position-independent code, which
  * the shared library is, calls __tls_get_addr on every read instead, and the
- * current worker is read eight times per spawn and join: 971 instructions
- * with the default model, 849 with this one (callgrind, 1 worker). The price
+ * current worker is read eight times per spawn and join, which costs a
+ * tenth more instructions (callgrind on `weft-bench spawn`). The price
  * is a few dozen bytes of the static TLS block that glibc reserves for
  * libraries loaded with dlopen (tests/check_dlopen.c loads it so).
  */

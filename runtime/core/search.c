@@ -6,8 +6,8 @@
  * for a while, then parks. The search lasts SPIN_NS, a few times what a futex
  * wake and the woken thread's return cost the two threads here: with a
  * shorter one, a coroutine that spawns and joins on one worker made the other
- * park between its spawns, and every spawn paid for a futex wake (2 workers,
- * one at a time: 190 ns a task with 9 us of search, 160 with 30 us). A search
+ * park between its spawns, and every spawn paid for a futex wake (`weft-bench
+ * spawn`, 2 workers, one at a time). A search
  * that sees a busy owner (a lone spawn or a runnext it leaves to that owner,
  * or spawns since its last look, see steal_any) starts its SPIN_NS again:
  * that owner is spawning and joining, and a parked searcher would only be
@@ -94,7 +94,7 @@ void weft__wake_one(weft_rt *rt)
  * round of its search: a task just woken by a running task is usually run by
  * that worker as soon as the waker blocks, as in message passing, and stealing
  * it puts the two on different cores, where every hand-over between them
- * crosses the cache. Go's runqsteal waits 3 us, then takes runnext only if it
+ * crosses the cache. Go's runqsteal waits a few microseconds, then takes runnext only if it
  * still holds the same task, for the same reason. The same task is weak
  * evidence here: a coroutine that spawns and joins, or plays ping-pong, puts
  * the same handle there again on every round trip (handles are reused at
@@ -393,8 +393,8 @@ weft_task *weft__find_work(struct weft__worker *w)
                 /* And it spaces our looks out, up to GAP_MAX_NS apart. Each
                  * look pulls the owner's deque ends, runnext and tick into
                  * our cache, and its next CAS on them waits for the lines to
-                 * come back: one at a time on 2 workers, looks every 5 us
-                 * cost it 107 ns a task, every 16 us 95 ns, 1 worker 90.
+                 * come back: the owner spawning and joining one at a time
+                 * slows down the more often we look (`weft-bench spawn`).
                  * Work queued meanwhile waits at most GAP_MAX_NS: the global
                  * queue ends the gap at once, the owner's deque is seen at
                  * the next look. GAP_MAX_NS stays below SPIN_NS, so a look

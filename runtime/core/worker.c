@@ -17,9 +17,9 @@
  * bottom can delay the others only for a bounded number of turns. A task
  * spawned and never run is taken from the top only once it has waited
  * FRESH_WAIT choices: starting it sooner starts the shallowest pending subtree
- * of a fork-join tree, and skynet, taking one every 61st choice, kept 9,000
- * coroutines alive instead of about 70, each a stack touched for the first
- * time. When a worker has nothing, it searches (core/search.c).
+ * of a fork-join tree, and skynet, taking one every fairness tick, kept
+ * over a hundred times more coroutines alive (`weft-bench skynet`), each a
+ * stack touched for the first time. When a worker has nothing, it searches (core/search.c).
  *
  * Migration hazard. A coroutine may resume on another thread, so no address of
  * thread-local state may be kept across a switch. The compiler may compute a TLS
@@ -92,9 +92,10 @@ weft_task *weft__pick_next(struct weft__worker *w)
             (t = yq_pop(w)))
             return t;
     } else if (WEFT__UNLIKELY(tick % TIMER_TICKS == 0)) {
-        /* The fairness tick alone is too rare for sleepers: 61 schedules
-         * that each start a coroutine on a fresh stack page take over a
-         * millisecond where a page fault costs 20 us. With timers armed,
+        /* The fairness tick alone is too rare for sleepers: FAIRNESS_TICKS
+         * schedules that each start a coroutine on a fresh stack page
+         * (a page fault each) delay them far past a timer's slack
+         * (`weft-bench timers`). With timers armed,
          * this reads the clock once per TIMER_TICKS schedules. */
         fire_timers(w);
     }
