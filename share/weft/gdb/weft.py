@@ -13,7 +13,7 @@
 # It reads weft's own structures from the program's debug information, by
 # field name, and needs weft built with -g (the default build type,
 # RelWithDebInfo, is). The registry it walks is the one weft_dump walks
-# (runtime/dump.c): the slabs of task handles of each runtime on the list of
+# (runtime/core/dump.c): the slabs of task handles of each runtime on the list of
 # runtimes; a handle in use carries WEFT__TASK_MAGIC.
 #
 # A coroutine's backtrace is unwound by gdb itself, through a frame unwinder
@@ -29,7 +29,7 @@ try:
 except ImportError:  # gdb without the unwinder API (before 7.10)
     Unwinder = None
 
-TASK_MAGIC = 0x7754534B  # "wTSK", WEFT__TASK_MAGIC in runtime/internal.h
+TASK_MAGIC = 0x7754534B  # "wTSK", WEFT__TASK_MAGIC in runtime/core/core.h
 JOIN_DONE, JOIN_BUSY = 1, 2  # WEFT__JOIN_DONE, WEFT__JOIN_BUSY
 PARKED = 1  # WEFT__PARKED
 

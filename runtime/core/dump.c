@@ -5,7 +5,7 @@
  *
  * What the dump reads, and why it cannot crash:
  *   - The registry is the task handles themselves. Handles are carved from
- *     slabs that stay mapped until their runtime is destroyed (runtime/task.c),
+ *     slabs that stay mapped until their runtime is destroyed (core/task.c),
  *     and a runtime is not destroyed while weft__each_runtime holds it, so
  *     walking the slabs finds every task alive without a list to keep at
  *     spawn and exit: spawning pays nothing for the dump. A handle in use
@@ -36,7 +36,8 @@
  * A dump lists the coroutines as they were when each was copied: one spawned
  * during the dump may be missing, and one that finished may still be listed.
  */
-#include "internal.h"
+#include "core.h"
+#include "base/sys.h"
 
 #include <dlfcn.h>
 #include <elf.h>
@@ -657,11 +658,11 @@ struct out {
 static void out_flush(struct out *o)
 {
     for (size_t done = 0; done < o->n && !o->err; ) {
-        ssize_t w = write(o->fd, o->buf + done, o->n - done);
-        if (w < 0 && errno == EINTR)
+        ssize_t w = weft__sys_write(o->fd, o->buf + done, o->n - done);
+        if (w == -EINTR)
             continue;
         if (w <= 0)
-            o->err = w < 0 ? -errno : -EIO;
+            o->err = w < 0 ? (int)w : -EIO;
         else
             done += (size_t)w;
     }
@@ -855,7 +856,7 @@ static int entry_cmp(const void *a, const void *b)
 int weft_dump(int fd)
 {
     int saved_errno = errno;
-    if (fd < 0 || fcntl(fd, F_GETFL) < 0) {   /* before anything opens a descriptor of its own */
+    if (fd < 0 || weft__sys_fcntl(fd, F_GETFL, 0) < 0) {   /* before anything opens a descriptor of its own */
         errno = saved_errno;
         return -EBADF;
     }
@@ -927,7 +928,7 @@ static void say(int fd, const char *fmt, ...)
     va_end(ap);
     if (n <= 0)
         return;
-    ssize_t rc = write(fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    ssize_t rc = weft__sys_write(fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
     (void)rc;
 }
 
@@ -939,13 +940,13 @@ static void say(int fd, const char *fmt, ...)
 static bool elf_symbol(const char *path, uintptr_t base, uintptr_t pc, char *name, size_t len,
                        uintptr_t *off)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = weft__sys_open(path, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
         return false;
     struct stat sb;
     void *map = fstat(fd, &sb) == 0 && sb.st_size > (off_t)sizeof(ElfW(Ehdr))
                     ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
-    close(fd);
+    weft__sys_close(fd);
     if (map == MAP_FAILED)
         return false;
     size_t size = (size_t)sb.st_size;
@@ -1050,6 +1051,11 @@ void weft__dump_current(int fd, void *uc)
     say(fd, "  (backtrace unavailable: weft was built without libunwind)\n");
 #endif
     say(fd, "  entry %s\n  created by %s\n", entry, site);
+}
+
+void weft__dump_current_fd(int fd)
+{
+    weft__dump_current(fd, NULL);
 }
 
 /* ---- the dump signal -------------------------------------------------------------- */

@@ -2,12 +2,12 @@
  * weft_stats_get: a runtime's counters, summed over its workers.
  *
  * Each worker counts what it does in its own struct weft__counters
- * (internal.h) with plain relaxed stores, so counting costs no locked
+ * (core.h) with plain relaxed stores, so counting costs no locked
  * instruction and no shared cache line; a reader loads each relaxed and sums.
  * The sums are thus a moment's, not one instant's: the derived figures
  * (running, runnable, waiting) are clamped so that they never exceed alive.
  */
-#include "internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <string.h>
