@@ -470,6 +470,9 @@ void weft__altstack_leave(void *mem);
 void weft__dump_current(int fd, void *uc);
 /* weft__dump_current(fd, NULL): what weft__panic prints (base/base.h). */
 void weft__dump_current_fd(int fd);
+/* Makes what a fatal message's backtrace needs, which a signal handler could
+ * not: the first runtime calls it. Any thread. */
+void weft__dump_prepare(void);
 /* The dump signal asked for: the configuration's, or WEFT_DUMP_SIGNAL's; 0
  * for none; -EINVAL for a bad one. */
 int weft__dump_signal_pick(int configured);

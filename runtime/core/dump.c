@@ -54,6 +54,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <ucontext.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -262,6 +263,41 @@ static bool image_regs(struct image *img, const weft__ctx *ctx)
 #endif
 }
 
+/*
+ * Fills img from a ucontext_t, a signal's or the calling thread's own (on
+ * Linux unw_getcontext fills one), with no stack copy: every read goes
+ * through copy_in. Unwinding the live stack this way rather than with
+ * libunwind's local unwinder spares its check of each address, a write(2) of
+ * the word to a pipe, which Valgrind reports as a write of uninitialised
+ * bytes, and which allocates nothing either way.
+ */
+static void image_from_ucontext(struct image *img, const ucontext_t *uc)
+{
+    *img = (struct image){ .lo = 0, .hi = 0 };
+#if defined(__x86_64__)
+    static const struct { int reg, greg; } map[] = {
+        { UNW_X86_64_RAX, REG_RAX }, { UNW_X86_64_RDX, REG_RDX }, { UNW_X86_64_RCX, REG_RCX },
+        { UNW_X86_64_RBX, REG_RBX }, { UNW_X86_64_RSI, REG_RSI }, { UNW_X86_64_RDI, REG_RDI },
+        { UNW_X86_64_RBP, REG_RBP }, { UNW_X86_64_RSP, REG_RSP }, { UNW_X86_64_R8, REG_R8 },
+        { UNW_X86_64_R9, REG_R9 }, { UNW_X86_64_R10, REG_R10 }, { UNW_X86_64_R11, REG_R11 },
+        { UNW_X86_64_R12, REG_R12 }, { UNW_X86_64_R13, REG_R13 }, { UNW_X86_64_R14, REG_R14 },
+        { UNW_X86_64_R15, REG_R15 }, { UNW_X86_64_RIP, REG_RIP },
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        img->reg[map[i].reg] = (uint64_t)uc->uc_mcontext.gregs[map[i].greg];
+        img->have[map[i].reg] = true;
+    }
+#elif defined(__aarch64__)
+    for (int i = 0; i < 31; i++) {
+        img->reg[UNW_AARCH64_X0 + i] = uc->uc_mcontext.regs[i];
+        img->have[UNW_AARCH64_X0 + i] = true;
+    }
+    img->reg[UNW_AARCH64_SP] = uc->uc_mcontext.sp;
+    img->reg[UNW_AARCH64_PC] = uc->uc_mcontext.pc;
+    img->have[UNW_AARCH64_SP] = img->have[UNW_AARCH64_PC] = true;
+#endif
+}
+
 static int acc_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *val, int write, void *arg)
 {
     const struct image *img = arg;
@@ -314,22 +350,32 @@ static unw_addr_space_t as_create(void)
     return as;
 }
 
-/* Unwinds img into pcs[]; returns the number of frames. */
-static unsigned unwind(unw_addr_space_t as, struct image *img, uintptr_t *pcs, unsigned max)
+/* Unwinds img into pcs[]; returns the number of frames. from: where not
+ * 0, the entry address of a function whose frame, if it is found among the
+ * first max, becomes the first; the ones above it are dropped. */
+static unsigned unwind(unw_addr_space_t as, struct image *img, uintptr_t *pcs, unsigned max,
+                       uintptr_t from)
 {
     unw_cursor_t c;
     if (unw_init_remote(&c, as, img) < 0)
         return 0;
-    unsigned n = 0;
+    unsigned n = 0, first = 0;
+    bool found = false;
     while (n < max) {
         unw_word_t ip;
+        unw_proc_info_t pi;
         if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 || !ip)
             break;
+        if (from && !found && unw_get_proc_info(&c, &pi) == 0 && pi.start_ip == (unw_word_t)from) {
+            found = true;
+            first = n;
+        }
         pcs[n++] = (uintptr_t)ip;
         if (unw_step(&c) <= 0)
             break;
     }
-    return n;
+    memmove(pcs, pcs + first, (n - first) * sizeof(*pcs));
+    return n - first;
 }
 #endif /* WEFT_HAVE_LIBUNWIND */
 
@@ -439,7 +485,7 @@ static void take_backtrace(struct dump *d, struct entry *e, const struct weft__f
         return;
     }
     e->frame0 = d->npcs;
-    e->nframes = unwind(d->st.as, &img, d->pcs + d->npcs, MAX_FRAMES);
+    e->nframes = unwind(d->st.as, &img, d->pcs + d->npcs, MAX_FRAMES, 0);
     d->npcs += e->nframes;
 #else
     (void)d; (void)f; (void)fiber_addr;
@@ -460,37 +506,26 @@ static bool runs_now(struct dump *d, const weft_rt *rt, uintptr_t addr)
     return false;
 }
 
-/* The calling coroutine's own frames, from here: it is the one running the dump. */
+/* The calling coroutine's own frames, from weft_dump's down: it is the one
+ * running the dump, and the dump's insides are no news. */
 static WEFT__NOINLINE void take_own_backtrace(struct dump *d, struct entry *e)
 {
 #if WEFT_HAVE_LIBUNWIND
+    if (!d->st.as) {
+        e->no_bt = "backtrace unavailable: libunwind could not make an address space";
+        return;
+    }
     if (!reserve((void **)&d->pcs, &d->pcs_cap, d->npcs + MAX_FRAMES, sizeof(*d->pcs))) {
         d->err = -ENOMEM;
         e->no_bt = "backtrace unavailable: out of memory";
         return;
     }
     unw_context_t uc;
-    unw_cursor_t c;
-    e->frame0 = d->npcs;
+    struct image img;
     unw_getcontext(&uc);
-    if (unw_init_local(&c, &uc) < 0)
-        return;
-    uintptr_t *pc = d->pcs + d->npcs;
-    unsigned from = 0;   /* weft_dump's own frame, where found */
-    while (e->nframes < MAX_FRAMES) {
-        unw_word_t ip;
-        unw_proc_info_t pi;
-        if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 || !ip)
-            break;
-        if (!from && unw_get_proc_info(&c, &pi) == 0 && pi.start_ip == (unw_word_t)(uintptr_t)weft_dump)
-            from = e->nframes;
-        pc[e->nframes++] = (uintptr_t)ip;
-        if (unw_step(&c) <= 0)
-            break;
-    }
-    /* From weft_dump's frame down: the dump's insides are no news. */
-    memmove(pc, pc + from, (e->nframes - from) * sizeof(*pc));
-    e->nframes -= from;
+    image_from_ucontext(&img, (const ucontext_t *)&uc);
+    e->frame0 = d->npcs;
+    e->nframes = unwind(d->st.as, &img, d->pcs + d->npcs, MAX_FRAMES, (uintptr_t)weft_dump);
     d->npcs += e->nframes;
 #else
     (void)d;
@@ -1017,6 +1052,25 @@ static void name_now(uintptr_t pc, bool ret, bool in_signal, char *buf, size_t l
     describe(&st, pc, ret, buf, len);
 }
 
+#if WEFT_HAVE_LIBUNWIND
+/* The address space of fatal messages: made before any can be needed, as a
+ * signal handler may not allocate one. */
+static _Atomic(unw_addr_space_t) fatal_as;
+static pthread_once_t fatal_once = PTHREAD_ONCE_INIT;
+
+static void fatal_as_make(void)
+{
+    atomic_store_explicit(&fatal_as, as_create(), memory_order_release);   /* pairs with weft__dump_current */
+}
+#endif
+
+void weft__dump_prepare(void)
+{
+#if WEFT_HAVE_LIBUNWIND
+    pthread_once(&fatal_once, fatal_as_make);
+#endif
+}
+
 void weft__dump_current(int fd, void *uc)
 {
     struct weft__worker *w = weft__worker_self();
@@ -1030,22 +1084,23 @@ void weft__dump_current(int fd, void *uc)
     say(fd, "weft: in coroutine %llu%s%s%s [running on worker %u]:\n", (unsigned long long)t->id,
         name[0] ? " \"" : "", name, name[0] ? "\"" : "", w->index);
 #if WEFT_HAVE_LIBUNWIND
+    unw_addr_space_t as = atomic_load_explicit(&fatal_as, memory_order_acquire);   /* pairs with weft__dump_prepare */
     unw_context_t here;
-    unw_cursor_t c;
-    int err = uc ? unw_init_local2(&c, (unw_context_t *)uc, UNW_INIT_SIGNAL_FRAME)
-                 : (unw_getcontext(&here), unw_init_local(&c, &here));
-    for (unsigned i = 0; err >= 0 && i < MAX_FRAMES; i++) {
-        unw_word_t ip;
-        if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 || !ip)
-            break;
+    struct image img;
+    if (!uc)
+        unw_getcontext(&here);
+    image_from_ucontext(&img, uc ? (const ucontext_t *)uc : (const ucontext_t *)&here);
+    uintptr_t pcs[MAX_FRAMES];
+    unsigned n = as ? unwind(as, &img, pcs, MAX_FRAMES, 0) : 0;
+    for (unsigned i = 0; i < n; i++) {
         char fn[320];
-        name_now((uintptr_t)ip, i > 0, uc != NULL, fn, sizeof(fn));
-        say(fd, "  #%-2u 0x%016lx %s\n", i, (unsigned long)ip, fn);
-        if (unw_step(&c) <= 0)
-            break;
-        if (i + 1 == MAX_FRAMES)
-            say(fd, "  ...\n");
+        name_now(pcs[i], i > 0, uc != NULL, fn, sizeof(fn));
+        say(fd, "  #%-2u 0x%016lx %s\n", i, (unsigned long)pcs[i], fn);
     }
+    if (n == MAX_FRAMES)
+        say(fd, "  ...\n");
+    if (!as)
+        say(fd, "  (backtrace unavailable: libunwind could not make an address space)\n");
 #else
     (void)uc;
     say(fd, "  (backtrace unavailable: weft was built without libunwind)\n");

@@ -165,6 +165,7 @@ static int process_setup(void)
 {
     /* weft__panic (base/) prints the running coroutine's part of the dump. */
     atomic_store_explicit(&weft__panic_context, weft__dump_current_fd, memory_order_relaxed);   /* read only by a panic */
+    weft__dump_prepare();
     int err = weft__guard_install();
     if (err)
         return err;
