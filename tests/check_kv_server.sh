@@ -13,6 +13,8 @@
 #     answers in order, and QUIT closes the connection after its +OK;
 #   - malformed requests and requests past the limits: an error reply, then
 #     the server closes the connection, and goes on serving others;
+#   - a request begun and never finished, and a client that never reads its
+#     replies, are dropped at their deadlines;
 #   - SIGTERM stops the server with status 0.
 # On each IO backend this machine has (only the one WEFT_IO names, if set),
 # on 1 and 4 workers. Exits 77 (skipped) without redis-cli (Debian:
@@ -160,6 +162,25 @@ check() {   # check IO WORKERS
     fi
     # The answers before a malformed request are sent, then the error.
     expect_raw "a good request, then a bad one" 'PING\r\n*1\r\n$-5\r\n' '+PONG\r\n-ERR Protocol error: invalid bulk length\r\n'
+    # A request begun and never finished, and a client that asks for
+    # megabytes and never reads: each is dropped at its deadline (ten
+    # seconds), not held for ever. Once per backend, as each takes that long.
+    # A connection still held would keep cat waiting until its time-out.
+    if [ "$workers" -eq 1 ]; then
+        head -c 1048576 /dev/zero | tr '\0' b >"$tmp/mib"
+        cli -x SET mib <"$tmp/mib" >/dev/null
+        exec 3<>"/dev/tcp/127.0.0.1/$port" 4<>"/dev/tcp/127.0.0.1/$port"
+        printf '*2\r\n$3\r\nGET\r\n$3\r\nk' >&3
+        for _ in $(seq 32); do printf 'GET mib\r\n'; done >&4
+        sleep 12
+        local t0=$SECONDS rc3=0 rc4=0
+        timeout 60 cat <&3 >/dev/null 2>&1 || rc3=$?
+        timeout 60 cat <&4 >/dev/null 2>&1 || rc4=$?
+        exec 3<&- 3>&- 4<&- 4>&-
+        if [ "$rc3" -ne 124 ]; then pass; else fail "$what: a request never finished kept its connection"; fi
+        if [ "$rc4" -ne 124 ]; then pass; else fail "$what: a client that never reads kept its connection"; fi
+    fi
+
     # After all that, the server still serves.
     if [ "$(cli PING)" = PONG ]; then pass; else fail "$what: no PONG after the malformed requests"; fi
 
