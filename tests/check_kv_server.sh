@@ -22,11 +22,11 @@
 set -u
 server=$1
 emu=${2:-}
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 if ! command -v redis-cli >/dev/null; then
     echo "redis-cli not found (Debian: apt-get install redis-tools): skipped"
     exit 77
 fi
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 tmp=$(mktemp -d)
 pid=""
 trap '[ -z "$pid" ] || kill -KILL "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
