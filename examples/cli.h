@@ -281,4 +281,54 @@ static inline void cli_conn_stop_all(void)
     weft_mutex_unlock(&l->lock);
 }
 
+/* ---- accepting, and serving until SIGINT or SIGTERM ------------------------ */
+
+/* Accepts connections on lfd, each served by fn((void *)(intptr_t)fd) in a
+ * coroutine of its own: `count` of them, or 0 for as many as come until the
+ * accept is cancelled or lfd closed. A failed accept (out of descriptors,
+ * say) is logged under `name` and the loop backs off and goes on. A
+ * coroutine. */
+static inline void cli_accept_loop(const char *name, int lfd, weft_fn fn, int count)
+{
+    for (int i = 0; count == 0 || i < count; i++) {
+        int fd = weft_accept(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd == -ECANCELED || fd == -EBADF)
+            return;
+        if (fd < 0) {
+            fprintf(stderr, "%s: accept: %s\n", name, strerror(-fd));
+            weft_sleep(10000000);
+            continue;
+        }
+        int err = weft_spawn(NULL, fn, (void *)(intptr_t)fd);
+        if (err) {
+            fprintf(stderr, "%s: spawn: %s\n", name, strerror(-err));
+            weft_close(fd);
+        }
+    }
+}
+
+/* Runs acceptor((void *)(intptr_t)lfd) as a coroutine until SIGINT or
+ * SIGTERM (cli_catch_stop_signals first), then says so on stdout as
+ * "NAME: SIGTERM, stopping", cancels the acceptor, closes lfd, and shuts
+ * every open connection down (cli_conn_stop_all): the runtime ends once the
+ * connections' coroutines have returned. A coroutine. Returns 0, or the
+ * negative errno of the spawn that failed. */
+static inline int cli_serve_until_stop(const char *name, int lfd, weft_fn acceptor)
+{
+    weft_task *task;
+    int err = weft_spawn(&task, acceptor, (void *)(intptr_t)lfd);
+    if (err) {
+        fprintf(stderr, "%s: spawn: %s\n", name, strerror(-err));
+        return err;
+    }
+    int sig = cli_wait_for_stop();
+    printf("%s: %s, stopping\n", name, sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "stop");
+    fflush(stdout);
+    weft_cancel(task);   /* its accept returns -ECANCELED */
+    weft_join(task, NULL);
+    weft_close(lfd);
+    cli_conn_stop_all();
+    return 0;
+}
+
 #endif /* WEFT_EXAMPLES_CLI_H */

@@ -51,52 +51,17 @@ static void *serve_connection(void *arg)
     return NULL;
 }
 
-/* Accepts `count` connections (0: until cancelled), each served by its own
- * coroutine. */
-static void accept_loop(int lfd, int count)
-{
-    for (int i = 0; count == 0 || i < count; i++) {
-        int fd = weft_accept(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd == -ECANCELED)
-            return;
-        if (fd < 0) {
-            fprintf(stderr, "echo_server: accept: %s\n", strerror(-fd));
-            weft_sleep(10000000);   /* out of descriptors, say: back off, keep serving */
-            continue;
-        }
-        int err = weft_spawn(NULL, serve_connection, (void *)(intptr_t)fd);
-        if (err) {
-            fprintf(stderr, "echo_server: spawn: %s\n", strerror(-err));
-            weft_close(fd);
-        }
-    }
-}
-
 /* ---- serving until SIGINT or SIGTERM ------------------------------------ */
 
 static void *accept_forever(void *arg)
 {
-    accept_loop((int)(intptr_t)arg, 0);
+    cli_accept_loop("echo_server", (int)(intptr_t)arg, serve_connection, 0);
     return NULL;
 }
 
 static void *serve(void *arg)
 {
-    int lfd = (int)(intptr_t)arg;
-    weft_task *acceptor;
-    int err = weft_spawn(&acceptor, accept_forever, arg);
-    if (err) {
-        fprintf(stderr, "echo_server: spawn: %s\n", strerror(-err));
-        return (void *)1;
-    }
-    int sig = cli_wait_for_stop();
-    printf("echo_server: %s, stopping\n", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "stop");
-    fflush(stdout);
-    weft_cancel(acceptor);   /* its accept returns -ECANCELED */
-    weft_join(acceptor, NULL);
-    weft_close(lfd);
-    cli_conn_stop_all();
-    return NULL;   /* weft_main returns once the connections' coroutines have */
+    return cli_serve_until_stop("echo_server", (int)(intptr_t)arg, accept_forever) ? (void *)1 : NULL;
 }
 
 /* ---- the self-test: clients are coroutines too -------------------------- */
@@ -126,7 +91,7 @@ out:
 
 static void *accept_clients(void *arg)
 {
-    accept_loop((int)(intptr_t)arg, CLIENTS);
+    cli_accept_loop("echo_server", (int)(intptr_t)arg, serve_connection, CLIENTS);
     return NULL;
 }
 

@@ -163,19 +163,8 @@ static void *connection(void *arg)
 
 static void *accept_loop(void *arg)
 {
-    int lfd = (int)(intptr_t)arg;
-    for (;;) {
-        int fd = weft_accept(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd == -ECANCELED || fd == -EBADF)
-            return NULL;
-        if (fd < 0) {
-            fprintf(stderr, "http_server: accept: %s\n", strerror(-fd));
-            weft_sleep(10000000);   /* out of descriptors, say: back off, keep serving */
-            continue;
-        }
-        if (weft_spawn(NULL, connection, (void *)(intptr_t)fd) != 0)
-            weft_close(fd);
-    }
+    cli_accept_loop("http_server", (int)(intptr_t)arg, connection, 0);
+    return NULL;
 }
 
 /* ---- the self-test --------------------------------------------------------- */
@@ -325,21 +314,7 @@ out:
 
 static void *serve(void *arg)
 {
-    int lfd = (int)(intptr_t)arg;
-    weft_task *acceptor;
-    int err = weft_spawn(&acceptor, accept_loop, arg);
-    if (err) {
-        fprintf(stderr, "http_server: spawn: %s\n", strerror(-err));
-        return (void *)1;
-    }
-    int sig = cli_wait_for_stop();
-    printf("http_server: %s, stopping\n", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "stop");
-    fflush(stdout);
-    weft_cancel(acceptor);   /* its accept returns -ECANCELED */
-    weft_join(acceptor, NULL);
-    weft_close(lfd);
-    cli_conn_stop_all();
-    return NULL;   /* weft_main returns once the connections' coroutines have */
+    return cli_serve_until_stop("http_server", (int)(intptr_t)arg, accept_loop) ? (void *)1 : NULL;
 }
 
 int main(int argc, char **argv)

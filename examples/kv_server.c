@@ -854,52 +854,24 @@ static void *connection(void *arg)
 
 static void *accept_loop(void *arg)
 {
-    int lfd = (int)(intptr_t)arg;
-    for (;;) {
-        int fd = weft_accept(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd == -ECANCELED || fd == -EBADF)
-            return NULL;
-        if (fd < 0) {
-            fprintf(stderr, "kv_server: accept: %s\n", strerror(-fd));
-            weft_sleep(10000000);   /* out of descriptors, say: back off, keep serving */
-            continue;
-        }
-        int err = weft_spawn(NULL, connection, (void *)(intptr_t)fd);
-        if (err) {
-            fprintf(stderr, "kv_server: spawn: %s\n", strerror(-err));
-            weft_close(fd);
-        }
-    }
+    cli_accept_loop("kv_server", (int)(intptr_t)arg, connection, 0);
+    return NULL;
 }
 
 /* ---- serving until SIGINT or SIGTERM ------------------------------------ */
 
 static void *serve(void *arg)
 {
-    int lfd = (int)(intptr_t)arg;
-    weft_task *acceptor, *sweeping;
+    weft_task *sweeping;
     int err = weft_spawn(&sweeping, sweeper, NULL);
-    if (!err) {
-        err = weft_spawn(&acceptor, accept_loop, arg);
-        if (err) {
-            weft_cancel(sweeping);
-            weft_join(sweeping, NULL);
-        }
-    }
     if (err) {
         fprintf(stderr, "kv_server: spawn: %s\n", strerror(-err));
         return (void *)1;
     }
-    int sig = cli_wait_for_stop();
-    printf("kv_server: %s, stopping\n", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "stop");
-    fflush(stdout);
-    weft_cancel(acceptor);   /* its accept returns -ECANCELED */
-    weft_join(acceptor, NULL);
-    weft_close(lfd);
+    err = cli_serve_until_stop("kv_server", (int)(intptr_t)arg, accept_loop);
     weft_cancel(sweeping);   /* its sleep, or its lock, returns -ECANCELED */
     weft_join(sweeping, NULL);
-    cli_conn_stop_all();
-    return NULL;   /* weft_main returns once the connections' coroutines have */
+    return err ? (void *)1 : NULL;   /* weft_main returns once the connections' coroutines have */
 }
 
 int main(int argc, char **argv)
