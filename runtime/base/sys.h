@@ -11,7 +11,8 @@
  * it; callers read only the return value). Calls a hook does not replace
  * (epoll_create1, epoll_ctl, eventfd, mmap, futex, ...) stay libc calls.
  * fcntl is a function of sys.c rather than an inline, so that the fault
- * injection of tests/test_faults.c can wrap it at link time.
+ * injection of tests/test_faults.c can wrap it at link time; sched_yield
+ * too, so that the spin loops that call it stay small.
  */
 #ifndef WEFT_SYS_H
 #define WEFT_SYS_H
@@ -188,10 +189,9 @@ static inline int weft__sys_ioctl(int fd, unsigned long req, void *arg)
     return (int)weft__sys_ret(syscall(SYS_ioctl, fd, req, arg));
 }
 
-static inline int weft__sys_sched_yield(void)
-{
-    return (int)weft__sys_ret(syscall(SYS_sched_yield));
-}
+/* sys.c: out of line, as its callers are spin loops on a rare path that
+ * the compiler should still inline into their hot callers. */
+int weft__sys_sched_yield(void);
 
 static inline int weft__sys_clock_nanosleep(clockid_t clock, int flags, const struct timespec *req,
                                             struct timespec *rem)
