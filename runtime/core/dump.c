@@ -451,6 +451,21 @@ static uintptr_t saved_sp(const struct weft__fiber *f)
     return (uintptr_t)f->ctx.sp;
 }
 
+#if WEFT_HAVE_LIBUNWIND
+/* Unwinds img into e's frames, at the end of d->pcs (see unwind for from). */
+static void unwind_into(struct dump *d, struct entry *e, struct image *img, uintptr_t from)
+{
+    if (!reserve((void **)&d->pcs, &d->pcs_cap, d->npcs + MAX_FRAMES, sizeof(*d->pcs))) {
+        d->err = -ENOMEM;
+        e->no_bt = "backtrace unavailable: out of memory";
+        return;
+    }
+    e->frame0 = d->npcs;
+    e->nframes = unwind(d->st.as, img, d->pcs + d->npcs, MAX_FRAMES, from);
+    d->npcs += e->nframes;
+}
+#endif
+
 /* Copies the stack of a switched-out coroutine whose fiber was copied as f
  * (at fiber_addr) and unwinds it into d->pcs. Sets e->no_bt if it cannot. */
 static void take_backtrace(struct dump *d, struct entry *e, const struct weft__fiber *f, uintptr_t fiber_addr)
@@ -479,14 +494,7 @@ static void take_backtrace(struct dump *d, struct entry *e, const struct weft__f
         e->no_bt = "backtrace unavailable: its saved context is not on its stack";
         return;
     }
-    if (!reserve((void **)&d->pcs, &d->pcs_cap, d->npcs + MAX_FRAMES, sizeof(*d->pcs))) {
-        d->err = -ENOMEM;
-        e->no_bt = "backtrace unavailable: out of memory";
-        return;
-    }
-    e->frame0 = d->npcs;
-    e->nframes = unwind(d->st.as, &img, d->pcs + d->npcs, MAX_FRAMES, 0);
-    d->npcs += e->nframes;
+    unwind_into(d, e, &img, 0);
 #else
     (void)d; (void)f; (void)fiber_addr;
     e->no_bt = "backtrace unavailable: weft was built without libunwind";
@@ -515,18 +523,11 @@ static WEFT__NOINLINE void take_own_backtrace(struct dump *d, struct entry *e)
         e->no_bt = "backtrace unavailable: libunwind could not make an address space";
         return;
     }
-    if (!reserve((void **)&d->pcs, &d->pcs_cap, d->npcs + MAX_FRAMES, sizeof(*d->pcs))) {
-        d->err = -ENOMEM;
-        e->no_bt = "backtrace unavailable: out of memory";
-        return;
-    }
     unw_context_t uc;
     struct image img;
     unw_getcontext(&uc);
     image_from_ucontext(&img, (const ucontext_t *)&uc);
-    e->frame0 = d->npcs;
-    e->nframes = unwind(d->st.as, &img, d->pcs + d->npcs, MAX_FRAMES, (uintptr_t)weft_dump);
-    d->npcs += e->nframes;
+    unwind_into(d, e, &img, (uintptr_t)weft_dump);
 #else
     (void)d;
     e->no_bt = "backtrace unavailable: weft was built without libunwind";
@@ -1142,13 +1143,13 @@ static void *dump_thread(void *arg)
     uint32_t served = (uint32_t)(uintptr_t)arg;
     for (;;) {
         uint32_t v = atomic_load_explicit(&sig_word, memory_order_acquire);   /* pairs with the handler */
-        if (v & 1)
-            return NULL;
-        if (v != served) {
-            served = v;
+        if ((v & ~1u) != served) {   /* a signal not yet served, even if told to end */
+            served = v & ~1u;
             weft_dump(STDERR_FILENO);
             continue;
         }
+        if (v & 1)
+            return NULL;
         weft__futex_wait(&sig_word, v);
     }
 }
