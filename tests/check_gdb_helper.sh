@@ -73,14 +73,22 @@ core=
 case $pattern in
 '|'*) ;;
 *)
-    touch "$tmp/mark"
-    kill -ABRT "$pid"
-    wait "$pid" 2>/dev/null
-    pid=
+    # A relative pattern writes into the target's directory, $tmp, where
+    # nothing else is named so; an absolute one into its own directory, where
+    # the new core is the file that was not there before.
     dir=$tmp
     case $pattern in */*) dir=$(dirname "$pattern") ;; esac
     case $dir in *%*) dir= ;; esac
-    [ -n "$dir" ] && core=$(find "$dir" -maxdepth 1 -type f -name '*core*' -newer "$tmp/mark" 2>/dev/null | head -n 1)
+    [ -n "$dir" ] && ls "$dir" >"$tmp/before" 2>/dev/null
+    kill -ABRT "$pid"
+    wait "$pid" 2>/dev/null
+    pid=
+    if [ -n "$dir" ]; then
+        ls "$dir" 2>/dev/null | while read -r f; do
+            case $f in *core*) grep -qxF -- "$f" "$tmp/before" || echo "$dir/$f" ;; esac
+        done >"$tmp/new"
+        core=$(head -n 1 "$tmp/new")
+    fi
     ;;
 esac
 how="kernel core file"
@@ -94,8 +102,13 @@ if [ -z "$core" ]; then
     fi
 fi
 dead=$(gdb_run "$target" "$core")
-if [ "$how" = "gcore core file" ] && printf '%s\n' "$dead" | grep -q 'not in the core file'; then
-    echo "skipped: the $how lacks the coroutines' stacks (see the top of this script)"
+# gcore and guard regions (see the top): Linux 6.13 and later.
+guards=no
+case $(uname -r) in
+[7-9].* | [1-9][0-9].* | 6.1[3-9]* | 6.[2-9][0-9]*) guards=yes ;;
+esac
+if [ "$how" = "gcore core file" ] && [ "$guards" = yes ]; then
+    echo "skipped: a $how on Linux $(uname -r), which has guard regions, lacks weft's memory (see the top of this script)"
 else
     check "$how" "$dead"
 fi
