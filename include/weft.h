@@ -172,6 +172,20 @@ WEFT_API int weft_worker(void);
 WEFT_API int weft_workers(void);
 
 /*
+ * Pinning. A pinned coroutine runs only on the worker thread it was on when it
+ * pinned itself: whatever wakes it, it resumes there, and no other worker
+ * takes it, so thread-local addresses it kept across a wait stay its own
+ * thread's (as Go's LockOSThread). Pins nest: weft_unpin() undoes one
+ * weft_pin(), and the coroutine is free to move again when none is left. Neither call is a
+ * locked instruction or a system call.
+ * Both return 0, or -EPERM outside a coroutine; weft_unpin() returns -EPERM
+ * also when the caller holds no pin (as weft_mutex_unlock() does for a mutex
+ * the caller does not hold).
+ */
+WEFT_API int weft_pin(void);
+WEFT_API int weft_unpin(void);
+
+/*
  * Creates a runtime, runs fn(arg) as its first coroutine, joins it, stores its
  * result, and destroys the runtime. A plain thread. Returns 0 or the error of
  * the step that failed.

@@ -170,11 +170,14 @@ struct weft_task {
     _Atomic uint32_t   refs;         /* the handle (its holder, or the finisher once
                                       * detached) + cancel notes in flight (io_uring.c) */
     _Atomic uint32_t   cancelled;    /* bit 0 set once by weft_cancel(); above it, cancellers in flight (wait.c) */
+    uint32_t           pins;         /* weft_pin() minus weft_unpin(); only the coroutine
+                                      * writes it, wakers read it once it parked (sched.c) */
     _Atomic uintptr_t  waiting;      /* the waiter it is parked on, for weft_cancel
                                       * (runtime/wait.c); 0 when not waiting */
     uint64_t           deadline;     /* weft_deadline(); only the coroutine itself */
     _Atomic uintptr_t  io_req;       /* its io_uring request in flight, 0 if none */
     _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on */
+    struct weft__worker *home;       /* while pins > 0: the worker it runs on; as pins */
 };
 #if defined(__x86_64__)
 _Static_assert(sizeof(struct weft_task) <= 2 * WEFT__CACHELINE, "a task is two cache lines on x86-64");
@@ -260,6 +263,9 @@ struct weft__worker {
     struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */
     _Alignas(WEFT__CACHELINE)
     _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */
+    _Atomic(weft_task *)  inbox;        /* pinned tasks made runnable by other threads, newest
+                                         * first, linked by next; any thread pushes, the owner
+                                         * takes them all (sched.c) */
     _Atomic uint32_t      wake;         /* futex word: WEFT__WAKE_* (sched.c) */
     _Atomic uint32_t      in_io;        /* parked in its ring or epoll set, not on the futex */
     _Atomic uint64_t      spawned;      /* tasks spawned on this worker; only it writes */

@@ -456,6 +456,16 @@ static void push_local(struct weft__worker *w, weft_task *t)
         wake_one(w->rt);
 }
 
+static void yq_push(struct weft__worker *w, weft_task *t)
+{
+    t->next = NULL;
+    if (w->yq_tail)
+        w->yq_tail->next = t;
+    else
+        w->yq_head = t;
+    w->yq_tail = t;
+}
+
 static weft_task *yq_pop(struct weft__worker *w)
 {
     weft_task *t = w->yq_head;
@@ -471,7 +481,10 @@ static weft_task *yq_pop(struct weft__worker *w)
         w->yq_head = w->yq_tail = NULL;
         while (x) {
             weft_task *next = x->next;
-            local_put(w, x);
+            if (x->pins)
+                yq_push(w, x);   /* pinned here: never where thieves look */
+            else
+                local_put(w, x);
             x = next;
         }
         wake_one(w->rt);
@@ -479,15 +492,6 @@ static weft_task *yq_pop(struct weft__worker *w)
     return t;
 }
 
-static void yq_push(struct weft__worker *w, weft_task *t)
-{
-    t->next = NULL;
-    if (w->yq_tail)
-        w->yq_tail->next = t;
-    else
-        w->yq_head = t;
-    w->yq_tail = t;
-}
 
 static uint32_t rng_next(struct weft__worker *w)
 {
@@ -550,6 +554,117 @@ static bool fire_timers(struct weft__worker *w)
     return weft__timers_next(ts) != UINT64_MAX && weft__timers_fire(ts, weft_now()) != 0;
 }
 
+/* The owner. Whether w's handoff can take a task: it is empty, and the
+ * fairness tick is not next (a handoff counts as a schedule, see pick_next). */
+static inline bool handoff_open(const struct weft__worker *w)
+{
+    return !w->handoff && w->fair_left > 1;
+}
+
+/*
+ * Pinned tasks (weft_pin). A pinned task runs only on its home worker, and is
+ * never put where thieves look (runnext, the deque, the global queue). Made
+ * runnable by its home worker, it joins the yield queue, which is private; by
+ * any other thread, it is pushed on the home worker's inbox, a lock-free
+ * stack (any thread pushes, the owner takes the whole stack with one
+ * exchange), and the home worker is woken if it is parked:
+ *   1. the waker pushes the task (seq_cst CAS), full fence, and reads nidle;
+ *      if some worker is idle, it takes the home worker off the idle list if
+ *      it is there, and wakes it as wake_one wakes a worker;
+ *   2. a parking worker, in step 3 of the park protocol (after its own fence),
+ *      looks at its inbox too.
+ * Either the waker sees the worker on the idle list, or the worker's step 3
+ * comes after the push and sees it. A worker that is not parked looks at its
+ * inbox at every schedule: one load of a line that wakers write anyway.
+ * With one worker pinning changes nothing, and is not looked at.
+ */
+
+/* The owner. Moves the tasks on w's inbox to its yield queue, oldest first. */
+static WEFT__NOINLINE void inbox_take(struct weft__worker *w)
+{
+    weft_task *t = atomic_exchange_explicit(&w->inbox, NULL, memory_order_acquire);   /* pairs with inbox_push */
+    weft_task *fifo = NULL;
+    while (t) {
+        weft_task *next = t->next;
+        t->next = fifo;
+        fifo = t;
+        t = next;
+    }
+    while (fifo) {
+        weft_task *next = fifo->next;
+        yq_push(w, fifo);
+        fifo = next;
+    }
+}
+
+/* Any thread but h's: queues t, pinned to h, on h's inbox and wakes h if it
+ * is parked (steps 1 above). */
+static void inbox_push(struct weft__worker *h, weft_task *t)
+{
+    weft_rt *rt = h->rt;
+    weft_task *head = atomic_load_explicit(&h->inbox, memory_order_relaxed);
+    do
+        t->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&h->inbox, &head, t,
+               memory_order_seq_cst, memory_order_relaxed));   /* publishes t; pairs with inbox_take */
+    weft__fence();   /* the push before nidle: pairs with park_worker's step 3 */
+    if (atomic_load_explicit(&rt->nidle, memory_order_seq_cst) == 0)
+        return;
+    bool found = false;
+    pthread_mutex_lock(&rt->idle_lock);
+    for (struct weft__worker **p = &rt->idle; *p; p = &(*p)->idle_next) {
+        if (*p == h) {
+            *p = h->idle_next;
+            atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rt->idle_lock);
+    if (!found)
+        return;   /* running, searching, or being woken: it looks at its inbox */
+    atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);   /* it starts out searching */
+    atomic_store_explicit(&h->wake, WEFT__WAKE_GO, memory_order_release);
+    wake_worker(h);
+}
+
+/* Any thread. Makes t, pinned, runnable on its home worker; w is the calling
+ * worker of t's runtime, or NULL. */
+static WEFT__NOINLINE void ready_pinned(struct weft__worker *w, weft_task *t)
+{
+    struct weft__worker *h = t->home;
+    if (w == h) {
+        if (w->finishing && handoff_open(w))
+            w->handoff = t;   /* private too */
+        else
+            yq_push(w, t);
+        return;
+    }
+    if (weft__inherited(t->rt))
+        return;   /* a task of the parent of a fork(): it never runs here */
+    inbox_push(h, t);
+}
+
+int weft_pin(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    if (!w || !w->current)
+        return -EPERM;
+    weft_task *self = w->current;
+    if (self->pins++ == 0)
+        self->home = w;
+    return 0;
+}
+
+int weft_unpin(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    if (!w || !w->current || !w->current->pins)
+        return -EPERM;
+    w->current->pins--;
+    return 0;
+}
+
 /* The owner. The next task to run on w, or NULL. */
 static weft_task *pick_next(struct weft__worker *w)
 {
@@ -558,6 +673,8 @@ static weft_task *pick_next(struct weft__worker *w)
      * no code can come to rely on LIFO order or on runnext. */
     uint32_t tick = tick_of(w) + 1;
     atomic_store_explicit(&w->tick, tick, memory_order_relaxed);   /* searchers read it: a hint */
+    if (WEFT__UNLIKELY(atomic_load_explicit(&w->inbox, memory_order_relaxed) != NULL))
+        inbox_take(w);
     if ((t = w->handoff)) {   /* ready() left it only with a fairness tick still ahead */
         w->handoff = NULL;
         w->fair_left--;
@@ -590,12 +707,6 @@ static weft_task *pick_next(struct weft__worker *w)
     return NULL;
 }
 
-/* The owner. Whether w's handoff can take a task: it is empty, and the
- * fairness tick is not next (a handoff counts as a schedule, see pick_next). */
-static inline bool handoff_open(const struct weft__worker *w)
-{
-    return !w->handoff && w->fair_left > 1;
-}
 
 /* Any thread. Makes t runnable: on the calling worker's handoff or runnext if
  * it belongs to t's runtime, else on the global queue. */
@@ -603,6 +714,10 @@ static void ready(weft_task *t)
 {
     weft_rt *rt = t->rt;
     struct weft__worker *w = weft__worker_self();
+    if (WEFT__UNLIKELY(t->pins) && rt->nworkers > 1) {
+        ready_pinned(w && w->rt == rt ? w : NULL, t);
+        return;
+    }
     if (w && w->rt == rt && !(w->shuffle && (rng_next(w) & 1))) {
         if (w->finishing && handoff_open(w)) {
             w->handoff = t;
@@ -636,7 +751,10 @@ static void after_switch(struct weft__worker *w)
                 memory_order_acq_rel, memory_order_acquire)) {   /* step 2: publishes the saved context */
             weft__check(s == WEFT__NOTIFIED, "a parking task was in an impossible state");
             atomic_store_explicit(&prev->pstate, WEFT__RUNNING, memory_order_relaxed);
-            push_local(w, prev);                                 /* woken while it parked */
+            if (prev->pins && w->rt->nworkers > 1)
+                yq_push(w, prev);                                /* pinned here: private */
+            else
+                push_local(w, prev);                             /* woken while it parked */
         }
     } else {
         /* The finished task's handle may be freed by now: only its stack. */
@@ -1020,7 +1138,7 @@ static void park_worker(struct weft__worker *w)
     atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
     weft__fence();                     /* 3 */
     uint64_t due = weft__timers_next(rt->timers);
-    if ((work_visible(rt) || (due != UINT64_MAX && due <= weft_now()) ||
+    if ((work_visible(rt) || atomic_load_explicit(&w->inbox, memory_order_seq_cst) || (due != UINT64_MAX && due <= weft_now()) ||
          atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) &&
         leave_idle(w))
         return;
