@@ -186,6 +186,34 @@ WEFT_API int weft_pin(void);
 WEFT_API int weft_unpin(void);
 
 /*
+ * Coroutine-local storage, as pthread's keys are thread-local. A key names one
+ * value per coroutine, and one per plain thread; each starts as NULL. A
+ * coroutine's values follow it from worker to worker. When a coroutine ends
+ * (returns from its function), the destructor of each key whose value is not
+ * NULL is called with that value, the value being set to NULL first; while
+ * destructors set values again, this repeats, up to
+ * PTHREAD_DESTRUCTOR_ITERATIONS rounds. A plain thread's values are destroyed
+ * so when it exits. Deleting a key calls no destructor; a key made later
+ * never sees a deleted key's values.
+ */
+typedef unsigned weft_key;
+#define WEFT_KEYS_MAX 1024   /* keys that may exist at once in a process */
+
+/* Makes a key; destructor may be NULL. Any thread. Returns 0, -EINVAL (key
+ * NULL), -EAGAIN (WEFT_KEYS_MAX keys exist already). */
+WEFT_API int weft_key_create(weft_key *key, void (*destructor)(void *));
+/* Deletes key; every value of it is forgotten, and its destructor is not
+ * called. Any thread, once nobody uses the key. Returns 0 or -EINVAL (not a
+ * key, or deleted already). */
+WEFT_API int weft_key_delete(weft_key key);
+/* Sets the caller's value of key: the calling coroutine's, or the calling
+ * plain thread's. Returns 0, -EINVAL (not a key), -ENOMEM (the first value
+ * set in a block of 32 keys needs memory: nothing was changed). */
+WEFT_API int weft_setspecific(weft_key key, const void *value);
+/* The caller's value of key; NULL if it set none, or key is not a key. */
+WEFT_API void *weft_getspecific(weft_key key);
+
+/*
  * Creates a runtime, runs fn(arg) as its first coroutine, joins it, stores its
  * result, and destroys the runtime. A plain thread. Returns 0 or the error of
  * the step that failed.

@@ -178,6 +178,8 @@ struct weft_task {
     _Atomic uintptr_t  io_req;       /* its io_uring request in flight, 0 if none */
     _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on */
     struct weft__worker *home;       /* while pins > 0: the worker it runs on; as pins */
+    struct weft__keyvals *keys;      /* its weft_setspecific() values, NULL before the
+                                      * first (runtime/key.c); only the coroutine */
 };
 #if defined(__x86_64__)
 _Static_assert(sizeof(struct weft_task) <= 2 * WEFT__CACHELINE, "a task is two cache lines on x86-64");
@@ -365,6 +367,15 @@ void weft__task_release_at(weft_task *t, struct weft__worker *w);
 void weft__yield_current(void);
 /* Counts a task about to be started; w is the calling worker of rt, or NULL. */
 void weft__count_spawn(weft_rt *rt, struct weft__worker *w);
+
+/* ---- coroutine-local storage (runtime/key.c) ------------------------------------ */
+
+struct weft__keyvals;   /* one coroutine's or plain thread's values */
+
+/* Runs the destructors of the values in *kv, as pthread does at a thread's
+ * exit, frees it and leaves *kv NULL. The coroutine whose values they are, as
+ * it ends (sched.c), or a plain thread as it exits. */
+void weft__keys_end(struct weft__keyvals **kv);
 
 /* ---- task handles (runtime/task.c) --------------------------------------------- */
 

@@ -867,7 +867,10 @@ static void task_entry(void *arg)
     __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
 #endif
     after_switch(weft__worker_self());
-    t->result = t->fn(t->arg);
+    void *result = t->fn(t->arg);
+    if (t->keys)
+        weft__keys_end(&t->keys);   /* its destructors run as part of it */
+    t->result = result;
     struct weft__worker *w = weft__worker_self();
     weft__check(w, "a coroutine returned in the child of a fork(), where its runtime does not exist; "
                    "the child must end with _exit() or exec (weft.h, fork)");

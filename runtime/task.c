@@ -236,7 +236,7 @@ void weft__task_release(weft_task *t)
  * against 2.4 ns for plain stores. The size is pinned so that a new field
  * cannot be left out of this list unnoticed.
  */
-_Static_assert(sizeof(struct weft_task) == 14 * sizeof(void *) && sizeof(void *) == 8,
+_Static_assert(sizeof(struct weft_task) == 15 * sizeof(void *) && sizeof(void *) == 8,
                "task_init writes every field of weft_task: a new one needs its line there");
 static void task_init(weft_task *t, weft_rt *rt, weft_fn fn, void *arg, bool detached)
 {
@@ -257,6 +257,7 @@ static void task_init(weft_task *t, weft_rt *rt, weft_fn fn, void *arg, bool det
     atomic_init(&t->io_owner, NULL);
     t->pins = 0;
     t->home = NULL;
+    t->keys = NULL;
 }
 
 /* w: the calling worker, if it runs a coroutine of rt; else NULL. */
