@@ -97,6 +97,10 @@ typedef struct weft_config {
     unsigned ring_entries;/* io_uring submission queue depth per worker; 0 = 256; 1 is raised
                            * to 2 (a request and its deadline are queued together); above
                            * 32768 is -EINVAL */
+    uint64_t stall_ns;    /* a coroutine that holds its worker this long without a switch
+                           * is reported on stderr (one line, rate-limited); 0 = 500 ms,
+                           * UINT64_MAX = never. WEFT_STALL_MS in the environment
+                           * overrides it (in milliseconds; 0 = never) */
     /* later fields are appended; a zeroed field always means the default */
 } weft_config;
 
@@ -176,7 +180,9 @@ WEFT_API int weft_workers(void);
  * pinned itself: whatever wakes it, it resumes there, and no other worker
  * takes it, so thread-local addresses it kept across a wait stay its own
  * thread's (as Go's LockOSThread). Pins nest: weft_unpin() undoes one
- * weft_pin(), and the coroutine is free to move again when none is left. Neither call is a
+ * weft_pin(), and the coroutine is free to move again when none is left. A
+ * pinned coroutine waits for its worker even while that worker is stalled by
+ * another coroutine (a blocking call weft cannot see). Neither call is a
  * locked instruction or a system call.
  * Both return 0, or -EPERM outside a coroutine; weft_unpin() returns -EPERM
  * also when the caller holds no pin (as weft_mutex_unlock() does for a mutex

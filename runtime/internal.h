@@ -245,7 +245,11 @@ struct weft__worker {
     weft_task            *yq_head;      /* yielded tasks, FIFO, linked by next */
     weft_task            *yq_tail;
     _Atomic uint32_t      tick;         /* schedules so far, for fairness checks; only the
-                                         * worker writes it, searchers read it (sched.c) */
+                                         * worker writes it, searchers and the monitor read it */
+    _Atomic uint32_t      in_user;      /* 1 while a coroutine's own code runs here; only the
+                                         * worker writes it, the monitor reads it (monitor.c) */
+    _Atomic uint32_t      rescue;       /* futex word, 1 while the monitor works on this worker's
+                                         * queues and IO; only the monitor writes it (monitor.c) */
     uint32_t              fair_left;    /* schedules until the next fairness tick */
     bool                  finishing;    /* the current task is waking its joiner, then exits */
     weft_task            *handoff;      /* the joiner the current task woke as it finished, or
@@ -318,6 +322,8 @@ struct weft_rt {
     _Atomic(struct weft__offload *) offload;
     /* On the process's list of runtimes (sched.c), under its lock. */
     weft_rt               *live_next;
+    /* The thread that watches for stalled workers (runtime/monitor.c). */
+    _Atomic(struct weft__monitor *) monitor;   /* NULL: none (one worker, no report) */
 };
 
 /*
@@ -339,6 +345,52 @@ static inline bool weft__inherited(const weft_rt *rt)
  * its destruction's final stage, under a lock that keeps them alive meanwhile.
  * Any thread; fn must not create or destroy a runtime. */
 void weft__each_runtime(void (*fn)(weft_rt *rt, void *arg), void *arg);
+
+/*
+ * The owner's side of the exclusion with the monitor (runtime/monitor.c). A
+ * worker is "in user code" while a coroutine's own code runs on it; then the
+ * monitor may take over its yield queue, its runnext and deque, and its IO.
+ * Before the worker touches any of these again from a coroutine, it marks
+ * itself back in the runtime and waits for a rescue under way to end:
+ * weft__owner_enter. weft__owner_leave is the last thing before control
+ * returns to a coroutine's code. Neither is a locked instruction: the
+ * monitor's side runs membarrier (the asymmetric pair of wait.c).
+ */
+void weft__light_barrier_slow(void);   /* wait.c: the light side where it must be a fence */
+extern _Atomic int weft__barrier_asym; /* wait.c: 1 once membarrier is the heavy side */
+void weft__heavy_barrier(void);        /* wait.c: the monitor's side */
+void weft__rescue_wait(struct weft__worker *w);   /* monitor.c */
+
+static inline void weft__owner_enter(struct weft__worker *w)
+{
+    atomic_store_explicit(&w->in_user, 0, memory_order_relaxed);   /* ordered by the barrier below */
+    if (atomic_load_explicit(&weft__barrier_asym, memory_order_relaxed))
+        atomic_signal_fence(memory_order_seq_cst);   /* the monitor's membarrier does the rest */
+    else
+        weft__light_barrier_slow();
+    if (WEFT__UNLIKELY(atomic_load_explicit(&w->rescue, memory_order_acquire)))   /* pairs with the
+                                                                                     * monitor's release */
+        weft__rescue_wait(w);
+}
+
+static inline void weft__owner_leave(struct weft__worker *w)
+{
+    atomic_store_explicit(&w->in_user, 1, memory_order_release);   /* publishes the worker's state to
+                                                                    * the monitor's acquire */
+}
+
+/* monitor.c. _start: weft_rt_create, after the workers; returns 0 or a
+ * negative errno. _stop: weft_rt_destroy, before the workers stop; joins it.
+ * _nudge: a worker that leaves the idle list, so that a monitor asleep while
+ * every worker was idle looks again. */
+int  weft__monitor_start(weft_rt *rt, uint64_t stall_ns);
+void weft__monitor_stop(weft_rt *rt);
+void weft__monitor_nudge(weft_rt *rt);
+/* sched.c. The monitor: moves w's queued tasks that are not pinned to it to
+ * the global queue and wakes a worker for them. runnext and the deque are
+ * taken as thieves take them, so w need not be excluded; `private`: the
+ * yield queue too, which needs w excluded. Returns how many it moved. */
+size_t weft__takeover(struct weft__worker *w, bool private);
 
 /* The worker the calling thread is, or NULL. Never inlined: see sched.c. */
 struct weft__worker *weft__worker_self(void);

@@ -102,7 +102,7 @@ struct io_uring_sqe;
  * weft_close() needs (see weft__ring_close_end). */
 int  weft__ring_create(struct weft__ring **r, unsigned entries);
 void weft__ring_destroy(struct weft__ring *r);
-/* Enables the ring on its worker's thread, which becomes its only submitter. */
+/* Enables the ring on its worker's thread. */
 int  weft__ring_enable(struct weft__ring *r);
 /* The owner: submits what is queued, reaps completions. Returns whether a
  * task was made runnable. */
@@ -181,6 +181,24 @@ static inline bool weft__io_sleep(struct weft__worker *w, uint64_t until)
         return weft__ring_sleep(w, until);
 #endif
     return weft__epoll_sleep(w, until);
+}
+
+/* The monitor, without the exclusion: whether w's backend holds completions
+ * or events that nobody has reaped (a hint). Holding w excluded, it calls
+ * weft__io_poll(w) as w would: the tasks it makes runnable go to the global
+ * queue (monitor.c). */
+#if WEFT_HAVE_URING
+bool weft__ring_pending(struct weft__worker *w);
+#endif
+bool weft__epoll_pending(struct weft__worker *w);
+
+static inline bool weft__io_pending(struct weft__worker *w)
+{
+#if WEFT_HAVE_URING
+    if (w->ring)
+        return weft__ring_pending(w);
+#endif
+    return w->ep && weft__epoll_pending(w);
 }
 
 /* Any thread: wakes w from weft__io_sleep. */

@@ -53,6 +53,7 @@
 #include "io.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -421,6 +422,12 @@ bool weft__epoll_busy(struct weft__worker *w)
 {
     /* Only our own coroutines raise it, so we see every rise. */
     return atomic_load_explicit(&w->ep->waiters, memory_order_relaxed) != 0;
+}
+
+bool weft__epoll_pending(struct weft__worker *w)
+{
+    struct pollfd p = { .fd = w->ep->epfd, .events = POLLIN };   /* an epoll set is readable with events ready */
+    return weft__epoll_busy(w) && poll(&p, 1, 0) > 0;
 }
 
 bool weft__epoll_poll(struct weft__worker *w)

@@ -156,6 +156,7 @@ enum {
 #define SPIN_NS        30000u   /* then more such rounds, for this long, before a worker parks */
 #define GAP_MIN_NS     2000u    /* a search that leaves tasks to a busy owner looks again after */
 #define GAP_MAX_NS     16000u   /* ... this, doubling up to this (below SPIN_NS, see find_work) */
+#define STALL_NS_DEFAULT 500000000u   /* weft_config.stall_ns */
 
 static WEFT__TLS struct weft__worker *tls_worker;
 
@@ -634,10 +635,16 @@ static WEFT__NOINLINE void ready_pinned(struct weft__worker *w, weft_task *t)
 {
     struct weft__worker *h = t->home;
     if (w == h) {
+        /* The yield queue is the monitor's while it rescues this worker. */
+        bool user = atomic_load_explicit(&w->in_user, memory_order_relaxed);
+        if (user)
+            weft__owner_enter(w);
         if (w->finishing && handoff_open(w))
             w->handoff = t;   /* private too */
         else
             yq_push(w, t);
+        if (user)
+            weft__owner_leave(w);
         return;
     }
     if (weft__inherited(t->rt))
@@ -736,6 +743,59 @@ static void ready(weft_task *t)
     }
 }
 
+/* Moves batch[0..*n) to the global queue and empties it. */
+static void takeover_flush(weft_rt *rt, weft_task **batch, size_t *n)
+{
+    if (*n)
+        global_push_batch(rt, batch, *n);
+    *n = 0;
+}
+
+size_t weft__takeover(struct weft__worker *w, bool private)
+{
+    weft_rt *rt = w->rt;
+    weft_task *batch[GQ_BATCH];
+    size_t n = 0, moved = 0;
+    /* The yield queue, in order; tasks pinned here stay. */
+    weft_task *x = private ? w->yq_head : NULL;
+    if (private)
+        w->yq_head = w->yq_tail = NULL;
+    while (x) {
+        weft_task *next = x->next;
+        if (x->pins) {
+            yq_push(w, x);
+        } else {
+            batch[n++] = x;
+            moved++;
+            if (n == GQ_BATCH)
+                takeover_flush(rt, batch, &n);
+        }
+        x = next;
+    }
+    /* runnext and the deque, as a thief takes them. */
+    weft_task *r = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+    if (r && atomic_compare_exchange_strong_explicit(&w->runnext, &r, NULL,
+                                                     memory_order_acquire, memory_order_relaxed)) {
+        batch[n++] = r;
+        moved++;
+        if (n == GQ_BATCH)
+            takeover_flush(rt, batch, &n);
+    }
+    while (!weft__deque_empty(&w->dq)) {
+        weft_task *t = weft__deque_steal(&w->dq);
+        if (!t)
+            continue;   /* lost a race with a thief */
+        batch[n++] = t;
+        moved++;
+        if (n == GQ_BATCH)
+            takeover_flush(rt, batch, &n);
+    }
+    takeover_flush(rt, batch, &n);
+    if (moved)
+        wake_one(rt);   /* a searcher that finds work wakes the next (find_work) */
+    return moved;
+}
+
 /* ---- after a switch ----------------------------------------------------------- */
 
 static void after_switch(struct weft__worker *w)
@@ -798,7 +858,9 @@ static void switch_away(struct weft__worker *w, weft_task *self)
 {
     w->prev = self;
     switch_from(w, self->fiber, WEFT__ACT_PARK);
-    after_switch(weft__worker_self());
+    struct weft__worker *now = weft__worker_self();
+    after_switch(now);
+    weft__owner_leave(now);
 }
 
 /* The current task, finished, leaves its stack (f) for good. Its handle may
@@ -818,9 +880,12 @@ void weft__park(void)
     if (atomic_load_explicit(&self->pstate, memory_order_relaxed) == WEFT__NOTIFIED) {
         uint32_t s = WEFT__NOTIFIED;
         if (atomic_compare_exchange_strong_explicit(&self->pstate, &s, WEFT__RUNNING,
-                memory_order_acquire, memory_order_relaxed))
+                memory_order_acquire, memory_order_relaxed)) {
+            weft__owner_leave(w);
             return;                                              /* unparked before it parked */
+        }
     }
+    weft__owner_enter(w);
     switch_away(w, self);
 }
 
@@ -849,13 +914,18 @@ void weft__yield_current(void)
 {
     struct weft__worker *w = weft__worker_self();
     weft_task *self = w->current;
+    weft__owner_enter(w);
     weft_task *next = pick_next(w);
-    if (!next)
+    if (!next) {
+        weft__owner_leave(w);
         return;                                                  /* nothing else to run here */
+    }
     yq_push(w, self);                                            /* private: safe before the switch */
     w->current = next;
     fiber_switch(self->fiber, fiber_of(w, next), false);
-    after_switch(weft__worker_self());
+    struct weft__worker *now = weft__worker_self();
+    after_switch(now);
+    weft__owner_leave(now);
 }
 
 /* ---- tasks ---------------------------------------------------------------------- */
@@ -866,14 +936,19 @@ static void task_entry(void *arg)
 #if defined(WEFT__ASAN)
     __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
 #endif
-    after_switch(weft__worker_self());
+    struct weft__worker *start = weft__worker_self();
+    after_switch(start);
+    weft__owner_leave(start);
     void *result = t->fn(t->arg);
     if (t->keys)
         weft__keys_end(&t->keys);   /* its destructors run as part of it */
-    t->result = result;
     struct weft__worker *w = weft__worker_self();
     weft__check(w, "a coroutine returned in the child of a fork(), where its runtime does not exist; "
                    "the child must end with _exit() or exec (weft.h, fork)");
+    /* Out of user code: the monitor reads fn, which result overwrites, and
+     * waking the joiner may use the yield queue or the handoff. */
+    weft__owner_enter(w);
+    t->result = result;
     struct weft__fiber *f = t->fiber;   /* once DONE is stored, the handle is the joiner's */
     uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with detach's CAS */
     for (;;) {
@@ -1143,8 +1218,10 @@ static void park_worker(struct weft__worker *w)
     uint64_t due = weft__timers_next(rt->timers);
     if ((work_visible(rt) || atomic_load_explicit(&w->inbox, memory_order_seq_cst) || (due != UINT64_MAX && due <= weft_now()) ||
          atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) &&
-        leave_idle(w))
+        leave_idle(w)) {
+        weft__monitor_nudge(rt);
         return;
+    }
     /* Otherwise a waker took us off the list and counted us as searching; its
      * store to our wake word is on its way. */
     uint32_t v;
@@ -1158,6 +1235,7 @@ static void park_worker(struct weft__worker *w)
              * ourselves, unless a waker already did. */
             if (weft__timers_fire(rt->timers, weft_now()) && leave_idle(w)) {
                 unwatch(w);
+                weft__monitor_nudge(rt);
                 return;
             }
             continue;
@@ -1185,6 +1263,7 @@ static void park_worker(struct weft__worker *w)
             atomic_store_explicit(&w->in_io, 0, memory_order_relaxed);
             if (woke && leave_idle(w)) {
                 unwatch(w);
+                weft__monitor_nudge(rt);
                 return;
             }
             continue;
@@ -1194,6 +1273,7 @@ static void park_worker(struct weft__worker *w)
     atomic_store_explicit(&w->wake, WEFT__WAKE_NONE, memory_order_relaxed);
     unwatch(w);
     w->spinning = true;
+    weft__monitor_nudge(rt);
 }
 
 /* Whether the searchers (the caller among them) are no more than the
@@ -1499,6 +1579,15 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
     pthread_once(&atfork_once, atfork_register);   /* registered once weft is in use */
     if (atfork_error)
         return atfork_error;
+    /* The stall report's threshold: WEFT_STALL_MS, else the configuration's. */
+    uint64_t stall_ns = c.stall_ns ? c.stall_ns : STALL_NS_DEFAULT;
+    const char *stall_ms = getenv("WEFT_STALL_MS");
+    if (stall_ms && *stall_ms) {
+        char *end;
+        unsigned long long ms = strtoull(stall_ms, &end, 10);
+        if (*end == 0)
+            stall_ns = ms == 0 ? UINT64_MAX : ms > UINT64_MAX / 1000000u ? UINT64_MAX - 1 : ms * 1000000u;
+    }
     /* A debugging aid, read here since weft runs nothing before this call. */
     const char *shuffle = getenv("WEFT_SCHED_RANDOM");
     bool random_sched = shuffle && *shuffle && strcmp(shuffle, "0") != 0;
@@ -1561,6 +1650,11 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
             return err == EAGAIN ? -EAGAIN : -err;
         }
     }
+    if ((err = weft__monitor_start(rt, stall_ns))) {
+        stop_workers(rt, rt->nworkers);
+        rt_free(rt);
+        return err;
+    }
     live_add(rt);
     *out = rt;
     return 0;
@@ -1614,6 +1708,7 @@ int weft_rt_destroy(weft_rt *rt)
     }
     live_remove(rt);   /* no coroutine is left to wait on a descriptor */
     stop_workers(rt, rt->nworkers);
+    weft__monitor_stop(rt);   /* after the workers, which nudge it as they park */
     weft__epoll_destroy(rt);    /* runtime/io_epoll.c */
     weft__offload_destroy(rt);  /* runtime/offload.c */
     rt_free(rt);
