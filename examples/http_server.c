@@ -11,15 +11,20 @@
  * received, its answer is a constant built at compile time, and the answers
  * to requests that arrived together (pipelined) leave in one send.
  *
- *   http_server [--port N] [--workers N] [--self-test]
+ * SIGINT or SIGTERM stops it: the accept loop is cancelled, every open
+ * connection is shut down, and the runtime ends once every coroutine has
+ * returned.
  *
- * Binds 127.0.0.1 (default port 8080). --self-test serves requests of its own
- * (keep-alive, pipelined, malformed, and clients that stop, trickle or never
- * read) and checks each answer.
+ *   http_server [--port N] [--workers N]   serve 127.0.0.1:N (default 8080)
+ *   http_server --self-test                serve requests of its own (keep-alive,
+ *                                          pipelined, malformed, and clients that
+ *                                          stop, trickle or never read), check
+ *                                          each answer, exit
  */
 #define _GNU_SOURCE
 #include <weft.h>
 
+#include "cli.h"
 #include "http_parse.h"
 
 #include <arpa/inet.h>
@@ -125,8 +130,10 @@ static int serve_requests(int fd, char *in, size_t *len, char *out)
 
 static void *connection(void *arg)
 {
-    int fd = (int)(intptr_t)arg;
-    int one = 1;
+    struct cli_conn c;
+    if (!cli_conn_open(&c, (int)(intptr_t)arg))
+        return NULL;
+    int fd = c.fd, one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     /* A coroutine's stack is committed as it is touched, so the buffers cost
      * the pages that requests fill, and nothing is allocated per connection. */
@@ -150,25 +157,14 @@ static void *connection(void *arg)
             due = weft_now() + request_ns;
     }
     weft_deadline(0);
-    weft_close(fd);
+    cli_conn_close(&c);
     return NULL;
 }
 
 static void *accept_loop(void *arg)
 {
-    int lfd = (int)(intptr_t)arg;
-    for (;;) {
-        int fd = weft_accept(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd == -ECANCELED || fd == -EBADF)
-            return NULL;
-        if (fd < 0) {
-            fprintf(stderr, "http_server: accept: %s\n", strerror(-fd));
-            weft_sleep(10000000);   /* out of descriptors, say: back off, keep serving */
-            continue;
-        }
-        if (weft_spawn(NULL, connection, (void *)(intptr_t)fd) != 0)
-            weft_close(fd);
-    }
+    cli_accept_loop("http_server", (int)(intptr_t)arg, connection, 0);
+    return NULL;
 }
 
 /* ---- the self-test --------------------------------------------------------- */
@@ -314,42 +310,48 @@ out:
     return failed;
 }
 
+/* ---- serving until SIGINT or SIGTERM ------------------------------------ */
+
+static void *serve(void *arg)
+{
+    return cli_serve_until_stop("http_server", (int)(intptr_t)arg, accept_loop) ? (void *)1 : NULL;
+}
+
 int main(int argc, char **argv)
 {
+    struct cli cli = CLI_INIT(argc, argv, "http_server", "[--port N] [--workers N] [--self-test]",
+        "A small HTTP/1.1 server on 127.0.0.1, one coroutine per connection: GET /\n"
+        "answered with a fixed body, keep-alive and pipelining; a client gets ten\n"
+        "seconds to send each request and to take the answers. SIGINT or SIGTERM\n"
+        "stops it.\n\n"
+        "  --port N      the port, 0 to 65535 (default 8080; 0: any free one)\n"
+        "  --workers N   worker threads, 1 to 1024 (default: one per CPU)\n"
+        "  --self-test   serve well-behaved, malformed and stalling clients of its\n"
+        "                own, check every answer, and exit\n");
     weft_config cfg = { 0 };
-    int port = 8080;
+    unsigned port = 8080;
     bool test = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--port") == 0 && i + 1 < argc)
-            port = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
-            cfg.workers = (unsigned)atoi(argv[++i]);
-        else if (strcmp(argv[i], "--self-test") == 0)
+    for (const char *arg; (arg = cli_next(&cli));) {
+        if (strcmp(arg, "--port") == 0)
+            port = (unsigned)cli_uint(&cli, arg, cli_value(&cli), 0, 65535);
+        else if (strcmp(arg, "--workers") == 0)
+            cfg.workers = (unsigned)cli_uint(&cli, arg, cli_value(&cli), 1, WEFT_WORKERS_MAX);
+        else if (strcmp(arg, "--self-test") == 0)
             test = true;
-        else {
-            fprintf(stderr, "usage: http_server [--port N] [--workers N] [--self-test]\n");
-            return 2;
-        }
+        else
+            cli_unexpected(&cli, arg);
     }
-    if (test) {
-        port = 0;
+    if (test)
         request_ns = 200000000;   /* 200 ms, to keep the test short */
+    int lfd = cli_listen_loopback(&cli, test ? 0 : port, 4096, &addr);
+    if (!test) {
+        cli_catch_stop_signals(&cli);
+        printf("http_server: listening on 127.0.0.1:%u (http://127.0.0.1:%u/)\n",
+               ntohs(addr.sin_port), ntohs(addr.sin_port));
+        fflush(stdout);   /* a log file gets it now, not at exit */
     }
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int on = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    addr = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t alen = sizeof addr;
-    if (bind(lfd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(lfd, 4096) < 0 ||
-        getsockname(lfd, (struct sockaddr *)&addr, &alen) < 0) {
-        perror("http_server");
-        return 1;
-    }
-    if (!test)
-        printf("http_server: http://127.0.0.1:%u/\n", ntohs(addr.sin_port));
     void *result;
-    int err = weft_main(&cfg, test ? self_test : accept_loop, (void *)(intptr_t)lfd, &result);
+    int err = weft_main(&cfg, test ? self_test : serve, (void *)(intptr_t)lfd, &result);
     if (err) {
         fprintf(stderr, "http_server: %s\n", strerror(-err));
         return 1;

@@ -152,7 +152,9 @@ WEFT_API int weft_spawn(weft_task **task, weft_fn fn, void *arg);
  * coroutine; from a plain thread it blocks the thread. Returns 0, -EINVAL (task
  * NULL, already joined or detached: detected while the handle's memory has not
  * been reused, and debug builds abort instead), -EDEADLK (a task joining itself),
- * -ECHILD (a task of the parent of a fork()).
+ * -ECHILD (a task of the parent of a fork()), -ETIMEDOUT (the caller's deadline
+ * came first) or -ECANCELED (the caller was cancelled): after these two the
+ * task goes on and its handle may be joined again or detached.
  */
 WEFT_API int weft_join(weft_task *task, void **result);
 
