@@ -86,13 +86,19 @@ static void *own_value(void *arg)
         atomic_fetch_add(&p->wrong, 1);
     weft_setspecific(p->key, &mine);
     int start = weft_worker();
-    for (int i = 0; i < 200; i++) {
+    bool moved = false;
+    /* On until it has run on another worker too (with a generous limit, for
+     * a loaded machine where one worker may do everything for a while). */
+    uint64_t limit = weft_now() + 5000000000u;
+    for (int i = 0; i < 200 || (weft_workers() > 1 && !moved && weft_now() < limit); i++) {
         if (i % 3 == 0)
             weft_sleep(10000);
         else
             weft_yield();
-        if (weft_worker() != start)
+        if (weft_worker() != start) {
             atomic_fetch_add(&p->moved, 1);
+            moved = true;
+        }
         if (weft_getspecific(p->key) != &mine || weft_getspecific(p->spare) != NULL)
             atomic_fetch_add(&p->wrong, 1);
     }
