@@ -37,34 +37,40 @@
  * Where membarrier is missing, and under ThreadSanitizer, both sides use full
  * fences (wait.c chooses once).
  *
- * What moves. Tasks queued on the worker and not pinned to it (the yield
- * queue, runnext, the deque) go to the global queue, and a worker is woken
- * for them (weft__takeover, sched.c). Completions already posted to the
- * worker's ring, and events pending on its epoll set, are reaped by the
- * monitor as the worker would reap them; their coroutines become runnable on
- * the global queue, and issue their next request on the worker they run on
- * next (weft__io_takeover). Timers belong to the runtime, not to a worker,
- * and any other worker fires them.
+ * What moves. Tasks queued on the worker and not pinned to it go to the
+ * global queue, and a worker is woken for them (weft__takeover,
+ * sched.c): runnext and the deque at every look, as a thief takes them,
+ * without the exclusion (the stalled coroutine may still spawn and wake);
+ * the yield queue once per stall, under it (during a stall only tasks pinned
+ * to the worker can join it: a yield is a schedule). The worker's IO: under
+ * the exclusion the monitor calls weft__io_poll as the worker would,
+ * which submits what the worker's coroutines queued and reaps what is done;
+ * their coroutines become runnable on the global queue and issue their next
+ * requests on the workers they run on next. It looks again whenever the
+ * backend says something waits (weft__io_pending: the completion queue's tail, or
+ * the epoll descriptor's readiness). Timers belong to the runtime, not to a
+ * worker, and any other worker fires them.
  *
  * What stays. Coroutines pinned to the worker (weft_pin) wait for it: that is
- * what pinning promises. So do io_uring requests queued by the worker's
- * coroutines but not yet submitted when it stalled (only the worker submits
- * to its ring: SINGLE_ISSUER), and file IO that the kernel runs in its io-wq
- * until it completes and is posted.
+ * what pinning promises. Completion work for a worker in an uninterruptible
+ * sleep runs only when it wakes.
  *
  * Rings and task work. A request on a socket or pipe that waits completes by
  * task work run in the submitting thread. With IORING_SETUP_DEFER_TASKRUN
  * that work runs only when the submitter asks for events, so a stalled
- * worker's completions would never reach its completion queue. The rings are
- * therefore set up with COOP_TASKRUN (io_uring.c): the kernel runs the work
- * at the worker's next entry to or exit from the kernel, at the latest at its
- * next timer interrupt while it computes, and it wakes the worker from an
+ * worker's completions would never reach its completion queue, and its
+ * companion SINGLE_ISSUER lets no other thread submit. The rings are
+ * therefore set up with COOP_TASKRUN alone (io_uring.c): the kernel runs the
+ * work at the submitter's next entry to or exit from the kernel, at the
+ * latest at its next timer interrupt while it computes, and wakes it from an
  * interruptible sleep in a system call (which restarts, unseen by the
- * caller); then the completion is in the shared queue, where the monitor
- * reaps it. The alternative, keeping DEFER_TASKRUN and cancelling the stalled
- * worker's requests so that their coroutines re-issue them elsewhere, needs
- * a submission the worker alone may make, and was left; see docs/design.md
- * for the measurements that chose between them.
+ * caller); the completion is then in the shared queue, where the monitor
+ * reaps it. Requests the monitor submits have the monitor as their
+ * submitter, and their task work interrupts its sleep the same way. The
+ * alternative, keeping DEFER_TASKRUN and orphaning the stalled worker's
+ * requests (their coroutines re-issue them elsewhere; the worker cancels
+ * them when it comes back), was not taken: docs/design.md says why, and
+ * docs/benchmarks.md what the flags cost.
  *
  * Report. A coroutine that has held its worker for stall_ns
  * (weft_config.stall_ns; WEFT_STALL_MS) gets one line on stderr naming its
