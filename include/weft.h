@@ -14,8 +14,8 @@
  *   - "a coroutine": only from inside a weft coroutine; elsewhere it fails with
  *     -EPERM (or, for calls that cannot fail, does what the comment says).
  *
- * Thread-locals and migration. A coroutine that blocks (join, yield, and later
- * IO and locks) may resume on a different worker thread. Consequences:
+ * Thread-locals and migration. A coroutine that blocks (join, yield, IO, locks,
+ * channels) may resume on a different worker thread. Consequences:
  *   - the address of a _Thread_local variable, errno included, may change across
  *     any weft call that can suspend; do not keep a pointer to one across such a
  *     call, and expect the compiler to have cached such addresses within one
@@ -363,7 +363,7 @@ WEFT_API int weft_cancel(weft_task *task);
  */
 WEFT_API int weft_offload(weft_fn fn, void *arg, void **result);
 
-/* ---- synchronization and channels (runtime/sync.c, runtime/chan.c) ---- */
+/* ---- synchronization and channels (runtime/sync/) ---- */
 
 /*
  * Locks, conditions, wait groups, semaphores and channels that suspend only the

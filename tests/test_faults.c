@@ -133,6 +133,7 @@ int __real_eventfd(unsigned int initval, int flags);
 int __real_epoll_create1(int flags);
 int __real_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
 int __real_fcntl(int fd, int cmd, ...);
+int __real_weft__sys_fcntl(int fd, int cmd, long arg);
 
 void *__wrap_malloc(size_t n);
 void *__wrap_calloc(size_t k, size_t n);
@@ -148,6 +149,7 @@ int __wrap_eventfd(unsigned int initval, int flags);
 int __wrap_epoll_create1(int flags);
 int __wrap_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
 int __wrap_fcntl(int fd, int cmd, ...);
+int __wrap_weft__sys_fcntl(int fd, int cmd, long arg);
 
 static void *held(void *p)
 {
@@ -285,6 +287,15 @@ int __wrap_fcntl(int fd, int cmd, ...)
         return -1;
     }
     return __real_fcntl(fd, cmd, arg);
+}
+
+/* weft's own fcntl calls go through its raw system-call wrapper (base/sys.h),
+ * not libc's fcntl: the same faults, there. */
+int __wrap_weft__sys_fcntl(int fd, int cmd, long arg)
+{
+    if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && fault(F_DUP, EMFILE))
+        return -EMFILE;
+    return __real_weft__sys_fcntl(fd, cmd, arg);
 }
 
 #if WEFT_TEST_URING

@@ -3,7 +3,7 @@
  *
  * One 4-ary min-heap per runtime, under one mutex, of deadlines and pointers
  * to struct weft__timer in the waiters' frames. There is no timer thread: the
- * workers fire due timers themselves (sched.c), so a woken sleeper lands on
+ * workers fire due timers themselves (core/worker.c), so a woken sleeper lands on
  * the firing worker's own queue, with no hop through another thread and no
  * wait on the global queue. A worker fires timers
  *   - every TIMER_TICKS (8) schedules, so a busy worker's sleepers wake on
@@ -19,7 +19,7 @@
  * `next` mirrors the earliest deadline so that the scheduler can look without
  * the lock. It is written under the lock with seq_cst: an arm's store of a new
  * earliest deadline and a parking watcher's store of itself form a Dekker
- * pair with the loads each side makes after its fence (see sched.c).
+ * pair with the loads each side makes after its fence (see core/search.c).
  *
  * Rejected: a timer thread (the design before this one). It costs a thread
  * hop per wake, its wake-ups wait on the global queue behind busy workers,
@@ -29,8 +29,7 @@
  * worker's cancellation must then find the right heap, and an idle worker
  * must still be able to fire a busy worker's timers.
  */
-#include "io.h"
-#include "sync.h"
+#include "timer.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -110,7 +109,7 @@ static void heap_remove(struct weft__timers *ts, struct weft__timer *tm)
 static void publish_next(struct weft__timers *ts)
 {
     atomic_store_explicit(&ts->next, ts->n ? ts->heap[0].when : UINT64_MAX,
-                          memory_order_seq_cst);   /* pairs with the watcher's fence in sched.c */
+                          memory_order_seq_cst);   /* pairs with the watcher's fence in core/search.c */
 }
 
 int weft__timers_create(struct weft__timers **out)
@@ -201,7 +200,7 @@ int weft__timer_arm(weft_rt *rt, struct weft__timer *tm)
         publish_next(ts);
     pthread_mutex_unlock(&ts->lock);
     if (earliest)
-        weft__timers_changed(rt);   /* sched.c: a watcher may sleep past it */
+        weft__timers_changed(rt);   /* core/search.c: a watcher may sleep past it */
     return 0;
 }
 

@@ -6,7 +6,7 @@
  * never handed out twice.
  */
 #include "deque.h"
-#include "internal.h"
+#include "core.h"
 
 #define MASK (WEFT__DEQUE_SIZE - 1)
 

@@ -1,98 +1,24 @@
 /*
- * Internal declarations shared by the files of runtime/. Nothing here is public:
+ * The core's nouns and entry points: the task, the worker, the runtime, the
+ * waiter, and what the rest of the runtime (io/, sync/) may call of the
+ * scheduler, the stacks and the task handles. Nothing here is public:
  * non-static names are weft__ and are hidden from the shared library.
  */
-#ifndef WEFT_INTERNAL_H
-#define WEFT_INTERNAL_H
+#ifndef WEFT_CORE_H
+#define WEFT_CORE_H
 
-#include "weft.h"
+#include "base/base.h"
+#include "base/futex.h"
 #include "../arch/ctx.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
 
-#define WEFT__HIDDEN __attribute__((visibility("hidden")))
-#define WEFT__NOINLINE __attribute__((noinline))
-#define WEFT__COLD __attribute__((cold, noinline))
-#define WEFT__UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define WEFT__CACHELINE 64
-
-/*
- * weft's thread-locals. The initial-exec model reads one at a fixed offset
- * from the thread pointer; the default for position-independent code, which
- * the shared library is, calls __tls_get_addr on every read instead, and the
- * current worker is read eight times per spawn and join: 971 instructions
- * with the default model, 849 with this one (callgrind, 1 worker). The price
- * is a few dozen bytes of the static TLS block that glibc reserves for
- * libraries loaded with dlopen (tests/check_dlopen.c loads it so).
- */
-#define WEFT__TLS _Thread_local __attribute__((tls_model("initial-exec")))
-
-/*
- * Stops the program with a message naming the broken invariant. Kept in release
- * builds: each use is cheap and guards a state that would otherwise corrupt
- * memory silently.
- */
-#define weft__check(cond, msg) \
-    do { if (WEFT__UNLIKELY(!(cond))) weft__panic(__FILE__, __LINE__, msg); } while (0)
-_Noreturn WEFT__COLD void weft__panic(const char *file, int line, const char *msg);
-
-/* Misuse that debug builds turn into an abort, release builds into an error. */
-#ifdef NDEBUG
-#define weft__misuse(msg, err) (err)
-#else
-#define weft__misuse(msg, err) (weft__panic(__FILE__, __LINE__, msg), (err))
-#endif
-
-/* A spin-wait hint to the CPU. */
-#if defined(__x86_64__)
-#define weft__cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define weft__cpu_relax() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define weft__cpu_relax() ((void)0)
-#endif
-
-/* ---- sanitizer and Valgrind glue ------------------------------------------ */
-
-#if defined(__SANITIZE_ADDRESS__)
-#define WEFT__ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define WEFT__ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define WEFT__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define WEFT__TSAN 1
-#endif
-#endif
-
-/*
- * A full fence. ThreadSanitizer does not model fences (gcc warns, and TSan
- * would report the races they prevent), so TSan builds use a seq_cst
- * read-modify-write of one shared word instead: for the store-fence-load
- * (Dekker) pairs weft uses, the total order of those RMWs orders the pair the
- * same way, and TSan understands it.
- */
-#if defined(WEFT__TSAN)
-extern _Atomic unsigned weft__tsan_fence_word;
-#define weft__fence() \
-    ((void)atomic_fetch_add_explicit(&weft__tsan_fence_word, 0, memory_order_seq_cst))
-#else
-#define weft__fence() atomic_thread_fence(memory_order_seq_cst)
-#endif
 
 /*
  * One execution context: a coroutine's, or a worker thread's own (the
  * scheduler context it returns to when it has nothing to run). A coroutine's
  * lives at the top of its stack slot, above the stack itself, only while the
- * task holds the slot (runtime/stack.c): the handle then stays small, and the
+ * task holds the slot (core/stack.c): the handle then stays small, and the
  * page it lives in is the stack's first, which the coroutine touches anyway.
  * The sanitizer fields exist in every build so that the layout does not
  * depend on flags.
@@ -111,21 +37,20 @@ struct weft__fiber {
     ((sizeof(struct weft__fiber) + WEFT__CACHELINE - 1) & ~(size_t)(WEFT__CACHELINE - 1))
 
 struct weft__worker;
-struct weft__ring;
+struct weft__backend;
 
 /* What a searching worker saw at a victim in its last LOOK or TAKE round
- * (sched.c): only compared, never dereferenced. */
+ * (core/search.c): only compared, never dereferenced. */
 struct weft__sighting {
     const struct weft__worker *victim;
     uintptr_t                  what;
     uint32_t                   tick;     /* the victim's schedules so far */
 };
-struct weft__epset;
 struct weft__fdtab;
 
 /* ---- tasks ----------------------------------------------------------------- */
 
-/* Values of weft_task.join besides a waiter pointer (runtime/task.c). */
+/* Values of weft_task.join besides a waiter pointer (core/task.c). */
 #define WEFT__JOIN_NONE     ((uintptr_t)0)   /* running, and its handle is held */
 #define WEFT__JOIN_DONE     ((uintptr_t)1)   /* finished: the handle's holder frees it */
 #define WEFT__JOIN_BUSY     ((uintptr_t)2)   /* finished; the finisher is waking the joiner */
@@ -135,7 +60,7 @@ struct weft__fdtab;
 #define WEFT__F_JOINED   1u   /* weft_join() has been called */
 #define WEFT__F_DETACHED 2u   /* weft_detach() has been called, or spawned detached */
 
-/* weft_task.pstate: the park protocol, see runtime/sched.c. */
+/* weft_task.pstate: the park protocol, see core/park.c. */
 #define WEFT__RUNNING  0u     /* running, runnable, or on its way to park */
 #define WEFT__PARKED   1u     /* switched out and waiting for weft__unpark() */
 #define WEFT__NOTIFIED 2u     /* unparked before it finished parking */
@@ -145,8 +70,8 @@ struct weft__fdtab;
 
 /*
  * A coroutine, and the handle its spawner holds. Handles are allocated in slabs
- * (runtime/task.c); the stack is bound to the task only from its first run to
- * its end (runtime/stack.c): fiber is NULL before its first run, and is never
+ * (core/task.c); the stack is bound to the task only from its first run to
+ * its end (core/stack.c): fiber is NULL before its first run, and is never
  * read after its end.
  */
 struct weft_task {
@@ -168,18 +93,18 @@ struct weft_task {
     _Atomic uint32_t   pstate;       /* RUNNING, PARKED or NOTIFIED */
     _Atomic uint32_t   flags;        /* WEFT__F_* */
     _Atomic uint32_t   refs;         /* the handle (its holder, or the finisher once
-                                      * detached) + cancel notes in flight (io_uring.c) */
-    _Atomic uint32_t   cancelled;    /* bit 0 set once by weft_cancel(); above it, cancellers in flight (wait.c) */
+                                      * detached) + cancel notes in flight (io/uring.c) */
+    _Atomic uint32_t   cancelled;    /* bit 0 set once by weft_cancel(); above it, cancellers in flight (core/wait.c) */
     uint32_t           pins;         /* weft_pin() minus weft_unpin(); only the coroutine
-                                      * writes it, wakers read it once it parked (sched.c) */
+                                      * writes it, wakers read it once it parked (core/park.c) */
     _Atomic uintptr_t  waiting;      /* the waiter it is parked on, for weft_cancel
-                                      * (runtime/wait.c); 0 when not waiting */
+                                      * (core/wait.c); 0 when not waiting */
     uint64_t           deadline;     /* weft_deadline(); only the coroutine itself */
     _Atomic uintptr_t  io_req;       /* its io_uring request in flight, 0 if none */
-    _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on */
+    _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on (io/uring.c) */
     struct weft__worker *home;       /* while pins > 0: the worker it runs on; as pins */
     struct weft__keyvals *keys;      /* its weft_setspecific() values, NULL before the
-                                      * first (runtime/key.c); only the coroutine */
+                                      * first (core/key.c); only the coroutine */
 };
 #if defined(__x86_64__)
 _Static_assert(sizeof(struct weft_task) <= 2 * WEFT__CACHELINE, "a task is two cache lines on x86-64");
@@ -211,14 +136,14 @@ int weft__interrupted(void);
 uint64_t weft__thread_deadline(void);
 bool weft__wake(struct weft__waiter *wt, int32_t result);
 
-/* ---- the scheduler (runtime/sched.c) --------------------------------------- */
+/* ---- the scheduler (core/sched.h) ------------------------------------------- */
 
 #include "deque.h"
 
 struct weft__pool {          /* a worker's private cache of free stack slots */
     char     *head;          /* slots by their tops, linked through their top word */
     unsigned  count;
-    unsigned  credit;        /* promises taken from the shared lists (stack.c) */
+    unsigned  credit;        /* promises taken from the shared lists (core/stack.c) */
 };
 
 #define WEFT__TCACHE_MAX 64u
@@ -227,7 +152,7 @@ struct weft__tcache {        /* a worker's private cache of free task handles */
     weft_task *slot[WEFT__TCACHE_MAX];   /* newest last */
 };
 
-/* What the context switched to does for the one switched from (sched.c). */
+/* What the context switched to does for the one switched from (core/park.c). */
 enum weft__action { WEFT__ACT_NONE, WEFT__ACT_PARK, WEFT__ACT_EXIT };
 
 /*
@@ -245,25 +170,26 @@ struct weft__worker {
     weft_task            *yq_head;      /* yielded tasks, FIFO, linked by next */
     weft_task            *yq_tail;
     _Atomic uint32_t      tick;         /* schedules so far, for fairness checks; only the
-                                         * worker writes it, searchers and the monitor read it */
+                                         * worker writes it, searchers (core/search.c) and the
+                                         * monitor (core/monitor.c) read it */
     _Atomic uint32_t      in_user;      /* 1 while a coroutine's own code runs here; only the
-                                         * worker writes it, the monitor reads it (monitor.c) */
+                                         * worker writes it, the monitor reads it (core/monitor.c) */
     _Atomic uint32_t      rescue;       /* futex word, 1 while the monitor works on this worker's
-                                         * queues and IO; only the monitor writes it (monitor.c) */
+                                         * queues and IO; only the monitor writes it (core/monitor.c) */
     uint32_t              fair_left;    /* schedules until the next fairness tick */
     bool                  finishing;    /* the current task is waking its joiner, then exits */
     weft_task            *handoff;      /* the joiner the current task woke as it finished, or
                                          * the task it waits for: runs next, unseen by thieves */
     uint64_t              rng;          /* victim selection */
     bool                  spinning;     /* counted in rt->nspinning */
-    struct weft__sighting rn_seen;      /* a victim's runnext, as a search last looked (sched.c) */
+    struct weft__sighting rn_seen;      /* a victim's runnext, as a search last looked (core/search.c) */
     struct weft__sighting lone_seen;    /* a victim's only deque task (its top index), likewise */
     uint64_t              spawns_seen;  /* the other workers' spawns, summed, as a search last looked */
     bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
     struct weft__pool     pool;
     struct weft__tcache   tcache;
-    struct weft__ring    *ring;         /* io_uring; NULL: the epoll backend */
-    struct weft__epset   *ep;           /* the epoll backend's set, where ring is NULL */
+    const struct weft__backend *io;     /* its IO backend (io/backend.h); set before it starts */
+    void                 *io_state;     /* that backend's state for this worker, opaque here */
     void                 *altstack;
     pthread_t             thread;
     struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */
@@ -271,8 +197,8 @@ struct weft__worker {
     _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */
     _Atomic(weft_task *)  inbox;        /* pinned tasks made runnable by other threads, newest
                                          * first, linked by next; any thread pushes, the owner
-                                         * takes them all (sched.c) */
-    _Atomic uint32_t      wake;         /* futex word: WEFT__WAKE_* (sched.c) */
+                                         * takes them all (core/park.c, core/worker.c) */
+    _Atomic uint32_t      wake;         /* futex word: WEFT__WAKE_* (core/sched.h, core/search.c) */
     _Atomic uint32_t      in_io;        /* parked in its ring or epoll set, not on the futex */
     _Atomic uint64_t      spawned;      /* tasks spawned on this worker; only it writes */
     _Atomic uint64_t      exited;       /* tasks that finished on this worker; only it writes */
@@ -281,11 +207,11 @@ struct weft__worker {
 
 struct weft_rt {
     unsigned               nworkers;
-    uint64_t               spin_ns;             /* a search's patient rounds last this long (sched.c) */
+    uint64_t               spin_ns;             /* a search's patient rounds last this long (core/search.c) */
     struct weft__worker  **workers;
     struct weft__stacks   *stacks;
     struct weft__taskmem  *taskmem;
-    unsigned               fork_gen;            /* weft__fork_gen when it was made (sched.c) */
+    unsigned               fork_gen;            /* weft__fork_gen when it was made (core/runtime.c) */
 
     /* The global queue: spawns from outside, deque overflow. */
     _Alignas(WEFT__CACHELINE)
@@ -296,7 +222,7 @@ struct weft_rt {
                                                  * no array could be had for, linked by next */
     _Atomic size_t         gq_len;              /* both; written under gq_lock; read as a hint */
 
-    /* Parked workers; see the protocol in sched.c. */
+    /* Parked workers; see the protocol in core/search.c. */
     _Alignas(WEFT__CACHELINE)
     pthread_mutex_t        idle_lock;
     struct weft__worker   *idle;                /* under idle_lock */
@@ -310,25 +236,25 @@ struct weft_rt {
     _Atomic uint32_t       exit_seq;            /* futex word: bumped by exits while destroying */
     _Atomic uint32_t       stopping;            /* no task left: workers exit */
 
-    /* Timers (runtime/timer.c), fired by the workers; `watcher` is the parked
-     * worker that sleeps only until the earliest deadline (sched.c). */
+    /* Timers (core/timer.c), fired by the workers; `watcher` is the parked
+     * worker that sleeps only until the earliest deadline (core/search.c). */
     struct weft__timers   *timers;
     _Atomic(struct weft__worker *) watcher;
-    /* Waiters by descriptor for the epoll backend (runtime/io_epoll.c):
+    /* Waiters by descriptor for the epoll backend (io/epoll.c):
      * made by the first wait. */
     _Atomic(struct weft__fdtab *) fdtab;
-    /* Helper threads for weft_offload() (runtime/offload.c): started by the
+    /* Helper threads for weft_offload() (io/offload.c): started by the
      * first offload. */
     _Atomic(struct weft__offload *) offload;
-    /* On the process's list of runtimes (sched.c), under its lock. */
+    /* On the process's list of runtimes (core/runtime.c), under its lock. */
     weft_rt               *live_next;
-    /* The thread that watches for stalled workers (runtime/monitor.c). */
+    /* The thread that watches for stalled workers (core/monitor.c). */
     _Atomic(struct weft__monitor *) monitor;   /* NULL: none (one worker, no report) */
 };
 
 /*
  * fork(). Each runtime records the process's fork generation when it is
- * made; a child of fork() starts a new one (sched.c), so a runtime of an
+ * made; a child of fork() starts a new one (core/runtime.c), so a runtime of an
  * older generation was inherited from the parent: none of its threads exist
  * here, and weft never touches it again. Written only by that handler,
  * while the child has one thread; threads it starts later see the new value
@@ -347,19 +273,19 @@ static inline bool weft__inherited(const weft_rt *rt)
 void weft__each_runtime(void (*fn)(weft_rt *rt, void *arg), void *arg);
 
 /*
- * The owner's side of the exclusion with the monitor (runtime/monitor.c). A
+ * The owner's side of the exclusion with the monitor (core/monitor.c). A
  * worker is "in user code" while a coroutine's own code runs on it; then the
  * monitor may take over its yield queue, its runnext and deque, and its IO.
  * Before the worker touches any of these again from a coroutine, it marks
  * itself back in the runtime and waits for a rescue under way to end:
  * weft__owner_enter. weft__owner_leave is the last thing before control
  * returns to a coroutine's code. Neither is a locked instruction: the
- * monitor's side runs membarrier (the asymmetric pair of wait.c).
+ * monitor's side runs membarrier (the asymmetric pair of core/wait.c).
  */
-void weft__light_barrier_slow(void);   /* wait.c: the light side where it must be a fence */
-extern _Atomic int weft__barrier_asym; /* wait.c: 1 once membarrier is the heavy side */
-void weft__heavy_barrier(void);        /* wait.c: the monitor's side */
-void weft__rescue_wait(struct weft__worker *w);   /* monitor.c */
+void weft__light_barrier_slow(void);   /* core/wait.c: the light side where it must be a fence */
+extern _Atomic int weft__barrier_asym; /* core/wait.c: 1 once membarrier is the heavy side */
+void weft__heavy_barrier(void);        /* core/wait.c: the monitor's side */
+void weft__rescue_wait(struct weft__worker *w);   /* core/monitor.c */
 
 static inline void weft__owner_enter(struct weft__worker *w)
 {
@@ -379,26 +305,50 @@ static inline void weft__owner_leave(struct weft__worker *w)
                                                                     * the monitor's acquire */
 }
 
-/* monitor.c. _start: weft_rt_create, after the workers; returns 0 or a
- * negative errno. _stop: weft_rt_destroy, before the workers stop; joins it.
+/* core/monitor.c. _start: weft_rt_create, after the workers; returns 0 or a
+ * negative errno. _stop: weft_rt_destroy, after the workers stopped; joins it.
  * _nudge: a worker that leaves the idle list, so that a monitor asleep while
  * every worker was idle looks again. */
 int  weft__monitor_start(weft_rt *rt, uint64_t stall_ns);
 void weft__monitor_stop(weft_rt *rt);
 void weft__monitor_nudge(weft_rt *rt);
-/* sched.c. The monitor: moves w's queued tasks that are not pinned to it to
+/* core/queue.c. The monitor: moves w's queued tasks that are not pinned to it to
  * the global queue and wakes a worker for them. runnext and the deque are
  * taken as thieves take them, so w need not be excluded; `private`: the
  * yield queue too, which needs w excluded. Returns how many it moved. */
 size_t weft__takeover(struct weft__worker *w, bool private);
 
-/* The worker the calling thread is, or NULL. Never inlined: see sched.c. */
+/* The worker the calling thread is, or NULL. Never inlined: see core/worker.c. */
 struct weft__worker *weft__worker_self(void);
 
 /* Suspends the calling coroutine until weft__unpark(). Only a coroutine. */
 void weft__park(void);
 /* Makes a parked (or parking) coroutine runnable. Any thread, once per park. */
 void weft__unpark(weft_task *t);
+
+/*
+ * weft__wake in two steps, for a waker that must claim a waiter before it
+ * writes into the waiter's memory, and would rather make it runnable after
+ * dropping its lock. weft__claim returns whether the claim was ours. The
+ * claimer must then call weft__wake_claimed exactly once, with the waiter's
+ * task read before the claim: a coroutine waiter stays parked until then,
+ * a plain-thread waiter may return as soon as it sees the claim unless the
+ * caller holds it back by other means (chan.c's op_wait.done).
+ */
+static inline bool weft__claim(struct weft__waiter *wt, int32_t result)
+{
+    uint32_t zero = 0;
+    return atomic_compare_exchange_strong_explicit(&wt->state, &zero, (uint32_t)result,
+            memory_order_acq_rel, memory_order_relaxed);         /* pairs with the waiter's acquire of state */
+}
+
+static inline void weft__wake_claimed(weft_task *t, struct weft__waiter *wt)
+{
+    if (t)
+        weft__unpark(t);
+    else
+        weft__futex_wake(&wt->state, 1);   /* harmless if the waiter already left */
+}
 /* Queues t, a task never run, to start t->fn(t->arg). Any thread; w is
  * the calling worker if it belongs to t's runtime and runs a coroutine, else NULL. */
 void weft__task_start(struct weft__worker *w, weft_task *t);
@@ -410,7 +360,7 @@ bool weft__handoff_take(struct weft__worker *w, weft_task *t);
 /* The same coroutine, after a wait that may not have parked: queues t again
  * if it is still waiting in the handoff. */
 void weft__handoff_undo(weft_task *t);
-/* Drops a reference to t: the handle's (see runtime/task.c) or a cancel
+/* Drops a reference to t: the handle's (see core/task.c) or a cancel
  * note's; the last frees the handle. Any thread; _at: the calling thread is
  * w (NULL: not a worker). */
 void weft__task_release(weft_task *t);
@@ -420,16 +370,16 @@ void weft__yield_current(void);
 /* Counts a task about to be started; w is the calling worker of rt, or NULL. */
 void weft__count_spawn(weft_rt *rt, struct weft__worker *w);
 
-/* ---- coroutine-local storage (runtime/key.c) ------------------------------------ */
+/* ---- coroutine-local storage (core/key.c) ------------------------------------ */
 
 struct weft__keyvals;   /* one coroutine's or plain thread's values */
 
 /* Runs the destructors of the values in *kv, as pthread does at a thread's
  * exit, frees it and leaves *kv NULL. The coroutine whose values they are, as
- * it ends (sched.c), or a plain thread as it exits. */
+ * it ends (core/park.c), or a plain thread as it exits. */
 void weft__keys_end(struct weft__keyvals **kv);
 
-/* ---- task handles (runtime/task.c) --------------------------------------------- */
+/* ---- task handles (core/task.c) --------------------------------------------- */
 
 struct weft__taskmem;   /* a runtime's handle allocator */
 
@@ -440,7 +390,7 @@ void weft__taskmem_destroy(struct weft__taskmem *m);
 weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache);
 void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_task *t);
 
-/* ---- stacks (runtime/stack.c) ----------------------------------------------- */
+/* ---- stacks (core/stack.c) ----------------------------------------------- */
 
 struct weft__stacks;   /* a runtime's slot allocator */
 
@@ -469,11 +419,4 @@ int  weft__guard_install(void);
 int  weft__altstack_enter(void **mem);
 void weft__altstack_leave(void *mem);
 
-/* ---- futex ------------------------------------------------------------------- */
-
-void weft__futex_wait(_Atomic uint32_t *addr, uint32_t val);
-/* As weft__futex_wait, but returns at `until` (weft_now() clock) at the latest. */
-void weft__futex_wait_until(_Atomic uint32_t *addr, uint32_t val, uint64_t until);
-void weft__futex_wake(_Atomic uint32_t *addr, int n);
-
-#endif /* WEFT_INTERNAL_H */
+#endif /* WEFT_CORE_H */

@@ -42,7 +42,7 @@
  * its queues, for a path that is rare in weft's users). A helper is a plain
  * thread: weft's calls made inside fn behave as from a plain thread.
  */
-#include "io.h"
+#include "backend.h"
 
 #include <errno.h>
 #include <stdlib.h>

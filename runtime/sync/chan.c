@@ -31,6 +31,8 @@
  * destroy refuses with -EBUSY while it is not zero.
  */
 #include "sync.h"
+#include "base/sys.h"
+#include "base/rng.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -92,7 +94,7 @@ static WEFT__NOINLINE void chan_lock_slow(weft_chan *ch)
         if (spins < 128)
             weft__cpu_relax();
         else
-            sched_yield();
+            weft__sys_sched_yield();
     }
 }
 
@@ -229,7 +231,7 @@ static void wait_done(struct op_wait *ow)
         if (++spins < 1000)
             weft__cpu_relax();
         else
-            sched_yield();     /* the claimer's thread was preempted: let it run */
+            weft__sys_sched_yield();     /* the claimer's thread was preempted: let it run */
     }
 }
 
@@ -388,14 +390,9 @@ static WEFT__TLS uint64_t rng_state;
 /* A per-thread xorshift. Never inlined: see the migration note in weft.h. */
 static WEFT__NOINLINE uint32_t rnd(void)
 {
-    uint64_t x = rng_state;
-    if (!x)
-        x = (uint64_t)(uintptr_t)&rng_state ^ weft_now() ^ 0x9e3779b97f4a7c15u;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    rng_state = x;
-    return (uint32_t)(x >> 32);
+    if (!rng_state)
+        rng_state = (uint64_t)(uintptr_t)&rng_state ^ weft_now() ^ 0x9e3779b97f4a7c15u;
+    return weft__rng_next(&rng_state);
 }
 
 #define SEL_STACK 16

@@ -19,7 +19,7 @@
  * the worker touches otherwise (its yield queue, its ring's completion queue
  * and request table, its epoll set's events). An asymmetric Dekker pair keeps
  * the two apart without a locked instruction on the worker's side, as the
- * cancellation handshake of wait.c does:
+ * cancellation handshake of core/wait.c does:
  *   1. the worker, on its way from a coroutine's code into the scheduler or
  *      an IO call, stores in_user = 0, then (compiler barrier only) loads
  *      `rescue`; if it is set, it waits until it is clear
@@ -35,19 +35,19 @@
  * before a coroutine's code runs) publishes its state to the monitor's
  * acquire load; the monitor's release of `rescue` publishes its changes back.
  * Where membarrier is missing, and under ThreadSanitizer, both sides use full
- * fences (wait.c chooses once).
+ * fences (core/wait.c chooses once).
  *
  * What moves. Tasks queued on the worker and not pinned to it go to the
  * global queue, and a worker is woken for them (weft__takeover,
- * sched.c): runnext and the deque at every look, as a thief takes them,
+ * core/queue.c): runnext and the deque at every look, as a thief takes them,
  * without the exclusion (the stalled coroutine may still spawn and wake);
  * the yield queue once per stall, under it (during a stall only tasks pinned
  * to the worker can join it: a yield is a schedule). The worker's IO: under
- * the exclusion the monitor calls weft__io_poll as the worker would,
+ * the exclusion the monitor calls the backend's `poll` as the worker would,
  * which submits what the worker's coroutines queued and reaps what is done;
  * their coroutines become runnable on the global queue and issue their next
  * requests on the workers they run on next. It looks again whenever the
- * backend says something waits (weft__io_pending: the completion queue's tail, or
+ * backend says something waits (`pending`: the completion queue's tail, or
  * the epoll descriptor's readiness). Timers belong to the runtime, not to a
  * worker, and any other worker fires them.
  *
@@ -60,7 +60,7 @@
  * that work runs only when the submitter asks for events, so a stalled
  * worker's completions would never reach its completion queue, and its
  * companion SINGLE_ISSUER lets no other thread submit. The rings are
- * therefore set up with COOP_TASKRUN alone (io_uring.c): the kernel runs the
+ * therefore set up with COOP_TASKRUN alone (io/uring.c): the kernel runs the
  * work at the submitter's next entry to or exit from the kernel, at the
  * latest at its next timer interrupt while it computes, and wakes it from an
  * interruptible sleep in a system call (which restarts, unseen by the
@@ -79,8 +79,8 @@
  * symbolized after it: dladdr takes the loader's lock, which the stalled
  * coroutine may hold.
  */
-#include "internal.h"
-#include "io.h"
+#include "sched.h"
+#include "base/sys.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -142,7 +142,7 @@ static void report(unsigned worker, weft_fn fn, uint64_t held)
                      "(a long computation, or a blocking call weft cannot see)\n",
                      name, worker, (unsigned long long)(held / 1000000u));
     if (n > 0) {
-        ssize_t rc = write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+        ssize_t rc = weft__sys_write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
         (void)rc;
     }
 }

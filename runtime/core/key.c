@@ -20,12 +20,12 @@
  * user code, so it never holds values.
  *
  * Destructors run as POSIX says of a thread's: when the coroutine returns
- * from its function (task.c, before its result is published to a joiner),
+ * from its function (core/park.c, before its result is published to a joiner),
  * each value that is not NULL is set to NULL and its key's destructor called
  * with it; while a round calls any destructor, another round follows, up to
  * PTHREAD_DESTRUCTOR_ITERATIONS; what is left after the last is dropped.
  */
-#include "internal.h"
+#include "core.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -4,14 +4,14 @@
  *
  * Each such worker owns an epoll set, as a worker owns its ring: only it waits
  * on the set. It looks without blocking when it runs out of runnable tasks and
- * on the fairness tick (weft__epoll_poll); parked with waiters on its set, it
+ * on the fairness tick (set_poll); parked with waiters on its set, it
  * sleeps in epoll_wait until its next timer, and a waker writes the eventfd
- * that sits in the set (weft__epoll_sleep, weft__epoll_kick). An event makes
+ * that sits in the set (set_sleep, set_kick). An event makes
  * its coroutine runnable on the worker that saw it, and no other thread runs
  * in between: no poller thread, no hand-over.
  *
  * A coroutine tries the system call first; on EAGAIN it calls
- * weft__epoll_wait_fd(), which appends its waiter to the descriptor's list for
+ * wait_fd(), which appends its waiter to the descriptor's list for
  * that direction in the runtime's descriptor table, and arms a one-shot
  * registration for the union of what the descriptor's waiters want, on the
  * set of the worker it runs on. A descriptor last armed on another worker's
@@ -50,9 +50,11 @@
  * waits on it leaves that coroutine waiting, as it would leave a thread
  * blocked in poll(2).
  */
-#include "io.h"
+#include "backend.h"
+#include "base/sys.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -61,20 +63,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#else
-#define RUNNING_ON_VALGRIND 0
-#endif
-
 #define KICK_TAG   UINT64_MAX   /* epoll data of the eventfd */
 #define PAGE_SLOTS 1024u        /* descriptors per page of the table */
 #define TOP_PAGES  65536u       /* pages: descriptors below 2^26 */
 #define EVENTS     64           /* reaped per epoll_wait */
+#define WEFT__WAIT_READ  1      /* dirs of wait_fd */
+#define WEFT__WAIT_WRITE 2
 
 enum { RD, WR };   /* the directions: indexes of the lists below */
 
-/* One coroutine waiting on a descriptor, in its frame (weft__epoll_wait_fd):
+/* One coroutine waiting on a descriptor, in its frame (wait_fd):
  * on the read list, the write list, or both. The links are under the entry's
  * lock; `on` says which lists hold it, and is how a waiter that gives up
  * learns whether a waker has already taken it off. */
@@ -109,6 +107,13 @@ struct weft__epset {
 };
 
 /* ---- the descriptor table ------------------------------------------------------ */
+
+/* w's set: the epoll backend's state for it (io/backend.h); NULL where it
+ * could not be made. */
+static inline struct weft__epset *ep_of(const struct weft__worker *w)
+{
+    return w->io_state;
+}
 
 static struct weft__fdtab *table(weft_rt *rt, bool make)
 {
@@ -171,13 +176,13 @@ void weft__epoll_destroy(weft_rt *rt)
     atomic_store_explicit(&rt->fdtab, NULL, memory_order_relaxed);
 }
 
-bool weft__fd_not_socket(weft_rt *rt, int fd)
+static bool fd_not_socket(weft_rt *rt, int fd)
 {
     struct fd_slot *s = slot(rt, fd, false);
     return s && atomic_load_explicit(&s->not_socket, memory_order_relaxed);
 }
 
-void weft__fd_mark_not_socket(weft_rt *rt, int fd)
+static void fd_mark_not_socket(weft_rt *rt, int fd)
 {
     struct fd_slot *s = slot(rt, fd, true);
     if (s)   /* without memory the hint is lost, and recv is tried again next time */
@@ -186,7 +191,10 @@ void weft__fd_mark_not_socket(weft_rt *rt, int fd)
 
 /* ---- a worker's set -------------------------------------------------------------- */
 
-int weft__epset_create(struct weft__epset **out)
+static void set_destroy(void *state);
+
+/* The backend's create: a worker's set, and the eventfd that kicks it. */
+static int set_create(void **out, unsigned entries)
 {
     struct weft__epset *s = calloc(1, sizeof *s);
     if (!s)
@@ -196,27 +204,28 @@ int weft__epset_create(struct weft__epset **out)
     struct epoll_event ev = { .events = EPOLLIN, .data.u64 = KICK_TAG };
     if (s->epfd < 0 || s->efd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->efd, &ev) < 0) {
         int err = -errno;
-        weft__epset_destroy(s);
+        set_destroy(s);
         return err;
     }
     *out = s;
     return 0;
 }
 
-void weft__epset_destroy(struct weft__epset *s)
+static void set_destroy(void *state)
 {
+    struct weft__epset *s = state;
     if (!s)
         return;
     if (s->epfd >= 0)
-        close(s->epfd);
+        weft__sys_close(s->epfd);
     if (s->efd >= 0)
-        close(s->efd);
+        weft__sys_close(s->efd);
     free(s);
 }
 
 static struct weft__epset *set_of(weft_rt *rt, const struct fd_slot *s)
 {
-    return s->set ? rt->workers[s->set - 1]->ep : NULL;
+    return s->set ? (struct weft__epset *)rt->workers[s->set - 1]->io_state : NULL;
 }
 
 static uint32_t wanted(const struct fd_slot *s)
@@ -284,13 +293,13 @@ static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
 {
     unsigned me = w->index + 1;
     struct epoll_event ev = oneshot(s, fd);
-    bool done = s->set == me && s->added && epoll_ctl(w->ep->epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
+    bool done = s->set == me && s->added && epoll_ctl(ep_of(w)->epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
     if (!done && s->set == me && s->added && errno != ENOENT)
         return -errno;
-    if (!done && epoll_ctl(w->ep->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    if (!done && epoll_ctl(ep_of(w)->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         if (errno == EPERM)
             return -EINVAL;   /* a regular file: never "would block" */
-        if (errno != EEXIST || epoll_ctl(w->ep->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
+        if (errno != EEXIST || epoll_ctl(ep_of(w)->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
             return -errno;
     }
     unsigned others = s->places - mine;
@@ -299,19 +308,24 @@ static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
         if (from && s->added)
             epoll_ctl(from->epfd, EPOLL_CTL_DEL, fd, NULL);   /* ENOENT: the file is gone; fine */
         uncount(from, others);
-        atomic_fetch_add_explicit(&w->ep->waiters, others, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ep_of(w)->waiters, others, memory_order_relaxed);
         s->set = me;
     }
     s->added = true;
-    atomic_fetch_add_explicit(&w->ep->waiters, mine, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ep_of(w)->waiters, mine, memory_order_relaxed);
     return 0;
 }
 
-int weft__epoll_wait_fd(struct weft__worker *w, int fd, int dirs)
+/* Suspends the calling coroutine, on its worker w, until fd is ready for one
+ * of `dirs` (WEFT__WAIT_READ, WEFT__WAIT_WRITE, or both), behind the
+ * coroutines already waiting on fd in that direction. Returns the epoll
+ * events seen, -EBADF (weft_close() closed it), -EINVAL (fd cannot be
+ * polled), -ETIMEDOUT, -ECANCELED, -ENOMEM, -EMFILE (fd beyond the table). */
+static int wait_fd(struct weft__worker *w, int fd, int dirs)
 {
     if (fd < 0)
         return -EBADF;
-    if (!w->ep)
+    if (!ep_of(w))
         return -ENOMEM;   /* this worker's set could not be made */
     struct fd_slot *s = slot(w->rt, fd, true);
     if (!s)
@@ -392,7 +406,7 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
     for (int i = 0; i < n; i++) {
         if (ev[i].data.u64 == KICK_TAG) {
             uint64_t v;
-            while (read(w->ep->efd, &v, sizeof v) < 0 && errno == EINTR)
+            while (weft__sys_read(ep_of(w)->efd, &v, sizeof v) == -EINTR)
                 ;
             continue;
         }
@@ -411,31 +425,36 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
          * registration still lives on our set. */
         if (wanted(s) && s->set == w->index + 1) {
             struct epoll_event again = oneshot(s, fd);
-            epoll_ctl(w->ep->epfd, EPOLL_CTL_MOD, fd, &again);
+            epoll_ctl(ep_of(w)->epfd, EPOLL_CTL_MOD, fd, &again);
         }
         pthread_mutex_unlock(&s->lock);
     }
     return woke;
 }
 
-bool weft__epoll_busy(struct weft__worker *w)
+static bool set_busy(struct weft__worker *w)
 {
-    /* Only our own coroutines raise it, so we see every rise. */
-    return atomic_load_explicit(&w->ep->waiters, memory_order_relaxed) != 0;
+    /* Only our own coroutines raise it, so we see every rise. A worker
+     * whose set could not be made has none, and no waiters. */
+    struct weft__epset *s = ep_of(w);
+    return s && atomic_load_explicit(&s->waiters, memory_order_relaxed) != 0;
 }
 
-bool weft__epoll_pending(struct weft__worker *w)
+/* The monitor, without the exclusion: whether events wait on the set (an
+ * epoll descriptor is readable when its set has events ready). A hint. */
+static bool set_pending(struct weft__worker *w)
 {
-    struct pollfd p = { .fd = w->ep->epfd, .events = POLLIN };   /* an epoll set is readable with events ready */
-    return weft__epoll_busy(w) && poll(&p, 1, 0) > 0;
+    struct weft__epset *s = ep_of(w);
+    struct pollfd p = { .fd = s ? s->epfd : -1, .events = POLLIN };
+    return set_busy(w) && weft__sys_poll(&p, 1, 0) > 0;
 }
 
-bool weft__epoll_poll(struct weft__worker *w)
+static bool set_poll(struct weft__worker *w)
 {
-    if (!weft__epoll_busy(w))
+    if (!set_busy(w))
         return false;
     struct epoll_event ev[EVENTS];
-    int n = epoll_wait(w->ep->epfd, ev, EVENTS, 0);
+    int n = weft__sys_epoll_wait(ep_of(w)->epfd, ev, EVENTS, 0);
     return n > 0 && reap(w, ev, n);
 }
 
@@ -446,7 +465,7 @@ static int wait_ns(int epfd, struct epoll_event *ev, uint64_t ns)
 #ifdef SYS_epoll_pwait2
     static _Atomic bool no_pwait2;
     /* Valgrind 3.19 does not know epoll_pwait2 and would say so at each call. */
-    if (!RUNNING_ON_VALGRIND && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+    if (!weft__on_valgrind() && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
         struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u) };
         long n = syscall(SYS_epoll_pwait2, epfd, ev, EVENTS, &ts, NULL, (size_t)0);
         if (n >= 0 || errno != ENOSYS)
@@ -455,25 +474,162 @@ static int wait_ns(int epfd, struct epoll_event *ev, uint64_t ns)
     }
 #endif
     uint64_t ms = (ns + 999999u) / 1000000u;
-    return epoll_wait(epfd, ev, EVENTS, ms > INT32_MAX ? INT32_MAX : (int)ms);
+    return weft__sys_epoll_wait(epfd, ev, EVENTS, ms > INT32_MAX ? INT32_MAX : (int)ms);
 }
 
-bool weft__epoll_sleep(struct weft__worker *w, uint64_t until)
+static bool set_sleep(struct weft__worker *w, uint64_t until)
 {
     struct epoll_event ev[EVENTS];
     int n;
     if (until == UINT64_MAX) {
-        n = epoll_wait(w->ep->epfd, ev, EVENTS, -1);
+        n = weft__sys_epoll_wait(ep_of(w)->epfd, ev, EVENTS, -1);
     } else {
         uint64_t now = weft_now();
-        n = wait_ns(w->ep->epfd, ev, until > now ? until - now : 0);
+        n = wait_ns(ep_of(w)->epfd, ev, until > now ? until - now : 0);
     }
     return n > 0 && reap(w, ev, n);
 }
 
-void weft__epoll_kick(struct weft__epset *s)
+static void set_kick(struct weft__worker *w)
 {
+    struct weft__epset *s = ep_of(w);
     uint64_t one = 1;
-    while (write(s->efd, &one, sizeof one) < 0 && errno == EINTR)
+    while (weft__sys_write(s->efd, &one, sizeof one) == -EINTR)
         ;
 }
+
+/* ---- the calls (the backend's `call`) ---------------------------------------------- */
+
+/* A pipe or terminal: made O_NONBLOCK, and left so. */
+static int make_nonblocking(int fd)
+{
+    int fl = weft__sys_fcntl(fd, F_GETFL, 0);
+    if (fl < 0)
+        return fl;
+    if (!(fl & O_NONBLOCK) && (fl = weft__sys_fcntl(fd, F_SETFL, fl | O_NONBLOCK)) < 0)
+        return fl;
+    return 0;
+}
+
+/*
+ * read, write, recv, send, accept. Sockets are left as the caller made them: recv and send
+ * take MSG_DONTWAIT, read and write on a socket are recv and send with no
+ * flags, and accept4 sets O_NONBLOCK for the one call (once_nowait). Other
+ * descriptors (pipes, terminals) are switched to O_NONBLOCK. The descriptor
+ * table remembers which answered ENOTSOCK, as a hint: a number reused for
+ * another kind of file costs one system call, never a blocked worker.
+ */
+static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
+{
+    struct weft__io_op c = *a;
+    bool as_socket = (c.kind == WEFT__IO_READ || c.kind == WEFT__IO_WRITE) && !fd_not_socket(w->rt, c.fd);
+    if (as_socket)
+        c.kind = c.kind == WEFT__IO_READ ? WEFT__IO_RECV : WEFT__IO_SEND;
+    int err;
+    if (c.kind == WEFT__IO_RECV || c.kind == WEFT__IO_SEND)
+        c.flags |= MSG_DONTWAIT;
+    else if (c.kind != WEFT__IO_ACCEPT && (err = make_nonblocking(c.fd)))
+        return err;
+    bool write = c.kind == WEFT__IO_WRITE || c.kind == WEFT__IO_SEND;
+    for (;;) {
+        ssize_t r = c.kind == WEFT__IO_ACCEPT ? weft__io_syscall_nowait(&c) : weft__io_syscall(&c);
+        if (r == -ENOTSOCK && as_socket) {
+            /* A pipe or a terminal: read(2) and write(2), made non-blocking. */
+            fd_mark_not_socket(w->rt, c.fd);
+            as_socket = false;
+            c = *a;
+            if ((err = make_nonblocking(c.fd)))
+                return err;
+            continue;
+        }
+        if (r == -EINTR)
+            continue;
+        if ((r != -EAGAIN && r != -EWOULDBLOCK) || weft__io_asks_not_to_wait(a))
+            return r;
+        err = wait_fd(w, c.fd, write ? WEFT__WAIT_WRITE : WEFT__WAIT_READ);
+        if (err < 0)
+            return err;
+        w = weft__worker_self();   /* the coroutine may have moved */
+    }
+}
+
+/* connect: the attempt is started without blocking, the socket's flags given
+ * back at once, and it goes on while we wait. */
+static ssize_t connect_io(struct weft__worker *w, const struct weft__io_op *a)
+{
+    int r = (int)weft__io_syscall_nowait(a);
+    if (r != -EINPROGRESS && r != -EALREADY && r != -EINTR)
+        return r;
+    r = wait_fd(w, a->fd, WEFT__WAIT_WRITE);
+    if (r < 0)
+        return r;   /* the connection attempt goes on; the caller closes fd */
+    return WEFT__IO_CONNECTED_LATER;
+}
+
+/* weft_poll, once io.c found fd not ready: waits on the set and looks again. */
+static ssize_t poll_io(struct weft__worker *w, const struct weft__io_op *a)
+{
+    short events = (short)a->flags;
+    for (;;) {
+        int e = wait_fd(w, a->fd, (events & (POLLIN | POLLPRI) ? WEFT__WAIT_READ : 0) |
+                                  (events & POLLOUT ? WEFT__WAIT_WRITE : 0));
+        if (e < 0)
+            return e;
+        w = weft__worker_self();   /* the coroutine may have moved */
+        int r = weft__poll_now(a->fd, events);
+        if (r)
+            return r;
+    }
+}
+
+/* pread, pwrite, open, fsync have no readiness: a helper thread makes them. */
+struct file_call {
+    const struct weft__io_op *op;
+    ssize_t                   ret;   /* the result or a negative errno */
+};
+
+static void *file_run(void *arg)
+{
+    struct file_call *c = arg;
+    while ((c->ret = weft__io_syscall(c->op)) == -EINTR)
+        ;
+    return NULL;
+}
+
+static ssize_t file_io(const struct weft__io_op *a)
+{
+    struct file_call c = { .op = a };
+    int err = weft_offload(file_run, &c, NULL);
+    return err ? err : c.ret;
+}
+
+static ssize_t set_call(struct weft__worker *w, const struct weft__io_op *a)
+{
+    switch (a->kind) {
+    case WEFT__IO_CONNECT: return connect_io(w, a);
+    case WEFT__IO_POLL:    return poll_io(w, a);
+    case WEFT__IO_PREAD:
+    case WEFT__IO_PWRITE:
+    case WEFT__IO_OPEN:
+    case WEFT__IO_FSYNC:   return file_io(a);
+    default:               return stream_io(w, a);
+    }
+}
+
+static int set_start(struct weft__worker *w)
+{
+    return 0;
+}
+
+const struct weft__backend weft__epoll = {
+    .name    = "epoll",
+    .create  = set_create,
+    .start   = set_start,
+    .destroy = set_destroy,
+    .poll    = set_poll,
+    .busy    = set_busy,
+    .pending = set_pending,
+    .sleep   = set_sleep,
+    .kick    = set_kick,
+    .call    = set_call,
+};

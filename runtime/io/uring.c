@@ -2,8 +2,8 @@
  * The io_uring backend: one ring per worker.
  *
  * A coroutine fills a submission queue entry on the ring of the worker it runs
- * on and parks (weft__ring_call). Submissions are batched: the worker submits
- * what its coroutines queued, and reaps completions, in weft__ring_poll(),
+ * on and parks (ring_call). Submissions are batched: the worker submits
+ * what its coroutines queued, and reaps completions, in ring_poll(),
  * which the scheduler calls when it runs out of runnable tasks and every
  * FAIRNESS_TICKS schedules, so IO never waits behind a long run of
  * compute-bound coroutines. Each completion claims the request's waiter, and
@@ -29,7 +29,7 @@
  *
  * A parked worker with requests in flight sleeps in io_uring_enter, waiting
  * for a completion; then its ring holds a read of the worker's eventfd, which
- * wakers write after setting the worker's wake word (sched.c, step c of the
+ * wakers write after setting the worker's wake word (core/search.c, step c of the
  * park protocol). A parked worker with nothing in flight sleeps on its futex,
  * which is cheaper to wake.
  *
@@ -103,10 +103,11 @@
  * SIGPIPE. A write to a pipe or socket whose reader has gone raises SIGPIPE
  * on the thread that makes it: here the ring's owner, which issues entries
  * at submission and finishes them in its task work (io-wq threads block
- * every signal). Workers block SIGPIPE (weft__sigpipe_block), so the signal
+ * every signal). Workers block SIGPIPE (io/backend.c), so the signal
  * stays pending on the owner, and reaping a -EPIPE takes it back there.
  */
-#include "io.h"
+#include "backend.h"
+#include "base/sys.h"
 
 #if WEFT_HAVE_URING
 
@@ -118,13 +119,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <liburing.h>
-
-#if __has_include(<valgrind/memcheck.h>)
-#include <valgrind/memcheck.h>
-#else
-#define VALGRIND_MAKE_MEM_DEFINED(p, n) ((void)(p), (void)(n))
-#define RUNNING_ON_VALGRIND 0
-#endif
+#include <poll.h>
 
 /* user_data of entries that are not requests; a request's identity (slot and
  * generation, see above) is at least 1 << 32. */
@@ -133,7 +128,7 @@
 #define TAG_CLOSE  ((uint64_t)2)   /* a close's NOP: the oldest close on `closing` is done */
 _Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "weft_task.io_req holds an identity");
 
-/* A request and its linked timeout are queued together (weft__ring_sqe). */
+/* A request and its linked timeout are queued together (ring_sqe). */
 #define RING_ENTRIES_MIN 2u
 
 /* Descriptors below FD_PAGES * FD_PAGE have their requests counted; a ring
@@ -195,12 +190,34 @@ struct weft__ring {
     _Atomic bool        uncounted;
 };
 
+/* One request in flight: lives in the coroutine's frame until its completion
+ * is reaped. Its identity on the ring is a slot of the ring's table, not its
+ * address (see the top of this file). */
+struct weft__ioreq {
+    struct weft__waiter      wt;
+    int32_t                  res;   /* the completion's result; written before the claim */
+    struct __kernel_timespec ts;    /* the linked timeout's deadline, read at submission */
+};
+
+/* w's ring: this backend's state for w (io/backend.h). Only for a worker on
+ * this backend. */
+static inline struct weft__ring *ring_of(const struct weft__worker *w)
+{
+    return w->io_state;
+}
+
+/* w's ring, or NULL where w is on another backend. */
+static inline struct weft__ring *ring_of_any(const struct weft__worker *w)
+{
+    return w->io == &weft__uring ? w->io_state : NULL;
+}
+
 /* Drops a reference to c; the last closes the number. Any thread. */
 static void close_ref_done(struct weft__ring_close *c)
 {
     if (atomic_fetch_sub_explicit(&c->left, 1, memory_order_acq_rel) == 1) {   /* the last sees every write to c */
         if (c->held)
-            close(c->fd);
+            weft__sys_close(c->fd);
         free(c);
     }
 }
@@ -284,17 +301,17 @@ static int tombstone_open(void)
 {
     if (atomic_load_explicit(&tombstone, memory_order_acquire) >= 0)   /* pairs with the exchange */
         return 0;
-    int fd = open("/", O_PATH | O_CLOEXEC);
+    int fd = weft__sys_open("/", O_PATH | O_CLOEXEC, 0);
     if (fd < 0)
-        return -errno;
+        return fd;
     int none = -1;
     if (!atomic_compare_exchange_strong_explicit(&tombstone, &none, fd, memory_order_acq_rel,
                                                  memory_order_acquire))
-        close(fd);   /* another ring's came first */
+        weft__sys_close(fd);   /* another ring's came first */
     return 0;
 }
 
-int weft__ring_create(struct weft__ring **out, unsigned entries)
+static int ring_create(void **out, unsigned entries)
 {
     int err = tombstone_open();   /* now, not when weft_close() needs it and descriptors may have run out */
     if (err)
@@ -318,7 +335,7 @@ int weft__ring_create(struct weft__ring **out, unsigned entries)
             break;   /* -EINVAL: flags this kernel does not know; anything else is final */
     }
     if (!err && (err = io_uring_ring_dontfork(&r->ring)) != 0)
-        io_uring_queue_exit(&r->ring);   /* a child of fork() must not map the rings (sched.c, fork) */
+        io_uring_queue_exit(&r->ring);   /* a child of fork() must not map the rings (core/runtime.c, fork) */
     if (err) {
         free(r);
         return err;
@@ -335,8 +352,9 @@ int weft__ring_create(struct weft__ring **out, unsigned entries)
     return 0;
 }
 
-void weft__ring_destroy(struct weft__ring *r)
+static void ring_destroy(void *state)
 {
+    struct weft__ring *r = state;
     if (!r)
         return;
     /* Gone with the ring, entries still queued never look their numbers up:
@@ -358,13 +376,15 @@ void weft__ring_destroy(struct weft__ring *r)
     for (unsigned i = 0; i < FD_PAGES; i++)
         free((void *)atomic_load_explicit(&r->waits[i], memory_order_relaxed));
     free(r->slots);
-    close(r->efd);
+    weft__sys_close(r->efd);
     pthread_mutex_destroy(&r->inbox_lock);
     free(r);
 }
 
-int weft__ring_enable(struct weft__ring *r)
+/* Enables w's ring on w's thread, which becomes its only submitter. */
+static int ring_start(struct weft__worker *w)
 {
+    struct weft__ring *r = ring_of(w);
     /* The system call itself: Debian's liburing 2.3 declares
      * io_uring_enable_rings() but does not export it. */
     long e = syscall(__NR_io_uring_register, r->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
@@ -517,9 +537,9 @@ static bool kernel_has_completions(const struct weft__ring *r)
            (IO_URING_READ_ONCE(*r->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
 }
 
-bool weft__ring_poll(struct weft__worker *w)
+static bool ring_poll(struct weft__worker *w)
 {
-    struct weft__ring *r = w->ring;
+    struct weft__ring *r = ring_of(w);
     if (WEFT__UNLIKELY(atomic_load_explicit(&r->inbox_len, memory_order_relaxed)))
         take_inbox(r);
     if (!r->queued && !r->inflight)
@@ -531,29 +551,30 @@ bool weft__ring_poll(struct weft__worker *w)
     return reap(r);
 }
 
-bool weft__ring_pending(struct weft__worker *w)
+/* The monitor, without the exclusion: whether completions wait in the
+ * shared queue. A hint. */
+static bool ring_pending(struct weft__worker *w)
 {
-    struct io_uring *ring = &w->ring->ring;
+    struct io_uring *ring = &ring_of(w)->ring;
     return IO_URING_READ_ONCE(*ring->cq.ktail) != IO_URING_READ_ONCE(*ring->cq.khead);
 }
 
-
-bool weft__ring_busy(struct weft__worker *w)
+static bool ring_busy(struct weft__worker *w)
 {
-    struct weft__ring *r = w->ring;
+    struct weft__ring *r = ring_of(w);
     return r->inflight || r->queued || atomic_load_explicit(&r->inbox_len, memory_order_relaxed);
 }
 
-bool weft__ring_sleep(struct weft__worker *w, uint64_t until)
+static bool ring_sleep(struct weft__worker *w, uint64_t until)
 {
-    struct weft__ring *r = w->ring;
+    struct weft__ring *r = ring_of(w);
     if (atomic_load_explicit(&r->inbox_len, memory_order_relaxed))
         take_inbox(r);
     arm_wake_read(r);
     /* Valgrind (3.19) keeps its one big lock across io_uring_enter, so a
      * worker asleep in it would stop every other thread, the one that would
      * wake it included: there it sleeps a millisecond at a time. */
-    uint64_t limit = RUNNING_ON_VALGRIND ? 1000000u : UINT64_MAX;
+    uint64_t limit = weft__on_valgrind() ? 1000000u : UINT64_MAX;
     if (until != UINT64_MAX) {
         uint64_t now = weft_now();
         uint64_t left = until > now ? until - now : 0;
@@ -576,11 +597,17 @@ bool weft__ring_sleep(struct weft__worker *w, uint64_t until)
     return reap(r);
 }
 
-void weft__ring_kick(struct weft__ring *r)
+/* Any thread: wakes r's owner from ring_sleep. */
+static void kick(struct weft__ring *r)
 {
     uint64_t one = 1;
-    while (write(r->efd, &one, sizeof one) < 0 && errno == EINTR)
+    while (weft__sys_write(r->efd, &one, sizeof one) == -EINTR)
         ;
+}
+
+static void ring_kick(struct weft__worker *w)
+{
+    kick(ring_of(w));
 }
 
 /* Any thread: hands n to r's owner, waking it if it sleeps. */
@@ -591,17 +618,18 @@ static void post_note(struct weft__ring *r, struct cancel_note *n)
     r->inbox = n;
     atomic_store_explicit(&r->inbox_len, 1, memory_order_relaxed);   /* under inbox_lock */
     pthread_mutex_unlock(&r->inbox_lock);
-    weft__ring_kick(r);   /* a sleeping owner wakes; a busy one sees the hint */
+    kick(r);   /* a sleeping owner wakes; a busy one sees the hint */
 }
 
-struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w)
+/* A coroutine on w: an entry to fill, then ring_call() at once. */
+static struct io_uring_sqe *ring_sqe(struct weft__worker *w)
 {
     /* Room for the request and its linked timeout, so that taking the second
      * entry never submits the first alone, cut from its link. The ring is
      * the monitor's while it rescues this worker: wait for it to finish,
-     * and keep it off until the request is queued (weft__ring_call). */
+     * and keep it off until the request is queued (ring_call). */
     weft__owner_enter(w);
-    return get_sqe_room(w->ring, 2);
+    return get_sqe_room(ring_of(w), 2);
 }
 
 /*
@@ -612,9 +640,9 @@ struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w)
  * the linked timeout cut short, -ETIMEDOUT; any other is the kernel's own,
  * passed on as it is.
  */
-int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q)
+static int32_t ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q)
 {
-    struct weft__ring *r = w->ring;
+    struct weft__ring *r = ring_of(w);
     weft_task *t = w->current;
     int fd = sqe->flags & IOSQE_FIXED_FILE ? -1 : sqe->fd;
     uint64_t id = take_slot(r, q, fd);
@@ -644,7 +672,7 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
             .tv_nsec = (long long)(t->deadline % 1000000000u),
         };
         sqe->flags |= IOSQE_IO_LINK;
-        struct io_uring_sqe *lt = get_sqe(r);   /* weft__ring_sqe left room: never submits */
+        struct io_uring_sqe *lt = get_sqe(r);   /* ring_sqe left room: never submits */
         io_uring_prep_link_timeout(lt, &q->ts, IORING_TIMEOUT_ABS);
         io_uring_sqe_set_data64(lt, TAG_IGNORE);
     }
@@ -664,7 +692,7 @@ unsigned weft__ring_close_count(weft_rt *rt, int fd)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < rt->nworkers; i++) {
-        struct weft__ring *r = rt->workers[i]->ring;
+        struct weft__ring *r = ring_of_any(rt->workers[i]);
         n += r && waits_on(r, fd);
     }
     return n;
@@ -672,8 +700,9 @@ unsigned weft__ring_close_count(weft_rt *rt, int fd)
 
 int weft__ring_close_new(struct weft__ring_close **out, int fd, unsigned rings)
 {
-    if (fcntl(fd, F_GETFD) < 0)
-        return -errno;   /* not open: nothing to close, and no number to hold */
+    int e = weft__sys_fcntl(fd, F_GETFD, 0);
+    if (e < 0)
+        return e;   /* not open: nothing to close, and no number to hold */
     struct weft__ring_close *c = calloc(1, sizeof *c + rings * sizeof c->note[0]);
     if (!c)
         return -ENOMEM;
@@ -687,7 +716,7 @@ int weft__ring_close_new(struct weft__ring_close **out, int fd, unsigned rings)
 void weft__ring_close_post(weft_rt *rt, struct weft__ring_close *c)
 {
     for (unsigned i = 0; i < rt->nworkers && c->posted < c->notes; i++) {
-        struct weft__ring *r = rt->workers[i]->ring;
+        struct weft__ring *r = ring_of_any(rt->workers[i]);
         if (!r || !waits_on(r, c->fd))
             continue;   /* a ring counted by weft__ring_close_count whose requests ended since */
         struct cancel_note *n = &c->note[c->posted++];
@@ -701,12 +730,14 @@ int weft__ring_close_end(struct weft__ring_close *c)
 {
     int err = 0;
     int tomb = atomic_load_explicit(&tombstone, memory_order_acquire);   /* opened before any ring */
-    c->held = c->posted && dup3(tomb, c->fd, O_CLOEXEC) == c->fd;   /* before our reference goes */
+    c->held = c->posted && weft__sys_dup3(tomb, c->fd, O_CLOEXEC) == c->fd;   /* before our reference goes */
     if (!c->held) {
         /* No ring waits on it any more, or (the tombstone closed behind our
          * back) the number cannot be held: close it now. The rings still
          * cancel their requests on it. */
-        err = close(c->fd) < 0 && errno != EINTR ? -errno : 0;
+        err = weft__sys_close(c->fd);
+        if (err == -EINTR)
+            err = 0;
     }
     /* With the tombstone in place, the file's flush ran in dup3(), which
      * does not report its error, where close(2) would have (only file
@@ -717,7 +748,7 @@ int weft__ring_close_end(struct weft__ring_close *c)
 
 int weft__ring_cancel(weft_task *t)
 {
-    uintptr_t req = atomic_load_explicit(&t->io_req, memory_order_seq_cst);   /* after the flag: see weft__ring_call */
+    uintptr_t req = atomic_load_explicit(&t->io_req, memory_order_seq_cst);   /* after the flag: see ring_call */
     if (!req)
         return 0;
     struct weft__worker *owner = atomic_load_explicit(&t->io_owner, memory_order_relaxed);
@@ -726,14 +757,102 @@ int weft__ring_cancel(weft_task *t)
         return -ENOMEM;
     atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);   /* the caller holds the handle */
     *n = (struct cancel_note){ .task = t, .user_data = req };
-    post_note(owner->ring, n);
+    post_note(ring_of(owner), n);
     return 0;
 }
 
-void weft__ring_mark_read(void *buf, ssize_t n)
+/* Tells Valgrind that the kernel wrote n bytes at buf. */
+static void mark_read(void *buf, ssize_t n)
 {
     if (n > 0)
-        VALGRIND_MAKE_MEM_DEFINED(buf, (size_t)n);
+        weft__vg_mark_defined(buf, (size_t)n);
 }
+
+/* ---- the calls (the backend's `call`) ---------------------------------------------- */
+
+/* One request on the ring of the coroutine's worker w. */
+static ssize_t ring_once(struct weft__worker *w, const struct weft__io_op *a)
+{
+    struct io_uring_sqe *sqe = ring_sqe(w);
+    switch (a->kind) {
+    case WEFT__IO_READ:    io_uring_prep_read(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)-1); break;
+    case WEFT__IO_WRITE:   io_uring_prep_write(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)-1); break;
+    case WEFT__IO_RECV:    io_uring_prep_recv(sqe, a->fd, a->buf, a->len, a->flags); break;
+    case WEFT__IO_SEND:    io_uring_prep_send(sqe, a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
+    case WEFT__IO_ACCEPT:  io_uring_prep_accept(sqe, a->fd, a->addr, a->addrlen, a->flags); break;
+    case WEFT__IO_CONNECT: io_uring_prep_connect(sqe, a->fd, a->addr, a->alen); break;
+    case WEFT__IO_PREAD:   io_uring_prep_read(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)a->off); break;
+    case WEFT__IO_PWRITE:  io_uring_prep_write(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)a->off); break;
+    case WEFT__IO_OPEN:    io_uring_prep_openat(sqe, AT_FDCWD, a->path, a->flags, a->mode); break;
+    case WEFT__IO_FSYNC:   io_uring_prep_fsync(sqe, a->fd, 0); break;
+    default:         io_uring_prep_poll_add(sqe, a->fd, (unsigned)a->flags); break;
+    }
+    struct weft__ioreq q;
+    ssize_t r = ring_call(w, sqe, &q);
+    if (a->kind == WEFT__IO_READ || a->kind == WEFT__IO_RECV || a->kind == WEFT__IO_PREAD)
+        mark_read(a->buf, r);
+    else if (a->kind == WEFT__IO_ACCEPT && r >= 0 && a->addrlen)
+        mark_read(a->addr, *a->addrlen);
+    return r;
+}
+
+static ssize_t ring_io(struct weft__worker *w, const struct weft__io_op *a)
+{
+    /* The ring takes at most UINT_MAX bytes a request; POSIX allows short IO. */
+    struct weft__io_op c = *a;
+    if (c.len > 0x7ffff000)
+        c.len = 0x7ffff000;
+    for (;;) {
+        ssize_t r = ring_once(w, &c);
+        if (r == -EINTR)
+            continue;
+        if (r != -EAGAIN || c.kind == WEFT__IO_POLL || weft__io_asks_not_to_wait(&c))
+            return r;
+        /* An O_NONBLOCK descriptor: wait until it is ready, then retry. */
+        struct weft__io_op p = { .kind = WEFT__IO_POLL, .fd = c.fd,
+                                 .flags = weft__io_writes(&c) ? POLLOUT : POLLIN };
+        w = weft__worker_self();
+        r = ring_once(w, &p);
+        if (r < 0)
+            return r;
+        w = weft__worker_self();   /* the coroutine may have moved */
+    }
+}
+static ssize_t ring_op(struct weft__worker *w, const struct weft__io_op *a)
+{
+    ssize_t r;
+    switch (a->kind) {
+    case WEFT__IO_CONNECT:
+        r = ring_io(w, a);
+        if (r != -EINPROGRESS && r != -EALREADY)
+            return r;
+        /* A non-blocking socket: the attempt goes on; wait for its outcome. */
+        r = ring_io(w, &(struct weft__io_op){ .kind = WEFT__IO_POLL, .fd = a->fd, .flags = POLLOUT });
+        return r < 0 ? r : WEFT__IO_CONNECTED_LATER;
+    case WEFT__IO_PREAD:
+    case WEFT__IO_PWRITE:
+        /* The ring reads and writes a file without positions (a pipe, a
+         * socket, a terminal) as a stream, whatever the offset, where
+         * pread(2) refuses with ESPIPE; lseek refuses those files alike. */
+        if (lseek(a->fd, 0, SEEK_CUR) < 0)
+            return -errno;
+        return ring_io(w, a);
+    default:
+        return ring_io(w, a);
+    }
+}
+
+const struct weft__backend weft__uring = {
+    .name    = "io_uring",
+    .create  = ring_create,
+    .start   = ring_start,
+    .destroy = ring_destroy,
+    .poll    = ring_poll,
+    .busy    = ring_busy,
+    .pending = ring_pending,
+    .sleep   = ring_sleep,
+    .kick    = ring_kick,
+    .call    = ring_op,
+};
 
 #endif /* WEFT_HAVE_URING */

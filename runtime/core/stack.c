@@ -17,7 +17,7 @@
  * (weft__stack_unbind), before anyone has joined it. A million tasks spawned
  * before any runs thus share the few slots that finished tasks keep warm,
  * instead of touching a million fresh stacks. The task itself, its handle,
- * lives elsewhere (runtime/task.c).
+ * lives elsewhere (core/task.c).
  *
  * Promises. A spawn must fail at once, with -ENOMEM, when no stack could be
  * had for the task later; the scheduler cannot fail a task that is about to
@@ -52,7 +52,7 @@
  * back to the kernel (MADV_DONTNEED, then the cold list) only once demand has
  * fallen: over each TRIM_EPOCH_NS the list records its low-water mark, and the
  * slots below it that exceed WARM_MAX sat unused for the whole epoch. Idle
- * workers give those back, a batch at a time, before they sleep (sched.c). The
+ * workers give those back, a batch at a time, before they sleep (core/search.c). The
  * earlier design gave back every slot past WARM_MAX as it was freed: under a
  * steady churn of coroutines that paid an madvise on every exit and a page
  * fault on every spawn (each tens of microseconds on a virtual machine), and
@@ -88,7 +88,8 @@
  * What it cannot do: a frame larger than the guard, in code built without
  * stack-clash protection, can still step over it.
  */
-#include "internal.h"
+#include "core.h"
+#include "base/sys.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -96,14 +97,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#else
-#define RUNNING_ON_VALGRIND 0
-#define VALGRIND_STACK_REGISTER(lo, hi) 0u
-#define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
-#endif
 
 #if defined(WEFT__TSAN)
 void *__tsan_create_fiber(unsigned flags);
@@ -401,8 +394,8 @@ void weft__stack_bind(struct weft__stacks *s, struct weft__pool *pool, weft_task
     f->stack_lo = slot_base(s, top) + s->guard_size;
     f->stack_size = (size_t)((char *)f - (char *)f->stack_lo);
     f->asan_fake = NULL;
-    if (RUNNING_ON_VALGRIND)
-        f->vg_stack = VALGRIND_STACK_REGISTER(f->stack_lo, (char *)f);
+    if (weft__on_valgrind())
+        f->vg_stack = weft__vg_stack_register(f->stack_lo, (char *)f);
 #if defined(WEFT__TSAN)
     f->tsan = __tsan_create_fiber(0);   /* TSan counts fibers as threads: only while bound */
 #endif
@@ -427,8 +420,8 @@ static void start_epoch(struct weft__stacks *s, uint64_t now)
 void weft__stack_unbind(struct weft__stacks *s, struct weft__pool *pool, struct weft__fiber *f)
 {
     char *top = (char *)f + WEFT__FIBER_SPACE;
-    if (RUNNING_ON_VALGRIND)
-        VALGRIND_STACK_DEREGISTER(f->vg_stack);
+    if (weft__on_valgrind())
+        weft__vg_stack_deregister(f->vg_stack);
 #if defined(WEFT__TSAN)
     __tsan_destroy_fiber(f->tsan);
 #endif
@@ -563,7 +556,7 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
         n += put_s(msg + n, ", stack size ");
         n += fmt_u(msg + n, t->rt->stacks->configured, 10);
         n += put_s(msg + n, " bytes); raise weft_config.stack_size\n");
-        ssize_t rc = write(STDERR_FILENO, msg, n);
+        ssize_t rc = weft__sys_write(STDERR_FILENO, msg, n);
         (void)rc;
         abort();
     }

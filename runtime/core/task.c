@@ -9,15 +9,16 @@
  *   - detach CASes NONE to DETACHED; a finisher that finds DETACHED frees the
  *     handle itself, and a detach that finds the task finished frees it;
  *   - a finisher never reads its handle after DONE: the context switched to
- *     gives its stack back from the fiber it kept (sched.c).
+ *     gives its stack back from the fiber it kept (core/park.c).
  * So the handle's holder frees it once it sees DONE. A joiner that finds BUSY
  * was woken, or withdrew (deadline or cancellation) just as the finisher
  * claimed its waiter; DONE then is the finisher's next store. The result is
  * published by the finisher's CAS (release) and read after DONE. Besides the
- * handle, only a cancel note in flight holds a reference (io_uring.c), and
+ * handle, only a cancel note in flight holds a reference (io/uring.c), and
  * the last of them frees it.
  */
-#include "internal.h"
+#include "core.h"
+#include "base/sys.h"
 
 #include <errno.h>
 #include <sched.h>
@@ -219,7 +220,7 @@ static void wait_done(weft_task *t)
     for (unsigned spins = 0;
          atomic_load_explicit(&t->join, memory_order_acquire) != WEFT__JOIN_DONE; spins++)   /* pairs with the finisher's store */
         if (spins % 64 == 63)
-            sched_yield();   /* the finisher's thread was preempted in between */
+            weft__sys_sched_yield();   /* the finisher's thread was preempted in between */
         else
             weft__cpu_relax();
 }
@@ -232,8 +233,8 @@ void weft__task_release(weft_task *t)
 /*
  * Writes every field of a handle about to be spawned, one store each. Zeroing
  * it first, with memset or a compound literal, compiles (gcc, x86-64) to a
- * `rep stos`, which took 13 ns for the 128 bytes on the reference machine
- * against 2.4 ns for plain stores. The size is pinned so that a new field
+ * `rep stos`, several times as slow as plain stores for the 128 bytes
+ * (`weft-bench spawn`). The size is pinned so that a new field
  * cannot be left out of this list unnoticed.
  */
 _Static_assert(sizeof(struct weft_task) == 15 * sizeof(void *) && sizeof(void *) == 8,
