@@ -24,8 +24,10 @@
  *
  * Where each part lives: worker.c, a worker's run loop and the choice of the
  * next task; queue.c, the global queue; park.c, switching, and parking and
- * waking a task; search.c, stealing, parking a worker and the timer watcher;
- * runtime.c, the life of a runtime.
+ * waking a task, and pinned tasks; search.c, stealing, parking a worker and
+ * the timer watcher; runtime.c, the life of a runtime; monitor.c, the thread
+ * that takes a stalled worker's queues and IO over (the worker's side of its
+ * exclusion is weft__owner_enter and weft__owner_leave, core.h).
  *
  * Designs rejected
  *   - A FIFO local queue (Go, Tokio): a fork-join tree then unfolds breadth

@@ -20,7 +20,7 @@
  * see would then hold its completions, and only it could submit what its
  * coroutines queued. With COOP_TASKRUN the completions reach the shared
  * queue, and the monitor, holding the stalled worker excluded, submits and
- * reaps on its ring as the worker would (runtime/monitor.c). Older kernels
+ * reaps on its ring as the worker would (core/monitor.c). Older kernels
  * get no flags.
  *
  * The ring's state that "the owner" touches below (its request table, its
