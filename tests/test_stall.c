@@ -367,6 +367,12 @@ static void run_scenario(int backend, enum scenario sc, enum stall_kind kind, bo
 
 static void sweep(enum scenario sc)
 {
+    /* Valgrind runs one thread at a time, and its default lock is not fair:
+     * the stalled thread's loop can keep taking it back, and the monitor and
+     * the other worker then wait on Valgrind, not on the runtime (a 4 s wait
+     * was seen there; never outside it). The report tests still run. */
+    if (RUNNING_ON_VALGRIND)
+        cr_skip("Valgrind runs one thread at a time: the other workers cannot run during a stall");
     FOR_EACH_BACKEND(b) {
         run_scenario(b, sc, SPIN, true);
         run_scenario(b, sc, SYSCALL, true);
