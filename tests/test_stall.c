@@ -365,14 +365,19 @@ static void run_scenario(int backend, enum scenario sc, enum stall_kind kind, bo
     }
 }
 
+/* Valgrind runs one thread at a time, and its default lock is not fair: the
+ * stalled thread's loop can keep taking it back, and the monitor and the
+ * other worker then wait on Valgrind, not on the runtime (waits of seconds
+ * were seen there, for the takeover and for the report; never outside it). */
+static void skip_on_valgrind(void)
+{
+    if (RUNNING_ON_VALGRIND)
+        cr_skip("Valgrind runs one thread at a time: the monitor and the other workers cannot run during a stall");
+}
+
 static void sweep(enum scenario sc)
 {
-    /* Valgrind runs one thread at a time, and its default lock is not fair:
-     * the stalled thread's loop can keep taking it back, and the monitor and
-     * the other worker then wait on Valgrind, not on the runtime (a 4 s wait
-     * was seen there; never outside it). The report tests still run. */
-    if (RUNNING_ON_VALGRIND)
-        cr_skip("Valgrind runs one thread at a time: the other workers cannot run during a stall");
+    skip_on_valgrind();
     FOR_EACH_BACKEND(b) {
         run_scenario(b, sc, SPIN, true);
         run_scenario(b, sc, SYSCALL, true);
@@ -495,6 +500,7 @@ static void report_run(struct report_run *rr, uint64_t stall_ns)
 
 Test(stall, a_long_stall_is_reported_once_on_stderr_with_its_coroutine_worker_and_duration)
 {
+    skip_on_valgrind();
     struct capture cap;
     struct report_run rr = { .cap = &cap, .spin_ns = SLOW ? 3000000000u : 1500000000u, .stalls = 1 };
     capture_start(&cap);
@@ -514,6 +520,7 @@ Test(stall, a_long_stall_is_reported_once_on_stderr_with_its_coroutine_worker_an
 
 Test(stall, reports_are_rate_limited)
 {
+    skip_on_valgrind();
     struct capture cap;
     struct report_run rr = { .cap = &cap, .spin_ns = 250000000u, .stalls = 6 };
     capture_start(&cap);
@@ -541,6 +548,7 @@ Test(stall, weft_stall_ms_zero_turns_the_report_off)
 
 Test(stall, weft_stall_ms_overrides_the_configuration)
 {
+    skip_on_valgrind();
     struct capture cap;
     struct report_run rr = { .cap = &cap, .spin_ns = SLOW ? 3000000000u : 1000000000u, .stalls = 1 };
     setenv("WEFT_STALL_MS", "100", 1);
