@@ -97,6 +97,10 @@ typedef struct weft_config {
     unsigned ring_entries;/* io_uring submission queue depth per worker; 0 = 256; 1 is raised
                            * to 2 (a request and its deadline are queued together); above
                            * 32768 is -EINVAL */
+    uint64_t stall_ns;    /* a coroutine that holds its worker this long without a switch
+                           * is reported on stderr (one line, rate-limited); 0 = 500 ms,
+                           * UINT64_MAX = never. WEFT_STALL_MS in the environment
+                           * overrides it (in milliseconds; 0 = never) */
     int      dump_signal; /* a signal that writes weft_dump() to stderr and goes on;
                            * 0 = none. The environment variable WEFT_DUMP_SIGNAL (a
                            * number, or a name such as SIGQUIT or QUIT) overrides it.
@@ -178,6 +182,50 @@ WEFT_API int weft_worker(void);
 
 /* The number of workers of the caller's runtime, or -EPERM outside a coroutine. */
 WEFT_API int weft_workers(void);
+
+/*
+ * Pinning. A pinned coroutine runs only on the worker thread it was on when it
+ * pinned itself: whatever wakes it, it resumes there, and no other worker
+ * takes it, so thread-local addresses it kept across a wait stay its own
+ * thread's (as Go's LockOSThread). Pins nest: weft_unpin() undoes one
+ * weft_pin(), and the coroutine is free to move again when none is left. A
+ * pinned coroutine waits for its worker even while that worker is stalled by
+ * another coroutine (a blocking call weft cannot see). Neither call is a
+ * locked instruction or a system call.
+ * Both return 0, or -EPERM outside a coroutine; weft_unpin() returns -EPERM
+ * also when the caller holds no pin (as weft_mutex_unlock() does for a mutex
+ * the caller does not hold).
+ */
+WEFT_API int weft_pin(void);
+WEFT_API int weft_unpin(void);
+
+/*
+ * Coroutine-local storage, as pthread's keys are thread-local. A key names one
+ * value per coroutine, and one per plain thread; each starts as NULL. A
+ * coroutine's values follow it from worker to worker. When a coroutine ends
+ * (returns from its function), the destructor of each key whose value is not
+ * NULL is called with that value, the value being set to NULL first; while
+ * destructors set values again, this repeats, up to
+ * PTHREAD_DESTRUCTOR_ITERATIONS rounds. A plain thread's values are destroyed
+ * so when it exits. Deleting a key calls no destructor; a key made later
+ * never sees a deleted key's values.
+ */
+typedef unsigned weft_key;
+#define WEFT_KEYS_MAX 1024   /* keys that may exist at once in a process */
+
+/* Makes a key; destructor may be NULL. Any thread. Returns 0, -EINVAL (key
+ * NULL), -EAGAIN (WEFT_KEYS_MAX keys exist already). */
+WEFT_API int weft_key_create(weft_key *key, void (*destructor)(void *));
+/* Deletes key; every value of it is forgotten, and its destructor is not
+ * called. Any thread, once nobody uses the key. Returns 0 or -EINVAL (not a
+ * key, or deleted already). */
+WEFT_API int weft_key_delete(weft_key key);
+/* Sets the caller's value of key: the calling coroutine's, or the calling
+ * plain thread's. Returns 0, -EINVAL (not a key), -ENOMEM (the first value
+ * set in a block of 32 keys needs memory: nothing was changed). */
+WEFT_API int weft_setspecific(weft_key key, const void *value);
+/* The caller's value of key; NULL if it set none, or key is not a key. */
+WEFT_API void *weft_getspecific(weft_key key);
 
 /*
  * Creates a runtime, runs fn(arg) as its first coroutine, joins it, stores its

@@ -40,6 +40,7 @@ struct weft__fiber {
     uintptr_t what;         /* the channel, descriptor, task ... why names */
     uint64_t  since;        /* its worker's clock when it last parked */
     char      name[WEFT__NAME_SIZE];   /* weft_set_name(), NUL-terminated; "" for none */
+    const void *spawn_pc;   /* where its task was spawned, moved here as it first runs */
 };
 
 /* The bytes a coroutine's fiber takes at the top of its stack slot. */
@@ -105,13 +106,21 @@ struct weft_task {
     _Atomic uint32_t   refs;         /* the handle (its holder, or the finisher once
                                       * detached) + cancel notes in flight (io/uring.c) */
     _Atomic uint32_t   cancelled;    /* bit 0 set once by weft_cancel(); above it, cancellers in flight (core/wait.c) */
+    uint32_t           pins;         /* weft_pin() minus weft_unpin(); only the coroutine
+                                      * writes it, wakers read it once it parked (core/park.c) */
     _Atomic uintptr_t  waiting;      /* the waiter it is parked on, for weft_cancel
                                       * (core/wait.c); 0 when not waiting */
-    uint64_t           deadline;     /* weft_deadline(); only the coroutine itself */
+    union {
+        const void    *spawn_pc;     /* until it first runs: where weft_spawn or
+                                      * weft_spawn_on was called; then in its fiber */
+        uint64_t       deadline;     /* then: weft_deadline(); only the coroutine itself */
+    };
     _Atomic uintptr_t  io_req;       /* its io_uring request in flight, 0 if none */
     _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on (io/uring.c) */
+    struct weft__worker *home;       /* while pins > 0: the worker it runs on; as pins */
+    struct weft__keyvals *keys;      /* its weft_setspecific() values, NULL before the
+                                      * first (core/key.c); only the coroutine */
     uint64_t           id;           /* unique in the process, from 1 (weft_dump) */
-    const void        *spawn_pc;     /* where weft_spawn or weft_spawn_on was called */
 };
 #if defined(__x86_64__)
 _Static_assert(sizeof(struct weft_task) <= 2 * WEFT__CACHELINE, "a task is two cache lines on x86-64");
@@ -252,7 +261,12 @@ struct weft__worker {
     weft_task            *yq_head;      /* yielded tasks, FIFO, linked by next */
     weft_task            *yq_tail;
     _Atomic uint32_t      tick;         /* schedules so far, for fairness checks; only the
-                                         * worker writes it, searchers read it (core/search.c) */
+                                         * worker writes it, searchers (core/search.c) and the
+                                         * monitor (core/monitor.c) read it */
+    _Atomic uint32_t      in_user;      /* 1 while a coroutine's own code runs here; only the
+                                         * worker writes it, the monitor reads it (core/monitor.c) */
+    _Atomic uint32_t      rescue;       /* futex word, 1 while the monitor works on this worker's
+                                         * queues and IO; only the monitor writes it (core/monitor.c) */
     uint32_t              fair_left;    /* schedules until the next fairness tick */
     bool                  finishing;    /* the current task is waking its joiner, then exits */
     weft_task            *handoff;      /* the joiner the current task woke as it finished, or
@@ -284,6 +298,9 @@ struct weft__worker {
     struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */
     _Alignas(WEFT__CACHELINE)
     _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */
+    _Atomic(weft_task *)  inbox;        /* pinned tasks made runnable by other threads, newest
+                                         * first, linked by next; any thread pushes, the owner
+                                         * takes them all (core/park.c, core/worker.c) */
     _Atomic uint32_t      wake;         /* futex word: WEFT__WAKE_* (core/sched.h, core/search.c) */
     _Atomic uint32_t      in_io;        /* parked in its ring or epoll set, not on the futex */
     _Atomic uint64_t      spawned;      /* tasks spawned on this worker; only it writes */
@@ -335,6 +352,8 @@ struct weft_rt {
     _Atomic(struct weft__offload *) offload;
     /* On the process's list of runtimes (core/runtime.c), under its lock. */
     weft_rt               *live_next;
+    /* The thread that watches for stalled workers (core/monitor.c). */
+    _Atomic(struct weft__monitor *) monitor;   /* NULL: none (one worker, no report) */
     int                    dump_signal;         /* weft_config.dump_signal in effect; 0: none */
 };
 
@@ -357,6 +376,52 @@ static inline bool weft__inherited(const weft_rt *rt)
  * its destruction's final stage, under a lock that keeps them alive meanwhile.
  * Any thread; fn must not create or destroy a runtime. */
 void weft__each_runtime(void (*fn)(weft_rt *rt, void *arg), void *arg);
+
+/*
+ * The owner's side of the exclusion with the monitor (core/monitor.c). A
+ * worker is "in user code" while a coroutine's own code runs on it; then the
+ * monitor may take over its yield queue, its runnext and deque, and its IO.
+ * Before the worker touches any of these again from a coroutine, it marks
+ * itself back in the runtime and waits for a rescue under way to end:
+ * weft__owner_enter. weft__owner_leave is the last thing before control
+ * returns to a coroutine's code. Neither is a locked instruction: the
+ * monitor's side runs membarrier (the asymmetric pair of core/wait.c).
+ */
+void weft__light_barrier_slow(void);   /* core/wait.c: the light side where it must be a fence */
+extern _Atomic int weft__barrier_asym; /* core/wait.c: 1 once membarrier is the heavy side */
+void weft__heavy_barrier(void);        /* core/wait.c: the monitor's side */
+void weft__rescue_wait(struct weft__worker *w);   /* core/monitor.c */
+
+static inline void weft__owner_enter(struct weft__worker *w)
+{
+    atomic_store_explicit(&w->in_user, 0, memory_order_relaxed);   /* ordered by the barrier below */
+    if (atomic_load_explicit(&weft__barrier_asym, memory_order_relaxed))
+        atomic_signal_fence(memory_order_seq_cst);   /* the monitor's membarrier does the rest */
+    else
+        weft__light_barrier_slow();
+    if (WEFT__UNLIKELY(atomic_load_explicit(&w->rescue, memory_order_acquire)))   /* pairs with the
+                                                                                     * monitor's release */
+        weft__rescue_wait(w);
+}
+
+static inline void weft__owner_leave(struct weft__worker *w)
+{
+    atomic_store_explicit(&w->in_user, 1, memory_order_release);   /* publishes the worker's state to
+                                                                    * the monitor's acquire */
+}
+
+/* core/monitor.c. _start: weft_rt_create, after the workers; returns 0 or a
+ * negative errno. _stop: weft_rt_destroy, after the workers stopped; joins it.
+ * _nudge: a worker that leaves the idle list, so that a monitor asleep while
+ * every worker was idle looks again. */
+int  weft__monitor_start(weft_rt *rt, uint64_t stall_ns);
+void weft__monitor_stop(weft_rt *rt);
+void weft__monitor_nudge(weft_rt *rt);
+/* core/queue.c. The monitor: moves w's queued tasks that are not pinned to it to
+ * the global queue and wakes a worker for them. runnext and the deque are
+ * taken as thieves take them, so w need not be excluded; `private`: the
+ * yield queue too, which needs w excluded. Returns how many it moved. */
+size_t weft__takeover(struct weft__worker *w, bool private);
 
 /* The worker the calling thread is, or NULL. Never inlined: see core/worker.c. */
 struct weft__worker *weft__worker_self(void);
@@ -409,6 +474,15 @@ void weft__task_release_at(weft_task *t, struct weft__worker *w);
 void weft__yield_current(void);
 /* Counts a task about to be started; w is the calling worker of rt, or NULL. */
 void weft__count_spawn(weft_rt *rt, struct weft__worker *w);
+
+/* ---- coroutine-local storage (core/key.c) ------------------------------------ */
+
+struct weft__keyvals;   /* one coroutine's or plain thread's values */
+
+/* Runs the destructors of the values in *kv, as pthread does at a thread's
+ * exit, frees it and leaves *kv NULL. The coroutine whose values they are, as
+ * it ends (core/park.c), or a plain thread as it exits. */
+void weft__keys_end(struct weft__keyvals **kv);
 
 /* ---- task handles (core/task.c) --------------------------------------------- */
 

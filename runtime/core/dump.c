@@ -563,6 +563,7 @@ static void take_task(struct dump *d, const weft_rt *rt, const weft_task *t, uin
     struct weft__fiber f;
     if (copy_obj(d, &f, (uintptr_t)t->fiber, sizeof(f)))
         return;   /* its stack slot went away: it finished */
+    e->spawn_pc = (uintptr_t)f.spawn_pc;   /* moved from the handle as it first ran */
     memcpy(e->name, f.name, sizeof(e->name));
     e->name[sizeof(e->name) - 1] = '\0';
     uint32_t ps = atomic_load_explicit(&t->pstate, memory_order_relaxed);

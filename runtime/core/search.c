@@ -85,6 +85,27 @@ void weft__wake_one(weft_rt *rt)
     weft__wake_worker(w);
 }
 
+void weft__wake_parked(struct weft__worker *h)
+{
+    weft_rt *rt = h->rt;
+    bool found = false;
+    pthread_mutex_lock(&rt->idle_lock);
+    for (struct weft__worker **p = &rt->idle; *p; p = &(*p)->idle_next) {
+        if (*p == h) {
+            *p = h->idle_next;
+            atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rt->idle_lock);
+    if (!found)
+        return;   /* running, searching, or being woken: it looks at its inbox */
+    atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);   /* it starts out searching */
+    atomic_store_explicit(&h->wake, WEFT__WAKE_GO, memory_order_release);
+    weft__wake_worker(h);
+}
+
 /* ---- workers -------------------------------------------------------------------- */
 
 /*
@@ -299,10 +320,13 @@ static void park_worker(struct weft__worker *w)
     atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
     weft__fence();                     /* 3 */
     uint64_t due = weft__timers_next(rt->timers);
-    if ((work_visible(rt) || (due != UINT64_MAX && due <= weft_now()) ||
+    if ((work_visible(rt) || atomic_load_explicit(&w->inbox, memory_order_seq_cst) ||
+         (due != UINT64_MAX && due <= weft_now()) ||
          atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) &&
-        leave_idle(w))
+        leave_idle(w)) {
+        weft__monitor_nudge(rt);
         return;
+    }
     /* Otherwise a waker took us off the list and counted us as searching; its
      * store to our wake word is on its way. */
     weft__bump(&w->ctr.sleeps, 1);
@@ -317,6 +341,7 @@ static void park_worker(struct weft__worker *w)
              * ourselves, unless a waker already did. */
             if (weft__timers_fire(rt->timers, weft_now()) && leave_idle(w)) {
                 unwatch(w);
+                weft__monitor_nudge(rt);
                 return;
             }
             continue;
@@ -344,6 +369,7 @@ static void park_worker(struct weft__worker *w)
             atomic_store_explicit(&w->in_io, 0, memory_order_relaxed);
             if (woke && leave_idle(w)) {
                 unwatch(w);
+                weft__monitor_nudge(rt);
                 return;
             }
             continue;
@@ -354,6 +380,7 @@ static void park_worker(struct weft__worker *w)
     weft__bump(&w->ctr.wakes, 1);
     unwatch(w);
     w->spinning = true;
+    weft__monitor_nudge(rt);
 }
 
 /* Whether the searchers (the caller among them) are no more than the

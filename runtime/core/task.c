@@ -254,7 +254,7 @@ void weft__task_release(weft_task *t)
  * (`weft-bench spawn`). The size is pinned so that a new field
  * cannot be left out of this list unnoticed.
  */
-_Static_assert(sizeof(struct weft_task) == 15 * sizeof(void *) && sizeof(void *) == 8,
+_Static_assert(sizeof(struct weft_task) == 16 * sizeof(void *) && sizeof(void *) == 8,
                "task_init writes every field of weft_task: a new one needs its line there");
 static void task_init(weft_task *t, weft_rt *rt, weft_fn fn, void *arg, bool detached,
                       uint64_t id, const void *spawn_pc)
@@ -271,11 +271,13 @@ static void task_init(weft_task *t, weft_rt *rt, weft_fn fn, void *arg, bool det
     atomic_init(&t->refs, 1u);   /* the handle: the caller's, or the finisher's if detached */
     atomic_init(&t->cancelled, 0u);
     atomic_init(&t->waiting, 0);
-    t->deadline = 0;
+    t->spawn_pc = spawn_pc;   /* the deadline, 0, once it runs (core/park.c) */
     atomic_init(&t->io_req, 0);
     atomic_init(&t->io_owner, NULL);
+    t->pins = 0;
+    t->home = NULL;
+    t->keys = NULL;
     t->id = id;
-    t->spawn_pc = spawn_pc;
 }
 
 /*

@@ -84,6 +84,11 @@ struct weft__backend {
     /* The owner: whether it must sleep in the backend (not on its futex) to
      * see its coroutines' IO finish. */
     bool (*busy)(struct weft__worker *w);
+    /* The monitor (core/monitor.c), without excluding the owner: whether
+     * completions or events wait that nobody has reaped. A hint: the monitor
+     * then excludes the owner and calls `poll` as the owner would, and the
+     * tasks that makes runnable go to the global queue. */
+    bool (*pending)(struct weft__worker *w);
     /* The owner, parked and busy: waits for IO, a kick, or `until`
      * (weft_now() clock; UINT64_MAX: no limit). Returns whether a task became
      * runnable. */
@@ -111,6 +116,11 @@ static inline bool weft__io_poll(struct weft__worker *w)
 static inline bool weft__io_busy(struct weft__worker *w)
 {
     return w->io->busy(w);
+}
+
+static inline bool weft__io_pending(struct weft__worker *w)
+{
+    return w->io->pending(w);
 }
 
 static inline bool weft__io_sleep(struct weft__worker *w, uint64_t until)

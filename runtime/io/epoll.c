@@ -442,6 +442,15 @@ static bool set_busy(struct weft__worker *w)
     return s && atomic_load_explicit(&s->waiters, memory_order_relaxed) != 0;
 }
 
+/* The monitor, without the exclusion: whether events wait on the set (an
+ * epoll descriptor is readable when its set has events ready). A hint. */
+static bool set_pending(struct weft__worker *w)
+{
+    struct weft__epset *s = ep_of(w);
+    struct pollfd p = { .fd = s ? s->epfd : -1, .events = POLLIN };
+    return set_busy(w) && weft__sys_poll(&p, 1, 0) > 0;
+}
+
 static bool set_poll(struct weft__worker *w)
 {
     if (!set_busy(w))
@@ -621,6 +630,7 @@ const struct weft__backend weft__epoll = {
     .destroy = set_destroy,
     .poll    = set_poll,
     .busy    = set_busy,
+    .pending = set_pending,
     .sleep   = set_sleep,
     .kick    = set_kick,
     .call    = set_call,

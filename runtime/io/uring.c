@@ -11,10 +11,21 @@
  * stolen).
  *
  * Rings are created by weft_rt_create with IORING_SETUP_R_DISABLED and enabled
- * by the worker thread itself, so that IORING_SETUP_SINGLE_ISSUER names the
- * worker; DEFER_TASKRUN then runs completion work only when the worker asks
- * for events, never by interrupting it. Older kernels get COOP_TASKRUN, or no
- * flags.
+ * by the worker thread itself. They use COOP_TASKRUN: the kernel runs a
+ * completion's task work at the worker's next transition between user and
+ * kernel mode (at the latest its next timer interrupt), without an IPI, and
+ * wakes it from an interruptible sleep. Not DEFER_TASKRUN, which would run
+ * that work only when the worker asks for events, and not SINGLE_ISSUER
+ * (which DEFER_TASKRUN requires): a worker that stalls in code weft cannot
+ * see would then hold its completions, and only it could submit what its
+ * coroutines queued. With COOP_TASKRUN the completions reach the shared
+ * queue, and the monitor, holding the stalled worker excluded, submits and
+ * reaps on its ring as the worker would (core/monitor.c). Older kernels
+ * get no flags.
+ *
+ * The ring's state that "the owner" touches below (its request table, its
+ * counts, its queues' heads) is the worker's, or the monitor's while it holds
+ * that worker excluded: never both at once.
  *
  * A parked worker with requests in flight sleeps in io_uring_enter, waiting
  * for a completion; then its ring holds a read of the worker's eventfd, which
@@ -32,8 +43,8 @@
  * kernel may name a request by its user_data after it has completed. A
  * linked timeout that fires as its request completes takes a reference to
  * the request and queues task work that cancels *by user_data*
- * (io_req_task_link_timeout -> io_try_cancel); with DEFER_TASKRUN that work
- * may run at our next io_uring_enter, after we reaped the completion and the
+ * (io_req_task_link_timeout -> io_try_cancel); that work may run at the
+ * submitter's next transition into the kernel, after we reaped the completion and the
  * coroutine queued its next request at the same address, which would then be
  * cancelled for nothing. So each ring keeps a table of its requests in
  * flight, owned by the ring's owner alone; a request's identity is its slot
@@ -47,7 +58,7 @@
  *     submission and its completion carries the IGNORE tag, so it needs no
  *     memory of ours. A request cut short by it completes with -ECANCELED,
  *     which is reported as -ETIMEDOUT once the deadline has passed.
- *   - Cancellation. Only the ring's owner may submit to it, so weft_cancel()
+ *   - Cancellation. Only the ring's owner submits to it, so weft_cancel()
  *     queues a note with the request's identity on the owner's inbox and
  *     writes its eventfd; the owner submits IORING_OP_ASYNC_CANCEL for that
  *     identity if the task's io_req still holds it. That request cannot
@@ -311,7 +322,6 @@ static int ring_create(void **out, unsigned entries)
     if (!r)
         return -ENOMEM;
     static const unsigned flag_sets[] = {
-        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         0,
     };
@@ -515,8 +525,8 @@ static bool reap(struct weft__worker *w)
 }
 
 /*
- * Whether completions wait in the kernel for us to enter it: deferred task
- * work (DEFER_TASKRUN runs it only when we ask for events) or an overflowed
+ * Whether completions wait in the kernel for us to enter it: task work not
+ * yet run (COOP_TASKRUN runs it at our next transition) or an overflowed
  * completion queue. With TASKRUN_FLAG the kernel says so in the SQ ring's
  * flags, and a worker that polls often (every search round, every fairness
  * tick) need not make a system call to learn that nothing is there. A flag
@@ -541,6 +551,14 @@ static bool ring_poll(struct weft__worker *w)
             r->queued = 0;
     }
     return reap(w);
+}
+
+/* The monitor, without the exclusion: whether completions wait in the
+ * shared queue. A hint. */
+static bool ring_pending(struct weft__worker *w)
+{
+    struct io_uring *ring = &ring_of(w)->ring;
+    return IO_URING_READ_ONCE(*ring->cq.ktail) != IO_URING_READ_ONCE(*ring->cq.khead);
 }
 
 static bool ring_busy(struct weft__worker *w)
@@ -609,7 +627,10 @@ static void post_note(struct weft__ring *r, struct cancel_note *n)
 static struct io_uring_sqe *ring_sqe(struct weft__worker *w)
 {
     /* Room for the request and its linked timeout, so that taking the second
-     * entry never submits the first alone, cut from its link. */
+     * entry never submits the first alone, cut from its link. The ring is
+     * the monitor's while it rescues this worker: wait for it to finish,
+     * and keep it off until the request is queued (ring_call). */
+    weft__owner_enter(w);
     return get_sqe_room(ring_of(w), 2);
 }
 
@@ -630,6 +651,7 @@ static int32_t ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struc
     if (WEFT__UNLIKELY(!id)) {
         io_uring_prep_nop(sqe);   /* already queued: turn it into nothing */
         io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+        weft__owner_leave(w);
         return -ENOMEM;
     }
     q->wt = (struct weft__waiter){ .task = t };
@@ -658,7 +680,7 @@ static int32_t ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struc
         io_uring_sqe_set_data64(lt, TAG_IGNORE);
     }
     r->inflight++;
-    weft__wait_nointr(&q->wt);
+    weft__wait_nointr(&q->wt);   /* parks: back in user code, wherever it resumes */
     atomic_store_explicit(&t->io_req, 0, memory_order_relaxed);
     if (cancelled)
         return -ECANCELED;
@@ -830,6 +852,7 @@ const struct weft__backend weft__uring = {
     .destroy = ring_destroy,
     .poll    = ring_poll,
     .busy    = ring_busy,
+    .pending = ring_pending,
     .sleep   = ring_sleep,
     .kick    = ring_kick,
     .call    = ring_op,

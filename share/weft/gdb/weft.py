@@ -151,6 +151,8 @@ class Task(object):
             self.state = "runnable, not started"
             return
         f = self.fiber.dereference()
+        if _has_field(f, "spawn_pc"):  # moved from the handle as it first ran
+            self.spawn_pc = int(f["spawn_pc"].cast(_type("unsigned long")))
         try:
             self.name = f["name"].string()
         except (gdb.error, UnicodeDecodeError):
