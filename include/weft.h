@@ -50,14 +50,18 @@
 #ifndef WEFT_H
 #define WEFT_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+struct addrinfo;   /* <netdb.h>, for weft_getaddrinfo */
 
 #if defined(__GNUC__)
 #define WEFT_API __attribute__((visibility("default")))
@@ -318,6 +322,102 @@ WEFT_API int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen
 WEFT_API int weft_open(const char *path, int flags, mode_t mode);
 WEFT_API int weft_close(int fd);
 WEFT_API int weft_fsync(int fd);
+
+/*
+ * Vectored, datagram and ancillary IO, as readv(2), writev(2), recvfrom(2),
+ * sendto(2), recvmsg(2) and sendmsg(2), under the rules of weft_read() and
+ * weft_send() above: a call that would block suspends only the calling
+ * coroutine, on either backend, within its deadline and cancellation; from a
+ * plain thread, the plain call within the thread's deadline. The send side
+ * adds MSG_NOSIGNAL, and weft_writev() to a pipe whose reader has gone gives
+ * -EPIPE without SIGPIPE, as weft_write(). weft_readv() and weft_writev() give
+ * -EINVAL for an iovcnt below 0 or above IOV_MAX, or buffers whose lengths
+ * add up to more than SSIZE_MAX; -EFAULT for iov NULL with iovcnt above 0.
+ * weft_recvmsg() and weft_sendmsg() give -EFAULT for msg NULL, -EMSGSIZE for
+ * more than IOV_MAX buffers, -EINVAL for lengths above SSIZE_MAX. Ancillary
+ * data (SCM_RIGHTS, SCM_CREDENTIALS) passes as with the system calls.
+ * weft_recvfrom() with addr and no addrlen gives -EFAULT before receiving
+ * anything, and sets *addrlen to the sender's address length (0 on a
+ * connected stream socket). Datagrams keep their boundaries: a buffer too
+ * small for one gets its first part, the rest is dropped, as recvfrom(2).
+ */
+WEFT_API ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt);
+WEFT_API ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt);
+WEFT_API ssize_t weft_recvfrom(int fd, void *buf, size_t len, int flags,
+                               struct sockaddr *addr, socklen_t *addrlen);
+WEFT_API ssize_t weft_sendto(int fd, const void *buf, size_t len, int flags,
+                             const struct sockaddr *addr, socklen_t addrlen);
+WEFT_API ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags);
+WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
+
+/*
+ * Sends up to count bytes of in_fd (a file) to out_fd (a socket or a pipe),
+ * as sendfile(2): from *offset, moved on by what was sent, or from in_fd's
+ * own offset when offset is NULL. Waits, suspending only the caller, while
+ * out_fd has no room; on either backend sendfile(2) itself is made without
+ * waiting (out_fd O_NONBLOCK for that one call, as weft_accept() does on the
+ * epoll backend) and in_fd is read on the worker, from the page cache or the
+ * disk. Returns the bytes sent, which may be fewer than count (loop for the
+ * rest), 0 at in_fd's end, or a negative errno: -EINVAL (offset below 0,
+ * count above SSIZE_MAX, files sendfile(2) cannot join), -EBADF, -EPIPE
+ * (without SIGPIPE in a coroutine), -ETIMEDOUT, -ECANCELED.
+ */
+WEFT_API ssize_t weft_sendfile(int out_fd, int in_fd, off_t *offset, size_t count);
+
+/*
+ * Waits for one of the signals of set, as sigwaitinfo(2), and returns its
+ * number, with its siginfo in *info when info is not NULL. The signals must
+ * be blocked (pthread_sigmask) in every thread of the process, the workers
+ * and offload helpers included, before they are raised: block them before
+ * the runtime is created and its threads inherit the mask. A signal not
+ * blocked everywhere may run its action instead. In a coroutine the signal
+ * is read from a signalfd of the call's own, waited on by the worker's
+ * backend like any descriptor, so the worker runs the other coroutines
+ * meanwhile; signals raised for the whole process are seen, and those raised
+ * for one thread only where that thread is the reader. From a plain thread it
+ * is sigtimedwait(2) within the thread's deadline. Returns the signal number,
+ * or -EFAULT (set NULL), -EINVAL (set holds no signal but SIGKILL and
+ * SIGSTOP), -EMFILE, -ETIMEDOUT, -ECANCELED. Declared where <signal.h>
+ * defines siginfo_t: POSIX.1b and later (_POSIX_C_SOURCE 199309L, which
+ * the C library's default and _GNU_SOURCE give; not a strict -std=c11).
+ */
+#if defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 199309L
+WEFT_API int weft_sigwait(const sigset_t *set, siginfo_t *info);
+#endif
+
+/*
+ * Waits for a child to change state, as waitpid(2), and returns its pid (0
+ * with WNOHANG and no child ready). A child named by its pid (pid > 0),
+ * awaited for its exit (options without WUNTRACED and WCONTINUED), is waited
+ * on through a pidfd (Linux 5.3) that the worker's backend watches: only the
+ * caller is suspended, and its deadline and cancellation end the wait at any
+ * time, leaving the child to a later call. Any other wait (pid -1: any child,
+ * 0 or below -1: a process group; WUNTRACED or WCONTINUED; a kernel without
+ * pidfd_open) has no descriptor to wait on and is a blocking waitpid(2) on a
+ * helper thread (weft_offload): the deadline and cancellation end it only
+ * before the helper has started it, and then it waits until a child changes
+ * state. Returns the pid, 0, or a negative errno: -ECHILD, -EINVAL (bad
+ * options), -ETIMEDOUT, -ECANCELED, -EAGAIN (no helper thread).
+ */
+WEFT_API int weft_waitpid(pid_t pid, int *status, int options);
+
+/*
+ * getaddrinfo(3) on a helper thread (weft_offload), suspending only the
+ * caller. Returns 0 with the list in *res (free it with freeaddrinfo), or
+ * getaddrinfo's EAI_ code (EAI_NONAME for a name that does not exist;
+ * EAI_MEMORY and EAI_AGAIN also where the helper thread could not be had), or
+ * exactly one of three negative errno values: -EFAULT (res NULL),
+ * -ETIMEDOUT and -ECANCELED (the deadline or cancellation came before the
+ * lookup started; once started, a lookup runs to its end, bounded by the
+ * resolver's own timeouts). The two kinds are told apart by value: EAI_ codes
+ * are negative too (on glibc and musl), and weft checks at build time that
+ * none of them equals these three; compare with the named constants, never
+ * by sign. With EAI_SYSTEM the cause is in the helper thread's errno, which
+ * is lost. From a plain thread it is getaddrinfo(3) itself, or -ETIMEDOUT
+ * if the thread's deadline has passed.
+ */
+WEFT_API int weft_getaddrinfo(const char *node, const char *service,
+                              const struct addrinfo *hints, struct addrinfo **res);
 
 /*
  * Deadlines and cancellation. weft_deadline(t) sets the calling coroutine's

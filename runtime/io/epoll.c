@@ -514,29 +514,32 @@ static int make_nonblocking(int fd)
 }
 
 /*
- * read, write, recv, send, accept. Sockets are left as the caller made them: recv and send
- * take MSG_DONTWAIT, read and write on a socket are recv and send with no
- * flags, and accept4 sets O_NONBLOCK for the one call (once_nowait). Other
- * descriptors (pipes, terminals) are switched to O_NONBLOCK. The descriptor
- * table remembers which answered ENOTSOCK, as a hint: a number reused for
- * another kind of file costs one system call, never a blocked worker.
+ * read, write, recv, send, accept, and readv, writev, recvmsg, sendmsg,
+ * sendfile. Sockets are left as the caller made them: recv, send, recvmsg
+ * and sendmsg take MSG_DONTWAIT; read and write on a socket are recv and
+ * send with no flags, readv and writev recvmsg and sendmsg; accept4 and
+ * sendfile set O_NONBLOCK (sendfile: on the descriptor written) for the one
+ * call (weft__io_syscall_nowait). Other descriptors (pipes, terminals) are
+ * switched to O_NONBLOCK. The descriptor table remembers which answered
+ * ENOTSOCK, as a hint: a number reused for another kind of file costs one
+ * system call, never a blocked worker.
  */
 static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
 {
-    struct weft__io_op c = *a;
-    bool as_socket = (c.kind == WEFT__IO_READ || c.kind == WEFT__IO_WRITE) && !fd_not_socket(w->rt, c.fd);
-    if (as_socket)
-        c.kind = c.kind == WEFT__IO_READ ? WEFT__IO_RECV : WEFT__IO_SEND;
+    struct msghdr m;   /* readv and writev on a socket, as recvmsg and sendmsg */
+    bool as_socket = weft__io_is_stream(a) && !fd_not_socket(w->rt, a->fd);
+    struct weft__io_op c = as_socket ? weft__io_as_socket(a, &m) : *a;
     int err;
-    if (c.kind == WEFT__IO_RECV || c.kind == WEFT__IO_SEND)
+    if (weft__io_has_msg_flags(&c))
         c.flags |= MSG_DONTWAIT;
-    else if (c.kind != WEFT__IO_ACCEPT && (err = make_nonblocking(c.fd)))
+    else if (!weft__io_needs_toggle(&c) && (err = make_nonblocking(c.fd)))
         return err;
-    bool write = c.kind == WEFT__IO_WRITE || c.kind == WEFT__IO_SEND;
+    bool write = weft__io_writes(&c);
     for (;;) {
-        ssize_t r = c.kind == WEFT__IO_ACCEPT ? weft__io_syscall_nowait(&c) : weft__io_syscall(&c);
+        ssize_t r = weft__io_needs_toggle(&c) ? weft__io_syscall_nowait(&c) : weft__io_syscall(&c);
         if (r == -ENOTSOCK && as_socket) {
-            /* A pipe or a terminal: read(2) and write(2), made non-blocking. */
+            /* A pipe or a terminal: read(2), write(2), readv(2), writev(2),
+             * made non-blocking. */
             fd_mark_not_socket(w->rt, c.fd);
             as_socket = false;
             c = *a;

@@ -771,6 +771,27 @@ static void mark_read(void *buf, ssize_t n)
         weft__vg_mark_defined(buf, (size_t)n);
 }
 
+/* As mark_read, for the n bytes the kernel spread over iov. */
+static void mark_read_iov(const struct iovec *iov, size_t cnt, ssize_t n)
+{
+    for (size_t i = 0; i < cnt && n > 0; i++) {
+        ssize_t part = iov[i].iov_len < (size_t)n ? (ssize_t)iov[i].iov_len : n;
+        mark_read(iov[i].iov_base, part);
+        n -= part;
+    }
+}
+
+/* As mark_read, for what a recvmsg of n bytes wrote: the data, the
+ * sender's address and the ancillary data. */
+static void mark_read_msg(const struct msghdr *m, ssize_t n)
+{
+    mark_read_iov(m->msg_iov, m->msg_iovlen, n);
+    if (m->msg_name)
+        mark_read(m->msg_name, (ssize_t)m->msg_namelen);
+    if (m->msg_control)
+        mark_read(m->msg_control, (ssize_t)m->msg_controllen);
+}
+
 /* ---- the calls (the backend's `call`) ---------------------------------------------- */
 
 /* One request on the ring of the coroutine's worker w. */
@@ -788,12 +809,20 @@ static ssize_t ring_once(struct weft__worker *w, const struct weft__io_op *a)
     case WEFT__IO_PWRITE:  io_uring_prep_write(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)a->off); break;
     case WEFT__IO_OPEN:    io_uring_prep_openat(sqe, AT_FDCWD, a->path, a->flags, a->mode); break;
     case WEFT__IO_FSYNC:   io_uring_prep_fsync(sqe, a->fd, 0); break;
+    case WEFT__IO_READV:   io_uring_prep_readv(sqe, a->fd, a->iov, (unsigned)a->iovcnt, (uint64_t)-1); break;
+    case WEFT__IO_WRITEV:  io_uring_prep_writev(sqe, a->fd, a->iov, (unsigned)a->iovcnt, (uint64_t)-1); break;
+    case WEFT__IO_RECVMSG: io_uring_prep_recvmsg(sqe, a->fd, a->msg, (unsigned)a->flags); break;
+    case WEFT__IO_SENDMSG: io_uring_prep_sendmsg(sqe, a->fd, a->msg, (unsigned)(a->flags | MSG_NOSIGNAL)); break;
     default:         io_uring_prep_poll_add(sqe, a->fd, (unsigned)a->flags); break;
     }
     struct weft__ioreq q;
     ssize_t r = ring_call(w, sqe, &q);
     if (a->kind == WEFT__IO_READ || a->kind == WEFT__IO_RECV || a->kind == WEFT__IO_PREAD)
         mark_read(a->buf, r);
+    else if (a->kind == WEFT__IO_READV)
+        mark_read_iov(a->iov, (size_t)a->iovcnt, r);
+    else if (a->kind == WEFT__IO_RECVMSG && r >= 0)
+        mark_read_msg(a->msg, r);
     else if (a->kind == WEFT__IO_ACCEPT && r >= 0 && a->addrlen)
         mark_read(a->addr, *a->addrlen);
     return r;
@@ -821,6 +850,30 @@ static ssize_t ring_io(struct weft__worker *w, const struct weft__io_op *a)
         w = weft__worker_self();   /* the coroutine may have moved */
     }
 }
+/*
+ * sendfile. The ring has no sendfile; a splice from the file through a pipe
+ * into the socket would take a pipe (two descriptors) per call or per worker
+ * and two linked requests, and an offload a thread hop per call. As Go does
+ * on every poller, sendfile(2) is made here, without waiting (the written
+ * descriptor O_NONBLOCK for the call), and where it finds no room the ring
+ * waits until there is. The file side is read from the page cache on this
+ * thread, as epoll's read of a regular file would be.
+ */
+static ssize_t sendfile_io(struct weft__worker *w, const struct weft__io_op *a)
+{
+    for (;;) {
+        ssize_t r = weft__io_syscall_nowait(a);
+        if (r == -EINTR)
+            continue;
+        if (r != -EAGAIN)
+            return r;
+        r = ring_io(w, &(struct weft__io_op){ .kind = WEFT__IO_POLL, .fd = a->fd, .flags = POLLOUT });
+        if (r < 0)
+            return r;
+        w = weft__worker_self();   /* the coroutine may have moved */
+    }
+}
+
 static ssize_t ring_op(struct weft__worker *w, const struct weft__io_op *a)
 {
     ssize_t r;
@@ -840,6 +893,8 @@ static ssize_t ring_op(struct weft__worker *w, const struct weft__io_op *a)
         if (lseek(a->fd, 0, SEEK_CUR) < 0)
             return -errno;
         return ring_io(w, a);
+    case WEFT__IO_SENDFILE:
+        return sendfile_io(w, a);
     default:
         return ring_io(w, a);
     }

@@ -41,7 +41,7 @@
 /* weft__waiter results. */
 #define R_RETRY   1   /* the mutex was released: try again */
 #define R_HANDOFF 2   /* the mutex is now yours */
-#define R_OK      1
+#define R_WOKEN   1
 
 struct sync_node {
     struct weft__wnode  node;     /* first: list links, under the object's lock */
@@ -248,7 +248,7 @@ int weft_cond_signal(weft_cond *c)
     if (!c)
         return -EINVAL;
     weft__ilock(A32(&c->_lock));
-    claim_first(&c->_wait, R_OK);
+    claim_first(&c->_wait, R_WOKEN);
     weft__iunlock(A32(&c->_lock));
     return 0;
 }
@@ -259,7 +259,7 @@ int weft_cond_broadcast(weft_cond *c)
     if (!c)
         return -EINVAL;
     weft__ilock(A32(&c->_lock));
-    while (claim_first(&c->_wait, R_OK))
+    while (claim_first(&c->_wait, R_WOKEN))
         ;
     weft__iunlock(A32(&c->_lock));
     return 0;
@@ -280,7 +280,7 @@ int weft_wg_add(weft_wg *wg, int n)
     }
     wg->_count = (int32_t)c;
     if (c == 0)
-        while (claim_first(&wg->_wait, R_OK))
+        while (claim_first(&wg->_wait, R_WOKEN))
             ;
     weft__iunlock(A32(&wg->_lock));
     return 0;
@@ -357,7 +357,7 @@ int weft_sem_release(weft_sem *s)
         return -EINVAL;
     int err = 0;
     weft__ilock(A32(&s->_lock));
-    if (!claim_first(&s->_wait, R_OK)) {
+    if (!claim_first(&s->_wait, R_WOKEN)) {
         if (s->_count == UINT32_MAX)
             err = -EOVERFLOW;
         else
