@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -71,7 +72,7 @@ static uint64_t now_ms(void)
 
 enum kind {
     K_CHAN_SEND, K_CHAN_RECV, K_SELECT, K_MUTEX, K_COND, K_WG, K_SEM, K_JOIN, K_SLEEP,
-    K_READ, K_WRITE, K_ACCEPT, K_CONNECT, K_POLL, K_OFFLOAD, K_COUNT
+    K_READ, K_WRITE, K_ACCEPT, K_CONNECT, K_POLL, K_OFFLOAD, K_SIGNAL, K_CHILD, K_COUNT
 };
 
 /* The name each waiter gives itself, and what the dump must say it waits for. */
@@ -91,6 +92,8 @@ static const struct { const char *name, *state; } kinds[K_COUNT] = {
     [K_CONNECT]   = { "w-connect", "[connect fd " },
     [K_POLL]      = { "w-poll", "[poll fd " },
     [K_OFFLOAD]   = { "w-offload", "[offload " },
+    [K_SIGNAL]    = { "w-signal", "[signal 12" },   /* SIGUSR2 */
+    [K_CHILD]     = { "w-child", "[child process " },
 };
 
 struct world {
@@ -105,6 +108,8 @@ struct world {
     struct sockaddr_in full_addr;
     int        full_lfd, fill[8], nfill;
     _Atomic int offload_release;
+    pid_t      child;          /* waits in pause() until the test kills it */
+    sigset_t   usr2;           /* awaited and never sent */
 };
 
 struct waiter_arg {
@@ -150,11 +155,14 @@ BLOCKER(block_accept, weft_accept(w->listener, NULL, NULL, 0))
 BLOCKER(block_connect, weft_connect(w->connector, (struct sockaddr *)&w->full_addr, sizeof(w->full_addr)))
 BLOCKER(block_poll, weft_poll(w->poll_pipe[0], POLLIN))
 BLOCKER(block_offload, weft_offload(offloaded, w, NULL))
+BLOCKER(block_signal, weft_sigwait(&w->usr2, NULL))
+BLOCKER(block_child, weft_waitpid(w->child, NULL, 0))
 
 static const char *const blocker_name[K_COUNT] = {
     "block_chan_send", "block_chan_recv", "block_select", "block_mutex", "block_cond",
     "block_wg", "block_sem", "block_join", "block_sleep", "block_read", "block_write",
-    "block_accept", "block_connect", "block_poll", "block_offload",
+    "block_accept", "block_connect", "block_poll", "block_offload", "block_signal",
+    "block_child",
 };
 
 static void *waiter_entry(void *arg)
@@ -166,7 +174,7 @@ static void *waiter_entry(void *arg)
     int (*const fns[K_COUNT])(struct world *) = {
         block_chan_send, block_chan_recv, block_select, block_mutex, block_cond, block_wg,
         block_sem, block_join, block_sleep, block_read, block_write, block_accept,
-        block_connect, block_poll, block_offload,
+        block_connect, block_poll, block_offload, block_signal, block_child,
     };
     volatile int r = fns[a->kind](a->w);
     return (void *)(intptr_t)r;
@@ -175,6 +183,15 @@ static void *waiter_entry(void *arg)
 static void world_open(struct world *w)
 {
     memset(w, 0, sizeof(*w));
+    sigemptyset(&w->usr2);
+    sigaddset(&w->usr2, SIGUSR2);
+    w->child = fork();
+    cr_assert_geq(w->child, 0);
+    if (w->child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* gone with the test, even one that fails */
+        for (;;)
+            pause();
+    }
     cr_assert_eq(weft_chan_create(&w->ch_send, sizeof(int), 0), 0);
     cr_assert_eq(weft_chan_create(&w->ch_recv, sizeof(int), 0), 0);
     cr_assert_eq(weft_chan_create(&w->ch_sel, sizeof(int), 0), 0);
@@ -215,6 +232,8 @@ static void world_close(struct world *w)
         close(fds[i]);
     for (int i = 0; i < w->nfill; i++)
         close(w->fill[i]);
+    kill(w->child, SIGKILL);
+    waitpid(w->child, NULL, 0);
 }
 
 /* Takes dumps until every waiter shows with its reason, or a deadline. The

@@ -69,6 +69,9 @@ struct weft__io_op {
     struct msghdr   *msg;       /* recvmsg, sendmsg */
     int              in_fd;     /* sendfile: the file read */
     off_t           *offp;      /* sendfile: where to read, moved on; NULL: in_fd's offset */
+    unsigned         why;       /* for weft_dump: enum weft__why, where the kind alone does
+                                 * not say it (a poll that awaits a signal or a child) */
+    uintptr_t        what;      /* and what it names then */
 };
 
 /* What `call` returns for WEFT__IO_CONNECT when the attempt went on and it

@@ -287,7 +287,10 @@ static enum weft__why why_of(enum weft__io_kind kind)
  * its waits inside (one or several) are for. */
 static ssize_t call(struct weft__worker *w, const struct weft__io_op *a)
 {
-    weft__why_task(w->current, why_of(a->kind), (uintptr_t)a->fd);
+    if (a->why != WEFT__WHY_NONE)
+        weft__why_task(w->current, (enum weft__why)a->why, a->what);
+    else
+        weft__why_task(w->current, why_of(a->kind), (uintptr_t)a->fd);
     return w->io->call(w, a);
 }
 
@@ -372,13 +375,16 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     return r == WEFT__IO_CONNECTED_LATER ? connect_outcome(fd) : r;
 }
 
-int weft_poll(int fd, short events)
+/* weft_poll, noted for weft_dump as a wait for why and what when why is not
+ * WEFT__WHY_NONE. */
+static int poll_as(int fd, short events, enum weft__why why, uintptr_t what)
 {
     if (fd < 0)
         return -EBADF;   /* poll(2) would skip it and wait for nothing */
     if (!(events & (POLLIN | POLLOUT | POLLPRI)))
         return -EINVAL;   /* nothing that could ever become ready: a plain thread would wait for ever */
-    struct weft__io_op p = { .kind = WEFT__IO_POLL, .fd = fd, .flags = events };
+    struct weft__io_op p = { .kind = WEFT__IO_POLL, .fd = fd, .flags = events,
+                             .why = why, .what = what };
     struct weft__worker *w = in_coroutine();
     if (!w) {
         uint64_t deadline = weft__thread_deadline();
@@ -393,6 +399,11 @@ int weft_poll(int fd, short events)
         return -ECANCELED;
     int r = weft__poll_now(fd, events);
     return r ? r : (int)call(w, &p);
+}
+
+int weft_poll(int fd, short events)
+{
+    return poll_as(fd, events, WEFT__WHY_NONE, 0);
 }
 
 /* pread, pwrite, open, fsync: calls without readiness. From a plain thread,
@@ -607,6 +618,15 @@ static int plain_sigwait(const sigset_t *set, siginfo_t *info)
  * one signalfd per runtime, whose single reader would have to hand signals to
  * the callers that want them, for a call a program makes rarely.
  */
+/* The lowest signal in set, which weft_dump names as the one awaited. */
+static int first_signal(const sigset_t *set)
+{
+    for (int s = 1; s < NSIG; s++)
+        if (sigismember(set, s) == 1)
+            return s;
+    return 0;
+}
+
 int weft_sigwait(const sigset_t *set, siginfo_t *info)
 {
     if (!set)
@@ -641,7 +661,7 @@ int weft_sigwait(const sigset_t *set, siginfo_t *info)
             break;
         }
         /* Not pending, or another thread took it first: wait for the next. */
-        r = weft_poll(sfd, POLLIN);
+        r = poll_as(sfd, POLLIN, WEFT__WHY_SIGNAL, (uintptr_t)first_signal(&want));
         if (r < 0)
             break;
     }
@@ -689,7 +709,7 @@ int weft_waitpid(pid_t pid, int *status, int options)
         int pfd = weft__sys_pidfd_open(pid, 0);
         if (pfd >= 0) {
             for (;;) {
-                r = weft_poll(pfd, POLLIN);
+                r = poll_as(pfd, POLLIN, WEFT__WHY_CHILD, (uintptr_t)pid);
                 if (r >= 0) {
                     while ((r = weft__sys_waitpid(pid, status, options | WNOHANG)) == -EINTR)
                         ;
