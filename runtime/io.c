@@ -20,6 +20,7 @@
  */
 #include "io.h"
 
+#include "fdtab.h"
 #include "sync.h"
 
 #include <errno.h>
@@ -50,8 +51,14 @@ static int make_nonblocking(int fd)
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0)
         return -errno;
-    if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -errno;
+    if (fl & O_NONBLOCK)
+        return 0;
+    weft__fd_weft_nonblock(fd, true);   /* the flag is weft's, not the owner's (runtime/fdtab.c) */
+    if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        int err = -errno;
+        weft__fd_weft_nonblock(fd, false);
+        return err;
+    }
     return 0;
 }
 
@@ -603,6 +610,7 @@ int weft_close(int fd)
 {
     if (fd < 0)
         return -EBADF;
+    weft__hook_fd_forget(fd);   /* the number's next file starts afresh (runtime/fdtab.c) */
     struct closing c = { .fd = fd };
 #if WEFT_HAVE_URING
     weft__each_runtime(count_rings, &c);
