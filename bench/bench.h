@@ -44,6 +44,7 @@ struct bench_opt {
     long chan_sync_pth;        /* pthreads, unbuffered: a rendezvous costs far more */
     long lock_iters;           /* per task */
     uint64_t serve_ns;         /* timed part of one server run */
+    long kv_requests;          /* kv: requests per redis-benchmark test */
     long timer_weft, timer_pth;/* sleepers */
     long mixed_waiters;        /* tasks blocked on a pipe each */
     uint64_t mixed_ns;         /* timed part of one mixed run */

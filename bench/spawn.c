@@ -28,7 +28,7 @@ static void *task_nop(void *arg)
 /*
  * The least a fresh runtime's first round must do: write n task handles to
  * memory new to the process. HANDLE_BYTES is a handle's size on x86-64 and
- * AArch64 (two cache lines; runtime/internal.h pins it), and the mapping asks
+ * AArch64 (two cache lines; runtime/core/core.h pins it), and the mapping asks
  * for huge pages as the runtime's handle slabs do. On a virtual machine that
  * hands freed memory back to its host, pages freed a moment ago cost a tenth
  * of the others or less, and whoever maps first gets them; so spawn_root

@@ -202,6 +202,7 @@ static void set_sizes(void)
         opt.scale_leaves = 4096; opt.scale_work = 100000;
         opt.chan_msgs = 2000000; opt.chan_sync_pth = 100000; opt.lock_iters = 20000;
         opt.serve_ns = 2000000000;
+        opt.kv_requests = 500000;
         opt.timer_weft = 100000; opt.timer_pth = 1000;
         opt.mixed_waiters = 8000; opt.mixed_ns = 2000000000;
     } else {
@@ -213,6 +214,7 @@ static void set_sizes(void)
         opt.scale_leaves = 512; opt.scale_work = 50000;
         opt.chan_msgs = 200000; opt.chan_sync_pth = 10000; opt.lock_iters = 5000;
         opt.serve_ns = 200000000;
+        opt.kv_requests = 50000;
         opt.timer_weft = 20000; opt.timer_pth = 1000;
         opt.mixed_waiters = 2000; opt.mixed_ns = 500000000;
     }

@@ -3,7 +3,8 @@
  * What makes the examples behave like command-line tools: --help prints the
  * usage line and exits 0; an unknown option, a stray argument or a malformed
  * value is named on standard error with the usage line, and the program exits
- * 2; and a server stops cleanly on SIGINT or SIGTERM.
+ * 2; and a server stops cleanly on SIGINT or SIGTERM, shutting its open
+ * connections down.
  *
  * A program reads its arguments in one loop:
  *
@@ -25,8 +26,10 @@
 
 #include <weft.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -34,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 struct cli {
@@ -122,6 +126,26 @@ static inline _Noreturn void cli_unexpected(const struct cli *c, const char *arg
     cli_fail(c, "unexpected argument '%s'", arg);
 }
 
+/* A listening TCP socket on 127.0.0.1:port (0: any free port); *sa receives
+ * the address it got. The main thread. Exits 1, naming the address and the
+ * error, if it cannot listen. */
+static inline int cli_listen_loopback(const struct cli *c, unsigned port, int backlog,
+                                      struct sockaddr_in *sa)
+{
+    *sa = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof *sa;
+    int one = 1;
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(lfd, (struct sockaddr *)sa, sizeof *sa) < 0 || listen(lfd, backlog) < 0 ||
+        getsockname(lfd, (struct sockaddr *)sa, &len) < 0) {
+        fprintf(stderr, "%s: 127.0.0.1:%u: %s\n", c->name, port, strerror(errno));
+        exit(1);
+    }
+    return lfd;
+}
+
 /* ---- stopping on SIGINT and SIGTERM ---------------------------------------
  *
  * SIGINT and SIGTERM are blocked in every thread (the runtime's workers
@@ -181,6 +205,130 @@ static inline int cli_wait_for_stop(void)
     unsigned char sig;
     ssize_t n = weft_read(cli_stop_pipe()[0], &sig, 1);
     return n == 1 ? sig : n < 0 ? (int)n : -EIO;
+}
+
+/* ---- the open connections of a server --------------------------------------
+ *
+ * A server puts each connection on one list while a coroutine serves it, so
+ * that a stop can shut them all down: each coroutine's receive then returns 0
+ * (and a send in progress fails), and it ends by itself, closing its
+ * descriptor. Connections that open after the stop are refused.
+ */
+
+/* One connection: on the list from cli_conn_open to cli_conn_close. */
+struct cli_conn {
+    int              fd;
+    struct cli_conn *prev, *next;   /* on the list; guarded by its lock */
+};
+
+struct cli_conn_list {
+    weft_mutex       lock;
+    struct cli_conn *head;       /* the open connections */
+    bool             stopping;   /* no connection may open */
+};
+
+static inline struct cli_conn_list *cli_conns(void)
+{
+    static struct cli_conn_list list = { WEFT_MUTEX_INIT, NULL, false };
+    return &list;
+}
+
+/* Puts c, serving fd, on the list. Returns false, leaving it off and fd
+ * closed, once the server stops. A coroutine. */
+static inline bool cli_conn_open(struct cli_conn *c, int fd)
+{
+    struct cli_conn_list *l = cli_conns();
+    c->fd = fd;
+    weft_mutex_lock(&l->lock);
+    bool open = !l->stopping;
+    if (open) {
+        c->prev = NULL;
+        c->next = l->head;
+        if (l->head)
+            l->head->prev = c;
+        l->head = c;
+    }
+    weft_mutex_unlock(&l->lock);
+    if (!open)
+        weft_close(fd);
+    return open;
+}
+
+/* Takes c off the list and closes its descriptor. A coroutine. */
+static inline void cli_conn_close(struct cli_conn *c)
+{
+    struct cli_conn_list *l = cli_conns();
+    weft_mutex_lock(&l->lock);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    weft_mutex_unlock(&l->lock);
+    weft_close(c->fd);
+}
+
+/* Shuts every open connection down and refuses new ones. The descriptors
+ * stay their coroutines' to close. A coroutine. */
+static inline void cli_conn_stop_all(void)
+{
+    struct cli_conn_list *l = cli_conns();
+    weft_mutex_lock(&l->lock);
+    l->stopping = true;
+    for (struct cli_conn *c = l->head; c; c = c->next)
+        shutdown(c->fd, SHUT_RDWR);
+    weft_mutex_unlock(&l->lock);
+}
+
+/* ---- accepting, and serving until SIGINT or SIGTERM ------------------------ */
+
+/* Accepts connections on lfd, each served by fn((void *)(intptr_t)fd) in a
+ * coroutine of its own: `count` of them, or 0 for as many as come until the
+ * accept is cancelled or lfd closed. A failed accept (out of descriptors,
+ * say) is logged under `name` and the loop backs off and goes on. A
+ * coroutine. */
+static inline void cli_accept_loop(const char *name, int lfd, weft_fn fn, int count)
+{
+    for (int i = 0; count == 0 || i < count; i++) {
+        int fd = weft_accept(lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd == -ECANCELED || fd == -EBADF)
+            return;
+        if (fd < 0) {
+            fprintf(stderr, "%s: accept: %s\n", name, strerror(-fd));
+            weft_sleep(10000000);
+            continue;
+        }
+        int err = weft_spawn(NULL, fn, (void *)(intptr_t)fd);
+        if (err) {
+            fprintf(stderr, "%s: spawn: %s\n", name, strerror(-err));
+            weft_close(fd);
+        }
+    }
+}
+
+/* Runs acceptor((void *)(intptr_t)lfd) as a coroutine until SIGINT or
+ * SIGTERM (cli_catch_stop_signals first), then says so on stdout as
+ * "NAME: SIGTERM, stopping", cancels the acceptor, closes lfd, and shuts
+ * every open connection down (cli_conn_stop_all): the runtime ends once the
+ * connections' coroutines have returned. A coroutine. Returns 0, or the
+ * negative errno of the spawn that failed. */
+static inline int cli_serve_until_stop(const char *name, int lfd, weft_fn acceptor)
+{
+    weft_task *task;
+    int err = weft_spawn(&task, acceptor, (void *)(intptr_t)lfd);
+    if (err) {
+        fprintf(stderr, "%s: spawn: %s\n", name, strerror(-err));
+        return err;
+    }
+    int sig = cli_wait_for_stop();
+    printf("%s: %s, stopping\n", name, sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "stop");
+    fflush(stdout);
+    weft_cancel(task);   /* its accept returns -ECANCELED */
+    weft_join(task, NULL);
+    weft_close(lfd);
+    cli_conn_stop_all();
+    return 0;
 }
 
 #endif /* WEFT_EXAMPLES_CLI_H */

@@ -29,63 +29,11 @@
 #define CLIENTS  50
 #define MESSAGES 100
 
-/* An open connection, on the list that a stop walks. */
-struct conn {
-    int          fd;
-    struct conn *prev, *next;
-};
-
-static weft_mutex   conns_lock = WEFT_MUTEX_INIT;
-static struct conn *conns;      /* the open connections; guarded by conns_lock */
-static bool         stopping;   /* no connection may open; guarded by conns_lock */
-
-/* Puts c on the list. Returns false, leaving it off, once the server stops. */
-static bool conn_open(struct conn *c)
-{
-    weft_mutex_lock(&conns_lock);
-    bool open = !stopping;
-    if (open) {
-        c->prev = NULL;
-        c->next = conns;
-        if (conns)
-            conns->prev = c;
-        conns = c;
-    }
-    weft_mutex_unlock(&conns_lock);
-    return open;
-}
-
-static void conn_close(struct conn *c)
-{
-    weft_mutex_lock(&conns_lock);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    weft_mutex_unlock(&conns_lock);
-    weft_close(c->fd);
-}
-
-/* Shuts every open connection down: its receive returns 0 and its coroutine
- * ends. The descriptors stay their coroutines' to close. */
-static void stop_connections(void)
-{
-    weft_mutex_lock(&conns_lock);
-    stopping = true;
-    for (struct conn *c = conns; c; c = c->next)
-        shutdown(c->fd, SHUT_RDWR);
-    weft_mutex_unlock(&conns_lock);
-}
-
 static void *serve_connection(void *arg)
 {
-    struct conn c = { .fd = (int)(intptr_t)arg };
-    if (!conn_open(&c)) {
-        weft_close(c.fd);
+    struct cli_conn c;
+    if (!cli_conn_open(&c, (int)(intptr_t)arg))
         return NULL;
-    }
     char buf[4096];
     for (;;) {
         weft_deadline(weft_now() + IDLE_NS);   /* each read gets ten seconds */
@@ -99,72 +47,21 @@ static void *serve_connection(void *arg)
         if (weft_send(c.fd, buf, (size_t)n, 0) != n)
             break;
     }
-    conn_close(&c);
+    cli_conn_close(&c);
     return NULL;
-}
-
-/* Accepts `count` connections (0: until cancelled), each served by its own
- * coroutine. */
-static void accept_loop(int lfd, int count)
-{
-    for (int i = 0; count == 0 || i < count; i++) {
-        int fd = weft_accept(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd == -ECANCELED)
-            return;
-        if (fd < 0) {
-            fprintf(stderr, "echo_server: accept: %s\n", strerror(-fd));
-            weft_sleep(10000000);   /* out of descriptors, say: back off, keep serving */
-            continue;
-        }
-        int err = weft_spawn(NULL, serve_connection, (void *)(intptr_t)fd);
-        if (err) {
-            fprintf(stderr, "echo_server: spawn: %s\n", strerror(-err));
-            weft_close(fd);
-        }
-    }
-}
-
-static int listen_on(unsigned port, struct sockaddr_in *sa)
-{
-    *sa = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof *sa;
-    int one = 1;
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        bind(lfd, (struct sockaddr *)sa, sizeof *sa) < 0 || listen(lfd, 512) < 0 ||
-        getsockname(lfd, (struct sockaddr *)sa, &len) < 0) {
-        fprintf(stderr, "echo_server: 127.0.0.1:%u: %s\n", port, strerror(errno));
-        exit(1);
-    }
-    return lfd;
 }
 
 /* ---- serving until SIGINT or SIGTERM ------------------------------------ */
 
 static void *accept_forever(void *arg)
 {
-    accept_loop((int)(intptr_t)arg, 0);
+    cli_accept_loop("echo_server", (int)(intptr_t)arg, serve_connection, 0);
     return NULL;
 }
 
 static void *serve(void *arg)
 {
-    int lfd = (int)(intptr_t)arg;
-    weft_task *acceptor;
-    int err = weft_spawn(&acceptor, accept_forever, arg);
-    if (err) {
-        fprintf(stderr, "echo_server: spawn: %s\n", strerror(-err));
-        return (void *)1;
-    }
-    int sig = cli_wait_for_stop();
-    printf("echo_server: %s, stopping\n", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "stop");
-    fflush(stdout);
-    weft_cancel(acceptor);   /* its accept returns -ECANCELED */
-    weft_join(acceptor, NULL);
-    weft_close(lfd);
-    stop_connections();
-    return NULL;   /* weft_main returns once the connections' coroutines have */
+    return cli_serve_until_stop("echo_server", (int)(intptr_t)arg, accept_forever) ? (void *)1 : NULL;
 }
 
 /* ---- the self-test: clients are coroutines too -------------------------- */
@@ -194,7 +91,7 @@ out:
 
 static void *accept_clients(void *arg)
 {
-    accept_loop((int)(intptr_t)arg, CLIENTS);
+    cli_accept_loop("echo_server", (int)(intptr_t)arg, serve_connection, CLIENTS);
     return NULL;
 }
 
@@ -242,7 +139,7 @@ int main(int argc, char **argv)
         else
             cli_unexpected(&cli, arg);
     }
-    int lfd = listen_on(test ? 0 : port, &server_addr);
+    int lfd = cli_listen_loopback(&cli, test ? 0 : port, 512, &server_addr);
     if (!test) {
         cli_catch_stop_signals(&cli);
         printf("echo_server: listening on 127.0.0.1:%u\n", ntohs(server_addr.sin_port));

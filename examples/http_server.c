@@ -3,21 +3,29 @@
  * pipelining, and GET / answered with a fixed body. Anything it cannot parse
  * gets a 400 and the connection is closed. A client gets ten seconds to send
  * each request, counted from the connection or from the answer to the one
- * before (its coroutine's deadline), so slow, trickling and half-open clients
- * cost one parked coroutine for that long, and never a thread.
+ * before, and ten seconds to take the answers to what it sent (its
+ * coroutine's deadline), so slow, trickling, half-open and never-reading
+ * clients cost one parked coroutine for that long, and never a thread.
  *
  * A request costs no allocation and no copy: it is parsed where it was
  * received, its answer is a constant built at compile time, and the answers
  * to requests that arrived together (pipelined) leave in one send.
  *
- *   http_server [--port N] [--workers N] [--self-test]
+ * SIGINT or SIGTERM stops it: the accept loop is cancelled, every open
+ * connection is shut down, and the runtime ends once every coroutine has
+ * returned.
  *
- * Binds 127.0.0.1 (default port 8080). --self-test serves requests of its own
- * (keep-alive, pipelined, malformed, and clients that stop or trickle) and
- * checks each answer.
+ *   http_server [--port N] [--workers N]   serve 127.0.0.1:N (default 8080)
+ *   http_server --self-test                serve requests of its own (keep-alive,
+ *                                          pipelined, malformed, and clients that
+ *                                          stop, trickle or never read), check
+ *                                          each answer, exit
  */
 #define _GNU_SOURCE
 #include <weft.h>
+
+#include "cli.h"
+#include "http_parse.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,7 +36,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 
 #define REQUEST_NS (10ull * 1000000000ull)
@@ -41,9 +48,6 @@ _Static_assert(sizeof BODY - 1 == 16, "the Content-Length below is the length of
 static const char body[] = BODY;
 static uint64_t request_ns = REQUEST_NS;
 
-/* How the connection goes on after an answer; indexes answers[][]. */
-enum persist { KEEP_ALIVE, KEEP_ALIVE_10, CLOSE };
-
 struct text {
     const char *p;
     size_t      n;
@@ -54,8 +58,9 @@ struct text {
     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n" connection "\r\n" BODY
 #define NOT_FOUND(connection) "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n" connection "\r\n"
 
-/* Every answer, whole, by [found][persist]: an HTTP/1.1 client keeps the
- * connection unless told otherwise, an HTTP/1.0 client only if told so. */
+/* Every answer, whole, by [found][enum http_persist]: an HTTP/1.1 client
+ * keeps the connection unless told otherwise, an HTTP/1.0 client only if told
+ * so. */
 static const struct text answers[2][3] = {
     { TEXT(NOT_FOUND("")), TEXT(NOT_FOUND("Connection: keep-alive\r\n")),
       TEXT(NOT_FOUND("Connection: close\r\n")) },
@@ -63,95 +68,6 @@ static const struct text answers[2][3] = {
 };
 static const struct text bad_request =
     TEXT("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-
-/* A request head, parsed in place: the strings point into the receive buffer. */
-struct request {
-    const char  *method, *target;
-    size_t       method_len, target_len;
-    enum persist persist;
-};
-
-/* Whether [p, p + n) is lit, ignoring case (header names and tokens). */
-static bool is(const char *p, size_t n, const char *lit)
-{
-    return n == strlen(lit) && strncasecmp(p, lit, n) == 0;
-}
-
-/* Reads the comma-separated options of a Connection header, [p, end). */
-static void connection_options(const char *p, const char *end, bool *close, bool *keep_alive)
-{
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-            p++;
-        const char *token = p;
-        while (p < end && *p != ' ' && *p != '\t' && *p != ',')
-            p++;
-        if (is(token, (size_t)(p - token), "close"))
-            *close = true;
-        else if (is(token, (size_t)(p - token), "keep-alive"))
-            *keep_alive = true;
-    }
-}
-
-/* Finds the CRLF that ends the line at p. Returns its CR, NULL if the line is
- * not all in yet, or end if the line holds a CR without its LF. */
-static const char *line_end(const char *p, const char *end)
-{
-    const char *cr = memchr(p, '\r', (size_t)(end - p));
-    if (!cr || cr + 1 == end)
-        return NULL;
-    return cr[1] == '\n' ? cr : end;
-}
-
-/*
- * Parses the request head at the start of [p, end), in one pass:
- *   METHOD SP TARGET SP HTTP/1.x CRLF, then NAME ":" VALUE CRLF for each
- *   header, then an empty line.
- * Returns the length of the head, 0 if it is not all in yet, or -1 if it is
- * malformed or announces a body (this server takes none).
- */
-static ptrdiff_t parse_request(const char *p, const char *end, struct request *rq)
-{
-    const char *start = p;
-    const char *eol = line_end(p, end);
-    if (!eol || eol == end)
-        return eol ? -1 : 0;
-    const char *sp = memchr(p, ' ', (size_t)(eol - p));
-    if (!sp || sp == p)
-        return -1;
-    rq->method = p;
-    rq->method_len = (size_t)(sp - p);
-    rq->target = sp + 1;
-    sp = memchr(rq->target, ' ', (size_t)(eol - rq->target));
-    if (!sp || sp == rq->target)
-        return -1;
-    rq->target_len = (size_t)(sp - rq->target);
-    const char *version = sp + 1;
-    if (eol - version != 8 || memcmp(version, "HTTP/1.", 7) != 0 || (version[7] != '0' && version[7] != '1'))
-        return -1;
-
-    bool close = false, keep_alive = false;
-    for (p = eol + 2; ; p = eol + 2) {
-        eol = line_end(p, end);
-        if (!eol || eol == end)
-            return eol ? -1 : 0;
-        if (eol == p)
-            break;   /* the empty line: the head is complete */
-        const char *colon = memchr(p, ':', (size_t)(eol - p));
-        if (!colon || colon == p || *p == ' ' || *p == '\t')
-            return -1;   /* no colon, an empty name, or an obsolete folded line */
-        size_t name_len = (size_t)(colon - p);
-        if (is(p, name_len, "content-length") || is(p, name_len, "transfer-encoding"))
-            return -1;
-        if (is(p, name_len, "connection"))
-            connection_options(colon + 1, eol, &close, &keep_alive);
-    }
-    if (version[7] == '0')
-        rq->persist = keep_alive && !close ? KEEP_ALIVE_10 : CLOSE;
-    else
-        rq->persist = close ? CLOSE : KEEP_ALIVE;
-    return eol + 2 - start;
-}
 
 static bool send_all(int fd, const char *p, size_t n)
 {
@@ -178,8 +94,8 @@ static int serve_requests(int fd, char *in, size_t *len, char *out)
     int served = 0;
     bool keep = true;
     while (keep && p < end) {
-        struct request rq;
-        ptrdiff_t head = parse_request(p, end, &rq);
+        struct http_request rq;
+        ptrdiff_t head = http_parse_request(p, end, &rq);
         if (head == 0)
             break;   /* the rest is still on its way */
         const struct text *answer = &bad_request;
@@ -188,7 +104,7 @@ static int serve_requests(int fd, char *in, size_t *len, char *out)
             bool found = rq.method_len == 3 && memcmp(rq.method, "GET", 3) == 0 &&
                          rq.target_len == 1 && rq.target[0] == '/';
             answer = &answers[found][rq.persist];
-            keep = rq.persist != CLOSE;
+            keep = rq.persist != HTTP_CLOSE;
             p += head;
         }
         if (out_len + answer->n > OUT_SIZE) {
@@ -214,8 +130,10 @@ static int serve_requests(int fd, char *in, size_t *len, char *out)
 
 static void *connection(void *arg)
 {
-    int fd = (int)(intptr_t)arg;
-    int one = 1;
+    struct cli_conn c;
+    if (!cli_conn_open(&c, (int)(intptr_t)arg))
+        return NULL;
+    int fd = c.fd, one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     /* A coroutine's stack is committed as it is touched, so the buffers cost
      * the pages that requests fill, and nothing is allocated per connection. */
@@ -225,35 +143,28 @@ static void *connection(void *arg)
     for (;;) {
         weft_deadline(due);
         ssize_t n = weft_recv(fd, in + len, IN_SIZE - len, 0);
-        weft_deadline(0);
         if (n <= 0)
             break;   /* closed, reset, or too slow */
         len += (size_t)n;
+        /* The answers must be taken as a request must be sent, within the
+         * deadline: a client that sends and never reads would otherwise
+         * hold its coroutine in a send for ever. */
+        weft_deadline(weft_now() + request_ns);
         int served = serve_requests(fd, in, &len, out);
         if (served < 0)
-            break;
+            break;   /* done, malformed, or a reader too slow */
         if (served > 0)
             due = weft_now() + request_ns;
     }
-    weft_close(fd);
+    weft_deadline(0);
+    cli_conn_close(&c);
     return NULL;
 }
 
 static void *accept_loop(void *arg)
 {
-    int lfd = (int)(intptr_t)arg;
-    for (;;) {
-        int fd = weft_accept(lfd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd == -ECANCELED || fd == -EBADF)
-            return NULL;
-        if (fd < 0) {
-            fprintf(stderr, "http_server: accept: %s\n", strerror(-fd));
-            weft_sleep(10000000);   /* out of descriptors, say: back off, keep serving */
-            continue;
-        }
-        if (weft_spawn(NULL, connection, (void *)(intptr_t)fd) != 0)
-            weft_close(fd);
-    }
+    cli_accept_loop("http_server", (int)(intptr_t)arg, connection, 0);
+    return NULL;
 }
 
 /* ---- the self-test --------------------------------------------------------- */
@@ -368,6 +279,29 @@ static void *self_test(void *arg)
     CHECK(sent < 16 && out[0] == 0, "a trickling client is dropped at its request's deadline");
     weft_close(fd);
 
+    /* A client that pipelines requests and never reads the answers: once
+     * they fill the buffers between it and the server, the server's send
+     * waits, and the server drops the client when that send's deadline
+     * passes; the client's own sends then fail. It gives up long after. */
+    fd = connect_to_server();
+    CHECK(fd >= 0, "connect");
+    int small = 4096;   /* its answers back up sooner */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    static const char get[] = "GET / HTTP/1.1\r\n\r\n";
+    static char flood[(64 * 1024 / (sizeof get - 1)) * (sizeof get - 1)];   /* whole requests */
+    for (size_t i = 0; i < sizeof flood; i += sizeof get - 1)
+        memcpy(flood + i, get, sizeof get - 1);
+    uint64_t before = weft_deadline(weft_now() + 100 * request_ns);
+    size_t off = 0, total = 0;
+    ssize_t w;
+    while (total < ((size_t)256 << 20) && (w = weft_send(fd, flood + off, sizeof flood - off, 0)) > 0) {
+        off = (off + (size_t)w) % sizeof flood;   /* the stream stays whole requests */
+        total += (size_t)w;
+    }
+    weft_deadline(before);
+    CHECK(w == -ECONNRESET || w == -EPIPE, "a client that never reads is dropped at its send's deadline");
+    weft_close(fd);
+
     failed = NULL;
     printf("http_server: self-test passed\n");
 out:
@@ -376,42 +310,48 @@ out:
     return failed;
 }
 
+/* ---- serving until SIGINT or SIGTERM ------------------------------------ */
+
+static void *serve(void *arg)
+{
+    return cli_serve_until_stop("http_server", (int)(intptr_t)arg, accept_loop) ? (void *)1 : NULL;
+}
+
 int main(int argc, char **argv)
 {
+    struct cli cli = CLI_INIT(argc, argv, "http_server", "[--port N] [--workers N] [--self-test]",
+        "A small HTTP/1.1 server on 127.0.0.1, one coroutine per connection: GET /\n"
+        "answered with a fixed body, keep-alive and pipelining; a client gets ten\n"
+        "seconds to send each request and to take the answers. SIGINT or SIGTERM\n"
+        "stops it.\n\n"
+        "  --port N      the port, 0 to 65535 (default 8080; 0: any free one)\n"
+        "  --workers N   worker threads, 1 to 1024 (default: one per CPU)\n"
+        "  --self-test   serve well-behaved, malformed and stalling clients of its\n"
+        "                own, check every answer, and exit\n");
     weft_config cfg = { 0 };
-    int port = 8080;
+    unsigned port = 8080;
     bool test = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--port") == 0 && i + 1 < argc)
-            port = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--workers") == 0 && i + 1 < argc)
-            cfg.workers = (unsigned)atoi(argv[++i]);
-        else if (strcmp(argv[i], "--self-test") == 0)
+    for (const char *arg; (arg = cli_next(&cli));) {
+        if (strcmp(arg, "--port") == 0)
+            port = (unsigned)cli_uint(&cli, arg, cli_value(&cli), 0, 65535);
+        else if (strcmp(arg, "--workers") == 0)
+            cfg.workers = (unsigned)cli_uint(&cli, arg, cli_value(&cli), 1, WEFT_WORKERS_MAX);
+        else if (strcmp(arg, "--self-test") == 0)
             test = true;
-        else {
-            fprintf(stderr, "usage: http_server [--port N] [--workers N] [--self-test]\n");
-            return 2;
-        }
+        else
+            cli_unexpected(&cli, arg);
     }
-    if (test) {
-        port = 0;
+    if (test)
         request_ns = 200000000;   /* 200 ms, to keep the test short */
+    int lfd = cli_listen_loopback(&cli, test ? 0 : port, 4096, &addr);
+    if (!test) {
+        cli_catch_stop_signals(&cli);
+        printf("http_server: listening on 127.0.0.1:%u (http://127.0.0.1:%u/)\n",
+               ntohs(addr.sin_port), ntohs(addr.sin_port));
+        fflush(stdout);   /* a log file gets it now, not at exit */
     }
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int on = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    addr = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t alen = sizeof addr;
-    if (bind(lfd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(lfd, 4096) < 0 ||
-        getsockname(lfd, (struct sockaddr *)&addr, &alen) < 0) {
-        perror("http_server");
-        return 1;
-    }
-    if (!test)
-        printf("http_server: http://127.0.0.1:%u/\n", ntohs(addr.sin_port));
     void *result;
-    int err = weft_main(&cfg, test ? self_test : accept_loop, (void *)(intptr_t)lfd, &result);
+    int err = weft_main(&cfg, test ? self_test : serve, (void *)(intptr_t)lfd, &result);
     if (err) {
         fprintf(stderr, "http_server: %s\n", strerror(-err));
         return 1;

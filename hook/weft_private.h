@@ -5,7 +5,7 @@
  * reference does not list them, and they may change with any release. They
  * sit under their own version node, WEFT_PRIVATE (runtime/weft.map), so that
  * a libweft-hook built against another libweft fails to load rather than
- * misbehave. libweft defines them in runtime/fdtab.c.
+ * misbehave. libweft defines them in runtime/io/fdtab.c.
  *
  * The descriptor table. Descriptors belong to the process, not to a runtime,
  * so the table is process-wide, indexed by descriptor number, and made on

@@ -14,8 +14,8 @@
  *   - "a coroutine": only from inside a weft coroutine; elsewhere it fails with
  *     -EPERM (or, for calls that cannot fail, does what the comment says).
  *
- * Thread-locals and migration. A coroutine that blocks (join, yield, and later
- * IO and locks) may resume on a different worker thread. Consequences:
+ * Thread-locals and migration. A coroutine that blocks (join, yield, IO, locks,
+ * channels) may resume on a different worker thread. Consequences:
  *   - the address of a _Thread_local variable, errno included, may change across
  *     any weft call that can suspend; do not keep a pointer to one across such a
  *     call, and expect the compiler to have cached such addresses within one
@@ -148,7 +148,9 @@ WEFT_API int weft_spawn(weft_task **task, weft_fn fn, void *arg);
  * coroutine; from a plain thread it blocks the thread. Returns 0, -EINVAL (task
  * NULL, already joined or detached: detected while the handle's memory has not
  * been reused, and debug builds abort instead), -EDEADLK (a task joining itself),
- * -ECHILD (a task of the parent of a fork()).
+ * -ECHILD (a task of the parent of a fork()), -ETIMEDOUT (the caller's deadline
+ * came first) or -ECANCELED (the caller was cancelled): after these two the
+ * task goes on and its handle may be joined again or detached.
  */
 WEFT_API int weft_join(weft_task *task, void **result);
 
@@ -206,7 +208,11 @@ WEFT_API int weft_sleep(uint64_t ns);
  * end the process; a plain thread's weft_write() is write(2), signal
  * included). weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
  * rather than wait. weft_poll() waits until one of events (POLLIN, POLLOUT,
- * or both) is ready and returns the revents. Any number of coroutines may
+ * or both) is ready and returns the revents; events that hold none of
+ * POLLIN, POLLOUT and POLLPRI give -EINVAL. A length above SSIZE_MAX, whose
+ * count no return value could hold, gives -EINVAL (also to weft_pread and
+ * weft_pwrite); one above what the kernel moves in one call is a short
+ * transfer. Any number of coroutines may
  * wait on one descriptor in each direction (several accepting on one
  * listening socket, for instance): each returns when its own call can be
  * made, and weft_close() fails them all. On the epoll backend those waiting
@@ -285,9 +291,14 @@ WEFT_API int weft_fsync(int fd);
  *     when they are called, and otherwise run to their end.
  *
  * weft_cancel(task) makes the task's pending and future blocking calls return
- * -ECANCELED, also when it waits on another worker. It cannot be undone. Any
- * thread, on a task handle that has not been joined or detached. Returns 0,
- * -EINVAL, or -ECHILD (a task of the parent of a fork()).
+ * -ECANCELED, also when it waits on another worker: its sleeps, descriptor and
+ * file calls and offloads at once, on either backend; its locks, channels,
+ * joins, wait groups and semaphores when they would wait (one that can
+ * complete at once still does). It cannot be undone. Any thread, on a task
+ * handle that has not been joined or detached. Returns 0, -EINVAL, -ECHILD
+ * (a task of the parent of a fork()), or -ENOMEM when the task's io_uring
+ * request in flight could not be reached for want of memory: its later calls
+ * are cancelled all the same, and calling again reaches that request.
  */
 WEFT_API uint64_t weft_deadline(uint64_t abs_ns);
 WEFT_API int weft_cancel(weft_task *task);
@@ -304,7 +315,7 @@ WEFT_API int weft_cancel(weft_task *task);
  */
 WEFT_API int weft_offload(weft_fn fn, void *arg, void **result);
 
-/* ---- synchronization and channels (runtime/sync.c, runtime/chan.c) ---- */
+/* ---- synchronization and channels (runtime/sync/) ---- */
 
 /*
  * Locks, conditions, wait groups, semaphores and channels that suspend only the
@@ -424,7 +435,9 @@ typedef struct weft_sel {
  * fails, its receive fails once drained, and that case completes with its
  * chan set to NULL, so that a loop selecting again ignores it (Go's idiom of
  * setting a closed channel to nil). Returns the case's index, or -EINVAL
- * (cases NULL, a bad op, no channel at all), -ETIMEDOUT, -ECANCELED.
+ * (cases NULL, a bad op, no channel at all), -ENOMEM (more than 16 cases,
+ * and no memory for their bookkeeping: no case completed), -ETIMEDOUT,
+ * -ECANCELED.
  */
 WEFT_API int weft_select(weft_sel *cases, size_t n);
 

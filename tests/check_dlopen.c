@@ -2,7 +2,7 @@
  * Usage: check_dlopen LIBWEFT.so
  * A program that was linked without weft loads the shared library with
  * dlopen and runs coroutines in it. weft's thread-locals use the
- * initial-exec model (runtime/internal.h), which a library loaded this way
+ * initial-exec model (runtime/base/base.h), which a library loaded this way
  * may use only while glibc's reserve of static TLS holds them; this proves
  * that it does.
  */

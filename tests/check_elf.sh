@@ -15,7 +15,7 @@ if [ -n "$others" ]; then
     fail=1
 fi
 if nm -D --undefined-only "$lib" | grep -q '__tls_get_addr'; then
-    echo "FAIL: $lib reads its thread-locals through __tls_get_addr (see WEFT__TLS in runtime/internal.h)"
+    echo "FAIL: $lib reads its thread-locals through __tls_get_addr (see WEFT__TLS in runtime/base/base.h)"
     fail=1
 fi
 case $arch in

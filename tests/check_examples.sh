@@ -10,9 +10,9 @@
 #     got, and the two agree;
 #   - cat copies standard input for "-" or no argument, in order among files,
 #     and leaves the flags of its standard input as it found them;
-#   - echo_server's "listening on" line reaches a log file while it runs, and
-#     SIGTERM or SIGINT stops it with status 0, also with a client connected,
-#     whose connection is then closed.
+#   - each server's (echo_server, http_server, kv_server) "listening on" line
+#     reaches a log file while it runs, and SIGTERM or SIGINT stops it with
+#     status 0, also with a client connected, whose connection is then closed.
 # The behaviour is checked on each IO backend this machine has (only the one
 # WEFT_IO names, if it is set) and the server on 1, 2 and 4 workers.
 # EMULATOR (qemu-aarch64 ..., for a cross-build) runs each program.
@@ -71,7 +71,7 @@ rejects() {
 }
 
 # ---- options: --help, unknown options, malformed values -------------------
-for ex in hello fork_join_sum producer_consumer pipeline cat echo_server; do
+for ex in hello fork_join_sum producer_consumer pipeline cat echo_server http_server kv_server; do
     if expect_status 0 "--help" "$ex" --help; then
         if head -n 1 "$tmp/out" | grep -q "^usage: $ex" && [ ! -s "$tmp/err" ]; then
             pass
@@ -95,6 +95,14 @@ rejects echo_server --port 99999 -- --port 99999
 rejects echo_server --port -- --port
 rejects echo_server --workers 5000 -- --workers 5000
 rejects echo_server --workers 0 -- --workers 0
+for ex in http_server kv_server; do
+    rejects $ex 99999 -- 99999
+    rejects $ex --port abc -- --port abc
+    rejects $ex --port 99999 -- --port 99999
+    rejects $ex --port -- --port
+    rejects $ex --workers 5000 -- --workers 5000
+    rejects $ex --workers x -- --workers x
+done
 
 # ---- behaviour, per backend -------------------------------------------------
 if [ -n "${WEFT_IO:-}" ]; then
@@ -112,16 +120,32 @@ fi
 seq 1 60000 >"$tmp/big"
 printf 'first file\n' >"$tmp/small"
 
-# check_server IO WORKERS SIGNAL: echo_server logs its address, echoes, and
-# stops with status 0 on the signal while a client is connected.
+# check_server PROGRAM IO WORKERS SIGNAL: the server logs its address,
+# answers a request (request_of, answer_of), and stops with status 0 on the
+# signal while a client is connected.
+request_of() {
+    case $1 in
+    echo_server) printf 'ping\n' ;;
+    http_server) printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' ;;
+    kv_server) printf 'PING\r\n' ;;
+    esac
+}
+answer_of() {   # the first line of the answer, without its CR
+    case $1 in
+    echo_server) echo ping ;;
+    http_server) echo "HTTP/1.1 200 OK" ;;
+    kv_server) echo "+PONG" ;;
+    esac
+}
 check_server() {
-    local io=$1 workers=$2 sig=$3 port="" rc=0 i
+    local prog=$1 io=$2 workers=$3 sig=$4 port="" rc=0 i
+    local what="$prog ($io, $workers workers)"
     # A log of its own, made before the server starts, so that no line from
     # an earlier run is taken for this one's. timeout passes the signal on,
     # and stops a server that does not stop.
-    local log=$tmp/server-$io-$workers-$sig.log
+    local log=$tmp/$prog-$io-$workers-$sig.log
     : >"$log"
-    WEFT_IO=$io timeout -k 10 $((3 * limit)) $emu "$dir/echo_server" --port 0 --workers "$workers" \
+    WEFT_IO=$io timeout -k 10 $((3 * limit)) $emu "$dir/$prog" --port 0 --workers "$workers" \
         >"$log" 2>&1 &
     local pid=$!
     for ((i = 0; i < 600; i++)); do   # up to a minute
@@ -130,33 +154,36 @@ check_server() {
         sleep 0.1
     done
     if [ -z "$port" ]; then
-        fail "echo_server ($io, $workers workers): no 'listening on' line in its log: $(cat "$log")"
+        fail "$what: no 'listening on' line in its log: $(cat "$log")"
         kill -TERM "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
         return
     fi
     local reply=""
     if exec 3<>"/dev/tcp/127.0.0.1/$port"; then
-        printf 'ping\n' >&3
+        request_of "$prog" >&3
         read -r -t $limit reply <&3
+        reply=${reply%$'\r'}
     fi
-    [ "$reply" = ping ] || fail "echo_server ($io, $workers workers): echoed '$reply', not 'ping'"
+    [ "$reply" = "$(answer_of "$prog")" ] ||
+        fail "$what: answered '$reply', not '$(answer_of "$prog")'"
     kill -"$sig" "$pid"
     wait "$pid" || rc=$?
     local rest="unread"
     if [ -n "$reply" ]; then
-        # The server closed the connection: the read meets the end at once.
-        rest=$(timeout $limit cat <&3 && echo closed)
+        # The server closed the connection: the read meets the end once the
+        # rest of the answer is read.
+        rest=$(timeout $limit cat <&3 >/dev/null && echo closed)
     fi
     exec 3<&- 3>&-
     if [ "$rc" -ne 0 ]; then
-        fail "echo_server ($io, $workers workers): exited $rc on SIG$sig; log: $(cat "$log")"
+        fail "$what: exited $rc on SIG$sig; log: $(cat "$log")"
     elif [ "$rest" != closed ]; then
-        fail "echo_server ($io, $workers workers): the client's connection was not closed at the stop"
+        fail "$what: the client's connection was not closed at the stop"
     elif grep -q "dropping an idle client" "$log"; then
-        fail "echo_server ($io, $workers workers): the connection was left to its idle deadline, not closed at the stop"
+        fail "$what: the connection was left to its idle deadline, not closed at the stop"
     elif ! grep -q "stopping" "$log"; then
-        fail "echo_server ($io, $workers workers): no 'stopping' line in its log: $(cat "$log")"
+        fail "$what: no 'stopping' line in its log: $(cat "$log")"
     else
         pass
     fi
@@ -224,10 +251,12 @@ for io in $backends; do
         fail "cat ($io) with a missing file: exit $rc, stderr: $(cat "$tmp/err")"
     fi
 
-    for workers in 1 2 4; do
-        check_server "$io" "$workers" TERM
+    for prog in echo_server http_server kv_server; do
+        for workers in 1 2 4; do
+            check_server "$prog" "$io" "$workers" TERM
+        done
+        check_server "$prog" "$io" 2 INT
     done
-    check_server "$io" 2 INT
 done
 
 echo "examples: $passed passed, $failed failed"

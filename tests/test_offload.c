@@ -13,7 +13,7 @@
 
 #define MS 1000000ull
 
-/* The most helper threads a runtime starts, as runtime/offload.c documents it:
+/* The most helper threads a runtime starts, as runtime/io/offload.c documents it:
  * four per worker, between 4 and 64. */
 static unsigned helper_bound(unsigned workers)
 {

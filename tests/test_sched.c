@@ -369,7 +369,7 @@ static void *runtime_thread(void *arg)
 /*
  * Disabled under ThreadSanitizer because of a bug in the runtime: the first
  * weft__stacks_create() of the process fills the statics page_size and
- * guard_bytes (runtime/stack.c) without synchronisation, so two threads
+ * guard_bytes (runtime/core/stack.c) without synchronisation, so two threads
  * creating their first runtimes at once race on them; a runtime can then see
  * page_size set but guard_bytes still 0, and get stacks without a guard page.
  */

@@ -47,26 +47,24 @@
  *     coroutine only sees flags it raised itself.
  *   - Neither `call` nor `ret`. A `ret` predicts its target from the
  *     return-stack buffer, which is wrong whenever the two contexts switched
- *     from different call sites (a raw switch between two loops: 12.7 ns, every
- *     switch mispredicted). Popping the return address and jumping instead
+ *     from different call sites (a raw switch between two loops mispredicts
+ *     every switch, `weft-bench switch`). Popping the return address and jumping instead
  *     leaves the buffer one entry off, and every later `ret` up the resumed
- *     chain mispredicts (weft_yield: 16 ns to 22 ns). Entered by a direct
+ *     chain mispredicts (`weft-bench switch`, yield). Entered by a direct
  *     `jmp` and left by an indirect one, the switch leaves the buffer as it
  *     found it, and the indirect-branch predictor learns the resume address,
  *     which inside the scheduler is one of a few labels (between two
  *     coroutines that yield to each other, always the same one).
  *   - The frame lives on the stack, addressed from rsp, not in weft__ctx: with
  *     the registers saved to and loaded from weft__ctx through rdi and rsi,
- *     as this switch did before, a raw switch took 7.30 ns (median of 15
- *     runs interleaved with Boost.Context's `fiber::resume`, which saves on the
- *     stack too and took 6.0 ns), against 6.01 ns this way; the runs of the old
- *     layout were bimodal, 5.8 or 8.6 ns, whether the contexts lay in .bss or
- *     at the top of their stacks.
+ *     as this switch did before, the raw switch was slower than this way and
+ *     than Boost.Context's `fiber::resume`, which saves on the stack too, and
+ *     its runs were bimodal, whether the contexts lay in .bss or at the top
+ *     of their stacks (`weft-bench switch`; figures in docs/benchmarks.md).
  *   - ldmxcsr and fldcw run on every switch. Skipping them when the incoming
  *     value equals the one just saved (the usual case) made the raw switch
- *     slower, 7.0 ns against 5.6 ns, and weft_yield too (18 ns against 16.6).
- *     stmxcsr is the costly one of the four here: 4.6-4.9 ns each in a loop of
- *     them, against 0.6-0.9 ns for fnstcw, ldmxcsr or fldcw.
+ *     slower, and weft_yield too (`weft-bench switch`). stmxcsr is the costly
+ *     one of the four here, several times fnstcw, ldmxcsr or fldcw.
  *   - CFI describes this routine as part of the frame it was jumped from, whose
  *     rsp is 128 above the wrapper's: CFA = rsp + 128, the "return address" in
  *     rax, then pushed, then the frame below it; after rsp is switched, the
@@ -131,8 +129,8 @@ weft__ctx_jump:
  * as its return address, but by `jmp`: a `call` would push a return-stack
  * buffer entry that no `ret` ever pops, and the context switched to when the
  * coroutine ends would then mispredict every `ret` up its chain (spawning and
- * joining one task at a time on 2 workers: 116 ns a task with the call, 90
- * without, medians of seven alternated runs).
+ * joining one task at a time on 2 workers is measurably slower with the
+ * call: `weft-bench spawn`).
  */
         .globl  weft__ctx_entry
         .hidden weft__ctx_entry

@@ -1,0 +1,352 @@
+/*
+ * The core's nouns and entry points: the task, the worker, the runtime, the
+ * waiter, and what the rest of the runtime (io/, sync/) may call of the
+ * scheduler, the stacks and the task handles. Nothing here is public:
+ * non-static names are weft__ and are hidden from the shared library.
+ */
+#ifndef WEFT_CORE_H
+#define WEFT_CORE_H
+
+#include "base/base.h"
+#include "base/futex.h"
+#include "../arch/ctx.h"
+
+#include <pthread.h>
+
+
+/*
+ * One execution context: a coroutine's, or a worker thread's own (the
+ * scheduler context it returns to when it has nothing to run). A coroutine's
+ * lives at the top of its stack slot, above the stack itself, only while the
+ * task holds the slot (core/stack.c): the handle then stays small, and the
+ * page it lives in is the stack's first, which the coroutine touches anyway.
+ * The sanitizer fields exist in every build so that the layout does not
+ * depend on flags.
+ */
+struct weft__fiber {
+    weft__ctx ctx;          /* while not running: where its registers are saved (arch/) */
+    void     *stack_lo;     /* lowest usable address, for ASan */
+    size_t    stack_size;   /* usable bytes, from stack_lo up to the fiber */
+    void     *asan_fake;    /* ASan's fake-stack handle while switched out */
+    void     *tsan;         /* TSan's fiber */
+    unsigned  vg_stack;     /* Valgrind's id for the stack, when under it */
+};
+
+/* The bytes a coroutine's fiber takes at the top of its stack slot. */
+#define WEFT__FIBER_SPACE \
+    ((sizeof(struct weft__fiber) + WEFT__CACHELINE - 1) & ~(size_t)(WEFT__CACHELINE - 1))
+
+struct weft__worker;
+struct weft__backend;
+
+/* What a searching worker saw at a victim in its last LOOK or TAKE round
+ * (core/search.c): only compared, never dereferenced. */
+struct weft__sighting {
+    const struct weft__worker *victim;
+    uintptr_t                  what;
+    uint32_t                   tick;     /* the victim's schedules so far */
+};
+struct weft__fdtab;
+
+/* ---- tasks ----------------------------------------------------------------- */
+
+/* Values of weft_task.join besides a waiter pointer (core/task.c). */
+#define WEFT__JOIN_NONE     ((uintptr_t)0)   /* running, and its handle is held */
+#define WEFT__JOIN_DONE     ((uintptr_t)1)   /* finished: the handle's holder frees it */
+#define WEFT__JOIN_BUSY     ((uintptr_t)2)   /* finished; the finisher is waking the joiner */
+#define WEFT__JOIN_DETACHED ((uintptr_t)3)   /* running, no handle held: the finisher frees it */
+
+/* weft_task.flags */
+#define WEFT__F_JOINED   1u   /* weft_join() has been called */
+#define WEFT__F_DETACHED 2u   /* weft_detach() has been called, or spawned detached */
+
+/* weft_task.pstate: the park protocol, see core/park.c. */
+#define WEFT__RUNNING  0u     /* running, runnable, or on its way to park */
+#define WEFT__PARKED   1u     /* switched out and waiting for weft__unpark() */
+#define WEFT__NOTIFIED 2u     /* unparked before it finished parking */
+
+#define WEFT__TASK_MAGIC 0x7754534bu   /* "wTSK" */
+#define WEFT__TASK_DEAD  0xdeadu
+
+/*
+ * A coroutine, and the handle its spawner holds. Handles are allocated in slabs
+ * (core/task.c); the stack is bound to the task only from its first run to
+ * its end (core/stack.c): fiber is NULL before its first run, and is never
+ * read after its end.
+ */
+struct weft_task {
+    struct weft__fiber *fiber;       /* at the top of its stack slot while it has one;
+                                      * owned by whoever runs it */
+    struct weft_task  *next;         /* on one list at a time: a worker's yield queue,
+                                      * the global queue's fallback list (no array could
+                                      * be had), or the handle pool's list of free handles
+                                      * that no magazine holds */
+    weft_rt           *rt;
+    union {
+        weft_fn        fn;           /* until it returns */
+        void          *result;       /* then: written before join becomes DONE */
+    };
+    void              *arg;
+    _Atomic uintptr_t  join;         /* WEFT__JOIN_*, or the joiner's weft__waiter */
+    _Atomic uint32_t   magic;        /* WEFT__TASK_MAGIC while the handle is valid; atomic
+                                      * because misuse checks may read a freed handle */
+    _Atomic uint32_t   pstate;       /* RUNNING, PARKED or NOTIFIED */
+    _Atomic uint32_t   flags;        /* WEFT__F_* */
+    _Atomic uint32_t   refs;         /* the handle (its holder, or the finisher once
+                                      * detached) + cancel notes in flight (io/uring.c) */
+    _Atomic uint32_t   cancelled;    /* bit 0 set once by weft_cancel(); above it, cancellers in flight (core/wait.c) */
+    _Atomic uintptr_t  waiting;      /* the waiter it is parked on, for weft_cancel
+                                      * (core/wait.c); 0 when not waiting */
+    uint64_t           deadline;     /* weft_deadline(); only the coroutine itself */
+    _Atomic uintptr_t  io_req;       /* its io_uring request in flight, 0 if none */
+    _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on (io/uring.c) */
+};
+#if defined(__x86_64__)
+_Static_assert(sizeof(struct weft_task) <= 2 * WEFT__CACHELINE, "a task is two cache lines on x86-64");
+#endif
+
+/*
+ * One thing a coroutine or a plain thread waits for. The first weft__wake()
+ * claims it and stores the result; every later one returns false. A coroutine
+ * is parked exactly once per waiter and unparked only by the claimer, so a
+ * claimed waiter can never leave a stray wake-up behind.
+ */
+struct weft__waiter {
+    weft_task        *task;    /* the coroutine to unpark; NULL: a plain thread */
+    _Atomic uint32_t  state;   /* 0 while waiting, then the result (never 0),
+                                * as uint32_t so that a plain thread can futex on it */
+};
+
+void weft__waiter_init(struct weft__waiter *wt);
+/* Waits until wt is claimed and returns the claim's result. weft__wait also
+ * ends the wait, with -ETIMEDOUT or -ECANCELED, at the caller's deadline or
+ * cancellation; the caller must then take back whatever it published about wt.
+ * weft__wait_nointr ignores both: for waits that nobody may abandon. */
+int32_t weft__wait(struct weft__waiter *wt);
+int32_t weft__wait_nointr(struct weft__waiter *wt);
+/* -ECANCELED or -ETIMEDOUT if the caller's next wait would end at once, else 0:
+ * for waits whose waker is armed before weft__wait runs (weft_sleep). */
+int weft__interrupted(void);
+/* The calling plain thread's weft_deadline(), 0 for none. */
+uint64_t weft__thread_deadline(void);
+bool weft__wake(struct weft__waiter *wt, int32_t result);
+
+/* ---- the scheduler (core/sched.h) ------------------------------------------- */
+
+#include "deque.h"
+
+struct weft__pool {          /* a worker's private cache of free stack slots */
+    char     *head;          /* slots by their tops, linked through their top word */
+    unsigned  count;
+    unsigned  credit;        /* promises taken from the shared lists (core/stack.c) */
+};
+
+#define WEFT__TCACHE_MAX 64u
+struct weft__tcache {        /* a worker's private cache of free task handles */
+    unsigned   count;
+    weft_task *slot[WEFT__TCACHE_MAX];   /* newest last */
+};
+
+/* What the context switched to does for the one switched from (core/park.c). */
+enum weft__action { WEFT__ACT_NONE, WEFT__ACT_PARK, WEFT__ACT_EXIT };
+
+/*
+ * A worker: one kernel thread running coroutines. Fields without a note are
+ * touched only by the worker's own thread.
+ */
+struct weft__worker {
+    struct weft__fiber    sched;        /* the thread's own context: the idle loop */
+    weft_rt              *rt;
+    unsigned              index;
+    weft_task            *current;      /* running coroutine; NULL in the idle loop */
+    enum weft__action     prev_action;  /* pending on the context switched to */
+    weft_task            *prev;         /* PARK: the task switched away from */
+    struct weft__fiber   *prev_fiber;   /* EXIT: the finished task's fiber */
+    weft_task            *yq_head;      /* yielded tasks, FIFO, linked by next */
+    weft_task            *yq_tail;
+    _Atomic uint32_t      tick;         /* schedules so far, for fairness checks; only the
+                                         * worker writes it, searchers read it (core/search.c) */
+    uint32_t              fair_left;    /* schedules until the next fairness tick */
+    bool                  finishing;    /* the current task is waking its joiner, then exits */
+    weft_task            *handoff;      /* the joiner the current task woke as it finished, or
+                                         * the task it waits for: runs next, unseen by thieves */
+    uint64_t              rng;          /* victim selection */
+    bool                  spinning;     /* counted in rt->nspinning */
+    struct weft__sighting rn_seen;      /* a victim's runnext, as a search last looked (core/search.c) */
+    struct weft__sighting lone_seen;    /* a victim's only deque task (its top index), likewise */
+    uint64_t              spawns_seen;  /* the other workers' spawns, summed, as a search last looked */
+    bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
+    struct weft__pool     pool;
+    struct weft__tcache   tcache;
+    const struct weft__backend *io;     /* its IO backend (io/backend.h); set before it starts */
+    void                 *io_state;     /* that backend's state for this worker, opaque here */
+    void                 *altstack;
+    pthread_t             thread;
+    struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */
+    _Alignas(WEFT__CACHELINE)
+    _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */
+    _Atomic uint32_t      wake;         /* futex word: WEFT__WAKE_* (core/sched.h, core/search.c) */
+    _Atomic uint32_t      in_io;        /* parked in its ring or epoll set, not on the futex */
+    _Atomic uint64_t      spawned;      /* tasks spawned on this worker; only it writes */
+    _Atomic uint64_t      exited;       /* tasks that finished on this worker; only it writes */
+    struct weft__deque    dq;           /* spawned and woken tasks; thieves steal */
+};
+
+struct weft_rt {
+    unsigned               nworkers;
+    uint64_t               spin_ns;             /* a search's patient rounds last this long (core/search.c) */
+    struct weft__worker  **workers;
+    struct weft__stacks   *stacks;
+    struct weft__taskmem  *taskmem;
+    unsigned               fork_gen;            /* weft__fork_gen when it was made (core/runtime.c) */
+
+    /* The global queue: spawns from outside, deque overflow. */
+    _Alignas(WEFT__CACHELINE)
+    pthread_mutex_t        gq_lock;
+    struct weft__gq_chunk *gq_first, *gq_last;  /* under gq_lock: arrays of tasks, oldest first */
+    struct weft__gq_chunk *gq_spare;            /* under gq_lock: an emptied one, kept for reuse */
+    weft_task             *gq_head, *gq_tail;   /* under gq_lock: after the arrays', the tasks
+                                                 * no array could be had for, linked by next */
+    _Atomic size_t         gq_len;              /* both; written under gq_lock; read as a hint */
+
+    /* Parked workers; see the protocol in core/search.c. */
+    _Alignas(WEFT__CACHELINE)
+    pthread_mutex_t        idle_lock;
+    struct weft__worker   *idle;                /* under idle_lock */
+    _Atomic unsigned       nidle;               /* workers on the idle list */
+    _Atomic unsigned       nspinning;           /* workers looking for work */
+
+    /* Life of the runtime. */
+    _Alignas(WEFT__CACHELINE)
+    _Atomic uint64_t       spawned_outside;     /* tasks spawned by plain threads */
+    _Atomic uint32_t       destroying;          /* weft_rt_destroy() has begun */
+    _Atomic uint32_t       exit_seq;            /* futex word: bumped by exits while destroying */
+    _Atomic uint32_t       stopping;            /* no task left: workers exit */
+
+    /* Timers (core/timer.c), fired by the workers; `watcher` is the parked
+     * worker that sleeps only until the earliest deadline (core/search.c). */
+    struct weft__timers   *timers;
+    _Atomic(struct weft__worker *) watcher;
+    /* Waiters by descriptor for the epoll backend (io/epoll.c):
+     * made by the first wait. */
+    _Atomic(struct weft__fdtab *) fdtab;
+    /* Helper threads for weft_offload() (io/offload.c): started by the
+     * first offload. */
+    _Atomic(struct weft__offload *) offload;
+    /* On the process's list of runtimes (core/runtime.c), under its lock. */
+    weft_rt               *live_next;
+};
+
+/*
+ * fork(). Each runtime records the process's fork generation when it is
+ * made; a child of fork() starts a new one (core/runtime.c), so a runtime of an
+ * older generation was inherited from the parent: none of its threads exist
+ * here, and weft never touches it again. Written only by that handler,
+ * while the child has one thread; threads it starts later see the new value
+ * through pthread_create.
+ */
+extern unsigned weft__fork_gen;
+/* Whether rt was inherited from the parent of a fork(). Any thread. */
+static inline bool weft__inherited(const weft_rt *rt)
+{
+    return WEFT__UNLIKELY(rt->fork_gen != weft__fork_gen);
+}
+
+/* Calls fn(rt, arg) for every runtime of the process that has not begun
+ * its destruction's final stage, under a lock that keeps them alive meanwhile.
+ * Any thread; fn must not create or destroy a runtime. */
+void weft__each_runtime(void (*fn)(weft_rt *rt, void *arg), void *arg);
+
+/* The worker the calling thread is, or NULL. Never inlined: see core/worker.c. */
+struct weft__worker *weft__worker_self(void);
+
+/* Suspends the calling coroutine until weft__unpark(). Only a coroutine. */
+void weft__park(void);
+/* Makes a parked (or parking) coroutine runnable. Any thread, once per park. */
+void weft__unpark(weft_task *t);
+
+/*
+ * weft__wake in two steps, for a waker that must claim a waiter before it
+ * writes into the waiter's memory, and would rather make it runnable after
+ * dropping its lock. weft__claim returns whether the claim was ours. The
+ * claimer must then call weft__wake_claimed exactly once, with the waiter's
+ * task read before the claim: a coroutine waiter stays parked until then,
+ * a plain-thread waiter may return as soon as it sees the claim unless the
+ * caller holds it back by other means (chan.c's op_wait.done).
+ */
+static inline bool weft__claim(struct weft__waiter *wt, int32_t result)
+{
+    uint32_t zero = 0;
+    return atomic_compare_exchange_strong_explicit(&wt->state, &zero, (uint32_t)result,
+            memory_order_acq_rel, memory_order_relaxed);         /* pairs with the waiter's acquire of state */
+}
+
+static inline void weft__wake_claimed(weft_task *t, struct weft__waiter *wt)
+{
+    if (t)
+        weft__unpark(t);
+    else
+        weft__futex_wake(&wt->state, 1);   /* harmless if the waiter already left */
+}
+/* Queues t, a task never run, to start t->fn(t->arg). Any thread; w is
+ * the calling worker if it belongs to t's runtime and runs a coroutine, else NULL. */
+void weft__task_start(struct weft__worker *w, weft_task *t);
+/* The running coroutine on w, about to wait for t: if t is queued at the
+ * bottom of w's deque, takes it out to run as soon as the caller parks (the
+ * handoff) and returns true. Until then nobody else can start t, let alone
+ * finish it. False if t is elsewhere, or a thief took it first. */
+bool weft__handoff_take(struct weft__worker *w, weft_task *t);
+/* The same coroutine, after a wait that may not have parked: queues t again
+ * if it is still waiting in the handoff. */
+void weft__handoff_undo(weft_task *t);
+/* Drops a reference to t: the handle's (see core/task.c) or a cancel
+ * note's; the last frees the handle. Any thread; _at: the calling thread is
+ * w (NULL: not a worker). */
+void weft__task_release(weft_task *t);
+void weft__task_release_at(weft_task *t, struct weft__worker *w);
+/* Yield from a coroutine. */
+void weft__yield_current(void);
+/* Counts a task about to be started; w is the calling worker of rt, or NULL. */
+void weft__count_spawn(weft_rt *rt, struct weft__worker *w);
+
+/* ---- task handles (core/task.c) --------------------------------------------- */
+
+struct weft__taskmem;   /* a runtime's handle allocator */
+
+int  weft__taskmem_create(struct weft__taskmem **m);
+void weft__taskmem_destroy(struct weft__taskmem *m);
+/* A free handle, its fields unset, or NULL (out of memory). cache NULL: from
+ * a plain thread. */
+weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache);
+void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_task *t);
+
+/* ---- stacks (core/stack.c) ----------------------------------------------- */
+
+struct weft__stacks;   /* a runtime's slot allocator */
+
+int  weft__stacks_create(struct weft__stacks **s, size_t stack_size);
+void weft__stacks_destroy(struct weft__stacks *s);
+/* Promises a stack to a task about to be spawned, so that binding it later
+ * cannot fail; -ENOMEM if none can be had. pool NULL: from a plain thread. */
+int  weft__stack_promise(struct weft__stacks *s, struct weft__pool *pool);
+/* The calling worker gives t, which holds a promise, a stack, and t->fiber
+ * at its top. Before t first runs. */
+void weft__stack_bind(struct weft__stacks *s, struct weft__pool *pool, weft_task *t);
+/* Takes a finished task's stack back, once nothing runs on it; f was its
+ * fiber (the task's handle may be gone by then). The calling worker. */
+void weft__stack_unbind(struct weft__stacks *s, struct weft__pool *pool, struct weft__fiber *f);
+/* A stopping worker hands its free slots and promises back. */
+void weft__pool_drain(struct weft__stacks *s, struct weft__pool *pool);
+/* Idle workers give memory back: when the current epoch ends (UINT64_MAX:
+ * nothing to give back), and a batch of slots that sat unused through it.
+ * trim returns whether it gave any back, so the caller may call again; it
+ * gives up as soon as *stop is nonzero. Any thread. */
+uint64_t weft__stacks_trim_due(struct weft__stacks *s);
+bool weft__stacks_trim(struct weft__stacks *s, _Atomic uint32_t *stop);
+/* The overflow handler: installs it process-wide once, and the calling
+ * thread's alternate signal stack. */
+int  weft__guard_install(void);
+int  weft__altstack_enter(void **mem);
+void weft__altstack_leave(void *mem);
+
+#endif /* WEFT_CORE_H */

@@ -1,0 +1,232 @@
+/*
+ * The scheduler's private header: what core/worker.c, queue.c, park.c,
+ * search.c and runtime.c share, and no other file includes. The scheduler is
+ * M:N and work-stealing.
+ *
+ * Nouns
+ * Nouns
+ *   runtime  (weft_rt)   a set of workers and the tasks they share. Several
+ *                        runtimes may live in one process; they share nothing.
+ *   worker               one kernel thread. It runs one task at a time, and has
+ *                        its own context (the idle loop) to return to when it
+ *                        has nothing to run.
+ *   task     (weft_task) a coroutine: a handle and a saved context, and a
+ *                        stack from its first run to its end.
+ *   queues               per worker: `runnext`, one slot for the task this
+ *                        worker woke last; `dq`, a Chase-Lev deque of spawned and
+ *                        woken tasks (owner LIFO, thieves FIFO); `yq`, a private
+ *                        FIFO of tasks that yielded. Per runtime: the global
+ *                        queue for spawns from plain threads and deque overflow.
+ *                        Overflow goes there in batches of the deque's oldest
+ *                        tasks, and a worker that takes from it moves a fair
+ *                        share to its deque, each batch under one lock (Go's
+ *                        runqputslow and globrunqget).
+ *
+ * Where each part lives: worker.c, a worker's run loop and the choice of the
+ * next task; queue.c, the global queue; park.c, switching, and parking and
+ * waking a task; search.c, stealing, parking a worker and the timer watcher;
+ * runtime.c, the life of a runtime.
+ *
+ * Designs rejected
+ *   - A FIFO local queue (Go, Tokio): a fork-join tree then unfolds breadth
+ *     first, so skynet keeps most of its million coroutines alive at once, each
+ *     with a stack touched for the first time. The LIFO deque keeps the tree
+ *     depth first and reuses a handful of hot stacks.
+ *   - Putting yielded tasks on the deque: its owner takes LIFO, so a task that
+ *     yields would get itself back. They go to the private yield queue instead;
+ *     it is spilled to the deque when idle workers could take them.
+ *   - A global run queue with a lock: every switch would contend on it.
+ *   - Switching through the idle loop on every block: twice the switches.
+ */
+#ifndef WEFT_SCHED_H
+#define WEFT_SCHED_H
+
+#include "core.h"
+#include "timer.h"
+#include "base/rng.h"
+#include "io/backend.h"
+
+#if defined(WEFT__ASAN)
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom, size_t size);
+void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old, size_t *size_old);
+#endif
+#if defined(WEFT__TSAN)
+void *__tsan_get_current_fiber(void);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#endif
+
+/* A worker's wake word (futex). */
+enum {
+    WEFT__WAKE_NONE,     /* asleep, or about to be */
+    WEFT__WAKE_GO,       /* taken off the idle list: search for work */
+    WEFT__WAKE_TIMERS,   /* still idle: look at the earliest deadline again */
+};
+
+#define FAIRNESS_TICKS 61u      /* as Go: a prime, so it does not beat with user loops */
+#define TIMER_TICKS    8u       /* a busy worker fires due timers this often */
+#define FRESH_WAIT     (1u << 20)   /* schedules a spawned task waits before a fairness tick takes it */
+#define GQ_BATCH       64u      /* tasks moved to or from the global queue under one lock */
+#define SPIN_ROUNDS    4u       /* search rounds of growing pauses; the last one steals patiently */
+#define SPIN_NS        30000u   /* then more such rounds, for this long, before a worker parks */
+#define GAP_MIN_NS     2000u    /* a search that leaves tasks to a busy owner looks again after */
+#define GAP_MAX_NS     16000u   /* ... this, doubling up to this (below SPIN_NS, see find_work) */
+
+/* ---- context switching ----------------------------------------------------- */
+
+/* from_exits: the context switched from will never run again. */
+static inline void fiber_switch(struct weft__fiber *from, struct weft__fiber *to, bool from_exits)
+{
+#if defined(WEFT__ASAN)
+    __sanitizer_start_switch_fiber(from_exits ? NULL : &from->asan_fake, to->stack_lo, to->stack_size);
+#else
+    (void)from_exits;
+#endif
+#if defined(WEFT__TSAN)
+    __tsan_switch_to_fiber(to->tsan, 0);
+#endif
+    weft__ctx_swap(&from->ctx, &to->ctx);
+#if defined(WEFT__ASAN)
+    __sanitizer_finish_switch_fiber(from->asan_fake, NULL, NULL);
+#endif
+}
+
+/* ---- the queues of a worker ---------------------------------------------------- */
+
+/* w's schedules so far; only w writes them. */
+static inline uint32_t tick_of(const struct weft__worker *w)
+{
+    return atomic_load_explicit(&w->tick, memory_order_relaxed);
+}
+
+/* A task that never ran has no stack yet (it gets one in fiber_of). */
+static inline bool never_ran(const weft_task *t)
+{
+    return !t->fiber;
+}
+
+/* When t becomes due for the fairness tick on w's clock: a task that never
+ * ran FRESH_WAIT schedules later than one that has. */
+static inline uint32_t due_of(const struct weft__worker *w, const weft_task *t)
+{
+    return never_ran(t) ? tick_of(w) + FRESH_WAIT : tick_of(w);
+}
+
+/* queue.c: the owner, whose deque refused t. */
+void weft__overflow(struct weft__worker *w, weft_task *t);
+
+/* The owner. Queues t at the bottom of w's deque, or overflows. */
+static void local_put(struct weft__worker *w, weft_task *t)
+{
+    if (!weft__deque_push(&w->dq, t, due_of(w, t)))
+        weft__overflow(w, t);
+}
+
+/* queue.c: the global queue. Any thread, except _take: the owner w. */
+void weft__gq_push(weft_rt *rt, weft_task *t);
+weft_task *weft__gq_take(struct weft__worker *w);
+weft_task *weft__gq_pop(weft_rt *rt);
+/* Frees the queue's arrays. weft_rt_create's failure or weft_rt_destroy. */
+void weft__gq_destroy(weft_rt *rt);
+
+/* search.c: steps a-c of the worker park protocol, for a caller that has
+ * just published a runnable task. Any thread. */
+void weft__wake_one(weft_rt *rt);
+/* search.c: wakes a parked worker whose wake word was just set. Any thread. */
+void weft__wake_worker(struct weft__worker *w);
+/* search.c: the idle loop's search. Returns a task, or NULL when the runtime
+ * stops. The worker w itself. */
+weft_task *weft__find_work(struct weft__worker *w);
+
+/* The owner. Queues t on w and wakes a worker that could steal it. */
+static inline void push_local(struct weft__worker *w, weft_task *t)
+{
+    local_put(w, t);
+    if (w->rt->nworkers > 1)
+        weft__wake_one(w->rt);
+}
+
+/* The owner: appends t to w's private yield queue. */
+static inline void yq_push(struct weft__worker *w, weft_task *t)
+{
+    t->next = NULL;
+    if (w->yq_tail)
+        w->yq_tail->next = t;
+    else
+        w->yq_head = t;
+    w->yq_tail = t;
+}
+
+/* The owner: w's pseudo-random choices (victims, WEFT_SCHED_RANDOM). */
+static inline uint32_t rng_next(struct weft__worker *w)
+{
+    return weft__rng_next(&w->rng);
+}
+
+/*
+ * The owner. Takes or replaces w's runnext. Thieves take it with a CAS, so
+ * the owner must take or replace a task there with an exchange; with one
+ * worker there are no thieves, the slot is the owner's alone, and a plain
+ * load and store do.
+ */
+static inline weft_task *runnext_take(struct weft__worker *w)
+{
+    weft_task *t = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+    if (!t)
+        return NULL;
+    if (w->rt->nworkers == 1) {
+        atomic_store_explicit(&w->runnext, NULL, memory_order_relaxed);   /* no thieves */
+        return t;
+    }
+    return atomic_exchange_explicit(&w->runnext, NULL, memory_order_acquire);   /* pairs with runnext_put */
+}
+
+static inline weft_task *runnext_put(struct weft__worker *w, weft_task *t)
+{
+    if (w->rt->nworkers == 1) {
+        weft_task *old = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+        atomic_store_explicit(&w->runnext, t, memory_order_relaxed);      /* no thieves */
+        return old;
+    }
+    weft_task *old = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+    if (!old) {
+        /* Thieves only empty a full slot, so an empty one stays empty until
+         * we fill it: a plain store does, without a locked instruction. */
+        atomic_store_explicit(&w->runnext, t, memory_order_release);   /* publishes t to thieves */
+        return NULL;
+    }
+    return atomic_exchange_explicit(&w->runnext, t, memory_order_acq_rel);   /* publishes t to thieves */
+}
+
+/* The owner. The bottom of w's deque; without thieves, without a fence. */
+static inline weft_task *local_take(struct weft__worker *w)
+{
+    return w->rt->nworkers == 1 ? weft__deque_take_alone(&w->dq) : weft__deque_take(&w->dq);
+}
+
+/* A worker of its runtime. Claims the due timers; their tasks become runnable
+ * here. Returns whether there were any. */
+static inline bool fire_timers(struct weft__worker *w)
+{
+    struct weft__timers *ts = w->rt->timers;
+    /* The clock is read only when timers are armed; fire looks at the
+     * earliest deadline itself before it takes the lock. */
+    return weft__timers_next(ts) != UINT64_MAX && weft__timers_fire(ts, weft_now()) != 0;
+}
+
+/* worker.c: the owner. The next task to run on w, or NULL. */
+weft_task *weft__pick_next(struct weft__worker *w);
+/* worker.c: a worker thread's body, arg its struct weft__worker (pthread_create). */
+void *weft__worker_main(void *arg);
+/* worker.c: makes w the calling thread's worker (NULL: none). */
+void weft__worker_set_self(struct weft__worker *w);
+/* park.c: the idle loop of w runs t until t parks, yields or exits. */
+void weft__run(struct weft__worker *w, weft_task *t);
+
+/* The owner. Whether w's handoff can take a task: it is empty, and the
+ * fairness tick is not next (a handoff counts as a schedule, see pick_next). */
+static inline bool handoff_open(const struct weft__worker *w)
+{
+    return !w->handoff && w->fair_left > 1;
+}
+
+#endif /* WEFT_SCHED_H */

@@ -1,0 +1,139 @@
+/*
+ * A worker: one kernel thread, its run loop, and the choice of the next task.
+ *
+ * Choosing the next task (pick_next): the handoff, then runnext, then the
+ * deque's bottom, then the yield queue, then the global queue. The handoff is
+ * the joiner that a finishing task woke on its own worker, or the task that a
+ * joiner took back from its own deque to wait for (weft__handoff_take): it
+ * runs as soon as the current task is gone, so it is not published to
+ * thieves, and making it runnable calls for no other worker. The joiner that
+ * takes its task back knows that nobody else can start it, so it publishes
+ * its waiter without a CAS. The environment variable
+ * WEFT_SCHED_RANDOM=1 (read by weft_rt_create) randomises these choices and
+ * sends half the wake-ups to the global queue, to shake out code that relies on
+ * an order weft does not promise. Every 61st choice starts instead with the
+ * global queue, the deque's top (its oldest task) and the yield queue, so a
+ * pair of tasks handing work to each other through runnext or the deque's
+ * bottom can delay the others only for a bounded number of turns. A task
+ * spawned and never run is taken from the top only once it has waited
+ * FRESH_WAIT choices: starting it sooner starts the shallowest pending subtree
+ * of a fork-join tree, and skynet, taking one every fairness tick, kept
+ * over a hundred times more coroutines alive (`weft-bench skynet`), each a
+ * stack touched for the first time. When a worker has nothing, it searches (core/search.c).
+ *
+ * Migration hazard. A coroutine may resume on another thread, so no address of
+ * thread-local state may be kept across a switch. The compiler may compute a TLS
+ * address once per function and keep it in a register across weft__ctx_swap,
+ * as across any call; hence every access to the current worker goes through
+ * weft__worker_self(), which is never inlined and is opaque to the optimiser.
+ */
+#include "sched.h"
+
+#include <pthread.h>
+
+static WEFT__TLS struct weft__worker *tls_worker;
+
+WEFT__NOINLINE struct weft__worker *weft__worker_self(void)
+{
+    struct weft__worker *w = tls_worker;
+    __asm__ volatile("" : "+r"(w));   /* opaque: calls are never merged or hoisted */
+    return w;
+}
+
+void weft__worker_set_self(struct weft__worker *w)
+{
+    tls_worker = w;
+}
+
+static weft_task *yq_pop(struct weft__worker *w)
+{
+    weft_task *t = w->yq_head;
+    if (!t)
+        return NULL;
+    w->yq_head = t->next;
+    if (!w->yq_head)
+        w->yq_tail = NULL;
+    /* Other workers cannot see the yield queue. If some are idle, move the
+     * rest where they can steal it. */
+    if (w->yq_head && atomic_load_explicit(&w->rt->nidle, memory_order_relaxed) != 0) {
+        weft_task *x = w->yq_head;
+        w->yq_head = w->yq_tail = NULL;
+        while (x) {
+            weft_task *next = x->next;
+            local_put(w, x);
+            x = next;
+        }
+        weft__wake_one(w->rt);
+    }
+    return t;
+}
+
+/* The owner. The next task to run on w, or NULL. */
+weft_task *weft__pick_next(struct weft__worker *w)
+{
+    weft_task *t;
+    /* Under WEFT_SCHED_RANDOM every other choice takes the fairness path, so
+     * no code can come to rely on LIFO order or on runnext. */
+    uint32_t tick = tick_of(w) + 1;
+    atomic_store_explicit(&w->tick, tick, memory_order_relaxed);   /* searchers read it: a hint */
+    if ((t = w->handoff)) {   /* ready() left it only with a fairness tick still ahead */
+        w->handoff = NULL;
+        w->fair_left--;
+        return t;
+    }
+    if (WEFT__UNLIKELY(--w->fair_left == 0 || (w->shuffle && (rng_next(w) & 1)))) {
+        if (!w->fair_left)
+            w->fair_left = FAIRNESS_TICKS;
+        weft__io_poll(w);         /* IO does not wait behind a long run of tasks */
+        fire_timers(w);           /* nor do sleepers */
+        if ((t = weft__gq_pop(w->rt)) ||
+            ((w->shuffle || weft__deque_top_due(&w->dq, tick)) &&
+             (t = weft__deque_steal(&w->dq))) ||
+            (t = yq_pop(w)))
+            return t;
+    } else if (WEFT__UNLIKELY(tick % TIMER_TICKS == 0)) {
+        /* The fairness tick alone is too rare for sleepers: FAIRNESS_TICKS
+         * schedules that each start a coroutine on a fresh stack page
+         * (a page fault each) delay them far past a timer's slack
+         * (`weft-bench timers`). With timers armed,
+         * this reads the clock once per TIMER_TICKS schedules. */
+        fire_timers(w);
+    }
+    if ((t = runnext_take(w)))
+        return t;
+    if ((t = local_take(w)) || (t = yq_pop(w)) || (t = weft__gq_take(w)))
+        return t;
+    /* Out of work: submit what our coroutines queued and reap what is done. */
+    if (weft__io_poll(w) && ((t = runnext_take(w)) || (t = local_take(w))))
+        return t;
+    return NULL;
+}
+
+void *weft__worker_main(void *arg)
+{
+    struct weft__worker *w = arg;
+    tls_worker = w;
+    weft__io_worker_start(w);   /* SIGPIPE blocked; its ring enabled, or epoll (io/backend.c) */
+    if (weft__altstack_enter(&w->altstack) != 0)
+        w->altstack = NULL;   /* overflows then show as a plain SIGSEGV */
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstack(&attr, &w->sched.stack_lo, &w->sched.stack_size);
+        pthread_attr_destroy(&attr);
+    }
+#if defined(WEFT__TSAN)
+    w->sched.tsan = __tsan_get_current_fiber();
+#endif
+    for (;;) {
+        weft_task *t = weft__pick_next(w);
+        if (!t && !(t = weft__find_work(w)))
+            break;
+        weft__run(w, t);
+    }
+    weft__io_poll(w);   /* a weft_close's cancel still queued or unreaped */
+    weft__pool_drain(w->rt->stacks, &w->pool);
+    if (w->altstack)
+        weft__altstack_leave(w->altstack);
+    tls_worker = NULL;
+    return NULL;
+}

@@ -1,0 +1,835 @@
+/*
+ * The io_uring backend: one ring per worker.
+ *
+ * A coroutine fills a submission queue entry on the ring of the worker it runs
+ * on and parks (ring_call). Submissions are batched: the worker submits
+ * what its coroutines queued, and reaps completions, in ring_poll(),
+ * which the scheduler calls when it runs out of runnable tasks and every
+ * FAIRNESS_TICKS schedules, so IO never waits behind a long run of
+ * compute-bound coroutines. Each completion claims the request's waiter, and
+ * the coroutine becomes runnable on the reaping worker (whence it may be
+ * stolen).
+ *
+ * Rings are created by weft_rt_create with IORING_SETUP_R_DISABLED and enabled
+ * by the worker thread itself, so that IORING_SETUP_SINGLE_ISSUER names the
+ * worker; DEFER_TASKRUN then runs completion work only when the worker asks
+ * for events, never by interrupting it. Older kernels get COOP_TASKRUN, or no
+ * flags.
+ *
+ * A parked worker with requests in flight sleeps in io_uring_enter, waiting
+ * for a completion; then its ring holds a read of the worker's eventfd, which
+ * wakers write after setting the worker's wake word (core/search.c, step c of the
+ * park protocol). A parked worker with nothing in flight sleeps on its futex,
+ * which is cheaper to wake.
+ *
+ * Request memory. A request (struct weft__ioreq) lives in the coroutine's
+ * frame. The coroutine waits with weft__wait_nointr: nothing but the
+ * completion can end the wait, so the frame outlives the kernel's last use
+ * of it.
+ *
+ * Request identity. The entry's user_data is not the request's address: a
+ * coroutine that loops places each request at the same address, and the
+ * kernel may name a request by its user_data after it has completed. A
+ * linked timeout that fires as its request completes takes a reference to
+ * the request and queues task work that cancels *by user_data*
+ * (io_req_task_link_timeout -> io_try_cancel); with DEFER_TASKRUN that work
+ * may run at our next io_uring_enter, after we reaped the completion and the
+ * coroutine queued its next request at the same address, which would then be
+ * cancelled for nothing. So each ring keeps a table of its requests in
+ * flight, owned by the ring's owner alone; a request's identity is its slot
+ * in the low 32 bits and the slot's generation, bumped each time the slot is
+ * taken and never 0, in the high ones. An identity therefore never equals a
+ * tag (below), and repeats only after 2^32 uses of one slot, while a stale
+ * one lives only until the kernel next runs our task work. The table grows
+ * by doubling; slots are found by index, so they may move.
+ *   - A deadline is a linked timeout (IORING_OP_LINK_TIMEOUT, absolute, on the
+ *     CLOCK_MONOTONIC clock of weft_now). The kernel copies its timespec at
+ *     submission and its completion carries the IGNORE tag, so it needs no
+ *     memory of ours. A request cut short by it completes with -ECANCELED,
+ *     which is reported as -ETIMEDOUT once the deadline has passed.
+ *   - Cancellation. Only the ring's owner may submit to it, so weft_cancel()
+ *     queues a note with the request's identity on the owner's inbox and
+ *     writes its eventfd; the owner submits IORING_OP_ASYNC_CANCEL for that
+ *     identity if the task's io_req still holds it. That request cannot
+ *     complete meanwhile, as only the owner reaps it.
+ *   - A -ECANCELED that none of these explains is passed on as it is, never
+ *     turned into another error.
+ *
+ * Closing. An entry names its descriptor by number, and the kernel looks the
+ * number up only when it issues the entry, at submission: an entry still
+ * queued when weft_close() returns would reach whatever file is given the
+ * number next. A request in flight holds its own reference to the file
+ * instead, so close(2) alone would leave its coroutine waiting on a closed
+ * descriptor. Each ring counts, per descriptor, its requests queued or in
+ * flight (written by the owner alone, read by anyone), and weft_close() of a
+ * descriptor that some ring may have requests on goes as follows:
+ *   1. It counts those rings and makes one close with a note for each
+ *      (weft__ring_close_new); without memory it fails, closing nothing, and
+ *      a descriptor that is not open gives -EBADF.
+ *   2. It posts the notes to the rings' inboxes (weft__ring_close_post). The
+ *      close holds a reference for the closer and one for each note.
+ *   3. It puts a tombstone in the descriptor's place (weft__ring_close_end):
+ *      dup3() of one process-wide O_PATH descriptor onto the number. That
+ *      drops the table's reference to the file at once, so the file is
+ *      released once the requests in flight are cancelled, while the number
+ *      stays taken. The kernel refuses an O_PATH file to every request
+ *      (fget() skips them), so an entry still queued fails with -EBADF. Then
+ *      it drops its reference.
+ *   4. Each ring's owner, taking its note, marks its requests on the number
+ *      as closed, queues an ASYNC_CANCEL for each by identity, and a NOP
+ *      tagged CLOSE after them. Entries are consumed in order, so when the
+ *      NOP completes everything queued before it has been issued and has
+ *      looked its file up: the ring drops its reference. A request cut short
+ *      after it was marked reports -EBADF.
+ *   5. Whoever drops the last reference closes the number.
+ * The number is thus free again only after step 4 on every ring: at the
+ * owners' next look at their inboxes, a few microseconds later unless a
+ * coroutine computes for long without yielding. A descriptor no ring waits on
+ * is closed with close(2) at once. A call on the descriptor that is still
+ * being made while weft_close() runs, not yet counted, races with it as a
+ * read(2) races with close(2) in another thread.
+ *
+ * SIGPIPE. A write to a pipe or socket whose reader has gone raises SIGPIPE
+ * on the thread that makes it: here the ring's owner, which issues entries
+ * at submission and finishes them in its task work (io-wq threads block
+ * every signal). Workers block SIGPIPE (io/backend.c), so the signal
+ * stays pending on the owner, and reaping a -EPIPE takes it back there.
+ */
+#include "backend.h"
+#include "base/sys.h"
+
+#if WEFT_HAVE_URING
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <liburing.h>
+#include <poll.h>
+
+/* user_data of entries that are not requests; a request's identity (slot and
+ * generation, see above) is at least 1 << 32. */
+#define TAG_IGNORE ((uint64_t)0)   /* link timeouts and cancel requests */
+#define TAG_WAKE   ((uint64_t)1)   /* the eventfd read */
+#define TAG_CLOSE  ((uint64_t)2)   /* a close's NOP: the oldest close on `closing` is done */
+_Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "weft_task.io_req holds an identity");
+
+/* A request and its linked timeout are queued together (ring_sqe). */
+#define RING_ENTRIES_MIN 2u
+
+/* Descriptors below FD_PAGES * FD_PAGE have their requests counted; a ring
+ * may have requests on any other. */
+#define FD_PAGE  4096u
+#define FD_PAGES 256u
+
+/* The file put in place of a descriptor weft_close() closed while rings
+ * still have requests on it: opened once, by the first ring, never closed. */
+static _Atomic int tombstone = -1;
+
+struct cancel_note {
+    struct cancel_note      *next;       /* on an inbox; then, for a close, on `closing` */
+    weft_task               *task;       /* holds a reference; NULL for a close */
+    uint64_t                 user_data;  /* the identity of the request to cancel */
+    struct weft__ring_close *close;      /* or: every request on this descriptor */
+};
+
+/* One weft_close() of a descriptor some rings have requests on: step 1 of
+ * the protocol above makes it, step 5 frees it. */
+struct weft__ring_close {
+    _Atomic unsigned   left;      /* the closer, and each ring that has a note and has not finished */
+    int                fd;        /* the number closed; set before any note is posted */
+    bool               held;      /* the tombstone holds fd: the last reference closes it; set by
+                                   * the closer before it drops its reference */
+    unsigned           notes;     /* note[] has this many */
+    unsigned           posted;    /* of them posted; only the closer */
+    struct cancel_note note[];    /* one for each ring */
+};
+
+/* A request in flight, in the owner's table. */
+struct slot {
+    struct weft__ioreq *q;        /* NULL while free */
+    uint32_t            gen;      /* bumped each time the slot is taken; the identity's high half */
+    uint32_t            next1;    /* while free: the next free slot + 1, or 0 */
+    int                 fd;       /* the descriptor it names, counted in waits; -1: none */
+    bool                closed;   /* a weft_close() cancelled it: -ECANCELED reads -EBADF */
+};
+
+struct weft__ring {
+    struct io_uring     ring;
+    int                 efd;          /* written by wakers */
+    uint64_t            efd_buf;      /* the eventfd read's target */
+    bool                efd_armed;    /* a read of efd is queued */
+    unsigned            queued;       /* entries not yet submitted; the owner */
+    unsigned            inflight;     /* requests and close NOPs whose completion is not reaped; the owner */
+    struct slot        *slots;        /* requests in flight by identity; the owner */
+    uint32_t            nslots;
+    uint32_t            free1;        /* the first free slot + 1, or 0; the owner */
+    struct cancel_note *closing;      /* closes whose NOP is queued, oldest first; the owner */
+    struct cancel_note *closing_tail;
+    pthread_mutex_t     inbox_lock;
+    struct cancel_note *inbox;        /* under inbox_lock */
+    _Atomic uint32_t    inbox_len;    /* a hint, so the owner looks only when needed */
+    /* Requests queued or in flight per descriptor, in pages made on first
+     * use. Only the owner writes; weft_close() reads. `uncounted`: a page
+     * could not be made. */
+    _Atomic(_Atomic uint32_t *) waits[FD_PAGES];
+    _Atomic bool        uncounted;
+};
+
+/* One request in flight: lives in the coroutine's frame until its completion
+ * is reaped. Its identity on the ring is a slot of the ring's table, not its
+ * address (see the top of this file). */
+struct weft__ioreq {
+    struct weft__waiter      wt;
+    int32_t                  res;   /* the completion's result; written before the claim */
+    struct __kernel_timespec ts;    /* the linked timeout's deadline, read at submission */
+};
+
+/* w's ring: this backend's state for w (io/backend.h). Only for a worker on
+ * this backend. */
+static inline struct weft__ring *ring_of(const struct weft__worker *w)
+{
+    return w->io_state;
+}
+
+/* w's ring, or NULL where w is on another backend. */
+static inline struct weft__ring *ring_of_any(const struct weft__worker *w)
+{
+    return w->io == &weft__uring ? w->io_state : NULL;
+}
+
+/* Drops a reference to c; the last closes the number. Any thread. */
+static void close_ref_done(struct weft__ring_close *c)
+{
+    if (atomic_fetch_sub_explicit(&c->left, 1, memory_order_acq_rel) == 1) {   /* the last sees every write to c */
+        if (c->held)
+            weft__sys_close(c->fd);
+        free(c);
+    }
+}
+
+/* The owner: n more (or fewer) requests on fd. */
+static void count_waits(struct weft__ring *r, int fd, int n)
+{
+    if ((unsigned)fd >= FD_PAGE * FD_PAGES)
+        return;   /* none, or beyond the pages: waits_on answers yes for those */
+    _Atomic uint32_t *page = atomic_load_explicit(&r->waits[fd / FD_PAGE], memory_order_relaxed);
+    if (!page) {
+        page = calloc(FD_PAGE, sizeof *page);
+        if (!page) {
+            atomic_store_explicit(&r->uncounted, true, memory_order_relaxed);
+            return;
+        }
+        atomic_store_explicit(&r->waits[fd / FD_PAGE], page, memory_order_release);   /* pairs with waits_on */
+    }
+    _Atomic uint32_t *c = &page[fd % FD_PAGE];
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + (uint32_t)n,
+                          memory_order_relaxed);   /* the owner alone writes it */
+}
+
+/* Any thread: whether r may have requests queued or in flight on fd. */
+static bool waits_on(struct weft__ring *r, int fd)
+{
+    if ((unsigned)fd >= FD_PAGE * FD_PAGES || atomic_load_explicit(&r->uncounted, memory_order_relaxed))
+        return true;
+    _Atomic uint32_t *page = atomic_load_explicit(&r->waits[fd / FD_PAGE], memory_order_acquire);
+    return page && atomic_load_explicit(&page[fd % FD_PAGE], memory_order_relaxed) != 0;
+}
+
+static uint64_t identity(const struct weft__ring *r, const struct slot *s)
+{
+    return (uint64_t)s->gen << 32 | (uint64_t)(s - r->slots);
+}
+
+/* The owner: a free slot for q, on fd, and its identity; 0 without memory. */
+static uint64_t take_slot(struct weft__ring *r, struct weft__ioreq *q, int fd)
+{
+    if (!r->free1) {
+        uint32_t n = r->nslots ? r->nslots * 2 : 64;
+        struct slot *grown = n > r->nslots ? realloc(r->slots, n * sizeof *grown) : NULL;
+        if (!grown)
+            return 0;
+        for (uint32_t i = r->nslots; i < n; i++)
+            grown[i] = (struct slot){ .next1 = i + 1 < n ? i + 2 : 0, .fd = -1 };
+        r->free1 = r->nslots + 1;
+        r->slots = grown;
+        r->nslots = n;
+    }
+    struct slot *s = &r->slots[r->free1 - 1];
+    r->free1 = s->next1;
+    if (++s->gen == 0)
+        s->gen = 1;
+    s->q = q;
+    s->fd = fd;
+    s->closed = false;
+    return identity(r, s);
+}
+
+/* The owner: the slot of the request a completion names. */
+static struct slot *slot_of(struct weft__ring *r, uint64_t id)
+{
+    uint32_t i = (uint32_t)id;
+    weft__check(i < r->nslots && r->slots[i].q && r->slots[i].gen == (uint32_t)(id >> 32),
+                "an io_uring completion names no request in flight on its ring");
+    return &r->slots[i];
+}
+
+static void put_slot(struct weft__ring *r, struct slot *s)
+{
+    s->q = NULL;
+    s->fd = -1;
+    s->next1 = r->free1;
+    r->free1 = (uint32_t)(s - r->slots) + 1;
+}
+
+/* Opens the tombstone if no ring has yet. Returns 0 or a negative errno. */
+static int tombstone_open(void)
+{
+    if (atomic_load_explicit(&tombstone, memory_order_acquire) >= 0)   /* pairs with the exchange */
+        return 0;
+    int fd = weft__sys_open("/", O_PATH | O_CLOEXEC, 0);
+    if (fd < 0)
+        return fd;
+    int none = -1;
+    if (!atomic_compare_exchange_strong_explicit(&tombstone, &none, fd, memory_order_acq_rel,
+                                                 memory_order_acquire))
+        weft__sys_close(fd);   /* another ring's came first */
+    return 0;
+}
+
+static int ring_create(void **out, unsigned entries)
+{
+    int err = tombstone_open();   /* now, not when weft_close() needs it and descriptors may have run out */
+    if (err)
+        return err;
+    if (entries < RING_ENTRIES_MIN)
+        entries = RING_ENTRIES_MIN;
+    struct weft__ring *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        0,
+    };
+    err = -EINVAL;
+    for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        p.flags = flag_sets[i] | IORING_SETUP_R_DISABLED;
+        err = io_uring_queue_init_params(entries, &r->ring, &p);
+        if (err != -EINVAL)
+            break;   /* -EINVAL: flags this kernel does not know; anything else is final */
+    }
+    if (!err && (err = io_uring_ring_dontfork(&r->ring)) != 0)
+        io_uring_queue_exit(&r->ring);   /* a child of fork() must not map the rings (core/runtime.c, fork) */
+    if (err) {
+        free(r);
+        return err;
+    }
+    r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (r->efd < 0) {
+        err = -errno;
+        io_uring_queue_exit(&r->ring);
+        free(r);
+        return err;
+    }
+    pthread_mutex_init(&r->inbox_lock, NULL);
+    *out = r;
+    return 0;
+}
+
+static void ring_destroy(void *state)
+{
+    struct weft__ring *r = state;
+    if (!r)
+        return;
+    /* Gone with the ring, entries still queued never look their numbers up:
+     * the closes waiting for this ring are done with it. */
+    io_uring_queue_exit(&r->ring);
+    for (struct cancel_note *n = r->inbox, *next; n; n = next) {
+        next = n->next;
+        if (n->close) {
+            close_ref_done(n->close);   /* the note is the close's */
+        } else {
+            weft__task_release(n->task);
+            free(n);
+        }
+    }
+    for (struct cancel_note *n = r->closing, *next; n; n = next) {
+        next = n->next;
+        close_ref_done(n->close);
+    }
+    for (unsigned i = 0; i < FD_PAGES; i++)
+        free((void *)atomic_load_explicit(&r->waits[i], memory_order_relaxed));
+    free(r->slots);
+    weft__sys_close(r->efd);
+    pthread_mutex_destroy(&r->inbox_lock);
+    free(r);
+}
+
+/* Enables w's ring on w's thread, which becomes its only submitter. */
+static int ring_start(struct weft__worker *w)
+{
+    struct weft__ring *r = ring_of(w);
+    /* The system call itself: Debian's liburing 2.3 declares
+     * io_uring_enable_rings() but does not export it. */
+    long e = syscall(__NR_io_uring_register, r->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+    return e < 0 ? -errno : 0;
+}
+
+/* An entry to fill, with room for `room` - 1 more after it (submitting what
+ * is queued to make room). The owner. */
+static struct io_uring_sqe *get_sqe_room(struct weft__ring *r, unsigned room)
+{
+    while (io_uring_sq_space_left(&r->ring) < room) {
+        if (io_uring_submit(&r->ring) >= 0)
+            r->queued = 0;
+    }
+    r->queued++;
+    return io_uring_get_sqe(&r->ring);
+}
+
+static struct io_uring_sqe *get_sqe(struct weft__ring *r)
+{
+    return get_sqe_room(r, 1);
+}
+
+static void arm_wake_read(struct weft__ring *r)
+{
+    if (r->efd_armed)
+        return;
+    struct io_uring_sqe *sqe = get_sqe(r);
+    io_uring_prep_read(sqe, r->efd, &r->efd_buf, sizeof r->efd_buf, 0);
+    io_uring_sqe_set_data64(sqe, TAG_WAKE);
+    r->efd_armed = true;
+}
+
+/* Step 4 of the close protocol for the note n. The owner. */
+static void cancel_closed(struct weft__ring *r, struct cancel_note *n)
+{
+    int fd = n->close->fd;
+    for (uint32_t i = 0; i < r->nslots; i++) {
+        struct slot *s = &r->slots[i];
+        if (!s->q || s->fd != fd || s->closed)
+            continue;
+        s->closed = true;
+        struct io_uring_sqe *sqe = get_sqe(r);
+        io_uring_prep_cancel64(sqe, identity(r, s), 0);
+        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+    }
+    struct io_uring_sqe *sqe = get_sqe(r);
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, TAG_CLOSE);
+    r->inflight++;
+    n->next = NULL;
+    if (r->closing_tail)
+        r->closing_tail->next = n;
+    else
+        r->closing = n;
+    r->closing_tail = n;
+}
+
+/* A close's NOP completed. Whichever it was, every entry queued before the
+ * oldest close's NOP has been issued, so that close is done here. The owner. */
+static void close_finished(struct weft__ring *r)
+{
+    struct cancel_note *n = r->closing;
+    weft__check(n != NULL, "a close's NOP completed on a ring with no close pending");
+    r->closing = n->next;
+    if (!r->closing)
+        r->closing_tail = NULL;
+    close_ref_done(n->close);   /* may free n, which is the close's */
+}
+
+/* Queues the cancels the notes in the inbox ask for. The owner. */
+static void take_inbox(struct weft__ring *r)
+{
+    pthread_mutex_lock(&r->inbox_lock);
+    struct cancel_note *n = r->inbox;
+    r->inbox = NULL;
+    atomic_store_explicit(&r->inbox_len, 0, memory_order_relaxed);   /* under inbox_lock */
+    pthread_mutex_unlock(&r->inbox_lock);
+    while (n) {
+        struct cancel_note *next = n->next;
+        if (n->close) {
+            cancel_closed(r, n);
+            n = next;
+            continue;
+        }
+        /* Identities are unique: a task whose io_req still holds this one
+         * still waits for that very request. */
+        if (atomic_load_explicit(&n->task->io_req, memory_order_relaxed) == n->user_data) {
+            struct io_uring_sqe *sqe = get_sqe(r);
+            io_uring_prep_cancel64(sqe, n->user_data, 0);
+            io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+        }
+        weft__task_release(n->task);
+        free(n);
+        n = next;
+    }
+}
+
+/* Claims the waiters of the completions in the queue. The owner. */
+static bool reap(struct weft__ring *r)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    bool woke = false;
+    io_uring_for_each_cqe(&r->ring, head, cqe) {
+        seen++;
+        uint64_t tag = io_uring_cqe_get_data64(cqe);
+        /* LIBURING_UDATA_TIMEOUT: the timeout liburing queues itself for a
+         * timed wait on kernels without IORING_FEAT_EXT_ARG (before 5.11). */
+        if (tag == TAG_IGNORE || tag == LIBURING_UDATA_TIMEOUT)
+            continue;
+        if (tag == TAG_WAKE) {
+            r->efd_armed = false;
+            continue;
+        }
+        r->inflight--;
+        if (tag == TAG_CLOSE) {
+            close_finished(r);
+            continue;
+        }
+        struct slot *s = slot_of(r, tag);
+        struct weft__ioreq *q = s->q;
+        int32_t res = cqe->res;
+        if (res == -ECANCELED && s->closed)
+            res = -EBADF;
+        else if (WEFT__UNLIKELY(res == -EPIPE))
+            weft__sigpipe_take();   /* raised on this thread, which issued the write */
+        q->res = res;
+        count_waits(r, s->fd, -1);
+        put_slot(r, s);
+        weft__wake(&q->wt, 1);   /* the coroutine becomes runnable here */
+        woke = true;
+    }
+    io_uring_cq_advance(&r->ring, seen);
+    return woke;
+}
+
+/*
+ * Whether completions wait in the kernel for us to enter it: deferred task
+ * work (DEFER_TASKRUN runs it only when we ask for events) or an overflowed
+ * completion queue. With TASKRUN_FLAG the kernel says so in the SQ ring's
+ * flags, and a worker that polls often (every search round, every fairness
+ * tick) need not make a system call to learn that nothing is there. A flag
+ * set just after we look is seen at the next poll, and sleeping always
+ * enters the kernel.
+ */
+static bool kernel_has_completions(const struct weft__ring *r)
+{
+    return !(r->ring.flags & IORING_SETUP_TASKRUN_FLAG) ||
+           (IO_URING_READ_ONCE(*r->ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW));
+}
+
+static bool ring_poll(struct weft__worker *w)
+{
+    struct weft__ring *r = ring_of(w);
+    if (WEFT__UNLIKELY(atomic_load_explicit(&r->inbox_len, memory_order_relaxed)))
+        take_inbox(r);
+    if (!r->queued && !r->inflight)
+        return false;
+    if (r->queued || (!io_uring_cq_ready(&r->ring) && kernel_has_completions(r))) {
+        if (io_uring_submit_and_get_events(&r->ring) >= 0)
+            r->queued = 0;
+    }
+    return reap(r);
+}
+
+static bool ring_busy(struct weft__worker *w)
+{
+    struct weft__ring *r = ring_of(w);
+    return r->inflight || r->queued || atomic_load_explicit(&r->inbox_len, memory_order_relaxed);
+}
+
+static bool ring_sleep(struct weft__worker *w, uint64_t until)
+{
+    struct weft__ring *r = ring_of(w);
+    if (atomic_load_explicit(&r->inbox_len, memory_order_relaxed))
+        take_inbox(r);
+    arm_wake_read(r);
+    /* Valgrind (3.19) keeps its one big lock across io_uring_enter, so a
+     * worker asleep in it would stop every other thread, the one that would
+     * wake it included: there it sleeps a millisecond at a time. */
+    uint64_t limit = weft__on_valgrind() ? 1000000u : UINT64_MAX;
+    if (until != UINT64_MAX) {
+        uint64_t now = weft_now();
+        uint64_t left = until > now ? until - now : 0;
+        if (left < limit)
+            limit = left;
+    }
+    int e;
+    if (limit == UINT64_MAX) {
+        e = io_uring_submit_and_wait(&r->ring, 1);
+    } else {
+        struct __kernel_timespec ts = {
+            .tv_sec = (long long)(limit / 1000000000u),
+            .tv_nsec = (long long)(limit % 1000000000u),
+        };
+        struct io_uring_cqe *cqe;
+        e = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
+    }
+    if (e >= 0 || e == -ETIME)
+        r->queued = 0;   /* submitted, whether or not a completion came */
+    return reap(r);
+}
+
+/* Any thread: wakes r's owner from ring_sleep. */
+static void kick(struct weft__ring *r)
+{
+    uint64_t one = 1;
+    while (weft__sys_write(r->efd, &one, sizeof one) == -EINTR)
+        ;
+}
+
+static void ring_kick(struct weft__worker *w)
+{
+    kick(ring_of(w));
+}
+
+/* Any thread: hands n to r's owner, waking it if it sleeps. */
+static void post_note(struct weft__ring *r, struct cancel_note *n)
+{
+    pthread_mutex_lock(&r->inbox_lock);
+    n->next = r->inbox;
+    r->inbox = n;
+    atomic_store_explicit(&r->inbox_len, 1, memory_order_relaxed);   /* under inbox_lock */
+    pthread_mutex_unlock(&r->inbox_lock);
+    kick(r);   /* a sleeping owner wakes; a busy one sees the hint */
+}
+
+/* A coroutine on w: an entry to fill, then ring_call() at once. */
+static struct io_uring_sqe *ring_sqe(struct weft__worker *w)
+{
+    /* Room for the request and its linked timeout, so that taking the second
+     * entry never submits the first alone, cut from its link. */
+    return get_sqe_room(ring_of(w), 2);
+}
+
+/*
+ * The request gets a slot and its identity, is counted on its descriptor,
+ * and waits for its completion, which reap() turns into -EBADF where a
+ * weft_close() cut it short. Of the -ECANCELED that remain, those of a
+ * cancelled task are -ECANCELED and those past the caller's deadline, which
+ * the linked timeout cut short, -ETIMEDOUT; any other is the kernel's own,
+ * passed on as it is.
+ */
+static int32_t ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q)
+{
+    struct weft__ring *r = ring_of(w);
+    weft_task *t = w->current;
+    int fd = sqe->flags & IOSQE_FIXED_FILE ? -1 : sqe->fd;
+    uint64_t id = take_slot(r, q, fd);
+    if (WEFT__UNLIKELY(!id)) {
+        io_uring_prep_nop(sqe);   /* already queued: turn it into nothing */
+        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+        return -ENOMEM;
+    }
+    q->wt = (struct weft__waiter){ .task = t };
+    io_uring_sqe_set_data64(sqe, id);
+    count_waits(r, fd, 1);
+
+    /* Published before the cancelled flag is read; weft_cancel sets the flag
+     * before it reads these (a store-load pair on each side, seq_cst). */
+    atomic_store_explicit(&t->io_owner, w, memory_order_relaxed);
+    atomic_store_explicit(&t->io_req, (uintptr_t)id, memory_order_seq_cst);
+    bool cancelled = atomic_load_explicit(&t->cancelled, memory_order_seq_cst);
+    if (cancelled) {
+        io_uring_prep_nop(sqe);   /* already queued: turn it into nothing */
+        io_uring_sqe_set_data64(sqe, id);
+    } else if (t->deadline) {
+        /* In q, which lives until the completion is reaped: the kernel reads
+         * it whenever the batch is submitted. */
+        q->ts = (struct __kernel_timespec){
+            .tv_sec = (long long)(t->deadline / 1000000000u),
+            .tv_nsec = (long long)(t->deadline % 1000000000u),
+        };
+        sqe->flags |= IOSQE_IO_LINK;
+        struct io_uring_sqe *lt = get_sqe(r);   /* ring_sqe left room: never submits */
+        io_uring_prep_link_timeout(lt, &q->ts, IORING_TIMEOUT_ABS);
+        io_uring_sqe_set_data64(lt, TAG_IGNORE);
+    }
+    r->inflight++;
+    weft__wait_nointr(&q->wt);
+    atomic_store_explicit(&t->io_req, 0, memory_order_relaxed);
+    if (cancelled)
+        return -ECANCELED;
+    if (q->res != -ECANCELED || atomic_load_explicit(&t->cancelled, memory_order_relaxed))
+        return q->res;
+    return t->deadline && weft_now() >= t->deadline ? -ETIMEDOUT : -ECANCELED;
+}
+
+/* ---- weft_close(): the protocol in the comment at the top ---------------------- */
+
+unsigned weft__ring_close_count(weft_rt *rt, int fd)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        struct weft__ring *r = ring_of_any(rt->workers[i]);
+        n += r && waits_on(r, fd);
+    }
+    return n;
+}
+
+int weft__ring_close_new(struct weft__ring_close **out, int fd, unsigned rings)
+{
+    int e = weft__sys_fcntl(fd, F_GETFD, 0);
+    if (e < 0)
+        return e;   /* not open: nothing to close, and no number to hold */
+    struct weft__ring_close *c = calloc(1, sizeof *c + rings * sizeof c->note[0]);
+    if (!c)
+        return -ENOMEM;
+    atomic_init(&c->left, 1);   /* the closer's, dropped by weft__ring_close_end */
+    c->fd = fd;
+    c->notes = rings;
+    *out = c;
+    return 0;
+}
+
+void weft__ring_close_post(weft_rt *rt, struct weft__ring_close *c)
+{
+    for (unsigned i = 0; i < rt->nworkers && c->posted < c->notes; i++) {
+        struct weft__ring *r = ring_of_any(rt->workers[i]);
+        if (!r || !waits_on(r, c->fd))
+            continue;   /* a ring counted by weft__ring_close_count whose requests ended since */
+        struct cancel_note *n = &c->note[c->posted++];
+        n->close = c;
+        atomic_fetch_add_explicit(&c->left, 1, memory_order_relaxed);   /* post_note's lock publishes it */
+        post_note(r, n);
+    }
+}
+
+int weft__ring_close_end(struct weft__ring_close *c)
+{
+    int err = 0;
+    int tomb = atomic_load_explicit(&tombstone, memory_order_acquire);   /* opened before any ring */
+    c->held = c->posted && weft__sys_dup3(tomb, c->fd, O_CLOEXEC) == c->fd;   /* before our reference goes */
+    if (!c->held) {
+        /* No ring waits on it any more, or (the tombstone closed behind our
+         * back) the number cannot be held: close it now. The rings still
+         * cancel their requests on it. */
+        err = weft__sys_close(c->fd);
+        if (err == -EINTR)
+            err = 0;
+    }
+    /* With the tombstone in place, the file's flush ran in dup3(), which
+     * does not report its error, where close(2) would have (only file
+     * systems like NFS report write-back errors there). */
+    close_ref_done(c);
+    return err;
+}
+
+int weft__ring_cancel(weft_task *t)
+{
+    uintptr_t req = atomic_load_explicit(&t->io_req, memory_order_seq_cst);   /* after the flag: see ring_call */
+    if (!req)
+        return 0;
+    struct weft__worker *owner = atomic_load_explicit(&t->io_owner, memory_order_relaxed);
+    struct cancel_note *n = malloc(sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);   /* the caller holds the handle */
+    *n = (struct cancel_note){ .task = t, .user_data = req };
+    post_note(ring_of(owner), n);
+    return 0;
+}
+
+/* Tells Valgrind that the kernel wrote n bytes at buf. */
+static void mark_read(void *buf, ssize_t n)
+{
+    if (n > 0)
+        weft__vg_mark_defined(buf, (size_t)n);
+}
+
+/* ---- the calls (the backend's `call`) ---------------------------------------------- */
+
+/* One request on the ring of the coroutine's worker w. */
+static ssize_t ring_once(struct weft__worker *w, const struct weft__io_op *a)
+{
+    struct io_uring_sqe *sqe = ring_sqe(w);
+    switch (a->kind) {
+    case WEFT__IO_READ:    io_uring_prep_read(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)-1); break;
+    case WEFT__IO_WRITE:   io_uring_prep_write(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)-1); break;
+    case WEFT__IO_RECV:    io_uring_prep_recv(sqe, a->fd, a->buf, a->len, a->flags); break;
+    case WEFT__IO_SEND:    io_uring_prep_send(sqe, a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
+    case WEFT__IO_ACCEPT:  io_uring_prep_accept(sqe, a->fd, a->addr, a->addrlen, a->flags); break;
+    case WEFT__IO_CONNECT: io_uring_prep_connect(sqe, a->fd, a->addr, a->alen); break;
+    case WEFT__IO_PREAD:   io_uring_prep_read(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)a->off); break;
+    case WEFT__IO_PWRITE:  io_uring_prep_write(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)a->off); break;
+    case WEFT__IO_OPEN:    io_uring_prep_openat(sqe, AT_FDCWD, a->path, a->flags, a->mode); break;
+    case WEFT__IO_FSYNC:   io_uring_prep_fsync(sqe, a->fd, 0); break;
+    default:         io_uring_prep_poll_add(sqe, a->fd, (unsigned)a->flags); break;
+    }
+    struct weft__ioreq q;
+    ssize_t r = ring_call(w, sqe, &q);
+    if (a->kind == WEFT__IO_READ || a->kind == WEFT__IO_RECV || a->kind == WEFT__IO_PREAD)
+        mark_read(a->buf, r);
+    else if (a->kind == WEFT__IO_ACCEPT && r >= 0 && a->addrlen)
+        mark_read(a->addr, *a->addrlen);
+    return r;
+}
+
+static ssize_t ring_io(struct weft__worker *w, const struct weft__io_op *a)
+{
+    /* The ring takes at most UINT_MAX bytes a request; POSIX allows short IO. */
+    struct weft__io_op c = *a;
+    if (c.len > 0x7ffff000)
+        c.len = 0x7ffff000;
+    for (;;) {
+        ssize_t r = ring_once(w, &c);
+        if (r == -EINTR)
+            continue;
+        if (r != -EAGAIN || c.kind == WEFT__IO_POLL || weft__io_asks_not_to_wait(&c))
+            return r;
+        /* An O_NONBLOCK descriptor: wait until it is ready, then retry. */
+        struct weft__io_op p = { .kind = WEFT__IO_POLL, .fd = c.fd,
+                                 .flags = weft__io_writes(&c) ? POLLOUT : POLLIN };
+        w = weft__worker_self();
+        r = ring_once(w, &p);
+        if (r < 0)
+            return r;
+        w = weft__worker_self();   /* the coroutine may have moved */
+    }
+}
+static ssize_t ring_op(struct weft__worker *w, const struct weft__io_op *a)
+{
+    ssize_t r;
+    switch (a->kind) {
+    case WEFT__IO_CONNECT:
+        r = ring_io(w, a);
+        if (r != -EINPROGRESS && r != -EALREADY)
+            return r;
+        /* A non-blocking socket: the attempt goes on; wait for its outcome. */
+        r = ring_io(w, &(struct weft__io_op){ .kind = WEFT__IO_POLL, .fd = a->fd, .flags = POLLOUT });
+        return r < 0 ? r : WEFT__IO_CONNECTED_LATER;
+    case WEFT__IO_PREAD:
+    case WEFT__IO_PWRITE:
+        /* The ring reads and writes a file without positions (a pipe, a
+         * socket, a terminal) as a stream, whatever the offset, where
+         * pread(2) refuses with ESPIPE; lseek refuses those files alike. */
+        if (lseek(a->fd, 0, SEEK_CUR) < 0)
+            return -errno;
+        return ring_io(w, a);
+    default:
+        return ring_io(w, a);
+    }
+}
+
+const struct weft__backend weft__uring = {
+    .name    = "io_uring",
+    .create  = ring_create,
+    .start   = ring_start,
+    .destroy = ring_destroy,
+    .poll    = ring_poll,
+    .busy    = ring_busy,
+    .sleep   = ring_sleep,
+    .kick    = ring_kick,
+    .call    = ring_op,
+};
+
+#endif /* WEFT_HAVE_URING */
