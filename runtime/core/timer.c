@@ -31,6 +31,8 @@
  */
 #include "timer.h"
 
+#include "base/sys.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
@@ -175,7 +177,7 @@ static int plain_sleep(uint64_t when)
         .tv_sec = (time_t)(when / 1000000000u),
         .tv_nsec = (long)(when % 1000000000u),
     };
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &abs, NULL) == EINTR)
+    while (weft__sys_clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &abs, NULL) == -EINTR)
         ;
     return 0;
 }

@@ -51,6 +51,7 @@
  * blocked in poll(2).
  */
 #include "backend.h"
+#include "fdtab.h"
 #include "base/sys.h"
 
 #include <errno.h>
@@ -502,14 +503,18 @@ static void set_kick(struct weft__worker *w)
 
 /* ---- the calls (the backend's `call`) ---------------------------------------------- */
 
-/* A pipe or terminal: made O_NONBLOCK, and left so. */
+/* A pipe or terminal: made O_NONBLOCK, and left so. The flag is recorded as
+ * weft's, not the owner's, before it is set (io/fdtab.c). */
 static int make_nonblocking(int fd)
 {
     int fl = weft__sys_fcntl(fd, F_GETFL, 0);
-    if (fl < 0)
+    if (fl < 0 || (fl & O_NONBLOCK))
+        return fl < 0 ? fl : 0;
+    weft__fd_weft_nonblock(fd, true);
+    if ((fl = weft__sys_fcntl(fd, F_SETFL, fl | O_NONBLOCK)) < 0) {
+        weft__fd_weft_nonblock(fd, false);
         return fl;
-    if (!(fl & O_NONBLOCK) && (fl = weft__sys_fcntl(fd, F_SETFL, fl | O_NONBLOCK)) < 0)
-        return fl;
+    }
     return 0;
 }
 

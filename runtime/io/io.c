@@ -11,6 +11,7 @@
  * -ECANCELED with nothing transferred.
  */
 #include "backend.h"
+#include "fdtab.h"
 
 #include "base/lock.h"
 #include "base/sys.h"
@@ -780,5 +781,6 @@ int weft_close(int fd)
 {
     if (fd < 0)
         return -EBADF;
+    weft__hook_fd_forget(fd);   /* the number's next file starts afresh (io/fdtab.c) */
     return weft__io_close(fd);   /* io/backend.c: every backend lets go of fd first */
 }
