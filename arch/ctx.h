@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The machine context of a coroutine and the one routine that switches between
  * two of them. This is the one place that picks the architecture: each

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * chan: channel throughput. weft: weft_chan between coroutines, buffered
  * (capacity 128) and unbuffered; pthreads: threads on a bounded queue of one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The workloads of weft-bench, in the order `weft-bench all` runs them. Each
  * entry names a workload, whose code is bench/NAME.c with its entry point

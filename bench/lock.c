@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * lock: a contended lock. K tasks each take one lock L times; inside, a
  * counter goes up and a few steps of the compute kernel run on shared state.

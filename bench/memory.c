@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * memory: what a blocked task costs in memory. weft: N coroutines in a
  * chain, each blocked in weft_join of the next, default stacks (256 KiB

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * mixed: the case weft is made for. Thousands of tasks wait on IO, each
  * blocked reading its own pipe, while one task per worker computes without

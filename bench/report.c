@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * weft-bench's report: statistics over runs, the result rows, the table on
  * stdout, the CSV files and the SVG charts (drawn here, no plotting tool

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * scale: how weft keeps up as workers are added, for a machine with many
  * cores. At 1, 2, 4, 8 and 16 workers (those up to the CPUs present, and the

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The scaling benchmark in one command, for a machine with many cores:
 # builds weft-bench (release) and, when go is installed, Go's skynet and
 # chan programs (bench/compare/go), then runs `weft-bench scale`: skynet,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * scaling: a compute-bound fork-join job on 1, 2, ... N workers, and its
  * speed-up over 1 worker. weft: a recursive spawn/join tree over the leaves;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * server: a loopback TCP echo server, the same request/response server
  * written with weft coroutines, as a hand-written epoll loop per core and with

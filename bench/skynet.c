@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * skynet: a tree of tasks, fan-out 10, whose leaves return their numbers and
  * whose inner nodes sum their children's (the benchmark's usual shape; Go's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * spawn: start a task that does nothing and wait for it to finish. weft
  * spawns N coroutines and then joins them all, in a fresh runtime and then

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * switch: hand a token between two tasks, the cost of one hand-over. weft:
  * weft_yield between two coroutines on one worker, and a token sent back and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * timers: how late sleepers wake. weft: many coroutines each in weft_sleep;
  * pthreads: threads in clock_nanosleep to an absolute deadline. Beside them,

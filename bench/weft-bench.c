@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * weft-bench: the same workloads run with weft coroutines and with plain
  * pthreads, side by side. This file is the driver: the options and sizes,

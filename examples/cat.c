@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cat: copies files, or standard input, to standard output. Each input is
  * read by its own coroutine, all of them at once, while the first coroutine

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A TCP echo server: one coroutine per connection, each written as plain
  * blocking code. A connection that waits for its client suspends only its own

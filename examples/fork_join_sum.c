@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A recursive fork-join sum over an array, on 1 worker and then on every CPU,
  * to show the multicore speed-up. The sum is computed first by a plain loop,
  * printed as the expected one, and each run's sum is checked against it.

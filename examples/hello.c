@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Many coroutines: each greets, yields once, and returns its number; the
  * first coroutine adds them up and checks the sum.
  *

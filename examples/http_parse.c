@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The HTTP example's request-head parser: see http_parse.h. */
 #include "http_parse.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The request-head parser of the HTTP example (http_server.c), in a unit of
  * its own so that the fuzz target (tests/fuzz/fuzz_http.c) runs the very code

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A small HTTP/1.1 server: one coroutine per connection, keep-alive,
  * pipelining, and GET / answered with a fixed body. Anything it cannot parse

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A three-stage pipeline over buffered channels, on every core:
  *   generate 1..N  ->  square (one coroutine per worker)  ->  sum

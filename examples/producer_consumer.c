@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A producer coroutine bakes five buns and puts each on an unbuffered
  * channel; two consumer coroutines take them as they come and eat them. The

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A UDP echo server: datagrams, with weft_recvfrom and weft_sendto. A few
  * coroutines receive on one socket at once (each datagram goes to one of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The hooked descriptor management: close, dup, dup2, dup3, fcntl, ioctl,
  * socket, socketpair, pipe, pipe2, open, openat, fsync and fdatasync.

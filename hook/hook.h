@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libweft-hook's internals: the table of the C library's own functions, and
  * what the interposers of each file share.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The hooked data transfers: read, write, readv, writev, pread, pwrite, recv,
  * send, recvfrom, sendto, recvmsg, sendmsg, accept, accept4 and connect.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The hooked waits for readiness: poll, ppoll, select, epoll_wait and
  * epoll_pwait.

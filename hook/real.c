@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The table of the C library's own functions, behind the interposers, and
  * what the interposers of every file share: the wait of a hooked call, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The hooked name lookups: getaddrinfo, getnameinfo, gethostbyname and
  * gethostbyname_r.

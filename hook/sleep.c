@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The hooked sleeps and yield: sleep, usleep, nanosleep, clock_nanosleep and
  * sched_yield.

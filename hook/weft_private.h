@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The entry points libweft exports for libweft-hook, and for nothing else.
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Usage: check_backtrace.sh GDB HELLO
 # Stops inside a coroutine and checks that the backtrace ends cleanly at the
 # coroutine's entry, with no "Backtrace stopped" complaint.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Usage: check_dlopen LIBWEFT.so
  * A program that was linked without weft loads the shared library with

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Usage: check_elf.sh LIBWEFT.so EXECUTABLE ARCH SWITCH_OBJECT
 # Checks what the linker and the assembler were asked to promise.
 set -u

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Usage: check_gdb_helper.sh GDB_TARGET WEFT_PY
 # The gdb helper (share/weft/gdb/weft.py) on a live process (gdb -p) and on a
 # core file of it: `info weft` lists the two waiting coroutines with their

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the test suites. */
 #ifndef WEFT_TEST_COMMON_H
 #define WEFT_TEST_COMMON_H

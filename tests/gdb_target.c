@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The program tests/check_gdb_helper.sh looks at with gdb: a runtime whose
  * coroutines wait in known places, named, each a frame below its entry. It
  * prints "ready" once they all wait, then waits until it is killed. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A soak test, run outside CI by scripts/soak: for a given time, coroutines
  * pass numbered messages through channels (buffered, unbuffered, and a pair

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Channels and select: delivery exactly once and in order, close and destroy
  * while others wait, plain threads meeting coroutines, and fair selection. */
 #include "common.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The context switch: what a coroutine's registers and FP state look like
  * across switches. */
 #include "common.h"

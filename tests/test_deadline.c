@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Deadlines and cancellation: every blocking call gives up with -ETIMEDOUT at
  * the caller's deadline, or -ECANCELED once the caller was cancelled, and
  * leaves the object it waited on as if it had not been called. */

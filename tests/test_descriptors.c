@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The hostile descriptor suite: descriptors closed and their numbers given to
  * new files while requests on them are queued or in flight, huge and negative
  * descriptor numbers, writes to peers that have gone, positioned IO on pipes

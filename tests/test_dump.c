@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Seeing inside a running weft: weft_dump, weft_set_name, the dump signal,
  * fatal messages that name the coroutine, and weft_stats_get. */
 #define _GNU_SOURCE   /* memfd_create */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Bad input and misuse: each gets a clear negative errno, and the runtime goes
  * on working afterwards. */
 #include "common.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fault injection: every call weft makes that can fail for want of a
  * resource (memory, address space, a thread, a descriptor, a ring) is made to

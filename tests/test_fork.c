@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fork() from a coroutine. A coroutine forks while others of its runtime
  * serve echo traffic over loopback TCP. Whatever the child does, the parent's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Hostile use of the public API: arguments at and past every limit (sizes
  * near SIZE_MAX, lengths over INT_MAX, negative and huge descriptors, NULL

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Descriptor IO: a coroutine waiting on a pipe or socket suspends only
  * itself, and the calls report failures as negative errno values. */
 #define _GNU_SOURCE

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The IO calls beyond read and write: vectored IO, datagrams, ancillary
  * data, sendfile, signals, children and name lookup. Each suspends only the
  * calling coroutine, on both backends, and honours deadlines, cancellation

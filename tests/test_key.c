@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Coroutine-local storage: each coroutine has its own value of a key, which
  * follows it between workers; destructors run when it ends, as pthread's run
  * when a thread ends; a plain thread has values of its own. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* weft_offload: a blocking call runs on a helper thread while the caller's
  * worker runs other coroutines, the helpers stay bounded, and a call that gives
  * up before its function started leaves nothing behind. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Pinning: a pinned coroutine stays on its worker thread, whatever wakes it,
  * until it unpins; thieves never take it. */
 #define _GNU_SOURCE

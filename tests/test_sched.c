@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The scheduler: spawning, joining, stealing, parking, migrating. */
 #define _GNU_SOURCE
 #include "common.h"

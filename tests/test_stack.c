@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Stacks: their size, their guard, and many of them at once. */
 #define _GNU_SOURCE   /* usleep */
 #include "common.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A coroutine that holds its worker in a call weft cannot see (a raw system
  * call, a long computation) holds up nobody else: what was queued on, woken
  * on, or waiting for IO on that worker runs elsewhere within milliseconds;

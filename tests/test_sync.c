@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Mutexes, conditions, wait groups and semaphores: exclusion and counts under
  * many coroutines, ownership, and plain threads meeting coroutines. */
 #include "common.h"

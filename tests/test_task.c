@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A task's handle: what it names, what join and detach hand back, and where
  * they may be called from. */
 #include "common.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Timers: weft_sleep() suspends only its coroutine, and wakes it at or after
  * its deadline. Outcomes only: lateness is measured in bench/. */
 #define _GNU_SOURCE   /* usleep */

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Builds and runs the Go and Boost reference programs, if go and g++ with
 # Boost.Context are installed. Not part of the CMake build or CI; weft does not
 # depend on either. Usage: bench/compare/run.sh [RUNS]  (default 5 runs each)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libweft-hook: the C library's blocking calls, made from coroutines, suspend
  * only the coroutine, and keep every POSIX corner of the call.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libweft-hook with real, unmodified libraries: the blocking hiredis client
  * against a redis-server, and libcurl's easy API against an HTTP server,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The basics that are functions (base/base.h): the panic, the clock, and the
  * word that stands in for fences under ThreadSanitizer.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The basics every file of the runtime shares, and nothing else: visibility,
  * the invariant check and the misuse report, the spin hint, the full fence,

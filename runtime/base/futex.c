@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The futex calls (base/futex.h). A wait with a limit uses
  * FUTEX_WAIT_BITSET, whose timeout is absolute on CLOCK_MONOTONIC, the clock

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The futex, the one way weft puts a kernel thread to sleep on a word: a
  * parked worker, a plain thread waiting for a coroutine, the wait-list lock,

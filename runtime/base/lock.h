@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The small lock that guards each object's wait lists (sync/), and a few
  * other short critical sections (io/io.c's flag toggles). It is a

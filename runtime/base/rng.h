@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * xorshift64 (Marsaglia), the one pseudo-random generator of the runtime: a
  * searching worker's choice of victim, WEFT_SCHED_RANDOM's coin, a select's

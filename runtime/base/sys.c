@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The raw system calls that are functions rather than inlines (base/sys.h):
  * fcntl, which tests/test_faults.c wraps at link time to make it fail, and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Raw system calls, for every libc function that a libc interposition
  * library (a hook that makes blocking calls of the program cooperative) would

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The core's nouns and entry points: the task, the worker, the runtime, the
  * waiter, and what the rest of the runtime (io/, sync/) may call of the

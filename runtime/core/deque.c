@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Chase-Lev deque, see deque.h. The comments at each atomic name what it pairs
  * with; "the Dekker pair" is the owner's take (store bottom, then read top)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A worker's run queue: a bounded Chase-Lev work-stealing deque.
  *

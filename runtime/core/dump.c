@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * weft_dump: a report of every coroutine of the process, taken while the
  * workers run; the names coroutines give themselves; the signal that asks for

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Coroutine-local storage: weft_key_create, weft_setspecific and their kin,
  * pthread's thread-specific data for coroutines.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The monitor: one thread per runtime that notices a worker held by one
  * coroutine in code weft cannot see (a long computation, a blocking system

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The global queue: a runtime's tasks that no worker's deque holds, spawned
  * from plain threads or overflowed from a deque. Overflow goes there in

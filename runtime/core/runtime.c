@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The life of a runtime: weft_rt_create and weft_rt_destroy, the process's
  * list of runtimes, fork(), and the small public calls about the caller.

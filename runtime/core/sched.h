@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The scheduler's private header: what core/worker.c, queue.c, park.c,
  * search.c and runtime.c share, and no other file includes. The scheduler is

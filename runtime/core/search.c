@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Looking for work: stealing, parking a worker and waking one, and the timer
  * watcher.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * weft_stats_get: a runtime's counters, summed over its workers.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The life of a task: spawn, join, detach, weft_main, and the memory of handles.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Timers: weft_sleep() and the deadlines of blocking calls.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Timers (core/timer.c): a runtime's heap of deadlines, fired by its workers.
  * What the waits (core/wait.c, weft_sleep) and the scheduler need of it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Waiting: the one-shot waiter, deadlines and cancellation.
  *

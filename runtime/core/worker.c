@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A worker: one kernel thread, its run loop, and the choice of the next task.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The one place that chooses a worker's IO backend, and that knows more than
  * one backend: what the configuration and WEFT_IO ask for, the fallback to

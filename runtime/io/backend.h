@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The IO backend contract: the one seam between weft and the kernel's ways of
  * waiting for IO, in the manner of Go's netpoll.go, which lists what every

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The epoll backend: readiness of descriptors, for coroutines on workers that
  * have no io_uring (refused by the kernel or a seccomp filter, or WEFT_IO=epoll).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The process-wide descriptor table: per descriptor number, whether the
  * O_NONBLOCK on its file is weft's, and a hint of its kind. What it is for,

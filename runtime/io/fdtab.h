@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The process-wide descriptor table (runtime/io/fdtab.c): what libweft itself
  * records in it. libweft-hook reads and writes it through the private entry

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Descriptor and file IO: the public calls. Each builds its operation once
  * (struct weft__io_op, io/backend.h) and hands it on:

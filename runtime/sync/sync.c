@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Mutexes, condition variables, wait groups and semaphores for coroutines and
  * plain threads alike.

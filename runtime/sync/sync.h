@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * What sync/sync.c and sync/chan.c share: the doubly linked list of waiters
  * that each object keeps, guarded by the object's small lock (base/lock.h).

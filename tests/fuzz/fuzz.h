@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * What every fuzz target here defines: libFuzzer's entry point. A target
  * returns 0 for every input; a broken invariant aborts (fuzz_check), and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fuzz target: the HTTP example's request-head parser (examples/http_parse.c).
  *

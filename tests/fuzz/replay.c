@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Runs a fuzz target over files, without libFuzzer: each argument is a file
  * or a directory of files (a seed corpus, a crash input). Builds without

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Runs the stand-in's self-test (selftest.c) and checks what it reports: the
 # two values of a failed comparison and its message, a timeout that names
 # itself and ends the test's whole process group, and the totals.

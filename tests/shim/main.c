@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The runner of the Criterion stand-in: see criterion/criterion.h here. */
 #define _GNU_SOURCE
 #include "criterion/criterion.h"

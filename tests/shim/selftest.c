@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The stand-in's own test: tests that pass, and tests that must fail in the
  * ways the stand-in reports (a comparison with both of its values, a

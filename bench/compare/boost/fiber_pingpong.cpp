@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // boost::context::fiber resume ping-pong: the raw cost of one switch, the
 // figure weft__ctx_swap is compared against.
 #include <boost/context/fiber.hpp>

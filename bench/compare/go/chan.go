@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Channel throughput: -pairs producers send the values 1..-msgs between them
 // through one channel of capacity -cap, and as many consumers receive them;
 // the consumers' count, sum and sum of squares are checked. Go's counterpart

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Two goroutines handing control back and forth with runtime.Gosched on one
 // OS thread (GOMAXPROCS=1): Go's counterpart of weft_yield between two
 // coroutines on one worker.

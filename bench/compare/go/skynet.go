@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Skynet: leaf goroutines in a tree of fan-out 10, summing their numbers
 // through channels (the original benchmark's shape); 1,000,000 leaves unless
 // -leaves says otherwise. -raw prints the time in ms alone, for

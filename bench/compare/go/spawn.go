@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Spawn 1,000,000 goroutines that do nothing and wait for them, three ways,
 // each the counterpart of a way weft can be used:
 //   - all spawned, then one sync.WaitGroup waited on (weft: detached spawns and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The HTTP example against nginx and a thread-per-connection server, under the
 # same wrk load on loopback: bench/compare/http/run.sh BUILD_DIR [runs] [duration]
 # Needs wrk, curl and nginx (Debian: wrk, curl, nginx-light). Checks first that

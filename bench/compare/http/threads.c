@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The pthreads baseline for examples/http_server.c: the same answers, one
  * kernel thread per connection, blocking calls. Only GET / with keep-alive is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # weft's gdb helper: lists a program's coroutines and prints their backtraces,
 # in a live process (gdb -p PID, or a program run under gdb) and in a core
 # file alike. Load it with

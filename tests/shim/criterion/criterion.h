@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A small stand-in for the part of Criterion that weft's suites use.
  *
