@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -110,9 +111,13 @@ Test(hook_libs, hiredis_clients_wait_in_blpop_together_and_every_reply_is_right,
     redis_port = free_port();
     char port[16];
     snprintf(port, sizeof port, "%d", redis_port);
+    pid_t test = getpid();
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
+        /* The server goes with the test, even one killed at its timeout. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != test)
+            _exit(127);
         int null = open("/dev/null", O_WRONLY);
         dup2(null, STDOUT_FILENO);
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
