@@ -104,7 +104,7 @@ static void *redis_clients(void *arg)
     return NULL;
 }
 
-Test(hook_libs, hiredis_clients_wait_in_blpop_together_and_every_reply_is_right, .timeout = 300)
+Test(hook_libs, hiredis_clients_wait_in_blpop_together_and_every_reply_is_right)
 {
     if (!have_program("redis-server"))
         cr_skip("redis-server is not installed");
@@ -254,7 +254,7 @@ static void *curl_clients(void *arg)
     return NULL;
 }
 
-Test(hook_libs, libcurl_easy_fetches_from_many_coroutines_at_once, .timeout = 300)
+Test(hook_libs, libcurl_easy_fetches_from_many_coroutines_at_once)
 {
     cr_assert_eq(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
     http_listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
