@@ -15,7 +15,15 @@
  * connection is shut down, and the runtime ends once every coroutine has
  * returned.
  *
- *   http_server [--port N] [--workers N]   serve 127.0.0.1:N (default 8080)
+ * With --root DIR it serves the files under DIR instead (GET and HEAD, "/"
+ * being index.html), each body sent with weft_sendfile, so its bytes go from
+ * the page cache to the socket without a copy through the server. A target is
+ * taken literally (no %-decoding); one with a "." or ".." segment is refused
+ * with 403, and the file is opened with openat2's RESOLVE_BENEATH, so no
+ * symbolic link leads out of DIR either (403). A missing file is 404, a
+ * directory or other non-regular file 403.
+ *
+ *   http_server [--port N] [--workers N] [--root DIR]   serve 127.0.0.1:N (default 8080)
  *   http_server --self-test                serve requests of its own (keep-alive,
  *                                          pipelined, malformed, and clients that
  *                                          stop, trickle or never read), check
@@ -36,7 +44,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define REQUEST_NS (10ull * 1000000000ull)
 #define IN_SIZE    8192   /* the largest request head taken, and the receive buffer */
@@ -47,6 +60,7 @@ _Static_assert(sizeof BODY - 1 == 16, "the Content-Length below is the length of
 
 static const char body[] = BODY;
 static uint64_t request_ns = REQUEST_NS;
+static int root_fd = -1;   /* --root: the directory served, or -1 */
 
 struct text {
     const char *p;
@@ -81,6 +95,73 @@ static bool send_all(int fd, const char *p, size_t n)
     return true;
 }
 
+static const char *const persist_header[3] = { "", "Connection: keep-alive\r\n", "Connection: close\r\n" };
+
+/* Opens the file that target names under root_fd: its descriptor, or an HTTP
+ * status (403, 404) as a negative number. The target is taken literally; a
+ * "." or ".." segment is refused, and RESOLVE_BENEATH keeps symbolic links
+ * inside the root. openat2 is a blocking call made on the worker: a
+ * directory lookup, brief next to the transfer that follows. */
+static int open_target(const char *target, size_t n)
+{
+    char path[1024];
+    size_t q = 0;
+    while (q < n && target[q] != '?' && target[q] != '#')
+        q++;   /* the query is not part of the path */
+    if (q == 0 || target[0] != '/' || q >= sizeof path - 16 || memchr(target, 0, q))
+        return -404;
+    memcpy(path, target + 1, q - 1);
+    path[q - 1] = 0;
+    if (q == 1 || path[q - 2] == '/')
+        strcat(path, "index.html");
+    for (const char *seg = path; *seg;) {
+        size_t len = strcspn(seg, "/");
+        if ((len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.') || len == 0)
+            return -403;   /* ".", "..", or "//" */
+        seg += len + (seg[len] == '/');
+    }
+    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+    int fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+    if (fd < 0)
+        return errno == ENOENT || errno == ENOTDIR ? -404 : -403;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -403;
+    }
+    return fd;
+}
+
+/* Answers a GET or HEAD under --root: the head, then (GET) the file with
+ * weft_sendfile. Returns whether the connection may go on. */
+static bool serve_file(int fd, const struct http_request *rq, bool head_only)
+{
+    char h[256];
+    int file = open_target(rq->target, rq->target_len);
+    if (file < 0) {
+        int n = snprintf(h, sizeof h, "HTTP/1.1 %d %s\r\nContent-Length: 0\r\n%s\r\n", -file,
+                         file == -403 ? "Forbidden" : "Not Found", persist_header[rq->persist]);
+        return send_all(fd, h, (size_t)n);
+    }
+    struct stat st;
+    bool ok = fstat(file, &st) == 0;
+    if (ok) {
+        int n = snprintf(h, sizeof h,
+                         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                         "Content-Length: %lld\r\n%s\r\n",
+                         (long long)st.st_size, persist_header[rq->persist]);
+        ok = send_all(fd, h, (size_t)n);
+    }
+    off_t off = 0;
+    while (ok && !head_only && off < st.st_size) {
+        ssize_t w = weft_sendfile(fd, file, &off, (size_t)(st.st_size - off));
+        ok = w > 0;   /* 0: the file shrank; the length sent is wrong now: close */
+    }
+    close(file);
+    return ok;
+}
+
 /*
  * Answers every complete request in in[0, *len), in one send unless the
  * answers outgrow out, and moves what is left of an incomplete one to the
@@ -100,6 +181,18 @@ static int serve_requests(int fd, char *in, size_t *len, char *out)
             break;   /* the rest is still on its way */
         const struct text *answer = &bad_request;
         keep = false;
+        if (head > 0 && root_fd >= 0) {
+            bool get = rq.method_len == 3 && memcmp(rq.method, "GET", 3) == 0;
+            bool head_only = rq.method_len == 4 && memcmp(rq.method, "HEAD", 4) == 0;
+            p += head;
+            if ((out_len && !send_all(fd, out, out_len)) || !(get || head_only) ||
+                !serve_file(fd, &rq, head_only))
+                return -1;   /* another method: this server serves files only */
+            out_len = 0;
+            served++;
+            keep = rq.persist != HTTP_CLOSE;
+            continue;
+        }
         if (head > 0) {
             bool found = rq.method_len == 3 && memcmp(rq.method, "GET", 3) == 0 &&
                          rq.target_len == 1 && rq.target[0] == '/';
@@ -302,6 +395,53 @@ static void *self_test(void *arg)
     CHECK(w == -ECONNRESET || w == -EPIPE, "a client that never reads is dropped at its send's deadline");
     weft_close(fd);
 
+    /* --root: files, sent with weft_sendfile. */
+    char dir[] = "/tmp/weft-http-XXXXXX";
+    CHECK(mkdtemp(dir), "a directory to serve");
+    char path[256];
+    static char big[300000];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (char)('a' + i % 26);
+    snprintf(path, sizeof path, "%s/big.txt", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f && fwrite(big, 1, sizeof big, f) == sizeof big && fclose(f) == 0, "a file to serve");
+    snprintf(path, sizeof path, "%s/index.html", dir);
+    f = fopen(path, "w");
+    CHECK(f && fputs("<p>hi</p>", f) >= 0 && fclose(f) == 0, "an index");
+    snprintf(path, sizeof path, "%s/sub", dir);
+    CHECK(mkdir(path, 0700) == 0, "a subdirectory");
+    snprintf(path, sizeof path, "%s/out", dir);
+    CHECK(symlink("/etc/passwd", path) == 0, "a link out of the root");
+    root_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    CHECK(root_fd >= 0, "open the root");
+    static char reply[400000];
+    /* Each on a connection of its own, read until the server closes it. */
+    ask_once("GET /big.txt HTTP/1.1\r\nConnection: close\r\n\r\n", reply, sizeof reply);
+    char *at = strstr(reply, "\r\n\r\n");
+    CHECK(strncmp(reply, "HTTP/1.1 200 OK", 15) == 0 && strstr(reply, "Content-Length: 300000\r\n") && at &&
+          strlen(at + 4) == sizeof big && memcmp(at + 4, big, sizeof big) == 0, "a file sent whole with sendfile");
+    ask_once("HEAD /big.txt HTTP/1.1\r\nConnection: close\r\n\r\n", reply, sizeof reply);
+    at = strstr(reply, "\r\n\r\n");
+    CHECK(strstr(reply, "Content-Length: 300000\r\n") && at && at[4] == 0,
+          "HEAD: the head alone, with the file's length");
+    ask_once("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", reply, sizeof reply);
+    CHECK(strstr(reply, "Content-Length: 9\r\n") && strstr(reply, "\r\n\r\n<p>hi</p>"), "/ is index.html");
+    static const char *const refused[][2] = {
+        { "GET /../etc/passwd HTTP/1.1\r\nConnection: close\r\n\r\n", "HTTP/1.1 403" },
+        { "GET /sub/../big.txt HTTP/1.1\r\nConnection: close\r\n\r\n", "HTTP/1.1 403" },
+        { "GET /out HTTP/1.1\r\nConnection: close\r\n\r\n", "HTTP/1.1 403" },
+        { "GET /sub HTTP/1.1\r\nConnection: close\r\n\r\n", "HTTP/1.1 403" },
+        { "GET /missing HTTP/1.1\r\nConnection: close\r\n\r\n", "HTTP/1.1 404" },
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        ask_once(refused[i][0], out, sizeof out);
+        CHECK(strncmp(out, refused[i][1], 12) == 0 && strstr(out, "Content-Length: 0"), refused[i][0]);
+    }
+    close(root_fd);
+    root_fd = -1;
+    snprintf(path, sizeof path, "rm -rf '%s'", dir);
+    CHECK(system(path) == 0, "remove the directory served");
+
     failed = NULL;
     printf("http_server: self-test passed\n");
 out:
@@ -319,18 +459,21 @@ static void *serve(void *arg)
 
 int main(int argc, char **argv)
 {
-    struct cli cli = CLI_INIT(argc, argv, "http_server", "[--port N] [--workers N] [--self-test]",
+    struct cli cli = CLI_INIT(argc, argv, "http_server", "[--port N] [--workers N] [--root DIR] [--self-test]",
         "A small HTTP/1.1 server on 127.0.0.1, one coroutine per connection: GET /\n"
         "answered with a fixed body, keep-alive and pipelining; a client gets ten\n"
         "seconds to send each request and to take the answers. SIGINT or SIGTERM\n"
         "stops it.\n\n"
         "  --port N      the port, 0 to 65535 (default 8080; 0: any free one)\n"
         "  --workers N   worker threads, 1 to 1024 (default: one per CPU)\n"
+        "  --root DIR    serve the files under DIR (GET, HEAD; / is index.html),\n"
+        "                sent with weft_sendfile, instead of the fixed body\n"
         "  --self-test   serve well-behaved, malformed and stalling clients of its\n"
         "                own, check every answer, and exit\n");
     weft_config cfg = { 0 };
     unsigned port = 8080;
     bool test = false;
+    const char *root = NULL;
     for (const char *arg; (arg = cli_next(&cli));) {
         if (strcmp(arg, "--port") == 0)
             port = (unsigned)cli_uint(&cli, arg, cli_value(&cli), 0, 65535);
@@ -338,8 +481,14 @@ int main(int argc, char **argv)
             cfg.workers = (unsigned)cli_uint(&cli, arg, cli_value(&cli), 1, WEFT_WORKERS_MAX);
         else if (strcmp(arg, "--self-test") == 0)
             test = true;
+        else if (strcmp(arg, "--root") == 0)
+            root = cli_value(&cli);
         else
             cli_unexpected(&cli, arg);
+    }
+    if (root && !test && (root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        fprintf(stderr, "http_server: %s: %s\n", root, strerror(errno));
+        return 1;
     }
     if (test)
         request_ns = 200000000;   /* 200 ms, to keep the test short */

@@ -50,14 +50,18 @@
 #ifndef WEFT_H
 #define WEFT_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+struct addrinfo;   /* <netdb.h>, for weft_getaddrinfo */
 
 #if defined(__GNUC__)
 #define WEFT_API __attribute__((visibility("default")))
@@ -97,6 +101,15 @@ typedef struct weft_config {
     unsigned ring_entries;/* io_uring submission queue depth per worker; 0 = 256; 1 is raised
                            * to 2 (a request and its deadline are queued together); above
                            * 32768 is -EINVAL */
+    uint64_t stall_ns;    /* a coroutine that holds its worker this long without a switch
+                           * is reported on stderr (one line, rate-limited); 0 = 500 ms,
+                           * UINT64_MAX = never. WEFT_STALL_MS in the environment
+                           * overrides it (in milliseconds; 0 = never) */
+    int      dump_signal; /* a signal that writes weft_dump() to stderr and goes on;
+                           * 0 = none. The environment variable WEFT_DUMP_SIGNAL (a
+                           * number, or a name such as SIGQUIT or QUIT) overrides it.
+                           * Above 64, or SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGILL,
+                           * SIGFPE: -EINVAL */
     /* later fields are appended; a zeroed field always means the default */
 } weft_config;
 
@@ -114,7 +127,8 @@ typedef struct weft_config {
 /*
  * Creates a runtime and starts its workers. cfg NULL means every default.
  * Any thread. Returns 0, -EINVAL (rt NULL, workers above WEFT_WORKERS_MAX, stack
- * below WEFT_STACK_MIN or above 1 GiB), -ENOMEM or -EAGAIN (no threads left).
+ * below WEFT_STACK_MIN or above 1 GiB, a bad dump signal), -EBUSY (another
+ * runtime has another dump signal), -ENOMEM or -EAGAIN (no threads left).
  */
 WEFT_API int weft_rt_create(weft_rt **rt, const weft_config *cfg);
 
@@ -172,6 +186,50 @@ WEFT_API int weft_worker(void);
 
 /* The number of workers of the caller's runtime, or -EPERM outside a coroutine. */
 WEFT_API int weft_workers(void);
+
+/*
+ * Pinning. A pinned coroutine runs only on the worker thread it was on when it
+ * pinned itself: whatever wakes it, it resumes there, and no other worker
+ * takes it, so thread-local addresses it kept across a wait stay its own
+ * thread's (as Go's LockOSThread). Pins nest: weft_unpin() undoes one
+ * weft_pin(), and the coroutine is free to move again when none is left. A
+ * pinned coroutine waits for its worker even while that worker is stalled by
+ * another coroutine (a blocking call weft cannot see). Neither call is a
+ * locked instruction or a system call.
+ * Both return 0, or -EPERM outside a coroutine; weft_unpin() returns -EPERM
+ * also when the caller holds no pin (as weft_mutex_unlock() does for a mutex
+ * the caller does not hold).
+ */
+WEFT_API int weft_pin(void);
+WEFT_API int weft_unpin(void);
+
+/*
+ * Coroutine-local storage, as pthread's keys are thread-local. A key names one
+ * value per coroutine, and one per plain thread; each starts as NULL. A
+ * coroutine's values follow it from worker to worker. When a coroutine ends
+ * (returns from its function), the destructor of each key whose value is not
+ * NULL is called with that value, the value being set to NULL first; while
+ * destructors set values again, this repeats, up to
+ * PTHREAD_DESTRUCTOR_ITERATIONS rounds. A plain thread's values are destroyed
+ * so when it exits. Deleting a key calls no destructor; a key made later
+ * never sees a deleted key's values.
+ */
+typedef unsigned weft_key;
+#define WEFT_KEYS_MAX 1024   /* keys that may exist at once in a process */
+
+/* Makes a key; destructor may be NULL. Any thread. Returns 0, -EINVAL (key
+ * NULL), -EAGAIN (WEFT_KEYS_MAX keys exist already). */
+WEFT_API int weft_key_create(weft_key *key, void (*destructor)(void *));
+/* Deletes key; every value of it is forgotten, and its destructor is not
+ * called. Any thread, once nobody uses the key. Returns 0 or -EINVAL (not a
+ * key, or deleted already). */
+WEFT_API int weft_key_delete(weft_key key);
+/* Sets the caller's value of key: the calling coroutine's, or the calling
+ * plain thread's. Returns 0, -EINVAL (not a key), -ENOMEM (the first value
+ * set in a block of 32 keys needs memory: nothing was changed). */
+WEFT_API int weft_setspecific(weft_key key, const void *value);
+/* The caller's value of key; NULL if it set none, or key is not a key. */
+WEFT_API void *weft_getspecific(weft_key key);
 
 /*
  * Creates a runtime, runs fn(arg) as its first coroutine, joins it, stores its
@@ -264,6 +322,102 @@ WEFT_API int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen
 WEFT_API int weft_open(const char *path, int flags, mode_t mode);
 WEFT_API int weft_close(int fd);
 WEFT_API int weft_fsync(int fd);
+
+/*
+ * Vectored, datagram and ancillary IO, as readv(2), writev(2), recvfrom(2),
+ * sendto(2), recvmsg(2) and sendmsg(2), under the rules of weft_read() and
+ * weft_send() above: a call that would block suspends only the calling
+ * coroutine, on either backend, within its deadline and cancellation; from a
+ * plain thread, the plain call within the thread's deadline. The send side
+ * adds MSG_NOSIGNAL, and weft_writev() to a pipe whose reader has gone gives
+ * -EPIPE without SIGPIPE, as weft_write(). weft_readv() and weft_writev() give
+ * -EINVAL for an iovcnt below 0 or above IOV_MAX, or buffers whose lengths
+ * add up to more than SSIZE_MAX; -EFAULT for iov NULL with iovcnt above 0.
+ * weft_recvmsg() and weft_sendmsg() give -EFAULT for msg NULL, -EMSGSIZE for
+ * more than IOV_MAX buffers, -EINVAL for lengths above SSIZE_MAX. Ancillary
+ * data (SCM_RIGHTS, SCM_CREDENTIALS) passes as with the system calls.
+ * weft_recvfrom() with addr and no addrlen gives -EFAULT before receiving
+ * anything, and sets *addrlen to the sender's address length (0 on a
+ * connected stream socket). Datagrams keep their boundaries: a buffer too
+ * small for one gets its first part, the rest is dropped, as recvfrom(2).
+ */
+WEFT_API ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt);
+WEFT_API ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt);
+WEFT_API ssize_t weft_recvfrom(int fd, void *buf, size_t len, int flags,
+                               struct sockaddr *addr, socklen_t *addrlen);
+WEFT_API ssize_t weft_sendto(int fd, const void *buf, size_t len, int flags,
+                             const struct sockaddr *addr, socklen_t addrlen);
+WEFT_API ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags);
+WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
+
+/*
+ * Sends up to count bytes of in_fd (a file) to out_fd (a socket or a pipe),
+ * as sendfile(2): from *offset, moved on by what was sent, or from in_fd's
+ * own offset when offset is NULL. Waits, suspending only the caller, while
+ * out_fd has no room; on either backend sendfile(2) itself is made without
+ * waiting (out_fd O_NONBLOCK for that one call, as weft_accept() does on the
+ * epoll backend) and in_fd is read on the worker, from the page cache or the
+ * disk. Returns the bytes sent, which may be fewer than count (loop for the
+ * rest), 0 at in_fd's end, or a negative errno: -EINVAL (offset below 0,
+ * count above SSIZE_MAX, files sendfile(2) cannot join), -EBADF, -EPIPE
+ * (without SIGPIPE in a coroutine), -ETIMEDOUT, -ECANCELED.
+ */
+WEFT_API ssize_t weft_sendfile(int out_fd, int in_fd, off_t *offset, size_t count);
+
+/*
+ * Waits for one of the signals of set, as sigwaitinfo(2), and returns its
+ * number, with its siginfo in *info when info is not NULL. The signals must
+ * be blocked (pthread_sigmask) in every thread of the process, the workers
+ * and offload helpers included, before they are raised: block them before
+ * the runtime is created and its threads inherit the mask. A signal not
+ * blocked everywhere may run its action instead. In a coroutine the signal
+ * is read from a signalfd of the call's own, waited on by the worker's
+ * backend like any descriptor, so the worker runs the other coroutines
+ * meanwhile; signals raised for the whole process are seen, and those raised
+ * for one thread only where that thread is the reader. From a plain thread it
+ * is sigtimedwait(2) within the thread's deadline. Returns the signal number,
+ * or -EFAULT (set NULL), -EINVAL (set holds no signal but SIGKILL and
+ * SIGSTOP), -EMFILE, -ETIMEDOUT, -ECANCELED. Declared where <signal.h>
+ * defines siginfo_t: POSIX.1b and later (_POSIX_C_SOURCE 199309L, which
+ * the C library's default and _GNU_SOURCE give; not a strict -std=c11).
+ */
+#if defined(_POSIX_C_SOURCE) && _POSIX_C_SOURCE >= 199309L
+WEFT_API int weft_sigwait(const sigset_t *set, siginfo_t *info);
+#endif
+
+/*
+ * Waits for a child to change state, as waitpid(2), and returns its pid (0
+ * with WNOHANG and no child ready). A child named by its pid (pid > 0),
+ * awaited for its exit (options without WUNTRACED and WCONTINUED), is waited
+ * on through a pidfd (Linux 5.3) that the worker's backend watches: only the
+ * caller is suspended, and its deadline and cancellation end the wait at any
+ * time, leaving the child to a later call. Any other wait (pid -1: any child,
+ * 0 or below -1: a process group; WUNTRACED or WCONTINUED; a kernel without
+ * pidfd_open) has no descriptor to wait on and is a blocking waitpid(2) on a
+ * helper thread (weft_offload): the deadline and cancellation end it only
+ * before the helper has started it, and then it waits until a child changes
+ * state. Returns the pid, 0, or a negative errno: -ECHILD, -EINVAL (bad
+ * options), -ETIMEDOUT, -ECANCELED, -EAGAIN (no helper thread).
+ */
+WEFT_API int weft_waitpid(pid_t pid, int *status, int options);
+
+/*
+ * getaddrinfo(3) on a helper thread (weft_offload), suspending only the
+ * caller. Returns 0 with the list in *res (free it with freeaddrinfo), or
+ * getaddrinfo's EAI_ code (EAI_NONAME for a name that does not exist;
+ * EAI_MEMORY and EAI_AGAIN also where the helper thread could not be had), or
+ * exactly one of three negative errno values: -EFAULT (res NULL),
+ * -ETIMEDOUT and -ECANCELED (the deadline or cancellation came before the
+ * lookup started; once started, a lookup runs to its end, bounded by the
+ * resolver's own timeouts). The two kinds are told apart by value: EAI_ codes
+ * are negative too (on glibc and musl), and weft checks at build time that
+ * none of them equals these three; compare with the named constants, never
+ * by sign. With EAI_SYSTEM the cause is in the helper thread's errno, which
+ * is lost. From a plain thread it is getaddrinfo(3) itself, or -ETIMEDOUT
+ * if the thread's deadline has passed.
+ */
+WEFT_API int weft_getaddrinfo(const char *node, const char *service,
+                              const struct addrinfo *hints, struct addrinfo **res);
 
 /*
  * Deadlines and cancellation. weft_deadline(t) sets the calling coroutine's
@@ -440,6 +594,69 @@ typedef struct weft_sel {
  * -ECANCELED.
  */
 WEFT_API int weft_select(weft_sel *cases, size_t n);
+
+/* ---- seeing inside: the dump, names, statistics (docs/debugging.md) ---- */
+
+/* The longest name weft_set_name() keeps, in bytes, without the NUL. */
+#define WEFT_NAME_MAX 23
+
+/*
+ * Names the calling coroutine for weft_dump() and the gdb helper; the name is
+ * copied. "" removes it. A coroutine. Returns 0, -EINVAL (name NULL),
+ * -ENAMETOOLONG (longer than WEFT_NAME_MAX: the old name stays), -EPERM
+ * (not a coroutine).
+ */
+WEFT_API int weft_set_name(const char *name);
+
+/*
+ * Writes a report of every coroutine of every runtime in the process to fd:
+ * a summary of how many wait where, then each coroutine with its id, name or
+ * entry function, where it was spawned, its state (running on a worker,
+ * runnable, or waiting, for what and for how long) and its backtrace. The
+ * workers go on meanwhile; each coroutine is copied as it is seen, so one
+ * that moves or ends during the dump shows as it was, or not at all.
+ * Backtraces need libunwind at build time (docs/debugging.md). Any thread,
+ * not a signal handler (see weft_config.dump_signal). Returns 0, -EBADF
+ * (fd not open), -ENOMEM, or the error of write(2).
+ */
+WEFT_API int weft_dump(int fd);
+
+/* Counters of a runtime, summed over its workers by weft_stats_get(). */
+typedef struct weft_stats {
+    uint64_t alive;            /* coroutines spawned and not finished */
+    uint64_t running;          /* of those, running on a worker now */
+    uint64_t runnable;         /* ... queued to run */
+    uint64_t waiting;          /* ... parked until something happens */
+    uint64_t spawned;          /* since the runtime was made */
+    uint64_t finished;
+    uint64_t steals;           /* tasks taken from another worker's queue */
+    uint64_t worker_parks;     /* times a worker found nothing to do and slept */
+    uint64_t worker_wakes;     /* times a sleeping worker was woken for work */
+    uint64_t uring_submitted;  /* io_uring requests submitted */
+    uint64_t uring_completed;  /* io_uring completions reaped */
+    uint64_t epoll_waits;      /* descriptor waits registered with epoll */
+    uint64_t epoll_events;     /* readiness events reaped from epoll */
+    uint64_t timers_armed;     /* deadlines and sleeps that armed a timer */
+    uint64_t stack_committed;  /* bytes of coroutine stacks the runtime holds */
+    uint64_t busy_ns;          /* time the workers spent running coroutines, summed */
+    unsigned workers;
+} weft_stats;
+
+/*
+ * Fills *out with rt's counters. Each is read without stopping the workers,
+ * so the figures are a moment's, not one instant's: alive, running, runnable
+ * and waiting may disagree by a few. Any thread. Returns 0, -EINVAL (rt or
+ * out NULL), -ECHILD (rt belongs to the parent of a fork()).
+ */
+WEFT_API int weft_stats_get(weft_rt *rt, weft_stats *out);
+
+/*
+ * Stores the busy time of rt's workers 0 .. n-1 (nanoseconds spent running
+ * coroutines) in busy_ns[]; n may be smaller or larger than the number of
+ * workers. Any thread. Returns the number of workers, -EINVAL (rt NULL, or
+ * busy_ns NULL with n above 0), -ECHILD.
+ */
+WEFT_API int weft_stats_busy(weft_rt *rt, uint64_t *busy_ns, unsigned n);
 
 #ifdef __cplusplus
 }

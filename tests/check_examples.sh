@@ -71,7 +71,7 @@ rejects() {
 }
 
 # ---- options: --help, unknown options, malformed values -------------------
-for ex in hello fork_join_sum producer_consumer pipeline cat echo_server http_server kv_server; do
+for ex in hello fork_join_sum producer_consumer pipeline cat echo_server http_server kv_server udp_echo; do
     if expect_status 0 "--help" "$ex" --help; then
         if head -n 1 "$tmp/out" | grep -q "^usage: $ex" && [ ! -s "$tmp/err" ]; then
             pass
@@ -95,7 +95,7 @@ rejects echo_server --port 99999 -- --port 99999
 rejects echo_server --port -- --port
 rejects echo_server --workers 5000 -- --workers 5000
 rejects echo_server --workers 0 -- --workers 0
-for ex in http_server kv_server; do
+for ex in http_server kv_server udp_echo; do
     rejects $ex 99999 -- 99999
     rejects $ex --port abc -- --port abc
     rejects $ex --port 99999 -- --port 99999
@@ -189,6 +189,47 @@ check_server() {
     fi
 }
 
+# check_udp IO WORKERS SIGNAL: udp_echo logs its address, echoes a datagram
+# (bash's /dev/udp: a connected UDP socket), and stops with status 0 on the
+# signal.
+check_udp() {
+    local io=$1 workers=$2 sig=$3 port="" rc=0 i reply=""
+    local what="udp_echo ($io, $workers workers)"
+    local log=$tmp/udp_echo-$io-$workers-$sig.log
+    : >"$log"
+    WEFT_IO=$io timeout -k 10 $((3 * limit)) $emu "$dir/udp_echo" --port 0 --workers "$workers" \
+        >"$log" 2>&1 &
+    local pid=$!
+    for ((i = 0; i < 600; i++)); do
+        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log")
+        [ -z "$port" ] || break
+        sleep 0.1
+    done
+    if [ -z "$port" ]; then
+        fail "$what: no 'listening on' line in its log: $(cat "$log")"
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        return
+    fi
+    if exec 3<>"/dev/udp/127.0.0.1/$port"; then
+        printf 'ping\n' >&3
+        # head reads with a large buffer: a read(2) takes a whole datagram,
+        # where bash's read would take its first byte and drop the rest.
+        reply=$(timeout $limit head -c 5 <&3)
+        exec 3<&- 3>&-
+    fi
+    [ "$reply" = ping ] || fail "$what: echoed '$reply', not 'ping'"
+    kill -"$sig" "$pid"
+    wait "$pid" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        fail "$what: exited $rc on SIG$sig; log: $(cat "$log")"
+    elif ! grep -q "stopping" "$log"; then
+        fail "$what: no 'stopping' line in its log: $(cat "$log")"
+    else
+        pass
+    fi
+}
+
 for io in $backends; do
     export WEFT_IO=$io
 
@@ -257,6 +298,10 @@ for io in $backends; do
         done
         check_server "$prog" "$io" 2 INT
     done
+    for workers in 1 2 4; do
+        check_udp "$io" "$workers" TERM
+    done
+    check_udp "$io" 2 INT
 done
 
 echo "examples: $passed passed, $failed failed"

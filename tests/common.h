@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #if __has_include(<valgrind/valgrind.h>)
@@ -168,6 +169,45 @@ static inline void proc_memory(size_t *size, size_t *resident)
         *size = pages * page;
     if (resident)
         *resident = rss * page;
+}
+
+/* Recurses until the stack overflows: 256 bytes a frame, each a frame of its
+ * own (noinline; the addition after the call keeps it from being a loop). */
+static __attribute__((unused, noinline)) int recurse(volatile char *prev, int depth)
+{
+    volatile char frame[256];
+    frame[0] = (char)depth;
+    frame[1] = prev ? prev[0] : 0;
+    if (depth == -1)   /* never: keeps the compiler from calling this infinite */
+        return 0;
+    return recurse(frame, depth + 1) + frame[1];
+}
+
+/* Runs body(arg) in a child process whose stderr is a pipe. Returns what the
+ * child wrote there, to free(), and its wait status in *status. */
+static inline char *stderr_of_child(void (*body)(const void *), const void *arg, int *status)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[0]);
+        body(arg);
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    cr_assert_not_null(buf);
+    ssize_t got;
+    while (len < cap - 1 && (got = read(fds[0], buf + len, cap - 1 - len)) > 0)
+        len += (size_t)got;
+    buf[len] = '\0';
+    close(fds[0]);
+    cr_assert_eq(waitpid(pid, status, 0), pid);
+    return buf;
 }
 
 #endif

@@ -14,6 +14,8 @@
 _Atomic unsigned weft__tsan_fence_word;
 #endif
 
+void (*_Atomic weft__panic_context)(int fd);
+
 _Noreturn WEFT__COLD void weft__panic(const char *file, int line, const char *msg)
 {
     char buf[512];
@@ -22,6 +24,9 @@ _Noreturn WEFT__COLD void weft__panic(const char *file, int line, const char *ms
         ssize_t rc = weft__sys_write(STDERR_FILENO, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
         (void)rc;
     }
+    void (*context)(int) = atomic_load_explicit(&weft__panic_context, memory_order_relaxed);   /* set once, before any task */
+    if (context)
+        context(STDERR_FILENO);   /* which coroutine broke it, and where */
     abort();
 }
 

@@ -124,6 +124,40 @@ static inline int weft__sys_setsockopt(int fd, int level, int name, const void *
     return (int)weft__sys_ret(syscall(SYS_setsockopt, fd, level, name, val, len));
 }
 
+static inline ssize_t weft__sys_sendfile(int out_fd, int in_fd, off_t *off, size_t count)
+{
+    return weft__sys_ret(syscall(SYS_sendfile, out_fd, in_fd, off, count));
+}
+
+/* signalfd4: a descriptor that reads the signals of `set` pending on the
+ * reading thread or its process. */
+static inline int weft__sys_signalfd(int fd, const sigset_t *set, int flags)
+{
+    return (int)weft__sys_ret(syscall(SYS_signalfd4, fd, set, (size_t)_NSIG / 8, flags));
+}
+
+/* sigtimedwait; ts NULL: no limit. */
+static inline int weft__sys_sigtimedwait(const sigset_t *set, siginfo_t *info, const struct timespec *ts)
+{
+    return (int)weft__sys_ret(syscall(SYS_rt_sigtimedwait, set, info, ts, (size_t)_NSIG / 8));
+}
+
+/* wait4 with no resource usage: waitpid(2). */
+static inline int weft__sys_waitpid(pid_t pid, int *status, int options)
+{
+    return (int)weft__sys_ret(syscall(SYS_wait4, pid, status, options, NULL));
+}
+
+/* pidfd_open (Linux 5.3): a descriptor that becomes readable when pid exits.
+ * The number is the same on every architecture of the unified table. */
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+static inline int weft__sys_pidfd_open(pid_t pid, unsigned flags)
+{
+    return (int)weft__sys_ret(syscall(SYS_pidfd_open, pid, flags));
+}
+
 /* poll(2) with a timeout in milliseconds (-1: none), as ppoll: AArch64 has
  * no poll system call. */
 static inline int weft__sys_poll(struct pollfd *fds, nfds_t n, int ms)

@@ -23,6 +23,9 @@
  * The sanitizer fields exist in every build so that the layout does not
  * depend on flags.
  */
+#define WEFT__NAME_SIZE 24   /* weft_set_name's limit, WEFT_NAME_MAX, plus the NUL */
+_Static_assert(WEFT__NAME_SIZE == WEFT_NAME_MAX + 1, "a fiber holds WEFT_NAME_MAX characters and a NUL");
+
 struct weft__fiber {
     weft__ctx ctx;          /* while not running: where its registers are saved (arch/) */
     void     *stack_lo;     /* lowest usable address, for ASan */
@@ -30,6 +33,14 @@ struct weft__fiber {
     void     *asan_fake;    /* ASan's fake-stack handle while switched out */
     void     *tsan;         /* TSan's fiber */
     unsigned  vg_stack;     /* Valgrind's id for the stack, when under it */
+    /* For weft_dump (core/dump.c): written only by the coroutine itself,
+     * with plain stores, and read by the dump from copies (never in place),
+     * so a torn read costs a wrong word in the dump, nothing else. */
+    uint32_t  why;          /* enum weft__why of its current or last wait */
+    uintptr_t what;         /* the channel, descriptor, task ... why names */
+    uint64_t  since;        /* its worker's clock when it last parked */
+    char      name[WEFT__NAME_SIZE];   /* weft_set_name(), NUL-terminated; "" for none */
+    const void *spawn_pc;   /* where its task was spawned, moved here as it first runs */
 };
 
 /* The bytes a coroutine's fiber takes at the top of its stack slot. */
@@ -95,11 +106,21 @@ struct weft_task {
     _Atomic uint32_t   refs;         /* the handle (its holder, or the finisher once
                                       * detached) + cancel notes in flight (io/uring.c) */
     _Atomic uint32_t   cancelled;    /* bit 0 set once by weft_cancel(); above it, cancellers in flight (core/wait.c) */
+    uint32_t           pins;         /* weft_pin() minus weft_unpin(); only the coroutine
+                                      * writes it, wakers read it once it parked (core/park.c) */
     _Atomic uintptr_t  waiting;      /* the waiter it is parked on, for weft_cancel
                                       * (core/wait.c); 0 when not waiting */
-    uint64_t           deadline;     /* weft_deadline(); only the coroutine itself */
+    union {
+        const void    *spawn_pc;     /* until it first runs: where weft_spawn or
+                                      * weft_spawn_on was called; then in its fiber */
+        uint64_t       deadline;     /* then: weft_deadline(); only the coroutine itself */
+    };
     _Atomic uintptr_t  io_req;       /* its io_uring request in flight, 0 if none */
     _Atomic(struct weft__worker *) io_owner;   /* whose ring io_req is on (io/uring.c) */
+    struct weft__worker *home;       /* while pins > 0: the worker it runs on; as pins */
+    struct weft__keyvals *keys;      /* its weft_setspecific() values, NULL before the
+                                      * first (core/key.c); only the coroutine */
+    uint64_t           id;           /* unique in the process, from 1 (weft_dump) */
 };
 #if defined(__x86_64__)
 _Static_assert(sizeof(struct weft_task) <= 2 * WEFT__CACHELINE, "a task is two cache lines on x86-64");
@@ -116,6 +137,54 @@ struct weft__waiter {
     _Atomic uint32_t  state;   /* 0 while waiting, then the result (never 0),
                                 * as uint32_t so that a plain thread can futex on it */
 };
+
+/*
+ * Why a coroutine waits, as weft_dump names it (core/dump.c). The blocking
+ * call notes it in the coroutine's fiber (weft__why_task) before it waits, and
+ * the park stores the time (core/park.c). The note stays after the wait: the
+ * dump reads it only while the coroutine is parked, and every wait in weft is
+ * noted (an IO call once, in io/io.c, for the waits its backend makes). Only
+ * the coroutine itself writes these.
+ */
+enum weft__why {
+    WEFT__WHY_NONE,
+    WEFT__WHY_CHAN_SEND,     /* what: the channel */
+    WEFT__WHY_CHAN_RECV,     /* what: the channel */
+    WEFT__WHY_SELECT,        /* what: the number of cases */
+    WEFT__WHY_MUTEX,         /* what: the mutex */
+    WEFT__WHY_COND,          /* what: the condition variable */
+    WEFT__WHY_WG,            /* what: the wait group */
+    WEFT__WHY_SEM,           /* what: the semaphore */
+    WEFT__WHY_JOIN,          /* what: the task joined */
+    WEFT__WHY_SLEEP,         /* what: unused */
+    WEFT__WHY_READ,          /* what: the descriptor, here and below */
+    WEFT__WHY_WRITE,
+    WEFT__WHY_ACCEPT,
+    WEFT__WHY_CONNECT,
+    WEFT__WHY_POLL,
+    WEFT__WHY_FILE,          /* a file call run by a helper thread */
+    WEFT__WHY_OFFLOAD,       /* what: the function offloaded */
+    WEFT__WHY_SIGNAL,        /* what: the signal number */
+    WEFT__WHY_CHILD,         /* what: the process id */
+    WEFT__WHY_COUNT
+};
+
+/* Notes why t, the calling coroutine, is about to wait; nothing for NULL (a
+ * plain thread). */
+static inline void weft__why_task(weft_task *t, enum weft__why why, uintptr_t what)
+{
+    if (t) {
+        t->fiber->why = (uint32_t)why;
+        t->fiber->what = what;
+    }
+}
+/* The same for the coroutine that is to wait on wt. */
+#define weft__waiter_why(wt, why, what) weft__why_task((wt)->task, (why), (uintptr_t)(what))
+
+/* A clock for ages shown by weft_dump, in nanoseconds: CLOCK_MONOTONIC_COARSE,
+ * which reads the kernel's last tick without the time-stamp counter; its
+ * resolution (a tick, 1-10 ms) is finer than any age worth reading in a dump. */
+uint64_t weft__coarse_now(void);
 
 void weft__waiter_init(struct weft__waiter *wt);
 /* Waits until wt is claimed and returns the claim's result. weft__wait also
@@ -147,6 +216,33 @@ struct weft__tcache {        /* a worker's private cache of free task handles */
     weft_task *slot[WEFT__TCACHE_MAX];   /* newest last */
 };
 
+/*
+ * A worker's counters for weft_stats_get (core/stats.c). Only the worker
+ * writes them, with weft__bump: a relaxed load and store, no locked
+ * instruction, as cheap as a plain increment; readers load them relaxed and
+ * sum, so a figure may be a moment old, never torn.
+ */
+struct weft__counters {
+    _Atomic uint64_t steals;           /* tasks taken from another worker's deque */
+    _Atomic uint64_t sleeps;           /* the worker parked, out of work */
+    _Atomic uint64_t wakes;            /* ... and was woken */
+    _Atomic uint64_t task_parks;       /* coroutines parked here */
+    _Atomic uint64_t task_unparks;     /* coroutines of this runtime unparked by this worker */
+    _Atomic uint64_t uring_submitted;
+    _Atomic uint64_t uring_completed;
+    _Atomic uint64_t epoll_waits;
+    _Atomic uint64_t epoll_events;
+    _Atomic uint64_t timers_armed;
+    _Atomic uint64_t idle_ns;          /* time in the idle loop's search and sleep */
+};
+
+/* The owning worker adds n to one of its counters. */
+static inline void weft__bump(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);   /* only the owner writes; readers sum relaxed */
+}
+
 /* What the context switched to does for the one switched from (core/park.c). */
 enum weft__action { WEFT__ACT_NONE, WEFT__ACT_PARK, WEFT__ACT_EXIT };
 
@@ -165,7 +261,12 @@ struct weft__worker {
     weft_task            *yq_head;      /* yielded tasks, FIFO, linked by next */
     weft_task            *yq_tail;
     _Atomic uint32_t      tick;         /* schedules so far, for fairness checks; only the
-                                         * worker writes it, searchers read it (core/search.c) */
+                                         * worker writes it, searchers (core/search.c) and the
+                                         * monitor (core/monitor.c) read it */
+    _Atomic uint32_t      in_user;      /* 1 while a coroutine's own code runs here; only the
+                                         * worker writes it, the monitor reads it (core/monitor.c) */
+    _Atomic uint32_t      rescue;       /* futex word, 1 while the monitor works on this worker's
+                                         * queues and IO; only the monitor writes it (core/monitor.c) */
     uint32_t              fair_left;    /* schedules until the next fairness tick */
     bool                  finishing;    /* the current task is waking its joiner, then exits */
     weft_task            *handoff;      /* the joiner the current task woke as it finished, or
@@ -175,6 +276,18 @@ struct weft__worker {
     struct weft__sighting rn_seen;      /* a victim's runnext, as a search last looked (core/search.c) */
     struct weft__sighting lone_seen;    /* a victim's only deque task (its top index), likewise */
     uint64_t              spawns_seen;  /* the other workers' spawns, summed, as a search last looked */
+    uint64_t              id_next, id_end;   /* task ids this worker may hand out (task.c) */
+    uint64_t              clock;        /* a coarse weft_now() for the ages weft_dump shows:
+                                         * read at each fairness tick and as the worker leaves
+                                         * its idle loop, not at every park, where even the
+                                         * coarse clock would be a measurable part of the cost
+                                         * (weft-bench spawn). A park takes it as its time, which
+                                         * is thus early by up to FAIRNESS_TICKS schedules, or by
+                                         * the run of one coroutine that never yields. */
+    struct weft__counters ctr;          /* for weft_stats_get; only this worker writes */
+    _Atomic uint64_t      started;      /* weft_now() when its thread began; only it writes */
+    _Atomic uint64_t      idle_since;   /* weft_now() when its current search began, 0 while
+                                         * it runs coroutines; only it writes, relaxed */
     bool                  shuffle;      /* WEFT_SCHED_RANDOM: randomise choices */
     struct weft__pool     pool;
     struct weft__tcache   tcache;
@@ -185,6 +298,9 @@ struct weft__worker {
     struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */
     _Alignas(WEFT__CACHELINE)
     _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */
+    _Atomic(weft_task *)  inbox;        /* pinned tasks made runnable by other threads, newest
+                                         * first, linked by next; any thread pushes, the owner
+                                         * takes them all (core/park.c, core/worker.c) */
     _Atomic uint32_t      wake;         /* futex word: WEFT__WAKE_* (core/sched.h, core/search.c) */
     _Atomic uint32_t      in_io;        /* parked in its ring or epoll set, not on the futex */
     _Atomic uint64_t      spawned;      /* tasks spawned on this worker; only it writes */
@@ -219,6 +335,7 @@ struct weft_rt {
     /* Life of the runtime. */
     _Alignas(WEFT__CACHELINE)
     _Atomic uint64_t       spawned_outside;     /* tasks spawned by plain threads */
+    _Atomic uint64_t       unparks_outside;     /* tasks unparked by threads not its workers */
     _Atomic uint32_t       destroying;          /* weft_rt_destroy() has begun */
     _Atomic uint32_t       exit_seq;            /* futex word: bumped by exits while destroying */
     _Atomic uint32_t       stopping;            /* no task left: workers exit */
@@ -235,6 +352,9 @@ struct weft_rt {
     _Atomic(struct weft__offload *) offload;
     /* On the process's list of runtimes (core/runtime.c), under its lock. */
     weft_rt               *live_next;
+    /* The thread that watches for stalled workers (core/monitor.c). */
+    _Atomic(struct weft__monitor *) monitor;   /* NULL: none (one worker, no report) */
+    int                    dump_signal;         /* weft_config.dump_signal in effect; 0: none */
 };
 
 /*
@@ -256,6 +376,52 @@ static inline bool weft__inherited(const weft_rt *rt)
  * its destruction's final stage, under a lock that keeps them alive meanwhile.
  * Any thread; fn must not create or destroy a runtime. */
 void weft__each_runtime(void (*fn)(weft_rt *rt, void *arg), void *arg);
+
+/*
+ * The owner's side of the exclusion with the monitor (core/monitor.c). A
+ * worker is "in user code" while a coroutine's own code runs on it; then the
+ * monitor may take over its yield queue, its runnext and deque, and its IO.
+ * Before the worker touches any of these again from a coroutine, it marks
+ * itself back in the runtime and waits for a rescue under way to end:
+ * weft__owner_enter. weft__owner_leave is the last thing before control
+ * returns to a coroutine's code. Neither is a locked instruction: the
+ * monitor's side runs membarrier (the asymmetric pair of core/wait.c).
+ */
+void weft__light_barrier_slow(void);   /* core/wait.c: the light side where it must be a fence */
+extern _Atomic int weft__barrier_asym; /* core/wait.c: 1 once membarrier is the heavy side */
+void weft__heavy_barrier(void);        /* core/wait.c: the monitor's side */
+void weft__rescue_wait(struct weft__worker *w);   /* core/monitor.c */
+
+static inline void weft__owner_enter(struct weft__worker *w)
+{
+    atomic_store_explicit(&w->in_user, 0, memory_order_relaxed);   /* ordered by the barrier below */
+    if (atomic_load_explicit(&weft__barrier_asym, memory_order_relaxed))
+        atomic_signal_fence(memory_order_seq_cst);   /* the monitor's membarrier does the rest */
+    else
+        weft__light_barrier_slow();
+    if (WEFT__UNLIKELY(atomic_load_explicit(&w->rescue, memory_order_acquire)))   /* pairs with the
+                                                                                     * monitor's release */
+        weft__rescue_wait(w);
+}
+
+static inline void weft__owner_leave(struct weft__worker *w)
+{
+    atomic_store_explicit(&w->in_user, 1, memory_order_release);   /* publishes the worker's state to
+                                                                    * the monitor's acquire */
+}
+
+/* core/monitor.c. _start: weft_rt_create, after the workers; returns 0 or a
+ * negative errno. _stop: weft_rt_destroy, after the workers stopped; joins it.
+ * _nudge: a worker that leaves the idle list, so that a monitor asleep while
+ * every worker was idle looks again. */
+int  weft__monitor_start(weft_rt *rt, uint64_t stall_ns);
+void weft__monitor_stop(weft_rt *rt);
+void weft__monitor_nudge(weft_rt *rt);
+/* core/queue.c. The monitor: moves w's queued tasks that are not pinned to it to
+ * the global queue and wakes a worker for them. runnext and the deque are
+ * taken as thieves take them, so w need not be excluded; `private`: the
+ * yield queue too, which needs w excluded. Returns how many it moved. */
+size_t weft__takeover(struct weft__worker *w, bool private);
 
 /* The worker the calling thread is, or NULL. Never inlined: see core/worker.c. */
 struct weft__worker *weft__worker_self(void);
@@ -309,6 +475,15 @@ void weft__yield_current(void);
 /* Counts a task about to be started; w is the calling worker of rt, or NULL. */
 void weft__count_spawn(weft_rt *rt, struct weft__worker *w);
 
+/* ---- coroutine-local storage (core/key.c) ------------------------------------ */
+
+struct weft__keyvals;   /* one coroutine's or plain thread's values */
+
+/* Runs the destructors of the values in *kv, as pthread does at a thread's
+ * exit, frees it and leaves *kv NULL. The coroutine whose values they are, as
+ * it ends (core/park.c), or a plain thread as it exits. */
+void weft__keys_end(struct weft__keyvals **kv);
+
 /* ---- task handles (core/task.c) --------------------------------------------- */
 
 struct weft__taskmem;   /* a runtime's handle allocator */
@@ -318,6 +493,14 @@ void weft__taskmem_destroy(struct weft__taskmem *m);
 /* A free handle, its fields unset, or NULL (out of memory). cache NULL: from
  * a plain thread. */
 weft_task *weft__task_alloc(struct weft__taskmem *m, struct weft__tcache *cache);
+/* Handles lie WEFT__TASK_STRIDE bytes apart, in spans of address space that
+ * stay mapped until the allocator is destroyed. */
+#define WEFT__TASK_STRIDE \
+    ((sizeof(struct weft_task) + WEFT__CACHELINE - 1) & ~(size_t)(WEFT__CACHELINE - 1))
+struct weft__span { uintptr_t lo, hi; };
+/* Stores up to max of the spans that hold every handle ever handed out, and
+ * returns how many there are. Any thread; takes m's lock for the copy. */
+size_t weft__taskmem_spans(struct weft__taskmem *m, struct weft__span *out, size_t max);
 void weft__task_free(struct weft__taskmem *m, struct weft__tcache *cache, weft_task *t);
 
 /* ---- stacks (core/stack.c) ----------------------------------------------- */
@@ -342,11 +525,36 @@ void weft__pool_drain(struct weft__stacks *s, struct weft__pool *pool);
  * trim returns whether it gave any back, so the caller may call again; it
  * gives up as soon as *stop is nonzero. Any thread. */
 uint64_t weft__stacks_trim_due(struct weft__stacks *s);
+/* Bytes of stack slots carved and not given back: in use, or free and warm.
+ * Any thread. */
+uint64_t weft__stacks_held(struct weft__stacks *s);
 bool weft__stacks_trim(struct weft__stacks *s, _Atomic uint32_t *stop);
 /* The overflow handler: installs it process-wide once, and the calling
  * thread's alternate signal stack. */
 int  weft__guard_install(void);
 int  weft__altstack_enter(void **mem);
 void weft__altstack_leave(void *mem);
+
+/* ---- the dump (core/dump.c) -------------------------------------------------- */
+
+/* Writes the calling coroutine's part of the dump to fd: for fatal messages.
+ * uc: the signal's ucontext_t when called from a handler, else NULL; from a
+ * handler it allocates nothing, and names only exported functions. Nothing
+ * outside a coroutine. */
+void weft__dump_current(int fd, void *uc);
+/* weft__dump_current(fd, NULL): what weft__panic prints (base/base.h). */
+void weft__dump_current_fd(int fd);
+/* Makes what a fatal message's backtrace needs, which a signal handler could
+ * not: the first runtime calls it. Any thread. */
+void weft__dump_prepare(void);
+/* The dump signal asked for: the configuration's, or WEFT_DUMP_SIGNAL's; 0
+ * for none; -EINVAL for a bad one. */
+int weft__dump_signal_pick(int configured);
+/* A runtime starts and stops using sig (0: none): the first installs the
+ * handler and its thread, the last restores the old disposition. start
+ * returns 0, -EBUSY (another runtime uses another signal), or an error of
+ * pthread_create or sigaction. */
+int weft__dump_signal_start(int sig);
+void weft__dump_signal_stop(int sig);
 
 #endif /* WEFT_CORE_H */

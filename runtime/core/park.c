@@ -19,17 +19,104 @@
  *      then fails and the successor queues the task itself. A park that finds
  *      NOTIFIED on entry consumes it and returns at once.
  *   Every park is matched by exactly one unpark (weft__waiter makes sure).
+ *
+ * Pinned tasks (weft_pin). A pinned task runs only on its home worker, and is
+ * never put where thieves look (runnext, the deque, the global queue). Made
+ * runnable by its home worker, it joins the yield queue, which is private; by
+ * any other thread, it is pushed on the home worker's inbox, a lock-free
+ * stack (any thread pushes, the owner takes the whole stack with one
+ * exchange at every schedule, core/worker.c), and the home worker is woken if
+ * it is parked:
+ *   1. the waker pushes the task (seq_cst CAS), full fence, and reads nidle;
+ *      if some worker is idle, it takes the home worker off the idle list if
+ *      it is there, and wakes it as wake_one wakes a worker (core/search.c);
+ *   2. a parking worker, in step 3 of the worker park protocol (after its
+ *      own fence), looks at its inbox too.
+ * Either the waker sees the worker on the idle list, or the worker's step 3
+ * comes after the push and sees it. With one worker pinning changes nothing,
+ * and is not looked at. The count is written only by the coroutine itself,
+ * so weft_pin and weft_unpin are plain stores; a waker reads it once the task
+ * has parked (step 2 above publishes it).
+ *
+ * The monitor's exclusion (core/monitor.c). Every way from a coroutine's code
+ * into the scheduler (park, yield, exit, a pinned wake-up on the home worker)
+ * starts with weft__owner_enter, and every way back into a coroutine's code
+ * ends with weft__owner_leave.
  */
 #include "sched.h"
 
+#include <errno.h>
 #include <limits.h>
 
-/* Any thread. Makes t runnable: on the calling worker's handoff or runnext if
- * it belongs to t's runtime, else on the global queue. */
+/* Any thread but h's: queues t, pinned to h, on h's inbox and wakes h if it
+ * is parked (step 1 of the pinned tasks' protocol above). */
+static void inbox_push(struct weft__worker *h, weft_task *t)
+{
+    weft_rt *rt = h->rt;
+    weft_task *head = atomic_load_explicit(&h->inbox, memory_order_relaxed);
+    do
+        t->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&h->inbox, &head, t,
+               memory_order_seq_cst, memory_order_relaxed));   /* publishes t; pairs with inbox_take */
+    weft__fence();   /* the push before nidle: pairs with park_worker's step 3 */
+    if (atomic_load_explicit(&rt->nidle, memory_order_seq_cst) != 0)
+        weft__wake_parked(h);
+}
+
+/* Any thread. Makes t, pinned, runnable on its home worker; w is the calling
+ * worker of t's runtime, or NULL. */
+static WEFT__NOINLINE void ready_pinned(struct weft__worker *w, weft_task *t)
+{
+    struct weft__worker *h = t->home;
+    if (w == h) {
+        /* The yield queue is the monitor's while it rescues this worker. */
+        bool user = atomic_load_explicit(&w->in_user, memory_order_relaxed);
+        if (user)
+            weft__owner_enter(w);
+        if (w->finishing && handoff_open(w))
+            w->handoff = t;   /* private too */
+        else
+            yq_push(w, t);
+        if (user)
+            weft__owner_leave(w);
+        return;
+    }
+    if (weft__inherited(t->rt))
+        return;   /* a task of the parent of a fork(): it never runs here */
+    inbox_push(h, t);
+}
+
+int weft_pin(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    if (!w || !w->current)
+        return -EPERM;
+    weft_task *self = w->current;
+    if (self->pins++ == 0)
+        self->home = w;
+    return 0;
+}
+
+int weft_unpin(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    if (!w || !w->current || !w->current->pins)
+        return -EPERM;
+    w->current->pins--;
+    return 0;
+}
+
+/* Any thread. Makes t runnable: on its home worker if pinned; else on the
+ * calling worker's handoff or runnext if it belongs to t's runtime, else on
+ * the global queue. */
 static void ready(weft_task *t)
 {
     weft_rt *rt = t->rt;
     struct weft__worker *w = weft__worker_self();
+    if (WEFT__UNLIKELY(t->pins) && rt->nworkers > 1) {
+        ready_pinned(w && w->rt == rt ? w : NULL, t);
+        return;
+    }
     if (w && w->rt == rt && !(w->shuffle && (rng_next(w) & 1))) {
         if (w->finishing && handoff_open(w)) {
             w->handoff = t;
@@ -63,7 +150,10 @@ static void after_switch(struct weft__worker *w)
                 memory_order_acq_rel, memory_order_acquire)) {   /* step 2: publishes the saved context */
             weft__check(s == WEFT__NOTIFIED, "a parking task was in an impossible state");
             atomic_store_explicit(&prev->pstate, WEFT__RUNNING, memory_order_relaxed);
-            push_local(w, prev);                                 /* woken while it parked */
+            if (prev->pins && w->rt->nworkers > 1)
+                yq_push(w, prev);                                /* pinned here: private */
+            else
+                push_local(w, prev);                             /* woken while it parked */
         }
     } else {
         /* The finished task's handle may be freed by now: only its stack. */
@@ -86,6 +176,8 @@ static inline struct weft__fiber *fiber_of(struct weft__worker *w, weft_task *t)
 {
     if (never_ran(t)) {
         weft__stack_bind(w->rt->stacks, &w->pool, t);
+        t->fiber->spawn_pc = t->spawn_pc;   /* the union's other half is the deadline now */
+        t->deadline = 0;
         weft__ctx_init(&t->fiber->ctx, t->fiber->stack_lo,
                        (char *)t->fiber->stack_lo + t->fiber->stack_size, task_entry, t);
     }
@@ -106,8 +198,11 @@ static inline void switch_from(struct weft__worker *w, struct weft__fiber *from,
 static void switch_away(struct weft__worker *w, weft_task *self)
 {
     w->prev = self;
+    self->fiber->since = w->clock;   /* for weft_dump's ages (core.h) */
     switch_from(w, self->fiber, WEFT__ACT_PARK);
-    after_switch(weft__worker_self());
+    struct weft__worker *now = weft__worker_self();
+    after_switch(now);
+    weft__owner_leave(now);
 }
 
 /* The current task, finished, leaves its stack (f) for good. Its handle may
@@ -124,17 +219,37 @@ void weft__park(void)
     struct weft__worker *w = weft__worker_self();
     weft__check(w && w->current, "weft__park outside a coroutine");
     weft_task *self = w->current;
+    /* For weft_stats_get: every park is counted here, and its one unpark in
+     * weft__unpark, whichever way each goes; the difference is the tasks
+     * waiting. Counting here rather than where the park completes keeps
+     * after_switch as small as it was: it is inlined into every switch. */
+    weft__bump(&w->ctr.task_parks, 1);
     if (atomic_load_explicit(&self->pstate, memory_order_relaxed) == WEFT__NOTIFIED) {
         uint32_t s = WEFT__NOTIFIED;
         if (atomic_compare_exchange_strong_explicit(&self->pstate, &s, WEFT__RUNNING,
-                memory_order_acquire, memory_order_relaxed))
+                memory_order_acquire, memory_order_relaxed)) {
+            weft__owner_leave(w);
             return;                                              /* unparked before it parked */
+        }
     }
+    weft__owner_enter(w);
     switch_away(w, self);
+}
+
+/* Counts an unpark of a task of rt, by the calling thread's worker w (or NULL),
+ * for weft_stats_get. */
+static void count_unpark(weft_rt *rt, struct weft__worker *w)
+{
+    if (w && w->rt == rt)
+        weft__bump(&w->ctr.task_unparks, 1);
+    else
+        atomic_fetch_add_explicit(&rt->unparks_outside, 1, memory_order_relaxed);   /* a counter */
 }
 
 void weft__unpark(weft_task *t)
 {
+    weft_rt *rt = t->rt;   /* read before t may run, finish and be reused */
+    struct weft__worker *w = weft__worker_self();
     uint32_t s = atomic_load_explicit(&t->pstate, memory_order_acquire);   /* pairs with step 2 */
     for (;;) {
         if (s == WEFT__PARKED) {
@@ -142,12 +257,15 @@ void weft__unpark(weft_task *t)
              * it, and there is one unpark per park. A plain store does;
              * ready() publishes it with the task. */
             atomic_store_explicit(&t->pstate, WEFT__RUNNING, memory_order_relaxed);
+            count_unpark(rt, w);
             ready(t);
             return;
         } else if (s == WEFT__RUNNING) {
             if (atomic_compare_exchange_weak_explicit(&t->pstate, &s, WEFT__NOTIFIED,
-                    memory_order_release, memory_order_acquire))
+                    memory_order_release, memory_order_acquire)) {
+                count_unpark(rt, w);
                 return;                                          /* step 2's CAS will fail and queue it */
+            }
         } else {
             weft__panic(__FILE__, __LINE__, "a task was unparked twice for one park");
         }
@@ -158,13 +276,18 @@ void weft__yield_current(void)
 {
     struct weft__worker *w = weft__worker_self();
     weft_task *self = w->current;
+    weft__owner_enter(w);
     weft_task *next = weft__pick_next(w);
-    if (!next)
+    if (!next) {
+        weft__owner_leave(w);
         return;                                                  /* nothing else to run here */
+    }
     yq_push(w, self);                                            /* private: safe before the switch */
     w->current = next;
     fiber_switch(self->fiber, fiber_of(w, next), false);
-    after_switch(weft__worker_self());
+    struct weft__worker *now = weft__worker_self();
+    after_switch(now);
+    weft__owner_leave(now);
 }
 
 /* ---- tasks ---------------------------------------------------------------------- */
@@ -175,11 +298,19 @@ static void task_entry(void *arg)
 #if defined(WEFT__ASAN)
     __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
 #endif
-    after_switch(weft__worker_self());
-    t->result = t->fn(t->arg);
+    struct weft__worker *start = weft__worker_self();
+    after_switch(start);
+    weft__owner_leave(start);
+    void *result = t->fn(t->arg);
+    if (t->keys)
+        weft__keys_end(&t->keys);   /* its destructors run as part of it */
     struct weft__worker *w = weft__worker_self();
     weft__check(w, "a coroutine returned in the child of a fork(), where its runtime does not exist; "
                    "the child must end with _exit() or exec (weft.h, fork)");
+    /* Out of user code: the monitor reads fn, which result overwrites, and
+     * waking the joiner may use the yield queue or the handoff. */
+    weft__owner_enter(w);
+    t->result = result;
     struct weft__fiber *f = t->fiber;   /* once DONE is stored, the handle is the joiner's */
     uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with detach's CAS */
     for (;;) {

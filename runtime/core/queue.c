@@ -67,6 +67,59 @@ static void global_push_batch(weft_rt *rt, weft_task *const *batch, size_t n)
     pthread_mutex_unlock(&rt->gq_lock);
 }
 
+/* Moves batch[0..*n) to the global queue and empties it. */
+static void takeover_flush(weft_rt *rt, weft_task **batch, size_t *n)
+{
+    if (*n)
+        global_push_batch(rt, batch, *n);
+    *n = 0;
+}
+
+size_t weft__takeover(struct weft__worker *w, bool private)
+{
+    weft_rt *rt = w->rt;
+    weft_task *batch[GQ_BATCH];
+    size_t n = 0, moved = 0;
+    /* The yield queue, in order; tasks pinned here stay. */
+    weft_task *x = private ? w->yq_head : NULL;
+    if (private)
+        w->yq_head = w->yq_tail = NULL;
+    while (x) {
+        weft_task *next = x->next;
+        if (x->pins) {
+            yq_push(w, x);
+        } else {
+            batch[n++] = x;
+            moved++;
+            if (n == GQ_BATCH)
+                takeover_flush(rt, batch, &n);
+        }
+        x = next;
+    }
+    /* runnext and the deque, as a thief takes them. */
+    weft_task *r = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+    if (r && atomic_compare_exchange_strong_explicit(&w->runnext, &r, NULL,
+                                                     memory_order_acquire, memory_order_relaxed)) {
+        batch[n++] = r;
+        moved++;
+        if (n == GQ_BATCH)
+            takeover_flush(rt, batch, &n);
+    }
+    while (!weft__deque_empty(&w->dq)) {
+        weft_task *t = weft__deque_steal(&w->dq);
+        if (!t)
+            continue;   /* lost a race with a thief */
+        batch[n++] = t;
+        moved++;
+        if (n == GQ_BATCH)
+            takeover_flush(rt, batch, &n);
+    }
+    takeover_flush(rt, batch, &n);
+    if (moved)
+        weft__wake_one(rt);   /* a searcher that finds work wakes the next (core/search.c) */
+    return moved;
+}
+
 void weft__gq_push(weft_rt *rt, weft_task *t)
 {
     global_push_batch(rt, &t, 1);

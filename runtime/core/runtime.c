@@ -156,6 +156,17 @@ static int config_check(weft_config *c, const weft_config *cfg)
         return -EINVAL;
     if (!c->ring_entries)
         c->ring_entries = 256;
+    /* The stall report's threshold: WEFT_STALL_MS (milliseconds, 0: never),
+     * else the configuration's. UINT64_MAX means never. */
+    if (!c->stall_ns)
+        c->stall_ns = STALL_NS_DEFAULT;
+    const char *stall_ms = getenv("WEFT_STALL_MS");
+    if (stall_ms && *stall_ms) {
+        char *end;
+        unsigned long long ms = strtoull(stall_ms, &end, 10);
+        if (*end == 0)
+            c->stall_ns = ms == 0 ? UINT64_MAX : ms > UINT64_MAX / 1000000u ? UINT64_MAX - 1 : ms * 1000000u;
+    }
     return 0;
 }
 
@@ -163,6 +174,9 @@ static int config_check(weft_config *c, const weft_config *cfg)
  * handler and the fork handler. Returns 0 or a negative errno. */
 static int process_setup(void)
 {
+    /* weft__panic (base/) prints the running coroutine's part of the dump. */
+    atomic_store_explicit(&weft__panic_context, weft__dump_current_fd, memory_order_relaxed);   /* read only by a panic */
+    weft__dump_prepare();
     int err = weft__guard_install();
     if (err)
         return err;
@@ -237,6 +251,9 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
     int backend = weft__io_choose(c.io_backend);
     if (backend < 0)
         return backend;   /* -ENOSYS: built without io_uring */
+    int dump_signal = weft__dump_signal_pick(c.dump_signal);
+    if (dump_signal < 0)
+        return dump_signal;
     if ((err = process_setup()))
         return err;
     weft_rt *rt = rt_alloc(&c);
@@ -247,7 +264,17 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
         rt_free(rt);
         return err;
     }
+    if ((err = weft__monitor_start(rt, c.stall_ns))) {
+        stop_workers(rt, rt->nworkers);
+        rt_free(rt);
+        return err;
+    }
     live_add(rt);
+    if ((err = weft__dump_signal_start(dump_signal))) {
+        weft_rt_destroy(rt);   /* no task yet: at once */
+        return err;
+    }
+    rt->dump_signal = dump_signal;
     *out = rt;
     return 0;
 }
@@ -299,6 +326,8 @@ int weft_rt_destroy(weft_rt *rt)
     }
     live_remove(rt);   /* no coroutine is left to wait on a descriptor */
     stop_workers(rt, rt->nworkers);
+    weft__dump_signal_stop(rt->dump_signal);
+    weft__monitor_stop(rt);    /* after the workers, which nudge it as they park */
     weft__io_rt_destroy(rt);   /* descriptor table, helper threads (io/backend.c) */
     rt_free(rt);
     return 0;

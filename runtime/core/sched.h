@@ -24,8 +24,10 @@
  *
  * Where each part lives: worker.c, a worker's run loop and the choice of the
  * next task; queue.c, the global queue; park.c, switching, and parking and
- * waking a task; search.c, stealing, parking a worker and the timer watcher;
- * runtime.c, the life of a runtime.
+ * waking a task, and pinned tasks; search.c, stealing, parking a worker and
+ * the timer watcher; runtime.c, the life of a runtime; monitor.c, the thread
+ * that takes a stalled worker's queues and IO over (the worker's side of its
+ * exclusion is weft__owner_enter and weft__owner_leave, core.h).
  *
  * Designs rejected
  *   - A FIFO local queue (Go, Tokio): a fork-join tree then unfolds breadth
@@ -70,6 +72,7 @@ enum {
 #define SPIN_NS        30000u   /* then more such rounds, for this long, before a worker parks */
 #define GAP_MIN_NS     2000u    /* a search that leaves tasks to a busy owner looks again after */
 #define GAP_MAX_NS     16000u   /* ... this, doubling up to this (below SPIN_NS, see find_work) */
+#define STALL_NS_DEFAULT 500000000u   /* weft_config.stall_ns (core/monitor.c) */
 
 /* ---- context switching ----------------------------------------------------- */
 
@@ -133,6 +136,9 @@ void weft__gq_destroy(weft_rt *rt);
 void weft__wake_one(weft_rt *rt);
 /* search.c: wakes a parked worker whose wake word was just set. Any thread. */
 void weft__wake_worker(struct weft__worker *w);
+/* search.c: if h is on the idle list, takes it off and wakes it, searching
+ * (a pinned task waits on its inbox, core/park.c). Any thread. */
+void weft__wake_parked(struct weft__worker *h);
 /* search.c: the idle loop's search. Returns a task, or NULL when the runtime
  * stops. The worker w itself. */
 weft_task *weft__find_work(struct weft__worker *w);

@@ -85,6 +85,27 @@ void weft__wake_one(weft_rt *rt)
     weft__wake_worker(w);
 }
 
+void weft__wake_parked(struct weft__worker *h)
+{
+    weft_rt *rt = h->rt;
+    bool found = false;
+    pthread_mutex_lock(&rt->idle_lock);
+    for (struct weft__worker **p = &rt->idle; *p; p = &(*p)->idle_next) {
+        if (*p == h) {
+            *p = h->idle_next;
+            atomic_fetch_sub_explicit(&rt->nidle, 1, memory_order_seq_cst);
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rt->idle_lock);
+    if (!found)
+        return;   /* running, searching, or being woken: it looks at its inbox */
+    atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);   /* it starts out searching */
+    atomic_store_explicit(&h->wake, WEFT__WAKE_GO, memory_order_release);
+    weft__wake_worker(h);
+}
+
 /* ---- workers -------------------------------------------------------------------- */
 
 /*
@@ -151,7 +172,7 @@ static weft_task *steal_any(struct weft__worker *w, enum steal_round round, bool
         if (lone_task_waits(w, v, round))
             *waiting = true;
         else if ((t = weft__deque_steal(&v->dq)))
-            return t;
+            break;
         if (round == ROUND_PLAIN)
             continue;   /* runnext is looked at only in the LOOK and TAKE rounds */
         weft_task *x = atomic_load_explicit(&v->runnext, memory_order_relaxed);
@@ -159,9 +180,15 @@ static weft_task *steal_any(struct weft__worker *w, enum steal_round round, bool
             continue;
         if (seen_since_look(&w->rn_seen, round, v, (uintptr_t)x) &&
             atomic_compare_exchange_strong_explicit(&v->runnext, &x, NULL,
-                                                    memory_order_acquire, memory_order_relaxed))
-            return x;
+                                                    memory_order_acquire, memory_order_relaxed)) {
+            t = x;
+            break;
+        }
         *waiting = true;
+    }
+    if (t) {
+        weft__bump(&w->ctr.steals, 1);
+        return t;
     }
     if (spawns != w->spawns_seen) {
         w->spawns_seen = spawns;
@@ -293,12 +320,16 @@ static void park_worker(struct weft__worker *w)
     atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
     weft__fence();                     /* 3 */
     uint64_t due = weft__timers_next(rt->timers);
-    if ((work_visible(rt) || (due != UINT64_MAX && due <= weft_now()) ||
+    if ((work_visible(rt) || atomic_load_explicit(&w->inbox, memory_order_seq_cst) ||
+         (due != UINT64_MAX && due <= weft_now()) ||
          atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) &&
-        leave_idle(w))
+        leave_idle(w)) {
+        weft__monitor_nudge(rt);
         return;
+    }
     /* Otherwise a waker took us off the list and counted us as searching; its
      * store to our wake word is on its way. */
+    weft__bump(&w->ctr.sleeps, 1);
     uint32_t v;
     while ((v = atomic_load_explicit(&w->wake, memory_order_acquire)) != WEFT__WAKE_GO) {   /* 4 */
         if (v == WEFT__WAKE_TIMERS)   /* a kick: the earliest deadline moved */
@@ -310,6 +341,7 @@ static void park_worker(struct weft__worker *w)
              * ourselves, unless a waker already did. */
             if (weft__timers_fire(rt->timers, weft_now()) && leave_idle(w)) {
                 unwatch(w);
+                weft__monitor_nudge(rt);
                 return;
             }
             continue;
@@ -337,6 +369,7 @@ static void park_worker(struct weft__worker *w)
             atomic_store_explicit(&w->in_io, 0, memory_order_relaxed);
             if (woke && leave_idle(w)) {
                 unwatch(w);
+                weft__monitor_nudge(rt);
                 return;
             }
             continue;
@@ -344,8 +377,10 @@ static void park_worker(struct weft__worker *w)
         weft__futex_wait_until(&w->wake, WEFT__WAKE_NONE, until);
     }
     atomic_store_explicit(&w->wake, WEFT__WAKE_NONE, memory_order_relaxed);
+    weft__bump(&w->ctr.wakes, 1);
     unwatch(w);
     w->spinning = true;
+    weft__monitor_nudge(rt);
 }
 
 /* Whether the searchers (the caller among them) are no more than the
@@ -357,8 +392,23 @@ static bool few_searchers(weft_rt *rt)
     return 2 * searching + idle <= rt->nworkers;
 }
 
-/* The idle loop's search. Returns a task, or NULL when the runtime stops. */
+static weft_task *search(struct weft__worker *w);
+
+/* The idle loop's search, timed: the time a worker spends in it is its idle
+ * time, so that the clock is read only on the idle path (weft_stats_busy).
+ * Returns a task, or NULL when the runtime stops. */
 weft_task *weft__find_work(struct weft__worker *w)
+{
+    uint64_t t0 = weft_now();
+    atomic_store_explicit(&w->idle_since, t0, memory_order_relaxed);   /* a hint for readers */
+    weft_task *t = search(w);
+    w->clock = weft_now();
+    weft__bump(&w->ctr.idle_ns, w->clock - t0);
+    atomic_store_explicit(&w->idle_since, 0, memory_order_relaxed);
+    return t;
+}
+
+static weft_task *search(struct weft__worker *w)
 {
     weft_rt *rt = w->rt;
     for (;;) {

@@ -297,6 +297,18 @@ static char *carve(struct weft__stacks *s)
     return c->bump;
 }
 
+uint64_t weft__stacks_held(struct weft__stacks *s)
+{
+    size_t carved = 0;
+    pthread_mutex_lock(&s->lock);
+    for (const struct chunk *c = s->chunks; c; c = c->next)
+        carved += (size_t)(c->bump - c->base) / s->slot_size;
+    size_t held = carved > s->cold.n ? carved - s->cold.n : 0;   /* cold: given back or never touched */
+    uint64_t bytes = (uint64_t)held * (s->slot_size - s->guard_size);
+    pthread_mutex_unlock(&s->lock);
+    return bytes;
+}
+
 static int install_guard(struct weft__stacks *s, char *base)
 {
     if (guard_madvise) {
@@ -394,6 +406,8 @@ void weft__stack_bind(struct weft__stacks *s, struct weft__pool *pool, weft_task
     f->stack_lo = slot_base(s, top) + s->guard_size;
     f->stack_size = (size_t)((char *)f - (char *)f->stack_lo);
     f->asan_fake = NULL;
+    f->why = WEFT__WHY_NONE;   /* the dump's notes: the slot's last holder left its own */
+    f->name[0] = '\0';
     if (weft__on_valgrind())
         f->vg_stack = weft__vg_stack_register(f->stack_lo, (char *)f);
 #if defined(WEFT__TSAN)
@@ -549,15 +563,16 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
         addr >= (char *)t->fiber->stack_lo - t->rt->stacks->guard_size) {
         char msg[256];
         size_t n = 0;
-        n += put_s(msg + n, "weft: stack overflow in coroutine 0x");
-        n += fmt_u(msg + n, (uintptr_t)t, 16);
-        n += put_s(msg + n, " (entry function 0x");
-        n += fmt_u(msg + n, (uintptr_t)t->fn, 16);
-        n += put_s(msg + n, ", stack size ");
+        n += put_s(msg + n, "weft: stack overflow in coroutine ");
+        n += fmt_u(msg + n, t->id, 10);
+        n += put_s(msg + n, " (stack size ");
         n += fmt_u(msg + n, t->rt->stacks->configured, 10);
         n += put_s(msg + n, " bytes); raise weft_config.stack_size\n");
         ssize_t rc = weft__sys_write(STDERR_FILENO, msg, n);
         (void)rc;
+        /* Its name, entry, creator and frames: the overflowed stack is still
+         * mapped above the guard, and this runs on the alternate stack. */
+        weft__dump_current(STDERR_FILENO, uc);
         abort();
     }
     /* Not ours: let the previous disposition have it. */

@@ -50,7 +50,7 @@
 #define SLAB_MIN    ((size_t)64 << 10)
 #define SLAB_MAX    ((size_t)32 << 20)
 #define SLAB_HUGE   ((size_t)2 << 20)
-#define TASK_STRIDE ((sizeof(struct weft_task) + WEFT__CACHELINE - 1) & ~(size_t)(WEFT__CACHELINE - 1))
+#define TASK_STRIDE WEFT__TASK_STRIDE
 
 struct slab {                /* at the start of each mapping */
     struct slab *next;
@@ -120,6 +120,23 @@ static weft_task *carve(struct weft__taskmem *m)
     weft_task *t = (weft_task *)m->bump;
     m->bump += TASK_STRIDE;
     return t;
+}
+
+size_t weft__taskmem_spans(struct weft__taskmem *m, struct weft__span *out, size_t max)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&m->lock);
+    for (struct slab *s = m->slabs; s; s = s->next, n++) {
+        if (n >= max)
+            continue;   /* counted only */
+        uintptr_t lo = (uintptr_t)s + TASK_STRIDE;   /* the header takes the first stride */
+        /* The newest slab is carved up to bump; older ones were left with
+         * less than a stride uncarved, never used. */
+        uintptr_t hi = s == m->slabs ? (uintptr_t)m->bump : (uintptr_t)s + s->len;
+        out[n] = (struct weft__span){ .lo = lo, .hi = hi };
+    }
+    pthread_mutex_unlock(&m->lock);
+    return n;
 }
 
 /* Holds m->lock. A free handle, or NULL: a listed one, one from the top
@@ -237,9 +254,10 @@ void weft__task_release(weft_task *t)
  * (`weft-bench spawn`). The size is pinned so that a new field
  * cannot be left out of this list unnoticed.
  */
-_Static_assert(sizeof(struct weft_task) == 13 * sizeof(void *) && sizeof(void *) == 8,
+_Static_assert(sizeof(struct weft_task) == 16 * sizeof(void *) && sizeof(void *) == 8,
                "task_init writes every field of weft_task: a new one needs its line there");
-static void task_init(weft_task *t, weft_rt *rt, weft_fn fn, void *arg, bool detached)
+static void task_init(weft_task *t, weft_rt *rt, weft_fn fn, void *arg, bool detached,
+                      uint64_t id, const void *spawn_pc)
 {
     t->fiber = NULL;
     t->next = NULL;
@@ -253,13 +271,39 @@ static void task_init(weft_task *t, weft_rt *rt, weft_fn fn, void *arg, bool det
     atomic_init(&t->refs, 1u);   /* the handle: the caller's, or the finisher's if detached */
     atomic_init(&t->cancelled, 0u);
     atomic_init(&t->waiting, 0);
-    t->deadline = 0;
+    t->spawn_pc = spawn_pc;   /* the deadline, 0, once it runs (core/park.c) */
     atomic_init(&t->io_req, 0);
     atomic_init(&t->io_owner, NULL);
+    t->pins = 0;
+    t->home = NULL;
+    t->keys = NULL;
+    t->id = id;
 }
 
-/* w: the calling worker, if it runs a coroutine of rt; else NULL. */
-static int spawn(weft_rt *rt, struct weft__worker *w, weft_task **out, weft_fn fn, void *arg)
+/*
+ * Task ids, for weft_dump: unique in the process and increasing on each
+ * worker. Workers take them from the shared counter in batches, so that
+ * spawning on several workers does not make every core write one cache line;
+ * plain threads take one at a time. Relaxed: only uniqueness matters.
+ */
+#define ID_BATCH 1024u
+static _Atomic uint64_t next_id = 1;
+
+static uint64_t new_id(struct weft__worker *w)
+{
+    if (!w)
+        return atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+    if (w->id_next == w->id_end) {
+        w->id_next = atomic_fetch_add_explicit(&next_id, ID_BATCH, memory_order_relaxed);
+        w->id_end = w->id_next + ID_BATCH;
+    }
+    return w->id_next++;
+}
+
+/* w: the calling worker, if it runs a coroutine of rt; else NULL. pc: where
+ * the program called weft_spawn or weft_spawn_on. */
+static int spawn(weft_rt *rt, struct weft__worker *w, weft_task **out, weft_fn fn, void *arg,
+                 const void *pc)
 {
     bool inside = w != NULL;
     /* A plain thread must not race weft_rt_destroy; once it has begun, only the
@@ -275,21 +319,26 @@ static int spawn(weft_rt *rt, struct weft__worker *w, weft_task **out, weft_fn f
         return err;
     }
     weft__count_spawn(rt, w);
-    task_init(t, rt, fn, arg, !out);
+    task_init(t, rt, fn, arg, !out, new_id(w), pc);
     if (out)
         *out = t;
     weft__task_start(w, t);   /* t may run, finish and be freed from here on */
     return 0;
 }
 
-int weft_spawn_on(weft_rt *rt, weft_task **task, weft_fn fn, void *arg)
+static int spawn_on(weft_rt *rt, weft_task **task, weft_fn fn, void *arg, const void *pc)
 {
     if (!rt || !fn)
         return -EINVAL;
     if (weft__inherited(rt))
         return -ECHILD;
     struct weft__worker *w = weft__worker_self();
-    return spawn(rt, w && w->current && w->rt == rt ? w : NULL, task, fn, arg);
+    return spawn(rt, w && w->current && w->rt == rt ? w : NULL, task, fn, arg, pc);
+}
+
+int weft_spawn_on(weft_rt *rt, weft_task **task, weft_fn fn, void *arg)
+{
+    return spawn_on(rt, task, fn, arg, __builtin_return_address(0));
 }
 
 int weft_spawn(weft_task **task, weft_fn fn, void *arg)
@@ -299,7 +348,7 @@ int weft_spawn(weft_task **task, weft_fn fn, void *arg)
     struct weft__worker *w = weft__worker_self();
     if (!w || !w->current)
         return -EPERM;
-    return spawn(w->rt, w, task, fn, arg);
+    return spawn(w->rt, w, task, fn, arg, __builtin_return_address(0));
 }
 
 /* Marks the handle used by join or detach; -EINVAL if it was already. */
@@ -340,6 +389,7 @@ int weft_join(weft_task *t, void **result)
     uintptr_t j = atomic_load_explicit(&t->join, memory_order_acquire);   /* pairs with the finisher's CAS */
     if (j == WEFT__JOIN_NONE) {
         wt = (struct weft__waiter){ .task = self };
+        weft__waiter_why(&wt, WEFT__WHY_JOIN, t);
         /* A task still queued here, typically just spawned, is taken out to
          * run next on this worker: it cannot start before we park, so a
          * plain store publishes the waiter (to our own thread). */
@@ -402,7 +452,7 @@ int weft_main(const weft_config *cfg, weft_fn fn, void *arg, void **result)
     if (err)
         return err;
     weft_task *t;
-    err = weft_spawn_on(rt, &t, fn, arg);
+    err = spawn_on(rt, &t, fn, arg, __builtin_return_address(0));
     if (!err)
         err = weft_join(t, result);
     int derr = weft_rt_destroy(rt);

@@ -201,6 +201,9 @@ int weft__timer_arm(weft_rt *rt, struct weft__timer *tm)
     if (earliest)
         publish_next(ts);
     pthread_mutex_unlock(&ts->lock);
+    struct weft__worker *w = weft__worker_self();
+    if (w && w->rt == rt)
+        weft__bump(&w->ctr.timers_armed, 1);   /* for weft_stats_get */
     if (earliest)
         weft__timers_changed(rt);   /* core/search.c: a watcher may sleep past it */
     return 0;
@@ -241,6 +244,7 @@ int weft_sleep(uint64_t ns)
     weft_rt *rt = w->rt;
     struct weft__waiter wt;
     weft__waiter_init(&wt);
+    weft__waiter_why(&wt, WEFT__WHY_SLEEP, 0);
     struct weft__timer tm = { .when = when, .wt = &wt, .result = 1 };
     err = weft__timer_arm(rt, &tm);
     if (err)

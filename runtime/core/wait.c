@@ -70,6 +70,10 @@
 /* How the two sides of the cancellation handshake are ordered (see above). */
 enum { BARRIER_UNKNOWN, BARRIER_ASYMMETRIC, BARRIER_FENCES };
 static _Atomic int barrier_mode;
+/* 1 once the mode is ASYMMETRIC: for weft__owner_enter's light side, which
+ * must not call pthread_once on every switch. While it reads 0 that side uses
+ * a full fence, which is never weaker. */
+_Atomic int weft__barrier_asym;
 static pthread_once_t barrier_once = PTHREAD_ONCE_INIT;
 
 static void barrier_choose(void)
@@ -82,6 +86,7 @@ static void barrier_choose(void)
         mode = BARRIER_ASYMMETRIC;
 #endif
     atomic_store_explicit(&barrier_mode, mode, memory_order_release);  /* pthread_once orders it too */
+    atomic_store_explicit(&weft__barrier_asym, mode == BARRIER_ASYMMETRIC, memory_order_relaxed);
 }
 
 /* The mode, chosen on first use by whichever side comes first. Any thread. */
@@ -112,6 +117,16 @@ static void heavy_side(int mode)
         return;
     weft__check(mode != BARRIER_ASYMMETRIC, "membarrier failed after it was registered");
     weft__fence();
+}
+
+void weft__light_barrier_slow(void)
+{
+    weft__fence();
+}
+
+void weft__heavy_barrier(void)
+{
+    heavy_side(barrier());
 }
 
 static WEFT__TLS uint64_t thread_deadline;   /* a plain thread's weft_deadline() */

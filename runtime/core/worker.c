@@ -60,12 +60,34 @@ static weft_task *yq_pop(struct weft__worker *w)
         w->yq_head = w->yq_tail = NULL;
         while (x) {
             weft_task *next = x->next;
-            local_put(w, x);
+            if (x->pins)
+                yq_push(w, x);   /* pinned here: never where thieves look */
+            else
+                local_put(w, x);
             x = next;
         }
         weft__wake_one(w->rt);
     }
     return t;
+}
+
+/* The owner. Moves the tasks on w's inbox (pinned tasks made runnable by
+ * other threads, core/park.c) to its yield queue, oldest first. */
+static WEFT__NOINLINE void inbox_take(struct weft__worker *w)
+{
+    weft_task *t = atomic_exchange_explicit(&w->inbox, NULL, memory_order_acquire);   /* pairs with the push */
+    weft_task *fifo = NULL;
+    while (t) {
+        weft_task *next = t->next;
+        t->next = fifo;
+        fifo = t;
+        t = next;
+    }
+    while (fifo) {
+        weft_task *next = fifo->next;
+        yq_push(w, fifo);
+        fifo = next;
+    }
 }
 
 /* The owner. The next task to run on w, or NULL. */
@@ -76,6 +98,8 @@ weft_task *weft__pick_next(struct weft__worker *w)
      * no code can come to rely on LIFO order or on runnext. */
     uint32_t tick = tick_of(w) + 1;
     atomic_store_explicit(&w->tick, tick, memory_order_relaxed);   /* searchers read it: a hint */
+    if (WEFT__UNLIKELY(atomic_load_explicit(&w->inbox, memory_order_relaxed) != NULL))
+        inbox_take(w);
     if ((t = w->handoff)) {   /* ready() left it only with a fairness tick still ahead */
         w->handoff = NULL;
         w->fair_left--;
@@ -84,6 +108,7 @@ weft_task *weft__pick_next(struct weft__worker *w)
     if (WEFT__UNLIKELY(--w->fair_left == 0 || (w->shuffle && (rng_next(w) & 1)))) {
         if (!w->fair_left)
             w->fair_left = FAIRNESS_TICKS;
+        w->clock = weft__coarse_now();   /* for weft_dump's ages (core.h) */
         weft__io_poll(w);         /* IO does not wait behind a long run of tasks */
         fire_timers(w);           /* nor do sleepers */
         if ((t = weft__gq_pop(w->rt)) ||
@@ -113,6 +138,8 @@ void *weft__worker_main(void *arg)
 {
     struct weft__worker *w = arg;
     tls_worker = w;
+    w->clock = weft_now();
+    atomic_store_explicit(&w->started, w->clock, memory_order_relaxed);   /* read by weft_stats_busy */
     weft__io_worker_start(w);   /* SIGPIPE blocked; its ring enabled, or epoll (io/backend.c) */
     if (weft__altstack_enter(&w->altstack) != 0)
         w->altstack = NULL;   /* overflows then show as a plain SIGSEGV */

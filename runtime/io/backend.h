@@ -29,6 +29,7 @@
 
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 /* What an operation does: the system call it stands for. */
 enum weft__io_kind {
@@ -43,6 +44,11 @@ enum weft__io_kind {
     WEFT__IO_OPEN,       /* path, flags, mode */
     WEFT__IO_FSYNC,      /* fd */
     WEFT__IO_POLL,       /* fd, flags: poll(2) events */
+    WEFT__IO_READV,      /* fd, iov, iovcnt; len: the sum of the lengths */
+    WEFT__IO_WRITEV,     /* fd, iov, iovcnt; len: the sum of the lengths */
+    WEFT__IO_RECVMSG,    /* fd, msg, flags (also weft_recvfrom) */
+    WEFT__IO_SENDMSG,    /* fd, msg, flags (also weft_sendto) */
+    WEFT__IO_SENDFILE,   /* fd (out), in_fd, offp, len */
 };
 
 /* One IO call, in the caller's frame for the whole call. */
@@ -58,6 +64,14 @@ struct weft__io_op {
     off_t            off;       /* pread, pwrite */
     const char      *path;      /* open */
     mode_t           mode;      /* open */
+    const struct iovec *iov;    /* readv, writev */
+    int              iovcnt;    /* readv, writev */
+    struct msghdr   *msg;       /* recvmsg, sendmsg */
+    int              in_fd;     /* sendfile: the file read */
+    off_t           *offp;      /* sendfile: where to read, moved on; NULL: in_fd's offset */
+    unsigned         why;       /* for weft_dump: enum weft__why, where the kind alone does
+                                 * not say it (a poll that awaits a signal or a child) */
+    uintptr_t        what;      /* and what it names then */
 };
 
 /* What `call` returns for WEFT__IO_CONNECT when the attempt went on and it
@@ -84,6 +98,11 @@ struct weft__backend {
     /* The owner: whether it must sleep in the backend (not on its futex) to
      * see its coroutines' IO finish. */
     bool (*busy)(struct weft__worker *w);
+    /* The monitor (core/monitor.c), without excluding the owner: whether
+     * completions or events wait that nobody has reaped. A hint: the monitor
+     * then excludes the owner and calls `poll` as the owner would, and the
+     * tasks that makes runnable go to the global queue. */
+    bool (*pending)(struct weft__worker *w);
     /* The owner, parked and busy: waits for IO, a kick, or `until`
      * (weft_now() clock; UINT64_MAX: no limit). Returns whether a task became
      * runnable. */
@@ -111,6 +130,11 @@ static inline bool weft__io_poll(struct weft__worker *w)
 static inline bool weft__io_busy(struct weft__worker *w)
 {
     return w->io->busy(w);
+}
+
+static inline bool weft__io_pending(struct weft__worker *w)
+{
+    return w->io->pending(w);
 }
 
 static inline bool weft__io_sleep(struct weft__worker *w, uint64_t until)
@@ -156,10 +180,11 @@ void weft__sigpipe_take(void);
 /* ---- io.c: what the backends share --------------------------------------------- */
 
 /* The plain system call for op, once; EINTR is not retried. Returns its
- * result or a negative errno. SEND adds MSG_NOSIGNAL. */
+ * result or a negative errno. SEND and SENDMSG add MSG_NOSIGNAL. */
 ssize_t weft__io_syscall(const struct weft__io_op *op);
-/* accept4 or connect without blocking, on a socket whose flags are left as
- * its owner set them (the toggle in io.c). -EAGAIN: nothing pending;
+/* accept4, connect or sendfile without blocking, on a descriptor whose
+ * flags are left as its owner set them (the toggle in io.c; for sendfile,
+ * the descriptor written). -EAGAIN: nothing pending, or no room;
  * -EINPROGRESS: the attempt goes on. */
 ssize_t weft__io_syscall_nowait(const struct weft__io_op *op);
 
@@ -167,17 +192,62 @@ ssize_t weft__io_syscall_nowait(const struct weft__io_op *op);
  * not, -EBADF (not open) or another negative errno. Never waits. */
 int weft__poll_now(int fd, short events);
 
-/* recv and send with MSG_DONTWAIT want -EAGAIN back, not a wait. */
+/* Whether op is one of the socket calls that take MSG_ flags. */
+static inline bool weft__io_has_msg_flags(const struct weft__io_op *op)
+{
+    return op->kind == WEFT__IO_RECV || op->kind == WEFT__IO_SEND ||
+           op->kind == WEFT__IO_RECVMSG || op->kind == WEFT__IO_SENDMSG;
+}
+
+/* recv, send, recvmsg and sendmsg with MSG_DONTWAIT want -EAGAIN back, not
+ * a wait. */
 static inline bool weft__io_asks_not_to_wait(const struct weft__io_op *op)
 {
-    return (op->kind == WEFT__IO_RECV || op->kind == WEFT__IO_SEND) && (op->flags & MSG_DONTWAIT);
+    return weft__io_has_msg_flags(op) && (op->flags & MSG_DONTWAIT);
+}
+
+/* read, write, readv, writev: the calls that take any kind of descriptor. */
+static inline bool weft__io_is_stream(const struct weft__io_op *op)
+{
+    return op->kind == WEFT__IO_READ || op->kind == WEFT__IO_WRITE ||
+           op->kind == WEFT__IO_READV || op->kind == WEFT__IO_WRITEV;
+}
+
+/* A stream call (weft__io_is_stream) on a socket, as the socket call that
+ * takes MSG_ flags: read and write as recv and send, readv and writev as
+ * recvmsg and sendmsg, whose header is *m (the caller's, living as long as
+ * the result). */
+static inline struct weft__io_op weft__io_as_socket(const struct weft__io_op *op, struct msghdr *m)
+{
+    struct weft__io_op c = *op;
+    c.flags = 0;
+    switch (op->kind) {
+    case WEFT__IO_READ:  c.kind = WEFT__IO_RECV; break;
+    case WEFT__IO_WRITE: c.kind = WEFT__IO_SEND; break;
+    default:
+        *m = (struct msghdr){ .msg_iov = (struct iovec *)op->iov, .msg_iovlen = (size_t)op->iovcnt };
+        c.kind = op->kind == WEFT__IO_READV ? WEFT__IO_RECVMSG : WEFT__IO_SENDMSG;
+        c.msg = m;
+        break;
+    }
+    return c;
 }
 
 /* Whether op waits for its descriptor to take data, rather than give it. */
 static inline bool weft__io_writes(const struct weft__io_op *op)
 {
     return op->kind == WEFT__IO_WRITE || op->kind == WEFT__IO_SEND ||
-           op->kind == WEFT__IO_CONNECT || op->kind == WEFT__IO_PWRITE;
+           op->kind == WEFT__IO_CONNECT || op->kind == WEFT__IO_PWRITE ||
+           op->kind == WEFT__IO_WRITEV || op->kind == WEFT__IO_SENDMSG ||
+           op->kind == WEFT__IO_SENDFILE;
+}
+
+/* Whether op, made without waiting, needs its descriptor's O_NONBLOCK set
+ * for the call (weft__io_syscall_nowait): accept4 and sendfile, which have
+ * no flag that says so per call. */
+static inline bool weft__io_needs_toggle(const struct weft__io_op *op)
+{
+    return op->kind == WEFT__IO_ACCEPT || op->kind == WEFT__IO_SENDFILE;
 }
 
 /* ---- what backend.c alone calls of each backend --------------------------------- */

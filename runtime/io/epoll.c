@@ -346,6 +346,7 @@ static int wait_fd(struct weft__worker *w, int fd, int dirs)
     if (err)
         return err;
 
+    weft__bump(&w->ctr.epoll_waits, 1);
     int32_t r = weft__wait(&fw.wt);
     if (r < 0) {
         /* A deadline, a cancellation or weft_close: withdraw, unless the
@@ -417,6 +418,7 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
             continue;
         uint32_t got = ev[i].events;
         bool fail = got & (EPOLLERR | EPOLLHUP);
+        weft__bump(&w->ctr.epoll_events, 1);
         pthread_mutex_lock(&s->lock);
         if (got & (EPOLLIN | EPOLLRDHUP | EPOLLPRI) || fail)
             woke |= wake_list(w->rt, s, RD, (int32_t)got, fail || (got & EPOLLRDHUP));
@@ -439,6 +441,15 @@ static bool set_busy(struct weft__worker *w)
      * whose set could not be made has none, and no waiters. */
     struct weft__epset *s = ep_of(w);
     return s && atomic_load_explicit(&s->waiters, memory_order_relaxed) != 0;
+}
+
+/* The monitor, without the exclusion: whether events wait on the set (an
+ * epoll descriptor is readable when its set has events ready). A hint. */
+static bool set_pending(struct weft__worker *w)
+{
+    struct weft__epset *s = ep_of(w);
+    struct pollfd p = { .fd = s ? s->epfd : -1, .events = POLLIN };
+    return set_busy(w) && weft__sys_poll(&p, 1, 0) > 0;
 }
 
 static bool set_poll(struct weft__worker *w)
@@ -508,29 +519,32 @@ static int make_nonblocking(int fd)
 }
 
 /*
- * read, write, recv, send, accept. Sockets are left as the caller made them: recv and send
- * take MSG_DONTWAIT, read and write on a socket are recv and send with no
- * flags, and accept4 sets O_NONBLOCK for the one call (once_nowait). Other
- * descriptors (pipes, terminals) are switched to O_NONBLOCK. The descriptor
- * table remembers which answered ENOTSOCK, as a hint: a number reused for
- * another kind of file costs one system call, never a blocked worker.
+ * read, write, recv, send, accept, and readv, writev, recvmsg, sendmsg,
+ * sendfile. Sockets are left as the caller made them: recv, send, recvmsg
+ * and sendmsg take MSG_DONTWAIT; read and write on a socket are recv and
+ * send with no flags, readv and writev recvmsg and sendmsg; accept4 and
+ * sendfile set O_NONBLOCK (sendfile: on the descriptor written) for the one
+ * call (weft__io_syscall_nowait). Other descriptors (pipes, terminals) are
+ * switched to O_NONBLOCK. The descriptor table remembers which answered
+ * ENOTSOCK, as a hint: a number reused for another kind of file costs one
+ * system call, never a blocked worker.
  */
 static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
 {
-    struct weft__io_op c = *a;
-    bool as_socket = (c.kind == WEFT__IO_READ || c.kind == WEFT__IO_WRITE) && !fd_not_socket(w->rt, c.fd);
-    if (as_socket)
-        c.kind = c.kind == WEFT__IO_READ ? WEFT__IO_RECV : WEFT__IO_SEND;
+    struct msghdr m;   /* readv and writev on a socket, as recvmsg and sendmsg */
+    bool as_socket = weft__io_is_stream(a) && !fd_not_socket(w->rt, a->fd);
+    struct weft__io_op c = as_socket ? weft__io_as_socket(a, &m) : *a;
     int err;
-    if (c.kind == WEFT__IO_RECV || c.kind == WEFT__IO_SEND)
+    if (weft__io_has_msg_flags(&c))
         c.flags |= MSG_DONTWAIT;
-    else if (c.kind != WEFT__IO_ACCEPT && (err = make_nonblocking(c.fd)))
+    else if (!weft__io_needs_toggle(&c) && (err = make_nonblocking(c.fd)))
         return err;
-    bool write = c.kind == WEFT__IO_WRITE || c.kind == WEFT__IO_SEND;
+    bool write = weft__io_writes(&c);
     for (;;) {
-        ssize_t r = c.kind == WEFT__IO_ACCEPT ? weft__io_syscall_nowait(&c) : weft__io_syscall(&c);
+        ssize_t r = weft__io_needs_toggle(&c) ? weft__io_syscall_nowait(&c) : weft__io_syscall(&c);
         if (r == -ENOTSOCK && as_socket) {
-            /* A pipe or a terminal: read(2) and write(2), made non-blocking. */
+            /* A pipe or a terminal: read(2), write(2), readv(2), writev(2),
+             * made non-blocking. */
             fd_mark_not_socket(w->rt, c.fd);
             as_socket = false;
             c = *a;
@@ -624,6 +638,7 @@ const struct weft__backend weft__epoll = {
     .destroy = set_destroy,
     .poll    = set_poll,
     .busy    = set_busy,
+    .pending = set_pending,
     .sleep   = set_sleep,
     .kick    = set_kick,
     .call    = set_call,

@@ -19,10 +19,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netdb.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* The calling coroutine's worker, or NULL from a plain thread. */
@@ -55,6 +60,11 @@ ssize_t weft__io_syscall(const struct weft__io_op *a)
     case WEFT__IO_PWRITE:  return weft__sys_pwrite(a->fd, a->buf, a->len, a->off);
     case WEFT__IO_OPEN:    return weft__sys_open(a->path, a->flags, a->mode);
     case WEFT__IO_FSYNC:   return weft__sys_fsync(a->fd);
+    case WEFT__IO_READV:   return weft__sys_readv(a->fd, a->iov, a->iovcnt);
+    case WEFT__IO_WRITEV:  return weft__sys_writev(a->fd, a->iov, a->iovcnt);
+    case WEFT__IO_RECVMSG: return weft__sys_recvmsg(a->fd, a->msg, a->flags);
+    case WEFT__IO_SENDMSG: return weft__sys_sendmsg(a->fd, a->msg, a->flags | MSG_NOSIGNAL);
+    case WEFT__IO_SENDFILE: return weft__sys_sendfile(a->fd, a->in_fd, a->offp, a->len);
     default: {
         struct pollfd p = { .fd = a->fd, .events = (short)a->flags };
         int r = weft__sys_poll(&p, 1, -1);
@@ -97,10 +107,10 @@ static int owner_flags(int fd)
     return fl;
 }
 
-/* accept4 or connect (a->kind) without waiting, on a socket whose flags are
- * left as they were (see toggle_lock). Returns the call's result or a
- * negative errno: -EAGAIN (accept: nothing pending), -EINPROGRESS (connect:
- * the attempt goes on). */
+/* accept4, connect or sendfile (a->kind) without waiting, on a descriptor
+ * whose flags are left as they were (see toggle_lock). Returns the call's
+ * result or a negative errno: -EAGAIN (accept: nothing pending; sendfile: no
+ * room), -EINPROGRESS (connect: the attempt goes on). */
 ssize_t weft__io_syscall_nowait(const struct weft__io_op *a)
 {
     _Atomic uint32_t *l = toggle_lock_of(a->fd);
@@ -160,16 +170,18 @@ static int plain_wait(int fd, short events, uint64_t deadline)
  * A blocking call from a plain thread. Without a deadline, or on a
  * descriptor its owner made O_NONBLOCK, it is the plain system call. With
  * one, a call that would block waits in plain_wait and is then made without
- * blocking: recv and send (and read and write on a socket) with MSG_DONTWAIT,
- * accept4 with the listener's O_NONBLOCK set for the call (once_nowait), each
- * retried on EAGAIN. Read and write on another kind of file (a pipe, a
- * terminal) have no such flag, and its O_NONBLOCK would be seen by every
- * thread that shares it: they are made once poll(2) says the file is ready,
- * and a write is cut to PIPE_BUF bytes, which a ready pipe takes without
- * waiting. A thread of the user that reads (writes) the same pipe at that
- * moment can still take what poll(2) saw, and hold the call past the
- * deadline. recv with MSG_WAITALL gathers until the deadline and then returns
- * what it has, as a signal would end it.
+ * blocking: recv, send, recvmsg and sendmsg (and read, write, readv and
+ * writev on a socket, as those) with MSG_DONTWAIT, accept4 and sendfile with
+ * the descriptor's O_NONBLOCK set for the call (weft__io_syscall_nowait),
+ * each retried on EAGAIN. read, write, readv and writev on another kind of
+ * file (a pipe, a terminal) have no such flag, and its O_NONBLOCK would be
+ * seen by every thread that shares it: they are made once poll(2) says the
+ * file is ready, and a write is cut to PIPE_BUF bytes (a writev to its first
+ * buffer that holds any, so cut), which a ready pipe takes without waiting.
+ * A thread of the user that reads (writes) the same pipe at that moment can
+ * still take what poll(2) saw, and hold the call past the deadline. recv
+ * with MSG_WAITALL gathers until the deadline and then returns what it has,
+ * as a signal would end it; recvmsg with MSG_WAITALL returns what has come.
  */
 static ssize_t plain_io(const struct weft__io_op *a)
 {
@@ -183,22 +195,22 @@ static ssize_t plain_io(const struct weft__io_op *a)
             ;
         return r;
     }
-    struct weft__io_op c = *a;
-    bool out = c.kind == WEFT__IO_WRITE || c.kind == WEFT__IO_SEND;
-    bool sock = true;   /* read and write: until the file answers ENOTSOCK */
-    if (c.kind == WEFT__IO_READ || c.kind == WEFT__IO_WRITE)
-        c.kind = out ? WEFT__IO_SEND : WEFT__IO_RECV;
+    struct msghdr m;   /* readv and writev on a socket, as recvmsg and sendmsg */
+    bool stream = weft__io_is_stream(a);
+    bool out = weft__io_writes(a);
+    bool sock = true;   /* read, write, readv, writev: until the file answers ENOTSOCK */
+    struct weft__io_op c = stream ? weft__io_as_socket(a, &m) : *a;
     bool waitall = c.kind == WEFT__IO_RECV && (c.flags & MSG_WAITALL);
     if (waitall)
         c.flags &= ~MSG_WAITALL;
     size_t done = 0;   /* gathered so far, with MSG_WAITALL */
     for (;;) {
-        if (c.kind == WEFT__IO_ACCEPT) {
+        if (weft__io_needs_toggle(&c)) {
             r = weft__io_syscall_nowait(&c);
         } else if (sock) {
             c.flags |= MSG_DONTWAIT;
             r = weft__io_syscall(&c);
-            if (r == -ENOTSOCK && (a->kind == WEFT__IO_READ || a->kind == WEFT__IO_WRITE)) {
+            if (r == -ENOTSOCK && stream) {
                 c = *a;
                 sock = false;
                 continue;
@@ -208,8 +220,18 @@ static ssize_t plain_io(const struct weft__io_op *a)
             if (ready < 0)
                 return ready;
             struct stat st;
-            if (out && c.len > PIPE_BUF && (fstat(c.fd, &st) < 0 || !S_ISREG(st.st_mode)))
-                c.len = PIPE_BUF;
+            if (out && c.len > PIPE_BUF && (fstat(c.fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+                if (c.kind == WEFT__IO_WRITEV) {
+                    int i = 0;
+                    while (c.iov[i].iov_len == 0)   /* len > 0: one holds some */
+                        i++;
+                    c.kind = WEFT__IO_WRITE;
+                    c.buf = c.iov[i].iov_base;
+                    c.len = c.iov[i].iov_len;
+                }
+                if (c.len > PIPE_BUF)
+                    c.len = PIPE_BUF;
+            }
             r = weft__io_syscall(&c);
         }
         if (r == -EINTR)
@@ -249,6 +271,30 @@ int weft__poll_now(int fd, short events)
 
 /* ---- the public calls ------------------------------------------------------------ */
 
+/* What weft_dump says a coroutine waiting in an operation of this kind waits for. */
+static enum weft__why why_of(enum weft__io_kind kind)
+{
+    switch (kind) {
+    case WEFT__IO_READ: case WEFT__IO_RECV: return WEFT__WHY_READ;
+    case WEFT__IO_WRITE: case WEFT__IO_SEND: return WEFT__WHY_WRITE;
+    case WEFT__IO_ACCEPT: return WEFT__WHY_ACCEPT;
+    case WEFT__IO_CONNECT: return WEFT__WHY_CONNECT;
+    case WEFT__IO_POLL: return WEFT__WHY_POLL;
+    default: return WEFT__WHY_FILE;
+    }
+}
+
+/* Hands a to the calling coroutine's backend, having noted for weft_dump what
+ * its waits inside (one or several) are for. */
+static ssize_t call(struct weft__worker *w, const struct weft__io_op *a)
+{
+    if (a->why != WEFT__WHY_NONE)
+        weft__why_task(w->current, (enum weft__why)a->why, a->what);
+    else
+        weft__why_task(w->current, why_of(a->kind), (uintptr_t)a->fd);
+    return w->io->call(w, a);
+}
+
 /* One call: on the caller's backend from a coroutine, else as plain_io. */
 static ssize_t do_io(const struct weft__io_op *a)
 {
@@ -259,7 +305,7 @@ static ssize_t do_io(const struct weft__io_op *a)
         return plain_io(a);
     if (cancelled(w))
         return -ECANCELED;
-    return w->io->call(w, a);
+    return call(w, a);
 }
 
 ssize_t weft_read(int fd, void *buf, size_t len)
@@ -326,17 +372,20 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     else if (cancelled(w))
         return -ECANCELED;
     else
-        r = (int)w->io->call(w, &c);
+        r = (int)call(w, &c);
     return r == WEFT__IO_CONNECTED_LATER ? connect_outcome(fd) : r;
 }
 
-int weft_poll(int fd, short events)
+/* weft_poll, noted for weft_dump as a wait for why and what when why is not
+ * WEFT__WHY_NONE. */
+static int poll_as(int fd, short events, enum weft__why why, uintptr_t what)
 {
     if (fd < 0)
         return -EBADF;   /* poll(2) would skip it and wait for nothing */
     if (!(events & (POLLIN | POLLOUT | POLLPRI)))
         return -EINVAL;   /* nothing that could ever become ready: a plain thread would wait for ever */
-    struct weft__io_op p = { .kind = WEFT__IO_POLL, .fd = fd, .flags = events };
+    struct weft__io_op p = { .kind = WEFT__IO_POLL, .fd = fd, .flags = events,
+                             .why = why, .what = what };
     struct weft__worker *w = in_coroutine();
     if (!w) {
         uint64_t deadline = weft__thread_deadline();
@@ -350,7 +399,12 @@ int weft_poll(int fd, short events)
     if (cancelled(w))
         return -ECANCELED;
     int r = weft__poll_now(fd, events);
-    return r ? r : (int)w->io->call(w, &p);
+    return r ? r : (int)call(w, &p);
+}
+
+int weft_poll(int fd, short events)
+{
+    return poll_as(fd, events, WEFT__WHY_NONE, 0);
 }
 
 /* pread, pwrite, open, fsync: calls without readiness. From a plain thread,
@@ -362,7 +416,7 @@ static ssize_t file_io(const struct weft__io_op *a)
         return -EINVAL;   /* as do_io */
     struct weft__worker *w = in_coroutine();
     if (w)
-        return cancelled(w) ? -ECANCELED : w->io->call(w, a);
+        return cancelled(w) ? -ECANCELED : call(w, a);
     uint64_t deadline = weft__thread_deadline();
     if (deadline && deadline <= weft_now())
         return -ETIMEDOUT;
@@ -399,6 +453,328 @@ int weft_open(const char *path, int flags, mode_t mode)
 int weft_fsync(int fd)
 {
     return (int)file_io(&(struct weft__io_op){ .kind = WEFT__IO_FSYNC, .fd = fd });
+}
+
+/* ---- vectored, datagram and ancillary IO, and sendfile ---------------------------- */
+
+/* The sum of the lengths of iov[0..iovcnt), or -EINVAL (iovcnt below 0 or
+ * above IOV_MAX, as readv(2); a sum above SSIZE_MAX, which no count could
+ * report) or -EFAULT (iov NULL with buffers to use). */
+static ssize_t iov_total(const struct iovec *iov, size_t iovcnt)
+{
+    if (iovcnt > IOV_MAX)
+        return -EINVAL;
+    if (iovcnt && !iov)
+        return -EFAULT;
+    size_t sum = 0;
+    for (size_t i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_len > (size_t)SSIZE_MAX - sum)
+            return -EINVAL;
+        sum += iov[i].iov_len;
+    }
+    return (ssize_t)sum;
+}
+
+/* A coroutine's write that failed with -EPIPE raised SIGPIPE on its worker,
+ * which blocks it (epoll: just now, on this thread; a ring's owner takes its
+ * own as it reaps): take it back. */
+static ssize_t took_sigpipe(ssize_t r)
+{
+    if (WEFT__UNLIKELY(r == -EPIPE) && in_coroutine())
+        weft__sigpipe_take();
+    return r;
+}
+
+ssize_t weft_readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    ssize_t total = iovcnt < 0 ? -EINVAL : iov_total(iov, (size_t)iovcnt);
+    if (total < 0)
+        return total;
+    return do_io(&(struct weft__io_op){ .kind = WEFT__IO_READV, .fd = fd, .iov = iov, .iovcnt = iovcnt,
+                                        .len = (size_t)total });
+}
+
+ssize_t weft_writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    ssize_t total = iovcnt < 0 ? -EINVAL : iov_total(iov, (size_t)iovcnt);
+    if (total < 0)
+        return total;
+    return took_sigpipe(do_io(&(struct weft__io_op){ .kind = WEFT__IO_WRITEV, .fd = fd, .iov = iov,
+                                                     .iovcnt = iovcnt, .len = (size_t)total }));
+}
+
+/* msg's buffers checked as recvmsg(2) and sendmsg(2) would: 0, -EFAULT (msg
+ * NULL), -EMSGSIZE (more than IOV_MAX buffers), -EINVAL (a sum above
+ * SSIZE_MAX). */
+static int msg_check(const struct msghdr *msg)
+{
+    if (!msg)
+        return -EFAULT;
+    if (msg->msg_iovlen > IOV_MAX)
+        return -EMSGSIZE;
+    ssize_t total = iov_total(msg->msg_iov, msg->msg_iovlen);
+    return total < 0 ? (int)total : 0;
+}
+
+ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    int err = msg_check(msg);
+    if (err)
+        return err;
+    return do_io(&(struct weft__io_op){ .kind = WEFT__IO_RECVMSG, .fd = fd, .msg = msg, .flags = flags });
+}
+
+ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    int err = msg_check(msg);
+    if (err)
+        return err;
+    return do_io(&(struct weft__io_op){ .kind = WEFT__IO_SENDMSG, .fd = fd, .msg = (struct msghdr *)msg,
+                                        .flags = flags });
+}
+
+/* recvfrom is recvmsg of one buffer: the ring has no recvfrom of its own. */
+ssize_t weft_recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr, socklen_t *addrlen)
+{
+    if (addr && !addrlen)
+        return -EFAULT;   /* before anything is received, where recvfrom(2) would lose the datagram */
+    struct iovec v = { .iov_base = buf, .iov_len = len };
+    struct msghdr m = { .msg_name = addr, .msg_namelen = addr ? *addrlen : 0, .msg_iov = &v, .msg_iovlen = 1 };
+    ssize_t r = do_io(&(struct weft__io_op){ .kind = WEFT__IO_RECVMSG, .fd = fd, .msg = &m, .flags = flags,
+                                             .len = len });
+    if (r >= 0 && addr)
+        *addrlen = m.msg_namelen;   /* the sender's full length, as recvfrom(2) */
+    return r;
+}
+
+ssize_t weft_sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr,
+                    socklen_t addrlen)
+{
+    struct iovec v = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr m = { .msg_name = (void *)addr, .msg_namelen = addr ? addrlen : 0, .msg_iov = &v,
+                        .msg_iovlen = 1 };
+    return do_io(&(struct weft__io_op){ .kind = WEFT__IO_SENDMSG, .fd = fd, .msg = &m, .flags = flags,
+                                        .len = len });
+}
+
+ssize_t weft_sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
+{
+    if (offset && *offset < 0)
+        return -EINVAL;   /* as sendfile(2) */
+    if (in_fd < 0)
+        return -EBADF;
+    return took_sigpipe(do_io(&(struct weft__io_op){ .kind = WEFT__IO_SENDFILE, .fd = out_fd,
+                                                     .in_fd = in_fd, .offp = offset, .len = count }));
+}
+
+/* ---- signals --------------------------------------------------------------------- */
+
+/* A signalfd's record as the siginfo_t that sigwaitinfo(2) fills. */
+static void siginfo_from(siginfo_t *info, const struct signalfd_siginfo *s)
+{
+    memset(info, 0, sizeof *info);
+    info->si_signo = (int)s->ssi_signo;
+    info->si_errno = s->ssi_errno;
+    info->si_code = s->ssi_code;
+    info->si_pid = (pid_t)s->ssi_pid;
+    info->si_uid = (uid_t)s->ssi_uid;
+    if (s->ssi_signo == SIGCHLD) {
+        info->si_status = s->ssi_status;
+        info->si_utime = (clock_t)s->ssi_utime;
+        info->si_stime = (clock_t)s->ssi_stime;
+    } else if (s->ssi_code == SI_QUEUE || s->ssi_code == SI_TIMER || s->ssi_code == SI_MESGQ) {
+        info->si_value.sival_ptr = (void *)(uintptr_t)s->ssi_ptr;
+    } else if (s->ssi_signo == SIGSEGV || s->ssi_signo == SIGBUS || s->ssi_signo == SIGILL ||
+               s->ssi_signo == SIGFPE) {
+        info->si_addr = (void *)(uintptr_t)s->ssi_addr;
+    }
+}
+
+/* sigwaitinfo from a plain thread, within its deadline. */
+static int plain_sigwait(const sigset_t *set, siginfo_t *info)
+{
+    uint64_t deadline = weft__thread_deadline();
+    for (;;) {
+        struct timespec ts, *tp = NULL;
+        if (deadline) {
+            uint64_t now = weft_now();
+            uint64_t left = deadline > now ? deadline - now : 0;
+            ts = (struct timespec){ .tv_sec = (time_t)(left / 1000000000u), .tv_nsec = (long)(left % 1000000000u) };
+            tp = &ts;
+        }
+        int r = weft__sys_sigtimedwait(set, info, tp);
+        if (r == -EAGAIN)
+            return -ETIMEDOUT;
+        if (r != -EINTR)
+            return r;
+    }
+}
+
+/*
+ * A coroutine reads the signal from a signalfd of its own, made for the call
+ * and read without blocking once the worker's backend reports it readable, as
+ * any descriptor: the worker goes on running the other coroutines, and the
+ * deadline, cancellation and both backends come with weft_poll. Rejected: a
+ * helper thread in sigwaitinfo, which nothing could interrupt at the deadline;
+ * one signalfd per runtime, whose single reader would have to hand signals to
+ * the callers that want them, for a call a program makes rarely.
+ */
+/* The lowest signal in set, which weft_dump names as the one awaited. */
+static int first_signal(const sigset_t *set)
+{
+    for (int s = 1; s < NSIG; s++)
+        if (sigismember(set, s) == 1)
+            return s;
+    return 0;
+}
+
+int weft_sigwait(const sigset_t *set, siginfo_t *info)
+{
+    if (!set)
+        return -EFAULT;
+    sigset_t want = *set;
+    sigdelset(&want, SIGKILL);
+    sigdelset(&want, SIGSTOP);
+    if (sigisemptyset(&want))
+        return -EINVAL;   /* no signal it could ever return: a plain thread would wait for ever */
+    siginfo_t scratch;
+    if (!info)
+        info = &scratch;
+    struct weft__worker *w = in_coroutine();
+    if (!w)
+        return plain_sigwait(&want, info);
+    if (cancelled(w))
+        return -ECANCELED;
+    int sfd = weft__sys_signalfd(-1, &want, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sfd < 0)
+        return sfd;
+    int r;
+    for (;;) {
+        struct signalfd_siginfo si;
+        ssize_t n = weft__sys_read(sfd, &si, sizeof si);
+        if (n == (ssize_t)sizeof si) {
+            siginfo_from(info, &si);
+            r = (int)si.ssi_signo;
+            break;
+        }
+        if (n != -EAGAIN && n != -EINTR) {
+            r = n < 0 ? (int)n : -EIO;
+            break;
+        }
+        /* Not pending, or another thread took it first: wait for the next. */
+        r = poll_as(sfd, POLLIN, WEFT__WHY_SIGNAL, (uintptr_t)first_signal(&want));
+        if (r < 0)
+            break;
+    }
+    weft_close(sfd);
+    return r;
+}
+
+/* ---- children -------------------------------------------------------------------- */
+
+struct blocking_wait {
+    pid_t pid;
+    int  *status;
+    int   options;
+    int   ret;
+};
+
+static void *blocking_wait_run(void *arg)
+{
+    struct blocking_wait *b = arg;
+    while ((b->ret = weft__sys_waitpid(b->pid, b->status, b->options)) == -EINTR)
+        ;
+    return NULL;
+}
+
+/*
+ * A child given by its pid, for its exit alone (no WUNTRACED, WCONTINUED),
+ * is awaited on a pidfd, which becomes readable when the child exits: through
+ * weft_poll, so the worker runs the others meanwhile, and the deadline and
+ * cancellation hold at any time. Any other wait (any child, a process group,
+ * a stop or a continue, a kernel before 5.3) has no descriptor to wait on:
+ * a helper thread makes the blocking waitpid (weft_offload), so a deadline or
+ * cancellation ends it only before the helper starts it.
+ */
+int weft_waitpid(pid_t pid, int *status, int options)
+{
+    struct weft__worker *w = in_coroutine();
+    if (w && cancelled(w))
+        return -ECANCELED;
+    int r;
+    while ((r = weft__sys_waitpid(pid, status, options | WNOHANG)) == -EINTR)
+        ;
+    if (r != 0 || (options & WNOHANG))
+        return r;   /* reaped, failed (-ECHILD, -EINVAL), or asked not to wait */
+    if (pid > 0 && !(options & (WUNTRACED | WCONTINUED))) {
+        int pfd = weft__sys_pidfd_open(pid, 0);
+        if (pfd >= 0) {
+            for (;;) {
+                r = poll_as(pfd, POLLIN, WEFT__WHY_CHILD, (uintptr_t)pid);
+                if (r >= 0) {
+                    while ((r = weft__sys_waitpid(pid, status, options | WNOHANG)) == -EINTR)
+                        ;
+                }
+                if (r != 0)
+                    break;
+            }
+            weft_close(pfd);
+            return r;
+        }
+        if (pfd != -ENOSYS && pfd != -EPERM)
+            return pfd == -ESRCH ? -ECHILD : pfd;   /* ESRCH: reaped meanwhile by another caller */
+    }
+    struct blocking_wait b = { .pid = pid, .status = status, .options = options };
+    int err = weft_offload(blocking_wait_run, &b, NULL);
+    return err ? err : b.ret;
+}
+
+/* ---- name lookup ----------------------------------------------------------------- */
+
+/* The negative errno values weft_getaddrinfo returns are told from the EAI_
+ * codes by value: none of them is an EAI_ code (EAI_ codes are negative on
+ * glibc and musl, and -ENOMEM is glibc's EAI_OVERFLOW, so no other errno may
+ * be returned: an offload without memory or threads is EAI_MEMORY, EAI_AGAIN). */
+_Static_assert(-ETIMEDOUT != EAI_BADFLAGS && -ETIMEDOUT != EAI_NONAME && -ETIMEDOUT != EAI_AGAIN &&
+               -ETIMEDOUT != EAI_FAIL && -ETIMEDOUT != EAI_FAMILY && -ETIMEDOUT != EAI_SOCKTYPE &&
+               -ETIMEDOUT != EAI_SERVICE && -ETIMEDOUT != EAI_MEMORY && -ETIMEDOUT != EAI_SYSTEM &&
+               -ETIMEDOUT != EAI_OVERFLOW, "-ETIMEDOUT is an EAI_ code");
+_Static_assert(-ECANCELED != EAI_BADFLAGS && -ECANCELED != EAI_NONAME && -ECANCELED != EAI_AGAIN &&
+               -ECANCELED != EAI_FAIL && -ECANCELED != EAI_FAMILY && -ECANCELED != EAI_SOCKTYPE &&
+               -ECANCELED != EAI_SERVICE && -ECANCELED != EAI_MEMORY && -ECANCELED != EAI_SYSTEM &&
+               -ECANCELED != EAI_OVERFLOW, "-ECANCELED is an EAI_ code");
+_Static_assert(-EFAULT != EAI_BADFLAGS && -EFAULT != EAI_NONAME && -EFAULT != EAI_AGAIN &&
+               -EFAULT != EAI_FAIL && -EFAULT != EAI_FAMILY && -EFAULT != EAI_SOCKTYPE &&
+               -EFAULT != EAI_SERVICE && -EFAULT != EAI_MEMORY && -EFAULT != EAI_SYSTEM &&
+               -EFAULT != EAI_OVERFLOW, "-EFAULT is an EAI_ code");
+
+struct lookup {
+    const char             *node, *service;
+    const struct addrinfo  *hints;
+    struct addrinfo       **res;
+    int                     ret;
+};
+
+static void *lookup_run(void *arg)
+{
+    struct lookup *l = arg;
+    l->ret = getaddrinfo(l->node, l->service, l->hints, l->res);
+    return NULL;
+}
+
+int weft_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                     struct addrinfo **res)
+{
+    if (!res)
+        return -EFAULT;
+    struct lookup l = { .node = node, .service = service, .hints = hints, .res = res };
+    int err = weft_offload(lookup_run, &l, NULL);
+    switch (err) {
+    case 0:          return l.ret;
+    case -ENOMEM:    return EAI_MEMORY;
+    case -EAGAIN:    return EAI_AGAIN;
+    default:         return err;   /* -ETIMEDOUT, -ECANCELED */
+    }
 }
 
 int weft_close(int fd)

@@ -231,6 +231,7 @@ int weft_offload(weft_fn fn, void *arg, void **result)
         return err;
     struct weft__waiter w1;
     weft__waiter_init(&w1);
+    weft__waiter_why(&w1, WEFT__WHY_OFFLOAD, fn);
     struct job j = { .fn = fn, .arg = arg, .state = JOB_QUEUED, .waiter = &w1 };
     pthread_mutex_lock(&p->lock);                                   /* step 1 */
     err = enqueue(p, &j);
@@ -249,6 +250,7 @@ int weft_offload(weft_fn fn, void *arg, void **result)
         case JOB_RUNNING: {
             struct weft__waiter w2;
             weft__waiter_init(&w2);
+            weft__waiter_why(&w2, WEFT__WHY_OFFLOAD, fn);
             j.waiter = &w2;
             pthread_mutex_unlock(&p->lock);
             r = weft__wait_nointr(&w2);

@@ -11,10 +11,21 @@
  * stolen).
  *
  * Rings are created by weft_rt_create with IORING_SETUP_R_DISABLED and enabled
- * by the worker thread itself, so that IORING_SETUP_SINGLE_ISSUER names the
- * worker; DEFER_TASKRUN then runs completion work only when the worker asks
- * for events, never by interrupting it. Older kernels get COOP_TASKRUN, or no
- * flags.
+ * by the worker thread itself. They use COOP_TASKRUN: the kernel runs a
+ * completion's task work at the worker's next transition between user and
+ * kernel mode (at the latest its next timer interrupt), without an IPI, and
+ * wakes it from an interruptible sleep. Not DEFER_TASKRUN, which would run
+ * that work only when the worker asks for events, and not SINGLE_ISSUER
+ * (which DEFER_TASKRUN requires): a worker that stalls in code weft cannot
+ * see would then hold its completions, and only it could submit what its
+ * coroutines queued. With COOP_TASKRUN the completions reach the shared
+ * queue, and the monitor, holding the stalled worker excluded, submits and
+ * reaps on its ring as the worker would (core/monitor.c). Older kernels
+ * get no flags.
+ *
+ * The ring's state that "the owner" touches below (its request table, its
+ * counts, its queues' heads) is the worker's, or the monitor's while it holds
+ * that worker excluded: never both at once.
  *
  * A parked worker with requests in flight sleeps in io_uring_enter, waiting
  * for a completion; then its ring holds a read of the worker's eventfd, which
@@ -32,8 +43,8 @@
  * kernel may name a request by its user_data after it has completed. A
  * linked timeout that fires as its request completes takes a reference to
  * the request and queues task work that cancels *by user_data*
- * (io_req_task_link_timeout -> io_try_cancel); with DEFER_TASKRUN that work
- * may run at our next io_uring_enter, after we reaped the completion and the
+ * (io_req_task_link_timeout -> io_try_cancel); that work may run at the
+ * submitter's next transition into the kernel, after we reaped the completion and the
  * coroutine queued its next request at the same address, which would then be
  * cancelled for nothing. So each ring keeps a table of its requests in
  * flight, owned by the ring's owner alone; a request's identity is its slot
@@ -47,7 +58,7 @@
  *     submission and its completion carries the IGNORE tag, so it needs no
  *     memory of ours. A request cut short by it completes with -ECANCELED,
  *     which is reported as -ETIMEDOUT once the deadline has passed.
- *   - Cancellation. Only the ring's owner may submit to it, so weft_cancel()
+ *   - Cancellation. Only the ring's owner submits to it, so weft_cancel()
  *     queues a note with the request's identity on the owner's inbox and
  *     writes its eventfd; the owner submits IORING_OP_ASYNC_CANCEL for that
  *     identity if the task's io_req still holds it. That request cannot
@@ -311,7 +322,6 @@ static int ring_create(void **out, unsigned entries)
     if (!r)
         return -ENOMEM;
     static const unsigned flag_sets[] = {
-        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
         0,
     };
@@ -473,9 +483,10 @@ static void take_inbox(struct weft__ring *r)
     }
 }
 
-/* Claims the waiters of the completions in the queue. The owner. */
-static bool reap(struct weft__ring *r)
+/* Claims the waiters of the completions in the queue. The owner, w. */
+static bool reap(struct weft__worker *w)
 {
+    struct weft__ring *r = ring_of(w);
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
     bool woke = false;
@@ -506,6 +517,7 @@ static bool reap(struct weft__ring *r)
         count_waits(r, s->fd, -1);
         put_slot(r, s);
         weft__wake(&q->wt, 1);   /* the coroutine becomes runnable here */
+        weft__bump(&w->ctr.uring_completed, 1);
         woke = true;
     }
     io_uring_cq_advance(&r->ring, seen);
@@ -513,8 +525,8 @@ static bool reap(struct weft__ring *r)
 }
 
 /*
- * Whether completions wait in the kernel for us to enter it: deferred task
- * work (DEFER_TASKRUN runs it only when we ask for events) or an overflowed
+ * Whether completions wait in the kernel for us to enter it: task work not
+ * yet run (COOP_TASKRUN runs it at our next transition) or an overflowed
  * completion queue. With TASKRUN_FLAG the kernel says so in the SQ ring's
  * flags, and a worker that polls often (every search round, every fairness
  * tick) need not make a system call to learn that nothing is there. A flag
@@ -538,7 +550,15 @@ static bool ring_poll(struct weft__worker *w)
         if (io_uring_submit_and_get_events(&r->ring) >= 0)
             r->queued = 0;
     }
-    return reap(r);
+    return reap(w);
+}
+
+/* The monitor, without the exclusion: whether completions wait in the
+ * shared queue. A hint. */
+static bool ring_pending(struct weft__worker *w)
+{
+    struct io_uring *ring = &ring_of(w)->ring;
+    return IO_URING_READ_ONCE(*ring->cq.ktail) != IO_URING_READ_ONCE(*ring->cq.khead);
 }
 
 static bool ring_busy(struct weft__worker *w)
@@ -576,7 +596,7 @@ static bool ring_sleep(struct weft__worker *w, uint64_t until)
     }
     if (e >= 0 || e == -ETIME)
         r->queued = 0;   /* submitted, whether or not a completion came */
-    return reap(r);
+    return reap(w);
 }
 
 /* Any thread: wakes r's owner from ring_sleep. */
@@ -607,7 +627,10 @@ static void post_note(struct weft__ring *r, struct cancel_note *n)
 static struct io_uring_sqe *ring_sqe(struct weft__worker *w)
 {
     /* Room for the request and its linked timeout, so that taking the second
-     * entry never submits the first alone, cut from its link. */
+     * entry never submits the first alone, cut from its link. The ring is
+     * the monitor's while it rescues this worker: wait for it to finish,
+     * and keep it off until the request is queued (ring_call). */
+    weft__owner_enter(w);
     return get_sqe_room(ring_of(w), 2);
 }
 
@@ -628,10 +651,12 @@ static int32_t ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struc
     if (WEFT__UNLIKELY(!id)) {
         io_uring_prep_nop(sqe);   /* already queued: turn it into nothing */
         io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+        weft__owner_leave(w);
         return -ENOMEM;
     }
     q->wt = (struct weft__waiter){ .task = t };
     io_uring_sqe_set_data64(sqe, id);
+    weft__bump(&w->ctr.uring_submitted, 1);
     count_waits(r, fd, 1);
 
     /* Published before the cancelled flag is read; weft_cancel sets the flag
@@ -655,7 +680,7 @@ static int32_t ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struc
         io_uring_sqe_set_data64(lt, TAG_IGNORE);
     }
     r->inflight++;
-    weft__wait_nointr(&q->wt);
+    weft__wait_nointr(&q->wt);   /* parks: back in user code, wherever it resumes */
     atomic_store_explicit(&t->io_req, 0, memory_order_relaxed);
     if (cancelled)
         return -ECANCELED;
@@ -746,6 +771,27 @@ static void mark_read(void *buf, ssize_t n)
         weft__vg_mark_defined(buf, (size_t)n);
 }
 
+/* As mark_read, for the n bytes the kernel spread over iov. */
+static void mark_read_iov(const struct iovec *iov, size_t cnt, ssize_t n)
+{
+    for (size_t i = 0; i < cnt && n > 0; i++) {
+        ssize_t part = iov[i].iov_len < (size_t)n ? (ssize_t)iov[i].iov_len : n;
+        mark_read(iov[i].iov_base, part);
+        n -= part;
+    }
+}
+
+/* As mark_read, for what a recvmsg of n bytes wrote: the data, the
+ * sender's address and the ancillary data. */
+static void mark_read_msg(const struct msghdr *m, ssize_t n)
+{
+    mark_read_iov(m->msg_iov, m->msg_iovlen, n);
+    if (m->msg_name)
+        mark_read(m->msg_name, (ssize_t)m->msg_namelen);
+    if (m->msg_control)
+        mark_read(m->msg_control, (ssize_t)m->msg_controllen);
+}
+
 /* ---- the calls (the backend's `call`) ---------------------------------------------- */
 
 /* One request on the ring of the coroutine's worker w. */
@@ -763,12 +809,20 @@ static ssize_t ring_once(struct weft__worker *w, const struct weft__io_op *a)
     case WEFT__IO_PWRITE:  io_uring_prep_write(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)a->off); break;
     case WEFT__IO_OPEN:    io_uring_prep_openat(sqe, AT_FDCWD, a->path, a->flags, a->mode); break;
     case WEFT__IO_FSYNC:   io_uring_prep_fsync(sqe, a->fd, 0); break;
+    case WEFT__IO_READV:   io_uring_prep_readv(sqe, a->fd, a->iov, (unsigned)a->iovcnt, (uint64_t)-1); break;
+    case WEFT__IO_WRITEV:  io_uring_prep_writev(sqe, a->fd, a->iov, (unsigned)a->iovcnt, (uint64_t)-1); break;
+    case WEFT__IO_RECVMSG: io_uring_prep_recvmsg(sqe, a->fd, a->msg, (unsigned)a->flags); break;
+    case WEFT__IO_SENDMSG: io_uring_prep_sendmsg(sqe, a->fd, a->msg, (unsigned)(a->flags | MSG_NOSIGNAL)); break;
     default:         io_uring_prep_poll_add(sqe, a->fd, (unsigned)a->flags); break;
     }
     struct weft__ioreq q;
     ssize_t r = ring_call(w, sqe, &q);
     if (a->kind == WEFT__IO_READ || a->kind == WEFT__IO_RECV || a->kind == WEFT__IO_PREAD)
         mark_read(a->buf, r);
+    else if (a->kind == WEFT__IO_READV)
+        mark_read_iov(a->iov, (size_t)a->iovcnt, r);
+    else if (a->kind == WEFT__IO_RECVMSG && r >= 0)
+        mark_read_msg(a->msg, r);
     else if (a->kind == WEFT__IO_ACCEPT && r >= 0 && a->addrlen)
         mark_read(a->addr, *a->addrlen);
     return r;
@@ -796,6 +850,30 @@ static ssize_t ring_io(struct weft__worker *w, const struct weft__io_op *a)
         w = weft__worker_self();   /* the coroutine may have moved */
     }
 }
+/*
+ * sendfile. The ring has no sendfile; a splice from the file through a pipe
+ * into the socket would take a pipe (two descriptors) per call or per worker
+ * and two linked requests, and an offload a thread hop per call. As Go does
+ * on every poller, sendfile(2) is made here, without waiting (the written
+ * descriptor O_NONBLOCK for the call), and where it finds no room the ring
+ * waits until there is. The file side is read from the page cache on this
+ * thread, as epoll's read of a regular file would be.
+ */
+static ssize_t sendfile_io(struct weft__worker *w, const struct weft__io_op *a)
+{
+    for (;;) {
+        ssize_t r = weft__io_syscall_nowait(a);
+        if (r == -EINTR)
+            continue;
+        if (r != -EAGAIN)
+            return r;
+        r = ring_io(w, &(struct weft__io_op){ .kind = WEFT__IO_POLL, .fd = a->fd, .flags = POLLOUT });
+        if (r < 0)
+            return r;
+        w = weft__worker_self();   /* the coroutine may have moved */
+    }
+}
+
 static ssize_t ring_op(struct weft__worker *w, const struct weft__io_op *a)
 {
     ssize_t r;
@@ -815,6 +893,8 @@ static ssize_t ring_op(struct weft__worker *w, const struct weft__io_op *a)
         if (lseek(a->fd, 0, SEEK_CUR) < 0)
             return -errno;
         return ring_io(w, a);
+    case WEFT__IO_SENDFILE:
+        return sendfile_io(w, a);
     default:
         return ring_io(w, a);
     }
@@ -827,6 +907,7 @@ const struct weft__backend weft__uring = {
     .destroy = ring_destroy,
     .poll    = ring_poll,
     .busy    = ring_busy,
+    .pending = ring_pending,
     .sleep   = ring_sleep,
     .kick    = ring_kick,
     .call    = ring_op,

@@ -302,6 +302,7 @@ static int chan_op(weft_chan *ch, int op, void *elem)
     struct op_wait ow;
     struct op_node n = { .ow = &ow, .elem = elem, .idx = 0 };
     weft__waiter_init(&ow.w);
+    weft__waiter_why(&ow.w, op == WEFT_SEND ? WEFT__WHY_CHAN_SEND : WEFT__WHY_CHAN_RECV, ch);
     atomic_init(&ow.done, 0);
     weft__wl_push(op == WEFT_SEND ? &ch->sendq : &ch->recvq, &n.node, false);
     ch->nwait++;
@@ -397,7 +398,8 @@ static WEFT__NOINLINE uint32_t rnd(void)
 
 #define SEL_STACK 16
 
-int weft_select(weft_sel *cases, size_t n)
+/* The number of cases with a channel, or -EINVAL for a malformed one (or none). */
+static int select_check(const weft_sel *cases, size_t n)
 {
     if (!cases || n == 0 || n >= IDX_MAX)
         return -EINVAL;
@@ -409,23 +411,13 @@ int weft_select(weft_sel *cases, size_t n)
             return -EINVAL;
         live++;
     }
-    if (!live)
-        return -EINVAL;
+    return live ? (int)live : -EINVAL;
+}
 
-    uint32_t order_stack[SEL_STACK];
-    struct op_node nodes_stack[SEL_STACK];
-    uint32_t *order = order_stack;
-    struct op_node *nodes = nodes_stack;
-    if (n > SEL_STACK) {
-        order = malloc(n * sizeof *order);
-        nodes = malloc(n * sizeof *nodes);
-        if (!order || !nodes) {
-            free(order);
-            free(nodes);
-            return -ENOMEM;
-        }
-    }
-    /* A random permutation of the live cases: fairness among ready ones. */
+/* Fills order with a random permutation of the live cases, for fairness among
+ * ready ones; returns how many. */
+static size_t select_shuffle(const weft_sel *cases, size_t n, uint32_t *order)
+{
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
         if (cases[i].chan) {
@@ -434,12 +426,14 @@ int weft_select(weft_sel *cases, size_t n)
             order[j] = (uint32_t)i;
             k++;
         }
+    return k;
+}
 
-    int result;
-again:
-    result = -EAGAIN;
-    /* Pass 1: complete a ready case without registering anywhere. */
-    for (size_t o = 0; o < k && result == -EAGAIN; o++) {
+/* Pass 1: completes a ready case without registering anywhere. Returns its
+ * index, or -EAGAIN when none was ready. */
+static int select_ready(weft_sel *cases, const uint32_t *order, size_t k)
+{
+    for (size_t o = 0; o < k; o++) {
         weft_sel *c = &cases[order[o]];
         struct op_node *woken = NULL;
         chan_lock(c->chan);
@@ -449,17 +443,25 @@ again:
         if (err != -EAGAIN) {
             if (err == -EPIPE)
                 c->chan = NULL;
-            result = (int)order[o];
+            return (int)order[o];
         }
     }
-    if (result != -EAGAIN)
-        goto out;
+    return -EAGAIN;
+}
 
-    /* Pass 2: register on each channel in turn. A case found ready on the
-     * way can only be completed after claiming our own waiter, since an
-     * earlier node may have been claimed meanwhile. */
+/*
+ * Pass 2: registers a node on each channel in turn and waits until one case
+ * completes through its node. A case found ready on the way can only be
+ * completed after claiming our own waiter, since an earlier node may have
+ * been claimed meanwhile. Returns the index of the case that completed, the
+ * wait's error (deadline or cancellation), or -EAGAIN when we claimed
+ * ourselves for a case that was not ready after all: the caller starts again.
+ */
+static int select_wait(weft_sel *cases, const uint32_t *order, size_t k, struct op_node *nodes)
+{
     struct op_wait ow;
     weft__waiter_init(&ow.w);
+    weft__waiter_why(&ow.w, WEFT__WHY_SELECT, k);
     atomic_init(&ow.done, 0);
     size_t reg = 0;            /* order[0 .. reg) have a node */
     int self_idx = -1;         /* the case we completed ourselves */
@@ -512,17 +514,42 @@ again:
             release_node(cases[i].chan, cases[i].op, &nodes[i]);
     }
     if (retry)
-        goto again;
-    if (self_idx >= 0) {
-        result = self_idx;
-    } else if (won >= 0) {
+        return -EAGAIN;
+    if (self_idx >= 0)
+        return self_idx;
+    if (won >= 0) {
         if (R_CLOSED(r))
             cases[won].chan = NULL;
-        result = won;
-    } else {
-        result = r;            /* deadline or cancellation */
+        return won;
     }
-out:
+    return r;                  /* deadline or cancellation */
+}
+
+int weft_select(weft_sel *cases, size_t n)
+{
+    int live = select_check(cases, n);
+    if (live < 0)
+        return live;
+    uint32_t order_stack[SEL_STACK];
+    struct op_node nodes_stack[SEL_STACK];
+    uint32_t *order = order_stack;
+    struct op_node *nodes = nodes_stack;
+    if (n > SEL_STACK) {
+        order = malloc(n * sizeof *order);
+        nodes = malloc(n * sizeof *nodes);
+        if (!order || !nodes) {
+            free(order);
+            free(nodes);
+            return -ENOMEM;
+        }
+    }
+    size_t k = select_shuffle(cases, n, order);
+    int result;
+    do {
+        result = select_ready(cases, order, k);
+        if (result == -EAGAIN)
+            result = select_wait(cases, order, k, nodes);
+    } while (result == -EAGAIN);
     if (order != order_stack) {
         free(order);
         free(nodes);

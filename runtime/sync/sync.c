@@ -41,7 +41,7 @@
 /* weft__waiter results. */
 #define R_RETRY   1   /* the mutex was released: try again */
 #define R_HANDOFF 2   /* the mutex is now yours */
-#define R_OK      1
+#define R_WOKEN   1
 
 struct sync_node {
     struct weft__wnode  node;     /* first: list links, under the object's lock */
@@ -149,6 +149,7 @@ int weft_mutex_lock(weft_mutex *m)
         if (!n.since)
             n.since = weft_now();
         weft__waiter_init(&n.w);
+        weft__waiter_why(&n.w, WEFT__WHY_MUTEX, m);
         weft__wl_push(&m->_wait, &n.node, requeue);
         weft__iunlock(A32(&m->_lock));
         int32_t r = weft__wait(&n.w);
@@ -226,6 +227,7 @@ int weft_cond_wait(weft_cond *c, weft_mutex *m)
         return -EPERM;
     struct sync_node n;
     weft__waiter_init(&n.w);
+    weft__waiter_why(&n.w, WEFT__WHY_COND, c);
     weft__ilock(A32(&c->_lock));
     weft__wl_push(&c->_wait, &n.node, false);
     weft__iunlock(A32(&c->_lock));
@@ -246,7 +248,7 @@ int weft_cond_signal(weft_cond *c)
     if (!c)
         return -EINVAL;
     weft__ilock(A32(&c->_lock));
-    claim_first(&c->_wait, R_OK);
+    claim_first(&c->_wait, R_WOKEN);
     weft__iunlock(A32(&c->_lock));
     return 0;
 }
@@ -257,7 +259,7 @@ int weft_cond_broadcast(weft_cond *c)
     if (!c)
         return -EINVAL;
     weft__ilock(A32(&c->_lock));
-    while (claim_first(&c->_wait, R_OK))
+    while (claim_first(&c->_wait, R_WOKEN))
         ;
     weft__iunlock(A32(&c->_lock));
     return 0;
@@ -278,7 +280,7 @@ int weft_wg_add(weft_wg *wg, int n)
     }
     wg->_count = (int32_t)c;
     if (c == 0)
-        while (claim_first(&wg->_wait, R_OK))
+        while (claim_first(&wg->_wait, R_WOKEN))
             ;
     weft__iunlock(A32(&wg->_lock));
     return 0;
@@ -301,6 +303,7 @@ int weft_wg_wait(weft_wg *wg)
         return 0;
     }
     weft__waiter_init(&n.w);
+    weft__waiter_why(&n.w, WEFT__WHY_WG, wg);
     weft__wl_push(&wg->_wait, &n.node, false);
     weft__iunlock(A32(&wg->_lock));
     int32_t r = weft__wait(&n.w);
@@ -336,6 +339,7 @@ int weft_sem_acquire(weft_sem *s)
         return 0;
     }
     weft__waiter_init(&n.w);
+    weft__waiter_why(&n.w, WEFT__WHY_SEM, s);
     weft__wl_push(&s->_wait, &n.node, false);
     weft__iunlock(A32(&s->_lock));
     int32_t r = weft__wait(&n.w);
@@ -353,7 +357,7 @@ int weft_sem_release(weft_sem *s)
         return -EINVAL;
     int err = 0;
     weft__ilock(A32(&s->_lock));
-    if (!claim_first(&s->_wait, R_OK)) {
+    if (!claim_first(&s->_wait, R_WOKEN)) {
         if (s->_count == UINT32_MAX)
             err = -EOVERFLOW;
         else

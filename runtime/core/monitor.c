@@ -1,0 +1,282 @@
+/*
+ * The monitor: one thread per runtime that notices a worker held by one
+ * coroutine in code weft cannot see (a long computation, a blocking system
+ * call that no weft call wraps), takes over what waits on that worker, and
+ * reports the stall.
+ *
+ * Noticing. Each worker counts its schedules (worker->tick, bumped by every
+ * pick_next) and says whether a coroutine's own code runs on it
+ * (worker->in_user). Every TICK_NS, while some worker is not idle, the monitor
+ * samples both; a worker whose tick has not moved, in user code throughout,
+ * for RESCUE_NS is stalled. Go's sysmon retakes a P from a thread in a system
+ * call after 20 us; weft's threshold is a few milliseconds because its
+ * rescue is heavier (a membarrier) and a coroutine computing for a
+ * millisecond is ordinary. With every worker idle the monitor sleeps on a
+ * futex until a worker leaves the idle list (weft__monitor_nudge): an idle
+ * runtime costs no wake-ups.
+ *
+ * Exclusion. While it rescues a worker, the monitor works on state that only
+ * the worker touches otherwise (its yield queue, its ring's completion queue
+ * and request table, its epoll set's events). An asymmetric Dekker pair keeps
+ * the two apart without a locked instruction on the worker's side, as the
+ * cancellation handshake of core/wait.c does:
+ *   1. the worker, on its way from a coroutine's code into the scheduler or
+ *      an IO call, stores in_user = 0, then (compiler barrier only) loads
+ *      `rescue`; if it is set, it waits until it is clear
+ *      (weft__owner_enter, weft__rescue_wait);
+ *   2. the monitor stores rescue = 1, runs membarrier(PRIVATE_EXPEDITED),
+ *      which executes a full barrier on every running thread of the process,
+ *      then loads in_user; only if it is 1 (and tick still has not moved)
+ *      does it go on, and it clears `rescue` (release) and wakes the worker's
+ *      futex when done.
+ * Either the monitor sees in_user = 0 and leaves the worker alone, or the
+ * worker's load in step 1 comes after the monitor's store and it waits. The
+ * worker's release store of in_user = 1 (weft__owner_leave, the last thing
+ * before a coroutine's code runs) publishes its state to the monitor's
+ * acquire load; the monitor's release of `rescue` publishes its changes back.
+ * Where membarrier is missing, and under ThreadSanitizer, both sides use full
+ * fences (core/wait.c chooses once).
+ *
+ * What moves. Tasks queued on the worker and not pinned to it go to the
+ * global queue, and a worker is woken for them (weft__takeover,
+ * core/queue.c): runnext and the deque at every look, as a thief takes them,
+ * without the exclusion (the stalled coroutine may still spawn and wake);
+ * the yield queue once per stall, under it (during a stall only tasks pinned
+ * to the worker can join it: a yield is a schedule). The worker's IO: under
+ * the exclusion the monitor calls the backend's `poll` as the worker would,
+ * which submits what the worker's coroutines queued and reaps what is done;
+ * their coroutines become runnable on the global queue and issue their next
+ * requests on the workers they run on next. It looks again whenever the
+ * backend says something waits (`pending`: the completion queue's tail, or
+ * the epoll descriptor's readiness). Timers belong to the runtime, not to a
+ * worker, and any other worker fires them.
+ *
+ * What stays. Coroutines pinned to the worker (weft_pin) wait for it: that is
+ * what pinning promises. Completion work for a worker in an uninterruptible
+ * sleep runs only when it wakes.
+ *
+ * Rings and task work. A request on a socket or pipe that waits completes by
+ * task work run in the submitting thread. With IORING_SETUP_DEFER_TASKRUN
+ * that work runs only when the submitter asks for events, so a stalled
+ * worker's completions would never reach its completion queue, and its
+ * companion SINGLE_ISSUER lets no other thread submit. The rings are
+ * therefore set up with COOP_TASKRUN alone (io/uring.c): the kernel runs the
+ * work at the submitter's next entry to or exit from the kernel, at the
+ * latest at its next timer interrupt while it computes, and wakes it from an
+ * interruptible sleep in a system call (which restarts, unseen by the
+ * caller); the completion is then in the shared queue, where the monitor
+ * reaps it. Requests the monitor submits have the monitor as their
+ * submitter, and their task work interrupts its sleep the same way. The
+ * alternative, keeping DEFER_TASKRUN and orphaning the stalled worker's
+ * requests (their coroutines re-issue them elsewhere; the worker cancels
+ * them when it comes back), was not taken: docs/design.md says why, and
+ * docs/benchmarks.md what the flags cost.
+ *
+ * Report. A coroutine that has held its worker for stall_ns
+ * (weft_config.stall_ns; WEFT_STALL_MS) gets one line on stderr naming its
+ * entry function, its worker and how long; at most one line every
+ * REPORT_GAP_NS per runtime. The entry is read under the exclusion and
+ * symbolized after it: dladdr takes the loader's lock, which the stalled
+ * coroutine may hold.
+ */
+#include "sched.h"
+#include "base/sys.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TICK_NS       1000000u      /* the monitor looks this often while a worker is busy */
+#define RESCUE_NS     2000000u      /* a worker held this long by one coroutine is taken over */
+#define REPORT_GAP_NS 1000000000u   /* at most one stall line this often, per runtime */
+
+/* What the monitor last saw of one worker. The monitor's alone. */
+struct seen {
+    uint32_t tick;       /* the worker's schedules */
+    uint64_t since;      /* when tick was first seen so, in user code */
+    bool     reported;   /* this stall has had its line */
+    bool     rescued;    /* its queues were taken over during this stall */
+};
+
+struct weft__monitor {
+    weft_rt          *rt;
+    pthread_t         thread;
+    uint64_t          stall_ns;      /* UINT64_MAX: no report */
+    uint64_t          last_report;   /* the monitor's */
+    _Atomic uint32_t  asleep;        /* futex word: 1 while it sleeps with every worker idle */
+    _Atomic uint32_t  stop;          /* futex word: weft__monitor_stop */
+    struct seen       seen[];        /* one per worker */
+};
+
+void weft__rescue_wait(struct weft__worker *w)
+{
+    for (unsigned i = 0; i < 64; i++) {
+        if (!atomic_load_explicit(&w->rescue, memory_order_acquire))   /* pairs with rescue()'s release */
+            return;
+        weft__cpu_relax();
+    }
+    while (atomic_load_explicit(&w->rescue, memory_order_acquire))
+        weft__futex_wait(&w->rescue, 1);
+}
+
+/* The line for a stall: the entry's symbol where dladdr finds one, else its
+ * address and the object it is in. */
+static void report(unsigned worker, weft_fn fn, uint64_t held)
+{
+    char name[160];
+    Dl_info di;
+    if (dladdr((void *)(uintptr_t)fn, &di) && di.dli_sname)
+        snprintf(name, sizeof name, "%s", di.dli_sname);
+    else if (di.dli_fname)
+        snprintf(name, sizeof name, "at %p (%s+%#lx)", (void *)(uintptr_t)fn, di.dli_fname,
+                 (unsigned long)((uintptr_t)fn - (uintptr_t)di.dli_fbase));
+    else
+        snprintf(name, sizeof name, "at %p", (void *)(uintptr_t)fn);
+    char line[320];
+    int n = snprintf(line, sizeof line,
+                     "weft: coroutine %s has held worker %u for %llu ms without a switch "
+                     "(a long computation, or a blocking call weft cannot see)\n",
+                     name, worker, (unsigned long long)(held / 1000000u));
+    if (n > 0) {
+        ssize_t rc = weft__sys_write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+        (void)rc;
+    }
+}
+
+/* Steps 2 of the exclusion, then the rescue and the report. */
+static void rescue(struct weft__monitor *m, struct weft__worker *w, struct seen *s,
+                   bool say, bool take, uint64_t now)
+{
+    atomic_store_explicit(&w->rescue, 1, memory_order_seq_cst);
+    weft__heavy_barrier();
+    bool still = atomic_load_explicit(&w->in_user, memory_order_acquire) &&   /* pairs with owner_leave */
+                 atomic_load_explicit(&w->tick, memory_order_relaxed) == s->tick;
+    weft_fn fn = NULL;
+    if (still) {
+        if (say && w->current)
+            fn = w->current->fn;   /* until it returns: its code runs now */
+        if (take) {
+            weft__takeover(w, true);
+            weft__io_poll(w);
+            s->rescued = true;
+        }
+    }
+    atomic_store_explicit(&w->rescue, 0, memory_order_release);   /* publishes our changes */
+    weft__futex_wake(&w->rescue, 1);
+    if (fn) {
+        s->reported = true;
+        m->last_report = now;
+        report(w->index, fn, now - s->since);
+    }
+}
+
+static void look(struct weft__monitor *m)
+{
+    weft_rt *rt = m->rt;
+    uint64_t now = weft_now();
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        struct weft__worker *w = rt->workers[i];
+        struct seen *s = &m->seen[i];
+        uint32_t tick = atomic_load_explicit(&w->tick, memory_order_relaxed);   /* hints: rescue() */
+        bool user = atomic_load_explicit(&w->in_user, memory_order_relaxed);    /* decides under the exclusion */
+        if (tick != s->tick || !user) {
+            *s = (struct seen){ .tick = tick, .since = now };
+            continue;
+        }
+        uint64_t held = now - s->since;
+        bool say = !s->reported && m->stall_ns != UINT64_MAX && held >= m->stall_ns &&
+                   now - m->last_report >= REPORT_GAP_NS;
+        /* The stalled coroutine may still spawn and wake tasks: runnext and
+         * the deque are taken at every look, as a thief would, without the
+         * exclusion. The yield queue once per stall, with it: during the
+         * stall only tasks pinned to the worker can join it (a yield is a
+         * schedule, which ends the stall). IO as often as some is done. */
+        bool take = false;
+        if (rt->nworkers > 1 && held >= RESCUE_NS) {
+            weft__takeover(w, false);
+            take = !s->rescued || weft__io_pending(w);
+        }
+        if (say || take)
+            rescue(m, w, s, say, take, now);
+    }
+}
+
+static void *monitor_main(void *arg)
+{
+    struct weft__monitor *m = arg;
+    weft_rt *rt = m->rt;
+    while (!atomic_load_explicit(&m->stop, memory_order_acquire)) {
+        if (atomic_load_explicit(&rt->nidle, memory_order_relaxed) == rt->nworkers) {
+            /* Dekker pair with weft__monitor_nudge: asleep, then nidle; a
+             * worker's nidle decrement, then asleep. */
+            atomic_store_explicit(&m->asleep, 1, memory_order_seq_cst);
+            weft__fence();
+            if (atomic_load_explicit(&rt->nidle, memory_order_seq_cst) == rt->nworkers &&
+                !atomic_load_explicit(&m->stop, memory_order_acquire))
+                weft__futex_wait(&m->asleep, 1);
+            atomic_store_explicit(&m->asleep, 0, memory_order_relaxed);
+            continue;
+        }
+        weft__futex_wait_until(&m->stop, 0, weft_now() + TICK_NS);
+        look(m);
+    }
+    return NULL;
+}
+
+void weft__monitor_nudge(weft_rt *rt)
+{
+    struct weft__monitor *m = atomic_load_explicit(&rt->monitor, memory_order_acquire);
+    if (!m)
+        return;
+    weft__fence();   /* nidle's decrement before asleep: pairs with monitor_main */
+    uint32_t one = 1;
+    if (atomic_load_explicit(&m->asleep, memory_order_seq_cst) &&
+        atomic_compare_exchange_strong_explicit(&m->asleep, &one, 0, memory_order_relaxed,
+                                                memory_order_relaxed))
+        weft__futex_wake(&m->asleep, 1);
+}
+
+int weft__monitor_start(weft_rt *rt, uint64_t stall_ns)
+{
+    if (rt->nworkers < 2 && stall_ns == UINT64_MAX)
+        return 0;   /* nothing to take over, nothing to report */
+    struct weft__monitor *m = calloc(1, sizeof *m + rt->nworkers * sizeof m->seen[0]);
+    if (!m)
+        return -ENOMEM;
+    m->rt = rt;
+    m->stall_ns = stall_ns;
+    uint64_t now = weft_now();
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        m->seen[i].since = now;
+    weft__heavy_barrier();   /* chooses and registers the barrier before either side needs it */
+    /* Signals are for the program's threads, not this one. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = pthread_create(&m->thread, NULL, monitor_main, m);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) {
+        free(m);
+        return err == EAGAIN ? -EAGAIN : -err;
+    }
+    atomic_store_explicit(&rt->monitor, m, memory_order_release);   /* pairs with nudge */
+    return 0;
+}
+
+void weft__monitor_stop(weft_rt *rt)
+{
+    struct weft__monitor *m = atomic_load_explicit(&rt->monitor, memory_order_acquire);
+    if (!m)
+        return;
+    atomic_store_explicit(&m->stop, 1, memory_order_release);
+    weft__futex_wake(&m->stop, 1);
+    atomic_store_explicit(&m->asleep, 0, memory_order_relaxed);
+    weft__futex_wake(&m->asleep, 1);
+    pthread_join(m->thread, NULL);
+    atomic_store_explicit(&rt->monitor, NULL, memory_order_relaxed);
+    free(m);
+}

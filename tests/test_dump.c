@@ -1,0 +1,767 @@
+/* Seeing inside a running weft: weft_dump, weft_set_name, the dump signal,
+ * fatal messages that name the coroutine, and weft_stats_get. */
+#define _GNU_SOURCE   /* memfd_create */
+#include "common.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+
+/* Whether weft was built with libunwind: backtraces, and names of static
+ * functions, need it (tests/CMakeLists.txt). */
+#ifndef WEFT_TEST_LIBUNWIND
+#define WEFT_TEST_LIBUNWIND 1
+#endif
+
+/* ---- reading a dump ------------------------------------------------------------ */
+
+/* The dump weft_dump() writes now, as a NUL-terminated string to free(). */
+static char *dump_text(void)
+{
+    int fd = memfd_create("weft-dump", MFD_CLOEXEC);
+    cr_assert_geq(fd, 0, "memfd_create failed: %d", errno);
+    int err = weft_dump(fd);
+    cr_assert_eq(err, 0, "weft_dump failed: %d", err);
+    off_t len = lseek(fd, 0, SEEK_END);
+    cr_assert_geq(len, 0);
+    char *text = malloc((size_t)len + 1);
+    cr_assert_not_null(text);
+    cr_assert_eq(pread(fd, text, (size_t)len, 0), (ssize_t)len);
+    text[len] = '\0';
+    close(fd);
+    return text;
+}
+
+/* The section of the dump about the coroutine named `name`: from its
+ * "coroutine N \"name\"" line to the next blank line, as a new string; NULL
+ * if there is none. */
+static char *section_named(const char *text, const char *name)
+{
+    char key[64];
+    snprintf(key, sizeof(key), " \"%s\" [", name);
+    const char *at = strstr(text, key);
+    if (!at)
+        return NULL;
+    while (at > text && at[-1] != '\n')
+        at--;
+    const char *end = strstr(at, "\n\n");
+    size_t len = end ? (size_t)(end - at) : strlen(at);
+    return strndup(at, len);
+}
+
+/* Whether the section's frames list `inner` and, further down, `outer`. */
+static __attribute__((unused)) bool frames_in_order(const char *sec, const char *inner, const char *outer)
+{
+    const char *a = strstr(sec, inner);
+    return a && strstr(a + strlen(inner), outer) != NULL;
+}
+
+static uint64_t now_ms(void)
+{
+    return weft_now() / 1000000u;
+}
+
+/* ---- one coroutine waiting for each reason ----------------------------------- */
+
+enum kind {
+    K_CHAN_SEND, K_CHAN_RECV, K_SELECT, K_MUTEX, K_COND, K_WG, K_SEM, K_JOIN, K_SLEEP,
+    K_READ, K_WRITE, K_ACCEPT, K_CONNECT, K_POLL, K_OFFLOAD, K_SIGNAL, K_CHILD, K_COUNT
+};
+
+/* The name each waiter gives itself, and what the dump must say it waits for. */
+static const struct { const char *name, *state; } kinds[K_COUNT] = {
+    [K_CHAN_SEND] = { "w-chan-send", "[chan send 0x" },
+    [K_CHAN_RECV] = { "w-chan-recv", "[chan receive 0x" },
+    [K_SELECT]    = { "w-select", "[select, 2 cases" },
+    [K_MUTEX]     = { "w-mutex", "[mutex 0x" },
+    [K_COND]      = { "w-cond", "[condition 0x" },
+    [K_WG]        = { "w-wg", "[wait group 0x" },
+    [K_SEM]       = { "w-sem", "[semaphore 0x" },
+    [K_JOIN]      = { "w-join", "[join coroutine " },
+    [K_SLEEP]     = { "w-sleep", "[sleep" },
+    [K_READ]      = { "w-read", "[read fd " },
+    [K_WRITE]     = { "w-write", "[write fd " },
+    [K_ACCEPT]    = { "w-accept", "[accept fd " },
+    [K_CONNECT]   = { "w-connect", "[connect fd " },
+    [K_POLL]      = { "w-poll", "[poll fd " },
+    [K_OFFLOAD]   = { "w-offload", "[offload " },
+    [K_SIGNAL]    = { "w-signal", "[signal 12" },   /* SIGUSR2 */
+    [K_CHILD]     = { "w-child", "[child process " },
+};
+
+struct world {
+    weft_chan *ch_send, *ch_recv, *ch_sel;
+    weft_mutex mu, cond_mu;
+    weft_cond  cond;
+    weft_wg    wg;
+    weft_sem   sem;
+    weft_task *join_target;
+    int        read_pipe[2], write_pipe[2], poll_pipe[2];
+    int        listener, connector;
+    struct sockaddr_in full_addr;
+    int        full_lfd, fill[8], nfill;
+    _Atomic int offload_release;
+    pid_t      child;          /* waits in pause() until the test kills it */
+    sigset_t   usr2;           /* awaited and never sent */
+};
+
+struct waiter_arg {
+    struct world *w;
+    enum kind     kind;
+};
+
+/* Each kind blocks in a function of its own, called from the entry function,
+ * so that the dump must show a frame below the entry. noinline keeps them
+ * frames in an -O2 build; the volatile keeps them from being tail calls. */
+#define BLOCKER(fn, body) \
+    static __attribute__((noinline)) int fn(struct world *w) { volatile int r = (body); return r; }
+
+static void *offloaded(void *arg)
+{
+    struct world *w = arg;
+    while (!atomic_load(&w->offload_release))
+        usleep(1000);
+    return NULL;
+}
+
+static void *join_target_fn(void *arg)
+{
+    struct world *w = arg;
+    int v;
+    weft_set_name("w-join-target");
+    return (void *)(intptr_t)weft_chan_recv(w->ch_recv, &v);
+}
+
+BLOCKER(block_chan_send, weft_chan_send(w->ch_send, &(int){ 1 }))
+BLOCKER(block_chan_recv, weft_chan_recv(w->ch_recv, &(int){ 0 }))
+BLOCKER(block_select, weft_select((weft_sel[]){ { w->ch_sel, WEFT_RECV, &(int){ 0 } },
+                                                { w->ch_sel, WEFT_RECV, &(int){ 0 } } }, 2))
+BLOCKER(block_mutex, weft_mutex_lock(&w->mu))
+BLOCKER(block_cond, (weft_mutex_lock(&w->cond_mu), weft_cond_wait(&w->cond, &w->cond_mu)))
+BLOCKER(block_wg, weft_wg_wait(&w->wg))
+BLOCKER(block_sem, weft_sem_acquire(&w->sem))
+BLOCKER(block_join, weft_join(w->join_target, NULL))
+BLOCKER(block_sleep, weft_sleep(3600ull * 1000000000u))
+BLOCKER(block_read, (int)weft_read(w->read_pipe[0], &(char){ 0 }, 1))
+BLOCKER(block_write, (int)weft_write(w->write_pipe[1], "x", 1))
+BLOCKER(block_accept, weft_accept(w->listener, NULL, NULL, 0))
+BLOCKER(block_connect, weft_connect(w->connector, (struct sockaddr *)&w->full_addr, sizeof(w->full_addr)))
+BLOCKER(block_poll, weft_poll(w->poll_pipe[0], POLLIN))
+BLOCKER(block_offload, weft_offload(offloaded, w, NULL))
+BLOCKER(block_signal, weft_sigwait(&w->usr2, NULL))
+BLOCKER(block_child, weft_waitpid(w->child, NULL, 0))
+
+static const char *const blocker_name[K_COUNT] = {
+    "block_chan_send", "block_chan_recv", "block_select", "block_mutex", "block_cond",
+    "block_wg", "block_sem", "block_join", "block_sleep", "block_read", "block_write",
+    "block_accept", "block_connect", "block_poll", "block_offload", "block_signal",
+    "block_child",
+};
+
+static void *waiter_entry(void *arg)
+{
+    struct waiter_arg *a = arg;
+    int err = weft_set_name(kinds[a->kind].name);
+    if (err)
+        return (void *)(intptr_t)err;
+    int (*const fns[K_COUNT])(struct world *) = {
+        block_chan_send, block_chan_recv, block_select, block_mutex, block_cond, block_wg,
+        block_sem, block_join, block_sleep, block_read, block_write, block_accept,
+        block_connect, block_poll, block_offload, block_signal, block_child,
+    };
+    volatile int r = fns[a->kind](a->w);
+    return (void *)(intptr_t)r;
+}
+
+static void world_open(struct world *w)
+{
+    memset(w, 0, sizeof(*w));
+    sigemptyset(&w->usr2);
+    sigaddset(&w->usr2, SIGUSR2);
+    w->child = fork();
+    cr_assert_geq(w->child, 0);
+    if (w->child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* gone with the test, even one that fails */
+        for (;;)
+            pause();
+    }
+    cr_assert_eq(weft_chan_create(&w->ch_send, sizeof(int), 0), 0);
+    cr_assert_eq(weft_chan_create(&w->ch_recv, sizeof(int), 0), 0);
+    cr_assert_eq(weft_chan_create(&w->ch_sel, sizeof(int), 0), 0);
+    w->mu = (weft_mutex)WEFT_MUTEX_INIT;
+    w->cond_mu = (weft_mutex)WEFT_MUTEX_INIT;
+    w->cond = (weft_cond)WEFT_COND_INIT;
+    w->wg = (weft_wg)WEFT_WG_INIT;
+    cr_assert_eq(weft_wg_add(&w->wg, 1), 0);
+    cr_assert_eq(weft_sem_init(&w->sem, 0), 0);
+    cr_assert_eq(pipe(w->read_pipe), 0);
+    cr_assert_eq(pipe(w->write_pipe), 0);
+    cr_assert_eq(pipe(w->poll_pipe), 0);
+    /* A full pipe: the writer waits. */
+    int fl = fcntl(w->write_pipe[1], F_GETFL);
+    fcntl(w->write_pipe[1], F_SETFL, fl | O_NONBLOCK);
+    char junk[4096] = { 0 };
+    while (write(w->write_pipe[1], junk, sizeof(junk)) > 0)
+        ;
+    fcntl(w->write_pipe[1], F_SETFL, fl);
+    w->listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    cr_assert_eq(bind(w->listener, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(w->listener, 4), 0);
+    w->full_lfd = full_listener(&w->full_addr, w->fill, 8, &w->nfill);
+    cr_assert_geq(w->full_lfd, 0, "no listener with a full queue could be made");
+    w->connector = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(w->connector, 0);
+}
+
+static void world_close(struct world *w)
+{
+    weft_chan_destroy(w->ch_send);
+    weft_chan_destroy(w->ch_recv);
+    weft_chan_destroy(w->ch_sel);
+    int fds[] = { w->read_pipe[0], w->read_pipe[1], w->write_pipe[0], w->write_pipe[1],
+                  w->poll_pipe[0], w->poll_pipe[1], w->listener, w->connector, w->full_lfd };
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        close(fds[i]);
+    for (int i = 0; i < w->nfill; i++)
+        close(w->fill[i]);
+    kill(w->child, SIGKILL);
+    waitpid(w->child, NULL, 0);
+}
+
+/* Takes dumps until every waiter shows with its reason, or a deadline. The
+ * text of the last dump, to free(). */
+static char *dump_when_all_wait(void)
+{
+    uint64_t deadline = now_ms() + 60000;
+    for (;;) {
+        char *text = dump_text();
+        bool all = true;
+        for (int k = 0; k < K_COUNT && all; k++) {
+            char *sec = section_named(text, kinds[k].name);
+            all = sec && strstr(sec, kinds[k].state);
+            free(sec);
+        }
+        if (all || now_ms() > deadline)
+            return text;
+        free(text);
+        weft_sleep(10 * 1000000u);
+    }
+}
+
+static void *every_reason(void *arg)
+{
+    struct world w;
+    world_open(&w);
+    cr_assert_eq(weft_mutex_lock(&w.mu), 0);   /* held: the mutex waiter waits */
+    cr_assert_eq(weft_spawn(&w.join_target, join_target_fn, &w), 0);
+    struct waiter_arg args[K_COUNT];
+    weft_task *t[K_COUNT];
+    for (int k = 0; k < K_COUNT; k++) {
+        args[k] = (struct waiter_arg){ .w = &w, .kind = (enum kind)k };
+        cr_assert_eq(weft_spawn(&t[k], waiter_entry, &args[k]), 0);
+    }
+    char *text = dump_when_all_wait();
+    for (int k = 0; k < K_COUNT; k++) {
+        char *sec = section_named(text, kinds[k].name);
+        cr_assert_not_null(sec, "the dump does not list \"%s\":\n%s", kinds[k].name, text);
+        cr_assert_not_null(strstr(sec, kinds[k].state), "\"%s\" does not wait for %s:\n%s",
+                           kinds[k].name, kinds[k].state, sec);
+#if WEFT_TEST_LIBUNWIND
+        cr_assert(frames_in_order(sec, blocker_name[k], "waiter_entry"),
+                  "no frame of %s below the entry function:\n%s", blocker_name[k], sec);
+        cr_assert_not_null(strstr(sec, "  entry waiter_entry"), "the entry is not named:\n%s", sec);
+        cr_assert_not_null(strstr(sec, "  created by every_reason"), "the creator is not named:\n%s", sec);
+#else
+        cr_assert_not_null(strstr(sec, "weft was built without libunwind"), "%s", sec);
+#endif
+        free(sec);
+    }
+    /* The summary groups them by where they wait: one line per blocker. */
+    const char *summary_end = strstr(text, "\ncoroutine ");
+    cr_assert_not_null(summary_end);
+    for (int k = 0; k < K_COUNT && WEFT_TEST_LIBUNWIND; k++) {
+        const char *line = strstr(text, blocker_name[k]);
+        cr_assert(line && line < summary_end, "the summary has no line for %s:\n%s", blocker_name[k], text);
+    }
+    free(text);
+
+    /* Everyone leaves by cancellation; the offload's function by its flag. */
+    atomic_store(&w.offload_release, 1);
+    for (int k = 0; k < K_COUNT; k++)
+        cr_assert_eq(weft_cancel(t[k]), 0);
+    for (int k = 0; k < K_COUNT; k++)
+        cr_assert_eq(weft_join(t[k], NULL), 0);
+    /* Its joiner withdrew: the handle is still ours to join. */
+    cr_assert_eq(weft_cancel(w.join_target), 0);
+    cr_assert_eq(weft_join(w.join_target, NULL), 0);
+    cr_assert_eq(weft_mutex_unlock(&w.mu), 0);
+    world_close(&w);
+    return NULL;
+}
+
+Test(dump, names_each_wait_reason_the_name_and_a_frame_below_the_entry)
+{
+    FOR_EACH_BACKEND(b)
+        run_with_io(2, b, every_reason, NULL);
+}
+
+/* ---- consistency while coroutines migrate ---------------------------------- */
+
+struct churn {
+    weft_chan  *park;          /* the steady ones wait here */
+    _Atomic int stop;
+    _Atomic unsigned dumps;
+};
+
+static void *short_lived(void *arg)
+{
+    for (int i = 0; i < 3; i++)
+        weft_yield();
+    return NULL;
+}
+
+static void *mover(void *arg)
+{
+    struct churn *c = arg;
+    while (!atomic_load_explicit(&c->stop, memory_order_relaxed)) {
+        weft_yield();
+        weft_task *t;
+        if (weft_spawn(&t, short_lived, NULL) == 0)
+            weft_join(t, NULL);
+        if ((uintptr_t)&t & 1)
+            weft_sleep(1000);
+    }
+    return NULL;
+}
+
+static void *steady(void *arg)
+{
+    struct churn *c = arg;
+    weft_set_name("steady");
+    int v;
+    return (void *)(intptr_t)weft_chan_recv(c->park, &v);
+}
+
+/* Checks one dump: the header's count is the number of coroutines listed,
+ * and the summary's counts add up to it; no id twice; `nsteady` coroutines
+ * named "steady" that wait on the channel. */
+static void check_dump(const char *text, size_t nsteady)
+{
+    size_t header = 0;
+    cr_assert_eq(sscanf(text, "weft: 1 runtime, %zu coroutine", &header), 1, "a bad header: %.200s", text);
+    size_t listed = 0, steady_seen = 0, summed = 0;
+    uint64_t *ids = calloc(header + 1, sizeof(*ids));
+    cr_assert_not_null(ids);
+    const char *sum = strstr(text, "    count  state");
+    cr_assert_not_null(sum, "no summary:\n%.400s", text);
+    for (const char *p = strchr(sum, '\n') + 1; *p == ' '; p = strchr(p, '\n') + 1) {
+        size_t n;
+        if (sscanf(p, " %zu", &n) == 1)
+            summed += n;
+    }
+    for (const char *p = text; (p = strstr(p, "\ncoroutine ")); p++) {
+        unsigned long long id;
+        cr_assert_eq(sscanf(p, "\ncoroutine %llu", &id), 1);
+        cr_assert_lt(listed, header + 1, "more coroutines listed than the header says");
+        for (size_t i = 0; i < listed; i++)
+            cr_assert_neq(ids[i], id, "coroutine %llu listed twice", id);
+        ids[listed++] = id;
+        const char *eol = strchr(p + 1, '\n');
+        if (strncmp(strchr(p, '['), "[chan receive", 13) == 0 && eol &&
+            memmem(p, (size_t)(eol - p), "\"steady\"", 8))
+            steady_seen++;
+    }
+    free(ids);
+    cr_assert_eq(listed, header, "the header says %zu, the dump lists %zu", header, listed);
+    cr_assert_eq(summed, header, "the summary counts %zu, the header %zu", summed, header);
+    cr_assert_eq(steady_seen, nsteady, "%zu of the %zu steady coroutines listed as waiting",
+                 steady_seen, nsteady);
+}
+
+struct churn_run {
+    struct churn *c;
+    size_t        nsteady;
+    unsigned      rounds;
+};
+
+/* A plain thread dumps while the coroutines move. */
+static void *dumper_thread(void *arg)
+{
+    struct churn_run *r = arg;
+    for (unsigned i = 0; i < r->rounds; i++) {
+        char *text = dump_text();
+        check_dump(text, r->nsteady);
+        free(text);
+        atomic_fetch_add(&r->c->dumps, 1);
+    }
+    return NULL;
+}
+
+static void *churn_main(void *arg)
+{
+    struct churn c = { .stop = 0 };
+    cr_assert_eq(weft_chan_create(&c.park, sizeof(int), 0), 0);
+    size_t nsteady = scaled(500), nmovers = scaled(3000);
+    if (nmovers < 8)
+        nmovers = 8;
+    weft_task **steadies = calloc(nsteady, sizeof(*steadies));
+    weft_task **movers = calloc(nmovers, sizeof(*movers));
+    cr_assert(steadies && movers);
+    for (size_t i = 0; i < nsteady; i++)
+        cr_assert_eq(weft_spawn(&steadies[i], steady, &c), 0);
+    /* All steady ones parked before the churn, so that every dump finds them. */
+    uint64_t deadline = now_ms() + 60000;
+    for (;;) {
+        char *text = dump_text();
+        size_t seen = 0;
+        for (const char *p = text; (p = strstr(p, "\"steady\" [chan receive")); p++)
+            seen++;
+        free(text);
+        if (seen == nsteady)
+            break;
+        cr_assert_lt(now_ms(), deadline, "only %zu of %zu steady coroutines parked", seen, nsteady);
+        weft_sleep(10 * 1000000u);
+    }
+    for (size_t i = 0; i < nmovers; i++)
+        cr_assert_eq(weft_spawn(&movers[i], mover, &c), 0);
+    struct churn_run r = { .c = &c, .nsteady = nsteady, .rounds = RUNNING_ON_VALGRIND ? 3 : 10 };
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, dumper_thread, &r), 0);
+    /* And a coroutine dumps too, while its worker's others wait. */
+    for (unsigned i = 0; i < r.rounds / 2; i++) {
+        char *text = dump_text();
+        check_dump(text, nsteady);
+        free(text);
+    }
+    pthread_join(th, NULL);
+    atomic_store(&c.stop, 1);
+    for (size_t i = 0; i < nmovers; i++)
+        cr_assert_eq(weft_join(movers[i], NULL), 0);
+    cr_assert_eq(weft_chan_close(c.park), 0);
+    for (size_t i = 0; i < nsteady; i++)
+        cr_assert_eq(weft_join(steadies[i], NULL), 0);
+    cr_assert_eq(weft_chan_destroy(c.park), 0);
+    cr_assert_eq(atomic_load(&c.dumps), r.rounds);
+    free(steadies);
+    free(movers);
+    return NULL;
+}
+
+Test(dump, stays_consistent_while_thousands_of_coroutines_migrate, .timeout = 600)
+{
+    const unsigned workers[] = { 2, 4 };
+    for (size_t i = 0; i < 2; i++)
+        run_with(workers[i], churn_main, NULL);
+}
+
+/* ---- errors, names -------------------------------------------------------------- */
+
+Test(dump, refuses_a_bad_descriptor)
+{
+    cr_assert_eq(weft_dump(-1), -EBADF);
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    close(fds[0]);
+    close(fds[1]);
+    cr_assert_eq(weft_dump(fds[1]), -EBADF);   /* closed: write(2) says so */
+}
+
+static void *name_checks(void *arg)
+{
+    cr_assert_eq(weft_set_name(NULL), -EINVAL);
+    char longest[WEFT_NAME_MAX + 2];
+    memset(longest, 'n', sizeof(longest));
+    longest[WEFT_NAME_MAX] = '\0';
+    cr_assert_eq(weft_set_name(longest), 0);
+    char *text = dump_text();
+    char *sec = section_named(text, longest);
+    cr_assert_not_null(sec, "the longest name is not in the dump:\n%s", text);
+    free(sec);
+    free(text);
+    longest[WEFT_NAME_MAX] = 'n';
+    longest[WEFT_NAME_MAX + 1] = '\0';
+    cr_assert_eq(weft_set_name(longest), -ENAMETOOLONG);
+    longest[WEFT_NAME_MAX] = '\0';
+    text = dump_text();
+    sec = section_named(text, longest);
+    cr_assert_not_null(sec, "a refused name changed the old one:\n%s", text);
+    free(sec);
+    free(text);
+    cr_assert_eq(weft_set_name(""), 0);
+    text = dump_text();
+    cr_assert_null(strstr(text, longest), "an empty name left the old one:\n%s", text);
+    free(text);
+    return NULL;
+}
+
+Test(dump, set_name_copies_a_short_name_and_refuses_a_long_one)
+{
+    cr_assert_eq(weft_set_name("main"), -EPERM);
+    run_with(1, name_checks, NULL);
+}
+
+/* ---- the dump signal ----------------------------------------------------------- */
+
+static void *wait_for_signal_dump(void *arg)
+{
+    weft_set_name("signalled");
+    weft_chan *ch = arg;
+    int v;
+    return (void *)(intptr_t)weft_chan_recv(ch, &v);
+}
+
+struct signal_case { int sig; const char *env; };
+
+/* A runtime with the dump signal (the configuration's or the environment's),
+ * a named coroutine waiting, then the signal raised; the program goes on. */
+static void signal_dump_body(const void *arg)
+{
+    const struct signal_case *c = arg;
+    if (c->env)
+        setenv("WEFT_DUMP_SIGNAL", c->env, 1);
+    weft_config cfg = { .workers = 2, .dump_signal = c->sig };
+    weft_rt *rt;
+    if (weft_rt_create(&rt, &cfg))
+        _exit(2);
+    weft_chan *ch;
+    weft_task *t;
+    if (weft_chan_create(&ch, sizeof(int), 0) || weft_spawn_on(rt, &t, wait_for_signal_dump, ch))
+        _exit(3);
+    usleep(100000);
+    raise(c->env ? SIGUSR2 : c->sig);
+    /* The dump is written by weft's thread; the program goes on. */
+    usleep(RUNNING_ON_VALGRIND ? 3000000 : 500000);
+    weft_chan_close(ch);
+    weft_join(t, NULL);
+    weft_rt_destroy(rt);
+    fprintf(stderr, "child: went on\n");
+}
+
+static char *signal_dump_in_child(int sig, const char *env)
+{
+    int status;
+    char *buf = stderr_of_child(signal_dump_body, &(struct signal_case){ sig, env }, &status);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed (status %#x): %s", status, buf);
+    return buf;
+}
+
+Test(dump, the_dump_signal_writes_the_dump_to_stderr_and_goes_on)
+{
+    char *out = signal_dump_in_child(SIGUSR1, NULL);
+    cr_assert_not_null(strstr(out, "\"signalled\" [chan receive"), "no dump on stderr:\n%s", out);
+    cr_assert_not_null(strstr(out, "child: went on"), "the program did not go on:\n%s", out);
+    free(out);
+    out = signal_dump_in_child(0, "SIGUSR2");   /* the environment names it */
+    cr_assert_not_null(strstr(out, "\"signalled\" [chan receive"), "no dump on stderr:\n%s", out);
+    free(out);
+}
+
+static void on_usr1(int sig)
+{
+}
+
+Test(dump, the_dump_signal_is_checked_shared_and_given_back)
+{
+    weft_rt *rt, *rt2;
+    weft_config bad = { .workers = 1, .dump_signal = SIGKILL };
+    cr_assert_eq(weft_rt_create(&rt, &bad), -EINVAL);
+    bad.dump_signal = 65;
+    cr_assert_eq(weft_rt_create(&rt, &bad), -EINVAL);
+    bad.dump_signal = SIGSEGV;   /* the stack guard's */
+    cr_assert_eq(weft_rt_create(&rt, &bad), -EINVAL);
+    setenv("WEFT_DUMP_SIGNAL", "NOSUCHSIGNAL", 1);
+    weft_config none = { .workers = 1 };
+    cr_assert_eq(weft_rt_create(&rt, &none), -EINVAL);
+    unsetenv("WEFT_DUMP_SIGNAL");
+
+    /* The program's own disposition comes back when the last runtime goes. */
+    struct sigaction mine = { .sa_handler = on_usr1 }, now;
+    sigemptyset(&mine.sa_mask);
+    cr_assert_eq(sigaction(SIGUSR1, &mine, NULL), 0);
+    weft_config c1 = { .workers = 1, .dump_signal = SIGUSR1 };
+    weft_config c2 = { .workers = 1, .dump_signal = SIGUSR2 };
+    cr_assert_eq(weft_rt_create(&rt, &c1), 0);
+    cr_assert_eq(sigaction(SIGUSR1, NULL, &now), 0);
+    cr_assert_neq((void *)now.sa_handler, (void *)on_usr1, "the dump signal was not taken");
+    cr_assert_eq(weft_rt_create(&rt2, &c2), -EBUSY);   /* one dump signal per process */
+    cr_assert_eq(weft_rt_create(&rt2, &c1), 0);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+    cr_assert_eq(sigaction(SIGUSR1, NULL, &now), 0);
+    cr_assert_neq((void *)now.sa_handler, (void *)on_usr1, "given back while a runtime still uses it");
+    cr_assert_eq(weft_rt_destroy(rt2), 0);
+    cr_assert_eq(sigaction(SIGUSR1, NULL, &now), 0);
+    cr_assert_eq((void *)now.sa_handler, (void *)on_usr1, "the old disposition did not come back");
+    signal(SIGUSR1, SIG_DFL);
+}
+
+/* ---- fatal messages ---------------------------------------------------------- */
+
+/* What weft__panic prints after its message: the running coroutine's part of
+ * the dump. Called here directly, as no broken invariant can be caused on
+ * purpose. */
+void weft__dump_current(int fd, void *uc);
+
+static __attribute__((noinline)) int report_from_below(int fd)
+{
+    weft__dump_current(fd, NULL);
+    volatile int r = 0;
+    return r;
+}
+
+static void *fatal_reporter(void *arg)
+{
+    weft_set_name("doomed");
+    return (void *)(intptr_t)report_from_below(*(int *)arg);
+}
+
+Test(dump, a_fatal_message_names_the_running_coroutine_and_its_frames)
+{
+    int fd = memfd_create("weft-fatal", MFD_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    run_with(2, fatal_reporter, &fd);
+    char msg[8192] = { 0 };
+    cr_assert_gt(pread(fd, msg, sizeof(msg) - 1, 0), 0);
+    close(fd);
+    cr_assert_not_null(strstr(msg, "weft: in coroutine 1 \"doomed\" [running on worker "), "%s", msg);
+#if WEFT_TEST_LIBUNWIND
+    cr_assert(frames_in_order(msg, "report_from_below", "fatal_reporter"), "no frames:\n%s", msg);
+    cr_assert_not_null(strstr(msg, "  entry fatal_reporter"), "%s", msg);
+#endif
+}
+
+/* ---- statistics ------------------------------------------------------------------ */
+
+struct stats_run {
+    weft_rt   *rt;
+    weft_chan *ch;
+    int        pipe[2];
+};
+
+static void *parked(void *arg)
+{
+    int v;
+    return (void *)(intptr_t)weft_chan_recv(arg, &v);
+}
+
+static void *reader(void *arg)
+{
+    char c;
+    return (void *)(intptr_t)weft_read(*(int *)arg, &c, 1);
+}
+
+static void *spin_a_while(void *arg)
+{
+    uint64_t until = weft_now() + 20 * 1000000u;
+    while (weft_now() < until)
+        ;
+    return NULL;
+}
+
+static void stats_on(int backend, unsigned workers)
+{
+    weft_config cfg = { .workers = workers, .io_backend = backend };
+    weft_rt *rt;
+    cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+    weft_chan *ch;
+    cr_assert_eq(weft_chan_create(&ch, sizeof(int), 0), 0);
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    size_t n = 40;
+    weft_task *t[41];
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(weft_spawn_on(rt, &t[i], parked, ch), 0);
+    cr_assert_eq(weft_spawn_on(rt, &t[n], reader, &p[0]), 0);
+    weft_task *sp;
+    cr_assert_eq(weft_spawn_on(rt, &sp, spin_a_while, NULL), 0);
+    cr_assert_eq(weft_join(sp, NULL), 0);
+    weft_stats s;
+    uint64_t deadline = now_ms() + 60000;
+    do {
+        cr_assert_eq(weft_stats_get(rt, &s), 0);
+        usleep(1000);
+    } while ((s.waiting < n + 1 || s.running || s.alive != n + 1) && now_ms() < deadline);   /* the
+        joined spinner's exit is counted as its worker leaves it, maybe after the join */
+    cr_assert_eq(s.alive, n + 1, "alive: %llu", (unsigned long long)s.alive);
+    cr_assert_eq(s.waiting, n + 1, "waiting: %llu", (unsigned long long)s.waiting);
+    cr_assert_eq(s.running + s.runnable, 0);
+    cr_assert_eq(s.spawned, n + 2);
+    cr_assert_eq(s.finished, 1);
+    cr_assert_eq(s.workers, workers);
+    cr_assert_gt(s.stack_committed, 0);
+    cr_assert_geq(s.busy_ns, 20 * 1000000u, "busy %llu ns after 20 ms of spinning", (unsigned long long)s.busy_ns);
+    if (backend == WEFT_IO_URING)
+        cr_assert_gt(s.uring_submitted, 0);
+    else
+        cr_assert_gt(s.epoll_waits, 0);
+    uint64_t busy[WEFT_WORKERS_MAX + 1];
+    cr_assert_eq(weft_stats_busy(rt, busy, workers + 1), (int)workers);
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < workers; i++)
+        sum += busy[i];
+    cr_assert_geq(sum, 20 * 1000000u);
+    cr_assert_eq(weft_stats_busy(rt, NULL, 0), (int)workers);
+    cr_assert_eq(weft_stats_busy(rt, NULL, 1), -EINVAL);
+
+    cr_assert_eq(write(p[1], "x", 1), 1);
+    weft_chan_close(ch);
+    for (size_t i = 0; i <= n; i++)
+        cr_assert_eq(weft_join(t[i], NULL), 0);
+    /* A finished task is counted as its worker switches away from it, which
+     * may come just after its joiner returns. */
+    deadline = now_ms() + 60000;
+    do {
+        cr_assert_eq(weft_stats_get(rt, &s), 0);
+        usleep(1000);
+    } while (s.alive && now_ms() < deadline);
+    cr_assert_eq(s.alive, 0);
+    cr_assert_eq(s.waiting, 0);
+    cr_assert_eq(s.finished, n + 2);
+    if (backend == WEFT_IO_URING)
+        cr_assert_eq(s.uring_completed, s.uring_submitted);
+    else
+        cr_assert_gt(s.epoll_events, 0);
+    weft_chan_destroy(ch);
+    close(p[0]);
+    close(p[1]);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+}
+
+Test(dump, stats_count_coroutines_by_state_and_the_work_done)
+{
+    weft_stats s;
+    cr_assert_eq(weft_stats_get(NULL, &s), -EINVAL);
+    FOR_EACH_BACKEND(b)
+        for (size_t i = 0; i < SWEEP_N; i++)
+            stats_on(b, sweep_workers[i]);
+}
+
+static void *sleeps(void *arg)
+{
+    for (int i = 0; i < 5; i++)
+        weft_sleep(1000);
+    return NULL;
+}
+
+Test(dump, stats_count_timers_and_refuse_bad_arguments)
+{
+    weft_rt *rt;
+    weft_config cfg = { .workers = 2 };
+    cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+    cr_assert_eq(weft_stats_get(rt, NULL), -EINVAL);
+    cr_assert_eq(weft_stats_busy(NULL, NULL, 0), -EINVAL);
+    weft_task *t;
+    cr_assert_eq(weft_spawn_on(rt, &t, sleeps, NULL), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    weft_stats s;
+    cr_assert_eq(weft_stats_get(rt, &s), 0);
+    cr_assert_eq(s.timers_armed, 5);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+}

@@ -1,0 +1,725 @@
+/* The IO calls beyond read and write: vectored IO, datagrams, ancillary
+ * data, sendfile, signals, children and name lookup. Each suspends only the
+ * calling coroutine, on both backends, and honours deadlines, cancellation
+ * and weft_close. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const unsigned more_workers[] = { 1, 2, 4 };
+
+/* Long enough that the coroutines started are most likely waiting by then. */
+#define SETTLE_NS (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND ? 200000000u : 20000000u)
+#define SHORT_NS  (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND ? 300000000u : 50000000u)
+
+/* Each test body runs as a coroutine and returns NULL, or a message. */
+#define FAIL_IF(cond) do { if (cond) return (void *)(#cond); } while (0)
+
+static void run_all(weft_fn fn, void *arg)
+{
+    FOR_EACH_CONFIG(b, w, more_workers) {
+        const char *msg = run_with_io(w, b, fn, arg);
+        cr_assert_null(msg, "%s, %u workers: %s", backend_name[b], w, msg ? msg : "");
+    }
+}
+
+/* ---- readv and writev --------------------------------------------------------- */
+
+struct vec {
+    int fds[2];
+};
+
+static void *vec_reader(void *arg)
+{
+    struct vec *v = arg;
+    char a[3], b[100];
+    struct iovec iov[2] = { { a, sizeof a }, { b, sizeof b } };
+    ssize_t n = weft_readv(v->fds[0], iov, 2);   /* waits: nothing written yet */
+    if (n != 11 || memcmp(a, "hel", 3) || memcmp(b, "lo world", 8))
+        return (void *)"readv did not get the scattered bytes";
+    return NULL;
+}
+
+static void *vectored(void *arg)
+{
+    struct vec v;
+    for (int kind = 0; kind < 2; kind++) {   /* a pipe, then a socket pair */
+        FAIL_IF((kind ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, v.fds) : pipe2(v.fds, O_CLOEXEC)) != 0);
+        weft_task *t;
+        FAIL_IF(weft_spawn(&t, vec_reader, &v) != 0);
+        weft_sleep(SETTLE_NS);
+        struct iovec out[3] = { { "hello", 5 }, { "", 0 }, { " world", 6 } };
+        FAIL_IF(weft_writev(v.fds[1], out, 3) != 11);
+        void *r;
+        FAIL_IF(weft_join(t, &r) != 0);
+        if (r)
+            return r;
+        /* A short read: more room than data. */
+        char big[64];
+        struct iovec in[2] = { { big, 4 }, { big + 4, 60 } };
+        FAIL_IF(weft_writev(v.fds[1], out, 1) != 5);
+        FAIL_IF(weft_readv(v.fds[0], in, 2) != 5);
+        FAIL_IF(memcmp(big, "hello", 5) != 0);
+        /* Zero buffers: nothing moves. */
+        FAIL_IF(weft_readv(v.fds[0], in, 0) != 0);
+        /* A hang-up: the end. */
+        close(v.fds[1]);
+        FAIL_IF(weft_readv(v.fds[0], in, 2) != 0);
+        close(v.fds[0]);
+    }
+    return NULL;
+}
+
+Test(io_more, readv_and_writev_scatter_and_gather_on_pipes_and_sockets)
+{
+    run_all(vectored, NULL);
+}
+
+/* ---- datagrams ----------------------------------------------------------------- */
+
+#define UDP_CLIENTS 4
+#define UDP_ROUNDS  20
+
+struct udp {
+    int                server;
+    struct sockaddr_in addr;
+};
+
+static int udp_socket(struct sockaddr_in *bound)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    *bound = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof *bound;
+    if (fd < 0 || bind(fd, (struct sockaddr *)bound, sizeof *bound) ||
+        getsockname(fd, (struct sockaddr *)bound, &len))
+        return -1;
+    return fd;
+}
+
+/* Echoes every datagram to its sender, with the first byte made upper case. */
+static void *udp_server(void *arg)
+{
+    struct udp *u = arg;
+    for (int i = 0; i < UDP_CLIENTS * UDP_ROUNDS; i++) {
+        char buf[64];
+        struct sockaddr_in from;
+        socklen_t flen = sizeof from;
+        ssize_t n = weft_recvfrom(u->server, buf, sizeof buf, 0, (struct sockaddr *)&from, &flen);
+        if (n <= 0 || flen != sizeof from)
+            return (void *)"recvfrom on the server failed";
+        buf[0] = (char)(buf[0] - 'a' + 'A');
+        if (weft_sendto(u->server, buf, (size_t)n, 0, (struct sockaddr *)&from, flen) != n)
+            return (void *)"sendto on the server failed";
+    }
+    return NULL;
+}
+
+static void *udp_client(void *arg)
+{
+    struct udp *u = arg;
+    struct sockaddr_in me;
+    int fd = udp_socket(&me);
+    if (fd < 0)
+        return (void *)"socket";
+    for (int i = 0; i < UDP_ROUNDS; i++) {
+        char msg[32], got[32];
+        int len = snprintf(msg, sizeof msg, "x%d-%d", (int)ntohs(me.sin_port), i);
+        if (weft_sendto(fd, msg, (size_t)len, 0, (struct sockaddr *)&u->addr, sizeof u->addr) != len)
+            return (void *)"sendto on a client failed";
+        struct sockaddr_in from;
+        socklen_t flen = sizeof from;
+        ssize_t n = weft_recvfrom(fd, got, sizeof got, 0, (struct sockaddr *)&from, &flen);
+        if (n != len || got[0] != 'X' || memcmp(got + 1, msg + 1, (size_t)len - 1) ||
+            from.sin_port != u->addr.sin_port)
+            return (void *)"a client got someone else's datagram back";
+    }
+    weft_close(fd);
+    return NULL;
+}
+
+static void *datagrams(void *arg)
+{
+    struct udp u;
+    u.server = udp_socket(&u.addr);
+    FAIL_IF(u.server < 0);
+    weft_task *srv, *cl[UDP_CLIENTS];
+    FAIL_IF(weft_spawn(&srv, udp_server, &u) != 0);
+    for (int i = 0; i < UDP_CLIENTS; i++)
+        FAIL_IF(weft_spawn(&cl[i], udp_client, &u) != 0);
+    void *r, *bad = NULL;
+    for (int i = 0; i < UDP_CLIENTS; i++) {
+        weft_join(cl[i], &r);
+        bad = bad ? bad : r;
+    }
+    weft_join(srv, &r);
+    bad = bad ? bad : r;
+    if (bad)
+        return bad;
+
+    /* A datagram larger than the buffer: its first part, the rest dropped;
+     * recvfrom without an address; sendto on a connected socket. */
+    struct sockaddr_in ca;
+    int c = udp_socket(&ca);
+    FAIL_IF(c < 0 || connect(c, (struct sockaddr *)&u.addr, sizeof u.addr) != 0);
+    FAIL_IF(weft_sendto(c, "abcdefgh", 8, 0, NULL, 0) != 8);
+    FAIL_IF(weft_sendto(c, "ij", 2, 0, NULL, 0) != 2);
+    char small[4];
+    FAIL_IF(weft_recvfrom(u.server, small, sizeof small, 0, NULL, NULL) != 4);
+    FAIL_IF(memcmp(small, "abcd", 4) != 0);
+    FAIL_IF(weft_recvfrom(u.server, small, sizeof small, 0, NULL, NULL) != 2);
+    FAIL_IF(memcmp(small, "ij", 2) != 0);
+    /* MSG_DONTWAIT: nothing there, no wait. */
+    FAIL_IF(weft_recvfrom(u.server, small, sizeof small, MSG_DONTWAIT, NULL, NULL) != -EAGAIN);
+    weft_close(c);
+    weft_close(u.server);
+    return NULL;
+}
+
+Test(io_more, datagrams_go_between_coroutines_with_their_senders_addresses)
+{
+    run_all(datagrams, NULL);
+}
+
+/* ---- ancillary data ----------------------------------------------------------- */
+
+struct pass {
+    int sock;
+};
+
+/* Receives a descriptor (waiting for it) and writes through it. */
+static void *fd_receiver(void *arg)
+{
+    struct pass *p = arg;
+    char data[8];
+    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
+    struct iovec iov = { data, sizeof data };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf };
+    ssize_t n = weft_recvmsg(p->sock, &m, MSG_CMSG_CLOEXEC);
+    if (n != 4 || memcmp(data, "fd!\0", 4))
+        return (void *)"recvmsg lost the data";
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+        return (void *)"recvmsg lost the descriptor";
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    if (weft_write(fd, "through", 7) != 7)
+        return (void *)"the descriptor passed does not write";
+    close(fd);
+    return NULL;
+}
+
+static void *descriptors(void *arg)
+{
+    int sv[2], pfd[2];
+    FAIL_IF(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0);
+    FAIL_IF(pipe2(pfd, O_CLOEXEC) != 0);
+    struct pass p = { .sock = sv[1] };
+    weft_task *t;
+    FAIL_IF(weft_spawn(&t, fd_receiver, &p) != 0);
+    weft_sleep(SETTLE_NS);
+    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = { "fd!", 4 };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &pfd[1], sizeof(int));
+    FAIL_IF(weft_sendmsg(sv[0], &m, 0) != 4);
+    close(pfd[1]);   /* the receiver holds its own copy now */
+    void *r;
+    weft_join(t, &r);
+    if (r)
+        return r;
+    char got[8];
+    FAIL_IF(weft_read(pfd[0], got, sizeof got) != 7 || memcmp(got, "through", 7));
+    FAIL_IF(weft_read(pfd[0], got, sizeof got) != 0);   /* every copy of the write end closed */
+    close(pfd[0]);
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    return NULL;
+}
+
+Test(io_more, a_descriptor_passes_intact_through_sendmsg_and_recvmsg)
+{
+    run_all(descriptors, NULL);
+}
+
+/* ---- sendfile ------------------------------------------------------------------- */
+
+#define FILE_BYTES (1u << 20)
+
+struct drain {
+    int    fd;
+    size_t want;
+    bool   ok;
+};
+
+static void *drainer(void *arg)
+{
+    struct drain *d = arg;
+    static _Thread_local char buf[65536];
+    size_t got = 0;
+    d->ok = true;
+    while (got < d->want) {
+        char *b = buf;   /* read again: the coroutine may move */
+        ssize_t n = weft_read(d->fd, b, sizeof buf < d->want - got ? sizeof buf : d->want - got);
+        if (n <= 0) {
+            d->ok = false;
+            break;
+        }
+        for (ssize_t i = 0; i < n; i++)
+            if ((unsigned char)b[i] != (unsigned char)((got + (size_t)i) * 7 % 251))
+                d->ok = false;
+        got += (size_t)n;
+    }
+    return NULL;
+}
+
+static int pattern_file(void)
+{
+    char path[] = "/tmp/weft-sendfile-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return -1;
+    unlink(path);
+    unsigned char *b = malloc(FILE_BYTES);
+    for (size_t i = 0; i < FILE_BYTES; i++)
+        b[i] = (unsigned char)(i * 7 % 251);
+    ssize_t n = write(fd, b, FILE_BYTES);
+    free(b);
+    return n == (ssize_t)FILE_BYTES && lseek(fd, 0, SEEK_SET) == 0 ? fd : -1;
+}
+
+static void *sending_files(void *arg)
+{
+    int file = pattern_file();
+    FAIL_IF(file < 0);
+    int sv[2];
+    FAIL_IF(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0);
+    /* Nobody reads yet: what the socket's buffer takes, a short transfer;
+     * then no room, and a wait that the deadline ends. */
+    off_t off = 0;
+    ssize_t first = weft_sendfile(sv[0], file, &off, FILE_BYTES);
+    FAIL_IF(first <= 0 || first >= (ssize_t)FILE_BYTES || off != first);
+    uint64_t prev = weft_deadline(weft_now() + SHORT_NS);
+    FAIL_IF(weft_sendfile(sv[0], file, &off, FILE_BYTES - (size_t)off) != -ETIMEDOUT);
+    weft_deadline(prev);
+    FAIL_IF(off != first);   /* nothing sent, nothing lost */
+    struct drain d = { .fd = sv[1], .want = FILE_BYTES };
+    weft_task *t;
+    FAIL_IF(weft_spawn(&t, drainer, &d) != 0);
+    while (off < (off_t)FILE_BYTES) {   /* waits for room as the reader drains */
+        ssize_t n = weft_sendfile(sv[0], file, &off, FILE_BYTES - (size_t)off);
+        FAIL_IF(n <= 0);
+    }
+    weft_join(t, NULL);
+    FAIL_IF(!d.ok);
+    FAIL_IF(lseek(file, 0, SEEK_CUR) != 0);   /* an offset given: the file's own one stays */
+    /* At the end: 0. Past the end with no offset: from the file's own. */
+    FAIL_IF(weft_sendfile(sv[0], file, &off, 10) != 0);
+    FAIL_IF(lseek(file, FILE_BYTES - 3, SEEK_SET) < 0);
+    FAIL_IF(weft_sendfile(sv[0], file, NULL, 100) != 3);   /* a short transfer */
+    FAIL_IF(lseek(file, 0, SEEK_CUR) != (off_t)FILE_BYTES);
+    char tail[3];
+    FAIL_IF(weft_read(sv[1], tail, 3) != 3 || (unsigned char)tail[0] != (unsigned char)((FILE_BYTES - 3) * 7 % 251));
+    /* Bad arguments. */
+    off_t neg = -1;
+    FAIL_IF(weft_sendfile(sv[0], file, &neg, 10) != -EINVAL);
+    FAIL_IF(weft_sendfile(sv[0], -1, NULL, 10) != -EBADF);
+    FAIL_IF(weft_sendfile(-1, file, NULL, 10) != -EBADF);
+    FAIL_IF(weft_sendfile(sv[0], file, NULL, (size_t)SSIZE_MAX + 1) != -EINVAL);
+    /* The reader gone: -EPIPE, and no SIGPIPE ends the process. */
+    weft_close(sv[1]);
+    off = 0;
+    FAIL_IF(weft_sendfile(sv[0], file, &off, 100) != -EPIPE);
+    weft_close(sv[0]);
+    close(file);
+    return NULL;
+}
+
+Test(io_more, sendfile_sends_a_whole_file_in_short_transfers_and_reports_errors)
+{
+    run_all(sending_files, NULL);
+}
+
+/* ---- signals ---------------------------------------------------------------------- */
+
+struct ticker {
+    _Atomic bool   stop;
+    _Atomic size_t ticks;
+};
+
+static void *ticking(void *arg)
+{
+    struct ticker *k = arg;
+    while (!atomic_load(&k->stop)) {
+        atomic_fetch_add(&k->ticks, 1);
+        weft_sleep(1000000);
+    }
+    return NULL;
+}
+
+struct sigw {
+    siginfo_t      info;
+    int            ret;
+    _Atomic bool   done;
+};
+
+static void *signal_waiter(void *arg)
+{
+    struct sigw *s = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    s->ret = weft_sigwait(&set, &s->info);
+    atomic_store(&s->done, true);
+    return NULL;
+}
+
+static void *signals(void *arg)
+{
+    struct ticker k = { .stop = false };
+    struct sigw s = { .ret = 0 };
+    weft_task *tk, *tw;
+    FAIL_IF(weft_spawn(&tw, signal_waiter, &s) != 0);
+    FAIL_IF(weft_spawn(&tk, ticking, &k) != 0);
+    weft_sleep(SETTLE_NS);
+    size_t before = atomic_load(&k.ticks);
+    FAIL_IF(atomic_load(&s.done));   /* nothing raised yet */
+    weft_sleep(SETTLE_NS);
+    FAIL_IF(atomic_load(&k.ticks) <= before);   /* the others run while it waits */
+    union sigval v = { .sival_int = 42 };
+    FAIL_IF(sigqueue(getpid(), SIGUSR1, v) != 0);
+    weft_join(tw, NULL);
+    atomic_store(&k.stop, true);
+    weft_join(tk, NULL);
+    FAIL_IF(s.ret != SIGUSR1);
+    FAIL_IF(s.info.si_signo != SIGUSR1 || s.info.si_code != SI_QUEUE || s.info.si_pid != getpid() ||
+            s.info.si_value.sival_int != 42);
+
+    /* A signal already pending: at once. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR2);
+    FAIL_IF(kill(getpid(), SIGUSR2) != 0);
+    FAIL_IF(weft_sigwait(&set, NULL) != SIGUSR2);
+
+    /* A deadline that fires; bad sets. */
+    uint64_t prev = weft_deadline(weft_now() + SHORT_NS);
+    FAIL_IF(weft_sigwait(&set, NULL) != -ETIMEDOUT);
+    weft_deadline(prev);
+    FAIL_IF(weft_sigwait(NULL, NULL) != -EFAULT);
+    sigset_t none;
+    sigemptyset(&none);
+    sigaddset(&none, SIGKILL);
+    FAIL_IF(weft_sigwait(&none, NULL) != -EINVAL);
+    return NULL;
+}
+
+/* The signals waited for are blocked in every thread: here, before the
+ * runtime's threads are made, which inherit the mask. */
+static void block_usr(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    cr_assert_eq(pthread_sigmask(SIG_BLOCK, &set, NULL), 0);
+}
+
+Test(io_more, a_signal_is_awaited_while_other_coroutines_run)
+{
+    block_usr();
+    run_all(signals, NULL);
+}
+
+static void *sigwait_cancelled(void *arg)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    return (void *)(intptr_t)weft_sigwait(&set, NULL);
+}
+
+static void *cancelling_sigwait(void *arg)
+{
+    weft_task *t;
+    FAIL_IF(weft_spawn(&t, sigwait_cancelled, NULL) != 0);
+    weft_sleep(SETTLE_NS);
+    FAIL_IF(weft_cancel(t) != 0);
+    void *r;
+    weft_join(t, &r);
+    FAIL_IF((intptr_t)r != -ECANCELED);
+    return NULL;
+}
+
+Test(io_more, a_cancelled_sigwait_returns_ECANCELED)
+{
+    block_usr();
+    run_all(cancelling_sigwait, NULL);
+}
+
+Test(io_more, sigwait_from_a_plain_thread_is_sigtimedwait_within_its_deadline)
+{
+    block_usr();
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    weft_deadline(weft_now() + SHORT_NS);
+    cr_assert_eq(weft_sigwait(&set, NULL), -ETIMEDOUT);
+    cr_assert_eq(kill(getpid(), SIGUSR1), 0);
+    siginfo_t info;
+    cr_assert_eq(weft_sigwait(&set, &info), SIGUSR1);
+    cr_assert_eq(info.si_pid, getpid());
+    weft_deadline(0);
+}
+
+/* ---- children ---------------------------------------------------------------------- */
+
+static pid_t child_exiting(int code, uint64_t after_ns)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct timespec ts = { .tv_sec = (time_t)(after_ns / 1000000000u), .tv_nsec = (long)(after_ns % 1000000000u) };
+        nanosleep(&ts, NULL);
+        _exit(code);
+    }
+    return pid;
+}
+
+static void *children(void *arg)
+{
+    struct ticker k = { .stop = false };
+    weft_task *tk;
+    FAIL_IF(weft_spawn(&tk, ticking, &k) != 0);
+    /* By pid, through a pidfd, while another coroutine runs. */
+    pid_t pid = child_exiting(7, 4 * SETTLE_NS);
+    FAIL_IF(pid < 0);
+    size_t before = atomic_load(&k.ticks);
+    int status = 0;
+    FAIL_IF(weft_waitpid(pid, &status, 0) != pid);
+    FAIL_IF(!WIFEXITED(status) || WEXITSTATUS(status) != 7);
+    FAIL_IF(atomic_load(&k.ticks) <= before);
+    /* Any child: on a helper thread. */
+    pid = child_exiting(3, SETTLE_NS);
+    FAIL_IF(weft_waitpid(-1, &status, 0) != pid || WEXITSTATUS(status) != 3);
+    /* WNOHANG with a child still running: 0 at once. */
+    pid = child_exiting(0, 100 * SHORT_NS);
+    FAIL_IF(weft_waitpid(pid, &status, WNOHANG) != 0);
+    /* A deadline that fires leaves the child to a later wait. */
+    uint64_t prev = weft_deadline(weft_now() + SHORT_NS);
+    FAIL_IF(weft_waitpid(pid, &status, 0) != -ETIMEDOUT);
+    weft_deadline(prev);
+    FAIL_IF(kill(pid, SIGKILL) != 0);
+    FAIL_IF(weft_waitpid(pid, &status, 0) != pid || !WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL);
+    /* Not a child; none left; bad options. */
+    FAIL_IF(weft_waitpid(1, &status, 0) != -ECHILD);
+    FAIL_IF(weft_waitpid(-1, &status, 0) != -ECHILD);
+    FAIL_IF(weft_waitpid(pid, &status, 0x40000) != -EINVAL);
+    atomic_store(&k.stop, true);
+    weft_join(tk, NULL);
+    return NULL;
+}
+
+Test(io_more, a_child_is_awaited_while_other_coroutines_run)
+{
+    run_all(children, NULL);
+}
+
+static void *waitpid_cancelled(void *arg)
+{
+    return (void *)(intptr_t)weft_waitpid((pid_t)(intptr_t)arg, NULL, 0);
+}
+
+static void *cancelling_waitpid(void *arg)
+{
+    pid_t pid = child_exiting(0, 100 * SHORT_NS);
+    FAIL_IF(pid < 0);
+    weft_task *t;
+    FAIL_IF(weft_spawn(&t, waitpid_cancelled, (void *)(intptr_t)pid) != 0);
+    weft_sleep(SETTLE_NS);
+    FAIL_IF(weft_cancel(t) != 0);
+    void *r;
+    weft_join(t, &r);
+    FAIL_IF((intptr_t)r != -ECANCELED);
+    kill(pid, SIGKILL);
+    FAIL_IF(weft_waitpid(pid, NULL, 0) != pid);
+    return NULL;
+}
+
+Test(io_more, a_cancelled_waitpid_returns_ECANCELED_and_leaves_the_child)
+{
+    run_all(cancelling_waitpid, NULL);
+}
+
+/* ---- name lookup ---------------------------------------------------------------------- */
+
+static void *lookups(void *arg)
+{
+    struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV };
+    struct addrinfo *res = NULL;
+    FAIL_IF(weft_getaddrinfo("127.0.0.1", "80", &hints, &res) != 0);
+    FAIL_IF(!res || res->ai_family != AF_INET ||
+            ((struct sockaddr_in *)res->ai_addr)->sin_port != htons(80));
+    freeaddrinfo(res);
+    /* Not a number where one is required: the EAI_ code, not an errno. */
+    FAIL_IF(weft_getaddrinfo("no-such-host", NULL, &hints, &res) != EAI_NONAME);
+    /* localhost, from the hosts file. */
+    struct addrinfo h2 = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
+    FAIL_IF(weft_getaddrinfo("localhost", NULL, &h2, &res) != 0);
+    freeaddrinfo(res);
+    /* A name that cannot exist (RFC 6761): a failure, an EAI_ code. */
+    int r = weft_getaddrinfo("no-such-host.invalid", NULL, &h2, &res);
+    FAIL_IF(r != EAI_NONAME && r != EAI_AGAIN && r != EAI_FAIL && r != EAI_NODATA);
+    FAIL_IF(weft_getaddrinfo("localhost", NULL, NULL, NULL) != -EFAULT);
+    /* A deadline already passed: before the lookup starts. */
+    uint64_t prev = weft_deadline(weft_now() - 1);
+    FAIL_IF(weft_getaddrinfo("localhost", NULL, &h2, &res) != -ETIMEDOUT);
+    weft_deadline(prev);
+    return NULL;
+}
+
+Test(io_more, getaddrinfo_looks_up_names_and_tells_EAI_codes_from_errno)
+{
+    run_all(lookups, NULL);
+}
+
+/* ---- bad arguments, deadlines, cancellation, weft_close ------------------------------- */
+
+static void *bad_arguments(void *arg)
+{
+    int p[2];
+    FAIL_IF(pipe2(p, O_CLOEXEC) != 0);
+    char b[4];
+    struct iovec iov[2] = { { b, 2 }, { b + 2, 2 } };
+    FAIL_IF(weft_readv(p[0], iov, -1) != -EINVAL);
+    FAIL_IF(weft_readv(p[0], iov, IOV_MAX + 1) != -EINVAL);
+    FAIL_IF(weft_writev(p[1], NULL, 1) != -EFAULT);
+    struct iovec huge[2] = { { b, (size_t)SSIZE_MAX }, { b, 2 } };
+    FAIL_IF(weft_writev(p[1], huge, 2) != -EINVAL);
+    FAIL_IF(weft_recvmsg(p[0], NULL, 0) != -EFAULT);
+    FAIL_IF(weft_sendmsg(p[1], NULL, 0) != -EFAULT);
+    struct msghdr many = { .msg_iov = iov, .msg_iovlen = IOV_MAX + 1 };
+    FAIL_IF(weft_sendmsg(p[1], &many, 0) != -EMSGSIZE);
+    struct sockaddr_in sa;
+    FAIL_IF(weft_recvfrom(p[0], b, 4, 0, (struct sockaddr *)&sa, NULL) != -EFAULT);
+    FAIL_IF(weft_recvfrom(p[0], b, 4, 0, NULL, NULL) != -ENOTSOCK);
+    FAIL_IF(weft_sendto(p[1], b, 4, 0, NULL, 0) != -ENOTSOCK);
+    close(p[0]);
+    close(p[1]);
+    /* Closed descriptors. */
+    FAIL_IF(weft_readv(p[0], iov, 2) != -EBADF);
+    FAIL_IF(weft_writev(p[1], iov, 2) != -EBADF);
+    FAIL_IF(weft_recvfrom(p[0], b, 4, 0, NULL, NULL) != -EBADF);
+    FAIL_IF(weft_sendto(p[1], b, 4, 0, NULL, 0) != -EBADF);
+    struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
+    FAIL_IF(weft_recvmsg(p[0], &m, 0) != -EBADF);
+    FAIL_IF(weft_sendmsg(p[1], &m, 0) != -EBADF);
+    return NULL;
+}
+
+Test(io_more, bad_arguments_get_negative_errno_values)
+{
+    run_all(bad_arguments, NULL);
+    /* And from a plain thread, the same. */
+    cr_assert_null(bad_arguments(NULL));
+}
+
+struct waiting {
+    int  fd;
+    int  which;   /* 0 recvfrom, 1 recvmsg, 2 readv */
+};
+
+static void *waits_to_read(void *arg)
+{
+    struct waiting *w = arg;
+    char b[16];
+    struct iovec iov = { b, sizeof b };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+    switch (w->which) {
+    case 0:  return (void *)(intptr_t)weft_recvfrom(w->fd, b, sizeof b, 0, NULL, NULL);
+    case 1:  return (void *)(intptr_t)weft_recvmsg(w->fd, &m, 0);
+    default: return (void *)(intptr_t)weft_readv(w->fd, &iov, 1);
+    }
+}
+
+static void *interruptions(void *arg)
+{
+    for (int which = 0; which < 3; which++) {
+        struct sockaddr_in a;
+        int fd = udp_socket(&a);
+        FAIL_IF(fd < 0);
+        struct waiting w = { .fd = fd, .which = which };
+        /* A deadline. */
+        uint64_t prev = weft_deadline(weft_now() + SHORT_NS);
+        FAIL_IF((intptr_t)waits_to_read(&w) != -ETIMEDOUT);
+        weft_deadline(prev);
+        /* Cancellation. */
+        weft_task *t;
+        FAIL_IF(weft_spawn(&t, waits_to_read, &w) != 0);
+        weft_sleep(SETTLE_NS);
+        weft_cancel(t);
+        void *r;
+        weft_join(t, &r);
+        FAIL_IF((intptr_t)r != -ECANCELED);
+        /* weft_close while it waits. */
+        FAIL_IF(weft_spawn(&t, waits_to_read, &w) != 0);
+        weft_sleep(SETTLE_NS);
+        FAIL_IF(weft_close(fd) != 0);
+        weft_join(t, &r);
+        FAIL_IF((intptr_t)r != -EBADF);
+        /* And nothing was lost: a datagram sent after a timeout is there. */
+        fd = udp_socket(&a);
+        w.fd = fd;
+        prev = weft_deadline(weft_now() + SHORT_NS);
+        FAIL_IF((intptr_t)waits_to_read(&w) != -ETIMEDOUT);
+        weft_deadline(prev);
+        FAIL_IF(weft_sendto(fd, "late", 4, 0, (struct sockaddr *)&a, sizeof a) != 4);
+        FAIL_IF((intptr_t)waits_to_read(&w) != 4);
+        weft_close(fd);
+    }
+    return NULL;
+}
+
+Test(io_more, deadlines_cancellation_and_weft_close_end_the_waits)
+{
+    run_all(interruptions, NULL);
+}
+
+Test(io_more, a_plain_thread_waits_no_longer_than_its_deadline)
+{
+    struct sockaddr_in a;
+    int fd = udp_socket(&a);
+    cr_assert_geq(fd, 0);
+    char b[8];
+    struct iovec iov = { b, sizeof b };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+    weft_deadline(weft_now() + SHORT_NS);
+    cr_assert_eq(weft_recvfrom(fd, b, sizeof b, 0, NULL, NULL), -ETIMEDOUT);
+    cr_assert_eq(weft_recvmsg(fd, &m, 0), -ETIMEDOUT);
+    cr_assert_eq(weft_readv(fd, &iov, 1), -ETIMEDOUT);
+    cr_assert_eq(weft_sendto(fd, "hi", 2, 0, (struct sockaddr *)&a, sizeof a), 2);
+    struct sockaddr_in from;
+    socklen_t flen = sizeof from;
+    cr_assert_eq(weft_recvfrom(fd, b, sizeof b, 0, (struct sockaddr *)&from, &flen), 2);
+    cr_assert_eq(flen, sizeof from);
+    cr_assert_eq(from.sin_port, a.sin_port);
+    weft_deadline(0);
+    close(fd);
+}

@@ -1,0 +1,329 @@
+/* Pinning: a pinned coroutine stays on its worker thread, whatever wakes it,
+ * until it unpins; thieves never take it. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static const unsigned pin_workers[] = { 1, 2, 4 };
+
+static pid_t tid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+static void nap_ms(unsigned ms)
+{
+    struct timespec ts = { 0, (long)ms * 1000000 };
+    nanosleep(&ts, NULL);
+}
+
+Test(pin, pin_and_unpin_outside_a_coroutine_are_refused)
+{
+    cr_assert_eq(weft_pin(), -EPERM);
+    cr_assert_eq(weft_unpin(), -EPERM);
+}
+
+static void *unbalanced(void *arg)
+{
+    (void)arg;
+    int a = weft_unpin();           /* no pin held */
+    int b = weft_pin();
+    int c = weft_pin();             /* nests */
+    int d = weft_unpin();
+    int e = weft_unpin();
+    int f = weft_unpin();           /* one too many */
+    return (void *)(intptr_t)(a == -EPERM && b == 0 && c == 0 && d == 0 && e == 0 && f == -EPERM);
+}
+
+Test(pin, unpin_without_a_pin_is_refused_and_pins_nest)
+{
+    for (size_t i = 0; i < sizeof pin_workers / sizeof *pin_workers; i++)
+        cr_assert_eq((intptr_t)run_with(pin_workers[i], unbalanced, NULL), 1, "workers %u", pin_workers[i]);
+}
+
+/* Busy coroutines that wake each other around the pinned one, so that an
+ * unpinned coroutine would move between workers at most of its wake-ups. */
+struct churn {
+    _Atomic bool stop;
+    weft_chan   *ch;
+};
+
+static void *churner(void *arg)
+{
+    struct churn *c = arg;
+    int v = 0;
+    while (!atomic_load(&c->stop)) {
+        if (weft_chan_try_send(c->ch, &v) != 0)
+            weft_chan_try_recv(c->ch, &v);
+        weft_yield();
+    }
+    return NULL;
+}
+
+struct plain_waker {
+    weft_chan *ch;       /* sends one value on it */
+    int        fd;       /* or writes one byte to it */
+    unsigned   delay_ms;
+};
+
+static void *plain_wake(void *arg)
+{
+    struct plain_waker *p = arg;
+    nap_ms(p->delay_ms);
+    if (p->ch) {
+        int v = 7;
+        weft_chan_send(p->ch, &v);
+    } else {
+        char b = 'x';
+        if (write(p->fd, &b, 1) != 1)
+            abort();
+    }
+    return NULL;
+}
+
+static void *coro_send(void *arg)
+{
+    int v = 8;
+    weft_chan_send(arg, &v);
+    return NULL;
+}
+
+static void *coro_write(void *arg)
+{
+    weft_sleep(1000000);
+    char b = 'y';
+    return (void *)(intptr_t)(weft_write((int)(intptr_t)arg, &b, 1) == 1);
+}
+
+struct where {
+    int   worker;
+    pid_t tid;
+    int   moves;      /* checks where either differed */
+    int   checks;
+};
+
+static void check_here(struct where *w)
+{
+    w->checks++;
+    if (weft_worker() != w->worker || tid() != w->tid)
+        w->moves++;
+}
+
+/* The pinned coroutine: every kind of wait, each woken from elsewhere. */
+static void *pinned_waits(void *arg)
+{
+    struct where *w = arg;
+    if (weft_pin() != 0)
+        return (void *)1;
+    w->worker = weft_worker();
+    w->tid = tid();
+
+    for (int i = 0; i < 200; i++) {
+        weft_yield();
+        check_here(w);
+    }
+    for (int i = 0; i < 20; i++) {
+        weft_sleep(200000);
+        check_here(w);
+    }
+    weft_chan *ch;
+    if (weft_chan_create(&ch, sizeof(int), 0) != 0)
+        return (void *)2;
+    for (int i = 0; i < 20; i++) {
+        int v;
+        weft_task *t;
+        weft_spawn(&t, coro_send, ch);          /* a coroutine, often on another worker */
+        weft_chan_recv(ch, &v);
+        check_here(w);
+        weft_join(t, NULL);
+
+        pthread_t th;                           /* a plain thread */
+        struct plain_waker pw = { .ch = ch, .delay_ms = 1 };
+        pthread_create(&th, NULL, plain_wake, &pw);
+        weft_chan_recv(ch, &v);
+        check_here(w);
+        pthread_join(th, NULL);
+    }
+    weft_chan_destroy(ch);
+
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        return (void *)3;
+    for (int i = 0; i < 10; i++) {
+        char b;
+        pthread_t th;
+        struct plain_waker pw = { .fd = sv[1], .delay_ms = 2 };
+        pthread_create(&th, NULL, plain_wake, &pw);
+        if (weft_read(sv[0], &b, 1) != 1)
+            return (void *)4;
+        check_here(w);
+        pthread_join(th, NULL);
+
+        weft_task *t;
+        weft_spawn(&t, coro_write, (void *)(intptr_t)sv[1]);
+        if (weft_recv(sv[0], &b, 1, 0) != 1)
+            return (void *)5;
+        check_here(w);
+        weft_join(t, NULL);
+    }
+    close(sv[0]);
+    close(sv[1]);
+
+    /* Nested: still pinned after the inner unpin. */
+    weft_pin();
+    weft_unpin();
+    for (int i = 0; i < 20; i++) {
+        weft_sleep(100000);
+        check_here(w);
+    }
+    return (void *)(intptr_t)(weft_unpin() == 0 ? 0 : 6);
+}
+
+struct pin_run {
+    struct where w;
+    intptr_t     status;
+};
+
+static void *pin_main(void *arg)
+{
+    struct pin_run *r = arg;
+    struct churn c = { .stop = false };
+    weft_chan_create(&c.ch, sizeof(int), 4);
+    int n = 2 * weft_workers();
+    weft_task *ch[8];
+    for (int i = 0; i < n; i++)
+        weft_spawn(&ch[i], churner, &c);
+    weft_task *p;
+    weft_spawn(&p, pinned_waits, &r->w);
+    void *res;
+    weft_join(p, &res);
+    r->status = (intptr_t)res;
+    atomic_store(&c.stop, true);
+    for (int i = 0; i < n; i++)
+        weft_join(ch[i], NULL);
+    weft_chan_destroy(c.ch);
+    return NULL;
+}
+
+Test(pin, a_pinned_coroutine_resumes_on_its_thread_after_every_kind_of_wait)
+{
+    FOR_EACH_CONFIG(b, w, pin_workers) {
+        struct pin_run r = { .status = -1 };
+        run_with_io(w, b, pin_main, &r);
+        cr_assert_eq(r.status, 0, "%s, %u workers: step %ld failed", backend_name[b], w, (long)r.status);
+        cr_assert_eq(r.w.checks, 300);
+        cr_assert_eq(r.w.moves, 0, "%s, %u workers: moved %d times of %d", backend_name[b], w,
+                     r.w.moves, r.w.checks);
+    }
+}
+
+/*
+ * A thief never takes a pinned coroutine. The pinned one is woken on its
+ * home worker by a coroutine that then computes for a while without
+ * yielding: an unpinned one would sit on that worker's runnext, where an idle
+ * worker steals it.
+ */
+struct steal_run {
+    weft_chan  *ch;
+    _Atomic int home;
+    int         moves;
+    int         rounds;
+};
+
+static void *wake_then_compute(void *arg)
+{
+    struct steal_run *s = arg;
+    int v = 1;
+    weft_chan_send(s->ch, &v);
+    uint64_t until = weft_now() + 3000000;   /* 3 ms: the idle worker's search takes microseconds */
+    while (weft_now() < until)
+        ;
+    return NULL;
+}
+
+static void *pinned_receiver(void *arg)
+{
+    struct steal_run *s = arg;
+    weft_pin();
+    int home = weft_worker();
+    pid_t me = tid();
+    for (int i = 0; i < s->rounds; i++) {
+        weft_task *t;
+        weft_spawn(&t, wake_then_compute, s);
+        int v;
+        weft_chan_recv(s->ch, &v);
+        if (weft_worker() != home || tid() != me)
+            s->moves++;
+        weft_join(t, NULL);
+    }
+    weft_unpin();
+    return NULL;
+}
+
+static void *steal_main(void *arg)
+{
+    struct steal_run *s = arg;
+    weft_chan_create(&s->ch, sizeof(int), 0);
+    weft_task *t;
+    weft_spawn(&t, pinned_receiver, s);
+    weft_join(t, NULL);
+    weft_chan_destroy(s->ch);
+    return NULL;
+}
+
+Test(pin, thieves_never_take_a_pinned_coroutine)
+{
+    for (unsigned w = 2; w <= 4; w += 2) {
+        struct steal_run s = { .rounds = 100 };
+        run_with(w, steal_main, &s);
+        cr_assert_eq(s.moves, 0, "%u workers: moved %d times in %d rounds", w, s.moves, s.rounds);
+    }
+}
+
+/* Unpinned again, a coroutine may move: it is not left pinned by mistake,
+ * and its wake-ups from other workers run it there again. */
+static void *unpinned_moves(void *arg)
+{
+    struct steal_run *s = arg;
+    weft_pin();
+    weft_unpin();
+    int home = weft_worker();
+    for (int i = 0; i < s->rounds && !s->moves; i++) {
+        weft_task *t;
+        weft_spawn(&t, wake_then_compute, s);
+        int v;
+        weft_chan_recv(s->ch, &v);
+        if (weft_worker() != home)
+            s->moves++;
+        weft_join(t, NULL);
+        home = weft_worker();
+    }
+    return NULL;
+}
+
+static void *unpinned_main(void *arg)
+{
+    struct steal_run *s = arg;
+    weft_chan_create(&s->ch, sizeof(int), 0);
+    weft_task *t;
+    weft_spawn(&t, unpinned_moves, s);
+    weft_join(t, NULL);
+    weft_chan_destroy(s->ch);
+    return NULL;
+}
+
+Test(pin, an_unpinned_coroutine_moves_again)
+{
+    struct steal_run s = { .rounds = 200 };
+    run_with(2, unpinned_main, &s);
+    cr_assert_gt(s.moves, 0, "never moved in %d rounds", s.rounds);
+}
