@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 enum { ROUNDS = 200000, MSG = 64, CONNS = 100, CLIENTS = 4, RUNS_MAX = 31 };
@@ -245,6 +246,8 @@ static void *client_main(void *arg)
             size_t got = 0;
             while (got < MSG) {
                 ssize_t r = read(k->fd[i], rep + got, MSG - got);
+                if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                    die("echo: no reply for 10 s, the server hangs", ETIMEDOUT);
                 if (r <= 0)
                     break;
                 got += (size_t)r;
@@ -265,6 +268,8 @@ static int dial(const struct sockaddr_in *sa)
         die("connect", errno);
     int one = 1;
     struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    struct timeval stall = { .tv_sec = 10 };   /* a reply this late: the server hangs */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &stall, sizeof stall);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     return fd;
