@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -104,16 +105,20 @@ static void *redis_clients(void *arg)
     return NULL;
 }
 
-Test(hook_libs, hiredis_clients_wait_in_blpop_together_and_every_reply_is_right, .timeout = 300)
+Test(hook_libs, hiredis_clients_wait_in_blpop_together_and_every_reply_is_right)
 {
     if (!have_program("redis-server"))
         cr_skip("redis-server is not installed");
     redis_port = free_port();
     char port[16];
     snprintf(port, sizeof port, "%d", redis_port);
+    pid_t test = getpid();
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
+        /* The server goes with the test, even one killed at its timeout. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != test)
+            _exit(127);
         int null = open("/dev/null", O_WRONLY);
         dup2(null, STDOUT_FILENO);
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
@@ -250,7 +255,7 @@ static void *curl_clients(void *arg)
     return NULL;
 }
 
-Test(hook_libs, libcurl_easy_fetches_from_many_coroutines_at_once, .timeout = 300)
+Test(hook_libs, libcurl_easy_fetches_from_many_coroutines_at_once)
 {
     cr_assert_eq(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
     http_listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
