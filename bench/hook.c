@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * weft-bench-hook: what libweft-hook costs. A plain read or write made in a
  * coroutine, which the hook turns into weft_read or weft_write, against the
