@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -838,6 +839,92 @@ static void *served_in_order(void *arg)
 Test(io, on_epoll_the_readers_of_a_descriptor_are_served_in_the_order_they_came)
 {
     run_with_io(1, WEFT_IO_EPOLL, served_in_order, NULL);
+}
+
+/* A reader woken for data that another took before it ran waits again in
+ * the place it had, ahead of those who came after it. Two coroutines take
+ * turns to yield, so that their worker looks at the set only on its fairness
+ * tick, where it wakes the first reader and then resumes one of the two
+ * before that reader: that one takes the record back. The reader finds
+ * nothing and waits again. */
+struct grab {
+    weft_rt     *rt;
+    int          fd;
+    uint64_t     seen;   /* epoll events reaped before the record was written */
+    _Atomic bool taken;
+};
+
+static uint64_t epoll_events(weft_rt *rt)
+{
+    weft_stats st;
+    cr_assert_eq(weft_stats_get(rt, &st), 0);
+    return st.epoll_events;
+}
+
+static void *grab_once_woken(void *arg)
+{
+    struct grab *g = arg;
+    while (!atomic_load(&g->taken)) {
+        if (epoll_events(g->rt) != g->seen && !atomic_exchange(&g->taken, true)) {
+            uint32_t v;
+            cr_assert_eq(read(g->fd, &v, sizeof v), (ssize_t)sizeof v,
+                         "the woken reader ran before the record was taken back");
+            break;
+        }
+        weft_yield();
+    }
+    return NULL;
+}
+
+static void *woken_for_nothing(void *arg)
+{
+    weft_rt *rt = arg;
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    struct line l = { .fd = p[0] };
+    weft_task *t[IN_LINE];
+    for (int i = 0; i < IN_LINE; i++)
+        cr_assert_eq(weft_spawn(&t[i], wait_in_line, &l), 0);
+    while (atomic_load(&l.tickets) < IN_LINE)
+        weft_yield();
+    uint32_t v = UINT32_MAX;
+    struct grab g = { .rt = rt, .fd = p[0], .seen = epoll_events(rt) };
+    weft_task *other;
+    cr_assert_eq(weft_spawn(&other, grab_once_woken, &g), 0);
+    cr_assert_eq(weft_write(p[1], &v, sizeof v), (ssize_t)sizeof v);
+    grab_once_woken(&g);
+    cr_assert_eq(weft_join(other, NULL), 0);
+    for (v = 0; v < IN_LINE; v++) {
+        cr_assert_eq(weft_write(p[1], &v, sizeof v), (ssize_t)sizeof v);
+        uint64_t give_up = weft_now() + LONG_WAIT;
+        while (atomic_load(&l.served) == (int)v && weft_now() < give_up)
+            weft_sleep(1000000);
+        cr_assert_eq(atomic_load(&l.served), (int)v + 1, "record %u was never taken", v);
+    }
+    for (int i = 0; i < IN_LINE; i++) {
+        void *r;
+        cr_assert_eq(weft_join(t[i], &r), 0);
+        cr_assert_null(r);
+    }
+    for (uint32_t i = 0; i < IN_LINE; i++)
+        cr_assert_eq(l.got[i], i, "the reader that came %u-th got record %u", i, l.got[i]);
+    weft_close(p[0]);
+    weft_close(p[1]);
+    return NULL;
+}
+
+Test(io, on_epoll_a_reader_woken_for_data_another_took_keeps_its_place)
+{
+    const char *random_order = getenv("WEFT_SCHED_RANDOM");
+    if (random_order && *random_order && strcmp(random_order, "0") != 0)
+        cr_skip_test("the order of runnable coroutines is what this test relies on");
+    weft_config cfg = { .workers = 1, .io_backend = WEFT_IO_EPOLL };
+    weft_rt *rt;
+    cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+    weft_task *t;
+    cr_assert_eq(weft_spawn_on(rt, &t, woken_for_nothing, rt), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
 }
 
 /* weft_close ends the wait of a coroutine blocked on the descriptor, on every

@@ -12,7 +12,7 @@
  * in between: no poller thread, no hand-over.
  *
  * A coroutine tries the system call first; on EAGAIN it calls
- * wait_fd(), which appends its waiter to the descriptor's list for
+ * wait_fd(), which puts its waiter in line on the descriptor's list for
  * that direction in the runtime's descriptor table, and arms a one-shot
  * registration for the union of what the descriptor's waiters want, on the
  * set of the worker it runs on. A descriptor last armed on another worker's
@@ -29,6 +29,10 @@
  * waiting are armed again at once; the registration is level-triggered, so if
  * the one woken leaves something behind, the next epoll_wait reports it for
  * the next in line, and if it takes everything, the kernel reports nothing.
+ * The level may also be reported again before the one woken has run (its
+ * worker looks at the set between schedules, the monitor looks for a stalled
+ * worker), and the next in line then finds nothing: it waits again in the
+ * place it had, not at the end, so the line keeps its order.
  * Conditions that stay until the descriptor is closed wake every waiter they
  * concern: EPOLLERR and EPOLLHUP all of them, EPOLLRDHUP (the peer will send
  * no more) every reader.
@@ -81,13 +85,15 @@ enum { RD, WR };   /* the directions: indexes of the lists below */
 struct fd_wait {
     struct weft__waiter wt;
     struct fd_wait     *next[2], *prev[2];   /* on the entry's lists, by direction */
+    uint64_t            place;   /* its place in line, kept across a wake that found nothing */
     bool                on[2];
 };
 
 /* A descriptor's waiters. The lists, `places` and `set` are under `lock`. */
 struct fd_slot {
     pthread_mutex_t  lock;
-    struct fd_wait  *head[2], *tail[2];   /* waiters by direction, oldest first */
+    struct fd_wait  *head[2], *tail[2];   /* waiters by direction, by place */
+    uint64_t         last_place;   /* the last place given out */
     unsigned         places;    /* waiters on the lists, one per list each; counted on
                                  * the set that holds the registration */
     unsigned         set;       /* 1 + the index of the worker whose set holds the
@@ -241,16 +247,26 @@ static struct epoll_event oneshot(const struct fd_slot *s, int fd)
     return (struct epoll_event){ .events = wanted(s) | EPOLLONESHOT, .data.u64 = (uint64_t)fd };
 }
 
-/* Appends fw to s's list for direction d. Holds s->lock. */
+/* Puts fw on s's list for direction d by its place: at the end if it is new
+ * (place 0; it gets the next one), else ahead of everyone who came after it.
+ * Holds s->lock. */
 static void enlist(struct fd_slot *s, struct fd_wait *fw, int d)
 {
-    fw->next[d] = NULL;
-    fw->prev[d] = s->tail[d];
-    if (s->tail[d])
-        s->tail[d]->next[d] = fw;
+    if (!fw->place)
+        fw->place = ++s->last_place;
+    struct fd_wait *after = s->tail[d];
+    while (after && after->place > fw->place)
+        after = after->prev[d];
+    fw->prev[d] = after;
+    fw->next[d] = after ? after->next[d] : s->head[d];
+    if (fw->next[d])
+        fw->next[d]->prev[d] = fw;
+    else
+        s->tail[d] = fw;
+    if (after)
+        after->next[d] = fw;
     else
         s->head[d] = fw;
-    s->tail[d] = fw;
     fw->on[d] = true;
     s->places++;
 }
@@ -320,10 +336,14 @@ static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
 
 /* Suspends the calling coroutine, on its worker w, until fd is ready for one
  * of `dirs` (WEFT__WAIT_READ, WEFT__WAIT_WRITE, or both), behind the
- * coroutines already waiting on fd in that direction. Returns the epoll
- * events seen, -EBADF (weft_close() closed it), -EINVAL (fd cannot be
- * polled), -ETIMEDOUT, -ECANCELED, -ENOMEM, -EMFILE (fd beyond the table). */
-static int wait_fd(struct weft__worker *w, int fd, int dirs)
+ * coroutines already waiting on fd in that direction. *place is 0 on a
+ * caller's first wait, and is kept for its next: a waiter woken for data that
+ * another took before it ran waits again in the place it had, for the level
+ * is reported again, to the next in line, whenever the set is looked at
+ * before the one woken has run. Returns the epoll events seen, -EBADF
+ * (weft_close() closed it), -EINVAL (fd cannot be polled), -ETIMEDOUT,
+ * -ECANCELED, -ENOMEM, -EMFILE (fd beyond the table). */
+static int wait_fd(struct weft__worker *w, int fd, int dirs, uint64_t *place)
 {
     if (fd < 0)
         return -EBADF;
@@ -332,7 +352,7 @@ static int wait_fd(struct weft__worker *w, int fd, int dirs)
     struct fd_slot *s = slot(w->rt, fd, true);
     if (!s)
         return (unsigned)fd / PAGE_SLOTS >= TOP_PAGES ? -EMFILE : -ENOMEM;
-    struct fd_wait fw = { .on = { false, false } };
+    struct fd_wait fw = { .place = *place, .on = { false, false } };
     weft__waiter_init(&fw.wt);
 
     pthread_mutex_lock(&s->lock);
@@ -346,6 +366,7 @@ static int wait_fd(struct weft__worker *w, int fd, int dirs)
     pthread_mutex_unlock(&s->lock);
     if (err)
         return err;
+    *place = fw.place;
 
     weft__bump(&w->ctr.epoll_waits, 1);
     int32_t r = weft__wait(&fw.wt);
@@ -541,6 +562,7 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
     else if (!weft__io_needs_toggle(&c) && (err = make_nonblocking(c.fd)))
         return err;
     bool write = weft__io_writes(&c);
+    uint64_t place = 0;
     for (;;) {
         ssize_t r = weft__io_needs_toggle(&c) ? weft__io_syscall_nowait(&c) : weft__io_syscall(&c);
         if (r == -ENOTSOCK && as_socket) {
@@ -557,7 +579,7 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
             continue;
         if ((r != -EAGAIN && r != -EWOULDBLOCK) || weft__io_asks_not_to_wait(a))
             return r;
-        err = wait_fd(w, c.fd, write ? WEFT__WAIT_WRITE : WEFT__WAIT_READ);
+        err = wait_fd(w, c.fd, write ? WEFT__WAIT_WRITE : WEFT__WAIT_READ, &place);
         if (err < 0)
             return err;
         w = weft__worker_self();   /* the coroutine may have moved */
@@ -571,7 +593,8 @@ static ssize_t connect_io(struct weft__worker *w, const struct weft__io_op *a)
     int r = (int)weft__io_syscall_nowait(a);
     if (r != -EINPROGRESS && r != -EALREADY && r != -EINTR)
         return r;
-    r = wait_fd(w, a->fd, WEFT__WAIT_WRITE);
+    uint64_t place = 0;
+    r = wait_fd(w, a->fd, WEFT__WAIT_WRITE, &place);
     if (r < 0)
         return r;   /* the connection attempt goes on; the caller closes fd */
     return WEFT__IO_CONNECTED_LATER;
@@ -581,9 +604,10 @@ static ssize_t connect_io(struct weft__worker *w, const struct weft__io_op *a)
 static ssize_t poll_io(struct weft__worker *w, const struct weft__io_op *a)
 {
     short events = (short)a->flags;
+    uint64_t place = 0;
     for (;;) {
         int e = wait_fd(w, a->fd, (events & (POLLIN | POLLPRI) ? WEFT__WAIT_READ : 0) |
-                                  (events & POLLOUT ? WEFT__WAIT_WRITE : 0));
+                                  (events & POLLOUT ? WEFT__WAIT_WRITE : 0), &place);
         if (e < 0)
             return e;
         w = weft__worker_self();   /* the coroutine may have moved */
