@@ -260,30 +260,11 @@ HOOK_API int openat(int dirfd, const char *path, int flags, ...)
 }
 
 /* open64 and openat64: the names the headers use under _FILE_OFFSET_BITS=64;
- * where off_t has 64 bits they are open and openat. */
-HOOK_API int open64(const char *path, int flags, ...)
-{
-    mode_t mode = 0;
-    if (takes_mode(flags)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = (mode_t)va_arg(ap, int);
-        va_end(ap);
-    }
-    return open_at(AT_FDCWD, path, flags, mode);
-}
-
-HOOK_API int openat64(int dirfd, const char *path, int flags, ...)
-{
-    mode_t mode = 0;
-    if (takes_mode(flags)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = (mode_t)va_arg(ap, int);
-        va_end(ap);
-    }
-    return open_at(dirfd, path, flags, mode);
-}
+ * where off_t has 64 bits, as on every target weft supports, they are open
+ * and openat. */
+_Static_assert(sizeof(off_t) == 8, "open64 is open only where off_t has 64 bits");
+HOOK_API int open64(const char *path, int flags, ...) __attribute__((alias("open")));
+HOOK_API int openat64(int dirfd, const char *path, int flags, ...) __attribute__((alias("openat")));
 
 HOOK_API int fsync(int fd)
 {
