@@ -6,9 +6,12 @@
 # each server answers GET / with the same body and keeps the connection, then
 # prints one line per run and server, and the median requests per second of
 # each with the lowest and highest run, and the median of weft's per-round
-# ratio to each of the others. Beside each rate it prints the CPU time the
-# rest of the machine spent per request while wrk ran: all CPUs' busy time
-# minus wrk's own, which is the server's when nothing else runs.
+# ratio to each of the others. Beside each rate it prints the CPU time per
+# request of the server's own processes (user and system, from /proc/PID/stat:
+# what neighbours on a shared machine do not change) and that of the rest of
+# the machine while wrk ran (all CPUs' busy time minus wrk's own, which adds
+# the kernel's work done outside the server's threads, such as softirqs, when
+# nothing else runs).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=${1:?usage: run.sh BUILD_DIR [runs] [duration]}
@@ -20,8 +23,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 cc -O2 -o "$tmp/http_threads" "$here/threads.c" -pthread
 "$build/examples/http_server" --port 8080 > /dev/null &
+pid_weft=$!
 "$tmp/http_threads" 8082 &
+pid_threads=$!
 nginx -c "$here/nginx.conf" -p "$tmp" -g "pid $tmp/nginx.pid;" &
+pid_nginx=$!
 sleep 1
 
 # The same body from all three, each keeping the connection: curl reuses it
@@ -40,27 +46,41 @@ busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 # (times runs in this shell, not in a $(...) subshell, which has no children.)
 children_cpu() { times > "$tmp/times"; tail -n 1 "$tmp/times" | tr 'ms' '  ' | awk '{print $1 * 60 + $2 + $3 * 60 + $4}'; }
 hz=$(getconf CLK_TCK)
+# CPU ticks (user + system) of a server: the process and, for nginx, its
+# worker processes.
+server_ticks() {
+    local pids=$1
+    [ "$1" = "$pid_nginx" ] && pids="$pids $(pgrep -P "$1" | tr '\n' ' ')"
+    for p in $pids; do sed 's/^.*) //' "/proc/$p/stat"; done | awk '{t += $12 + $13} END {print t}'
+}
 
 for r in $(seq 1 "$runs"); do
     for s in weft:8080 nginx:8081 threads:8082; do
         name=${s%%:*}
         port=${s##*:}
+        pid_var=pid_$name
+        s0=$(server_ticks "${!pid_var}")
         children_cpu > "$tmp/c0"; b0=$(busy)
         out=$(wrk -t1 -c"$conns" -d"$dur" "http://127.0.0.1:$port/")
         b1=$(busy); children_cpu > "$tmp/c1"
+        s1=$(server_ticks "${!pid_var}")
         c0=$(cat "$tmp/c0"); c1=$(cat "$tmp/c1")
         rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
         reqs=$(awk '/requests in/ {print $1}' <<< "$out")
         cpu=$(awk -v b="$((b1 - b0))" -v hz="$hz" -v w="$c0" -v w1="$c1" -v n="$reqs" \
               'BEGIN {printf "%.1f", ((b / hz) - (w1 - w)) / n * 1e6}')
-        echo "run $r $name $rps req/s, $cpu us of CPU per request beside wrk's"
+        own=$(awk -v t="$((s1 - s0))" -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.1f", t / hz / n * 1e6}')
+        echo "run $r $name $rps req/s, $own us of the server's CPU per request, $cpu us of all CPUs beside wrk's"
         echo "$rps" >> "$tmp/$name"
         echo "$cpu" >> "$tmp/$name.cpu"
+        echo "$own" >> "$tmp/$name.own"
     done
 done
 for name in weft nginx threads; do
+    sort -n "$tmp/$name.own" | awk -v n="$name" '{a[NR] = $1}
+        END {printf "%-8s median %s us of its own CPU per request (min %s, max %s)\n", n, a[int((NR + 1) / 2)], a[1], a[NR]}'
     sort -n "$tmp/$name.cpu" | awk -v n="$name" '{a[NR] = $1}
-        END {printf "%-8s median %s us of CPU per request (min %s, max %s)\n", n, a[int((NR + 1) / 2)], a[1], a[NR]}'
+        END {printf "%-8s median %s us of all CPUs per request beside wrk (min %s, max %s)\n", n, a[int((NR + 1) / 2)], a[1], a[NR]}'
 done
 for name in weft nginx threads; do
     sort -n "$tmp/$name" | awk -v n="$name" '{a[NR] = $1}
