@@ -30,11 +30,12 @@
 #define NS 1000000000ull
 
 /* Sleeps ns in a coroutine. Returns 0, -EINTR with the time left in *left
- * (deadline or cancellation), or -ENOMEM. */
+ * (deadline or cancellation; else *left is 0), or -ENOMEM. */
 static int coroutine_sleep(uint64_t ns, uint64_t *left)
 {
     struct hook_wait hw;
     hook_wait_begin(&hw, 0);
+    *left = 0;
     uint64_t until = weft_now() + ns;
     int r = (int)hook_wait_end(&hw, weft_sleep(ns), ETIMEDOUT);
     if (r == -ETIMEDOUT || r == -ECANCELED) {
@@ -112,7 +113,7 @@ HOOK_API unsigned sleep(unsigned s)
 {
     if (!hook_on())
         return real()->sleep(s);
-    uint64_t left = 0;
+    uint64_t left;
     int r = coroutine_sleep((uint64_t)s * NS, &left);
     if (r == -ENOMEM)
         return real()->sleep(s);
