@@ -548,9 +548,34 @@ static void write_summary(struct dump *d, struct out *o, size_t from, size_t to)
     free(g);
 }
 
+/* The name of pc and, where its source position is known, " at file.c:42"
+ * after it, into buf. */
+static const char *name_at(struct dump *d, uintptr_t pc, bool ret, char *buf, size_t len)
+{
+    const char *name = weft__sym_name(&d->st, pc, ret);
+    const char *src = weft__sym_src(&d->st, pc, ret);
+    snprintf(buf, len, "%s%s%s", name, src ? " at " : "", src ? src : "");
+    return buf;
+}
+
+/* Names every address write_entry shows, then looks up their source
+ * positions in one batch (core/srcline.c). */
+static void name_all(struct dump *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        const struct entry *e = &d->e[i];
+        for (unsigned k = 0; k < e->nframes; k++)
+            weft__sym_name(&d->st, d->pcs[e->frame0 + k], k > 0);
+        weft__sym_name(&d->st, e->fn, false);
+        if (e->spawn_pc)
+            weft__sym_name(&d->st, e->spawn_pc, true);
+    }
+    weft__sym_lines(&d->st);
+}
+
 static void write_entry(struct dump *d, struct out *o, const struct entry *e, uint64_t now)
 {
-    char st[160];
+    char st[160], fn[400];
     state_text(d, e, st, sizeof(st), true);
     char age[48] = "";
     if (e->state == ST_WAITING && e->since && now >= e->since)
@@ -561,13 +586,13 @@ static void write_entry(struct dump *d, struct out *o, const struct entry *e, ui
     out_f(o, " [%s%s]:\n", st, age);
     for (unsigned i = 0; i < e->nframes; i++) {
         uintptr_t pc = d->pcs[e->frame0 + i];
-        out_f(o, "  #%-2u 0x%016lx %s\n", i, (unsigned long)pc, weft__sym_name(&d->st, pc, i > 0));
+        out_f(o, "  #%-2u 0x%016lx %s\n", i, (unsigned long)pc, name_at(d, pc, i > 0, fn, sizeof(fn)));
     }
     if (e->no_bt)
         out_f(o, "  (%s)\n", e->no_bt);
-    out_f(o, "  entry %s\n", weft__sym_name(&d->st, e->fn, false));
+    out_f(o, "  entry %s\n", name_at(d, e->fn, false, fn, sizeof(fn)));
     if (e->spawn_pc)
-        out_f(o, "  created by %s\n", weft__sym_name(&d->st, e->spawn_pc, true));
+        out_f(o, "  created by %s\n", name_at(d, e->spawn_pc, true, fn, sizeof(fn)));
 }
 
 static int entry_cmp(const void *a, const void *b)
@@ -608,6 +633,7 @@ int weft_dump(int fd)
     uint64_t now = weft__coarse_now();
     weft__each_runtime(take_runtime, d);
     qsort(d->e, d->n, sizeof(*d->e), entry_cmp);
+    name_all(d);
 
     out_f(o, "weft: %u runtime%s, %zu coroutine%s\n", d->runtimes, d->runtimes == 1 ? "" : "s",
           d->n, d->n == 1 ? "" : "s");

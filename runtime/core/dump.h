@@ -4,6 +4,7 @@
  *   - core/unwind.c: reading memory that may go away meanwhile, and unwinding
  *     a coroutine from its saved registers and a copy of its stack;
  *   - core/symbol.c: names of code addresses, cached for one dump;
+ *   - core/srcline.c: their source positions, from DWARF line tables (libdw);
  *   - core/dump.c: weft_dump itself, the walk over the coroutines and the text;
  *   - core/fatal.c: the coroutine's part of a fatal message.
  * Non-static names here are weft__, hidden like every internal name (core.h).
@@ -76,7 +77,13 @@ unsigned weft__unwind(unw_addr_space_t as, struct weft__image *img, uintptr_t *p
  * start, weft__symtab_free to end.
  */
 struct weft__symtab {
-    struct weft__sym { uintptr_t pc; char *name; } *at;
+    struct weft__sym {
+        uintptr_t pc;       /* the key: the address, with ret in its low bit */
+        uintptr_t at;       /* the address named: for a return address, the byte before */
+        char     *name;     /* NULL: a free place */
+        char     *src;      /* "file.c:42", or NULL where unknown */
+        bool      looked;   /* src was looked for (weft__sym_lines) */
+    } *at;
     size_t n, cap;        /* cap: a power of two; open addressing */
 #if WEFT_HAVE_LIBUNWIND
     unw_addr_space_t as;  /* for its get_proc_name; NULL: dladdr alone */
@@ -91,6 +98,27 @@ const char *weft__base_name(const char *path);
 void weft__describe(struct weft__symtab *st, uintptr_t pc, bool ret, char *buf, size_t len);
 /* The name of pc, from st's cache; "?" when no memory is left for it. */
 const char *weft__sym_name(struct weft__symtab *st, uintptr_t pc, bool ret);
+/* The source position of pc, "file.c:42", if pc was named in st before a
+ * weft__sym_lines that found it; else NULL. */
+const char *weft__sym_src(struct weft__symtab *st, uintptr_t pc, bool ret);
+/* Looks up the source positions of every address named in st so far, in one
+ * batch (weft__srcpos_find). Not from a signal handler. */
+void weft__sym_lines(struct weft__symtab *st);
 void weft__symtab_free(struct weft__symtab *st);
+
+/* ---- source positions (core/srcline.c) ------------------------------------------- */
+
+struct weft__srcpos {
+    uintptr_t pc;        /* in: a code address (for a call, the call's own) */
+    unsigned  line;      /* out: its line, 0 where unknown */
+    char      file[64];  /* out: its source file's base name; "" where unknown */
+};
+
+/* Fills in the source position of each of pos[0..n) that the DWARF line
+ * tables of the program's objects give; the others are left unknown, as all
+ * are without libdw. Any thread but a signal handler: it takes a lock, may
+ * allocate, and does the lookups on a thread it starts and joins, so it
+ * needs little of the caller's stack. */
+void weft__srcpos_find(struct weft__srcpos *pos, size_t n);
 
 #endif /* WEFT_DUMP_H */
