@@ -20,6 +20,11 @@
 #ifndef WEFT_TEST_LIBUNWIND
 #define WEFT_TEST_LIBUNWIND 1
 #endif
+/* Whether frames can show file:line: weft built with libdw, and this file
+ * with debug information (tests/CMakeLists.txt). */
+#ifndef WEFT_TEST_SRCLINES
+#define WEFT_TEST_SRCLINES 0
+#endif
 
 /* ---- reading a dump ------------------------------------------------------------ */
 
@@ -40,6 +45,15 @@ static char *dump_text(void)
     return text;
 }
 
+/* The start of the first line of text that holds key; NULL if none does. */
+static const char *line_with(const char *text, const char *key)
+{
+    const char *at = strstr(text, key);
+    while (at && at > text && at[-1] != '\n')
+        at--;
+    return at;
+}
+
 /* The section of the dump about the coroutine named `name`: from its
  * "coroutine N \"name\"" line to the next blank line, as a new string; NULL
  * if there is none. */
@@ -47,11 +61,9 @@ static char *section_named(const char *text, const char *name)
 {
     char key[64];
     snprintf(key, sizeof(key), " \"%s\" [", name);
-    const char *at = strstr(text, key);
+    const char *at = line_with(text, key);
     if (!at)
         return NULL;
-    while (at > text && at[-1] != '\n')
-        at--;
     const char *end = strstr(at, "\n\n");
     size_t len = end ? (size_t)(end - at) : strlen(at);
     return strndup(at, len);
@@ -461,6 +473,97 @@ Test(dump, stays_consistent_while_thousands_of_coroutines_migrate, .timeout = 60
     const unsigned workers[] = { 2, 4 };
     for (size_t i = 0; i < 2; i++)
         run_with(workers[i], churn_main, NULL);
+}
+
+/* ---- source positions ------------------------------------------------------------ */
+
+static int marker_line;   /* the line of park_at_marker's wait, set as it waits */
+
+/* Parks on ch in a frame of its own, recording the line of the call. */
+static __attribute__((noinline)) int park_at_marker(weft_chan *ch)
+{
+    int v;
+    volatile int r = (marker_line = __LINE__, weft_chan_recv(ch, &v));
+    return r;
+}
+
+static void *marked_entry(void *arg)
+{
+    weft_set_name("marked");
+    volatile int r = park_at_marker(arg);
+    return (void *)(intptr_t)r;
+}
+
+/* The line of sec that shows the frame of fn; NULL if there is none. */
+static char *frame_line(const char *sec, const char *fn)
+{
+    char key[64];
+    snprintf(key, sizeof(key), " %s+0x", fn);
+    const char *at = line_with(sec, key);
+    return at ? strndup(at, strcspn(at, "\n")) : NULL;
+}
+
+static void *dump_of_marked(void *arg)
+{
+    weft_chan *ch;
+    cr_assert_eq(weft_chan_create(&ch, sizeof(int), 0), 0);
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, marked_entry, ch), 0);
+    char *text = NULL, *sec = NULL;
+    uint64_t deadline = now_ms() + 60000;
+    for (;;) {
+        text = dump_text();
+        sec = section_named(text, "marked");
+        if (sec && strstr(sec, "[chan receive"))
+            break;
+        cr_assert_lt(now_ms(), deadline, "the marked coroutine never waited:\n%s", text);
+        free(sec);
+        free(text);
+        weft_sleep(10 * 1000000u);
+    }
+#if WEFT_TEST_LIBUNWIND
+    char *frame = frame_line(sec, "park_at_marker");
+    cr_assert_not_null(frame, "no frame of park_at_marker:\n%s", sec);
+    char want[64];
+    snprintf(want, sizeof(want), " at test_dump.c:%d", marker_line);
+#if WEFT_TEST_SRCLINES
+    size_t flen = strlen(frame), wlen = strlen(want);
+    cr_assert(flen > wlen && strcmp(frame + flen - wlen, want) == 0,
+              "the frame does not end with \"%s\": \"%s\"\n%s", want, frame, sec);
+    char *entry = strstr(sec, "  entry marked_entry (");
+    cr_assert_not_null(entry, "the entry is not named:\n%s", sec);
+    cr_assert(strncmp(entry + strcspn(entry, ")"), ") at test_dump.c:", 17) == 0,
+              "the entry has no source position:\n%s", sec);
+#else
+    /* No debug information or no libdw: function+offset alone. */
+    cr_assert_null(strstr(frame, " at "), "a source position without one to read: \"%s\"", frame);
+#endif
+    free(frame);
+#endif
+    free(sec);
+    free(text);
+    cr_assert_eq(weft_chan_close(ch), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert_eq(weft_chan_destroy(ch), 0);
+    return NULL;
+}
+
+Test(dump, a_frame_shows_its_file_and_line_where_debug_information_allows)
+{
+    run_with(2, dump_of_marked, NULL);
+}
+
+/* A dump from a coroutine with a small stack: the line tables are read on a
+ * stack of weft's own, not the caller's. */
+Test(dump, source_positions_need_little_of_the_callers_stack)
+{
+    weft_config cfg = { .workers = 1, .stack_size = 64 * 1024 };
+    weft_rt *rt;
+    cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+    weft_task *t;
+    cr_assert_eq(weft_spawn_on(rt, &t, dump_of_marked, NULL), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
 }
 
 /* ---- errors, names -------------------------------------------------------------- */

@@ -42,7 +42,7 @@ Test(stack, an_overflow_stops_the_program_with_a_message)
     cr_assert_eq(WTERMSIG(status), SIGABRT);
     cr_assert_not_null(strstr(msg, "stack overflow"), "no message about the overflow: \"%s\"", msg);
     cr_assert_not_null(strstr(msg, "stack size 65536 bytes"), "the message names another size: \"%s\"", msg);
-    /* It names the coroutine, its entry, and shows its frames (core/dump.c). */
+    /* It names the coroutine, its entry, and shows its frames (core/fatal.c). */
     cr_assert_not_null(strstr(msg, "stack overflow in coroutine 1 "), "%s", msg);
     cr_assert_not_null(strstr(msg, "in coroutine 1 \"deep-diver\""), "the name is missing:\n%s", msg);
     cr_assert_not_null(strstr(msg, "  entry overflow ("), "the entry is not named:\n%s", msg);

@@ -41,7 +41,7 @@
     do { if (WEFT__UNLIKELY(!(cond))) weft__panic(__FILE__, __LINE__, msg); } while (0)
 _Noreturn WEFT__COLD void weft__panic(const char *file, int line, const char *msg);
 /* What weft__panic writes after its message, set by a layer above (the core
- * sets it to write the running coroutine's part of the dump, core/dump.c);
+ * sets it to write the running coroutine's part of the dump, core/fatal.c);
  * NULL: nothing. Base calls nothing of the layers above directly. */
 extern void (*_Atomic weft__panic_context)(int fd);
 

@@ -536,7 +536,7 @@ int  weft__guard_install(void);
 int  weft__altstack_enter(void **mem);
 void weft__altstack_leave(void *mem);
 
-/* ---- the dump (core/dump.c) -------------------------------------------------- */
+/* ---- the dump (core/fatal.c, core/dumpsig.c) --------------------------------- */
 
 /* Writes the calling coroutine's part of the dump to fd: for fatal messages.
  * uc: the signal's ucontext_t when called from a handler, else NULL; from a

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * weft_dump: a report of every coroutine of the process, taken while the
- * workers run; the names coroutines give themselves; the signal that asks for
- * a dump; and the part of a fatal message that names a coroutine.
+ * workers run: the walk over the coroutines and the text written; and the
+ * names coroutines give themselves. Beside it: the unwinder (core/unwind.c),
+ * names of code addresses (core/symbol.c), the dump signal (core/dumpsig.c)
+ * and the part of a fatal message that names a coroutine (core/fatal.c).
  *
  * What the dump reads, and why it cannot crash:
  *   - The registry is the task handles themselves. Handles are carved from
@@ -21,15 +23,8 @@
  *     stack pointer up; the handle and fiber are copied again after the stack,
  *     and a coroutine that ran meanwhile (its saved stack pointer or its park
  *     state changed) is shown without a backtrace rather than with a wrong one.
- *   - Backtraces are unwound from the copy by libunwind in an address space of
- *     our own (unw_create_addr_space): its memory accessor serves the copied
- *     stack and reads anything else (the unwind tables of the program's
- *     objects) with process_vm_readv too; the registers are those the context
- *     switch saved (arch/ctx.h). The unwind tables are found as for a local
- *     unwind, by reusing the local address space's find_proc_info, which walks
- *     the loaded objects with dl_iterate_phdr. DWARF call-frame information is
- *     what it follows, so code built with -O2 and without frame pointers
- *     unwinds; it stops at weft__ctx_entry, whose CFI marks the end.
+ *   - Backtraces are unwound from the copy (core/unwind.c), never from the
+ *     live stack.
  * Nothing stops the workers: the only locks taken are the runtime list's
  * (shared) and each handle allocator's, for as long as it takes to copy the
  * list of its slabs.
@@ -37,33 +32,17 @@
  * A dump lists the coroutines as they were when each was copied: one spawned
  * during the dump may be missing, and one that finished may still be listed.
  */
-#include "core.h"
+#include "dump.h"
 #include "base/sys.h"
 
-#include <dlfcn.h>
-#include <elf.h>
-#include <link.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <ucontext.h>
 #include <time.h>
-#include <unistd.h>
 
-#if WEFT_HAVE_LIBUNWIND
-#include <libunwind.h>
-#endif
-
-#define MAX_FRAMES   48u               /* frames kept per coroutine */
 #define STACK_COPY   ((size_t)256 << 10)   /* bytes of stack copied above the saved sp */
 #define SLAB_CHUNK   256u              /* handles copied per system call */
 
@@ -87,298 +66,6 @@ int weft_set_name(const char *name)
     memcpy(w->current->fiber->name, name, n + 1);
     return 0;
 }
-
-/* ---- copies ------------------------------------------------------------------- */
-
-/*
- * Copies len bytes at src into dst, or fails with -EFAULT (some of it is not
- * mapped) or the error of process_vm_readv (-ENOSYS, -EPERM where a seccomp
- * filter refuses it). Never faults.
- */
-static int copy_in(void *dst, uintptr_t src, size_t len)
-{
-    struct iovec local = { .iov_base = dst, .iov_len = len };
-    struct iovec remote = { .iov_base = (void *)src, .iov_len = len };
-    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-    if (n == (ssize_t)len)
-        return 0;
-    return n < 0 ? -errno : -EFAULT;
-}
-
-/* ---- symbols ------------------------------------------------------------------ */
-
-/*
- * Names of code addresses, "function+0xoff (object)", cached by address: the
- * coroutines of a program wait in a few places, and each name costs a search
- * of an object's symbol table.
- */
-struct symtab {
-    struct sym { uintptr_t pc; char *name; } *at;
-    size_t n, cap;        /* cap: a power of two; open addressing */
-#if WEFT_HAVE_LIBUNWIND
-    unw_addr_space_t as;  /* for its get_proc_name; NULL without libunwind */
-#endif
-};
-
-static const char *base_name(const char *path)
-{
-    const char *slash = path ? strrchr(path, '/') : NULL;
-    return slash ? slash + 1 : path ? path : "?";
-}
-
-/* Writes the name of pc into buf. ret: pc is a return address, so the call
- * is the byte before it (a call can be the last instruction of a function). */
-static void describe(struct symtab *st, uintptr_t pc, bool ret, char *buf, size_t len)
-{
-    uintptr_t at = ret && pc ? pc - 1 : pc;
-    Dl_info info;
-    bool have_obj = dladdr((void *)at, &info) != 0;
-    const char *obj = have_obj ? base_name(info.dli_fname) : "?";
-#if WEFT_HAVE_LIBUNWIND
-    if (st->as) {
-        char fn[256];
-        unw_word_t off;
-        unw_accessors_t *a = unw_get_accessors(st->as);
-        if (a->get_proc_name && a->get_proc_name(st->as, at, fn, sizeof(fn), &off, NULL) == 0) {
-            off += at != pc;
-            if (off)
-                snprintf(buf, len, "%s+0x%lx (%s)", fn, (unsigned long)off, obj);
-            else
-                snprintf(buf, len, "%s (%s)", fn, obj);
-            return;
-        }
-    }
-#endif
-    if (have_obj && info.dli_sname) {
-        snprintf(buf, len, "%s+0x%lx (%s)", info.dli_sname,
-                 (unsigned long)(pc - (uintptr_t)info.dli_saddr), obj);
-    } else if (have_obj) {
-        snprintf(buf, len, "?? (%s+0x%lx)", obj,   /* for addr2line -e OBJECT */
-                 (unsigned long)(pc - (uintptr_t)info.dli_fbase));
-    } else {
-        snprintf(buf, len, "0x%lx", (unsigned long)pc);
-    }
-}
-
-/* The name of pc, from the cache; "?" when no memory is left for it. */
-static const char *sym_name(struct symtab *st, uintptr_t pc, bool ret)
-{
-    uintptr_t key = pc ^ (uintptr_t)ret;   /* a return address and an entry point differ */
-    if (st->n * 2 >= st->cap) {
-        size_t cap = st->cap ? st->cap * 2 : 256;
-        struct sym *at = calloc(cap, sizeof(*at));
-        if (!at)
-            return "?";
-        for (size_t i = 0; i < st->cap; i++) {
-            if (!st->at[i].name)
-                continue;
-            size_t h = (st->at[i].pc * 0x9e3779b97f4a7c15ull) >> 20 & (cap - 1);
-            while (at[h].name)
-                h = (h + 1) & (cap - 1);
-            at[h] = st->at[i];
-        }
-        free(st->at);
-        st->at = at;
-        st->cap = cap;
-    }
-    size_t h = (key * 0x9e3779b97f4a7c15ull) >> 20 & (st->cap - 1);
-    for (; st->at[h].name; h = (h + 1) & (st->cap - 1))
-        if (st->at[h].pc == key)
-            return st->at[h].name;
-    char buf[320];
-    describe(st, pc, ret, buf, sizeof(buf));
-    char *name = strdup(buf);
-    if (!name)
-        return "?";
-    st->at[h] = (struct sym){ .pc = key, .name = name };
-    st->n++;
-    return name;
-}
-
-static void symtab_free(struct symtab *st)
-{
-    for (size_t i = 0; i < st->cap; i++)
-        free(st->at[i].name);
-    free(st->at);
-}
-
-/* ---- unwinding from a copy ------------------------------------------------------ */
-
-#if WEFT_HAVE_LIBUNWIND
-#if defined(__x86_64__)
-#define NREGS 17   /* UNW_X86_64_RAX .. UNW_X86_64_RIP */
-#elif defined(__aarch64__)
-#define NREGS 33   /* x0 .. x30, sp, pc */
-#endif
-
-/* A switched-out coroutine as copied: its registers and its stack's top part. */
-struct image {
-    uintptr_t      lo, hi;          /* the copied part of the stack: [lo, hi) */
-    unsigned char *buf;
-    uint64_t       reg[NREGS];      /* libunwind's numbering */
-    bool           have[NREGS];
-};
-
-/* Fills img's registers from the context saved by the switch (arch/ctx.h);
- * img's stack copy must start at the saved stack pointer. False if the saved
- * frame lies outside the copy. */
-static bool image_regs(struct image *img, const weft__ctx *ctx)
-{
-#if defined(__x86_64__)
-    uintptr_t sp = (uintptr_t)ctx->sp;
-    if (sp != img->lo || img->hi - img->lo < WEFT__CTX_FRAME_WORDS * 8)
-        return false;
-    uint64_t f[WEFT__CTX_FRAME_WORDS];
-    memcpy(f, img->buf, sizeof(f));
-    static const struct { int reg, word; } map[] = {
-        { UNW_X86_64_RBX, WEFT__CTX_FRAME_RBX }, { UNW_X86_64_RBP, WEFT__CTX_FRAME_RBP },
-        { UNW_X86_64_R12, WEFT__CTX_FRAME_R12 }, { UNW_X86_64_R13, WEFT__CTX_FRAME_R13 },
-        { UNW_X86_64_R14, WEFT__CTX_FRAME_R14 }, { UNW_X86_64_R15, WEFT__CTX_FRAME_R15 },
-        { UNW_X86_64_RIP, WEFT__CTX_FRAME_RIP },
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-        img->reg[map[i].reg] = f[map[i].word];
-        img->have[map[i].reg] = true;
-    }
-    /* The switch resumes in its caller's frame at the resume label, where
-     * the compiler's CFI expects rsp as it was before the switch: above the
-     * frame popped, and above the red zone the wrapper stepped over. */
-    img->reg[UNW_X86_64_RSP] = sp + WEFT__CTX_FRAME_WORDS * 8 + 128;
-    img->have[UNW_X86_64_RSP] = true;
-    return true;
-#elif defined(__aarch64__)
-    /* The registers are in the context itself; the swap returns to lr. */
-    if ((uintptr_t)ctx->sp != img->lo)
-        return false;
-    for (int i = 0; i < 10; i++) {
-        img->reg[UNW_AARCH64_X19 + i] = ctx->x19_x28[i];
-        img->have[UNW_AARCH64_X19 + i] = true;
-    }
-    img->reg[UNW_AARCH64_X29] = ctx->fp;
-    img->reg[UNW_AARCH64_X30] = ctx->lr;
-    img->reg[UNW_AARCH64_SP] = (uint64_t)(uintptr_t)ctx->sp;
-    img->reg[UNW_AARCH64_PC] = ctx->lr;
-    img->have[UNW_AARCH64_X29] = img->have[UNW_AARCH64_X30] = true;
-    img->have[UNW_AARCH64_SP] = img->have[UNW_AARCH64_PC] = true;
-    return true;
-#endif
-}
-
-/*
- * Fills img from a ucontext_t, a signal's or the calling thread's own (on
- * Linux unw_getcontext fills one), with no stack copy: every read goes
- * through copy_in. Unwinding the live stack this way rather than with
- * libunwind's local unwinder spares its check of each address, a write(2) of
- * the word to a pipe, which Valgrind reports as a write of uninitialised
- * bytes, and which allocates nothing either way.
- */
-static void image_from_ucontext(struct image *img, const ucontext_t *uc)
-{
-    *img = (struct image){ .lo = 0, .hi = 0 };
-#if defined(__x86_64__)
-    static const struct { int reg, greg; } map[] = {
-        { UNW_X86_64_RAX, REG_RAX }, { UNW_X86_64_RDX, REG_RDX }, { UNW_X86_64_RCX, REG_RCX },
-        { UNW_X86_64_RBX, REG_RBX }, { UNW_X86_64_RSI, REG_RSI }, { UNW_X86_64_RDI, REG_RDI },
-        { UNW_X86_64_RBP, REG_RBP }, { UNW_X86_64_RSP, REG_RSP }, { UNW_X86_64_R8, REG_R8 },
-        { UNW_X86_64_R9, REG_R9 }, { UNW_X86_64_R10, REG_R10 }, { UNW_X86_64_R11, REG_R11 },
-        { UNW_X86_64_R12, REG_R12 }, { UNW_X86_64_R13, REG_R13 }, { UNW_X86_64_R14, REG_R14 },
-        { UNW_X86_64_R15, REG_R15 }, { UNW_X86_64_RIP, REG_RIP },
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-        img->reg[map[i].reg] = (uint64_t)uc->uc_mcontext.gregs[map[i].greg];
-        img->have[map[i].reg] = true;
-    }
-#elif defined(__aarch64__)
-    for (int i = 0; i < 31; i++) {
-        img->reg[UNW_AARCH64_X0 + i] = uc->uc_mcontext.regs[i];
-        img->have[UNW_AARCH64_X0 + i] = true;
-    }
-    img->reg[UNW_AARCH64_SP] = uc->uc_mcontext.sp;
-    img->reg[UNW_AARCH64_PC] = uc->uc_mcontext.pc;
-    img->have[UNW_AARCH64_SP] = img->have[UNW_AARCH64_PC] = true;
-#endif
-}
-
-static int acc_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *val, int write, void *arg)
-{
-    const struct image *img = arg;
-    if (write)
-        return -UNW_EREADONLYREG;
-    if (img && addr >= img->lo && addr + sizeof(*val) <= img->hi && addr + sizeof(*val) > addr) {
-        memcpy(val, img->buf + (addr - img->lo), sizeof(*val));
-        return 0;
-    }
-    return copy_in(val, (uintptr_t)addr, sizeof(*val)) ? -UNW_EINVAL : 0;
-}
-
-static int acc_reg(unw_addr_space_t as, unw_regnum_t reg, unw_word_t *val, int write, void *arg)
-{
-    const struct image *img = arg;
-    if (write || !img || reg < 0 || reg >= NREGS)
-        return -UNW_EBADREG;
-    *val = img->have[reg] ? img->reg[reg] : 0;   /* caller-saved: dead at a switch */
-    return 0;
-}
-
-static int acc_fpreg(unw_addr_space_t as, unw_regnum_t reg, unw_fpreg_t *val, int write, void *arg)
-{
-    return -UNW_EBADREG;
-}
-
-static int acc_resume(unw_addr_space_t as, unw_cursor_t *c, void *arg)
-{
-    return -UNW_EINVAL;   /* only looked at, never resumed */
-}
-
-/* An address space that reads through the accessors above; NULL when
- * libunwind cannot make one (no memory). */
-static unw_addr_space_t as_create(void)
-{
-    unw_accessors_t *local = unw_get_accessors(unw_local_addr_space);
-    unw_accessors_t acc = {
-        .find_proc_info = local->find_proc_info,
-        .put_unwind_info = local->put_unwind_info,
-        .get_dyn_info_list_addr = local->get_dyn_info_list_addr,
-        .access_mem = acc_mem,
-        .access_reg = acc_reg,
-        .access_fpreg = acc_fpreg,
-        .resume = acc_resume,
-        .get_proc_name = local->get_proc_name,
-    };
-    unw_addr_space_t as = unw_create_addr_space(&acc, 0);
-    if (as)
-        unw_set_caching_policy(as, UNW_CACHE_GLOBAL);   /* this dump's thread only */
-    return as;
-}
-
-/* Unwinds img into pcs[]; returns the number of frames. from: where not
- * 0, the entry address of a function whose frame, if it is found among the
- * first max, becomes the first; the ones above it are dropped. */
-static unsigned unwind(unw_addr_space_t as, struct image *img, uintptr_t *pcs, unsigned max,
-                       uintptr_t from)
-{
-    unw_cursor_t c;
-    if (unw_init_remote(&c, as, img) < 0)
-        return 0;
-    unsigned n = 0, first = 0;
-    bool found = false;
-    while (n < max) {
-        unw_word_t ip;
-        unw_proc_info_t pi;
-        if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 || !ip)
-            break;
-        if (from && !found && unw_get_proc_info(&c, &pi) == 0 && pi.start_ip == (unw_word_t)from) {
-            found = true;
-            first = n;
-        }
-        pcs[n++] = (uintptr_t)ip;
-        if (unw_step(&c) <= 0)
-            break;
-    }
-    memmove(pcs, pcs + first, (n - first) * sizeof(*pcs));
-    return n - first;
-}
-#endif /* WEFT_HAVE_LIBUNWIND */
 
 /* ---- taking the dump ----------------------------------------------------------- */
 
@@ -414,7 +101,7 @@ struct dump {
     bool          direct;       /* process_vm_readv refused: handles read in place, no stacks */
     uintptr_t     weft_lo, weft_hi;   /* weft's code, as weft_span() finds it */
     uintptr_t     self;         /* the calling coroutine's handle, or 0 */
-    struct symtab st;
+    struct weft__symtab st;
 };
 
 static bool reserve(void **p, size_t *cap, size_t need, size_t size)
@@ -437,7 +124,7 @@ static bool reserve(void **p, size_t *cap, size_t need, size_t size)
 static int copy_obj(struct dump *d, void *dst, uintptr_t src, size_t len)
 {
     if (!d->direct) {
-        int err = copy_in(dst, src, len);
+        int err = weft__copy_in(dst, src, len);
         if (err != -ENOSYS && err != -EPERM)
             return err;
         d->direct = true;
@@ -454,15 +141,15 @@ static uintptr_t saved_sp(const struct weft__fiber *f)
 
 #if WEFT_HAVE_LIBUNWIND
 /* Unwinds img into e's frames, at the end of d->pcs (see unwind for from). */
-static void unwind_into(struct dump *d, struct entry *e, struct image *img, uintptr_t from)
+static void unwind_into(struct dump *d, struct entry *e, struct weft__image *img, uintptr_t from)
 {
-    if (!reserve((void **)&d->pcs, &d->pcs_cap, d->npcs + MAX_FRAMES, sizeof(*d->pcs))) {
+    if (!reserve((void **)&d->pcs, &d->pcs_cap, d->npcs + WEFT__DUMP_FRAMES, sizeof(*d->pcs))) {
         d->err = -ENOMEM;
         e->no_bt = "backtrace unavailable: out of memory";
         return;
     }
     e->frame0 = d->npcs;
-    e->nframes = unwind(d->st.as, img, d->pcs + d->npcs, MAX_FRAMES, from);
+    e->nframes = weft__unwind(d->st.as, img, d->pcs + d->npcs, WEFT__DUMP_FRAMES, from);
     d->npcs += e->nframes;
 }
 #endif
@@ -486,12 +173,12 @@ static void take_backtrace(struct dump *d, struct entry *e, const struct weft__f
         return;
     }
     size_t len = fiber_addr - sp < STACK_COPY ? fiber_addr - sp : STACK_COPY;
-    if (copy_in(d->stack, sp, len)) {
+    if (weft__copy_in(d->stack, sp, len)) {
         e->no_bt = "backtrace unavailable: its stack went away while copied";
         return;
     }
-    struct image img = { .lo = sp, .hi = sp + len, .buf = d->stack };
-    if (!image_regs(&img, &f->ctx)) {
+    struct weft__image img = { .lo = sp, .hi = sp + len, .buf = d->stack };
+    if (!weft__image_regs(&img, &f->ctx)) {
         e->no_bt = "backtrace unavailable: its saved context is not on its stack";
         return;
     }
@@ -525,9 +212,9 @@ static WEFT__NOINLINE void take_own_backtrace(struct dump *d, struct entry *e)
         return;
     }
     unw_context_t uc;
-    struct image img;
+    struct weft__image img;
     unw_getcontext(&uc);
-    image_from_ucontext(&img, (const ucontext_t *)&uc);
+    weft__image_from_ucontext(&img, (const ucontext_t *)&uc);
     unwind_into(d, e, &img, (uintptr_t)weft_dump);
 #else
     (void)d;
@@ -766,7 +453,7 @@ static void state_text(struct dump *d, const struct entry *e, char *buf, size_t 
         snprintf(buf, len, "child process %ld", (long)e->what);
         return;
     case WEFT__WHY_OFFLOAD:
-        snprintf(buf, len, "offload %s", sym_name(&d->st, e->what, false));
+        snprintf(buf, len, "offload %s", weft__sym_name(&d->st, e->what, false));
         return;
     case WEFT__WHY_SLEEP: case WEFT__WHY_NONE:
         snprintf(buf, len, "%s", w);
@@ -812,7 +499,7 @@ static bool is_weft(struct dump *d, uintptr_t pc, bool ret)
 {
     if (pc >= d->weft_lo && pc <= d->weft_hi)
         return true;
-    const char *sym = sym_name(&d->st, pc, ret);
+    const char *sym = weft__sym_name(&d->st, pc, ret);
     return strncmp(sym, "weft_", 5) == 0 || strncmp(sym, "weft.", 5) == 0;
 }
 
@@ -823,7 +510,7 @@ static const char *site_of(struct dump *d, const struct entry *e)
     const uintptr_t *pc = d->pcs + e->frame0;
     for (unsigned i = 0; i < e->nframes; i++)
         if (!is_weft(d, pc[i], i > 0))
-            return sym_name(&d->st, pc[i], i > 0);
+            return weft__sym_name(&d->st, pc[i], i > 0);
     return NULL;
 }
 
@@ -861,9 +548,34 @@ static void write_summary(struct dump *d, struct out *o, size_t from, size_t to)
     free(g);
 }
 
+/* The name of pc and, where its source position is known, " at file.c:42"
+ * after it, into buf. */
+static const char *name_at(struct dump *d, uintptr_t pc, bool ret, char *buf, size_t len)
+{
+    const char *name = weft__sym_name(&d->st, pc, ret);
+    const char *src = weft__sym_src(&d->st, pc, ret);
+    snprintf(buf, len, "%s%s%s", name, src ? " at " : "", src ? src : "");
+    return buf;
+}
+
+/* Names every address write_entry shows, then looks up their source
+ * positions in one batch (core/srcline.c). */
+static void name_all(struct dump *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        const struct entry *e = &d->e[i];
+        for (unsigned k = 0; k < e->nframes; k++)
+            weft__sym_name(&d->st, d->pcs[e->frame0 + k], k > 0);
+        weft__sym_name(&d->st, e->fn, false);
+        if (e->spawn_pc)
+            weft__sym_name(&d->st, e->spawn_pc, true);
+    }
+    weft__sym_lines(&d->st);
+}
+
 static void write_entry(struct dump *d, struct out *o, const struct entry *e, uint64_t now)
 {
-    char st[160];
+    char st[160], fn[400];
     state_text(d, e, st, sizeof(st), true);
     char age[48] = "";
     if (e->state == ST_WAITING && e->since && now >= e->since)
@@ -874,13 +586,13 @@ static void write_entry(struct dump *d, struct out *o, const struct entry *e, ui
     out_f(o, " [%s%s]:\n", st, age);
     for (unsigned i = 0; i < e->nframes; i++) {
         uintptr_t pc = d->pcs[e->frame0 + i];
-        out_f(o, "  #%-2u 0x%016lx %s\n", i, (unsigned long)pc, sym_name(&d->st, pc, i > 0));
+        out_f(o, "  #%-2u 0x%016lx %s\n", i, (unsigned long)pc, name_at(d, pc, i > 0, fn, sizeof(fn)));
     }
     if (e->no_bt)
         out_f(o, "  (%s)\n", e->no_bt);
-    out_f(o, "  entry %s\n", sym_name(&d->st, e->fn, false));
+    out_f(o, "  entry %s\n", name_at(d, e->fn, false, fn, sizeof(fn)));
     if (e->spawn_pc)
-        out_f(o, "  created by %s\n", sym_name(&d->st, e->spawn_pc, true));
+        out_f(o, "  created by %s\n", name_at(d, e->spawn_pc, true, fn, sizeof(fn)));
 }
 
 static int entry_cmp(const void *a, const void *b)
@@ -913,7 +625,7 @@ int weft_dump(int fd)
     o->err = 0;
     o->n = 0;
 #if WEFT_HAVE_LIBUNWIND
-    d->st.as = as_create();
+    d->st.as = weft__unwind_space();
 #endif
     weft_span(&d->weft_lo, &d->weft_hi);
     struct weft__worker *w = weft__worker_self();
@@ -921,6 +633,7 @@ int weft_dump(int fd)
     uint64_t now = weft__coarse_now();
     weft__each_runtime(take_runtime, d);
     qsort(d->e, d->n, sizeof(*d->e), entry_cmp);
+    name_all(d);
 
     out_f(o, "weft: %u runtime%s, %zu coroutine%s\n", d->runtimes, d->runtimes == 1 ? "" : "s",
           d->n, d->n == 1 ? "" : "s");
@@ -943,7 +656,7 @@ int weft_dump(int fd)
     if (d->st.as)
         unw_destroy_addr_space(d->st.as);
 #endif
-    symtab_free(&d->st);
+    weft__symtab_free(&d->st);
     free(d->e);
     free(d->pcs);
     free(d->stack);
@@ -951,167 +664,4 @@ int weft_dump(int fd)
     free(o);
     errno = saved_errno;
     return err;
-}
-
-/* ---- fatal messages -------------------------------------------------------------- */
-
-/* A line into fd at once, from a buffer on the stack: no allocation. */
-__attribute__((format(printf, 2, 3)))
-static void say(int fd, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    if (n <= 0)
-        return;
-    ssize_t rc = weft__sys_write(fd, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-    (void)rc;
-}
-
-/*
- * The function around pc from the symbol table (.symtab) of the object file
- * at path, loaded at base, with nothing but open, mmap, munmap and close:
- * all async-signal-safe. False if the file has none or no function holds pc.
- */
-static bool elf_symbol(const char *path, uintptr_t base, uintptr_t pc, char *name, size_t len,
-                       uintptr_t *off)
-{
-    int fd = weft__sys_open(path, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0)
-        return false;
-    struct stat sb;
-    void *map = fstat(fd, &sb) == 0 && sb.st_size > (off_t)sizeof(ElfW(Ehdr))
-                    ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
-    weft__sys_close(fd);
-    if (map == MAP_FAILED)
-        return false;
-    size_t size = (size_t)sb.st_size;
-    const unsigned char *f = map;
-    const ElfW(Ehdr) *eh = map;
-    bool found = false;
-    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) == 0 && eh->e_shentsize == sizeof(ElfW(Shdr)) &&
-        eh->e_shoff < size && eh->e_shnum <= (size - eh->e_shoff) / sizeof(ElfW(Shdr))) {
-        const ElfW(Shdr) *sh = (const ElfW(Shdr) *)(f + eh->e_shoff);
-        uintptr_t at = eh->e_type == ET_DYN ? pc - base : pc;   /* a PIE or a library: relative */
-        for (unsigned i = 0; i < eh->e_shnum && !found; i++) {
-            if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum ||
-                sh[i].sh_offset > size || sh[i].sh_size > size - sh[i].sh_offset)
-                continue;
-            const ElfW(Shdr) *strs = &sh[sh[i].sh_link];
-            if (strs->sh_offset > size || strs->sh_size > size - strs->sh_offset)
-                continue;
-            const ElfW(Sym) *sym = (const ElfW(Sym) *)(f + sh[i].sh_offset);
-            size_t n = sh[i].sh_size / sizeof(*sym);
-            for (size_t k = 0; k < n; k++) {
-                if (ELF64_ST_TYPE(sym[k].st_info) != STT_FUNC || sym[k].st_name >= strs->sh_size ||
-                    at < sym[k].st_value || at - sym[k].st_value >= sym[k].st_size)
-                    continue;
-                const char *s = (const char *)(f + strs->sh_offset + sym[k].st_name);
-                size_t slen = strnlen(s, strs->sh_size - sym[k].st_name);
-                if (slen >= len)
-                    slen = len - 1;
-                memcpy(name, s, slen);
-                name[slen] = '\0';
-                *off = at - sym[k].st_value;
-                found = true;
-                break;
-            }
-        }
-    }
-    munmap(map, size);
-    return found;
-}
-
-/*
- * The name of pc without a cache, for fatal messages. In a signal handler
- * (in_signal) libunwind's symbol lookup is not used, as it allocates and the
- * fault may have struck inside malloc, whose lock a second malloc would wait
- * on for ever: there elf_symbol reads the object's symbol table instead.
- */
-static void name_now(uintptr_t pc, bool ret, bool in_signal, char *buf, size_t len)
-{
-    struct symtab st = { 0 };
-#if WEFT_HAVE_LIBUNWIND
-    if (!in_signal)
-        st.as = unw_local_addr_space;
-#endif
-    if (in_signal && pc) {
-        uintptr_t at = ret ? pc - 1 : pc, off;
-        Dl_info info;
-        char fn[256];
-        if (dladdr((void *)at, &info) && info.dli_fname &&
-            (elf_symbol(info.dli_fname, (uintptr_t)info.dli_fbase, at, fn, sizeof(fn), &off) ||
-             elf_symbol("/proc/self/exe", (uintptr_t)info.dli_fbase, at, fn, sizeof(fn), &off))) {
-            off += at != pc;
-            if (off)
-                snprintf(buf, len, "%s+0x%lx (%s)", fn, (unsigned long)off, base_name(info.dli_fname));
-            else
-                snprintf(buf, len, "%s (%s)", fn, base_name(info.dli_fname));
-            return;
-        }
-    }
-    describe(&st, pc, ret, buf, len);
-}
-
-#if WEFT_HAVE_LIBUNWIND
-/* The address space of fatal messages: made before any can be needed, as a
- * signal handler may not allocate one. */
-static _Atomic(unw_addr_space_t) fatal_as;
-static pthread_once_t fatal_once = PTHREAD_ONCE_INIT;
-
-static void fatal_as_make(void)
-{
-    atomic_store_explicit(&fatal_as, as_create(), memory_order_release);   /* pairs with weft__dump_current */
-}
-#endif
-
-void weft__dump_prepare(void)
-{
-#if WEFT_HAVE_LIBUNWIND
-    pthread_once(&fatal_once, fatal_as_make);
-#endif
-}
-
-void weft__dump_current(int fd, void *uc)
-{
-    struct weft__worker *w = weft__worker_self();
-    weft_task *t = w ? w->current : NULL;
-    if (!t)
-        return;
-    char entry[320], site[320];
-    name_now((uintptr_t)t->fn, false, uc != NULL, entry, sizeof(entry));
-    name_now((uintptr_t)t->spawn_pc, true, uc != NULL, site, sizeof(site));
-    const char *name = t->fiber ? t->fiber->name : "";
-    say(fd, "weft: in coroutine %llu%s%s%s [running on worker %u]:\n", (unsigned long long)t->id,
-        name[0] ? " \"" : "", name, name[0] ? "\"" : "", w->index);
-#if WEFT_HAVE_LIBUNWIND
-    unw_addr_space_t as = atomic_load_explicit(&fatal_as, memory_order_acquire);   /* pairs with weft__dump_prepare */
-    unw_context_t here;
-    struct image img;
-    if (!uc)
-        unw_getcontext(&here);
-    image_from_ucontext(&img, uc ? (const ucontext_t *)uc : (const ucontext_t *)&here);
-    uintptr_t pcs[MAX_FRAMES];
-    unsigned n = as ? unwind(as, &img, pcs, MAX_FRAMES, 0) : 0;
-    for (unsigned i = 0; i < n; i++) {
-        char fn[320];
-        name_now(pcs[i], i > 0, uc != NULL, fn, sizeof(fn));
-        say(fd, "  #%-2u 0x%016lx %s\n", i, (unsigned long)pcs[i], fn);
-    }
-    if (n == MAX_FRAMES)
-        say(fd, "  ...\n");
-    if (!as)
-        say(fd, "  (backtrace unavailable: libunwind could not make an address space)\n");
-#else
-    (void)uc;
-    say(fd, "  (backtrace unavailable: weft was built without libunwind)\n");
-#endif
-    say(fd, "  entry %s\n  created by %s\n", entry, site);
-}
-
-void weft__dump_current_fd(int fd)
-{
-    weft__dump_current(fd, NULL);
 }

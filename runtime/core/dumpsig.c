@@ -1,30 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The dump signal (weft_config.dump_signal, WEFT_DUMP_SIGNAL): a signal that
- * writes weft_dump to stderr and goes on. Split from core/dump.c, which takes
- * and writes the dump itself.
+ * writes weft_dump to stderr and goes on; core/dump.c takes and writes the
+ * dump itself.
  */
 #include "core.h"
-#include "base/sys.h"
-#include <dlfcn.h>
-#include <elf.h>
-#include <link.h>
+
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <ucontext.h>
-#include <time.h>
 #include <unistd.h>
-#include <libunwind.h>
 
 /* ---- the dump signal -------------------------------------------------------------- */
 
