@@ -548,6 +548,9 @@ void weft__dump_current_fd(int fd);
 /* Makes what a fatal message's backtrace needs, which a signal handler could
  * not: the first runtime calls it. Any thread. */
 void weft__dump_prepare(void);
+/* A signal's number from its number or name ("SIGQUIT", "QUIT", "3",
+ * "SIGRTMIN+2", "RTMAX-3"), or 0 if it names none (core/dumpsig.c). */
+int weft__signal_named(const char *s);
 /* The dump signal asked for: the configuration's, or WEFT_DUMP_SIGNAL's; 0
  * for none; -EINVAL for a bad one. */
 int weft__dump_signal_pick(int configured);
