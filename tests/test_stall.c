@@ -669,18 +669,27 @@ static void *bt_main(void *arg)
     return NULL;
 }
 
+/* ThreadSanitizer holds a signal back until the thread calls into its
+ * runtime: a raw read never does, and a loop that does is then interrupted
+ * inside ThreadSanitizer's code, whose frames libunwind cannot follow. There
+ * the report must still come, and say what it has. */
+static bool frames_or_reason(const char *buf)
+{
+    return strstr(buf, "\n  #0 ") || strstr(buf, "\n  (backtrace unavailable: ");
+}
+
 /* Runs one stall of kind on backend with a 100 ms threshold; cap holds stderr. */
 static void bt_stall(struct bt_run *b, struct capture *cap, enum bt_kind kind, int backend)
 {
     static const char *const markers[] = { "stall_here_in_a_busy_loop", "stall_here_in_a_raw_read",
                                            "stall_here_in_a_sleep" };
     *b = (struct bt_run){ .cap = cap, .kind = kind, .marker = markers[kind], .pipefd = { -1, -1 } };
+    weft_config cfg = { .workers = 2, .stall_ns = 100000000u, .io_backend = backend };
+    capture_start(cap);
     if (kind == BT_READ) {
         cr_assert_eq(pipe(b->pipefd), 0);
         cr_assert_eq(pthread_create(&b->ctl, NULL, bt_writer, b), 0);
     }
-    weft_config cfg = { .workers = 2, .stall_ns = 100000000u, .io_backend = backend };
-    capture_start(cap);
     cr_assert_eq(weft_main(&cfg, bt_main, b, NULL), 0);
     capture_end(cap);
     fprintf(stderr, "%s", cap->buf);
@@ -699,9 +708,12 @@ Test(stall, the_report_shows_where_a_busy_loop_is_stuck)
         struct bt_run b;
         bt_stall(&b, &cap, BT_SPIN, be);
         cr_assert(b.handled, "%s: no report; stderr: %s", backend_name[be], cap.buf);
-        cr_assert(frames_name(cap.buf, "stall_here_in_a_busy_loop") &&
-                  frames_name(cap.buf, "weft_test_bt_entry"),
-                  "%s: the frames name neither the loop nor its caller; stderr: %s", backend_name[be], cap.buf);
+        if (WEFT_TEST_TSAN)
+            cr_assert(frames_or_reason(cap.buf), "%s: stderr: %s", backend_name[be], cap.buf);
+        else
+            cr_assert(frames_name(cap.buf, "stall_here_in_a_busy_loop") &&
+                      frames_name(cap.buf, "weft_test_bt_entry"),
+                      "%s: the frames name neither the loop nor its caller; stderr: %s", backend_name[be], cap.buf);
         cr_assert_eq(count_lines(cap.buf, "weft: coroutine"), 1, "%s: stderr: %s", backend_name[be], cap.buf);
     }
 }
@@ -716,8 +728,11 @@ Test(stall, the_report_shows_a_raw_read_and_the_read_goes_on_unharmed)
         cr_assert(b.handled, "%s: no report; stderr: %s", backend_name[be], cap.buf);
         cr_assert_eq(b.ret, 1, "%s: the raw read returned %ld (errno %d) after the report's signal",
                      backend_name[be], b.ret, b.err);
-        cr_assert(frames_name(cap.buf, "stall_here_in_a_raw_read") && frames_name(cap.buf, "syscall"),
-                  "%s: the frames name neither the read nor its caller; stderr: %s", backend_name[be], cap.buf);
+        if (WEFT_TEST_TSAN)
+            cr_assert(frames_or_reason(cap.buf), "%s: stderr: %s", backend_name[be], cap.buf);
+        else
+            cr_assert(frames_name(cap.buf, "stall_here_in_a_raw_read") && frames_name(cap.buf, "syscall"),
+                      "%s: the frames name neither the read nor its caller; stderr: %s", backend_name[be], cap.buf);
     }
 }
 
