@@ -24,7 +24,6 @@
 #include <ucontext.h>
 #include <time.h>
 #include <unistd.h>
-#include <libunwind.h>
 
 /* ---- the dump signal -------------------------------------------------------------- */
 
