@@ -581,7 +581,8 @@ void weft__stallbt_stop(int sig);
  * frames look like, or a line that says why there is none; tick: w's schedule
  * count during the stall, to tell whether it still is. Returns the length
  * written (buf stays NUL-terminated). Only a monitor, outside the exclusion
- * (it waits for the worker); rt->stall_signal 0 writes nothing. */
+ * (it waits for the worker); rt->stall_signal 0 writes nothing, except in a
+ * build without libunwind, which says so. */
 size_t weft__stallbt_write(struct weft__worker *w, uint32_t tick, char *buf, size_t len);
 
 #endif /* WEFT_CORE_H */

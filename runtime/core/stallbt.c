@@ -606,7 +606,7 @@ size_t weft__stallbt_write(struct weft__worker *w, uint32_t tick, char *buf, siz
     return o.n;
 }
 
-#else /* !WEFT_HAVE_LIBUNWIND: the stall signal is always 0 */
+#else /* !WEFT_HAVE_LIBUNWIND: the stall signal is always 0, and no report has frames */
 
 int weft__stallbt_start(int sig)
 {
@@ -621,10 +621,9 @@ void weft__stallbt_stop(int sig)
 
 size_t weft__stallbt_write(struct weft__worker *w, uint32_t tick, char *buf, size_t len)
 {
-    (void)w; (void)tick; (void)len;
-    if (len)
-        buf[0] = '\0';
-    return 0;
+    (void)w; (void)tick;
+    int n = len ? snprintf(buf, len, "  (backtrace unavailable: weft was built without libunwind)\n") : 0;
+    return n <= 0 ? 0 : (size_t)n < len ? (size_t)n : len - 1;
 }
 
 #endif /* WEFT_HAVE_LIBUNWIND */
