@@ -111,6 +111,13 @@ typedef struct weft_config {
                            * number, or a name such as SIGQUIT or QUIT) overrides it.
                            * Above 64, or SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGILL,
                            * SIGFPE: -EINVAL */
+    int      stall_signal;/* the signal that takes a stalled coroutine's backtrace for the
+                           * stall report; 0 = SIGRTMAX-3, -1 = none (the report has no
+                           * backtrace). Used only while stalls are reported, and only if
+                           * the program neither handles, ignores nor blocks it. The
+                           * environment variable WEFT_STALL_SIGNAL overrides it (a number,
+                           * or a name such as SIGUSR2 or SIGRTMIN+4; 0 = none). The same
+                           * signal as dump_signal, or one dump_signal refuses: -EINVAL */
     /* later fields are appended; a zeroed field always means the default */
 } weft_config;
 

@@ -463,6 +463,10 @@ static size_t count_lines(const char *buf, const char *needle)
     return n;
 }
 
+/* The start of a report's first line for the stalling entry below; its
+ * frames name the entry too. */
+#define REPORT_LINE "weft: coroutine weft_test_stalling_entry "
+
 struct report_run {
     struct capture *cap;
     uint64_t        spin_ns;      /* each stall */
@@ -511,8 +515,8 @@ Test(stall, a_long_stall_is_reported_once_on_stderr_with_its_coroutine_worker_an
     cr_assert_neq(rr.seen_after, 0, "no report during the stall; stderr: %s", cap.buf);
     cr_assert_lt(rr.seen_after, (SLOW ? 2000000000u : 1000000000u), "reported %.1f ms into the stall",
                  MS(rr.seen_after));
-    cr_assert_eq(count_lines(cap.buf, "weft_test_stalling_entry"), 1, "stderr: %s", cap.buf);
-    const char *line = strstr(cap.buf, "weft_test_stalling_entry");
+    cr_assert_eq(count_lines(cap.buf, REPORT_LINE), 1, "stderr: %s", cap.buf);
+    const char *line = strstr(cap.buf, REPORT_LINE);
     const char *bol = line;
     while (bol > cap.buf && bol[-1] != '\n')
         bol--;
@@ -530,7 +534,7 @@ Test(stall, reports_are_rate_limited)
     uint64_t took = weft_now() - t0;
     capture_end(&cap);
     fprintf(stderr, "%s", cap.buf);
-    size_t n = count_lines(cap.buf, "weft_test_stalling_entry");
+    size_t n = count_lines(cap.buf, REPORT_LINE);
     cr_assert_geq(n, 1, "stderr: %s", cap.buf);
     cr_assert_leq(n, (size_t)(took / 1000000000u) + 1, "%zu lines in %.1f ms: %s", n, MS(took), cap.buf);
 }
@@ -544,7 +548,8 @@ Test(stall, weft_stall_ms_zero_turns_the_report_off)
     report_run(&rr, 50000000u);
     capture_end(&cap);
     unsetenv("WEFT_STALL_MS");
-    cr_assert_eq(count_lines(cap.buf, "weft_test_stalling_entry"), 0, "stderr: %s", cap.buf);
+    cr_assert_eq(count_lines(cap.buf, REPORT_LINE), 0, "stderr: %s", cap.buf);
+    cr_assert(!strstr(cap.buf, "  #"), "frames with the report off: %s", cap.buf);
 }
 
 Test(stall, weft_stall_ms_overrides_the_configuration)
@@ -557,5 +562,298 @@ Test(stall, weft_stall_ms_overrides_the_configuration)
     report_run(&rr, 3600000000000u);   /* an hour */
     capture_end(&cap);
     unsetenv("WEFT_STALL_MS");
-    cr_assert_eq(count_lines(cap.buf, "weft_test_stalling_entry"), 1, "stderr: %s", cap.buf);
+    cr_assert_eq(count_lines(cap.buf, REPORT_LINE), 1, "stderr: %s", cap.buf);
+}
+
+/* ---- the stall report's backtrace ---------------------------------------- */
+
+/* Whether weft was built with libunwind, which the frames need
+ * (tests/CMakeLists.txt); without it the report says so instead. */
+#ifndef WEFT_TEST_LIBUNWIND
+#define WEFT_TEST_LIBUNWIND 1
+#endif
+#define NO_LIBUNWIND_LINE "\n  (backtrace unavailable: weft was built without libunwind)\n"
+
+enum bt_kind { BT_SPIN, BT_READ, BT_SLEEP };
+
+struct bt_run {
+    struct capture *cap;
+    enum bt_kind    kind;
+    const char     *marker;      /* the function it stalls in, which the frames must name */
+    int             pipefd[2];   /* BT_READ: the stalled coroutine reads [0] */
+    long            ret;         /* what the blocking call returned */
+    int             err;         /* and its errno */
+    uint64_t        stalled_ns;  /* how long it stalled */
+    bool            handled;     /* a report appeared while it stalled */
+    pthread_t       ctl;
+};
+
+/* How long a stall lasts at most: until the report names the marker. */
+#define BT_LIMIT_NS ((uint64_t)(SLOW ? 6000 : 3000) * 1000000u)
+
+/* Whether the frames of the report name fn: a line "  #N 0x... fn+0x.." */
+static bool frames_name(const char *buf, const char *fn)
+{
+    for (const char *p = buf; (p = strstr(p, "\n  #")); p++) {
+        const char *eol = strchr(p + 1, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        char line[512];
+        snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line ? len : sizeof line - 1), p);
+        const char *at = strstr(line, fn);
+        if (at && (at[strlen(fn)] == '+' || at[strlen(fn)] == ' '))
+            return true;
+    }
+    return false;
+}
+
+__attribute__((noinline)) void stall_here_in_a_busy_loop(struct bt_run *b)
+{
+    uint64_t start = weft_now();
+    while (weft_now() < start + BT_LIMIT_NS && !capture_has(b->cap, "stall_here_in_a_busy_loop"))
+        ;
+    b->stalled_ns = weft_now() - start;
+}
+
+__attribute__((noinline)) void stall_here_in_a_raw_read(struct bt_run *b)
+{
+    char c;
+    uint64_t start = weft_now();
+    /* A raw system call, which no hook sees: the report's signal must not
+     * end it (SA_RESTART), and it must still read the byte. */
+    b->ret = syscall(SYS_read, b->pipefd[0], &c, 1);
+    b->err = errno;
+    b->stalled_ns = weft_now() - start;
+}
+
+__attribute__((noinline)) void stall_here_in_a_sleep(struct bt_run *b)
+{
+    struct timespec ts = { .tv_sec = (time_t)(BT_LIMIT_NS / 3 / 1000000000u),
+                           .tv_nsec = (long)(BT_LIMIT_NS / 3 % 1000000000u) };
+    uint64_t start = weft_now();
+    /* A sleep fails with EINTR after any signal handler, SA_RESTART or not:
+     * the report must not cut it short. */
+    b->ret = clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+    b->stalled_ns = weft_now() - start;
+}
+
+/* BT_READ: writes the byte once the report names the marker, or at the
+ * limit. */
+static void *bt_writer(void *arg)
+{
+    struct bt_run *b = arg;
+    uint64_t end = weft_now() + BT_LIMIT_NS;
+    while (weft_now() < end && !capture_has(b->cap, b->marker))
+        nap_ms(5);
+    char c = 'x';
+    if (write(b->pipefd[1], &c, 1) != 1)
+        abort();
+    return NULL;
+}
+
+__attribute__((noinline)) void *weft_test_bt_entry(void *arg)
+{
+    struct bt_run *b = arg;
+    switch (b->kind) {
+    case BT_SPIN:
+        stall_here_in_a_busy_loop(b);
+        break;
+    case BT_READ:
+        stall_here_in_a_raw_read(b);
+        break;
+    case BT_SLEEP:
+        stall_here_in_a_sleep(b);
+        break;
+    }
+    b->handled = capture_has(b->cap, "weft: coroutine ");   /* its name needs a symbol table that dladdr reads */
+    return NULL;
+}
+
+static void *bt_main(void *arg)
+{
+    weft_task *t;
+    weft_spawn(&t, weft_test_bt_entry, arg);
+    weft_join(t, NULL);
+    return NULL;
+}
+
+/* ThreadSanitizer holds a signal back until the thread calls into its
+ * runtime: a raw read never does, and a loop that does is then interrupted
+ * inside ThreadSanitizer's code, whose frames libunwind cannot follow. There
+ * the report must still come, and say what it has. */
+static bool frames_or_reason(const char *buf)
+{
+    return strstr(buf, "\n  #0 ") || strstr(buf, "\n  (backtrace unavailable: ");
+}
+
+/* Runs one stall of kind on backend with a 100 ms threshold; cap holds stderr. */
+static void bt_stall(struct bt_run *b, struct capture *cap, enum bt_kind kind, int backend)
+{
+    static const char *const markers[] = { "stall_here_in_a_busy_loop", "stall_here_in_a_raw_read",
+                                           "stall_here_in_a_sleep" };
+    *b = (struct bt_run){ .cap = cap, .kind = kind, .marker = markers[kind], .pipefd = { -1, -1 } };
+    weft_config cfg = { .workers = 2, .stall_ns = 100000000u, .io_backend = backend };
+    capture_start(cap);
+    if (kind == BT_READ) {
+        cr_assert_eq(pipe(b->pipefd), 0);
+        cr_assert_eq(pthread_create(&b->ctl, NULL, bt_writer, b), 0);
+    }
+    cr_assert_eq(weft_main(&cfg, bt_main, b, NULL), 0);
+    capture_end(cap);
+    fprintf(stderr, "%s", cap->buf);
+    if (kind == BT_READ) {
+        pthread_join(b->ctl, NULL);
+        close(b->pipefd[0]);
+        close(b->pipefd[1]);
+    }
+}
+
+Test(stall, the_report_shows_where_a_busy_loop_is_stuck)
+{
+    skip_on_valgrind();
+    FOR_EACH_BACKEND(be) {
+        struct capture cap;
+        struct bt_run b;
+        bt_stall(&b, &cap, BT_SPIN, be);
+        cr_assert(b.handled, "%s: no report; stderr: %s", backend_name[be], cap.buf);
+        if (!WEFT_TEST_LIBUNWIND)
+            cr_assert(strstr(cap.buf, NO_LIBUNWIND_LINE), "%s: stderr: %s", backend_name[be], cap.buf);
+        else if (WEFT_TEST_TSAN)
+            cr_assert(frames_or_reason(cap.buf), "%s: stderr: %s", backend_name[be], cap.buf);
+        else
+            cr_assert(frames_name(cap.buf, "stall_here_in_a_busy_loop") &&
+                      frames_name(cap.buf, "weft_test_bt_entry"),
+                      "%s: the frames name neither the loop nor its caller; stderr: %s", backend_name[be], cap.buf);
+        cr_assert_eq(count_lines(cap.buf, "weft: coroutine"), 1, "%s: stderr: %s", backend_name[be], cap.buf);
+    }
+}
+
+Test(stall, the_report_shows_a_raw_read_and_the_read_goes_on_unharmed)
+{
+    skip_on_valgrind();
+    FOR_EACH_BACKEND(be) {
+        struct capture cap;
+        struct bt_run b;
+        bt_stall(&b, &cap, BT_READ, be);
+        cr_assert(b.handled, "%s: no report; stderr: %s", backend_name[be], cap.buf);
+        cr_assert_eq(b.ret, 1, "%s: the raw read returned %ld (errno %d) after the report's signal",
+                     backend_name[be], b.ret, b.err);
+        if (!WEFT_TEST_LIBUNWIND)
+            cr_assert(strstr(cap.buf, NO_LIBUNWIND_LINE), "%s: stderr: %s", backend_name[be], cap.buf);
+        else if (WEFT_TEST_TSAN)
+            cr_assert(frames_or_reason(cap.buf), "%s: stderr: %s", backend_name[be], cap.buf);
+        else
+            cr_assert(frames_name(cap.buf, "stall_here_in_a_raw_read") && frames_name(cap.buf, "syscall"),
+                      "%s: the frames name neither the read nor its caller; stderr: %s", backend_name[be], cap.buf);
+    }
+}
+
+Test(stall, the_report_does_not_cut_a_plain_sleep_short)
+{
+    skip_on_valgrind();
+    FOR_EACH_BACKEND(be) {
+        struct capture cap;
+        struct bt_run b;
+        bt_stall(&b, &cap, BT_SLEEP, be);
+        cr_assert(b.handled, "%s: no report; stderr: %s", backend_name[be], cap.buf);
+        cr_assert_eq(b.ret, 0, "%s: clock_nanosleep returned %ld after %.1f ms", backend_name[be],
+                     b.ret, MS(b.stalled_ns));
+        if (!WEFT_TEST_LIBUNWIND)
+            continue;   /* no frames, and no signal that could cut it short */
+        cr_assert(strstr(cap.buf, "in clock_nanosleep, which a signal would cut short") &&
+                  frames_name(cap.buf, "stall_here_in_a_sleep"),
+                  "%s: the frames do not show the sleep; stderr: %s", backend_name[be], cap.buf);
+    }
+}
+
+static _Atomic int program_handler_calls;
+
+static void program_handler(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig; (void)si; (void)uc;
+    atomic_fetch_add(&program_handler_calls, 1);
+}
+
+static void *disposition_main(void *arg)
+{
+    struct sigaction *now = arg;
+    sigaction(SIGRTMAX - 3, NULL, now);
+    return NULL;
+}
+
+/* The disposition of the default stall signal inside a runtime. */
+static struct sigaction disposition_inside(uint64_t stall_ns)
+{
+    struct sigaction now;
+    weft_config cfg = { .workers = 2, .stall_ns = stall_ns };
+    cr_assert_eq(weft_main(&cfg, disposition_main, &now, NULL), 0);
+    return now;
+}
+
+Test(stall, the_stall_signal_is_taken_only_while_stalls_are_reported)
+{
+    if (!WEFT_TEST_LIBUNWIND)
+        cr_skip("weft was built without libunwind: the report takes no backtrace, and no signal");
+    struct sigaction before, inside, after;
+    sigaction(SIGRTMAX - 3, NULL, &before);
+    cr_assert_eq(before.sa_handler, SIG_DFL);
+    inside = disposition_inside(200000000u);
+    cr_assert(inside.sa_flags & SA_SIGINFO, "the stall signal has no handler while stalls are reported");
+    cr_assert(inside.sa_flags & SA_RESTART, "the stall signal's handler would interrupt system calls");
+    sigaction(SIGRTMAX - 3, NULL, &after);
+    cr_assert_eq(after.sa_handler, SIG_DFL, "the stall signal's disposition was not given back");
+    setenv("WEFT_STALL_MS", "0", 1);
+    inside = disposition_inside(200000000u);
+    unsetenv("WEFT_STALL_MS");
+    cr_assert(!(inside.sa_flags & SA_SIGINFO) && inside.sa_handler == SIG_DFL,
+              "the stall signal is taken with the report off");
+    setenv("WEFT_STALL_SIGNAL", "0", 1);
+    inside = disposition_inside(200000000u);
+    unsetenv("WEFT_STALL_SIGNAL");
+    cr_assert(!(inside.sa_flags & SA_SIGINFO) && inside.sa_handler == SIG_DFL,
+              "the stall signal is taken with WEFT_STALL_SIGNAL=0");
+    setenv("WEFT_STALL_SIGNAL", "SIGRTMIN+4", 1);
+    cr_assert_eq(weft_main(&(weft_config){ .workers = 2, .stall_ns = 200000000u }, disposition_main,
+                           &inside, NULL), 0);
+    sigaction(SIGRTMIN + 4, NULL, &after);
+    unsetenv("WEFT_STALL_SIGNAL");
+    cr_assert_eq(after.sa_handler, SIG_DFL);
+    setenv("WEFT_STALL_SIGNAL", "SIGNOSUCH", 1);
+    weft_rt *rt;
+    cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 2 }), -EINVAL);
+    unsetenv("WEFT_STALL_SIGNAL");
+    cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 2, .stall_signal = SIGSEGV }), -EINVAL);
+    cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 2, .stall_signal = SIGUSR1,
+                                                     .dump_signal = SIGUSR1 }), -EINVAL);
+}
+
+Test(stall, a_program_that_handles_the_stall_signal_keeps_it)
+{
+    skip_on_valgrind();
+    if (!WEFT_TEST_LIBUNWIND)
+        cr_skip("weft was built without libunwind: the report takes no backtrace, and no signal");
+    struct sigaction sa = { .sa_sigaction = program_handler, .sa_flags = SA_SIGINFO | SA_RESTART }, now;
+    sigemptyset(&sa.sa_mask);
+    cr_assert_eq(sigaction(SIGRTMAX - 3, &sa, NULL), 0);
+    struct capture cap;
+    struct bt_run b;
+    bt_stall(&b, &cap, BT_SPIN, WEFT_IO_AUTO);
+    sigaction(SIGRTMAX - 3, NULL, &now);
+    signal(SIGRTMAX - 3, SIG_DFL);
+    cr_assert(b.handled, "no report; stderr: %s", cap.buf);
+    cr_assert(strstr(cap.buf, "is the program's, as the program handles it"), "stderr: %s", cap.buf);
+    cr_assert_eq(atomic_load(&program_handler_calls), 0, "the program's handler was called");
+    cr_assert(now.sa_sigaction == program_handler, "the program's handler was replaced");
+}
+
+Test(stall, weft_stall_signal_zero_keeps_the_line_without_a_backtrace)
+{
+    skip_on_valgrind();
+    struct capture cap;
+    struct bt_run b;
+    setenv("WEFT_STALL_SIGNAL", "0", 1);
+    bt_stall(&b, &cap, BT_SPIN, WEFT_IO_AUTO);
+    unsetenv("WEFT_STALL_SIGNAL");
+    cr_assert_eq(count_lines(cap.buf, "weft: coroutine "), 1, "stderr: %s", cap.buf);
+    cr_assert(!strstr(cap.buf, "\n  #"), "stderr: %s", cap.buf);
+    cr_assert(!WEFT_TEST_LIBUNWIND || !strstr(cap.buf, "backtrace"), "stderr: %s", cap.buf);
 }

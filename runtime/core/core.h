@@ -296,6 +296,8 @@ struct weft__worker {
     void                 *io_state;     /* that backend's state for this worker, opaque here */
     void                 *altstack;
     pthread_t             thread;
+    _Atomic int           tid;          /* its kernel thread id, for the stall report's signal
+                                         * (core/stallbt.c); stored once as it starts */
     struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */
     _Alignas(WEFT__CACHELINE)
     _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */
@@ -356,6 +358,7 @@ struct weft_rt {
     /* The thread that watches for stalled workers (core/monitor.c). */
     _Atomic(struct weft__monitor *) monitor;   /* NULL: none (one worker, no report) */
     int                    dump_signal;         /* weft_config.dump_signal in effect; 0: none */
+    int                    stall_signal;        /* weft_config.stall_signal in effect; 0: none */
 };
 
 /*
@@ -548,6 +551,9 @@ void weft__dump_current_fd(int fd);
 /* Makes what a fatal message's backtrace needs, which a signal handler could
  * not: the first runtime calls it. Any thread. */
 void weft__dump_prepare(void);
+/* A signal's number from its number or name ("SIGQUIT", "QUIT", "3",
+ * "SIGRTMIN+2", "RTMAX-3"), or 0 if it names none (core/dumpsig.c). */
+int weft__signal_named(const char *s);
 /* The dump signal asked for: the configuration's, or WEFT_DUMP_SIGNAL's; 0
  * for none; -EINVAL for a bad one. */
 int weft__dump_signal_pick(int configured);
@@ -557,5 +563,26 @@ int weft__dump_signal_pick(int configured);
  * pthread_create or sigaction. */
 int weft__dump_signal_start(int sig);
 void weft__dump_signal_stop(int sig);
+
+/* ---- the stall report's backtrace (core/stallbt.c) ------------------------------ */
+
+/* The stall signal asked for: the configuration's (0: the default, -1:
+ * none), or WEFT_STALL_SIGNAL's (0: none); 0 when stalls are not reported
+ * (stall_ns UINT64_MAX) or weft has no libunwind; -EINVAL for a bad one or
+ * the dump signal's. */
+int weft__stall_signal_pick(int configured, uint64_t stall_ns, int dump_signal);
+/* A runtime starts and stops using sig (0: none): the first installs the
+ * handler, unless the program handles, ignores or blocks sig itself; the
+ * last restores the old disposition. start returns 0 or -EBUSY (another
+ * runtime uses another signal). */
+int  weft__stallbt_start(int sig);
+void weft__stallbt_stop(int sig);
+/* Appends to buf the backtrace of what worker w runs now, as lines the dump's
+ * frames look like, or a line that says why there is none; tick: w's schedule
+ * count during the stall, to tell whether it still is. Returns the length
+ * written (buf stays NUL-terminated). Only a monitor, outside the exclusion
+ * (it waits for the worker); rt->stall_signal 0 writes nothing, except in a
+ * build without libunwind, which says so. */
+size_t weft__stallbt_write(struct weft__worker *w, uint32_t tick, char *buf, size_t len);
 
 #endif /* WEFT_CORE_H */

@@ -52,8 +52,7 @@ static void *dump_thread(void *arg)
     }
 }
 
-/* A signal's number from its number or name ("SIGQUIT", "QUIT", "3"), or 0. */
-static int signal_named(const char *s)
+int weft__signal_named(const char *s)
 {
     if (*s >= '0' && *s <= '9') {
         char *end;
@@ -62,6 +61,21 @@ static int signal_named(const char *s)
     }
     if (strncmp(s, "SIG", 3) == 0)
         s += 3;
+    /* Real-time signals by their place: RTMIN+n, RTMAX-n (sigabbrev_np
+     * names none of them). */
+    bool min = strncmp(s, "RTMIN", 5) == 0, max = strncmp(s, "RTMAX", 5) == 0;
+    if (min || max) {
+        long n = 0;
+        if (s[5]) {
+            char *end;
+            if (s[5] != (min ? '+' : '-') || s[6] < '0' || s[6] > '9')
+                return 0;
+            n = strtol(s + 6, &end, 10);
+            if (*end || n > SIGRTMAX - SIGRTMIN)
+                return 0;
+        }
+        return min ? SIGRTMIN + (int)n : SIGRTMAX - (int)n;
+    }
     for (int n = 1; n < NSIG; n++) {
         const char *abbrev = sigabbrev_np(n);
         if (abbrev && strcmp(abbrev, s) == 0)
@@ -74,7 +88,7 @@ int weft__dump_signal_pick(int configured)
 {
     const char *env = getenv("WEFT_DUMP_SIGNAL");
     int sig = configured;
-    if (env && *env && !(sig = signal_named(env)))
+    if (env && *env && !(sig = weft__signal_named(env)))
         return -EINVAL;
     if (sig < 0 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV ||
         sig == SIGBUS || sig == SIGILL || sig == SIGFPE)

@@ -75,10 +75,11 @@
  *
  * Report. A coroutine that has held its worker for stall_ns
  * (weft_config.stall_ns; WEFT_STALL_MS) gets one line on stderr naming its
- * entry function, its worker and how long; at most one line every
- * REPORT_GAP_NS per runtime. The entry is read under the exclusion and
- * symbolized after it: dladdr takes the loader's lock, which the stalled
- * coroutine may hold.
+ * entry function, its worker and how long, followed by its backtrace as it
+ * is now (core/stallbt.c); at most one report every REPORT_GAP_NS per
+ * runtime. The entry is read under the exclusion and symbolized after it:
+ * dladdr takes the loader's lock, which the stalled coroutine may hold. The
+ * backtrace is taken after it too, as it waits for the stalled thread.
  */
 #include "sched.h"
 #include "base/sys.h"
@@ -124,9 +125,11 @@ void weft__rescue_wait(struct weft__worker *w)
         weft__futex_wait(&w->rescue, 1);
 }
 
-/* The line for a stall: the entry's symbol where dladdr finds one, else its
- * address and the object it is in. */
-static void report(unsigned worker, weft_fn fn, uint64_t held)
+/* The report of a stall: a line naming the entry by its symbol where dladdr
+ * finds one, else by its address and the object it is in; then where the
+ * worker is now (core/stallbt.c). tick: the worker's schedules during the
+ * stall. */
+static void report(struct weft__worker *w, uint32_t tick, weft_fn fn, uint64_t held)
 {
     char name[160];
     Dl_info di;
@@ -137,14 +140,22 @@ static void report(unsigned worker, weft_fn fn, uint64_t held)
                  (unsigned long)((uintptr_t)fn - (uintptr_t)di.dli_fbase));
     else
         snprintf(name, sizeof name, "at %p", (void *)(uintptr_t)fn);
-    char line[320];
-    int n = snprintf(line, sizeof line,
+    char text[16384];
+    int n = snprintf(text, sizeof text,
                      "weft: coroutine %s has held worker %u for %llu ms without a switch "
                      "(a long computation, or a blocking call weft cannot see)\n",
-                     name, worker, (unsigned long long)(held / 1000000u));
-    if (n > 0) {
-        ssize_t rc = weft__sys_write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-        (void)rc;
+                     name, w->index, (unsigned long long)(held / 1000000u));
+    if (n <= 0)
+        return;
+    size_t len = (size_t)n < sizeof text ? (size_t)n : sizeof text - 1;
+    len += weft__stallbt_write(w, tick, text + len, sizeof text - len);
+    for (size_t done = 0; done < len; ) {   /* one write where stderr takes it whole */
+        ssize_t rc = weft__sys_write(STDERR_FILENO, text + done, len - done);
+        if (rc == -EINTR)
+            continue;
+        if (rc <= 0)
+            break;
+        done += (size_t)rc;
     }
 }
 
@@ -171,7 +182,7 @@ static void rescue(struct weft__monitor *m, struct weft__worker *w, struct seen 
     if (fn) {
         s->reported = true;
         m->last_report = now;
-        report(w->index, fn, now - s->since);
+        report(w, s->tick, fn, now - s->since);
     }
 }
 

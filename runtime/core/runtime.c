@@ -255,19 +255,27 @@ int weft_rt_create(weft_rt **out, const weft_config *cfg)
     int dump_signal = weft__dump_signal_pick(c.dump_signal);
     if (dump_signal < 0)
         return dump_signal;
-    if ((err = process_setup()))
+    int stall_signal = weft__stall_signal_pick(c.stall_signal, c.stall_ns, dump_signal);
+    if (stall_signal < 0)
+        return stall_signal;
+    if ((err = process_setup()) || (err = weft__stallbt_start(stall_signal)))
         return err;
     weft_rt *rt = rt_alloc(&c);
-    if (!rt)
+    if (!rt) {
+        weft__stallbt_stop(stall_signal);
         return -ENOMEM;
+    }
+    rt->stall_signal = stall_signal;   /* before the monitor, which reads it */
     if ((err = weft__io_workers_create(rt, backend, c.ring_entries)) ||
         (err = workers_start(rt))) {
         rt_free(rt);
+        weft__stallbt_stop(stall_signal);
         return err;
     }
     if ((err = weft__monitor_start(rt, c.stall_ns))) {
         stop_workers(rt, rt->nworkers);
         rt_free(rt);
+        weft__stallbt_stop(stall_signal);
         return err;
     }
     live_add(rt);
@@ -329,6 +337,7 @@ int weft_rt_destroy(weft_rt *rt)
     stop_workers(rt, rt->nworkers);
     weft__dump_signal_stop(rt->dump_signal);
     weft__monitor_stop(rt);    /* after the workers, which nudge it as they park */
+    weft__stallbt_stop(rt->stall_signal);   /* no report is under way */
     weft__io_rt_destroy(rt);   /* descriptor table, helper threads (io/backend.c) */
     rt_free(rt);
     return 0;

@@ -31,6 +31,8 @@
 #include "sched.h"
 
 #include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 static WEFT__TLS struct weft__worker *tls_worker;
 
@@ -139,6 +141,7 @@ void *weft__worker_main(void *arg)
 {
     struct weft__worker *w = arg;
     tls_worker = w;
+    atomic_store_explicit(&w->tid, (int)syscall(SYS_gettid), memory_order_relaxed);   /* read after in_user's acquire (core/stallbt.c) */
     w->clock = weft_now();
     atomic_store_explicit(&w->started, w->clock, memory_order_relaxed);   /* read by weft_stats_busy */
     weft__io_worker_start(w);   /* SIGPIPE blocked; its ring enabled, or epoll (io/backend.c) */
