@@ -645,6 +645,7 @@ static void signal_dump_body(const void *arg)
     usleep(RUNNING_ON_VALGRIND ? 3000000 : 500000);
     weft_chan_close(ch);
     weft_join(t, NULL);
+    weft_chan_destroy(ch);
     weft_rt_destroy(rt);
     fprintf(stderr, "child: went on\n");
 }
