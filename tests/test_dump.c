@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -85,7 +86,8 @@ static uint64_t now_ms(void)
 
 enum kind {
     K_CHAN_SEND, K_CHAN_RECV, K_SELECT, K_MUTEX, K_COND, K_WG, K_SEM, K_JOIN, K_SLEEP,
-    K_READ, K_WRITE, K_ACCEPT, K_CONNECT, K_POLL, K_OFFLOAD, K_SIGNAL, K_CHILD, K_COUNT
+    K_READ, K_WRITE, K_ACCEPT, K_CONNECT, K_POLL, K_OFFLOAD, K_SIGNAL, K_CHILD, K_CHILD_STOP,
+    K_COUNT
 };
 
 /* The name each waiter gives itself, and what the dump must say it waits for. */
@@ -107,6 +109,9 @@ static const struct { const char *name, *state; } kinds[K_COUNT] = {
     [K_OFFLOAD]   = { "w-offload", "[offload " },
     [K_SIGNAL]    = { "w-signal", "[signal 12" },   /* SIGUSR2 */
     [K_CHILD]     = { "w-child", "[child process " },
+    /* Waited for a stop as well: a helper thread's blocking waitpid, which is
+     * every weft_waitpid's path where pidfd_open is missing (Valgrind). */
+    [K_CHILD_STOP] = { "w-child-stop", "[child process " },
 };
 
 struct world {
@@ -122,6 +127,7 @@ struct world {
     int        full_lfd, fill[8], nfill;
     _Atomic int offload_release;
     pid_t      child;          /* waits in pause() until the test kills it */
+    pid_t      stopper;        /* the same, awaited with WUNTRACED */
     sigset_t   usr2;           /* awaited and never sent */
 };
 
@@ -170,12 +176,13 @@ BLOCKER(block_poll, weft_poll(w->poll_pipe[0], POLLIN))
 BLOCKER(block_offload, weft_offload(offloaded, w, NULL))
 BLOCKER(block_signal, weft_sigwait(&w->usr2, NULL))
 BLOCKER(block_child, weft_waitpid(w->child, NULL, 0))
+BLOCKER(block_child_stop, weft_waitpid(w->stopper, NULL, WUNTRACED))
 
 static const char *const blocker_name[K_COUNT] = {
     "block_chan_send", "block_chan_recv", "block_select", "block_mutex", "block_cond",
     "block_wg", "block_sem", "block_join", "block_sleep", "block_read", "block_write",
     "block_accept", "block_connect", "block_poll", "block_offload", "block_signal",
-    "block_child",
+    "block_child", "block_child_stop",
 };
 
 static void *waiter_entry(void *arg)
@@ -187,10 +194,23 @@ static void *waiter_entry(void *arg)
     int (*const fns[K_COUNT])(struct world *) = {
         block_chan_send, block_chan_recv, block_select, block_mutex, block_cond, block_wg,
         block_sem, block_join, block_sleep, block_read, block_write, block_accept,
-        block_connect, block_poll, block_offload, block_signal, block_child,
+        block_connect, block_poll, block_offload, block_signal, block_child, block_child_stop,
     };
     volatile int r = fns[a->kind](a->w);
     return (void *)(intptr_t)r;
+}
+
+/* A child that waits in pause() until killed. */
+static pid_t idle_child(void)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* gone with the test, even one that fails */
+        for (;;)
+            pause();
+    }
+    return pid;
 }
 
 static void world_open(struct world *w)
@@ -198,13 +218,8 @@ static void world_open(struct world *w)
     memset(w, 0, sizeof(*w));
     sigemptyset(&w->usr2);
     sigaddset(&w->usr2, SIGUSR2);
-    w->child = fork();
-    cr_assert_geq(w->child, 0);
-    if (w->child == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* gone with the test, even one that fails */
-        for (;;)
-            pause();
-    }
+    w->child = idle_child();
+    w->stopper = idle_child();
     cr_assert_eq(weft_chan_create(&w->ch_send, sizeof(int), 0), 0);
     cr_assert_eq(weft_chan_create(&w->ch_recv, sizeof(int), 0), 0);
     cr_assert_eq(weft_chan_create(&w->ch_sel, sizeof(int), 0), 0);
@@ -246,7 +261,9 @@ static void world_close(struct world *w)
     for (int i = 0; i < w->nfill; i++)
         close(w->fill[i]);
     kill(w->child, SIGKILL);
-    waitpid(w->child, NULL, 0);
+    waitpid(w->child, NULL, 0);   /* -ECHILD where the waiter's helper reaped it */
+    kill(w->stopper, SIGKILL);
+    waitpid(w->stopper, NULL, 0);
 }
 
 /* Takes dumps until every waiter shows with its reason, or a deadline. The
@@ -297,6 +314,16 @@ static void *every_reason(void *arg)
 #endif
         free(sec);
     }
+    /* The child waited for is named by its pid. */
+    char want[64];
+    const struct { enum kind k; pid_t pid; } children[] = { { K_CHILD, w.child }, { K_CHILD_STOP, w.stopper } };
+    for (size_t i = 0; i < sizeof(children) / sizeof(children[0]); i++) {
+        char *sec = section_named(text, kinds[children[i].k].name);
+        snprintf(want, sizeof(want), "[child process %ld, ", (long)children[i].pid);
+        cr_assert_not_null(strstr(sec, want), "\"%s\" does not wait for %s:\n%s",
+                           kinds[children[i].k].name, want, sec);
+        free(sec);
+    }
     /* The summary groups them by where they wait: one line per blocker. */
     const char *summary_end = strstr(text, "\ncoroutine ");
     cr_assert_not_null(summary_end);
@@ -306,10 +333,14 @@ static void *every_reason(void *arg)
     }
     free(text);
 
-    /* Everyone leaves by cancellation; the offload's function by its flag. */
+    /* Everyone leaves by cancellation; the offload's function by its flag, a
+     * helper's waitpid, which cancellation does not end once it has started,
+     * by its child's death. */
     atomic_store(&w.offload_release, 1);
     for (int k = 0; k < K_COUNT; k++)
         cr_assert_eq(weft_cancel(t[k]), 0);
+    kill(w.child, SIGKILL);
+    kill(w.stopper, SIGKILL);
     for (int k = 0; k < K_COUNT; k++)
         cr_assert_eq(weft_join(t[k], NULL), 0);
     /* Its joiner withdrew: the handle is still ours to join. */
@@ -324,6 +355,64 @@ Test(dump, names_each_wait_reason_the_name_and_a_frame_below_the_entry)
 {
     FOR_EACH_BACKEND(b)
         run_with_io(2, b, every_reason, NULL);
+}
+
+/* ---- a file call --------------------------------------------------------------- */
+
+static void *open_fifo(void *arg)
+{
+    int err = weft_set_name("w-file");
+    if (err)
+        return (void *)(intptr_t)err;
+    int fd = weft_open(arg, O_RDONLY, 0);   /* waits for a writer */
+    if (fd >= 0)
+        close(fd);
+    return (void *)(intptr_t)fd;
+}
+
+static void *file_call_waits(void *arg)
+{
+    char dir[] = "/tmp/weft-test-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[sizeof(dir) + 8];
+    snprintf(path, sizeof(path), "%s/fifo", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, open_fifo, path), 0);
+    uint64_t deadline = now_ms() + 60000;
+    char *text, *sec;
+    for (;;) {
+        text = dump_text();
+        sec = section_named(text, "w-file");
+        if ((sec && strstr(sec, "[file call")) || now_ms() > deadline)
+            break;
+        free(sec);
+        free(text);
+        weft_sleep(10 * 1000000u);
+    }
+    cr_assert_not_null(sec, "the dump does not list \"w-file\":\n%s", text);
+    cr_assert_not_null(strstr(sec, "[file call"), "\"w-file\" does not wait for a file call:\n%s", sec);
+    free(sec);
+    free(text);
+    /* A reader and writer in one: the open above goes on. */
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    void *r;
+    cr_assert_eq(weft_join(t, &r), 0);
+    cr_assert_geq((intptr_t)r, 0, "the waiting open failed: %d", (int)(intptr_t)r);
+    close(fd);
+    unlink(path);
+    rmdir(dir);
+    return NULL;
+}
+
+/* On epoll a helper thread makes pread, pwrite, open and fsync, and the dump
+ * names the file call, not the helper's function. (On a ring the kernel opens
+ * a FIFO without waiting for a writer, so this wait is epoll's alone.) */
+Test(dump, names_a_file_call_made_by_a_helper_thread)
+{
+    if (backend_available(WEFT_IO_EPOLL))
+        run_with_io(1, WEFT_IO_EPOLL, file_call_waits, NULL);
 }
 
 /* ---- consistency while coroutines migrate ---------------------------------- */
@@ -645,6 +734,7 @@ static void signal_dump_body(const void *arg)
     usleep(RUNNING_ON_VALGRIND ? 3000000 : 500000);
     weft_chan_close(ch);
     weft_join(t, NULL);
+    weft_chan_destroy(ch);
     weft_rt_destroy(rt);
     fprintf(stderr, "child: went on\n");
 }

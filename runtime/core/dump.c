@@ -449,9 +449,18 @@ static void state_text(struct dump *d, const struct entry *e, char *buf, size_t 
     case WEFT__WHY_SIGNAL:
         snprintf(buf, len, "signal %ld", (long)e->what);
         return;
-    case WEFT__WHY_CHILD:
-        snprintf(buf, len, "child process %ld", (long)e->what);
+    case WEFT__WHY_CHILD: {   /* what: waitpid's pid argument */
+        long pid = (long)(intptr_t)e->what;
+        if (pid > 0)
+            snprintf(buf, len, "child process %ld", pid);
+        else if (pid == -1)
+            snprintf(buf, len, "child process, any");
+        else if (pid == 0)
+            snprintf(buf, len, "child process in the caller's group");
+        else
+            snprintf(buf, len, "child process in group %ld", -pid);
         return;
+    }
     case WEFT__WHY_OFFLOAD:
         snprintf(buf, len, "offload %s", weft__sym_name(&d->st, e->what, false));
         return;

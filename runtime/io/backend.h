@@ -251,6 +251,14 @@ static inline bool weft__io_needs_toggle(const struct weft__io_op *op)
     return op->kind == WEFT__IO_ACCEPT || op->kind == WEFT__IO_SENDFILE;
 }
 
+/* ---- offload.c: helper threads for weft's own blocking calls ----------------------- */
+
+/* weft_offload for a call of weft's own (epoll's file calls, weft_waitpid)
+ * that has noted for weft_dump what its caller waits for (weft__why_task):
+ * the wait shows as that reason rather than as an offload of fn. Any thread;
+ * fn not NULL. Returns as weft_offload. */
+int weft__offload_noted(weft_fn fn, void *arg, void **result);
+
 /* ---- what backend.c alone calls of each backend --------------------------------- */
 
 struct weft__offload;   /* a runtime's helper threads for weft_offload() */

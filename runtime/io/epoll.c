@@ -634,7 +634,7 @@ static void *file_run(void *arg)
 static ssize_t file_io(const struct weft__io_op *a)
 {
     struct file_call c = { .op = a };
-    int err = weft_offload(file_run, &c, NULL);
+    int err = weft__offload_noted(file_run, &c, NULL);   /* shown as the file call io.c noted */
     return err ? err : c.ret;
 }
 

@@ -725,8 +725,10 @@ int weft_waitpid(pid_t pid, int *status, int options)
         if (pfd != -ENOSYS && pfd != -EPERM)
             return pfd == -ESRCH ? -ECHILD : pfd;   /* ESRCH: reaped meanwhile by another caller */
     }
+    /* The dump names the child the caller waits for, not the helper's function. */
+    weft__why_task(w ? w->current : NULL, WEFT__WHY_CHILD, (uintptr_t)(intptr_t)pid);
     struct blocking_wait b = { .pid = pid, .status = status, .options = options };
-    int err = weft_offload(blocking_wait_run, &b, NULL);
+    int err = weft__offload_noted(blocking_wait_run, &b, NULL);
     return err ? err : b.ret;
 }
 

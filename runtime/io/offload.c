@@ -201,25 +201,24 @@ static void unlink_job(struct weft__offload *p, struct job *j)
     p->nqueued--;
 }
 
-/* Any thread. Returns 0, -EINVAL (fn NULL), -ENOMEM, -EAGAIN (no helper could
- * be started), -ETIMEDOUT or -ECANCELED (before fn started: it never runs). */
-int weft_offload(weft_fn fn, void *arg, void **result)
+/* fn run on the calling plain thread, which may block itself, unless its
+ * deadline has passed before fn could start. Returns 0 or -ETIMEDOUT. */
+static int offload_plain(weft_fn fn, void *arg, void **result)
 {
-    if (!fn)
-        return -EINVAL;
-    struct weft__worker *w = weft__worker_self();
-    if (!w || !w->current) {
-        /* A plain thread may block itself: run fn here, unless the thread's
-         * deadline has passed before fn could start. */
-        uint64_t deadline = weft__thread_deadline();
-        if (deadline && deadline <= weft_now())
-            return -ETIMEDOUT;
-        void *r = fn(arg);
-        if (result)
-            *result = r;
-        return 0;
-    }
+    uint64_t deadline = weft__thread_deadline();
+    if (deadline && deadline <= weft_now())
+        return -ETIMEDOUT;
+    void *r = fn(arg);
+    if (result)
+        *result = r;
+    return 0;
+}
 
+/* fn run on a helper thread while the coroutine on w waits, under the reason
+ * for weft_dump that the coroutine noted last (weft__why_task). Only that
+ * coroutine; returns as weft_offload. */
+static int offload_coroutine(struct weft__worker *w, weft_fn fn, void *arg, void **result)
+{
     /* A deadline already past, or a cancellation already made, ends the
      * call before fn could start: queued first, a helper might start it
      * before the wait below looks. */
@@ -232,7 +231,6 @@ int weft_offload(weft_fn fn, void *arg, void **result)
         return err;
     struct weft__waiter w1;
     weft__waiter_init(&w1);
-    weft__waiter_why(&w1, WEFT__WHY_OFFLOAD, fn);
     struct job j = { .fn = fn, .arg = arg, .state = JOB_QUEUED, .waiter = &w1 };
     pthread_mutex_lock(&p->lock);                                   /* step 1 */
     err = enqueue(p, &j);
@@ -250,8 +248,7 @@ int weft_offload(weft_fn fn, void *arg, void **result)
             return r;
         case JOB_RUNNING: {
             struct weft__waiter w2;
-            weft__waiter_init(&w2);
-            weft__waiter_why(&w2, WEFT__WHY_OFFLOAD, fn);
+            weft__waiter_init(&w2);   /* the coroutine's note still holds */
             j.waiter = &w2;
             pthread_mutex_unlock(&p->lock);
             r = weft__wait_nointr(&w2);
@@ -269,6 +266,28 @@ int weft_offload(weft_fn fn, void *arg, void **result)
     if (result)
         *result = j.result;
     return 0;
+}
+
+/* Any thread. Returns 0, -EINVAL (fn NULL), -ENOMEM, -EAGAIN (no helper could
+ * be started), -ETIMEDOUT or -ECANCELED (before fn started: it never runs). */
+int weft_offload(weft_fn fn, void *arg, void **result)
+{
+    if (!fn)
+        return -EINVAL;
+    struct weft__worker *w = weft__worker_self();
+    if (!w || !w->current)
+        return offload_plain(fn, arg, result);
+    weft__why_task(w->current, WEFT__WHY_OFFLOAD, (uintptr_t)fn);
+    return offload_coroutine(w, fn, arg, result);
+}
+
+/* Any thread; fn not NULL. Returns as weft_offload. */
+int weft__offload_noted(weft_fn fn, void *arg, void **result)
+{
+    struct weft__worker *w = weft__worker_self();
+    if (!w || !w->current)
+        return offload_plain(fn, arg, result);
+    return offload_coroutine(w, fn, arg, result);
 }
 
 /* Stops and joins rt's helpers, if any were started. weft_rt_destroy() only,
