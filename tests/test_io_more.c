@@ -526,6 +526,9 @@ static void *children(void *arg)
     /* A deadline that fires leaves the child to a later wait. */
     uint64_t prev = weft_deadline(weft_now() + SHORT_NS);
     FAIL_IF(weft_waitpid(pid, &status, 0) != -ETIMEDOUT);
+    /* And a wait with no descriptor to wait on: any child. */
+    weft_deadline(weft_now() + SHORT_NS);
+    FAIL_IF(weft_waitpid(-1, &status, 0) != -ETIMEDOUT);
     weft_deadline(prev);
     FAIL_IF(kill(pid, SIGKILL) != 0);
     FAIL_IF(weft_waitpid(pid, &status, 0) != pid || !WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL);
@@ -543,17 +546,25 @@ Test(io_more, a_child_is_awaited_while_other_coroutines_run)
     run_all(children, NULL);
 }
 
+struct child_wait {
+    pid_t pid;
+    int   options;
+};
+
 static void *waitpid_cancelled(void *arg)
 {
-    return (void *)(intptr_t)weft_waitpid((pid_t)(intptr_t)arg, NULL, 0);
+    struct child_wait *c = arg;
+    return (void *)(intptr_t)weft_waitpid(c->pid, NULL, c->options);
 }
 
+/* arg: waitpid's options; WUNTRACED has no descriptor to wait on. */
 static void *cancelling_waitpid(void *arg)
 {
     pid_t pid = child_exiting(0, 100 * SHORT_NS);
     FAIL_IF(pid < 0);
+    struct child_wait c = { pid, (int)(intptr_t)arg };
     weft_task *t;
-    FAIL_IF(weft_spawn(&t, waitpid_cancelled, (void *)(intptr_t)pid) != 0);
+    FAIL_IF(weft_spawn(&t, waitpid_cancelled, &c) != 0);
     weft_sleep(SETTLE_NS);
     FAIL_IF(weft_cancel(t) != 0);
     void *r;
@@ -567,6 +578,7 @@ static void *cancelling_waitpid(void *arg)
 Test(io_more, a_cancelled_waitpid_returns_ECANCELED_and_leaves_the_child)
 {
     run_all(cancelling_waitpid, NULL);
+    run_all(cancelling_waitpid, (void *)(intptr_t)WUNTRACED);
 }
 
 /* ---- name lookup ---------------------------------------------------------------------- */

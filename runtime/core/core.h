@@ -182,6 +182,10 @@ static inline void weft__why_task(weft_task *t, enum weft__why why, uintptr_t wh
 /* The same for the coroutine that is to wait on wt. */
 #define weft__waiter_why(wt, why, what) weft__why_task((wt)->task, (why), (uintptr_t)(what))
 
+/* weft_sleep, shown in the dump as waiting for `why` and `what` rather than
+ * as a sleep. Any thread (a plain thread sleeps). */
+int weft__sleep_why(uint64_t ns, enum weft__why why, uintptr_t what);
+
 /* A clock for ages shown by weft_dump, in nanoseconds: CLOCK_MONOTONIC_COARSE,
  * which reads the kernel's last tick without the time-stamp counter; its
  * resolution (a tick, 1-10 ms) is finer than any age worth reading in a dump. */

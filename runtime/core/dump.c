@@ -587,8 +587,8 @@ static void write_entry(struct dump *d, struct out *o, const struct entry *e, ui
     char st[160], fn[400];
     state_text(d, e, st, sizeof(st), true);
     char age[48] = "";
-    if (e->state == ST_WAITING && e->since && now >= e->since)
-        snprintf(age, sizeof(age), ", %.2f s", (double)(now - e->since) / 1e9);
+    if (e->state == ST_WAITING && e->since)   /* its worker's clock may be a tick ahead of ours */
+        snprintf(age, sizeof(age), ", %.2f s", now > e->since ? (double)(now - e->since) / 1e9 : 0.0);
     out_f(o, "\ncoroutine %llu", (unsigned long long)e->id);
     if (e->name[0])
         out_f(o, " \"%s\"", e->name);

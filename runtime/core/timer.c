@@ -227,6 +227,11 @@ void weft__timer_disarm(weft_rt *rt, struct weft__timer *tm)
  * -ENOMEM when the timer could not be armed. */
 int weft_sleep(uint64_t ns)
 {
+    return weft__sleep_why(ns, WEFT__WHY_SLEEP, 0);
+}
+
+int weft__sleep_why(uint64_t ns, enum weft__why why, uintptr_t what)
+{
     uint64_t now = weft_now();
     uint64_t when = ns > UINT64_MAX - now ? UINT64_MAX : now + ns;
     struct weft__worker *w = weft__worker_self();
@@ -245,7 +250,7 @@ int weft_sleep(uint64_t ns)
     weft_rt *rt = w->rt;
     struct weft__waiter wt;
     weft__waiter_init(&wt);
-    weft__waiter_why(&wt, WEFT__WHY_SLEEP, 0);
+    weft__waiter_why(&wt, why, what);
     struct weft__timer tm = { .when = when, .wt = &wt, .result = 1 };
     err = weft__timer_arm(rt, &tm);
     if (err)

@@ -673,29 +673,23 @@ int weft_sigwait(const sigset_t *set, siginfo_t *info)
 
 /* ---- children -------------------------------------------------------------------- */
 
-struct blocking_wait {
-    pid_t pid;
-    int  *status;
-    int   options;
-    int   ret;
-};
-
-static void *blocking_wait_run(void *arg)
-{
-    struct blocking_wait *b = arg;
-    while ((b->ret = weft__sys_waitpid(b->pid, b->status, b->options)) == -EINTR)
-        ;
-    return NULL;
-}
+/* A waitpid with no descriptor to wait on looks again this often, the gap
+ * doubling from the first to the last. */
+#define CHILD_LOOK_FIRST_NS 1000000u
+#define CHILD_LOOK_MAX_NS   16000000u
 
 /*
  * A child given by its pid, for its exit alone (no WUNTRACED, WCONTINUED),
  * is awaited on a pidfd, which becomes readable when the child exits: through
  * weft_poll, so the worker runs the others meanwhile, and the deadline and
  * cancellation hold at any time. Any other wait (any child, a process group,
- * a stop or a continue, a kernel before 5.3) has no descriptor to wait on:
- * a helper thread makes the blocking waitpid (weft_offload), so a deadline or
- * cancellation ends it only before the helper starts it.
+ * a stop or a continue, a kernel before 5.3 or a sandbox without pidfd_open)
+ * has no descriptor to wait on: the coroutine looks with WNOHANG, sleeping
+ * between looks, the gaps growing to CHILD_LOOK_MAX_NS, so that the deadline
+ * and cancellation still hold at any time, at the price of noticing the
+ * child up to that late. (A blocking waitpid on a helper thread would notice
+ * at once but could not be ended; SIGCHLD is the program's, not weft's.)
+ * From a plain thread these are the blocking waitpid.
  */
 int weft_waitpid(pid_t pid, int *status, int options)
 {
@@ -725,11 +719,20 @@ int weft_waitpid(pid_t pid, int *status, int options)
         if (pfd != -ENOSYS && pfd != -EPERM)
             return pfd == -ESRCH ? -ECHILD : pfd;   /* ESRCH: reaped meanwhile by another caller */
     }
-    /* The dump names the child the caller waits for, not the helper's function. */
-    weft__why_task(w ? w->current : NULL, WEFT__WHY_CHILD, (uintptr_t)(intptr_t)pid);
-    struct blocking_wait b = { .pid = pid, .status = status, .options = options };
-    int err = weft__offload_noted(blocking_wait_run, &b, NULL);
-    return err ? err : b.ret;
+    if (!w) {
+        while ((r = weft__sys_waitpid(pid, status, options)) == -EINTR)
+            ;
+        return r;
+    }
+    for (uint64_t gap = CHILD_LOOK_FIRST_NS;; gap = gap * 2 < CHILD_LOOK_MAX_NS ? gap * 2 : CHILD_LOOK_MAX_NS) {
+        int err = weft__sleep_why(gap, WEFT__WHY_CHILD, (uintptr_t)(intptr_t)pid);
+        if (err)
+            return err;
+        while ((r = weft__sys_waitpid(pid, status, options | WNOHANG)) == -EINTR)
+            ;
+        if (r != 0)
+            return r;
+    }
 }
 
 /* ---- name lookup ----------------------------------------------------------------- */
