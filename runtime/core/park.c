@@ -23,7 +23,8 @@
  *
  * Pinned tasks (weft_pin). A pinned task runs only on its home worker, and is
  * never put where thieves look (runnext, the deque, the global queue). Made
- * runnable by its home worker, it joins the yield queue, which is private; by
+ * runnable by its home worker, it joins the yield queue, which is private
+ * (so the worker looks at it again before it parks, core/worker.c); by
  * any other thread, it is pushed on the home worker's inbox, a lock-free
  * stack (any thread pushes, the owner takes the whole stack with one
  * exchange at every schedule, core/worker.c), and the home worker is woken if
