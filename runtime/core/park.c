@@ -192,7 +192,7 @@ static inline void switch_from(struct weft__worker *w, struct weft__fiber *from,
 {
     w->prev_action = act;
     weft_task *next = weft__pick_next(w);
-    w->current = next;
+    weft__set_current(w, next);
     fiber_switch(from, next ? fiber_of(w, next) : &w->sched, act == WEFT__ACT_EXIT);
 }
 
@@ -285,7 +285,7 @@ void weft__yield_current(void)
         return;                                                  /* nothing else to run here */
     }
     yq_push(w, self);                                            /* private: safe before the switch */
-    w->current = next;
+    weft__set_current(w, next);
     fiber_switch(self->fiber, fiber_of(w, next), false);
     struct weft__worker *now = weft__worker_self();
     after_switch(now);
@@ -374,7 +374,7 @@ void weft__handoff_undo(weft_task *t)
 
 void weft__run(struct weft__worker *w, weft_task *t)
 {
-    w->current = t;
+    weft__set_current(w, t);
     fiber_switch(&w->sched, fiber_of(w, t), false);
     after_switch(weft__worker_self());
 }
