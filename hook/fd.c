@@ -32,6 +32,8 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+const char hook_file_fd = 0;   /* for weft__hook_anchor (hook.h) */
+
 HOOK_API int close(int fd)
 {
     weft__hook_fd_forget(fd);

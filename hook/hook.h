@@ -53,6 +53,13 @@
 
 #define HOOK_API __attribute__((visibility("default")))
 
+/* One per file of interposers, defined there: weft__hook_anchor (real.c)
+ * names these, so that a link with libweft-hook.a takes every file. The C
+ * library's names would not do: a sanitizer's runtime, linked before the
+ * archive, defines them too, and the linker then takes nothing from the
+ * archive for them. */
+extern const char hook_file_io, hook_file_fd, hook_file_sleep, hook_file_poll, hook_file_resolve;
+
 /*
  * The C library's own functions, looked up with dlsym(RTLD_NEXT) once, by a
  * constructor that runs when the hook is loaded (or, for an interposer

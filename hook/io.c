@@ -49,6 +49,8 @@
 #include <string.h>
 #include <unistd.h>
 
+const char hook_file_io = 0;   /* for weft__hook_anchor (hook.h) */
+
 enum op { OP_READ, OP_WRITE, OP_READV, OP_WRITEV, OP_RECVFROM, OP_SENDTO, OP_RECVMSG, OP_SENDMSG };
 
 /* One transfer, as the caller asked for it; the hook advances its buffers

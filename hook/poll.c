@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char hook_file_poll = 0;   /* for weft__hook_anchor (hook.h) */
+
 static short weft_events(short ev)
 {
     return ev & (POLLIN | POLLOUT | POLLPRI);

@@ -170,6 +170,6 @@ uint64_t hook_sock_timeout(int fd, int dir)
  * CMake target), and the linker then takes every interposer from the
  * archive, not only those the program itself calls.
  */
-HOOK_API void *const weft__hook_anchor[] = {
-    (void *)read, (void *)close, (void *)nanosleep, (void *)poll, (void *)getaddrinfo,
+HOOK_API const void *const weft__hook_anchor[] = {
+    &hook_file_io, &hook_file_fd, &hook_file_sleep, &hook_file_poll, &hook_file_resolve,
 };

@@ -21,6 +21,8 @@
  */
 #include "hook.h"
 
+const char hook_file_resolve = 0;   /* for weft__hook_anchor (hook.h) */
+
 struct lookup {
     int                     op;   /* 0 getaddrinfo, 1 getnameinfo, 2 gethostbyname, 3 _r */
     const char             *node, *service;

@@ -27,6 +27,8 @@
 #include <limits.h>
 #include <sched.h>
 
+const char hook_file_sleep = 0;   /* for weft__hook_anchor (hook.h) */
+
 #define NS 1000000000ull
 
 /* Sleeps ns in a coroutine. Returns 0, -EINTR with the time left in *left

@@ -328,3 +328,204 @@ Test(pin, an_unpinned_coroutine_moves_again)
     run_with(2, unpinned_main, &s);
     cr_assert_gt(s.moves, 0, "never moved in %d rounds", s.rounds);
 }
+
+/*
+ * Many pinned coroutines on several workers, each woken again and again while
+ * its home worker has nothing else to do and parks, or is about to: by its
+ * own ring or epoll set (a plain thread answers the byte it waits for, one
+ * connection at a time, so that the workers keep going idle between), by a
+ * plain thread (a channel, which queues it on its home worker's inbox) and by
+ * an unpinned coroutine that may run on any worker. A wake-up lost on the
+ * way, or a task queued where its parked worker never looks, hangs the run;
+ * a watchdog turns that into a failure.
+ */
+#define IDLE_CONNS_MAX 32
+
+struct idle_run {
+    unsigned    conns, rounds, relays;
+    int         sock[IDLE_CONNS_MAX][2];   /* [0] the pinned coroutine's, [1] the plain thread's */
+    weft_chan  *wake[IDLE_CONNS_MAX];      /* each pinned coroutine's channel */
+    weft_chan  *relay;                     /* conn indexes for the relays; -1 ends one */
+    _Atomic int failed;                    /* a step that went wrong, 0 if none */
+    _Atomic int moves;                     /* wake-ups that found a pinned coroutine elsewhere */
+    _Atomic int woken;                     /* wake-ups seen by the pinned coroutines */
+};
+
+struct idle_conn {
+    struct idle_run *run;
+    unsigned         i;
+};
+
+static void idle_fail(struct idle_run *r, int step)
+{
+    int none = 0;
+    atomic_compare_exchange_strong(&r->failed, &none, step);
+}
+
+static void *idle_pinned(void *arg)
+{
+    struct idle_conn *c = arg;
+    struct idle_run *r = c->run;
+    if (weft_pin() != 0) {
+        idle_fail(r, 1);
+        return NULL;
+    }
+    int worker = weft_worker();
+    pid_t me = tid();
+    for (unsigned k = 0; k < r->rounds; k++) {
+        char b;
+        if (weft_read(r->sock[c->i][0], &b, 1) != 1 || weft_write(r->sock[c->i][0], &b, 1) != 1) {
+            idle_fail(r, 2);
+            break;
+        }
+        int v;
+        if (weft_chan_recv(r->wake[c->i], &v) != 0 || v != (int)k) {
+            idle_fail(r, 3);
+            break;
+        }
+        if (weft_worker() != worker || tid() != me)
+            atomic_fetch_add(&r->moves, 1);
+        atomic_fetch_add(&r->woken, 2);
+    }
+    weft_unpin();
+    return NULL;
+}
+
+/* Unpinned: sends each pinned coroutine the round its plain thread asked for. */
+static void *idle_relay(void *arg)
+{
+    struct idle_run *r = arg;
+    int msg[2];
+    while (weft_chan_recv(r->relay, msg) == 0 && msg[0] >= 0)
+        if (weft_chan_send(r->wake[msg[0]], &msg[1]) != 0)
+            idle_fail(r, 4);
+    return NULL;
+}
+
+struct idle_client {
+    struct idle_run *run;
+    unsigned         first, step;   /* its connections: first, first + step, ... */
+};
+
+/* A plain thread: for each of its connections in turn, a byte to echo, then
+ * the wake-up on the channel, from itself on even rounds and through a relay
+ * on odd ones. */
+static void *idle_client(void *arg)
+{
+    struct idle_client *k = arg;
+    struct idle_run *r = k->run;
+    for (unsigned round = 0; round < r->rounds && !atomic_load(&r->failed); round++) {
+        for (unsigned i = k->first; i < r->conns; i += k->step) {
+            char b = (char)round, back;
+            if (write(r->sock[i][1], &b, 1) != 1 || read(r->sock[i][1], &back, 1) != 1 || back != b) {
+                idle_fail(r, 5);
+                return NULL;
+            }
+            int v = (int)round;
+            if (round % 2 == 0) {
+                if (weft_chan_send(r->wake[i], &v) != 0)
+                    idle_fail(r, 6);
+            } else {
+                int msg[2] = { (int)i, v };
+                if (weft_chan_send(r->relay, msg) != 0)
+                    idle_fail(r, 7);
+            }
+        }
+    }
+    return NULL;
+}
+
+static void *idle_main(void *arg)
+{
+    struct idle_run *r = arg;
+    struct idle_conn conn[IDLE_CONNS_MAX];
+    weft_task *pinned[IDLE_CONNS_MAX], *relay[8];
+    for (unsigned i = 0; i < r->conns; i++) {
+        conn[i] = (struct idle_conn){ .run = r, .i = i };
+        if (weft_spawn(&pinned[i], idle_pinned, &conn[i]) != 0)
+            abort();
+    }
+    for (unsigned j = 0; j < r->relays; j++)
+        if (weft_spawn(&relay[j], idle_relay, r) != 0)
+            abort();
+    enum { CLIENTS = 2 };
+    pthread_t th[CLIENTS];
+    struct idle_client k[CLIENTS];
+    for (unsigned j = 0; j < CLIENTS; j++) {
+        k[j] = (struct idle_client){ .run = r, .first = j, .step = CLIENTS };
+        if (pthread_create(&th[j], NULL, idle_client, &k[j]) != 0)
+            abort();
+    }
+    for (unsigned j = 0; j < CLIENTS; j++)
+        pthread_join(th[j], NULL);
+    for (unsigned j = 0; j < r->relays; j++) {
+        int end[2] = { -1, 0 };
+        weft_chan_send(r->relay, end);
+    }
+    for (unsigned j = 0; j < r->relays; j++)
+        weft_join(relay[j], NULL);
+    if (atomic_load(&r->failed))
+        for (unsigned i = 0; i < r->conns; i++)
+            shutdown(r->sock[i][1], SHUT_RDWR);   /* a pinned coroutine still waiting gives up */
+    for (unsigned i = 0; i < r->conns; i++)
+        weft_join(pinned[i], NULL);
+    return NULL;
+}
+
+struct idle_cfg {
+    struct idle_run *run;
+    unsigned         workers;
+    int              backend;
+};
+
+static void *idle_runtime(void *arg)
+{
+    struct idle_cfg *c = arg;
+    weft_config cfg = { .workers = c->workers, .io_backend = c->backend };
+    return (void *)(intptr_t)weft_main(&cfg, idle_main, c->run, NULL);
+}
+
+Test(pin, pinned_coroutines_woken_while_their_workers_park_never_hang, .timeout = 590)
+{
+    static const unsigned counts[] = { 2, 4 };
+    bool slow = WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND;
+    /* Generous: a healthy run takes a fraction of this even on a loaded
+     * machine; a hang never ends. */
+    uint64_t limit_s = slow ? 240 : 60;
+    FOR_EACH_CONFIG(b, w, counts) {
+        static struct idle_run r;
+        memset(&r, 0, sizeof r);
+        r.conns = slow ? 8 : IDLE_CONNS_MAX;
+        r.rounds = slow ? 60 : 300;
+        r.relays = w;
+        for (unsigned i = 0; i < r.conns; i++) {
+            cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, r.sock[i]), 0);
+            cr_assert_eq(weft_chan_create(&r.wake[i], sizeof(int), 1), 0);
+        }
+        cr_assert_eq(weft_chan_create(&r.relay, 2 * sizeof(int), 4), 0);
+
+        struct idle_cfg c = { .run = &r, .workers = w, .backend = b };
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, idle_runtime, &c), 0);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += (time_t)limit_s;
+        void *res;
+        int j = pthread_timedjoin_np(th, &res, &until);
+        cr_assert_eq(j, 0, "%s, %u workers: not done after %llu s, %d of %u wake-ups seen: "
+                     "a pinned coroutine was never run again", backend_name[b], w,
+                     (unsigned long long)limit_s, atomic_load(&r.woken), 2 * r.conns * r.rounds);
+        cr_assert_eq((intptr_t)res, 0, "%s, %u workers: weft_main failed", backend_name[b], w);
+        cr_assert_eq(atomic_load(&r.failed), 0, "%s, %u workers: step %d failed", backend_name[b], w,
+                     atomic_load(&r.failed));
+        cr_assert_eq(atomic_load(&r.woken), (int)(2 * r.conns * r.rounds), "%s, %u workers", backend_name[b], w);
+        cr_assert_eq(atomic_load(&r.moves), 0, "%s, %u workers: moved %d times", backend_name[b], w,
+                     atomic_load(&r.moves));
+        for (unsigned i = 0; i < r.conns; i++) {
+            close(r.sock[i][0]);
+            close(r.sock[i][1]);
+            weft_chan_destroy(r.wake[i]);
+        }
+        weft_chan_destroy(r.relay);
+    }
+}

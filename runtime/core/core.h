@@ -259,7 +259,9 @@ struct weft__worker {
     struct weft__fiber    sched;        /* the thread's own context: the idle loop */
     weft_rt              *rt;
     unsigned              index;
-    weft_task            *current;      /* running coroutine; NULL in the idle loop */
+    weft_task            *current;      /* running coroutine; NULL in the idle loop. Only the
+                                         * worker writes it (weft__set_current); the monitor
+                                         * reads it under its exclusion (core/monitor.c) */
     enum weft__action     prev_action;  /* pending on the context switched to */
     weft_task            *prev;         /* PARK: the task switched away from */
     struct weft__fiber   *prev_fiber;   /* EXIT: the finished task's fiber */
@@ -410,6 +412,15 @@ static inline void weft__owner_enter(struct weft__worker *w)
     if (WEFT__UNLIKELY(atomic_load_explicit(&w->rescue, memory_order_acquire)))   /* pairs with the
                                                                                      * monitor's release */
         weft__rescue_wait(w);
+}
+
+/* The worker w itself: its running coroutine is now t. A relaxed store,
+ * a plain move: the monitor reads current (relaxed) only under the
+ * exclusion above, whose Dekker pair orders the two, so the accesses need
+ * no order of their own, only to be atomic. */
+static inline void weft__set_current(struct weft__worker *w, weft_task *t)
+{
+    __atomic_store_n(&w->current, t, __ATOMIC_RELAXED);   /* ordered by owner_enter/owner_leave */
 }
 
 static inline void weft__owner_leave(struct weft__worker *w)

@@ -169,8 +169,10 @@ static void rescue(struct weft__monitor *m, struct weft__worker *w, struct seen 
                  atomic_load_explicit(&w->tick, memory_order_relaxed) == s->tick;
     weft_fn fn = NULL;
     if (still) {
-        if (say && w->current)
-            fn = w->current->fn;   /* until it returns: its code runs now */
+        /* Relaxed: the exclusion orders it against weft__set_current. */
+        weft_task *cur = __atomic_load_n(&w->current, __ATOMIC_RELAXED);
+        if (say && cur)
+            fn = cur->fn;   /* until it returns: its code runs now */
         if (take) {
             weft__takeover(w, true);
             weft__io_poll(w);

@@ -23,7 +23,8 @@
  *
  * Pinned tasks (weft_pin). A pinned task runs only on its home worker, and is
  * never put where thieves look (runnext, the deque, the global queue). Made
- * runnable by its home worker, it joins the yield queue, which is private; by
+ * runnable by its home worker, it joins the yield queue, which is private
+ * (so the worker looks at it again before it parks, core/worker.c); by
  * any other thread, it is pushed on the home worker's inbox, a lock-free
  * stack (any thread pushes, the owner takes the whole stack with one
  * exchange at every schedule, core/worker.c), and the home worker is woken if
@@ -191,7 +192,7 @@ static inline void switch_from(struct weft__worker *w, struct weft__fiber *from,
 {
     w->prev_action = act;
     weft_task *next = weft__pick_next(w);
-    w->current = next;
+    weft__set_current(w, next);
     fiber_switch(from, next ? fiber_of(w, next) : &w->sched, act == WEFT__ACT_EXIT);
 }
 
@@ -284,7 +285,7 @@ void weft__yield_current(void)
         return;                                                  /* nothing else to run here */
     }
     yq_push(w, self);                                            /* private: safe before the switch */
-    w->current = next;
+    weft__set_current(w, next);
     fiber_switch(self->fiber, fiber_of(w, next), false);
     struct weft__worker *now = weft__worker_self();
     after_switch(now);
@@ -373,7 +374,7 @@ void weft__handoff_undo(weft_task *t)
 
 void weft__run(struct weft__worker *w, weft_task *t)
 {
-    w->current = t;
+    weft__set_current(w, t);
     fiber_switch(&w->sched, fiber_of(w, t), false);
     after_switch(weft__worker_self());
 }

@@ -100,8 +100,13 @@ void weft__wake_parked(struct weft__worker *h)
         }
     }
     pthread_mutex_unlock(&rt->idle_lock);
+    /* Not on the list under idle_lock: either it has not reached step 1 of
+     * its next park, and that step's lock comes after ours, so its step 3
+     * sees the caller's push; or it left the list itself (step 3 saw work),
+     * or another waker took it off and is storing GO: either way it
+     * searches, which starts with its inbox (pick_next). */
     if (!found)
-        return;   /* running, searching, or being woken: it looks at its inbox */
+        return;
     atomic_fetch_add_explicit(&rt->nspinning, 1, memory_order_seq_cst);   /* it starts out searching */
     atomic_store_explicit(&h->wake, WEFT__WAKE_GO, memory_order_release);
     weft__wake_worker(h);
@@ -312,6 +317,10 @@ void weft__timers_changed(weft_rt *rt)
 static void park_worker(struct weft__worker *w)
 {
     weft_rt *rt = w->rt;
+    /* Only the worker itself fills its yield queue (tasks pinned to it, made
+     * runnable here), and pick_next, which found nothing, looked at it last:
+     * step 3 has no need to, and nobody would run them while we sleep. */
+    weft__check(!w->yq_head, "a worker parked with tasks on its own yield queue");
     pthread_mutex_lock(&rt->idle_lock);                            /* 1 */
     w->idle_next = rt->idle;
     rt->idle = w;

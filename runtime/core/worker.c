@@ -93,7 +93,9 @@ static WEFT__NOINLINE void inbox_take(struct weft__worker *w)
     }
 }
 
-/* The owner. The next task to run on w, or NULL. */
+/* The owner. The next task to run on w, or NULL once w's own queues (the
+ * handoff, runnext, the deque, the yield queue, the inbox) and the global
+ * queue were found empty. */
 weft_task *weft__pick_next(struct weft__worker *w)
 {
     weft_task *t;
@@ -131,8 +133,13 @@ weft_task *weft__pick_next(struct weft__worker *w)
         return t;
     if ((t = local_take(w)) || (t = yq_pop(w)) || (t = weft__gq_take(w)))
         return t;
-    /* Out of work: submit what our coroutines queued and reap what is done. */
-    if (weft__io_poll(w) && ((t = runnext_take(w)) || (t = local_take(w))))
+    /* Out of work: submit what our coroutines queued and reap what is done.
+     * What that makes runnable lands on runnext or the deque, or, pinned
+     * here, on the yield queue. All three are looked at again: a NULL sends
+     * the caller to park (core/search.c), and a parking worker's last look
+     * (step 3) sees only what other threads can publish, never this
+     * worker's private yield queue. */
+    if (weft__io_poll(w) && ((t = runnext_take(w)) || (t = local_take(w)) || (t = yq_pop(w))))
         return t;
     return NULL;
 }
