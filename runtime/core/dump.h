@@ -6,7 +6,8 @@
  *   - core/symbol.c: names of code addresses, cached for one dump;
  *   - core/srcline.c: their source positions, from DWARF line tables (libdw);
  *   - core/dump.c: weft_dump itself, the walk over the coroutines and the text;
- *   - core/fatal.c: the coroutine's part of a fatal message.
+ *   - core/fatal.c: the coroutine's part of a fatal message;
+ *   - core/stallbt.c: the stall report's backtrace, unwound and named as here.
  * Non-static names here are weft__, hidden like every internal name (core.h).
  */
 #ifndef WEFT_DUMP_H
@@ -17,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <ucontext.h>
 
 #if WEFT_HAVE_LIBUNWIND
@@ -33,12 +35,20 @@
  * filter refuses it). Never faults. Any thread; allocates nothing.
  */
 int weft__copy_in(void *dst, uintptr_t src, size_t len);
+/* As weft__copy_in, but a copy that stops at an unmapped page is not an
+ * error: returns the bytes copied, or a negative errno. Async-signal-safe
+ * (the caller keeps errno). */
+ssize_t weft__copy_some(void *dst, uintptr_t src, size_t len);
 
 #if WEFT_HAVE_LIBUNWIND
 #if defined(__x86_64__)
 #define WEFT__UNW_NREGS 17   /* UNW_X86_64_RAX .. UNW_X86_64_RIP */
+#define WEFT__UNW_SP    UNW_X86_64_RSP
+#define WEFT__UNW_PC    UNW_X86_64_RIP
 #elif defined(__aarch64__)
 #define WEFT__UNW_NREGS 33   /* x0 .. x30, sp, pc */
+#define WEFT__UNW_SP    UNW_AARCH64_SP
+#define WEFT__UNW_PC    UNW_AARCH64_PC
 #endif
 
 /* A switched-out coroutine as copied: its registers and its stack's top part. */
@@ -55,7 +65,8 @@ struct weft__image {
 bool weft__image_regs(struct weft__image *img, const weft__ctx *ctx);
 /* Fills img from a ucontext_t, a signal's or the calling thread's own (on
  * Linux unw_getcontext fills one), with no stack copy: every read goes
- * through weft__copy_in. Allocates nothing. */
+ * through weft__copy_in. Allocates nothing, and may be called from a signal
+ * handler (the stall signal's, core/stallbt.c). */
 void weft__image_from_ucontext(struct weft__image *img, const ucontext_t *uc);
 /* An address space that reads images through weft__copy_in and the copied
  * stack; NULL when libunwind cannot make one (no memory). Its cache is

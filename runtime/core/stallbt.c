@@ -14,9 +14,9 @@
  * cannot fault, and which the sanitizers see as a write of defined bytes),
  * notes the worker's schedule count, marks the request done and wakes the
  * monitor's futex. It takes no lock, allocates nothing, keeps errno. The
- * monitor waits for it at most WAIT_NS, then unwinds the copy with
- * libunwind's remote interface (as weft_dump unwinds a switched-out
- * coroutine) and names the frames, outside the handler and outside the
+ * monitor waits for it at most WAIT_NS, then unwinds the copy with the
+ * dump's unwinder (core/unwind.c: the registers as libunwind numbers them,
+ * the accessors that read the copy) and names the frames as the dump does, outside the handler and outside the
  * exclusion of core/monitor.c: the unwind tables are found through
  * dl_iterate_phdr, which takes the loader's lock.
  *
@@ -63,10 +63,9 @@
  * the monitor sees it and sends nothing. The last runtime gives the old
  * disposition back unless the program changed it since.
  */
-#include "core.h"
+#include "dump.h"
 #include "base/sys.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -75,16 +74,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
-#include <ucontext.h>
 #include <unistd.h>
 
-#if WEFT_HAVE_LIBUNWIND
-#include <libunwind.h>
-#endif
-
 #define WAIT_NS      100000000u            /* the handler answers within this, or not at all */
-#define MAX_FRAMES   48u                   /* frames shown, as weft_dump */
+#define MAX_FRAMES   WEFT__DUMP_FRAMES     /* frames shown, as weft_dump */
 #define STACK_COPY   ((size_t)256 << 10)   /* bytes of stack copied above the stack pointer */
 #define STACK_GUESS  ((size_t)16 << 10)    /* ... on a stack whose bounds weft does not know */
 
@@ -106,24 +99,12 @@ int weft__stall_signal_pick(int configured, uint64_t stall_ns, int dump_signal)
 
 #if WEFT_HAVE_LIBUNWIND
 
-#if defined(__x86_64__)
-#define NREGS  17   /* UNW_X86_64_RAX .. UNW_X86_64_RIP */
-#define REG_SP UNW_X86_64_RSP
-#define REG_PC UNW_X86_64_RIP
-#elif defined(__aarch64__)
-#define NREGS  33   /* x0 .. x30, sp, pc */
-#define REG_SP UNW_AARCH64_SP
-#define REG_PC UNW_AARCH64_PC
-#endif
-
 enum { IDLE, ASKED, FILLING, DONE };   /* req_state's phase, its low two bits */
 
 /* What the handler copied: written only in the FILLING phase, read by the
  * monitor once it saw DONE. */
 struct snap {
-    uint64_t  reg[NREGS];    /* libunwind's numbering */
-    bool      have[NREGS];
-    uintptr_t lo, hi;        /* the copied stack: [lo, hi) */
+    struct weft__image img;  /* registers, and the copied stack in snap_stack */
     uint32_t  tick;          /* the worker's schedules */
     uint32_t  in_user;
 };
@@ -138,41 +119,6 @@ static _Atomic uint32_t req_state;     /* futex word: number * 4 + phase (above)
 static struct weft__worker *req_worker;   /* the request's; written in IDLE or DONE */
 static struct snap snap;
 static unsigned char snap_stack[STACK_COPY];
-
-/* Copies len bytes at src into dst: 0, or a negative errno; never faults. */
-static ssize_t copy_in(void *dst, uintptr_t src, size_t len)
-{
-    struct iovec local = { .iov_base = dst, .iov_len = len };
-    struct iovec remote = { .iov_base = (void *)src, .iov_len = len };
-    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-    return n < 0 ? -errno : n;
-}
-
-static void regs_from_ucontext(struct snap *s, const ucontext_t *uc)
-{
-#if defined(__x86_64__)
-    static const struct { int reg, greg; } map[] = {
-        { UNW_X86_64_RAX, REG_RAX }, { UNW_X86_64_RDX, REG_RDX }, { UNW_X86_64_RCX, REG_RCX },
-        { UNW_X86_64_RBX, REG_RBX }, { UNW_X86_64_RSI, REG_RSI }, { UNW_X86_64_RDI, REG_RDI },
-        { UNW_X86_64_RBP, REG_RBP }, { UNW_X86_64_RSP, REG_RSP }, { UNW_X86_64_R8, REG_R8 },
-        { UNW_X86_64_R9, REG_R9 }, { UNW_X86_64_R10, REG_R10 }, { UNW_X86_64_R11, REG_R11 },
-        { UNW_X86_64_R12, REG_R12 }, { UNW_X86_64_R13, REG_R13 }, { UNW_X86_64_R14, REG_R14 },
-        { UNW_X86_64_R15, REG_R15 }, { UNW_X86_64_RIP, REG_RIP },
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-        s->reg[map[i].reg] = (uint64_t)uc->uc_mcontext.gregs[map[i].greg];
-        s->have[map[i].reg] = true;
-    }
-#elif defined(__aarch64__)
-    for (int i = 0; i < 31; i++) {
-        s->reg[UNW_AARCH64_X0 + i] = uc->uc_mcontext.regs[i];
-        s->have[UNW_AARCH64_X0 + i] = true;
-    }
-    s->reg[UNW_AARCH64_SP] = uc->uc_mcontext.sp;
-    s->reg[UNW_AARCH64_PC] = uc->uc_mcontext.pc;
-    s->have[UNW_AARCH64_SP] = s->have[UNW_AARCH64_PC] = true;
-#endif
-}
 
 /* The top of the stack that sp is on: the running coroutine's, or the
  * worker thread's own; a guess where it is neither. The worker's thread. */
@@ -191,15 +137,15 @@ static uintptr_t stack_top(struct weft__worker *w, uintptr_t sp)
  * handler, in the FILLING phase. */
 static void capture(struct weft__worker *w, const ucontext_t *uc)
 {
-    memset(snap.have, 0, sizeof(snap.have));
-    regs_from_ucontext(&snap, uc);
-    uintptr_t sp = (uintptr_t)snap.reg[REG_SP];
+    weft__image_from_ucontext(&snap.img, uc);
+    uintptr_t sp = (uintptr_t)snap.img.reg[WEFT__UNW_SP];
     size_t len = stack_top(w, sp) - sp;
     if (len > STACK_COPY)
         len = STACK_COPY;
-    ssize_t n = copy_in(snap_stack, sp, len);
-    snap.lo = sp;
-    snap.hi = sp + (n > 0 ? (size_t)n : 0);   /* a partial copy stops at an unmapped page */
+    ssize_t n = weft__copy_some(snap_stack, sp, len);
+    snap.img.buf = snap_stack;
+    snap.img.lo = sp;
+    snap.img.hi = sp + (n > 0 ? (size_t)n : 0);   /* a partial copy stops at an unmapped page */
     snap.tick = atomic_load_explicit(&w->tick, memory_order_relaxed);      /* its own thread */
     snap.in_user = atomic_load_explicit(&w->in_user, memory_order_relaxed);
 }
@@ -423,7 +369,7 @@ static bool syscall_line(int tid, char *buf, size_t len)
  * Whether w's thread (tid) sleeps in a call that a signal would cut short:
  * then returns the call's name, and snap holds its stack and instruction
  * pointers and a copy of its stack, which stays still while it sleeps, or
- * nothing (snap.hi == snap.lo) if it woke while copied. NULL if it runs, or
+ * nothing (snap.img.hi == snap.img.lo) if it woke while copied. NULL if it runs, or
  * sleeps in a call that restarts, or /proc cannot say. The monitor.
  */
 static const char *sleeping_in(int tid)
@@ -441,117 +387,29 @@ static const char *sleeping_in(int tid)
             name = never_restarted[i].name;
     if (!name || (nr == SYS_futex && !a[3]))   /* a futex wait without a limit restarts */
         return NULL;
-    memset(snap.have, 0, sizeof(snap.have));
-    snap.reg[REG_SP] = a[6];
-    snap.reg[REG_PC] = a[7];
-    snap.have[REG_SP] = snap.have[REG_PC] = true;
-    ssize_t n = copy_in(snap_stack, (uintptr_t)a[6], STACK_COPY);   /* partial at an unmapped page */
-    snap.lo = snap.hi = (uintptr_t)a[6];
+    snap.img = (struct weft__image){ .buf = snap_stack, .lo = (uintptr_t)a[6], .hi = (uintptr_t)a[6] };
+    snap.img.reg[WEFT__UNW_SP] = a[6];   /* the others unknown: taken without a signal */
+    snap.img.reg[WEFT__UNW_PC] = a[7];
+    snap.img.have[WEFT__UNW_SP] = snap.img.have[WEFT__UNW_PC] = true;
+    ssize_t n = weft__copy_some(snap_stack, (uintptr_t)a[6], STACK_COPY);   /* partial at an unmapped page */
     if (n > 0 && syscall_line(tid, after, sizeof(after)) && strcmp(before, after) == 0)
-        snap.hi += (size_t)n;
+        snap.img.hi += (size_t)n;
     return name;
 }
 
-/* ---- unwinding the copy, naming the frames ---------------------------------------- */
-
-static int acc_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *val, int write, void *arg)
-{
-    (void)as;
-    const struct snap *s = arg;
-    if (write)
-        return -UNW_EREADONLYREG;
-    if (addr >= s->lo && addr + sizeof(*val) <= s->hi && addr + sizeof(*val) > addr) {
-        memcpy(val, snap_stack + (addr - s->lo), sizeof(*val));
-        return 0;
-    }
-    return copy_in(val, (uintptr_t)addr, sizeof(*val)) == (ssize_t)sizeof(*val) ? 0 : -UNW_EINVAL;
-}
-
-static int acc_reg(unw_addr_space_t as, unw_regnum_t reg, unw_word_t *val, int write, void *arg)
-{
-    (void)as;
-    const struct snap *s = arg;
-    if (write || reg < 0 || reg >= NREGS)
-        return -UNW_EBADREG;
-    *val = s->have[reg] ? s->reg[reg] : 0;   /* unknown: taken without a signal */
-    return 0;
-}
-
-static int acc_fpreg(unw_addr_space_t as, unw_regnum_t reg, unw_fpreg_t *val, int write, void *arg)
-{
-    (void)as; (void)reg; (void)val; (void)write; (void)arg;
-    return -UNW_EBADREG;
-}
-
-static int acc_resume(unw_addr_space_t as, unw_cursor_t *c, void *arg)
-{
-    (void)as; (void)c; (void)arg;
-    return -UNW_EINVAL;   /* only looked at, never resumed */
-}
+/* ---- unwinding the copy ------------------------------------------------------------ */
 
 /* Unwinds snap into pcs with a fresh address space (its caches would
  * outlive a dlclose); returns the number of frames, at least the first. */
 static unsigned unwind(uintptr_t *pcs, unsigned max, unw_addr_space_t *asp)
 {
-    unw_accessors_t *local = unw_get_accessors(unw_local_addr_space);
-    unw_accessors_t acc = {
-        .find_proc_info = local->find_proc_info,
-        .put_unwind_info = local->put_unwind_info,
-        .get_dyn_info_list_addr = local->get_dyn_info_list_addr,
-        .access_mem = acc_mem,
-        .access_reg = acc_reg,
-        .access_fpreg = acc_fpreg,
-        .resume = acc_resume,
-        .get_proc_name = local->get_proc_name,
-    };
-    *asp = unw_create_addr_space(&acc, 0);
-    pcs[0] = (uintptr_t)snap.reg[REG_PC];
-    unw_cursor_t c;
-    if (!*asp || snap.hi == snap.lo || unw_init_remote(&c, *asp, &snap) < 0)
-        return 1;
+    *asp = weft__unwind_space();
     unsigned n = 0;
-    while (n < max) {
-        unw_word_t ip;
-        if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 || !ip)
-            break;
-        pcs[n++] = (uintptr_t)ip;
-        if (unw_step(&c) <= 0)
-            break;
-    }
+    if (*asp && snap.img.hi != snap.img.lo)
+        n = weft__unwind(*asp, &snap.img, pcs, max, 0);
+    if (!n)
+        pcs[0] = (uintptr_t)snap.img.reg[WEFT__UNW_PC];
     return n ? n : 1;
-}
-
-static const char *base_name(const char *path)
-{
-    const char *slash = path ? strrchr(path, '/') : NULL;
-    return slash ? slash + 1 : path ? path : "?";
-}
-
-/* pc's name as weft_dump writes it, "function+0xoff (object)". ret: pc is a
- * return address, so the call is the byte before it. */
-static void describe(unw_addr_space_t as, uintptr_t pc, bool ret, char *buf, size_t len)
-{
-    uintptr_t at = ret && pc ? pc - 1 : pc;
-    Dl_info info;
-    bool have_obj = dladdr((void *)at, &info) != 0;
-    const char *obj = have_obj ? base_name(info.dli_fname) : "?";
-    char fn[256];
-    unw_word_t off;
-    unw_accessors_t *a = as ? unw_get_accessors(as) : NULL;
-    if (a && a->get_proc_name && a->get_proc_name(as, at, fn, sizeof(fn), &off, NULL) == 0) {
-        off += at != pc;
-        if (off)
-            snprintf(buf, len, "%s+0x%lx (%s)", fn, (unsigned long)off, obj);
-        else
-            snprintf(buf, len, "%s (%s)", fn, obj);
-    } else if (have_obj && info.dli_sname) {
-        snprintf(buf, len, "%s+0x%lx (%s)", info.dli_sname,
-                 (unsigned long)(pc - (uintptr_t)info.dli_saddr), obj);
-    } else if (have_obj) {
-        snprintf(buf, len, "?? (%s+0x%lx)", obj, (unsigned long)(pc - (uintptr_t)info.dli_fbase));
-    } else {
-        snprintf(buf, len, "0x%lx", (unsigned long)pc);
-    }
 }
 
 size_t weft__stallbt_write(struct weft__worker *w, uint32_t tick, char *buf, size_t len)
@@ -581,8 +439,8 @@ size_t weft__stallbt_write(struct weft__worker *w, uint32_t tick, char *buf, siz
     }
     if (have) {
         uintptr_t pcs[MAX_FRAMES];
-        unw_addr_space_t as;
-        unsigned n = unwind(pcs, MAX_FRAMES, &as);
+        struct weft__symtab st = { .as = NULL };
+        unsigned n = unwind(pcs, MAX_FRAMES, &st.as);
         if (sleep)
             out_f(&o, "  (in %s, which a signal would cut short: unwound without one, from the "
                   "stack and instruction pointers alone)\n", sleep);
@@ -594,13 +452,13 @@ size_t weft__stallbt_write(struct weft__worker *w, uint32_t tick, char *buf, siz
                   "worker %u ran then)\n", w->index);
         for (unsigned i = 0; i < n; i++) {
             char name[320];
-            describe(as, pcs[i], i > 0, name, sizeof(name));
+            weft__describe(&st, pcs[i], i > 0, name, sizeof(name));
             out_f(&o, "  #%-2u 0x%016lx %s\n", i, (unsigned long)pcs[i], name);
         }
         if (n == MAX_FRAMES)
             out_f(&o, "  ...\n");
-        if (as)
-            unw_destroy_addr_space(as);
+        if (st.as)
+            unw_destroy_addr_space(st.as);
     }
     pthread_mutex_unlock(&bt_lock);
     return o.n;
