@@ -7,7 +7,9 @@
  *   - core/srcline.c: their source positions, from DWARF line tables (libdw);
  *   - core/dump.c: weft_dump itself, the walk over the coroutines and the text;
  *   - core/fatal.c: the coroutine's part of a fatal message;
- *   - core/stallbt.c: the stall report's backtrace, unwound and named as here.
+ *   - core/stallbt.c: what a worker's thread runs now, taken by that thread on
+ *     the stall signal, for the stall report and for the dump's running
+ *     coroutines.
  * Non-static names here are weft__, hidden like every internal name (core.h).
  */
 #ifndef WEFT_DUMP_H
@@ -77,6 +79,45 @@ unw_addr_space_t weft__unwind_space(void);
  * first max, becomes the first; the ones above it are dropped. */
 unsigned weft__unwind(unw_addr_space_t as, struct weft__image *img, uintptr_t *pcs, unsigned max,
                       uintptr_t from);
+
+/* ---- what a worker's thread runs now (core/stallbt.c) --------------------------------- */
+
+/* A worker's thread as the handler of the stall signal copied it, or as /proc
+ * showed it asleep. Each worker has one (w->bt_snap), made by the first asker
+ * and freed with the worker; its handler writes it while a request is open,
+ * the asker reads it once the request is done, both under the asker's lock. */
+struct weft__snap {
+    struct weft__image img;      /* img.buf: the copy, in the snapshot's own block */
+    uint32_t           tick;     /* the worker's schedules when taken */
+    bool               in_user;  /* a coroutine's own code ran (w->in_user) */
+    uintptr_t          current;  /* the task it ran (w->current), or 0 */
+    const char        *asleep;   /* taken without a signal: the call the thread slept in */
+};
+
+/* One worker to take a snapshot of (weft__snap_take). */
+struct weft__ask {
+    struct weft__worker *w;          /* in */
+    struct weft__snap   *snap;       /* out: w's snapshot; NULL: why says why there is none */
+    char                 why[192];   /* out: "backtrace unavailable: ..." */
+    bool                 open;       /* weft__snap_take's own: its signal is on its way */
+};
+
+/* Takes the process's one lock over snapshots, which the asker holds from
+ * its requests to the last frame unwound from them: a dump and a stall
+ * report never read each other's. Returns true if the stall signal of rt
+ * (rt->stall_signal, not 0) is weft's to send; else false, the lock not
+ * held, and why says why not. Any thread but a worker's own handler. */
+bool weft__snap_lock(const weft_rt *rt, char *why, size_t len);
+void weft__snap_unlock(void);
+/* Takes a snapshot of each a[i].w, all asked before any is waited for: from
+ * /proc where its thread sleeps in a call a signal would cut short, else by
+ * the stall signal, waited for at most 100 ms in all (twice that where a
+ * handler is late). Never for the calling thread's own worker. Holds the
+ * lock; the snapshots stay valid until it is released. */
+void weft__snap_take(struct weft__ask *a, size_t n);
+/* Unwinds a snapshot into pcs[0..max); returns the number of frames, at
+ * least one (its instruction pointer). Holds the lock. */
+unsigned weft__snap_unwind(unw_addr_space_t as, struct weft__snap *s, uintptr_t *pcs, unsigned max);
 #endif /* WEFT_HAVE_LIBUNWIND */
 
 /* ---- names of code addresses (core/symbol.c) ---------------------------------------- */
