@@ -495,7 +495,7 @@ static void *marked_entry(void *arg)
 }
 
 /* The line of sec that shows the frame of fn; NULL if there is none. */
-static char *frame_line(const char *sec, const char *fn)
+static __attribute__((unused)) char *frame_line(const char *sec, const char *fn)
 {
     char key[64];
     snprintf(key, sizeof(key), " %s+0x", fn);
