@@ -112,8 +112,8 @@ typedef struct weft_config {
                            * Above 64, or SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGILL,
                            * SIGFPE: -EINVAL */
     int      stall_signal;/* the signal that takes a stalled coroutine's backtrace for the
-                           * stall report; 0 = SIGRTMAX-3, -1 = none (the report has no
-                           * backtrace). Used only while stalls are reported, and only if
+                           * stall report, and a running coroutine's for weft_dump();
+                           * 0 = SIGRTMAX-3, -1 = none (no such backtraces). Used only while stalls are reported, and only if
                            * the program neither handles, ignores nor blocks it. The
                            * environment variable WEFT_STALL_SIGNAL overrides it (a number,
                            * or a name such as SIGUSR2 or SIGRTMIN+4; 0 = none). The same
@@ -622,7 +622,10 @@ WEFT_API int weft_set_name(const char *name);
  * entry function, where it was spawned, its state (running on a worker,
  * runnable, or waiting, for what and for how long) and its backtrace. The
  * workers go on meanwhile; each coroutine is copied as it is seen, so one
- * that moves or ends during the dump shows as it was, or not at all.
+ * that moves or ends during the dump shows as it was, or not at all. A
+ * coroutine running on another worker gets its frames from that worker's
+ * thread, by the stall signal (weft_config.stall_signal), waited for at most
+ * 100 ms for all workers together; without that signal it has none.
  * Backtraces need libunwind at build time (docs/debugging.md). Any thread,
  * not a signal handler (see weft_config.dump_signal). Returns 0, -EBADF
  * (fd not open), -ENOMEM, or the error of write(2).

@@ -584,7 +584,7 @@ static void *marked_entry(void *arg)
 }
 
 /* The line of sec that shows the frame of fn; NULL if there is none. */
-static char *frame_line(const char *sec, const char *fn)
+static __attribute__((unused)) char *frame_line(const char *sec, const char *fn)
 {
     char key[64];
     snprintf(key, sizeof(key), " %s+0x", fn);
@@ -653,6 +653,221 @@ Test(dump, source_positions_need_little_of_the_callers_stack)
     cr_assert_eq(weft_spawn_on(rt, &t, dump_of_marked, NULL), 0);
     cr_assert_eq(weft_join(t, NULL), 0);
     cr_assert_eq(weft_rt_destroy(rt), 0);
+}
+
+/* ---- frames of running coroutines ------------------------------------------------ */
+
+/* A coroutine that spins, without a switch, in a frame of its own. */
+struct spinner {
+    atomic_int spinning;   /* set once it spins in busy_in_marker_for_dump */
+    atomic_int stop;       /* set to end it */
+};
+
+static __attribute__((noinline)) void busy_in_marker_for_dump(struct spinner *s)
+{
+    atomic_store(&s->spinning, 1);
+    uint64_t end = weft_now() + 300 * (uint64_t)1000000000u;   /* never a hang, whatever fails */
+    for (unsigned long i = 0; !atomic_load_explicit(&s->stop, memory_order_relaxed); i++)
+        if (i % (1ul << 20) == 0 && weft_now() > end)
+            break;
+}
+
+static void *spinner_entry(void *arg)
+{
+    weft_set_name("spinner");
+    busy_in_marker_for_dump(arg);
+    return NULL;
+}
+
+/* Whether sec shows a frame of fn: a line "  #N 0x... fn+0x..". */
+static bool shows_frame(const char *sec, const char *fn)
+{
+    char key[96];
+    snprintf(key, sizeof(key), " %s+0x", fn);
+    for (const char *p = sec; (p = strstr(p, key)); p++) {
+        const char *line = p;
+        while (line > sec && line[-1] != '\n')
+            line--;
+        if (strncmp(line, "  #", 3) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The dump, until the spinner's section is one of it running and, where
+ * want_frames, names the marker (a signal may come while it is between two
+ * frames: then the next dump does), or the deadline passes. Returns the
+ * last section, to free. */
+static char *spinner_section(bool want_frames, char **textp)
+{
+    uint64_t deadline = now_ms() + (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND ? 60000 : 20000);
+    for (;;) {
+        char *text = dump_text();
+        char *sec = section_named(text, "spinner");
+        bool running = sec && strstr(sec, "[running on worker ");
+        if ((running && (!want_frames || shows_frame(sec, "busy_in_marker_for_dump"))) ||
+            now_ms() > deadline) {
+            *textp = text;
+            return sec;
+        }
+        free(sec);
+        free(text);
+        usleep(20000);
+    }
+}
+
+/* Frames of a running coroutine are taken only where the stall signal's
+ * handler can run them, and ThreadSanitizer holds a signal back until the
+ * thread calls into its runtime, whose frames libunwind cannot follow: there
+ * the entry shows frames or says why it has none (as tests/test_stall.c). */
+static void check_spinner(const char *sec, const char *text)
+{
+    cr_assert_not_null(sec, "no spinner in the dump:\n%s", text);
+    cr_assert_not_null(strstr(sec, "[running on worker "), "the spinner is not running:\n%s", text);
+    if (!WEFT_TEST_LIBUNWIND) {
+        cr_assert_not_null(strstr(sec, "(backtrace unavailable: weft was built without libunwind)"), "%s", sec);
+    } else if (WEFT_TEST_TSAN) {
+        cr_assert(strstr(sec, "\n  #0 ") || strstr(sec, "\n  (backtrace unavailable: "), "%s", sec);
+    } else {
+        cr_assert(shows_frame(sec, "busy_in_marker_for_dump"), "no frame of the marker:\n%s", sec);
+        cr_assert(frames_in_order(sec, "busy_in_marker_for_dump", "spinner_entry"), "%s", sec);
+        cr_assert_not_null(strstr(sec, "\n  (frames taken while it ran"), "the frames are not marked:\n%s", sec);
+    }
+}
+
+enum spin_mode {
+    SPIN_OTHER_THREAD,   /* a thread outside the runtime dumps */
+    SPIN_COROUTINE,      /* a coroutine beside the spinner dumps */
+    SPIN_NO_SIGNAL,      /* WEFT_STALL_SIGNAL=0 */
+    SPIN_NO_STALLS,      /* stall reports off */
+    SPIN_PROGRAMS,       /* the program handles the stall signal itself */
+};
+
+struct spin_run {
+    enum spin_mode  mode;
+    struct spinner  s;
+    char           *sec, *text;   /* the spinner's section of the dump, and the dump */
+    char           *own;          /* SPIN_COROUTINE: the dumping coroutine's section */
+    atomic_int      done;
+};
+
+static void *dump_from_thread(void *arg)
+{
+    struct spin_run *r = arg;
+    r->sec = spinner_section(r->mode <= SPIN_COROUTINE, &r->text);
+    atomic_store(&r->done, 1);
+    return NULL;
+}
+
+static __attribute__((noinline)) char *dump_from_a_coroutine(struct spin_run *r)
+{
+    r->sec = spinner_section(true, &r->text);
+    volatile int keep = 0;   /* not a tail call: this frame stays */
+    return keep ? NULL : r->text;
+}
+
+static void *spin_main(void *arg)
+{
+    struct spin_run *r = arg;
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, spinner_entry, &r->s), 0);
+    while (!atomic_load(&r->s.spinning))
+        weft_sleep(1000000u);
+    if (r->mode == SPIN_COROUTINE) {
+        weft_set_name("dumper");
+        dump_from_a_coroutine(r);
+        r->own = section_named(r->text, "dumper");
+    } else {
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, dump_from_thread, r), 0);
+        while (!atomic_load(&r->done))
+            weft_sleep(5000000u);
+        pthread_join(th, NULL);
+    }
+    atomic_store(&r->s.stop, 1);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    return NULL;
+}
+
+static void on_stall_signal_mine(int sig)
+{
+}
+
+/* A 2-worker runtime on backend whose spinner is dumped as mode says. */
+static void spin_and_dump(struct spin_run *r, enum spin_mode mode, int backend)
+{
+    *r = (struct spin_run){ .mode = mode };
+    /* Stalls are reported (the signal is installed) but not within the test. */
+    weft_config cfg = { .workers = 2, .io_backend = backend, .stall_ns = 600 * (uint64_t)1000000000u };
+    if (mode == SPIN_NO_SIGNAL)
+        setenv("WEFT_STALL_SIGNAL", "0", 1);
+    if (mode == SPIN_NO_STALLS)
+        cfg.stall_ns = UINT64_MAX;
+    struct sigaction mine = { .sa_handler = on_stall_signal_mine }, old;
+    sigemptyset(&mine.sa_mask);
+    if (mode == SPIN_PROGRAMS)
+        cr_assert_eq(sigaction(SIGRTMAX - 3, &mine, &old), 0);
+    cr_assert_eq(weft_main(&cfg, spin_main, r, NULL), 0, "on %s", backend_name[backend]);
+    if (mode == SPIN_PROGRAMS)
+        sigaction(SIGRTMAX - 3, &old, NULL);
+    unsetenv("WEFT_STALL_SIGNAL");
+}
+
+static void spin_free(struct spin_run *r)
+{
+    free(r->sec);
+    free(r->text);
+    free(r->own);
+}
+
+Test(dump, a_running_coroutine_shows_the_frames_its_thread_gives, .timeout = 600)
+{
+    FOR_EACH_BACKEND(b) {
+        struct spin_run r;
+        spin_and_dump(&r, SPIN_OTHER_THREAD, b);
+        check_spinner(r.sec, r.text);
+        spin_free(&r);
+    }
+}
+
+Test(dump, a_coroutine_dumping_shows_its_own_frames_and_those_running_beside_it, .timeout = 600)
+{
+    FOR_EACH_BACKEND(b) {
+        struct spin_run r;
+        spin_and_dump(&r, SPIN_COROUTINE, b);
+        check_spinner(r.sec, r.text);
+        cr_assert_not_null(r.own, "no dumper in the dump:\n%s", r.text);
+        cr_assert_not_null(strstr(r.own, "[running on worker "), "%s", r.own);
+#if WEFT_TEST_LIBUNWIND
+        /* Its own stack, taken directly: never a signal to its own thread. */
+        cr_assert(frames_in_order(r.own, "dump_from_a_coroutine", "spin_main"), "%s", r.own);
+        cr_assert_null(strstr(r.own, "(frames taken while it ran"), "%s", r.own);
+#endif
+        spin_free(&r);
+    }
+}
+
+Test(dump, without_the_stall_signal_a_running_coroutine_says_why_it_has_no_frames, .timeout = 600)
+{
+    static const struct { enum spin_mode mode; const char *why; } cases[] = {
+        { SPIN_NO_SIGNAL, "the stall signal is off (" },
+        { SPIN_NO_STALLS, "the stall signal is off (" },
+        { SPIN_PROGRAMS, "is the program's, as the program handles it" },
+    };
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            struct spin_run r;
+            spin_and_dump(&r, cases[i].mode, b);
+            cr_assert_not_null(r.sec, "no spinner in the dump:\n%s", r.text);
+            cr_assert_not_null(strstr(r.sec, "[running on worker "), "%s", r.text);
+            cr_assert_null(strstr(r.sec, "\n  #0 "), "frames without the signal:\n%s", r.sec);
+            if (WEFT_TEST_LIBUNWIND)
+                cr_assert_not_null(strstr(r.sec, cases[i].why), "%s: not said why:\n%s", backend_name[b], r.sec);
+            else
+                cr_assert_not_null(strstr(r.sec, "weft was built without libunwind"), "%s", r.sec);
+            spin_free(&r);
+        }
+    }
 }
 
 /* ---- errors, names -------------------------------------------------------------- */

@@ -50,6 +50,7 @@ struct weft__fiber {
 
 struct weft__worker;
 struct weft__backend;
+struct weft__snap;      /* what a worker's thread runs now (core/dump.h) */
 
 /* What a searching worker saw at a victim in its last LOOK or TAKE round
  * (core/search.c): only compared, never dereferenced. */
@@ -302,8 +303,13 @@ struct weft__worker {
     void                 *io_state;     /* that backend's state for this worker, opaque here */
     void                 *altstack;
     pthread_t             thread;
-    _Atomic int           tid;          /* its kernel thread id, for the stall report's signal
+    _Atomic int           tid;          /* its kernel thread id, for the stall signal
                                          * (core/stallbt.c); stored once as it starts */
+    _Atomic uint32_t      bt_req;       /* a request for what its thread runs now: number * 4
+                                         * + phase (core/stallbt.c); the asker opens and closes
+                                         * it, the thread's handler of the stall signal fills it */
+    struct weft__snap    *bt_snap;      /* where that handler copies it; made by the first
+                                         * asker, under its lock; freed with the worker */
     struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */
     _Alignas(WEFT__CACHELINE)
     _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */

@@ -25,6 +25,17 @@
  *     state changed) is shown without a backtrace rather than with a wrong one.
  *   - Backtraces are unwound from the copy (core/unwind.c), never from the
  *     live stack.
+ * A coroutine running on a worker has no saved context to copy: its worker's
+ * thread is asked for its registers and stack instead, by the stall signal
+ * (core/stallbt.c), every worker of a runtime at once before one wait of at
+ * most 100 ms, and only while a coroutine's own code runs there. The frames
+ * are marked as taken while it ran, and if the worker had moved on to
+ * another coroutine by the time its handler ran (its schedule count or its
+ * coroutine changed) the dump says that they may be what it ran next.
+ * Without the stall signal (stall reports off, WEFT_STALL_SIGNAL=0, or the
+ * program's own) the dump says why there are none. The coroutine calling
+ * weft_dump is not asked: its frames are the caller's stack, unwound in
+ * place from weft_dump down (unw_getcontext).
  * Nothing stops the workers: the only locks taken are the runtime list's
  * (shared) and each handle allocator's, for as long as it takes to copy the
  * list of its slabs.
@@ -87,7 +98,28 @@ struct entry {
     char           name[WEFT__NAME_SIZE];
     size_t         frame0;      /* its frames: pcs[frame0 .. frame0 + nframes) */
     unsigned       nframes;
+    const char    *note;        /* a line above its frames, or NULL */
     const char    *no_bt;       /* why there is no backtrace, or NULL */
+};
+
+/* What the dump saw of one worker of a runtime: the coroutine it ran and,
+ * where its thread gave them, that coroutine's frames. */
+struct onworker {
+    uintptr_t   task;           /* the task it ran (w->current), or 0 */
+    uint32_t    tick;           /* its schedules, read before task */
+    bool        user;           /* in a coroutine's own code (w->in_user), read after */
+    unsigned    nframes;
+    uintptr_t   pcs[WEFT__DUMP_FRAMES];
+    const char *note;           /* for the entry: a line above the frames, or NULL */
+    const char *no_bt;          /* for the entry: why there are no frames, or NULL */
+    char        text[224];      /* where note or no_bt is made up */
+};
+
+/* The workers seen, one block per runtime, kept until the dump is written:
+ * entries point into them. */
+struct onworkers {
+    struct onworkers *next;
+    struct onworker   w[];
 };
 
 struct dump {
@@ -101,6 +133,7 @@ struct dump {
     bool          direct;       /* process_vm_readv refused: handles read in place, no stacks */
     uintptr_t     weft_lo, weft_hi;   /* weft's code, as weft_span() finds it */
     uintptr_t     self;         /* the calling coroutine's handle, or 0 */
+    struct onworkers *seen;     /* each runtime's workers, newest first */
     struct weft__symtab st;
 };
 
@@ -222,9 +255,115 @@ static WEFT__NOINLINE void take_own_backtrace(struct dump *d, struct entry *e)
 #endif
 }
 
+/*
+ * Takes the frames of the coroutines running on rt's workers as on[] saw
+ * them, from their threads (core/stallbt.c), into on[]: every worker asked at
+ * once, one wait, then each unwound, all under the snapshots' lock. A worker
+ * running the caller, or weft's own code, is not asked.
+ */
+static void running_frames(struct dump *d, const weft_rt *rt, struct onworker *on, unsigned nw)
+{
+    size_t nask = 0;
+    for (unsigned i = 0; i < nw; i++) {
+        if (!on[i].task || on[i].task == d->self)
+            continue;
+#if WEFT_HAVE_LIBUNWIND
+        if (!on[i].user)
+            on[i].no_bt = "backtrace unavailable: it was in weft's own code, whose stack changes as it is read";
+        else if (!rt->stall_signal)
+            on[i].no_bt = "backtrace unavailable: its thread gives them on the stall signal, and the "
+                          "stall signal is off (weft_config.stall_signal -1, WEFT_STALL_SIGNAL=0, or "
+                          "stall reports off)";
+        else if (!d->st.as)
+            on[i].no_bt = "backtrace unavailable: libunwind could not make an address space";
+        else
+            nask++;
+#else
+        on[i].no_bt = "backtrace unavailable: weft was built without libunwind";
+#endif
+    }
+#if WEFT_HAVE_LIBUNWIND
+    if (!nask)
+        return;
+    struct weft__ask *a = calloc(nask, sizeof(*a));
+    unsigned *at = calloc(nask, sizeof(*at));
+    if (!a || !at) {
+        d->err = -ENOMEM;
+        for (unsigned i = 0; i < nw; i++)
+            if (on[i].task && !on[i].no_bt && on[i].task != d->self)
+                on[i].no_bt = "backtrace unavailable: out of memory";
+        free(a);
+        free(at);
+        return;
+    }
+    size_t k = 0;
+    for (unsigned i = 0; i < nw; i++)
+        if (on[i].task && !on[i].no_bt && on[i].task != d->self) {
+            at[k] = i;
+            a[k++].w = rt->workers[i];
+        }
+    if (!weft__snap_lock(rt, a[0].why, sizeof(a[0].why))) {
+        for (k = 0; k < nask; k++) {
+            snprintf(on[at[k]].text, sizeof(on[at[k]].text), "%s", a[0].why);
+            on[at[k]].no_bt = on[at[k]].text;
+        }
+        free(a);
+        free(at);
+        return;
+    }
+    weft__snap_take(a, nask);
+    for (k = 0; k < nask; k++) {
+        struct onworker *o = &on[at[k]];
+        struct weft__snap *s = a[k].snap;
+        if (!s) {
+            snprintf(o->text, sizeof(o->text), "%s", a[k].why);
+            o->no_bt = o->text;
+            continue;
+        }
+        o->nframes = weft__snap_unwind(d->st.as, s, o->pcs, WEFT__DUMP_FRAMES);
+        bool moved = s->tick != o->tick || s->current != o->task;
+        if (s->asleep)
+            snprintf(o->text, sizeof(o->text), "frames taken while it ran, asleep in %s, which a "
+                     "signal would cut short: unwound without one, from the stack and "
+                     "instruction pointers alone%s", s->asleep,
+                     moved ? "; the worker had moved on: they may be what it ran next" : "");
+        else
+            snprintf(o->text, sizeof(o->text), "frames taken while it ran, by its thread on the "
+                     "stall signal%s", moved ? "; the worker had moved on when the signal came: "
+                     "they may be what it ran next" : "");
+        o->note = o->text;
+    }
+    weft__snap_unlock();
+    free(a);
+    free(at);
+#else
+    (void)rt;
+    (void)nask;
+#endif
+}
+
+/* Gives e, running on the worker seen as o, the frames its thread gave. */
+static void take_running(struct dump *d, struct entry *e, const struct onworker *o)
+{
+    e->note = o->note;
+    e->no_bt = o->no_bt;
+    if (!o->nframes)
+        return;
+    if (!reserve((void **)&d->pcs, &d->pcs_cap, d->npcs + o->nframes, sizeof(*d->pcs))) {
+        d->err = -ENOMEM;
+        e->note = NULL;
+        e->no_bt = "backtrace unavailable: out of memory";
+        return;
+    }
+    e->frame0 = d->npcs;
+    e->nframes = o->nframes;
+    memcpy(d->pcs + d->npcs, o->pcs, o->nframes * sizeof(*d->pcs));
+    d->npcs += o->nframes;
+}
+
 /* Adds the task whose handle was copied as t (at addr) to d, if it is alive. */
 static void take_task(struct dump *d, const weft_rt *rt, const weft_task *t, uintptr_t addr,
-                      const uintptr_t *current, unsigned nworkers)
+                      const struct onworker *on, unsigned nworkers)
 {
     if (atomic_load_explicit(&t->magic, memory_order_relaxed) != WEFT__TASK_MAGIC)
         return;   /* free, or never used (the copy is ours: relaxed loads of it race with nothing) */
@@ -241,7 +380,7 @@ static void take_task(struct dump *d, const weft_rt *rt, const weft_task *t, uin
         .spawn_pc = (uintptr_t)t->spawn_pc, .worker = -1,
     };
     for (unsigned i = 0; i < nworkers; i++)
-        if (current[i] == addr)
+        if (on[i].task == addr)
             e->worker = (int)i;
     if (!t->fiber) {
         e->state = ST_NEW;
@@ -260,7 +399,7 @@ static void take_task(struct dump *d, const weft_rt *rt, const weft_task *t, uin
         if (addr == d->self)
             take_own_backtrace(d, e);
         else
-            e->no_bt = "running: its stack changes as it is read";
+            take_running(d, e, &on[e->worker]);
         d->n++;
         return;
     }
@@ -300,16 +439,27 @@ static void take_runtime(weft_rt *rt, void *arg)
         return;   /* the parent's, after fork(): nothing of it runs here */
     d->runtimes++;
     unsigned nw = rt->nworkers;
-    uintptr_t *current = calloc(nw ? nw : 1, sizeof(*current));
+    struct onworkers *seen = calloc(1, sizeof(*seen) + (nw ? nw : 1) * sizeof(seen->w[0]));
     struct weft__span *spans = NULL;
     unsigned char *raw = malloc(SLAB_CHUNK * WEFT__TASK_STRIDE);
     size_t nspans = 0;
-    if (current && raw) {
+    if (seen) {
+        seen->next = d->seen;
+        d->seen = seen;
+    }
+    if (seen && raw) {
+        struct onworker *on = seen->w;
         for (unsigned i = 0; i < nw; i++) {
+            struct weft__worker *w = rt->workers[i];
             weft_task *cur = NULL;
-            if (!copy_obj(d, &cur, (uintptr_t)&rt->workers[i]->current, sizeof(cur)))
-                current[i] = (uintptr_t)cur;
+            on[i].tick = atomic_load_explicit(&w->tick, memory_order_relaxed);   /* before current:
+                                                                         * a later switch changes it */
+            if (!copy_obj(d, &cur, (uintptr_t)&w->current, sizeof(cur)))
+                on[i].task = (uintptr_t)cur;
+            on[i].user = atomic_load_explicit(&w->in_user, memory_order_acquire);   /* pairs with
+                                                                         * owner_leave; orders tid's load */
         }
+        running_frames(d, rt, on, nw);
         size_t want = 16;
         for (;;) {
             spans = calloc(want, sizeof(*spans));
@@ -322,7 +472,7 @@ static void take_runtime(weft_rt *rt, void *arg)
             want = nspans;
         }
     }
-    if (!current || !raw || !spans) {
+    if (!seen || !raw || !spans) {
         d->err = -ENOMEM;
         nspans = 0;
     }
@@ -338,14 +488,13 @@ static void take_runtime(weft_rt *rt, void *arg)
             for (size_t i = 0; i < k; i++) {
                 weft_task t;
                 memcpy(&t, raw + i * WEFT__TASK_STRIDE, sizeof(t));
-                take_task(d, rt, &t, at + i * WEFT__TASK_STRIDE, current, nw);
+                take_task(d, rt, &t, at + i * WEFT__TASK_STRIDE, seen->w, nw);
             }
             at += k * WEFT__TASK_STRIDE;
         }
     }
     free(raw);
     free(spans);
-    free(current);
 }
 
 /* ---- writing it ---------------------------------------------------------------- */
@@ -593,6 +742,8 @@ static void write_entry(struct dump *d, struct out *o, const struct entry *e, ui
     if (e->name[0])
         out_f(o, " \"%s\"", e->name);
     out_f(o, " [%s%s]:\n", st, age);
+    if (e->note)
+        out_f(o, "  (%s)\n", e->note);
     for (unsigned i = 0; i < e->nframes; i++) {
         uintptr_t pc = d->pcs[e->frame0 + i];
         out_f(o, "  #%-2u 0x%016lx %s\n", i, (unsigned long)pc, name_at(d, pc, i > 0, fn, sizeof(fn)));
@@ -666,6 +817,11 @@ int weft_dump(int fd)
         unw_destroy_addr_space(d->st.as);
 #endif
     weft__symtab_free(&d->st);
+    while (d->seen) {
+        struct onworkers *next = d->seen->next;
+        free(d->seen);
+        d->seen = next;
+    }
     free(d->e);
     free(d->pcs);
     free(d->stack);

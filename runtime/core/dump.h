@@ -6,7 +6,10 @@
  *   - core/symbol.c: names of code addresses, cached for one dump;
  *   - core/srcline.c: their source positions, from DWARF line tables (libdw);
  *   - core/dump.c: weft_dump itself, the walk over the coroutines and the text;
- *   - core/fatal.c: the coroutine's part of a fatal message.
+ *   - core/fatal.c: the coroutine's part of a fatal message;
+ *   - core/stallbt.c: what a worker's thread runs now, taken by that thread on
+ *     the stall signal, for the stall report and for the dump's running
+ *     coroutines.
  * Non-static names here are weft__, hidden like every internal name (core.h).
  */
 #ifndef WEFT_DUMP_H
@@ -17,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <ucontext.h>
 
 #if WEFT_HAVE_LIBUNWIND
@@ -33,12 +37,20 @@
  * filter refuses it). Never faults. Any thread; allocates nothing.
  */
 int weft__copy_in(void *dst, uintptr_t src, size_t len);
+/* As weft__copy_in, but a copy that stops at an unmapped page is not an
+ * error: returns the bytes copied, or a negative errno. Async-signal-safe
+ * (the caller keeps errno). */
+ssize_t weft__copy_some(void *dst, uintptr_t src, size_t len);
 
 #if WEFT_HAVE_LIBUNWIND
 #if defined(__x86_64__)
 #define WEFT__UNW_NREGS 17   /* UNW_X86_64_RAX .. UNW_X86_64_RIP */
+#define WEFT__UNW_SP    UNW_X86_64_RSP
+#define WEFT__UNW_PC    UNW_X86_64_RIP
 #elif defined(__aarch64__)
 #define WEFT__UNW_NREGS 33   /* x0 .. x30, sp, pc */
+#define WEFT__UNW_SP    UNW_AARCH64_SP
+#define WEFT__UNW_PC    UNW_AARCH64_PC
 #endif
 
 /* A switched-out coroutine as copied: its registers and its stack's top part. */
@@ -55,7 +67,8 @@ struct weft__image {
 bool weft__image_regs(struct weft__image *img, const weft__ctx *ctx);
 /* Fills img from a ucontext_t, a signal's or the calling thread's own (on
  * Linux unw_getcontext fills one), with no stack copy: every read goes
- * through weft__copy_in. Allocates nothing. */
+ * through weft__copy_in. Allocates nothing, and may be called from a signal
+ * handler (the stall signal's, core/stallbt.c). */
 void weft__image_from_ucontext(struct weft__image *img, const ucontext_t *uc);
 /* An address space that reads images through weft__copy_in and the copied
  * stack; NULL when libunwind cannot make one (no memory). Its cache is
@@ -66,6 +79,45 @@ unw_addr_space_t weft__unwind_space(void);
  * first max, becomes the first; the ones above it are dropped. */
 unsigned weft__unwind(unw_addr_space_t as, struct weft__image *img, uintptr_t *pcs, unsigned max,
                       uintptr_t from);
+
+/* ---- what a worker's thread runs now (core/stallbt.c) --------------------------------- */
+
+/* A worker's thread as the handler of the stall signal copied it, or as /proc
+ * showed it asleep. Each worker has one (w->bt_snap), made by the first asker
+ * and freed with the worker; its handler writes it while a request is open,
+ * the asker reads it once the request is done, both under the asker's lock. */
+struct weft__snap {
+    struct weft__image img;      /* img.buf: the copy, in the snapshot's own block */
+    uint32_t           tick;     /* the worker's schedules when taken */
+    bool               in_user;  /* a coroutine's own code ran (w->in_user) */
+    uintptr_t          current;  /* the task it ran (w->current), or 0 */
+    const char        *asleep;   /* taken without a signal: the call the thread slept in */
+};
+
+/* One worker to take a snapshot of (weft__snap_take). */
+struct weft__ask {
+    struct weft__worker *w;          /* in */
+    struct weft__snap   *snap;       /* out: w's snapshot; NULL: why says why there is none */
+    char                 why[192];   /* out: "backtrace unavailable: ..." */
+    bool                 open;       /* weft__snap_take's own: its signal is on its way */
+};
+
+/* Takes the process's one lock over snapshots, which the asker holds from
+ * its requests to the last frame unwound from them: a dump and a stall
+ * report never read each other's. Returns true if the stall signal of rt
+ * (rt->stall_signal, not 0) is weft's to send; else false, the lock not
+ * held, and why says why not. Any thread but a worker's own handler. */
+bool weft__snap_lock(const weft_rt *rt, char *why, size_t len);
+void weft__snap_unlock(void);
+/* Takes a snapshot of each a[i].w, all asked before any is waited for: from
+ * /proc where its thread sleeps in a call a signal would cut short, else by
+ * the stall signal, waited for at most 100 ms in all (twice that where a
+ * handler is late). Never for the calling thread's own worker. Holds the
+ * lock; the snapshots stay valid until it is released. */
+void weft__snap_take(struct weft__ask *a, size_t n);
+/* Unwinds a snapshot into pcs[0..max); returns the number of frames, at
+ * least one (its instruction pointer). Holds the lock. */
+unsigned weft__snap_unwind(unw_addr_space_t as, struct weft__snap *s, uintptr_t *pcs, unsigned max);
 #endif /* WEFT_HAVE_LIBUNWIND */
 
 /* ---- names of code addresses (core/symbol.c) ---------------------------------------- */

@@ -116,6 +116,7 @@ static void rt_free(weft_rt *rt)
 {
     for (unsigned i = 0; i < rt->nworkers; i++) {
         weft__io_worker_destroy(rt->workers[i]);
+        free(rt->workers[i]->bt_snap);   /* its thread has ended: no handler writes it */
         free(rt->workers[i]);
     }
     free(rt->workers);

@@ -1,45 +1,55 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The stall report's backtrace: where a coroutine that holds its worker
- * (core/monitor.c) is stuck right now, so that the report points at the
- * blocking call or the long loop.
+ * What a worker's thread runs right now, taken from that thread: for the
+ * stall report's backtrace, where a coroutine that holds its worker
+ * (core/monitor.c) is stuck, so that the report points at the blocking call
+ * or the long loop; and for weft_dump, the frames of the coroutines running
+ * as it is taken (core/dump.c).
  *
- * Taking it. Only the stalled thread can see its own registers, so the
- * monitor asks it with a signal, the stall signal (weft_config.stall_signal,
- * WEFT_STALL_SIGNAL; SIGRTMAX-3 by default), sent to that one thread with
- * rt_tgsigqueueinfo and carrying the request's number. The handler does
- * nothing a handler may not: it checks that the request is for this thread
- * and still open, copies the interrupted registers from its ucontext_t and
- * the interrupted stack from the stack pointer up (process_vm_readv, which
- * cannot fault, and which the sanitizers see as a write of defined bytes),
- * notes the worker's schedule count, marks the request done and wakes the
- * monitor's futex. It takes no lock, allocates nothing, keeps errno. The
- * monitor waits for it at most WAIT_NS, then unwinds the copy with
- * libunwind's remote interface (as weft_dump unwinds a switched-out
- * coroutine) and names the frames, outside the handler and outside the
- * exclusion of core/monitor.c: the unwind tables are found through
- * dl_iterate_phdr, which takes the loader's lock.
+ * Taking it. Only the thread itself can see its own registers, so the asker
+ * (the monitor, or the thread taking a dump) sends it a signal, the stall
+ * signal (weft_config.stall_signal, WEFT_STALL_SIGNAL; SIGRTMAX-3 by
+ * default), to that one thread with rt_tgsigqueueinfo, carrying the
+ * request's number. The handler does nothing a handler may not: it checks
+ * that its worker has that request open, copies the interrupted registers
+ * from its ucontext_t and the interrupted stack from the stack pointer up
+ * (process_vm_readv, which cannot fault, and which the sanitizers see as a
+ * write of defined bytes) into its worker's snapshot, notes the worker's
+ * schedule count and the coroutine it runs, marks the request done and wakes
+ * the asker's futex. It takes no lock, allocates nothing, keeps errno. The
+ * asker waits for it at most WAIT_NS, then unwinds the copy with the dump's
+ * unwinder (core/unwind.c: the registers as libunwind numbers them, the
+ * accessors that read the copy) and names the frames as the dump does,
+ * outside the handler and, for the monitor, outside the exclusion of
+ * core/monitor.c: the unwind tables are found through dl_iterate_phdr, which
+ * takes the loader's lock.
  *
- * The request. One at a time in the process (bt_lock; a report is rare and
- * each runtime reports at most one stall a second). req_state holds the
- * request's number times four plus its phase:
- *   1. the monitor, holding bt_lock, finds the phase IDLE or DONE, fills in
- *      req_worker, and stores (n, ASKED) with release;
- *   2. the handler loads req_state with acquire; only if it is (n, ASKED),
- *      n being the number its signal carries, and the thread is req_worker's,
- *      does it move it to (n, FILLING) by CAS, fill in the copy, store
- *      (n, DONE) with release and wake the futex;
- *   3. the monitor waits for (n, DONE) with acquire, then reads the copy. At
- *      its deadline it moves (n, ASKED) back to (n, IDLE) by CAS, so that a
- *      signal delivered later (the thread blocked it, or was in an
- *      uninterruptible sleep) finds its request closed and does nothing; if
- *      the CAS fails a handler is filling, and the monitor waits for it once
- *      more. The copy is static and is only ever written in the FILLING phase.
- * Whether the thread still runs the stalled coroutine when the signal
+ * The requests. One asker at a time in the process: bt_lock is held from the
+ * first request to the last frame unwound, so that a dump and a stall report
+ * never share a snapshot half-read (a report is rare, each runtime reports
+ * at most one stall a second, and a dump waits WAIT_NS at most). Each worker
+ * has its own request word, w->bt_req, the request's number times four plus
+ * its phase, and its own snapshot, w->bt_snap, which only its handler (or the
+ * asker, while no request is open) writes; so a dump asks every worker at
+ * once and waits once for them all:
+ *   1. the asker, holding bt_lock, finds w's phase IDLE or DONE (it waits for
+ *      a FILLING one to end), and stores (n, ASKED) with release;
+ *   2. the handler loads w->bt_req with acquire; only if it is (n, ASKED), n
+ *      being the number its signal carries and w the thread's own worker, does
+ *      it move it to (n, FILLING) by CAS, fill in the snapshot, store
+ *      (n, DONE) with release, then bump bt_filled with release and wake it;
+ *   3. the asker waits on bt_filled for (n, DONE) with acquire, then reads
+ *      the snapshot. At its deadline it moves (n, ASKED) back to (n, IDLE) by
+ *      CAS, so that a signal delivered later (the thread blocked it, or was in
+ *      an uninterruptible sleep) finds its request closed and does nothing;
+ *      if the CAS fails a handler is filling, and the asker waits for it once
+ *      more. A snapshot is freed only with its worker, whose thread has ended:
+ *      a handler late past both waits still writes into memory of its own.
+ * Whether the thread still runs the coroutine asked about when the signal
  * arrives is not certain: the coroutine may have switched out or ended
- * meanwhile. The handler copies whatever runs, and notes the schedule count;
- * a count other than the stall's says the frames are of something else, and
- * the report says so.
+ * meanwhile. The handler copies whatever runs, and notes the schedule count
+ * and the coroutine; a count other than the one the asker saw says the frames
+ * are of something else, and the report or the dump says so.
  *
  * Interrupted system calls. The handler is installed with SA_RESTART, so a
  * read(2), write(2), accept(2), wait or futex wait without a limit that the
@@ -58,15 +68,14 @@
  * The program's signals. weft uses the stall signal only if, when the first
  * runtime that reports stalls starts, the program has left it at its default
  * disposition and unblocked: a program that handles, ignores or blocks it
- * (to take it with sigwait) keeps it, and the report says that its backtrace
- * is missing and why. A handler the program installs later is not replaced;
- * the monitor sees it and sends nothing. The last runtime gives the old
+ * (to take it with sigwait) keeps it, and the report and the dump say that
+ * their backtraces are missing and why. A handler the program installs later
+ * is not replaced; the asker sees it and sends nothing. The last runtime gives the old
  * disposition back unless the program changed it since.
  */
-#include "core.h"
+#include "dump.h"
 #include "base/sys.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -75,16 +84,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
-#include <ucontext.h>
 #include <unistd.h>
 
-#if WEFT_HAVE_LIBUNWIND
-#include <libunwind.h>
-#endif
-
 #define WAIT_NS      100000000u            /* the handler answers within this, or not at all */
-#define MAX_FRAMES   48u                   /* frames shown, as weft_dump */
+#define MAX_FRAMES   WEFT__DUMP_FRAMES     /* frames shown, as weft_dump */
 #define STACK_COPY   ((size_t)256 << 10)   /* bytes of stack copied above the stack pointer */
 #define STACK_GUESS  ((size_t)16 << 10)    /* ... on a stack whose bounds weft does not know */
 
@@ -106,73 +109,16 @@ int weft__stall_signal_pick(int configured, uint64_t stall_ns, int dump_signal)
 
 #if WEFT_HAVE_LIBUNWIND
 
-#if defined(__x86_64__)
-#define NREGS  17   /* UNW_X86_64_RAX .. UNW_X86_64_RIP */
-#define REG_SP UNW_X86_64_RSP
-#define REG_PC UNW_X86_64_RIP
-#elif defined(__aarch64__)
-#define NREGS  33   /* x0 .. x30, sp, pc */
-#define REG_SP UNW_AARCH64_SP
-#define REG_PC UNW_AARCH64_PC
-#endif
+enum { IDLE, ASKED, FILLING, DONE };   /* a request's phase: the low two bits of w->bt_req */
 
-enum { IDLE, ASKED, FILLING, DONE };   /* req_state's phase, its low two bits */
-
-/* What the handler copied: written only in the FILLING phase, read by the
- * monitor once it saw DONE. */
-struct snap {
-    uint64_t  reg[NREGS];    /* libunwind's numbering */
-    bool      have[NREGS];
-    uintptr_t lo, hi;        /* the copied stack: [lo, hi) */
-    uint32_t  tick;          /* the worker's schedules */
-    uint32_t  in_user;
-};
-
-static pthread_mutex_t bt_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t bt_lock = PTHREAD_MUTEX_INITIALIZER;   /* the one asker; see above */
 static unsigned bt_users;              /* runtimes with a stall signal; under bt_lock */
 static int bt_sig;                     /* their signal; under bt_lock */
 static const char *bt_refused;         /* why it is the program's, or NULL; under bt_lock */
 static struct sigaction bt_old;        /* its disposition before; under bt_lock */
-
-static _Atomic uint32_t req_state;     /* futex word: number * 4 + phase (above) */
-static struct weft__worker *req_worker;   /* the request's; written in IDLE or DONE */
-static struct snap snap;
-static unsigned char snap_stack[STACK_COPY];
-
-/* Copies len bytes at src into dst: 0, or a negative errno; never faults. */
-static ssize_t copy_in(void *dst, uintptr_t src, size_t len)
-{
-    struct iovec local = { .iov_base = dst, .iov_len = len };
-    struct iovec remote = { .iov_base = (void *)src, .iov_len = len };
-    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-    return n < 0 ? -errno : n;
-}
-
-static void regs_from_ucontext(struct snap *s, const ucontext_t *uc)
-{
-#if defined(__x86_64__)
-    static const struct { int reg, greg; } map[] = {
-        { UNW_X86_64_RAX, REG_RAX }, { UNW_X86_64_RDX, REG_RDX }, { UNW_X86_64_RCX, REG_RCX },
-        { UNW_X86_64_RBX, REG_RBX }, { UNW_X86_64_RSI, REG_RSI }, { UNW_X86_64_RDI, REG_RDI },
-        { UNW_X86_64_RBP, REG_RBP }, { UNW_X86_64_RSP, REG_RSP }, { UNW_X86_64_R8, REG_R8 },
-        { UNW_X86_64_R9, REG_R9 }, { UNW_X86_64_R10, REG_R10 }, { UNW_X86_64_R11, REG_R11 },
-        { UNW_X86_64_R12, REG_R12 }, { UNW_X86_64_R13, REG_R13 }, { UNW_X86_64_R14, REG_R14 },
-        { UNW_X86_64_R15, REG_R15 }, { UNW_X86_64_RIP, REG_RIP },
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-        s->reg[map[i].reg] = (uint64_t)uc->uc_mcontext.gregs[map[i].greg];
-        s->have[map[i].reg] = true;
-    }
-#elif defined(__aarch64__)
-    for (int i = 0; i < 31; i++) {
-        s->reg[UNW_AARCH64_X0 + i] = uc->uc_mcontext.regs[i];
-        s->have[UNW_AARCH64_X0 + i] = true;
-    }
-    s->reg[UNW_AARCH64_SP] = uc->uc_mcontext.sp;
-    s->reg[UNW_AARCH64_PC] = uc->uc_mcontext.pc;
-    s->have[UNW_AARCH64_SP] = s->have[UNW_AARCH64_PC] = true;
-#endif
-}
+static uint32_t bt_number;             /* the last request's number; under bt_lock */
+static _Atomic uint32_t bt_filled;     /* futex word: bumped by each handler that filled a
+                                        * snapshot, which the asker waits on */
 
 /* The top of the stack that sp is on: the running coroutine's, or the
  * worker thread's own; a guess where it is neither. The worker's thread. */
@@ -187,36 +133,41 @@ static uintptr_t stack_top(struct weft__worker *w, uintptr_t sp)
     return sp + STACK_GUESS;
 }
 
-/* Fills snap from the interrupted context. The worker's thread, in the
+/* Fills s from the interrupted context. The worker's thread, in the
  * handler, in the FILLING phase. */
-static void capture(struct weft__worker *w, const ucontext_t *uc)
+static void capture(struct weft__worker *w, struct weft__snap *s, const ucontext_t *uc)
 {
-    memset(snap.have, 0, sizeof(snap.have));
-    regs_from_ucontext(&snap, uc);
-    uintptr_t sp = (uintptr_t)snap.reg[REG_SP];
+    unsigned char *buf = s->img.buf;
+    weft__image_from_ucontext(&s->img, uc);
+    uintptr_t sp = (uintptr_t)s->img.reg[WEFT__UNW_SP];
     size_t len = stack_top(w, sp) - sp;
     if (len > STACK_COPY)
         len = STACK_COPY;
-    ssize_t n = copy_in(snap_stack, sp, len);
-    snap.lo = sp;
-    snap.hi = sp + (n > 0 ? (size_t)n : 0);   /* a partial copy stops at an unmapped page */
-    snap.tick = atomic_load_explicit(&w->tick, memory_order_relaxed);      /* its own thread */
-    snap.in_user = atomic_load_explicit(&w->in_user, memory_order_relaxed);
+    ssize_t n = weft__copy_some(buf, sp, len);
+    s->img.buf = buf;
+    s->img.lo = sp;
+    s->img.hi = sp + (n > 0 ? (size_t)n : 0);   /* a partial copy stops at an unmapped page */
+    s->tick = atomic_load_explicit(&w->tick, memory_order_relaxed);      /* its own thread */
+    s->in_user = atomic_load_explicit(&w->in_user, memory_order_relaxed);
+    s->current = (uintptr_t)w->current;
+    s->asleep = NULL;
 }
 
 static void on_stall_signal(int sig, siginfo_t *si, void *uc)
 {
     (void)sig;
     int saved = errno;
+    struct weft__worker *w = weft__worker_self();
     uint32_t want = ((uint32_t)si->si_value.sival_int << 2) | ASKED;
-    if (si->si_code == SI_QUEUE &&
-        atomic_load_explicit(&req_state, memory_order_acquire) == want &&   /* pairs with ask's release */
-        weft__worker_self() == req_worker &&
-        atomic_compare_exchange_strong_explicit(&req_state, &want, (want & ~3u) | FILLING,
+    if (si->si_code == SI_QUEUE && w &&
+        atomic_load_explicit(&w->bt_req, memory_order_acquire) == want &&   /* pairs with send_signal's release */
+        atomic_compare_exchange_strong_explicit(&w->bt_req, &want, (want & ~3u) | FILLING,
                                                 memory_order_acquire, memory_order_relaxed)) {
-        capture(req_worker, uc);
-        atomic_store_explicit(&req_state, (want & ~3u) | DONE, memory_order_release);   /* publishes snap */
-        weft__futex_wake(&req_state, 1);
+        capture(w, w->bt_snap, uc);
+        atomic_store_explicit(&w->bt_req, (want & ~3u) | DONE, memory_order_release);   /* publishes the snapshot */
+        atomic_fetch_add_explicit(&bt_filled, 1, memory_order_release);   /* after DONE: an asker that saw
+                                                                          * the old count sees DONE */
+        weft__futex_wake(&bt_filled, 1);
     }
     errno = saved;
 }
@@ -275,90 +226,7 @@ void weft__stallbt_stop(int sig)
     pthread_mutex_unlock(&bt_lock);
 }
 
-/* ---- the monitor's side ------------------------------------------------------------ */
-
-/* Text appended to the report's buffer. */
-struct out {
-    char  *buf;
-    size_t len, n;
-};
-
-__attribute__((format(printf, 2, 3)))
-static void out_f(struct out *o, const char *fmt, ...)
-{
-    if (o->n + 1 >= o->len)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(o->buf + o->n, o->len - o->n, fmt, ap);
-    va_end(ap);
-    if (k > 0)
-        o->n = (size_t)k < o->len - o->n ? o->n + (size_t)k : o->len - 1;
-}
-
-/* Waits, at most WAIT_NS, for the handler of an earlier request that is
- * still filling snap. Returns whether snap is free. Holds bt_lock. */
-static bool snap_free(struct out *o)
-{
-    uint64_t until = weft_now() + WAIT_NS;
-    uint32_t st = atomic_load_explicit(&req_state, memory_order_acquire);   /* pairs with the handler's release */
-    while ((st & 3) == FILLING && weft_now() < until) {
-        weft__futex_wait_until(&req_state, st, until);
-        st = atomic_load_explicit(&req_state, memory_order_acquire);
-    }
-    if ((st & 3) == FILLING)
-        out_f(o, "  (backtrace unavailable: an earlier one is still being taken)\n");
-    return (st & 3) != FILLING;
-}
-
-/* Asks w's thread for its registers and stack; returns whether snap holds
- * them. Holds bt_lock; snap is free. */
-static bool ask(struct weft__worker *w, int tid, struct out *o)
-{
-    uint64_t until = weft_now() + WAIT_NS;
-    uint32_t st = atomic_load_explicit(&req_state, memory_order_relaxed);   /* only the handler of an open request writes it */
-    uint32_t n = ((st >> 2) + 1) & (UINT32_MAX >> 3);   /* fits a positive int */
-    req_worker = w;
-    atomic_store_explicit(&req_state, n << 2 | ASKED, memory_order_release);   /* pairs with the handler's acquire */
-    siginfo_t si;
-    memset(&si, 0, sizeof(si));
-    si.si_signo = bt_sig;
-    si.si_code = SI_QUEUE;
-    si.si_pid = getpid();
-    si.si_uid = getuid();
-    si.si_value.sival_int = (int)n;
-    if (syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, bt_sig, &si) != 0) {
-        int err = errno;
-        uint32_t asked = n << 2 | ASKED;
-        atomic_compare_exchange_strong_explicit(&req_state, &asked, n << 2 | IDLE,
-                                                memory_order_relaxed, memory_order_relaxed);
-        out_f(o, "  (backtrace unavailable: signal %d could not be sent: %s)\n", bt_sig, strerror(err));
-        return false;
-    }
-    for (int round = 0; round < 2; round++) {
-        for (;;) {
-            st = atomic_load_explicit(&req_state, memory_order_acquire);   /* pairs with the handler's release */
-            if (st == (n << 2 | DONE))
-                return true;
-            if (weft_now() >= until)
-                break;
-            weft__futex_wait_until(&req_state, st, until);
-        }
-        uint32_t asked = n << 2 | ASKED;
-        if (atomic_compare_exchange_strong_explicit(&req_state, &asked, n << 2 | IDLE,
-                                                    memory_order_relaxed, memory_order_relaxed))
-            break;   /* closed: a late signal finds nothing to do */
-        until = weft_now() + WAIT_NS;   /* its handler is filling: once more */
-    }
-    if ((atomic_load_explicit(&req_state, memory_order_acquire) & 3) == FILLING) {
-        out_f(o, "  (backtrace unavailable: worker %u's handler did not finish within %u ms)\n",
-              w->index, (unsigned)(2 * WAIT_NS / 1000000u));
-        return false;
-    }
-    out_f(o, "  (backtrace unavailable: worker %u did not take signal %d within %u ms: it blocks "
-          "the signal, or sleeps where signals wait)\n", w->index, bt_sig, (unsigned)(WAIT_NS / 1000000u));
-    return false;
-}
+/* ---- what a worker's thread runs, from /proc ---------------------------------------- */
 
 /* The calls that fail with EINTR after a handler even under SA_RESTART
  * (signal(7)); a futex wait only with a limit. */
@@ -421,12 +289,13 @@ static bool syscall_line(int tid, char *buf, size_t len)
 
 /*
  * Whether w's thread (tid) sleeps in a call that a signal would cut short:
- * then returns the call's name, and snap holds its stack and instruction
- * pointers and a copy of its stack, which stays still while it sleeps, or
- * nothing (snap.hi == snap.lo) if it woke while copied. NULL if it runs, or
- * sleeps in a call that restarts, or /proc cannot say. The monitor.
+ * then w's snapshot holds the call's name, the stack and instruction
+ * pointers and a copy of the stack, which stays still while it sleeps, or
+ * no copy (img.hi == img.lo) if it woke while copied. False if it runs, or
+ * sleeps in a call that restarts, or /proc cannot say. Holds bt_lock; w's
+ * snapshot is free.
  */
-static const char *sleeping_in(int tid)
+static bool sleeping_in(struct weft__worker *w, int tid)
 {
     char before[256], after[256];
     long nr;
@@ -434,124 +303,217 @@ static const char *sleeping_in(int tid)
     if (!syscall_line(tid, before, sizeof(before)) ||
         sscanf(before, "%ld %llx %llx %llx %llx %llx %llx %llx %llx", &nr, &a[0], &a[1], &a[2],
                &a[3], &a[4], &a[5], &a[6], &a[7]) != 9)
-        return NULL;   /* "running", or blocked outside a system call */
+        return false;   /* "running", or blocked outside a system call */
     const char *name = NULL;
     for (size_t i = 0; i < sizeof(never_restarted) / sizeof(never_restarted[0]); i++)
         if (never_restarted[i].nr == nr)
             name = never_restarted[i].name;
     if (!name || (nr == SYS_futex && !a[3]))   /* a futex wait without a limit restarts */
-        return NULL;
-    memset(snap.have, 0, sizeof(snap.have));
-    snap.reg[REG_SP] = a[6];
-    snap.reg[REG_PC] = a[7];
-    snap.have[REG_SP] = snap.have[REG_PC] = true;
-    ssize_t n = copy_in(snap_stack, (uintptr_t)a[6], STACK_COPY);   /* partial at an unmapped page */
-    snap.lo = snap.hi = (uintptr_t)a[6];
+        return false;
+    struct weft__snap *s = w->bt_snap;
+    s->img = (struct weft__image){ .buf = s->img.buf, .lo = (uintptr_t)a[6], .hi = (uintptr_t)a[6] };
+    s->img.reg[WEFT__UNW_SP] = a[6];   /* the others unknown: taken without a signal */
+    s->img.reg[WEFT__UNW_PC] = a[7];
+    s->img.have[WEFT__UNW_SP] = s->img.have[WEFT__UNW_PC] = true;
+    s->tick = atomic_load_explicit(&w->tick, memory_order_relaxed);   /* still while it sleeps */
+    s->in_user = atomic_load_explicit(&w->in_user, memory_order_relaxed);
+    weft_task *cur = NULL;
+    s->current = weft__copy_in(&cur, (uintptr_t)&w->current, sizeof(cur)) ? 0 : (uintptr_t)cur;
+    s->asleep = name;
+    ssize_t n = weft__copy_some(s->img.buf, (uintptr_t)a[6], STACK_COPY);   /* partial at an unmapped page */
     if (n > 0 && syscall_line(tid, after, sizeof(after)) && strcmp(before, after) == 0)
-        snap.hi += (size_t)n;
-    return name;
+        s->img.hi += (size_t)n;
+    return true;
 }
 
-/* ---- unwinding the copy, naming the frames ---------------------------------------- */
+/* ---- asking ------------------------------------------------------------------------ */
 
-static int acc_mem(unw_addr_space_t as, unw_word_t addr, unw_word_t *val, int write, void *arg)
+bool weft__snap_lock(const weft_rt *rt, char *why, size_t len)
 {
-    (void)as;
-    const struct snap *s = arg;
-    if (write)
-        return -UNW_EREADONLYREG;
-    if (addr >= s->lo && addr + sizeof(*val) <= s->hi && addr + sizeof(*val) > addr) {
-        memcpy(val, snap_stack + (addr - s->lo), sizeof(*val));
-        return 0;
+    (void)rt;   /* all runtimes with a stall signal share bt_sig */
+    pthread_mutex_lock(&bt_lock);
+    struct sigaction cur;
+    if (bt_refused)
+        snprintf(why, len, "backtrace unavailable: signal %d is the program's, as %s; "
+                 "WEFT_STALL_SIGNAL picks another", bt_sig, bt_refused);
+    else if (sigaction(bt_sig, NULL, &cur) != 0 || !(cur.sa_flags & SA_SIGINFO) ||
+             cur.sa_sigaction != on_stall_signal)
+        snprintf(why, len, "backtrace unavailable: the program has taken signal %d since; "
+                 "WEFT_STALL_SIGNAL picks another", bt_sig);
+    else
+        return true;
+    pthread_mutex_unlock(&bt_lock);
+    return false;
+}
+
+void weft__snap_unlock(void)
+{
+    pthread_mutex_unlock(&bt_lock);
+}
+
+/* A worker's snapshot and its stack copy, in one block; NULL without memory. */
+static struct weft__snap *snap_new(void)
+{
+    struct weft__snap *s = calloc(1, sizeof(*s) + STACK_COPY);
+    if (s)
+        s->img.buf = (unsigned char *)(s + 1);
+    return s;
+}
+
+/* Waits, until `until`, for the handler of an earlier request to w that is
+ * still filling w's snapshot. Returns whether it is free. Holds bt_lock. */
+static bool snap_free(struct weft__worker *w, uint64_t until)
+{
+    for (;;) {
+        uint32_t seen = atomic_load_explicit(&bt_filled, memory_order_acquire);   /* pairs with the handler's */
+        if ((atomic_load_explicit(&w->bt_req, memory_order_acquire) & 3) != FILLING)   /* likewise */
+            return true;
+        if (weft_now() >= until)
+            return false;
+        weft__futex_wait_until(&bt_filled, seen, until);
     }
-    return copy_in(val, (uintptr_t)addr, sizeof(*val)) == (ssize_t)sizeof(*val) ? 0 : -UNW_EINVAL;
 }
 
-static int acc_reg(unw_addr_space_t as, unw_regnum_t reg, unw_word_t *val, int write, void *arg)
+/* Opens request n to w and sends the signal to its thread (tid). Returns
+ * whether it went; else why says why not. Holds bt_lock; w's snapshot is free. */
+static bool send_signal(struct weft__worker *w, int tid, uint32_t n, char *why, size_t len)
 {
-    (void)as;
-    const struct snap *s = arg;
-    if (write || reg < 0 || reg >= NREGS)
-        return -UNW_EBADREG;
-    *val = s->have[reg] ? s->reg[reg] : 0;   /* unknown: taken without a signal */
-    return 0;
+    atomic_store_explicit(&w->bt_req, n << 2 | ASKED, memory_order_release);   /* publishes w->bt_snap to
+                                                                               * the handler's acquire */
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    si.si_signo = bt_sig;
+    si.si_code = SI_QUEUE;
+    si.si_pid = getpid();
+    si.si_uid = getuid();
+    si.si_value.sival_int = (int)n;
+    if (syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, bt_sig, &si) == 0)
+        return true;
+    int err = errno;
+    uint32_t asked = n << 2 | ASKED;
+    atomic_compare_exchange_strong_explicit(&w->bt_req, &asked, n << 2 | IDLE,
+                                            memory_order_relaxed, memory_order_relaxed);
+    snprintf(why, len, "backtrace unavailable: signal %d could not be sent: %s", bt_sig, strerror(err));
+    return false;
 }
 
-static int acc_fpreg(unw_addr_space_t as, unw_regnum_t reg, unw_fpreg_t *val, int write, void *arg)
+/* Moves each open request of a[0..n) that its handler filled to a[i].snap;
+ * returns whether any is still open. */
+static bool collect(struct weft__ask *a, size_t n, uint32_t num)
 {
-    (void)as; (void)reg; (void)val; (void)write; (void)arg;
-    return -UNW_EBADREG;
+    bool open = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!a[i].open)
+            continue;
+        if (atomic_load_explicit(&a[i].w->bt_req, memory_order_acquire) == (num << 2 | DONE)) {   /* pairs
+                                                                          * with the handler's release */
+            a[i].open = false;
+            a[i].snap = a[i].w->bt_snap;
+        } else {
+            open = true;
+        }
+    }
+    return open;
 }
 
-static int acc_resume(unw_addr_space_t as, unw_cursor_t *c, void *arg)
+/* Waits until `until` for the open requests of a[0..n). Holds bt_lock. */
+static void wait_filled(struct weft__ask *a, size_t n, uint32_t num, uint64_t until)
 {
-    (void)as; (void)c; (void)arg;
-    return -UNW_EINVAL;   /* only looked at, never resumed */
+    for (;;) {
+        uint32_t seen = atomic_load_explicit(&bt_filled, memory_order_acquire);   /* pairs with the handler's */
+        if (!collect(a, n, num) || weft_now() >= until)
+            return;
+        weft__futex_wait_until(&bt_filled, seen, until);
+    }
 }
 
-/* Unwinds snap into pcs with a fresh address space (its caches would
- * outlive a dlclose); returns the number of frames, at least the first. */
-static unsigned unwind(uintptr_t *pcs, unsigned max, unw_addr_space_t *asp)
+void weft__snap_take(struct weft__ask *a, size_t n)
 {
-    unw_accessors_t *local = unw_get_accessors(unw_local_addr_space);
-    unw_accessors_t acc = {
-        .find_proc_info = local->find_proc_info,
-        .put_unwind_info = local->put_unwind_info,
-        .get_dyn_info_list_addr = local->get_dyn_info_list_addr,
-        .access_mem = acc_mem,
-        .access_reg = acc_reg,
-        .access_fpreg = acc_fpreg,
-        .resume = acc_resume,
-        .get_proc_name = local->get_proc_name,
-    };
-    *asp = unw_create_addr_space(&acc, 0);
-    pcs[0] = (uintptr_t)snap.reg[REG_PC];
-    unw_cursor_t c;
-    if (!*asp || snap.hi == snap.lo || unw_init_remote(&c, *asp, &snap) < 0)
-        return 1;
+    uint32_t num = bt_number = (bt_number + 1) & (UINT32_MAX >> 3);   /* fits a positive int */
+    uint64_t until = weft_now() + WAIT_NS;
+    for (size_t i = 0; i < n; i++) {
+        struct weft__worker *w = a[i].w;
+        a[i].snap = NULL;
+        a[i].open = false;
+        a[i].why[0] = '\0';
+        if (!w->bt_snap && !(w->bt_snap = snap_new())) {
+            snprintf(a[i].why, sizeof(a[i].why), "backtrace unavailable: out of memory");
+            continue;
+        }
+        if (!snap_free(w, until)) {
+            snprintf(a[i].why, sizeof(a[i].why), "backtrace unavailable: an earlier one is still being taken");
+            continue;
+        }
+        int tid = atomic_load_explicit(&w->tid, memory_order_relaxed);   /* stored before it ran a coroutine */
+        if (sleeping_in(w, tid))
+            a[i].snap = w->bt_snap;
+        else
+            a[i].open = send_signal(w, tid, num, a[i].why, sizeof(a[i].why));
+    }
+    /* Every request is out: one wait for them all. At the deadline each
+     * request still open is moved back from ASKED to IDLE, so that a signal
+     * delivered later (the thread blocked it, or was in an uninterruptible
+     * sleep) finds it closed and does nothing; where that fails a handler is
+     * filling, and it is waited for once more. */
+    for (int round = 0; round < 2; round++) {
+        wait_filled(a, n, num, until);
+        bool filling = false;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t asked = num << 2 | ASKED;
+            if (!a[i].open)
+                continue;
+            if (atomic_compare_exchange_strong_explicit(&a[i].w->bt_req, &asked, num << 2 | IDLE,
+                                                        memory_order_relaxed, memory_order_relaxed)) {
+                a[i].open = false;
+                snprintf(a[i].why, sizeof(a[i].why), "backtrace unavailable: worker %u did not take "
+                         "signal %d within %u ms: it blocks the signal, or sleeps where signals wait",
+                         a[i].w->index, bt_sig, (unsigned)(WAIT_NS / 1000000u));
+            } else {
+                filling = true;
+            }
+        }
+        if (!filling)
+            break;
+        until = weft_now() + WAIT_NS;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!a[i].open)
+            continue;
+        a[i].open = false;   /* its handler finishes later, into w's own snapshot */
+        snprintf(a[i].why, sizeof(a[i].why), "backtrace unavailable: worker %u's handler did not "
+                 "finish within %u ms", a[i].w->index, (unsigned)(2 * WAIT_NS / 1000000u));
+    }
+}
+
+/* ---- unwinding the copy, and the stall report ------------------------------------- */
+
+unsigned weft__snap_unwind(unw_addr_space_t as, struct weft__snap *s, uintptr_t *pcs, unsigned max)
+{
     unsigned n = 0;
-    while (n < max) {
-        unw_word_t ip;
-        if (unw_get_reg(&c, UNW_REG_IP, &ip) < 0 || !ip)
-            break;
-        pcs[n++] = (uintptr_t)ip;
-        if (unw_step(&c) <= 0)
-            break;
-    }
+    if (as && s->img.hi != s->img.lo)
+        n = weft__unwind(as, &s->img, pcs, max, 0);
+    if (!n)
+        pcs[0] = (uintptr_t)s->img.reg[WEFT__UNW_PC];
     return n ? n : 1;
 }
 
-static const char *base_name(const char *path)
-{
-    const char *slash = path ? strrchr(path, '/') : NULL;
-    return slash ? slash + 1 : path ? path : "?";
-}
+/* Text appended to the report's buffer. */
+struct out {
+    char  *buf;
+    size_t len, n;
+};
 
-/* pc's name as weft_dump writes it, "function+0xoff (object)". ret: pc is a
- * return address, so the call is the byte before it. */
-static void describe(unw_addr_space_t as, uintptr_t pc, bool ret, char *buf, size_t len)
+__attribute__((format(printf, 2, 3)))
+static void out_f(struct out *o, const char *fmt, ...)
 {
-    uintptr_t at = ret && pc ? pc - 1 : pc;
-    Dl_info info;
-    bool have_obj = dladdr((void *)at, &info) != 0;
-    const char *obj = have_obj ? base_name(info.dli_fname) : "?";
-    char fn[256];
-    unw_word_t off;
-    unw_accessors_t *a = as ? unw_get_accessors(as) : NULL;
-    if (a && a->get_proc_name && a->get_proc_name(as, at, fn, sizeof(fn), &off, NULL) == 0) {
-        off += at != pc;
-        if (off)
-            snprintf(buf, len, "%s+0x%lx (%s)", fn, (unsigned long)off, obj);
-        else
-            snprintf(buf, len, "%s (%s)", fn, obj);
-    } else if (have_obj && info.dli_sname) {
-        snprintf(buf, len, "%s+0x%lx (%s)", info.dli_sname,
-                 (unsigned long)(pc - (uintptr_t)info.dli_saddr), obj);
-    } else if (have_obj) {
-        snprintf(buf, len, "?? (%s+0x%lx)", obj, (unsigned long)(pc - (uintptr_t)info.dli_fbase));
-    } else {
-        snprintf(buf, len, "0x%lx", (unsigned long)pc);
-    }
+    if (o->n + 1 >= o->len)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(o->buf + o->n, o->len - o->n, fmt, ap);
+    va_end(ap);
+    if (k > 0)
+        o->n = (size_t)k < o->len - o->n ? o->n + (size_t)k : o->len - 1;
 }
 
 size_t weft__stallbt_write(struct weft__worker *w, uint32_t tick, char *buf, size_t len)
@@ -560,49 +522,40 @@ size_t weft__stallbt_write(struct weft__worker *w, uint32_t tick, char *buf, siz
     if (!w->rt->stall_signal || !len)
         return 0;
     buf[0] = '\0';
-    pthread_mutex_lock(&bt_lock);
-    struct sigaction cur;
-    int tid = atomic_load_explicit(&w->tid, memory_order_relaxed);   /* stored before it ran a coroutine */
-    const char *sleep = NULL;
-    bool have = false;
-    if (bt_refused) {
-        out_f(&o, "  (backtrace unavailable: signal %d is the program's, as %s; "
-              "WEFT_STALL_SIGNAL picks another)\n", bt_sig, bt_refused);
-    } else if (sigaction(bt_sig, NULL, &cur) != 0 || !(cur.sa_flags & SA_SIGINFO) ||
-               cur.sa_sigaction != on_stall_signal) {
-        out_f(&o, "  (backtrace unavailable: the program has taken signal %d since; "
-              "WEFT_STALL_SIGNAL picks another)\n", bt_sig);
-    } else if (!snap_free(&o)) {
-        /* said why */
-    } else if ((sleep = sleeping_in(tid))) {
-        have = true;
-    } else {
-        have = ask(w, tid, &o);
+    struct weft__ask a = { .w = w };
+    if (!weft__snap_lock(w->rt, a.why, sizeof(a.why))) {
+        out_f(&o, "  (%s)\n", a.why);
+        return o.n;
     }
-    if (have) {
+    weft__snap_take(&a, 1);
+    struct weft__snap *s = a.snap;
+    if (s) {
         uintptr_t pcs[MAX_FRAMES];
-        unw_addr_space_t as;
-        unsigned n = unwind(pcs, MAX_FRAMES, &as);
-        if (sleep)
+        /* A fresh address space: its caches would outlive a dlclose. */
+        struct weft__symtab st = { .as = weft__unwind_space() };
+        unsigned n = weft__snap_unwind(st.as, s, pcs, MAX_FRAMES);
+        if (s->asleep)
             out_f(&o, "  (in %s, which a signal would cut short: unwound without one, from the "
-                  "stack and instruction pointers alone)\n", sleep);
-        else if (snap.tick != tick)
+                  "stack and instruction pointers alone)\n", s->asleep);
+        else if (s->tick != tick)
             out_f(&o, "  (worker %u had switched coroutines when the signal came: "
                   "these frames are what it ran then)\n", w->index);
-        else if (!snap.in_user)
+        else if (!s->in_user)
             out_f(&o, "  (the stall was ending when the signal came: these frames are what "
                   "worker %u ran then)\n", w->index);
         for (unsigned i = 0; i < n; i++) {
             char name[320];
-            describe(as, pcs[i], i > 0, name, sizeof(name));
+            weft__describe(&st, pcs[i], i > 0, name, sizeof(name));
             out_f(&o, "  #%-2u 0x%016lx %s\n", i, (unsigned long)pcs[i], name);
         }
         if (n == MAX_FRAMES)
             out_f(&o, "  ...\n");
-        if (as)
-            unw_destroy_addr_space(as);
+        if (st.as)
+            unw_destroy_addr_space(st.as);
+    } else {
+        out_f(&o, "  (%s)\n", a.why);
     }
-    pthread_mutex_unlock(&bt_lock);
+    weft__snap_unlock();
     return o.n;
 }
 

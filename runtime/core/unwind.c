@@ -13,7 +13,9 @@
  * find_proc_info, which walks the loaded objects with dl_iterate_phdr. DWARF
  * call-frame information is what it follows, so code built with -O2 and
  * without frame pointers unwinds; it stops at weft__ctx_entry, whose CFI marks
- * the end. Without libunwind only weft__copy_in is built.
+ * the end. The stall report's backtrace (core/stallbt.c) fills an image from
+ * a signal's ucontext_t and unwinds it with the same accessors. Without
+ * libunwind only the copies are built.
  */
 #include "dump.h"
 
@@ -22,14 +24,20 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-int weft__copy_in(void *dst, uintptr_t src, size_t len)
+ssize_t weft__copy_some(void *dst, uintptr_t src, size_t len)
 {
     struct iovec local = { .iov_base = dst, .iov_len = len };
     struct iovec remote = { .iov_base = (void *)src, .iov_len = len };
     ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    return n < 0 ? -errno : n;
+}
+
+int weft__copy_in(void *dst, uintptr_t src, size_t len)
+{
+    ssize_t n = weft__copy_some(dst, src, len);
     if (n == (ssize_t)len)
         return 0;
-    return n < 0 ? -errno : -EFAULT;
+    return n < 0 ? (int)n : -EFAULT;
 }
 
 #if WEFT_HAVE_LIBUNWIND
