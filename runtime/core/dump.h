@@ -144,6 +144,15 @@ struct weft__symtab {
 
 /* The part of path after its last slash; "?" for NULL. */
 const char *weft__base_name(const char *path);
+
+/* The function around `at` from the symbol table of the object that holds it,
+ * read with open and mmap (core/fatal.c): static functions too, and in a
+ * statically linked program, where dladdr knows no object, through the
+ * loader's list of objects if may_lock (it takes the loader's lock, which a
+ * signal handler may not). Its offset in *off, the object's name in *obj.
+ * False if no symbol holds it. */
+bool weft__elf_name(uintptr_t at, bool may_lock, char *name, size_t len, uintptr_t *off,
+                    const char **obj);
 /* Writes the name of pc into buf, without the cache. ret: pc is a return
  * address, so the call is the byte before it (a call can be the last
  * instruction of a function). Allocates where libunwind's lookup does. */

@@ -89,6 +89,32 @@ static bool elf_symbol(const char *path, uintptr_t base, uintptr_t pc, char *nam
     return found;
 }
 
+static int first_object(struct dl_phdr_info *info, size_t size, void *bias)
+{
+    (void)size;
+    *(uintptr_t *)bias = info->dlpi_addr;   /* the executable comes first */
+    return 1;
+}
+
+bool weft__elf_name(uintptr_t at, bool may_lock, char *name, size_t len, uintptr_t *off,
+                    const char **obj)
+{
+    Dl_info info;
+    if (dladdr((void *)at, &info) && info.dli_fname) {
+        *obj = weft__base_name(info.dli_fname);
+        return elf_symbol(info.dli_fname, (uintptr_t)info.dli_fbase, at, name, len, off) ||
+               elf_symbol("/proc/self/exe", (uintptr_t)info.dli_fbase, at, name, len, off);
+    }
+    if (!may_lock)
+        return false;
+    /* A static program: dladdr knows no object, but the loader's list
+     * still holds the executable. */
+    uintptr_t bias = 0;
+    dl_iterate_phdr(first_object, &bias);
+    *obj = "the program";
+    return elf_symbol("/proc/self/exe", bias, at, name, len, off);
+}
+
 /*
  * The name of pc without a cache, for fatal messages. In a signal handler
  * (in_signal) libunwind's symbol lookup is not used, as it allocates and the
@@ -104,16 +130,14 @@ static void name_now(uintptr_t pc, bool ret, bool in_signal, char *buf, size_t l
 #endif
     if (in_signal && pc) {
         uintptr_t at = ret ? pc - 1 : pc, off;
-        Dl_info info;
         char fn[256];
-        if (dladdr((void *)at, &info) && info.dli_fname &&
-            (elf_symbol(info.dli_fname, (uintptr_t)info.dli_fbase, at, fn, sizeof(fn), &off) ||
-             elf_symbol("/proc/self/exe", (uintptr_t)info.dli_fbase, at, fn, sizeof(fn), &off))) {
+        const char *obj;
+        if (weft__elf_name(at, false, fn, sizeof(fn), &off, &obj)) {
             off += at != pc;
             if (off)
-                snprintf(buf, len, "%s+0x%lx (%s)", fn, (unsigned long)off, weft__base_name(info.dli_fname));
+                snprintf(buf, len, "%s+0x%lx (%s)", fn, (unsigned long)off, obj);
             else
-                snprintf(buf, len, "%s (%s)", fn, weft__base_name(info.dli_fname));
+                snprintf(buf, len, "%s (%s)", fn, obj);
             return;
         }
     }

@@ -82,6 +82,7 @@
  * backtrace is taken after it too, as it waits for the stalled thread.
  */
 #include "sched.h"
+#include "dump.h"
 #include "base/sys.h"
 
 #include <dlfcn.h>
@@ -126,16 +127,21 @@ void weft__rescue_wait(struct weft__worker *w)
 }
 
 /* The report of a stall: a line naming the entry by its symbol where dladdr
- * finds one, else by its address and the object it is in; then where the
+ * or the object's symbol table (a static function, a static program) finds
+ * one, else by its address and the object it is in; then where the
  * worker is now (core/stallbt.c). tick: the worker's schedules during the
  * stall. */
 static void report(struct weft__worker *w, uint32_t tick, weft_fn fn, uint64_t held)
 {
     char name[160];
     Dl_info di;
+    uintptr_t off;
+    const char *obj;
     if (dladdr((void *)(uintptr_t)fn, &di) && di.dli_sname)
         snprintf(name, sizeof name, "%s", di.dli_sname);
-    else if (di.dli_fname)
+    else if (weft__elf_name((uintptr_t)fn, true, name, sizeof name, &off, &obj) && !off)
+        ;   /* a static function, or a static program */
+    else if (dladdr((void *)(uintptr_t)fn, &di) && di.dli_fname)
         snprintf(name, sizeof name, "at %p (%s+%#lx)", (void *)(uintptr_t)fn, di.dli_fname,
                  (unsigned long)((uintptr_t)fn - (uintptr_t)di.dli_fbase));
     else
