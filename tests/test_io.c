@@ -890,7 +890,7 @@ Test(io, on_epoll_a_reader_woken_for_data_another_took_keeps_its_place)
 {
     const char *random_order = getenv("WEFT_SCHED_RANDOM");
     if (random_order && *random_order && strcmp(random_order, "0") != 0)
-        cr_skip_test("the order of runnable coroutines is what this test relies on");
+        cr_skip("the order of runnable coroutines is what this test relies on");
     weft_config cfg = { .workers = 1, .io_backend = WEFT_IO_EPOLL };
     weft_rt *rt;
     cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
