@@ -21,8 +21,9 @@
  * the page cache to the socket without a copy through the server. A target is
  * taken literally (no %-decoding); one with a "." or ".." segment is refused
  * with 403, and the file is opened with openat2's RESOLVE_BENEATH, so no
- * symbolic link leads out of DIR either (403). A missing file is 404, a
- * directory or other non-regular file 403.
+ * symbolic link leads out of DIR either (403); where openat2 is missing
+ * (Linux before 5.6, qemu-user), no symbolic link is followed at all. A
+ * missing file is 404, a directory or other non-regular file 403.
  *
  *   http_server [--port N] [--workers N] [--root DIR]   serve 127.0.0.1:N (default 8080)
  *   http_server --self-test                serve requests of its own (keep-alive,
@@ -98,6 +99,28 @@ static bool send_all(int fd, const char *p, size_t n)
 
 static const char *const persist_header[3] = { "", "Connection: keep-alive\r\n", "Connection: close\r\n" };
 
+/* Opens path under root_fd one segment at a time, following no symbolic
+ * link: where openat2 is missing. Returns a descriptor, or -1 with errno. */
+static int open_segments(char *path, int flags)
+{
+    int dir = root_fd;
+    for (char *seg = path;;) {
+        char *slash = strchr(seg, '/');
+        if (slash)
+            *slash = 0;
+        int fd = openat(dir, seg, slash ? O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC : flags | O_NOFOLLOW);
+        int err = errno;
+        if (dir != root_fd)
+            close(dir);
+        if (fd < 0 || !slash) {
+            errno = err == ELOOP ? EACCES : err;   /* a symbolic link: refused */
+            return fd;
+        }
+        dir = fd;
+        seg = slash + 1;
+    }
+}
+
 /* Opens the file that target names under root_fd: its descriptor, or an HTTP
  * status (403, 404) as a negative number. The target is taken literally; a
  * "." or ".." segment is refused, and RESOLVE_BENEATH keeps symbolic links
@@ -124,6 +147,8 @@ static int open_target(const char *target, size_t n)
     struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
                             .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
     int fd = (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+    if (fd < 0 && errno == ENOSYS)
+        fd = open_segments(path, (int)how.flags);
     if (fd < 0)
         return errno == ENOENT || errno == ENOTDIR ? -404 : -403;
     struct stat st;
