@@ -199,8 +199,8 @@ static void *handoff_root(void *arg)
 
 void bench_switch(void)
 {
-    double raw[RUNS_MAX], y[RUNS_MAX], ch[RUNS_MAX], c[RUNS_MAX], fx[RUNS_MAX];
-    weft_config one = { .workers = 1 };
+    double raw[RUNS_MAX], y[RUNS_MAX], ch[RUNS_MAX], chw[RUNS_MAX], c[RUNS_MAX], fx[RUNS_MAX];
+    weft_config one = { .workers = 1 }, every = { .workers = workers() };
     for (int r = 0; r < opt.runs; r++) {
         progress_run(r + 1, opt.runs);
         progress_note("raw context switch");
@@ -209,6 +209,8 @@ void bench_switch(void)
         check(weft_main(&one, yield_root, &y[r], NULL), "weft_main");
         progress_note("weft_chan ping-pong");
         check(weft_main(&one, handoff_root, &ch[r], NULL), "weft_main");
+        progress_note("weft_chan ping-pong, every worker");
+        check(weft_main(&every, handoff_root, &chw[r], NULL), "weft_main");
         progress_note("pthreads, mutex+condvar ping-pong");
         c[r] = cond_pingpong();
         progress_note("pthreads, futex ping-pong");
@@ -226,6 +228,11 @@ void bench_switch(void)
             FASTER, ch, fx, opt.runs)->detail =
         "time per one-way hand-over; weft: two coroutines on one worker, an unbuffered "
         "weft_chan each way, token checked; pthreads: a bare futex wait/wake ping-pong";
+    add_row("switch", "switch_chan_workers_vs_futex", "the same on every worker vs futex ping-pong",
+            "ns", FASTER, chw, fx, opt.runs)->detail =
+        "time per one-way hand-over; weft: the channel ping-pong above on a runtime with "
+        "--workers (default: every CPU), where the pair should stay on one worker; "
+        "pthreads: a bare futex wait/wake ping-pong";
     add_row("switch", "switch_raw_vs_futex", "raw context switch vs futex ping-pong", "ns",
             FASTER, raw, fx, opt.runs)->detail =
         "time per switch; weft: the internal weft__ctx_swap alone, no scheduler; "
