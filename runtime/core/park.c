@@ -110,7 +110,17 @@ int weft_unpin(void)
 
 /* Any thread. Makes t runnable: on its home worker if pinned; else on the
  * calling worker's handoff or runnext if it belongs to t's runtime, else on
- * the global queue. */
+ * the global queue.
+ *
+ * A task put on runnext wakes an idle worker only if the caller's worker
+ * has other work besides (the task runnext held before, or its deque): a lone
+ * runnext is run by its own worker as soon as the caller blocks, as in
+ * message passing, where a worker woken for it would only take the pair
+ * apart or search in vain. If the caller runs on instead, a searching worker
+ * takes the task after a few microseconds (steal_any), and with every other
+ * worker parked the monitor takes it once the caller has held its worker
+ * for a stall's threshold (core/monitor.c). `weft-bench switch` measures the
+ * pair on the default runtime. */
 static void ready(weft_task *t)
 {
     weft_rt *rt = t->rt;
@@ -127,7 +137,7 @@ static void ready(weft_task *t)
         weft_task *old = runnext_put(w, t);
         if (old)
             local_put(w, old);
-        if (rt->nworkers > 1)
+        if (rt->nworkers > 1 && !weft__deque_empty(&w->dq))
             weft__wake_one(rt);
     } else {
         if (weft__inherited(rt))
