@@ -157,6 +157,8 @@ bool weft__elf_name(uintptr_t at, bool may_lock, char *name, size_t len, uintptr
  * address, so the call is the byte before it (a call can be the last
  * instruction of a function). Allocates where libunwind's lookup does. */
 void weft__describe(struct weft__symtab *st, uintptr_t pc, bool ret, char *buf, size_t len);
+/* "fn+0xoff (obj)", or "fn (obj)" at offset 0, into buf. */
+void weft__name_at(char *buf, size_t len, const char *fn, uintptr_t off, const char *obj);
 /* The name of pc, from st's cache; "?" when no memory is left for it. */
 const char *weft__sym_name(struct weft__symtab *st, uintptr_t pc, bool ret);
 /* The source position of pc, "file.c:42", if pc was named in st before a

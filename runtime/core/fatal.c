@@ -133,11 +133,7 @@ static void name_now(uintptr_t pc, bool ret, bool in_signal, char *buf, size_t l
         char fn[256];
         const char *obj;
         if (weft__elf_name(at, false, fn, sizeof(fn), &off, &obj)) {
-            off += at != pc;
-            if (off)
-                snprintf(buf, len, "%s+0x%lx (%s)", fn, (unsigned long)off, obj);
-            else
-                snprintf(buf, len, "%s (%s)", fn, obj);
+            weft__name_at(buf, len, fn, off + (at != pc), obj);
             return;
         }
     }

@@ -19,6 +19,14 @@ const char *weft__base_name(const char *path)
     return slash ? slash + 1 : path ? path : "?";
 }
 
+void weft__name_at(char *buf, size_t len, const char *fn, uintptr_t off, const char *obj)
+{
+    if (off)
+        snprintf(buf, len, "%s+0x%lx (%s)", fn, (unsigned long)off, obj);
+    else
+        snprintf(buf, len, "%s (%s)", fn, obj);
+}
+
 void weft__describe(struct weft__symtab *st, uintptr_t pc, bool ret, char *buf, size_t len)
 {
     uintptr_t at = ret && pc ? pc - 1 : pc;
@@ -31,11 +39,7 @@ void weft__describe(struct weft__symtab *st, uintptr_t pc, bool ret, char *buf, 
         unw_word_t off;
         unw_accessors_t *a = unw_get_accessors(st->as);
         if (a->get_proc_name && a->get_proc_name(st->as, at, fn, sizeof(fn), &off, NULL) == 0) {
-            off += at != pc;
-            if (off)
-                snprintf(buf, len, "%s+0x%lx (%s)", fn, (unsigned long)off, obj);
-            else
-                snprintf(buf, len, "%s (%s)", fn, obj);
+            weft__name_at(buf, len, fn, off + (at != pc), obj);
             return;
         }
     }
