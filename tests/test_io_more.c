@@ -619,7 +619,7 @@ static void *bad_arguments(void *arg)
 {
     int p[2];
     FAIL_IF(pipe2(p, O_CLOEXEC) != 0);
-    char b[4];
+    char b[4] = "abc";
     struct iovec iov[2] = { { b, 2 }, { b + 2, 2 } };
     FAIL_IF(weft_readv(p[0], iov, -1) != -EINVAL);
     FAIL_IF(weft_readv(p[0], iov, IOV_MAX + 1) != -EINVAL);

@@ -240,14 +240,25 @@ struct steal_run {
     int         rounds;
 };
 
+static void *nothing(void *arg)
+{
+    return arg;
+}
+
+/* Spawns a task first, which wakes an idle worker (a wake-up alone would
+ * not, its task being left to this worker); that worker then searches while
+ * the receiver, woken, waits on this one. */
 static void *wake_then_compute(void *arg)
 {
     struct steal_run *s = arg;
+    weft_task *other;
+    weft_spawn(&other, nothing, NULL);
     int v = 1;
     weft_chan_send(s->ch, &v);
     uint64_t until = weft_now() + 3000000;   /* 3 ms: the idle worker's search takes microseconds */
     while (weft_now() < until)
         ;
+    weft_join(other, NULL);
     return NULL;
 }
 
