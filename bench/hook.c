@@ -54,7 +54,7 @@ static int runs = 5;
 static unsigned workers;   /* echo's weft workers; 0: every CPU */
 static int failed;
 
-static void die(const char *what, int err)
+_Noreturn static void die(const char *what, int err)
 {
     fprintf(stderr, "weft-bench-hook: FAILED: %s: %s\n", what, strerror(err));
     exit(1);
