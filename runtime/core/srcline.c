@@ -20,6 +20,11 @@
  * (core/dumpsig.c), and fatal messages (core/fatal.c), which may be written
  * from a handler or with a broken heap, show no source positions.
  *
+ * The compilation unit that holds an address is found through the object's
+ * .debug_aranges where it has them; clang emits none unless asked
+ * (-gdwarf-aranges), and libdw then finds no unit, so the units are looked
+ * through one by one (unit_line).
+ *
  * Separate debug files are looked for by build ID in the system's debug
  * directory (dwfl_build_id_find_debuginfo), never asked of a debuginfod
  * server: a dump must not wait on the network.
@@ -38,6 +43,25 @@
 #define LINE_THREAD_STACK ((size_t)1 << 20)
 
 static pthread_mutex_t lines_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The line of pc in module m by a walk over its compilation units, for an
+ * object without .debug_aranges. NULL if no unit holds pc. Under lines_lock. */
+static Dwarf_Line *unit_line(Dwfl_Module *m, Dwarf_Addr pc)
+{
+    Dwarf_Addr bias;
+    Dwarf *dw = dwfl_module_getdwarf(m, &bias);
+    if (!dw)
+        return NULL;
+    Dwarf_Off off = 0, next;
+    size_t hsize;
+    while (dwarf_nextcu(dw, off, &next, &hsize, NULL, NULL, NULL) == 0) {
+        Dwarf_Die cu;
+        if (dwarf_offdie(dw, off + hsize, &cu) && dwarf_haspc(&cu, pc - bias) > 0)
+            return dwarf_getsrc_die(&cu, pc - bias);
+        off = next;
+    }
+    return NULL;
+}
 static Dwfl *lines_dwfl;               /* under lines_lock: made at the first lookup, kept */
 static char *debuginfo_path;           /* NULL: libdwfl's default directories */
 static const Dwfl_Callbacks callbacks = {
@@ -106,6 +130,9 @@ static void *find_lines(void *arg)
         Dwfl_Line *l = m ? dwfl_module_getsrc(m, p->pc) : NULL;
         int line = 0;
         const char *file = l ? dwfl_lineinfo(l, NULL, &line, NULL, NULL, NULL) : NULL;
+        Dwarf_Line *dl = !file && m ? unit_line(m, p->pc) : NULL;
+        if (dl && dwarf_lineno(dl, &line) == 0)
+            file = dwarf_linesrc(dl, NULL, NULL);
         if (file && line > 0) {
             snprintf(p->file, sizeof(p->file), "%s", weft__base_name(file));
             p->line = (unsigned)line;
