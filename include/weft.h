@@ -103,8 +103,8 @@ typedef struct weft_config {
                            * to 2 (a request and its deadline are queued together); above
                            * 32768 is -EINVAL */
     uint64_t stall_ns;    /* a coroutine that holds its worker this long without a switch
-                           * is reported on stderr (one line, rate-limited); 0 = 500 ms,
-                           * UINT64_MAX = never. WEFT_STALL_MS in the environment
+                           * is reported on stderr (one line, rate-limited); 0 = the default
+                           * (docs/api/core.md), UINT64_MAX = never. WEFT_STALL_MS in the environment
                            * overrides it (in milliseconds; 0 = never) */
     int      dump_signal; /* a signal that writes weft_dump() to stderr and goes on;
                            * 0 = none. The environment variable WEFT_DUMP_SIGNAL (a
@@ -624,8 +624,9 @@ WEFT_API int weft_set_name(const char *name);
  * workers go on meanwhile; each coroutine is copied as it is seen, so one
  * that moves or ends during the dump shows as it was, or not at all. A
  * coroutine running on another worker gets its frames from that worker's
- * thread, by the stall signal (weft_config.stall_signal), waited for at most
- * 100 ms for all workers together; without that signal it has none.
+ * thread, by the stall signal (weft_config.stall_signal), waited for a bounded
+ * time for all workers together (docs/debugging.md); without that signal it
+ * has none.
  * Backtraces need libunwind at build time (docs/debugging.md). Any thread,
  * not a signal handler (see weft_config.dump_signal). Returns 0, -EBADF
  * (fd not open), -ENOMEM, or the error of write(2).

@@ -189,7 +189,7 @@ int weft__sleep_why(uint64_t ns, enum weft__why why, uintptr_t what);
 
 /* A clock for ages shown by weft_dump, in nanoseconds: CLOCK_MONOTONIC_COARSE,
  * which reads the kernel's last tick without the time-stamp counter; its
- * resolution (a tick, 1-10 ms) is finer than any age worth reading in a dump. */
+ * resolution (one kernel tick) is finer than any age worth reading in a dump. */
 uint64_t weft__coarse_now(void);
 
 void weft__waiter_init(struct weft__waiter *wt);

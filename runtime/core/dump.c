@@ -28,7 +28,7 @@
  * A coroutine running on a worker has no saved context to copy: its worker's
  * thread is asked for its registers and stack instead, by the stall signal
  * (core/stallbt.c), every worker of a runtime at once before one wait of at
- * most 100 ms, and only while a coroutine's own code runs there. The frames
+ * most stallbt.c's WAIT_NS, and only while a coroutine's own code runs there. The frames
  * are marked as taken while it ran, and if the worker had moved on to
  * another coroutine by the time its handler ran (its schedule count or its
  * coroutine changed) the dump says that they may be what it ran next.

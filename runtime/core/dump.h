@@ -111,8 +111,8 @@ bool weft__snap_lock(const weft_rt *rt, char *why, size_t len);
 void weft__snap_unlock(void);
 /* Takes a snapshot of each a[i].w, all asked before any is waited for: from
  * /proc where its thread sleeps in a call a signal would cut short, else by
- * the stall signal, waited for at most 100 ms in all (twice that where a
- * handler is late). Never for the calling thread's own worker. Holds the
+ * the stall signal, waited for at most WAIT_NS (core/stallbt.c) in all,
+ * twice that where a handler is late. Never for the calling thread's own worker. Holds the
  * lock; the snapshots stay valid until it is released. */
 void weft__snap_take(struct weft__ask *a, size_t n);
 /* Unwinds a snapshot into pcs[0..max); returns the number of frames, at

@@ -10,7 +10,7 @@
  * (worker->in_user). Every TICK_NS, while some worker is not idle, the monitor
  * samples both; a worker whose tick has not moved, in user code throughout,
  * for RESCUE_NS is stalled. Go's sysmon retakes a P from a thread in a system
- * call after 20 us; weft's threshold is a few milliseconds because its
+ * call after a few tens of microseconds; weft's threshold is longer because its
  * rescue is heavier (a membarrier) and a coroutine computing for a
  * millisecond is ordinary. With every worker idle the monitor sleeps on a
  * futex until a worker leaves the idle list (weft__monitor_nudge): an idle
