@@ -197,7 +197,15 @@ int weft__stallbt_start(int sig)
             struct sigaction sa;
             memset(&sa, 0, sizeof(sa));
             sa.sa_sigaction = on_stall_signal;
-            sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+            /* On the worker's alternate stack: a coroutine may be near
+             * the end of its own. Not under Valgrind, whose memcheck then
+             * loses track of which bytes of the interrupted coroutine's
+             * stack are addressable and reports the next context switch
+             * there as invalid accesses (test_dump's migration test under
+             * scripts/dev valgrind shows it); delivered on the
+             * coroutine's stack, the frame is Valgrind's own, and the
+             * handler needs little more. */
+            sa.sa_flags = SA_SIGINFO | SA_RESTART | (weft__on_valgrind() ? 0 : SA_ONSTACK);
             sigemptyset(&sa.sa_mask);
             if (sigaction(sig, &sa, NULL) != 0)
                 bt_refused = "it cannot be handled";
