@@ -118,6 +118,13 @@ typedef struct weft_config {
                            * environment variable WEFT_STALL_SIGNAL overrides it (a number,
                            * or a name such as SIGUSR2 or SIGRTMIN+4; 0 = none). The same
                            * signal as dump_signal, or one dump_signal refuses: -EINVAL */
+    uint64_t idle_spin_ns;/* how long a worker that runs out of work keeps looking for more
+                           * (stealing) before it sleeps; 0 = the default (docs/api/core.md),
+                           * UINT64_MAX = not at all: one look at every queue, then sleep.
+                           * Shorter spends less CPU where work arrives as IO, at the price
+                           * of a wake-up where it comes in bursts. The environment variable
+                           * WEFT_IDLE_SPIN_US overrides it (microseconds; 0 = not at all).
+                           * Above 1 s, UINT64_MAX aside: -EINVAL */
     /* later fields are appended; a zeroed field always means the default */
 } weft_config;
 

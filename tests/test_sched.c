@@ -613,3 +613,59 @@ Test(sched, a_lone_task_of_a_coroutine_that_never_blocks_is_taken_by_another_wor
     run_with(2, spawn_one_then_spin, NULL);
     run_with(4, spawn_one_then_spin, NULL);
 }
+
+/*
+ * The idle search lasts weft_config.idle_spin_ns. A coroutine sleeps twenty
+ * times for 2 ms on 2 workers: with the search off, a worker parks at every
+ * sleep; with a search of a second, no worker runs out of it, and none parks
+ * in between (the search fires the timers it meets). Valgrind turns the
+ * search off whatever the configuration says. Past its bound, or given in
+ * the environment, the setting is checked too.
+ */
+static void *sleep_twenty(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 20; i++)
+        weft_sleep(2000000);
+    return NULL;
+}
+
+static uint64_t parks_while_sleeping(uint64_t idle_spin_ns)
+{
+    weft_rt *rt;
+    weft_config cfg = { .workers = 2, .idle_spin_ns = idle_spin_ns };
+    cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+    weft_task *t;
+    cr_assert_eq(weft_spawn_on(rt, &t, sleep_twenty, NULL), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);   /* the workers have started and searched by now */
+    weft_stats before, after;
+    cr_assert_eq(weft_stats_get(rt, &before), 0);
+    cr_assert_eq(weft_spawn_on(rt, &t, sleep_twenty, NULL), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert_eq(weft_stats_get(rt, &after), 0);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+    return after.worker_parks - before.worker_parks;
+}
+
+Test(sched, an_idle_worker_searches_as_long_as_configured)
+{
+    unsetenv("WEFT_IDLE_SPIN_US");
+    uint64_t none = parks_while_sleeping(UINT64_MAX);
+    cr_assert_geq(none, 20, "with no search, %llu parks in twenty sleeps", (unsigned long long)none);
+    if (!RUNNING_ON_VALGRIND) {
+        uint64_t long_search = parks_while_sleeping(1000000000u);
+        cr_assert_lt(long_search, 5, "with a search of a second, %llu parks in twenty sleeps",
+                     (unsigned long long)long_search);
+        setenv("WEFT_IDLE_SPIN_US", "0", 1);   /* the environment turns it off */
+        uint64_t env_none = parks_while_sleeping(1000000000u);
+        unsetenv("WEFT_IDLE_SPIN_US");
+        cr_assert_geq(env_none, 20, "WEFT_IDLE_SPIN_US=0: %llu parks in twenty sleeps",
+                      (unsigned long long)env_none);
+    }
+    weft_rt *rt = NULL;
+    weft_config bad = { .workers = 1, .idle_spin_ns = 1000000001u };
+    cr_assert_eq(weft_rt_create(&rt, &bad), -EINVAL);
+    cr_assert_null(rt);
+    bad.idle_spin_ns = UINT64_MAX - 1;
+    cr_assert_eq(weft_rt_create(&rt, &bad), -EINVAL);
+}

@@ -169,6 +169,18 @@ static int config_check(weft_config *c, const weft_config *cfg)
         if (*end == 0)
             c->stall_ns = ms == 0 ? UINT64_MAX : ms > UINT64_MAX / 1000000u ? UINT64_MAX - 1 : ms * 1000000u;
     }
+    /* The idle search: WEFT_IDLE_SPIN_US (microseconds, 0: none, at most a
+     * second), else the configuration's. From here on 0 means none. */
+    if (c->idle_spin_ns > IDLE_SPIN_MAX_NS && c->idle_spin_ns != UINT64_MAX)
+        return -EINVAL;
+    c->idle_spin_ns = c->idle_spin_ns == UINT64_MAX ? 0 : c->idle_spin_ns ? c->idle_spin_ns : SPIN_NS;
+    const char *spin_us = getenv("WEFT_IDLE_SPIN_US");
+    if (spin_us && *spin_us) {
+        char *end;
+        unsigned long long us = strtoull(spin_us, &end, 10);
+        if (*end == 0)
+            c->idle_spin_ns = us > IDLE_SPIN_MAX_NS / 1000u ? IDLE_SPIN_MAX_NS : us * 1000u;
+    }
     return 0;
 }
 
@@ -202,7 +214,7 @@ static weft_rt *rt_alloc(const weft_config *c)
     pthread_mutex_init(&rt->idle_lock, NULL);
     /* Valgrind runs one thread at a time: a spinning searcher only holds
      * back the worker it waits for. */
-    rt->spin_ns = weft__on_valgrind() ? 0 : SPIN_NS;
+    rt->spin_ns = weft__on_valgrind() ? 0 : c->idle_spin_ns;
     rt->workers = calloc(c->workers, sizeof(*rt->workers));
     if (!rt->workers || weft__stacks_create(&rt->stacks, c->stack_size) ||
         weft__taskmem_create(&rt->taskmem) ||

@@ -70,7 +70,9 @@ enum {
 #define FRESH_WAIT     (1u << 20)   /* schedules a spawned task waits before a fairness tick takes it */
 #define GQ_BATCH       64u      /* tasks moved to or from the global queue under one lock */
 #define SPIN_ROUNDS    4u       /* search rounds of growing pauses; the last one steals patiently */
-#define SPIN_NS        30000u   /* then more such rounds, for this long, before a worker parks */
+#define SPIN_NS        30000u   /* then more such rounds, for this long, before a worker parks
+                                 * (the default of weft_config.idle_spin_ns) */
+#define IDLE_SPIN_MAX_NS 1000000000u   /* weft_config.idle_spin_ns's upper bound */
 #define GAP_MIN_NS     2000u    /* a search that leaves tasks to a busy owner looks again after */
 #define GAP_MAX_NS     16000u   /* ... this, doubling up to this (below SPIN_NS, see find_work) */
 #define STALL_NS_DEFAULT 500000000u   /* weft_config.stall_ns (core/monitor.c) */

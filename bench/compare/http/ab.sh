@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# The HTTP example under two environments, alternated run by run, under the
+# same wrk load on loopback:
+#   bench/compare/http/ab.sh BUILD_DIR RUNS "ENV_A" "ENV_B"
+# for example  ab.sh build-rel 10 "" "WEFT_IDLE_SPIN_US=0"
+# Each run starts the server afresh, warms it for a second, then runs
+# `wrk -t1 -c100 -d4s` and reads the server's CPU time (user and system,
+# /proc/PID/stat) before and after. Prints each run, the medians of CPU per
+# request and requests per second for each side, and the median of the
+# per-run ratios B/A. Needs wrk.
+set -euo pipefail
+build=${1:?usage: ab.sh BUILD_DIR RUNS "ENV_A" "ENV_B"}
+runs=${2:?usage: ab.sh BUILD_DIR RUNS "ENV_A" "ENV_B"}
+env_a=${3-}
+env_b=${4-}
+port=${AB_PORT:-8090}
+server="$build/examples/http_server"
+tck=$(getconf CLK_TCK)
+tmp=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
+
+one() {   # one ENV: prints "cpu_us_per_request requests_per_second"
+    # shellcheck disable=SC2086
+    env $1 "$server" --port "$port" > /dev/null 2>&1 &
+    local pid=$! s0 s1 out reqs rate
+    for _ in $(seq 50); do
+        curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+        sleep 0.1
+    done
+    wrk -t1 -c100 -d1s "http://127.0.0.1:$port/" > /dev/null 2>&1
+    s0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    out=$(wrk -t1 -c100 -d4s "http://127.0.0.1:$port/" 2>&1)
+    s1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    reqs=$(awk '/ requests in /{print $1}' <<< "$out")
+    rate=$(awk '/Requests\/sec/{print $2}' <<< "$out")
+    awk -v d=$((s1 - s0)) -v t="$tck" -v q="$reqs" -v r="$rate" 'BEGIN { printf "%.2f %s\n", d / t * 1e6 / q, r }'
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+for i in $(seq "$runs"); do
+    read -r ca ra < <(one "$env_a")
+    read -r cb rb < <(one "$env_b")
+    echo "run $i  A: $ca us/request, $ra req/s   B: $cb us/request, $rb req/s"
+    echo "$ca $ra $cb $rb" >> "$tmp/runs"
+done
+echo "A (${env_a:-no change}): median $(awk '{print $1}' "$tmp/runs" | median) us of the server's CPU per request, $(awk '{print $2}' "$tmp/runs" | median) req/s"
+echo "B (${env_b:-no change}): median $(awk '{print $3}' "$tmp/runs" | median) us of the server's CPU per request, $(awk '{print $4}' "$tmp/runs" | median) req/s"
+echo "B/A: median of the per-run ratios of CPU per request $(awk '{printf "%.3f\n", $3 / $1}' "$tmp/runs" | median)"
