@@ -238,7 +238,6 @@ struct steal_run {
     _Atomic int home;
     int         moves;
     int         rounds;
-    _Atomic bool ran;    /* the receiver ran after its wake-up */
 };
 
 static void *nothing(void *arg)
@@ -304,59 +303,108 @@ Test(pin, thieves_never_take_a_pinned_coroutine)
 
 /*
  * Unpinned again, a coroutine may move: it is not left pinned by mistake.
- * Its waker wakes it onto the waker's worker, usually its home, and then
- * computes until it has run: it can run only where another worker takes it,
- * a thief or the monitor's takeover of a held worker. Should the waker itself
- * have been taken to the other worker, the round shows no move; the next
- * round tries again.
+ * Each of the two workers has a waker pinned to it. The coroutine under test
+ * asks the waker of the worker it runs on to wake it, and waits; that waker
+ * wakes it onto its own worker, the coroutine's home, and then holds the
+ * worker until the coroutine has run. An unpinned coroutine can then run
+ * only on the other worker (a thief takes it, or the monitor's takeover of
+ * the held worker); one left pinned would wait for its home, until the
+ * waker gives up.
  */
-static void *wake_then_hold(void *arg)
+enum { WAKE = 1, STOP = 2 };
+
+struct move_run {
+    weft_chan   *ch;            /* the coroutine under test waits here */
+    weft_chan   *cmd[2];        /* each worker's waker takes WAKE or STOP here */
+    _Atomic int  waker_on;      /* the worker the second waker pinned itself to, or -1 */
+    _Atomic bool ran;           /* the coroutine ran after its wake-up */
+    int          rounds, moves;
+};
+
+static void waker_loop(struct move_run *m, int worker)
 {
-    struct steal_run *s = arg;
-    int v = 1;
-    weft_chan_send(s->ch, &v);
-    uint64_t until = weft_now() + 3000000000u;   /* a bound: a pinned receiver never runs elsewhere */
-    while (!atomic_load(&s->ran) && weft_now() < until)
-        ;
+    for (;;) {
+        int c;
+        if (weft_chan_recv(m->cmd[worker], &c) != 0 || c == STOP)
+            return;
+        int v = 1;
+        weft_chan_send(m->ch, &v);
+        uint64_t until = weft_now() + 10000000000u;   /* a bound: a pinned coroutine never runs elsewhere */
+        while (!atomic_load(&m->ran) && weft_now() < until)
+            ;
+    }
+}
+
+static void *second_waker(void *arg)
+{
+    struct move_run *m = arg;
+    weft_pin();
+    atomic_store(&m->waker_on, weft_worker());
+    waker_loop(m, weft_worker());
+    weft_unpin();
     return NULL;
 }
 
-static void *unpinned_moves(void *arg)
+static void *moving(void *arg)
 {
-    struct steal_run *s = arg;
+    struct move_run *m = arg;
     weft_pin();
     weft_unpin();
-    for (int i = 0; i < s->rounds && !s->moves; i++) {
+    for (int i = 0; i < m->rounds; i++) {
         int home = weft_worker();
-        atomic_store(&s->ran, false);
-        weft_task *t;
-        weft_spawn(&t, wake_then_hold, s);
-        int v;
-        weft_chan_recv(s->ch, &v);
-        atomic_store(&s->ran, true);
+        atomic_store(&m->ran, false);
+        int c = WAKE, v;
+        weft_chan_send(m->cmd[home], &c);
+        weft_chan_recv(m->ch, &v);
+        atomic_store(&m->ran, true);
         if (weft_worker() != home)
-            s->moves++;
-        weft_join(t, NULL);
+            m->moves++;
+    }
+    for (int w = 0; w < 2; w++) {
+        int c = STOP;
+        weft_chan_send(m->cmd[w], &c);
     }
     return NULL;
 }
 
-static void *unpinned_main(void *arg)
+static void *moving_main(void *arg)
 {
-    struct steal_run *s = arg;
-    weft_chan_create(&s->ch, sizeof(int), 0);
-    weft_task *t;
-    weft_spawn(&t, unpinned_moves, s);
-    weft_join(t, NULL);
-    weft_chan_destroy(s->ch);
+    struct move_run *m = arg;
+    weft_chan_create(&m->ch, sizeof(int), 0);
+    for (int w = 0; w < 2; w++)
+        weft_chan_create(&m->cmd[w], sizeof(int), 4);
+    /* The first waker is this coroutine, pinned where it runs; while it
+     * holds its worker, the second can start only on the other one. */
+    weft_pin();
+    int here = weft_worker();
+    atomic_store(&m->waker_on, -1);
+    weft_task *second, *t;
+    weft_spawn(&second, second_waker, m);
+    uint64_t until = weft_now() + 10000000000u;
+    while (atomic_load(&m->waker_on) < 0 && weft_now() < until)
+        ;
+    if (atomic_load(&m->waker_on) == 1 - here) {
+        weft_spawn(&t, moving, m);
+        waker_loop(m, here);
+        weft_join(t, NULL);
+    } else {
+        int c = STOP;   /* never seen: the test then fails with no rounds */
+        weft_chan_send(m->cmd[0], &c);
+        weft_chan_send(m->cmd[1], &c);
+    }
+    weft_join(second, NULL);
+    weft_unpin();
+    for (int w = 0; w < 2; w++)
+        weft_chan_destroy(m->cmd[w]);
+    weft_chan_destroy(m->ch);
     return NULL;
 }
 
 Test(pin, an_unpinned_coroutine_moves_again)
 {
-    struct steal_run s = { .rounds = 5 };
-    run_with(2, unpinned_main, &s);
-    cr_assert_gt(s.moves, 0, "never moved in %d rounds", s.rounds);
+    struct move_run m = { .rounds = 3 };
+    run_with(2, moving_main, &m);
+    cr_assert_gt(m.moves, 0, "never moved in %d rounds", m.rounds);
 }
 
 /*
