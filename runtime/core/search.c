@@ -448,8 +448,8 @@ static weft_task *search(struct weft__worker *w)
                 uint64_t now = weft_now();
                 if (!until || (waiting && few_searchers(rt)))
                     until = now + rt->spin_ns;
-                if (now >= until)
-                    break;
+                if (now >= until || atomic_load_explicit(&rt->stopping, memory_order_relaxed))
+                    break;   /* a long search (weft_config.idle_spin_ns) must not hold up weft_rt_destroy */
                 /* And it spaces our looks out, up to GAP_MAX_NS apart. Each
                  * look pulls the owner's deque ends, runnext and tick into
                  * our cache, and its next CAS on them waits for the lines to
