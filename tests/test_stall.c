@@ -566,6 +566,24 @@ Test(stall, weft_stall_ms_overrides_the_configuration)
     cr_assert_eq(count_lines(cap.buf, REPORT_LINE), 1, "stderr: %s", cap.buf);
 }
 
+/* A value that is not digits alone is ignored, not read as far as it goes:
+ * "-1" would otherwise wrap to the largest count, and turn the report off. */
+Test(stall, a_malformed_weft_stall_ms_is_ignored)
+{
+    skip_on_valgrind();
+    static const char *const bad[] = { "-1", " 100000", "100000ms" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        struct capture cap;
+        struct report_run rr = { .cap = &cap, .spin_ns = SLOW ? 3000000000u : 1000000000u, .stalls = 1 };
+        setenv("WEFT_STALL_MS", bad[i], 1);
+        capture_start(&cap);
+        report_run(&rr, 100000000u);
+        capture_end(&cap);
+        unsetenv("WEFT_STALL_MS");
+        cr_assert_eq(count_lines(cap.buf, REPORT_LINE), 1, "WEFT_STALL_MS=\"%s\": stderr: %s", bad[i], cap.buf);
+    }
+}
+
 /* ---- the stall report's backtrace ---------------------------------------- */
 
 /* Whether weft was built with libunwind, which the frames need

@@ -139,6 +139,23 @@ static unsigned default_workers(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
+/* The environment variable `name`, a decimal count of `unit` nanoseconds,
+ * into *ns; a count past `max` gives max. False, *ns untouched, where it is
+ * unset or not digits alone (a sign, a space, a suffix): such a value is
+ * ignored, not read as far as it goes. */
+static bool env_ns(const char *name, uint64_t unit, uint64_t max, uint64_t *ns)
+{
+    const char *s = getenv(name);
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    char *end;
+    unsigned long long n = strtoull(s, &end, 10);   /* ULLONG_MAX past its range: clamped below */
+    if (*end)
+        return false;
+    *ns = n > max / unit ? max : n * unit;
+    return true;
+}
+
 /* weft_rt_create's first step: checks cfg and fills in its defaults in *c.
  * Returns 0 or -EINVAL, having changed nothing else. */
 static int config_check(weft_config *c, const weft_config *cfg)
@@ -162,25 +179,16 @@ static int config_check(weft_config *c, const weft_config *cfg)
      * else the configuration's. UINT64_MAX means never. */
     if (!c->stall_ns)
         c->stall_ns = STALL_NS_DEFAULT;
-    const char *stall_ms = getenv("WEFT_STALL_MS");
-    if (stall_ms && *stall_ms) {
-        char *end;
-        unsigned long long ms = strtoull(stall_ms, &end, 10);
-        if (*end == 0)
-            c->stall_ns = ms == 0 ? UINT64_MAX : ms > UINT64_MAX / 1000000u ? UINT64_MAX - 1 : ms * 1000000u;
-    }
+    uint64_t ns;
+    if (env_ns("WEFT_STALL_MS", 1000000u, UINT64_MAX - 1, &ns))
+        c->stall_ns = ns ? ns : UINT64_MAX;
     /* The idle search: WEFT_IDLE_SPIN_US (microseconds, 0: none, at most a
      * second), else the configuration's. From here on 0 means none. */
     if (c->idle_spin_ns > IDLE_SPIN_MAX_NS && c->idle_spin_ns != UINT64_MAX)
         return -EINVAL;
     c->idle_spin_ns = c->idle_spin_ns == UINT64_MAX ? 0 : c->idle_spin_ns ? c->idle_spin_ns : SPIN_NS;
-    const char *spin_us = getenv("WEFT_IDLE_SPIN_US");
-    if (spin_us && *spin_us) {
-        char *end;
-        unsigned long long us = strtoull(spin_us, &end, 10);
-        if (*end == 0)
-            c->idle_spin_ns = us > IDLE_SPIN_MAX_NS / 1000u ? IDLE_SPIN_MAX_NS : us * 1000u;
-    }
+    if (env_ns("WEFT_IDLE_SPIN_US", 1000u, IDLE_SPIN_MAX_NS, &ns))
+        c->idle_spin_ns = ns;
     return 0;
 }
 
