@@ -616,11 +616,12 @@ Test(sched, a_lone_task_of_a_coroutine_that_never_blocks_is_taken_by_another_wor
 
 /*
  * The idle search lasts weft_config.idle_spin_ns. A coroutine sleeps twenty
- * times for 2 ms on 2 workers: with the search off, a worker parks at every
- * sleep; with a search of a second, no worker runs out of it, and none parks
- * in between (the search fires the timers it meets). Valgrind turns the
- * search off whatever the configuration says. Past its bound, or given in
- * the environment, the setting is checked too.
+ * times for 2 ms: with the search off, a worker parks at every sleep; with a
+ * search of a second, no worker runs out of it, and none parks in between
+ * (the search fires the timers it meets). On both backends and 1, 2 and 4
+ * workers. Valgrind turns the search off whatever the configuration says.
+ * The environment overrides the field, and a value that is not digits alone
+ * is ignored; past its bound, the field is refused.
  */
 static void *sleep_twenty(void *arg)
 {
@@ -630,10 +631,10 @@ static void *sleep_twenty(void *arg)
     return NULL;
 }
 
-static uint64_t parks_while_sleeping(uint64_t idle_spin_ns)
+static uint64_t parks_while_sleeping(int backend, unsigned workers, uint64_t idle_spin_ns)
 {
     weft_rt *rt;
-    weft_config cfg = { .workers = 2, .idle_spin_ns = idle_spin_ns };
+    weft_config cfg = { .workers = workers, .io_backend = backend, .idle_spin_ns = idle_spin_ns };
     cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
     weft_task *t;
     cr_assert_eq(weft_spawn_on(rt, &t, sleep_twenty, NULL), 0);
@@ -649,23 +650,53 @@ static uint64_t parks_while_sleeping(uint64_t idle_spin_ns)
 
 Test(sched, an_idle_worker_searches_as_long_as_configured)
 {
+    static const unsigned counts[] = { 1, 2, 4 };
     unsetenv("WEFT_IDLE_SPIN_US");
-    uint64_t none = parks_while_sleeping(UINT64_MAX);
-    cr_assert_geq(none, 20, "with no search, %llu parks in twenty sleeps", (unsigned long long)none);
-    if (!RUNNING_ON_VALGRIND) {
-        uint64_t long_search = parks_while_sleeping(1000000000u);
-        cr_assert_lt(long_search, 5, "with a search of a second, %llu parks in twenty sleeps",
-                     (unsigned long long)long_search);
-        setenv("WEFT_IDLE_SPIN_US", "0", 1);   /* the environment turns it off */
-        uint64_t env_none = parks_while_sleeping(1000000000u);
-        unsetenv("WEFT_IDLE_SPIN_US");
-        cr_assert_geq(env_none, 20, "WEFT_IDLE_SPIN_US=0: %llu parks in twenty sleeps",
-                      (unsigned long long)env_none);
+    FOR_EACH_BACKEND(b) {
+        for (size_t i = 0; i < sizeof counts / sizeof *counts; i++) {
+            unsigned w = counts[i];
+            uint64_t none = parks_while_sleeping(b, w, UINT64_MAX);
+            cr_assert_geq(none, 20, "%s, %u workers: with no search, %llu parks in twenty sleeps",
+                          backend_name[b], w, (unsigned long long)none);
+            if (RUNNING_ON_VALGRIND)
+                continue;
+            uint64_t long_search = parks_while_sleeping(b, w, 1000000000u);
+            cr_assert_lt(long_search, 5, "%s, %u workers: with a search of a second, %llu parks",
+                         backend_name[b], w, (unsigned long long)long_search);
+        }
     }
+    if (!RUNNING_ON_VALGRIND) {
+        setenv("WEFT_IDLE_SPIN_US", "0", 1);   /* the environment turns it off */
+        uint64_t env_none = parks_while_sleeping(WEFT_IO_AUTO, 2, 1000000000u);
+        cr_assert_geq(env_none, 20, "WEFT_IDLE_SPIN_US=0: %llu parks", (unsigned long long)env_none);
+        setenv("WEFT_IDLE_SPIN_US", "1000000", 1);   /* and turns it on */
+        uint64_t env_long = parks_while_sleeping(WEFT_IO_AUTO, 2, UINT64_MAX);
+        cr_assert_lt(env_long, 5, "WEFT_IDLE_SPIN_US=1000000: %llu parks", (unsigned long long)env_long);
+        static const char *const ignored[] = { "-5", "+0", " 0", "0x10", "5us", "" };
+        for (size_t i = 0; i < sizeof ignored / sizeof *ignored; i++) {
+            setenv("WEFT_IDLE_SPIN_US", ignored[i], 1);   /* the field's second-long search stays */
+            uint64_t parks = parks_while_sleeping(WEFT_IO_AUTO, 2, 1000000000u);
+            cr_assert_lt(parks, 5, "WEFT_IDLE_SPIN_US=\"%s\": %llu parks", ignored[i], (unsigned long long)parks);
+        }
+        unsetenv("WEFT_IDLE_SPIN_US");
+    }
+    /* Searching workers see the runtime stop: destroy does not wait out
+     * their second. */
     weft_rt *rt = NULL;
+    weft_config searching = { .workers = 4, .idle_spin_ns = 1000000000u };
+    cr_assert_eq(weft_rt_create(&rt, &searching), 0);
+    weft_task *t;
+    cr_assert_eq(weft_spawn_on(rt, &t, sleep_twenty, NULL), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    uint64_t t0 = weft_now();
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+    cr_assert_lt(weft_now() - t0, 500000000u, "destroy took %llu ms beside searching workers",
+                 (unsigned long long)((weft_now() - t0) / 1000000u));
+    rt = NULL;
     weft_config bad = { .workers = 1, .idle_spin_ns = 1000000001u };
     cr_assert_eq(weft_rt_create(&rt, &bad), -EINVAL);
     cr_assert_null(rt);
     bad.idle_spin_ns = UINT64_MAX - 1;
     cr_assert_eq(weft_rt_create(&rt, &bad), -EINVAL);
+    cr_assert_null(rt);
 }
