@@ -43,6 +43,14 @@
 #define LINE_THREAD_STACK ((size_t)1 << 20)
 
 static pthread_mutex_t lines_lock = PTHREAD_MUTEX_INITIALIZER;
+static Dwfl *lines_dwfl;               /* under lines_lock: made at the first lookup, kept */
+static char *debuginfo_path;           /* NULL: libdwfl's default directories */
+static const Dwfl_Callbacks callbacks = {
+    .find_elf = dwfl_linux_proc_find_elf,
+    .find_debuginfo = dwfl_build_id_find_debuginfo,   /* local files only */
+    .debuginfo_path = &debuginfo_path,
+};
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* The line of pc in module m by a walk over its compilation units, for an
  * object without .debug_aranges. NULL if no unit holds pc. Under lines_lock. */
@@ -62,14 +70,6 @@ static Dwarf_Line *unit_line(Dwfl_Module *m, Dwarf_Addr pc)
     }
     return NULL;
 }
-static Dwfl *lines_dwfl;               /* under lines_lock: made at the first lookup, kept */
-static char *debuginfo_path;           /* NULL: libdwfl's default directories */
-static const Dwfl_Callbacks callbacks = {
-    .find_elf = dwfl_linux_proc_find_elf,
-    .find_debuginfo = dwfl_build_id_find_debuginfo,   /* local files only */
-    .debuginfo_path = &debuginfo_path,
-};
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* fork() waits for a lookup to end, so that the child's Dwfl is whole and
  * its lock free. */
