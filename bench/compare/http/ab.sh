@@ -8,8 +8,11 @@
 # `wrk -t1 -c100 -d4s` and reads the server's CPU time (user and system,
 # /proc/PID/stat) before and after. Prints each run, the medians of CPU per
 # request and requests per second for each side, and the median of the
-# per-run ratios B/A. Needs wrk.
+# per-run ratios B/A (of an even count, the lower middle one). Needs wrk.
 set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/compare/http/lib.sh
+. "$here/lib.sh"
 build=${1:?usage: ab.sh BUILD_DIR RUNS "ENV_A" "ENV_B"}
 runs=${2:?usage: ab.sh BUILD_DIR RUNS "ENV_A" "ENV_B"}
 env_a=${3-}
@@ -29,17 +32,17 @@ one() {   # one ENV: prints "cpu_us_per_request requests_per_second"
         sleep 0.1
     done
     wrk -t1 -c100 -d1s "http://127.0.0.1:$port/" > /dev/null 2>&1
-    s0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    s0=$(proc_ticks "$pid")
     out=$(wrk -t1 -c100 -d4s "http://127.0.0.1:$port/" 2>&1)
-    s1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    s1=$(proc_ticks "$pid")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
-    reqs=$(awk '/ requests in /{print $1}' <<< "$out")
-    rate=$(awk '/Requests\/sec/{print $2}' <<< "$out")
+    reqs=$(wrk_requests <<< "$out")
+    rate=$(wrk_rate <<< "$out")
     awk -v d=$((s1 - s0)) -v t="$tck" -v q="$reqs" -v r="$rate" 'BEGIN { printf "%.2f %s\n", d / t * 1e6 / q, r }'
 }
 
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+median() { median_min_max | awk '{print $1}'; }
 
 for i in $(seq "$runs"); do
     read -r ca ra < <(one "$env_a")

@@ -14,6 +14,8 @@
 # nothing else runs).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/compare/http/lib.sh
+. "$here/lib.sh"
 build=${1:?usage: run.sh BUILD_DIR [runs] [duration]}
 runs=${2:-3}
 dur=${3:-5s}
@@ -51,7 +53,8 @@ hz=$(getconf CLK_TCK)
 server_ticks() {
     local pids=$1
     [ "$1" = "$pid_nginx" ] && pids="$pids $(pgrep -P "$1" | tr '\n' ' ')"
-    for p in $pids; do sed 's/^.*) //' "/proc/$p/stat"; done | awk '{t += $12 + $13} END {print t}'
+    # shellcheck disable=SC2086
+    proc_ticks $pids
 }
 
 for r in $(seq 1 "$runs"); do
@@ -65,8 +68,8 @@ for r in $(seq 1 "$runs"); do
         b1=$(busy); children_cpu > "$tmp/c1"
         s1=$(server_ticks "${!pid_var}")
         c0=$(cat "$tmp/c0"); c1=$(cat "$tmp/c1")
-        rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
-        reqs=$(awk '/requests in/ {print $1}' <<< "$out")
+        rps=$(wrk_rate <<< "$out")
+        reqs=$(wrk_requests <<< "$out")
         cpu=$(awk -v b="$((b1 - b0))" -v hz="$hz" -v w="$c0" -v w1="$c1" -v n="$reqs" \
               'BEGIN {printf "%.1f", ((b / hz) - (w1 - w)) / n * 1e6}')
         own=$(awk -v t="$((s1 - s0))" -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.1f", t / hz / n * 1e6}')
@@ -77,19 +80,18 @@ for r in $(seq 1 "$runs"); do
     done
 done
 for name in weft nginx threads; do
-    sort -n "$tmp/$name.own" | awk -v n="$name" '{a[NR] = $1}
-        END {printf "%-8s median %s us of its own CPU per request (min %s, max %s)\n", n, a[int((NR + 1) / 2)], a[1], a[NR]}'
-    sort -n "$tmp/$name.cpu" | awk -v n="$name" '{a[NR] = $1}
-        END {printf "%-8s median %s us of all CPUs per request beside wrk (min %s, max %s)\n", n, a[int((NR + 1) / 2)], a[1], a[NR]}'
+    read -r m lo hi < <(median_min_max < "$tmp/$name.own")
+    printf "%-8s median %s us of its own CPU per request (min %s, max %s)\n" "$name" "$m" "$lo" "$hi"
+    read -r m lo hi < <(median_min_max < "$tmp/$name.cpu")
+    printf "%-8s median %s us of all CPUs per request beside wrk (min %s, max %s)\n" "$name" "$m" "$lo" "$hi"
 done
 for name in weft nginx threads; do
-    sort -n "$tmp/$name" | awk -v n="$name" '{a[NR] = $1}
-        END {printf "%-8s median %s req/s (min %s, max %s)\n", n, a[int((NR + 1) / 2)], a[1], a[NR]}'
+    read -r m lo hi < <(median_min_max < "$tmp/$name")
+    printf "%-8s median %s req/s (min %s, max %s)\n" "$name" "$m" "$lo" "$hi"
 done
 # The servers of one round share that round's conditions, so the fair
 # comparison is the ratio within each round; its median over the rounds.
 for other in nginx threads; do
-    paste "$tmp/weft" "$tmp/$other" | awk '{print $1 / $2}' | sort -n | awk -v o="$other" '{a[NR] = $1}
-        END {printf "weft / %-7s median of the per-round ratios %.3fx (min %.3fx, max %.3fx)\n",
-                    o, a[int((NR + 1) / 2)], a[1], a[NR]}'
+    read -r m lo hi < <(paste "$tmp/weft" "$tmp/$other" | awk '{print $1 / $2}' | median_min_max)
+    printf "weft / %-7s median of the per-round ratios %.3fx (min %.3fx, max %.3fx)\n" "$other" "$m" "$lo" "$hi"
 done

@@ -1,0 +1,19 @@
+# SPDX-License-Identifier: MIT
+# What run.sh and ab.sh share; sourced.
+
+# CPU ticks (user + system) of the processes given, from /proc/PID/stat
+# (what neighbours on a shared machine do not change). The fields are
+# counted after the command name, which may hold spaces.
+proc_ticks() {
+    for p in "$@"; do sed 's/^.*) //' "/proc/$p/stat"; done | awk '{t += $12 + $13} END {print t}'
+}
+
+# The median, lowest and highest of the numbers on standard input, one a
+# line (of an even count, the lower middle one).
+median_min_max() {
+    sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)], a[1], a[NR]}'
+}
+
+# From wrk's report on standard input: the requests completed, and the rate.
+wrk_requests() { awk '/ requests in / {print $1}'; }
+wrk_rate() { awk '/Requests\/sec/ {print $2}'; }
