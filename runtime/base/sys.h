@@ -13,7 +13,8 @@
  * (epoll_create1, epoll_ctl, eventfd, mmap, futex, ...) stay libc calls.
  * fcntl is a function of sys.c rather than an inline, so that the fault
  * injection of tests/test_faults.c can wrap it at link time; sched_yield
- * too, so that the spin loops that call it stay small.
+ * too, so that the spin loops that call it stay small, and the epoll wait
+ * in nanoseconds, whose fallback is more than an inline should be.
  */
 #ifndef WEFT_SYS_H
 #define WEFT_SYS_H
@@ -178,6 +179,10 @@ static inline int weft__sys_epoll_wait(int epfd, struct epoll_event *ev, int n, 
 {
     return (int)weft__sys_ret(syscall(SYS_epoll_pwait, epfd, ev, n, ms, NULL, (size_t)_NSIG / 8));
 }
+
+/* epoll_wait for at most `ns` nanoseconds: epoll_pwait2 where the kernel has
+ * it (5.11), else rounded up to milliseconds. */
+int weft__sys_epoll_wait_ns(int epfd, struct epoll_event *ev, int n, uint64_t ns);
 
 static inline int weft__sys_open(const char *path, int flags, mode_t mode)
 {

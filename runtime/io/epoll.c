@@ -11,38 +11,44 @@
  * its coroutine runnable on the worker that saw it, and no other thread runs
  * in between: no poller thread, no hand-over.
  *
- * A coroutine tries the system call first; on EAGAIN it calls
- * wait_fd(), which puts its waiter in line on the descriptor's list for
- * that direction in the runtime's descriptor table, and arms a one-shot
- * registration for the union of what the descriptor's waiters want, on the
- * set of the worker it runs on. A descriptor last armed on another worker's
- * set moves to this one, with the count of its waiters' places (a place is
- * one waiter on one list; a weft_poll for both directions takes two).
+ * A descriptor is registered edge-triggered, for both directions, on the set
+ * of the worker whose coroutine first waits on it, and stays there until
+ * weft_close(), as Go's netpoller keeps it: a wait on the same worker then
+ * costs no system call. A wait from another worker moves the registration to
+ * that worker's set, with the count of its waiters' places (a place is one
+ * waiter on one list; a weft_poll for both directions takes two).
+ *
+ * Edges are counted per direction in the descriptor's entry, and a direction
+ * is marked drained when a call finds nothing (EAGAIN) or a read of a stream
+ * socket gets less than it asked for (the kernel copies all it has; Tokio
+ * reads the same sign). A call on a drained direction waits for the next edge
+ * without trying the system call. A caller notes the count before it looks
+ * and waits only if no edge came since, under the entry's lock, which the
+ * reaper holds too: no edge falls between the look and the wait.
  *
  * Any number of coroutines may wait in each direction: several accepting on
  * one listening socket is the common server, and several threads may read
  * one descriptor under POSIX. Go serialises them before its pollDesc (which
  * holds one reader and one writer) with a per-descriptor lock; weft has no
- * such lock in front of the system call, so the lists are the queue. An event
+ * such lock in front of the system call, so the lists are the queue. An edge
  * wakes the oldest waiter of each direction it reports, one only: it would
- * be a thundering herd to wake every acceptor for one connection. Those left
- * waiting are armed again at once; the registration is level-triggered, so if
- * the one woken leaves something behind, the next epoll_wait reports it for
- * the next in line, and if it takes everything, the kernel reports nothing.
- * The level may also be reported again before the one woken has run (its
- * worker looks at the set between schedules, the monitor looks for a stalled
- * worker), and the next in line then finds nothing: it waits again in the
- * place it had, not at the end, so the line keeps its order.
+ * be a thundering herd to wake every acceptor for one connection. An edge
+ * comes once, so the one woken passes it on: when its call succeeds, it wakes
+ * the next in line, which tries in turn, and waits again in the place it had,
+ * not at the end, if the first took everything (pass_on).
  * Conditions that stay until the descriptor is closed wake every waiter they
  * concern: EPOLLERR and EPOLLHUP all of them, EPOLLRDHUP (the peer will send
  * no more) every reader.
  *
- * Why one-shot and re-armed at every wait (EPOLL_CTL_MOD), where Go keeps an
- * edge-triggered registration for the life of the descriptor: Go owns its
- * descriptors, and weft does not. A user may close(2) a descriptor and get its
- * number back for a new file; a registration we believed in would then never
- * report the new file. Re-arming costs a system call per wait, and a number
- * whose file is gone fails MOD with ENOENT, so the new file is simply added.
+ * weft does not own descriptors: a user may close(2) one and get its number
+ * back for a new file, which the kernel has never seen in our set; and the
+ * drained mark is a sign, not a proof. Either could leave a waiter waiting for
+ * an edge that never comes. So a wait that began without a system call is
+ * checked if it outlives a sweep of its worker (SWEEP_NS) with no edge for
+ * its descriptor: an EPOLL_CTL_MOD, which also reports a level already there;
+ * ENOENT means a new file, whose waiters are woken to try again and register
+ * it afresh (sweep). A mistake costs a wait of two sweeps at most while no
+ * edge comes, and a descriptor seeing edges is checked once a second (CHECK_NS).
  *
  * Every use of a waiter by a worker reaping events happens under its entry's
  * lock, and a waiter is removed from its entry under that lock before its
@@ -73,6 +79,9 @@
 #define PAGE_SLOTS 1024u        /* descriptors per page of the table */
 #define TOP_PAGES  65536u       /* pages: descriptors below 2^26 */
 #define EVENTS     64           /* reaped per epoll_wait */
+#define SWEEP_NS   5000000u     /* how often a worker checks the waits it began without a call */
+#define CHECK_NS   1000000000u  /* a registration seeing edges is still checked this often */
+#define REGISTERED (EPOLLIN | EPOLLRDHUP | EPOLLOUT | EPOLLET)
 #define WEFT__WAIT_READ  1      /* dirs of wait_fd */
 #define WEFT__WAIT_WRITE 2
 
@@ -89,7 +98,11 @@ struct fd_wait {
     bool                on[2];
 };
 
-/* A descriptor's waiters. The lists, `places` and `set` are under `lock`. */
+/* The state of a descriptor's socket type, for the drained mark. */
+enum { KIND_UNKNOWN, KIND_STREAM, KIND_OTHER };
+
+/* A descriptor's waiters and its registration. The lists, `places`, `set`,
+ * `added`, `checked`, `queued` and `mark` are under `lock`. */
 struct fd_slot {
     pthread_mutex_t  lock;
     struct fd_wait  *head[2], *tail[2];   /* waiters by direction, by place */
@@ -99,7 +112,19 @@ struct fd_slot {
     unsigned         set;       /* 1 + the index of the worker whose set holds the
                                  * registration and counts these waiters; 0: none */
     bool             added;     /* registered there, unless the file was closed since */
+    int              fd;        /* its number; set when its page is made */
+    unsigned         queued;    /* 1 + the index of the worker whose sweep list holds it; 0: none */
+    struct fd_slot  *next_queued;   /* on that list; that worker's only */
+    uint64_t         mark;      /* edge[RD] + edge[WR] when it was queued or last swept */
+    uint64_t         round;     /* that worker's sweeps when it was queued */
+    uint64_t         checked;   /* when the registration was last made or checked */
+    /* Per direction: twice the edges seen, plus 1 while drained since the
+     * last. Raised by reapers under `lock`; the drained bit also set by a
+     * reader without it (compare-exchange against the count it saw). */
+    _Atomic uint64_t edge[2];
+    _Atomic unsigned lined[2];     /* waiters on each list: a hint for pass_on */
     _Atomic bool     not_socket;   /* a hint for weft_read/weft_write; anyone */
+    _Atomic uint8_t  kind;         /* KIND_*: a hint for the drained mark; anyone */
 };
 
 struct weft__fdtab {
@@ -112,6 +137,11 @@ struct weft__epset {
     _Atomic unsigned waiters;    /* places taken in entries registered here; raised only by
                                   * the owner's coroutines, lowered by anyone, under the
                                   * entry's lock */
+    /* Entries whose waits began without a system call (queue, sweep): the
+     * owner's, read by set_busy; relaxed, as only the owner writes it. */
+    _Atomic(struct fd_slot *) sweep;
+    uint64_t         next_sweep; /* when to look at them; the owner's */
+    uint64_t         sweeps;     /* sweeps made; the owner's */
 };
 
 /* ---- the descriptor table ------------------------------------------------------ */
@@ -159,8 +189,10 @@ static struct fd_slot *slot(weft_rt *rt, int fd, bool make)
         struct fd_slot *mine = calloc(PAGE_SLOTS, sizeof *mine);
         if (!mine)
             return NULL;
-        for (unsigned i = 0; i < PAGE_SLOTS; i++)
+        for (unsigned i = 0; i < PAGE_SLOTS; i++) {
             pthread_mutex_init(&mine[i].lock, NULL);
+            mine[i].fd = (int)((unsigned)fd / PAGE_SLOTS * PAGE_SLOTS + i);
+        }
         if (atomic_compare_exchange_strong_explicit(pp, &p, mine, memory_order_acq_rel,
                                                     memory_order_acquire))
             p = mine;
@@ -236,16 +268,60 @@ static struct weft__epset *set_of(weft_rt *rt, const struct fd_slot *s)
     return s->set ? (struct weft__epset *)rt->workers[s->set - 1]->io_state : NULL;
 }
 
-static uint32_t wanted(const struct fd_slot *s)
+/* ---- edges and the drained mark ----------------------------------------------------- */
+
+/* The count and mark of direction d, read before a look at the descriptor.
+ * Relaxed: the entry's lock, which the reaper holds to raise it and wait_fd
+ * to compare it, orders the edges against the waits. */
+static uint64_t edge_seen(const struct fd_slot *s, int d)
 {
-    return (s->head[RD] ? EPOLLIN | EPOLLRDHUP : 0) | (s->head[WR] ? EPOLLOUT : 0);
+    return atomic_load_explicit(&s->edge[d], memory_order_relaxed);
 }
 
-/* The one-shot registration of fd for what s's waiters want. */
-static struct epoll_event oneshot(const struct fd_slot *s, int fd)
+static uint64_t edges(const struct fd_slot *s)
 {
-    return (struct epoll_event){ .events = wanted(s) | EPOLLONESHOT, .data.u64 = (uint64_t)fd };
+    return edge_seen(s, RD) + edge_seen(s, WR);
 }
+
+/* An edge for direction d: counted, and d no longer drained. Holds s->lock;
+ * a reader marking d drained may race with it, and loses. */
+static void edge_came(struct fd_slot *s, int d)
+{
+    uint64_t e = edge_seen(s, d);
+    while (!atomic_compare_exchange_weak_explicit(&s->edge[d], &e, (e + 2) & ~(uint64_t)1,
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
+}
+
+/* Marks d drained, unless an edge came since the caller read `seen`. Any thread. */
+static void mark_drained(struct fd_slot *s, int d, uint64_t seen)
+{
+    if (!(seen & 1))
+        atomic_compare_exchange_strong_explicit(&s->edge[d], &seen, seen | 1,
+                                                memory_order_relaxed, memory_order_relaxed);
+}
+
+/* Whether a read of c's that returned r > 0 bytes emptied the socket: a
+ * recv (read on a socket is one) of a stream socket that got less than it
+ * asked for, with no flag that stops short of the end. The socket's type is
+ * asked once per descriptor (kept until weft_close or a new file is seen). */
+static bool emptied(struct fd_slot *s, const struct weft__io_op *c, ssize_t r)
+{
+    if (c->kind != WEFT__IO_RECV || r <= 0 || (size_t)r >= c->len ||
+        (c->flags & (MSG_PEEK | MSG_OOB | MSG_WAITALL | MSG_TRUNC)))
+        return false;
+    uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
+    if (kind == KIND_UNKNOWN) {
+        int type = 0;
+        socklen_t n = sizeof type;
+        kind = weft__sys_getsockopt(c->fd, SOL_SOCKET, SO_TYPE, &type, &n) == 0 && type == SOCK_STREAM
+                   ? KIND_STREAM : KIND_OTHER;
+        atomic_store_explicit(&s->kind, kind, memory_order_relaxed);
+    }
+    return kind == KIND_STREAM;
+}
+
+/* ---- the lists of waiters --------------------------------------------------------- */
 
 /* Puts fw on s's list for direction d by its place: at the end if it is new
  * (place 0; it gets the next one), else ahead of everyone who came after it.
@@ -269,6 +345,7 @@ static void enlist(struct fd_slot *s, struct fd_wait *fw, int d)
         s->head[d] = fw;
     fw->on[d] = true;
     s->places++;
+    atomic_fetch_add_explicit(&s->lined[d], 1, memory_order_relaxed);
 }
 
 /* Takes fw off every list of s that holds it; returns the places it gave up
@@ -288,6 +365,7 @@ static unsigned drop(struct fd_slot *s, struct fd_wait *fw)
         else
             s->tail[d] = fw->prev[d];
         fw->on[d] = false;
+        atomic_fetch_sub_explicit(&s->lined[d], 1, memory_order_relaxed);
         n++;
     }
     weft__check(s->places >= n, "a descriptor's waiters outnumber its count of places");
@@ -299,87 +377,6 @@ static void uncount(struct weft__epset *set, unsigned places)
 {
     if (set && places)
         atomic_fetch_sub_explicit(&set->waiters, places, memory_order_relaxed);
-}
-
-/*
- * Arms fd's one-shot registration on w's set for what s's waiters want, the
- * caller's `mine` places included, and counts them there; a registration on
- * another worker's set moves here with the places of its waiters. Holds
- * s->lock. Returns 0 or a negative errno, and then nothing has changed.
- */
-static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
-{
-    unsigned me = w->index + 1;
-    struct epoll_event ev = oneshot(s, fd);
-    bool done = s->set == me && s->added && epoll_ctl(ep_of(w)->epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
-    if (!done && s->set == me && s->added && errno != ENOENT)
-        return -errno;
-    if (!done && epoll_ctl(ep_of(w)->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        if (errno == EPERM)
-            return -EINVAL;   /* a regular file: never "would block" */
-        if (errno != EEXIST || epoll_ctl(ep_of(w)->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
-            return -errno;
-    }
-    unsigned others = s->places - mine;
-    if (s->set != me) {
-        struct weft__epset *from = set_of(w->rt, s);
-        if (from && s->added)
-            epoll_ctl(from->epfd, EPOLL_CTL_DEL, fd, NULL);   /* ENOENT: the file is gone; fine */
-        uncount(from, others);
-        atomic_fetch_add_explicit(&ep_of(w)->waiters, others, memory_order_relaxed);
-        s->set = me;
-    }
-    s->added = true;
-    atomic_fetch_add_explicit(&ep_of(w)->waiters, mine, memory_order_relaxed);
-    return 0;
-}
-
-/* Suspends the calling coroutine, on its worker w, until fd is ready for one
- * of `dirs` (WEFT__WAIT_READ, WEFT__WAIT_WRITE, or both), behind the
- * coroutines already waiting on fd in that direction. *place is 0 on a
- * caller's first wait, and is kept for its next: a waiter woken for data that
- * another took before it ran waits again in the place it had, for the level
- * is reported again, to the next in line, whenever the set is looked at
- * before the one woken has run. Returns the epoll events seen, -EBADF
- * (weft_close() closed it), -EINVAL (fd cannot be polled), -ETIMEDOUT,
- * -ECANCELED, -ENOMEM, -EMFILE (fd beyond the table). */
-static int wait_fd(struct weft__worker *w, int fd, int dirs, uint64_t *place)
-{
-    if (fd < 0)
-        return -EBADF;
-    if (!ep_of(w))
-        return -ENOMEM;   /* this worker's set could not be made */
-    struct fd_slot *s = slot(w->rt, fd, true);
-    if (!s)
-        return (unsigned)fd / PAGE_SLOTS >= TOP_PAGES ? -EMFILE : -ENOMEM;
-    struct fd_wait fw = { .place = *place, .on = { false, false } };
-    weft__waiter_init(&fw.wt);
-
-    pthread_mutex_lock(&s->lock);
-    if (dirs & WEFT__WAIT_READ)
-        enlist(s, &fw, RD);
-    if (dirs & WEFT__WAIT_WRITE)
-        enlist(s, &fw, WR);
-    int err = arm(w, fd, s, (dirs & WEFT__WAIT_READ ? 1u : 0u) + (dirs & WEFT__WAIT_WRITE ? 1u : 0u));
-    if (err)
-        drop(s, &fw);
-    pthread_mutex_unlock(&s->lock);
-    if (err)
-        return err;
-    *place = fw.place;
-
-    weft__bump(&w->ctr.epoll_waits, 1);
-    int32_t r = weft__wait(&fw.wt);
-    if (r < 0) {
-        /* A deadline, a cancellation or weft_close: withdraw, unless the
-         * reaper or weft_close claimed us and withdrew us already. The
-         * registration stays armed for the others; if none is left, its
-         * event will find the lists empty. */
-        pthread_mutex_lock(&s->lock);
-        uncount(set_of(w->rt, s), drop(s, &fw));
-        pthread_mutex_unlock(&s->lock);
-    }
-    return r;
 }
 
 /*
@@ -404,6 +401,142 @@ static bool wake_list(weft_rt *rt, struct fd_slot *s, int d, int32_t result, boo
     return woke;
 }
 
+/* The caller was woken for an edge of direction d and its call then found
+ * something there (or an error): the edge came once, so the next in line is
+ * woken to look too. The count read without the lock cannot miss a waiter
+ * that needs it: one that was in line when the edge came is seen through the
+ * reaper's lock and the wake that ran us; one that came after it had found
+ * the direction empty since that edge, or found the edge and did not wait. */
+static void pass_on(weft_rt *rt, struct fd_slot *s, int d)
+{
+    if (!atomic_load_explicit(&s->lined[d], memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&s->lock);
+    wake_list(rt, s, d, d == RD ? EPOLLIN : EPOLLOUT, false);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- registration ------------------------------------------------------------------ */
+
+/*
+ * Makes sure fd is registered on w's set, where the caller's `mine` places are
+ * counted; a registration on another worker's set moves here with the places
+ * of its waiters. Holds s->lock. Returns 1 if that took no system call (the
+ * registration was believed in, and the caller's wait is to be checked), 0 if
+ * it was made, moved or checked now, or a negative errno, and then nothing
+ * has changed.
+ */
+static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
+{
+    unsigned me = w->index + 1;
+    struct weft__epset *here = ep_of(w);
+    struct epoll_event ev = { .events = REGISTERED, .data.u64 = (uint64_t)fd };
+    bool mine_already = s->set == me && s->added;
+    if (mine_already && (!s->queued || s->queued == me)) {
+        atomic_fetch_add_explicit(&here->waiters, mine, memory_order_relaxed);
+        return 1;
+    }
+    /* Here already, but on another worker's sweep list, which only that
+     * worker may change: checked now instead. */
+    bool done = mine_already && epoll_ctl(here->epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
+    if (!done && mine_already && errno != ENOENT)
+        return -errno;
+    if (!done && epoll_ctl(here->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        if (errno == EPERM)
+            return -EINVAL;   /* a regular file: never "would block" */
+        if (errno != EEXIST || epoll_ctl(here->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
+            return -errno;
+    }
+    unsigned others = s->places - mine;
+    if (s->set != me) {
+        struct weft__epset *from = set_of(w->rt, s);
+        if (from && s->added)
+            epoll_ctl(from->epfd, EPOLL_CTL_DEL, fd, NULL);   /* ENOENT: the file is gone; fine */
+        uncount(from, others);
+        atomic_fetch_add_explicit(&here->waiters, others, memory_order_relaxed);
+        s->set = me;
+    }
+    s->added = true;
+    s->checked = weft_now();
+    atomic_fetch_add_explicit(&here->waiters, mine, memory_order_relaxed);
+    return 0;
+}
+
+/* Puts s on w's sweep list, unless a list holds it: a wait on it began
+ * without a system call. Holds s->lock; on w. */
+static void queue(struct weft__worker *w, struct fd_slot *s)
+{
+    struct weft__epset *set = ep_of(w);
+    if (s->queued)
+        return;
+    struct fd_slot *head = atomic_load_explicit(&set->sweep, memory_order_relaxed);
+    if (!head)
+        set->next_sweep = weft_now() + SWEEP_NS;
+    s->queued = w->index + 1;
+    s->round = set->sweeps;
+    s->mark = edges(s);
+    s->next_queued = head;
+    atomic_store_explicit(&set->sweep, s, memory_order_relaxed);
+}
+
+/* Suspends the calling coroutine, on its worker w, until fd is ready for one
+ * of `dirs` (WEFT__WAIT_READ, WEFT__WAIT_WRITE, or both), behind the
+ * coroutines already waiting on fd in that direction, unless an edge came in
+ * one of them since the caller read `seen` (edge_seen, before its look at
+ * fd). *place is 0 on a caller's first wait, and is kept for its next: a
+ * waiter woken for data that another took before it ran waits again in the
+ * place it had. Returns the epoll events seen (0: look again), -EBADF
+ * (weft_close() closed it), -EINVAL (fd cannot be polled), -ETIMEDOUT,
+ * -ECANCELED, -ENOMEM, -EMFILE (fd beyond the table). */
+static int wait_fd(struct weft__worker *w, int fd, int dirs, uint64_t *place, const uint64_t seen[2])
+{
+    if (fd < 0)
+        return -EBADF;
+    if (!ep_of(w))
+        return -ENOMEM;   /* this worker's set could not be made */
+    struct fd_slot *s = slot(w->rt, fd, true);
+    if (!s)
+        return (unsigned)fd / PAGE_SLOTS >= TOP_PAGES ? -EMFILE : -ENOMEM;
+    struct fd_wait fw = { .place = *place, .on = { false, false } };
+    weft__waiter_init(&fw.wt);
+    bool want[2] = { dirs & WEFT__WAIT_READ, dirs & WEFT__WAIT_WRITE };
+
+    pthread_mutex_lock(&s->lock);
+    for (int d = RD; d <= WR; d++) {
+        if (want[d] && edge_seen(s, d) != seen[d]) {
+            pthread_mutex_unlock(&s->lock);
+            return 0;
+        }
+    }
+    for (int d = RD; d <= WR; d++)
+        if (want[d])
+            enlist(s, &fw, d);
+    int armed = arm(w, fd, s, (unsigned)want[RD] + (unsigned)want[WR]);
+    if (armed < 0) {
+        drop(s, &fw);
+        pthread_mutex_unlock(&s->lock);
+        return armed;
+    }
+    for (int d = RD; d <= WR; d++)
+        if (want[d])
+            atomic_store_explicit(&s->edge[d], seen[d] | 1, memory_order_relaxed);   /* drained */
+    if (armed == 1)
+        queue(w, s);
+    pthread_mutex_unlock(&s->lock);
+    *place = fw.place;
+
+    weft__bump(&w->ctr.epoll_waits, 1);
+    int32_t r = weft__wait(&fw.wt);
+    if (r < 0) {
+        /* A deadline, a cancellation or weft_close: withdraw, unless the
+         * reaper or weft_close claimed us and withdrew us already. */
+        pthread_mutex_lock(&s->lock);
+        uncount(set_of(w->rt, s), drop(s, &fw));
+        pthread_mutex_unlock(&s->lock);
+    }
+    return r;
+}
+
 void weft__epoll_forget(weft_rt *rt, int fd)
 {
     struct fd_slot *s = slot(rt, fd, false);
@@ -417,11 +550,14 @@ void weft__epoll_forget(weft_rt *rt, int fd)
         epoll_ctl(set->epfd, EPOLL_CTL_DEL, fd, NULL);
     s->set = 0;
     s->added = false;
+    edge_came(s, RD);   /* the next file under the number is not known drained */
+    edge_came(s, WR);
     atomic_store_explicit(&s->not_socket, false, memory_order_relaxed);
+    atomic_store_explicit(&s->kind, KIND_UNKNOWN, memory_order_relaxed);
     pthread_mutex_unlock(&s->lock);
 }
 
-/* ---- the owner: reaping and sleeping --------------------------------------------- */
+/* ---- the owner: reaping, sweeping and sleeping ------------------------------------ */
 
 /* Claims the waiters the events satisfy. The owner of the set they came from. */
 static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
@@ -440,29 +576,110 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
             continue;
         uint32_t got = ev[i].events;
         bool fail = got & (EPOLLERR | EPOLLHUP);
+        bool in = got & (EPOLLIN | EPOLLRDHUP | EPOLLPRI), out = got & EPOLLOUT;
         weft__bump(&w->ctr.epoll_events, 1);
         pthread_mutex_lock(&s->lock);
-        if (got & (EPOLLIN | EPOLLRDHUP | EPOLLPRI) || fail)
+        if (in || fail) {
+            edge_came(s, RD);
             woke |= wake_list(w->rt, s, RD, (int32_t)got, fail || (got & EPOLLRDHUP));
-        if (got & EPOLLOUT || fail)
+        }
+        if (out || fail) {
+            edge_came(s, WR);
             woke |= wake_list(w->rt, s, WR, (int32_t)got, fail);
-        /* Arm it again for those still waiting, in either direction, if the
-         * registration still lives on our set. */
-        if (wanted(s) && s->set == w->index + 1) {
-            struct epoll_event again = oneshot(s, fd);
-            epoll_ctl(ep_of(w)->epfd, EPOLL_CTL_MOD, fd, &again);
         }
         pthread_mutex_unlock(&s->lock);
     }
     return woke;
 }
 
-static bool set_busy(struct weft__worker *w)
+/* Checks s's registration with an EPOLL_CTL_MOD, which also reports a level
+ * the waiters missed; a new file under the number (or none) fails it, and then
+ * the waiters are woken to look again and register it afresh. Holds s->lock.
+ * Returns whether a task was made runnable. */
+static bool check(weft_rt *rt, struct fd_slot *s, uint64_t now)
 {
-    /* Only our own coroutines raise it, so we see every rise. A worker
-     * whose set could not be made has none, and no waiters. */
+    struct weft__epset *set = set_of(rt, s);
+    struct epoll_event ev = { .events = REGISTERED, .data.u64 = (uint64_t)s->fd };
+    if (epoll_ctl(set->epfd, EPOLL_CTL_MOD, s->fd, &ev) == 0) {
+        s->checked = now;
+        return false;
+    }
+    s->added = false;
+    atomic_store_explicit(&s->kind, KIND_UNKNOWN, memory_order_relaxed);
+    bool woke = false;
+    for (int d = RD; d <= WR; d++) {
+        edge_came(s, d);
+        woke |= wake_list(rt, s, d, d == RD ? EPOLLIN : EPOLLOUT, true);
+    }
+    return woke;
+}
+
+/*
+ * The owner's look at its sweep list (queue). An entry nobody waits on is
+ * dropped; one with no edge since it was queued before the last sweep is
+ * checked (no wait younger than SWEEP_NS costs a check), one seeing edges
+ * kept, and checked once its last check is CHECK_NS old. One registered on
+ * another worker's set now is checked or dropped, never kept: that worker
+ * queues it on its own list. Returns whether a task was made runnable.
+ */
+static bool sweep(struct weft__worker *w, uint64_t now)
+{
+    bool woke = false;
+    struct weft__epset *set = ep_of(w);
+    struct fd_slot *s = atomic_load_explicit(&set->sweep, memory_order_relaxed), *next;
+    atomic_store_explicit(&set->sweep, NULL, memory_order_relaxed);
+    for (; s; s = next) {
+        next = s->next_queued;
+        pthread_mutex_lock(&s->lock);
+        bool quiet = edges(s) == s->mark;
+        bool keep = false;
+        if (s->places && s->added && s->set) {
+            if (quiet ? s->round != set->sweeps : now - s->checked >= CHECK_NS)
+                woke |= check(w->rt, s, now);
+            else
+                keep = s->set == w->index + 1;
+        }
+        if (keep) {
+            if (!quiet) {
+                s->mark = edges(s);
+                s->round = set->sweeps + 1;
+            }
+            s->next_queued = atomic_load_explicit(&set->sweep, memory_order_relaxed);
+            atomic_store_explicit(&set->sweep, s, memory_order_relaxed);
+        } else {
+            s->queued = 0;
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    set->sweeps++;
+    set->next_sweep = now + SWEEP_NS;
+    return woke;
+}
+
+/* Sweeps if it is time. The owner. Returns whether a task was made runnable. */
+static bool sweep_due(struct weft__worker *w)
+{
+    struct weft__epset *set = ep_of(w);
+    if (!set || !atomic_load_explicit(&set->sweep, memory_order_relaxed))
+        return false;
+    uint64_t now = weft_now();
+    return now >= set->next_sweep && sweep(w, now);
+}
+
+/* Whether coroutines wait on the set. Only our own coroutines raise the
+ * count, so we see every rise. A worker whose set could not be made has none,
+ * and no waiters. Any thread. */
+static bool set_waited_on(struct weft__worker *w)
+{
     struct weft__epset *s = ep_of(w);
     return s && atomic_load_explicit(&s->waiters, memory_order_relaxed) != 0;
+}
+
+/* The owner: whether it must sleep in the set, for its waiters or a sweep. */
+static bool set_busy(struct weft__worker *w)
+{
+    struct weft__epset *s = ep_of(w);
+    return set_waited_on(w) || (s && atomic_load_explicit(&s->sweep, memory_order_relaxed));
 }
 
 /* The monitor, without the exclusion: whether events wait on the set (an
@@ -471,46 +688,33 @@ static bool set_pending(struct weft__worker *w)
 {
     struct weft__epset *s = ep_of(w);
     struct pollfd p = { .fd = s ? s->epfd : -1, .events = POLLIN };
-    return set_busy(w) && weft__sys_poll(&p, 1, 0) > 0;
+    return set_waited_on(w) && weft__sys_poll(&p, 1, 0) > 0;
 }
 
 static bool set_poll(struct weft__worker *w)
 {
-    if (!set_busy(w))
-        return false;
+    bool woke = weft__worker_self() == w && sweep_due(w);   /* not the monitor's to do */
+    if (!set_waited_on(w))
+        return woke;
     struct epoll_event ev[EVENTS];
     int n = weft__sys_epoll_wait(ep_of(w)->epfd, ev, EVENTS, 0);
-    return n > 0 && reap(w, ev, n);
-}
-
-/* epoll_wait for at most `ns` nanoseconds: epoll_pwait2 where the kernel has it
- * (5.11), else rounded up to milliseconds. */
-static int wait_ns(int epfd, struct epoll_event *ev, uint64_t ns)
-{
-#ifdef SYS_epoll_pwait2
-    static _Atomic bool no_pwait2;
-    /* Valgrind 3.19 does not know epoll_pwait2 and would say so at each call. */
-    if (!weft__on_valgrind() && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
-        struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u) };
-        long n = syscall(SYS_epoll_pwait2, epfd, ev, EVENTS, &ts, NULL, (size_t)0);
-        if (n >= 0 || errno != ENOSYS)
-            return (int)n;
-        atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
-    }
-#endif
-    uint64_t ms = (ns + 999999u) / 1000000u;
-    return weft__sys_epoll_wait(epfd, ev, EVENTS, ms > INT32_MAX ? INT32_MAX : (int)ms);
+    return (n > 0 && reap(w, ev, n)) || woke;
 }
 
 static bool set_sleep(struct weft__worker *w, uint64_t until)
 {
     struct epoll_event ev[EVENTS];
+    struct weft__epset *set = ep_of(w);
     int n;
+    if (sweep_due(w))
+        return true;
+    if (atomic_load_explicit(&set->sweep, memory_order_relaxed) && set->next_sweep < until)
+        until = set->next_sweep;
     if (until == UINT64_MAX) {
         n = weft__sys_epoll_wait(ep_of(w)->epfd, ev, EVENTS, -1);
     } else {
         uint64_t now = weft_now();
-        n = wait_ns(ep_of(w)->epfd, ev, until > now ? until - now : 0);
+        n = weft__sys_epoll_wait_ns(ep_of(w)->epfd, ev, EVENTS, until > now ? until - now : 0);
     }
     return n > 0 && reap(w, ev, n);
 }
@@ -561,10 +765,18 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
         c.flags |= MSG_DONTWAIT;
     else if (!weft__io_needs_toggle(&c) && (err = make_nonblocking(c.fd)))
         return err;
-    bool write = weft__io_writes(&c);
-    uint64_t place = 0;
+    int d = weft__io_writes(&c) ? WR : RD;
+    bool may_wait = !weft__io_asks_not_to_wait(a), waited = false;
+    uint64_t place = 0, seen[2] = { 0, 0 };
     for (;;) {
-        ssize_t r = weft__io_needs_toggle(&c) ? weft__io_syscall_nowait(&c) : weft__io_syscall(&c);
+        /* No entry yet: never waited on, so not known drained. */
+        struct fd_slot *s = slot(w->rt, c.fd, false);
+        seen[d] = s ? edge_seen(s, d) : 0;
+        ssize_t r;
+        if ((seen[d] & 1) && may_wait)
+            r = -EAGAIN;   /* drained, and no edge since: wait for one without a call */
+        else
+            r = weft__io_needs_toggle(&c) ? weft__io_syscall_nowait(&c) : weft__io_syscall(&c);
         if (r == -ENOTSOCK && as_socket) {
             /* A pipe or a terminal: read(2), write(2), readv(2), writev(2),
              * made non-blocking. */
@@ -577,11 +789,17 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
         }
         if (r == -EINTR)
             continue;
-        if ((r != -EAGAIN && r != -EWOULDBLOCK) || weft__io_asks_not_to_wait(a))
+        if ((r != -EAGAIN && r != -EWOULDBLOCK) || !may_wait) {
+            if (s && emptied(s, &c, r))
+                mark_drained(s, d, seen[d]);
+            if (s && waited)
+                pass_on(w->rt, s, d);
             return r;
-        err = wait_fd(w, c.fd, write ? WEFT__WAIT_WRITE : WEFT__WAIT_READ, &place);
+        }
+        err = wait_fd(w, c.fd, d == WR ? WEFT__WAIT_WRITE : WEFT__WAIT_READ, &place, seen);
         if (err < 0)
             return err;
+        waited = true;
         w = weft__worker_self();   /* the coroutine may have moved */
     }
 }
@@ -590,30 +808,42 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
  * back at once, and it goes on while we wait. */
 static ssize_t connect_io(struct weft__worker *w, const struct weft__io_op *a)
 {
+    struct fd_slot *s = slot(w->rt, a->fd, false);
+    uint64_t seen[2] = { 0, s ? edge_seen(s, WR) : 0 };
     int r = (int)weft__io_syscall_nowait(a);
     if (r != -EINPROGRESS && r != -EALREADY && r != -EINTR)
         return r;
     uint64_t place = 0;
-    r = wait_fd(w, a->fd, WEFT__WAIT_WRITE, &place);
+    r = wait_fd(w, a->fd, WEFT__WAIT_WRITE, &place, seen);
     if (r < 0)
         return r;   /* the connection attempt goes on; the caller closes fd */
     return WEFT__IO_CONNECTED_LATER;
 }
 
-/* weft_poll, once io.c found fd not ready: waits on the set and looks again. */
+/* weft_poll, once io.c found fd not ready: looks again after noting the
+ * edges (one may have come since io.c looked), then waits on the set. */
 static ssize_t poll_io(struct weft__worker *w, const struct weft__io_op *a)
 {
     short events = (short)a->flags;
+    int dirs = (events & (POLLIN | POLLPRI) ? WEFT__WAIT_READ : 0) | (events & POLLOUT ? WEFT__WAIT_WRITE : 0);
     uint64_t place = 0;
+    bool waited = false;
     for (;;) {
-        int e = wait_fd(w, a->fd, (events & (POLLIN | POLLPRI) ? WEFT__WAIT_READ : 0) |
-                                  (events & POLLOUT ? WEFT__WAIT_WRITE : 0), &place);
+        struct fd_slot *s = slot(w->rt, a->fd, false);
+        uint64_t seen[2] = { s ? edge_seen(s, RD) : 0, s ? edge_seen(s, WR) : 0 };
+        int r = weft__poll_now(a->fd, events);
+        if (r) {
+            /* What we saw stays for the others in line to see too. */
+            for (int d = RD; s && waited && d <= WR; d++)
+                if (dirs & (d == RD ? WEFT__WAIT_READ : WEFT__WAIT_WRITE))
+                    pass_on(w->rt, s, d);
+            return r;
+        }
+        int e = wait_fd(w, a->fd, dirs, &place, seen);
         if (e < 0)
             return e;
+        waited = true;
         w = weft__worker_self();   /* the coroutine may have moved */
-        int r = weft__poll_now(a->fd, events);
-        if (r)
-            return r;
     }
 }
 
