@@ -1,0 +1,318 @@
+/* SPDX-License-Identifier: MIT */
+/* Readiness kept across calls on the epoll backend: a descriptor stays
+ * registered, edge-triggered, from its first wait until weft_close, and a
+ * call on a direction known drained waits for the next edge without trying
+ * the system call (io/epoll.c). These tests prove what that must never cost:
+ * data left readable, a reader of several left waiting, a new file under a
+ * reused number missed. Each runs on both backends, where the io_uring one
+ * is the reference, on 1, 2 and 4 workers. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static const unsigned counts[] = { 1, 2, 4 };
+
+/* Long enough that the coroutines started are most likely waiting by then. */
+#define SETTLE_NS (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND ? 200000000u : 20000000u)
+/* Far longer than any wait these tests expect: a call still waiting then
+ * has missed its data. */
+#define GIVE_UP_NS 10000000000u
+
+/* Each body runs as a coroutine of a runtime made for it, and returns NULL
+ * or a message. */
+#define FAIL_IF(cond) do { if (cond) return (void *)(#cond); } while (0)
+
+struct run {
+    weft_rt *rt;
+    int      backend;
+};
+
+static void run_all(weft_fn fn)
+{
+    FOR_EACH_CONFIG(b, w, counts) {
+        weft_config cfg = { .workers = w, .io_backend = b };
+        struct run r = { .backend = b };
+        cr_assert_eq(weft_rt_create(&r.rt, &cfg), 0);
+        weft_task *t;
+        void *msg = NULL;
+        cr_assert_eq(weft_spawn_on(r.rt, &t, fn, &r), 0);
+        cr_assert_eq(weft_join(t, &msg), 0);
+        cr_assert_eq(weft_rt_destroy(r.rt), 0);
+        cr_assert_null(msg, "%s, %u workers: %s", backend_name[b], w, msg ? (char *)msg : "");
+    }
+}
+
+static uint64_t epoll_waits(weft_rt *rt)
+{
+    weft_stats st;
+    cr_assert_eq(weft_stats_get(rt, &st), 0);
+    return st.epoll_waits;
+}
+
+/* Writes `len` bytes of buf to fd a little later, from a coroutine of its own. */
+struct later {
+    int         fd;
+    const char *buf;
+    size_t      len;
+};
+
+static void *write_later(void *arg)
+{
+    struct later *l = arg;
+    weft_sleep(1000000);
+    return (void *)(intptr_t)weft_write(l->fd, l->buf, l->len);
+}
+
+/* A first read of fd that has to wait, so that fd is registered and known to
+ * the backend: what the tests below build on. */
+static const char *first_wait(int fd, int peer)
+{
+    struct later l = { .fd = peer, .buf = "0", .len = 1 };
+    weft_task *t;
+    void *wrote;
+    char c = 0;
+    if (weft_spawn(&t, write_later, &l) != 0)
+        return "spawn";
+    ssize_t r = weft_read(fd, &c, 1);
+    if (weft_join(t, &wrote) != 0 || (intptr_t)wrote != 1)
+        return "the first write";
+    return r == 1 && c == '0' ? NULL : "the first read";
+}
+
+static void tcp_pair(int sv[2])
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t n = sizeof sa;
+    cr_assert_geq(lfd, 0);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(lfd, 1), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &n), 0);
+    sv[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(connect(sv[1], (struct sockaddr *)&sa, sizeof sa), 0);
+    sv[0] = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    cr_assert_geq(sv[0], 0);
+    int one = 1;
+    cr_assert_eq(setsockopt(sv[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
+    close(lfd);
+}
+
+/* ---- a short read is a sign of an empty socket only for streams ---------------- */
+
+/* A datagram shorter than the buffer says nothing of the next one: three
+ * queued datagrams are read one after the other, none waits. */
+static void *datagrams_after_a_short_read(void *arg)
+{
+    struct run *run = arg;
+    int sv[2];
+    FAIL_IF(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) != 0);
+    const char *err = first_wait(sv[0], sv[1]);
+    if (err)
+        return (void *)err;
+    for (char c = 'a'; c <= 'c'; c++)
+        FAIL_IF(send(sv[1], &c, 1, 0) != 1);
+    uint64_t waits = epoll_waits(run->rt);
+    weft_deadline(weft_now() + GIVE_UP_NS);
+    for (char c = 'a'; c <= 'c'; c++) {
+        char buf[64] = { 0 };
+        FAIL_IF(weft_read(sv[0], buf, sizeof buf) != 1);
+        FAIL_IF(buf[0] != c);
+    }
+    weft_deadline(0);
+    FAIL_IF(epoll_waits(run->rt) != waits);   /* none of the three waited */
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    return NULL;
+}
+
+Test(readiness, a_datagram_shorter_than_the_buffer_leaves_the_next_readable)
+{
+    run_all(datagrams_after_a_short_read);
+}
+
+/* A TCP read stops short at urgent data with the rest of the stream behind
+ * it: a short read of a stream socket that leaves something. The next read
+ * still gets the rest (Linux signals the socket again once the reader is
+ * past the mark; were it not to, the check of a wait that sees no edge would
+ * find it). */
+static void *stream_stopped_at_urgent_data(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    tcp_pair(sv);
+    const char *err = first_wait(sv[0], sv[1]);
+    if (err)
+        return (void *)err;
+    FAIL_IF(send(sv[1], "ab", 2, 0) != 2);
+    FAIL_IF(send(sv[1], "c", 1, MSG_OOB) != 1);
+    FAIL_IF(send(sv[1], "de", 2, 0) != 2);
+    weft_sleep(SETTLE_NS);   /* all of it is in sv[0]'s queue */
+    weft_deadline(weft_now() + GIVE_UP_NS);
+    char buf[64] = { 0 };
+    ssize_t got = 0;
+    while (got < 4) {   /* "ab" then "de", the urgent byte taken out */
+        ssize_t r = weft_read(sv[0], buf + got, sizeof buf - (size_t)got);
+        FAIL_IF(r <= 0);
+        got += r;
+    }
+    weft_deadline(0);
+    FAIL_IF(got != 4 || memcmp(buf, "abde", 4) != 0);
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    return NULL;
+}
+
+Test(readiness, a_stream_read_stopped_at_urgent_data_gets_the_rest)
+{
+    run_all(stream_stopped_at_urgent_data);
+}
+
+/* ---- one edge, several waiters ---------------------------------------------------- */
+
+enum { READERS = 4 };
+
+struct reader {
+    int          fd;
+    char         got;
+    _Atomic bool waiting;
+};
+
+static void *read_one(void *arg)
+{
+    struct reader *r = arg;
+    weft_deadline(weft_now() + GIVE_UP_NS);
+    atomic_store(&r->waiting, true);
+    return (void *)(intptr_t)weft_read(r->fd, &r->got, 1);
+}
+
+/* One write of four bytes makes one edge; four readers of one byte each
+ * wait on the socket, and each gets its byte. */
+static void *one_edge_for_several_readers(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    tcp_pair(sv);
+    const char *err = first_wait(sv[0], sv[1]);
+    if (err)
+        return (void *)err;
+    struct reader r[READERS];
+    weft_task *t[READERS];
+    for (int i = 0; i < READERS; i++) {
+        r[i] = (struct reader){ .fd = sv[0] };
+        FAIL_IF(weft_spawn(&t[i], read_one, &r[i]) != 0);
+    }
+    for (int i = 0; i < READERS; i++)
+        while (!atomic_load(&r[i].waiting))
+            weft_yield();
+    weft_sleep(SETTLE_NS);
+    FAIL_IF(weft_write(sv[1], "wxyz", READERS) != READERS);
+    unsigned seen = 0;
+    for (int i = 0; i < READERS; i++) {
+        void *n;
+        FAIL_IF(weft_join(t[i], &n) != 0);
+        FAIL_IF((intptr_t)n != 1);   /* -ETIMEDOUT: a reader missed the edge */
+        FAIL_IF(r[i].got < 'w' || r[i].got > 'z');
+        seen |= 1u << (r[i].got - 'w');
+    }
+    FAIL_IF(seen != (1u << READERS) - 1);
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    return NULL;
+}
+
+Test(readiness, one_edge_reaches_every_reader_waiting_on_a_socket)
+{
+    run_all(one_edge_for_several_readers);
+}
+
+/* ---- what weft_close forgets ----------------------------------------------------- */
+
+/* A socket read to its end is known drained; closed with weft_close, its
+ * number goes to a socket with data already queued, which is read at once
+ * (not after a wait for an edge that came before the number was reused). */
+static void *reused_after_weft_close(void *arg)
+{
+    struct run *run = arg;
+    int sv[2], nv[2];
+    tcp_pair(sv);
+    const char *err = first_wait(sv[0], sv[1]);
+    if (err)
+        return (void *)err;
+    FAIL_IF(weft_write(sv[1], "ab", 2) != 2);
+    weft_sleep(SETTLE_NS);
+    char buf[64];
+    FAIL_IF(weft_read(sv[0], buf, sizeof buf) != 2);   /* short: drained */
+    int number = sv[0];
+    FAIL_IF(weft_close(sv[0]) != 0);
+    FAIL_IF(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, nv) != 0);
+    if (nv[0] != number) {   /* it takes the other end's number: swap them */
+        int tmp = nv[0];
+        nv[0] = nv[1];
+        nv[1] = tmp;
+    }
+    FAIL_IF(nv[0] != number);
+    FAIL_IF(write(nv[1], "new", 3) != 3);
+    uint64_t waits = epoll_waits(run->rt);
+    weft_deadline(weft_now() + GIVE_UP_NS);
+    FAIL_IF(weft_read(nv[0], buf, sizeof buf) != 3);
+    weft_deadline(0);
+    FAIL_IF(memcmp(buf, "new", 3) != 0);
+    FAIL_IF(epoll_waits(run->rt) != waits);   /* read at once */
+    weft_close(sv[1]);
+    weft_close(nv[0]);
+    weft_close(nv[1]);
+    return NULL;
+}
+
+Test(readiness, a_number_reused_after_weft_close_is_not_known_drained)
+{
+    run_all(reused_after_weft_close);
+}
+
+/* The same with close(2): the backend cannot know, and its check of the wait
+ * finds the new file. The wait, if any, ends with the data. */
+static void *reused_after_close(void *arg)
+{
+    (void)arg;
+    int sv[2], nv[2];
+    tcp_pair(sv);
+    const char *err = first_wait(sv[0], sv[1]);
+    if (err)
+        return (void *)err;
+    FAIL_IF(weft_write(sv[1], "ab", 2) != 2);
+    weft_sleep(SETTLE_NS);
+    char buf[64];
+    FAIL_IF(weft_read(sv[0], buf, sizeof buf) != 2);   /* short: drained */
+    int number = sv[0];
+    close(sv[0]);
+    FAIL_IF(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, nv) != 0);
+    if (nv[0] != number) {
+        int tmp = nv[0];
+        nv[0] = nv[1];
+        nv[1] = tmp;
+    }
+    FAIL_IF(nv[0] != number);
+    struct later l = { .fd = nv[1], .buf = "late", .len = 4 };
+    weft_task *t;
+    FAIL_IF(weft_spawn(&t, write_later, &l) != 0);
+    weft_deadline(weft_now() + GIVE_UP_NS);
+    FAIL_IF(weft_read(nv[0], buf, sizeof buf) != 4);
+    weft_deadline(0);
+    FAIL_IF(memcmp(buf, "late", 4) != 0);
+    FAIL_IF(weft_join(t, NULL) != 0);
+    weft_close(sv[1]);
+    weft_close(nv[0]);
+    weft_close(nv[1]);
+    return NULL;
+}
+
+Test(readiness, a_number_reused_after_close_is_found_by_the_check)
+{
+    run_all(reused_after_close);
+}
