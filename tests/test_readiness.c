@@ -9,11 +9,13 @@
 #define _GNU_SOURCE
 #include "common.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static const unsigned counts[] = { 1, 2, 4 };
@@ -315,4 +317,41 @@ static void *reused_after_close(void *arg)
 Test(readiness, a_number_reused_after_close_is_found_by_the_check)
 {
     run_all(reused_after_close);
+}
+
+/* ---- no bytes ------------------------------------------------------------------- */
+
+/* A read or write of no bytes returns 0 at once, as read(2) does, on an empty
+ * socket, a pipe and a socket known drained alike: none of them waits. */
+static void *no_bytes(void *arg)
+{
+    (void)arg;
+    int sv[2], p[2];
+    tcp_pair(sv);
+    FAIL_IF(pipe2(p, O_CLOEXEC) != 0);
+    const char *err = first_wait(sv[0], sv[1]);   /* sv[0]: known, and drained */
+    if (err)
+        return (void *)err;
+    weft_deadline(weft_now() + GIVE_UP_NS);
+    char c;
+    struct iovec none = { &c, 0 };
+    for (int i = 0; i < 2; i++) {
+        int fd = i ? p[0] : sv[0];
+        FAIL_IF(weft_read(fd, &c, 0) != 0);
+        FAIL_IF(weft_readv(fd, &none, 1) != 0);
+        FAIL_IF(weft_readv(fd, NULL, 0) != 0);
+    }
+    FAIL_IF(weft_write(sv[0], &c, 0) != 0);
+    FAIL_IF(weft_writev(p[1], &none, 1) != 0);
+    weft_deadline(0);
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    weft_close(p[0]);
+    weft_close(p[1]);
+    return NULL;
+}
+
+Test(readiness, a_call_for_no_bytes_returns_0_at_once)
+{
+    run_all(no_bytes);
 }

@@ -5,58 +5,45 @@
  *
  * Each such worker owns an epoll set, as a worker owns its ring: only it waits
  * on the set. It looks without blocking when it runs out of runnable tasks and
- * on the fairness tick (set_poll); parked with waiters on its set, it
- * sleeps in epoll_wait until its next timer, and a waker writes the eventfd
- * that sits in the set (set_sleep, set_kick). An event makes
- * its coroutine runnable on the worker that saw it, and no other thread runs
- * in between: no poller thread, no hand-over.
+ * on the fairness tick (set_poll); parked with waiters, it sleeps in
+ * epoll_wait until its next timer, and a waker writes the eventfd in the set
+ * (set_sleep, set_kick). An event makes its coroutine runnable on the worker
+ * that saw it: no poller thread, no hand-over.
  *
  * A descriptor is registered edge-triggered, for both directions, on the set
  * of the worker whose coroutine first waits on it, and stays there until
- * weft_close(), as Go's netpoller keeps it: a wait on the same worker then
- * costs no system call. A wait from another worker moves the registration to
- * that worker's set, with the count of its waiters' places (a place is one
- * waiter on one list; a weft_poll for both directions takes two).
+ * weft_close(), as Go's netpoller keeps it: a wait on the same worker costs no
+ * system call. A wait from another worker moves it there, with the count of
+ * its waiters' places (one waiter on one list; weft_poll for both takes two).
+ * Edges are counted per direction, and a direction is marked drained when a
+ * call finds nothing (EAGAIN) or a read of a stream socket gets less than it
+ * asked for (the kernel copies all it has; Tokio reads the same sign): a call
+ * on a drained direction waits for the next edge without trying the call. A
+ * caller notes the count before it looks and waits only if no edge came
+ * since, under the entry's lock, which the reaper holds too.
  *
- * Edges are counted per direction in the descriptor's entry, and a direction
- * is marked drained when a call finds nothing (EAGAIN) or a read of a stream
- * socket gets less than it asked for (the kernel copies all it has; Tokio
- * reads the same sign). A call on a drained direction waits for the next edge
- * without trying the system call. A caller notes the count before it looks
- * and waits only if no edge came since, under the entry's lock, which the
- * reaper holds too: no edge falls between the look and the wait.
+ * Any number of coroutines may wait in each direction (several acceptors of
+ * one listener; Go instead serialises them before its pollDesc with a lock
+ * per descriptor, which weft does not have). An edge wakes the oldest waiter
+ * of each direction it reports, not all: a thundering herd of acceptors for
+ * one connection. An edge comes once, so the one woken passes it on to the
+ * next in line when its call finds something (pass_on); a waiter woken for
+ * nothing waits again in the place it had. EPOLLERR and EPOLLHUP wake every
+ * waiter, EPOLLRDHUP every reader.
  *
- * Any number of coroutines may wait in each direction: several accepting on
- * one listening socket is the common server, and several threads may read
- * one descriptor under POSIX. Go serialises them before its pollDesc (which
- * holds one reader and one writer) with a per-descriptor lock; weft has no
- * such lock in front of the system call, so the lists are the queue. An edge
- * wakes the oldest waiter of each direction it reports, one only: it would
- * be a thundering herd to wake every acceptor for one connection. An edge
- * comes once, so the one woken passes it on: when its call succeeds, it wakes
- * the next in line, which tries in turn, and waits again in the place it had,
- * not at the end, if the first took everything (pass_on).
- * Conditions that stay until the descriptor is closed wake every waiter they
- * concern: EPOLLERR and EPOLLHUP all of them, EPOLLRDHUP (the peer will send
- * no more) every reader.
+ * weft does not own descriptors: a number closed with close(2) and reused
+ * for a new file keeps a registration the kernel has dropped, and the
+ * drained mark is a sign, not a proof; either could leave a waiter waiting
+ * for an edge that never comes. So a wait that began without a system call is
+ * checked (sweep) if it outlives a sweep of its worker (SWEEP_NS) with no
+ * edge: an EPOLL_CTL_MOD, which also reports a level already there; ENOENT
+ * means a new file, whose waiters are woken to try again and register it. A
+ * descriptor seeing edges is checked once a second (CHECK_NS). Accepted and
+ * connecting sockets are known new (renew).
  *
- * weft does not own descriptors: a user may close(2) one and get its number
- * back for a new file, which the kernel has never seen in our set; and the
- * drained mark is a sign, not a proof. Either could leave a waiter waiting for
- * an edge that never comes. So a wait that began without a system call is
- * checked if it outlives a sweep of its worker (SWEEP_NS) with no edge for
- * its descriptor: an EPOLL_CTL_MOD, which also reports a level already there;
- * ENOENT means a new file, whose waiters are woken to try again and register
- * it afresh (sweep). A mistake costs a wait of two sweeps at most while no
- * edge comes, and a descriptor seeing edges is checked once a second (CHECK_NS).
- *
- * Every use of a waiter by a worker reaping events happens under its entry's
- * lock, and a waiter is removed from its entry under that lock before its
- * frame can go: by the reaper when it claims it, by the waiter itself when its
- * deadline or cancellation claimed it first, by weft__epoll_forget()
- * (weft_close) with -EBADF. So the frame outlives every use made of it, and an
- * event that arrives for a waiter already gone finds an empty place.
- *
+ * A waiter is used by a reaper only under its entry's lock, and leaves its
+ * entry under that lock before its frame can go (claimed by the reaper, by
+ * its deadline or cancellation, or by weft__epoll_forget with -EBADF).
  * A descriptor closed with close(2) rather than weft_close() while a coroutine
  * waits on it leaves that coroutine waiting, as it would leave a thread
  * blocked in poll(2).
@@ -107,10 +94,8 @@ struct fd_slot {
     pthread_mutex_t  lock;
     struct fd_wait  *head[2], *tail[2];   /* waiters by direction, by place */
     uint64_t         last_place;   /* the last place given out */
-    unsigned         places;    /* waiters on the lists, one per list each; counted on
-                                 * the set that holds the registration */
-    unsigned         set;       /* 1 + the index of the worker whose set holds the
-                                 * registration and counts these waiters; 0: none */
+    unsigned         places;    /* waiters on the lists, one per list; counted on `set` */
+    unsigned         set;       /* 1 + the index of the worker whose set holds it; 0: none */
     bool             added;     /* registered there, unless the file was closed since */
     int              fd;        /* its number; set when its page is made */
     unsigned         queued;    /* 1 + the index of the worker whose sweep list holds it; 0: none */
@@ -134,11 +119,10 @@ struct weft__fdtab {
 struct weft__epset {
     int              epfd;
     int              efd;        /* eventfd in the set: wakes the owner */
-    _Atomic unsigned waiters;    /* places taken in entries registered here; raised only by
-                                  * the owner's coroutines, lowered by anyone, under the
-                                  * entry's lock */
+    _Atomic unsigned waiters;    /* places taken in entries registered here; raised only by the
+                                  * owner's coroutines, lowered by anyone, under the entry's lock */
     /* Entries whose waits began without a system call (queue, sweep): the
-     * owner's, read by set_busy; relaxed, as only the owner writes it. */
+     * owner's; relaxed, as only the owner writes it and reads it. */
     _Atomic(struct fd_slot *) sweep;
     uint64_t         next_sweep; /* when to look at them; the owner's */
     uint64_t         sweeps;     /* sweeps made; the owner's */
@@ -436,8 +420,7 @@ static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
         atomic_fetch_add_explicit(&here->waiters, mine, memory_order_relaxed);
         return 1;
     }
-    /* Here already, but on another worker's sweep list, which only that
-     * worker may change: checked now instead. */
+    /* Here, but on another worker's sweep list (its own to change): check it now. */
     bool done = mine_already && epoll_ctl(here->epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
     if (!done && mine_already && errno != ENOENT)
         return -errno;
@@ -537,6 +520,29 @@ static int wait_fd(struct weft__worker *w, int fd, int dirs, uint64_t *place, co
     return r;
 }
 
+/* s's number names a new file, or may: nothing is known of it, and its
+ * registration, if any, is another file's. Holds s->lock. */
+static void unknown(struct fd_slot *s)
+{
+    s->added = false;
+    edge_came(s, RD);
+    edge_came(s, WR);
+    atomic_store_explicit(&s->not_socket, false, memory_order_relaxed);
+    atomic_store_explicit(&s->kind, KIND_UNKNOWN, memory_order_relaxed);
+}
+
+/* fd is a new file, accepted or being connected: a number closed with close(2)
+ * and reused would otherwise wait for a check first. */
+static void renew(weft_rt *rt, int fd)
+{
+    struct fd_slot *s = slot(rt, fd, false);
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    unknown(s);
+    pthread_mutex_unlock(&s->lock);
+}
+
 void weft__epoll_forget(weft_rt *rt, int fd)
 {
     struct fd_slot *s = slot(rt, fd, false);
@@ -549,11 +555,7 @@ void weft__epoll_forget(weft_rt *rt, int fd)
     if (set && s->added)
         epoll_ctl(set->epfd, EPOLL_CTL_DEL, fd, NULL);
     s->set = 0;
-    s->added = false;
-    edge_came(s, RD);   /* the next file under the number is not known drained */
-    edge_came(s, WR);
-    atomic_store_explicit(&s->not_socket, false, memory_order_relaxed);
-    atomic_store_explicit(&s->kind, KIND_UNKNOWN, memory_order_relaxed);
+    unknown(s);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -604,14 +606,9 @@ static bool check(weft_rt *rt, struct fd_slot *s, uint64_t now)
         s->checked = now;
         return false;
     }
-    s->added = false;
-    atomic_store_explicit(&s->kind, KIND_UNKNOWN, memory_order_relaxed);
-    bool woke = false;
-    for (int d = RD; d <= WR; d++) {
-        edge_came(s, d);
-        woke |= wake_list(rt, s, d, d == RD ? EPOLLIN : EPOLLOUT, true);
-    }
-    return woke;
+    unknown(s);
+    bool woke = wake_list(rt, s, RD, EPOLLIN, true);
+    return wake_list(rt, s, WR, EPOLLOUT, true) || woke;
 }
 
 /*
@@ -745,18 +742,18 @@ static int make_nonblocking(int fd)
 }
 
 /*
- * read, write, recv, send, accept, and readv, writev, recvmsg, sendmsg,
- * sendfile. Sockets are left as the caller made them: recv, send, recvmsg
- * and sendmsg take MSG_DONTWAIT; read and write on a socket are recv and
- * send with no flags, readv and writev recvmsg and sendmsg; accept4 and
- * sendfile set O_NONBLOCK (sendfile: on the descriptor written) for the one
- * call (weft__io_syscall_nowait). Other descriptors (pipes, terminals) are
- * switched to O_NONBLOCK. The descriptor table remembers which answered
- * ENOTSOCK, as a hint: a number reused for another kind of file costs one
- * system call, never a blocked worker.
+ * read, write, recv, send, accept, readv, writev, recvmsg, sendmsg, sendfile.
+ * Sockets are left as the caller made them: read, write, readv and writev on
+ * a socket are recv, send, recvmsg and sendmsg, which take MSG_DONTWAIT;
+ * accept4 and sendfile set O_NONBLOCK for the one call
+ * (weft__io_syscall_nowait). Pipes and terminals are switched to O_NONBLOCK.
+ * Which answered ENOTSOCK is kept as a hint: a number reused for another
+ * kind of file costs one system call, never a blocked worker.
  */
 static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
 {
+    if (weft__io_is_stream(a) && !a->len)
+        return weft__io_syscall(a);   /* no bytes: 0 at once, where recv(2) would say EAGAIN */
     struct msghdr m;   /* readv and writev on a socket, as recvmsg and sendmsg */
     bool as_socket = weft__io_is_stream(a) && !fd_not_socket(w->rt, a->fd);
     struct weft__io_op c = as_socket ? weft__io_as_socket(a, &m) : *a;
@@ -794,6 +791,8 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
                 mark_drained(s, d, seen[d]);
             if (s && waited)
                 pass_on(w->rt, s, d);
+            if (c.kind == WEFT__IO_ACCEPT && r >= 0)
+                renew(w->rt, (int)r);
             return r;
         }
         err = wait_fd(w, c.fd, d == WR ? WEFT__WAIT_WRITE : WEFT__WAIT_READ, &place, seen);
@@ -808,6 +807,7 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
  * back at once, and it goes on while we wait. */
 static ssize_t connect_io(struct weft__worker *w, const struct weft__io_op *a)
 {
+    renew(w->rt, a->fd);
     struct fd_slot *s = slot(w->rt, a->fd, false);
     uint64_t seen[2] = { 0, s ? edge_seen(s, WR) : 0 };
     int r = (int)weft__io_syscall_nowait(a);
