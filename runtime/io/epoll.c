@@ -100,7 +100,7 @@ struct fd_slot {
     int              fd;        /* its number; set when its page is made */
     unsigned         queued;    /* 1 + the index of the worker whose sweep list holds it; 0: none */
     struct fd_slot  *next_queued;   /* on that list; that worker's only */
-    uint64_t         mark;      /* edge[RD] + edge[WR] when it was queued or last swept */
+    uint64_t         mark;      /* edges() when it was queued or last swept */
     uint64_t         round;     /* that worker's sweeps when it was queued */
     uint64_t         checked;   /* when the registration was last made or checked */
     /* Per direction: twice the edges seen, plus 1 while drained since the
@@ -262,9 +262,9 @@ static uint64_t edge_seen(const struct fd_slot *s, int d)
     return atomic_load_explicit(&s->edge[d], memory_order_relaxed);
 }
 
-static uint64_t edges(const struct fd_slot *s)
+static uint64_t edges(const struct fd_slot *s)   /* of both directions, marks left out */
 {
-    return edge_seen(s, RD) + edge_seen(s, WR);
+    return (edge_seen(s, RD) >> 1) + (edge_seen(s, WR) >> 1);
 }
 
 /* An edge for direction d: counted, and d no longer drained. Holds s->lock;
