@@ -62,7 +62,11 @@ _Static_assert(sizeof BODY - 1 == 16, "the Content-Length below is the length of
 
 static const char body[] = BODY;
 static uint64_t request_ns = REQUEST_NS;
-static int root_fd = -1;   /* --root: the directory served, or -1 */
+/* --root: the directory served, or -1. Atomic, sequentially consistent: the
+ * self-test sets it while coroutines serving its earlier connections may
+ * still read it, and a new connection's coroutine sees the store through the
+ * kernel's socket, an order ThreadSanitizer cannot see. */
+static _Atomic int root_fd = -1;
 
 struct text {
     const char *p;
