@@ -233,32 +233,46 @@ Test(readiness, one_edge_reaches_every_reader_waiting_on_a_socket)
     run_all(one_edge_for_several_readers);
 }
 
-/* ---- what weft_close forgets ----------------------------------------------------- */
+/* ---- numbers reused ----------------------------------------------------------------- */
 
-/* A socket read to its end is known drained; closed with weft_close, its
- * number goes to a socket with data already queued, which is read at once
- * (not after a wait for an edge that came before the number was reused). */
+/* Reads a TCP socket to its end (a short read: known drained), closes it
+ * with weft_close or close(2), and makes a socket pair whose nv[0] gets its
+ * number; the peer of the old socket goes to *old_peer. NULL or a message. */
+static const char *drained_then_reused(bool by_weft_close, int nv[2], int *old_peer)
+{
+    int sv[2];
+    char buf[64];
+    tcp_pair(sv);
+    *old_peer = sv[1];
+    const char *err = first_wait(sv[0], sv[1]);
+    if (err)
+        return err;
+    if (weft_write(sv[1], "ab", 2) != 2)
+        return "the write of the old socket";
+    weft_sleep(SETTLE_NS);
+    if (weft_read(sv[0], buf, sizeof buf) != 2)
+        return "the read of the old socket";
+    if (by_weft_close ? weft_close(sv[0]) != 0 : close(sv[0]) != 0)
+        return "the close";
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, nv) != 0)
+        return "socketpair";
+    if (nv[1] == sv[0]) {   /* it took the other end: swap them */
+        nv[1] = nv[0];
+        nv[0] = sv[0];
+    }
+    return nv[0] == sv[0] ? NULL : "the lowest free number was not reused";
+}
+
+/* After weft_close the number's new file, with data already queued, is read
+ * at once (not after a wait for an edge that came before it was reused). */
 static void *reused_after_weft_close(void *arg)
 {
     struct run *run = arg;
-    int sv[2], nv[2];
-    tcp_pair(sv);
-    const char *err = first_wait(sv[0], sv[1]);
+    int nv[2], old_peer;
+    char buf[64];
+    const char *err = drained_then_reused(true, nv, &old_peer);
     if (err)
         return (void *)err;
-    FAIL_IF(weft_write(sv[1], "ab", 2) != 2);
-    weft_sleep(SETTLE_NS);
-    char buf[64];
-    FAIL_IF(weft_read(sv[0], buf, sizeof buf) != 2);   /* short: drained */
-    int number = sv[0];
-    FAIL_IF(weft_close(sv[0]) != 0);
-    FAIL_IF(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, nv) != 0);
-    if (nv[0] != number) {   /* it takes the other end's number: swap them */
-        int tmp = nv[0];
-        nv[0] = nv[1];
-        nv[1] = tmp;
-    }
-    FAIL_IF(nv[0] != number);
     FAIL_IF(write(nv[1], "new", 3) != 3);
     uint64_t waits = epoll_waits(run->rt);
     weft_deadline(weft_now() + GIVE_UP_NS);
@@ -266,7 +280,7 @@ static void *reused_after_weft_close(void *arg)
     weft_deadline(0);
     FAIL_IF(memcmp(buf, "new", 3) != 0);
     FAIL_IF(epoll_waits(run->rt) != waits);   /* read at once */
-    weft_close(sv[1]);
+    weft_close(old_peer);
     weft_close(nv[0]);
     weft_close(nv[1]);
     return NULL;
@@ -282,24 +296,11 @@ Test(readiness, a_number_reused_after_weft_close_is_not_known_drained)
 static void *reused_after_close(void *arg)
 {
     (void)arg;
-    int sv[2], nv[2];
-    tcp_pair(sv);
-    const char *err = first_wait(sv[0], sv[1]);
+    int nv[2], old_peer;
+    char buf[64];
+    const char *err = drained_then_reused(false, nv, &old_peer);
     if (err)
         return (void *)err;
-    FAIL_IF(weft_write(sv[1], "ab", 2) != 2);
-    weft_sleep(SETTLE_NS);
-    char buf[64];
-    FAIL_IF(weft_read(sv[0], buf, sizeof buf) != 2);   /* short: drained */
-    int number = sv[0];
-    close(sv[0]);
-    FAIL_IF(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, nv) != 0);
-    if (nv[0] != number) {
-        int tmp = nv[0];
-        nv[0] = nv[1];
-        nv[1] = tmp;
-    }
-    FAIL_IF(nv[0] != number);
     struct later l = { .fd = nv[1], .buf = "late", .len = 4 };
     weft_task *t;
     FAIL_IF(weft_spawn(&t, write_later, &l) != 0);
@@ -308,7 +309,7 @@ static void *reused_after_close(void *arg)
     weft_deadline(0);
     FAIL_IF(memcmp(buf, "late", 4) != 0);
     FAIL_IF(weft_join(t, NULL) != 0);
-    weft_close(sv[1]);
+    weft_close(old_peer);
     weft_close(nv[0]);
     weft_close(nv[1]);
     return NULL;
