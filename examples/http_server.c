@@ -516,9 +516,13 @@ int main(int argc, char **argv)
         else
             cli_unexpected(&cli, arg);
     }
-    if (root && !test && (root_fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        fprintf(stderr, "http_server: %s: %s\n", root, strerror(errno));
-        return 1;
+    if (root && !test) {
+        int dir = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dir < 0) {
+            fprintf(stderr, "http_server: %s: %s\n", root, strerror(errno));
+            return 1;
+        }
+        root_fd = dir;
     }
     if (test)
         request_ns = 200000000;   /* 200 ms, to keep the test short */
