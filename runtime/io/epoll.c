@@ -34,7 +34,7 @@
  * weft does not own descriptors: a number closed with close(2) and reused
  * for a new file keeps a registration the kernel has dropped, and the
  * drained mark is a sign, not a proof; either could leave a waiter waiting
- * for an edge that never comes. So a wait that began without a system call is
+ * for an edge that never comes. So a wait that needed no epoll_ctl is
  * checked (sweep) if it outlives a sweep of its worker (SWEEP_NS) with no
  * edge: an EPOLL_CTL_MOD, which also reports a level already there; ENOENT
  * means a new file, whose waiters are woken to try again and register it. A
@@ -48,12 +48,13 @@
  * waits on it leaves that coroutine waiting, as it would leave a thread
  * blocked in poll(2).
  */
-#include "backend.h"
+#include "epoll.h"
 #include "fdtab.h"
 #include "base/sys.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -63,72 +64,26 @@
 #include <unistd.h>
 
 #define KICK_TAG   UINT64_MAX   /* epoll data of the eventfd */
-#define PAGE_SLOTS 1024u        /* descriptors per page of the table */
-#define TOP_PAGES  65536u       /* pages: descriptors below 2^26 */
 #define EVENTS     64           /* reaped per epoll_wait */
 #define SWEEP_NS   5000000u     /* how often a worker checks the waits it began without a call */
 #define CHECK_NS   1000000000u  /* a registration seeing edges is still checked this often */
 #define REGISTERED (EPOLLIN | EPOLLRDHUP | EPOLLOUT | EPOLLET)
 #define WEFT__WAIT_READ  1      /* dirs of wait_fd */
 #define WEFT__WAIT_WRITE 2
-
-enum { RD, WR };   /* the directions: indexes of the lists below */
-
-/* One coroutine waiting on a descriptor, in its frame (wait_fd):
- * on the read list, the write list, or both. The links are under the entry's
- * lock; `on` says which lists hold it, and is how a waiter that gives up
- * learns whether a waker has already taken it off. */
-struct fd_wait {
-    struct weft__waiter wt;
-    struct fd_wait     *next[2], *prev[2];   /* on the entry's lists, by direction */
-    uint64_t            place;   /* its place in line, kept across a wake that found nothing */
-    bool                on[2];
-};
-
-/* The state of a descriptor's socket type, for the drained mark. */
-enum { KIND_UNKNOWN, KIND_STREAM, KIND_OTHER };
-
-/* A descriptor's waiters and its registration. The lists, `places`, `set`,
- * `added`, `checked`, `queued` and `mark` are under `lock`. */
-struct fd_slot {
-    pthread_mutex_t  lock;
-    struct fd_wait  *head[2], *tail[2];   /* waiters by direction, by place */
-    uint64_t         last_place;   /* the last place given out */
-    unsigned         places;    /* waiters on the lists, one per list; counted on `set` */
-    unsigned         set;       /* 1 + the index of the worker whose set holds it; 0: none */
-    bool             added;     /* registered there, unless the file was closed since */
-    int              fd;        /* its number; set when its page is made */
-    unsigned         queued;    /* 1 + the index of the worker whose sweep list holds it; 0: none */
-    struct fd_slot  *next_queued;   /* on that list; that worker's only */
-    uint64_t         mark;      /* edges() when it was queued or last swept */
-    uint64_t         round;     /* that worker's sweeps when it was queued */
-    uint64_t         checked;   /* when the registration was last made or checked */
-    /* Per direction: twice the edges seen, plus 1 while drained since the
-     * last. Raised by reapers under `lock`; the drained bit also set by a
-     * reader without it (compare-exchange against the count it saw). */
-    _Atomic uint64_t edge[2];
-    _Atomic unsigned lined[2];     /* waiters on each list: a hint for pass_on */
-    _Atomic bool     not_socket;   /* a hint for weft_read/weft_write; anyone */
-    _Atomic uint8_t  kind;         /* KIND_*: a hint for the drained mark; anyone */
-};
-
-struct weft__fdtab {
-    _Atomic(struct fd_slot *) pages[TOP_PAGES];   /* made on first use, kept */
-};
+#define WEFT__WAIT_NARROW 4     /* ... the caller looked for less than readability (POLLPRI
+                                 * alone, MSG_ERRQUEUE, MSG_OOB): it marks nothing drained */
 
 struct weft__epset {
     int              epfd;
     int              efd;        /* eventfd in the set: wakes the owner */
     _Atomic unsigned waiters;    /* places taken in entries registered here; raised only by the
                                   * owner's coroutines, lowered by anyone, under the entry's lock */
-    /* Entries whose waits began without a system call (queue, sweep): the
+    /* Entries whose waits needed no epoll_ctl (queue, sweep): the
      * owner's; relaxed, as only the owner writes it and reads it. */
-    _Atomic(struct fd_slot *) sweep;
+    _Atomic(struct weft__fd_slot *) sweep;
     uint64_t         next_sweep; /* when to look at them; the owner's */
     uint64_t         sweeps;     /* sweeps made; the owner's */
 };
-
-/* ---- the descriptor table ------------------------------------------------------ */
 
 /* w's set: the epoll backend's state for it (io/backend.h); NULL where it
  * could not be made. */
@@ -137,78 +92,15 @@ static inline struct weft__epset *ep_of(const struct weft__worker *w)
     return w->io_state;
 }
 
-static struct weft__fdtab *table(weft_rt *rt, bool make)
-{
-    struct weft__fdtab *t = atomic_load_explicit(&rt->fdtab, memory_order_acquire);   /* pairs with the CAS */
-    if (t || !make)
-        return t;
-    struct weft__fdtab *mine = calloc(1, sizeof *mine);
-    if (!mine)
-        return NULL;
-    if (atomic_compare_exchange_strong_explicit(&rt->fdtab, &t, mine, memory_order_acq_rel,
-                                                memory_order_acquire))
-        return mine;   /* published */
-    free(mine);        /* another thread published first: t is its table */
-    return t;
-}
-
-static void page_free(struct fd_slot *p)
-{
-    for (unsigned i = 0; i < PAGE_SLOTS; i++)
-        pthread_mutex_destroy(&p[i].lock);
-    free(p);
-}
-
-/* fd's entry, made if `make`. NULL: fd is out of range, or no memory. Any thread. */
-static struct fd_slot *slot(weft_rt *rt, int fd, bool make)
-{
-    if (fd < 0 || (unsigned)fd / PAGE_SLOTS >= TOP_PAGES)
-        return NULL;
-    struct weft__fdtab *t = table(rt, make);
-    if (!t)
-        return NULL;
-    _Atomic(struct fd_slot *) *pp = &t->pages[(unsigned)fd / PAGE_SLOTS];
-    struct fd_slot *p = atomic_load_explicit(pp, memory_order_acquire);   /* pairs with the CAS */
-    if (!p && make) {
-        struct fd_slot *mine = calloc(PAGE_SLOTS, sizeof *mine);
-        if (!mine)
-            return NULL;
-        for (unsigned i = 0; i < PAGE_SLOTS; i++) {
-            pthread_mutex_init(&mine[i].lock, NULL);
-            mine[i].fd = (int)((unsigned)fd / PAGE_SLOTS * PAGE_SLOTS + i);
-        }
-        if (atomic_compare_exchange_strong_explicit(pp, &p, mine, memory_order_acq_rel,
-                                                    memory_order_acquire))
-            p = mine;
-        else
-            page_free(mine);   /* p is the page another thread published */
-    }
-    return p ? &p[(unsigned)fd % PAGE_SLOTS] : NULL;
-}
-
-void weft__epoll_destroy(weft_rt *rt)
-{
-    struct weft__fdtab *t = atomic_load_explicit(&rt->fdtab, memory_order_acquire);
-    if (!t)
-        return;
-    for (unsigned i = 0; i < TOP_PAGES; i++) {
-        struct fd_slot *p = atomic_load_explicit(&t->pages[i], memory_order_relaxed);
-        if (p)
-            page_free(p);
-    }
-    free(t);
-    atomic_store_explicit(&rt->fdtab, NULL, memory_order_relaxed);
-}
-
 static bool fd_not_socket(weft_rt *rt, int fd)
 {
-    struct fd_slot *s = slot(rt, fd, false);
+    struct weft__fd_slot *s = weft__epoll_slot(rt, fd, false);
     return s && atomic_load_explicit(&s->not_socket, memory_order_relaxed);
 }
 
 static void fd_mark_not_socket(weft_rt *rt, int fd)
 {
-    struct fd_slot *s = slot(rt, fd, true);
+    struct weft__fd_slot *s = weft__epoll_slot(rt, fd, true);
     if (s)   /* without memory the hint is lost, and recv is tried again next time */
         atomic_store_explicit(&s->not_socket, true, memory_order_relaxed);
 }
@@ -247,7 +139,7 @@ static void set_destroy(void *state)
     free(s);
 }
 
-static struct weft__epset *set_of(weft_rt *rt, const struct fd_slot *s)
+static struct weft__epset *set_of(weft_rt *rt, const struct weft__fd_slot *s)
 {
     return s->set ? (struct weft__epset *)rt->workers[s->set - 1]->io_state : NULL;
 }
@@ -257,19 +149,19 @@ static struct weft__epset *set_of(weft_rt *rt, const struct fd_slot *s)
 /* The count and mark of direction d, read before a look at the descriptor.
  * Relaxed: the entry's lock, which the reaper holds to raise it and wait_fd
  * to compare it, orders the edges against the waits. */
-static uint64_t edge_seen(const struct fd_slot *s, int d)
+static uint64_t edge_seen(const struct weft__fd_slot *s, int d)
 {
     return atomic_load_explicit(&s->edge[d], memory_order_relaxed);
 }
 
-static uint64_t edges(const struct fd_slot *s)   /* of both directions, marks left out */
+static uint64_t edges(const struct weft__fd_slot *s)   /* of both directions, marks left out */
 {
     return (edge_seen(s, RD) >> 1) + (edge_seen(s, WR) >> 1);
 }
 
 /* An edge for direction d: counted, and d no longer drained. Holds s->lock;
  * a reader marking d drained may race with it, and loses. */
-static void edge_came(struct fd_slot *s, int d)
+static void edge_came(struct weft__fd_slot *s, int d)
 {
     uint64_t e = edge_seen(s, d);
     while (!atomic_compare_exchange_weak_explicit(&s->edge[d], &e, (e + 2) & ~(uint64_t)1,
@@ -278,7 +170,7 @@ static void edge_came(struct fd_slot *s, int d)
 }
 
 /* Marks d drained, unless an edge came since the caller read `seen`. Any thread. */
-static void mark_drained(struct fd_slot *s, int d, uint64_t seen)
+static void mark_drained(struct weft__fd_slot *s, int d, uint64_t seen)
 {
     if (!(seen & 1))
         atomic_compare_exchange_strong_explicit(&s->edge[d], &seen, seen | 1,
@@ -289,17 +181,20 @@ static void mark_drained(struct fd_slot *s, int d, uint64_t seen)
  * recv (read on a socket is one) of a stream socket that got less than it
  * asked for, with no flag that stops short of the end. The socket's type is
  * asked once per descriptor (kept until weft_close or a new file is seen). */
-static bool emptied(struct fd_slot *s, const struct weft__io_op *c, ssize_t r)
+static bool emptied(struct weft__fd_slot *s, const struct weft__io_op *c, ssize_t r)
 {
     if (c->kind != WEFT__IO_RECV || r <= 0 || (size_t)r >= c->len ||
-        (c->flags & (MSG_PEEK | MSG_OOB | MSG_WAITALL | MSG_TRUNC)))
+        (c->flags & (MSG_PEEK | MSG_OOB | MSG_WAITALL | MSG_TRUNC | MSG_ERRQUEUE)))
         return false;
     uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
     if (kind == KIND_UNKNOWN) {
-        int type = 0;
-        socklen_t n = sizeof type;
-        kind = weft__sys_getsockopt(c->fd, SOL_SOCKET, SO_TYPE, &type, &n) == 0 && type == SOCK_STREAM
-                   ? KIND_STREAM : KIND_OTHER;
+        /* TCP, or a Unix stream (protocol 0); SCTP's one-to-one sockets are
+         * SOCK_STREAM too, but read a message at a time. */
+        int type = 0, proto = -1;
+        socklen_t n = sizeof type, pn = sizeof proto;
+        kind = weft__sys_getsockopt(c->fd, SOL_SOCKET, SO_TYPE, &type, &n) == 0 && type == SOCK_STREAM &&
+               weft__sys_getsockopt(c->fd, SOL_SOCKET, SO_PROTOCOL, &proto, &pn) == 0 &&
+               (proto == IPPROTO_TCP || proto == 0) ? KIND_STREAM : KIND_OTHER;
         atomic_store_explicit(&s->kind, kind, memory_order_relaxed);
     }
     return kind == KIND_STREAM;
@@ -310,11 +205,11 @@ static bool emptied(struct fd_slot *s, const struct weft__io_op *c, ssize_t r)
 /* Puts fw on s's list for direction d by its place: at the end if it is new
  * (place 0; it gets the next one), else ahead of everyone who came after it.
  * Holds s->lock. */
-static void enlist(struct fd_slot *s, struct fd_wait *fw, int d)
+static void enlist(struct weft__fd_slot *s, struct weft__fd_wait *fw, int d)
 {
     if (!fw->place)
         fw->place = ++s->last_place;
-    struct fd_wait *after = s->tail[d];
+    struct weft__fd_wait *after = s->tail[d];
     while (after && after->place > fw->place)
         after = after->prev[d];
     fw->prev[d] = after;
@@ -334,7 +229,7 @@ static void enlist(struct fd_slot *s, struct fd_wait *fw, int d)
 
 /* Takes fw off every list of s that holds it; returns the places it gave up
  * (0 if a waker took it off already). Holds s->lock. */
-static unsigned drop(struct fd_slot *s, struct fd_wait *fw)
+static unsigned drop(struct weft__fd_slot *s, struct weft__fd_wait *fw)
 {
     unsigned n = 0;
     for (int d = RD; d <= WR; d++) {
@@ -370,10 +265,10 @@ static void uncount(struct weft__epset *set, unsigned places)
  * waiter leaves every list before it is woken, for once woken its frame may
  * go at any moment. Holds s->lock. Returns whether a task was made runnable.
  */
-static bool wake_list(weft_rt *rt, struct fd_slot *s, int d, int32_t result, bool all)
+static bool wake_list(weft_rt *rt, struct weft__fd_slot *s, int d, int32_t result, bool all)
 {
     bool woke = false;
-    struct fd_wait *fw;
+    struct weft__fd_wait *fw;
     while ((fw = s->head[d])) {
         uncount(set_of(rt, s), drop(s, fw));
         if (weft__wake(&fw->wt, result)) {
@@ -391,7 +286,7 @@ static bool wake_list(weft_rt *rt, struct fd_slot *s, int d, int32_t result, boo
  * that needs it: one that was in line when the edge came is seen through the
  * reaper's lock and the wake that ran us; one that came after it had found
  * the direction empty since that edge, or found the edge and did not wait. */
-static void pass_on(weft_rt *rt, struct fd_slot *s, int d)
+static void pass_on(weft_rt *rt, struct weft__fd_slot *s, int d)
 {
     if (!atomic_load_explicit(&s->lined[d], memory_order_relaxed))
         return;
@@ -410,7 +305,7 @@ static void pass_on(weft_rt *rt, struct fd_slot *s, int d)
  * it was made, moved or checked now, or a negative errno, and then nothing
  * has changed.
  */
-static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
+static int arm(struct weft__worker *w, int fd, struct weft__fd_slot *s, unsigned mine)
 {
     unsigned me = w->index + 1;
     struct weft__epset *here = ep_of(w);
@@ -423,7 +318,7 @@ static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
     /* Here, but on another worker's sweep list (its own to change): check it now. */
     bool done = mine_already && epoll_ctl(here->epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
     if (!done && mine_already && errno != ENOENT)
-        return -errno;
+        return errno == EPERM ? -EINVAL : -errno;
     if (!done && epoll_ctl(here->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         if (errno == EPERM)
             return -EINVAL;   /* a regular file: never "would block" */
@@ -433,8 +328,8 @@ static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
     unsigned others = s->places - mine;
     if (s->set != me) {
         struct weft__epset *from = set_of(w->rt, s);
-        if (from && s->added)
-            epoll_ctl(from->epfd, EPOLL_CTL_DEL, fd, NULL);   /* ENOENT: the file is gone; fine */
+        if (from)   /* even if not `added` (renew): ENOENT, the file is gone, is fine */
+            epoll_ctl(from->epfd, EPOLL_CTL_DEL, fd, NULL);
         uncount(from, others);
         atomic_fetch_add_explicit(&here->waiters, others, memory_order_relaxed);
         s->set = me;
@@ -447,12 +342,12 @@ static int arm(struct weft__worker *w, int fd, struct fd_slot *s, unsigned mine)
 
 /* Puts s on w's sweep list, unless a list holds it: a wait on it began
  * without a system call. Holds s->lock; on w. */
-static void queue(struct weft__worker *w, struct fd_slot *s)
+static void queue(struct weft__worker *w, struct weft__fd_slot *s)
 {
     struct weft__epset *set = ep_of(w);
     if (s->queued)
         return;
-    struct fd_slot *head = atomic_load_explicit(&set->sweep, memory_order_relaxed);
+    struct weft__fd_slot *head = atomic_load_explicit(&set->sweep, memory_order_relaxed);
     if (!head)
         set->next_sweep = weft_now() + SWEEP_NS;
     s->queued = w->index + 1;
@@ -477,10 +372,10 @@ static int wait_fd(struct weft__worker *w, int fd, int dirs, uint64_t *place, co
         return -EBADF;
     if (!ep_of(w))
         return -ENOMEM;   /* this worker's set could not be made */
-    struct fd_slot *s = slot(w->rt, fd, true);
+    struct weft__fd_slot *s = weft__epoll_slot(w->rt, fd, true);
     if (!s)
         return (unsigned)fd / PAGE_SLOTS >= TOP_PAGES ? -EMFILE : -ENOMEM;
-    struct fd_wait fw = { .place = *place, .on = { false, false } };
+    struct weft__fd_wait fw = { .place = *place, .on = { false, false } };
     weft__waiter_init(&fw.wt);
     bool want[2] = { dirs & WEFT__WAIT_READ, dirs & WEFT__WAIT_WRITE };
 
@@ -500,7 +395,7 @@ static int wait_fd(struct weft__worker *w, int fd, int dirs, uint64_t *place, co
         pthread_mutex_unlock(&s->lock);
         return armed;
     }
-    for (int d = RD; d <= WR; d++)
+    for (int d = RD; d <= WR && !(dirs & WEFT__WAIT_NARROW); d++)
         if (want[d])
             atomic_store_explicit(&s->edge[d], seen[d] | 1, memory_order_relaxed);   /* drained */
     if (armed == 1)
@@ -522,7 +417,7 @@ static int wait_fd(struct weft__worker *w, int fd, int dirs, uint64_t *place, co
 
 /* s's number names a new file, or may: nothing is known of it, and its
  * registration, if any, is another file's. Holds s->lock. */
-static void unknown(struct fd_slot *s)
+static void unknown(struct weft__fd_slot *s)
 {
     s->added = false;
     edge_came(s, RD);
@@ -535,7 +430,7 @@ static void unknown(struct fd_slot *s)
  * and reused would otherwise wait for a check first. */
 static void renew(weft_rt *rt, int fd)
 {
-    struct fd_slot *s = slot(rt, fd, false);
+    struct weft__fd_slot *s = weft__epoll_slot(rt, fd, false);
     if (!s)
         return;
     pthread_mutex_lock(&s->lock);
@@ -545,7 +440,7 @@ static void renew(weft_rt *rt, int fd)
 
 void weft__epoll_forget(weft_rt *rt, int fd)
 {
-    struct fd_slot *s = slot(rt, fd, false);
+    struct weft__fd_slot *s = weft__epoll_slot(rt, fd, false);
     if (!s)
         return;
     pthread_mutex_lock(&s->lock);
@@ -573,7 +468,7 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
             continue;
         }
         int fd = (int)ev[i].data.u64;
-        struct fd_slot *s = slot(w->rt, fd, false);
+        struct weft__fd_slot *s = weft__epoll_slot(w->rt, fd, false);
         if (!s)
             continue;
         uint32_t got = ev[i].events;
@@ -598,7 +493,7 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
  * the waiters missed; a new file under the number (or none) fails it, and then
  * the waiters are woken to look again and register it afresh. Holds s->lock.
  * Returns whether a task was made runnable. */
-static bool check(weft_rt *rt, struct fd_slot *s, uint64_t now)
+static bool check(weft_rt *rt, struct weft__fd_slot *s, uint64_t now)
 {
     struct weft__epset *set = set_of(rt, s);
     struct epoll_event ev = { .events = REGISTERED, .data.u64 = (uint64_t)s->fd };
@@ -623,7 +518,7 @@ static bool sweep(struct weft__worker *w, uint64_t now)
 {
     bool woke = false;
     struct weft__epset *set = ep_of(w);
-    struct fd_slot *s = atomic_load_explicit(&set->sweep, memory_order_relaxed), *next;
+    struct weft__fd_slot *s = atomic_load_explicit(&set->sweep, memory_order_relaxed), *next;
     atomic_store_explicit(&set->sweep, NULL, memory_order_relaxed);
     for (; s; s = next) {
         next = s->next_queued;
@@ -764,13 +659,14 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
         return err;
     int d = weft__io_writes(&c) ? WR : RD;
     bool may_wait = !weft__io_asks_not_to_wait(a), waited = false;
+    bool narrow = weft__io_has_msg_flags(&c) && (c.flags & (MSG_ERRQUEUE | MSG_OOB));
     uint64_t place = 0, seen[2] = { 0, 0 };
     for (;;) {
         /* No entry yet: never waited on, so not known drained. */
-        struct fd_slot *s = slot(w->rt, c.fd, false);
+        struct weft__fd_slot *s = weft__epoll_slot(w->rt, c.fd, false);
         seen[d] = s ? edge_seen(s, d) : 0;
         ssize_t r;
-        if ((seen[d] & 1) && may_wait)
+        if ((seen[d] & 1) && may_wait && !narrow)
             r = -EAGAIN;   /* drained, and no edge since: wait for one without a call */
         else
             r = weft__io_needs_toggle(&c) ? weft__io_syscall_nowait(&c) : weft__io_syscall(&c);
@@ -795,10 +691,13 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
                 renew(w->rt, (int)r);
             return r;
         }
-        err = wait_fd(w, c.fd, d == WR ? WEFT__WAIT_WRITE : WEFT__WAIT_READ, &place, seen);
+        if (s && waited && narrow)
+            pass_on(w->rt, s, d);   /* the edge was for data we did not look for */
+        err = wait_fd(w, c.fd, (d == WR ? WEFT__WAIT_WRITE : WEFT__WAIT_READ) | (narrow ? WEFT__WAIT_NARROW : 0),
+                      &place, seen);
         if (err < 0)
             return err;
-        waited = true;
+        waited = err > 0;   /* 0: an edge came before the wait, taken by nobody */
         w = weft__worker_self();   /* the coroutine may have moved */
     }
 }
@@ -808,7 +707,7 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
 static ssize_t connect_io(struct weft__worker *w, const struct weft__io_op *a)
 {
     renew(w->rt, a->fd);
-    struct fd_slot *s = slot(w->rt, a->fd, false);
+    struct weft__fd_slot *s = weft__epoll_slot(w->rt, a->fd, false);
     uint64_t seen[2] = { 0, s ? edge_seen(s, WR) : 0 };
     int r = (int)weft__io_syscall_nowait(a);
     if (r != -EINPROGRESS && r != -EALREADY && r != -EINTR)
@@ -817,6 +716,8 @@ static ssize_t connect_io(struct weft__worker *w, const struct weft__io_op *a)
     r = wait_fd(w, a->fd, WEFT__WAIT_WRITE, &place, seen);
     if (r < 0)
         return r;   /* the connection attempt goes on; the caller closes fd */
+    if (r > 0 && s)
+        pass_on(w->rt, s, WR);   /* a writer may wait behind us for the same edge */
     return WEFT__IO_CONNECTED_LATER;
 }
 
@@ -826,23 +727,24 @@ static ssize_t poll_io(struct weft__worker *w, const struct weft__io_op *a)
 {
     short events = (short)a->flags;
     int dirs = (events & (POLLIN | POLLPRI) ? WEFT__WAIT_READ : 0) | (events & POLLOUT ? WEFT__WAIT_WRITE : 0);
+    bool narrow = (events & POLLPRI) && !(events & POLLIN);
     uint64_t place = 0;
     bool waited = false;
     for (;;) {
-        struct fd_slot *s = slot(w->rt, a->fd, false);
+        struct weft__fd_slot *s = weft__epoll_slot(w->rt, a->fd, false);
         uint64_t seen[2] = { s ? edge_seen(s, RD) : 0, s ? edge_seen(s, WR) : 0 };
         int r = weft__poll_now(a->fd, events);
-        if (r) {
-            /* What we saw stays for the others in line to see too. */
-            for (int d = RD; s && waited && d <= WR; d++)
-                if (dirs & (d == RD ? WEFT__WAIT_READ : WEFT__WAIT_WRITE))
-                    pass_on(w->rt, s, d);
+        /* What we saw stays for the others in line to see too, and an edge
+         * for what we did not look for is theirs. */
+        for (int d = RD; s && waited && (r || narrow) && d <= WR; d++)
+            if (dirs & (d == RD ? WEFT__WAIT_READ : WEFT__WAIT_WRITE))
+                pass_on(w->rt, s, d);
+        if (r)
             return r;
-        }
-        int e = wait_fd(w, a->fd, dirs, &place, seen);
+        int e = wait_fd(w, a->fd, dirs | (narrow ? WEFT__WAIT_NARROW : 0), &place, seen);
         if (e < 0)
             return e;
-        waited = true;
+        waited = e > 0;
         w = weft__worker_self();   /* the coroutine may have moved */
     }
 }
