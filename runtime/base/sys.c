@@ -28,7 +28,9 @@ int weft__sys_epoll_wait_ns(int epfd, struct epoll_event *ev, int n, uint64_t ns
     if (!weft__on_valgrind() && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
         struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u) };
         int r = (int)weft__sys_ret(syscall(SYS_epoll_pwait2, epfd, ev, n, &ts, NULL, (size_t)_NSIG / 8));
-        if (r != -ENOSYS)
+        /* ENOSYS, or a seccomp filter's EPERM for a call it does not know:
+         * epoll_wait from now on (which reports a real error too). */
+        if (r >= 0 || r == -EINTR)
             return r;
         atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
     }
