@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -35,19 +36,23 @@ struct run {
     int      backend;
 };
 
+static void run_one(int backend, unsigned workers, weft_fn fn)
+{
+    weft_config cfg = { .workers = workers, .io_backend = backend };
+    struct run r = { .backend = backend };
+    cr_assert_eq(weft_rt_create(&r.rt, &cfg), 0);
+    weft_task *t;
+    void *msg = NULL;
+    cr_assert_eq(weft_spawn_on(r.rt, &t, fn, &r), 0);
+    cr_assert_eq(weft_join(t, &msg), 0);
+    cr_assert_eq(weft_rt_destroy(r.rt), 0);
+    cr_assert_null(msg, "%s, %u workers: %s", backend_name[backend], workers, msg ? (char *)msg : "");
+}
+
 static void run_all(weft_fn fn)
 {
-    FOR_EACH_CONFIG(b, w, counts) {
-        weft_config cfg = { .workers = w, .io_backend = b };
-        struct run r = { .backend = b };
-        cr_assert_eq(weft_rt_create(&r.rt, &cfg), 0);
-        weft_task *t;
-        void *msg = NULL;
-        cr_assert_eq(weft_spawn_on(r.rt, &t, fn, &r), 0);
-        cr_assert_eq(weft_join(t, &msg), 0);
-        cr_assert_eq(weft_rt_destroy(r.rt), 0);
-        cr_assert_null(msg, "%s, %u workers: %s", backend_name[b], w, msg ? (char *)msg : "");
-    }
+    FOR_EACH_CONFIG(b, w, counts)
+        run_one(b, w, fn);
 }
 
 static uint64_t epoll_waits(weft_rt *rt)
@@ -139,24 +144,27 @@ Test(readiness, a_datagram_shorter_than_the_buffer_leaves_the_next_readable)
 }
 
 /* A TCP read stops short at urgent data with the rest of the stream behind
- * it: a short read of a stream socket that leaves something. The next read
- * still gets the rest (Linux signals the socket again once the reader is
- * past the mark; were it not to, the check of a wait that sees no edge would
- * find it). */
+ * it: a short read of a stream socket that leaves something, and no edge
+ * comes after it. The rest still comes, from the check of the wait that saw
+ * no edge. One worker: while everything arrives, a wait on a pipe keeps the
+ * worker looking at its set, so the arrivals' edges are taken before the
+ * reads, not left to wake the second one. */
 static void *stream_stopped_at_urgent_data(void *arg)
 {
     (void)arg;
-    int sv[2];
+    int sv[2], p[2];
     tcp_pair(sv);
+    FAIL_IF(pipe2(p, O_CLOEXEC) != 0);
     const char *err = first_wait(sv[0], sv[1]);
     if (err)
         return (void *)err;
     FAIL_IF(send(sv[1], "ab", 2, 0) != 2);
     FAIL_IF(send(sv[1], "c", 1, MSG_OOB) != 1);
     FAIL_IF(send(sv[1], "de", 2, 0) != 2);
-    weft_sleep(SETTLE_NS);   /* all of it is in sv[0]'s queue */
-    weft_deadline(weft_now() + GIVE_UP_NS);
     char buf[64] = { 0 };
+    weft_deadline(weft_now() + SETTLE_NS);
+    FAIL_IF(weft_read(p[0], buf, 1) != -ETIMEDOUT);   /* all of it is in sv[0]'s queue */
+    weft_deadline(weft_now() + GIVE_UP_NS);
     ssize_t got = 0;
     while (got < 4) {   /* "ab" then "de", the urgent byte taken out */
         ssize_t r = weft_read(sv[0], buf + got, sizeof buf - (size_t)got);
@@ -167,12 +175,15 @@ static void *stream_stopped_at_urgent_data(void *arg)
     FAIL_IF(got != 4 || memcmp(buf, "abde", 4) != 0);
     weft_close(sv[0]);
     weft_close(sv[1]);
+    weft_close(p[0]);
+    weft_close(p[1]);
     return NULL;
 }
 
 Test(readiness, a_stream_read_stopped_at_urgent_data_gets_the_rest)
 {
-    run_all(stream_stopped_at_urgent_data);
+    FOR_EACH_BACKEND(b)
+        run_one(b, 1, stream_stopped_at_urgent_data);
 }
 
 /* ---- one edge, several waiters ---------------------------------------------------- */
@@ -231,6 +242,58 @@ static void *one_edge_for_several_readers(void *arg)
 Test(readiness, one_edge_reaches_every_reader_waiting_on_a_socket)
 {
     run_all(one_edge_for_several_readers);
+}
+
+/* A wait for less than readability (weft_poll for POLLPRI alone) ahead of a
+ * reader: the edge of ordinary data wakes the poller first, which finds
+ * nothing it looks for and passes the edge on to the reader. */
+struct prio_poll {
+    int          fd;
+    _Atomic bool waiting;
+};
+
+static void *poll_prio(void *arg)
+{
+    struct prio_poll *pp = arg;
+    weft_deadline(weft_now() + 2 * GIVE_UP_NS);   /* a failing test still ends */
+    atomic_store(&pp->waiting, true);
+    return (void *)(intptr_t)weft_poll(pp->fd, POLLPRI);   /* -ECANCELED at the end */
+}
+
+static void *a_reader_behind_a_narrower_wait(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    tcp_pair(sv);
+    const char *err = first_wait(sv[0], sv[1]);
+    if (err)
+        return (void *)err;
+    struct prio_poll pp = { .fd = sv[0] };
+    weft_task *poller, *reader;
+    FAIL_IF(weft_spawn(&poller, poll_prio, &pp) != 0);
+    while (!atomic_load(&pp.waiting))
+        weft_yield();
+    weft_sleep(SETTLE_NS);   /* the poller waits first */
+    struct reader r = { .fd = sv[0] };
+    FAIL_IF(weft_spawn(&reader, read_one, &r) != 0);
+    while (!atomic_load(&r.waiting))
+        weft_yield();
+    weft_sleep(SETTLE_NS);
+    FAIL_IF(weft_write(sv[1], "x", 1) != 1);
+    void *n;
+    FAIL_IF(weft_join(reader, &n) != 0);
+    FAIL_IF((intptr_t)n != 1 || r.got != 'x');   /* -ETIMEDOUT: the edge stopped at the poller */
+    FAIL_IF(weft_cancel(poller) != 0);
+    FAIL_IF(weft_join(poller, &n) != 0);
+    FAIL_IF((intptr_t)n != -ECANCELED);
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    return NULL;
+}
+
+Test(readiness, a_reader_behind_a_poll_for_urgent_data_gets_its_data)
+{
+    run_all(a_reader_behind_a_narrower_wait);
 }
 
 /* ---- numbers reused ----------------------------------------------------------------- */
