@@ -92,12 +92,6 @@ static inline struct weft__epset *ep_of(const struct weft__worker *w)
     return w->io_state;
 }
 
-static bool fd_not_socket(weft_rt *rt, int fd)
-{
-    struct weft__fd_slot *s = weft__epoll_slot(rt, fd, false);
-    return s && atomic_load_explicit(&s->not_socket, memory_order_relaxed);
-}
-
 static void fd_mark_not_socket(weft_rt *rt, int fd)
 {
     struct weft__fd_slot *s = weft__epoll_slot(rt, fd, true);
@@ -224,7 +218,7 @@ static void enlist(struct weft__fd_slot *s, struct weft__fd_wait *fw, int d)
         s->head[d] = fw;
     fw->on[d] = true;
     s->places++;
-    atomic_fetch_add_explicit(&s->lined[d], 1, memory_order_relaxed);
+    atomic_store_explicit(&s->lined[d], true, memory_order_relaxed);
 }
 
 /* Takes fw off every list of s that holds it; returns the places it gave up
@@ -244,7 +238,7 @@ static unsigned drop(struct weft__fd_slot *s, struct weft__fd_wait *fw)
         else
             s->tail[d] = fw->prev[d];
         fw->on[d] = false;
-        atomic_fetch_sub_explicit(&s->lined[d], 1, memory_order_relaxed);
+        atomic_store_explicit(&s->lined[d], s->head[d] != NULL, memory_order_relaxed);
         n++;
     }
     weft__check(s->places >= n, "a descriptor's waiters outnumber its count of places");
@@ -650,7 +644,8 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
     if (weft__io_is_stream(a) && !a->len)
         return weft__io_syscall(a);   /* no bytes: 0 at once, where recv(2) would say EAGAIN */
     struct msghdr m;   /* readv and writev on a socket, as recvmsg and sendmsg */
-    bool as_socket = weft__io_is_stream(a) && !fd_not_socket(w->rt, a->fd);
+    struct weft__fd_slot *s = weft__epoll_slot(w->rt, a->fd, false);   /* NULL: never waited on */
+    bool as_socket = weft__io_is_stream(a) && !(s && atomic_load_explicit(&s->not_socket, memory_order_relaxed));
     struct weft__io_op c = as_socket ? weft__io_as_socket(a, &m) : *a;
     int err;
     if (weft__io_has_msg_flags(&c))
@@ -662,9 +657,7 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
     bool narrow = weft__io_has_msg_flags(&c) && (c.flags & (MSG_ERRQUEUE | MSG_OOB));
     uint64_t place = 0, seen[2] = { 0, 0 };
     for (;;) {
-        /* No entry yet: never waited on, so not known drained. */
-        struct weft__fd_slot *s = weft__epoll_slot(w->rt, c.fd, false);
-        seen[d] = s ? edge_seen(s, d) : 0;
+        seen[d] = s ? edge_seen(s, d) : 0;   /* no entry: not known drained */
         ssize_t r;
         if ((seen[d] & 1) && may_wait && !narrow)
             r = -EAGAIN;   /* drained, and no edge since: wait for one without a call */
@@ -699,6 +692,8 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
             return err;
         waited = err > 0;   /* 0: an edge came before the wait, taken by nobody */
         w = weft__worker_self();   /* the coroutine may have moved */
+        if (!s)
+            s = weft__epoll_slot(w->rt, c.fd, false);   /* the wait made it */
     }
 }
 

@@ -52,7 +52,7 @@ struct weft__fd_slot {
      * last. Raised by reapers under `lock`; the drained bit also set by a
      * reader without it (compare-exchange against the count it saw). */
     _Atomic uint64_t edge[2];
-    _Atomic unsigned lined[2];     /* waiters on each list: a hint for pass_on */
+    _Atomic bool     lined[2];     /* a list holds waiters: a hint for pass_on */
     _Atomic bool     not_socket;   /* a hint for weft_read/weft_write; anyone */
     _Atomic uint8_t  kind;         /* KIND_*: a hint for the drained mark; anyone */
 };
