@@ -90,6 +90,11 @@
 #define MAX_FRAMES   WEFT__DUMP_FRAMES     /* frames shown, as weft_dump */
 #define STACK_COPY   ((size_t)256 << 10)   /* bytes of stack copied above the stack pointer */
 #define STACK_GUESS  ((size_t)16 << 10)    /* ... on a stack whose bounds weft does not know */
+#if defined(__x86_64__)
+#define RED_ZONE     ((size_t)128)         /* bytes below the stack pointer a signal leaves alone */
+#else
+#define RED_ZONE     ((size_t)0)
+#endif
 
 int weft__stall_signal_pick(int configured, uint64_t stall_ns, int dump_signal)
 {
@@ -133,6 +138,30 @@ static uintptr_t stack_top(struct weft__worker *w, uintptr_t sp)
     return sp + STACK_GUESS;
 }
 
+/*
+ * Copies the stack at sp into img: up to above bytes from sp up, and the red
+ * zone below it, which the kernel leaves alone when it builds a signal's
+ * frame. The red zone matters to an interrupted epilogue: its registers are
+ * popped, the call-frame information still names their saved copies just
+ * below sp, and the thread, running on once the handler returns, writes over
+ * them before the asker unwinds. A red zone that cannot be read (a guard page
+ * below) is left out.
+ */
+static void copy_stack(struct weft__image *img, uintptr_t sp, size_t above)
+{
+    if (above > STACK_COPY)
+        above = STACK_COPY;
+    img->lo = img->hi = sp;
+    ssize_t n = -1;
+    if (RED_ZONE && sp >= RED_ZONE)
+        n = weft__copy_some(img->buf, sp - RED_ZONE, RED_ZONE + above);
+    if (n >= (ssize_t)RED_ZONE)
+        img->lo = sp - RED_ZONE;
+    else
+        n = weft__copy_some(img->buf, sp, above);
+    img->hi = img->lo + (n > 0 ? (size_t)n : 0);   /* a partial copy stops at an unmapped page */
+}
+
 /* Fills s from the interrupted context. The worker's thread, in the
  * handler, in the FILLING phase. */
 static void capture(struct weft__worker *w, struct weft__snap *s, const ucontext_t *uc)
@@ -140,13 +169,8 @@ static void capture(struct weft__worker *w, struct weft__snap *s, const ucontext
     unsigned char *buf = s->img.buf;
     weft__image_from_ucontext(&s->img, uc);
     uintptr_t sp = (uintptr_t)s->img.reg[WEFT__UNW_SP];
-    size_t len = stack_top(w, sp) - sp;
-    if (len > STACK_COPY)
-        len = STACK_COPY;
-    ssize_t n = weft__copy_some(buf, sp, len);
     s->img.buf = buf;
-    s->img.lo = sp;
-    s->img.hi = sp + (n > 0 ? (size_t)n : 0);   /* a partial copy stops at an unmapped page */
+    copy_stack(&s->img, sp, stack_top(w, sp) - sp);
     s->tick = atomic_load_explicit(&w->tick, memory_order_relaxed);      /* its own thread */
     s->in_user = atomic_load_explicit(&w->in_user, memory_order_relaxed);
     s->current = (uintptr_t)w->current;
@@ -319,7 +343,7 @@ static bool sleeping_in(struct weft__worker *w, int tid)
     if (!name || (nr == SYS_futex && !a[3]))   /* a futex wait without a limit restarts */
         return false;
     struct weft__snap *s = w->bt_snap;
-    s->img = (struct weft__image){ .buf = s->img.buf, .lo = (uintptr_t)a[6], .hi = (uintptr_t)a[6] };
+    s->img = (struct weft__image){ .buf = s->img.buf };
     s->img.reg[WEFT__UNW_SP] = a[6];   /* the others unknown: taken without a signal */
     s->img.reg[WEFT__UNW_PC] = a[7];
     s->img.have[WEFT__UNW_SP] = s->img.have[WEFT__UNW_PC] = true;
@@ -328,9 +352,9 @@ static bool sleeping_in(struct weft__worker *w, int tid)
     weft_task *cur = NULL;
     s->current = weft__copy_in(&cur, (uintptr_t)&w->current, sizeof(cur)) ? 0 : (uintptr_t)cur;
     s->asleep = name;
-    ssize_t n = weft__copy_some(s->img.buf, (uintptr_t)a[6], STACK_COPY);   /* partial at an unmapped page */
-    if (n > 0 && syscall_line(tid, after, sizeof(after)) && strcmp(before, after) == 0)
-        s->img.hi += (size_t)n;
+    copy_stack(&s->img, (uintptr_t)a[6], STACK_COPY);
+    if (!syscall_line(tid, after, sizeof(after)) || strcmp(before, after) != 0)
+        s->img.lo = s->img.hi = (uintptr_t)a[6];   /* it woke meanwhile: no copy */
     return true;
 }
 
@@ -362,7 +386,7 @@ void weft__snap_unlock(void)
 /* A worker's snapshot and its stack copy, in one block; NULL without memory. */
 static struct weft__snap *snap_new(void)
 {
-    struct weft__snap *s = calloc(1, sizeof(*s) + STACK_COPY);
+    struct weft__snap *s = calloc(1, sizeof(*s) + RED_ZONE + STACK_COPY);
     if (s)
         s->img.buf = (unsigned char *)(s + 1);
     return s;
