@@ -6,9 +6,11 @@
  * ships with.
  *
  * Each server runs as its own process on 127.0.0.1 for the whole workload:
- * kv_server on weft's default workers (or --workers), redis-server with no
- * persistence. Each run drives both, in turn, the first one alternating from
- * run to run, so that both see the same state of the machine: for each of
+ * kv_server on weft's default workers (or --workers), kv_server again on one
+ * worker, the one core redis-server's event loop has (unless the default is
+ * one already), and redis-server with no persistence. Each run drives them
+ * all, in turn, the first one rotating from run to run, so that all see the
+ * same state of the machine: for each of
  * "no pipelining" and "-P 16", one redis-benchmark of GET and SET with 50
  * connections and opt.kv_requests requests each, whose requests per second
  * it reports. redis-benchmark must exit 0 and report both tests, and after
@@ -38,11 +40,11 @@
 #define PIPELINE      16
 #define KV_WAIT_NS    (120ull * 1000000000)   /* for a program to say what it must */
 
-enum { KV = 0, REDIS = 1, SERVERS = 2 };
+enum { KV = 0, KV1 = 1, REDIS = 2, SERVERS = 3 };
 enum { SET = 0, GET = 1, TESTS = 2 };
 enum { PLAIN = 0, PIPELINED = 1, MODES = 2 };
 
-static const char *const server_name[SERVERS] = { "kv_server", "redis-server" };
+static const char *const server_name[SERVERS] = { "kv_server", "kv_server on 1 worker", "redis-server" };
 
 /* [server][mode][test][run]: thousand requests per second. */
 static double rps[SERVERS][MODES][TESTS][RUNS_MAX];
@@ -161,11 +163,12 @@ struct server {
                    * while it runs, so that what it prints cannot fail */
 };
 
-/* kv_server on a port of its choosing, read from its listening line. */
-static int start_kv(const char *path, struct server *s)
+/* kv_server on n workers and a port of its choosing, read from its
+ * listening line. */
+static int start_kv(const char *path, unsigned workers_n, struct server *s)
 {
     char nworkers[16], line[256];
-    snprintf(nworkers, sizeof nworkers, "%u", workers());
+    snprintf(nworkers, sizeof nworkers, "%u", workers_n);
     char *argv[] = { (char *)path, "--port", "0", "--workers", nworkers, NULL };
     s->pid = spawn(argv, &s->out, 1);
     if (s->pid < 0)
@@ -278,17 +281,23 @@ void bench_kv(void)
         return;
     }
     signal(SIGPIPE, SIG_IGN);
-    struct server srv[SERVERS] = { { -1, 0, -1 }, { -1, 0, -1 } };
-    if (start_kv(kv, &srv[KV]) != 0 || start_redis(redis, &srv[REDIS]) != 0) {
-        stop(&srv[KV]);
-        stop(&srv[REDIS]);
+    struct server srv[SERVERS] = { { -1, 0, -1 }, { -1, 0, -1 }, { -1, 0, -1 } };
+    int one = workers() > 1;   /* the one-worker kv_server differs from the default */
+    int order[SERVERS], n = 0;
+    for (int s = 0; s < SERVERS; s++)
+        if (s != KV1 || one)
+            order[n++] = s;
+    if (start_kv(kv, workers(), &srv[KV]) != 0 || (one && start_kv(kv, 1, &srv[KV1]) != 0) ||
+        start_redis(redis, &srv[REDIS]) != 0) {
+        for (int s = 0; s < SERVERS; s++)
+            stop(&srv[s]);
         return;
     }
     int ok = 1;
     for (int r = 0; r < opt.runs && ok; r++) {
         progress_run(r + 1, opt.runs);
-        for (int k = 0; k < SERVERS && ok; k++) {
-            int s = (r + k) % SERVERS;   /* who goes first alternates */
+        for (int k = 0; k < n && ok; k++) {
+            int s = order[(r + k) % n];   /* who goes first rotates */
             for (int m = 0; m < MODES && ok; m++) {
                 int pipeline = m == PIPELINED ? PIPELINE : 1;
                 progress_note("%s, GET and SET, %d connections, -P %d", server_name[s], BENCH_CONNS, pipeline);
@@ -300,37 +309,47 @@ void bench_kv(void)
     /* redis-benchmark's SETs stored a value of 3 bytes (its -d) under
      * key:__rand_int__. */
     char answer[64];
-    for (int s = 0; s < SERVERS && ok; s++)
+    for (int k = 0; k < n && ok; k++) {
+        int s = order[k];
         if (ask(srv[s].port, "GET key:__rand_int__\r\n", answer, sizeof answer) != 0 ||
             strlen(answer) != 9 || strncmp(answer, "$3\r\n", 4) != 0 || strcmp(answer + 7, "\r\n") != 0) {
             fail("kv: %s holds '%s' under the benchmark's key, not 3 bytes", server_name[s], answer);
             ok = 0;
         }
-    int kv_status = stop(&srv[KV]);
+    }
+    for (int s = KV; s <= KV1; s++) {
+        int status = stop(&srv[s]);
+        if (status != 0)
+            fail("kv: %s exited %d on SIGTERM", server_name[s], status);
+    }
     stop(&srv[REDIS]);
-    if (kv_status != 0)
-        fail("kv: kv_server exited %d on SIGTERM", kv_status);
     if (!ok)
         return;
 
-    static const char *const ids[MODES][TESTS] = {
-        { "kv_set_rps", "kv_get_rps" }, { "kv_set_rps_p16", "kv_get_rps_p16" } };
-    static const char *const measures[MODES][TESTS] = {
-        { "SET, 50 conns", "GET, 50 conns" }, { "SET, 50 conns, -P 16", "GET, 50 conns, -P 16" } };
-    static char detail[400];
-    snprintf(detail, sizeof detail,
-             "thousand requests per second that redis-benchmark reports, %d connections, %ld "
-             "requests per test, without pipelining and with -P %d; kv_server: the example, a "
-             "coroutine per connection on %u weft workers and a sharded map; redis-server: "
-             "its one event loop, no persistence; the two alternate within each run",
-             BENCH_CONNS, opt.kv_requests, PIPELINE, workers());
-    for (int m = 0; m < MODES; m++)
-        for (int t = 0; t < TESTS; t++) {
-            row *rw = add_row("kv", ids[m][t], measures[m][t], "k req/s", MORE, rps[KV][m][t],
-                              rps[REDIS][m][t], opt.runs);
-            rw->label = "kv_server";
-            rw->other = "redis-server";
-            rw->detail = detail;
-        }
+    static const char *const ids[2][MODES][TESTS] = {
+        { { "kv_set_rps", "kv_get_rps" }, { "kv_set_rps_p16", "kv_get_rps_p16" } },
+        { { "kv1_set_rps", "kv1_get_rps" }, { "kv1_set_rps_p16", "kv1_get_rps_p16" } } };
+    static const char *const measures[2][MODES][TESTS] = {
+        { { "SET, 50 conns", "GET, 50 conns" }, { "SET, 50 conns, -P 16", "GET, 50 conns, -P 16" } },
+        { { "SET, 50 conns, 1 worker", "GET, 50 conns, 1 worker" },
+          { "SET, -P 16, 1 worker", "GET, -P 16, 1 worker" } } };
+    static char detail[2][400];
+    for (int k = 0; k <= (one ? 1 : 0); k++) {
+        snprintf(detail[k], sizeof detail[k],
+                 "thousand requests per second that redis-benchmark reports, %d connections, %ld "
+                 "requests per test, without pipelining and with -P %d; kv_server: the example, a "
+                 "coroutine per connection on %u weft worker%s and a sharded map%s; redis-server: "
+                 "its one event loop, no persistence; the servers take turns within each run",
+                 BENCH_CONNS, opt.kv_requests, PIPELINE, k ? 1 : workers(), k || workers() == 1 ? "" : "s",
+                 k ? ", as many cores as redis-server uses" : "");
+        for (int m = 0; m < MODES; m++)
+            for (int t = 0; t < TESTS; t++) {
+                row *rw = add_row("kv", ids[k][m][t], measures[k][m][t], "k req/s", MORE,
+                                  rps[k ? KV1 : KV][m][t], rps[REDIS][m][t], opt.runs);
+                rw->label = "kv_server";
+                rw->other = "redis-server";
+                rw->detail = detail[k];
+            }
+    }
     chart_group("kv.svg", "Key-value server under redis-benchmark: kv_server (weft) and redis-server", "kv");
 }
