@@ -228,10 +228,10 @@ Test(pin, a_pinned_coroutine_resumes_on_its_thread_after_every_kind_of_wait)
 }
 
 /*
- * A thief never takes a pinned coroutine. The pinned one is woken on its
- * home worker by a coroutine that then computes for a while without
- * yielding: an unpinned one would sit on that worker's runnext, where an idle
- * worker steals it.
+ * A thief never takes a pinned coroutine, nor the monitor. The pinned one is
+ * woken on its home worker by a coroutine that then computes for a while
+ * without yielding: an unpinned one would sit on that worker's runnext, where
+ * the monitor takes it once the waker has held the worker long enough.
  */
 struct steal_run {
     weft_chan  *ch;
@@ -255,7 +255,7 @@ static void *wake_then_compute(void *arg)
     weft_spawn(&other, nothing, NULL);
     int v = 1;
     weft_chan_send(s->ch, &v);
-    uint64_t until = weft_now() + 3000000;   /* 3 ms: the idle worker's search takes microseconds */
+    uint64_t until = weft_now() + 3000000;   /* 3 ms: past the monitor's rescue threshold */
     while (weft_now() < until)
         ;
     weft_join(other, NULL);

@@ -617,6 +617,59 @@ Test(sched, a_lone_task_of_a_coroutine_that_never_blocks_is_taken_by_another_wor
 }
 
 /*
+ * A task woken by a coroutine that then never blocks: it sits on the
+ * waker's runnext, which no thief takes (a woken task is its waker's to
+ * run), so the monitor must take it once the waker has held its worker for
+ * the rescue threshold, and another worker runs it. Five rounds; the waker
+ * spins until the woken task has run, or gives up after 10 s.
+ */
+struct woken_by_spinner {
+    weft_chan  *ch;
+    _Atomic int ran;
+    int         missed;   /* rounds in which the woken task did not run */
+};
+
+static void *receive_then_flag(void *arg)
+{
+    struct woken_by_spinner *s = arg;
+    int v;
+    cr_assert_eq(weft_chan_recv(s->ch, &v), 0);
+    atomic_store(&s->ran, 1);
+    return NULL;
+}
+
+static void *wake_then_spin(void *arg)
+{
+    struct woken_by_spinner *s = arg;
+    for (int round = 0; round < 5; round++) {
+        atomic_store(&s->ran, 0);
+        weft_task *t;
+        cr_assert_eq(weft_spawn(&t, receive_then_flag, s), 0);
+        int v = round;
+        while (weft_chan_try_send(s->ch, &v) == -EAGAIN)
+            weft_sleep(100000);   /* until the receiver waits: the send then wakes it */
+        uint64_t until = weft_now() + 10000000000u;
+        while (!atomic_load(&s->ran) && weft_now() < until)
+            sched_yield();   /* the thread's, not weft_yield, which would run the task here */
+        s->missed += !atomic_load(&s->ran);
+        cr_assert_eq(weft_join(t, NULL), 0);
+    }
+    return NULL;
+}
+
+Test(sched, a_task_woken_by_a_coroutine_that_never_blocks_is_run_by_another_worker, .timeout = 120)
+{
+    for (unsigned w = 2; w <= 4; w += 2) {
+        struct woken_by_spinner s = { 0 };
+        cr_assert_eq(weft_chan_create(&s.ch, sizeof(int), 0), 0);
+        run_with(w, wake_then_spin, &s);
+        cr_assert_eq(s.missed, 0, "%u workers: the woken task waited for its waker in %d of 5 rounds",
+                     w, s.missed);
+        cr_assert_eq(weft_chan_destroy(s.ch), 0);
+    }
+}
+
+/*
  * The idle search lasts weft_config.idle_spin_ns. A coroutine sleeps twenty
  * times for 2 ms: with the search off, a worker parks at every sleep; with a
  * search of a second, no worker runs out of it, and none parks in between

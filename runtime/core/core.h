@@ -281,8 +281,8 @@ struct weft__worker {
                                          * the task it waits for: runs next, unseen by thieves */
     uint64_t              rng;          /* victim selection */
     bool                  spinning;     /* counted in rt->nspinning */
-    struct weft__sighting rn_seen;      /* a victim's runnext, as a search last looked (core/search.c) */
-    struct weft__sighting lone_seen;    /* a victim's only deque task (its top index), likewise */
+    struct weft__sighting lone_seen;    /* a victim's only deque task (its top index), as a
+                                         * search last looked (core/search.c) */
     uint64_t              spawns_seen;  /* the other workers' spawns, summed, as a search last looked */
     uint64_t              id_next, id_end;   /* task ids this worker may hand out (task.c) */
     uint64_t              clock;        /* a coarse weft_now() for the ages weft_dump shows:
@@ -312,7 +312,8 @@ struct weft__worker {
                                          * asker, under its lock; freed with the worker */
     struct weft__worker  *idle_next;    /* on rt->idle; under rt->idle_lock */
     _Alignas(WEFT__CACHELINE)
-    _Atomic(weft_task *)  runnext;      /* the task just woken here; thieves may take it */
+    _Atomic(weft_task *)  runnext;      /* the task just woken here: the owner's, and the
+                                         * monitor's while the owner stalls (core/sched.h) */
     _Atomic(weft_task *)  inbox;        /* pinned tasks made runnable by other threads, newest
                                          * first, linked by next; any thread pushes, the owner
                                          * takes them all (core/park.c, core/worker.c) */
@@ -443,9 +444,9 @@ int  weft__monitor_start(weft_rt *rt, uint64_t stall_ns);
 void weft__monitor_stop(weft_rt *rt);
 void weft__monitor_nudge(weft_rt *rt);
 /* core/queue.c. The monitor: moves w's queued tasks that are not pinned to it to
- * the global queue and wakes a worker for them. runnext and the deque are
- * taken as thieves take them, so w need not be excluded; `private`: the
- * yield queue too, which needs w excluded. Returns how many it moved. */
+ * the global queue and wakes a worker for them. The deque is taken as thieves
+ * take it, so w need not be excluded; `private`: runnext and the yield queue
+ * too, which need w excluded. Returns how many it moved. */
 size_t weft__takeover(struct weft__worker *w, bool private);
 
 /* The worker the calling thread is, or NULL. Never inlined: see core/worker.c. */

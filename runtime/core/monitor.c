@@ -40,10 +40,12 @@
  *
  * What moves. Tasks queued on the worker and not pinned to it go to the
  * global queue, and a worker is woken for them (weft__takeover,
- * core/queue.c): runnext and the deque at every look, as a thief takes them,
- * without the exclusion (the stalled coroutine may still spawn and wake);
- * the yield queue once per stall, under it (during a stall only tasks pinned
- * to the worker can join it: a yield is a schedule). The worker's IO: under
+ * core/queue.c): the deque at every look, as a thief takes it, without the
+ * exclusion (the stalled coroutine may still spawn and wake); runnext, which
+ * its owner takes without a locked instruction, under the exclusion, at the
+ * first look of a stall and at every look that finds it filled since; the
+ * yield queue once per stall, under it (during a stall only tasks pinned to
+ * the worker can join it: a yield is a schedule). The worker's IO: under
  * the exclusion the monitor calls the backend's `poll` as the worker would,
  * which submits what the worker's coroutines queued and reaps what is done;
  * their coroutines become runnable on the global queue and issue their next
@@ -210,15 +212,17 @@ static void look(struct weft__monitor *m)
         uint64_t held = now - s->since;
         bool say = !s->reported && m->stall_ns != UINT64_MAX && held >= m->stall_ns &&
                    now - m->last_report >= REPORT_GAP_NS;
-        /* The stalled coroutine may still spawn and wake tasks: runnext and
-         * the deque are taken at every look, as a thief would, without the
-         * exclusion. The yield queue once per stall, with it: during the
-         * stall only tasks pinned to the worker can join it (a yield is a
-         * schedule, which ends the stall). IO as often as some is done. */
+        /* The stalled coroutine may still spawn and wake tasks: the deque is
+         * taken at every look, as a thief would, without the exclusion;
+         * runnext with it, whenever it is filled. The yield queue once per
+         * stall, with it: during the stall only tasks pinned to the worker
+         * can join it (a yield is a schedule, which ends the stall). IO as
+         * often as some is done. */
         bool take = false;
         if (rt->nworkers > 1 && held >= RESCUE_NS) {
             weft__takeover(w, false);
-            take = !s->rescued || weft__io_pending(w);
+            take = !s->rescued || weft__io_pending(w) ||
+                   atomic_load_explicit(&w->runnext, memory_order_relaxed);   /* a hint: taken under the exclusion */
         }
         if (say || take)
             rescue(m, w, s, say, take, now);

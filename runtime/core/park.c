@@ -22,7 +22,8 @@
  *   Every park is matched by exactly one unpark (weft__waiter makes sure).
  *
  * Pinned tasks (weft_pin). A pinned task runs only on its home worker, and is
- * never put where thieves look (runnext, the deque, the global queue). Made
+ * never put where another thread may take it (runnext, which the monitor
+ * takes over, the deque, the global queue). Made
  * runnable by its home worker, it joins the yield queue, which is private
  * (so the worker looks at it again before it parks, core/worker.c); by
  * any other thread, it is pushed on the home worker's inbox, a lock-free
@@ -116,11 +117,10 @@ int weft_unpin(void)
  * has other work besides (the task runnext held before, or its deque): a lone
  * runnext is run by its own worker as soon as the caller blocks, as in
  * message passing, where a worker woken for it would only take the pair
- * apart or search in vain. If the caller runs on instead, a searching worker
- * takes the task after a few microseconds (steal_any), and with every other
- * worker parked the monitor takes it once the caller has held its worker
- * for a stall's threshold (core/monitor.c). `weft-bench switch` measures the
- * pair on the default runtime. */
+ * apart or search in vain. No thief takes runnext (core/sched.h); if the
+ * caller runs on instead, the monitor takes the task once the caller has
+ * held its worker for the rescue threshold (core/monitor.c). `weft-bench
+ * switch` measures the pair on the default runtime. */
 static void ready(weft_task *t)
 {
     weft_rt *rt = t->rt;

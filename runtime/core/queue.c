@@ -97,16 +97,17 @@ size_t weft__takeover(struct weft__worker *w, bool private)
         }
         x = next;
     }
-    /* runnext and the deque, as a thief takes them. */
-    weft_task *r = atomic_load_explicit(&w->runnext, memory_order_relaxed);
+    /* runnext under the exclusion, where its owner does not take it; with a
+     * CAS, since the stalled coroutine may still put a task there. */
+    weft_task *r = private ? atomic_load_explicit(&w->runnext, memory_order_relaxed) : NULL;
     if (r && atomic_compare_exchange_strong_explicit(&w->runnext, &r, NULL,
-                                                     memory_order_acquire, memory_order_relaxed)) {
+                                                     memory_order_acquire, memory_order_relaxed)) {   /* pairs with runnext_put */
         batch[n++] = r;
         moved++;
         if (n == GQ_BATCH)
             takeover_flush(rt, batch, &n);
     }
-    while (!weft__deque_empty(&w->dq)) {
+    while (!weft__deque_empty(&w->dq)) {   /* as a thief takes it */
         weft_task *t = weft__deque_steal(&w->dq);
         if (!t)
             continue;   /* lost a race with a thief */

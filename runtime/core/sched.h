@@ -172,38 +172,39 @@ static inline uint32_t rng_next(struct weft__worker *w)
 }
 
 /*
- * The owner. Takes or replaces w's runnext. Thieves take it with a CAS, so
- * the owner must take or replace a task there with an exchange; with one
- * worker there are no thieves, the slot is the owner's alone, and a plain
- * load and store do.
+ * The owner. Takes or replaces w's runnext. No thief takes it: the task a
+ * worker woke last is that worker's to run, as soon as the waker blocks (a
+ * message handed over stays on its core), and a stalled owner's is taken by
+ * the monitor under its exclusion (core/monitor.c), which holds only while
+ * the owner runs a coroutine's code, never while it schedules. So the owner
+ * takes it with a plain load and store, without a locked instruction on
+ * every hand-over (`weft-bench switch`, the ping-pong on every worker). A
+ * coroutine may still fill the slot during the monitor's takeover, so a put
+ * over a full slot is an exchange.
  */
 static inline weft_task *runnext_take(struct weft__worker *w)
 {
     weft_task *t = atomic_load_explicit(&w->runnext, memory_order_relaxed);
-    if (!t)
-        return NULL;
-    if (w->rt->nworkers == 1) {
-        atomic_store_explicit(&w->runnext, NULL, memory_order_relaxed);   /* no thieves */
-        return t;
-    }
-    return atomic_exchange_explicit(&w->runnext, NULL, memory_order_acquire);   /* pairs with runnext_put */
+    if (t)
+        atomic_store_explicit(&w->runnext, NULL, memory_order_relaxed);   /* nobody else takes it now */
+    return t;
 }
 
 static inline weft_task *runnext_put(struct weft__worker *w, weft_task *t)
 {
     if (w->rt->nworkers == 1) {
         weft_task *old = atomic_load_explicit(&w->runnext, memory_order_relaxed);
-        atomic_store_explicit(&w->runnext, t, memory_order_relaxed);      /* no thieves */
+        atomic_store_explicit(&w->runnext, t, memory_order_relaxed);      /* no takeover with one worker */
         return old;
     }
     weft_task *old = atomic_load_explicit(&w->runnext, memory_order_relaxed);
     if (!old) {
-        /* Thieves only empty a full slot, so an empty one stays empty until
-         * we fill it: a plain store does, without a locked instruction. */
-        atomic_store_explicit(&w->runnext, t, memory_order_release);   /* publishes t to thieves */
+        /* The monitor only empties a full slot, so an empty one stays empty
+         * until we fill it: a plain store does, without a locked instruction. */
+        atomic_store_explicit(&w->runnext, t, memory_order_release);   /* publishes t to the monitor */
         return NULL;
     }
-    return atomic_exchange_explicit(&w->runnext, t, memory_order_acq_rel);   /* publishes t to thieves */
+    return atomic_exchange_explicit(&w->runnext, t, memory_order_acq_rel);   /* publishes t to the monitor */
 }
 
 /* The owner. The bottom of w's deque; without thieves, without a fence. */

@@ -9,8 +9,8 @@
  * shorter one, a coroutine that spawns and joins on one worker made the other
  * park between its spawns, and every spawn paid for a futex wake (`weft-bench
  * spawn`, 2 workers, one at a time). A search
- * that sees a busy owner (a lone spawn or a runnext it leaves to that owner,
- * or spawns since its last look, see steal_any) starts its SPIN_NS again:
+ * that sees a busy owner (a lone spawn it leaves to that owner, or spawns
+ * since its last look, see steal_any) starts its SPIN_NS again:
  * that owner is spawning and joining, and a parked searcher would only be
  * woken by its next spawn. It also looks less often, up to GAP_MAX_NS apart,
  * since every look takes cache lines that the owner is about to write.
@@ -115,18 +115,21 @@ void weft__wake_parked(struct weft__worker *h)
 /* ---- workers -------------------------------------------------------------------- */
 
 /*
- * A searching worker steals from the global queue and other workers' deques.
- * A victim's runnext it takes only if the victim has not scheduled anything
- * since the thief saw that task there, some microseconds before, in an earlier
- * round of its search: a task just woken by a running task is usually run by
- * that worker as soon as the waker blocks, as in message passing, and stealing
- * it puts the two on different cores, where every hand-over between them
- * crosses the cache. Go's runqsteal waits a few microseconds, then takes runnext only if it
- * still holds the same task, for the same reason. The same task is weak
- * evidence here: a coroutine that spawns and joins, or plays ping-pong, puts
- * the same handle there again on every round trip (handles are reused at
- * once), and a thief that took it would move the whole exchange to its core.
- * The victim's schedule count (its tick) tells whether it has moved on.
+ * A searching worker steals from the global queue and other workers' deques,
+ * never a victim's runnext: a task just woken by a running task is run by
+ * that worker as soon as the waker blocks, as in message passing, and
+ * stealing it would put the two on different cores, where every hand-over
+ * between them crosses the cache. Go's runqsteal takes runnext only after a
+ * few microseconds' wait; weft leaves it to its owner, or to the monitor once
+ * the owner has stalled (core/sched.h says what that saves). Tokio's LIFO
+ * slot is not stolen either.
+ *
+ * A victim's lone deque task is taken only if the victim has not scheduled
+ * anything since the thief saw it there, some microseconds before, in an
+ * earlier round of its search. The same index is weak evidence: a coroutine
+ * that spawns and joins puts a task at the same place on every round trip,
+ * and a thief that took it would move the whole exchange to its core. The
+ * victim's schedule count (its tick) tells whether it has moved on.
  */
 enum steal_round { ROUND_PLAIN, ROUND_LOOK, ROUND_TAKE };
 
@@ -145,11 +148,11 @@ static bool seen_since_look(struct weft__sighting *s, enum steal_round round,
 }
 
 /*
- * A deque that holds a single task is treated as runnext is: its owner most
- * likely spawned it and is about to wait for it (spawn, then join), and runs
- * it as soon as it blocks. A thief takes it only if it sat there, at the same
- * index and with no schedule on its owner, since the LOOK round. A deque of
- * two or more (a fork-join node's children) is stolen from at once.
+ * A deque that holds a single task: its owner most likely spawned it and is
+ * about to wait for it (spawn, then join), and runs it as soon as it blocks.
+ * A thief takes it only if it sat there, at the same index and with no
+ * schedule on its owner, since the LOOK round. A deque of two or more (a
+ * fork-join node's children) is stolen from at once.
  */
 static bool lone_task_waits(struct weft__worker *w, const struct weft__worker *v, enum steal_round round)
 {
@@ -159,9 +162,9 @@ static bool lone_task_waits(struct weft__worker *w, const struct weft__worker *v
 }
 
 /* A task, or NULL; *waiting: a busy owner was seen that will likely run its
- * own tasks: a victim's lone task or runnext was left for it, or another
- * worker spawned since the last look (its spawns are taken, or about to be,
- * by itself: a coroutine spawning and joining one at a time). */
+ * own tasks: a victim's lone task was left for it, or another worker spawned
+ * since the last look (its spawns are taken, or about to be, by itself: a
+ * coroutine spawning and joining one at a time). */
 static weft_task *steal_any(struct weft__worker *w, enum steal_round round, bool *waiting)
 {
     weft_rt *rt = w->rt;
@@ -179,18 +182,6 @@ static weft_task *steal_any(struct weft__worker *w, enum steal_round round, bool
             *waiting = true;
         else if ((t = weft__deque_steal(&v->dq)))
             break;
-        if (round == ROUND_PLAIN)
-            continue;   /* runnext is looked at only in the LOOK and TAKE rounds */
-        weft_task *x = atomic_load_explicit(&v->runnext, memory_order_relaxed);
-        if (!x)
-            continue;
-        if (seen_since_look(&w->rn_seen, round, v, (uintptr_t)x) &&
-            atomic_compare_exchange_strong_explicit(&v->runnext, &x, NULL,
-                                                    memory_order_acquire, memory_order_relaxed)) {
-            t = x;
-            break;
-        }
-        *waiting = true;
     }
     if (t) {
         weft__bump(&w->ctr.steals, 1);
@@ -209,7 +200,7 @@ static bool work_visible(weft_rt *rt)
         return true;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         struct weft__worker *v = rt->workers[i];
-        if (!weft__deque_empty(&v->dq) || atomic_load_explicit(&v->runnext, memory_order_seq_cst))
+        if (!weft__deque_empty(&v->dq))   /* not runnext: its owner's, which runs */
             return true;
     }
     return false;
