@@ -137,6 +137,8 @@ static void *placed_entry(void *arg)
  * own worker cannot take the new coroutine and another worker steals it;
  * after the others it yields at once, and its own worker most likely runs
  * it. Returns 0, or -EAGAIN if none got elsewhere. */
+#define SPIN_NS (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND ? 50000000u : 2000000u)
+
 static int spawn_placed(weft_task **t, struct placed *p)
 {
     for (int tries = 0; tries < 1000; tries++) {
@@ -144,7 +146,7 @@ static int spawn_placed(weft_task **t, struct placed *p)
         int e = weft_spawn(t, placed_entry, p);
         if (e != 0)
             return e;
-        uint64_t spin_until = weft_now() + (tries % 2 ? 0 : 2000000);
+        uint64_t spin_until = weft_now() + (tries % 2 ? 0 : SPIN_NS);
         while (!atomic_load(&p->state) && weft_now() < spin_until)
             ;
         while (!atomic_load(&p->state))
@@ -731,7 +733,7 @@ static void *parent_reader(void *arg)
 static void *fork_with_waits(void *arg)
 {
     struct run *run = arg;
-    struct forked f;
+    struct forked f = { .result = 0 };
     tcp_pair(f.mine);
     tcp_pair(f.child);
     /* The parent knows child[0] too, drained, its registration kept. */
