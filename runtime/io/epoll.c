@@ -711,6 +711,8 @@ static ssize_t connect_io(struct weft__worker *w, const struct weft__io_op *a)
     r = wait_fd(w, a->fd, WEFT__WAIT_WRITE, &place, seen);
     if (r < 0)
         return r;   /* the connection attempt goes on; the caller closes fd */
+    if (!s)
+        s = weft__epoll_slot(w->rt, a->fd, false);   /* the wait made it */
     if (r > 0 && s)
         pass_on(w->rt, s, WR);   /* a writer may wait behind us for the same edge */
     return WEFT__IO_CONNECTED_LATER;
