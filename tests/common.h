@@ -7,7 +7,9 @@
 #include <weft.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -122,6 +124,28 @@ static inline void *run_with_io(unsigned workers, int backend, weft_fn fn, void 
     return result;
 }
 
+
+/* A connected pair of TCP sockets on loopback, Nagle off on both; the
+ * calling test fails if one cannot be made. */
+static inline void tcp_pair(int sv[2])
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t n = sizeof sa;
+    cr_assert_geq(lfd, 0);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(lfd, 1), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &n), 0);
+    sv[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(connect(sv[1], (struct sockaddr *)&sa, sizeof sa), 0);
+    sv[0] = accept(lfd, NULL, NULL);
+    cr_assert_geq(sv[0], 0);
+    cr_assert_eq(fcntl(sv[0], F_SETFD, FD_CLOEXEC), 0);
+    int one = 1;
+    cr_assert_eq(setsockopt(sv[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
+    cr_assert_eq(setsockopt(sv[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
+    close(lfd);
+}
 
 /* A TCP listener on loopback whose accept queue is full, so that a connection
  * to it waits (the kernel drops its SYNs) until the listener accepts: for

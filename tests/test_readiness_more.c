@@ -70,25 +70,6 @@ static uint64_t epoll_waits(weft_rt *rt)
     return st.epoll_waits;
 }
 
-static void tcp_pair(int sv[2])
-{
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t n = sizeof sa;
-    cr_assert_geq(lfd, 0);
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    cr_assert_eq(listen(lfd, 1), 0);
-    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &n), 0);
-    sv[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_eq(connect(sv[1], (struct sockaddr *)&sa, sizeof sa), 0);
-    sv[0] = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    cr_assert_geq(sv[0], 0);
-    int one = 1;
-    cr_assert_eq(setsockopt(sv[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
-    cr_assert_eq(setsockopt(sv[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
-    close(lfd);
-}
-
 /* Waits, without a system call of weft's, until fd is readable: plain poll(2)
  * with a timeout, so that data sent is there before a test looks. */
 static bool arrived(int fd)
