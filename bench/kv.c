@@ -9,8 +9,9 @@
  * kv_server on weft's default workers (or --workers), kv_server again on one
  * worker, the one core redis-server's event loop has (unless the default is
  * one already), and redis-server with no persistence. Each run drives them
- * all, in turn, the first one rotating from run to run, so that all see the
- * same state of the machine: for each of
+ * all, in turn, the first one rotating from run to run, so that each meets
+ * the machine's changes in every position (evenly when the runs are a
+ * multiple of the servers): for each of
  * "no pipelining" and "-P 16", one redis-benchmark of GET and SET with 50
  * connections and opt.kv_requests requests each, whose requests per second
  * it reports. redis-benchmark must exit 0 and report both tests, and after
@@ -332,7 +333,7 @@ void bench_kv(void)
     static const char *const measures[2][MODES][TESTS] = {
         { { "SET, 50 conns", "GET, 50 conns" }, { "SET, 50 conns, -P 16", "GET, 50 conns, -P 16" } },
         { { "SET, 50 conns, 1 worker", "GET, 50 conns, 1 worker" },
-          { "SET, -P 16, 1 worker", "GET, -P 16, 1 worker" } } };
+          { "SET, 50 conns, -P 16, 1 worker", "GET, 50 conns, -P 16, 1 worker" } } };
     static char detail[2][400];
     for (int k = 0; k <= (one ? 1 : 0); k++) {
         snprintf(detail[k], sizeof detail[k],

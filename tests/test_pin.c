@@ -255,7 +255,7 @@ static void *wake_then_compute(void *arg)
     weft_spawn(&other, nothing, NULL);
     int v = 1;
     weft_chan_send(s->ch, &v);
-    uint64_t until = weft_now() + 3000000;   /* 3 ms: past the monitor's rescue threshold */
+    uint64_t until = weft_now() + 10000000;   /* well past the monitor's rescue threshold and its look */
     while (weft_now() < until)
         ;
     weft_join(other, NULL);

@@ -172,11 +172,13 @@ static inline uint32_t rng_next(struct weft__worker *w)
 }
 
 /*
- * The owner. Takes or replaces w's runnext. No thief takes it: the task a
- * worker woke last is that worker's to run, as soon as the waker blocks (a
- * message handed over stays on its core), and a stalled owner's is taken by
- * the monitor under its exclusion (core/monitor.c), which holds only while
- * the owner runs a coroutine's code, never while it schedules. So the owner
+ * The owner; the take out of a coroutine's code (after weft__owner_enter,
+ * as in pick_next). Takes or replaces w's runnext. No thief takes it: the
+ * task a worker woke last is that worker's to run, as soon as the waker
+ * blocks (a message handed over stays on its core), and a stalled owner's
+ * is taken by the monitor under its exclusion (core/monitor.c), which holds
+ * only while the owner runs a coroutine's code, never while it schedules.
+ * So the owner
  * takes it with a plain load and store, without a locked instruction on
  * every hand-over (`weft-bench switch`, the ping-pong on every worker). A
  * coroutine may still fill the slot during the monitor's takeover, so a put

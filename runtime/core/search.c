@@ -122,7 +122,9 @@ void weft__wake_parked(struct weft__worker *h)
  * between them crosses the cache. Go's runqsteal takes runnext only after a
  * few microseconds' wait; weft leaves it to its owner, or to the monitor once
  * the owner has stalled (core/sched.h says what that saves). Tokio's LIFO
- * slot is not stolen either.
+ * slot is not stolen either (stealing it was tried in 1.51 and taken back
+ * for what it cost busy servers); there, with no monitor, a task behind a
+ * long poll waits for it without bound, here for the rescue threshold.
  *
  * A victim's lone deque task is taken only if the victim has not scheduled
  * anything since the thief saw it there, some microseconds before, in an
