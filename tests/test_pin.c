@@ -317,7 +317,8 @@ struct move_run {
     weft_chan   *ch;            /* the coroutine under test waits here */
     weft_chan   *cmd[2];        /* each worker's waker takes WAKE or STOP here */
     _Atomic int  waker_on;      /* the worker the second waker pinned itself to, or -1 */
-    _Atomic bool ran;           /* the coroutine ran after its wake-up */
+    _Atomic int  woken;         /* wake-ups sent so far */
+    _Atomic int  ran;           /* wake-ups after which the coroutine ran */
     int          rounds, moves;
 };
 
@@ -327,10 +328,13 @@ static void waker_loop(struct move_run *m, int worker)
         int c;
         if (weft_chan_recv(m->cmd[worker], &c) != 0 || c == STOP)
             return;
-        int v = 1;
+        int v = 1, mine = atomic_fetch_add(&m->woken, 1) + 1;
         weft_chan_send(m->ch, &v);
-        uint64_t until = weft_now() + 10000000000u;   /* a bound: a pinned coroutine never runs elsewhere */
-        while (!atomic_load(&m->ran) && weft_now() < until)
+        /* Until the coroutine has run after this wake-up, not a later one:
+         * it may start its next round before we look. A bound: a pinned
+         * coroutine never runs elsewhere. */
+        uint64_t until = weft_now() + 10000000000u;
+        while (atomic_load(&m->ran) < mine && weft_now() < until)
             ;
     }
 }
@@ -352,11 +356,10 @@ static void *moving(void *arg)
     weft_unpin();
     for (int i = 0; i < m->rounds; i++) {
         int home = weft_worker();
-        atomic_store(&m->ran, false);
         int c = WAKE, v;
         weft_chan_send(m->cmd[home], &c);
         weft_chan_recv(m->ch, &v);
-        atomic_store(&m->ran, true);
+        atomic_fetch_add(&m->ran, 1);
         if (weft_worker() != home)
             m->moves++;
     }
@@ -402,7 +405,7 @@ static void *moving_main(void *arg)
 
 Test(pin, an_unpinned_coroutine_moves_again)
 {
-    struct move_run m = { .rounds = 3 };
+    struct move_run m = { .rounds = 10 };
     run_with(2, moving_main, &m);
     cr_assert_gt(m.moves, 0, "never moved in %d rounds", m.rounds);
 }
