@@ -7,7 +7,7 @@
  * reused number missed. Each runs on both backends, where the io_uring one
  * is the reference, on 1, 2 and 4 workers. */
 #define _GNU_SOURCE
-#include "common.h"
+#include "readiness.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -19,48 +19,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-static const unsigned counts[] = { 1, 2, 4 };
-
-/* Long enough that the coroutines started are most likely waiting by then. */
-#define SETTLE_NS (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND ? 200000000u : 20000000u)
 /* Far longer than any wait these tests expect: a call still waiting then
  * has missed its data. */
 #define GIVE_UP_NS 10000000000u
-
-/* Each body runs as a coroutine of a runtime made for it, and returns NULL
- * or a message. */
-#define FAIL_IF(cond) do { if (cond) return (void *)(#cond); } while (0)
-
-struct run {
-    weft_rt *rt;
-    int      backend;
-};
-
-static void run_one(int backend, unsigned workers, weft_fn fn)
-{
-    weft_config cfg = { .workers = workers, .io_backend = backend };
-    struct run r = { .backend = backend };
-    cr_assert_eq(weft_rt_create(&r.rt, &cfg), 0);
-    weft_task *t;
-    void *msg = NULL;
-    cr_assert_eq(weft_spawn_on(r.rt, &t, fn, &r), 0);
-    cr_assert_eq(weft_join(t, &msg), 0);
-    cr_assert_eq(weft_rt_destroy(r.rt), 0);
-    cr_assert_null(msg, "%s, %u workers: %s", backend_name[backend], workers, msg ? (char *)msg : "");
-}
-
-static void run_all(weft_fn fn)
-{
-    FOR_EACH_CONFIG(b, w, counts)
-        run_one(b, w, fn);
-}
-
-static uint64_t epoll_waits(weft_rt *rt)
-{
-    weft_stats st;
-    cr_assert_eq(weft_stats_get(rt, &st), 0);
-    return st.epoll_waits;
-}
 
 /* Writes `len` bytes of buf to fd a little later, from a coroutine of its own. */
 struct later {
@@ -122,7 +83,7 @@ static void *datagrams_after_a_short_read(void *arg)
 
 Test(readiness, a_datagram_shorter_than_the_buffer_leaves_the_next_readable)
 {
-    run_all(datagrams_after_a_short_read);
+    run_all(0, datagrams_after_a_short_read);
 }
 
 /* A TCP read stops short at urgent data with the rest of the stream behind
@@ -165,7 +126,7 @@ static void *stream_stopped_at_urgent_data(void *arg)
 Test(readiness, a_stream_read_stopped_at_urgent_data_gets_the_rest)
 {
     FOR_EACH_BACKEND(b)
-        run_one(b, 1, stream_stopped_at_urgent_data);
+        run_one(b, 1, 0, stream_stopped_at_urgent_data);
 }
 
 /* ---- one edge, several waiters ---------------------------------------------------- */
@@ -223,7 +184,7 @@ static void *one_edge_for_several_readers(void *arg)
 
 Test(readiness, one_edge_reaches_every_reader_waiting_on_a_socket)
 {
-    run_all(one_edge_for_several_readers);
+    run_all(0, one_edge_for_several_readers);
 }
 
 /* A wait for less than readability (weft_poll for POLLPRI alone) ahead of a
@@ -275,7 +236,7 @@ static void *a_reader_behind_a_narrower_wait(void *arg)
 
 Test(readiness, a_reader_behind_a_poll_for_urgent_data_gets_its_data)
 {
-    run_all(a_reader_behind_a_narrower_wait);
+    run_all(0, a_reader_behind_a_narrower_wait);
 }
 
 /* ---- numbers reused ----------------------------------------------------------------- */
@@ -333,7 +294,7 @@ static void *reused_after_weft_close(void *arg)
 
 Test(readiness, a_number_reused_after_weft_close_is_not_known_drained)
 {
-    run_all(reused_after_weft_close);
+    run_all(0, reused_after_weft_close);
 }
 
 /* The same with close(2): the backend cannot know, and its check of the wait
@@ -362,7 +323,7 @@ static void *reused_after_close(void *arg)
 
 Test(readiness, a_number_reused_after_close_is_found_by_the_check)
 {
-    run_all(reused_after_close);
+    run_all(0, reused_after_close);
 }
 
 /* ---- no bytes ------------------------------------------------------------------- */
@@ -399,5 +360,5 @@ static void *no_bytes(void *arg)
 
 Test(readiness, a_call_for_no_bytes_returns_0_at_once)
 {
-    run_all(no_bytes);
+    run_all(0, no_bytes);
 }

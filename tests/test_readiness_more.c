@@ -8,7 +8,7 @@
  * 2 and 4 workers where more than one worker makes a difference. A lost
  * wake-up shows as -ETIMEDOUT at a generous deadline, never as a hang. */
 #define _GNU_SOURCE
-#include "common.h"
+#include "readiness.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -23,52 +23,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static const unsigned counts[] = { 1, 2, 4 };
 static const unsigned several[] = { 2, 4 };
 
-/* Long enough that the coroutines started are most likely waiting by then. */
-#define SETTLE_NS (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND ? 200000000u : 20000000u)
 /* Far longer than any wait these tests expect: a call still waiting then
  * has missed its wake-up. */
 #define GIVE_UP_NS (WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND ? 60000000000u : 10000000000u)
-
-/* Each body runs as a coroutine of a runtime made for it, and returns NULL
- * or a message. */
-#define FAIL_IF(cond) do { if (cond) return (void *)(#cond); } while (0)
-
-struct run {
-    weft_rt *rt;
-    int      backend;
-    unsigned workers;
-    int      n;   /* the body's own parameter */
-};
-
-static void run_one(int backend, unsigned workers, int n, weft_fn fn)
-{
-    weft_config cfg = { .workers = workers, .io_backend = backend };
-    struct run r = { .backend = backend, .workers = workers, .n = n };
-    cr_assert_eq(weft_rt_create(&r.rt, &cfg), 0);
-    weft_task *t;
-    void *msg = NULL;
-    cr_assert_eq(weft_spawn_on(r.rt, &t, fn, &r), 0);
-    cr_assert_eq(weft_join(t, &msg), 0);
-    cr_assert_eq(weft_rt_destroy(r.rt), 0);
-    cr_assert_null(msg, "%s, %u workers, %d: %s", backend_name[backend], workers, n,
-                   msg ? (char *)msg : "");
-}
-
-static void run_all(int n, weft_fn fn)
-{
-    FOR_EACH_CONFIG(b, w, counts)
-        run_one(b, w, n, fn);
-}
-
-static uint64_t epoll_waits(weft_rt *rt)
-{
-    weft_stats st;
-    cr_assert_eq(weft_stats_get(rt, &st), 0);
-    return st.epoll_waits;
-}
 
 /* Waits, without a system call of weft's, until fd is readable: plain poll(2)
  * with a timeout, so that data sent is there before a test looks. */

@@ -421,15 +421,17 @@ static void unknown(struct weft__fd_slot *s)
 }
 
 /* fd is a new file, accepted or being connected: a number closed with close(2)
- * and reused would otherwise wait for a check first. */
-static void renew(weft_rt *rt, int fd)
+ * and reused would otherwise wait for a check first. Returns fd's entry, or
+ * NULL if it has none yet. */
+static struct weft__fd_slot *renew(weft_rt *rt, int fd)
 {
     struct weft__fd_slot *s = weft__epoll_slot(rt, fd, false);
     if (!s)
-        return;
+        return NULL;
     pthread_mutex_lock(&s->lock);
     unknown(s);
     pthread_mutex_unlock(&s->lock);
+    return s;
 }
 
 void weft__epoll_forget(weft_rt *rt, int fd)
@@ -701,8 +703,7 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
  * back at once, and it goes on while we wait. */
 static ssize_t connect_io(struct weft__worker *w, const struct weft__io_op *a)
 {
-    renew(w->rt, a->fd);
-    struct weft__fd_slot *s = weft__epoll_slot(w->rt, a->fd, false);
+    struct weft__fd_slot *s = renew(w->rt, a->fd);
     uint64_t seen[2] = { 0, s ? edge_seen(s, WR) : 0 };
     int r = (int)weft__io_syscall_nowait(a);
     if (r != -EINPROGRESS && r != -EALREADY && r != -EINTR)
