@@ -24,16 +24,16 @@
  * hold on any lock; and DBSIZE counts only live keys.
  *
  * What a client can make the server hold is bounded: a request by the
- * parser's limits (resp.h), a request that is not all in yet by ten seconds,
- * and replies by ten seconds to take them (the send's deadline), after which
- * the connection is dropped. A client idle between requests is kept, as
+ * parser's limits (resp.h), a request that is not all in yet by ten seconds
+ * (--timeout), and replies by as long to take them (the send's deadline),
+ * after which the connection is dropped. A client idle between requests is kept, as
  * redis keeps it.
  *
  * SIGINT or SIGTERM stops it: the accept loop and the sweeper are cancelled,
  * every open connection is shut down, and the runtime ends once every
  * coroutine has returned.
  *
- *   kv_server [--port N] [--workers N]   serve 127.0.0.1:N (default 6379)
+ *   kv_server [--port N] [--workers N] [--timeout S]   serve 127.0.0.1:N (default 6379)
  */
 #define _GNU_SOURCE
 #include <weft.h>
@@ -61,8 +61,9 @@
 #define BUCKETS_MIN  16                    /* a shard's table never has fewer */
 #define SWEEP_NS     (100ull * 1000000)    /* how often the sweeper runs */
 #define SWEEP_BUCKETS 256                  /* buckets of a shard looked at per run */
-#define REQUEST_NS   (10ull * 1000000000)  /* for a request begun to come in whole */
-#define SEND_NS      (10ull * 1000000000)  /* for a batch of replies to be taken */
+/* How long a request begun has to come in whole, and a batch of replies to
+ * be taken (--timeout); set before the runtime starts. */
+static uint64_t timeout_ns = 10ull * 1000000000;
 #define IN_START     (16 * 1024)           /* a connection's receive buffer, at first */
 #define OUT_START    (16 * 1024)           /* its reply buffer, at first */
 #define OUT_FLUSH    (64 * 1024)           /* replies gathered past this are sent */
@@ -370,13 +371,13 @@ static bool send_all(int fd, const char *p, size_t n)
     return true;
 }
 
-/* Sends the replies gathered, within SEND_NS: a client that does not take
+/* Sends the replies gathered, within timeout_ns: a client that does not take
  * them by then is dropped, so it cannot hold the buffer for ever. */
 static void flush(struct conn *c)
 {
     if (c->out_len == 0 || c->broken)
         return;
-    weft_deadline(weft_now() + SEND_NS);
+    weft_deadline(weft_now() + timeout_ns);
     c->broken = !send_all(c->link.fd, c->out, c->out_len);
     weft_deadline(0);
     c->out_len = 0;
@@ -837,7 +838,7 @@ static void *connection(void *arg)
         c.in_len -= used;
         memmove(c.in, c.in + used, c.in_len);
         if (c.in_len && (began || used))
-            due = weft_now() + REQUEST_NS;
+            due = weft_now() + timeout_ns;
         if (!c.in_len && c.in_cap > IN_START) {   /* a large request is over */
             char *p = realloc(c.in, IN_START);
             if (p) {
@@ -876,14 +877,17 @@ static void *serve(void *arg)
 
 int main(int argc, char **argv)
 {
-    struct cli cli = CLI_INIT(argc, argv, "kv_server", "[--port N] [--workers N]",
+    struct cli cli = CLI_INIT(argc, argv, "kv_server", "[--port N] [--workers N] [--timeout S]",
         "A key-value server on 127.0.0.1 that speaks redis's protocol (RESP2), enough\n"
         "for redis-cli and redis-benchmark: PING ECHO GET SET DEL EXISTS INCR INCRBY\n"
         "DECR DECRBY MGET MSET EXPIRE TTL DBSIZE FLUSHALL QUIT CONFIG GET. One\n"
         "coroutine per connection; the keys in one map shared by every worker.\n"
         "SIGINT or SIGTERM stops it.\n\n"
         "  --port N      the port, 0 to 65535 (default 6379; 0: any free one)\n"
-        "  --workers N   worker threads, 1 to 1024 (default: one per CPU)\n");
+        "  --workers N   worker threads, 1 to 1024 (default: one per CPU)\n"
+        "  --timeout S   seconds a request begun has to come in whole, and replies\n"
+        "                to be taken, before the connection is dropped; 1 to 3600\n"
+        "                (default 10)\n");
     weft_config cfg = { 0 };
     unsigned port = 6379;
     for (const char *arg; (arg = cli_next(&cli));) {
@@ -891,6 +895,8 @@ int main(int argc, char **argv)
             port = (unsigned)cli_uint(&cli, arg, cli_value(&cli), 0, 65535);
         else if (strcmp(arg, "--workers") == 0)
             cfg.workers = (unsigned)cli_uint(&cli, arg, cli_value(&cli), 1, WEFT_WORKERS_MAX);
+        else if (strcmp(arg, "--timeout") == 0)
+            timeout_ns = cli_uint(&cli, arg, cli_value(&cli), 1, 3600) * 1000000000ull;
         else
             cli_unexpected(&cli, arg);
     }

@@ -103,6 +103,9 @@ for ex in http_server kv_server udp_echo; do
     rejects $ex --workers 5000 -- --workers 5000
     rejects $ex --workers x -- --workers x
 done
+rejects kv_server --timeout 0 -- --timeout 0
+rejects kv_server --timeout 3601 -- --timeout 3601
+rejects kv_server --timeout -- --timeout
 
 # ---- behaviour, per backend -------------------------------------------------
 if [ -n "${WEFT_IO:-}" ]; then

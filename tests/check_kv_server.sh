@@ -32,6 +32,7 @@ pid=""
 trap '[ -z "$pid" ] || kill -KILL "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 passed=0 failed=0
 limit=120
+deadline=2   # the server's --timeout, in seconds
 
 pass() { passed=$((passed + 1)); }
 fail() {
@@ -43,7 +44,8 @@ fail() {
 start() {
     local log=$tmp/server-$1-$2.log i
     : >"$log"
-    WEFT_IO=$1 timeout -k 10 $((5 * limit)) $emu "$server" --port 0 --workers "$2" >"$log" 2>&1 &
+    WEFT_IO=$1 timeout -k 10 $((5 * limit)) $emu "$server" --port 0 --workers "$2" \
+        --timeout "$deadline" >"$log" 2>&1 &
     pid=$!
     port=""
     for ((i = 0; i < 600; i++)); do   # up to a minute
@@ -163,8 +165,9 @@ check() {   # check IO WORKERS
     # The answers before a malformed request are sent, then the error.
     expect_raw "a good request, then a bad one" 'PING\r\n*1\r\n$-5\r\n' '+PONG\r\n-ERR Protocol error: invalid bulk length\r\n'
     # A request begun and never finished, and a client that asks for
-    # megabytes and never reads: each is dropped at its deadline (ten
-    # seconds), not held for ever. Once per backend, as each takes that long.
+    # megabytes and never reads: each is dropped at its deadline (the
+    # --timeout given), not held for ever. Once per backend, as each takes
+    # that long.
     # A connection still held would keep cat waiting until its time-out.
     if [ "$workers" -eq 1 ]; then
         head -c 1048576 /dev/zero | tr '\0' b >"$tmp/mib"
@@ -172,7 +175,7 @@ check() {   # check IO WORKERS
         exec 3<>"/dev/tcp/127.0.0.1/$port" 4<>"/dev/tcp/127.0.0.1/$port"
         printf '*2\r\n$3\r\nGET\r\n$3\r\nk' >&3
         for _ in $(seq 32); do printf 'GET mib\r\n'; done >&4
-        sleep 12
+        sleep $((deadline + 2))
         local t0=$SECONDS rc3=0 rc4=0
         timeout 60 cat <&3 >/dev/null 2>&1 || rc3=$?
         timeout 60 cat <&4 >/dev/null 2>&1 || rc4=$?
