@@ -127,9 +127,32 @@ Test(descriptors, every_call_on_a_huge_or_negative_descriptor_gives_EBADF)
  */
 /* Long enough for a coroutine started on another worker to be waiting in
  * its call by then, most likely; instrumented runs are slower. */
-static void settle(void)
+/* Returns once weft_dump shows a coroutine waiting in a read or write of fd:
+ * its request is then queued or in flight, and counted, so a weft_close now
+ * races with nothing. A pause alone is no proof on a loaded machine, where
+ * the other worker may not have run the call yet. */
+static void await_waiting(int fd, bool write)
 {
-    weft_sleep((WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND ? 200 : 20) * MS);
+    char key[48];
+    snprintf(key, sizeof key, "[%s fd %d,", write ? "write" : "read", fd);
+    uint64_t until = weft_now() + 10000 * MS;
+    for (;;) {
+        int mfd = memfd_create("weft-dump", MFD_CLOEXEC);
+        cr_assert_geq(mfd, 0);
+        cr_assert_eq(weft_dump(mfd), 0);
+        off_t len = lseek(mfd, 0, SEEK_END);
+        char *text = malloc((size_t)len + 1);
+        cr_assert_not_null(text);
+        cr_assert_eq(pread(mfd, text, (size_t)len, 0), (ssize_t)len);
+        text[len] = '\0';
+        close(mfd);
+        bool seen = strstr(text, key) != NULL;
+        free(text);
+        if (seen)
+            return;
+        cr_assert_lt(weft_now(), until, "no coroutine ever waited with %s", key);
+        weft_sleep(1 * MS);
+    }
 }
 
 struct victim {
@@ -194,9 +217,7 @@ static void *close_under_a_call(void *arg)
     cr_assert_eq(weft_spawn(&t, victim_call, &v), 0);
     while (atomic_load(&v.worker) < 0)
         weft_yield();
-    /* Here: it ran on this worker and parked before we went on. */
-    if (atomic_load(&v.worker) != weft_worker())
-        settle();
+    await_waiting(v.fd, v.write);
     struct reopen o = { .fd = v.fd, .write = rc->write };
     if (rc->by == BY_COROUTINE) {
         close_and_reopen(&o);
@@ -267,7 +288,7 @@ static void *close_a_waited_socket(void *arg)
     cr_assert_eq(weft_spawn(&t, victim_call, &v), 0);
     while (atomic_load(&v.worker) < 0)
         weft_yield();
-    settle();
+    await_waiting(sv[0], false);
     cr_assert_eq(weft_close(sv[0]), 0);
     cr_assert_eq(weft_join(t, NULL), 0);
     cr_assert_eq(atomic_load(&v.result), -EBADF);
