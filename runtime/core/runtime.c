@@ -243,6 +243,7 @@ static weft_rt *rt_alloc(const weft_config *c)
         w->rng = 0x9e3779b97f4a7c15ull * (i + 1) ^ (uint64_t)(uintptr_t)rt;
         w->shuffle = random_sched;
         w->fair_left = FAIRNESS_TICKS;
+        w->spin_budget = rt->spin_ns;
         rt->workers[rt->nworkers++] = w;
     }
     return rt;

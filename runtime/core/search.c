@@ -4,7 +4,8 @@
  * watcher.
  *
  * When a worker has nothing, it searches (steals from random victims)
- * for a while, then parks. The search lasts SPIN_NS, a few times what a futex
+ * for a while, then parks. The search lasts up to SPIN_NS (shorter after
+ * searches in vain: see budget_up), a few times what a futex
  * wake and the woken thread's return cost the two threads here: with a
  * shorter one, a coroutine that spawns and joins on one worker made the other
  * park between its spawns, and every spawn paid for a futex wake (`weft-bench
@@ -306,6 +307,32 @@ void weft__timers_changed(weft_rt *rt)
     /* Otherwise it is waking already and will look at the heap again. */
 }
 
+/* The search's patient rounds adapt to what they find, as an adaptive
+ * mutex's spin does: a search that ends in a park halves the next one's, and
+ * one that finds work, or a park that a waker ends within the full time
+ * (weft_config.idle_spin_ns), doubles it, up to that time. A server fed by
+ * the network, whose workers' searches find nothing, then parks at once
+ * rather than spin for work that only the kernel will bring (the HTTP
+ * example's CPU per request, bench/compare/http/ab.sh); a coroutine
+ * spawning and joining keeps a searcher on its heels (the renewal in
+ * search()), and a timer due within the full time is waited for awake,
+ * for its lateness (`weft-bench timers`). */
+static uint64_t budget_up(const struct weft__worker *w)
+{
+    uint64_t full = w->rt->spin_ns, b = 2 * w->spin_budget;
+    if (b < SPIN_SEED_NS)
+        b = SPIN_SEED_NS;
+    return b < full ? b : full;
+}
+
+static uint64_t spin_budget(const struct weft__worker *w, uint64_t now)
+{
+    uint64_t b = w->spin_budget, due = weft__timers_next(w->rt->timers);
+    if (due != UINT64_MAX && due > now && due - now <= w->rt->spin_ns && due - now > b)
+        b = due - now;
+    return b;
+}
+
 /* Steps 1-4 of the park protocol. Returns with w searching again. */
 static void park_worker(struct weft__worker *w)
 {
@@ -333,6 +360,7 @@ static void park_worker(struct weft__worker *w)
     /* Otherwise a waker took us off the list and counted us as searching; its
      * store to our wake word is on its way. */
     weft__bump(&w->ctr.sleeps, 1);
+    uint64_t parked_at = weft_now();
     uint32_t v;
     while ((v = atomic_load_explicit(&w->wake, memory_order_acquire)) != WEFT__WAKE_GO) {   /* 4 */
         if (v == WEFT__WAKE_TIMERS)   /* a kick: the earliest deadline moved */
@@ -381,6 +409,8 @@ static void park_worker(struct weft__worker *w)
     }
     atomic_store_explicit(&w->wake, WEFT__WAKE_NONE, memory_order_relaxed);
     weft__bump(&w->ctr.wakes, 1);
+    if (weft_now() - parked_at < rt->spin_ns)
+        w->spin_budget = budget_up(w);   /* a longer search would have met this wake */
     unwatch(w);
     w->spinning = true;
     weft__monitor_nudge(rt);
@@ -396,6 +426,7 @@ static bool few_searchers(weft_rt *rt)
 }
 
 static weft_task *search(struct weft__worker *w);
+
 
 /* The idle loop's search, timed: the time a worker spends in it is its idle
  * time, so that the clock is read only on the idle path (weft_stats_busy).
@@ -429,6 +460,8 @@ static weft_task *search(struct weft__worker *w)
                 t = steal_any(w, round >= SPIN_ROUNDS - 1 ? ROUND_TAKE :
                                  round == SPIN_ROUNDS - 3 ? ROUND_LOOK : ROUND_PLAIN, &waiting);
             if (t) {
+                if (until)   /* the patient rounds paid */
+                    w->spin_budget = budget_up(w);
                 stop_spinning(w);
                 return t;
             }
@@ -439,8 +472,10 @@ static weft_task *search(struct weft__worker *w)
                  * the busy workers: sixteen workers must not keep fifteen
                  * cores spinning for one that spawns and joins. */
                 uint64_t now = weft_now();
-                if (!until || (waiting && few_searchers(rt)))
+                if (waiting && few_searchers(rt))
                     until = now + rt->spin_ns;
+                else if (!until)
+                    until = now + spin_budget(w, now);
                 if (now >= until || atomic_load_explicit(&rt->stopping, memory_order_relaxed))
                     break;   /* a long search (weft_config.idle_spin_ns) must not hold up weft_rt_destroy */
                 /* And it spaces our looks out, up to GAP_MAX_NS apart. Each
@@ -465,6 +500,7 @@ static weft_task *search(struct weft__worker *w)
             for (unsigned i = 0; i < 32u << (round < SPIN_ROUNDS ? round : SPIN_ROUNDS - 1); i++)
                 weft__cpu_relax();
         }
+        w->spin_budget /= 2;   /* in vain: shorter next time */
         if (atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
             w->spinning = false;
             atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
