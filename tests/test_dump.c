@@ -491,8 +491,7 @@ static void check_dump(const char *text, size_t nsteady)
     /* Sorted, a coroutine listed twice sits beside itself. */
     qsort(ids, listed, sizeof(*ids), cmp_id);
     for (size_t i = 1; i < listed; i++)
-        if (ids[i] == ids[i - 1])
-            cr_assert_fail("coroutine %llu listed twice", (unsigned long long)ids[i]);
+        cr_assert_neq(ids[i], ids[i - 1], "coroutine %llu listed twice", (unsigned long long)ids[i]);
     free(ids);
     cr_assert_eq(listed, header, "the header says %zu, the dump lists %zu", header, listed);
     cr_assert_eq(summed, header, "the summary counts %zu, the header %zu", summed, header);
