@@ -4,6 +4,9 @@
 # same wrk load on loopback:
 #   bench/compare/http/ab.sh BUILD_DIR RUNS "ENV_A" "ENV_B"
 # for example  ab.sh build-rel 10 "" "WEFT_IDLE_SPIN_US=0"
+# With AB_BUILD_B=DIR, side B runs DIR's server instead: two builds (a commit
+# and the one before it) under the same environment, alternated; with
+# AB_ARGS_B="--workers 1", say, side B's server gets those arguments too.
 # Each run starts the server afresh, warms it for a second, then runs
 # `wrk -t1 -c100 -d4s` and reads the server's CPU time (user and system,
 # /proc/PID/stat) before and after. Prints each run, the medians of CPU per
@@ -19,13 +22,14 @@ env_a=${3-}
 env_b=${4-}
 port=${AB_PORT:-8090}
 server="$build/examples/http_server"
+server_b="${AB_BUILD_B:-$build}/examples/http_server"
 tck=$(getconf CLK_TCK)
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
-one() {   # one ENV: prints "cpu_us_per_request requests_per_second"
+one() {   # one ENV SERVER [ARGS]: prints "cpu_us_per_request requests_per_second"
     # shellcheck disable=SC2086
-    env $1 "$server" --port "$port" > /dev/null 2>&1 &
+    env $1 "$2" --port "$port" ${3-} > /dev/null 2>&1 &
     local pid=$! s0 s1 out reqs rate
     for _ in $(seq 50); do
         curl -s -o /dev/null "http://127.0.0.1:$port/" && break
@@ -45,11 +49,11 @@ one() {   # one ENV: prints "cpu_us_per_request requests_per_second"
 median() { median_min_max | awk '{print $1}'; }
 
 for i in $(seq "$runs"); do
-    read -r ca ra < <(one "$env_a")
-    read -r cb rb < <(one "$env_b")
+    read -r ca ra < <(one "$env_a" "$server")
+    read -r cb rb < <(one "$env_b" "$server_b" "${AB_ARGS_B-}")
     echo "run $i  A: $ca us/request, $ra req/s   B: $cb us/request, $rb req/s"
     echo "$ca $ra $cb $rb" >> "$tmp/runs"
 done
 echo "A (${env_a:-no change}): median $(awk '{print $1}' "$tmp/runs" | median) us of the server's CPU per request, $(awk '{print $2}' "$tmp/runs" | median) req/s"
-echo "B (${env_b:-no change}): median $(awk '{print $3}' "$tmp/runs" | median) us of the server's CPU per request, $(awk '{print $4}' "$tmp/runs" | median) req/s"
+echo "B (${env_b:-no change}${AB_BUILD_B:+, $AB_BUILD_B}${AB_ARGS_B:+, $AB_ARGS_B}): median $(awk '{print $3}' "$tmp/runs" | median) us of the server's CPU per request, $(awk '{print $4}' "$tmp/runs" | median) req/s"
 echo "B/A: median of the per-run ratios of CPU per request $(awk '{printf "%.3f\n", $3 / $1}' "$tmp/runs" | median)"
