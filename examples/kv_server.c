@@ -26,8 +26,8 @@
  * What a client can make the server hold is bounded: a request by the
  * parser's limits (resp.h), a request that is not all in yet by ten seconds
  * (--timeout), and replies by as long to take them (the send's deadline),
- * after which the connection is dropped. A client idle between requests is kept, as
- * redis keeps it.
+ * after which the connection is dropped. A client idle between requests is
+ * kept, as redis keeps it.
  *
  * SIGINT or SIGTERM stops it: the accept loop and the sweeper are cancelled,
  * every open connection is shut down, and the runtime ends once every
@@ -61,12 +61,13 @@
 #define BUCKETS_MIN  16                    /* a shard's table never has fewer */
 #define SWEEP_NS     (100ull * 1000000)    /* how often the sweeper runs */
 #define SWEEP_BUCKETS 256                  /* buckets of a shard looked at per run */
-/* How long a request begun has to come in whole, and a batch of replies to
- * be taken (--timeout); set before the runtime starts. */
-static uint64_t timeout_ns = 10ull * 1000000000;
 #define IN_START     (16 * 1024)           /* a connection's receive buffer, at first */
 #define OUT_START    (16 * 1024)           /* its reply buffer, at first */
 #define OUT_FLUSH    (64 * 1024)           /* replies gathered past this are sent */
+
+/* How long a request begun has to come in whole, and a batch of replies to
+ * be taken (--timeout); set before the runtime starts. */
+static uint64_t timeout_ns = 10ull * 1000000000;
 
 /* ---- the map -------------------------------------------------------------- */
 

@@ -119,8 +119,10 @@ typedef struct weft_config {
                            * or a name such as SIGUSR2 or SIGRTMIN+4; 0 = none). The same
                            * signal as dump_signal, or one dump_signal refuses: -EINVAL */
     uint64_t idle_spin_ns;/* how long a worker that runs out of work keeps looking for more
-                           * (stealing) before it sleeps, at most: a search in vain halves
-                           * the next one, a fruitful one doubles it back up to this;
+                           * (stealing) before it sleeps, at most: a search that ends in
+                           * sleep halves the next one's time, and one that finds work, or
+                           * a sleep that a wake-up ends within this time, doubles it back
+                           * up to this; a timer due within this time is waited for awake;
                            * 0 = the default (docs/api/core.md),
                            * UINT64_MAX = not at all: one look at every queue, then sleep.
                            * Shorter spends less CPU where work arrives as IO, at the price

@@ -29,27 +29,6 @@
 
 /* ---- reading a dump ------------------------------------------------------------ */
 
-/* The dump weft_dump() writes now, as a NUL-terminated string to free(). */
-static char *dump_text(void)
-{
-    /* tmpfile, not memfd_create: ThreadSanitizer does not see a memory
-     * file's number made, and takes its reuse of a number that the
-     * monitor's stall report has just closed for a race. */
-    FILE *f = tmpfile();
-    cr_assert_not_null(f, "tmpfile failed: %d", errno);
-    int fd = fileno(f);
-    int err = weft_dump(fd);
-    cr_assert_eq(err, 0, "weft_dump failed: %d", err);
-    off_t len = lseek(fd, 0, SEEK_END);
-    cr_assert_geq(len, 0);
-    char *text = malloc((size_t)len + 1);
-    cr_assert_not_null(text);
-    cr_assert_eq(pread(fd, text, (size_t)len, 0), (ssize_t)len);
-    text[len] = '\0';
-    fclose(f);
-    return text;
-}
-
 /* The start of the first line of text that holds key; NULL if none does. */
 static const char *line_with(const char *text, const char *key)
 {

@@ -7,7 +7,7 @@
  * the plain calls, a fresh runtime works, the parent's runtime and task
  * handles give -ECHILD, and a coroutine that returns there stops the child
  * with a message. Every case runs on both backends, on 1, 2 and 4 workers,
- * several times over.
+ * several times over (under Valgrind, once on 2 workers).
  */
 #define _GNU_SOURCE
 #include "common.h"
@@ -68,8 +68,8 @@ enum child_does {
 #define CLIENTS       4
 #define MSG_MAX       3000
 /* Each client's echoes before the fork and after the child has been reaped,
- * and the runs per configuration: fewer under Valgrind, where one echo
- * between threads takes a good part of a second. */
+ * fewer under Valgrind, where one echo between threads takes a good part of
+ * a second; and the runs per configuration (one under Valgrind, see sweep). */
 #define ROUNDS_BEFORE (RUNNING_ON_VALGRIND ? 5u : 20u)
 #define ROUNDS_AFTER  (RUNNING_ON_VALGRIND ? 10u : 40u)
 #define REPEATS       3

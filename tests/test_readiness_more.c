@@ -5,7 +5,8 @@
  * socket, weft_close of a descriptor whose waiter is on a sweep list, a
  * registration moved between workers, and fork() with waits outstanding.
  * Each runs on both backends, where the io_uring one is the reference, on 1,
- * 2 and 4 workers where more than one worker makes a difference. A lost
+ * 2 and 4 workers where more than one worker makes a difference (the connect
+ * tests on 1 and 2, see there). A lost
  * wake-up shows as -ETIMEDOUT at a generous deadline, never as a hang. */
 #define _GNU_SOURCE
 #include "readiness.h"

@@ -284,7 +284,8 @@ struct weft__worker {
     struct weft__sighting lone_seen;    /* a victim's only deque task (its top index), as a
                                          * search last looked (core/search.c) */
     uint64_t              spawns_seen;  /* the other workers' spawns, summed, as a search last looked */
-    uint64_t              spin_budget;  /* how long the next search's patient rounds last (core/search.c) */
+    uint64_t              spin_budget;  /* how long the next search's patient rounds last; the
+                                           * worker's own (core/search.c) */
     uint64_t              id_next, id_end;   /* task ids this worker may hand out (task.c) */
     uint64_t              clock;        /* a coarse weft_now() for the ages weft_dump shows:
                                          * read at each fairness tick and as the worker leaves

@@ -72,7 +72,7 @@ enum {
 #define SPIN_ROUNDS    4u       /* search rounds of growing pauses; the last one steals patiently */
 #define SPIN_NS        30000u   /* then more such rounds, for this long, before a worker parks
                                  * (the default of weft_config.idle_spin_ns) */
-#define SPIN_SEED_NS   2000u    /* the patient rounds' time after one in vain, doubled from here */
+#define SPIN_SEED_NS   2000u    /* the least a search's time doubles to (core/search.c, budget_up) */
 #define IDLE_SPIN_MAX_NS 1000000000u   /* weft_config.idle_spin_ns's upper bound */
 #define GAP_MIN_NS     2000u    /* a search that leaves tasks to a busy owner looks again after */
 #define GAP_MAX_NS     16000u   /* ... this, doubling up to this (below SPIN_NS, see find_work) */

@@ -308,9 +308,10 @@ void weft__timers_changed(weft_rt *rt)
 }
 
 /* The search's patient rounds adapt to what they find, as an adaptive
- * mutex's spin does: a search that ends in a park halves the next one's, and
- * one that finds work, or a park that a waker ends within the full time
- * (weft_config.idle_spin_ns), doubles it, up to that time. A server fed by
+ * mutex's spin does: a search that ends in sleep halves the next one's time,
+ * and one that finds work in its patient rounds, or a sleep that a waker ends
+ * within the full time (weft_config.idle_spin_ns), doubles it, from at least
+ * SPIN_SEED_NS up to the full time. A server fed by
  * the network, whose workers' searches find nothing, then parks at once
  * rather than spin for work that only the kernel will bring (the HTTP
  * example's CPU per request, bench/compare/http/ab.sh); a coroutine
@@ -325,11 +326,14 @@ static uint64_t budget_up(const struct weft__worker *w)
     return b < full ? b : full;
 }
 
-static uint64_t spin_budget(const struct weft__worker *w, uint64_t now)
+/* How long the patient rounds of a search that starts them at `now` last:
+ * w's budget, or until the earliest deadline and a round past it, if that
+ * comes within the full time. */
+static uint64_t search_time(const struct weft__worker *w, uint64_t now)
 {
     uint64_t b = w->spin_budget, due = weft__timers_next(w->rt->timers);
-    if (due != UINT64_MAX && due > now && due - now <= w->rt->spin_ns && due - now > b)
-        b = due - now;
+    if (due != UINT64_MAX && due > now && due - now <= w->rt->spin_ns && due - now + GAP_MIN_NS > b)
+        b = due - now + GAP_MIN_NS;
     return b;
 }
 
@@ -359,6 +363,7 @@ static void park_worker(struct weft__worker *w)
     }
     /* Otherwise a waker took us off the list and counted us as searching; its
      * store to our wake word is on its way. */
+    w->spin_budget /= 2;   /* the search was in vain: shorter next time */
     weft__bump(&w->ctr.sleeps, 1);
     uint64_t parked_at = weft_now();
     uint32_t v;
@@ -427,7 +432,6 @@ static bool few_searchers(weft_rt *rt)
 
 static weft_task *search(struct weft__worker *w);
 
-
 /* The idle loop's search, timed: the time a worker spends in it is its idle
  * time, so that the clock is read only on the idle path (weft_stats_busy).
  * Returns a task, or NULL when the runtime stops. */
@@ -475,7 +479,7 @@ static weft_task *search(struct weft__worker *w)
                 if (waiting && few_searchers(rt))
                     until = now + rt->spin_ns;
                 else if (!until)
-                    until = now + spin_budget(w, now);
+                    until = now + search_time(w, now);
                 if (now >= until || atomic_load_explicit(&rt->stopping, memory_order_relaxed))
                     break;   /* a long search (weft_config.idle_spin_ns) must not hold up weft_rt_destroy */
                 /* And it spaces our looks out, up to GAP_MAX_NS apart. Each
@@ -500,7 +504,6 @@ static weft_task *search(struct weft__worker *w)
             for (unsigned i = 0; i < 32u << (round < SPIN_ROUNDS ? round : SPIN_ROUNDS - 1); i++)
                 weft__cpu_relax();
         }
-        w->spin_budget /= 2;   /* in vain: shorter next time */
         if (atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
             w->spinning = false;
             atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
