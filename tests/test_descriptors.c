@@ -6,6 +6,7 @@
  * both IO backends and on 1, 2 and 4 workers. */
 #define _GNU_SOURCE
 #include "common.h"
+#include "dump_text.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -3,6 +3,7 @@
  * fatal messages that name the coroutine, and weft_stats_get. */
 #define _GNU_SOURCE   /* memfd_create */
 #include "common.h"
+#include "dump_text.h"
 
 #include <fcntl.h>
 #include <pthread.h>
