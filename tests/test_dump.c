@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Seeing inside a running weft: weft_dump, weft_set_name, the dump signal,
  * fatal messages that name the coroutine, and weft_stats_get. */
-#define _GNU_SOURCE   /* memfd_create */
+#define _GNU_SOURCE   /* memfd_create; fileno in dump_text.h */
 #include "common.h"
 #include "dump_text.h"
 

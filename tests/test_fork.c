@@ -639,13 +639,11 @@ static void run_once(enum child_does child, int backend, unsigned workers)
  * scans the stacks it inherited), so there the sweep keeps two workers, a
  * coroutine forking while another worker runs; the other stages of CI sweep
  * every count. */
-static const unsigned valgrind_workers[] = { 2 };
-
 static void sweep(enum child_does child)
 {
     if (RUNNING_ON_VALGRIND) {
-        FOR_EACH_CONFIG(b, w, valgrind_workers)
-            run_once(child, b, w);
+        FOR_EACH_BACKEND(b)
+            run_once(child, b, 2);
         return;
     }
     FOR_EACH_CONFIG(b, w, sweep_workers)
