@@ -755,3 +755,84 @@ Test(sched, an_idle_worker_searches_as_long_as_configured)
     cr_assert_eq(weft_rt_create(&rt, &bad), -EINVAL);
     cr_assert_null(rt);
 }
+
+/*
+ * Coroutines that one reap of a worker's IO makes runnable wait on that
+ * worker's private IO queue, not where thieves look (core/park.c, ready).
+ * If the first of them then never blocks, the monitor must move the rest
+ * once it has held its worker for the rescue threshold, and other workers
+ * run them. Eight readers wait on pipes; the test's thread writes to all
+ * eight; the first reader to wake spins (sched_yield, never a weft switch)
+ * until the seven others have read, or gives up after 10 s. Five rounds on
+ * each backend, 2 and 4 workers.
+ */
+#define IOQ_READERS 8
+
+struct ioq_round {
+    int         fds[IOQ_READERS][2];
+    _Atomic int spinner;   /* taken by the first reader to wake */
+    _Atomic int read;      /* readers other than the spinner that have read */
+    int         missed;    /* the spinner gave up waiting for them */
+};
+
+struct ioq_reader {
+    struct ioq_round *round;
+    int               fd;
+};
+
+static void *ioq_read(void *arg)
+{
+    struct ioq_reader *rd = arg;
+    struct ioq_round *r = rd->round;
+    char c;
+    cr_assert_eq(weft_read(rd->fd, &c, 1), 1);
+    if (atomic_exchange(&r->spinner, 1) == 0) {
+        uint64_t until = weft_now() + 10000000000u;
+        while (atomic_load(&r->read) < IOQ_READERS - 1 && weft_now() < until)
+            sched_yield();
+        r->missed = atomic_load(&r->read) < IOQ_READERS - 1;
+    } else {
+        atomic_fetch_add(&r->read, 1);
+    }
+    return NULL;
+}
+
+Test(sched, coroutines_woken_by_one_reap_behind_one_that_never_blocks_run_elsewhere, .timeout = 240)
+{
+    static const unsigned counts[] = { 2, 4 };
+    FOR_EACH_CONFIG(b, w, counts) {
+        weft_rt *rt;
+        weft_config cfg = { .workers = w, .io_backend = b, .stall_ns = 60000000000u };
+        cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+        for (int round = 0; round < 5; round++) {
+            struct ioq_round r = { 0 };
+            struct ioq_reader rd[IOQ_READERS];
+            weft_task *t[IOQ_READERS];
+            weft_stats before;
+            cr_assert_eq(weft_stats_get(rt, &before), 0);
+            for (int i = 0; i < IOQ_READERS; i++) {
+                cr_assert_eq(pipe(r.fds[i]), 0);
+                rd[i] = (struct ioq_reader){ .round = &r, .fd = r.fds[i][0] };
+                cr_assert_eq(weft_spawn_on(rt, &t[i], ioq_read, &rd[i]), 0);
+            }
+            /* Until all eight wait in their reads, so that one write each
+             * finds them parked. */
+            uint64_t until = weft_now() + 10000000000u;
+            weft_stats now;
+            do {
+                usleep(1000);
+                cr_assert_eq(weft_stats_get(rt, &now), 0);
+            } while (now.waiting < before.waiting + IOQ_READERS && weft_now() < until);
+            for (int i = 0; i < IOQ_READERS; i++)
+                cr_assert_eq(write(r.fds[i][1], "x", 1), 1);
+            for (int i = 0; i < IOQ_READERS; i++) {
+                cr_assert_eq(weft_join(t[i], NULL), 0);
+                weft_close(r.fds[i][0]);
+                weft_close(r.fds[i][1]);
+            }
+            cr_assert_eq(r.missed, 0, "%s, %u workers, round %d: the readers woken beside a "
+                         "coroutine that never blocks waited for it", backend_name[b], w, round);
+        }
+        cr_assert_eq(weft_rt_destroy(rt), 0);
+    }
+}

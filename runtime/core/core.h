@@ -90,7 +90,7 @@ struct weft__fdtab;
 struct weft_task {
     struct weft__fiber *fiber;       /* at the top of its stack slot while it has one;
                                       * owned by whoever runs it */
-    struct weft_task  *next;         /* on one list at a time: a worker's yield queue,
+    struct weft_task  *next;         /* on one list at a time: a worker's yield or IO queue,
                                       * the global queue's fallback list (no array could
                                       * be had), or the handle pool's list of free handles
                                       * that no magazine holds */
@@ -268,6 +268,15 @@ struct weft__worker {
     struct weft__fiber   *prev_fiber;   /* EXIT: the finished task's fiber */
     weft_task            *yq_head;      /* yielded tasks, FIFO, linked by next */
     weft_task            *yq_tail;
+    weft_task            *ioq_head;     /* tasks its own IO made runnable, FIFO, linked by
+                                         * next: private, as the yield queue (core/sched.h) */
+    weft_task            *ioq_tail;
+    unsigned              ioq_len;
+    uint64_t              ioq_since;    /* weft_now() when the IO queue last stopped being empty */
+    bool                  reaping;      /* in its own IO poll or sleep: what that makes
+                                         * runnable joins the IO queue (core/park.c, ready) */
+    bool                  prev_io;      /* prev was made runnable by that reap before it had
+                                         * finished parking (core/park.c) */
     _Atomic uint32_t      tick;         /* schedules so far, for fairness checks; only the
                                          * worker writes it, searchers (core/search.c) and the
                                          * monitor (core/monitor.c) read it */
@@ -447,8 +456,8 @@ void weft__monitor_stop(weft_rt *rt);
 void weft__monitor_nudge(weft_rt *rt);
 /* core/queue.c. The monitor: moves w's queued tasks that are not pinned to it to
  * the global queue and wakes a worker for them. The deque is taken as thieves
- * take it, so w need not be excluded; `private`: runnext and the yield queue
- * too, which need w excluded. Returns how many it moved. */
+ * take it, so w need not be excluded; `private`: runnext and the IO and yield
+ * queues too, which need w excluded. Returns how many it moved. */
 size_t weft__takeover(struct weft__worker *w, bool private);
 
 /* The worker the calling thread is, or NULL. Never inlined: see core/worker.c. */

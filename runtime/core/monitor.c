@@ -44,8 +44,10 @@
  * exclusion (the stalled coroutine may still spawn and wake); runnext, which
  * its owner takes without a locked instruction, under the exclusion, at the
  * first look of a stall and at every look that finds it filled since; the
- * yield queue once per stall, under it (during a stall only tasks pinned to
- * the worker can join it: a yield is a schedule). The worker's IO: under
+ * IO queue and the yield queue once per stall, under it (during a stall the
+ * worker's scheduler, which alone fills the IO queue, does not run, and only
+ * tasks pinned to the worker can join the yield queue: a yield is a
+ * schedule). The worker's IO: under
  * the exclusion the monitor calls the backend's `poll` as the worker would,
  * which submits what the worker's coroutines queued and reaps what is done;
  * their coroutines become runnable on the global queue and issue their next
@@ -214,10 +216,10 @@ static void look(struct weft__monitor *m)
                    now - m->last_report >= REPORT_GAP_NS;
         /* The stalled coroutine may still spawn and wake tasks: the deque is
          * taken at every look, as a thief would, without the exclusion;
-         * runnext with it, whenever it is filled. The yield queue once per
-         * stall, with it: during the stall only tasks pinned to the worker
-         * can join it (a yield is a schedule, which ends the stall). IO as
-         * often as some is done. */
+         * runnext with it, whenever it is filled. The IO and yield queues
+         * once per stall, with it: during the stall only tasks pinned to the
+         * worker can join the yield queue (a yield is a schedule, which ends
+         * the stall), and none the IO queue. IO as often as some is done. */
         bool take = false;
         if (rt->nworkers > 1 && held >= RESCUE_NS) {
             weft__takeover(w, false);

@@ -109,9 +109,21 @@ int weft_unpin(void)
     return 0;
 }
 
-/* Any thread. Makes t runnable: on its home worker if pinned; else on the
- * calling worker's handoff or runnext if it belongs to t's runtime, else on
- * the global queue.
+/* Any thread. Makes t runnable: on its home worker if pinned; else, if the
+ * caller is a worker of t's runtime, on its IO queue when its own IO poll
+ * made t runnable, or its handoff or runnext; else on the global queue.
+ *
+ * The IO queue (with two workers or more): what one poll of a worker's ring
+ * or epoll set makes runnable stays with that worker, in the order the IO
+ * finished, unseen by thieves and waking nobody, since the worker is about
+ * to run it. Those coroutines' next requests then go to the same ring: a
+ * server's connections stay where their IO is while that worker keeps up,
+ * rather than spread over every ring, each sleeping and woken in turn
+ * (bench/compare/http/ab.sh). The queue goes onto the deque, where thieves
+ * look, and an idle worker is woken, once it holds IOQ_MAX tasks or its
+ * oldest has waited IOQ_WAIT_NS when the worker next chooses (ioq_pop in
+ * core/worker.c): then the worker is behind. Behind a coroutine that never
+ * blocks, the monitor takes the queue (core/monitor.c).
  *
  * A task put on runnext wakes an idle worker only if the caller's worker
  * has other work besides (the task runnext held before, or its deque): a lone
@@ -130,6 +142,10 @@ static void ready(weft_task *t)
         return;
     }
     if (w && w->rt == rt && !(w->shuffle && (rng_next(w) & 1))) {
+        if (w->reaping && rt->nworkers > 1) {
+            ioq_push(w, t);
+            return;
+        }
         if (w->finishing && handoff_open(w)) {
             w->handoff = t;
             return;
@@ -162,8 +178,12 @@ static void after_switch(struct weft__worker *w)
                 memory_order_acq_rel, memory_order_acquire)) {   /* step 2: publishes the saved context */
             weft__check(s == WEFT__NOTIFIED, "a parking task was in an impossible state");
             atomic_store_explicit(&prev->pstate, WEFT__RUNNING, memory_order_relaxed);
+            bool io = w->prev_io;
+            w->prev_io = false;
             if (prev->pins && w->rt->nworkers > 1)
                 yq_push(w, prev);                                /* pinned here: private */
+            else if (io)
+                ioq_push(w, prev);                               /* by our own IO, as it parked */
             else
                 push_local(w, prev);                             /* woken while it parked */
         }
@@ -275,6 +295,12 @@ void weft__unpark(weft_task *t)
         } else if (s == WEFT__RUNNING) {
             if (atomic_compare_exchange_weak_explicit(&t->pstate, &s, WEFT__NOTIFIED,
                     memory_order_release, memory_order_acquire)) {
+                /* Our own IO, reaped as t parks on this worker (a request
+                 * that completed as pick_next submitted it): as ready()
+                 * would, after_switch queues it on the IO queue. */
+                if (w && w->reaping && w->prev == t && w->prev_action == WEFT__ACT_PARK &&
+                    rt->nworkers > 1)
+                    w->prev_io = true;
                 count_unpark(rt, w);
                 return;                                          /* step 2's CAS will fail and queue it */
             }

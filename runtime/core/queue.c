@@ -81,8 +81,22 @@ size_t weft__takeover(struct weft__worker *w, bool private)
     weft_rt *rt = w->rt;
     weft_task *batch[GQ_BATCH];
     size_t n = 0, moved = 0;
+    /* The IO queue, in order: never a pinned task (core/park.c, ready). */
+    weft_task *x = private ? w->ioq_head : NULL;
+    if (private) {
+        w->ioq_head = w->ioq_tail = NULL;
+        w->ioq_len = 0;
+    }
+    while (x) {
+        weft_task *next = x->next;
+        batch[n++] = x;
+        moved++;
+        if (n == GQ_BATCH)
+            takeover_flush(rt, batch, &n);
+        x = next;
+    }
     /* The yield queue, in order; tasks pinned here stay. */
-    weft_task *x = private ? w->yq_head : NULL;
+    x = private ? w->yq_head : NULL;
     if (private)
         w->yq_head = w->yq_tail = NULL;
     while (x) {
@@ -178,6 +192,19 @@ void weft__overflow(struct weft__worker *w, weft_task *t)
         global_push_batch(w->rt, batch, fresh);
     if (!weft__deque_push(&w->dq, t, due_of(w, t)))
         weft__gq_push(w->rt, t);   /* no room made: a thief raced the grab, or none was fresh */
+}
+
+void weft__ioq_spill(struct weft__worker *w)
+{
+    weft_task *t = w->ioq_head;
+    w->ioq_head = w->ioq_tail = NULL;
+    w->ioq_len = 0;
+    while (t) {
+        weft_task *next = t->next;
+        local_put(w, t);
+        t = next;
+    }
+    weft__wake_one(w->rt);
 }
 
 /* The owner. Takes the global queue's oldest task and moves up to a fair

@@ -77,6 +77,9 @@ enum {
 #define GAP_MIN_NS     2000u    /* a search that leaves tasks to a busy owner looks again after */
 #define GAP_MAX_NS     16000u   /* ... this, doubling up to this (below SPIN_NS, see find_work) */
 #define STALL_NS_DEFAULT 500000000u   /* weft_config.stall_ns (core/monitor.c) */
+#define IOQ_MAX        16u      /* a worker's IO queue goes where thieves look at this length, */
+#define IOQ_WAIT_NS    50000u   /* ... or once its oldest task has waited this long: see ready()
+                                 * in core/park.c */
 
 /* ---- context switching ----------------------------------------------------- */
 
@@ -153,6 +156,26 @@ static inline void push_local(struct weft__worker *w, weft_task *t)
     local_put(w, t);
     if (w->rt->nworkers > 1)
         weft__wake_one(w->rt);
+}
+
+/* queue.c: the owner. Moves w's IO queue to its deque, oldest first, where
+ * thieves look, and wakes a worker to take some. */
+void weft__ioq_spill(struct weft__worker *w);
+
+/* The owner, for a task that its own IO made runnable: appends t to w's
+ * private IO queue, which spills when it is long (core/park.c, ready). */
+static inline void ioq_push(struct weft__worker *w, weft_task *t)
+{
+    t->next = NULL;
+    if (w->ioq_tail) {
+        w->ioq_tail->next = t;
+    } else {
+        w->ioq_head = t;
+        w->ioq_since = weft_now();
+    }
+    w->ioq_tail = t;
+    if (++w->ioq_len >= IOQ_MAX)
+        weft__ioq_spill(w);
 }
 
 /* The owner: appends t to w's private yield queue. */

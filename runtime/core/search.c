@@ -30,7 +30,8 @@
  *      give memory back (stack.c) and, as the timer watcher, sleep only until
  *      the earliest deadline and fire the timers due (see watch() below);
  *      tasks those make runnable land on its own runnext, so it then takes
- *      itself off the idle list, as in step 3.
+ *      itself off the idle list, as in step 3; so do completions and events
+ *      of its own IO, which land on its IO queue (core/park.c, ready).
  * Whoever makes work runnable (wake_one):
  *   a. publishes the task (release);
  *   b. full fence;
@@ -117,15 +118,16 @@ void weft__wake_parked(struct weft__worker *h)
 
 /*
  * A searching worker steals from the global queue and other workers' deques,
- * never a victim's runnext: a task just woken by a running task is run by
- * that worker as soon as the waker blocks, as in message passing, and
- * stealing it would put the two on different cores, where every hand-over
- * between them crosses the cache. Go's runqsteal takes runnext only after a
- * few microseconds' wait; weft leaves it to its owner, or to the monitor once
- * the owner has stalled (core/sched.h says what that saves). Tokio's LIFO
- * slot is not stolen either (stealing it was tried in 1.51 and taken back
- * for what it cost busy servers); there, with no monitor, a task behind a
- * long poll waits for it without bound, here for the rescue threshold.
+ * never a victim's IO queue (core/park.c, ready) or runnext: a task just
+ * woken by a running task is run by that worker as soon as the waker blocks,
+ * as in message passing, and stealing it would put the two on different
+ * cores, where every hand-over between them crosses the cache. Go's
+ * runqsteal takes runnext only after a few microseconds' wait; weft leaves
+ * it to its owner, or to the monitor once the owner has stalled
+ * (core/sched.h says what that saves). Tokio's LIFO slot is not stolen
+ * either (stealing it was tried in 1.51 and taken back for what it cost busy
+ * servers); there, with no monitor, a task behind a long poll waits for it
+ * without bound, here for the rescue threshold.
  *
  * A victim's lone deque task is taken only if the victim has not scheduled
  * anything since the thief saw it there, some microseconds before, in an
@@ -344,7 +346,7 @@ static void park_worker(struct weft__worker *w)
     /* Only the worker itself fills its yield queue (tasks pinned to it, made
      * runnable here), and pick_next, which found nothing, looked at it last:
      * step 3 has no need to, and nobody would run them while we sleep. */
-    weft__check(!w->yq_head, "a worker parked with tasks on its own yield queue");
+    weft__check(!w->yq_head && !w->ioq_head, "a worker parked with tasks on its own yield or IO queue");
     pthread_mutex_lock(&rt->idle_lock);                            /* 1 */
     w->idle_next = rt->idle;
     rt->idle = w;
@@ -400,8 +402,11 @@ static void park_worker(struct weft__worker *w)
             atomic_store_explicit(&w->in_io, 1, memory_order_seq_cst);
             weft__fence();
             bool woke = false;
-            if (atomic_load_explicit(&w->wake, memory_order_seq_cst) == WEFT__WAKE_NONE)
+            if (atomic_load_explicit(&w->wake, memory_order_seq_cst) == WEFT__WAKE_NONE) {
+                w->reaping = true;   /* as in pick_next's poll (core/worker.c) */
                 woke = weft__io_sleep(w, until);
+                w->reaping = false;
+            }
             atomic_store_explicit(&w->in_io, 0, memory_order_relaxed);
             if (woke && leave_idle(w)) {
                 unwatch(w);

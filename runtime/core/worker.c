@@ -2,7 +2,8 @@
 /*
  * A worker: one kernel thread, its run loop, and the choice of the next task.
  *
- * Choosing the next task (pick_next): the handoff, then runnext, then the
+ * Choosing the next task (pick_next): the handoff, then runnext, then the IO
+ * queue (tasks this worker's own IO made runnable, core/park.c), then the
  * deque's bottom, then the yield queue, then the global queue. The handoff is
  * the joiner that a finishing task woke on its own worker, or the task that a
  * joiner took back from its own deque to wait for (weft__handoff_take): it
@@ -74,6 +75,35 @@ static weft_task *yq_pop(struct weft__worker *w)
     return t;
 }
 
+/* The owner: the oldest task on w's IO queue, or NULL. A queue whose oldest
+ * task has waited IOQ_WAIT_NS shows that w is behind: it goes where thieves
+ * look instead (core/park.c, ready). */
+static weft_task *ioq_pop(struct weft__worker *w)
+{
+    weft_task *t = w->ioq_head;
+    if (!t)
+        return NULL;
+    if (weft_now() - w->ioq_since >= IOQ_WAIT_NS) {
+        weft__ioq_spill(w);
+        return NULL;
+    }
+    w->ioq_head = t->next;
+    if (!w->ioq_head)
+        w->ioq_tail = NULL;
+    w->ioq_len--;
+    return t;
+}
+
+/* The owner: polls its own IO, so that what it makes runnable joins the IO
+ * queue. Returns whether a task became runnable. */
+static bool own_io_poll(struct weft__worker *w)
+{
+    w->reaping = true;
+    bool woke = weft__io_poll(w);
+    w->reaping = false;
+    return woke;
+}
+
 /* The owner. Moves the tasks on w's inbox (pinned tasks made runnable by
  * other threads, core/park.c) to its yield queue, oldest first. */
 static WEFT__NOINLINE void inbox_take(struct weft__worker *w)
@@ -94,8 +124,8 @@ static WEFT__NOINLINE void inbox_take(struct weft__worker *w)
 }
 
 /* The owner. The next task to run on w, or NULL once w's own queues (the
- * handoff, runnext, the deque, the yield queue, the inbox) and the global
- * queue were found empty. */
+ * handoff, runnext, the IO queue, the deque, the yield queue, the inbox) and
+ * the global queue were found empty. */
 weft_task *weft__pick_next(struct weft__worker *w)
 {
     weft_task *t;
@@ -114,7 +144,7 @@ weft_task *weft__pick_next(struct weft__worker *w)
         if (!w->fair_left)
             w->fair_left = FAIRNESS_TICKS;
         w->clock = weft__coarse_now();   /* for weft_dump's ages (core.h) */
-        weft__io_poll(w);         /* IO does not wait behind a long run of tasks */
+        own_io_poll(w);           /* IO does not wait behind a long run of tasks */
         fire_timers(w);           /* nor do sleepers */
         if ((t = weft__gq_pop(w->rt)) ||
             ((w->shuffle || weft__deque_top_due(&w->dq, tick)) &&
@@ -131,15 +161,16 @@ weft_task *weft__pick_next(struct weft__worker *w)
     }
     if ((t = runnext_take(w)))
         return t;
-    if ((t = local_take(w)) || (t = yq_pop(w)) || (t = weft__gq_take(w)))
+    if ((t = ioq_pop(w)) || (t = local_take(w)) || (t = yq_pop(w)) || (t = weft__gq_take(w)))
         return t;
     /* Out of work: submit what our coroutines queued and reap what is done.
-     * What that makes runnable lands on runnext or the deque, or, pinned
-     * here, on the yield queue. All three are looked at again: a NULL sends
-     * the caller to park (core/search.c), and a parking worker's last look
-     * (step 3) sees only what other threads can publish, never this
-     * worker's private yield queue. */
-    if (weft__io_poll(w) && ((t = runnext_take(w)) || (t = local_take(w)) || (t = yq_pop(w))))
+     * What that makes runnable lands on the IO queue (with one worker, on
+     * runnext or the deque), or, pinned here, on the yield queue. All are
+     * looked at again: a NULL sends the caller to park (core/search.c), and
+     * a parking worker's last look (step 3) sees only what other threads can
+     * publish, never this worker's private queues. */
+    if (own_io_poll(w) && ((t = runnext_take(w)) || (t = ioq_pop(w)) || (t = local_take(w)) ||
+                           (t = yq_pop(w))))
         return t;
     return NULL;
 }
