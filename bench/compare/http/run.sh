@@ -11,7 +11,8 @@
 # what neighbours on a shared machine do not change) and that of the rest of
 # the machine while wrk ran (all CPUs' busy time minus wrk's own, which adds
 # the kernel's work done outside the server's threads, such as softirqs, when
-# nothing else runs).
+# nothing else runs). HTTP_WORKERS=N runs weft and nginx with N workers each
+# instead of one a CPU; WRK_CONNECTIONS=N sets wrk's connections (100).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=bench/compare/http/lib.sh
@@ -24,11 +25,19 @@ tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 cc -O2 -o "$tmp/http_threads" "$here/threads.c" -pthread
-"$build/examples/http_server" --port 8080 > /dev/null &
+# HTTP_WORKERS=N: weft's workers and nginx's worker processes (default: one a
+# CPU each); the thread-per-connection server has no such setting.
+workers=${HTTP_WORKERS:-}
+if [ -n "$workers" ] && ! [[ "$workers" =~ ^[1-9][0-9]*$ ]]; then
+    echo "run.sh: HTTP_WORKERS must be a positive number, not \"$workers\"" >&2
+    exit 2
+fi
+sed "s/^worker_processes .*/worker_processes ${workers:-auto};/" "$here/nginx.conf" > "$tmp/nginx.conf"
+"$build/examples/http_server" --port 8080 ${workers:+--workers "$workers"} > /dev/null &
 pid_weft=$!
 "$tmp/http_threads" 8082 &
 pid_threads=$!
-nginx -c "$here/nginx.conf" -p "$tmp" -g "pid $tmp/nginx.pid;" &
+nginx -c "$tmp/nginx.conf" -p "$tmp" -g "pid $tmp/nginx.pid;" &
 pid_nginx=$!
 sleep 1
 
