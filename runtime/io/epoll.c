@@ -39,7 +39,8 @@
  * edge: an EPOLL_CTL_MOD, which also reports a level already there; ENOENT
  * means a new file, whose waiters are woken to try again and register it. A
  * descriptor seeing edges is checked once a second (CHECK_NS). Accepted and
- * connecting sockets are known new (renew).
+ * connecting sockets are known new (renew). While a worker is stalled, the
+ * monitor sweeps for it, under its exclusion (set_pending, set_poll).
  *
  * A waiter is used by a reaper only under its entry's lock, and leaves its
  * entry under that lock before its frame can go (claimed by the reaper, by
@@ -79,9 +80,11 @@ struct weft__epset {
     _Atomic unsigned waiters;    /* places taken in entries registered here; raised only by the
                                   * owner's coroutines, lowered by anyone, under the entry's lock */
     /* Entries whose waits needed no epoll_ctl (queue, sweep): the
-     * owner's; relaxed, as only the owner writes it and reads it. */
+     * owner's, or the monitor's under its exclusion; relaxed, as only they
+     * write it, and the monitor's hint (set_pending) reads it without. */
     _Atomic(struct weft__fd_slot *) sweep;
-    uint64_t         next_sweep; /* when to look at them; the owner's */
+    _Atomic uint64_t next_sweep; /* when to look at them; the owner's, relaxed: the monitor
+                                  * reads it without the exclusion (set_pending) */
     uint64_t         sweeps;     /* sweeps made; the owner's */
 };
 
@@ -343,7 +346,7 @@ static void queue(struct weft__worker *w, struct weft__fd_slot *s)
         return;
     struct weft__fd_slot *head = atomic_load_explicit(&set->sweep, memory_order_relaxed);
     if (!head)
-        set->next_sweep = weft_now() + SWEEP_NS;
+        atomic_store_explicit(&set->next_sweep, weft_now() + SWEEP_NS, memory_order_relaxed);
     s->queued = w->index + 1;
     s->round = set->sweeps;
     s->mark = edges(s);
@@ -540,7 +543,7 @@ static bool sweep(struct weft__worker *w, uint64_t now)
         pthread_mutex_unlock(&s->lock);
     }
     set->sweeps++;
-    set->next_sweep = now + SWEEP_NS;
+    atomic_store_explicit(&set->next_sweep, now + SWEEP_NS, memory_order_relaxed);
     return woke;
 }
 
@@ -551,7 +554,7 @@ static bool sweep_due(struct weft__worker *w)
     if (!set || !atomic_load_explicit(&set->sweep, memory_order_relaxed))
         return false;
     uint64_t now = weft_now();
-    return now >= set->next_sweep && sweep(w, now);
+    return now >= atomic_load_explicit(&set->next_sweep, memory_order_relaxed) && sweep(w, now);
 }
 
 /* Whether coroutines wait on the set. Only our own coroutines raise the
@@ -571,17 +574,26 @@ static bool set_busy(struct weft__worker *w)
 }
 
 /* The monitor, without the exclusion: whether events wait on the set (an
- * epoll descriptor is readable when its set has events ready). A hint. */
+ * epoll descriptor is readable when its set has events ready), or a sweep is
+ * due: a wait that began without a system call on a descriptor closed with
+ * close(2) and reused gets no event, and only a sweep wakes it; the owner,
+ * stalled, makes none. A hint. */
 static bool set_pending(struct weft__worker *w)
 {
     struct weft__epset *s = ep_of(w);
+    if (s && atomic_load_explicit(&s->sweep, memory_order_relaxed) &&
+        weft_now() >= atomic_load_explicit(&s->next_sweep, memory_order_relaxed))
+        return true;
     struct pollfd p = { .fd = s ? s->epfd : -1, .events = POLLIN };
     return set_waited_on(w) && weft__sys_poll(&p, 1, 0) > 0;
 }
 
 static bool set_poll(struct weft__worker *w)
 {
-    bool woke = weft__worker_self() == w && sweep_due(w);   /* not the monitor's to do */
+    /* The owner's sweep, or the monitor's under its exclusion for a stalled
+     * owner (core/monitor.c): no other thread polls a set. */
+    struct weft__worker *self = weft__worker_self();
+    bool woke = (self == w || !self) && sweep_due(w);
     if (!set_waited_on(w))
         return woke;
     struct epoll_event ev[EVENTS];
@@ -596,8 +608,9 @@ static bool set_sleep(struct weft__worker *w, uint64_t until)
     int n;
     if (sweep_due(w))
         return true;
-    if (atomic_load_explicit(&set->sweep, memory_order_relaxed) && set->next_sweep < until)
-        until = set->next_sweep;
+    uint64_t next = atomic_load_explicit(&set->next_sweep, memory_order_relaxed);
+    if (atomic_load_explicit(&set->sweep, memory_order_relaxed) && next < until)
+        until = next;
     if (until == UINT64_MAX) {
         n = weft__sys_epoll_wait(ep_of(w)->epfd, ev, EVENTS, -1);
     } else {
