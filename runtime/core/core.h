@@ -272,7 +272,8 @@ struct weft__worker {
                                          * next: private, as the yield queue (core/sched.h) */
     weft_task            *ioq_tail;
     unsigned              ioq_len;
-    uint64_t              ioq_since;    /* weft_now() when the IO queue last stopped being empty */
+    uint64_t              ioq_since;    /* weft_now() when the IO queue last stopped being empty
+                                         * (core/worker.c, ioq_pop) */
     bool                  reaping;      /* in its own IO poll or sleep: what that makes
                                          * runnable joins the IO queue (core/park.c, ready) */
     bool                  prev_io;      /* prev was made runnable by that reap before it had

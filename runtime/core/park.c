@@ -120,10 +120,11 @@ int weft_unpin(void)
  * server's connections stay where their IO is while that worker keeps up,
  * rather than spread over every ring, each sleeping and woken in turn
  * (bench/compare/http/ab.sh). The queue goes onto the deque, where thieves
- * look, and an idle worker is woken, once it holds IOQ_MAX tasks or its
- * oldest has waited IOQ_WAIT_NS when the worker next chooses (ioq_pop in
- * core/worker.c): then the worker is behind. Behind a coroutine that never
- * blocks, the monitor takes the queue (core/monitor.c).
+ * look, and an idle worker is woken, once it holds IOQ_MAX tasks or has not
+ * been empty for IOQ_WAIT_NS when the worker next takes from it (ioq_pop in
+ * core/worker.c): then the worker is behind. Every FAIRNESS_TICKS choices
+ * look at it, so runnext's pairs cannot hold it up. Behind a coroutine that
+ * never blocks, the monitor takes the queue (core/monitor.c).
  *
  * A task put on runnext wakes an idle worker only if the caller's worker
  * has other work besides (the task runnext held before, or its deque): a lone

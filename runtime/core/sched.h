@@ -78,7 +78,7 @@ enum {
 #define GAP_MAX_NS     16000u   /* ... this, doubling up to this (below SPIN_NS, see find_work) */
 #define STALL_NS_DEFAULT 500000000u   /* weft_config.stall_ns (core/monitor.c) */
 #define IOQ_MAX        16u      /* a worker's IO queue goes where thieves look at this length, */
-#define IOQ_WAIT_NS    50000u   /* ... or once its oldest task has waited this long: see ready()
+#define IOQ_WAIT_NS    50000u   /* ... or once it has not been empty for this long: see ready()
                                  * in core/park.c */
 
 /* ---- context switching ----------------------------------------------------- */

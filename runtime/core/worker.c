@@ -14,11 +14,11 @@
  * WEFT_SCHED_RANDOM=1 (read by weft_rt_create) randomises these choices and
  * sends half the wake-ups to the global queue, to shake out code that relies on
  * an order weft does not promise. Every 61st choice starts instead with the
- * global queue, the deque's top (its oldest task) and the yield queue, so a
- * pair of tasks handing work to each other through runnext or the deque's
- * bottom can delay the others only for a bounded number of turns. A task
- * spawned and never run is taken from the top only once it has waited
- * FRESH_WAIT choices: starting it sooner starts the shallowest pending subtree
+ * global queue, the deque's top (its oldest task), the IO queue and the
+ * yield queue, so a pair of tasks handing work to each other through runnext
+ * or the deque's bottom can delay the others only for a bounded number of
+ * turns. A task spawned and never run is taken from the top only once it
+ * has waited FRESH_WAIT choices: starting it sooner starts the shallowest pending subtree
  * of a fork-join tree, and skynet, taking one every fairness tick, kept
  * over a hundred times more coroutines alive (`weft-bench skynet`), each a
  * stack touched for the first time. When a worker has nothing, it searches (core/search.c).
@@ -75,22 +75,21 @@ static weft_task *yq_pop(struct weft__worker *w)
     return t;
 }
 
-/* The owner: the oldest task on w's IO queue, or NULL. A queue whose oldest
- * task has waited IOQ_WAIT_NS shows that w is behind: it goes where thieves
- * look instead (core/park.c, ready). */
+/* The owner: the oldest task on w's IO queue, or NULL. A queue that has not
+ * been empty for IOQ_WAIT_NS shows that w is behind: the rest of it goes
+ * where thieves look (core/park.c, ready), and w still takes the oldest. The
+ * last task left has nobody to be handed to: no clock read for it. */
 static weft_task *ioq_pop(struct weft__worker *w)
 {
     weft_task *t = w->ioq_head;
     if (!t)
         return NULL;
-    if (weft_now() - w->ioq_since >= IOQ_WAIT_NS) {
-        weft__ioq_spill(w);
-        return NULL;
-    }
     w->ioq_head = t->next;
+    w->ioq_len--;
     if (!w->ioq_head)
         w->ioq_tail = NULL;
-    w->ioq_len--;
+    else if (weft_now() - w->ioq_since >= IOQ_WAIT_NS)
+        weft__ioq_spill(w);
     return t;
 }
 
@@ -149,7 +148,7 @@ weft_task *weft__pick_next(struct weft__worker *w)
         if ((t = weft__gq_pop(w->rt)) ||
             ((w->shuffle || weft__deque_top_due(&w->dq, tick)) &&
              (t = weft__deque_steal(&w->dq))) ||
-            (t = yq_pop(w)))
+            (t = ioq_pop(w)) || (t = yq_pop(w)))
             return t;
     } else if (WEFT__UNLIKELY(tick % TIMER_TICKS == 0)) {
         /* The fairness tick alone is too rare for sleepers: FAIRNESS_TICKS
