@@ -39,8 +39,7 @@
  * edge: an EPOLL_CTL_MOD, which also reports a level already there; ENOENT
  * means a new file, whose waiters are woken to try again and register it. A
  * descriptor seeing edges is checked once a second (CHECK_NS). Accepted and
- * connecting sockets are known new (renew). While a worker is stalled, the
- * monitor sweeps for it, under its exclusion (set_pending, set_poll).
+ * connecting sockets are known new (renew).
  *
  * A waiter is used by a reaper only under its entry's lock, and leaves its
  * entry under that lock before its frame can go (claimed by the reaper, by
@@ -80,11 +79,9 @@ struct weft__epset {
     _Atomic unsigned waiters;    /* places taken in entries registered here; raised only by the
                                   * owner's coroutines, lowered by anyone, under the entry's lock */
     /* Entries whose waits needed no epoll_ctl (queue, sweep): the
-     * owner's, or the monitor's under its exclusion; relaxed, as only they
-     * write it, and the monitor's hint (set_pending) reads it without. */
+     * owner's; relaxed, as only the owner writes it and reads it. */
     _Atomic(struct weft__fd_slot *) sweep;
-    _Atomic uint64_t next_sweep; /* when to look at them; the owner's, relaxed: the monitor
-                                  * reads it without the exclusion (set_pending) */
+    uint64_t         next_sweep; /* when to look at them; the owner's */
     uint64_t         sweeps;     /* sweeps made; the owner's */
 };
 
@@ -346,7 +343,7 @@ static void queue(struct weft__worker *w, struct weft__fd_slot *s)
         return;
     struct weft__fd_slot *head = atomic_load_explicit(&set->sweep, memory_order_relaxed);
     if (!head)
-        atomic_store_explicit(&set->next_sweep, weft_now() + SWEEP_NS, memory_order_relaxed);
+        set->next_sweep = weft_now() + SWEEP_NS;
     s->queued = w->index + 1;
     s->round = set->sweeps;
     s->mark = edges(s);
@@ -543,7 +540,7 @@ static bool sweep(struct weft__worker *w, uint64_t now)
         pthread_mutex_unlock(&s->lock);
     }
     set->sweeps++;
-    atomic_store_explicit(&set->next_sweep, now + SWEEP_NS, memory_order_relaxed);
+    set->next_sweep = now + SWEEP_NS;
     return woke;
 }
 
@@ -554,7 +551,7 @@ static bool sweep_due(struct weft__worker *w)
     if (!set || !atomic_load_explicit(&set->sweep, memory_order_relaxed))
         return false;
     uint64_t now = weft_now();
-    return now >= atomic_load_explicit(&set->next_sweep, memory_order_relaxed) && sweep(w, now);
+    return now >= set->next_sweep && sweep(w, now);
 }
 
 /* Whether coroutines wait on the set. Only our own coroutines raise the
@@ -574,26 +571,17 @@ static bool set_busy(struct weft__worker *w)
 }
 
 /* The monitor, without the exclusion: whether events wait on the set (an
- * epoll descriptor is readable when its set has events ready), or a sweep is
- * due: a wait that began without a system call on a descriptor closed with
- * close(2) and reused gets no event, and only a sweep wakes it; the owner,
- * stalled, makes none. A hint. */
+ * epoll descriptor is readable when its set has events ready). A hint. */
 static bool set_pending(struct weft__worker *w)
 {
     struct weft__epset *s = ep_of(w);
-    if (s && atomic_load_explicit(&s->sweep, memory_order_relaxed) &&
-        weft_now() >= atomic_load_explicit(&s->next_sweep, memory_order_relaxed))
-        return true;
     struct pollfd p = { .fd = s ? s->epfd : -1, .events = POLLIN };
     return set_waited_on(w) && weft__sys_poll(&p, 1, 0) > 0;
 }
 
 static bool set_poll(struct weft__worker *w)
 {
-    /* The owner's sweep, or the monitor's under its exclusion for a stalled
-     * owner (core/monitor.c): no other thread polls a set. */
-    struct weft__worker *self = weft__worker_self();
-    bool woke = (self == w || !self) && sweep_due(w);
+    bool woke = weft__worker_self() == w && sweep_due(w);   /* not the monitor's to do */
     if (!set_waited_on(w))
         return woke;
     struct epoll_event ev[EVENTS];
@@ -608,9 +596,8 @@ static bool set_sleep(struct weft__worker *w, uint64_t until)
     int n;
     if (sweep_due(w))
         return true;
-    uint64_t next = atomic_load_explicit(&set->next_sweep, memory_order_relaxed);
-    if (atomic_load_explicit(&set->sweep, memory_order_relaxed) && next < until)
-        until = next;
+    if (atomic_load_explicit(&set->sweep, memory_order_relaxed) && set->next_sweep < until)
+        until = set->next_sweep;
     if (until == UINT64_MAX) {
         n = weft__sys_epoll_wait(ep_of(w)->epfd, ev, EVENTS, -1);
     } else {
