@@ -39,7 +39,10 @@
  * edge: an EPOLL_CTL_MOD, which also reports a level already there; ENOENT
  * means a new file, whose waiters are woken to try again and register it. A
  * descriptor seeing edges is checked once a second (CHECK_NS). Accepted and
- * connecting sockets are known new (renew).
+ * connecting sockets are known new (renew). While a worker is stalled, the
+ * monitor sweeps for it under its exclusion (set_pending, set_poll); the
+ * stalled worker's coroutines may still add to the list meanwhile, so the
+ * list is a lock-free stack (queue, sweep).
  *
  * A waiter is used by a reaper only under its entry's lock, and leaves its
  * entry under that lock before its frame can go (claimed by the reaper, by
@@ -78,11 +81,12 @@ struct weft__epset {
     int              efd;        /* eventfd in the set: wakes the owner */
     _Atomic unsigned waiters;    /* places taken in entries registered here; raised only by the
                                   * owner's coroutines, lowered by anyone, under the entry's lock */
-    /* Entries whose waits needed no epoll_ctl (queue, sweep): the
-     * owner's; relaxed, as only the owner writes it and reads it. */
+    /* Entries whose waits needed no epoll_ctl: a lock-free stack. The
+     * owner's coroutines push (queue); the owner, or the monitor under its
+     * exclusion, takes the whole stack (sweep). */
     _Atomic(struct weft__fd_slot *) sweep;
-    uint64_t         next_sweep; /* when to look at them; the owner's */
-    uint64_t         sweeps;     /* sweeps made; the owner's */
+    _Atomic uint64_t next_sweep; /* when to look at them; relaxed, a hint to the monitor */
+    _Atomic uint64_t sweeps;     /* sweeps made; relaxed, read by queue */
 };
 
 /* w's set: the epoll backend's state for it (io/backend.h); NULL where it
@@ -334,6 +338,18 @@ static int arm(struct weft__worker *w, int fd, struct weft__fd_slot *s, unsigned
     return 0;
 }
 
+/* Pushes s on set's sweep list. Holds s->lock. Returns whether the list was
+ * empty. */
+static bool sweep_push(struct weft__epset *set, struct weft__fd_slot *s)
+{
+    struct weft__fd_slot *head = atomic_load_explicit(&set->sweep, memory_order_relaxed);
+    do
+        s->next_queued = head;
+    while (!atomic_compare_exchange_weak_explicit(&set->sweep, &head, s, memory_order_release,
+                                                  memory_order_relaxed));   /* pairs with sweep's exchange */
+    return !head;
+}
+
 /* Puts s on w's sweep list, unless a list holds it: a wait on it began
  * without a system call. Holds s->lock; on w. */
 static void queue(struct weft__worker *w, struct weft__fd_slot *s)
@@ -341,14 +357,11 @@ static void queue(struct weft__worker *w, struct weft__fd_slot *s)
     struct weft__epset *set = ep_of(w);
     if (s->queued)
         return;
-    struct weft__fd_slot *head = atomic_load_explicit(&set->sweep, memory_order_relaxed);
-    if (!head)
-        set->next_sweep = weft_now() + SWEEP_NS;
     s->queued = w->index + 1;
-    s->round = set->sweeps;
+    s->round = atomic_load_explicit(&set->sweeps, memory_order_relaxed);
     s->mark = edges(s);
-    s->next_queued = head;
-    atomic_store_explicit(&set->sweep, s, memory_order_relaxed);
+    if (sweep_push(set, s))
+        atomic_store_explicit(&set->next_sweep, weft_now() + SWEEP_NS, memory_order_relaxed);
 }
 
 /* Suspends the calling coroutine, on its worker w, until fd is ready for one
@@ -503,7 +516,8 @@ static bool check(weft_rt *rt, struct weft__fd_slot *s, uint64_t now)
 }
 
 /*
- * The owner's look at its sweep list (queue). An entry nobody waits on is
+ * The owner's look at its sweep list (queue), or the monitor's for a stalled
+ * owner, under its exclusion: never both at once. An entry nobody waits on is
  * dropped; one with no edge since it was queued before the last sweep is
  * checked (no wait younger than SWEEP_NS costs a check), one seeing edges
  * kept, and checked once its last check is CHECK_NS old. One registered on
@@ -514,15 +528,15 @@ static bool sweep(struct weft__worker *w, uint64_t now)
 {
     bool woke = false;
     struct weft__epset *set = ep_of(w);
-    struct weft__fd_slot *s = atomic_load_explicit(&set->sweep, memory_order_relaxed), *next;
-    atomic_store_explicit(&set->sweep, NULL, memory_order_relaxed);
-    for (; s; s = next) {
+    uint64_t round = atomic_load_explicit(&set->sweeps, memory_order_relaxed);
+    struct weft__fd_slot *s = atomic_exchange_explicit(&set->sweep, NULL, memory_order_acquire), *next;
+    for (; s; s = next) {   /* taken whole: a queued entry is on no other list, nobody else pushes it */
         next = s->next_queued;
         pthread_mutex_lock(&s->lock);
         bool quiet = edges(s) == s->mark;
         bool keep = false;
         if (s->places && s->added && s->set) {
-            if (quiet ? s->round != set->sweeps : now - s->checked >= CHECK_NS)
+            if (quiet ? s->round != round : now - s->checked >= CHECK_NS)
                 woke |= check(w->rt, s, now);
             else
                 keep = s->set == w->index + 1;
@@ -530,17 +544,16 @@ static bool sweep(struct weft__worker *w, uint64_t now)
         if (keep) {
             if (!quiet) {
                 s->mark = edges(s);
-                s->round = set->sweeps + 1;
+                s->round = round + 1;
             }
-            s->next_queued = atomic_load_explicit(&set->sweep, memory_order_relaxed);
-            atomic_store_explicit(&set->sweep, s, memory_order_relaxed);
+            sweep_push(set, s);
         } else {
             s->queued = 0;
         }
         pthread_mutex_unlock(&s->lock);
     }
-    set->sweeps++;
-    set->next_sweep = now + SWEEP_NS;
+    atomic_store_explicit(&set->sweeps, round + 1, memory_order_relaxed);
+    atomic_store_explicit(&set->next_sweep, now + SWEEP_NS, memory_order_relaxed);
     return woke;
 }
 
@@ -551,7 +564,7 @@ static bool sweep_due(struct weft__worker *w)
     if (!set || !atomic_load_explicit(&set->sweep, memory_order_relaxed))
         return false;
     uint64_t now = weft_now();
-    return now >= set->next_sweep && sweep(w, now);
+    return now >= atomic_load_explicit(&set->next_sweep, memory_order_relaxed) && sweep(w, now);
 }
 
 /* Whether coroutines wait on the set. Only our own coroutines raise the
@@ -571,17 +584,25 @@ static bool set_busy(struct weft__worker *w)
 }
 
 /* The monitor, without the exclusion: whether events wait on the set (an
- * epoll descriptor is readable when its set has events ready). A hint. */
+ * epoll descriptor is readable when its set has events ready), or a sweep is
+ * due: a wait on a descriptor closed with close(2) and reused gets no event,
+ * and only a sweep ends it. A hint. */
 static bool set_pending(struct weft__worker *w)
 {
     struct weft__epset *s = ep_of(w);
+    if (s && atomic_load_explicit(&s->sweep, memory_order_relaxed) &&
+        weft_now() >= atomic_load_explicit(&s->next_sweep, memory_order_relaxed))
+        return true;
     struct pollfd p = { .fd = s ? s->epfd : -1, .events = POLLIN };
     return set_waited_on(w) && weft__sys_poll(&p, 1, 0) > 0;
 }
 
 static bool set_poll(struct weft__worker *w)
 {
-    bool woke = weft__worker_self() == w && sweep_due(w);   /* not the monitor's to do */
+    /* The owner's sweep, or the monitor's under its exclusion for a stalled
+     * owner (core/monitor.c): no other thread polls a set. */
+    struct weft__worker *self = weft__worker_self();
+    bool woke = (self == w || !self) && sweep_due(w);
     if (!set_waited_on(w))
         return woke;
     struct epoll_event ev[EVENTS];
@@ -596,8 +617,9 @@ static bool set_sleep(struct weft__worker *w, uint64_t until)
     int n;
     if (sweep_due(w))
         return true;
-    if (atomic_load_explicit(&set->sweep, memory_order_relaxed) && set->next_sweep < until)
-        until = set->next_sweep;
+    uint64_t next = atomic_load_explicit(&set->next_sweep, memory_order_relaxed);
+    if (atomic_load_explicit(&set->sweep, memory_order_relaxed) && next < until)
+        until = next;
     if (until == UINT64_MAX) {
         n = weft__sys_epoll_wait(ep_of(w)->epfd, ev, EVENTS, -1);
     } else {

@@ -44,7 +44,8 @@ struct weft__fd_slot {
     bool             added;     /* registered there, unless the file was closed since */
     int              fd;        /* its number; set when its page is made */
     unsigned         queued;    /* 1 + the index of the worker whose sweep list holds it; 0: none */
-    struct weft__fd_slot  *next_queued;   /* on that list; that worker's only */
+    struct weft__fd_slot  *next_queued;   /* on that list; written by its pusher (epoll.c,
+                                           * sweep_push), read by the sweep that takes it */
     uint64_t         mark;      /* edges() when it was queued or last swept */
     uint64_t         round;     /* that worker's sweeps when it was queued */
     uint64_t         checked;   /* when the registration was last made or checked */
