@@ -53,7 +53,8 @@
  * their coroutines become runnable on the global queue and issue their next
  * requests on the workers they run on next. It looks again whenever the
  * backend says something waits (`pending`: the completion queue's tail, or
- * the epoll descriptor's readiness). Timers belong to the runtime, not to a
+ * the epoll descriptor's readiness or a sweep of its set due, io/epoll.c).
+ * Timers belong to the runtime, not to a
  * worker, and any other worker fires them.
  *
  * What stays. Coroutines pinned to the worker (weft_pin) wait for it: that is

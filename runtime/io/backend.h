@@ -100,9 +100,10 @@ struct weft__backend {
      * see its coroutines' IO finish. */
     bool (*busy)(struct weft__worker *w);
     /* The monitor (core/monitor.c), without excluding the owner: whether
-     * completions or events wait that nobody has reaped. A hint: the monitor
-     * then excludes the owner and calls `poll` as the owner would, and the
-     * tasks that makes runnable go to the global queue. */
+     * completions or events wait that nobody has reaped, or other work of
+     * the owner's is due (the epoll set's sweep). A hint: the monitor then
+     * excludes the owner and calls `poll` as the owner would, and the tasks
+     * that makes runnable go to the global queue. */
     bool (*pending)(struct weft__worker *w);
     /* The owner, parked and busy: waits for IO, a kick, or `until`
      * (weft_now() clock; UINT64_MAX: no limit). Returns whether a task became
