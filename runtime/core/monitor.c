@@ -18,7 +18,8 @@
  *
  * Exclusion. While it rescues a worker, the monitor works on state that only
  * the worker touches otherwise (its yield queue, its ring's completion queue
- * and request table, its epoll set's events). An asymmetric Dekker pair keeps
+ * and request table, its epoll set's events and sweep, whose list the
+ * worker's coroutines may still push to meanwhile: io/epoll.c). An asymmetric Dekker pair keeps
  * the two apart without a locked instruction on the worker's side, as the
  * cancellation handshake of core/wait.c does:
  *   1. the worker, on its way from a coroutine's code into the scheduler or
@@ -220,7 +221,8 @@ static void look(struct weft__monitor *m)
          * runnext with it, whenever it is filled. The IO and yield queues
          * once per stall, with it: during the stall only tasks pinned to the
          * worker can join the yield queue (a yield is a schedule, which ends
-         * the stall), and none the IO queue. IO as often as some is done. */
+         * the stall), and none the IO queue. IO as often as some is done,
+         * or a sweep of the epoll set is due. */
         bool take = false;
         if (rt->nworkers > 1 && held >= RESCUE_NS) {
             weft__takeover(w, false);

@@ -82,8 +82,9 @@ struct weft__epset {
     _Atomic unsigned waiters;    /* places taken in entries registered here; raised only by the
                                   * owner's coroutines, lowered by anyone, under the entry's lock */
     /* Entries whose waits needed no epoll_ctl: a lock-free stack. The
-     * owner's coroutines push (queue); the owner, or the monitor under its
-     * exclusion, takes the whole stack (sweep). */
+     * owner's coroutines push (queue); a sweep, the owner's or the monitor's
+     * under its exclusion, takes the whole stack and pushes back what it
+     * keeps (sweep). */
     _Atomic(struct weft__fd_slot *) sweep;
     _Atomic uint64_t next_sweep; /* when to look at them; relaxed, a hint to the monitor */
     _Atomic uint64_t sweeps;     /* sweeps made; relaxed, read by queue */
@@ -338,8 +339,9 @@ static int arm(struct weft__worker *w, int fd, struct weft__fd_slot *s, unsigned
     return 0;
 }
 
-/* Pushes s on set's sweep list. Holds s->lock. Returns whether the list was
- * empty. */
+/* Pushes s on set's sweep list. Holds s->lock, or is the sweep that took s
+ * off the list (s->queued, set meanwhile, keeps everyone else from pushing
+ * it). Returns whether the list was empty. */
 static bool sweep_push(struct weft__epset *set, struct weft__fd_slot *s)
 {
     struct weft__fd_slot *head = atomic_load_explicit(&set->sweep, memory_order_relaxed);
@@ -523,16 +525,29 @@ static bool check(weft_rt *rt, struct weft__fd_slot *s, uint64_t now)
  * kept, and checked once its last check is CHECK_NS old. One registered on
  * another worker's set now is checked or dropped, never kept: that worker
  * queues it on its own list. Returns whether a task was made runnable.
+ *
+ * The monitor only tries each entry's lock, and leaves an entry it cannot
+ * have for the next sweep: the stalled worker's coroutine may hold that lock
+ * and wait for the monitor, as it does when it wakes a task pinned to its
+ * own worker (core/park.c, ready_pinned).
  */
 static bool sweep(struct weft__worker *w, uint64_t now)
 {
     bool woke = false;
+    bool monitor = weft__worker_self() != w;
     struct weft__epset *set = ep_of(w);
     uint64_t round = atomic_load_explicit(&set->sweeps, memory_order_relaxed);
     struct weft__fd_slot *s = atomic_exchange_explicit(&set->sweep, NULL, memory_order_acquire), *next;
     for (; s; s = next) {   /* taken whole: a queued entry is on no other list, nobody else pushes it */
         next = s->next_queued;
-        pthread_mutex_lock(&s->lock);
+        if (monitor) {
+            if (pthread_mutex_trylock(&s->lock) != 0) {
+                sweep_push(set, s);
+                continue;
+            }
+        } else {
+            pthread_mutex_lock(&s->lock);
+        }
         bool quiet = edges(s) == s->mark;
         bool keep = false;
         if (s->places && s->added && s->set) {
@@ -557,7 +572,8 @@ static bool sweep(struct weft__worker *w, uint64_t now)
     return woke;
 }
 
-/* Sweeps if it is time. The owner. Returns whether a task was made runnable. */
+/* Sweeps if it is time. The owner, or the monitor under its exclusion.
+ * Returns whether a task was made runnable. */
 static bool sweep_due(struct weft__worker *w)
 {
     struct weft__epset *set = ep_of(w);
@@ -590,9 +606,9 @@ static bool set_busy(struct weft__worker *w)
 static bool set_pending(struct weft__worker *w)
 {
     struct weft__epset *s = ep_of(w);
-    if (s && atomic_load_explicit(&s->sweep, memory_order_relaxed) &&
+    if (set_waited_on(w) && atomic_load_explicit(&s->sweep, memory_order_relaxed) &&
         weft_now() >= atomic_load_explicit(&s->next_sweep, memory_order_relaxed))
-        return true;
+        return true;   /* entries nobody waits on can wait for their owner */
     struct pollfd p = { .fd = s ? s->epfd : -1, .events = POLLIN };
     return set_waited_on(w) && weft__sys_poll(&p, 1, 0) > 0;
 }
