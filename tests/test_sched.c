@@ -773,6 +773,23 @@ Test(sched, an_idle_worker_searches_as_long_as_configured)
  * registered on ends it. On a stalled worker the monitor must make that
  * sweep (io/epoll.c, set_pending).
  */
+/* The test's thread: rt's waiting coroutines as stats count them now. */
+static uint64_t waiting_now(weft_rt *rt)
+{
+    weft_stats s;
+    cr_assert_eq(weft_stats_get(rt, &s), 0);
+    return s.waiting;
+}
+
+/* The test's thread: until rt counts `waiting` coroutines waiting, or 10 s. */
+static void await_waiting_count(weft_rt *rt, uint64_t waiting)
+{
+    uint64_t until = weft_now() + 10000000000u;
+    do
+        usleep(1000);
+    while (waiting_now(rt) < waiting && weft_now() < until);
+}
+
 #define IOQ_READERS 8
 
 struct ioq_round {
@@ -815,8 +832,7 @@ static void readers_behind_a_spinner(int (*close_fn)(int), const char *how)
             struct ioq_round r = { 0 };
             struct ioq_reader rd[IOQ_READERS];
             weft_task *t[IOQ_READERS];
-            weft_stats before;
-            cr_assert_eq(weft_stats_get(rt, &before), 0);
+            uint64_t before = waiting_now(rt);
             for (int i = 0; i < IOQ_READERS; i++) {
                 cr_assert_eq(pipe(r.fds[i]), 0);
                 rd[i] = (struct ioq_reader){ .round = &r, .fd = r.fds[i][0] };
@@ -824,12 +840,7 @@ static void readers_behind_a_spinner(int (*close_fn)(int), const char *how)
             }
             /* Until all eight wait in their reads, so that one write each
              * finds them parked. */
-            uint64_t until = weft_now() + 10000000000u;
-            weft_stats now;
-            do {
-                usleep(1000);
-                cr_assert_eq(weft_stats_get(rt, &now), 0);
-            } while (now.waiting < before.waiting + IOQ_READERS && weft_now() < until);
+            await_waiting_count(rt, before + IOQ_READERS);
             for (int i = 0; i < IOQ_READERS; i++)
                 cr_assert_eq(write(r.fds[i][1], "x", 1), 1);
             for (int i = 0; i < IOQ_READERS; i++) {
@@ -926,15 +937,10 @@ Test(sched, a_coroutine_woken_by_io_is_not_held_up_by_a_pair_passing_messages)
             struct pair_and_reader p = { .pair_worker = -1, .reader_worker = -1 };
             cr_assert_eq(weft_chan_create(&p.ch, sizeof(int), 0), 0);
             cr_assert_eq(pipe(p.fds), 0);
-            weft_stats before, now;
-            cr_assert_eq(weft_stats_get(rt, &before), 0);
+            uint64_t before = waiting_now(rt);
             weft_task *r, *a, *z;
             cr_assert_eq(weft_spawn_on(rt, &r, pipe_reader, &p), 0);
-            uint64_t until = weft_now() + 10000000000u;
-            do {   /* until the reader waits in its read */
-                usleep(1000);
-                cr_assert_eq(weft_stats_get(rt, &now), 0);
-            } while (now.waiting < before.waiting + 1 && weft_now() < until);
+            await_waiting_count(rt, before + 1);   /* the reader waits in its read */
             cr_assert_eq(weft_spawn_on(rt, &z, ponger, &p), 0);
             cr_assert_eq(weft_spawn_on(rt, &a, pinger, &p), 0);
             usleep(20000);   /* the pair settles on one worker */

@@ -17,11 +17,11 @@
  * runtime costs no wake-ups.
  *
  * Exclusion. While it rescues a worker, the monitor works on state that only
- * the worker touches otherwise (its yield queue, its ring's completion queue
- * and request table, its epoll set's events and sweep, whose list the
- * worker's coroutines may still push to meanwhile: io/epoll.c). An asymmetric Dekker pair keeps
- * the two apart without a locked instruction on the worker's side, as the
- * cancellation handshake of core/wait.c does:
+ * the worker touches otherwise (its yield and IO queues, its ring's completion
+ * queue and request table, its epoll set's events and sweep, whose list the
+ * worker's coroutines may still push to meanwhile: io/epoll.c). An
+ * asymmetric Dekker pair keeps the two apart without a locked instruction on
+ * the worker's side, as the cancellation handshake of core/wait.c does:
  *   1. the worker, on its way from a coroutine's code into the scheduler or
  *      an IO call, stores in_user = 0, then (compiler barrier only) loads
  *      `rescue`; if it is set, it waits until it is clear
@@ -48,15 +48,15 @@
  * IO queue and the yield queue once per stall, under it (during a stall the
  * worker's scheduler, which alone fills the IO queue, does not run, and only
  * tasks pinned to the worker can join the yield queue: a yield is a
- * schedule). The worker's IO: under
- * the exclusion the monitor calls the backend's `poll` as the worker would,
- * which submits what the worker's coroutines queued and reaps what is done;
- * their coroutines become runnable on the global queue and issue their next
- * requests on the workers they run on next. It looks again whenever the
+ * schedule). The worker's IO: under the exclusion the monitor calls the
+ * backend's `poll` as the worker would, which submits what the worker's
+ * coroutines queued and reaps what is done; their coroutines become runnable
+ * on the global queue and issue their next requests on the workers they run
+ * on next. It looks again whenever the
  * backend says something waits (`pending`: the completion queue's tail, or
  * the epoll descriptor's readiness or a sweep of its set due, io/epoll.c).
- * Timers belong to the runtime, not to a
- * worker, and any other worker fires them.
+ * Timers belong to the runtime, not to a worker, and any other worker fires
+ * them.
  *
  * What stays. Coroutines pinned to the worker (weft_pin) wait for it: that is
  * what pinning promises. Completion work for a worker in an uninterruptible

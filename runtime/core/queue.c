@@ -68,72 +68,67 @@ static void global_push_batch(weft_rt *rt, weft_task *const *batch, size_t n)
     pthread_mutex_unlock(&rt->gq_lock);
 }
 
-/* Moves batch[0..*n) to the global queue and empties it. */
-static void takeover_flush(weft_rt *rt, weft_task **batch, size_t *n)
+/* What a takeover gathers for the global queue, GQ_BATCH at a time. */
+struct takeover {
+    weft_rt   *rt;
+    weft_task *batch[GQ_BATCH];
+    size_t     n, moved;
+};
+
+/* Moves the batch to the global queue and empties it. */
+static void takeover_flush(struct takeover *k)
 {
-    if (*n)
-        global_push_batch(rt, batch, *n);
-    *n = 0;
+    if (k->n)
+        global_push_batch(k->rt, k->batch, k->n);
+    k->n = 0;
+}
+
+static void takeover_add(struct takeover *k, weft_task *t)
+{
+    k->batch[k->n++] = t;
+    k->moved++;
+    if (k->n == GQ_BATCH)
+        takeover_flush(k);
+}
+
+/* The tasks of the list x, in order; those pinned to w go back to its yield
+ * queue. */
+static void takeover_list(struct takeover *k, struct weft__worker *w, weft_task *x)
+{
+    while (x) {
+        weft_task *next = x->next;
+        if (x->pins)
+            yq_push(w, x);
+        else
+            takeover_add(k, x);
+        x = next;
+    }
 }
 
 size_t weft__takeover(struct weft__worker *w, bool private)
 {
-    weft_rt *rt = w->rt;
-    weft_task *batch[GQ_BATCH];
-    size_t n = 0, moved = 0;
-    /* The IO queue, in order: never a pinned task (core/park.c, ready). */
-    weft_task *x = private ? w->ioq_head : NULL;
+    struct takeover k = { .rt = w->rt };
     if (private) {
-        w->ioq_head = w->ioq_tail = NULL;
-        w->ioq_len = 0;
-    }
-    while (x) {
-        weft_task *next = x->next;
-        batch[n++] = x;
-        moved++;
-        if (n == GQ_BATCH)
-            takeover_flush(rt, batch, &n);
-        x = next;
-    }
-    /* The yield queue, in order; tasks pinned here stay. */
-    x = private ? w->yq_head : NULL;
-    if (private)
+        takeover_list(&k, w, ioq_take_all(w));   /* never a pinned task (core/park.c, ready) */
+        weft_task *x = w->yq_head;
         w->yq_head = w->yq_tail = NULL;
-    while (x) {
-        weft_task *next = x->next;
-        if (x->pins) {
-            yq_push(w, x);
-        } else {
-            batch[n++] = x;
-            moved++;
-            if (n == GQ_BATCH)
-                takeover_flush(rt, batch, &n);
-        }
-        x = next;
+        takeover_list(&k, w, x);
     }
     /* runnext under the exclusion, where its owner does not take it; with a
      * CAS, since the stalled coroutine may still put a task there. */
     weft_task *r = private ? atomic_load_explicit(&w->runnext, memory_order_relaxed) : NULL;
     if (r && atomic_compare_exchange_strong_explicit(&w->runnext, &r, NULL,
-                                                     memory_order_acquire, memory_order_relaxed)) {   /* pairs with runnext_put */
-        batch[n++] = r;
-        moved++;
-        if (n == GQ_BATCH)
-            takeover_flush(rt, batch, &n);
-    }
+                                                     memory_order_acquire, memory_order_relaxed))   /* pairs with runnext_put */
+        takeover_add(&k, r);
     while (!weft__deque_empty(&w->dq)) {   /* as a thief takes it */
         weft_task *t = weft__deque_steal(&w->dq);
-        if (!t)
-            continue;   /* lost a race with a thief */
-        batch[n++] = t;
-        moved++;
-        if (n == GQ_BATCH)
-            takeover_flush(rt, batch, &n);
+        if (t)
+            takeover_add(&k, t);   /* else it lost a race with a thief */
     }
-    takeover_flush(rt, batch, &n);
-    if (moved)
-        weft__wake_one(rt);   /* a searcher that finds work wakes the next (core/search.c) */
-    return moved;
+    takeover_flush(&k);
+    if (k.moved)
+        weft__wake_one(k.rt);   /* a searcher that finds work wakes the next (core/search.c) */
+    return k.moved;
 }
 
 void weft__gq_push(weft_rt *rt, weft_task *t)
@@ -194,15 +189,15 @@ void weft__overflow(struct weft__worker *w, weft_task *t)
         weft__gq_push(w->rt, t);   /* no room made: a thief raced the grab, or none was fresh */
 }
 
-void weft__ioq_spill(struct weft__worker *w)
+void weft__spill(struct weft__worker *w, weft_task *x)
 {
-    weft_task *t = w->ioq_head;
-    w->ioq_head = w->ioq_tail = NULL;
-    w->ioq_len = 0;
-    while (t) {
-        weft_task *next = t->next;
-        local_put(w, t);
-        t = next;
+    while (x) {
+        weft_task *next = x->next;
+        if (x->pins)
+            yq_push(w, x);   /* pinned here: never where thieves look */
+        else
+            local_put(w, x);
+        x = next;
     }
     weft__wake_one(w->rt);
 }

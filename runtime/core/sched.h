@@ -158,9 +158,20 @@ static inline void push_local(struct weft__worker *w, weft_task *t)
         weft__wake_one(w->rt);
 }
 
-/* queue.c: the owner. Moves w's IO queue to its deque, oldest first, where
- * thieves look, and wakes a worker to take some. */
-void weft__ioq_spill(struct weft__worker *w);
+/* queue.c: the owner. Moves the tasks of the list x (linked by next) to its
+ * deque in order, oldest first, where thieves look, those pinned to w to its
+ * yield queue, and wakes a worker to take some. */
+void weft__spill(struct weft__worker *w, weft_task *x);
+
+/* The owner, or the monitor under its exclusion: empties w's IO queue and
+ * returns its list. */
+static inline weft_task *ioq_take_all(struct weft__worker *w)
+{
+    weft_task *x = w->ioq_head;
+    w->ioq_head = w->ioq_tail = NULL;
+    w->ioq_len = 0;
+    return x;
+}
 
 /* The owner, for a task that its own IO made runnable: appends t to w's
  * private IO queue, which spills when it is long (core/park.c, ready). */
@@ -175,7 +186,7 @@ static inline void ioq_push(struct weft__worker *w, weft_task *t)
     }
     w->ioq_tail = t;
     if (++w->ioq_len >= IOQ_MAX)
-        weft__ioq_spill(w);
+        weft__spill(w, ioq_take_all(w));
 }
 
 /* The owner: appends t to w's private yield queue. */

@@ -62,15 +62,7 @@ static weft_task *yq_pop(struct weft__worker *w)
     if (w->yq_head && atomic_load_explicit(&w->rt->nidle, memory_order_relaxed) != 0) {
         weft_task *x = w->yq_head;
         w->yq_head = w->yq_tail = NULL;
-        while (x) {
-            weft_task *next = x->next;
-            if (x->pins)
-                yq_push(w, x);   /* pinned here: never where thieves look */
-            else
-                local_put(w, x);
-            x = next;
-        }
-        weft__wake_one(w->rt);
+        weft__spill(w, x);
     }
     return t;
 }
@@ -89,7 +81,7 @@ static weft_task *ioq_pop(struct weft__worker *w)
     if (!w->ioq_head)
         w->ioq_tail = NULL;
     else if (weft_now() - w->ioq_since >= IOQ_WAIT_NS)
-        weft__ioq_spill(w);
+        weft__spill(w, ioq_take_all(w));
     return t;
 }
 
