@@ -561,13 +561,16 @@ Test(dump, stays_consistent_while_thousands_of_coroutines_migrate, .timeout = 60
 
 /* ---- source positions ------------------------------------------------------------ */
 
-static int marker_line;   /* the line of park_at_marker's wait, set as it waits */
+/* The line of park_at_marker's wait, set as it waits; atomic, since the
+ * dumping coroutine, on another worker, reads it. */
+static _Atomic int marker_line;
 
 /* Parks on ch in a frame of its own, recording the line of the call. */
 static __attribute__((noinline)) int park_at_marker(weft_chan *ch)
 {
     int v;
-    volatile int r = (marker_line = __LINE__, weft_chan_recv(ch, &v));
+    atomic_store(&marker_line, __LINE__ + 1);
+    volatile int r = weft_chan_recv(ch, &v);
     return r;
 }
 
@@ -609,7 +612,7 @@ static void *dump_of_marked(void *arg)
     char *frame = frame_line(sec, "park_at_marker");
     cr_assert_not_null(frame, "no frame of park_at_marker:\n%s", sec);
     char want[64];
-    snprintf(want, sizeof(want), " at test_dump.c:%d", marker_line);
+    snprintf(want, sizeof(want), " at test_dump.c:%d", atomic_load(&marker_line));
 #if WEFT_TEST_SRCLINES
     size_t flen = strlen(frame), wlen = strlen(want);
     cr_assert(flen > wlen && strcmp(frame + flen - wlen, want) == 0,
