@@ -610,3 +610,143 @@ Test(pin, pinned_coroutines_woken_while_their_workers_park_never_hang, .timeout 
         weft_chan_destroy(r.relay);
     }
 }
+
+/*
+ * A coroutine that wakes coroutines pinned to its own worker while the
+ * monitor takes that worker over. The waker closes, with weft_close, pipes
+ * that pinned coroutines of its worker read, each just written to, while it
+ * holds the worker past the monitor's rescue threshold. Closing wakes each
+ * reader with the descriptor's lock held (on the epoll backend); the
+ * monitor, rescuing the worker, reaps the same descriptors' events and takes
+ * the same locks. Neither may wait for the other: a wake from a coroutine's
+ * code must not wait for the monitor to finish. A deadlock hangs the run; a
+ * watchdog turns that into a failure.
+ */
+#define CLOSE_PIPES_MAX 256
+
+struct close_run {
+    unsigned     pipes, rounds;
+    int          home;                          /* the closer's worker */
+    int          rd[CLOSE_PIPES_MAX], wr[CLOSE_PIPES_MAX];
+    _Atomic int  waiting;                       /* readers about to read, this round */
+    _Atomic int  pinned;                        /* readers pinned to the closer's worker, in all */
+    _Atomic int  bad;                           /* readers that got neither the byte nor -EBADF */
+    _Atomic int  rounds_done;
+};
+
+struct close_reader {
+    struct close_run *run;
+    unsigned          i;
+};
+
+static void *close_reader(void *arg)
+{
+    struct close_reader *c = arg;
+    struct close_run *r = c->run;
+    bool pinned = weft_worker() == r->home;
+    if (pinned) {
+        weft_pin();
+        atomic_fetch_add(&r->pinned, 1);
+    }
+    atomic_fetch_add(&r->waiting, 1);
+    char b;
+    ssize_t n = weft_read(r->rd[c->i], &b, 1);
+    if (n != 1 && n != -EBADF)
+        atomic_fetch_add(&r->bad, 1);
+    if (pinned)
+        weft_unpin();
+    return NULL;
+}
+
+static void spin_ns(uint64_t ns)
+{
+    uint64_t until = weft_now() + ns;
+    while (weft_now() < until)
+        ;
+}
+
+static void *closer(void *arg)
+{
+    struct close_run *r = arg;
+    weft_pin();
+    r->home = weft_worker();
+    static struct close_reader cr[CLOSE_PIPES_MAX];
+    weft_task *t[CLOSE_PIPES_MAX];
+    for (unsigned k = 0; k < r->rounds; k++) {
+        atomic_store(&r->waiting, 0);
+        for (unsigned i = 0; i < r->pipes; i++) {
+            int p[2];
+            if (pipe2(p, O_CLOEXEC) != 0)
+                return (void *)1;
+            r->rd[i] = p[0];
+            r->wr[i] = p[1];
+            cr[i] = (struct close_reader){ r, i };
+            if (weft_spawn(&t[i], close_reader, &cr[i]) != 0)
+                return (void *)2;
+            weft_yield();   /* it starts here, most often, and pins itself */
+        }
+        while (atomic_load(&r->waiting) < (int)r->pipes)
+            weft_sleep(100000);
+        weft_sleep(1000000);   /* into their reads */
+        /* Held past the rescue threshold (2 ms), then the writes, which give
+         * the monitor events to reap, and the closes, which wake the
+         * readers; both overlap the monitor's looks (every millisecond). */
+        spin_ns(3000000);
+        for (unsigned i = 0; i < r->pipes; i++)
+            if (write(r->wr[i], "x", 1) != 1)
+                return (void *)3;
+        for (unsigned i = 0; i < r->pipes; i++)
+            if (weft_close(r->rd[i]) != 0)
+                return (void *)4;
+        for (unsigned i = 0; i < r->pipes; i++) {
+            weft_join(t[i], NULL);
+            close(r->wr[i]);
+        }
+        atomic_fetch_add(&r->rounds_done, 1);
+    }
+    weft_unpin();
+    return NULL;
+}
+
+struct close_cfg {
+    struct close_run *run;
+    int               backend;
+};
+
+static void *close_runtime(void *arg)
+{
+    struct close_cfg *c = arg;
+    weft_config cfg = { .workers = 2, .io_backend = c->backend };
+    void *res = (void *)0xdead;
+    int err = weft_main(&cfg, closer, c->run, &res);
+    return err ? (void *)(intptr_t)err : res;
+}
+
+Test(pin, waking_pinned_coroutines_while_the_monitor_takes_their_worker_over_never_deadlocks, .timeout = 590)
+{
+    bool slow = WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND;
+    uint64_t limit_s = slow ? 240 : 60;   /* a healthy run takes a few seconds at most */
+    FOR_EACH_BACKEND(b) {
+        static struct close_run r;
+        memset(&r, 0, sizeof r);
+        r.pipes = slow ? 32 : CLOSE_PIPES_MAX;
+        r.rounds = slow ? 10 : 100;
+        struct close_cfg c = { .run = &r, .backend = b };
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, close_runtime, &c), 0);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += (time_t)limit_s;
+        void *res;
+        int j = pthread_timedjoin_np(th, &res, &until);
+        cr_assert_eq(j, 0, "%s: not done after %llu s, in round %d of %u: the closer and the "
+                     "monitor wait for each other", backend_name[b], (unsigned long long)limit_s,
+                     atomic_load(&r.rounds_done) + 1, r.rounds);
+        cr_assert_null(res, "%s: the closer failed (%p)", backend_name[b], res);
+        cr_assert_eq(atomic_load(&r.bad), 0, "%s: %d reads got neither the byte nor -EBADF",
+                     backend_name[b], atomic_load(&r.bad));
+        cr_assert_gt(atomic_load(&r.pinned), (int)(r.pipes * r.rounds / 2),
+                     "%s: only %d readers started on the closer's worker", backend_name[b],
+                     atomic_load(&r.pinned));
+    }
+}

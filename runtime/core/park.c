@@ -23,13 +23,13 @@
  *
  * Pinned tasks (weft_pin). A pinned task runs only on its home worker, and is
  * never put where another thread may take it (runnext, which the monitor
- * takes over, the deque, the global queue). Made
- * runnable by its home worker, it joins the yield queue, which is private
- * (so the worker looks at it again before it parks, core/worker.c); by
- * any other thread, it is pushed on the home worker's inbox, a lock-free
- * stack (any thread pushes, the owner takes the whole stack with one
- * exchange at every schedule, core/worker.c), and the home worker is woken if
- * it is parked:
+ * takes over, the deque, the global queue). Made runnable by its home
+ * worker's scheduler, it joins the yield queue, which is private (so the
+ * worker looks at it again before it parks, core/worker.c); by a coroutine's
+ * code, on that worker or any other, or by any other thread, it is pushed on
+ * the home worker's inbox, a lock-free stack (any thread pushes, the owner
+ * takes the whole stack with one exchange at every schedule, core/worker.c),
+ * and the home worker, if another, is woken if it is parked:
  *   1. the waker pushes the task (seq_cst CAS), full fence, and reads nidle;
  *      if some worker is idle, it takes the home worker off the idle list if
  *      it is there, and wakes it as wake_one wakes a worker (core/search.c);
@@ -42,46 +42,57 @@
  * has parked (step 2 above publishes it).
  *
  * The monitor's exclusion (core/monitor.c). Every way from a coroutine's code
- * into the scheduler (park, yield, exit, a pinned wake-up on the home worker)
- * starts with weft__owner_enter, and every way back into a coroutine's code
- * ends with weft__owner_leave.
+ * into the scheduler (park, yield, exit) starts with weft__owner_enter, and
+ * every way back into a coroutine's code ends with weft__owner_leave. Nothing
+ * else in a coroutine's code waits for the monitor but the submission of an
+ * io_uring request (io/uring.c), which holds no lock meanwhile.
  */
 #include "sched.h"
 
 #include <errno.h>
 #include <limits.h>
 
-/* Any thread but h's: queues t, pinned to h, on h's inbox and wakes h if it
- * is parked (step 1 of the pinned tasks' protocol above). */
-static void inbox_push(struct weft__worker *h, weft_task *t)
+/* Any thread: queues t, pinned to h, on h's inbox (step 1 of the pinned
+ * tasks' protocol above). Returns with t published. */
+static void inbox_add(struct weft__worker *h, weft_task *t)
 {
-    weft_rt *rt = h->rt;
     weft_task *head = atomic_load_explicit(&h->inbox, memory_order_relaxed);
     do
         t->next = head;
     while (!atomic_compare_exchange_weak_explicit(&h->inbox, &head, t,
                memory_order_seq_cst, memory_order_relaxed));   /* publishes t; pairs with inbox_take */
+}
+
+/* Any thread but h's: queues t, pinned to h, on h's inbox and wakes h if it
+ * is parked. */
+static void inbox_push(struct weft__worker *h, weft_task *t)
+{
+    inbox_add(h, t);
     weft__fence();   /* the push before nidle: pairs with park_worker's step 3 */
-    if (atomic_load_explicit(&rt->nidle, memory_order_seq_cst) != 0)
+    if (atomic_load_explicit(&h->rt->nidle, memory_order_seq_cst) != 0)
         weft__wake_parked(h);
 }
 
 /* Any thread. Makes t, pinned, runnable on its home worker; w is the calling
- * worker of t's runtime, or NULL. */
+ * worker of t's runtime, or NULL.
+ *
+ * On the home worker itself, from its scheduler, t joins the yield queue (or
+ * the handoff), both private. From a coroutine's code there, it joins the
+ * inbox instead, which the worker takes at its next schedule: the yield queue
+ * is the monitor's while it takes this worker over, and waiting for the
+ * monitor here could deadlock, as the caller may hold a lock that the
+ * monitor's look at this worker's IO takes (a descriptor's, as weft_close
+ * wakes the descriptor's waiters). */
 static WEFT__NOINLINE void ready_pinned(struct weft__worker *w, weft_task *t)
 {
     struct weft__worker *h = t->home;
     if (w == h) {
-        /* The yield queue is the monitor's while it rescues this worker. */
-        bool user = atomic_load_explicit(&w->in_user, memory_order_relaxed);
-        if (user)
-            weft__owner_enter(w);
-        if (w->finishing && handoff_open(w))
-            w->handoff = t;   /* private too */
+        if (atomic_load_explicit(&w->in_user, memory_order_relaxed))
+            inbox_add(h, t);   /* the worker runs: no wake */
+        else if (w->finishing && handoff_open(w))
+            w->handoff = t;
         else
             yq_push(w, t);
-        if (user)
-            weft__owner_leave(w);
         return;
     }
     if (weft__inherited(t->rt))

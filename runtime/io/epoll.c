@@ -524,30 +524,19 @@ static bool check(weft_rt *rt, struct weft__fd_slot *s, uint64_t now)
  * checked (no wait younger than SWEEP_NS costs a check), one seeing edges
  * kept, and checked once its last check is CHECK_NS old. One registered on
  * another worker's set now is checked or dropped, never kept: that worker
- * queues it on its own list. Returns whether a task was made runnable.
- *
- * The monitor only tries each entry's lock, and leaves an entry it cannot
- * have for the next sweep: the stalled worker's coroutine may hold that lock
- * and wait for the monitor, as it does when it wakes a task pinned to its
- * own worker (core/park.c, ready_pinned).
+ * queues it on its own list. Returns whether a task was made runnable. The
+ * monitor may wait for an entry's lock, as in reap: a coroutine that holds
+ * one never waits for the monitor (core/park.c, ready_pinned).
  */
 static bool sweep(struct weft__worker *w, uint64_t now)
 {
     bool woke = false;
-    bool monitor = weft__worker_self() != w;
     struct weft__epset *set = ep_of(w);
     uint64_t round = atomic_load_explicit(&set->sweeps, memory_order_relaxed);
     struct weft__fd_slot *s = atomic_exchange_explicit(&set->sweep, NULL, memory_order_acquire), *next;
     for (; s; s = next) {   /* taken whole: a queued entry is on no other list, nobody else pushes it */
         next = s->next_queued;
-        if (monitor) {
-            if (pthread_mutex_trylock(&s->lock) != 0) {
-                sweep_push(set, s);
-                continue;
-            }
-        } else {
-            pthread_mutex_lock(&s->lock);
-        }
+        pthread_mutex_lock(&s->lock);
         bool quiet = edges(s) == s->mark;
         bool keep = false;
         if (s->places && s->added && s->set) {
