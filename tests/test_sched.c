@@ -965,3 +965,91 @@ Test(sched, a_coroutine_woken_by_io_is_not_held_up_by_a_pair_passing_messages)
         cr_assert_eq(weft_rt_destroy(rt), 0);
     }
 }
+
+/*
+ * While every worker is busy, a worker's IO queue stays whole, however long
+ * (core/park.c, ready); once another worker is idle, a long queue must go
+ * where that worker can take from it. A coroutine pinned to one worker
+ * spawns readers there, each waiting on a pipe, and waits until the other
+ * worker has had time to go idle; then it writes to every pipe at once. One
+ * reap makes them all runnable on their worker's IO queue; each then
+ * computes for a millisecond without a switch (less than the monitor's
+ * rescue threshold, so that only the spill can move them). Some of those
+ * that waited on that worker must run on the other. Both backends, 2
+ * workers, three rounds.
+ */
+#define SHARE_READERS 48
+
+struct share_round {
+    int         fds[SHARE_READERS][2];
+    int         home;
+    _Atomic int waiting;
+    _Atomic int waited_home;   /* readers that waited on `home` */
+    _Atomic int moved;         /* ... and ran on the other worker once woken */
+};
+
+struct share_reader {
+    struct share_round *round;
+    int                 i;
+};
+
+static void *share_read(void *arg)
+{
+    struct share_reader *rd = arg;
+    struct share_round *r = rd->round;
+    int before = weft_worker();
+    atomic_fetch_add(&r->waiting, 1);
+    char c;
+    cr_assert_eq(weft_read(r->fds[rd->i][0], &c, 1), 1);
+    if (before == r->home) {
+        atomic_fetch_add(&r->waited_home, 1);
+        if (weft_worker() != r->home)
+            atomic_fetch_add(&r->moved, 1);
+    }
+    uint64_t until = weft_now() + 1000000;
+    while (weft_now() < until)
+        ;
+    return NULL;
+}
+
+static void *share_spawner(void *arg)
+{
+    struct share_round *r = arg;
+    struct share_reader rd[SHARE_READERS];
+    weft_task *t[SHARE_READERS];
+    cr_assert_eq(weft_pin(), 0);
+    r->home = weft_worker();
+    for (int i = 0; i < SHARE_READERS; i++) {
+        cr_assert_eq(pipe2(r->fds[i], O_CLOEXEC), 0);
+        rd[i] = (struct share_reader){ r, i };
+        cr_assert_eq(weft_spawn(&t[i], share_read, &rd[i]), 0);
+        weft_yield();   /* it runs here first, most often: runnext */
+    }
+    while (atomic_load(&r->waiting) < SHARE_READERS)
+        weft_sleep(1000000);
+    weft_sleep(20000000);   /* the other worker, with nothing to do, goes idle */
+    for (int i = 0; i < SHARE_READERS; i++)
+        cr_assert_eq(write(r->fds[i][1], "x", 1), 1);
+    for (int i = 0; i < SHARE_READERS; i++) {
+        cr_assert_eq(weft_join(t[i], NULL), 0);
+        cr_assert_eq(weft_close(r->fds[i][0]), 0);
+        cr_assert_eq(weft_close(r->fds[i][1]), 0);
+    }
+    cr_assert_eq(weft_unpin(), 0);
+    return NULL;
+}
+
+Test(sched, a_long_io_queue_is_shared_with_an_idle_worker)
+{
+    FOR_EACH_BACKEND(b) {
+        for (int round = 0; round < 3; round++) {
+            struct share_round r = { .home = -1 };
+            run_with_io(2, b, share_spawner, &r);
+            int home = atomic_load(&r.waited_home), moved = atomic_load(&r.moved);
+            cr_assert_geq(home, 17, "%s, round %d: only %d readers waited on the spawner's worker",
+                          backend_name[b], round, home);
+            cr_assert_gt(moved, 0, "%s, round %d: none of the %d readers woken on one worker ran "
+                         "on the idle one", backend_name[b], round, home);
+        }
+    }
+}

@@ -77,7 +77,8 @@ enum {
 #define GAP_MIN_NS     2000u    /* a search that leaves tasks to a busy owner looks again after */
 #define GAP_MAX_NS     16000u   /* ... this, doubling up to this (below SPIN_NS, see find_work) */
 #define STALL_NS_DEFAULT 500000000u   /* weft_config.stall_ns (core/monitor.c) */
-#define IOQ_MAX        16u      /* a worker's IO queue goes where thieves look at this length, */
+#define IOQ_MAX        16u      /* while a worker is idle, an IO queue goes where thieves look at
+                                 * this length, */
 #define IOQ_WAIT_NS    50000u   /* ... or once it has not been empty for this long: see ready()
                                  * in core/park.c */
 
@@ -174,7 +175,8 @@ static inline weft_task *ioq_take_all(struct weft__worker *w)
 }
 
 /* The owner, for a task that its own IO made runnable: appends t to w's
- * private IO queue, which spills when it is long (core/park.c, ready). */
+ * private IO queue, which spills when it is long and a worker is idle
+ * (core/park.c, ready). */
 static inline void ioq_push(struct weft__worker *w, weft_task *t)
 {
     t->next = NULL;
@@ -185,7 +187,7 @@ static inline void ioq_push(struct weft__worker *w, weft_task *t)
         w->ioq_since = weft_now();
     }
     w->ioq_tail = t;
-    if (++w->ioq_len >= IOQ_MAX)
+    if (++w->ioq_len >= IOQ_MAX && atomic_load_explicit(&w->rt->nidle, memory_order_relaxed) != 0)
         weft__spill(w, ioq_take_all(w));
 }
 

@@ -68,9 +68,10 @@ static weft_task *yq_pop(struct weft__worker *w)
 }
 
 /* The owner: the oldest task on w's IO queue, or NULL. A queue that has not
- * been empty for IOQ_WAIT_NS shows that w is behind: the rest of it goes
- * where thieves look (core/park.c, ready), and w still takes the oldest. The
- * last task left has nobody to be handed to: no clock read for it. */
+ * been empty for IOQ_WAIT_NS shows that w is behind: if a worker is idle,
+ * the rest of it goes where thieves look (core/park.c, ready), and w still
+ * takes the oldest. The last task left has nobody to be handed to, nor has
+ * any while every worker is busy: no clock read then. */
 static weft_task *ioq_pop(struct weft__worker *w)
 {
     weft_task *t = w->ioq_head;
@@ -80,7 +81,8 @@ static weft_task *ioq_pop(struct weft__worker *w)
     w->ioq_len--;
     if (!w->ioq_head)
         w->ioq_tail = NULL;
-    else if (weft_now() - w->ioq_since >= IOQ_WAIT_NS)
+    else if (atomic_load_explicit(&w->rt->nidle, memory_order_relaxed) != 0 &&
+             weft_now() - w->ioq_since >= IOQ_WAIT_NS)
         weft__spill(w, ioq_take_all(w));
     return t;
 }
