@@ -1053,3 +1053,112 @@ Test(sched, a_long_io_queue_is_shared_with_an_idle_worker)
         }
     }
 }
+
+/*
+ * ... and while every other worker runs tasks, the IO queue stays whole and
+ * runs in the order its IO finished, however long it grows (core/park.c,
+ * ready): spilled onto the deque, whose owner runs the newest task first,
+ * the first tasks woken would run last. One worker is held by a pinned
+ * coroutine that never switches; on the other, 64 readers wait on one pipe,
+ * in turn, and the test's thread closes its write end: one reap (the worker
+ * sleeps in its IO, parked, and must not count itself as free) wakes them
+ * all, in the order they waited. They must run in that order. The epoll
+ * backend, whose wake order is the order of the waits; the rule is the
+ * scheduler's, the same on both.
+ */
+#define ORDER_READERS 64
+
+struct order_run {
+    int         fds[2];
+    _Atomic int hog_worker, stop, waiting, next;
+    int         spawner_worker;
+    int         waited_on[ORDER_READERS], ran_on[ORDER_READERS], ran_as[ORDER_READERS];
+};
+
+static void *order_hog(void *arg)
+{
+    struct order_run *r = arg;
+    cr_assert_eq(weft_pin(), 0);
+    atomic_store(&r->hog_worker, weft_worker());
+    while (!atomic_load(&r->stop))
+        ;
+    cr_assert_eq(weft_unpin(), 0);
+    return NULL;
+}
+
+struct order_reader {
+    struct order_run *run;
+    int               i;
+};
+
+static void *order_read(void *arg)
+{
+    struct order_reader *rd = arg;
+    struct order_run *r = rd->run;
+    r->waited_on[rd->i] = weft_worker();
+    atomic_fetch_add(&r->waiting, 1);
+    char c;
+    cr_assert_eq(weft_read(r->fds[0], &c, 1), 0);
+    r->ran_as[rd->i] = atomic_fetch_add(&r->next, 1);
+    r->ran_on[rd->i] = weft_worker();
+    return NULL;
+}
+
+static void *order_spawner(void *arg)
+{
+    struct order_run *r = arg;
+    struct order_reader rd[ORDER_READERS];
+    weft_task *t[ORDER_READERS];
+    cr_assert_eq(weft_pin(), 0);
+    r->spawner_worker = weft_worker();
+    for (int i = 0; i < ORDER_READERS; i++) {
+        rd[i] = (struct order_reader){ r, i };
+        cr_assert_eq(weft_spawn(&t[i], order_read, &rd[i]), 0);
+        weft_yield();   /* it waits before the next one starts */
+    }
+    for (int i = 0; i < ORDER_READERS; i++)
+        cr_assert_eq(weft_join(t[i], NULL), 0);
+    cr_assert_eq(weft_unpin(), 0);
+    return NULL;
+}
+
+Test(sched, a_long_io_queue_runs_in_the_order_its_io_finished_while_the_other_workers_are_busy)
+{
+    if (!backend_available(WEFT_IO_EPOLL))
+        cr_skip("no epoll backend");
+    for (int round = 0; round < 3; round++) {
+        static struct order_run r;
+        memset(&r, 0, sizeof r);
+        r.hog_worker = -1;
+        cr_assert_eq(pipe2(r.fds, O_CLOEXEC), 0);
+        weft_config cfg = { .workers = 2, .io_backend = WEFT_IO_EPOLL, .stall_ns = UINT64_MAX };
+        weft_rt *rt;
+        cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+        weft_task *hog, *spawner;
+        cr_assert_eq(weft_spawn_on(rt, &hog, order_hog, &r), 0);
+        while (atomic_load(&r.hog_worker) < 0)
+            usleep(1000);
+        cr_assert_eq(weft_spawn_on(rt, &spawner, order_spawner, &r), 0);
+        while (atomic_load(&r.waiting) < ORDER_READERS)
+            usleep(1000);
+        usleep(20000);   /* the last reader into its wait, its worker asleep in its IO */
+        cr_assert_eq(close(r.fds[1]), 0);
+        cr_assert_eq(weft_join(spawner, NULL), 0);
+        atomic_store(&r.stop, 1);
+        cr_assert_eq(weft_join(hog, NULL), 0);
+        cr_assert_eq(weft_rt_destroy(rt), 0);
+        cr_assert_eq(close(r.fds[0]), 0);
+        cr_assert_neq(r.spawner_worker, r.hog_worker, "round %d: the spawner ran beside the hog", round);
+        int prev = -1, kept = 0;
+        for (int i = 0; i < ORDER_READERS; i++) {
+            if (r.waited_on[i] != r.spawner_worker || r.ran_on[i] != r.spawner_worker)
+                continue;   /* stolen before it waited: not on this queue */
+            cr_assert_gt(r.ran_as[i], prev, "round %d: reader %d, woken after %d others, ran as "
+                         "number %d, before one woken earlier", round, i, kept, r.ran_as[i]);
+            prev = r.ran_as[i];
+            kept++;
+        }
+        cr_assert_geq(kept, ORDER_READERS / 2, "round %d: only %d readers waited and ran on the "
+                      "spawner's worker", round, kept);
+    }
+}

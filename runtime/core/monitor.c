@@ -46,13 +46,13 @@
  * its owner takes without a locked instruction, under the exclusion, at the
  * first look of a stall and at every look that finds it filled since; the
  * IO queue and the yield queue once per stall, under it (during a stall the
- * worker's scheduler, which alone fills the IO queue, does not run, and only
- * tasks pinned to the worker can join the yield queue: a yield is a
- * schedule). The worker's IO: under the exclusion the monitor calls the
- * backend's `poll` as the worker would, which submits what the worker's
- * coroutines queued and reaps what is done; their coroutines become runnable
- * on the global queue and issue their next requests on the workers they run
- * on next. It looks again whenever the
+ * worker's scheduler, which alone fills the IO and yield queues, does not
+ * run: a yield is a schedule, and a task pinned to the worker that its
+ * coroutine wakes goes to the inbox, core/park.c). The worker's IO: under
+ * the exclusion the monitor calls the backend's `poll` as the worker would,
+ * which submits what the worker's coroutines queued and reaps what is done;
+ * their coroutines become runnable on the global queue and issue their next
+ * requests on the workers they run on next. It looks again whenever the
  * backend says something waits (`pending`: the completion queue's tail, or
  * the epoll descriptor's readiness or a sweep of its set due, io/epoll.c).
  * Timers belong to the runtime, not to a worker, and any other worker fires
@@ -219,10 +219,10 @@ static void look(struct weft__monitor *m)
         /* The stalled coroutine may still spawn and wake tasks: the deque is
          * taken at every look, as a thief would, without the exclusion;
          * runnext with it, whenever it is filled. The IO and yield queues
-         * once per stall, with it: during the stall only tasks pinned to the
-         * worker can join the yield queue (a yield is a schedule, which ends
-         * the stall), and none the IO queue. IO as often as some is done,
-         * or a sweep of the epoll set is due. */
+         * once per stall, with it: during the stall nothing joins them (a
+         * yield is a schedule, which ends the stall, and a pinned task the
+         * stalled coroutine wakes goes to the inbox). IO as often as some
+         * is done, or a sweep of the epoll set is due. */
         bool take = false;
         if (rt->nworkers > 1 && held >= RESCUE_NS) {
             weft__takeover(w, false);

@@ -77,8 +77,8 @@ enum {
 #define GAP_MIN_NS     2000u    /* a search that leaves tasks to a busy owner looks again after */
 #define GAP_MAX_NS     16000u   /* ... this, doubling up to this (below SPIN_NS, see find_work) */
 #define STALL_NS_DEFAULT 500000000u   /* weft_config.stall_ns (core/monitor.c) */
-#define IOQ_MAX        16u      /* while a worker is idle, an IO queue goes where thieves look at
-                                 * this length, */
+#define IOQ_MAX        16u      /* while another worker is free, an IO queue goes where thieves
+                                 * look at this length, */
 #define IOQ_WAIT_NS    50000u   /* ... or once it has not been empty for this long: see ready()
                                  * in core/park.c */
 
@@ -174,8 +174,19 @@ static inline weft_task *ioq_take_all(struct weft__worker *w)
     return x;
 }
 
+/* The owner: whether a worker other than w is parked or searching, and so
+ * could take what w puts where thieves look. w itself is counted once while
+ * it searches (w->spinning) or sleeps in its IO. A hint: the counters, read
+ * relaxed. */
+static inline bool others_free(const struct weft__worker *w)
+{
+    unsigned free = atomic_load_explicit(&w->rt->nidle, memory_order_relaxed) +
+                    atomic_load_explicit(&w->rt->nspinning, memory_order_relaxed);
+    return free > (unsigned)(w->spinning || w->reaping == WEFT__REAP_PARKED);
+}
+
 /* The owner, for a task that its own IO made runnable: appends t to w's
- * private IO queue, which spills when it is long and a worker is idle
+ * private IO queue, which spills when it is long and another worker is free
  * (core/park.c, ready). */
 static inline void ioq_push(struct weft__worker *w, weft_task *t)
 {
@@ -187,7 +198,7 @@ static inline void ioq_push(struct weft__worker *w, weft_task *t)
         w->ioq_since = weft_now();
     }
     w->ioq_tail = t;
-    if (++w->ioq_len >= IOQ_MAX && atomic_load_explicit(&w->rt->nidle, memory_order_relaxed) != 0)
+    if (++w->ioq_len >= IOQ_MAX && others_free(w))
         weft__spill(w, ioq_take_all(w));
 }
 

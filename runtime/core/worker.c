@@ -68,10 +68,10 @@ static weft_task *yq_pop(struct weft__worker *w)
 }
 
 /* The owner: the oldest task on w's IO queue, or NULL. A queue that has not
- * been empty for IOQ_WAIT_NS shows that w is behind: if a worker is idle,
- * the rest of it goes where thieves look (core/park.c, ready), and w still
- * takes the oldest. The last task left has nobody to be handed to, nor has
- * any while every worker is busy: no clock read then. */
+ * been empty for IOQ_WAIT_NS shows that w is behind: if another worker is
+ * free, the rest of it goes where thieves look (core/park.c, ready), and w
+ * still takes the oldest. The last task left has nobody to be handed to,
+ * nor has any while every other worker runs tasks: no clock read then. */
 static weft_task *ioq_pop(struct weft__worker *w)
 {
     weft_task *t = w->ioq_head;
@@ -81,8 +81,7 @@ static weft_task *ioq_pop(struct weft__worker *w)
     w->ioq_len--;
     if (!w->ioq_head)
         w->ioq_tail = NULL;
-    else if (atomic_load_explicit(&w->rt->nidle, memory_order_relaxed) != 0 &&
-             weft_now() - w->ioq_since >= IOQ_WAIT_NS)
+    else if (others_free(w) && weft_now() - w->ioq_since >= IOQ_WAIT_NS)
         weft__spill(w, ioq_take_all(w));
     return t;
 }
@@ -91,14 +90,15 @@ static weft_task *ioq_pop(struct weft__worker *w)
  * queue. Returns whether a task became runnable. */
 static bool own_io_poll(struct weft__worker *w)
 {
-    w->reaping = true;
+    w->reaping = WEFT__REAP_POLL;
     bool woke = weft__io_poll(w);
-    w->reaping = false;
+    w->reaping = WEFT__REAP_NONE;
     return woke;
 }
 
 /* The owner. Moves the tasks on w's inbox (pinned tasks made runnable by
- * other threads, core/park.c) to its yield queue, oldest first. */
+ * other threads or by its coroutines' code, core/park.c) to its yield queue,
+ * oldest first. */
 static WEFT__NOINLINE void inbox_take(struct weft__worker *w)
 {
     weft_task *t = atomic_exchange_explicit(&w->inbox, NULL, memory_order_acquire);   /* pairs with the push */
