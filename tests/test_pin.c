@@ -559,6 +559,19 @@ struct idle_cfg {
     int              backend;
 };
 
+/* Runs fn(arg) on a thread of its own and waits at most limit_s seconds for
+ * it: returns pthread_timedjoin_np's result (ETIMEDOUT for a hang, which
+ * the caller turns into a failure), with fn's result in *res. */
+static int run_watched(void *(*fn)(void *), void *arg, uint64_t limit_s, void **res)
+{
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, fn, arg), 0);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)limit_s;
+    return pthread_timedjoin_np(th, res, &until);
+}
+
 static void *idle_runtime(void *arg)
 {
     struct idle_cfg *c = arg;
@@ -586,13 +599,8 @@ Test(pin, pinned_coroutines_woken_while_their_workers_park_never_hang, .timeout 
         cr_assert_eq(weft_chan_create(&r.relay, 2 * sizeof(int), 4), 0);
 
         struct idle_cfg c = { .run = &r, .workers = w, .backend = b };
-        pthread_t th;
-        cr_assert_eq(pthread_create(&th, NULL, idle_runtime, &c), 0);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += (time_t)limit_s;
         void *res;
-        int j = pthread_timedjoin_np(th, &res, &until);
+        int j = run_watched(idle_runtime, &c, limit_s, &res);
         cr_assert_eq(j, 0, "%s, %u workers: not done after %llu s, %d of %u wake-ups seen: "
                      "a pinned coroutine was never run again", backend_name[b], w,
                      (unsigned long long)limit_s, atomic_load(&r.woken), 2 * r.conns * r.rounds);
@@ -732,13 +740,8 @@ Test(pin, waking_pinned_coroutines_while_the_monitor_takes_their_worker_over_nev
         r.pipes = slow ? 32 : CLOSE_PIPES_MAX;
         r.rounds = slow ? 10 : 100;
         struct close_cfg c = { .run = &r, .backend = b };
-        pthread_t th;
-        cr_assert_eq(pthread_create(&th, NULL, close_runtime, &c), 0);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += (time_t)limit_s;
         void *res;
-        int j = pthread_timedjoin_np(th, &res, &until);
+        int j = run_watched(close_runtime, &c, limit_s, &res);
         cr_assert_eq(j, 0, "%s: not done after %llu s, in round %d of %u: the closer and the "
                      "monitor wait for each other", backend_name[b], (unsigned long long)limit_s,
                      atomic_load(&r.rounds_done) + 1, r.rounds);
