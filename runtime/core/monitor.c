@@ -12,7 +12,16 @@
  * for RESCUE_NS is stalled. Go's sysmon retakes a P from a thread in a system
  * call after a few tens of microseconds; weft's threshold is longer because its
  * rescue is heavier (a membarrier) and a coroutine computing for a
- * millisecond is ordinary. With every worker idle the monitor sleeps on a
+ * millisecond is ordinary. The rescue waits for RESCUE_BUSY_NS instead while
+ * no other worker is parked or searching: then nobody would run the tasks
+ * it moves before their own worker comes back, and they would lose their
+ * place. The global queue, where they go, is looked at once in
+ * FAIRNESS_TICKS choices by busy workers, behind every task their own IO
+ * wakes meanwhile. A worker the kernel preempted (more threads than cores,
+ * a client on the same machine) looks stalled to the monitor as well: moved
+ * at RESCUE_NS, its connections' requests waited in the global queue far
+ * longer than it was preempted (`weft-bench server`, p99 at 1,000
+ * connections). With every worker idle the monitor sleeps on a
  * futex until a worker leaves the idle list (weft__monitor_nudge): an idle
  * runtime costs no wake-ups.
  *
@@ -100,7 +109,8 @@
 #include <unistd.h>
 
 #define TICK_NS       1000000u      /* the monitor looks this often while a worker is busy */
-#define RESCUE_NS     2000000u      /* a worker held this long by one coroutine is taken over */
+#define RESCUE_NS     2000000u      /* a worker held this long by one coroutine is taken over, */
+#define RESCUE_BUSY_NS 20000000u    /* ... or this long, while no other worker is free */
 #define REPORT_GAP_NS 1000000000u   /* at most one stall line this often, per runtime */
 
 /* What the monitor last saw of one worker. The monitor's alone. */
@@ -224,7 +234,8 @@ static void look(struct weft__monitor *m)
          * stalled coroutine wakes goes to the inbox). IO as often as some
          * is done, or a sweep of the epoll set is due. */
         bool take = false;
-        if (rt->nworkers > 1 && held >= RESCUE_NS) {
+        if (rt->nworkers > 1 && held >= RESCUE_NS &&
+            (held >= RESCUE_BUSY_NS || free_workers(rt) != 0)) {
             weft__takeover(w, false);
             take = !s->rescued || weft__io_pending(w) ||
                    atomic_load_explicit(&w->runnext, memory_order_relaxed);   /* a hint: taken under the exclusion */

@@ -174,15 +174,20 @@ static inline weft_task *ioq_take_all(struct weft__worker *w)
     return x;
 }
 
-/* The owner: whether a worker other than w is parked or searching, and so
- * could take what w puts where thieves look. w itself is counted once while
- * it searches (w->spinning) or sleeps in its IO. A hint: the counters, read
- * relaxed. */
+/* Any thread: the workers parked or searching, which could take tasks put
+ * where thieves look, or on the global queue, soon. A hint: the counters,
+ * read relaxed. */
+static inline unsigned free_workers(weft_rt *rt)
+{
+    return atomic_load_explicit(&rt->nidle, memory_order_relaxed) +
+           atomic_load_explicit(&rt->nspinning, memory_order_relaxed);
+}
+
+/* The owner: whether a worker other than w is free. w itself is counted once
+ * while it searches (w->spinning) or sleeps in its IO. */
 static inline bool others_free(const struct weft__worker *w)
 {
-    unsigned free = atomic_load_explicit(&w->rt->nidle, memory_order_relaxed) +
-                    atomic_load_explicit(&w->rt->nspinning, memory_order_relaxed);
-    return free > (unsigned)(w->spinning || w->reaping == WEFT__REAP_PARKED);
+    return free_workers(w->rt) > (unsigned)(w->spinning || w->reaping == WEFT__REAP_PARKED);
 }
 
 /* The owner, for a task that its own IO made runnable: appends t to w's
