@@ -14,10 +14,10 @@
  * rescue is heavier (a membarrier) and a coroutine computing for a
  * millisecond is ordinary. The rescue waits for RESCUE_BUSY_NS instead while
  * no other worker is parked or searching: then nobody would run the tasks
- * it moves before their own worker comes back, and they would lose their
- * place. The global queue, where they go, is looked at once in
- * FAIRNESS_TICKS choices by busy workers, behind every task their own IO
- * wakes meanwhile. A worker the kernel preempted (more threads than cores,
+ * it moves soon, and they would lose their place. The global queue, where
+ * they go, is looked at once in FAIRNESS_TICKS choices by busy workers, and
+ * otherwise only once their own queues are empty, behind every task their
+ * own IO wakes meanwhile. A worker the kernel preempted (more threads than cores,
  * a client on the same machine) looks stalled to the monitor as well: moved
  * at RESCUE_NS, its connections' requests waited in the global queue far
  * longer than it was preempted (`weft-bench server`, p99 at 1,000
@@ -109,8 +109,9 @@
 #include <unistd.h>
 
 #define TICK_NS       1000000u      /* the monitor looks this often while a worker is busy */
-#define RESCUE_NS     2000000u      /* a worker held this long by one coroutine is taken over, */
-#define RESCUE_BUSY_NS 20000000u    /* ... or this long, while no other worker is free */
+#define RESCUE_NS     2000000u      /* a worker held this long by one coroutine is taken over
+                                     * while another worker is parked or searching, */
+#define RESCUE_BUSY_NS 20000000u    /* ... and this long whatever the others do */
 #define REPORT_GAP_NS 1000000000u   /* at most one stall line this often, per runtime */
 
 /* What the monitor last saw of one worker. The monitor's alone. */
