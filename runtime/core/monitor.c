@@ -8,22 +8,21 @@
  * Noticing. Each worker counts its schedules (worker->tick, bumped by every
  * pick_next) and says whether a coroutine's own code runs on it
  * (worker->in_user). Every TICK_NS, while some worker is not idle, the monitor
- * samples both; a worker whose tick has not moved, in user code throughout,
- * for RESCUE_NS is stalled. Go's sysmon retakes a P from a thread in a system
- * call after a few tens of microseconds; weft's threshold is longer because its
- * rescue is heavier (a membarrier) and a coroutine computing for a
- * millisecond is ordinary. The rescue waits for RESCUE_BUSY_NS instead while
- * no other worker is parked or searching: then nobody would run the tasks
- * it moves soon, and they would lose their place. The global queue, where
- * they go, is looked at once in FAIRNESS_TICKS choices by busy workers, and
- * otherwise only once their own queues are empty, behind every task their
- * own IO wakes meanwhile. A worker the kernel preempted (more threads than cores,
- * a client on the same machine) looks stalled to the monitor as well: moved
- * at RESCUE_NS, its connections' requests waited in the global queue far
- * longer than it was preempted (`weft-bench server`, p99 at 1,000
- * connections). With every worker idle the monitor sleeps on a
- * futex until a worker leaves the idle list (weft__monitor_nudge): an idle
- * runtime costs no wake-ups.
+ * samples both; a worker whose tick has not moved, in user code throughout, for
+ * RESCUE_NS is stalled. Go's sysmon retakes a P from a thread in a system call
+ * after a few tens of microseconds; weft's threshold is longer because its
+ * rescue is heavier (a membarrier) and a coroutine computing for a millisecond
+ * is ordinary. The rescue waits for RESCUE_BUSY_NS instead while no other
+ * worker is parked or searching: then nobody would run the tasks it moves soon,
+ * and they would lose their place. The global queue, where they go, is looked
+ * at once in FAIRNESS_TICKS choices by busy workers, and otherwise only once
+ * their own queues are empty, behind every task their own IO wakes meanwhile. A
+ * worker the kernel preempted (more threads than cores, a client on the same
+ * machine) looks stalled to the monitor as well: moved at RESCUE_NS, its
+ * connections' requests waited in the global queue far longer than it was
+ * preempted (`weft-bench server`, p99 at 1,000 connections). With every worker
+ * idle the monitor sleeps on a futex until a worker leaves the idle list
+ * (weft__monitor_nudge): an idle runtime costs no wake-ups.
  *
  * Exclusion. While it rescues a worker, the monitor works on state that only
  * the worker touches otherwise (its yield and IO queues, its ring's completion

@@ -124,24 +124,23 @@ int weft_unpin(void)
  * caller is a worker of t's runtime, on its IO queue when its own IO poll
  * made t runnable, or its handoff or runnext; else on the global queue.
  *
- * The IO queue (with two workers or more): what one poll of a worker's ring
- * or epoll set makes runnable stays with that worker, in the order the IO
- * finished, unseen by thieves and waking nobody, since the worker is about
- * to run it. Those coroutines' next requests then go to the same ring: a
- * server's connections stay where their IO is while that worker keeps up,
- * rather than spread over every ring, each sleeping and woken in turn
- * (bench/compare/http/ab.sh). While another worker is parked or searching,
- * the queue goes onto the deque, where thieves look, and a parked worker is
- * woken, once it holds IOQ_MAX tasks or has not been empty for IOQ_WAIT_NS
- * when the worker next takes from it (ioq_pop in core/worker.c): then the
- * worker is behind. While every other worker runs tasks, nobody would take
- * it soon, and the deque's owner takes the newest task first: spilled there,
- * the tasks a burst of IO left behind would wait behind every later burst,
- * where the queue runs them in the order their IO finished (`weft-bench
- * server`, p99 at 1,000 connections).
- * Every FAIRNESS_TICKS choices look at it, so runnext's pairs cannot hold it
- * up. Behind a coroutine that never blocks, the monitor takes the queue
- * (core/monitor.c).
+ * The IO queue (with two workers or more): what one poll of a worker's ring or
+ * epoll set makes runnable stays with that worker, in the order the IO
+ * finished, unseen by thieves and waking nobody, since the worker is about to
+ * run it. Those coroutines' next requests then go to the same ring: a server's
+ * connections stay where their IO is while that worker keeps up, rather than
+ * spread over every ring, each sleeping and woken in turn
+ * (bench/compare/http/ab.sh). While another worker is parked or searching, the
+ * queue goes onto the deque, where thieves look, and a parked worker is woken,
+ * once it holds IOQ_MAX tasks or has not been empty for IOQ_WAIT_NS when the
+ * worker next takes from it (ioq_pop in core/worker.c): then the worker is
+ * behind. While every other worker runs tasks, nobody would take it soon, and
+ * the deque's owner takes the newest task first: spilled there, the tasks a
+ * burst of IO left behind would wait behind every later burst, where the queue
+ * runs them in the order their IO finished (`weft-bench server`, p99 at 1,000
+ * connections). Every FAIRNESS_TICKS choices look at it, so runnext's pairs
+ * cannot hold it up. Behind a coroutine that never blocks, the monitor takes
+ * the queue (core/monitor.c).
  *
  * A task put on runnext wakes an idle worker only if the caller's worker
  * has other work besides (the task runnext held before, or its deque): a lone
