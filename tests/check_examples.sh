@@ -145,10 +145,14 @@ check_server() {
     local what="$prog ($io, $workers workers)"
     # A log of its own, made before the server starts, so that no line from
     # an earlier run is taken for this one's. timeout passes the signal on,
-    # and stops a server that does not stop.
+    # and stops a server that does not stop. --foreground: to the server
+    # alone. Otherwise timeout also signals its process group and sends it
+    # SIGCONT, which reaches LeakSanitizer's tracer as the server exits and
+    # cancels the stop of a thread it is attaching to: the tracer then waits
+    # forever (about one run in a hundred under load, with ASan).
     local log=$tmp/$prog-$io-$workers-$sig.log
     : >"$log"
-    WEFT_IO=$io timeout -k 10 $((3 * limit)) $emu "$dir/$prog" --port 0 --workers "$workers" \
+    WEFT_IO=$io timeout --foreground -k 10 $((3 * limit)) $emu "$dir/$prog" --port 0 --workers "$workers" \
         >"$log" 2>&1 &
     local pid=$!
     for ((i = 0; i < 600; i++)); do   # up to a minute
@@ -200,7 +204,7 @@ check_udp() {
     local what="udp_echo ($io, $workers workers)"
     local log=$tmp/udp_echo-$io-$workers-$sig.log
     : >"$log"
-    WEFT_IO=$io timeout -k 10 $((3 * limit)) $emu "$dir/udp_echo" --port 0 --workers "$workers" \
+    WEFT_IO=$io timeout --foreground -k 10 $((3 * limit)) $emu "$dir/udp_echo" --port 0 --workers "$workers" \
         >"$log" 2>&1 &
     local pid=$!
     for ((i = 0; i < 600; i++)); do

@@ -47,7 +47,9 @@ fail() {
 start() {
     local log=$tmp/server-$1-$2.log i
     : >"$log"
-    WEFT_IO=$1 timeout -k 10 $((5 * limit)) $emu "$server" --port 0 --workers "$2" \
+    # --foreground: the signals go to the server alone (tests/check_examples.sh
+    # says why).
+    WEFT_IO=$1 timeout --foreground -k 10 $((5 * limit)) $emu "$server" --port 0 --workers "$2" \
         --timeout "$deadline" >"$log" 2>&1 &
     pid=$!
     port=""
