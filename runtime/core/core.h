@@ -249,11 +249,6 @@ static inline void weft__bump(_Atomic uint64_t *c, uint64_t n)
                           memory_order_relaxed);   /* only the owner writes; readers sum relaxed */
 }
 
-/* worker->reaping: not in its own IO; polling it as it schedules (a coroutine
- * switched away, or a search); or sleeping in it, parked, counted in
- * rt->nidle or, once a waker took it off the idle list, in rt->nspinning. */
-enum { WEFT__REAP_NONE, WEFT__REAP_POLL, WEFT__REAP_PARKED };
-
 /* What the context switched to does for the one switched from (core/park.c). */
 enum weft__action { WEFT__ACT_NONE, WEFT__ACT_PARK, WEFT__ACT_EXIT };
 
@@ -279,8 +274,8 @@ struct weft__worker {
     unsigned              ioq_len;
     uint64_t              ioq_since;    /* weft_now() when the IO queue last stopped being empty
                                          * (core/worker.c, ioq_pop) */
-    uint8_t               reaping;      /* WEFT__REAP_*: in its own IO poll or sleep, what that
-                                         * makes runnable joins the IO queue (core/park.c, ready) */
+    bool                  reaping;      /* in its own IO poll or sleep: what that makes
+                                         * runnable joins the IO queue (core/park.c, ready) */
     bool                  prev_io;      /* prev was made runnable by that reap before it had
                                          * finished parking (core/park.c) */
     _Atomic uint32_t      tick;         /* schedules so far, for fairness checks; only the

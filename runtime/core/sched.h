@@ -184,10 +184,13 @@ static inline unsigned free_workers(weft_rt *rt)
 }
 
 /* The owner: whether a worker other than w is free. w itself is counted once
- * while it searches (w->spinning) or sleeps in its IO. */
+ * while it searches (w->spinning) or sleeps in its IO (w->in_io, set only
+ * there: parked, it is in rt->nidle, or in rt->nspinning once a waker took
+ * it off the idle list). */
 static inline bool others_free(const struct weft__worker *w)
 {
-    return free_workers(w->rt) > (unsigned)(w->spinning || w->reaping == WEFT__REAP_PARKED);
+    bool self = w->spinning || atomic_load_explicit(&w->in_io, memory_order_relaxed);   /* its own */
+    return free_workers(w->rt) > (unsigned)self;
 }
 
 /* The owner, for a task that its own IO made runnable: appends t to w's

@@ -403,9 +403,9 @@ static void park_worker(struct weft__worker *w)
             weft__fence();
             bool woke = false;
             if (atomic_load_explicit(&w->wake, memory_order_seq_cst) == WEFT__WAKE_NONE) {
-                w->reaping = WEFT__REAP_PARKED;   /* as in pick_next's poll (core/worker.c) */
+                w->reaping = true;   /* as in pick_next's poll (core/worker.c) */
                 woke = weft__io_sleep(w, until);
-                w->reaping = WEFT__REAP_NONE;
+                w->reaping = false;
             }
             atomic_store_explicit(&w->in_io, 0, memory_order_relaxed);
             if (woke && leave_idle(w)) {

@@ -90,9 +90,9 @@ static weft_task *ioq_pop(struct weft__worker *w)
  * queue. Returns whether a task became runnable. */
 static bool own_io_poll(struct weft__worker *w)
 {
-    w->reaping = WEFT__REAP_POLL;
+    w->reaping = true;
     bool woke = weft__io_poll(w);
-    w->reaping = WEFT__REAP_NONE;
+    w->reaping = false;
     return woke;
 }
 
