@@ -3,6 +3,8 @@
  * its deadline. Outcomes only: lateness is measured in bench/. */
 #define _GNU_SOURCE   /* usleep */
 #include "common.h"
+#include "base/heap.h"
+#include "base/rng.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -291,4 +293,67 @@ Test(timer, a_worker_waiting_on_io_wakes_for_a_timer, .timeout = 50)
         close(rt.fds[0]);
         close(rt.fds[1]);
     }
+}
+
+/*
+ * The heap of deadlines itself (base/heap.h), under the timers and each
+ * ring's deadlines: through random pushes, removals from anywhere and takes
+ * of the earliest, it gives back exactly the items it holds, earliest first,
+ * and keeps each item's place.
+ */
+enum { HEAP_ITEMS = 1000 };
+
+struct heap_item {
+    uint64_t when;
+    size_t   pos;   /* the heap's place for it; 0: not in it */
+};
+
+static struct heap_item *item_at(size_t *pos)
+{
+    return (struct heap_item *)((char *)pos - offsetof(struct heap_item, pos));
+}
+
+Test(timer, the_deadline_heap_gives_back_what_it_holds_earliest_first)
+{
+    static struct heap_item items[HEAP_ITEMS];
+    struct weft__heap h = { 0 };
+    uint64_t rng = 0x9e3779b97f4a7c15u;
+    size_t held = 0;
+    for (int round = 0; round < 20000; round++) {
+        struct heap_item *it = &items[weft__rng_next(&rng) % HEAP_ITEMS];
+        unsigned op = weft__rng_next(&rng) % 4;
+        if (!it->pos && op < 2) {   /* push, with ties (when in 0..999) */
+            cr_assert_eq(weft__heap_reserve(&h), 0);
+            it->when = weft__rng_next(&rng) % 1000;
+            weft__heap_push(&h, it->when, &it->pos);
+            held++;
+        } else if (it->pos && op == 2) {   /* remove from wherever it is */
+            weft__heap_remove(&h, &it->pos);
+            cr_assert_eq(it->pos, 0);
+            held--;
+        } else if (op == 3) {   /* take everything due at a random time */
+            uint64_t now = weft__rng_next(&rng) % 1000, least = UINT64_MAX;
+            for (size_t i = 0; i < HEAP_ITEMS; i++)
+                if (items[i].pos && items[i].when < least)
+                    least = items[i].when;
+            cr_assert_eq(weft__heap_next(&h), least, "round %d: the heap's next is not the earliest", round);
+            size_t *due;
+            uint64_t last = 0;
+            while ((due = weft__heap_due(&h, now))) {
+                struct heap_item *d = item_at(due);
+                cr_assert_leq(d->when, now);
+                cr_assert_geq(d->when, last, "round %d: taken out of order", round);
+                last = d->when;
+                weft__heap_remove(&h, due);
+                held--;
+            }
+            for (size_t i = 0; i < HEAP_ITEMS; i++)
+                cr_assert(!items[i].pos || items[i].when > now, "round %d: an item due was left", round);
+        }
+        cr_assert_eq(h.n, held);
+    }
+    for (size_t i = 0; i < HEAP_ITEMS; i++)   /* every place names its item */
+        if (items[i].pos)
+            cr_assert_eq(h.a[items[i].pos - 1].pos, &items[i].pos);
+    weft__heap_free(&h);
 }

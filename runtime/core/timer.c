@@ -2,8 +2,8 @@
 /*
  * Timers: weft_sleep() and the deadlines of blocking calls.
  *
- * One 4-ary min-heap per runtime, under one mutex, of deadlines and pointers
- * to struct weft__timer in the waiters' frames. There is no timer thread: the
+ * One 4-ary min-heap per runtime (base/heap.h), under one mutex, of deadlines
+ * and pointers to struct weft__timer in the waiters' frames. There is no timer thread: the
  * workers fire due timers themselves (core/worker.c), so a woken sleeper lands on
  * the firing worker's own queue, with no hop through another thread and no
  * wait on the global queue. A worker fires timers
@@ -32,86 +32,28 @@
  */
 #include "timer.h"
 
+#include "base/heap.h"
 #include "base/sys.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
 
-/* The heap keeps each deadline beside its timer's address, so that sifting
- * compares within the array and touches a timer, in its coroutine's frame on
- * a stack of its own, only to write its new position. */
-struct heap_entry {
-    uint64_t            when;
-    struct weft__timer *tm;
-};
-
 struct weft__timers {
     pthread_mutex_t       lock;
-    struct heap_entry    *heap;       /* a 4-ary min-heap on when, heap[0..n-1]; under lock */
-    size_t                n, cap;
-    _Atomic uint64_t      next;       /* heap[0].when, or UINT64_MAX; stored under lock */
+    struct weft__heap     heap;       /* of the timers' `idx` (base/heap.h); under lock */
+    _Atomic uint64_t      next;       /* the earliest deadline, or UINT64_MAX; stored under lock */
 };
 
-/* Puts e at position i. Holds ts->lock. */
-static void place(struct weft__timers *ts, size_t i, struct heap_entry e)
+static struct weft__timer *timer_at(size_t *pos)
 {
-    ts->heap[i] = e;
-    e.tm->idx = i + 1;
-}
-
-/* Places e at i or above it, moving down the parents later than it. */
-static void sift_up(struct weft__timers *ts, size_t i, struct heap_entry e)
-{
-    while (i > 0) {
-        size_t parent = (i - 1) / 4;
-        if (ts->heap[parent].when <= e.when)
-            break;
-        place(ts, i, ts->heap[parent]);
-        i = parent;
-    }
-    place(ts, i, e);
-}
-
-/* Places e at i or below it, moving up the earliest child while it is
- * earlier than e. */
-static void sift_down(struct weft__timers *ts, size_t i, struct heap_entry e)
-{
-    for (;;) {
-        size_t first = 4 * i + 1;
-        if (first >= ts->n)
-            break;
-        size_t end = first + 4 < ts->n ? first + 4 : ts->n, m = first;
-        for (size_t c = first + 1; c < end; c++)
-            if (ts->heap[c].when < ts->heap[m].when)
-                m = c;
-        if (ts->heap[m].when >= e.when)
-            break;
-        place(ts, i, ts->heap[m]);
-        i = m;
-    }
-    place(ts, i, e);
-}
-
-/* Holds ts->lock. */
-static void heap_remove(struct weft__timers *ts, struct weft__timer *tm)
-{
-    size_t i = tm->idx - 1;
-    weft__check(tm->idx >= 1 && i < ts->n && ts->heap[i].tm == tm, "a timer removed that is not armed");
-    tm->idx = 0;
-    struct heap_entry last = ts->heap[--ts->n];
-    if (i == ts->n)
-        return;   /* it was the last */
-    if (i > 0 && ts->heap[(i - 1) / 4].when > last.when)
-        sift_up(ts, i, last);
-    else
-        sift_down(ts, i, last);
+    return (struct weft__timer *)((char *)pos - offsetof(struct weft__timer, idx));
 }
 
 /* Holds ts->lock. */
 static void publish_next(struct weft__timers *ts)
 {
-    atomic_store_explicit(&ts->next, ts->n ? ts->heap[0].when : UINT64_MAX,
+    atomic_store_explicit(&ts->next, weft__heap_next(&ts->heap),
                           memory_order_seq_cst);   /* pairs with the watcher's fence in core/search.c */
 }
 
@@ -130,9 +72,9 @@ void weft__timers_destroy(struct weft__timers *ts)
 {
     if (!ts)
         return;
-    weft__check(ts->n == 0, "a timer still armed when its runtime was destroyed");
+    weft__check(ts->heap.n == 0, "a timer still armed when its runtime was destroyed");
     pthread_mutex_destroy(&ts->lock);
-    free(ts->heap);
+    weft__heap_free(&ts->heap);
     free(ts);
 }
 
@@ -154,9 +96,10 @@ unsigned weft__timers_fire(struct weft__timers *ts, uint64_t now)
      * this worker's runnext and pushes the one before down the deque, so the
      * earliest deadline runs first and the rest follow in order. */
     struct weft__timer *due = NULL;
-    while (ts->n && ts->heap[0].when <= now) {
-        struct weft__timer *tm = ts->heap[0].tm;
-        heap_remove(ts, tm);
+    size_t *pos;
+    while ((pos = weft__heap_due(&ts->heap, now))) {
+        struct weft__timer *tm = timer_at(pos);
+        weft__heap_remove(&ts->heap, pos);
         if (weft__claim(tm->wt, tm->result)) {
             tm->due_next = due;
             due = tm;
@@ -187,17 +130,11 @@ int weft__timer_arm(weft_rt *rt, struct weft__timer *tm)
 {
     struct weft__timers *ts = rt->timers;
     pthread_mutex_lock(&ts->lock);
-    if (ts->n == ts->cap) {
-        size_t cap = ts->cap ? ts->cap * 2 : 64;
-        struct heap_entry *h = realloc(ts->heap, cap * sizeof *h);
-        if (!h) {
-            pthread_mutex_unlock(&ts->lock);
-            return -ENOMEM;
-        }
-        ts->heap = h;
-        ts->cap = cap;
+    if (weft__heap_reserve(&ts->heap) != 0) {
+        pthread_mutex_unlock(&ts->lock);
+        return -ENOMEM;
     }
-    sift_up(ts, ts->n++, (struct heap_entry){ .when = tm->when, .tm = tm });
+    weft__heap_push(&ts->heap, tm->when, &tm->idx);
     bool earliest = tm->idx == 1;
     if (earliest)
         publish_next(ts);
@@ -216,7 +153,7 @@ void weft__timer_disarm(weft_rt *rt, struct weft__timer *tm)
     pthread_mutex_lock(&ts->lock);
     if (tm->idx) {
         bool earliest = tm->idx == 1;
-        heap_remove(ts, tm);
+        weft__heap_remove(&ts->heap, &tm->idx);
         if (earliest)
             publish_next(ts);
     }
