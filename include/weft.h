@@ -99,8 +99,7 @@ typedef struct weft_config {
     unsigned workers;     /* kernel threads; 0 = the CPUs in the process affinity mask */
     size_t   stack_size;  /* usable stack per coroutine; 0 = 256 KiB, committed only as touched */
     int      io_backend;  /* WEFT_IO_AUTO (0), WEFT_IO_URING or WEFT_IO_EPOLL; see below */
-    unsigned ring_entries;/* io_uring submission queue depth per worker; 0 = 256; 1 is raised
-                           * to 2 (a request and its deadline are queued together); above
+    unsigned ring_entries;/* io_uring submission queue depth per worker; 0 = 256; above
                            * 32768 is -EINVAL */
     uint64_t stall_ns;    /* a coroutine that holds its worker this long without a switch
                            * is reported on stderr (one line, rate-limited); 0 = the default

@@ -667,8 +667,9 @@ Test(cancel, several_cancellers_racing_a_wake_up_leave_the_waiter_and_the_channe
 
 /*
  * Many reads with deadlines on a tiny ring: the submission queue fills, and
- * each read must still go in with its linked timeout. A read sent without it
- * would wait for data that never comes.
+ * each read must still go in, its deadline kept, and the cancels that the
+ * deadlines send must find room too. A read whose deadline was dropped would
+ * wait for data that never comes.
  */
 enum { CROWD = 16 };
 
@@ -731,6 +732,154 @@ Test(deadline, reads_on_a_full_ring_keep_their_deadlines, .timeout = 30)
         for (int i = 0; i < CROWD; i++) {
             close(c.fds[i][0]);
             close(c.fds[i][1]);
+        }
+    }
+}
+
+/*
+ * Many reads with deadlines on one worker (one ring, one epoll set), in no
+ * order, and among them reads with far deadlines that data completes first,
+ * which leave the middle of the ring's heap of deadlines: each read that
+ * times out does so at its own deadline, never before it, and each that is
+ * fed gets its byte.
+ */
+enum { SPREAD = 48 };
+#define SPREAD_LATE_NS ((uint64_t)((WEFT_TEST_SANITIZED || RUNNING_ON_VALGRIND) ? 5000 : 2000) * MS)
+
+struct spread {
+    int              fds[SPREAD][2];
+    uint64_t         deadline[SPREAD];
+    _Atomic int      parked;
+    _Atomic int      next;         /* the next reader's index */
+    ssize_t          got[SPREAD];
+    uint64_t         back[SPREAD];   /* when each read returned */
+    char             byte[SPREAD];
+};
+
+static bool fed(int i)
+{
+    return i % 3 == 0;
+}
+
+static void *spread_reader(void *arg)
+{
+    struct spread *m = arg;
+    int i = atomic_fetch_add(&m->next, 1);
+    weft_deadline(m->deadline[i]);
+    atomic_fetch_add(&m->parked, 1);
+    m->got[i] = weft_read(m->fds[i][0], &m->byte[i], 1);
+    m->back[i] = weft_now();
+    weft_deadline(0);
+    return NULL;
+}
+
+static void *spread_deadlines(void *arg)
+{
+    struct spread *m = arg;
+    uint64_t start = weft_now();
+    for (int i = 0; i < SPREAD; i++)   /* 10 to 54 ms, scrambled; the fed ones 60 s */
+        m->deadline[i] = start + (fed(i) ? 60000 * MS : (10 + (uint64_t)(i * 7 % 12) * 4) * MS);
+    weft_task *t[SPREAD];
+    for (int i = 0; i < SPREAD; i++)
+        cr_assert_eq(weft_spawn(&t[i], spread_reader, m), 0);
+    while (atomic_load(&m->parked) < SPREAD)
+        weft_yield();
+    weft_sleep(2 * MS);   /* the last reader has made its request */
+    for (int i = 0; i < SPREAD; i++)
+        if (fed(i))
+            cr_assert_eq(weft_write(m->fds[i][1], "f", 1), 1);
+    for (int i = 0; i < SPREAD; i++)
+        cr_assert_eq(weft_join(t[i], NULL), 0);
+    return NULL;
+}
+
+Test(deadline, many_reads_on_one_worker_each_end_at_their_own_deadline)
+{
+    FOR_EACH_BACKEND(b) {
+        struct spread m = { .parked = 0, .next = 0 };
+        for (int i = 0; i < SPREAD; i++)
+            cr_assert_eq(pipe2(m.fds[i], O_CLOEXEC), 0);
+        run_with_io(1, b, spread_deadlines, &m);
+        for (int i = 0; i < SPREAD; i++) {
+            if (fed(i)) {
+                cr_assert_eq(m.got[i], 1, "%s: fed read %d returned %zd", backend_name[b], i, m.got[i]);
+                cr_assert_eq(m.byte[i], 'f');
+            } else {
+                cr_assert_eq(m.got[i], -ETIMEDOUT, "%s: read %d returned %zd", backend_name[b], i, m.got[i]);
+                cr_assert_geq(m.back[i], m.deadline[i], "%s: read %d timed out %.3f ms early",
+                              backend_name[b], i, (double)(m.deadline[i] - m.back[i]) / 1e6);
+                cr_assert_lt(m.back[i], m.deadline[i] + SPREAD_LATE_NS, "%s: read %d timed out %.1f ms late",
+                             backend_name[b], i, (double)(m.back[i] - m.deadline[i]) / 1e6);
+            }
+            close(m.fds[i][0]);
+            close(m.fds[i][1]);
+        }
+    }
+}
+
+/*
+ * A writer sends numbered bytes a millisecond apart while a reader reads each
+ * with a deadline a millisecond away, so deadlines pass as data arrives:
+ * every read gives the next byte or -ETIMEDOUT, and no byte is lost,
+ * repeated or reordered. Through a pipe and a socket pair (read and recv).
+ */
+enum { TRICKLE = 150 };
+
+struct trickle {
+    int         fd[2];
+    bool        socket;
+    int         timeouts;
+    int         rounds;
+};
+
+static void *trickle_writer(void *arg)
+{
+    struct trickle *t = arg;
+    for (int i = 0; i < TRICKLE; i++) {
+        unsigned char b = (unsigned char)i;
+        if (write(t->fd[1], &b, 1) != 1)
+            return (void *)1;
+        nanosleep(&(struct timespec){ 0, (long)(MS + (uint64_t)(i % 5) * 100000) }, NULL);
+    }
+    return NULL;
+}
+
+static void *trickle_reader(void *arg)
+{
+    struct trickle *t = arg;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, trickle_writer, t), 0);
+    int next = 0;
+    while (next < TRICKLE && t->rounds < 100 * TRICKLE) {
+        t->rounds++;
+        unsigned char b;
+        weft_deadline(weft_now() + MS);
+        ssize_t r = t->socket ? weft_recv(t->fd[0], &b, 1, 0) : weft_read(t->fd[0], &b, 1);
+        weft_deadline(0);
+        if (r == -ETIMEDOUT) {
+            t->timeouts++;
+            continue;
+        }
+        cr_assert_eq(r, 1, "round %d: %zd", t->rounds, r);
+        cr_assert_eq(b, (unsigned char)next, "byte %d arrived as %u", next, b);
+        next++;
+    }
+    void *wr;
+    pthread_join(th, &wr);
+    cr_assert_null(wr);
+    cr_assert_eq(next, TRICKLE, "%d bytes of %d after %d rounds", next, TRICKLE, t->rounds);
+    return NULL;
+}
+
+Test(deadline, deadlines_that_pass_as_data_arrives_lose_no_byte)
+{
+    FOR_EACH_CONFIG(b, w, sweep_workers) {
+        for (int s = 0; s < 2; s++) {
+            struct trickle t = { .socket = s };
+            cr_assert_eq(s ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, t.fd) : pipe2(t.fd, O_CLOEXEC), 0);
+            run_with_io(w, b, trickle_reader, &t);
+            close(t.fd[0]);
+            close(t.fd[1]);
         }
     }
 }

@@ -512,8 +512,8 @@ Test(descriptors, pread_and_pwrite_on_a_pipe_or_socket_give_ESPIPE_at_once)
 
 /* ---- the smallest rings ---------------------------------------------------------- */
 
-/* A request with a deadline takes two entries, its linked timeout included;
- * several coroutines at once fill a small ring many times over. */
+/* Several coroutines at once fill a small ring many times over, with
+ * deadlines and without. */
 static void *pipe_rounds(void *arg)
 {
     (void)arg;
@@ -564,7 +564,7 @@ static void *run_small_ring(void *arg)
     return NULL;
 }
 
-Test(descriptors, a_ring_of_one_entry_is_raised_to_the_least_that_works)
+Test(descriptors, rings_of_one_two_and_three_entries_carry_every_request)
 {
     static const unsigned entries[] = { 1, 2, 3 };
     FOR_EACH_CONFIG(b, w, all_workers) {

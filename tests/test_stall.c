@@ -28,8 +28,8 @@
 #define BOUND_NS ((uint64_t)(SLOW ? 1500 : 500) * 1000000u)
 #define MS(ns) ((double)(ns) / 1e6)
 
-enum scenario { QUEUED, WOKEN, TIMER, SOCKET, ACCEPT, NSCENARIOS };
-static const char *const scenario_name[] = { "queued", "woken", "timer", "socket", "accept" };
+enum scenario { QUEUED, WOKEN, TIMER, SOCKET, ACCEPT, DEADLINE, NSCENARIOS };
+static const char *const scenario_name[] = { "queued", "woken", "timer", "socket", "accept", "deadline" };
 enum stall_kind { SPIN, SYSCALL };
 
 struct run {
@@ -46,6 +46,7 @@ struct run {
     _Atomic int     v_worker;     /* where it waited */
     _Atomic bool    v_waiting;    /* about to wait */
     _Atomic uint64_t v_done;      /* when it ran again */
+    ssize_t         v_res;        /* DEADLINE: what its read returned */
     uint64_t        v_due;        /* when it could have run */
     weft_chan      *ch;
     int             sv[2];        /* SOCKET: socketpair */
@@ -99,6 +100,14 @@ static void *victim(void *arg)
         char b;
         if (weft_recv(r->sv[0], &b, 1, 0) != 1)
             return (void *)1;
+        break;
+    }
+    case DEADLINE: {
+        /* A read nobody answers, whose deadline passes during the stall. */
+        char b;
+        weft_deadline(weft_now() + 20000000);
+        r->v_res = weft_recv(r->sv[0], &b, 1, 0);
+        weft_deadline(0);
         break;
     }
     case ACCEPT:
@@ -250,6 +259,7 @@ static void *staller(void *arg)
         break;
     case SOCKET:
     case ACCEPT:
+    case DEADLINE:
         weft_spawn(&v, victim, r);
         /* Here the victim's wait is submitted to this worker's ring, or
          * added to its epoll set, before we stall. */
@@ -286,8 +296,8 @@ static void *staller(void *arg)
         weft_chan_send(r->pch, &x);   /* and so does the pinned bystander */
     } else if (r->sc == QUEUED) {
         r->v_due = weft_now();
-    } else if (r->sc == TIMER) {
-        r->v_due = weft_now() + 18000000;   /* at most this; the sleep began before */
+    } else if (r->sc == TIMER || r->sc == DEADLINE) {
+        r->v_due = weft_now() + 18000000;   /* at most this; the sleep or read began before */
     }
     stall_here(r);
     pthread_join(r->ctl, NULL);
@@ -355,6 +365,8 @@ static void run_scenario(int backend, enum scenario sc, enum stall_kind kind, bo
                      "%s on %s, %s, other worker %s: the victim ran %.1f ms after it could, "
                      "the stall lasted %.1f ms", scenario_name[sc], backend_name[backend], what,
                      other_busy ? "busy" : "idle", MS(done - due), MS(end - start));
+        if (sc == DEADLINE)
+            cr_assert_eq(r.v_res, -ETIMEDOUT, "deadline on %s: the read returned %zd", backend_name[backend], r.v_res);
         if (sc == ACCEPT) {
             cr_assert_eq(r.rtt_fail, 0, "accept on %s: a round trip failed", backend_name[backend]);
             cr_assert_lt(r.rtt_max, BOUND_NS, "accept on %s: a round trip took %.1f ms",
@@ -394,6 +406,7 @@ Test(stall, a_coroutine_woken_on_a_stalled_worker_runs_elsewhere)  { sweep(WOKEN
 Test(stall, a_sleeper_is_woken_while_its_worker_is_stalled)        { sweep(TIMER); }
 Test(stall, socket_io_waiting_on_a_stalled_worker_completes)       { sweep(SOCKET); }
 Test(stall, an_accept_loop_on_a_stalled_worker_keeps_answering)    { sweep(ACCEPT); }
+Test(stall, a_read_whose_deadline_passes_while_its_worker_is_stalled_times_out) { sweep(DEADLINE); }
 
 /* ---- the stall report ---------------------------------------------------- */
 

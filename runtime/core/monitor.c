@@ -61,8 +61,9 @@
  * which submits what the worker's coroutines queued and reaps what is done;
  * their coroutines become runnable on the global queue and issue their next
  * requests on the workers they run on next. It looks again whenever the
- * backend says something waits (`pending`: the completion queue's tail, or
- * the epoll descriptor's readiness or a sweep of its set due, io/epoll.c).
+ * backend says something waits (`pending`: the completion queue's tail or a
+ * request's deadline due, io/uring.c, or the epoll descriptor's readiness or
+ * a sweep of its set due, io/epoll.c).
  * Timers belong to the runtime, not to a worker, and any other worker fires
  * them.
  *

@@ -42,25 +42,32 @@
  * of it.
  *
  * Request identity. The entry's user_data is not the request's address: a
- * coroutine that loops places each request at the same address, and the
- * kernel may name a request by its user_data after it has completed. A
- * linked timeout that fires as its request completes takes a reference to
- * the request and queues task work that cancels *by user_data*
- * (io_req_task_link_timeout -> io_try_cancel); that work may run at the
- * submitter's next transition into the kernel, after we reaped the completion and the
- * coroutine queued its next request at the same address, which would then be
- * cancelled for nothing. So each ring keeps a table of its requests in
- * flight, owned by the ring's owner alone; a request's identity is its slot
- * in the low 32 bits and the slot's generation, bumped each time the slot is
- * taken and never 0, in the high ones. An identity therefore never equals a
- * tag (below), and repeats only after 2^32 uses of one slot, while a stale
- * one lives only until the kernel next runs our task work. The table grows
- * by doubling; slots are found by index, so they may move.
- *   - A deadline is a linked timeout (IORING_OP_LINK_TIMEOUT, absolute, on the
- *     CLOCK_MONOTONIC clock of weft_now). The kernel copies its timespec at
- *     submission and its completion carries the IGNORE tag, so it needs no
- *     memory of ours. A request cut short by it completes with -ECANCELED,
- *     which is reported as -ETIMEDOUT once the deadline has passed.
+ * coroutine that loops places each request at the same address, and a
+ * cancel names its request by user_data. A cancel queued for a request (by
+ * its deadline or weft_cancel) may reach the kernel after the request
+ * completed, and after we reaped the completion and the coroutine queued its
+ * next request at the same address, which would then be cancelled for
+ * nothing. So each ring keeps a table of its requests in flight, owned by
+ * the ring's owner alone; a request's identity is its slot in the low 32
+ * bits and the slot's generation, bumped each time the slot is taken and
+ * never 0, in the high ones. An identity therefore never equals a tag
+ * (below), and repeats only after 2^32 uses of one slot, while a stale one
+ * lives only until its cancel is submitted. The table grows by doubling;
+ * slots are found by index, so they may move.
+ *   - Deadlines. A request made with a deadline goes on its ring's heap of
+ *     deadlines (base/heap.h), which only the owner touches, and leaves it
+ *     when its completion is reaped. The owner looks at the heap's earliest
+ *     deadline whenever it polls the ring, and sleeps in the ring no longer
+ *     than until it; a request whose deadline has passed gets an
+ *     IORING_OP_ASYNC_CANCEL for its identity. A request cut short by it
+ *     completes with -ECANCELED, which is reported as -ETIMEDOUT once the
+ *     deadline has passed; one that completed first keeps its result. While
+ *     the owner stalls, the monitor polls for it (`pending` says when a
+ *     deadline is due). Rejected: a linked timeout
+ *     (IORING_OP_LINK_TIMEOUT) with each request, which needs no look of
+ *     ours but arms and cancels a kernel timer under a lock that disables
+ *     interrupts, twice per request; almost every deadline is far off when
+ *     its request completes (bench/compare/http/ab.sh, docs/benchmarks.md).
  *   - Cancellation. Only the ring's owner submits to it, so weft_cancel()
  *     queues a note with the request's identity on the owner's inbox and
  *     writes its eventfd; the owner submits IORING_OP_ASYNC_CANCEL for that
@@ -110,6 +117,7 @@
  * stays pending on the owner, and reaping a -EPIPE takes it back there.
  */
 #include "backend.h"
+#include "base/heap.h"
 #include "base/sys.h"
 
 #if WEFT_HAVE_URING
@@ -126,13 +134,10 @@
 
 /* user_data of entries that are not requests; a request's identity (slot and
  * generation, see above) is at least 1 << 32. */
-#define TAG_IGNORE ((uint64_t)0)   /* link timeouts and cancel requests */
+#define TAG_IGNORE ((uint64_t)0)   /* cancel requests */
 #define TAG_WAKE   ((uint64_t)1)   /* the eventfd read */
 #define TAG_CLOSE  ((uint64_t)2)   /* a close's NOP: the oldest close on `closing` is done */
 _Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "weft_task.io_req holds an identity");
-
-/* A request and its linked timeout are queued together (weft__ring_sqe). */
-#define RING_ENTRIES_MIN 2u
 
 /* Descriptors below FD_PAGES * FD_PAGE have their requests counted; a ring
  * may have requests on any other. */
@@ -181,6 +186,8 @@ struct weft__ring {
     struct slot        *slots;        /* requests in flight by identity; the owner */
     uint32_t            nslots;
     uint32_t            free1;        /* the first free slot + 1, or 0; the owner */
+    struct weft__heap   deadlines;    /* of requests in flight with a deadline: their `dl`; the owner */
+    _Atomic uint64_t    due;          /* the earliest of them, or UINT64_MAX: for `pending` */
     struct cancel_note *closing;      /* closes whose NOP is queued, oldest first; the owner */
     struct cancel_note *closing_tail;
     pthread_mutex_t     inbox_lock;
@@ -310,8 +317,6 @@ static int ring_create(void **out, unsigned entries)
     int err = tombstone_open();   /* now, not when weft_close() needs it and descriptors may have run out */
     if (err)
         return err;
-    if (entries < RING_ENTRIES_MIN)
-        entries = RING_ENTRIES_MIN;
     struct weft__ring *r = calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
@@ -342,6 +347,7 @@ static int ring_create(void **out, unsigned entries)
         return err;
     }
     pthread_mutex_init(&r->inbox_lock, NULL);
+    atomic_init(&r->due, UINT64_MAX);
     *out = r;
     return 0;
 }
@@ -370,6 +376,7 @@ static void ring_destroy(void *state)
     for (unsigned i = 0; i < FD_PAGES; i++)
         free((void *)atomic_load_explicit(&r->waits[i], memory_order_relaxed));
     free(r->slots);
+    weft__heap_free(&r->deadlines);
     weft__sys_close(r->efd);
     pthread_mutex_destroy(&r->inbox_lock);
     free(r);
@@ -477,6 +484,40 @@ static void take_inbox(struct weft__ring *r)
     }
 }
 
+/* ---- deadlines: the comment at the top ------------------------------------------ */
+
+static void publish_due(struct weft__ring *r)
+{
+    atomic_store_explicit(&r->due, weft__heap_next(&r->deadlines),
+                          memory_order_relaxed);   /* a hint for the monitor */
+}
+
+static void drop_deadline(struct weft__ring *r, struct weft__ioreq *q)
+{
+    weft__heap_remove(&r->deadlines, &q->dl);
+    publish_due(r);
+}
+
+/* Queues a cancel for each request whose deadline has passed. The owner. */
+static void cancel_due(struct weft__ring *r)
+{
+    if (!r->deadlines.n)
+        return;
+    uint64_t now = weft_now();
+    size_t *dl = weft__heap_due(&r->deadlines, now);
+    if (!dl)
+        return;
+    do {
+        struct weft__ioreq *q = (struct weft__ioreq *)((char *)dl - offsetof(struct weft__ioreq, dl));
+        weft__heap_remove(&r->deadlines, dl);
+        /* Only our reap frees q, and none comes before this is submitted. */
+        struct io_uring_sqe *sqe = get_sqe(r);
+        io_uring_prep_cancel64(sqe, q->id, 0);
+        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+    } while ((dl = weft__heap_due(&r->deadlines, now)));
+    publish_due(r);
+}
+
 /* Claims the waiters of the completions in the queue. The owner, w. */
 static bool reap(struct weft__worker *w)
 {
@@ -508,6 +549,8 @@ static bool reap(struct weft__worker *w)
         else if (WEFT__UNLIKELY(res == -EPIPE))
             weft__sigpipe_take();   /* raised on this thread, which issued the write */
         q->res = res;
+        if (q->dl)
+            drop_deadline(r, q);
         count_waits(r, s->fd, -1);
         put_slot(r, s);
         weft__wake(&q->wt, 1);   /* the coroutine becomes runnable here */
@@ -540,6 +583,7 @@ static bool ring_poll(struct weft__worker *w)
         take_inbox(r);
     if (!r->queued && !r->inflight)
         return false;
+    cancel_due(r);
     if (r->queued || (!io_uring_cq_ready(&r->ring) && kernel_has_completions(r))) {
         if (io_uring_submit_and_get_events(&r->ring) >= 0)
             r->queued = 0;
@@ -551,8 +595,9 @@ static bool ring_poll(struct weft__worker *w)
  * shared queue. A hint. */
 static bool ring_pending(struct weft__worker *w)
 {
-    struct io_uring *ring = &ring_of(w)->ring;
-    return IO_URING_READ_ONCE(*ring->cq.ktail) != IO_URING_READ_ONCE(*ring->cq.khead);
+    struct weft__ring *r = ring_of(w);
+    return IO_URING_READ_ONCE(*r->ring.cq.ktail) != IO_URING_READ_ONCE(*r->ring.cq.khead) ||
+           atomic_load_explicit(&r->due, memory_order_relaxed) <= weft_now();
 }
 
 static bool ring_busy(struct weft__worker *w)
@@ -566,11 +611,14 @@ static bool ring_sleep(struct weft__worker *w, uint64_t until)
     struct weft__ring *r = ring_of(w);
     if (atomic_load_explicit(&r->inbox_len, memory_order_relaxed))
         take_inbox(r);
+    cancel_due(r);
     arm_wake_read(r);
     /* Valgrind (3.19) keeps its one big lock across io_uring_enter, so a
      * worker asleep in it would stop every other thread, the one that would
      * wake it included: there it sleeps a millisecond at a time. */
     uint64_t limit = weft__on_valgrind() ? 1000000u : UINT64_MAX;
+    if (weft__heap_next(&r->deadlines) < until)
+        until = weft__heap_next(&r->deadlines);
     if (until != UINT64_MAX) {
         uint64_t now = weft_now();
         uint64_t left = until > now ? until - now : 0;
@@ -619,12 +667,11 @@ static void post_note(struct weft__ring *r, struct cancel_note *n)
 
 struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w)
 {
-    /* Room for the request and its linked timeout, so that taking the second
-     * entry never submits the first alone, cut from its link. The ring is
-     * the monitor's while it rescues this worker: wait for it to finish,
-     * and keep it off until the request is queued (weft__ring_call). */
+    /* The ring is the monitor's while it rescues this worker: wait for it
+     * to finish, and keep it off until the request is queued
+     * (weft__ring_call). */
     weft__owner_enter(w);
-    return get_sqe_room(ring_of(w), 2);
+    return get_sqe(ring_of(w));
 }
 
 int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q)
@@ -632,8 +679,10 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
     struct weft__ring *r = ring_of(w);
     weft_task *t = w->current;
     int fd = sqe->flags & IOSQE_FIXED_FILE ? -1 : sqe->fd;
-    uint64_t id = take_slot(r, q, fd);
-    if (WEFT__UNLIKELY(!id)) {
+    uint64_t id = 0;
+    q->dl = 0;
+    if (WEFT__UNLIKELY((t->deadline && weft__heap_reserve(&r->deadlines) != 0) ||
+                       !(id = take_slot(r, q, fd)))) {
         io_uring_prep_nop(sqe);   /* already queued: turn it into nothing */
         io_uring_sqe_set_data64(sqe, TAG_IGNORE);
         weft__owner_leave(w);
@@ -653,16 +702,10 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
         io_uring_prep_nop(sqe);   /* already queued: turn it into nothing */
         io_uring_sqe_set_data64(sqe, id);
     } else if (t->deadline) {
-        /* In q, which lives until the completion is reaped: the kernel reads
-         * it whenever the batch is submitted. */
-        q->ts = (struct __kernel_timespec){
-            .tv_sec = (long long)(t->deadline / 1000000000u),
-            .tv_nsec = (long long)(t->deadline % 1000000000u),
-        };
-        sqe->flags |= IOSQE_IO_LINK;
-        struct io_uring_sqe *lt = get_sqe(r);   /* weft__ring_sqe left room: never submits */
-        io_uring_prep_link_timeout(lt, &q->ts, IORING_TIMEOUT_ABS);
-        io_uring_sqe_set_data64(lt, TAG_IGNORE);
+        q->id = id;
+        weft__heap_push(&r->deadlines, t->deadline, &q->dl);   /* room reserved above */
+        if (q->dl == 1)
+            publish_due(r);
     }
     r->inflight++;
     weft__wait_nointr(&q->wt);   /* parks: back in user code, wherever it resumes */

@@ -18,7 +18,8 @@
 struct weft__ioreq {
     struct weft__waiter      wt;
     int32_t                  res;   /* the completion's result; written before the claim */
-    struct __kernel_timespec ts;    /* the linked timeout's deadline, read at submission */
+    uint64_t                 id;    /* its identity on the ring, while it has a deadline */
+    size_t                   dl;    /* its place on the ring's deadlines (base/heap.h); 0: none */
 };
 
 /* A coroutine on w: an entry to fill, then weft__ring_call() at once. */
@@ -29,7 +30,7 @@ struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w);
  * and waits for its completion, which the reaping worker turns into -EBADF where a
  * weft_close() cut it short. Of the -ECANCELED that remain, those of a
  * cancelled task are -ECANCELED and those past the caller's deadline, which
- * the linked timeout cut short, -ETIMEDOUT; any other is the kernel's own,
+ * the ring cancelled at that deadline, -ETIMEDOUT; any other is the kernel's own,
  * passed on as it is.
  */
 int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q);
