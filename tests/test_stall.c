@@ -38,6 +38,7 @@ struct run {
     bool            other_busy;   /* the other worker runs a coroutine that yields */
 
     _Atomic int     z_worker;     /* the yielding coroutine's worker, -1 before */
+    weft_task      *z;            /* the yielding coroutine, spawned by the staller */
     _Atomic bool    stop;         /* ends the yielding coroutine */
     int             home;         /* the stalling worker */
     bool            valid;        /* the victim was on the stalling worker */
@@ -228,16 +229,20 @@ static void await_flag(_Atomic bool *flag)
 static void *staller(void *arg)
 {
     struct run *r = arg;
-    if (r->other_busy) {
-        /* Off the yielding coroutine's worker: a timer's wake-up lands on
-         * whichever worker fires it. */
-        for (int i = 0; i < 200 && weft_worker() == atomic_load(&r->z_worker); i++)
-            weft_sleep(1000000);
-        if (weft_worker() == atomic_load(&r->z_worker))
-            return NULL;
-    }
     weft_pin();   /* the stall is on this worker, whatever it waits for meanwhile */
     r->home = weft_worker();
+    if (r->other_busy) {
+        /* The yielding coroutine goes on this worker's deque, where the
+         * other worker, idle, takes it (or the monitor moves it, this worker
+         * being held): wait for that without switching, so that this worker
+         * never runs it. */
+        weft_spawn(&r->z, yielder, r);
+        uint64_t until = weft_now() + STALL_NS;
+        while (atomic_load(&r->z_worker) < 0 && weft_now() < until)
+            ;
+        if (atomic_load(&r->z_worker) < 0 || atomic_load(&r->z_worker) == r->home)
+            return NULL;
+    }
     weft_task *v, *p = NULL;
     switch (r->sc) {
     case QUEUED:
@@ -310,17 +315,12 @@ static void *staller(void *arg)
 static void *stall_main(void *arg)
 {
     struct run *r = arg;
-    weft_task *z = NULL, *g;
-    if (r->other_busy) {
-        weft_spawn(&z, yielder, r);
-        while (atomic_load(&r->z_worker) < 0)
-            weft_yield();
-    }
+    weft_task *g;
     weft_spawn(&g, staller, r);
     weft_join(g, NULL);
     atomic_store(&r->stop, true);
-    if (z)
-        weft_join(z, NULL);
+    if (r->z)
+        weft_join(r->z, NULL);
     return NULL;
 }
 
