@@ -441,7 +441,13 @@ WEFT_API int weft_getaddrinfo(const char *node, const char *service,
  * Deadlines and cancellation. weft_deadline(t) sets the calling coroutine's
  * deadline (absolute, weft_now() clock; 0 = none) for every blocking call it
  * makes from then on, and returns the previous one so that scopes nest. A call
- * still waiting at the deadline returns -ETIMEDOUT.
+ * still waiting at the deadline returns -ETIMEDOUT. The workers keep the
+ * deadlines: each looks at those of its waits whenever it looks for work (at
+ * least every few dozen switches) and sleeps no longer than the earliest. So
+ * while a coroutine holds its worker without switching (a long computation, a
+ * raw blocking system call), IO that completes after the deadline of a call
+ * waiting on that worker may be returned before the deadline is seen; either
+ * way nothing is lost.
  *
  * From a plain thread it sets that thread's deadline, which every blocking
  * call of weft honours:

@@ -883,3 +883,74 @@ Test(deadline, deadlines_that_pass_as_data_arrives_lose_no_byte)
         }
     }
 }
+
+/*
+ * A read whose deadline passes while another coroutine holds the only worker
+ * in a raw system call, and whose byte arrives after the deadline but before
+ * the worker comes back: the read returns the byte or -ETIMEDOUT, and then
+ * the byte is still in the pipe. Nothing is lost either way.
+ */
+struct held {
+    int      p[2];
+    ssize_t  got;
+    char     byte;
+    _Atomic bool reading;
+};
+
+static void *held_reader(void *arg)
+{
+    struct held *h = arg;
+    weft_deadline(weft_now() + 10 * MS);
+    atomic_store(&h->reading, true);
+    h->got = weft_read(h->p[0], &h->byte, 1);
+    weft_deadline(0);
+    return NULL;
+}
+
+static void *late_writer(void *arg)
+{
+    struct held *h = arg;
+    nanosleep(&(struct timespec){ 0, 30 * MS }, NULL);
+    return (void *)(intptr_t)write(h->p[1], "L", 1);
+}
+
+static void *read_while_held(void *arg)
+{
+    struct held *h = arg;
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, held_reader, h), 0);
+    while (!atomic_load(&h->reading))
+        weft_yield();
+    weft_yield();   /* the reader's request is made */
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, late_writer, h), 0);
+    usleep(60 * MS / 1000);   /* holds the worker past the deadline and the write */
+    void *w;
+    pthread_join(th, &w);
+    cr_assert_eq((intptr_t)w, 1);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    return NULL;
+}
+
+Test(deadline, a_deadline_passing_while_the_worker_is_held_loses_no_byte)
+{
+    FOR_EACH_BACKEND(b) {
+        for (int round = 0; round < 3; round++) {
+            struct held h = { .reading = false };
+            cr_assert_eq(pipe2(h.p, O_CLOEXEC), 0);
+            run_with_io(1, b, read_while_held, &h);
+            cr_assert_eq(fcntl(h.p[0], F_SETFL, O_NONBLOCK), 0);   /* what is left, without waiting */
+            char c = 0;
+            if (h.got == 1) {
+                cr_assert_eq(h.byte, 'L');
+                cr_assert_eq(read(h.p[0], &c, 1), -1, "%s: a second byte appeared", backend_name[b]);
+            } else {
+                cr_assert_eq(h.got, -ETIMEDOUT, "%s: the read returned %zd", backend_name[b], h.got);
+                cr_assert_eq(read(h.p[0], &c, 1), 1, "%s: the byte that came late was lost", backend_name[b]);
+                cr_assert_eq(c, 'L');
+            }
+            close(h.p[0]);
+            close(h.p[1]);
+        }
+    }
+}
