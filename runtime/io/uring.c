@@ -333,6 +333,14 @@ static int ring_create(void **out, unsigned entries)
         if (err != -EINVAL)
             break;   /* -EINVAL: flags this kernel does not know; anything else is final */
     }
+    if (!err && !(r->ring.features & IORING_FEAT_EXT_ARG)) {
+        /* Before 5.11 liburing makes a timed wait with a timeout request of
+         * its own, which stays armed after a wait that ends sooner; a parked
+         * worker waits timed whenever a request with a deadline is in
+         * flight. Such a kernel gets the epoll backend. */
+        io_uring_queue_exit(&r->ring);
+        err = -EINVAL;
+    }
     if (!err && (err = io_uring_ring_dontfork(&r->ring)) != 0)
         io_uring_queue_exit(&r->ring);   /* a child of fork() must not map the rings (core/runtime.c, fork) */
     if (err) {
@@ -510,7 +518,7 @@ static void cancel_due(struct weft__ring *r)
     do {
         struct weft__ioreq *q = (struct weft__ioreq *)((char *)dl - offsetof(struct weft__ioreq, dl));
         weft__heap_remove(&r->deadlines, dl);
-        /* Only our reap frees q, and none comes before this is submitted. */
+        /* q lives until its completion is reaped, which is not before we return. */
         struct io_uring_sqe *sqe = get_sqe(r);
         io_uring_prep_cancel64(sqe, q->id, 0);
         io_uring_sqe_set_data64(sqe, TAG_IGNORE);
@@ -528,9 +536,7 @@ static bool reap(struct weft__worker *w)
     io_uring_for_each_cqe(&r->ring, head, cqe) {
         seen++;
         uint64_t tag = io_uring_cqe_get_data64(cqe);
-        /* LIBURING_UDATA_TIMEOUT: the timeout liburing queues itself for a
-         * timed wait on kernels without IORING_FEAT_EXT_ARG (before 5.11). */
-        if (tag == TAG_IGNORE || tag == LIBURING_UDATA_TIMEOUT)
+        if (tag == TAG_IGNORE)
             continue;
         if (tag == TAG_WAKE) {
             r->efd_armed = false;
