@@ -308,11 +308,6 @@ struct heap_item {
     size_t   pos;   /* the heap's place for it; 0: not in it */
 };
 
-static struct heap_item *item_at(size_t *pos)
-{
-    return (struct heap_item *)((char *)pos - offsetof(struct heap_item, pos));
-}
-
 Test(timer, the_deadline_heap_gives_back_what_it_holds_earliest_first)
 {
     static struct heap_item items[HEAP_ITEMS];
@@ -340,7 +335,7 @@ Test(timer, the_deadline_heap_gives_back_what_it_holds_earliest_first)
             size_t *due;
             uint64_t last = 0;
             while ((due = weft__heap_due(&h, now))) {
-                struct heap_item *d = item_at(due);
+                struct heap_item *d = weft__heap_item(due, struct heap_item, pos);
                 cr_assert_leq(d->when, now);
                 cr_assert_geq(d->when, last, "round %d: taken out of order", round);
                 last = d->when;

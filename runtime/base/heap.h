@@ -8,7 +8,7 @@
  * in the heap, 0 while it is not there, in a size_t of its own; the heap
  * holds the address of that place beside the item's deadline, so that
  * sifting compares within the array and writes to an item only its new
- * place. Its owner finds the item from the place's address.
+ * place. Its owner finds the item from the place's address (weft__heap_item).
  */
 #ifndef WEFT_HEAP_H
 #define WEFT_HEAP_H
@@ -33,6 +33,9 @@ void weft__heap_push(struct weft__heap *h, uint64_t when, size_t *pos);
 /* Takes out the item whose place is *pos, which is in h; sets *pos to 0. */
 void weft__heap_remove(struct weft__heap *h, size_t *pos);
 void weft__heap_free(struct weft__heap *h);
+
+/* The item of type `type` whose place, its field `member`, is at pos. */
+#define weft__heap_item(pos, type, member) ((type *)((char *)(pos) - offsetof(type, member)))
 
 /* The earliest deadline, or UINT64_MAX when h is empty. */
 static inline uint64_t weft__heap_next(const struct weft__heap *h)

@@ -45,11 +45,6 @@ struct weft__timers {
     _Atomic uint64_t      next;       /* the earliest deadline, or UINT64_MAX; stored under lock */
 };
 
-static struct weft__timer *timer_at(size_t *pos)
-{
-    return (struct weft__timer *)((char *)pos - offsetof(struct weft__timer, idx));
-}
-
 /* Holds ts->lock. */
 static void publish_next(struct weft__timers *ts)
 {
@@ -98,7 +93,7 @@ unsigned weft__timers_fire(struct weft__timers *ts, uint64_t now)
     struct weft__timer *due = NULL;
     size_t *pos;
     while ((pos = weft__heap_due(&ts->heap, now))) {
-        struct weft__timer *tm = timer_at(pos);
+        struct weft__timer *tm = weft__heap_item(pos, struct weft__timer, idx);
         weft__heap_remove(&ts->heap, pos);
         if (weft__claim(tm->wt, tm->result)) {
             tm->due_next = due;

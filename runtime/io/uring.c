@@ -500,10 +500,13 @@ static void publish_due(struct weft__ring *r)
                           memory_order_relaxed);   /* a hint for the monitor */
 }
 
+/* At q's completion. The earliest deadline changes only when q had it. */
 static void drop_deadline(struct weft__ring *r, struct weft__ioreq *q)
 {
+    bool earliest = q->dl == 1;
     weft__heap_remove(&r->deadlines, &q->dl);
-    publish_due(r);
+    if (earliest)
+        publish_due(r);
 }
 
 /* Queues a cancel for each request whose deadline has passed. The owner. */
@@ -512,18 +515,19 @@ static void cancel_due(struct weft__ring *r)
     if (!r->deadlines.n)
         return;
     uint64_t now = weft_now();
-    size_t *dl = weft__heap_due(&r->deadlines, now);
-    if (!dl)
-        return;
-    do {
-        struct weft__ioreq *q = (struct weft__ioreq *)((char *)dl - offsetof(struct weft__ioreq, dl));
+    bool fired = false;
+    size_t *dl;
+    while ((dl = weft__heap_due(&r->deadlines, now))) {
+        struct weft__ioreq *q = weft__heap_item(dl, struct weft__ioreq, dl);
         weft__heap_remove(&r->deadlines, dl);
         /* q lives until its completion is reaped, which is not before we return. */
         struct io_uring_sqe *sqe = get_sqe(r);
         io_uring_prep_cancel64(sqe, q->id, 0);
         io_uring_sqe_set_data64(sqe, TAG_IGNORE);
-    } while ((dl = weft__heap_due(&r->deadlines, now)));
-    publish_due(r);
+        fired = true;
+    }
+    if (fired)
+        publish_due(r);
 }
 
 /* Claims the waiters of the completions in the queue. The owner, w. */
