@@ -128,6 +128,19 @@ typedef struct weft_config {
                            * of a wake-up where it comes in bursts. The environment variable
                            * WEFT_IDLE_SPIN_US overrides it (microseconds; 0 = not at all).
                            * Above 1 s, UINT64_MAX aside: -EINVAL */
+    unsigned crowded_pct; /* with several workers, the runtime counts itself crowded while its
+                           * workers spend more than this percent of the time they want a CPU
+                           * waiting for one (more runnable threads than cores: a server beside
+                           * its load generator, a container given fewer CPUs than it sees),
+                           * and no longer once they spend less than half of it. Crowded, an
+                           * idle worker parks without the search above (a timer about to fall
+                           * due aside), and woken IO is handed to idle workers only in large
+                           * batches: the CPU that help would spend is wanted by the threads
+                           * that make the work. Read from /proc every 10 ms (never where
+                           * schedstat is missing); weft_stats counts the time. 0 = the
+                           * default (docs/api/core.md), 100 = never. The environment
+                           * variable WEFT_CROWDED_PCT overrides it (0 or 100 and above =
+                           * never). Above 100: -EINVAL */
     /* later fields are appended; a zeroed field always means the default */
 } weft_config;
 
@@ -668,6 +681,7 @@ typedef struct weft_stats {
     uint64_t stack_committed;  /* bytes of coroutine stacks the runtime holds */
     uint64_t busy_ns;          /* time the workers spent running coroutines, summed */
     unsigned workers;
+    uint64_t crowded_ns;       /* time the runtime counted itself crowded (weft_config.crowded_pct) */
 } weft_stats;
 
 /*

@@ -368,6 +368,9 @@ struct weft_rt {
     _Atomic uint32_t       destroying;          /* weft_rt_destroy() has begun */
     _Atomic uint32_t       exit_seq;            /* futex word: bumped by exits while destroying */
     _Atomic uint32_t       stopping;            /* no task left: workers exit */
+    _Atomic bool           crowded;             /* the workers wait for a CPU (core/crowd.c); a hint */
+    unsigned               crowded_pct;         /* weft_config.crowded_pct; 100: never crowded */
+    _Atomic uint64_t       crowded_ns;          /* time counted crowded, for weft_stats */
 
     /* Timers (core/timer.c), fired by the workers; `watcher` is the parked
      * worker that sleeps only until the earliest deadline (core/search.c). */
@@ -456,6 +459,15 @@ static inline void weft__owner_leave(struct weft__worker *w)
 int  weft__monitor_start(weft_rt *rt, uint64_t stall_ns);
 void weft__monitor_stop(weft_rt *rt);
 void weft__monitor_nudge(weft_rt *rt);
+/* core/crowd.c, the monitor's: _new returns NULL without memory (then nothing
+ * is read); _look reads the workers' run delay when it is time and sets
+ * rt->crowded; _rest, when every worker is idle and the monitor sleeps, makes
+ * the next look start a new window. */
+struct weft__crowd;
+struct weft__crowd *weft__crowd_new(unsigned nworkers);
+void weft__crowd_free(struct weft__crowd *c, unsigned nworkers);
+void weft__crowd_look(struct weft__crowd *c, weft_rt *rt, uint64_t now);
+void weft__crowd_rest(struct weft__crowd *c);
 /* core/queue.c. The monitor: moves w's queued tasks that are not pinned to it to
  * the global queue and wakes a worker for them. The deque is taken as thieves
  * take it, so w need not be excluded; `private`: runnext and the IO and yield

@@ -95,6 +95,10 @@
  * runtime. The entry is read under the exclusion and symbolized after it:
  * dladdr takes the loader's lock, which the stalled coroutine may hold. The
  * backtrace is taken after it too, as it waits for the stalled thread.
+ *
+ * Crowding. While it looks, the monitor also reads how long the workers'
+ * threads waited for a CPU (core/crowd.c), every tenth of its looks or so,
+ * and says whether the runtime is crowded.
  */
 #include "sched.h"
 #include "dump.h"
@@ -129,6 +133,7 @@ struct weft__monitor {
     uint64_t          last_report;   /* the monitor's */
     _Atomic uint32_t  asleep;        /* futex word: 1 while it sleeps with every worker idle */
     _Atomic uint32_t  stop;          /* futex word: weft__monitor_stop */
+    struct weft__crowd *crowd;       /* the workers' run delay (core/crowd.c); NULL: not read */
     struct seen       seen[];        /* one per worker */
 };
 
@@ -252,6 +257,8 @@ static void *monitor_main(void *arg)
     weft_rt *rt = m->rt;
     while (!atomic_load_explicit(&m->stop, memory_order_acquire)) {
         if (atomic_load_explicit(&rt->nidle, memory_order_relaxed) == rt->nworkers) {
+            if (m->crowd)
+                weft__crowd_rest(m->crowd);
             /* Dekker pair with weft__monitor_nudge: asleep, then nidle; a
              * worker's nidle decrement, then asleep. */
             atomic_store_explicit(&m->asleep, 1, memory_order_seq_cst);
@@ -264,6 +271,8 @@ static void *monitor_main(void *arg)
         }
         weft__futex_wait_until(&m->stop, 0, weft_now() + TICK_NS);
         look(m);
+        if (m->crowd)
+            weft__crowd_look(m->crowd, rt, weft_now());
     }
     return NULL;
 }
@@ -290,6 +299,7 @@ int weft__monitor_start(weft_rt *rt, uint64_t stall_ns)
         return -ENOMEM;
     m->rt = rt;
     m->stall_ns = stall_ns;
+    m->crowd = rt->nworkers > 1 && rt->crowded_pct < 100 ? weft__crowd_new(rt->nworkers) : NULL;
     uint64_t now = weft_now();
     for (unsigned i = 0; i < rt->nworkers; i++)
         m->seen[i].since = now;
@@ -301,6 +311,7 @@ int weft__monitor_start(weft_rt *rt, uint64_t stall_ns)
     int err = pthread_create(&m->thread, NULL, monitor_main, m);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err) {
+        weft__crowd_free(m->crowd, rt->nworkers);
         free(m);
         return err == EAGAIN ? -EAGAIN : -err;
     }
@@ -319,5 +330,6 @@ void weft__monitor_stop(weft_rt *rt)
     weft__futex_wake(&m->asleep, 1);
     pthread_join(m->thread, NULL);
     atomic_store_explicit(&rt->monitor, NULL, memory_order_relaxed);
+    weft__crowd_free(m->crowd, rt->nworkers);
     free(m);
 }

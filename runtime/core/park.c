@@ -138,7 +138,8 @@ int weft_unpin(void)
  * the deque's owner takes the newest task first: spilled there, the tasks a
  * burst of IO left behind would wait behind every later burst, where the queue
  * runs them in the order their IO finished (`weft-bench server`, p99 at 1,000
- * connections). Every FAIRNESS_TICKS choices look at it, so runnext's pairs
+ * connections). While the runtime is crowded (core/crowd.c), it goes only
+ * once it holds IOQ_MAX_CROWDED. Every FAIRNESS_TICKS choices look at it, so runnext's pairs
  * cannot hold it up. Behind a coroutine that never blocks, the monitor takes
  * the queue (core/monitor.c).
  *

@@ -189,6 +189,14 @@ static int config_check(weft_config *c, const weft_config *cfg)
     c->idle_spin_ns = c->idle_spin_ns == UINT64_MAX ? 0 : c->idle_spin_ns ? c->idle_spin_ns : SPIN_NS;
     if (env_ns("WEFT_IDLE_SPIN_US", 1000u, IDLE_SPIN_MAX_NS, &ns))
         c->idle_spin_ns = ns;
+    /* Crowding: WEFT_CROWDED_PCT (0 or 100 and above: never), else the
+     * configuration's. From here on 100 means never. */
+    if (c->crowded_pct > 100)
+        return -EINVAL;
+    if (!c->crowded_pct)
+        c->crowded_pct = CROWDED_PCT;
+    if (env_ns("WEFT_CROWDED_PCT", 1u, 100u, &ns))
+        c->crowded_pct = ns ? (unsigned)ns : 100u;
     return 0;
 }
 
@@ -223,6 +231,7 @@ static weft_rt *rt_alloc(const weft_config *c)
     /* Valgrind runs one thread at a time: a spinning searcher only holds
      * back the worker it waits for. */
     rt->spin_ns = weft__on_valgrind() ? 0 : c->idle_spin_ns;
+    rt->crowded_pct = c->crowded_pct;
     rt->workers = calloc(c->workers, sizeof(*rt->workers));
     if (!rt->workers || weft__stacks_create(&rt->stacks, c->stack_size) ||
         weft__taskmem_create(&rt->taskmem) ||

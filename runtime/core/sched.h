@@ -81,6 +81,11 @@ enum {
                                  * look at this length, */
 #define IOQ_WAIT_NS    50000u   /* ... or once it has not been empty for this long: see ready()
                                  * in core/park.c */
+#define IOQ_MAX_CROWDED 64u     /* ... and only at this length, never for its age, while the
+                                 * runtime is crowded (core/crowd.c) */
+#define CROWDED_PCT    20u      /* the default of weft_config.crowded_pct */
+#define CROWDED_WAIT_NS 10000u  /* crowded, a worker waits awake for a timer due within this,
+                                 * about what parking and a timed wake-up cost (core/search.c) */
 
 /* ---- context switching ----------------------------------------------------- */
 
@@ -206,7 +211,8 @@ static inline void ioq_push(struct weft__worker *w, weft_task *t)
         w->ioq_since = weft_now();
     }
     w->ioq_tail = t;
-    if (++w->ioq_len >= IOQ_MAX && others_free(w))
+    if (++w->ioq_len >= IOQ_MAX && others_free(w) &&
+        (w->ioq_len >= IOQ_MAX_CROWDED || !atomic_load_explicit(&w->rt->crowded, memory_order_relaxed)))
         weft__spill(w, ioq_take_all(w));
 }
 

@@ -330,11 +330,15 @@ static uint64_t budget_up(const struct weft__worker *w)
 
 /* How long the patient rounds of a search that starts them at `now` last:
  * w's budget, or until the earliest deadline and a round past it, if that
- * comes within the full time. */
+ * comes within the full time; crowded, none, or until a deadline that comes
+ * within CROWDED_WAIT_NS. */
 static uint64_t search_time(const struct weft__worker *w, uint64_t now)
 {
-    uint64_t b = w->spin_budget, due = weft__timers_next(w->rt->timers);
-    if (due != UINT64_MAX && due > now && due - now <= w->rt->spin_ns && due - now + GAP_MIN_NS > b)
+    /* Crowded, the CPU it would spin on is wanted (core/crowd.c). */
+    bool crowded = atomic_load_explicit(&w->rt->crowded, memory_order_relaxed);
+    uint64_t b = crowded ? 0 : w->spin_budget, horizon = crowded ? CROWDED_WAIT_NS : w->rt->spin_ns;
+    uint64_t due = weft__timers_next(w->rt->timers);
+    if (due != UINT64_MAX && due > now && due - now <= horizon && due - now + GAP_MIN_NS > b)
         b = due - now + GAP_MIN_NS;
     return b;
 }
