@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 struct sleeper {
@@ -351,4 +352,55 @@ Test(timer, the_deadline_heap_gives_back_what_it_holds_earliest_first)
         if (items[i].pos)
             cr_assert_eq(h.a[items[i].pos - 1].pos, &items[i].pos);
     weft__heap_free(&h);
+}
+
+/*
+ * The workers sleep without the kernel's timer slack, which would add its
+ * default tens of microseconds to every wake-up a timer ends. Eight
+ * coroutines compute on four workers, each reading its thread's slack as it
+ * goes, until every worker has been seen (or 10 s): each worker's is 1 ns.
+ * The calling thread keeps its own.
+ */
+struct slack {
+    _Atomic int seen;   /* a bit per worker */
+    long        slack[4];
+};
+
+static void *read_slack(void *arg)
+{
+    struct slack *s = arg;
+    uint64_t until = weft_now() + 10000000000u;
+    while (atomic_load(&s->seen) != 0xf && weft_now() < until) {
+        int w = weft_worker();
+        if (w >= 0 && w < 4 && !(atomic_load(&s->seen) & (1 << w))) {
+            s->slack[w] = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+            atomic_fetch_or(&s->seen, 1 << w);
+        }
+        uint64_t busy = weft_now() + 50000;   /* busy, so that idle workers steal */
+        while (weft_now() < busy)
+            ;
+        weft_yield();
+    }
+    return NULL;
+}
+
+static void *read_slack_everywhere(void *arg)
+{
+    weft_task *t[8];
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(weft_spawn(&t[i], read_slack, arg), 0);
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq(weft_join(t[i], NULL), 0);
+    return NULL;
+}
+
+Test(timer, the_workers_sleep_without_timer_slack)
+{
+    struct slack s = { 0 };
+    long mine = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    run_with(4, read_slack_everywhere, &s);
+    cr_assert_eq(atomic_load(&s.seen), 0xf, "in 10 s, coroutines ran only on workers 0x%x", atomic_load(&s.seen));
+    for (int w = 0; w < 4; w++)
+        cr_assert_eq(s.slack[w], 1, "worker %d: timer slack %ld ns", w, s.slack[w]);
+    cr_assert_eq(prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0), mine, "the calling thread's slack changed");
 }
