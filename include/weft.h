@@ -681,7 +681,8 @@ typedef struct weft_stats {
     uint64_t stack_committed;  /* bytes of coroutine stacks the runtime holds */
     uint64_t busy_ns;          /* time the workers spent running coroutines, summed */
     unsigned workers;
-    uint64_t crowded_ns;       /* time the runtime counted itself crowded (weft_config.crowded_pct) */
+    unsigned crowded;          /* 1 while the runtime counts itself crowded (weft_config.crowded_pct) */
+    uint64_t crowded_ns;       /* the time it has, summed */
 } weft_stats;
 
 /*

@@ -2,6 +2,7 @@
 /* The scheduler: spawning, joining, stealing, parking, migrating. */
 #define _GNU_SOURCE
 #include "common.h"
+#include "scenes.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -676,37 +677,10 @@ Test(sched, a_task_woken_by_a_coroutine_that_never_blocks_is_run_by_another_work
  * (the search fires the timers it meets). On both backends and 1, 2 and 4
  * workers. Valgrind turns the search off whatever the configuration says.
  * The environment overrides the field, and a value that is not digits alone
- * is ignored; past its bound, the field is refused.
+ * is ignored; past its bound, the field is refused. However loaded the
+ * machine that runs the test, the runtime never counts itself crowded
+ * (crowded_pct 100: tests/test_crowd.c covers that).
  */
-static void *sleep_twenty(void *arg)
-{
-    (void)arg;
-    for (int i = 0; i < 20; i++)
-        weft_sleep(2000000);
-    return NULL;
-}
-
-static uint64_t parks_while_sleeping_crowded(int backend, unsigned workers, uint64_t idle_spin_ns,
-                                            unsigned crowded_pct)
-{
-    weft_rt *rt;
-    weft_config cfg = { .workers = workers, .io_backend = backend, .idle_spin_ns = idle_spin_ns,
-                        .crowded_pct = crowded_pct };
-    cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
-    weft_task *t;
-    cr_assert_eq(weft_spawn_on(rt, &t, sleep_twenty, NULL), 0);
-    cr_assert_eq(weft_join(t, NULL), 0);   /* the workers have started and searched by now */
-    weft_stats before, after;
-    cr_assert_eq(weft_stats_get(rt, &before), 0);
-    cr_assert_eq(weft_spawn_on(rt, &t, sleep_twenty, NULL), 0);
-    cr_assert_eq(weft_join(t, NULL), 0);
-    cr_assert_eq(weft_stats_get(rt, &after), 0);
-    cr_assert_eq(weft_rt_destroy(rt), 0);
-    return after.worker_parks - before.worker_parks;
-}
-
-/* ... however loaded the machine that runs the test is (crowded_pct 100:
- * the runtime never counts itself crowded). */
 static uint64_t parks_while_sleeping(int backend, unsigned workers, uint64_t idle_spin_ns)
 {
     return parks_while_sleeping_crowded(backend, workers, idle_spin_ns, 100);
@@ -990,67 +964,6 @@ Test(sched, a_coroutine_woken_by_io_is_not_held_up_by_a_pair_passing_messages)
  * spawner's worker proves nothing and is tried again. Both backends, 2
  * workers, three rounds that count, at most twenty.
  */
-#define SHARE_READERS 48
-
-struct share_round {
-    int         fds[SHARE_READERS][2];
-    int         home;
-    _Atomic int waiting;
-    _Atomic int waited_home;   /* readers that waited on `home` */
-    _Atomic int moved;         /* ... and ran on the other worker once woken */
-};
-
-struct share_reader {
-    struct share_round *round;
-    int                 i;
-};
-
-static void *share_read(void *arg)
-{
-    struct share_reader *rd = arg;
-    struct share_round *r = rd->round;
-    int before = weft_worker();
-    atomic_fetch_add(&r->waiting, 1);
-    char c;
-    cr_assert_eq(weft_read(r->fds[rd->i][0], &c, 1), 1);
-    if (before != r->home)
-        return NULL;   /* the other worker's: it must stay free */
-    atomic_fetch_add(&r->waited_home, 1);
-    if (weft_worker() != r->home)
-        atomic_fetch_add(&r->moved, 1);
-    uint64_t until = weft_now() + 1000000;
-    while (weft_now() < until)
-        ;
-    return NULL;
-}
-
-static void *share_spawner(void *arg)
-{
-    struct share_round *r = arg;
-    struct share_reader rd[SHARE_READERS];
-    weft_task *t[SHARE_READERS];
-    cr_assert_eq(weft_pin(), 0);
-    r->home = weft_worker();
-    for (int i = 0; i < SHARE_READERS; i++) {
-        cr_assert_eq(pipe2(r->fds[i], O_CLOEXEC), 0);
-        rd[i] = (struct share_reader){ r, i };
-        cr_assert_eq(weft_spawn(&t[i], share_read, &rd[i]), 0);
-        weft_yield();   /* it runs here first, most often: runnext */
-    }
-    while (atomic_load(&r->waiting) < SHARE_READERS)
-        weft_sleep(1000000);
-    weft_sleep(20000000);   /* the other worker, with nothing to do, goes idle */
-    for (int i = 0; i < SHARE_READERS; i++)
-        cr_assert_eq(write(r->fds[i][1], "x", 1), 1);
-    for (int i = 0; i < SHARE_READERS; i++) {
-        cr_assert_eq(weft_join(t[i], NULL), 0);
-        cr_assert_eq(weft_close(r->fds[i][0]), 0);
-        cr_assert_eq(weft_close(r->fds[i][1]), 0);
-    }
-    cr_assert_eq(weft_unpin(), 0);
-    return NULL;
-}
-
 Test(sched, a_long_io_queue_is_shared_with_an_idle_worker)
 {
     FOR_EACH_BACKEND(b) {
@@ -1179,172 +1092,5 @@ Test(sched, a_long_io_queue_runs_in_the_order_its_io_finished_while_the_other_wo
         }
         cr_assert_geq(kept, ORDER_READERS / 2, "round %d: only %d readers waited and ran on the "
                       "spawner's worker", round, kept);
-    }
-}
-
-
-/*
- * Crowding (core/crowd.c): while more threads want the CPUs than there are,
- * a runtime of several workers counts itself crowded (weft_stats.crowded_ns
- * grows). Plain threads spin, four per CPU, beside two coroutines that
- * compute (yielding every 100 us, so that no stall is reported): with the
- * default threshold the runtime must count itself crowded within five
- * seconds. With crowded_pct 100, with WEFT_CROWDED_PCT=0 in the environment,
- * or with one worker, it never does (a third of a second of the same); the
- * environment's 50 overrides the field's 100. Above 100 is refused.
- */
-struct spinners {
-    pthread_t   *th;
-    int          n;
-    _Atomic bool stop;
-};
-
-static void *spin_until_stopped(void *arg)
-{
-    struct spinners *s = arg;
-    while (!atomic_load_explicit(&s->stop, memory_order_relaxed))
-        ;
-    return NULL;
-}
-
-/* Starts four spinning threads per CPU. */
-static void spinners_start(struct spinners *s)
-{
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    s->n = (int)(cpus > 0 && cpus < 64 ? cpus : 64) * 4;
-    s->th = calloc((size_t)s->n, sizeof *s->th);
-    cr_assert_not_null(s->th);
-    atomic_store(&s->stop, false);
-    for (int i = 0; i < s->n; i++)
-        cr_assert_eq(pthread_create(&s->th[i], NULL, spin_until_stopped, s), 0);
-}
-
-static void spinners_stop(struct spinners *s)
-{
-    atomic_store(&s->stop, true);
-    for (int i = 0; i < s->n; i++)
-        cr_assert_eq(pthread_join(s->th[i], NULL), 0);
-    free(s->th);
-}
-
-struct computing {
-    weft_rt  *rt;
-    uint64_t  for_ns;          /* compute at most this long, */
-    bool      until_crowded;   /* ... or until the runtime counts itself crowded */
-    uint64_t  crowded_ns;      /* weft_stats.crowded_ns at the end */
-};
-
-static void *compute_yielding(void *arg)
-{
-    _Atomic bool *stop = arg;
-    while (!atomic_load(stop)) {
-        uint64_t until = weft_now() + 100000;
-        while (weft_now() < until)
-            ;
-        weft_yield();
-    }
-    return NULL;
-}
-
-static void *compute_and_watch(void *arg)
-{
-    struct computing *c = arg;
-    _Atomic bool stop = false;
-    weft_task *t[2];
-    for (int i = 0; i < 2; i++)
-        cr_assert_eq(weft_spawn(&t[i], compute_yielding, &stop), 0);
-    uint64_t until = weft_now() + c->for_ns;
-    weft_stats s;
-    do {
-        weft_sleep(1000000);
-        cr_assert_eq(weft_stats_get(c->rt, &s), 0);
-    } while (!(c->until_crowded && s.crowded_ns) && weft_now() < until);
-    atomic_store(&stop, true);
-    for (int i = 0; i < 2; i++)
-        cr_assert_eq(weft_join(t[i], NULL), 0);
-    c->crowded_ns = s.crowded_ns;
-    return NULL;
-}
-
-/* Two coroutines compute on a fresh runtime; returns its crowded_ns. */
-static uint64_t crowded_while_computing(unsigned workers, unsigned crowded_pct, uint64_t for_ns, bool until_crowded)
-{
-    weft_config cfg = { .workers = workers, .crowded_pct = crowded_pct };
-    struct computing c = { .for_ns = for_ns, .until_crowded = until_crowded };
-    cr_assert_eq(weft_rt_create(&c.rt, &cfg), 0);
-    weft_task *t;
-    cr_assert_eq(weft_spawn_on(c.rt, &t, compute_and_watch, &c), 0);
-    cr_assert_eq(weft_join(t, NULL), 0);
-    cr_assert_eq(weft_rt_destroy(c.rt), 0);
-    return c.crowded_ns;
-}
-
-static bool have_schedstat(void)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%ld/schedstat", (long)syscall(SYS_gettid));
-    return access(path, R_OK) == 0;
-}
-
-Test(sched, a_runtime_whose_workers_wait_for_a_cpu_counts_itself_crowded)
-{
-    weft_rt *rt = NULL;
-    weft_config bad = { .crowded_pct = 101 };
-    cr_assert_eq(weft_rt_create(&rt, &bad), -EINVAL);
-    cr_assert_null(rt);
-    if (!have_schedstat())
-        cr_skip("no schedstat here: a runtime is never crowded");
-    if (RUNNING_ON_VALGRIND)
-        cr_skip("Valgrind runs one thread at a time: the others sleep, none waits for a CPU");
-    unsetenv("WEFT_CROWDED_PCT");
-    struct spinners sp;
-    spinners_start(&sp);
-    uint64_t seen = crowded_while_computing(2, 0, 5000000000u, true);
-    uint64_t never = crowded_while_computing(2, 100, 300000000u, false);
-    uint64_t one = crowded_while_computing(1, 0, 300000000u, false);
-    setenv("WEFT_CROWDED_PCT", "0", 1);
-    uint64_t env_never = crowded_while_computing(2, 0, 300000000u, false);
-    setenv("WEFT_CROWDED_PCT", "50", 1);
-    uint64_t env_seen = crowded_while_computing(2, 100, 5000000000u, true);
-    unsetenv("WEFT_CROWDED_PCT");
-    spinners_stop(&sp);
-    cr_assert_gt(seen, 0, "two computing workers beside %d spinning threads never counted themselves crowded", sp.n);
-    cr_assert_eq(never, 0, "crowded_pct 100: crowded for %llu ns", (unsigned long long)never);
-    cr_assert_eq(one, 0, "one worker: crowded for %llu ns", (unsigned long long)one);
-    cr_assert_eq(env_never, 0, "WEFT_CROWDED_PCT=0: crowded for %llu ns", (unsigned long long)env_never);
-    cr_assert_gt(env_seen, 0, "WEFT_CROWDED_PCT=50 over crowded_pct 100: never crowded");
-}
-
-/*
- * A crowded runtime's idle worker parks without searching: beside the same
- * spinning threads, a coroutine sleeps twenty times for 2 ms on a runtime
- * whose search lasts a second. Counting itself crowded (the default), its
- * workers park at most sleeps; told never to (crowded_pct 100), they search
- * through them, as an_idle_worker_searches_as_long_as_configured shows on
- * a quiet machine. Two workers, both backends.
- */
-Test(sched, a_crowded_runtime_parks_an_idle_worker_without_searching)
-{
-    if (!have_schedstat())
-        cr_skip("no schedstat here: a runtime is never crowded");
-    if (RUNNING_ON_VALGRIND)
-        cr_skip("Valgrind turns the search off");
-    unsetenv("WEFT_CROWDED_PCT");
-    unsetenv("WEFT_IDLE_SPIN_US");
-    struct spinners sp;
-    spinners_start(&sp);
-    uint64_t crowded[BACKENDS_N] = { 0 }, searching[BACKENDS_N] = { 0 };
-    size_t n = 0;
-    FOR_EACH_BACKEND(b) {
-        crowded[n] = parks_while_sleeping_crowded(b, 2, 1000000000u, 0);
-        searching[n] = parks_while_sleeping_crowded(b, 2, 1000000000u, 100);
-        n++;
-    }
-    spinners_stop(&sp);
-    for (size_t i = 0; i < n; i++) {
-        cr_assert_geq(crowded[i], 10, "%s, crowded: %llu parks in twenty sleeps", backend_name[sweep_backends[i]],
-                      (unsigned long long)crowded[i]);
-        cr_assert_lt(searching[i], 5, "%s, never crowded: %llu parks in twenty sleeps", backend_name[sweep_backends[i]],
-                     (unsigned long long)searching[i]);
     }
 }

@@ -461,13 +461,14 @@ void weft__monitor_stop(weft_rt *rt);
 void weft__monitor_nudge(weft_rt *rt);
 /* core/crowd.c, the monitor's: _new returns NULL without memory (then nothing
  * is read); _look reads the workers' run delay when it is time and sets
- * rt->crowded; _rest, when every worker is idle and the monitor sleeps, makes
- * the next look start a new window. */
+ * rt->crowded; _rest, when every worker is idle and the monitor is to sleep,
+ * makes the next look start a new window, and returns when a crowded
+ * runtime's answer runs out (0: none to keep), for _rest again then. */
 struct weft__crowd;
-struct weft__crowd *weft__crowd_new(unsigned nworkers);
+struct weft__crowd *weft__crowd_new(weft_rt *rt);   /* once the workers have started */
 void weft__crowd_free(struct weft__crowd *c, unsigned nworkers);
 void weft__crowd_look(struct weft__crowd *c, weft_rt *rt, uint64_t now);
-void weft__crowd_rest(struct weft__crowd *c);
+uint64_t weft__crowd_rest(struct weft__crowd *c, weft_rt *rt, uint64_t now);
 /* core/queue.c. The monitor: moves w's queued tasks that are not pinned to it to
  * the global queue and wakes a worker for them. The deque is taken as thieves
  * take it, so w need not be excluded; `private`: runnext and the IO and yield

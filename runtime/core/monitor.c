@@ -22,7 +22,8 @@
  * connections' requests waited in the global queue far longer than it was
  * preempted (`weft-bench server`, p99 at 1,000 connections). With every worker
  * idle the monitor sleeps on a futex until a worker leaves the idle list
- * (weft__monitor_nudge): an idle runtime costs no wake-ups.
+ * (weft__monitor_nudge): an idle runtime costs no wake-ups (but one, to
+ * forget that it was crowded: core/crowd.c).
  *
  * Exclusion. While it rescues a worker, the monitor works on state that only
  * the worker touches otherwise (its yield and IO queues, its ring's completion
@@ -257,15 +258,18 @@ static void *monitor_main(void *arg)
     weft_rt *rt = m->rt;
     while (!atomic_load_explicit(&m->stop, memory_order_acquire)) {
         if (atomic_load_explicit(&rt->nidle, memory_order_relaxed) == rt->nworkers) {
-            if (m->crowd)
-                weft__crowd_rest(m->crowd);
+            uint64_t until = m->crowd ? weft__crowd_rest(m->crowd, rt, weft_now()) : 0;
             /* Dekker pair with weft__monitor_nudge: asleep, then nidle; a
              * worker's nidle decrement, then asleep. */
             atomic_store_explicit(&m->asleep, 1, memory_order_seq_cst);
             weft__fence();
             if (atomic_load_explicit(&rt->nidle, memory_order_seq_cst) == rt->nworkers &&
-                !atomic_load_explicit(&m->stop, memory_order_acquire))
-                weft__futex_wait(&m->asleep, 1);
+                !atomic_load_explicit(&m->stop, memory_order_acquire)) {
+                if (until)
+                    weft__futex_wait_until(&m->asleep, 1, until);   /* then forgets crowding */
+                else
+                    weft__futex_wait(&m->asleep, 1);
+            }
             atomic_store_explicit(&m->asleep, 0, memory_order_relaxed);
             continue;
         }
@@ -299,7 +303,7 @@ int weft__monitor_start(weft_rt *rt, uint64_t stall_ns)
         return -ENOMEM;
     m->rt = rt;
     m->stall_ns = stall_ns;
-    m->crowd = rt->nworkers > 1 && rt->crowded_pct < 100 ? weft__crowd_new(rt->nworkers) : NULL;
+    m->crowd = rt->nworkers > 1 && rt->crowded_pct < 100 ? weft__crowd_new(rt) : NULL;
     uint64_t now = weft_now();
     for (unsigned i = 0; i < rt->nworkers; i++)
         m->seen[i].since = now;

@@ -198,6 +198,12 @@ static inline bool others_free(const struct weft__worker *w)
     return free_workers(w->rt) > (unsigned)self;
 }
 
+/* Whether rt's workers wait for a CPU (core/crowd.c): a hint. */
+static inline bool crowded(const weft_rt *rt)
+{
+    return atomic_load_explicit(&rt->crowded, memory_order_relaxed);
+}
+
 /* The owner, for a task that its own IO made runnable: appends t to w's
  * private IO queue, which spills when it is long and another worker is free
  * (core/park.c, ready). */
@@ -212,7 +218,7 @@ static inline void ioq_push(struct weft__worker *w, weft_task *t)
     }
     w->ioq_tail = t;
     if (++w->ioq_len >= IOQ_MAX && others_free(w) &&
-        (w->ioq_len >= IOQ_MAX_CROWDED || !atomic_load_explicit(&w->rt->crowded, memory_order_relaxed)))
+        (w->ioq_len >= IOQ_MAX_CROWDED || !crowded(w->rt)))
         weft__spill(w, ioq_take_all(w));
 }
 

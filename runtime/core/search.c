@@ -335,8 +335,8 @@ static uint64_t budget_up(const struct weft__worker *w)
 static uint64_t search_time(const struct weft__worker *w, uint64_t now)
 {
     /* Crowded, the CPU it would spin on is wanted (core/crowd.c). */
-    bool crowded = atomic_load_explicit(&w->rt->crowded, memory_order_relaxed);
-    uint64_t b = crowded ? 0 : w->spin_budget, horizon = crowded ? CROWDED_WAIT_NS : w->rt->spin_ns;
+    bool in_crowd = crowded(w->rt);
+    uint64_t b = in_crowd ? 0 : w->spin_budget, horizon = in_crowd ? CROWDED_WAIT_NS : w->rt->spin_ns;
     uint64_t due = weft__timers_next(w->rt->timers);
     if (due != UINT64_MAX && due > now && due - now <= horizon && due - now + GAP_MIN_NS > b)
         b = due - now + GAP_MIN_NS;
@@ -483,9 +483,11 @@ static weft_task *search(struct weft__worker *w)
                  * make that owner's next spawn pay for a futex wake, about
                  * every SPIN_NS. But only while searchers are no more than
                  * the busy workers: sixteen workers must not keep fifteen
-                 * cores spinning for one that spawns and joins. */
+                 * cores spinning for one that spawns and joins; and not
+                 * while the runtime is crowded, when the spinning would
+                 * take that owner's CPU. */
                 uint64_t now = weft_now();
-                if (waiting && few_searchers(rt))
+                if (waiting && few_searchers(rt) && !crowded(rt))
                     until = now + rt->spin_ns;
                 else if (!until)
                     until = now + search_time(w, now);

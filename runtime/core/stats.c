@@ -76,6 +76,7 @@ int weft_stats_get(weft_rt *rt, weft_stats *out)
     s.runnable = s.alive - s.waiting - s.running;
     s.stack_committed = weft__stacks_held(rt->stacks);
     s.workers = rt->nworkers;
+    s.crowded = LOAD(rt->crowded);
     s.crowded_ns = LOAD(rt->crowded_ns);
     *out = s;
     return 0;

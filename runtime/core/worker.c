@@ -72,8 +72,9 @@ static weft_task *yq_pop(struct weft__worker *w)
  * been empty for IOQ_WAIT_NS shows that w is behind: if another worker is
  * free, the rest of it goes where thieves look (core/park.c, ready), and w
  * still takes the oldest. The last task left has nobody to be handed to,
- * nor has any while every other worker runs tasks: no clock read then; and a
- * crowded runtime (core/crowd.c) moves a queue for its length alone. */
+ * nor has any while every other worker runs tasks: no clock read then; nor
+ * while the runtime is crowded (core/crowd.c), when only the queue's length
+ * moves it (ioq_push). */
 static weft_task *ioq_pop(struct weft__worker *w)
 {
     weft_task *t = w->ioq_head;
@@ -83,7 +84,7 @@ static weft_task *ioq_pop(struct weft__worker *w)
     w->ioq_len--;
     if (!w->ioq_head)
         w->ioq_tail = NULL;
-    else if (others_free(w) && !atomic_load_explicit(&w->rt->crowded, memory_order_relaxed) &&
+    else if (others_free(w) && !crowded(w->rt) &&
              weft_now() - w->ioq_since >= IOQ_WAIT_NS)
         weft__spill(w, ioq_take_all(w));
     return t;

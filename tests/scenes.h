@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Scenes that the scheduler's suite and the crowding suite both stage: a
+ * coroutine that sleeps twenty times, counting the workers' parks; readers
+ * woken on one worker at once (the IO queue's share with an idle worker).
+ * Included once per suite, after common.h.
+ */
+#ifndef WEFT_TEST_SCENES_H
+#define WEFT_TEST_SCENES_H
+
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+/* The idle search: a coroutine sleeps twenty times for 2 ms on a fresh
+ * runtime; returns the parks of the workers during a second such run. */
+static void *sleep_twenty(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 20; i++)
+        weft_sleep(2000000);
+    return NULL;
+}
+
+static uint64_t parks_while_sleeping_crowded(int backend, unsigned workers, uint64_t idle_spin_ns,
+                                            unsigned crowded_pct)
+{
+    weft_rt *rt;
+    weft_config cfg = { .workers = workers, .io_backend = backend, .idle_spin_ns = idle_spin_ns,
+                        .crowded_pct = crowded_pct };
+    cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+    weft_task *t;
+    cr_assert_eq(weft_spawn_on(rt, &t, sleep_twenty, NULL), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);   /* the workers have started and searched by now */
+    weft_stats before, after;
+    cr_assert_eq(weft_stats_get(rt, &before), 0);
+    cr_assert_eq(weft_spawn_on(rt, &t, sleep_twenty, NULL), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert_eq(weft_stats_get(rt, &after), 0);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+    return after.worker_parks - before.worker_parks;
+}
+
+
+/* The IO queue's share (sched::a_long_io_queue_is_shared_with_an_idle_worker
+ * says how): a pinned spawner starts readers on its worker, waits until the
+ * other worker has gone idle, and writes to every pipe at once. */
+#define SHARE_READERS 48
+#define SHARE_READERS_MAX 80
+
+struct share_round {
+    int         fds[SHARE_READERS_MAX][2];
+    int         n;             /* readers; 0: SHARE_READERS */
+    uint64_t    compute_ns;    /* each woken reader computes; 0: a millisecond */
+    weft_rt    *crowd;         /* if set: the runtime; first, prepare(crowd) says whether it is */
+    bool      (*prepare)(weft_rt *rt);   /* crowded, and `crowded` then says whether it */
+    bool        crowded;       /* ... still was when the data came, */
+    uint64_t    steals;        /* ... and its steals from the data's coming to the last join */
+    int         home;
+    _Atomic int waiting;
+    _Atomic int waited_home;   /* readers that waited on `home` */
+    _Atomic int moved;         /* ... and ran on the other worker once woken */
+};
+
+struct share_reader {
+    struct share_round *round;
+    int                 i;
+};
+
+static void *share_read(void *arg)
+{
+    struct share_reader *rd = arg;
+    struct share_round *r = rd->round;
+    int before = weft_worker();
+    atomic_fetch_add(&r->waiting, 1);
+    char c;
+    cr_assert_eq(weft_read(r->fds[rd->i][0], &c, 1), 1);
+    if (before != r->home)
+        return NULL;   /* the other worker's: it must stay free */
+    atomic_fetch_add(&r->waited_home, 1);
+    if (weft_worker() != r->home)
+        atomic_fetch_add(&r->moved, 1);
+    uint64_t until = weft_now() + (r->compute_ns ? r->compute_ns : 1000000);
+    while (weft_now() < until)
+        ;
+    return NULL;
+}
+
+static void *share_spawner(void *arg)
+{
+    struct share_round *r = arg;
+    struct share_reader rd[SHARE_READERS_MAX];
+    weft_task *t[SHARE_READERS_MAX];
+    int n = r->n ? r->n : SHARE_READERS;
+    cr_assert_eq(weft_pin(), 0);
+    r->home = weft_worker();
+    if (r->crowd)
+        r->crowded = r->prepare(r->crowd);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(pipe2(r->fds[i], O_CLOEXEC), 0);
+        rd[i] = (struct share_reader){ r, i };
+        cr_assert_eq(weft_spawn(&t[i], share_read, &rd[i]), 0);
+        weft_yield();   /* it runs here first, most often: runnext */
+    }
+    while (atomic_load(&r->waiting) < n)
+        weft_sleep(1000000);
+    weft_sleep(20000000);   /* the other worker, with nothing to do, goes idle */
+    weft_stats before, after;
+    if (r->crowd) {
+        cr_assert_eq(weft_stats_get(r->crowd, &before), 0);
+        r->crowded = r->crowded && before.crowded;
+    }
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(write(r->fds[i][1], "x", 1), 1);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(weft_join(t[i], NULL), 0);
+    if (r->crowd) {
+        cr_assert_eq(weft_stats_get(r->crowd, &after), 0);
+        r->steals = after.steals - before.steals;
+    }
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(weft_close(r->fds[i][0]), 0);
+        cr_assert_eq(weft_close(r->fds[i][1]), 0);
+    }
+    cr_assert_eq(weft_unpin(), 0);
+    return NULL;
+}
+
+#endif
