@@ -136,8 +136,9 @@ typedef struct weft_config {
                            * idle worker parks without the search above (a timer about to fall
                            * due aside), and woken IO is handed to idle workers only in large
                            * batches: the CPU that help would spend is wanted by the threads
-                           * that make the work. Read from /proc every 10 ms (never where
-                           * schedstat is missing); weft_stats counts the time. 0 = the
+                           * that make the work. Read every 10 ms from /proc, through a
+                           * descriptor per worker that weft_rt_create opens (never crowded
+                           * where schedstat is missing); weft_stats says when. 0 = the
                            * default (docs/api/core.md), 100 = never. The environment
                            * variable WEFT_CROWDED_PCT overrides it (0 or 100 and above =
                            * never). Above 100: -EINVAL */
