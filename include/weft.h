@@ -684,6 +684,8 @@ typedef struct weft_stats {
     unsigned workers;
     unsigned crowded;          /* 1 while the runtime counts itself crowded (weft_config.crowded_pct) */
     uint64_t crowded_ns;       /* the time it has, summed */
+    uint64_t worker_takeovers; /* times the monitor found a worker held by one coroutine and moved
+                                * what waited on it to the other workers (docs/design.md) */
 } weft_stats;
 
 /*

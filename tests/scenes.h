@@ -54,8 +54,9 @@ struct share_round {
     uint64_t    compute_ns;    /* each woken reader computes; 0: a millisecond */
     weft_rt    *crowd;         /* if set: the runtime; first, prepare(crowd) says whether it is */
     bool      (*prepare)(weft_rt *rt);   /* crowded, and `crowded` then says whether it */
-    bool        crowded;       /* ... still was when the data came, */
-    uint64_t    steals;        /* ... and its steals from the data's coming to the last join */
+    bool        crowded;       /* ... still was from the data's coming to the last join, */
+    uint64_t    steals;        /* ... and its steals from the data's coming to the last join, */
+    uint64_t    takeovers;     /* ... and the monitor's takeovers of a worker then */
     int         home;
     _Atomic int waiting;
     _Atomic int waited_home;   /* readers that waited on `home` */
@@ -116,7 +117,9 @@ static void *share_spawner(void *arg)
         cr_assert_eq(weft_join(t[i], NULL), 0);
     if (r->crowd) {
         cr_assert_eq(weft_stats_get(r->crowd, &after), 0);
+        r->crowded = r->crowded && after.crowded;
         r->steals = after.steals - before.steals;
+        r->takeovers = after.worker_takeovers - before.worker_takeovers;
     }
     for (int i = 0; i < n; i++) {
         cr_assert_eq(weft_close(r->fds[i][0]), 0);

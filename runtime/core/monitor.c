@@ -125,6 +125,7 @@ struct seen {
     uint64_t since;      /* when tick was first seen so, in user code */
     bool     reported;   /* this stall has had its line */
     bool     rescued;    /* its queues were taken over during this stall */
+    bool     counted;    /* ... and weft_stats counted it */
 };
 
 struct weft__monitor {
@@ -243,6 +244,10 @@ static void look(struct weft__monitor *m)
         bool take = false;
         if (rt->nworkers > 1 && held >= RESCUE_NS &&
             (held >= RESCUE_BUSY_NS || free_workers(rt) != 0)) {
+            if (!s->counted) {
+                s->counted = true;
+                atomic_fetch_add_explicit(&rt->takeovers, 1, memory_order_relaxed);   /* a counter */
+            }
             weft__takeover(w, false);
             take = !s->rescued || weft__io_pending(w) ||
                    atomic_load_explicit(&w->runnext, memory_order_relaxed);   /* a hint: taken under the exclusion */

@@ -78,6 +78,7 @@ int weft_stats_get(weft_rt *rt, weft_stats *out)
     s.workers = rt->nworkers;
     s.crowded = LOAD(rt->crowded);
     s.crowded_ns = LOAD(rt->crowded_ns);
+    s.worker_takeovers = LOAD(rt->takeovers);
     *out = s;
     return 0;
 }

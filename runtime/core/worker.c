@@ -72,9 +72,10 @@ static weft_task *yq_pop(struct weft__worker *w)
  * been empty for IOQ_WAIT_NS shows that w is behind: if another worker is
  * free, the rest of it goes where thieves look (core/park.c, ready), and w
  * still takes the oldest. The last task left has nobody to be handed to,
- * nor has any while every other worker runs tasks: no clock read then; nor
- * while the runtime is crowded (core/crowd.c), when only the queue's length
- * moves it (ioq_push). */
+ * nor has any while every other worker runs tasks: no clock read then. While
+ * the runtime is crowded (core/crowd.c), only its length moves it, here as in
+ * ioq_push: a queue that grew long while every other worker was busy goes
+ * once one is free. */
 static weft_task *ioq_pop(struct weft__worker *w)
 {
     weft_task *t = w->ioq_head;
@@ -84,8 +85,8 @@ static weft_task *ioq_pop(struct weft__worker *w)
     w->ioq_len--;
     if (!w->ioq_head)
         w->ioq_tail = NULL;
-    else if (others_free(w) && !crowded(w->rt) &&
-             weft_now() - w->ioq_since >= IOQ_WAIT_NS)
+    else if (others_free(w) && (crowded(w->rt) ? w->ioq_len >= IOQ_MAX_CROWDED :
+                                weft_now() - w->ioq_since >= IOQ_WAIT_NS))
         weft__spill(w, ioq_take_all(w));
     return t;
 }
