@@ -55,6 +55,7 @@ struct share_round {
     weft_rt    *crowd;         /* if set: the runtime; first, prepare(crowd) says whether it is */
     bool      (*prepare)(weft_rt *rt);   /* crowded, and `crowded` then says whether it */
     bool        crowded;       /* ... still was from the data's coming to the last join, */
+    _Atomic bool lapsed;       /* ... or was seen not to be by a reader as it woke, */
     uint64_t    steals;        /* ... and its steals from the data's coming to the last join, */
     uint64_t    takeovers;     /* ... and the monitor's takeovers of a worker then */
     int         home;
@@ -81,6 +82,9 @@ static void *share_read(void *arg)
     atomic_fetch_add(&r->waited_home, 1);
     if (weft_worker() != r->home)
         atomic_fetch_add(&r->moved, 1);
+    weft_stats s;
+    if (r->crowd && weft_stats_get(r->crowd, &s) == 0 && !s.crowded)
+        atomic_store(&r->lapsed, true);
     uint64_t until = weft_now() + (r->compute_ns ? r->compute_ns : 1000000);
     while (weft_now() < until)
         ;
@@ -117,7 +121,7 @@ static void *share_spawner(void *arg)
         cr_assert_eq(weft_join(t[i], NULL), 0);
     if (r->crowd) {
         cr_assert_eq(weft_stats_get(r->crowd, &after), 0);
-        r->crowded = r->crowded && after.crowded;
+        r->crowded = r->crowded && after.crowded && !atomic_load(&r->lapsed);
         r->steals = after.steals - before.steals;
         r->takeovers = after.worker_takeovers - before.worker_takeovers;
     }
