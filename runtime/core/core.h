@@ -370,8 +370,8 @@ struct weft_rt {
     _Atomic uint32_t       stopping;            /* no task left: workers exit */
     _Atomic bool           crowded;             /* the workers wait for a CPU (core/crowd.c); a hint */
     unsigned               crowded_pct;         /* weft_config.crowded_pct; 100: never crowded */
-    _Atomic uint64_t       crowded_ns;          /* time counted crowded, for weft_stats */
-    _Atomic uint64_t       takeovers;           /* stalls whose worker the monitor took over (core/monitor.c) */
+    _Atomic uint64_t       crowded_ns;          /* the monitor's counters, for weft_stats: time */
+    _Atomic uint64_t       takeovers;           /* counted crowded; stalls it took over */
 
     /* Timers (core/timer.c), fired by the workers; `watcher` is the parked
      * worker that sleeps only until the earliest deadline (core/search.c). */

@@ -105,16 +105,22 @@ static void set(weft_rt *rt, bool is)
         atomic_store_explicit(&rt->crowded, is, memory_order_relaxed);
 }
 
+/* Whether rt is still crowded once an answer that no window has confirmed
+ * for CROWD_KEEP_NS is dropped. */
+static bool keep(struct weft__crowd *c, weft_rt *rt, uint64_t now)
+{
+    if (!atomic_load_explicit(&rt->crowded, memory_order_relaxed))
+        return false;
+    if (now - c->said < CROWD_KEEP_NS)
+        return true;
+    set(rt, false);
+    return false;
+}
+
 uint64_t weft__crowd_rest(struct weft__crowd *c, weft_rt *rt, uint64_t now)
 {
     c->base = false;
-    if (!atomic_load_explicit(&rt->crowded, memory_order_relaxed))
-        return 0;
-    if (now - c->said >= CROWD_KEEP_NS) {
-        set(rt, false);
-        return 0;
-    }
-    return c->said + CROWD_KEEP_NS;
+    return keep(c, rt, now) ? c->said + CROWD_KEEP_NS : 0;
 }
 
 /* The workers' times on a CPU and run delays, summed; false if a worker has none. */
@@ -138,7 +144,7 @@ void weft__crowd_look(struct weft__crowd *c, weft_rt *rt, uint64_t now)
     bool was = atomic_load_explicit(&rt->crowded, memory_order_relaxed);
     uint64_t window = now - c->at, ran, waited;
     if (was && c->base)
-        atomic_fetch_add_explicit(&rt->crowded_ns, window, memory_order_relaxed);   /* a counter */
+        weft__bump(&rt->crowded_ns, window);   /* the monitor's alone */
     c->at = now;
     bool base = c->base;
     c->base = read_all(c, rt, &ran, &waited);
@@ -152,6 +158,5 @@ void weft__crowd_look(struct weft__crowd *c, weft_rt *rt, uint64_t now)
     }
     c->ran = ran;
     c->waited = waited;
-    if (now - c->said >= CROWD_KEEP_NS)
-        set(rt, false);
+    keep(c, rt, now);
 }

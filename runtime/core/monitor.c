@@ -246,7 +246,7 @@ static void look(struct weft__monitor *m)
             (held >= RESCUE_BUSY_NS || free_workers(rt) != 0)) {
             if (!s->counted) {
                 s->counted = true;
-                atomic_fetch_add_explicit(&rt->takeovers, 1, memory_order_relaxed);   /* a counter */
+                weft__bump(&rt->takeovers, 1);   /* the monitor's alone */
             }
             weft__takeover(w, false);
             take = !s->rescued || weft__io_pending(w) ||

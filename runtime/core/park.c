@@ -139,8 +139,8 @@ int weft_unpin(void)
  * burst of IO left behind would wait behind every later burst, where the queue
  * runs them in the order their IO finished (`weft-bench server`, p99 at 1,000
  * connections). While the runtime is crowded (core/crowd.c), it goes only
- * once it holds IOQ_MAX_CROWDED. Every FAIRNESS_TICKS choices look at it, so runnext's pairs
- * cannot hold it up. Behind a coroutine that never blocks, the monitor takes
+ * once it holds IOQ_MAX_CROWDED. Every FAIRNESS_TICKS choices look at it, so
+ * runnext's pairs cannot hold it up. Behind a coroutine that never blocks, the monitor takes
  * the queue (core/monitor.c).
  *
  * A task put on runnext wakes an idle worker only if the caller's worker
