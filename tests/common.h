@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <weft.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -15,6 +16,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -194,6 +196,52 @@ static inline void proc_memory(size_t *size, size_t *resident)
         *size = pages * page;
     if (resident)
         *resident = rss * page;
+}
+
+/* The threads of this process named `name` (their comm): fills tids with up
+ * to max of them and returns how many there are. */
+static inline int threads_named(const char *name, int tids[], int max)
+{
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;   /* it ended meanwhile */
+        if (fgets(comm, sizeof comm, f))
+            comm[strcspn(comm, "\n")] = 0;
+        fclose(f);
+        if (strcmp(comm, name) == 0) {
+            if (n < max)
+                tids[n] = atoi(e->d_name);
+            n++;
+        }
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* A field of /proc/self/task/TID/status, such as "voluntary_ctxt_switches";
+ * -1 if it cannot be read. */
+static inline long thread_status(int tid, const char *field)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    size_t len = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, field, len) == 0 && line[len] == ':')
+            v = atol(line + len + 1);
+    if (f)
+        fclose(f);
+    return v;
 }
 
 /* Recurses until the stack overflows: 256 bytes a frame, each a frame of its

@@ -162,6 +162,34 @@ Test(offload, from_a_plain_thread_the_function_runs_on_the_calling_thread)
     cr_assert_eq(weft_offload(my_thread, &ran_on, NULL), 0, "the result may be dropped");
 }
 
+/* A helper's thread says what it is (top -H, perf, gdb). */
+static void *named_offload(void *arg)
+{
+    (void)arg;
+    char comm[32] = "";
+    FILE *f = fopen("/proc/thread-self/comm", "r");
+    if (!f)
+        return (void *)1;
+    if (!fgets(comm, sizeof comm, f))
+        comm[0] = 0;
+    fclose(f);
+    return (void *)(uintptr_t)(strcmp(comm, "weft-offload\n") == 0 ? 0 : 2);
+}
+
+static void *offload_named(void *arg)
+{
+    (void)arg;
+    void *r = (void *)3;
+    if (weft_offload(named_offload, NULL, &r) != 0)
+        return (void *)4;
+    return r;
+}
+
+Test(offload, the_helpers_threads_are_named_weft_offload)
+{
+    cr_assert_eq((uintptr_t)run_with(2, offload_named, NULL), 0);
+}
+
 /* ---- the bound ---------------------------------------------------------------- */
 
 struct crowd {

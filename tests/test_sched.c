@@ -316,6 +316,47 @@ Test(sched, keeps_each_worker_on_one_thread_while_coroutines_migrate)
     }
 }
 
+/* Each thread a runtime starts says what it is (top -H, perf, gdb): a
+ * coroutine runs on the thread named after its worker, the monitor has a
+ * name of its own, and none is left once the runtime is destroyed. */
+static void *check_own_name(void *arg)
+{
+    (void)arg;
+    char want[16], comm[32] = "";
+    snprintf(want, sizeof want, "weft-worker-%d", weft_worker());
+    FILE *f = fopen("/proc/thread-self/comm", "r");
+    cr_assert(f);
+    cr_assert(fgets(comm, sizeof comm, f));
+    fclose(f);
+    comm[strcspn(comm, "\n")] = 0;
+    cr_assert(strcmp(comm, want) == 0, "a coroutine of %s ran on %s", want, comm);
+    return NULL;
+}
+
+Test(sched, names_its_threads_after_what_they_do)
+{
+    weft_rt *rt;
+    weft_config cfg = { .workers = 3 };
+    cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+    for (int i = 0; i < 3; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "weft-worker-%d", i);
+        int tid;
+        cr_assert_eq(threads_named(name, &tid, 1), 1, "threads named %s", name);
+    }
+    int tid;
+    cr_assert_eq(threads_named("weft-worker-3", &tid, 1), 0);
+    cr_assert_eq(threads_named("weft-monitor", &tid, 1), 1);
+    weft_task *t[12];
+    for (int i = 0; i < 12; i++)
+        cr_assert_eq(weft_spawn_on(rt, &t[i], check_own_name, NULL), 0);
+    for (int i = 0; i < 12; i++)
+        cr_assert_eq(weft_join(t[i], NULL), 0);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+    cr_assert_eq(threads_named("weft-worker-0", &tid, 1), 0);
+    cr_assert_eq(threads_named("weft-monitor", &tid, 1), 0);
+}
+
 struct yield_log {
     char   order[64];
     size_t n;

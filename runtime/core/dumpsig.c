@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 /* ---- the dump signal -------------------------------------------------------------- */
@@ -39,6 +40,7 @@ static void on_dump_signal(int sig)
 static void *dump_thread(void *arg)
 {
     uint32_t served = (uint32_t)(uintptr_t)arg;
+    prctl(PR_SET_NAME, (unsigned long)"weft-dump", 0ul, 0ul, 0ul);
     for (;;) {
         uint32_t v = atomic_load_explicit(&sig_word, memory_order_acquire);   /* pairs with the handler */
         if ((v & ~1u) != served) {   /* a signal not yet served, even if told to end */

@@ -319,6 +319,8 @@ int weft__monitor_start(weft_rt *rt, uint64_t stall_ns)
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int err = pthread_create(&m->thread, NULL, monitor_main, m);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!err)
+        pthread_setname_np(m->thread, "weft-monitor");   /* before weft_rt_create returns */
     if (err) {
         weft__crowd_free(m->crowd, rt->nworkers);
         free(m);

@@ -47,6 +47,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 
 /*
  * The most helper threads a runtime starts: four per worker, between 4 and 64.
@@ -90,6 +91,7 @@ static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *helper_thread(void *arg)
 {
     struct weft__offload *p = arg;
+    prctl(PR_SET_NAME, (unsigned long)"weft-offload", 0ul, 0ul, 0ul);
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (!p->head && !p->stop) {
