@@ -986,3 +986,43 @@ Test(stall, weft_stall_signal_zero_keeps_the_line_without_a_backtrace)
     cr_assert(!strstr(cap.buf, "\n  #"), "stderr: %s", cap.buf);
     cr_assert(!WEFT_TEST_LIBUNWIND || !strstr(cap.buf, "backtrace"), "stderr: %s", cap.buf);
 }
+
+/*
+ * The monitor looks every millisecond only while a stall may be starting:
+ * while every busy worker's schedules move, it looks less and less often, up
+ * to every 4 ms (core/monitor.c, TICK_MAX_NS), since each of its wake-ups
+ * takes CPU from a busy server. A coroutine yields for 400 ms on one of two
+ * workers; meanwhile the monitor's thread must have slept and woken fewer
+ * than 250 times (a look every millisecond makes about 400). The stall tests
+ * above show that a stall after such a time is still taken over.
+ */
+static void *yield_until(void *arg)
+{
+    uint64_t until = *(uint64_t *)arg;
+    while (weft_now() < until)
+        weft_yield();
+    return NULL;
+}
+
+Test(stall, the_monitor_looks_less_often_while_every_busy_worker_moves)
+{
+    if (RUNNING_ON_VALGRIND)
+        cr_skip("Valgrind's lock adds switches of its own to every thread");
+    weft_rt *rt;
+    weft_config cfg = { .workers = 2 };
+    cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+    int mon;
+    cr_assert_eq(threads_named("weft-monitor", &mon, 1), 1);
+    uint64_t warm = weft_now() + 50000000u, until = warm + 400000000u;
+    weft_task *t;
+    cr_assert_eq(weft_spawn_on(rt, &t, yield_until, &until), 0);
+    while (weft_now() < warm)
+        usleep(1000);
+    long before = thread_status(mon, "voluntary_ctxt_switches");
+    cr_assert_eq(weft_join(t, NULL), 0);
+    long after = thread_status(mon, "voluntary_ctxt_switches");
+    cr_assert_geq(before, 0);
+    cr_assert_lt(after - before, 250, "the monitor woke %ld times in 400 ms of a busy worker",
+                 after - before);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+}
