@@ -7,30 +7,23 @@
  *
  * Noticing. Each worker counts its schedules (worker->tick, bumped by every
  * pick_next) and says whether a coroutine's own code runs on it
- * (worker->in_user). While some worker is not idle, the monitor samples both
- * every TICK_NS, and less often, up to TICK_MAX_NS, while each look finds every
- * worker's tick moved (Go's sysmon backs off so too): a wake-up of the monitor
- * costs a busy server's CPU, which a machine with more threads than cores would
- * rather give the workers (`bench/compare/http/ab.sh`). A worker whose tick has
- * not moved, in user code throughout, for RESCUE_NS is stalled. A look that
- * finds a tick unmoved since the last brings the monitor back to TICK_NS; as a
- * tick that moved since the last look may have moved just after it, a stall is
- * seen at the second look after it began, within 2 * TICK_MAX_NS, and taken
- * over then or at RESCUE_NS, whichever is later. Go's sysmon retakes a P from a
- * thread in a system call after a few tens of microseconds; weft's threshold is
- * longer because its rescue is heavier (a membarrier) and a coroutine computing
- * for a millisecond is ordinary. The rescue waits for RESCUE_BUSY_NS instead
- * while no other worker is parked or searching: then nobody would run the tasks
- * it moves soon, and they would lose their place. The global queue, where they
- * go, is looked at once in FAIRNESS_TICKS choices by busy workers, and
- * otherwise only once their own queues are empty, behind every task their own
- * IO wakes meanwhile. A worker the kernel preempted (more threads than cores, a
- * client on the same machine) looks stalled to the monitor as well: moved at
- * RESCUE_NS, its connections' requests waited in the global queue far longer
- * than it was preempted (`weft-bench server`, p99 at 1,000 connections). With
- * every worker idle the monitor sleeps on a futex until a worker leaves the
- * idle list (weft__monitor_nudge): an idle runtime costs no wake-ups (but one,
- * to forget that it was crowded: core/crowd.c).
+ * (worker->in_user). Every TICK_NS, while some worker is not idle, the monitor
+ * samples both; a worker whose tick has not moved, in user code throughout, for
+ * RESCUE_NS is stalled. Go's sysmon retakes a P from a thread in a system call
+ * after a few tens of microseconds; weft's threshold is longer because its
+ * rescue is heavier (a membarrier) and a coroutine computing for a millisecond
+ * is ordinary. The rescue waits for RESCUE_BUSY_NS instead while no other
+ * worker is parked or searching: then nobody would run the tasks it moves soon,
+ * and they would lose their place. The global queue, where they go, is looked
+ * at once in FAIRNESS_TICKS choices by busy workers, and otherwise only once
+ * their own queues are empty, behind every task their own IO wakes meanwhile. A
+ * worker the kernel preempted (more threads than cores, a client on the same
+ * machine) looks stalled to the monitor as well: moved at RESCUE_NS, its
+ * connections' requests waited in the global queue far longer than it was
+ * preempted (`weft-bench server`, p99 at 1,000 connections). With every worker
+ * idle the monitor sleeps on a futex until a worker leaves the idle list
+ * (weft__monitor_nudge): an idle runtime costs no wake-ups (but one, to
+ * forget that it was crowded: core/crowd.c).
  *
  * Exclusion. While it rescues a worker, the monitor works on state that only
  * the worker touches otherwise (its yield and IO queues, its ring's completion
@@ -120,8 +113,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TICK_NS       1000000u      /* the monitor looks this often while a worker is busy, */
-#define TICK_MAX_NS   4000000u      /* ... and up to this seldom while none looks held */
+/* The monitor looks this often while a worker is busy. A look costs the
+ * workers' CPU on a crowded machine, but looking less often while every tick
+ * moved made the echo server's tail slower where threads share CPUs, most
+ * likely because each wake-up is also a point where the kernel may switch
+ * threads (docs/benchmarks.md, "The monitor's ticks"). */
+#define TICK_NS       1000000u
 #define RESCUE_NS     2000000u      /* a worker held this long by one coroutine is taken over
                                      * while another worker is parked or searching, */
 #define RESCUE_BUSY_NS 20000000u    /* ... and this long whatever the others do */
@@ -226,11 +223,8 @@ static void rescue(struct weft__monitor *m, struct weft__worker *w, struct seen 
     }
 }
 
-/* Whether some worker's tick had not moved since the last look, in user
- * code: a stall may be starting. */
-static bool look(struct weft__monitor *m)
+static void look(struct weft__monitor *m)
 {
-    bool held_any = false;
     weft_rt *rt = m->rt;
     uint64_t now = weft_now();
     for (unsigned i = 0; i < rt->nworkers; i++) {
@@ -242,7 +236,6 @@ static bool look(struct weft__monitor *m)
             *s = (struct seen){ .tick = tick, .since = now };
             continue;
         }
-        held_any = true;
         uint64_t held = now - s->since;
         bool say = !s->reported && m->stall_ns != UINT64_MAX && held >= m->stall_ns &&
                    now - m->last_report >= REPORT_GAP_NS;
@@ -267,17 +260,14 @@ static bool look(struct weft__monitor *m)
         if (say || take)
             rescue(m, w, s, say, take, now);
     }
-    return held_any;
 }
 
 static void *monitor_main(void *arg)
 {
     struct weft__monitor *m = arg;
     weft_rt *rt = m->rt;
-    uint64_t tick_ns = TICK_NS;
     while (!atomic_load_explicit(&m->stop, memory_order_acquire)) {
         if (atomic_load_explicit(&rt->nidle, memory_order_relaxed) == rt->nworkers) {
-            tick_ns = TICK_NS;
             uint64_t until = m->crowd ? weft__crowd_rest(m->crowd, rt, weft_now()) : 0;
             /* Dekker pair with weft__monitor_nudge: asleep, then nidle; a
              * worker's nidle decrement, then asleep. */
@@ -293,11 +283,8 @@ static void *monitor_main(void *arg)
             atomic_store_explicit(&m->asleep, 0, memory_order_relaxed);
             continue;
         }
-        weft__futex_wait_until(&m->stop, 0, weft_now() + tick_ns);
-        if (look(m))
-            tick_ns = TICK_NS;
-        else if (tick_ns < TICK_MAX_NS)
-            tick_ns *= 2;
+        weft__futex_wait_until(&m->stop, 0, weft_now() + TICK_NS);
+        look(m);
         if (m->crowd)
             weft__crowd_look(m->crowd, rt, weft_now());
     }
