@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # The HTTP example against nginx and a thread-per-connection server, under the
-# same wrk load on loopback: bench/compare/http/run.sh BUILD_DIR [runs] [duration]
-# Needs wrk, curl and nginx (Debian: wrk, curl, nginx-light). Checks first that
-# each server answers GET / with the same body and keeps the connection, then
-# prints one line per run and server, and the median requests per second of
-# each with the lowest and highest run, and the median of weft's per-round
-# ratio to each of the others. Beside each rate it prints the CPU time per
-# request of the server's own processes (user and system, from /proc/PID/stat:
-# what neighbours on a shared machine do not change) and that of the rest of
-# the machine while wrk ran (all CPUs' busy time minus wrk's own, which adds
-# the kernel's work done outside the server's threads, such as softirqs, when
-# nothing else runs). HTTP_WORKERS=N runs weft and nginx with N workers each
-# instead of one a CPU; WRK_CONNECTIONS=N sets wrk's connections (100).
+# same wrk load on loopback:
+#   bench/compare/http/run.sh BUILD_DIR [runs] [duration]
+# Needs wrk, curl and nginx (Debian: wrk, curl, nginx-light). Checks first
+# that each server answers GET / with the same body and keeps the connection,
+# then prints one line per run and server, and the median requests per second
+# of each with the lowest and highest run, and the medians of weft's per-round
+# ratios to each of the others, of the rate and of the CPU per request. Beside
+# each rate it prints the CPU time per request of the server's own processes
+# (user and system, from /proc/PID/stat: what neighbours on a shared machine
+# do not change) and that of the rest of the machine while wrk ran (all CPUs'
+# busy time minus wrk's own, which adds the kernel's work done outside the
+# server's threads, such as softirqs, when nothing else runs). HTTP_WORKERS=N
+# runs weft and nginx with N workers each instead of one a CPU;
+# WRK_CONNECTIONS=N sets wrk's connections (100).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=bench/compare/http/lib.sh
@@ -103,4 +105,7 @@ done
 for other in nginx threads; do
     read -r m lo hi < <(paste "$tmp/weft" "$tmp/$other" | awk '{print $1 / $2}' | median_min_max)
     printf "weft / %-7s median of the per-round ratios %.3fx (min %.3fx, max %.3fx)\n" "$other" "$m" "$lo" "$hi"
+    read -r m lo hi < <(paste "$tmp/weft.own" "$tmp/$other.own" | awk '{print $1 / $2}' | median_min_max)
+    printf "weft / %-7s own CPU per request, median of the per-round ratios %.3fx (min %.3fx, max %.3fx)\n" \
+        "$other" "$m" "$lo" "$hi"
 done
