@@ -281,3 +281,87 @@ Test(crowd, a_crowded_runtime_hands_woken_io_to_an_idle_worker_only_in_large_bat
     }
     spinners_stop(&sp);
 }
+
+/*
+ * A crowded runtime's idle worker looks for work once and sleeps: it makes
+ * no rounds of pauses, and so none of the patient look-and-take by which an
+ * uncrowded searcher takes a lone task from an owner that keeps its worker
+ * (sched::a_lone_task_of_a_coroutine_that_never_blocks_is_taken_by_another_
+ * worker). Beside spinning threads, two per CPU, on a runtime that has
+ * counted itself crowded first, a coroutine spawns one task and spins
+ * (sched_yield, no weft switch) until it has run, twenty times: the task
+ * must never be stolen (weft_stats.steals: the monitor's takeover moves it
+ * through the global queue instead, which is not a steal). A round counts
+ * only if the runtime was crowded at its start and its end; a machine so
+ * loaded that fewer than five count skips the test. Told never to count
+ * itself crowded (crowded_pct 100), the same runtime's searcher steals some.
+ */
+struct lone_rounds {
+    weft_rt *rt;
+    bool     until_crowded;   /* first compute until crowded */
+    int      counted;         /* rounds crowded at both ends */
+    uint64_t steals;          /* over the counted rounds, or all if never crowded */
+};
+
+static void *mark_ran(void *arg)
+{
+    atomic_store((_Atomic int *)arg, 1);
+    return NULL;
+}
+
+static void *spawn_lone_tasks(void *arg)
+{
+    struct lone_rounds *l = arg;
+    if (l->until_crowded && !compute_until_crowded(l->rt))
+        return NULL;
+    for (int round = 0; round < 20; round++) {
+        weft_stats before, after;
+        cr_assert_eq(weft_stats_get(l->rt, &before), 0);
+        _Atomic int ran = 0;
+        weft_task *t;
+        cr_assert_eq(weft_spawn(&t, mark_ran, &ran), 0);
+        uint64_t until = weft_now() + 10000000000u;
+        while (!atomic_load(&ran) && weft_now() < until)
+            sched_yield();
+        cr_assert(atomic_load(&ran), "a lone task waited 10 s beside its spinning owner");
+        cr_assert_eq(weft_join(t, NULL), 0);
+        cr_assert_eq(weft_stats_get(l->rt, &after), 0);
+        if (l->until_crowded && !(before.crowded && after.crowded))
+            continue;
+        l->counted++;
+        l->steals += after.steals - before.steals;
+    }
+    return NULL;
+}
+
+Test(crowd, a_crowded_runtime_leaves_a_lone_task_to_its_owner_or_the_monitor)
+{
+    if (!have_schedstat())
+        cr_skip("no schedstat here: a runtime is never crowded");
+    if (RUNNING_ON_VALGRIND)
+        cr_skip("Valgrind runs one thread at a time: the others sleep, none waits for a CPU");
+    const char *shuffle = getenv("WEFT_SCHED_RANDOM");
+    if (shuffle && *shuffle && strcmp(shuffle, "0") != 0)
+        cr_skip("random scheduling sends spawns to the global queue on purpose");
+    unsetenv("WEFT_CROWDED_PCT");
+    unsetenv("WEFT_IDLE_SPIN_US");
+    struct spinners sp;
+    spinners_start(&sp, 2);
+    struct lone_rounds crowd = { .until_crowded = true }, never = { 0 };
+    weft_config cfg = { .workers = 2 }, never_cfg = { .workers = 2, .crowded_pct = 100 };
+    weft_task *t;
+    cr_assert_eq(weft_rt_create(&crowd.rt, &cfg), 0);
+    cr_assert_eq(weft_spawn_on(crowd.rt, &t, spawn_lone_tasks, &crowd), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert_eq(weft_rt_destroy(crowd.rt), 0);
+    cr_assert_eq(weft_rt_create(&never.rt, &never_cfg), 0);
+    cr_assert_eq(weft_spawn_on(never.rt, &t, spawn_lone_tasks, &never), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert_eq(weft_rt_destroy(never.rt), 0);
+    spinners_stop(&sp);
+    cr_assert_gt(never.steals, 0, "never crowded: no lone task of twenty was stolen");
+    if (crowd.counted < 5)
+        cr_skip("only %d rounds of twenty were crowded at both ends", crowd.counted);
+    cr_assert_eq(crowd.steals, 0, "crowded: %llu of %d lone tasks were stolen",
+                 (unsigned long long)crowd.steals, crowd.counted);
+}

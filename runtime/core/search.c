@@ -478,6 +478,14 @@ static weft_task *search(struct weft__worker *w)
                 stop_spinning(w);
                 return t;
             }
+            /* Crowded, one look and then sleep: the rounds of pauses, and
+             * the patient look-and-take of a lone task they lead to, would
+             * spin on a CPU that the workers with work are waiting for
+             * (core/crowd.c; the HTTP example's CPU per request,
+             * bench/compare/http/ab.sh). A timer due within CROWDED_WAIT_NS
+             * is still waited for awake. */
+            if (round == 0 && crowded(rt) && !search_time(w, weft_now()))
+                break;
             if (round >= SPIN_ROUNDS - 1) {
                 /* A busy owner renews the search: parking now would only
                  * make that owner's next spawn pay for a futex wake, about
