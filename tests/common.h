@@ -227,21 +227,20 @@ static inline int threads_named(const char *name, int tids[], int max)
     return n;
 }
 
-/* A field of /proc/self/task/TID/status, such as "voluntary_ctxt_switches";
- * -1 if it cannot be read. */
-static inline long thread_status(int tid, const char *field)
+/* The CPU time of this process's thread tid so far, in nanoseconds, from
+ * /proc/self/task/TID/schedstat; 0 if it cannot be read. */
+static inline unsigned long long thread_cpu_ns(int tid)
 {
-    char path[64], line[128];
-    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", tid);
     FILE *f = fopen(path, "r");
-    long v = -1;
-    size_t len = strlen(field);
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, field, len) == 0 && line[len] == ':')
-            v = atol(line + len + 1);
-    if (f)
+    unsigned long long ns = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &ns) != 1)
+            ns = 0;
         fclose(f);
-    return v;
+    }
+    return ns;
 }
 
 /* Recurses until the stack overflows: 256 bytes a frame, each a frame of its

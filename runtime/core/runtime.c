@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -268,6 +269,13 @@ static int workers_start(weft_rt *rt)
             stop_workers(rt, i);
             return err == EAGAIN ? -EAGAIN : -err;
         }
+        /* What top -H, perf and gdb show, cut to what the kernel keeps
+         * (TASK_COMM_LEN, the NUL among it); set here, not by the thread,
+         * so that it is there when weft_rt_create returns. */
+        char name[32];
+        snprintf(name, sizeof name, "weft-worker-%u", i);
+        name[15] = '\0';
+        pthread_setname_np(rt->workers[i]->thread, name);
     }
     return 0;
 }

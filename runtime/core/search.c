@@ -199,13 +199,23 @@ static weft_task *steal_any(struct weft__worker *w, enum steal_round round, bool
     return NULL;
 }
 
-static bool work_visible(weft_rt *rt)
+/* Step 3's look: whether the global queue or a deque holds tasks (not
+ * runnext: its owner's, which runs). Crowded, a deque's lone task does not
+ * count, as the search leaves it alone too: its owner runs it when it
+ * blocks, or the monitor's takeover moves it and wakes a worker, and a
+ * second task's push wakes one (push_local). Counted, it would end each park
+ * at once, and the worker would go round between search and park, without a
+ * pause, until the owner blocked. */
+static bool work_visible(weft_rt *rt, bool lone_counts)
 {
     if (atomic_load_explicit(&rt->gq_len, memory_order_seq_cst))
         return true;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         struct weft__worker *v = rt->workers[i];
-        if (!weft__deque_empty(&v->dq))   /* not runnext: its owner's, which runs */
+        size_t top = atomic_load_explicit(&v->dq.top, memory_order_relaxed);
+        size_t bottom = atomic_load_explicit(&v->dq.bottom, memory_order_relaxed);
+        ptrdiff_t n = (ptrdiff_t)(bottom - top);
+        if (n > 1 || (n == 1 && lone_counts))
             return true;
     }
     return false;
@@ -360,7 +370,7 @@ static void park_worker(struct weft__worker *w)
     atomic_fetch_sub_explicit(&rt->nspinning, 1, memory_order_seq_cst);
     weft__fence();                     /* 3 */
     uint64_t due = weft__timers_next(rt->timers);
-    if ((work_visible(rt) || atomic_load_explicit(&w->inbox, memory_order_seq_cst) ||
+    if ((work_visible(rt, !crowded(rt)) || atomic_load_explicit(&w->inbox, memory_order_seq_cst) ||
          (due != UINT64_MAX && due <= weft_now()) ||
          atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) &&
         leave_idle(w)) {

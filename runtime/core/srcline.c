@@ -36,6 +36,7 @@
 #include <elfutils/libdwfl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 /* The line thread's stack: several times what libdw takes to read a line
@@ -108,6 +109,7 @@ static bool report(Dwfl *dwfl)
 static void *find_lines(void *arg)
 {
     struct batch *b = arg;
+    prctl(PR_SET_NAME, (unsigned long)"weft-lines", 0ul, 0ul, 0ul);
     if (!lines_dwfl) {
         Dwfl *dwfl = dwfl_begin(&callbacks);
         if (!dwfl)

@@ -32,7 +32,6 @@
 #include "sched.h"
 
 #include <pthread.h>
-#include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -178,11 +177,6 @@ void *weft__worker_main(void *arg)
 {
     struct weft__worker *w = arg;
     tls_worker = w;
-    /* What top -H, perf and gdb show; the kernel keeps 15 bytes. Before the
-     * tid, which weft_rt_create waits for. */
-    char name[16];
-    snprintf(name, sizeof name, "weft-worker-%u", w->index);
-    prctl(PR_SET_NAME, (unsigned long)name, 0ul, 0ul, 0ul);
     atomic_store_explicit(&w->tid, (int)syscall(SYS_gettid), memory_order_relaxed);   /* read after in_user's acquire (core/stallbt.c) */
     /* A parked worker's timed sleep ends at the earliest timer: the kernel's
      * default timer slack would make every sleeper later by as much
