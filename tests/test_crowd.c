@@ -136,15 +136,23 @@ static bool crowded_while_computing(unsigned workers, unsigned crowded_pct, uint
 static bool have_schedstat(void)
 {
     sched_yield();
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%ld/schedstat", (long)syscall(SYS_gettid));
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    unsigned long long ran = 0;
-    bool counted = fscanf(f, "%llu", &ran) == 1 && ran > 0;
-    fclose(f);
-    return counted;
+    return thread_cpu_ns((int)syscall(SYS_gettid)) > 0;
+}
+
+/* Skips a test where a runtime cannot be crowded on purpose (no schedstat;
+ * Valgrind, which runs one thread at a time, so that the others sleep and
+ * none waits for a CPU) or where random scheduling sends tasks to the global
+ * queue, for `random_does`; then lets the default threshold decide. */
+static void skip_unless_crowdable(const char *random_does)
+{
+    if (!have_schedstat())
+        cr_skip("no schedstat here: a runtime is never crowded");
+    if (RUNNING_ON_VALGRIND)
+        cr_skip("Valgrind runs one thread at a time: the others sleep, none waits for a CPU");
+    const char *shuffle = getenv("WEFT_SCHED_RANDOM");
+    if (shuffle && *shuffle && strcmp(shuffle, "0") != 0)
+        cr_skip("random scheduling sends %s to the global queue on purpose", random_does);
+    unsetenv("WEFT_CROWDED_PCT");
 }
 
 Test(crowd, a_runtime_whose_workers_wait_for_a_cpu_counts_itself_crowded)
@@ -234,14 +242,7 @@ Test(crowd, a_crowded_runtime_parks_an_idle_worker_without_searching)
  */
 Test(crowd, a_crowded_runtime_hands_woken_io_to_an_idle_worker_only_in_large_batches)
 {
-    if (!have_schedstat())
-        cr_skip("no schedstat here: a runtime is never crowded");
-    if (RUNNING_ON_VALGRIND)
-        cr_skip("Valgrind runs one thread at a time: the others sleep, none waits for a CPU");
-    const char *shuffle = getenv("WEFT_SCHED_RANDOM");
-    if (shuffle && *shuffle && strcmp(shuffle, "0") != 0)
-        cr_skip("random scheduling sends wake-ups to the global queue on purpose");
-    unsetenv("WEFT_CROWDED_PCT");
+    skip_unless_crowdable("wake-ups");
     static const int sizes[] = { 48, 80 };
     struct spinners sp;
     spinners_start(&sp, 1);
@@ -356,14 +357,7 @@ static void *spawn_lone_tasks(void *arg)
 
 Test(crowd, a_crowded_runtime_leaves_a_lone_task_to_its_owner_or_the_monitor)
 {
-    if (!have_schedstat())
-        cr_skip("no schedstat here: a runtime is never crowded");
-    if (RUNNING_ON_VALGRIND)
-        cr_skip("Valgrind runs one thread at a time: the others sleep, none waits for a CPU");
-    const char *shuffle = getenv("WEFT_SCHED_RANDOM");
-    if (shuffle && *shuffle && strcmp(shuffle, "0") != 0)
-        cr_skip("random scheduling sends spawns to the global queue on purpose");
-    unsetenv("WEFT_CROWDED_PCT");
+    skip_unless_crowdable("spawns");
     unsetenv("WEFT_IDLE_SPIN_US");
     struct spinners sp;
     spinners_start(&sp, 2);

@@ -100,11 +100,16 @@ size_t weft__deque_grab(struct weft__deque *q, struct weft_task **out, size_t ma
     return n;
 }
 
-bool weft__deque_empty(struct weft__deque *q)
+size_t weft__deque_len(struct weft__deque *q)
 {
     size_t t = atomic_load_explicit(&q->top, memory_order_relaxed);
     size_t b = atomic_load_explicit(&q->bottom, memory_order_relaxed);
-    return (ptrdiff_t)(b - t) <= 0;
+    return (ptrdiff_t)(b - t) > 0 ? b - t : 0;   /* an owner's take in flight may pass top */
+}
+
+bool weft__deque_empty(struct weft__deque *q)
+{
+    return weft__deque_len(q) == 0;
 }
 
 bool weft__deque_top_due(struct weft__deque *q, uint32_t now)

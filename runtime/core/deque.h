@@ -43,7 +43,8 @@ struct weft_task *weft__deque_steal(struct weft__deque *q);
 /* Only the owner. Takes up to max of the oldest tasks, at most half of those
  * queued, into out, oldest first; returns how many (0 if a thief interfered). */
 size_t weft__deque_grab(struct weft__deque *q, struct weft_task **out, size_t max);
-/* Any thread; a hint only. */
+/* Any thread; hints only: how many tasks the deque holds, and whether none. */
+size_t weft__deque_len(struct weft__deque *q);
 bool weft__deque_empty(struct weft__deque *q);
 /* Only the owner: whether the oldest task is due at `now`; false if the deque
  * looks empty. A thief may have taken that task meanwhile: then the answer is

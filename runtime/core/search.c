@@ -211,10 +211,7 @@ static bool work_visible(weft_rt *rt, bool lone_counts)
     if (atomic_load_explicit(&rt->gq_len, memory_order_seq_cst))
         return true;
     for (unsigned i = 0; i < rt->nworkers; i++) {
-        struct weft__worker *v = rt->workers[i];
-        size_t top = atomic_load_explicit(&v->dq.top, memory_order_relaxed);
-        size_t bottom = atomic_load_explicit(&v->dq.bottom, memory_order_relaxed);
-        ptrdiff_t n = (ptrdiff_t)(bottom - top);
+        size_t n = weft__deque_len(&rt->workers[i]->dq);
         if (n > 1 || (n == 1 && lone_counts))
             return true;
     }

@@ -31,10 +31,7 @@ one() {   # one ENV SERVER [ARGS]: prints "cpu_us_per_request requests_per_secon
     # shellcheck disable=SC2086
     env $1 "$2" --port "$port" ${3-} > /dev/null 2>&1 &
     local pid=$! s0 s1 out reqs rate
-    for _ in $(seq 50); do
-        curl -s -o /dev/null "http://127.0.0.1:$port/" && break
-        sleep 0.1
-    done
+    answered curl -s -o /dev/null "http://127.0.0.1:$port/" || true
     wrk -t1 -c100 -d1s "http://127.0.0.1:$port/" > /dev/null 2>&1
     s0=$(proc_ticks "$pid")
     out=$(wrk -t1 -c100 -d4s "http://127.0.0.1:$port/" 2>&1)

@@ -8,6 +8,16 @@ proc_ticks() {
     for p in "$@"; do sed 's/^.*) //' "/proc/$p/stat"; done | awk '{t += $12 + $13} END {print t}'
 }
 
+# answered CMD...: runs CMD until it succeeds, up to 50 times, 0.1 s apart
+# (a server just started, until it answers).
+answered() {
+    for _ in $(seq 50); do
+        "$@" > /dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # The median, lowest and highest of the numbers on standard input, one a
 # line (of an even count, the lower middle one).
 median_min_max() {

@@ -9,6 +9,9 @@
 # voluntary context switches (sleeps it woke from) during those 4 s, from
 # /proc/PID/task/TID/schedstat and status. Needs wrk.
 set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=bench/compare/http/lib.sh
+. "$here/lib.sh"
 build=${1:?usage: threads.sh BUILD_DIR ["ENV"]}
 env_=${2-}
 port=${AB_PORT:-8091}
@@ -19,10 +22,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 # shellcheck disable=SC2086
 env $env_ "$server" --port "$port" > /dev/null 2>&1 &
 pid=$!
-for _ in $(seq 50); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
-    sleep 0.1
-done
+answered curl -s -o /dev/null "http://127.0.0.1:$port/" || true
 wrk -t1 -c100 -d1s "http://127.0.0.1:$port/" > /dev/null 2>&1
 
 snap() {   # snap FILE: "tid cpu_ns wait_ns voluntary name" per thread, by tid

@@ -33,10 +33,7 @@ one() {   # one ENV SERVER: prints "cpu_us_per_request set_rate get_rate"
     # shellcheck disable=SC2086
     env $1 "$2" --port "$port" > /dev/null 2>&1 &
     local pid=$! s0 s1 rates
-    for _ in $(seq 50); do
-        redis-cli -p "$port" ping > /dev/null 2>&1 && break
-        sleep 0.1
-    done
+    answered redis-cli -p "$port" ping || true
     redis-benchmark -p "$port" -t set,get -n 50000 -c 50 -P "$pipeline" -q > /dev/null 2>&1
     s0=$(proc_ticks "$pid")
     rates=$(redis-benchmark -p "$port" -t set,get -n 300000 -c 50 -P "$pipeline" -q 2>/dev/null |
