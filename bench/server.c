@@ -498,9 +498,11 @@ static void eloop_start(void)
         eloop_add(el.loop[i].ep, el.stopfd, &el_stop_mark);
     }
     eloop_add(el.loop[0].ep, srv.lfd, &el_listen_mark);
-    for (int i = 0; i < el.n; i++)
+    for (int i = 0; i < el.n; i++) {
         if (pthread_create(&el.loop[i].thread, NULL, eloop_run, &el.loop[i]) != 0)
             serve_die("starting an epoll loop thread", EAGAIN);
+        pthread_setname_np(el.loop[i].thread, "bench-eloop");
+    }
 }
 
 /* Waits for every loop to finish (the waking connection has been made). */
@@ -749,6 +751,7 @@ serve_fig serve_once(int server, int nconn, unsigned workers)
         k[j].n = hi - lo;
         if (pthread_create(&ct[j], NULL, client_thread, &k[j]) != 0)
             serve_die("starting a client thread", EAGAIN);
+        pthread_setname_np(ct[j], "bench-client");
     }
     pthread_barrier_wait(&serve_go);
     uint64_t t0 = now_ns();

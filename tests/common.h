@@ -243,6 +243,22 @@ static inline unsigned long long thread_cpu_ns(int tid)
     return ns;
 }
 
+/* The times this process's thread tid gave up its CPU of its own accord (its
+ * sleeps) so far, from /proc/self/task/TID/status; -1 if it cannot be read. */
+static inline long thread_sleeps(int tid)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    FILE *f = fopen(path, "r");
+    long n = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return n;
+}
+
 /* Recurses until the stack overflows: 256 bytes a frame, each a frame of its
  * own (noinline; the addition after the call keeps it from being a loop). */
 static __attribute__((unused, noinline)) int recurse(volatile char *prev, int depth)

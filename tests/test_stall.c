@@ -487,6 +487,7 @@ struct report_run {
     uint64_t        spin_ns;      /* each stall */
     unsigned        stalls;       /* this many in a row */
     uint64_t        seen_after;   /* the first line came this long into the first stall */
+    unsigned        workers;      /* 0: two */
 };
 
 /* The stalling coroutine's entry, which the report names. */
@@ -514,7 +515,7 @@ static void *report_main(void *arg)
 
 static void report_run(struct report_run *rr, uint64_t stall_ns)
 {
-    weft_config cfg = { .workers = 2, .stall_ns = stall_ns };
+    weft_config cfg = { .workers = rr->workers ? rr->workers : 2, .stall_ns = stall_ns };
     cr_assert_eq(weft_main(&cfg, report_main, rr, NULL), 0);
 }
 
@@ -537,6 +538,66 @@ Test(stall, a_long_stall_is_reported_once_on_stderr_with_its_coroutine_worker_an
     while (bol > cap.buf && bol[-1] != '\n')
         bol--;
     cr_assert(strstr(bol, "worker ") && strstr(bol, " ms"), "the line names a worker and a duration: %s", bol);
+}
+
+/* One worker: nothing to take over, and the monitor looks only as often as
+ * the report needs (a sixteenth of the threshold at most late). */
+Test(stall, a_runtime_of_one_worker_reports_a_stall_within_its_threshold_and_a_little)
+{
+    skip_on_valgrind();
+    struct capture cap;
+    struct report_run rr = { .cap = &cap, .spin_ns = SLOW ? 3000000000u : 1500000000u,
+                             .stalls = 1, .workers = 1 };
+    capture_start(&cap);
+    report_run(&rr, 320000000u);
+    capture_end(&cap);
+    fprintf(stderr, "%s", cap.buf);
+    cr_assert_neq(rr.seen_after, 0, "no report during the stall; stderr: %s", cap.buf);
+    cr_assert_geq(rr.seen_after, 320000000u, "reported %.1f ms into the stall", MS(rr.seen_after));
+    cr_assert_eq(count_lines(cap.buf, REPORT_LINE), 1, "stderr: %s", cap.buf);
+}
+
+struct looks {
+    uint64_t busy_ns;   /* how long the worker is kept busy */
+    long     sleeps;    /* the monitor's, meanwhile */
+};
+
+/* Keeps its worker busy with yields for l->busy_ns and counts the monitor's
+ * sleeps meanwhile: one a look. */
+static void *count_looks(void *arg)
+{
+    struct looks *l = arg;
+    int tid;
+    cr_assert_eq(threads_named("weft-monitor", &tid, 1), 1, "one thread is named weft-monitor");
+    long before = thread_sleeps(tid);
+    uint64_t end = weft_now() + l->busy_ns;
+    while (weft_now() < end)
+        weft_yield();
+    long after = thread_sleeps(tid);
+    cr_assert(before >= 0 && after >= 0, "the monitor's switches can be read");
+    l->sleeps = after - before;
+    return NULL;
+}
+
+static long monitor_looks(unsigned workers, uint64_t busy_ns)
+{
+    struct looks l = { .busy_ns = busy_ns };
+    weft_config cfg = { .workers = workers };   /* the default threshold: 500 ms */
+    cr_assert_eq(weft_main(&cfg, count_looks, &l, NULL), 0);
+    return l.sleeps;
+}
+
+Test(stall, the_monitor_of_one_worker_looks_as_often_as_its_report_needs)
+{
+    /* 400 ms busy: about 26 looks at a sixteenth of a 500 ms threshold
+     * apart; a look a millisecond, as on two workers, would be 400. */
+    long one = monitor_looks(1, 400000000u);
+    cr_assert_leq(one, 60, "%ld looks in 400 ms on one worker", one);
+    cr_assert_geq(one, 5, "%ld looks in 400 ms on one worker: does it look at all?", one);
+    if (RUNNING_ON_VALGRIND)
+        return;   /* the monitor's turns come late there */
+    long two = monitor_looks(2, 400000000u);
+    cr_assert_geq(two, 100, "%ld looks in 400 ms on two workers, where takeovers need one a millisecond", two);
 }
 
 Test(stall, reports_are_rate_limited)

@@ -9,7 +9,11 @@
  * pick_next) and says whether a coroutine's own code runs on it
  * (worker->in_user). Every TICK_NS, while some worker is not idle, the monitor
  * samples both; a worker whose tick has not moved, in user code throughout, for
- * RESCUE_NS is stalled. Go's sysmon retakes a P from a thread in a system call
+ * RESCUE_NS is stalled. A runtime of one worker has nobody to hand a stalled
+ * worker's tasks to, so its monitor only reports stalls, and looks as often as
+ * the report's threshold needs (report_tick): a wake-up a millisecond was most
+ * of its CPU, and a one-worker server's CPU is what nginx's is compared with
+ * (bench/compare/http/ab.sh, docs/benchmarks.md). Go's sysmon retakes a P from a thread in a system call
  * after a few tens of microseconds; weft's threshold is longer because its
  * rescue is heavier (a membarrier) and a coroutine computing for a millisecond
  * is ordinary. The rescue waits for RESCUE_BUSY_NS instead while no other
@@ -123,6 +127,8 @@
                                      * while another worker is parked or searching, */
 #define RESCUE_BUSY_NS 20000000u    /* ... and this long whatever the others do */
 #define REPORT_GAP_NS 1000000000u   /* at most one stall line this often, per runtime */
+#define REPORT_STEPS  32u           /* looks per stall threshold where only reports are made, */
+#define REPORT_TICK_MAX_NS 20000000u   /* ... but at least one this often */
 
 /* What the monitor last saw of one worker. The monitor's alone. */
 struct seen {
@@ -137,6 +143,7 @@ struct weft__monitor {
     weft_rt          *rt;
     pthread_t         thread;
     uint64_t          stall_ns;      /* UINT64_MAX: no report */
+    uint64_t          tick_ns;       /* between looks while a worker is busy */
     uint64_t          last_report;   /* the monitor's */
     _Atomic uint32_t  asleep;        /* futex word: 1 while it sleeps with every worker idle */
     _Atomic uint32_t  stop;          /* futex word: weft__monitor_stop */
@@ -283,7 +290,7 @@ static void *monitor_main(void *arg)
             atomic_store_explicit(&m->asleep, 0, memory_order_relaxed);
             continue;
         }
-        weft__futex_wait_until(&m->stop, 0, weft_now() + TICK_NS);
+        weft__futex_wait_until(&m->stop, 0, weft_now() + m->tick_ns);
         look(m);
         if (m->crowd)
             weft__crowd_look(m->crowd, rt, weft_now());
@@ -304,6 +311,16 @@ void weft__monitor_nudge(weft_rt *rt)
         weft__futex_wake(&m->asleep, 1);
 }
 
+/* How often the monitor of a runtime that cannot take a worker over looks:
+ * a stall is reported at most two looks after its threshold (the first look
+ * that sees it may come a look after it began, the one that finds it held
+ * long enough a look after the threshold), so within a sixteenth of it. */
+static uint64_t report_tick(uint64_t stall_ns)
+{
+    uint64_t t = stall_ns / REPORT_STEPS;
+    return t < TICK_NS ? TICK_NS : t > REPORT_TICK_MAX_NS ? REPORT_TICK_MAX_NS : t;
+}
+
 int weft__monitor_start(weft_rt *rt, uint64_t stall_ns)
 {
     if (rt->nworkers < 2 && stall_ns == UINT64_MAX)
@@ -313,6 +330,7 @@ int weft__monitor_start(weft_rt *rt, uint64_t stall_ns)
         return -ENOMEM;
     m->rt = rt;
     m->stall_ns = stall_ns;
+    m->tick_ns = rt->nworkers > 1 ? TICK_NS : report_tick(stall_ns);
     m->crowd = rt->nworkers > 1 && rt->crowded_pct < 100 ? weft__crowd_new(rt) : NULL;
     uint64_t now = weft_now();
     for (unsigned i = 0; i < rt->nworkers; i++)

@@ -6,7 +6,9 @@
 # for example  ab.sh build-rel 10 "" "WEFT_IDLE_SPIN_US=0"
 # With AB_BUILD_B=DIR, side B runs DIR's server instead: two builds (a commit
 # and the one before it) under the same environment, alternated; with
-# AB_ARGS_B="--workers 1", say, side B's server gets those arguments too.
+# AB_ARGS_B="--workers 1", say, side B's server gets those arguments too;
+# AB_ARGS="--workers 1" gives both sides' servers those arguments (AB_ARGS_B,
+# where set, replaces them on side B).
 # Each run starts the server afresh, warms it for a second, then runs
 # `wrk -t1 -c100 -d4s` and reads the server's CPU time (user and system,
 # /proc/PID/stat) before and after. Prints each run, the medians of CPU per
@@ -46,11 +48,11 @@ one() {   # one ENV SERVER [ARGS]: prints "cpu_us_per_request requests_per_secon
 median() { median_min_max | awk '{print $1}'; }
 
 for i in $(seq "$runs"); do
-    read -r ca ra < <(one "$env_a" "$server")
-    read -r cb rb < <(one "$env_b" "$server_b" "${AB_ARGS_B-}")
+    read -r ca ra < <(one "$env_a" "$server" "${AB_ARGS-}")
+    read -r cb rb < <(one "$env_b" "$server_b" "${AB_ARGS_B-${AB_ARGS-}}")
     echo "run $i  A: $ca us/request, $ra req/s   B: $cb us/request, $rb req/s"
     echo "$ca $ra $cb $rb" >> "$tmp/runs"
 done
-echo "A (${env_a:-no change}): median $(awk '{print $1}' "$tmp/runs" | median) us of the server's CPU per request, $(awk '{print $2}' "$tmp/runs" | median) req/s"
-echo "B (${env_b:-no change}${AB_BUILD_B:+, $AB_BUILD_B}${AB_ARGS_B:+, $AB_ARGS_B}): median $(awk '{print $3}' "$tmp/runs" | median) us of the server's CPU per request, $(awk '{print $4}' "$tmp/runs" | median) req/s"
+echo "A (${env_a:-no change}${AB_ARGS:+, $AB_ARGS}): median $(awk '{print $1}' "$tmp/runs" | median) us of the server's CPU per request, $(awk '{print $2}' "$tmp/runs" | median) req/s"
+echo "B (${env_b:-no change}${AB_BUILD_B:+, $AB_BUILD_B}${AB_ARGS_B:+, $AB_ARGS_B}${AB_ARGS_B-${AB_ARGS:+, $AB_ARGS}}): median $(awk '{print $3}' "$tmp/runs" | median) us of the server's CPU per request, $(awk '{print $4}' "$tmp/runs" | median) req/s"
 echo "B/A: median of the per-run ratios of CPU per request $(awk '{printf "%.3f\n", $3 / $1}' "$tmp/runs" | median)"

@@ -7,7 +7,8 @@
 # prints for each of the server's threads (by name: weft-worker-N,
 # weft-monitor, ...) the CPU it used, the time it waited for a CPU, and its
 # voluntary context switches (sleeps it woke from) during those 4 s, from
-# /proc/PID/task/TID/schedstat and status. Needs wrk.
+# /proc/PID/task/TID/schedstat and status. HTTP_WORKERS=N runs the server
+# with N workers, as run.sh does. Needs wrk.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=bench/compare/http/lib.sh
@@ -20,7 +21,7 @@ tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 # shellcheck disable=SC2086
-env $env_ "$server" --port "$port" > /dev/null 2>&1 &
+env $env_ "$server" --port "$port" ${HTTP_WORKERS:+--workers "$HTTP_WORKERS"} > /dev/null 2>&1 &
 pid=$!
 answered curl -s -o /dev/null "http://127.0.0.1:$port/" || true
 wrk -t1 -c100 -d1s "http://127.0.0.1:$port/" > /dev/null 2>&1
