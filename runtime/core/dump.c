@@ -131,7 +131,7 @@ struct dump {
     unsigned char *stack;       /* STACK_COPY bytes */
     int           err;          /* the first -ENOMEM */
     bool          direct;       /* process_vm_readv refused: handles read in place, no stacks */
-    uintptr_t     weft_lo, weft_hi;   /* weft's code, as weft_span() finds it */
+    uintptr_t     weft_lo, weft_hi;   /* weft's code (weft__code_span) */
     uintptr_t     self;         /* the calling coroutine's handle, or 0 */
     struct onworkers *seen;     /* each runtime's workers, newest first */
     struct weft__symtab st;
@@ -624,35 +624,12 @@ static void state_text(struct dump *d, const struct entry *e, char *buf, size_t 
 
 /*
  * Whether a frame is weft's own: named weft_..., or lying within the span of
- * weft's code. The name alone misses weft's static functions (a public
- * function often tail-calls one, leaving no frame of its own), so the span is
- * taken from the addresses of functions of each of weft's files: whether
- * weft is a shared library or linked into the program from libweft.a, its
- * objects' code lies together. A program linked with a reordering of its own
- * (LTO, a symbol ordering file) may see a frame of weft's counted as its own:
- * only the summary's grouping suffers.
+ * weft's code (core/span.c). The name alone misses weft's static functions (a
+ * public function often tail-calls one, leaving no frame of its own). A
+ * program linked with a reordering of its own (LTO, a symbol ordering file)
+ * may see a frame of weft's counted as its own: only the summary's grouping
+ * suffers.
  */
-static void weft_span(uintptr_t *lo, uintptr_t *hi)
-{
-    const uintptr_t fns[] = {
-        (uintptr_t)weft_dump, (uintptr_t)weft_spawn, (uintptr_t)weft_join,
-        (uintptr_t)weft_chan_recv, (uintptr_t)weft_select, (uintptr_t)weft_mutex_lock,
-        (uintptr_t)weft_sem_acquire, (uintptr_t)weft_read, (uintptr_t)weft_close,
-        (uintptr_t)weft_sleep, (uintptr_t)weft_offload, (uintptr_t)weft_yield,
-        (uintptr_t)weft_rt_create, (uintptr_t)weft_deadline, (uintptr_t)weft_cancel,
-        (uintptr_t)weft__ctx_entry, (uintptr_t)weft__wait, (uintptr_t)weft__deque_steal,
-        (uintptr_t)weft__stack_bind,
-    };
-    *lo = UINTPTR_MAX;
-    *hi = 0;
-    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
-        if (fns[i] < *lo)
-            *lo = fns[i];
-        if (fns[i] > *hi)
-            *hi = fns[i];
-    }
-}
-
 static bool is_weft(struct dump *d, uintptr_t pc, bool ret)
 {
     if (pc >= d->weft_lo && pc <= d->weft_hi)
@@ -787,7 +764,7 @@ int weft_dump(int fd)
 #if WEFT_HAVE_LIBUNWIND
     d->st.as = weft__unwind_space();
 #endif
-    weft_span(&d->weft_lo, &d->weft_hi);
+    weft__code_span(&d->weft_lo, &d->weft_hi);
     struct weft__worker *w = weft__worker_self();
     d->self = (uintptr_t)(w ? w->current : NULL);
     uint64_t now = weft__coarse_now();

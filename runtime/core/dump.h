@@ -184,4 +184,8 @@ struct weft__srcpos {
  * needs little of the caller's stack. */
 void weft__srcpos_find(struct weft__srcpos *pos, size_t n);
 
+/* The lowest and highest address of weft's code, from a function of each of
+ * its files (core/span.c). */
+void weft__code_span(uintptr_t *lo, uintptr_t *hi);
+
 #endif /* WEFT_DUMP_H */

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The span of weft's code, for weft_dump's summary (core/dump.c): the lowest
+ * and highest address of one function of each of weft's files. Whether weft
+ * is a shared library or its objects are linked into the program from
+ * libweft.a, they lie together, but in the order the linker takes them (an
+ * archive's members as they are pulled in), so every file has its anchor
+ * here: with only some, a frame of a static function of a file outside them
+ * (fiber_switch, out of line without optimisation) was counted as the
+ * program's, and the summary named it for every waiting coroutine. A file
+ * added to the library adds its anchor here. No anchor is cold
+ * (WEFT__COLD): the linker gathers cold code of every object, the
+ * program's too, apart from the rest.
+ */
+#include "dump.h"
+#include "sched.h"
+#include "base/heap.h"
+#include "base/sys.h"
+#include "io/backend.h"
+#include "io/epoll.h"
+#include "io/fdtab.h"
+#if WEFT_HAVE_URING
+#include "io/uring.h"
+#endif
+
+void weft__code_span(uintptr_t *lo, uintptr_t *hi)
+{
+    const uintptr_t fns[] = {
+        (uintptr_t)weft__ctx_entry,                                       /* arch/.../switch.S */
+        (uintptr_t)weft_now, (uintptr_t)weft__heap_remove,             /* base/ */
+        (uintptr_t)weft__futex_wait_until, (uintptr_t)weft__sys_epoll_wait_ns,
+        (uintptr_t)weft__crowd_look, (uintptr_t)weft__deque_steal,        /* core/ */
+        (uintptr_t)weft_dump, (uintptr_t)weft__dump_signal_pick,
+        (uintptr_t)weft__dump_current, (uintptr_t)weft_key_create,
+        (uintptr_t)weft__monitor_nudge, (uintptr_t)weft__park, (uintptr_t)weft__takeover,
+        (uintptr_t)weft_rt_create, (uintptr_t)weft__find_work, (uintptr_t)weft__srcpos_find,
+        (uintptr_t)weft__stack_bind, (uintptr_t)weft__stallbt_write, (uintptr_t)weft_stats_get,
+        (uintptr_t)weft__sym_name, (uintptr_t)weft__code_span, (uintptr_t)weft_spawn,
+        (uintptr_t)weft__timer_arm, (uintptr_t)weft__copy_in, (uintptr_t)weft__wait,
+        (uintptr_t)weft__pick_next,
+        (uintptr_t)weft__io_cancel, (uintptr_t)weft_read, (uintptr_t)weft__epoll_forget,  /* io/ */
+        (uintptr_t)weft__epoll_slot, (uintptr_t)weft_offload, (uintptr_t)weft__fd_weft_nonblock,
+#if WEFT_HAVE_URING
+        (uintptr_t)weft__ring_call, (uintptr_t)weft__ring_op,
+#endif
+        (uintptr_t)weft_mutex_lock, (uintptr_t)weft_chan_recv,            /* sync/ */
+    };
+    *lo = UINTPTR_MAX;
+    *hi = 0;
+    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+        if (fns[i] < *lo)
+            *lo = fns[i];
+        if (fns[i] > *hi)
+            *hi = fns[i];
+    }
+}
