@@ -13,6 +13,7 @@ cat "$dir/out"
 fail() { echo "check_shim: $*" >&2; exit 1; }
 [ "$rc" -eq 1 ] || fail "the runner exited with $rc, not 1"
 expect() { grep -qF -- "$1" "$dir/out" || fail "missing from the output: $1"; }
+expect "[RUN ] shim::each_side_of_a_comparison_is_evaluated_once"
 expect "[PASS] shim::each_side_of_a_comparison_is_evaluated_once"
 expect "[PASS] shim::a_test_may_die_of_the_signal_it_names"
 expect "[SKIP] shim::a_test_that_skips_is_not_a_failure"

@@ -140,6 +140,8 @@ int main(int argc, char **argv)
             skipped++;
             continue;
         }
+        printf("[RUN ] %s::%s\n", t->suite, t->name);   /* as Criterion: a suite stopped
+                                                         * from outside shows what ran */
         fflush(NULL);
         pid_t pid = fork();
         if (pid < 0) {
