@@ -5,11 +5,11 @@
  * is a shared library or its objects are linked into the program from
  * libweft.a, they lie together, but in the order the linker takes them (an
  * archive's members as they are pulled in), so every file has its anchor
- * here: with only some, a frame of a static function of a file outside them
- * (fiber_switch, out of line without optimisation) was counted as the
- * program's, and the summary named it for every waiting coroutine. A file
- * added to the library adds its anchor here. No anchor is cold
- * (WEFT__COLD): the linker gathers cold code of every object, the
+ * here: a frame of a static function of a file left out (fiber_switch, out
+ * of line without optimisation) would count as the program's, and the
+ * summary would name it for every waiting coroutine. A file added to the
+ * library adds its anchor here (tests/check_span.sh checks). No anchor is
+ * cold (WEFT__COLD): the linker gathers the cold code of every object, the
  * program's too, apart from the rest.
  */
 #include "dump.h"
