@@ -37,7 +37,8 @@
  *   - the runtimes and task handles of the parent are dead: weft_spawn_on,
  *     weft_join, weft_detach, weft_cancel and weft_rt_destroy on them return
  *     -ECHILD, and their memory stays until the child exits or execs;
- *   - weft_rt_create() and weft_main() make fresh runtimes that work;
+ *   - weft_rt_create() and weft_main() make fresh runtimes that work, with
+ *     any dump and stall signals (the parent's runtimes use theirs no more);
  *   - a coroutine that forked ends the child with _exit() or exec*() (fork
  *     and exec works from a coroutine); were it to return, the child stops
  *     with a message, as nothing of its runtime could run after it;
@@ -159,8 +160,9 @@ typedef struct weft_config {
 /*
  * Creates a runtime and starts its workers. cfg NULL means every default.
  * Any thread. Returns 0, -EINVAL (rt NULL, workers above WEFT_WORKERS_MAX, stack
- * below WEFT_STACK_MIN or above 1 GiB, a bad dump signal), -EBUSY (another
- * runtime has another dump signal), -ENOMEM or -EAGAIN (no threads left).
+ * below WEFT_STACK_MIN or above 1 GiB, a bad dump or stall signal), -EBUSY
+ * (another runtime has another dump signal, or another stall signal), -ENOMEM
+ * or -EAGAIN (no threads left).
  */
 WEFT_API int weft_rt_create(weft_rt **rt, const weft_config *cfg);
 

@@ -870,6 +870,21 @@ Test(dump, without_the_stall_signal_a_running_coroutine_says_why_it_has_no_frame
 
 /* ---- errors, names -------------------------------------------------------------- */
 
+/* Nothing to list, with no runtime and with one of no coroutines: a header
+ * that says so (and under UBSan, no sort of an empty list's NULL). */
+Test(dump, with_no_coroutine_anywhere_says_so)
+{
+    char *text = dump_text();
+    cr_assert(strncmp(text, "weft: 0 runtimes, 0 coroutines", 30) == 0, "%s", text);
+    free(text);
+    weft_rt *rt;
+    cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 1 }), 0);
+    text = dump_text();
+    cr_assert(strncmp(text, "weft: 1 runtime, 0 coroutines", 29) == 0, "%s", text);
+    free(text);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+}
+
 Test(dump, refuses_a_bad_descriptor)
 {
     cr_assert_eq(weft_dump(-1), -EBADF);

@@ -682,3 +682,112 @@ Test(fork, a_coroutine_that_returns_in_the_child_stops_it_with_a_message, .timeo
 {
     sweep(CHILD_RETURNS);
 }
+
+/* ---- the dump and stall signals across fork -------------------------------------- */
+
+#define MILLI 1000000u
+
+static void *nothing(void *arg)
+{
+    return arg;
+}
+
+/* In a child: runtimes with the default stall signal, then with other stall
+ * and dump signals than the parent's, each running a coroutine. 0 if all
+ * went, else the step that failed; a hang ends at the alarm. */
+static int child_makes_runtimes(void)
+{
+    alarm(20);
+    const weft_config cfgs[] = {
+        { .workers = 1, .stall_ns = 50 * MILLI },
+        { .workers = 2, .stall_ns = 50 * MILLI, .stall_signal = SIGUSR2, .dump_signal = SIGWINCH },
+    };
+    for (int i = 0; i < 2; i++) {
+        weft_rt *rt;
+        weft_task *t;
+        if (weft_rt_create(&rt, &cfgs[i]) != 0)
+            return 10 + i;
+        if (weft_spawn_on(rt, &t, nothing, NULL) != 0 || weft_join(t, NULL) != 0)
+            return 20 + i;
+        if (weft_rt_destroy(rt) != 0)
+            return 30 + i;
+    }
+    return 0;
+}
+
+static _Atomic int stalling;
+
+/* Stalls its worker for 400 ms with the stall signal blocked, so that the
+ * report waits its whole time for the backtrace, holding the report's lock. */
+static void *stall_unreachable(void *arg)
+{
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGRTMAX - 3);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    atomic_store(&stalling, 1);
+    uint64_t end = weft_now() + 400 * MILLI;
+    while (weft_now() < end)
+        ;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return arg;
+}
+
+Test(fork, a_child_forked_while_a_stall_report_takes_a_backtrace_makes_runtimes, .timeout = 120)
+{
+    if (!child_threads_work() || RUNNING_ON_VALGRIND)
+        cr_skip("a child here cannot start threads, or (Valgrind) the monitor cannot run during a stall");
+    weft_rt *rt;
+    weft_task *t;
+    cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 1, .stall_ns = 50 * MILLI }), 0);
+    atomic_store(&stalling, 0);
+    cr_assert_eq(weft_spawn_on(rt, &t, stall_unreachable, NULL), 0);
+    while (!atomic_load(&stalling))
+        usleep(1000);
+    usleep(90000);   /* the report came at 50 ms and waits up to 100 ms for the signal */
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0)
+        _exit(child_makes_runtimes());
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+    cr_assert(WIFEXITED(status), "the child did not exit (status %#x: %s)", status,
+              WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM ? "it hung" : "killed");
+    cr_assert_eq(WEXITSTATUS(status), 0, "the child failed at step %d", WEXITSTATUS(status));
+}
+
+/* The child: a runtime with the parent's dump signal, whose dump the signal
+ * writes, then runtimes with other signals. */
+static void dump_in_child(const void *arg)
+{
+    (void)arg;
+    alarm(20);
+    weft_rt *rt;
+    weft_task *t;
+    if (weft_rt_create(&rt, &(weft_config){ .workers = 1, .dump_signal = SIGUSR1 }) != 0)
+        _exit(40);
+    if (weft_spawn_on(rt, &t, nothing, NULL) != 0 || weft_join(t, NULL) != 0)
+        _exit(41);
+    raise(SIGUSR1);
+    usleep(300000);   /* the dump thread writes it meanwhile */
+    if (weft_rt_destroy(rt) != 0)
+        _exit(42);
+    _exit(child_makes_runtimes());
+}
+
+Test(fork, a_child_uses_any_dump_and_stall_signal_whatever_the_parent_used, .timeout = 120)
+{
+    if (!child_threads_work())
+        cr_skip("a child here cannot start threads");
+    weft_rt *rt;
+    cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 2, .dump_signal = SIGUSR1 }), 0);
+    int status;
+    char *err = stderr_of_child(dump_in_child, NULL, &status);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+    cr_assert(WIFEXITED(status), "the child did not exit (status %#x); stderr: %s", status, err);
+    cr_assert_eq(WEXITSTATUS(status), 0, "the child failed at step %d; stderr: %s", WEXITSTATUS(status), err);
+    cr_assert_not_null(strstr(err, "weft: 1 runtime"), "the child's dump signal wrote no dump: %s", err);
+    free(err);
+}

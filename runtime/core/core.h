@@ -612,6 +612,10 @@ int weft__dump_signal_pick(int configured);
  * pthread_create or sigaction. */
 int weft__dump_signal_start(int sig);
 void weft__dump_signal_stop(int sig);
+/* In a child of fork(): the runtimes that used the signal are the parent's,
+ * and its thread is gone; the program's disposition again, and nobody uses
+ * it. Only the fork handler (core/runtime.c). */
+void weft__dump_signal_forget(void);
 
 /* ---- the stall report's backtrace (core/stallbt.c) ------------------------------ */
 
@@ -626,6 +630,10 @@ int weft__stall_signal_pick(int configured, uint64_t stall_ns, int dump_signal);
  * runtime uses another signal). */
 int  weft__stallbt_start(int sig);
 void weft__stallbt_stop(int sig);
+/* In a child of fork(): the same for the stall signal, and its lock made
+ * anew (the monitor or dump that held it is not in the child). Only the fork
+ * handler. */
+void weft__stallbt_forget(void);
 /* Appends to buf the backtrace of what worker w runs now, as lines the dump's
  * frames look like, or a line that says why there is none; tick: w's schedule
  * count during the stall, to tell whether it still is. Returns the length

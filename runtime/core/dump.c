@@ -769,7 +769,8 @@ int weft_dump(int fd)
     d->self = (uintptr_t)(w ? w->current : NULL);
     uint64_t now = weft__coarse_now();
     weft__each_runtime(take_runtime, d);
-    qsort(d->e, d->n, sizeof(*d->e), entry_cmp);
+    if (d->n > 1)   /* d->e is NULL when there is nothing */
+        qsort(d->e, d->n, sizeof(*d->e), entry_cmp);
     name_all(d);
 
     out_f(o, "weft: %u runtime%s, %zu coroutine%s\n", d->runtimes, d->runtimes == 1 ? "" : "s",

@@ -134,6 +134,16 @@ int weft__dump_signal_start(int sig)
     return err;
 }
 
+void weft__dump_signal_forget(void)
+{
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    sig_lock = fresh;
+    if (sig_users)
+        sigaction(sig_num, &sig_old, NULL);   /* nothing here would serve it */
+    sig_users = 0;
+    sig_num = 0;
+}
+
 void weft__dump_signal_stop(int sig)
 {
     if (!sig)

@@ -87,10 +87,14 @@ static void live_remove(weft_rt *rt)
  *      after it;
  *   3. the list of runtimes is emptied, so weft_close visits none of the
  *      parent's, and its lock made anew: a thread that held it at the fork
- *      does not exist here to release it.
+ *      does not exist here to release it;
+ *   4. the dump and stall signals are nobody's, their handlers the
+ *      program's again, and the stall report's lock (held by a monitor or a
+ *      dump while it takes backtraces) made anew: a runtime the child makes
+ *      installs them afresh, with any signal.
  * No prepare or parent handler is needed: the child keeps nothing of the
- * list, so it need not be consistent at the fork, and the parent goes on as
- * if nothing happened. weft_rt_create makes fresh runtimes in the child. A
+ * list or the signals' users, so they need not be consistent at the fork,
+ * and the parent goes on as if nothing happened. weft_rt_create makes fresh runtimes in the child. A
  * child made without these handlers (vfork, posix_spawn, _Fork, clone) may
  * only exec or _exit, as POSIX says of a child of a threaded process anyway.
  */
@@ -103,6 +107,8 @@ static void fork_child(void)
     live = NULL;                                            /* 3 */
     pthread_rwlock_t fresh = PTHREAD_RWLOCK_INITIALIZER;
     live_lock = fresh;
+    weft__dump_signal_forget();                             /* 4 */
+    weft__stallbt_forget();
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;

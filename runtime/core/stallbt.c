@@ -242,20 +242,35 @@ int weft__stallbt_start(int sig)
     return err;
 }
 
+/* The last user is gone: the program's disposition again, if ours is still
+ * in place. Holds bt_lock, or is the fork handler. */
+static void bt_release(void)
+{
+    struct sigaction cur;
+    if (!bt_refused && sigaction(bt_sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+        cur.sa_sigaction == on_stall_signal)
+        sigaction(bt_sig, &bt_old, NULL);
+    bt_sig = 0;
+    bt_refused = NULL;
+}
+
 void weft__stallbt_stop(int sig)
 {
     if (!sig)
         return;
     pthread_mutex_lock(&bt_lock);
-    if (--bt_users == 0) {
-        struct sigaction cur;
-        if (!bt_refused && sigaction(bt_sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
-            cur.sa_sigaction == on_stall_signal)
-            sigaction(bt_sig, &bt_old, NULL);   /* the program's disposition again */
-        bt_sig = 0;
-        bt_refused = NULL;
-    }
+    if (--bt_users == 0)
+        bt_release();
     pthread_mutex_unlock(&bt_lock);
+}
+
+void weft__stallbt_forget(void)
+{
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    bt_lock = fresh;
+    if (bt_users)
+        bt_release();
+    bt_users = 0;
 }
 
 /* ---- what a worker's thread runs, from /proc ---------------------------------------- */
@@ -602,6 +617,10 @@ int weft__stallbt_start(int sig)
 void weft__stallbt_stop(int sig)
 {
     (void)sig;
+}
+
+void weft__stallbt_forget(void)
+{
 }
 
 size_t weft__stallbt_write(struct weft__worker *w, uint32_t tick, char *buf, size_t len)
