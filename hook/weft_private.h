@@ -6,7 +6,8 @@
  * reference does not list them, and they may change with any release. They
  * sit under their own version node, WEFT_PRIVATE (runtime/weft.map), so that
  * a libweft-hook built against another libweft fails to load rather than
- * misbehave. libweft defines them in runtime/io/fdtab.c.
+ * misbehave. libweft defines them in runtime/io/fdtab.c (the code span in
+ * runtime/core/span.c).
  *
  * The descriptor table. Descriptors belong to the process, not to a runtime,
  * so the table is process-wide, indexed by descriptor number, and made on
@@ -32,6 +33,7 @@
 #include <weft.h>
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define WEFT__FD_MAX (1 << 26)   /* numbers the table covers */
 
@@ -63,5 +65,10 @@ WEFT_API void weft__hook_fd_copy(int from, int to);
 
 /* Whether any runtime of this process is alive (created, not yet destroyed). */
 WEFT_API bool weft__hook_runtimes(void);
+
+/* The hook's code lies within [lo, hi]: weft_dump's summary counts a frame
+ * there as weft's, and names the program's call below it. Defined in
+ * runtime/core/span.c. */
+WEFT_API void weft__hook_code_span(uintptr_t lo, uintptr_t hi);
 
 #endif /* WEFT_PRIVATE_H */

@@ -733,7 +733,7 @@ static void *stall_unreachable(void *arg)
     return arg;
 }
 
-Test(fork, a_child_forked_while_a_stall_report_takes_a_backtrace_makes_runtimes, .timeout = 120)
+Test(fork, a_child_forked_while_a_stall_report_takes_a_backtrace_makes_runtimes)
 {
     if (!child_threads_work() || RUNNING_ON_VALGRIND)
         cr_skip("a child here cannot start threads, or (Valgrind) the monitor cannot run during a stall");
@@ -777,7 +777,7 @@ static void dump_in_child(const void *arg)
     _exit(child_makes_runtimes());
 }
 
-Test(fork, a_child_uses_any_dump_and_stall_signal_whatever_the_parent_used, .timeout = 120)
+Test(fork, a_child_uses_any_dump_and_stall_signal_whatever_the_parent_used)
 {
     if (!child_threads_work())
         cr_skip("a child here cannot start threads");

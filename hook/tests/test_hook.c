@@ -14,6 +14,7 @@
  * side).
  */
 #include "../../tests/common.h"
+#include "../../tests/dump_text.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -761,4 +762,70 @@ Test(hook, a_coroutine_resumes_on_its_thread_after_each_hooked_call)
             close(f[i].b);
         }
     }
+}
+
+/* ---- the dump's summary names the program's call, not the hook ------------------ */
+
+static int dump_pipe[2];
+
+static __attribute__((noinline)) void *blocked_in_read(void *arg)
+{
+    (void)arg;
+    char c;
+    ssize_t n = read(dump_pipe[0], &c, 1);
+    return (void *)(intptr_t)n;
+}
+
+static __attribute__((noinline)) void *blocked_in_nanosleep(void *arg)
+{
+    (void)arg;
+    struct timespec ts = { 60, 0 };   /* until it is cancelled */
+    return (void *)(intptr_t)nanosleep(&ts, NULL);
+}
+
+/* Whether the summary at the top of a dump's text (before the first
+ * coroutine's section) names `name`. */
+static bool in_summary(const char *text, const char *name)
+{
+    const char *end = strstr(text, "\ncoroutine "), *at = strstr(text, name);
+    return at && (!end || at < end);
+}
+
+static void *dump_the_blocked(void *arg)
+{
+    (void)arg;
+    weft_task *r, *s;
+    cr_assert_eq(weft_spawn(&r, blocked_in_read, NULL), 0);
+    cr_assert_eq(weft_spawn(&s, blocked_in_nanosleep, NULL), 0);
+    char *text = NULL;
+    uint64_t until = weft_now() + 20000 * MS;
+    do {   /* until both wait: their frames show */
+        usleep(2000);
+        free(text);
+        text = dump_text();
+    } while (!(in_summary(text, "blocked_in_read") && in_summary(text, "blocked_in_nanosleep")) &&
+             !strstr(text, "__interceptor_read") && weft_now() < until);
+    char *end = strstr(text, "\ncoroutine ");
+    cr_assert_not_null(end, "%s", text);
+    *end = '\0';   /* the summary alone */
+    /* Under a sanitizer, a program linked with libweft-hook.so calls the
+     * sanitizer's read first, which then calls the hook: its frame is the
+     * one below weft's (hook/tests/CMakeLists.txt). */
+    bool intercepted = WEFT_TEST_SANITIZED && strstr(text, "__interceptor_read");
+    cr_assert(strstr(text, "blocked_in_read") || intercepted, "the summary does not name the reader:\n%s", text);
+    cr_assert_not_null(strstr(text, "blocked_in_nanosleep"), "the summary does not name the sleeper:\n%s", text);
+    free(text);
+    cr_assert_eq(write(dump_pipe[1], "x", 1), 1);
+    cr_assert_eq(weft_cancel(s), 0);
+    join_ok(r);
+    join_ok(s);
+    return NULL;
+}
+
+Test(hook, the_dump_summary_names_the_programs_call_not_the_hook)
+{
+    cr_assert_eq(pipe(dump_pipe), 0);
+    run_with_io(1, WEFT_IO_AUTO, dump_the_blocked, NULL);
+    close(dump_pipe[0]);
+    close(dump_pipe[1]);
 }

@@ -132,6 +132,7 @@ struct dump {
     int           err;          /* the first -ENOMEM */
     bool          direct;       /* process_vm_readv refused: handles read in place, no stacks */
     uintptr_t     weft_lo, weft_hi;   /* weft's code (weft__code_span) */
+    uintptr_t     hook_lo, hook_hi;   /* libweft-hook's (weft__hook_span), or 0 and 0 */
     uintptr_t     self;         /* the calling coroutine's handle, or 0 */
     struct onworkers *seen;     /* each runtime's workers, newest first */
     struct weft__symtab st;
@@ -624,15 +625,16 @@ static void state_text(struct dump *d, const struct entry *e, char *buf, size_t 
 
 /*
  * Whether a frame is weft's own: named weft_..., or lying within the span of
- * weft's code (core/span.c). The name alone misses weft's static functions (a
- * public function often tail-calls one, leaving no frame of its own). A
- * program linked with a reordering of its own (LTO, a symbol ordering file)
- * may see a frame of weft's counted as its own: only the summary's grouping
- * suffers.
+ * weft's code (core/span.c) or of libweft-hook's, whose interposers are
+ * weft's way in for a program's read(2) or sleep(3). The name alone misses
+ * weft's static functions (a public function often tail-calls one, leaving
+ * no frame of its own). A program linked with a reordering of its own (LTO,
+ * a symbol ordering file) may see a frame of weft's counted as its own: only
+ * the summary's grouping suffers.
  */
 static bool is_weft(struct dump *d, uintptr_t pc, bool ret)
 {
-    if (pc >= d->weft_lo && pc <= d->weft_hi)
+    if ((pc >= d->weft_lo && pc <= d->weft_hi) || (d->hook_hi && pc >= d->hook_lo && pc <= d->hook_hi))
         return true;
     const char *sym = weft__sym_name(&d->st, pc, ret);
     return strncmp(sym, "weft_", 5) == 0 || strncmp(sym, "weft.", 5) == 0;
@@ -765,6 +767,7 @@ int weft_dump(int fd)
     d->st.as = weft__unwind_space();
 #endif
     weft__code_span(&d->weft_lo, &d->weft_hi);
+    weft__hook_span(&d->hook_lo, &d->hook_hi);
     struct weft__worker *w = weft__worker_self();
     d->self = (uintptr_t)(w ? w->current : NULL);
     uint64_t now = weft__coarse_now();

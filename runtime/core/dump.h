@@ -187,5 +187,8 @@ void weft__srcpos_find(struct weft__srcpos *pos, size_t n);
 /* The lowest and highest address of weft's code, from a function of each of
  * its files (core/span.c). */
 void weft__code_span(uintptr_t *lo, uintptr_t *hi);
+/* libweft-hook's code, where it is linked and has said where (core/span.c);
+ * 0 and 0 otherwise. Any thread. */
+void weft__hook_span(uintptr_t *lo, uintptr_t *hi);
 
 #endif /* WEFT_DUMP_H */

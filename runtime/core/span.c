@@ -18,7 +18,7 @@
 #include "base/sys.h"
 #include "io/backend.h"
 #include "io/epoll.h"
-#include "io/fdtab.h"
+#include "io/fdtab.h"   /* and the hook's entry points */
 #if WEFT_HAVE_URING
 #include "io/uring.h"
 #endif
@@ -53,4 +53,23 @@ void weft__code_span(uintptr_t *lo, uintptr_t *hi)
         if (fns[i] > *hi)
             *hi = fns[i];
     }
+}
+
+/* libweft-hook's code, which its constructor gives (hook/real.c); 0 and 0
+ * while it has not. hi is stored first and lo read first: a dump that reads
+ * during the store sees no span rather than half of one. */
+static _Atomic uintptr_t hook_lo, hook_hi;
+
+void weft__hook_code_span(uintptr_t lo, uintptr_t hi)
+{
+    if (lo > hi)
+        return;
+    atomic_store_explicit(&hook_hi, hi, memory_order_relaxed);
+    atomic_store_explicit(&hook_lo, lo, memory_order_release);   /* pairs with weft__hook_span */
+}
+
+void weft__hook_span(uintptr_t *lo, uintptr_t *hi)
+{
+    *lo = atomic_load_explicit(&hook_lo, memory_order_acquire);
+    *hi = *lo ? atomic_load_explicit(&hook_hi, memory_order_relaxed) : 0;
 }
