@@ -587,3 +587,193 @@ Test(descriptors, rings_of_one_two_and_three_entries_carry_every_request)
         }
     }
 }
+
+/* ---- numbers closed with close(2) and reused, and whose flags are whose -------- */
+
+/*
+ * A coroutine waits to read a pipe; the pipe is closed with close(2), not
+ * weft_close, and its number given to a socket, on which a second coroutine
+ * waits. Data for the socket goes to the socket's reader; the pipe's reader
+ * waits on, as a thread blocked in poll(2) on the old file would, until it is
+ * cancelled.
+ */
+struct reused {
+    int            pipe[2], sv[2];
+    _Atomic long   old_result, new_result;
+};
+
+static void *read_old(void *arg)
+{
+    struct reused *r = arg;
+    char c;
+    atomic_store(&r->old_result, (long)weft_read(r->pipe[0], &c, 1));
+    return NULL;
+}
+
+static void *read_new(void *arg)
+{
+    struct reused *r = arg;
+    char buf[8];
+    atomic_store(&r->new_result, (long)weft_read(r->sv[0], buf, sizeof buf));
+    return NULL;
+}
+
+static void *close_with_close_and_reuse(void *arg)
+{
+    (void)arg;
+    struct reused r = { .old_result = 1000, .new_result = 1000 };
+    cr_assert_eq(pipe2(r.pipe, O_CLOEXEC), 0);
+    weft_task *a, *b;
+    cr_assert_eq(weft_spawn(&a, read_old, &r), 0);
+    await_waiting(r.pipe[0], false);
+    int number = r.pipe[0];
+    cr_assert_eq(close(r.pipe[0]), 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, r.sv), 0);
+    cr_assert_eq(r.sv[0], number, "the lowest free number is reused");
+    cr_assert_eq(weft_spawn(&b, read_new, &r), 0);
+    await_waiting(r.sv[0], false);
+    cr_assert_eq(write(r.sv[1], "hello", 5), 5);
+    uint64_t until = weft_now() + 10000 * MS;
+    while (atomic_load(&r.new_result) == 1000 && weft_now() < until)
+        weft_sleep(1 * MS);
+    weft_sleep(30 * MS);   /* a wrong wake of the old reader would have come with it */
+    cr_assert_eq(atomic_load(&r.new_result), 5, "the socket's reader got %ld", atomic_load(&r.new_result));
+    cr_assert_eq(atomic_load(&r.old_result), 1000, "the closed pipe's reader returned %ld",
+                 atomic_load(&r.old_result));
+    cr_assert_eq(weft_cancel(a), 0);
+    cr_assert_eq(weft_join(a, NULL), 0);
+    cr_assert_eq(weft_join(b, NULL), 0);
+    cr_assert_eq(atomic_load(&r.old_result), -ECANCELED);
+    close(r.pipe[1]);
+    close(r.sv[0]);
+    close(r.sv[1]);
+    return (void *)1;
+}
+
+Test(descriptors, a_reader_of_a_number_closed_with_close_waits_on_and_the_new_file_s_reader_gets_its_data)
+{
+    FOR_EACH_CONFIG(b, w, all_workers)
+        cr_assert_eq(run_with_io(w, b, close_with_close_and_reuse, NULL), (void *)1);
+}
+
+/* A pipe read by a coroutine first (which the epoll backend makes
+ * O_NONBLOCK), then by a plain thread: without a deadline it blocks until
+ * data comes, with one it waits until then; never -EAGAIN. */
+static int late_pipe[2];
+
+static void *write_twice_later(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 2; i++) {
+        usleep(100000);
+        if (write(late_pipe[1], "x", 1) != 1)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void *read_it_once(void *arg)
+{
+    (void)arg;
+    char c;
+    cr_assert_eq(weft_write(late_pipe[1], "a", 1), 1);
+    cr_assert_eq(weft_read(late_pipe[0], &c, 1), 1);
+    return (void *)1;
+}
+
+Test(descriptors, a_plain_thread_blocks_in_a_pipe_that_coroutines_read_before)
+{
+    FOR_EACH_BACKEND(b) {
+        cr_assert_eq(pipe2(late_pipe, O_CLOEXEC), 0);
+        cr_assert_eq(run_with_io(1, b, read_it_once, NULL), (void *)1);
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, write_twice_later, NULL), 0);
+        char c;
+        cr_assert_eq(weft_read(late_pipe[0], &c, 1), 1, "without a deadline");
+        weft_deadline(weft_now() + 10000 * MS);
+        cr_assert_eq(weft_read(late_pipe[0], &c, 1), 1, "with a deadline");
+        weft_deadline(0);
+        cr_assert_eq(pthread_join(t, NULL), 0);
+        close(late_pipe[0]);
+        close(late_pipe[1]);
+    }
+}
+
+/* A number that was a pipe, closed with close(2) and given to a socket:
+ * the socket keeps its flags, and the owner's blocking recv(2) blocks. */
+static void *socket_after_a_pipe(void *arg)
+{
+    (void)arg;
+    int p[2], sv[2];
+    char c;
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    cr_assert_eq(write(p[1], "x", 1), 1);
+    cr_assert_eq(weft_read(p[0], &c, 1), 1);
+    int number = p[0];
+    close(p[0]);
+    close(p[1]);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    cr_assert(sv[0] == number || sv[1] == number, "the number was reused");
+    int s = sv[0] == number ? sv[0] : sv[1], peer = s == sv[0] ? sv[1] : sv[0];
+    cr_assert_eq(write(peer, "y", 1), 1);
+    cr_assert_eq(weft_read(s, &c, 1), 1);
+    cr_assert_eq(c, 'y');
+    cr_assert_eq(fcntl(s, F_GETFL) & O_NONBLOCK, 0, "the socket was made O_NONBLOCK");
+    close(sv[0]);
+    close(sv[1]);
+    return (void *)1;
+}
+
+Test(descriptors, a_socket_given_a_pipe_s_old_number_keeps_its_flags)
+{
+    FOR_EACH_CONFIG(b, w, all_workers)
+        cr_assert_eq(run_with_io(w, b, socket_after_a_pipe, NULL), (void *)1);
+}
+
+/* A regular file read and written by coroutines keeps its flags: it never
+ * waits, and its open file may be shared with other processes. */
+static void *regular_file_flags(void *arg)
+{
+    (void)arg;
+    char path[] = "/tmp/weft-descriptors-XXXXXX", c;
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    cr_assert_eq(weft_write(fd, "z", 1), 1);
+    cr_assert_eq(lseek(fd, 0, SEEK_SET), 0);
+    cr_assert_eq(weft_read(fd, &c, 1), 1);
+    cr_assert_eq(fcntl(fd, F_GETFL) & O_NONBLOCK, 0, "the regular file was made O_NONBLOCK");
+    close(fd);
+    return (void *)1;
+}
+
+Test(descriptors, a_regular_file_keeps_its_flags)
+{
+    FOR_EACH_BACKEND(b)
+        cr_assert_eq(run_with_io(1, b, regular_file_flags, NULL), (void *)1);
+}
+
+/* A blocking TCP socket connected by weft_connect answers a second
+ * weft_connect as connect(2) would: -EISCONN. */
+static void *connect_twice(void *arg)
+{
+    (void)arg;
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t alen = sizeof a;
+    cr_assert_eq(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(l, 4), 0);
+    cr_assert_eq(getsockname(l, (struct sockaddr *)&a, &alen), 0);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(weft_connect(c, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(weft_connect(c, (struct sockaddr *)&a, sizeof a), -EISCONN);
+    close(c);
+    close(l);
+    return (void *)1;
+}
+
+Test(descriptors, a_second_connect_of_a_connected_socket_gives_EISCONN)
+{
+    FOR_EACH_CONFIG(b, w, all_workers)
+        cr_assert_eq(run_with_io(w, b, connect_twice, NULL), (void *)1);
+}

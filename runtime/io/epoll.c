@@ -62,6 +62,7 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -297,6 +298,32 @@ static void pass_on(weft_rt *rt, struct weft__fd_slot *s, int d)
 /* ---- registration ------------------------------------------------------------------ */
 
 /*
+ * s's number names another file than the one registered for it (closed with
+ * close(2) and reused). A waiter whose file was the registered one
+ * (`verified`) waits on a file closed since, as a thread in poll(2) would:
+ * off the lists, for its deadline or cancellation, where no edge of the new
+ * file reaches it. The others may have begun on the new file: woken to try
+ * again. `keep`, the caller's own wait or NULL, stays. Holds s->lock. Returns
+ * whether a task was made runnable.
+ */
+static bool part_from_old_file(weft_rt *rt, struct weft__fd_slot *s, const struct weft__fd_wait *keep)
+{
+    bool woke = false;
+    for (int d = RD; d <= WR; d++) {
+        struct weft__fd_wait *fw, *next;
+        for (fw = s->head[d]; fw; fw = next) {
+            next = fw->next[d];
+            if (fw == keep)
+                continue;
+            uncount(set_of(rt, s), drop(s, fw));
+            if (!fw->verified)
+                woke |= weft__wake(&fw->wt, d == RD ? EPOLLIN : EPOLLOUT);
+        }
+    }
+    return woke;
+}
+
+/*
  * Makes sure fd is registered on w's set, where the caller's `mine` places are
  * counted; a registration on another worker's set moves here with the places
  * of its waiters. Holds s->lock. Returns 1 if that took no system call (the
@@ -304,7 +331,7 @@ static void pass_on(weft_rt *rt, struct weft__fd_slot *s, int d)
  * it was made, moved or checked now, or a negative errno, and then nothing
  * has changed.
  */
-static int arm(struct weft__worker *w, int fd, struct weft__fd_slot *s, unsigned mine)
+static int arm(struct weft__worker *w, int fd, struct weft__fd_slot *s, unsigned mine, bool *replaced)
 {
     unsigned me = w->index + 1;
     struct weft__epset *here = ep_of(w);
@@ -327,8 +354,11 @@ static int arm(struct weft__worker *w, int fd, struct weft__fd_slot *s, unsigned
     unsigned others = s->places - mine;
     if (s->set != me) {
         struct weft__epset *from = set_of(w->rt, s);
-        if (from)   /* even if not `added` (renew): ENOENT, the file is gone, is fine */
-            epoll_ctl(from->epfd, EPOLL_CTL_DEL, fd, NULL);
+        /* Even if not `added` (renew): ENOENT, the file is gone, is fine.
+         * Where it was believed registered there, ENOENT says the number
+         * names another file now. */
+        if (from && epoll_ctl(from->epfd, EPOLL_CTL_DEL, fd, NULL) < 0 && errno == ENOENT && s->added)
+            *replaced = true;
         uncount(from, others);
         atomic_fetch_add_explicit(&here->waiters, others, memory_order_relaxed);
         s->set = me;
@@ -398,15 +428,19 @@ static int wait_fd(struct weft__worker *w, int fd, int dirs, uint64_t *place, co
     for (int d = RD; d <= WR; d++)
         if (want[d])
             enlist(s, &fw, d);
-    int armed = arm(w, fd, s, (unsigned)want[RD] + (unsigned)want[WR]);
+    bool replaced = false;
+    int armed = arm(w, fd, s, (unsigned)want[RD] + (unsigned)want[WR], &replaced);
     if (armed < 0) {
         drop(s, &fw);
         pthread_mutex_unlock(&s->lock);
         return armed;
     }
+    if (replaced)
+        part_from_old_file(w->rt, s, &fw);
     for (int d = RD; d <= WR && !(dirs & WEFT__WAIT_NARROW); d++)
         if (want[d])
             atomic_store_explicit(&s->edge[d], seen[d] | 1, memory_order_relaxed);   /* drained */
+    fw.verified = armed == 0;
     if (armed == 1)
         queue(w, s);
     pthread_mutex_unlock(&s->lock);
@@ -510,11 +544,13 @@ static bool check(weft_rt *rt, struct weft__fd_slot *s, uint64_t now)
     struct epoll_event ev = { .events = REGISTERED, .data.u64 = (uint64_t)s->fd };
     if (epoll_ctl(set->epfd, EPOLL_CTL_MOD, s->fd, &ev) == 0) {
         s->checked = now;
+        for (int d = RD; d <= WR; d++)
+            for (struct weft__fd_wait *fw = s->head[d]; fw; fw = fw->next[d])
+                fw->verified = true;
         return false;
     }
     unknown(s);
-    bool woke = wake_list(rt, s, RD, EPOLLIN, true);
-    return wake_list(rt, s, WR, EPOLLOUT, true) || woke;
+    return part_from_old_file(rt, s, NULL);
 }
 
 /*
@@ -646,11 +682,31 @@ static void set_kick(struct weft__worker *w)
 
 /* A pipe or terminal: made O_NONBLOCK, and left so. The flag is recorded as
  * weft's, not the owner's, before it is set (io/fdtab.c). */
-static int make_nonblocking(int fd)
+/*
+ * Readies fd, not a socket as far as its entry's hint says, for a call that
+ * must not block: a pipe, FIFO, terminal or other character device is
+ * switched to O_NONBLOCK (once; the flag stays); a regular file, block device
+ * or directory never waits and is left as it is. A socket behind a stale hint
+ * (its number closed with close(2) and reused) keeps its flags too: the hint
+ * is dropped and 1 returned, for the caller to take a socket's way. Else 0,
+ * or a negative errno.
+ */
+static int make_nonblocking(weft_rt *rt, int fd)
 {
     int fl = weft__sys_fcntl(fd, F_GETFL, 0);
     if (fl < 0 || (fl & O_NONBLOCK))
         return fl < 0 ? fl : 0;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (S_ISSOCK(st.st_mode)) {
+        struct weft__fd_slot *s = weft__epoll_slot(rt, fd, false);
+        if (s)
+            atomic_store_explicit(&s->not_socket, false, memory_order_relaxed);
+        return 1;
+    }
+    if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode))
+        return 0;
     weft__fd_weft_nonblock(fd, true);
     if ((fl = weft__sys_fcntl(fd, F_SETFL, fl | O_NONBLOCK)) < 0) {
         weft__fd_weft_nonblock(fd, false);
@@ -664,9 +720,10 @@ static int make_nonblocking(int fd)
  * Sockets are left as the caller made them: read, write, readv and writev on
  * a socket are recv, send, recvmsg and sendmsg, which take MSG_DONTWAIT;
  * accept4 and sendfile set O_NONBLOCK for the one call
- * (weft__io_syscall_nowait). Pipes and terminals are switched to O_NONBLOCK.
- * Which answered ENOTSOCK is kept as a hint: a number reused for another
- * kind of file costs one system call, never a blocked worker.
+ * (weft__io_syscall_nowait). Pipes and terminals are switched to O_NONBLOCK
+ * (make_nonblocking). Which answered ENOTSOCK is kept as a hint: a number
+ * reused for another kind of file costs a system call or two, never a
+ * blocked worker or a socket's flags.
  */
 static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
 {
@@ -677,10 +734,16 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
     bool as_socket = weft__io_is_stream(a) && !(s && atomic_load_explicit(&s->not_socket, memory_order_relaxed));
     struct weft__io_op c = as_socket ? weft__io_as_socket(a, &m) : *a;
     int err;
+    if (!weft__io_has_msg_flags(&c) && !weft__io_needs_toggle(&c) && (err = make_nonblocking(w->rt, c.fd))) {
+        if (err < 0)
+            return err;
+        if (weft__io_is_stream(a)) {   /* a socket after all */
+            as_socket = true;
+            c = weft__io_as_socket(a, &m);
+        }
+    }
     if (weft__io_has_msg_flags(&c))
         c.flags |= MSG_DONTWAIT;
-    else if (!weft__io_needs_toggle(&c) && (err = make_nonblocking(c.fd)))
-        return err;
     int d = weft__io_writes(&c) ? WR : RD;
     bool may_wait = !weft__io_asks_not_to_wait(a), waited = false;
     bool narrow = weft__io_has_msg_flags(&c) && (c.flags & (MSG_ERRQUEUE | MSG_OOB));
@@ -698,7 +761,7 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
             fd_mark_not_socket(w->rt, c.fd);
             as_socket = false;
             c = *a;
-            if ((err = make_nonblocking(c.fd)))
+            if ((err = make_nonblocking(w->rt, c.fd)) < 0)
                 return err;
             continue;
         }

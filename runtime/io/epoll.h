@@ -28,6 +28,8 @@ struct weft__fd_wait {
     struct weft__fd_wait     *next[2], *prev[2];   /* on the entry's lists, by direction */
     uint64_t            place;   /* its place in line, kept across a wake that found nothing */
     bool                on[2];
+    bool                verified;   /* its file is the registered one: the wait's own epoll_ctl
+                                     * or a check since said so (under the entry's lock) */
 };
 
 /* The state of a descriptor's socket type, for the drained mark. */

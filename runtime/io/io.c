@@ -105,6 +105,8 @@ static int owner_flags(int fd)
     weft__ilock(l);
     int fl = weft__sys_fcntl(fd, F_GETFL, 0);
     weft__iunlock(l);
+    if (fl >= 0 && (fl & O_NONBLOCK) && weft__hook_fd_weft_nonblock(fd))
+        fl &= ~O_NONBLOCK;   /* the epoll backend's, for its coroutines (a pipe): not the owner's */
     return fl;
 }
 
@@ -134,14 +136,23 @@ ssize_t weft__io_syscall_nowait(const struct weft__io_op *a)
 }
 
 /* connect's outcome once fd is writable: 0 or the attempt's negative errno. */
-static int connect_outcome(int fd)
+static int connect_outcome(const struct weft__io_op *c)
 {
     int soerr = 0;
     socklen_t n = sizeof soerr;
-    int err = weft__sys_getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &n);
+    int err = weft__sys_getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &n);
     if (err < 0)
         return err;
-    return -soerr;
+    if (soerr)
+        return -soerr;
+    /* Connected. The kernel finishes an attempt begun without blocking at
+     * the socket's next connect(2), which would otherwise answer the
+     * caller's next weft_connect with 0 where a blocking socket gets
+     * -EISCONN: that call is made now, without blocking, for its effect
+     * alone (the attempt's outcome is SO_ERROR's; anything since, a reset,
+     * shows at the socket's next call). */
+    weft__io_syscall_nowait(c);
+    return 0;
 }
 
 /* ---- a plain thread ------------------------------------------------------------- */
@@ -192,9 +203,22 @@ static ssize_t plain_io(const struct weft__io_op *a)
     if (fl < 0)
         return fl;
     if (!deadline || weft__io_asks_not_to_wait(a) || (fl & O_NONBLOCK)) {
-        while ((r = weft__io_syscall(a)) == -EINTR)
-            ;
-        return r;
+        for (;;) {
+            r = weft__io_syscall(a);
+            if (r == -EINTR)
+                continue;
+            /* A pipe that the epoll backend made O_NONBLOCK for its
+             * coroutines blocks a thread without a deadline as its owner
+             * made it: a wait in poll(2), then the call again. */
+            if ((r == -EAGAIN || r == -EWOULDBLOCK) && !deadline && !weft__io_asks_not_to_wait(a) &&
+                weft__hook_fd_weft_nonblock(a->fd)) {
+                int ready = plain_wait(a->fd, weft__io_writes(a) ? POLLOUT : POLLIN, UINT64_MAX);
+                if (ready < 0)
+                    return ready;
+                continue;
+            }
+            return r;
+        }
     }
     struct msghdr m;   /* readv and writev on a socket, as recvmsg and sendmsg */
     bool stream = weft__io_is_stream(a);
@@ -374,7 +398,7 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
         return -ECANCELED;
     else
         r = (int)call(w, &c);
-    return r == WEFT__IO_CONNECTED_LATER ? connect_outcome(fd) : r;
+    return r == WEFT__IO_CONNECTED_LATER ? connect_outcome(&c) : r;
 }
 
 /* weft_poll, noted for weft_dump as a wait for why and what when why is not
