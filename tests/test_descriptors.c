@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -776,4 +777,50 @@ Test(descriptors, a_second_connect_of_a_connected_socket_gives_EISCONN)
 {
     FOR_EACH_CONFIG(b, w, all_workers)
         cr_assert_eq(run_with_io(w, b, connect_twice, NULL), (void *)1);
+}
+
+/* An eventfd, an anonymous file of no type, waits in its coroutine: a read of
+ * an empty one ends at its deadline, not in a worker blocked in read(2) (a
+ * plain thread writes it after 3 s, which would end such a read with 8), and
+ * a write that would overflow it likewise. */
+static int efd;
+
+static void *rescue_later(void *arg)
+{
+    (void)arg;
+    sleep(3);
+    uint64_t one = 1;
+    return (void *)(intptr_t)write(efd, &one, sizeof one);
+}
+
+static void *eventfd_waits(void *arg)
+{
+    (void)arg;
+    uint64_t v, almost = UINT64_MAX - 1;
+    weft_deadline(weft_now() + 50 * MS);
+    long r = (long)weft_read(efd, &v, sizeof v);
+    weft_deadline(0);
+    cr_assert_eq(r, -ETIMEDOUT, "a read of an empty eventfd gave %ld", r);
+    cr_assert_eq(weft_write(efd, &almost, sizeof almost), 8);
+    weft_deadline(weft_now() + 50 * MS);
+    uint64_t one = 1;
+    r = (long)weft_write(efd, &one, sizeof one);
+    weft_deadline(0);
+    cr_assert_eq(r, -ETIMEDOUT, "a write that would overflow an eventfd gave %ld", r);
+    cr_assert_eq(weft_read(efd, &v, sizeof v), 8);
+    return (void *)1;
+}
+
+Test(descriptors, an_eventfd_waits_in_its_coroutine)
+{
+    FOR_EACH_BACKEND(b) {
+        efd = eventfd(0, EFD_CLOEXEC);
+        cr_assert_geq(efd, 0);
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, rescue_later, NULL), 0);
+        cr_assert_eq(run_with_io(1, b, eventfd_waits, NULL), (void *)1);
+        pthread_cancel(t);   /* asleep: its write is not needed */
+        pthread_join(t, NULL);
+        close(efd);
+    }
 }

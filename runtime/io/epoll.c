@@ -684,7 +684,7 @@ static void set_kick(struct weft__worker *w)
  * weft's, not the owner's, before it is set (io/fdtab.c). */
 /*
  * Readies fd, not a socket as far as its entry's hint says, for a call that
- * must not block: a pipe, FIFO, terminal or other character device is
+ * must not block: a pipe, terminal, character device, eventfd or the like is
  * switched to O_NONBLOCK (once; the flag stays); a regular file, block device
  * or directory never waits and is left as it is. A socket behind a stale hint
  * (its number closed with close(2) and reused) keeps its flags too: the hint
@@ -705,8 +705,8 @@ static int make_nonblocking(weft_rt *rt, int fd)
             atomic_store_explicit(&s->not_socket, false, memory_order_relaxed);
         return 1;
     }
-    if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode))
-        return 0;
+    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode))
+        return 0;   /* never waits (an eventfd or other anonymous file, of no type, may) */
     weft__fd_weft_nonblock(fd, true);
     if ((fl = weft__sys_fcntl(fd, F_SETFL, fl | O_NONBLOCK)) < 0) {
         weft__fd_weft_nonblock(fd, false);
