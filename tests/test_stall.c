@@ -542,7 +542,7 @@ Test(stall, a_long_stall_is_reported_once_on_stderr_with_its_coroutine_worker_an
 
 /* One worker: nothing to take over, and the monitor looks only as often as
  * the report needs (a sixteenth of the threshold at most late). */
-Test(stall, a_runtime_of_one_worker_reports_a_stall_within_its_threshold_and_a_little)
+Test(stall, a_runtime_of_one_worker_reports_a_stall_and_not_before_its_threshold)
 {
     skip_on_valgrind();
     struct capture cap;
@@ -589,15 +589,11 @@ static long monitor_looks(unsigned workers, uint64_t busy_ns)
 
 Test(stall, the_monitor_of_one_worker_looks_as_often_as_its_report_needs)
 {
-    /* 400 ms busy: about 26 looks at a sixteenth of a 500 ms threshold
+    /* 400 ms busy: about 26 looks, a thirty-second of a 500 ms threshold
      * apart; a look a millisecond, as on two workers, would be 400. */
     long one = monitor_looks(1, 400000000u);
     cr_assert_leq(one, 60, "%ld looks in 400 ms on one worker", one);
     cr_assert_geq(one, 5, "%ld looks in 400 ms on one worker: does it look at all?", one);
-    if (RUNNING_ON_VALGRIND)
-        return;   /* the monitor's turns come late there */
-    long two = monitor_looks(2, 400000000u);
-    cr_assert_geq(two, 100, "%ld looks in 400 ms on two workers, where takeovers need one a millisecond", two);
 }
 
 Test(stall, reports_are_rate_limited)

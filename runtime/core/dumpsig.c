@@ -119,14 +119,15 @@ int weft__dump_signal_start(int sig)
         sa.sa_handler = on_dump_signal;
         sa.sa_flags = SA_RESTART | SA_ONSTACK;
         sigemptyset(&sa.sa_mask);
+        sig_num = sig;   /* before the handler: a child forked in between gives it back */
         if (!err && sigaction(sig, &sa, &sig_old) != 0) {
             err = -errno;
             atomic_fetch_add_explicit(&sig_word, 1, memory_order_release);   /* the thread ends */
             weft__futex_wake(&sig_word, 1);
             pthread_join(sig_thread, NULL);
         }
-        if (!err)
-            sig_num = sig;
+        if (err)
+            sig_num = 0;
     }
     if (!err)
         sig_users++;
@@ -138,8 +139,10 @@ void weft__dump_signal_forget(void)
 {
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     sig_lock = fresh;
-    if (sig_users)
-        sigaction(sig_num, &sig_old, NULL);   /* nothing here would serve it */
+    struct sigaction cur;
+    if (sig_num && sigaction(sig_num, NULL, &cur) == 0 && !(cur.sa_flags & SA_SIGINFO) &&
+        cur.sa_handler == on_dump_signal)
+        sigaction(sig_num, &sig_old, NULL);   /* ours, and nothing here would serve it */
     sig_users = 0;
     sig_num = 0;
 }

@@ -10,13 +10,13 @@
  * (worker->in_user). Every TICK_NS, while some worker is not idle, the monitor
  * samples both; a worker whose tick has not moved, in user code throughout, for
  * RESCUE_NS is stalled. A runtime of one worker has nobody to hand a stalled
- * worker's tasks to, so its monitor only reports stalls, and looks as often as
- * the report's threshold needs (report_tick): a wake-up a millisecond was most
- * of its CPU, and a one-worker server's CPU is what nginx's is compared with
- * (bench/compare/http/ab.sh, docs/benchmarks.md). Go's sysmon retakes a P from a thread in a system call
- * after a few tens of microseconds; weft's threshold is longer because its
- * rescue is heavier (a membarrier) and a coroutine computing for a millisecond
- * is ordinary. The rescue waits for RESCUE_BUSY_NS instead while no other
+ * worker's tasks to, so its monitor only reports stalls, and looks only as
+ * often as the report's threshold needs (report_tick): each wake-up costs CPU
+ * that the one worker's threads share (bench/compare/http/threads.sh shows the
+ * monitor's part). Go's sysmon retakes a P from a thread in a system call after
+ * a few tens of microseconds; weft's threshold is longer because its rescue is
+ * heavier (a membarrier) and a coroutine computing for a millisecond is
+ * ordinary. The rescue waits for RESCUE_BUSY_NS instead while no other
  * worker is parked or searching: then nobody would run the tasks it moves soon,
  * and they would lose their place. The global queue, where they go, is looked
  * at once in FAIRNESS_TICKS choices by busy workers, and otherwise only once
@@ -314,7 +314,8 @@ void weft__monitor_nudge(weft_rt *rt)
 /* How often the monitor of a runtime that cannot take a worker over looks:
  * a stall is reported at most two looks after its threshold (the first look
  * that sees it may come a look after it began, the one that finds it held
- * long enough a look after the threshold), so within a sixteenth of it. */
+ * long enough a look after the threshold), so within a sixteenth of it, or
+ * 2 ms where the looks are 1 ms apart. */
 static uint64_t report_tick(uint64_t stall_ns)
 {
     uint64_t t = stall_ns / REPORT_STEPS;

@@ -93,10 +93,12 @@ static void live_remove(weft_rt *rt)
  *      dump while it takes backtraces) made anew: a runtime the child makes
  *      installs them afresh, with any signal.
  * No prepare or parent handler is needed: the child keeps nothing of the
- * list or the signals' users, so they need not be consistent at the fork,
- * and the parent goes on as if nothing happened. weft_rt_create makes fresh runtimes in the child. A
- * child made without these handlers (vfork, posix_spawn, _Fork, clone) may
- * only exec or _exit, as POSIX says of a child of a threaded process anyway.
+ * list or the signals' users, so they need not be consistent at the fork
+ * (a signal's handler is given back only where it is still weft's), and the
+ * parent goes on as if nothing happened. weft_rt_create makes fresh runtimes
+ * in the child. A child made without these handlers (vfork, posix_spawn,
+ * _Fork, clone) may only exec or _exit, as POSIX says of a child of a
+ * threaded process anyway.
  */
 unsigned weft__fork_gen;
 

@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The span of weft's code, for weft_dump's summary (core/dump.c): the lowest
- * and highest address of one function of each of weft's files. Whether weft
- * is a shared library or its objects are linked into the program from
- * libweft.a, they lie together, but in the order the linker takes them (an
- * archive's members as they are pulled in), so every file has its anchor
- * here: a frame of a static function of a file left out (fiber_switch, out
+ * The span of weft's code, for weft_dump's summary (core/dump.c). As
+ * libweft.so, the library's executable segment. Linked into the program from
+ * libweft.a, the lowest and highest address of one function of each of
+ * weft's files: the objects lie together, but in the order the linker takes
+ * them (an archive's members as they are pulled in), so every file has its
+ * anchor here: a frame of a static function of a file left out (fiber_switch, out
  * of line without optimisation) would count as the program's, and the
  * summary would name it for every waiting coroutine. A file added to the
  * library adds its anchor here (tests/check_span.sh checks). No anchor is
@@ -23,8 +23,43 @@
 #include "io/uring.h"
 #endif
 
+#include <link.h>
+
+/* The executable segment that holds `at`, and whether it is the program's
+ * own (listed first, unnamed) rather than a shared library's. */
+struct segment {
+    uintptr_t at, lo, hi;
+    bool      program;
+};
+
+static int find_segment(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct segment *sg = arg;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && sg->at >= lo && sg->at - lo < ph->p_memsz) {
+            sg->lo = lo;
+            sg->hi = lo + ph->p_memsz - 1;
+            sg->program = !info->dlpi_name || !info->dlpi_name[0];
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void weft__code_span(uintptr_t *lo, uintptr_t *hi)
 {
+    /* As libweft.so, weft's code is the library's executable segment, and
+     * the anchors below could mislead: a program built without PIE that
+     * takes a public function's address makes that its own PLT entry's. */
+    struct segment sg = { .at = (uintptr_t)weft__code_span };
+    if (dl_iterate_phdr(find_segment, &sg) && !sg.program) {
+        *lo = sg.lo;
+        *hi = sg.hi;
+        return;
+    }
     const uintptr_t fns[] = {
         (uintptr_t)weft__ctx_entry,                                       /* arch/.../switch.S */
         (uintptr_t)weft_now, (uintptr_t)weft__heap_remove,             /* base/ */

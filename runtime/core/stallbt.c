@@ -210,6 +210,7 @@ int weft__stallbt_start(int sig)
         sigset_t mask;
         pthread_sigmask(SIG_BLOCK, NULL, &mask);
         bt_refused = NULL;
+        bt_sig = sig;   /* before the handler: a child forked in between gives it back */
         if (sigaction(sig, NULL, &bt_old) != 0)
             bt_refused = "it cannot be handled";
         else if ((bt_old.sa_flags & SA_SIGINFO) || bt_old.sa_handler != SIG_DFL)
@@ -234,7 +235,6 @@ int weft__stallbt_start(int sig)
             if (sigaction(sig, &sa, NULL) != 0)
                 bt_refused = "it cannot be handled";
         }
-        bt_sig = sig;
     }
     if (!err)
         bt_users++;
@@ -243,11 +243,12 @@ int weft__stallbt_start(int sig)
 }
 
 /* The last user is gone: the program's disposition again, if ours is still
- * in place. Holds bt_lock, or is the fork handler. */
+ * in place (a refused signal never had ours). Holds bt_lock, or is the fork
+ * handler. */
 static void bt_release(void)
 {
     struct sigaction cur;
-    if (!bt_refused && sigaction(bt_sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+    if (sigaction(bt_sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
         cur.sa_sigaction == on_stall_signal)
         sigaction(bt_sig, &bt_old, NULL);
     bt_sig = 0;
@@ -268,7 +269,7 @@ void weft__stallbt_forget(void)
 {
     pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
     bt_lock = fresh;
-    if (bt_users)
+    if (bt_sig)
         bt_release();
     bt_users = 0;
 }

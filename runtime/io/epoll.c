@@ -37,16 +37,19 @@
  * for an edge that never comes. So a wait that needed no epoll_ctl is
  * checked (sweep) if it outlives a sweep of its worker (SWEEP_NS) with no
  * edge: an EPOLL_CTL_MOD, which also reports a level already there; ENOENT
- * means a new file, whose waiters are woken to try again and register it. A
- * descriptor seeing edges is checked once a second (CHECK_NS). Accepted and
- * connecting sockets are known new (renew). While a worker is stalled, the
+ * means a new file (part_from_old_file: waiters proved to wait on the old
+ * one are left waiting on it, the others woken to try again and register
+ * the new one). A descriptor seeing edges is checked once a second
+ * (CHECK_NS). Accepted sockets are known new (renew), and so are connecting
+ * ones, whose waiters may be on the same socket. While a worker is stalled, the
  * monitor sweeps for it under its exclusion (set_pending, set_poll); the
  * stalled worker's coroutines may still add to the list meanwhile, so the
  * list is a lock-free stack (queue, sweep).
  *
  * A waiter is used by a reaper only under its entry's lock, and leaves its
  * entry under that lock before its frame can go (claimed by the reaper, by
- * its deadline or cancellation, or by weft__epoll_forget with -EBADF).
+ * its deadline or cancellation, or by weft__epoll_forget with -EBADF), or
+ * leaves it to wait on a file closed since (part_from_old_file).
  * A descriptor closed with close(2) rather than weft_close() while a coroutine
  * waits on it leaves that coroutine waiting, as it would leave a thread
  * blocked in poll(2).
@@ -62,7 +65,6 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -98,12 +100,6 @@ static inline struct weft__epset *ep_of(const struct weft__worker *w)
     return w->io_state;
 }
 
-static void fd_mark_not_socket(weft_rt *rt, int fd)
-{
-    struct weft__fd_slot *s = weft__epoll_slot(rt, fd, true);
-    if (s)   /* without memory the hint is lost, and recv is tried again next time */
-        atomic_store_explicit(&s->not_socket, true, memory_order_relaxed);
-}
 
 /* ---- a worker's set -------------------------------------------------------------- */
 
@@ -300,13 +296,15 @@ static void pass_on(weft_rt *rt, struct weft__fd_slot *s, int d)
 /*
  * s's number names another file than the one registered for it (closed with
  * close(2) and reused). A waiter whose file was the registered one
- * (`verified`) waits on a file closed since, as a thread in poll(2) would:
- * off the lists, for its deadline or cancellation, where no edge of the new
- * file reaches it. The others may have begun on the new file: woken to try
- * again. `keep`, the caller's own wait or NULL, stays. Holds s->lock. Returns
- * whether a task was made runnable.
+ * (`verified`), or any if `all_old` (the new file was just made here), waits
+ * on a file closed since, as a thread in poll(2) would: off the lists, for
+ * its deadline or cancellation, where no edge of the new file reaches it.
+ * The others may have begun on the new file: woken to try again. `keep`, the
+ * caller's own wait or NULL, stays. Holds s->lock. Returns whether a task
+ * was made runnable.
  */
-static bool part_from_old_file(weft_rt *rt, struct weft__fd_slot *s, const struct weft__fd_wait *keep)
+static bool part_from_old_file(weft_rt *rt, struct weft__fd_slot *s, const struct weft__fd_wait *keep,
+                               bool all_old)
 {
     bool woke = false;
     for (int d = RD; d <= WR; d++) {
@@ -316,7 +314,7 @@ static bool part_from_old_file(weft_rt *rt, struct weft__fd_slot *s, const struc
             if (fw == keep)
                 continue;
             uncount(set_of(rt, s), drop(s, fw));
-            if (!fw->verified)
+            if (!fw->verified && !all_old)
                 woke |= weft__wake(&fw->wt, d == RD ? EPOLLIN : EPOLLOUT);
         }
     }
@@ -329,7 +327,8 @@ static bool part_from_old_file(weft_rt *rt, struct weft__fd_slot *s, const struc
  * of its waiters. Holds s->lock. Returns 1 if that took no system call (the
  * registration was believed in, and the caller's wait is to be checked), 0 if
  * it was made, moved or checked now, or a negative errno, and then nothing
- * has changed.
+ * has changed. Sets *replaced when a system call found that the number names
+ * another file than the one registered (the caller parts the waiters).
  */
 static int arm(struct weft__worker *w, int fd, struct weft__fd_slot *s, unsigned mine, bool *replaced)
 {
@@ -345,6 +344,8 @@ static int arm(struct weft__worker *w, int fd, struct weft__fd_slot *s, unsigned
     bool done = mine_already && epoll_ctl(here->epfd, EPOLL_CTL_MOD, fd, &ev) == 0;
     if (!done && mine_already && errno != ENOENT)
         return errno == EPERM ? -EINVAL : -errno;
+    if (!done && mine_already)
+        *replaced = true;   /* ENOENT: the number names another file */
     if (!done && epoll_ctl(here->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         if (errno == EPERM)
             return -EINVAL;   /* a regular file: never "would block" */
@@ -435,8 +436,11 @@ static int wait_fd(struct weft__worker *w, int fd, int dirs, uint64_t *place, co
         pthread_mutex_unlock(&s->lock);
         return armed;
     }
-    if (replaced)
-        part_from_old_file(w->rt, s, &fw);
+    if (replaced) {
+        atomic_store_explicit(&s->not_socket, false, memory_order_relaxed);   /* hints of the old file */
+        atomic_store_explicit(&s->kind, KIND_UNKNOWN, memory_order_relaxed);
+        part_from_old_file(w->rt, s, &fw, false);
+    }
     for (int d = RD; d <= WR && !(dirs & WEFT__WAIT_NARROW); d++)
         if (want[d])
             atomic_store_explicit(&s->edge[d], seen[d] | 1, memory_order_relaxed);   /* drained */
@@ -472,13 +476,15 @@ static void unknown(struct weft__fd_slot *s)
 /* fd is a new file, accepted or being connected: a number closed with close(2)
  * and reused would otherwise wait for a check first. Returns fd's entry, or
  * NULL if it has none yet. */
-static struct weft__fd_slot *renew(weft_rt *rt, int fd)
+static struct weft__fd_slot *renew(weft_rt *rt, int fd, bool accepted)
 {
     struct weft__fd_slot *s = weft__epoll_slot(rt, fd, false);
     if (!s)
         return NULL;
     pthread_mutex_lock(&s->lock);
     unknown(s);
+    if (accepted)   /* whoever waits on the number waits on another file */
+        part_from_old_file(rt, s, NULL, true);
     pthread_mutex_unlock(&s->lock);
     return s;
 }
@@ -535,9 +541,10 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
 }
 
 /* Checks s's registration with an EPOLL_CTL_MOD, which also reports a level
- * the waiters missed; a new file under the number (or none) fails it, and then
- * the waiters are woken to look again and register it afresh. Holds s->lock.
- * Returns whether a task was made runnable. */
+ * the waiters missed. Success proves the listed waiters' file; a new file
+ * under the number (or none) fails it (part_from_old_file), any other error
+ * wakes everyone to look again. Holds s->lock. Returns whether a task was
+ * made runnable. */
 static bool check(weft_rt *rt, struct weft__fd_slot *s, uint64_t now)
 {
     struct weft__epset *set = set_of(rt, s);
@@ -549,8 +556,12 @@ static bool check(weft_rt *rt, struct weft__fd_slot *s, uint64_t now)
                 fw->verified = true;
         return false;
     }
+    bool other_file = errno == ENOENT || errno == EBADF;
     unknown(s);
-    return part_from_old_file(rt, s, NULL);
+    if (other_file)
+        return part_from_old_file(rt, s, NULL, false);
+    bool woke = wake_list(rt, s, RD, EPOLLIN, true);   /* whatever it is: everyone looks again */
+    return wake_list(rt, s, WR, EPOLLOUT, true) || woke;
 }
 
 /*
@@ -680,48 +691,13 @@ static void set_kick(struct weft__worker *w)
 
 /* ---- the calls (the backend's `call`) ---------------------------------------------- */
 
-/* A pipe or terminal: made O_NONBLOCK, and left so. The flag is recorded as
- * weft's, not the owner's, before it is set (io/fdtab.c). */
-/*
- * Readies fd, not a socket as far as its entry's hint says, for a call that
- * must not block: a pipe, terminal, character device, eventfd or the like is
- * switched to O_NONBLOCK (once; the flag stays); a regular file, block device
- * or directory never waits and is left as it is. A socket behind a stale hint
- * (its number closed with close(2) and reused) keeps its flags too: the hint
- * is dropped and 1 returned, for the caller to take a socket's way. Else 0,
- * or a negative errno.
- */
-static int make_nonblocking(weft_rt *rt, int fd)
-{
-    int fl = weft__sys_fcntl(fd, F_GETFL, 0);
-    if (fl < 0 || (fl & O_NONBLOCK))
-        return fl < 0 ? fl : 0;
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return -errno;
-    if (S_ISSOCK(st.st_mode)) {
-        struct weft__fd_slot *s = weft__epoll_slot(rt, fd, false);
-        if (s)
-            atomic_store_explicit(&s->not_socket, false, memory_order_relaxed);
-        return 1;
-    }
-    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode))
-        return 0;   /* never waits (an eventfd or other anonymous file, of no type, may) */
-    weft__fd_weft_nonblock(fd, true);
-    if ((fl = weft__sys_fcntl(fd, F_SETFL, fl | O_NONBLOCK)) < 0) {
-        weft__fd_weft_nonblock(fd, false);
-        return fl;
-    }
-    return 0;
-}
-
 /*
  * read, write, recv, send, accept, readv, writev, recvmsg, sendmsg, sendfile.
  * Sockets are left as the caller made them: read, write, readv and writev on
  * a socket are recv, send, recvmsg and sendmsg, which take MSG_DONTWAIT;
  * accept4 and sendfile set O_NONBLOCK for the one call
  * (weft__io_syscall_nowait). Pipes and terminals are switched to O_NONBLOCK
- * (make_nonblocking). Which answered ENOTSOCK is kept as a hint: a number
+ * (weft__epoll_nonblocking). Which answered ENOTSOCK is kept as a hint: a number
  * reused for another kind of file costs a system call or two, never a
  * blocked worker or a socket's flags.
  */
@@ -734,7 +710,7 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
     bool as_socket = weft__io_is_stream(a) && !(s && atomic_load_explicit(&s->not_socket, memory_order_relaxed));
     struct weft__io_op c = as_socket ? weft__io_as_socket(a, &m) : *a;
     int err;
-    if (!weft__io_has_msg_flags(&c) && !weft__io_needs_toggle(&c) && (err = make_nonblocking(w->rt, c.fd))) {
+    if (!weft__io_has_msg_flags(&c) && !weft__io_needs_toggle(&c) && (err = weft__epoll_nonblocking(w->rt, c.fd))) {
         if (err < 0)
             return err;
         if (weft__io_is_stream(a)) {   /* a socket after all */
@@ -758,11 +734,16 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
         if (r == -ENOTSOCK && as_socket) {
             /* A pipe or a terminal: read(2), write(2), readv(2), writev(2),
              * made non-blocking. */
-            fd_mark_not_socket(w->rt, c.fd);
+            weft__epoll_not_socket(w->rt, c.fd);
             as_socket = false;
             c = *a;
-            if ((err = make_nonblocking(w->rt, c.fd)) < 0)
+            if ((err = weft__epoll_nonblocking(w->rt, c.fd)) < 0)
                 return err;
+            if (err) {   /* a socket again: its number was reused meanwhile */
+                as_socket = true;
+                c = weft__io_as_socket(a, &m);
+                c.flags |= MSG_DONTWAIT;
+            }
             continue;
         }
         if (r == -EINTR)
@@ -773,7 +754,7 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
             if (s && waited)
                 pass_on(w->rt, s, d);
             if (c.kind == WEFT__IO_ACCEPT && r >= 0)
-                renew(w->rt, (int)r);
+                renew(w->rt, (int)r, true);
             return r;
         }
         if (s && waited && narrow)
@@ -793,7 +774,7 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
  * back at once, and it goes on while we wait. */
 static ssize_t connect_io(struct weft__worker *w, const struct weft__io_op *a)
 {
-    struct weft__fd_slot *s = renew(w->rt, a->fd);
+    struct weft__fd_slot *s = renew(w->rt, a->fd, false);
     uint64_t seen[2] = { 0, s ? edge_seen(s, WR) : 0 };
     int r = (int)weft__io_syscall_nowait(a);
     if (r != -EINPROGRESS && r != -EALREADY && r != -EINTR)

@@ -67,4 +67,11 @@ struct weft__fdtab {
 /* fd's entry, made if `make`. NULL: fd is out of range, or no memory. Any thread. */
 struct weft__fd_slot *weft__epoll_slot(weft_rt *rt, int fd, bool make);
 
+/* fd answered ENOTSOCK: its entry says so, a hint (io/epolltab.c). */
+void weft__epoll_not_socket(weft_rt *rt, int fd);
+/* Readies fd, not a socket as far as the hint says, for a call that must not
+ * block: 0, 1 (a socket after all: the caller takes a socket's way), or a
+ * negative errno (io/epolltab.c). */
+int weft__epoll_nonblocking(weft_rt *rt, int fd);
+
 #endif /* WEFT_EPOLL_H */

@@ -98,6 +98,16 @@ static _Atomic uint32_t *toggle_lock_of(int fd)
     return &toggle_lock[(unsigned)fd % TOGGLE_LOCKS];
 }
 
+/* Whether fd's O_NONBLOCK is the epoll backend's, set for its coroutines (a
+ * pipe, io/epolltab.c), not its owner's. The record is by number, and one
+ * made stale by a close(2) that weft did not see may name a socket now, which
+ * weft never makes O_NONBLOCK: that is the owner's. */
+static bool nonblock_is_weft_s(int fd)
+{
+    struct stat st;
+    return weft__hook_fd_weft_nonblock(fd) && fstat(fd, &st) == 0 && !S_ISSOCK(st.st_mode);
+}
+
 /* fd's file status flags as its owner set them, or a negative errno. */
 static int owner_flags(int fd)
 {
@@ -105,8 +115,8 @@ static int owner_flags(int fd)
     weft__ilock(l);
     int fl = weft__sys_fcntl(fd, F_GETFL, 0);
     weft__iunlock(l);
-    if (fl >= 0 && (fl & O_NONBLOCK) && weft__hook_fd_weft_nonblock(fd))
-        fl &= ~O_NONBLOCK;   /* the epoll backend's, for its coroutines (a pipe): not the owner's */
+    if (fl >= 0 && (fl & O_NONBLOCK) && nonblock_is_weft_s(fd))
+        fl &= ~O_NONBLOCK;
     return fl;
 }
 
@@ -138,21 +148,20 @@ ssize_t weft__io_syscall_nowait(const struct weft__io_op *a)
 /* connect's outcome once fd is writable: 0 or the attempt's negative errno. */
 static int connect_outcome(const struct weft__io_op *c)
 {
+    /* The kernel finishes an attempt begun without blocking at the socket's
+     * next connect(2), which says how it ended (0, or the error, taken off
+     * the socket), and which would otherwise answer the caller's next
+     * weft_connect with 0 where a blocking socket gets -EISCONN: that call is
+     * made now, without blocking. SO_ERROR answers where it cannot. */
+    int r = (int)weft__io_syscall_nowait(c);
+    if (r == 0 || r == -EISCONN)
+        return 0;
+    if (r != -EALREADY && r != -EINPROGRESS)
+        return r;
     int soerr = 0;
     socklen_t n = sizeof soerr;
     int err = weft__sys_getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &n);
-    if (err < 0)
-        return err;
-    if (soerr)
-        return -soerr;
-    /* Connected. The kernel finishes an attempt begun without blocking at
-     * the socket's next connect(2), which would otherwise answer the
-     * caller's next weft_connect with 0 where a blocking socket gets
-     * -EISCONN: that call is made now, without blocking, for its effect
-     * alone (the attempt's outcome is SO_ERROR's; anything since, a reset,
-     * shows at the socket's next call). */
-    weft__io_syscall_nowait(c);
-    return 0;
+    return err < 0 ? err : -soerr;
 }
 
 /* ---- a plain thread ------------------------------------------------------------- */
@@ -203,21 +212,30 @@ static ssize_t plain_io(const struct weft__io_op *a)
     if (fl < 0)
         return fl;
     if (!deadline || weft__io_asks_not_to_wait(a) || (fl & O_NONBLOCK)) {
+        /* A pipe that the epoll backend made O_NONBLOCK for its coroutines
+         * blocks a thread without a deadline as its owner made it: a wait in
+         * poll(2), then the call again, and a write goes on until it has
+         * written everything, as a blocking write(2) does. */
+        struct weft__io_op c = *a;
+        size_t done = 0;
         for (;;) {
-            r = weft__io_syscall(a);
+            r = weft__io_syscall(&c);
             if (r == -EINTR)
                 continue;
-            /* A pipe that the epoll backend made O_NONBLOCK for its
-             * coroutines blocks a thread without a deadline as its owner
-             * made it: a wait in poll(2), then the call again. */
-            if ((r == -EAGAIN || r == -EWOULDBLOCK) && !deadline && !weft__io_asks_not_to_wait(a) &&
-                weft__hook_fd_weft_nonblock(a->fd)) {
-                int ready = plain_wait(a->fd, weft__io_writes(a) ? POLLOUT : POLLIN, UINT64_MAX);
-                if (ready < 0)
-                    return ready;
+            bool ours = !deadline && !weft__io_asks_not_to_wait(a) && nonblock_is_weft_s(a->fd);
+            if (ours && c.kind == WEFT__IO_WRITE && r > 0 && (size_t)r < c.len) {
+                done += (size_t)r;
+                c.buf = (char *)c.buf + r;
+                c.len -= (size_t)r;
                 continue;
             }
-            return r;
+            if (ours && (r == -EAGAIN || r == -EWOULDBLOCK)) {
+                int ready = plain_wait(a->fd, weft__io_writes(a) ? POLLOUT : POLLIN, UINT64_MAX);
+                if (ready >= 0)
+                    continue;
+                r = ready;
+            }
+            return done ? (ssize_t)done + (r > 0 ? r : 0) : r;
         }
     }
     struct msghdr m;   /* readv and writev on a socket, as recvmsg and sendmsg */
