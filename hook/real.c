@@ -21,7 +21,6 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
-#include <link.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -115,47 +114,25 @@ __attribute__((constructor)) void hook_real_init(void)
  * comes after the executable). Not the constructor, which the compiler puts
  * with every object's start-up code, apart from the rest.
  */
-struct segment {
-    uintptr_t at;        /* an address of the hook's code */
-    uintptr_t lo, hi;    /* the executable segment that holds it */
-    bool      program;   /* ... which is the program's own */
-};
-
-static int find_segment(struct dl_phdr_info *info, size_t size, void *arg)
-{
-    (void)size;
-    struct segment *sg = arg;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && sg->at >= lo && sg->at - lo < ph->p_memsz) {
-            sg->lo = lo;
-            sg->hi = lo + ph->p_memsz - 1;
-            sg->program = !info->dlpi_name || !info->dlpi_name[0];   /* the program is listed unnamed */
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static void code_span_give(void)
 {
-    struct segment sg = { .at = (uintptr_t)hook_wait_begin };
-    if (!dl_iterate_phdr(find_segment, &sg))
+    uintptr_t lo, hi;
+    int shared = weft__hook_code_segment((uintptr_t)hook_wait_begin, &lo, &hi);
+    if (shared < 0)
         return;
-    if (sg.program) {
+    if (!shared) {
         const uintptr_t fns[] = {   /* real.c, poll.c, io.c, fd.c, sleep.c, resolve.c */
             (uintptr_t)hook_wait_begin, (uintptr_t)hook_poll_wait, (uintptr_t)read,
             (uintptr_t)close, (uintptr_t)nanosleep, (uintptr_t)getaddrinfo,
         };
-        sg.lo = UINTPTR_MAX;
-        sg.hi = 0;
+        lo = UINTPTR_MAX;
+        hi = 0;
         for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-            sg.lo = fns[i] < sg.lo ? fns[i] : sg.lo;
-            sg.hi = fns[i] > sg.hi ? fns[i] : sg.hi;
+            lo = fns[i] < lo ? fns[i] : lo;
+            hi = fns[i] > hi ? fns[i] : hi;
         }
     }
-    weft__hook_code_span(sg.lo, sg.hi);
+    weft__hook_code_span(lo, hi);
 }
 
 /* ---- a hooked call's wait ----------------------------------------------------- */

@@ -71,4 +71,10 @@ WEFT_API bool weft__hook_runtimes(void);
  * runtime/core/span.c. */
 WEFT_API void weft__hook_code_span(uintptr_t lo, uintptr_t hi);
 
+/* The executable segment that holds the code address `at`, in *lo and *hi:
+ * returns 1 where it is a shared library's, 0 where it is the program's own
+ * (which holds the program's code too), -1 where no object holds `at`.
+ * Defined in runtime/core/span.c. */
+WEFT_API int weft__hook_code_segment(uintptr_t at, uintptr_t *lo, uintptr_t *hi);
+
 #endif /* WEFT_PRIVATE_H */

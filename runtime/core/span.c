@@ -49,17 +49,23 @@ static int find_segment(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
+int weft__hook_code_segment(uintptr_t at, uintptr_t *lo, uintptr_t *hi)
+{
+    struct segment sg = { .at = at };
+    if (!dl_iterate_phdr(find_segment, &sg))
+        return -1;
+    *lo = sg.lo;
+    *hi = sg.hi;
+    return !sg.program;
+}
+
 void weft__code_span(uintptr_t *lo, uintptr_t *hi)
 {
     /* As libweft.so, weft's code is the library's executable segment, and
      * the anchors below could mislead: a program built without PIE that
      * takes a public function's address makes that its own PLT entry's. */
-    struct segment sg = { .at = (uintptr_t)weft__code_span };
-    if (dl_iterate_phdr(find_segment, &sg) && !sg.program) {
-        *lo = sg.lo;
-        *hi = sg.hi;
+    if (weft__hook_code_segment((uintptr_t)weft__code_span, lo, hi) == 1)
         return;
-    }
     const uintptr_t fns[] = {
         (uintptr_t)weft__ctx_entry,                                       /* arch/.../switch.S */
         (uintptr_t)weft_now, (uintptr_t)weft__heap_remove,             /* base/ */
