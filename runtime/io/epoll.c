@@ -293,19 +293,28 @@ static void pass_on(weft_rt *rt, struct weft__fd_slot *s, int d)
 
 /* ---- registration ------------------------------------------------------------------ */
 
+/* What was learnt of the file s's number named (is it a socket, a stream):
+ * wrong for another file. Holds s->lock. */
+static void forget_hints(struct weft__fd_slot *s)
+{
+    atomic_store_explicit(&s->not_socket, false, memory_order_relaxed);
+    atomic_store_explicit(&s->kind, KIND_UNKNOWN, memory_order_relaxed);
+}
+
 /*
  * s's number names another file than the one registered for it (closed with
- * close(2) and reused). A waiter whose file was the registered one
- * (`verified`), or any if `all_old` (the new file was just made here), waits
- * on a file closed since, as a thread in poll(2) would: off the lists, for
- * its deadline or cancellation, where no edge of the new file reaches it.
- * The others may have begun on the new file: woken to try again. `keep`, the
- * caller's own wait or NULL, stays. Holds s->lock. Returns whether a task
- * was made runnable.
+ * close(2) and reused): the old file's hints go. A waiter whose file was the
+ * registered one (`verified`), or any if `all_old` (the new file was just
+ * made here), waits on a file closed since, as a thread in poll(2) would:
+ * off the lists, for its deadline or cancellation, where no edge of the new
+ * file reaches it. The others may have begun on the new file: woken to try
+ * again. `keep`, the caller's own wait or NULL, stays. Holds s->lock.
+ * Returns whether a task was made runnable.
  */
 static bool part_from_old_file(weft_rt *rt, struct weft__fd_slot *s, const struct weft__fd_wait *keep,
                                bool all_old)
 {
+    forget_hints(s);
     bool woke = false;
     for (int d = RD; d <= WR; d++) {
         struct weft__fd_wait *fw, *next;
@@ -436,11 +445,8 @@ static int wait_fd(struct weft__worker *w, int fd, int dirs, uint64_t *place, co
         pthread_mutex_unlock(&s->lock);
         return armed;
     }
-    if (replaced) {
-        atomic_store_explicit(&s->not_socket, false, memory_order_relaxed);   /* hints of the old file */
-        atomic_store_explicit(&s->kind, KIND_UNKNOWN, memory_order_relaxed);
+    if (replaced)
         part_from_old_file(w->rt, s, &fw, false);
-    }
     for (int d = RD; d <= WR && !(dirs & WEFT__WAIT_NARROW); d++)
         if (want[d])
             atomic_store_explicit(&s->edge[d], seen[d] | 1, memory_order_relaxed);   /* drained */
@@ -469,8 +475,7 @@ static void unknown(struct weft__fd_slot *s)
     s->added = false;
     edge_came(s, RD);
     edge_came(s, WR);
-    atomic_store_explicit(&s->not_socket, false, memory_order_relaxed);
-    atomic_store_explicit(&s->kind, KIND_UNKNOWN, memory_order_relaxed);
+    forget_hints(s);
 }
 
 /* fd is a new file, accepted or being connected: a number closed with close(2)

@@ -222,14 +222,17 @@ static ssize_t plain_io(const struct weft__io_op *a)
             r = weft__io_syscall(&c);
             if (r == -EINTR)
                 continue;
-            bool ours = !deadline && !weft__io_asks_not_to_wait(a) && nonblock_is_weft_s(a->fd);
-            if (ours && c.kind == WEFT__IO_WRITE && r > 0 && (size_t)r < c.len) {
-                done += (size_t)r;
-                c.buf = (char *)c.buf + r;
-                c.len -= (size_t)r;
-                continue;
-            }
-            if (ours && (r == -EAGAIN || r == -EWOULDBLOCK)) {
+            bool again = r == -EAGAIN || r == -EWOULDBLOCK;
+            bool partial = c.kind == WEFT__IO_WRITE && r > 0 && (size_t)r < c.len;
+            /* Whose the flag is, asked only where the answer matters (an
+             * fstat where weft's record says weft's). */
+            if ((again || partial) && !deadline && !weft__io_asks_not_to_wait(a) && nonblock_is_weft_s(a->fd)) {
+                if (partial) {
+                    done += (size_t)r;
+                    c.buf = (char *)c.buf + r;
+                    c.len -= (size_t)r;
+                    continue;
+                }
                 int ready = plain_wait(a->fd, weft__io_writes(a) ? POLLOUT : POLLIN, UINT64_MAX);
                 if (ready >= 0)
                     continue;

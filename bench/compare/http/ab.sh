@@ -25,24 +25,15 @@ env_b=${4-}
 port=${AB_PORT:-8090}
 server="$build/examples/http_server"
 server_b="${AB_BUILD_B:-$build}/examples/http_server"
-tck=$(getconf CLK_TCK)
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 one() {   # one ENV SERVER [ARGS]: prints "cpu_us_per_request requests_per_second"
     # shellcheck disable=SC2086
     env $1 "$2" --port "$port" ${3-} > /dev/null 2>&1 &
-    local pid=$! s0 s1 out reqs rate
+    local pid=$!
     answered curl -s -o /dev/null "http://127.0.0.1:$port/" || true
-    wrk -t1 -c100 -d1s "http://127.0.0.1:$port/" > /dev/null 2>&1
-    s0=$(proc_ticks "$pid")
-    out=$(wrk -t1 -c100 -d4s "http://127.0.0.1:$port/" 2>&1)
-    s1=$(proc_ticks "$pid")
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
-    reqs=$(wrk_requests <<< "$out")
-    rate=$(wrk_rate <<< "$out")
-    awk -v d=$((s1 - s0)) -v t="$tck" -v q="$reqs" -v r="$rate" 'BEGIN { printf "%.2f %s\n", d / t * 1e6 / q, r }'
+    measure "$pid" "$port"
 }
 
 median() { median_min_max | awk '{print $1}'; }

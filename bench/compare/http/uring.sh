@@ -17,25 +17,18 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=${1:?usage: uring.sh BUILD_DIR [ROUNDS]}
 rounds=${2:-8}
 port=${AB_PORT:-8094}   # and the next two
-tck=$(getconf CLK_TCK)
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 cc -O2 -o "$tmp/http_uring" "$here/uring.c" -luring
 
 one() {   # one NAME PORT COMMAND...: appends "NAME cpu_us_per_request requests_per_second"
-    local name=$1 port=$2 pid s0 s1 out
+    local name=$1 port=$2 pid
     shift 2
     "$@" --port "$port" > /dev/null 2>&1 &
     pid=$!
     answered curl -s -o /dev/null "http://127.0.0.1:$port/" || { echo "uring.sh: $name does not answer" >&2; exit 1; }
-    wrk -t1 -c100 -d1s "http://127.0.0.1:$port/" > /dev/null 2>&1
-    s0=$(proc_ticks "$pid")
-    out=$(wrk -t1 -c100 -d4s "http://127.0.0.1:$port/" 2>&1)
-    s1=$(proc_ticks "$pid")
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
-    awk -v n="$name" -v d=$((s1 - s0)) -v t="$tck" -v q="$(wrk_requests <<< "$out")" \
-        -v r="$(wrk_rate <<< "$out")" 'BEGIN { printf "%s %.2f %s\n", n, d / t * 1e6 / q, r }' | tee -a "$tmp/runs"
+    measure "$pid" "$port" > "$tmp/one"   # in this shell, whose child the server is
+    echo "$name $(cat "$tmp/one")" | tee -a "$tmp/runs"
 }
 
 for i in $(seq "$rounds"); do
