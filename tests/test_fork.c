@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -797,4 +798,82 @@ Test(fork, a_child_uses_any_dump_and_stall_signal_whatever_the_parent_used)
     cr_assert_eq(WEXITSTATUS(status), 0, "the child failed at step %d; stderr: %s", WEXITSTATUS(status), err);
     cr_assert_not_null(strstr(err, "weft: 1 runtime"), "the child's dump signal wrote no dump: %s", err);
     free(err);
+}
+
+/* ---- weft's own locks across fork -------------------------------------------------- */
+
+static _Atomic bool lockers_stop;
+
+/* Creates and deletes keys until told to stop: holds the keys' lock most of
+ * its time. */
+static void *key_churn(void *arg)
+{
+    while (!atomic_load_explicit(&lockers_stop, memory_order_relaxed)) {
+        weft_key k;
+        if (weft_key_create(&k, NULL) == 0)
+            weft_key_delete(k);
+    }
+    return arg;
+}
+
+/* Connects the UDP socket *arg, a blocking one, again and again with a
+ * deadline, so that each connect goes through the flag toggle and holds its
+ * lock across three system calls. */
+static void *connect_churn(void *arg)
+{
+    int fd = *(int *)arg;
+    struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(9),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    weft_deadline(weft_now() + 600 * 1000 * MILLI);
+    while (!atomic_load_explicit(&lockers_stop, memory_order_relaxed))
+        weft_connect(fd, (struct sockaddr *)&to, sizeof to);
+    return arg;
+}
+
+/* The child: the calls whose locks the parent's threads held. 0, or the step
+ * that failed; a hang ends at the alarm. */
+static int child_takes_the_locks(int udp)
+{
+    alarm(20);
+    weft_key k;
+    if (weft_key_create(&k, NULL) != 0 || weft_key_delete(k) != 0)
+        return 1;
+    struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(9),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    weft_deadline(weft_now() + 10 * 1000 * MILLI);
+    if (weft_connect(udp, (struct sockaddr *)&to, sizeof to) != 0)
+        return 2;
+    return 0;
+}
+
+Test(fork, a_child_forked_while_other_threads_hold_weft_s_locks_takes_them)
+{
+    int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(udp, 0);
+    atomic_store(&lockers_stop, false);
+    pthread_t keys, conn;
+    cr_assert_eq(pthread_create(&keys, NULL, key_churn, NULL), 0);
+    cr_assert_eq(pthread_create(&conn, NULL, connect_churn, &udp), 0);
+    usleep(20000);
+    /* Each forks while each lock is held most of the time: twenty children
+     * leave no room for luck. */
+    pid_t pids[20];
+    for (int i = 0; i < 20; i++) {
+        pids[i] = fork();
+        cr_assert_neq(pids[i], -1);
+        if (pids[i] == 0)
+            _exit(child_takes_the_locks(udp));
+        usleep(2000);
+    }
+    atomic_store(&lockers_stop, true);
+    pthread_join(keys, NULL);
+    pthread_join(conn, NULL);
+    close(udp);
+    for (int i = 0; i < 20; i++) {
+        int status;
+        cr_assert_eq(waitpid(pids[i], &status, 0), pids[i]);
+        cr_assert(WIFEXITED(status), "child %d did not exit (status %#x: %s)", i, status,
+                  WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM ? "it hung" : "killed");
+        cr_assert_eq(WEXITSTATUS(status), 0, "child %d failed at step %d", i, WEXITSTATUS(status));
+    }
 }

@@ -634,6 +634,14 @@ void weft__stallbt_stop(int sig);
  * anew (the monitor or dump that held it is not in the child). Only the fork
  * handler. */
 void weft__stallbt_forget(void);
+/* In a child of fork(): the keys' lock made anew (core/key.c). Only the fork
+ * handler. */
+void weft__key_fork_child(void);
+/* Registers the fork handler (core/runtime.c) if it is not yet: whatever
+ * takes a process-wide lock of weft's calls it first, as a plain thread may
+ * do so in a process that never made a runtime. Returns 0 or a negative
+ * errno (-ENOMEM: pthread_atfork had no memory). */
+int weft__fork_handler_register(void);
 /* Appends to buf the backtrace of what worker w runs now, as lines the dump's
  * frames look like, or a line that says why there is none; tick: w's schedule
  * count during the stall, to tell whether it still is. Returns the length

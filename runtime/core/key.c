@@ -43,7 +43,7 @@ struct key_slot {
 };
 
 static struct key_slot keys[WEFT_KEYS_MAX];
-static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;   /* made anew in a child of fork() */
 
 struct block {
     uint32_t seq[BLOCK];    /* the sequence number of the key that set val[i] */
@@ -95,10 +95,19 @@ static struct weft__keyvals **holder(bool *plain)
     return &thread_vals;
 }
 
+void weft__key_fork_child(void)
+{
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    keys_lock = fresh;
+}
+
 int weft_key_create(weft_key *key, void (*destructor)(void *))
 {
     if (!key)
         return -EINVAL;
+    int err = weft__fork_handler_register();
+    if (err)
+        return err;
     pthread_mutex_lock(&keys_lock);
     for (unsigned i = 0; i < WEFT_KEYS_MAX; i++) {
         uint32_t seq = atomic_load_explicit(&keys[i].seq, memory_order_relaxed);

@@ -91,7 +91,12 @@ static void live_remove(weft_rt *rt)
  *   4. the dump and stall signals are nobody's, their handlers the
  *      program's again, and the stall report's lock (held by a monitor or a
  *      dump while it takes backtraces) made anew: a runtime the child makes
- *      installs them afresh, with any signal.
+ *      installs them afresh, with any signal;
+ *   5. the other process-wide locks made anew, for the same reason as the
+ *      list's: the keys' (weft_key_create, weft_key_delete), the offload
+ *      pools' creation lock, and the locks that serialise a descriptor's
+ *      O_NONBLOCK toggles (io/io.c), which another thread's accept or
+ *      connect holds across three system calls.
  * No prepare or parent handler is needed: the child keeps nothing of the
  * list or the signals' users, so they need not be consistent at the fork
  * (a signal's handler is given back only where it is still weft's), and the
@@ -111,6 +116,8 @@ static void fork_child(void)
     live_lock = fresh;
     weft__dump_signal_forget();                             /* 4 */
     weft__stallbt_forget();
+    weft__key_fork_child();                                 /* 5 */
+    weft__io_fork_child();
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -119,6 +126,14 @@ static int atfork_error;
 static void atfork_register(void)
 {
     atfork_error = -pthread_atfork(NULL, NULL, fork_child);
+}
+
+/* Registered once weft is in use: by the first runtime, or by the first
+ * call that takes a process-wide lock without one. */
+int weft__fork_handler_register(void)
+{
+    pthread_once(&atfork_once, atfork_register);
+    return atfork_error;
 }
 
 static void rt_free(weft_rt *rt)
@@ -219,8 +234,7 @@ static int process_setup(void)
     int err = weft__guard_install();
     if (err)
         return err;
-    pthread_once(&atfork_once, atfork_register);   /* registered once weft is in use */
-    return atfork_error;
+    return weft__fork_handler_register();
 }
 
 /* A runtime with its queues, stacks, handles, timers and workers, none of

@@ -168,6 +168,11 @@ void weft__io_worker_destroy(struct weft__worker *w);
 /* weft_rt_destroy, after the workers have stopped: rt's descriptor table
  * and helper threads. */
 void weft__io_rt_destroy(weft_rt *rt);
+/* In a child of fork(): the process-wide locks of this layer (the flag
+ * toggles' and the offload pools' creation lock) made anew, since a thread
+ * that held one at the fork is not there to release it. Only the fork
+ * handler (core/runtime.c). */
+void weft__io_fork_child(void);
 /* weft_cancel, after it has claimed t's waiter: a request of t that a
  * backend keeps in flight is cancelled too. Returns 0 or -ENOMEM. */
 int  weft__io_cancel(weft_task *t);
@@ -259,6 +264,8 @@ static inline bool weft__io_needs_toggle(const struct weft__io_op *op)
  * the wait shows as that reason rather than as an offload of fn. Any thread;
  * fn not NULL. Returns as weft_offload. */
 int weft__offload_noted(weft_fn fn, void *arg, void **result);
+/* In a child of fork(): the pools' creation lock made anew (weft__io_fork_child). */
+void weft__offload_fork_child(void);
 
 /* ---- what backend.c alone calls of each backend --------------------------------- */
 

@@ -93,9 +93,23 @@ ssize_t weft__io_syscall(const struct weft__io_op *a)
 #define TOGGLE_LOCKS 64u
 static _Atomic uint32_t toggle_lock[TOGGLE_LOCKS];   /* weft__ilock words */
 
-static _Atomic uint32_t *toggle_lock_of(int fd)
+/* Takes fd's toggle lock and returns it. The fork handler makes the locks
+ * anew in a child: a plain thread may take one in a process with no runtime,
+ * so it registers the handler first (where pthread_atfork has no memory, the
+ * child is left as it would be without weft's handler). */
+static _Atomic uint32_t *toggle_lock_take(int fd)
 {
-    return &toggle_lock[(unsigned)fd % TOGGLE_LOCKS];
+    weft__fork_handler_register();
+    _Atomic uint32_t *l = &toggle_lock[(unsigned)fd % TOGGLE_LOCKS];
+    weft__ilock(l);
+    return l;
+}
+
+void weft__io_fork_child(void)
+{
+    for (unsigned i = 0; i < TOGGLE_LOCKS; i++)
+        atomic_store_explicit(&toggle_lock[i], 0, memory_order_relaxed);   /* one thread here */
+    weft__offload_fork_child();
 }
 
 /* Whether fd's O_NONBLOCK is the epoll backend's, set for its coroutines (a
@@ -111,8 +125,7 @@ static bool nonblock_is_weft_s(int fd)
 /* fd's file status flags as its owner set them, or a negative errno. */
 static int owner_flags(int fd)
 {
-    _Atomic uint32_t *l = toggle_lock_of(fd);
-    weft__ilock(l);
+    _Atomic uint32_t *l = toggle_lock_take(fd);
     int fl = weft__sys_fcntl(fd, F_GETFL, 0);
     weft__iunlock(l);
     if (fl >= 0 && (fl & O_NONBLOCK) && nonblock_is_weft_s(fd))
@@ -126,8 +139,7 @@ static int owner_flags(int fd)
  * room), -EINPROGRESS (connect: the attempt goes on). */
 ssize_t weft__io_syscall_nowait(const struct weft__io_op *a)
 {
-    _Atomic uint32_t *l = toggle_lock_of(a->fd);
-    weft__ilock(l);
+    _Atomic uint32_t *l = toggle_lock_take(a->fd);
     ssize_t r;
     int fl = weft__sys_fcntl(a->fd, F_GETFL, 0);
     bool toggle = fl >= 0 && !(fl & O_NONBLOCK);

@@ -86,7 +86,13 @@ struct weft__offload {
     pthread_t       threads[];   /* [max] */
 };
 
-static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;   /* made anew in a child of fork() */
+
+void weft__offload_fork_child(void)
+{
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    create_lock = fresh;
+}
 
 static void *helper_thread(void *arg)
 {
