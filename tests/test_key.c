@@ -261,3 +261,47 @@ Test(key, a_deleted_keys_destructor_is_not_called)
     run_with(2, set_then_delete, &k);
     cr_assert_eq(atomic_load(&thread_dtor_calls), 0);
 }
+
+/* A value left by a deleted key, and the keys made in its slot after it: a
+ * key's handle holds 22 bits of its slot's sequence number, which come round
+ * again after 2^21 keys, and the value must not show through then either. */
+static int stale_marker;
+static _Atomic int stale_dtor_calls;
+
+static void stale_dtor(void *v)
+{
+    if (v == &stale_marker)
+        atomic_fetch_add(&stale_dtor_calls, 1);
+}
+
+static void *outlive_the_handles(void *arg)
+{
+    weft_key old, k = 0;
+    if (weft_key_create(&old, NULL) != 0 || weft_setspecific(old, &stale_marker) != 0 ||
+        weft_key_delete(old) != 0)
+        return (void *)1;
+    long seen_again = 0;
+    for (long i = 0; i < (1L << 21) + 4; i++) {
+        if (weft_key_create(&k, stale_dtor) != 0)
+            return (void *)2;
+        if (weft_getspecific(k) != NULL)
+            return (void *)3;
+        seen_again += k == old;
+        if (i < (1L << 21) + 3 && weft_key_delete(k) != 0)
+            return (void *)4;
+    }
+    *(long *)arg = seen_again;
+    return NULL;   /* k lives on: the thread's exit calls its destructor for what is set */
+}
+
+Test(key, a_value_left_by_a_deleted_key_never_shows_through_a_later_key)
+{
+    pthread_t t;
+    long seen_again = -1;
+    void *res;
+    cr_assert_eq(pthread_create(&t, NULL, outlive_the_handles, &seen_again), 0);
+    cr_assert_eq(pthread_join(t, &res), 0);
+    cr_assert_null(res, "step %ld failed", (long)(intptr_t)res);
+    cr_assert_eq(atomic_load(&stale_dtor_calls), 0, "a later key's destructor got the deleted key's value");
+    cr_assert_geq(seen_again, 1, "no later key had the deleted key's handle: the test missed the wrap");
+}

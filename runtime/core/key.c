@@ -6,9 +6,12 @@
  * Keys. A process-wide table of WEFT_KEYS_MAX slots; each has a sequence
  * number, odd while a key holds the slot, bumped by every create and delete,
  * and the key's destructor. A weft_key is its slot in the low KEY_BITS bits
- * and the sequence number above them, so a deleted key, or a value it left
- * behind, never matches the key made next in its slot: every value is stored
- * with the sequence number of the key that set it.
+ * and the low bits of the sequence number above them, so a deleted key
+ * matches no key made after it in its slot until the slot has been used 2^21
+ * times more (a 32-bit handle can tell no more apart, and using a deleted key
+ * is the caller's error). A value is stored with its key's whole sequence
+ * number, 64 bits that never wrap, so a value a deleted key left behind never
+ * shows through a key made later.
  *
  * Values. Each holder (a coroutine, or a plain thread) has a struct
  * weft__keyvals, made by its first weft_setspecific(): an array of blocks of
@@ -38,7 +41,7 @@ _Static_assert(WEFT_KEYS_MAX == 1u << KEY_BITS, "a key's slot takes KEY_BITS bit
 #define NBLOCKS  (WEFT_KEYS_MAX / BLOCK)
 
 struct key_slot {
-    _Atomic uint32_t seq;                 /* odd while a key holds the slot; written under keys_lock */
+    _Atomic uint64_t seq;                 /* odd while a key holds the slot; written under keys_lock */
     _Atomic(void (*)(void *)) destructor; /* the holding key's; written under keys_lock */
 };
 
@@ -46,7 +49,7 @@ static struct key_slot keys[WEFT_KEYS_MAX];
 static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;   /* made anew in a child of fork() */
 
 struct block {
-    uint32_t seq[BLOCK];    /* the sequence number of the key that set val[i] */
+    uint64_t seq[BLOCK];    /* the sequence number of the key that set val[i] */
     void    *val[BLOCK];
 };
 
@@ -72,15 +75,16 @@ static void thread_key_make(void)
 }
 
 static inline unsigned slot_of(weft_key key) { return key & (WEFT_KEYS_MAX - 1); }
-static inline uint32_t seq_of(weft_key key) { return key >> KEY_BITS; }
+#define KEY_SEQ_MASK (UINT32_MAX >> KEY_BITS)   /* the sequence number's bits a key holds */
 
-/* Whether key names a key that exists now. */
-static inline bool key_live(weft_key key)
+/* The whole sequence number of key's slot where key names the key that
+ * holds it now, else 0. */
+static inline uint64_t key_seq(weft_key key)
 {
-    uint32_t seq = seq_of(key);
-    return (seq & 1) &&
-           atomic_load_explicit(&keys[slot_of(key)].seq, memory_order_relaxed) == seq;   /* a hint: a
-           * key must not be deleted while it is used, so no order is needed */
+    uint32_t low = key >> KEY_BITS;
+    uint64_t seq = atomic_load_explicit(&keys[slot_of(key)].seq, memory_order_relaxed);   /* a hint:
+                    * a key must not be deleted while it is used, so no order is needed */
+    return (low & 1) && (seq & KEY_SEQ_MASK) == low ? seq : 0;
 }
 
 /* The caller's values: the running coroutine's, else the plain thread's. */
@@ -110,14 +114,14 @@ int weft_key_create(weft_key *key, void (*destructor)(void *))
         return err;
     pthread_mutex_lock(&keys_lock);
     for (unsigned i = 0; i < WEFT_KEYS_MAX; i++) {
-        uint32_t seq = atomic_load_explicit(&keys[i].seq, memory_order_relaxed);
+        uint64_t seq = atomic_load_explicit(&keys[i].seq, memory_order_relaxed);
         if (seq & 1)
             continue;
-        seq = (seq + 1) & (UINT32_MAX >> KEY_BITS);   /* odd: the sequence wraps at an even number */
+        seq++;
         atomic_store_explicit(&keys[i].destructor, destructor, memory_order_relaxed);
         atomic_store_explicit(&keys[i].seq, seq, memory_order_release);   /* the key is handed out after */
         pthread_mutex_unlock(&keys_lock);
-        *key = (weft_key)(seq << KEY_BITS | i);
+        *key = (weft_key)((seq & KEY_SEQ_MASK) << KEY_BITS | i);
         return 0;
     }
     pthread_mutex_unlock(&keys_lock);
@@ -127,20 +131,22 @@ int weft_key_create(weft_key *key, void (*destructor)(void *))
 int weft_key_delete(weft_key key)
 {
     pthread_mutex_lock(&keys_lock);
-    if (!key_live(key)) {
+    uint64_t seq = key_seq(key);
+    if (!seq) {
         pthread_mutex_unlock(&keys_lock);
         return -EINVAL;
     }
     struct key_slot *k = &keys[slot_of(key)];
     atomic_store_explicit(&k->destructor, NULL, memory_order_relaxed);
-    atomic_store_explicit(&k->seq, (seq_of(key) + 1) & (UINT32_MAX >> KEY_BITS), memory_order_release);
+    atomic_store_explicit(&k->seq, seq + 1, memory_order_release);
     pthread_mutex_unlock(&keys_lock);
     return 0;
 }
 
 int weft_setspecific(weft_key key, const void *value)
 {
-    if (!key_live(key))
+    uint64_t seq = key_seq(key);
+    if (!seq)
         return -EINVAL;
     bool plain;
     struct weft__keyvals **h = holder(&plain);
@@ -170,14 +176,15 @@ int weft_setspecific(weft_key key, const void *value)
             return -ENOMEM;
         kv->block[slot / BLOCK] = b;
     }
-    b->seq[slot % BLOCK] = seq_of(key);
+    b->seq[slot % BLOCK] = seq;
     b->val[slot % BLOCK] = (void *)value;
     return 0;
 }
 
 void *weft_getspecific(weft_key key)
 {
-    if (!key_live(key))
+    uint64_t seq = key_seq(key);
+    if (!seq)
         return NULL;
     bool plain;
     struct weft__keyvals *kv = *holder(&plain);
@@ -185,7 +192,7 @@ void *weft_getspecific(weft_key key)
         return NULL;
     unsigned slot = slot_of(key);
     struct block *b = kv->block[slot / BLOCK];
-    if (!b || b->seq[slot % BLOCK] != seq_of(key))
+    if (!b || b->seq[slot % BLOCK] != seq)
         return NULL;
     return b->val[slot % BLOCK];
 }
