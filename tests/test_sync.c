@@ -317,3 +317,125 @@ Test(sync, a_waiter_gets_its_turns_while_others_hog_the_mutex, .timeout = 60)
     cr_assert_eq((intptr_t)run_with(2, victim_among_hogs, &h), 1000,
                  "the victim got its turns only once the hogs gave up");
 }
+
+/* ---- an object freed as soon as its wait returns -------------------------------------- */
+
+/* A wait group on the waiter's stack, a semaphore used as a completion, a
+ * mutex inside a reference-counted object: the waiter frees the object the
+ * moment its wait returns, while the waker may still be inside its call. The
+ * waker must be done with the object before the waiter can return. Here the
+ * freed memory is scribbled over at once; AddressSanitizer (CI's stage)
+ * reports any touch after the free, and a plain build often crashes. */
+enum freed_kind { FREED_WG, FREED_SEM, FREED_COND, FREED_MUTEX, FREED_KINDS };
+
+struct freed_obj {
+    weft_wg    wg;
+    weft_sem   sem;
+    weft_mutex m;
+    weft_cond  c;
+    _Atomic int flag;
+    enum freed_kind kind;
+};
+
+static void *freed_waker(void *arg)
+{
+    struct freed_obj *o = arg;
+    switch (o->kind) {
+    case FREED_WG:
+        weft_wg_done(&o->wg);
+        break;
+    case FREED_SEM:
+        weft_sem_release(&o->sem);
+        break;
+    case FREED_COND:
+        weft_mutex_lock(&o->m);
+        atomic_store(&o->flag, 1);
+        weft_mutex_unlock(&o->m);
+        weft_cond_signal(&o->c);
+        break;
+    default:   /* the mutex: held while the waiter queues, then unlocked to it */
+        weft_mutex_lock(&o->m);
+        atomic_store(&o->flag, 1);
+        weft_sleep(1000);
+        weft_mutex_unlock(&o->m);
+        break;
+    }
+    return NULL;
+}
+
+/* One round: 0, or the wait's error. */
+static int wait_then_free(weft_rt *rt, enum freed_kind kind)
+{
+    struct freed_obj *o = malloc(sizeof *o);
+    if (!o)
+        return -ENOMEM;
+    *o = (struct freed_obj){ .wg = WEFT_WG_INIT, .sem = WEFT_SEM_INIT(0), .m = WEFT_MUTEX_INIT,
+                             .c = WEFT_COND_INIT, .kind = kind };
+    int err = 0;
+    if (kind == FREED_WG)
+        weft_wg_add(&o->wg, 1);
+    if (kind == FREED_COND)
+        weft_mutex_lock(&o->m);
+    if (weft_spawn_on(rt, NULL, freed_waker, o) != 0) {
+        free(o);
+        return -EAGAIN;
+    }
+    switch (kind) {
+    case FREED_WG:
+        err = weft_wg_wait(&o->wg);
+        break;
+    case FREED_SEM:
+        err = weft_sem_acquire(&o->sem);
+        break;
+    case FREED_COND:
+        while (!atomic_load(&o->flag) && !err)
+            err = weft_cond_wait(&o->c, &o->m);
+        weft_mutex_unlock(&o->m);
+        break;
+    default:
+        while (!atomic_load(&o->flag))
+            weft_yield();
+        if ((err = weft_mutex_lock(&o->m)) == 0)
+            weft_mutex_unlock(&o->m);
+        break;
+    }
+    memset(o, 0x5a, sizeof *o);
+    free(o);
+    return err;
+}
+
+struct freed_run {
+    weft_rt *rt;
+    long     rounds;
+};
+
+static void *freed_rounds(void *arg)
+{
+    struct freed_run *r = arg;
+    for (long i = 0; i < r->rounds; i++)
+        for (int k = 0; k < FREED_KINDS; k++) {
+            int err = wait_then_free(r->rt, (enum freed_kind)k);
+            if (err)
+                return (void *)(intptr_t)(k * 1000 - err);
+        }
+    return NULL;
+}
+
+Test(sync, an_object_freed_as_soon_as_its_wait_returns_is_not_touched_after)
+{
+    long rounds = RUNNING_ON_VALGRIND ? 200 : emulated() ? 1000 : 10000;
+    weft_rt *rt;
+    cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 2 }), 0);
+    struct freed_run run = { .rt = rt, .rounds = rounds };
+    /* The waiters: this plain thread, then two coroutines at once. */
+    void *res = freed_rounds(&run);
+    cr_assert_null(res, "a plain thread's wait (kind * 1000 - error) %ld", (long)(intptr_t)res);
+    weft_task *t[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(weft_spawn_on(rt, &t[i], freed_rounds, &run), 0);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(weft_join(t[i], &res), 0);
+        cr_assert_null(res, "a coroutine's wait (kind * 1000 - error) %ld", (long)(intptr_t)res);
+    }
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+}

@@ -5,12 +5,20 @@
  *
  * Each object keeps its waiters on a list guarded by a small lock (sync.h). A
  * waiter is a struct weft__waiter on the waiting side's stack; it is claimed
- * (weft__wake) only by someone holding the list's lock, who pops it first. A
+ * (weft__claim) only by someone holding the list's lock, who pops it first. A
  * claim can fail: the waiter's deadline or cancellation claimed it with a
  * negative result. The waker then skips it and tries the next, and the waiter,
  * seeing the negative result, takes the lock and unlinks itself if no waker
  * popped it. So a waiter that gives up has consumed nothing (no lock hand-off,
  * no semaphore unit).
+ *
+ * A waiter that returns may free the object at once (a wait group on the
+ * waiter's stack, a reference-counted object's mutex), while its waker still
+ * holds the object's lock. So the waker makes the waiters it claimed runnable
+ * only after it has dropped the lock (wake_claimed), and touches the object no
+ * more: a coroutine waiter stays parked until then, and a plain-thread waiter
+ * that sees its claim early waits for the node's `done` (as chan.c's waiters
+ * do).
  *
  * The mutex. _state holds LOCKED and WAITERS. Lock is a CAS 0 -> LOCKED, then a
  * short spin, then the slow path under the list lock, which sets WAITERS and
@@ -48,7 +56,15 @@ struct sync_node {
     struct weft__wnode  node;     /* first: list links, under the object's lock */
     struct weft__waiter w;
     uint64_t            since;    /* mutex: when the waiter first queued */
+    struct sync_node   *woken;    /* next on its waker's list of claimed nodes */
+    _Atomic uint32_t    done;     /* set by its waker, which touches the object no more */
 };
+
+/* The nodes a waker claimed under the object's lock, in claim order. */
+struct claimed {
+    struct sync_node *head, **tail;
+};
+#define CLAIMED(c) { .head = NULL, .tail = &(c).head }
 
 _Static_assert(offsetof(struct sync_node, node) == 0, "node must be first");
 
@@ -65,18 +81,62 @@ static WEFT__NOINLINE uintptr_t owner_token(void)
 static inline _Atomic uint32_t *A32(uint32_t *p) { return (_Atomic uint32_t *)p; }
 static inline _Atomic uintptr_t *AUP(uintptr_t *p) { return (_Atomic uintptr_t *)p; }
 
-/* Pops waiters until one can be claimed with result; returns it or NULL.
- * Holds the list's lock. */
-static struct sync_node *claim_first(struct weft__wlist *l, int32_t result)
+/* Makes n ready to queue: waiter_init's part of it. */
+static void node_init(struct sync_node *n)
+{
+    weft__waiter_init(&n->w);
+    atomic_init(&n->done, 0);
+}
+
+/* Claims n with result, which a waker popped off its list, and adds it to c.
+ * Holds the list's lock. False if n's deadline or cancellation claimed it. */
+static bool claim(struct sync_node *n, int32_t result, struct claimed *c)
+{
+    if (!weft__claim(&n->w, result))
+        return false;
+    n->woken = NULL;
+    *c->tail = n;
+    c->tail = &n->woken;
+    return true;
+}
+
+/* Pops waiters until one can be claimed with result; returns it (on c) or
+ * NULL. Holds the list's lock. */
+static struct sync_node *claim_first(struct weft__wlist *l, int32_t result, struct claimed *c)
 {
     while (l->_head) {
         struct sync_node *n = (struct sync_node *)l->_head;
         weft__wl_remove(l, &n->node);
-        if (weft__wake(&n->w, result))
+        if (claim(n, result, c))
             return n;
         /* claimed by its deadline or cancellation: it unlinks nothing, we did */
     }
     return NULL;
+}
+
+/* After the object's lock is dropped: makes the waiters claimed on c
+ * runnable, in the order they were claimed. */
+static void wake_claimed(struct claimed *c)
+{
+    for (struct sync_node *n = c->head, *next; n; n = next) {
+        next = n->woken;              /* read first: the node dies once its waiter returns */
+        weft_task *t = n->w.task;
+        atomic_store_explicit(&n->done, 1, memory_order_release);   /* pairs with wait_done */
+        weft__wake_claimed(t, &n->w);
+    }
+}
+
+/* The waiter, after a claim by a waker: returns once the waker is done with
+ * the object. At once for a coroutine, which stays parked until then. */
+static void wait_done(struct sync_node *n)
+{
+    unsigned spins = 0;
+    while (!atomic_load_explicit(&n->done, memory_order_acquire)) {   /* pairs with wake_claimed */
+        if (++spins < 1000)
+            weft__cpu_relax();
+        else
+            sched_yield();   /* the waker's thread was preempted: let it run */
+    }
 }
 
 /* After a negative weft__wait: leaves the list if no waker popped us. */
@@ -149,11 +209,13 @@ int weft_mutex_lock(weft_mutex *m)
         }
         if (!n.since)
             n.since = weft_now();
-        weft__waiter_init(&n.w);
+        node_init(&n);
         weft__waiter_why(&n.w, WEFT__WHY_MUTEX, m);
         weft__wl_push(&m->_wait, &n.node, requeue);
         weft__iunlock(A32(&m->_lock));
         int32_t r = weft__wait(&n.w);
+        if (r > 0)
+            wait_done(&n);
         if (r == R_HANDOFF) {
             atomic_store_explicit(AUP(&m->_owner), me, memory_order_relaxed);  /* owner checks only */
             return 0;
@@ -180,6 +242,7 @@ int weft_mutex_unlock(weft_mutex *m)
     if (atomic_compare_exchange_strong_explicit(A32(&m->_state), &s, 0,
             memory_order_release, memory_order_relaxed))        /* publishes the critical section */
         return 0;
+    struct claimed c = CLAIMED(c);
     weft__ilock(A32(&m->_lock));
     /* LOCKED stays set until a waiter is claimed: a waiter that is handed the
      * lock must never find it taken. The woken one, or the new owner's unlock,
@@ -203,17 +266,18 @@ int weft_mutex_unlock(weft_mutex *m)
         weft__wl_remove(&m->_wait, &n->node);
         uint32_t waiters = m->_wait._head ? M_WAITERS : 0;
         if (now - n->since > WEFT__STARVE_NS) {
-            if (weft__wake(&n->w, R_HANDOFF)) {   /* acq_rel claim publishes the section to the new owner */
+            if (claim(n, R_HANDOFF, &c)) {   /* acq_rel claim publishes the section to the new owner */
                 atomic_store_explicit(A32(&m->_state), M_LOCKED | waiters, memory_order_relaxed);  /* under the list lock */
                 break;
             }
-        } else if (weft__wake(&n->w, R_RETRY)) {
+        } else if (claim(n, R_RETRY, &c)) {
             atomic_store_explicit(A32(&m->_state), waiters | M_WOKEN, memory_order_release);  /* publishes the critical section */
             break;
         }
         /* that waiter gave up (deadline or cancellation): try the next */
     }
     weft__iunlock(A32(&m->_lock));
+    wake_claimed(&c);
     return 0;
 }
 
@@ -227,7 +291,7 @@ int weft_cond_wait(weft_cond *c, weft_mutex *m)
     if (atomic_load_explicit(AUP(&m->_owner), memory_order_relaxed) != owner_token())  /* ours only if we stored it */
         return -EPERM;
     struct sync_node n;
-    weft__waiter_init(&n.w);
+    node_init(&n);
     weft__waiter_why(&n.w, WEFT__WHY_COND, c);
     weft__ilock(A32(&c->_lock));
     weft__wl_push(&c->_wait, &n.node, false);
@@ -236,6 +300,8 @@ int weft_cond_wait(weft_cond *c, weft_mutex *m)
     int32_t r = weft__wait(&n.w);
     if (r < 0)
         leave(A32(&c->_lock), &c->_wait, &n);
+    else
+        wait_done(&n);
     /* A deadline that has passed fails every lock at once: keep trying, as
      * the caller must get m back. */
     while (weft_mutex_lock(m) < 0)
@@ -248,9 +314,11 @@ int weft_cond_signal(weft_cond *c)
 {
     if (!c)
         return -EINVAL;
+    struct claimed woken = CLAIMED(woken);
     weft__ilock(A32(&c->_lock));
-    claim_first(&c->_wait, R_WOKEN);
+    claim_first(&c->_wait, R_WOKEN, &woken);
     weft__iunlock(A32(&c->_lock));
+    wake_claimed(&woken);
     return 0;
 }
 
@@ -259,10 +327,12 @@ int weft_cond_broadcast(weft_cond *c)
 {
     if (!c)
         return -EINVAL;
+    struct claimed woken = CLAIMED(woken);
     weft__ilock(A32(&c->_lock));
-    while (claim_first(&c->_wait, R_WOKEN))
+    while (claim_first(&c->_wait, R_WOKEN, &woken))
         ;
     weft__iunlock(A32(&c->_lock));
+    wake_claimed(&woken);
     return 0;
 }
 
@@ -273,6 +343,7 @@ int weft_wg_add(weft_wg *wg, int n)
 {
     if (!wg)
         return -EINVAL;
+    struct claimed woken = CLAIMED(woken);
     weft__ilock(A32(&wg->_lock));
     int64_t c = (int64_t)wg->_count + n;
     if (c < 0 || c > INT32_MAX) {
@@ -281,9 +352,10 @@ int weft_wg_add(weft_wg *wg, int n)
     }
     wg->_count = (int32_t)c;
     if (c == 0)
-        while (claim_first(&wg->_wait, R_WOKEN))
+        while (claim_first(&wg->_wait, R_WOKEN, &woken))
             ;
     weft__iunlock(A32(&wg->_lock));
+    wake_claimed(&woken);
     return 0;
 }
 
@@ -303,7 +375,7 @@ int weft_wg_wait(weft_wg *wg)
         weft__iunlock(A32(&wg->_lock));
         return 0;
     }
-    weft__waiter_init(&n.w);
+    node_init(&n);
     weft__waiter_why(&n.w, WEFT__WHY_WG, wg);
     weft__wl_push(&wg->_wait, &n.node, false);
     weft__iunlock(A32(&wg->_lock));
@@ -312,6 +384,7 @@ int weft_wg_wait(weft_wg *wg)
         leave(A32(&wg->_lock), &wg->_wait, &n);
         return r;
     }
+    wait_done(&n);
     return 0;
 }
 
@@ -339,7 +412,7 @@ int weft_sem_acquire(weft_sem *s)
         weft__iunlock(A32(&s->_lock));
         return 0;
     }
-    weft__waiter_init(&n.w);
+    node_init(&n);
     weft__waiter_why(&n.w, WEFT__WHY_SEM, s);
     weft__wl_push(&s->_wait, &n.node, false);
     weft__iunlock(A32(&s->_lock));
@@ -348,6 +421,7 @@ int weft_sem_acquire(weft_sem *s)
         leave(A32(&s->_lock), &s->_wait, &n);
         return r;
     }
+    wait_done(&n);
     return 0;
 }
 
@@ -357,13 +431,15 @@ int weft_sem_release(weft_sem *s)
     if (!s)
         return -EINVAL;
     int err = 0;
+    struct claimed woken = CLAIMED(woken);
     weft__ilock(A32(&s->_lock));
-    if (!claim_first(&s->_wait, R_WOKEN)) {
+    if (!claim_first(&s->_wait, R_WOKEN, &woken)) {
         if (s->_count == UINT32_MAX)
             err = -EOVERFLOW;
         else
             s->_count++;
     }
     weft__iunlock(A32(&s->_lock));
+    wake_claimed(&woken);
     return err;
 }
