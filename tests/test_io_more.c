@@ -363,6 +363,88 @@ Test(io_more, sendfile_sends_a_whole_file_in_short_transfers_and_reports_errors)
     run_all(sending_files, NULL);
 }
 
+/* sendfile from a socket, which holds it up while it has nothing to give:
+ * the wait is for the socket's data, not for room that is already there. */
+struct late_writer {
+    int      fd;
+    uint64_t after_ns;
+};
+
+static void *write_late(void *arg)
+{
+    struct late_writer *l = arg;
+    weft_sleep(l->after_ns);
+    return weft_write(l->fd, "late", 4) == 4 ? NULL : (void *)"the late write failed";
+}
+
+static void *sending_from_a_socket(void *arg)
+{
+    int p[2], sv[2];
+    FAIL_IF(pipe2(p, O_CLOEXEC) != 0);
+    FAIL_IF(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0);
+    uint64_t prev = weft_deadline(weft_now() + SHORT_NS);
+    ssize_t r = weft_sendfile(p[1], sv[0], NULL, 100);
+    weft_deadline(prev);
+    if (r != -EINVAL) {   /* a kernel that splices from a socket */
+        FAIL_IF(r != -ETIMEDOUT);
+        /* No deadline: the data comes later, and the call waits for it. */
+        struct late_writer l = { .fd = sv[1], .after_ns = SHORT_NS / 2 };
+        weft_task *t;
+        FAIL_IF(weft_spawn(&t, write_late, &l) != 0);
+        FAIL_IF(weft_sendfile(p[1], sv[0], NULL, 100) != 4);
+        void *res;
+        FAIL_IF(weft_join(t, &res) != 0 || res != NULL);
+        char got[4];
+        FAIL_IF(weft_read(p[0], got, 4) != 4 || memcmp(got, "late", 4) != 0);
+    }
+    close(p[0]);
+    close(p[1]);
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    return NULL;
+}
+
+struct late_thread {
+    int fd;
+};
+
+static void *thread_writes_late(void *arg)
+{
+    struct late_thread *l = arg;
+    usleep(SHORT_NS / 2000);
+    return write(l->fd, "late", 4) == 4 ? NULL : (void *)"the late write failed";
+}
+
+Test(io_more, sendfile_from_a_socket_waits_for_its_data)
+{
+    run_all(sending_from_a_socket, NULL);
+    /* A plain thread: a deadline that fires, then one long enough for data
+     * that comes later. */
+    int p[2], sv[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    weft_deadline(weft_now() + SHORT_NS);
+    ssize_t r = weft_sendfile(p[1], sv[0], NULL, 100);
+    weft_deadline(0);
+    if (r != -EINVAL) {
+        cr_assert_eq(r, -ETIMEDOUT);
+        struct late_thread l = { .fd = sv[1] };
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, thread_writes_late, &l), 0);
+        weft_deadline(weft_now() + 100 * SHORT_NS);
+        r = weft_sendfile(p[1], sv[0], NULL, 100);
+        weft_deadline(0);
+        void *res;
+        cr_assert_eq(pthread_join(t, &res), 0);
+        cr_assert_null(res);
+        cr_assert_eq(r, 4);
+    }
+    close(p[0]);
+    close(p[1]);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 /* ---- signals ---------------------------------------------------------------------- */
 
 struct ticker {

@@ -49,7 +49,7 @@ enum weft__io_kind {
     WEFT__IO_WRITEV,     /* fd, iov, iovcnt; len: the sum of the lengths */
     WEFT__IO_RECVMSG,    /* fd, msg, flags (also weft_recvfrom) */
     WEFT__IO_SENDMSG,    /* fd, msg, flags (also weft_sendto) */
-    WEFT__IO_SENDFILE,   /* fd (out), in_fd, offp, len */
+    WEFT__IO_SENDFILE,   /* fd (out), in_fd, offp, len; made by io.c alone, never a backend's call */
 };
 
 /* One IO call, in the caller's frame for the whole call. */

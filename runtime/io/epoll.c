@@ -697,10 +697,10 @@ static void set_kick(struct weft__worker *w)
 /* ---- the calls (the backend's `call`) ---------------------------------------------- */
 
 /*
- * read, write, recv, send, accept, readv, writev, recvmsg, sendmsg, sendfile.
+ * read, write, recv, send, accept, readv, writev, recvmsg, sendmsg.
  * Sockets are left as the caller made them: read, write, readv and writev on
  * a socket are recv, send, recvmsg and sendmsg, which take MSG_DONTWAIT;
- * accept4 and sendfile set O_NONBLOCK for the one call
+ * accept4 sets O_NONBLOCK for the one call
  * (weft__io_syscall_nowait). Pipes and terminals are switched to O_NONBLOCK
  * (weft__epoll_nonblocking). Which answered ENOTSOCK is kept as a hint: a number
  * reused for another kind of file costs a system call or two, never a

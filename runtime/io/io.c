@@ -204,8 +204,8 @@ static int plain_wait(int fd, short events, uint64_t deadline)
  * descriptor its owner made O_NONBLOCK, it is the plain system call. With
  * one, a call that would block waits in plain_wait and is then made without
  * blocking: recv, send, recvmsg and sendmsg (and read, write, readv and
- * writev on a socket, as those) with MSG_DONTWAIT, accept4 and sendfile with
- * the descriptor's O_NONBLOCK set for the call (weft__io_syscall_nowait),
+ * writev on a socket, as those) with MSG_DONTWAIT, accept4 with the
+ * descriptor's O_NONBLOCK set for the call (weft__io_syscall_nowait),
  * each retried on EAGAIN. read, write, readv and writev on another kind of
  * file (a pipe, a terminal) have no such flag, and its O_NONBLOCK would be
  * seen by every thread that shares it: they are made once poll(2) says the
@@ -615,14 +615,79 @@ ssize_t weft_sendto(int fd, const void *buf, size_t len, int flags, const struct
                                         .len = len });
 }
 
+/* After sendfile gave EAGAIN: the descriptor it waits for, and the events
+ * in *events: out_fd until it has room; where it has room, in_fd (a socket or
+ * a pipe) until it has data. */
+static int sendfile_blocker(const struct weft__io_op *a, short *events)
+{
+    struct pollfd p[2] = { { .fd = a->fd, .events = POLLOUT }, { .fd = a->in_fd, .events = POLLIN } };
+    int r;
+    while ((r = weft__sys_poll(p, 2, 0)) == -EINTR)
+        ;
+    if (r > 0 && p[0].revents && !p[1].revents) {
+        *events = POLLIN;
+        return a->in_fd;
+    }
+    *events = POLLOUT;   /* no room, or both ready: the kernel's reason is out of sight */
+    return a->fd;
+}
+
+/*
+ * sendfile has no flag that says "do not wait", and either side may hold it
+ * up: out_fd with no room, or in_fd, where it is a socket or a pipe, with
+ * nothing to give (a splice). From a coroutine, or a plain thread with a
+ * deadline, it is made without waiting (weft__io_syscall_nowait: out_fd's
+ * O_NONBLOCK for the call, under which the kernel's read of in_fd does not
+ * wait either), and on EAGAIN the caller waits for whichever side held it up
+ * (sendfile_blocker), in its backend or in poll(2), and tries again. A plain
+ * thread with a deadline does not wait on a side its owner made O_NONBLOCK;
+ * one without a deadline makes sendfile(2) as the owner's flags have it, and
+ * waits only where the O_NONBLOCK is the epoll backend's (a pipe).
+ */
+static ssize_t sendfile_io(const struct weft__io_op *a)
+{
+    if (a->len > SSIZE_MAX)
+        return -EINVAL;   /* as do_io */
+    struct weft__worker *w = in_coroutine();
+    if (w && cancelled(w))
+        return -ECANCELED;
+    uint64_t deadline = w ? 0 : weft__thread_deadline();
+    bool as_owner = !w && !deadline;   /* sendfile(2) under the owner's flags */
+    if (!w && deadline) {
+        int fl = owner_flags(a->fd);
+        if (fl < 0)
+            return fl;
+        as_owner = fl & O_NONBLOCK;
+    }
+    for (;;) {
+        ssize_t r = as_owner ? weft__io_syscall(a) : weft__io_syscall_nowait(a);
+        if (r == -EINTR)
+            continue;
+        if (r != -EAGAIN || (as_owner && (deadline || !nonblock_is_weft_s(a->fd))))
+            return r;
+        short events;
+        int fd = sendfile_blocker(a, &events);
+        if (!w && fd == a->in_fd) {
+            int fl = owner_flags(fd);
+            if (fl < 0 || (fl & O_NONBLOCK))
+                return fl < 0 ? fl : -EAGAIN;   /* the owner's: sendfile(2) says EAGAIN */
+        }
+        int ready = w ? poll_as(fd, events, WEFT__WHY_FILE, (uintptr_t)a->fd)
+                      : plain_wait(fd, events, deadline ? deadline : UINT64_MAX);
+        if (ready < 0)
+            return ready;
+        w = in_coroutine();   /* the coroutine may have moved */
+    }
+}
+
 ssize_t weft_sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 {
     if (offset && *offset < 0)
         return -EINVAL;   /* as sendfile(2) */
     if (in_fd < 0)
         return -EBADF;
-    return took_sigpipe(do_io(&(struct weft__io_op){ .kind = WEFT__IO_SENDFILE, .fd = out_fd,
-                                                     .in_fd = in_fd, .offp = offset, .len = count }));
+    return took_sigpipe(sendfile_io(&(struct weft__io_op){ .kind = WEFT__IO_SENDFILE, .fd = out_fd,
+                                                           .in_fd = in_fd, .offp = offset, .len = count }));
 }
 
 /* ---- signals --------------------------------------------------------------------- */

@@ -4,7 +4,7 @@
  * (io/backend.h) as a request on the ring of the coroutine's worker, and
  * what the ring cannot do in one request: a descriptor in O_NONBLOCK mode
  * waits for readiness and tries again, a connect in progress waits for its
- * outcome, sendfile is made here and waits for room. The rings themselves,
+ * outcome. (sendfile, which the ring cannot make, is io.c's.) The rings themselves,
  * and what a request goes through once queued, are io/uring.c's.
  */
 #include "backend.h"
@@ -104,30 +104,6 @@ static ssize_t ring_io(struct weft__worker *w, const struct weft__io_op *a)
         w = weft__worker_self();   /* the coroutine may have moved */
     }
 }
-/*
- * sendfile. The ring has no sendfile; a splice from the file through a pipe
- * into the socket would take a pipe (two descriptors) per call or per worker
- * and two linked requests, and an offload a thread hop per call. As Go does
- * on every poller, sendfile(2) is made here, without waiting (the written
- * descriptor O_NONBLOCK for the call), and where it finds no room the ring
- * waits until there is. The file side is read from the page cache on this
- * thread, as epoll's read of a regular file would be.
- */
-static ssize_t sendfile_io(struct weft__worker *w, const struct weft__io_op *a)
-{
-    for (;;) {
-        ssize_t r = weft__io_syscall_nowait(a);
-        if (r == -EINTR)
-            continue;
-        if (r != -EAGAIN)
-            return r;
-        r = ring_io(w, &(struct weft__io_op){ .kind = WEFT__IO_POLL, .fd = a->fd, .flags = POLLOUT });
-        if (r < 0)
-            return r;
-        w = weft__worker_self();   /* the coroutine may have moved */
-    }
-}
-
 ssize_t weft__ring_op(struct weft__worker *w, const struct weft__io_op *a)
 {
     ssize_t r;
@@ -147,8 +123,6 @@ ssize_t weft__ring_op(struct weft__worker *w, const struct weft__io_op *a)
         if (lseek(a->fd, 0, SEEK_CUR) < 0)
             return -errno;
         return ring_io(w, a);
-    case WEFT__IO_SENDFILE:
-        return sendfile_io(w, a);
     default:
         return ring_io(w, a);
     }
