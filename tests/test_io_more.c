@@ -577,6 +577,95 @@ Test(io_more, sigwait_from_a_plain_thread_is_sigtimedwait_within_its_deadline)
     weft_deadline(0);
 }
 
+/* What weft_sigwait says of a signal against what sigwaitinfo says of the
+ * same signal sent again the same way: a real-time signal alone in the set,
+ * SIGCHLD queued with a value, SIGBUS sent with kill(2) (whose fields are not
+ * a fault's), and a POSIX timer's signal with overruns. */
+#define TIMER_SIG (SIGRTMIN + 2)
+
+static void block_detailed(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGRTMIN + 1);
+    sigaddset(&set, TIMER_SIG);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGBUS);
+    cr_assert_eq(pthread_sigmask(SIG_BLOCK, &set, NULL), 0);
+}
+
+/* Sends signal case i (0 .. 3) to this process; *timer is made for case 3. */
+static int send_case(int i, timer_t *timer)
+{
+    switch (i) {
+    case 0:
+        return kill(getpid(), SIGRTMIN + 1);
+    case 1:
+        return sigqueue(getpid(), SIGCHLD, (union sigval){ .sival_int = 4242 });
+    case 2:
+        return kill(getpid(), SIGBUS);
+    default: {
+        struct sigevent ev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = TIMER_SIG,
+                               .sigev_value = { .sival_int = 77 } };
+        if (timer_create(CLOCK_MONOTONIC, &ev, timer) != 0)
+            return -1;
+        struct itimerspec its = { .it_value = { .tv_nsec = 1000000 }, .it_interval = { .tv_nsec = 1000000 } };
+        if (timer_settime(*timer, 0, &its, NULL) != 0)
+            return -1;
+        usleep(30000);   /* fires about thirty times while the first is pending: overruns */
+        return 0;   /* left running: a disarmed timer's pending signal is dropped */
+    }
+    }
+}
+
+static const char *compare_details(void)
+{
+    for (int i = 0; i < 4; i++) {
+        int sig = i == 0 ? SIGRTMIN + 1 : i == 1 ? SIGCHLD : i == 2 ? SIGBUS : TIMER_SIG;
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, sig);
+        siginfo_t ours, theirs;
+        timer_t timer;
+        if (send_case(i, &timer) != 0)
+            return "sending the signal failed";
+        uint64_t prev = weft_deadline(weft_now() + 100 * SHORT_NS);
+        int got = weft_sigwait(&set, &ours);
+        weft_deadline(prev);
+        if (got != sig)
+            return "weft_sigwait did not return the signal (a real-time signal alone in the set?)";
+        if (i == 3)
+            timer_delete(timer);
+        struct timespec wait = { .tv_sec = 5 };
+        if (send_case(i, &timer) != 0 || sigtimedwait(&set, &theirs, &wait) != sig)
+            return "sigtimedwait did not return the signal";
+        if (i == 3)
+            timer_delete(timer);
+        if (ours.si_signo != theirs.si_signo || ours.si_code != theirs.si_code)
+            return "si_signo or si_code differ";
+        if (i < 3 && (ours.si_pid != theirs.si_pid || ours.si_uid != theirs.si_uid || ours.si_pid != getpid()))
+            return "si_pid or si_uid differ";
+        if (i == 1 && ours.si_value.sival_int != 4242)
+            return "a queued SIGCHLD lost its value";
+        if (i == 3 && (ours.si_value.sival_int != 77 || ours.si_overrun <= 0 || theirs.si_overrun <= 0))
+            return "a timer's signal lost its value or its overruns";
+    }
+    return NULL;
+}
+
+static void *detailed_signals(void *arg)
+{
+    return (void *)compare_details();
+}
+
+Test(io_more, a_signal_s_details_are_those_sigwaitinfo_gives)
+{
+    block_detailed();
+    run_all(detailed_signals, NULL);
+    const char *msg = compare_details();   /* a plain thread: sigtimedwait itself */
+    cr_assert_null(msg, "a plain thread: %s", msg ? msg : "");
+}
+
 /* ---- children ---------------------------------------------------------------------- */
 
 static pid_t child_exiting(int code, uint64_t after_ns)

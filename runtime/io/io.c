@@ -692,24 +692,45 @@ ssize_t weft_sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 
 /* ---- signals --------------------------------------------------------------------- */
 
-/* A signalfd's record as the siginfo_t that sigwaitinfo(2) fills. */
+/* A signalfd's record as the siginfo_t that sigwaitinfo(2) fills. The
+ * fields of siginfo_t overlap by kind, so which are written follows the
+ * kernel's own choice of layout (siginfo_layout in kernel/signal.c): a code
+ * the kernel gives a signal of its own (a fault, a child's change, a
+ * readiness, a seccomp trap) picks the signal's layout; otherwise a timer,
+ * a readiness (SI_SIGIO), a queued or other user code (below 0), or a kill. */
 static void siginfo_from(siginfo_t *info, const struct signalfd_siginfo *s)
 {
     memset(info, 0, sizeof *info);
-    info->si_signo = (int)s->ssi_signo;
+    int sig = (int)s->ssi_signo, code = s->ssi_code;
+    info->si_signo = sig;
     info->si_errno = s->ssi_errno;
-    info->si_code = s->ssi_code;
-    info->si_pid = (pid_t)s->ssi_pid;
-    info->si_uid = (uid_t)s->ssi_uid;
-    if (s->ssi_signo == SIGCHLD) {
+    info->si_code = code;
+    bool kernels = code > SI_USER && code < SI_KERNEL;
+    if (kernels && (sig == SIGILL || sig == SIGFPE || sig == SIGSEGV || sig == SIGBUS || sig == SIGTRAP)) {
+        info->si_addr = (void *)(uintptr_t)s->ssi_addr;
+        info->si_addr_lsb = (short)s->ssi_addr_lsb;
+    } else if (kernels && sig == SIGCHLD) {
+        info->si_pid = (pid_t)s->ssi_pid;
+        info->si_uid = (uid_t)s->ssi_uid;
         info->si_status = s->ssi_status;
         info->si_utime = (clock_t)s->ssi_utime;
         info->si_stime = (clock_t)s->ssi_stime;
-    } else if (s->ssi_code == SI_QUEUE || s->ssi_code == SI_TIMER || s->ssi_code == SI_MESGQ) {
+    } else if (kernels && sig == SIGSYS) {
+        info->si_call_addr = (void *)(uintptr_t)s->ssi_call_addr;
+        info->si_syscall = s->ssi_syscall;
+        info->si_arch = s->ssi_arch;
+    } else if (kernels || code == SI_SIGIO) {
+        info->si_band = (long)s->ssi_band;
+        info->si_fd = s->ssi_fd;
+    } else if (code == SI_TIMER) {
+        info->si_timerid = (int)s->ssi_tid;
+        info->si_overrun = (int)s->ssi_overrun;
         info->si_value.sival_ptr = (void *)(uintptr_t)s->ssi_ptr;
-    } else if (s->ssi_signo == SIGSEGV || s->ssi_signo == SIGBUS || s->ssi_signo == SIGILL ||
-               s->ssi_signo == SIGFPE) {
-        info->si_addr = (void *)(uintptr_t)s->ssi_addr;
+    } else {
+        info->si_pid = (pid_t)s->ssi_pid;
+        info->si_uid = (uid_t)s->ssi_uid;
+        if (code < 0)   /* sigqueue, a message queue, AIO, tkill: the value, 0 where none was sent */
+            info->si_value.sival_ptr = (void *)(uintptr_t)s->ssi_ptr;
     }
 }
 
@@ -758,7 +779,7 @@ int weft_sigwait(const sigset_t *set, siginfo_t *info)
     sigset_t want = *set;
     sigdelset(&want, SIGKILL);
     sigdelset(&want, SIGSTOP);
-    if (sigisemptyset(&want))
+    if (!first_signal(&want))   /* not sigisemptyset(), which glibc 2.36 gets wrong for real-time signals */
         return -EINVAL;   /* no signal it could ever return: a plain thread would wait for ever */
     siginfo_t scratch;
     if (!info)
