@@ -426,12 +426,15 @@ WEFT_API int weft_sigwait(const sigset_t *set, siginfo_t *info);
  * on through a pidfd (Linux 5.3) that the worker's backend watches: only the
  * caller is suspended, and its deadline and cancellation end the wait at any
  * time, leaving the child to a later call. Any other wait (pid -1: any child,
- * 0 or below -1: a process group; WUNTRACED or WCONTINUED; a kernel without
- * pidfd_open) has no descriptor to wait on and is a blocking waitpid(2) on a
- * helper thread (weft_offload): the deadline and cancellation end it only
- * before the helper has started it, and then it waits until a child changes
- * state. Returns the pid, 0, or a negative errno: -ECHILD, -EINVAL (bad
- * options), -ETIMEDOUT, -ECANCELED, -EAGAIN (no helper thread).
+ * 0 or below -1: a process group; WUNTRACED or WCONTINUED; a kernel or
+ * sandbox without pidfd_open, or no descriptor left for one) has no
+ * descriptor to wait on: it looks with WNOHANG, sleeping between looks (1 ms
+ * at first, doubling up to 16 ms), so the deadline and cancellation still end
+ * it at any time and the child is noticed at most one gap late. From a plain
+ * thread the looks are made within its deadline; without one, it is
+ * waitpid(2). Returns the pid, 0, or a negative errno: -ECHILD, -EINVAL (bad
+ * options), -ETIMEDOUT, -ECANCELED, or waitpid(2)'s own (-ESRCH for a pid
+ * no process group could have).
  */
 WEFT_API int weft_waitpid(pid_t pid, int *status, int options);
 

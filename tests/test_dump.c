@@ -93,7 +93,7 @@ static const struct { const char *name, *state; } kinds[K_COUNT] = {
     [K_OFFLOAD]   = { "w-offload", "[offload " },
     [K_SIGNAL]    = { "w-signal", "[signal 12" },   /* SIGUSR2 */
     [K_CHILD]     = { "w-child", "[child process " },
-    /* Waited for a stop as well: a helper thread's blocking waitpid, which is
+    /* Waited for a stop as well: looks with sleeps between them, which is
      * every weft_waitpid's path where pidfd_open is missing (Valgrind). */
     [K_CHILD_STOP] = { "w-child-stop", "[child process " },
 };
@@ -317,9 +317,7 @@ static void *every_reason(void *arg)
     }
     free(text);
 
-    /* Everyone leaves by cancellation; the offload's function by its flag, a
-     * helper's waitpid, which cancellation does not end once it has started,
-     * by its child's death. */
+    /* Everyone leaves by cancellation; the offload's function by its flag. */
     atomic_store(&w.offload_release, 1);
     for (int k = 0; k < K_COUNT; k++)
         cr_assert_eq(weft_cancel(t[k]), 0);
@@ -339,6 +337,52 @@ Test(dump, names_each_wait_reason_the_name_and_a_frame_below_the_entry)
 {
     FOR_EACH_BACKEND(b)
         run_with_io(2, b, every_reason, NULL);
+}
+
+/* ---- the age of a wait made of many looks --------------------------------------- */
+
+/* A waitpid for a stop has no descriptor to wait on and looks again and
+ * again, sleeping between looks: its age is the whole wait's. */
+static void *wait_for_a_stop(void *arg)
+{
+    weft_set_name("w-looks");
+    int status;
+    return (void *)(intptr_t)weft_waitpid(*(pid_t *)arg, &status, WUNTRACED);
+}
+
+static void *age_of_looks(void *arg)
+{
+    pid_t child = idle_child();
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, wait_for_a_stop, &child), 0);
+    weft_sleep(400 * 1000000u);
+    double age = -1;
+    for (int tries = 0; tries < 100 && age < 0; tries++) {   /* between two looks it is runnable */
+        char *text = dump_text();
+        char *sec = section_named(text, "w-looks");
+        char want[64];
+        snprintf(want, sizeof(want), "[child process %ld, ", (long)child);
+        const char *at = sec ? strstr(sec, want) : NULL;
+        if (at)
+            age = strtod(at + strlen(want), NULL);
+        free(sec);
+        free(text);
+        if (age < 0)
+            weft_sleep(1000000u);
+    }
+    cr_assert_eq(weft_cancel(t), 0);
+    cr_assert_eq(weft_join(t, NULL), 0);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    cr_assert_geq(age, 0, "the dump never showed the wait");
+    cr_assert_geq(age, 0.3, "a wait of 0.4 s shows an age of %.2f s", age);
+    return NULL;
+}
+
+Test(dump, the_age_of_a_wait_made_of_many_looks_counts_from_its_start)
+{
+    FOR_EACH_BACKEND(b)
+        run_with_io(1, b, age_of_looks, NULL);
 }
 
 /* ---- a file call --------------------------------------------------------------- */

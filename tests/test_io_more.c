@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -719,6 +720,51 @@ static void *children(void *arg)
 Test(io_more, a_child_is_awaited_while_other_coroutines_run)
 {
     run_all(children, NULL);
+}
+
+/* With no descriptor left for a pidfd, a wait by pid still waits: it looks
+ * as a wait for any child does. */
+static void *waiting_without_descriptors(void *arg)
+{
+    pid_t pid = child_exiting(5, SETTLE_NS);
+    FAIL_IF(pid < 0);
+    struct rlimit old;
+    FAIL_IF(getrlimit(RLIMIT_NOFILE, &old) != 0);
+    int base = open("/dev/null", O_RDONLY | O_CLOEXEC);   /* also the lowest free number */
+    FAIL_IF(base < 0);
+    struct rlimit low = { .rlim_cur = (rlim_t)base + 8, .rlim_max = old.rlim_max };
+    FAIL_IF(setrlimit(RLIMIT_NOFILE, &low) != 0);
+    int fill[64], n = 0;
+    while (n < 64 && (fill[n] = fcntl(base, F_DUPFD_CLOEXEC, 0)) >= 0)
+        n++;
+    int status = 0;
+    int r = weft_waitpid(pid, &status, 0);
+    int after = fcntl(base, F_DUPFD_CLOEXEC, 0);
+    for (int i = 0; i < n; i++)
+        close(fill[i]);
+    close(base);
+    setrlimit(RLIMIT_NOFILE, &old);
+    FAIL_IF(after >= 0);   /* the table was full during the wait */
+    FAIL_IF(r != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 5);
+    return NULL;
+}
+
+Test(io_more, a_wait_by_pid_waits_with_no_descriptor_left)
+{
+    run_all(waiting_without_descriptors, NULL);
+}
+
+Test(io_more, a_plain_thread_s_wait_for_any_child_ends_at_its_deadline)
+{
+    pid_t pid = child_exiting(0, 100 * SHORT_NS);
+    cr_assert_gt(pid, 0);
+    int status;
+    weft_deadline(weft_now() + SHORT_NS);
+    cr_assert_eq(weft_waitpid(-1, &status, 0), -ETIMEDOUT);
+    cr_assert_eq(weft_waitpid(pid, &status, WUNTRACED), -ETIMEDOUT);
+    weft_deadline(0);
+    cr_assert_eq(kill(pid, SIGKILL), 0);
+    cr_assert_eq(weft_waitpid(-1, &status, 0), pid);
 }
 
 struct child_wait {

@@ -40,6 +40,8 @@ struct weft__fiber {
     uint32_t  why;          /* enum weft__why of its current or last wait */
     uintptr_t what;         /* the channel, descriptor, task ... why names */
     uint64_t  since;        /* its worker's clock when it last parked */
+    uint64_t  wait_from;    /* 0, or when a wait of several parks began (weft__wait_span):
+                             * the park stores it as `since` */
     char      name[WEFT__NAME_SIZE];   /* weft_set_name(), NUL-terminated; "" for none */
     const void *spawn_pc;   /* where its task was spawned, moved here as it first runs */
 };
@@ -182,6 +184,11 @@ static inline void weft__why_task(weft_task *t, enum weft__why why, uintptr_t wh
 }
 /* The same for the coroutine that is to wait on wt. */
 #define weft__waiter_why(wt, why, what) weft__why_task((wt)->task, (why), (uintptr_t)(what))
+/* The calling coroutine's parks from now until weft__wait_span_end are one
+ * wait to weft_dump, its age counted from now (weft_waitpid's looks, each a
+ * sleep); nothing for a plain thread. */
+void weft__wait_span_begin(void);
+void weft__wait_span_end(void);
 
 /* weft_sleep, shown in the dump as waiting for `why` and `what` rather than
  * as a sleep. Any thread (a plain thread sleeps). */

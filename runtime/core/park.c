@@ -248,7 +248,8 @@ static inline void switch_from(struct weft__worker *w, struct weft__fiber *from,
 static void switch_away(struct weft__worker *w, weft_task *self)
 {
     w->prev = self;
-    self->fiber->since = w->clock;   /* for weft_dump's ages (core.h) */
+    self->fiber->since = self->fiber->wait_from ? self->fiber->wait_from : w->clock;   /* weft_dump's
+                                                                                          * ages (core.h) */
     switch_from(w, self->fiber, WEFT__ACT_PARK);
     struct weft__worker *now = weft__worker_self();
     after_switch(now);

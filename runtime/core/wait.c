@@ -139,6 +139,20 @@ void weft__waiter_init(struct weft__waiter *wt)
     atomic_init(&wt->state, 0);
 }
 
+void weft__wait_span_begin(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    if (w && w->current)
+        w->current->fiber->wait_from = weft__coarse_now();   /* the clock of w->clock's ages */
+}
+
+void weft__wait_span_end(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    if (w && w->current)
+        w->current->fiber->wait_from = 0;
+}
+
 bool weft__wake(struct weft__waiter *wt, int32_t result)
 {
     weft_task *t = wt->task;   /* read first: a plain-thread waiter may return once claimed */

@@ -827,12 +827,14 @@ int weft_sigwait(const sigset_t *set, siginfo_t *info)
  * weft_poll, so the worker runs the others meanwhile, and the deadline and
  * cancellation hold at any time. Any other wait (any child, a process group,
  * a stop or a continue, a kernel before 5.3 or a sandbox without pidfd_open)
- * has no descriptor to wait on: the coroutine looks with WNOHANG, sleeping
- * between looks, the gaps growing to CHILD_LOOK_MAX_NS, so that the deadline
- * and cancellation still hold at any time, at the price of noticing the
- * child up to that late. (A blocking waitpid on a helper thread would notice
- * at once but could not be ended; SIGCHLD is the program's, not weft's.)
- * From a plain thread these are the blocking waitpid.
+ * has no descriptor to wait on, and neither has a wait whose pidfd_open
+ * fails for want of a descriptor or memory: the coroutine looks with WNOHANG,
+ * sleeping between looks, the gaps growing to CHILD_LOOK_MAX_NS, so that the
+ * deadline and cancellation still hold at any time, at the price of noticing
+ * the child up to that late. (A blocking waitpid on a helper thread would
+ * notice at once but could not be ended; SIGCHLD is the program's, not
+ * weft's.) A plain thread looks the same way within its deadline, and
+ * without one makes the blocking waitpid.
  */
 int weft_waitpid(pid_t pid, int *status, int options)
 {
@@ -859,23 +861,28 @@ int weft_waitpid(pid_t pid, int *status, int options)
             weft_close(pfd);
             return r;
         }
-        if (pfd != -ENOSYS && pfd != -EPERM)
-            return pfd == -ESRCH ? -ECHILD : pfd;   /* ESRCH: reaped meanwhile by another caller */
+        if (pfd == -ESRCH)
+            return -ECHILD;   /* reaped meanwhile by another caller */
+        /* No pidfd (an old kernel, a sandbox, no descriptor or memory left):
+         * the looks below. */
     }
-    if (!w) {
+    if (!w && !weft__thread_deadline()) {
         while ((r = weft__sys_waitpid(pid, status, options)) == -EINTR)
             ;
         return r;
     }
+    weft__wait_span_begin();   /* the looks are one wait to weft_dump */
     for (uint64_t gap = CHILD_LOOK_FIRST_NS;; gap = gap * 2 < CHILD_LOOK_MAX_NS ? gap * 2 : CHILD_LOOK_MAX_NS) {
-        int err = weft__sleep_why(gap, WEFT__WHY_CHILD, (uintptr_t)(intptr_t)pid);
-        if (err)
-            return err;
+        r = weft__sleep_why(gap, WEFT__WHY_CHILD, (uintptr_t)(intptr_t)pid);
+        if (r)
+            break;
         while ((r = weft__sys_waitpid(pid, status, options | WNOHANG)) == -EINTR)
             ;
         if (r != 0)
-            return r;
+            break;
     }
+    weft__wait_span_end();
+    return r;
 }
 
 /* ---- name lookup ----------------------------------------------------------------- */
