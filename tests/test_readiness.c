@@ -239,6 +239,52 @@ Test(readiness, a_reader_behind_a_poll_for_urgent_data_gets_its_data)
     run_all(0, a_reader_behind_a_narrower_wait);
 }
 
+/* Urgent data that arrives while a coroutine polls for it wakes the poll:
+ * the socket says POLLPRI only after its wake-up for it, which a ring's poll
+ * request or an edge-triggered set would take for nothing. */
+struct urgent_later {
+    int fd;
+};
+
+static void *send_urgent_later(void *arg)
+{
+    struct urgent_later *u = arg;
+    weft_sleep(SETTLE_NS);
+    return send(u->fd, "!", 1, MSG_OOB) == 1 ? NULL : (void *)"the urgent send failed";
+}
+
+static void *urgent_data_wakes_a_poll(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    tcp_pair(sv);
+    struct urgent_later u = { .fd = sv[1] };
+    weft_task *t;
+    FAIL_IF(weft_spawn(&t, send_urgent_later, &u) != 0);
+    weft_deadline(weft_now() + GIVE_UP_NS);
+    int r = weft_poll(sv[0], POLLPRI);
+    weft_deadline(0);
+    void *sent;
+    FAIL_IF(weft_join(t, &sent) != 0 || sent != NULL);
+    FAIL_IF(r == -ETIMEDOUT);   /* the poll never saw the urgent byte */
+    FAIL_IF(r < 0 || !(r & POLLPRI));
+    char c;
+    FAIL_IF(weft_recv(sv[0], &c, 1, MSG_OOB) != 1 || c != '!');
+    /* A deadline still ends such a wait, and a closed descriptor is -EBADF. */
+    weft_deadline(weft_now() + SETTLE_NS);
+    FAIL_IF(weft_poll(sv[0], POLLPRI) != -ETIMEDOUT);
+    weft_deadline(0);
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    FAIL_IF(weft_poll(sv[0], POLLPRI | POLLIN) != -EBADF);
+    return NULL;
+}
+
+Test(readiness, urgent_data_wakes_a_poll_for_it)
+{
+    run_all(0, urgent_data_wakes_a_poll);
+}
+
 /* ---- numbers reused ----------------------------------------------------------------- */
 
 /* Reads a TCP socket to its end (a short read: known drained), closes it

@@ -25,6 +25,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -434,6 +435,35 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     return r == WEFT__IO_CONNECTED_LATER ? connect_outcome(&c) : r;
 }
 
+/*
+ * A coroutine's wait for events that include POLLPRI. Neither a ring's poll
+ * request nor the epoll backend's edge-triggered registration sees TCP urgent
+ * data arrive: the socket's wake-up for it comes before it reports POLLPRI,
+ * and neither looks again. A level-triggered epoll set looks at the socket
+ * whenever it is asked, so the call makes one of its own, with fd in it, and
+ * waits for that set to become readable, as the hook's poll of several
+ * descriptors does. A wait rare enough for its three system calls.
+ */
+static int pri_wait(struct weft__worker *w, int fd, short events, enum weft__why why, uintptr_t what)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return -errno;
+    struct epoll_event ev = { .events = (uint32_t)(events & (POLLIN | POLLOUT | POLLPRI)) };   /* the same bits */
+    int r = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+    struct weft__io_op p = { .kind = WEFT__IO_POLL, .fd = ep, .flags = POLLIN,
+                             .why = why != WEFT__WHY_NONE ? why : WEFT__WHY_POLL,
+                             .what = why != WEFT__WHY_NONE ? what : (uintptr_t)fd };
+    while (r == 0 && (r = weft__poll_now(fd, events)) == 0) {
+        r = (int)call(w, &p);
+        if (r > 0)
+            r = 0;   /* the set is ready: ask fd itself */
+        w = weft__worker_self();   /* the coroutine may have moved */
+    }
+    weft_close(ep);
+    return r;
+}
+
 /* weft_poll, noted for weft_dump as a wait for why and what when why is not
  * WEFT__WHY_NONE. */
 static int poll_as(int fd, short events, enum weft__why why, uintptr_t what)
@@ -457,7 +487,9 @@ static int poll_as(int fd, short events, enum weft__why why, uintptr_t what)
     if (cancelled(w))
         return -ECANCELED;
     int r = weft__poll_now(fd, events);
-    return r ? r : (int)call(w, &p);
+    if (r)
+        return r;
+    return events & POLLPRI ? pri_wait(w, fd, events, why, what) : (int)call(w, &p);
 }
 
 int weft_poll(int fd, short events)
