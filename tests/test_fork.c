@@ -877,3 +877,40 @@ Test(fork, a_child_forked_while_other_threads_hold_weft_s_locks_takes_them)
         cr_assert_eq(WEXITSTATUS(status), 0, "child %d failed at step %d", i, WEXITSTATUS(status));
     }
 }
+
+/* ---- the signal mask a child inherits ------------------------------------------------ */
+
+/* Forks from a coroutine; the child exits 1 if SIGPIPE is blocked in it. */
+static void *fork_and_look_at_sigpipe(void *arg)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        sigset_t cur;
+        pthread_sigmask(SIG_BLOCK, NULL, &cur);
+        _exit(sigismember(&cur, SIGPIPE) ? 1 : 0);
+    }
+    int status = -1;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+        return (void *)(intptr_t)-1;
+    return (void *)(intptr_t)WEXITSTATUS(status);
+}
+
+/* Workers block SIGPIPE for their own writes; a program exec'd from a
+ * coroutine must not start with it blocked, unless the program blocked it
+ * itself. */
+Test(fork, a_child_of_a_coroutine_has_the_program_s_sigpipe_mask)
+{
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    FOR_EACH_BACKEND(b) {
+        cr_assert_eq(pthread_sigmask(SIG_UNBLOCK, &pipe_set, &old), 0);
+        void *blocked = run_with_io(2, b, fork_and_look_at_sigpipe, NULL);
+        cr_assert_eq((intptr_t)blocked, 0, "%s: the child starts with SIGPIPE blocked (%ld)", backend_name[b],
+                     (long)(intptr_t)blocked);
+        cr_assert_eq(pthread_sigmask(SIG_BLOCK, &pipe_set, NULL), 0);
+        blocked = run_with_io(2, b, fork_and_look_at_sigpipe, NULL);
+        cr_assert_eq((intptr_t)blocked, 1, "%s: the program's own block was lost in the child", backend_name[b]);
+        cr_assert_eq(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+    }
+}

@@ -96,7 +96,13 @@ static void live_remove(weft_rt *rt)
  *      list's: the keys' (weft_key_create, weft_key_delete), the offload
  *      pools' creation lock, and the locks that serialise a descriptor's
  *      O_NONBLOCK toggles (io/io.c), which another thread's accept or
- *      connect holds across three system calls.
+ *      connect holds across three system calls;
+ *   6. SIGPIPE unblocked, where a worker forked and had blocked it (workers
+ *      block it, io/backend.c), so that a program the child execs starts
+ *      with the signal mask the program gave its threads. posix_spawn and
+ *      system(), which run no fork handlers, start theirs with the calling
+ *      thread's mask: a coroutine that spawns so gives the new program
+ *      SIGPIPE blocked unless it passes a mask (POSIX_SPAWN_SETSIGMASK).
  * No prepare or parent handler is needed: the child keeps nothing of the
  * list or the signals' users, so they need not be consistent at the fork
  * (a signal's handler is given back only where it is still weft's), and the
@@ -118,6 +124,7 @@ static void fork_child(void)
     weft__stallbt_forget();
     weft__key_fork_child();                                 /* 5 */
     weft__io_fork_child();
+    weft__sigpipe_fork_child();                             /* 6 */
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;

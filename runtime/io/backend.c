@@ -39,10 +39,28 @@ static sigset_t sigpipe_set(void)
     return set;
 }
 
+/* Whether this thread is a worker that blocked SIGPIPE itself, where the
+ * thread that made its runtime had left it unblocked. */
+static WEFT__TLS bool sigpipe_ours;
+
 static void sigpipe_block(void)
 {
+    sigset_t set = sigpipe_set(), old;
+    if (pthread_sigmask(SIG_BLOCK, &set, &old) == 0)
+        sigpipe_ours = !sigismember(&old, SIGPIPE);
+}
+
+/* A child forked by a worker (a coroutine that forks, to exec a program)
+ * would otherwise start, and exec, with SIGPIPE blocked: a program it runs
+ * would see EPIPE where it expects to die of the signal, as `yes | head`
+ * does. The child's pending signals are empty, so none is lost. */
+void weft__sigpipe_fork_child(void)
+{
+    if (!sigpipe_ours)
+        return;
+    sigpipe_ours = false;
     sigset_t set = sigpipe_set();
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
 
 void weft__sigpipe_take(void)

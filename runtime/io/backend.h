@@ -173,6 +173,9 @@ void weft__io_rt_destroy(weft_rt *rt);
  * that held one at the fork is not there to release it. Only the fork
  * handler (core/runtime.c). */
 void weft__io_fork_child(void);
+/* In a child of fork(): SIGPIPE unblocked again where the forking thread was
+ * a worker that blocked it (io/backend.c). Only the fork handler. */
+void weft__sigpipe_fork_child(void);
 /* weft_cancel, after it has claimed t's waiter: a request of t that a
  * backend keeps in flight is cancelled too. Returns 0 or -ENOMEM. */
 int  weft__io_cancel(weft_task *t);
