@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* Bad input and misuse: each gets a clear negative errno, and the runtime goes
  * on working afterwards. */
+#define _GNU_SOURCE
 #include "common.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +95,98 @@ Test(errors, destroying_a_runtime_from_its_own_coroutine_is_a_deadlock)
     cr_assert_eq(weft_join(t, &r), 0);
     cr_assert_eq((intptr_t)r, -EDEADLK);
     cr_assert_eq(weft_rt_destroy(rt), 0);
+}
+
+static void *destroy_from_helper(void *arg)
+{
+    return (void *)(intptr_t)weft_rt_destroy((weft_rt *)arg);
+}
+
+static void *offload_destroy(void *arg)
+{
+    void *r = NULL;
+    int err = weft_offload(destroy_from_helper, arg, &r);
+    return (void *)(intptr_t)(err ? err : (intptr_t)r);
+}
+
+/* A helper thread of the runtime runs the caller's function: destroying the
+ * runtime there would wait for the helper itself. */
+Test(errors, destroying_a_runtime_from_its_own_offload_helper_is_a_deadlock)
+{
+    weft_rt *rt;
+    weft_task *t;
+    void *r;
+    cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 1 }), 0);
+    cr_assert_eq(weft_spawn_on(rt, &t, offload_destroy, rt), 0);
+    cr_assert_eq(weft_join(t, &r), 0);
+    cr_assert_eq((intptr_t)r, -EDEADLK);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+}
+
+/* Plain threads spawn on a runtime while weft_rt_destroy waits for its last
+ * task: each spawn either runs its task, counted by the wait, or gets
+ * -EINVAL once the destroy has begun. The spawners stop before that task
+ * ends, so none can call with the runtime freed. */
+struct spawner {
+    weft_rt     *rt;
+    weft_sem     hold;
+    _Atomic bool stop;
+    _Atomic long ran, refused, spawned;
+};
+
+static void *count_run(void *arg)
+{
+    atomic_fetch_add(&((struct spawner *)arg)->ran, 1);
+    return NULL;
+}
+
+static void *hold_the_runtime(void *arg)
+{
+    weft_sem_acquire(&((struct spawner *)arg)->hold);
+    return NULL;
+}
+
+static void *spawn_on_and_on(void *arg)
+{
+    struct spawner *s = arg;
+    while (!atomic_load(&s->stop)) {
+        int err = weft_spawn_on(s->rt, NULL, count_run, s);
+        if (err == 0)
+            atomic_fetch_add(&s->spawned, 1);
+        else if (err == -EINVAL)
+            atomic_fetch_add(&s->refused, 1);
+        else
+            break;
+    }
+    return NULL;
+}
+
+static void *destroy_it(void *arg)
+{
+    return (void *)(intptr_t)weft_rt_destroy(((struct spawner *)arg)->rt);
+}
+
+Test(errors, a_plain_thread_s_spawn_during_destroy_is_refused_or_runs)
+{
+    struct spawner s = { .hold = WEFT_SEM_INIT(0) };
+    cr_assert_eq(weft_rt_create(&s.rt, &(weft_config){ .workers = 2 }), 0);
+    cr_assert_eq(weft_spawn_on(s.rt, NULL, hold_the_runtime, &s), 0);
+    pthread_t th[2], destroyer;
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, spawn_on_and_on, &s), 0);
+    usleep(20000);
+    cr_assert_eq(pthread_create(&destroyer, NULL, destroy_it, &s), 0);
+    while (atomic_load(&s.refused) < 100)
+        usleep(1000);
+    atomic_store(&s.stop, true);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(weft_sem_release(&s.hold), 0);
+    void *r;
+    cr_assert_eq(pthread_join(destroyer, &r), 0);
+    cr_assert_eq((intptr_t)r, 0);
+    cr_assert_gt(atomic_load(&s.spawned), 0, "no spawn came before the destroy");
+    cr_assert_eq(atomic_load(&s.ran), atomic_load(&s.spawned), "a spawned task never ran");
 }
 
 #ifdef WEFT_TEST_NDEBUG

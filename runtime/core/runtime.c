@@ -390,14 +390,16 @@ int weft_rt_destroy(weft_rt *rt)
     if (weft__inherited(rt))
         return -ECHILD;   /* the parent's: its workers are not here to stop */
     struct weft__worker *w = weft__worker_self();
-    if (w && w->rt == rt)
-        return -EDEADLK;
+    if ((w && w->rt == rt) || weft__offload_helper_of(rt))
+        return -EDEADLK;   /* it would wait for itself */
     atomic_store_explicit(&rt->destroying, 1, memory_order_seq_cst);
     /* Exits that see `destroying` bump exit_seq and wake us; one that raced
-     * with the store above may not, so the wait also times out and rechecks. */
+     * with the store above may not, so the wait also times out and rechecks.
+     * A plain thread's spawn that began before the store is counted as live
+     * once it ends (weft__plain_spawn_begin). */
     for (;;) {
         uint32_t seq = atomic_load_explicit(&rt->exit_seq, memory_order_acquire);
-        if (live_tasks(rt) == 0)
+        if (live_tasks(rt) == 0 && atomic_load_explicit(&rt->plain_spawning, memory_order_seq_cst) == 0)
             break;
         weft__futex_wait_until(&rt->exit_seq, seq, weft_now() + 1000000u);
     }

@@ -307,24 +307,35 @@ static int spawn(weft_rt *rt, struct weft__worker *w, weft_task **out, weft_fn f
                  const void *pc)
 {
     bool inside = w != NULL;
-    /* A plain thread must not race weft_rt_destroy; once it has begun, only the
-     * runtime's own coroutines may add tasks. */
-    if (!inside && atomic_load_explicit(&rt->destroying, memory_order_acquire))
-        return -EINVAL;
-    weft_task *t = weft__task_alloc(rt->taskmem, inside ? &w->tcache : NULL);
-    if (!t)
-        return -ENOMEM;
-    int err = weft__stack_promise(rt->stacks, inside ? &w->pool : NULL);
-    if (err) {
-        weft__task_free(rt->taskmem, inside ? &w->tcache : NULL, t);
-        return err;
+    /* Once weft_rt_destroy has begun, only the runtime's own coroutines may
+     * add tasks. A plain thread says it is spawning before it looks, and
+     * destroy looks after it says it has begun: a Dekker pair (seq_cst), so
+     * either the spawn sees `destroying`, or destroy waits for the spawn to
+     * end, counted. */
+    if (!inside) {
+        atomic_fetch_add_explicit(&rt->plain_spawning, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&rt->destroying, memory_order_seq_cst)) {
+            atomic_fetch_sub_explicit(&rt->plain_spawning, 1, memory_order_release);
+            return -EINVAL;
+        }
     }
-    weft__count_spawn(rt, w);
-    task_init(t, rt, fn, arg, !out, new_id(w), pc);
-    if (out)
-        *out = t;
-    weft__task_start(w, t);   /* t may run, finish and be freed from here on */
-    return 0;
+    int err = 0;
+    weft_task *t = weft__task_alloc(rt->taskmem, inside ? &w->tcache : NULL);
+    if (!t) {
+        err = -ENOMEM;
+    } else if ((err = weft__stack_promise(rt->stacks, inside ? &w->pool : NULL)) != 0) {
+        weft__task_free(rt->taskmem, inside ? &w->tcache : NULL, t);
+    } else {
+        weft__count_spawn(rt, w);
+        task_init(t, rt, fn, arg, !out, new_id(w), pc);
+        if (out)
+            *out = t;
+        weft__task_start(w, t);   /* t may run, finish and be freed from here on */
+    }
+    if (!inside)
+        atomic_fetch_sub_explicit(&rt->plain_spawning, 1, memory_order_release);   /* destroy may
+                                                                                     * free rt now */
+    return err;
 }
 
 static int spawn_on(weft_rt *rt, weft_task **task, weft_fn fn, void *arg, const void *pc)

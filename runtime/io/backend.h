@@ -267,6 +267,9 @@ static inline bool weft__io_needs_toggle(const struct weft__io_op *op)
  * the wait shows as that reason rather than as an offload of fn. Any thread;
  * fn not NULL. Returns as weft_offload. */
 int weft__offload_noted(weft_fn fn, void *arg, void **result);
+/* Whether the calling thread is one of rt's helpers (weft_rt_destroy there
+ * would wait for itself). */
+bool weft__offload_helper_of(const weft_rt *rt);
 /* In a child of fork(): the pools' creation lock made anew (weft__io_fork_child). */
 void weft__offload_fork_child(void);
 

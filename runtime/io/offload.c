@@ -83,8 +83,17 @@ struct weft__offload {
     unsigned        nthreads;    /* helpers started, the first of threads[]; under lock */
     unsigned        max;         /* bound on nthreads; fixed at creation */
     bool            stop;        /* weft_rt_destroy() began; under lock */
+    const weft_rt  *rt;          /* whose pool it is; fixed at creation */
     pthread_t       threads[];   /* [max] */
 };
+
+/* On a helper thread: the runtime whose pool it serves. */
+static WEFT__TLS const weft_rt *helper_of;
+
+bool weft__offload_helper_of(const weft_rt *rt)
+{
+    return helper_of == rt;
+}
 
 static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;   /* made anew in a child of fork() */
 
@@ -98,6 +107,7 @@ static void *helper_thread(void *arg)
 {
     struct weft__offload *p = arg;
     prctl(PR_SET_NAME, (unsigned long)"weft-offload", 0ul, 0ul, 0ul);
+    helper_of = p->rt;
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (!p->head && !p->stop) {
@@ -160,6 +170,7 @@ static int pool_get(weft_rt *rt, struct weft__offload **out)
             pthread_mutex_init(&p->lock, NULL);
             pthread_cond_init(&p->cond, NULL);
             p->max = max;
+            p->rt = rt;
             atomic_store_explicit(&rt->offload, p, memory_order_release);   /* publishes the initialised pool */
         }
     }
