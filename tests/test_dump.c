@@ -1043,9 +1043,20 @@ Test(dump, the_dump_signal_is_checked_shared_and_given_back)
     cr_assert_eq(weft_rt_create(&rt, &bad), -EINVAL);
     bad.dump_signal = SIGSEGV;   /* the stack guard's */
     cr_assert_eq(weft_rt_create(&rt, &bad), -EINVAL);
+    bad.dump_signal = 32;   /* the C library's own */
+    cr_assert_eq(weft_rt_create(&rt, &bad), -EINVAL);
     setenv("WEFT_DUMP_SIGNAL", "NOSUCHSIGNAL", 1);
     weft_config none = { .workers = 1 };
     cr_assert_eq(weft_rt_create(&rt, &none), -EINVAL);
+    /* 0 in the environment: no dump signal, even where the configuration names one. */
+    setenv("WEFT_DUMP_SIGNAL", "0", 1);
+    weft_config usr1 = { .workers = 1, .dump_signal = SIGUSR1 };
+    struct sigaction before, during;
+    cr_assert_eq(sigaction(SIGUSR1, NULL, &before), 0);
+    cr_assert_eq(weft_rt_create(&rt, &usr1), 0);
+    cr_assert_eq(sigaction(SIGUSR1, NULL, &during), 0);
+    cr_assert_eq(weft_rt_destroy(rt), 0);
+    cr_assert_eq((void *)during.sa_handler, (void *)before.sa_handler, "WEFT_DUMP_SIGNAL=0 took a signal");
     unsetenv("WEFT_DUMP_SIGNAL");
 
     /* The program's own disposition comes back when the last runtime goes. */

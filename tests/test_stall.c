@@ -1010,6 +1010,7 @@ Test(stall, the_stall_signal_is_taken_only_while_stalls_are_reported)
     cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 2 }), -EINVAL);
     unsetenv("WEFT_STALL_SIGNAL");
     cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 2, .stall_signal = SIGSEGV }), -EINVAL);
+    cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 2, .stall_signal = 33 }), -EINVAL);   /* glibc's */
     cr_assert_eq(weft_rt_create(&rt, &(weft_config){ .workers = 2, .stall_signal = SIGUSR1,
                                                      .dump_signal = SIGUSR1 }), -EINVAL);
 }

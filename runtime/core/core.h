@@ -611,6 +611,10 @@ void weft__dump_prepare(void);
 /* A signal's number from its number or name ("SIGQUIT", "QUIT", "3",
  * "SIGRTMIN+2", "RTMAX-3"), or 0 if it names none (core/dumpsig.c). */
 int weft__signal_named(const char *s);
+/* Whether weft may take sig for the dump or a stall report: a signal that
+ * exists, can be caught, is not a fault the program may need, and is not one
+ * the C library keeps for itself. */
+bool weft__signal_usable(int sig);
 /* The dump signal asked for: the configuration's, or WEFT_DUMP_SIGNAL's; 0
  * for none; -EINVAL for a bad one. */
 int weft__dump_signal_pick(int configured);

@@ -86,14 +86,20 @@ int weft__signal_named(const char *s)
     return 0;
 }
 
+bool weft__signal_usable(int sig)
+{
+    return sig > 0 && sig < NSIG && sig != SIGKILL && sig != SIGSTOP && sig != SIGSEGV &&
+           sig != SIGBUS && sig != SIGILL && sig != SIGFPE &&
+           (sig < 32 || sig >= SIGRTMIN);   /* 32 and 33 are the C library's own (glibc) */
+}
+
 int weft__dump_signal_pick(int configured)
 {
     const char *env = getenv("WEFT_DUMP_SIGNAL");
     int sig = configured;
-    if (env && *env && !(sig = weft__signal_named(env)))
-        return -EINVAL;
-    if (sig < 0 || sig >= NSIG || sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV ||
-        sig == SIGBUS || sig == SIGILL || sig == SIGFPE)
+    if (env && *env)
+        sig = strcmp(env, "0") == 0 ? 0 : weft__signal_named(env) ? weft__signal_named(env) : -1;
+    if (sig && !weft__signal_usable(sig))
         return -EINVAL;
     return sig;
 }

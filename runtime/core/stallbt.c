@@ -104,8 +104,7 @@ int weft__stall_signal_pick(int configured, uint64_t stall_ns, int dump_signal)
     const char *env = getenv("WEFT_STALL_SIGNAL");
     if (env && *env)
         sig = strcmp(env, "0") == 0 ? 0 : weft__signal_named(env) ? weft__signal_named(env) : -1;
-    if (sig < 0 || sig == SIGKILL || sig == SIGSTOP || sig == SIGSEGV || sig == SIGBUS ||
-        sig == SIGILL || sig == SIGFPE || (sig && sig == dump_signal))
+    if ((sig && !weft__signal_usable(sig)) || (sig && sig == dump_signal))
         return -EINVAL;
     if (stall_ns == UINT64_MAX || !WEFT_HAVE_LIBUNWIND)
         return 0;
