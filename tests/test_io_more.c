@@ -619,9 +619,19 @@ static int send_case(int i, timer_t *timer)
     }
 }
 
+/* Names the case that failed, and how. */
+static const char *case_failed(int i, const char *what)
+{
+    static char why[160];
+    snprintf(why, sizeof why, "case %d: %s", i, what);
+    return why;
+}
+
 static const char *compare_details(void)
 {
     for (int i = 0; i < 4; i++) {
+        if (i == 2 && emulated())
+            continue;   /* qemu-user keeps a SIGBUS sent by kill from the guest's sigtimedwait */
         int sig = i == 0 ? SIGRTMIN + 1 : i == 1 ? SIGCHLD : i == 2 ? SIGBUS : TIMER_SIG;
         sigset_t set;
         sigemptyset(&set);
@@ -629,27 +639,27 @@ static const char *compare_details(void)
         siginfo_t ours, theirs;
         timer_t timer;
         if (send_case(i, &timer) != 0)
-            return "sending the signal failed";
+            return case_failed(i, "sending the signal failed");
         uint64_t prev = weft_deadline(weft_now() + 100 * SHORT_NS);
         int got = weft_sigwait(&set, &ours);
         weft_deadline(prev);
         if (got != sig)
-            return "weft_sigwait did not return the signal (a real-time signal alone in the set?)";
+            return case_failed(i, "weft_sigwait did not return the signal (a real-time signal alone in the set?)");
         if (i == 3)
             timer_delete(timer);
         struct timespec wait = { .tv_sec = 5 };
         if (send_case(i, &timer) != 0 || sigtimedwait(&set, &theirs, &wait) != sig)
-            return "sigtimedwait did not return the signal";
+            return case_failed(i, "sigtimedwait did not return the signal");
         if (i == 3)
             timer_delete(timer);
         if (ours.si_signo != theirs.si_signo || ours.si_code != theirs.si_code)
-            return "si_signo or si_code differ";
+            return case_failed(i, "si_signo or si_code differ");
         if (i < 3 && (ours.si_pid != theirs.si_pid || ours.si_uid != theirs.si_uid || ours.si_pid != getpid()))
-            return "si_pid or si_uid differ";
+            return case_failed(i, "si_pid or si_uid differ");
         if (i == 1 && ours.si_value.sival_int != 4242)
-            return "a queued SIGCHLD lost its value";
+            return case_failed(i, "a queued SIGCHLD lost its value");
         if (i == 3 && (ours.si_value.sival_int != 77 || ours.si_overrun <= 0 || theirs.si_overrun <= 0))
-            return "a timer's signal lost its value or its overruns";
+            return case_failed(i, "a timer's signal lost its value or its overruns");
     }
     return NULL;
 }
