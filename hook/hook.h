@@ -157,6 +157,19 @@ struct hook_wait {
 void hook_wait_begin(struct hook_wait *hw, uint64_t timeout_ns);
 long hook_wait_end(struct hook_wait *hw, long r, int own_err);
 
+/* glibc's fortified entries (hook/io.c, poll.c), which its headers declare
+ * only to a program built with _FORTIFY_SOURCE, and its report of an
+ * overflow they find. */
+ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen);
+ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags);
+ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags, struct sockaddr *addr,
+                       socklen_t *alen);
+ssize_t __pread_chk(int fd, void *buf, size_t len, off_t off, size_t buflen);
+ssize_t __pread64_chk(int fd, void *buf, size_t len, off_t off, size_t buflen);
+int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen);
+int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask, size_t fdslen);
+void __chk_fail(void) __attribute__((noreturn));
+
 /* ---- shared by the files ---- */
 
 /* fd's kind hint (weft_private.h), learnt with fstat on first use. */

@@ -13,9 +13,9 @@
  *     gives it; else the coroutine waits for readiness in weft_poll(), within
  *     the socket's SO_RCVTIMEO or SO_SNDTIMEO, and tries again. A blocking
  *     write goes on until all of it is written, as write(2) on a blocking
- *     pipe or stream socket does; a read with MSG_WAITALL until all is read;
- *     a timeout or an error after part of it returns that part's length, as
- *     the kernel does.
+ *     pipe or stream socket does; a read with MSG_WAITALL until all is read,
+ *     where the kernel's would go on (gathers()); a timeout or an error
+ *     after part of it returns that part's length, as the kernel does.
  *   - a regular file or block device never "would block": read, write, pread
  *     and pwrite become weft_read, weft_write, weft_pread and weft_pwrite
  *     (a request on the worker's ring, or weft_offload on the epoll backend);
@@ -23,9 +23,11 @@
  *   - anything else (a terminal, a character device, an eventfd, a pipe on a
  *     kernel without RWF_NOWAIT for pipes) has no per-call way not to wait:
  *     unless its owner made it O_NONBLOCK, the coroutine waits for readiness
- *     in weft_poll() and then makes the plain call. Another thread taking
- *     what was ready first can make that call block its worker, as in
- *     weft's own calls from a plain thread (weft.h).
+ *     in weft_poll() and then makes the call without waiting (after_ready),
+ *     or waits again if another coroutine took what was ready. Another
+ *     thread taking it between the look and a plain call on a file without
+ *     RWF_NOWAIT can still make that call block its worker, as in weft's
+ *     own calls from a plain thread (weft.h).
  *   - accept, accept4 and connect on a socket the owner left blocking are
  *     weft_accept and weft_connect, within SO_RCVTIMEO (accept) or
  *     SO_SNDTIMEO (connect, which then fails with EINPROGRESS, as Linux's).
@@ -35,7 +37,8 @@
  *
  * From a plain thread each is the C library's call; on a file where weft set
  * O_NONBLOCK (and its owner did not) a call that meets EAGAIN waits in
- * poll(2) and tries again, so that the owner's blocking semantics hold.
+ * poll(2) and tries again, so that the owner's blocking semantics hold,
+ * SA_RESTART's included (restarts()).
  *
  * SIGPIPE: a write to a pipe or socket whose reader has gone fails with
  * EPIPE; on a worker, which blocks SIGPIPE (weft.h), the signal it leaves
@@ -45,6 +48,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -133,6 +137,24 @@ static int advance(struct xfer *x, size_t n)
     return 0;
 }
 
+/* The plain call, which may wait: for files that have no other way. */
+static ssize_t plain(struct xfer *x)
+{
+    const struct hook_real *f = real();
+    ssize_t r;
+    switch (x->op) {
+    case OP_READ:     r = f->read(x->fd, x->buf, x->len); break;
+    case OP_WRITE:    r = f->write(x->fd, x->buf, x->len); break;
+    case OP_READV:    r = f->readv(x->fd, x->msg.msg_iov, (int)x->msg.msg_iovlen); break;
+    case OP_WRITEV:   r = f->writev(x->fd, x->msg.msg_iov, (int)x->msg.msg_iovlen); break;
+    case OP_RECVFROM: r = f->recvfrom(x->fd, x->buf, x->len, x->flags, x->addr, x->addrlen); break;
+    case OP_SENDTO:   r = f->sendto(x->fd, x->buf, x->len, x->flags, x->addr, x->alen); break;
+    case OP_RECVMSG:  r = f->recvmsg(x->fd, &x->msg, x->flags); break;
+    default:          r = f->sendmsg(x->fd, &x->msg, x->flags); break;
+    }
+    return r < 0 ? -errno : r;
+}
+
 /* One try that does not wait, on a socket or a pipe (`sock`). Returns the
  * count or a negative errno. */
 static ssize_t try_nowait(struct xfer *x, bool sock)
@@ -141,6 +163,10 @@ static ssize_t try_nowait(struct xfer *x, bool sock)
     int fl = x->flags | MSG_DONTWAIT;
     ssize_t r;
     struct iovec one = { x->buf, x->len };
+    /* read(2) of nothing from a socket returns 0 at once, where a recv of
+     * nothing waits for data on some (AF_UNIX): the plain call cannot wait. */
+    if (sock && (x->op == OP_READ || x->op == OP_READV) && total_of(x) == 0)
+        return plain(x);
     switch (x->op) {
     case OP_READ:
         r = sock ? f->recv(x->fd, x->buf, x->len, MSG_DONTWAIT)
@@ -174,24 +200,6 @@ static ssize_t try_nowait(struct xfer *x, bool sock)
     return r < 0 ? -errno : r;
 }
 
-/* The plain call, which may wait: for files that have no other way. */
-static ssize_t plain(struct xfer *x)
-{
-    const struct hook_real *f = real();
-    ssize_t r;
-    switch (x->op) {
-    case OP_READ:     r = f->read(x->fd, x->buf, x->len); break;
-    case OP_WRITE:    r = f->write(x->fd, x->buf, x->len); break;
-    case OP_READV:    r = f->readv(x->fd, x->msg.msg_iov, (int)x->msg.msg_iovlen); break;
-    case OP_WRITEV:   r = f->writev(x->fd, x->msg.msg_iov, (int)x->msg.msg_iovlen); break;
-    case OP_RECVFROM: r = f->recvfrom(x->fd, x->buf, x->len, x->flags, x->addr, x->addrlen); break;
-    case OP_SENDTO:   r = f->sendto(x->fd, x->buf, x->len, x->flags, x->addr, x->alen); break;
-    case OP_RECVMSG:  r = f->recvmsg(x->fd, &x->msg, x->flags); break;
-    default:          r = f->sendmsg(x->fd, &x->msg, x->flags); break;
-    }
-    return r < 0 ? -errno : r;
-}
-
 /* A worker blocks SIGPIPE: a write that met EPIPE left it pending here. */
 static void take_sigpipe(void)
 {
@@ -201,6 +209,31 @@ static void take_sigpipe(void)
     struct timespec none = { 0, 0 };
     while (sigtimedwait(&set, NULL, &none) < 0 && errno == EINTR)
         ;
+}
+
+/*
+ * Whether the blocking read or write that a plain thread's wait in poll(2)
+ * stands for would have gone on after the signal that ended the wait: poll
+ * is never restarted, a read is when the handler that ran has SA_RESTART.
+ * Which signal came is not known, so the call goes on when every handler
+ * the thread could have run has SA_RESTART. A fault signal (SIGSEGV, ...)
+ * comes from the thread's own instruction, never during a wait, and a
+ * sanitizer's or weft's handler of one says nothing of the program's.
+ */
+static bool restarts(void)
+{
+    sigset_t blocked;
+    pthread_sigmask(SIG_BLOCK, NULL, &blocked);
+    for (int s = 1; s < NSIG; s++) {
+        struct sigaction sa;
+        if (s == SIGSEGV || s == SIGBUS || s == SIGILL || s == SIGFPE || s == SIGTRAP ||
+            sigismember(&blocked, s) == 1 || sigaction(s, NULL, &sa) < 0)
+            continue;
+        bool handled = (sa.sa_flags & SA_SIGINFO) || (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN);
+        if (handled && !(sa.sa_flags & SA_RESTART))
+            return false;
+    }
+    return true;
 }
 
 /* Waits for fd in the direction of x: weft_poll in a coroutine, poll(2) in
@@ -213,8 +246,58 @@ static int wait_ready(const struct xfer *x, bool coroutine)
         return r < 0 ? r : 0;
     }
     struct pollfd p = { .fd = x->fd, .events = ev };
-    int r = real()->poll(&p, 1, -1);
-    return r < 0 ? -errno : (p.revents & POLLNVAL) ? -EBADF : 0;
+    int r;
+    while ((r = real()->poll(&p, 1, -1)) < 0) {
+        int err = errno;   /* restarts() asks sigaction, which may set errno */
+        if (err != EINTR || !restarts())
+            return -err;
+    }
+    return (p.revents & POLLNVAL) ? -EBADF : 0;
+}
+
+/*
+ * The call on a file that has no per-call way not to wait, once it was
+ * found ready. Readiness is shared: another coroutine woken by the same
+ * event may have taken what was there, and the call must then not wait in
+ * the kernel, where it would hold the worker. RWF_NOWAIT says so where the
+ * file honours it (an eventfd); elsewhere a look with poll(2) just before
+ * the plain call, with no suspension between the two, keeps the worker's
+ * other coroutines from taking it in between. The file's flags are not
+ * touched. Returns the count, -EAGAIN to wait again, or a negative errno.
+ */
+static ssize_t after_ready(struct xfer *x)
+{
+    struct iovec one = { x->buf, x->len };
+    const struct iovec *v = is_vector(x->op) ? x->msg.msg_iov : &one;
+    int cnt = is_vector(x->op) ? (int)x->msg.msg_iovlen : 1;
+    ssize_t r = is_out(x->op) ? pwritev2(x->fd, v, cnt, -1, RWF_NOWAIT) : preadv2(x->fd, v, cnt, -1, RWF_NOWAIT);
+    if (r >= 0 || errno != EOPNOTSUPP)
+        return r < 0 ? -errno : r;
+    struct pollfd p = { .fd = x->fd, .events = is_out(x->op) ? POLLOUT : POLLIN };
+    if (real()->poll(&p, 1, 0) == 0)
+        return -EAGAIN;
+    return plain(x);
+}
+
+/*
+ * Whether a read with MSG_WAITALL goes on after a part, as the kernel's
+ * does: only on a stream socket (on a datagram or seqpacket socket the flag
+ * changes nothing: one message a call), never with MSG_PEEK (each call
+ * looks at the same bytes again), and not after a part that carried
+ * control data, which the kernel hands over with the bytes it came with
+ * (descriptors passed over AF_UNIX end the read there) and which a later
+ * part's would overwrite. `stream` caches the socket's type: -1 unknown.
+ */
+static bool gathers(const struct xfer *x, int *stream)
+{
+    if ((x->flags & MSG_PEEK) || (x->op == OP_RECVMSG && x->msg.msg_controllen))
+        return false;
+    if (*stream < 0) {
+        int type;
+        socklen_t len = sizeof type;
+        *stream = getsockopt(x->fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+    }
+    return *stream;
 }
 
 /*
@@ -231,6 +314,7 @@ static ssize_t run(struct xfer *x, bool sock, bool poll_first, bool coroutine)
     size_t total = total_of(x);
     size_t done = 0;
     int owner_nb = -1;   /* the owner's O_NONBLOCK, asked when first needed */
+    int stream = -1;     /* for gathers() */
     bool waiting = false;
     struct hook_wait hw;
     ssize_t r;
@@ -251,16 +335,19 @@ static ssize_t run(struct xfer *x, bool sock, bool poll_first, bool coroutine)
             }
             r = wait_ready(x, coroutine);
             if (r == 0)
-                r = plain(x);   /* -EAGAIN: another took it first (weft's O_NONBLOCK) */
+                r = after_ready(x);
         } else {
             r = try_nowait(x, sock);
         }
         if (r > 0) {
             done += (size_t)r;
-            if (done >= total || (!out && !waitall) || advance(x, (size_t)r) < 0)
+            if (done >= total || (!out && !(waitall && gathers(x, &stream))) || advance(x, (size_t)r) < 0)
                 break;
-            if (x->op == OP_RECVMSG)
+            if (x->op == OP_RECVMSG) {   /* the next part's name and control go where the caller said */
+                x->msg.msg_namelen = x->umsg->msg_namelen;
+                x->msg.msg_controllen = x->umsg->msg_controllen;
                 x->msg.msg_flags = 0;
+            }
             r = -EAGAIN;   /* a part: go on as if the rest would block */
         } else if (r == 0) {
             break;   /* end of file, or a zero-length request */
@@ -458,9 +545,47 @@ HOOK_API ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
     return hook_ret(hook_wait_end(&hw, weft_pwrite(fd, buf, len, off), ETIMEDOUT));
 }
 
+/*
+ * The fortified entries that glibc's headers call instead of read, recv,
+ * recvfrom and pread when a program is built with _FORTIFY_SOURCE and the
+ * compiler knows the size of the buffer (Debian builds its packages so).
+ * Each checks the length against that size as glibc's does, and then is the
+ * hooked call; without them such a program's calls would bypass the hook.
+ */
+HOOK_API ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
+{
+    if (len > buflen)
+        __chk_fail();
+    return read(fd, buf, len);
+}
+
+HOOK_API ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
+{
+    if (len > buflen)
+        __chk_fail();
+    return recv(fd, buf, len, flags);
+}
+
+HOOK_API ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags, struct sockaddr *addr,
+                                socklen_t *alen)
+{
+    if (len > buflen)
+        __chk_fail();
+    return recvfrom(fd, buf, len, flags, addr, alen);
+}
+
+HOOK_API ssize_t __pread_chk(int fd, void *buf, size_t len, off_t off, size_t buflen)
+{
+    if (len > buflen)
+        __chk_fail();
+    return pread(fd, buf, len, off);
+}
+
 /* pread64 and pwrite64 are the same functions where off_t has 64 bits. */
 HOOK_API ssize_t pread64(int fd, void *buf, size_t len, off_t off) __attribute__((alias("pread")));
 HOOK_API ssize_t pwrite64(int fd, const void *buf, size_t len, off_t off) __attribute__((alias("pwrite")));
+HOOK_API ssize_t __pread64_chk(int fd, void *buf, size_t len, off_t off, size_t buflen)
+    __attribute__((alias("__pread_chk")));
 
 /* ---- accept and connect ------------------------------------------------------ */
 

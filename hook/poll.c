@@ -16,7 +16,8 @@
  *   - epoll_wait on the caller's own epoll set: weft_poll() on that set.
  * What the call returns always comes from the kernel's own poll or
  * epoll_wait, made without waiting after the wait: the revents, the events
- * and POLLNVAL for a closed descriptor are exactly the C library's.
+ * and POLLNVAL for a closed descriptor are exactly the C library's. select
+ * waits on past what poll reports and select does not (wait_fds).
  *
  * The timeout ends the wait with 0 (nothing ready); the coroutine's weft
  * deadline and cancellation end it with ETIMEDOUT and ECANCELED. A signal
@@ -37,9 +38,29 @@ static short weft_events(short ev)
     return ev & (POLLIN | POLLOUT | POLLPRI);
 }
 
-/* An epoll set holding fds for what each asks. Returns it, or a negative
- * errno. */
-static int make_set(const struct pollfd *fds, nfds_t n)
+/* The sets of select that a descriptor asked for `ev` and found `re` goes
+ * in (bit 0 readfds, 1 writefds, 2 exceptfds), as Linux's select counts:
+ * a hang-up or an error is readable, an error writable, and exceptfds is
+ * urgent data alone. */
+static unsigned select_sets(short ev, short re)
+{
+    return ((ev & POLLIN) && (re & (POLLIN | POLLHUP | POLLERR)) ? 1u : 0u) |
+           ((ev & POLLOUT) && (re & (POLLOUT | POLLERR)) ? 2u : 0u) | ((ev & POLLPRI) && (re & POLLPRI) ? 4u : 0u);
+}
+
+/* Whether a look found something select reports: a set to mark, or a
+ * closed descriptor (EBADF). */
+static bool select_found(const struct pollfd *fds, nfds_t n)
+{
+    for (nfds_t i = 0; i < n; i++)
+        if ((fds[i].revents & POLLNVAL) || select_sets(fds[i].events, fds[i].revents))
+            return true;
+    return false;
+}
+
+/* An epoll set holding fds for what each asks, with `et` (EPOLLET or 0).
+ * Returns it, or a negative errno. */
+static int make_set(const struct pollfd *fds, nfds_t n, uint32_t et)
 {
     int ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
@@ -51,12 +72,12 @@ static int make_set(const struct pollfd *fds, nfds_t n)
         uint32_t ev = (fds[i].events & POLLIN ? EPOLLIN : 0) | (fds[i].events & POLLOUT ? EPOLLOUT : 0) |
                       (fds[i].events & POLLPRI ? EPOLLPRI : 0) |
                       (fds[i].events & POLLRDHUP ? EPOLLRDHUP : 0);
-        struct epoll_event e = { .events = ev, .data.fd = fds[i].fd };
+        struct epoll_event e = { .events = ev | et, .data.fd = fds[i].fd };
         if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i].fd, &e) == 0)
             continue;
         if (errno == EEXIST) {   /* the same descriptor twice: wait for both */
             /* Read back is impossible; ask for everything of the union. */
-            e.events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP;
+            e.events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP | et;
             epoll_ctl(ep, EPOLL_CTL_MOD, fds[i].fd, &e);
         }
         /* EPERM (a regular file) is always ready; EBADF was POLLNVAL at the
@@ -65,11 +86,20 @@ static int make_set(const struct pollfd *fds, nfds_t n)
     return ep;
 }
 
-int hook_poll_wait(struct pollfd *fds, nfds_t n, uint64_t timeout_ns)
+/*
+ * hook_poll_wait, or with `sel` select's wait, which poll's own answer does
+ * not always end: a hang-up or an error on a descriptor in exceptfds alone
+ * is something for poll and nothing for select, which waits on. Such a
+ * descriptor stays ready for epoll too, so select's set is edge-triggered
+ * and emptied after each wake-up: it wakes the coroutine again only when
+ * something happens to one of the descriptors, and each look after a
+ * wake-up sees all that is ready.
+ */
+static int wait_fds(struct pollfd *fds, nfds_t n, uint64_t timeout_ns, bool sel)
 {
     const struct hook_real *f = real();
     int r = f->poll(fds, n, 0);
-    if (r != 0)
+    if (r < 0 || (r > 0 && (!sel || select_found(fds, n))))
         return r < 0 ? -errno : r;
     nfds_t live = 0, one = 0;
     for (nfds_t i = 0; i < n; i++) {
@@ -83,11 +113,11 @@ int hook_poll_wait(struct pollfd *fds, nfds_t n, uint64_t timeout_ns)
     int ep = -1;
     int wait_fd = -1;
     short wait_ev = POLLIN;
-    if (live == 1 && weft_events(fds[one].events)) {
+    if (live == 1 && weft_events(fds[one].events) && !sel) {
         wait_fd = fds[one].fd;
         wait_ev = weft_events(fds[one].events);
     } else if (live > 0) {
-        ep = make_set(fds, n);
+        ep = make_set(fds, n, sel ? EPOLLET : 0);
         if (ep < 0) {
             r = ep;
             goto out;
@@ -96,8 +126,12 @@ int hook_poll_wait(struct pollfd *fds, nfds_t n, uint64_t timeout_ns)
     }
     for (;;) {
         int e = wait_fd >= 0 ? weft_poll(wait_fd, wait_ev) : weft_sleep(UINT64_MAX / 2);
+        if (sel && ep >= 0) {
+            struct epoll_event seen[64];
+            f->epoll_wait(ep, seen, 64, 0);   /* what is left wakes the next wait at once */
+        }
         r = f->poll(fds, n, 0);
-        if (r != 0) {
+        if (r < 0 || (r > 0 && (!sel || select_found(fds, n)))) {
             r = r < 0 ? -errno : r;
             break;
         }
@@ -113,12 +147,26 @@ out:
     return r;
 }
 
+int hook_poll_wait(struct pollfd *fds, nfds_t n, uint64_t timeout_ns)
+{
+    return wait_fds(fds, n, timeout_ns, false);
+}
+
 HOOK_API int poll(struct pollfd *fds, nfds_t n, int timeout)
 {
     if (!hook_on() || timeout == 0)
         return real()->poll(fds, n, timeout);
     uint64_t ns = timeout < 0 ? UINT64_MAX : (uint64_t)timeout * 1000000u;
     return (int)hook_ret(hook_poll_wait(fds, n, ns));
+}
+
+/* Called instead of poll and ppoll by a program built with _FORTIFY_SOURCE
+ * (see __read_chk in hook/io.c): the array must hold n entries. */
+HOOK_API int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
+{
+    if (fdslen / sizeof *fds < n)
+        __chk_fail();
+    return poll(fds, n, timeout);
 }
 
 static uint64_t ts_ns(const struct timespec *ts)
@@ -145,6 +193,14 @@ HOOK_API int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, cons
     return (int)hook_ret(hook_poll_wait(fds, n, ns));
 }
 
+HOOK_API int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask,
+                         size_t fdslen)
+{
+    if (fdslen / sizeof *fds < n)
+        __chk_fail();
+    return ppoll(fds, n, ts, mask);
+}
+
 /* select on hook_poll_wait: the sets become pollfds and back. */
 static int select_wait(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, uint64_t ns)
 {
@@ -163,8 +219,9 @@ static int select_wait(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, uint64_t ns
         }
         p[n++] = (struct pollfd){ .fd = fd, .events = ev };
     }
-    int r = hook_poll_wait(p, (nfds_t)n, ns);
-    if (r > 0) {
+    int r = wait_fds(p, (nfds_t)n, ns, true);
+    bool found = r > 0;   /* else the revents are a look's that found nothing to report */
+    if (found) {
         r = 0;
         for (int i = 0; i < n && r >= 0; i++) {
             short re = p[i].revents;
@@ -179,20 +236,15 @@ static int select_wait(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, uint64_t ns
             FD_ZERO(wr);
         if (ex)
             FD_ZERO(ex);
-        for (int i = 0; i < n; i++) {
-            short re = p[i].revents, ev = p[i].events;
-            if ((ev & POLLIN) && (re & (POLLIN | POLLHUP | POLLERR))) {
+        for (int i = 0; i < n && found; i++) {
+            unsigned sets = select_sets(p[i].events, p[i].revents);
+            if (sets & 1u)
                 FD_SET(p[i].fd, rd);
-                r++;
-            }
-            if ((ev & POLLOUT) && (re & (POLLOUT | POLLERR))) {
+            if (sets & 2u)
                 FD_SET(p[i].fd, wr);
-                r++;
-            }
-            if ((ev & POLLPRI) && (re & POLLPRI)) {
+            if (sets & 4u)
                 FD_SET(p[i].fd, ex);
-                r++;
-            }
+            r += (int)__builtin_popcount(sets);
         }
     }
     if (p != small)

@@ -20,7 +20,8 @@
  * are the C library's call.
  *
  * sched_yield in a coroutine is weft_yield(): the other runnable coroutines
- * of its worker run first. It never fails.
+ * of its worker run first, and the caller resumes on that worker. It never
+ * fails.
  */
 #include "hook.h"
 
@@ -126,6 +127,11 @@ HOOK_API int sched_yield(void)
 {
     if (!hook_on())
         return real()->sched_yield();
+    /* Pinned, as every hooked call that may suspend (hook.h): the caller
+     * may hold a thread-local's address across it. */
+    bool pinned = weft_pin() == 0;
     weft_yield();
+    if (pinned)
+        weft_unpin();
     return 0;
 }

@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/syscall.h>
@@ -208,6 +209,351 @@ Test(hook, a_blocking_write_writes_everything)
         run_with_io(1, b, big_write, &f);
         close(sv[0]);
     }
+}
+
+/* ---- what the kernel would give: MSG_WAITALL, MSG_PEEK, zero lengths ----------- */
+
+/* The same calls made on a plain thread (the C library's) and in a
+ * coroutine (the hook's) must give the same results: each scenario writes
+ * what it got to `out`. */
+typedef void scenario(char *out, size_t len);
+
+static void *send_def_later(void *arg)
+{
+    usleep(50000);   /* a plain thread: the C library's sleep */
+    cr_assert_eq(send((int)(intptr_t)arg, "def", 3, 0), 3);
+    return NULL;
+}
+
+static void set_rcvtimeo(int fd)
+{
+    struct timeval tv = { 0, 200000 };   /* ends a wait the kernel would not make */
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+}
+
+static void two_messages_waitall(int type, char *out, size_t len)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, type, 0, sv), 0);
+    cr_assert_eq(send(sv[1], "ab", 2, 0), 2);
+    cr_assert_eq(send(sv[1], "cd", 2, 0), 2);
+    set_rcvtimeo(sv[0]);
+    char b[16] = { 0 };
+    ssize_t n = recv(sv[0], b, 10, MSG_WAITALL);
+    snprintf(out, len, "n=%zd buf=%s", n, b);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void dgram_waitall(char *out, size_t len)
+{
+    two_messages_waitall(SOCK_DGRAM, out, len);
+}
+
+static void seqpacket_waitall(char *out, size_t len)
+{
+    two_messages_waitall(SOCK_SEQPACKET, out, len);
+}
+
+static void udp_waitall(char *out, size_t len)
+{
+    int a = socket(AF_INET, SOCK_DGRAM, 0), b = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t sl = sizeof sa;
+    cr_assert_eq(bind(a, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(getsockname(a, (struct sockaddr *)&sa, &sl), 0);
+    cr_assert_eq(sendto(b, "ab", 2, 0, (struct sockaddr *)&sa, sizeof sa), 2);
+    cr_assert_eq(sendto(b, "cd", 2, 0, (struct sockaddr *)&sa, sizeof sa), 2);
+    set_rcvtimeo(a);
+    char buf[16] = { 0 };
+    ssize_t n = recvfrom(a, buf, 10, MSG_WAITALL, NULL, NULL);
+    snprintf(out, len, "n=%zd buf=%s", n, buf);
+    close(a);
+    close(b);
+}
+
+static void stream_peek_waitall(char *out, size_t len)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    cr_assert_eq(send(sv[1], "abc", 3, 0), 3);
+    set_rcvtimeo(sv[0]);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, send_def_later, (void *)(intptr_t)sv[1]), 0);
+    char b[16] = { 0 }, c[16] = { 0 };
+    ssize_t n = recv(sv[0], b, 6, MSG_PEEK | MSG_WAITALL);
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    ssize_t m = recv(sv[0], c, sizeof c - 1, MSG_DONTWAIT);
+    snprintf(out, len, "n=%zd buf=%s, then %zd=%s", n, b, m, c);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* Sends `data` on fd with a duplicate of stdin attached. */
+static void send_with_fd(int fd, const char *data)
+{
+    int pass = dup(0);
+    char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+    struct iovec iov = { (void *)data, strlen(data) };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &pass, sizeof pass);
+    cr_assert_eq(sendmsg(fd, &m, 0), (ssize_t)strlen(data));
+    close(pass);
+}
+
+static void *send_def_with_fd_later(void *arg)
+{
+    usleep(50000);
+    send_with_fd((int)(intptr_t)arg, "def");
+    return NULL;
+}
+
+/* recvmsg(MSG_WAITALL) of 6 bytes sent as "abc" then "def", the descriptor
+ * with the first part or the second: what comes, and whether the
+ * descriptor comes with it (closed at once). */
+static void waitall_with_fd(bool first, char *out, size_t len)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    if (first)
+        send_with_fd(sv[1], "abc");
+    else
+        cr_assert_eq(send(sv[1], "abc", 3, 0), 3);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, first ? send_def_later : send_def_with_fd_later,
+                                (void *)(intptr_t)sv[1]), 0);
+    char b[16] = { 0 }, rc[64] = { 0 };
+    struct iovec riov = { b, 6 };
+    struct msghdr r = { .msg_iov = &riov, .msg_iovlen = 1, .msg_control = rc, .msg_controllen = sizeof rc };
+    ssize_t n = recvmsg(sv[0], &r, MSG_WAITALL);
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&r);
+    bool rights = cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS;
+    if (rights) {
+        int got;
+        memcpy(&got, CMSG_DATA(cm), sizeof got);
+        close(got);
+    }
+    snprintf(out, len, "n=%zd buf=%s controllen=%zu rights=%d flags=%#x", n, b, (size_t)r.msg_controllen, rights,
+             (unsigned)r.msg_flags);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void waitall_fd_on_first_part(char *out, size_t len)
+{
+    waitall_with_fd(true, out, len);
+}
+
+static void waitall_fd_on_second_part(char *out, size_t len)
+{
+    waitall_with_fd(false, out, len);
+}
+
+static void zero_length_reads(char *out, size_t len)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    set_rcvtimeo(sv[0]);
+    char b[1];
+    errno = 0;
+    ssize_t n = read(sv[0], b, 0);
+    int e = errno;
+    struct iovec none = { b, 0 };
+    errno = 0;
+    ssize_t v = readv(sv[0], &none, 1);
+    snprintf(out, len, "read=%zd errno=%d readv=%zd errno=%d", n, e, v, errno);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+struct scenarios {
+    scenario   *const *fns;
+    const char *const *names;
+    size_t      n;
+    char        (*out)[160];
+};
+
+static void *run_scenarios(void *arg)
+{
+    struct scenarios *sc = arg;
+    for (size_t i = 0; i < sc->n; i++)
+        sc->fns[i](sc->out[i], sizeof sc->out[i]);
+    return NULL;
+}
+
+/* Runs each scenario on a plain thread, then in a coroutine on each
+ * backend, and compares. */
+static void same_as_a_plain_thread(scenario *const *fns, const char *const *names, size_t n)
+{
+    char libc[8][160], hooked[8][160];
+    cr_assert_leq(n, 8u);
+    struct scenarios plain = { fns, names, n, libc }, co = { fns, names, n, hooked };
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, run_scenarios, &plain), 0);
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    FOR_EACH_BACKEND(b) {
+        run_with_io(1, b, run_scenarios, &co);
+        for (size_t i = 0; i < n; i++)
+            cr_assert(strcmp(hooked[i], libc[i]) == 0, "%s on %s: the hook gave [%s], libc [%s]", names[i],
+                      backend_name[b], hooked[i], libc[i]);
+    }
+}
+
+Test(hook, msg_waitall_and_msg_peek_end_a_read_where_the_kernel_does)
+{
+    static scenario *const fns[] = { dgram_waitall, seqpacket_waitall, udp_waitall, stream_peek_waitall,
+                                     waitall_fd_on_first_part, waitall_fd_on_second_part };
+    static const char *const names[] = { "AF_UNIX datagram", "AF_UNIX seqpacket", "UDP",
+                                         "AF_UNIX stream, MSG_PEEK", "SCM_RIGHTS on the first part",
+                                         "SCM_RIGHTS on the second part" };
+    same_as_a_plain_thread(fns, names, sizeof fns / sizeof fns[0]);
+}
+
+Test(hook, a_read_of_nothing_from_a_socket_returns_zero_at_once)
+{
+    static scenario *const fns[] = { zero_length_reads };
+    static const char *const names[] = { "read and readv of 0 bytes from an empty socket" };
+    same_as_a_plain_thread(fns, names, 1);
+}
+
+/* A plain thread that writes `len` bytes of `data` to fd unless stopped
+ * within a second: a hooked call that wrongly held its worker then returns
+ * the rescuer's bytes, and the test fails on them rather than hang. */
+struct rescue {
+    int         fd;
+    const void *data;
+    size_t      len;
+    int         stop;   /* an eventfd */
+    pthread_t   th;
+};
+
+static void *rescue_run(void *arg)
+{
+    struct rescue *r = arg;
+    struct pollfd p = { r->stop, POLLIN, 0 };
+    if (poll(&p, 1, 1000) == 0)
+        cr_assert_eq(write(r->fd, r->data, r->len), (ssize_t)r->len);
+    return NULL;
+}
+
+static void rescue_start(struct rescue *r, int fd, const void *data, size_t len)
+{
+    *r = (struct rescue){ .fd = fd, .data = data, .len = len, .stop = eventfd(0, EFD_CLOEXEC) };
+    cr_assert_geq(r->stop, 0);
+    cr_assert_eq(pthread_create(&r->th, NULL, rescue_run, r), 0);
+}
+
+static void rescue_end(struct rescue *r)
+{
+    uint64_t one = 1;
+    cr_assert_eq(write(r->stop, &one, sizeof one), 8);
+    cr_assert_eq(pthread_join(r->th, NULL), 0);
+    close(r->stop);
+}
+
+/* glibc's fortified entries, which a program built with _FORTIFY_SOURCE
+ * calls instead of read, recv, recvfrom, poll and ppoll. */
+ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen);
+ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags);
+ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags, struct sockaddr *addr,
+                       socklen_t *alen);
+int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen);
+int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask, size_t fdslen);
+
+static void *fortified_calls(void *arg)
+{
+    static const char *const name[] = { "__read_chk", "__recv_chk", "__recvfrom_chk", "__poll_chk",
+                                        "__ppoll_chk" };
+    struct fds *s = arg;
+    for (int call = 0; call < 5; call++) {
+        weft_task *t;
+        struct late l = { s->b, "c", 20 };
+        spawn_late(&t, &l);
+        struct rescue rs;
+        rescue_start(&rs, s->b, "T", 1);
+        char buf[8] = { 0 };
+        struct pollfd pf = { s->a, POLLIN, 0 };
+        struct timespec ts = { 5, 0 };
+        ssize_t n;
+        switch (call) {
+        case 0:  n = __read_chk(s->a, buf, sizeof buf, sizeof buf); break;
+        case 1:  n = __recv_chk(s->a, buf, sizeof buf, sizeof buf, 0); break;
+        case 2:  n = __recvfrom_chk(s->a, buf, sizeof buf, sizeof buf, 0, NULL, NULL); break;
+        case 3:  n = __poll_chk(&pf, 1, -1, sizeof pf); break;
+        default: n = __ppoll_chk(&pf, 1, &ts, NULL, sizeof pf); break;
+        }
+        cr_assert_eq(n, 1, "%s returned %zd (errno %d)", name[call], n, errno);
+        if (call >= 3)
+            cr_assert_eq(read(s->a, buf, 1), 1);
+        rescue_end(&rs);
+        join_ok(t);
+        cr_assert_eq(buf[0], 'c', "%s held the worker: the rescuer's byte came first", name[call]);
+    }
+    return NULL;
+}
+
+Test(hook, the_fortified_entries_suspend_only_their_coroutine)
+{
+    FOR_EACH_BACKEND(b) {
+        int sv[2];
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        struct fds f = { sv[0], sv[1] };
+        run_with_io(1, b, fortified_calls, &f);
+        close(sv[0]);
+        close(sv[1]);
+    }
+}
+
+/* Two coroutines wait in read() on one blocking eventfd; each count comes
+ * alone. Both are woken by the first, and the one that finds it taken must
+ * wait again rather than block its worker in read(2). */
+static int shared_efd;
+
+static void *read_count(void *arg)
+{
+    (void)arg;
+    uint64_t v = 0;
+    ssize_t n = read(shared_efd, &v, sizeof v);
+    return (void *)(intptr_t)(n == 8 ? (intptr_t)v : -1);
+}
+
+static void *two_readers_one_eventfd(void *arg)
+{
+    (void)arg;
+    shared_efd = eventfd(0, EFD_CLOEXEC);
+    cr_assert_geq(shared_efd, 0);
+    static const uint64_t big = 1000;
+    struct rescue rs;
+    rescue_start(&rs, shared_efd, &big, sizeof big);
+    weft_task *r[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(weft_spawn(&r[i], read_count, NULL), 0);
+    usleep(20000);   /* both wait by now */
+    uint64_t one = 1;
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(write(shared_efd, &one, sizeof one), 8);
+        usleep(20000);
+    }
+    void *got[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(weft_join(r[i], &got[i]), 0);
+    rescue_end(&rs);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq((intptr_t)got[i], 1, "reader %d read %ld: a reader held the worker in read(2)", i,
+                     (long)(intptr_t)got[i]);
+    close(shared_efd);
+    return NULL;
+}
+
+Test(hook, coroutines_sharing_a_blocking_eventfd_each_wait_for_their_count)
+{
+    FOR_EACH_BACKEND(b)
+        run_with_io(1, b, two_readers_one_eventfd, NULL);
 }
 
 /* ---- the owner's O_NONBLOCK ---------------------------------------------------- */
@@ -469,6 +815,64 @@ Test(hook, the_coroutine_deadline_ends_a_hooked_wait)
     }
 }
 
+/* A plain thread's read of a pipe where weft set O_NONBLOCK (the epoll
+ * backend's weft_read does) waits as a blocking read(2) does: a signal whose
+ * handler has SA_RESTART does not end it, one whose handler has not fails
+ * it with EINTR. */
+static int restart_pipe[2];
+
+static void *weft_reads_the_pipe(void *arg)
+{
+    (void)arg;
+    char c;
+    cr_assert_eq(weft_write(restart_pipe[1], "w", 1), 1);
+    cr_assert_eq(weft_read(restart_pipe[0], &c, 1), 1);
+    return NULL;
+}
+
+static void *plain_read(void *arg)
+{
+    (void)arg;
+    char c;
+    errno = 0;
+    ssize_t n = read(restart_pipe[0], &c, 1);
+    return (void *)(intptr_t)(n < 0 ? -errno : n);
+}
+
+Test(hook, a_plain_threads_read_is_restarted_after_an_sa_restart_handler)
+{
+    FOR_EACH_BACKEND(b) {
+        cr_assert_eq(pipe(restart_pipe), 0);
+        weft_config cfg = { .workers = 1, .io_backend = b };
+        weft_rt *rt;
+        cr_assert_eq(weft_rt_create(&rt, &cfg), 0);   /* alive beside the plain thread */
+        weft_task *t;
+        cr_assert_eq(weft_spawn_on(rt, &t, weft_reads_the_pipe, NULL), 0);
+        cr_assert_eq(weft_join(t, NULL), 0);
+        /* Valgrind shows a handler of its own without SA_RESTART (for
+         * SIGRTMAX), so there any signal ends the wait: the first case is
+         * left to the other builds. */
+        for (int restart = RUNNING_ON_VALGRIND ? 0 : 1; restart >= 0; restart--) {
+            struct sigaction sa = { .sa_handler = on_usr1, .sa_flags = restart ? SA_RESTART : 0 };
+            cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+            pthread_t th;
+            cr_assert_eq(pthread_create(&th, NULL, plain_read, NULL), 0);
+            usleep(50000);   /* the reader waits by now */
+            cr_assert_eq(pthread_kill(th, SIGUSR1), 0);
+            usleep(50000);
+            if (restart)
+                cr_assert_eq(write(restart_pipe[1], "r", 1), 1);
+            void *r;
+            cr_assert_eq(pthread_join(th, &r), 0);
+            cr_assert_eq((intptr_t)r, restart ? 1 : -EINTR, "on %s, with%s SA_RESTART the read gave %ld",
+                         backend_name[b], restart ? "" : "out", (long)(intptr_t)r);
+        }
+        cr_assert_eq(weft_rt_destroy(rt), 0);
+        close(restart_pipe[0]);
+        close(restart_pipe[1]);
+    }
+}
+
 /* ---- sleeping and yielding -------------------------------------------------------- */
 
 static atomic_int ticks;
@@ -568,6 +972,62 @@ Test(hook, poll_select_and_epoll_wait_wait_in_their_coroutine)
 {
     FOR_EACH_BACKEND(b)
         run_with_io(1, b, polls, NULL);
+}
+
+/* A socket whose connection was refused: poll gives it POLLERR and POLLHUP
+ * for good, and select counts neither in exceptfds, so a select on it there
+ * waits on, as the C library's does, for the pipe read beside it. */
+static int refused_socket(void)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof sa;
+    cr_assert_eq(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(getsockname(l, (struct sockaddr *)&sa, &len), 0);
+    close(l);   /* nobody listens there */
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    cr_assert_geq(s, 0);
+    cr_assert_eq(connect(s, (struct sockaddr *)&sa, sizeof sa), -1);
+    struct pollfd p = { s, POLLOUT, 0 };
+    cr_assert_eq(poll(&p, 1, -1), 1);
+    cr_assert(p.revents & (POLLERR | POLLHUP), "revents %#x", (unsigned)p.revents);
+    return s;
+}
+
+static void *select_past_a_hang_up(void *arg)
+{
+    (void)arg;
+    int s = refused_socket(), p[2];
+    cr_assert_eq(pipe(p), 0);
+    int maxfd = s > p[0] ? s : p[0];
+    for (int timed = 0; timed < 2; timed++) {
+        weft_task *t;
+        struct late l = { p[1], "x", 20 };
+        spawn_late(&t, &l);
+        fd_set rd, ex;
+        FD_ZERO(&rd);
+        FD_ZERO(&ex);
+        FD_SET(p[0], &rd);
+        FD_SET(s, &ex);
+        struct timeval tv = { 5, 0 };
+        int r = select(maxfd + 1, &rd, NULL, &ex, timed ? &tv : NULL);
+        cr_assert_eq(r, 1, "select with %s returned %d (errno %d)", timed ? "a timeout" : "no timeout", r, errno);
+        cr_assert(FD_ISSET(p[0], &rd));
+        cr_assert(!FD_ISSET(s, &ex));
+        join_ok(t);
+        char c;
+        cr_assert_eq(read(p[0], &c, 1), 1);
+    }
+    close(s);
+    close(p[0]);
+    close(p[1]);
+    return NULL;
+}
+
+Test(hook, select_waits_on_past_a_hang_up_in_exceptfds)
+{
+    FOR_EACH_BACKEND(b)
+        run_with_io(1, b, select_past_a_hang_up, NULL);
 }
 
 /* ---- accept and connect on blocking sockets ---------------------------------------- */
@@ -761,6 +1221,42 @@ Test(hook, a_coroutine_resumes_on_its_thread_after_each_hooked_call)
             close(f[i].a);
             close(f[i].b);
         }
+    }
+}
+
+/* sched_yield lets the worker's other coroutines run, and idle workers take
+ * what waits in its queue: the caller must still resume on its thread. */
+static void *hog(void *arg)
+{
+    (void)arg;
+    uint64_t until = weft_now() + 2 * MS;   /* holds its worker without a switch */
+    while (weft_now() < until)
+        ;
+    return NULL;
+}
+
+static void *yield_among_hogs(void *arg)
+{
+    unsigned *moves = arg;
+    for (int round = 0; round < 20; round++) {
+        weft_task *h[4];
+        for (int i = 0; i < 4; i++)
+            cr_assert_eq(weft_spawn(&h[i], hog, NULL), 0);
+        pid_t before = tid();
+        sched_yield();
+        *moves += tid() != before;
+        for (int i = 0; i < 4; i++)
+            join_ok(h[i]);
+    }
+    return NULL;
+}
+
+Test(hook, sched_yield_resumes_on_the_thread_it_left)
+{
+    FOR_EACH_BACKEND(b) {
+        unsigned moves = 0;
+        run_with_io(2, b, yield_among_hogs, &moves);
+        cr_assert_eq(moves, 0u, "on %s, sched_yield resumed on another thread %u times", backend_name[b], moves);
     }
 }
 
