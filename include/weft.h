@@ -108,9 +108,10 @@ typedef struct weft_config {
                            * overrides it (in milliseconds; 0 = never) */
     int      dump_signal; /* a signal that writes weft_dump() to stderr and goes on;
                            * 0 = none. The environment variable WEFT_DUMP_SIGNAL (a
-                           * number, or a name such as SIGQUIT or QUIT) overrides it.
-                           * Above 64, or SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGILL,
-                           * SIGFPE: -EINVAL */
+                           * number, or a name such as SIGQUIT or QUIT; 0 = none)
+                           * overrides it. Above 64, SIGKILL, SIGSTOP, SIGSEGV, SIGBUS,
+                           * SIGILL, SIGFPE, or one the C library keeps for itself (32
+                           * and 33 with glibc): -EINVAL */
     int      stall_signal;/* the signal that takes a stalled coroutine's backtrace for the
                            * stall report, and a running coroutine's for weft_dump();
                            * 0 = SIGRTMAX-3, -1 = none (no such backtraces). Used only while stalls are reported, and only if
@@ -169,9 +170,11 @@ WEFT_API int weft_rt_create(weft_rt **rt, const weft_config *cfg);
 /*
  * Waits until every coroutine of rt has finished, detached ones too, then stops
  * and joins the workers and frees everything. Handles of finished but unjoined
- * tasks die with it. A plain thread (or a coroutine of another runtime).
- * Returns 0, -EINVAL (rt NULL), -EDEADLK (called from one of rt's coroutines),
- * -ECHILD (rt belongs to the parent of a fork()).
+ * tasks die with it. A plain thread (or a coroutine of another runtime). A
+ * plain thread's weft_spawn_on that began before it is either refused with
+ * -EINVAL or waited for. Returns 0, -EINVAL (rt NULL), -EDEADLK (called from
+ * one of rt's coroutines, or from a function one of them offloaded, on rt's
+ * helper thread), -ECHILD (rt belongs to the parent of a fork()).
  */
 WEFT_API int weft_rt_destroy(weft_rt *rt);
 
@@ -252,7 +255,8 @@ typedef unsigned weft_key;
 #define WEFT_KEYS_MAX 1024   /* keys that may exist at once in a process */
 
 /* Makes a key; destructor may be NULL. Any thread. Returns 0, -EINVAL (key
- * NULL), -EAGAIN (WEFT_KEYS_MAX keys exist already). */
+ * NULL), -EAGAIN (WEFT_KEYS_MAX keys exist already), -ENOMEM (no memory to
+ * register weft's fork handler, which makes the keys' lock anew in a child). */
 WEFT_API int weft_key_create(weft_key *key, void (*destructor)(void *));
 /* Deletes key; every value of it is forgotten, and its destructor is not
  * called. Any thread, once nobody uses the key. Returns 0 or -EINVAL (not a
@@ -385,13 +389,14 @@ WEFT_API ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags);
 WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
 
 /*
- * Sends up to count bytes of in_fd (a file) to out_fd (a socket or a pipe),
- * as sendfile(2): from *offset, moved on by what was sent, or from in_fd's
- * own offset when offset is NULL. Waits, suspending only the caller, while
- * out_fd has no room; on either backend sendfile(2) itself is made without
- * waiting (out_fd O_NONBLOCK for that one call, as weft_accept() does on the
- * epoll backend) and in_fd is read on the worker, from the page cache or the
- * disk. Returns the bytes sent, which may be fewer than count (loop for the
+ * Sends up to count bytes of in_fd (a file, or a socket) to out_fd (a socket
+ * or a pipe), as sendfile(2): from *offset, moved on by what was sent, or
+ * from in_fd's own offset when offset is NULL. Waits, suspending only the
+ * caller, while out_fd has no room or a socket in_fd has nothing to give; on
+ * either backend sendfile(2) itself is made without waiting (out_fd, and a
+ * socket in_fd, O_NONBLOCK for that one call, as weft_accept() does on the
+ * epoll backend) and a file in_fd is read on the worker, from the page cache
+ * or the disk. Returns the bytes sent, which may be fewer than count (loop for the
  * rest), 0 at in_fd's end, or a negative errno: -EINVAL (offset below 0,
  * count above SSIZE_MAX, files sendfile(2) cannot join), -EBADF, -EPIPE
  * (without SIGPIPE in a coroutine), -ETIMEDOUT, -ECANCELED.

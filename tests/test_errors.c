@@ -132,6 +132,7 @@ struct spawner {
     weft_sem     hold;
     _Atomic bool stop;
     _Atomic long ran, refused, spawned;
+    _Atomic int  ended, unexpected;   /* spawners gone; an error other than -EINVAL */
 };
 
 static void *count_run(void *arg)
@@ -155,9 +156,12 @@ static void *spawn_on_and_on(void *arg)
             atomic_fetch_add(&s->spawned, 1);
         else if (err == -EINVAL)
             atomic_fetch_add(&s->refused, 1);
-        else
+        else {
+            atomic_store(&s->unexpected, err);
             break;
+        }
     }
+    atomic_fetch_add(&s->ended, 1);
     return NULL;
 }
 
@@ -174,9 +178,10 @@ Test(errors, a_plain_thread_s_spawn_during_destroy_is_refused_or_runs)
     pthread_t th[2], destroyer;
     for (int i = 0; i < 2; i++)
         cr_assert_eq(pthread_create(&th[i], NULL, spawn_on_and_on, &s), 0);
-    usleep(20000);
+    while (atomic_load(&s.spawned) < 1 && atomic_load(&s.ended) < 2)
+        usleep(1000);
     cr_assert_eq(pthread_create(&destroyer, NULL, destroy_it, &s), 0);
-    while (atomic_load(&s.refused) < 100)
+    while (atomic_load(&s.refused) < 100 && atomic_load(&s.ended) < 2)
         usleep(1000);
     atomic_store(&s.stop, true);
     for (int i = 0; i < 2; i++)
@@ -185,7 +190,8 @@ Test(errors, a_plain_thread_s_spawn_during_destroy_is_refused_or_runs)
     void *r;
     cr_assert_eq(pthread_join(destroyer, &r), 0);
     cr_assert_eq((intptr_t)r, 0);
-    cr_assert_gt(atomic_load(&s.spawned), 0, "no spawn came before the destroy");
+    cr_assert_eq(atomic_load(&s.unexpected), 0, "a spawn failed with %d", atomic_load(&s.unexpected));
+    cr_assert_gt(atomic_load(&s.refused), 0, "no spawn met the destroy");
     cr_assert_eq(atomic_load(&s.ran), atomic_load(&s.spawned), "a spawned task never ran");
 }
 

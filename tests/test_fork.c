@@ -895,9 +895,18 @@ static void *fork_and_look_at_sigpipe(void *arg)
     return (void *)(intptr_t)WEXITSTATUS(status);
 }
 
+/* The same from a function given to weft_offload, on a helper thread that a
+ * worker started. */
+static void *fork_from_a_helper(void *arg)
+{
+    void *blocked = (void *)(intptr_t)-2;
+    int err = weft_offload(fork_and_look_at_sigpipe, arg, &blocked);
+    return err ? (void *)(intptr_t)err : blocked;
+}
+
 /* Workers block SIGPIPE for their own writes; a program exec'd from a
- * coroutine must not start with it blocked, unless the program blocked it
- * itself. */
+ * coroutine, or from a function it offloads, must not start with it blocked,
+ * unless the program blocked it itself. */
 Test(fork, a_child_of_a_coroutine_has_the_program_s_sigpipe_mask)
 {
     sigset_t pipe_set, old;
@@ -908,6 +917,9 @@ Test(fork, a_child_of_a_coroutine_has_the_program_s_sigpipe_mask)
         void *blocked = run_with_io(2, b, fork_and_look_at_sigpipe, NULL);
         cr_assert_eq((intptr_t)blocked, 0, "%s: the child starts with SIGPIPE blocked (%ld)", backend_name[b],
                      (long)(intptr_t)blocked);
+        blocked = run_with_io(2, b, fork_from_a_helper, NULL);
+        cr_assert_eq((intptr_t)blocked, 0, "%s: a helper's child starts with SIGPIPE blocked (%ld)",
+                     backend_name[b], (long)(intptr_t)blocked);
         cr_assert_eq(pthread_sigmask(SIG_BLOCK, &pipe_set, NULL), 0);
         blocked = run_with_io(2, b, fork_and_look_at_sigpipe, NULL);
         cr_assert_eq((intptr_t)blocked, 1, "%s: the program's own block was lost in the child", backend_name[b]);

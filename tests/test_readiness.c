@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -277,6 +278,15 @@ static void *urgent_data_wakes_a_poll(void *arg)
     weft_close(sv[0]);
     weft_close(sv[1]);
     FAIL_IF(weft_poll(sv[0], POLLPRI | POLLIN) != -EBADF);
+    /* A file no epoll set can watch never has urgent data: the wait lasts
+     * until the deadline, as poll(2)'s does. */
+    int file = memfd_create("weft-pri", MFD_CLOEXEC);
+    FAIL_IF(file < 0);
+    weft_deadline(weft_now() + SETTLE_NS);
+    r = weft_poll(file, POLLPRI);
+    weft_deadline(0);
+    close(file);
+    FAIL_IF(r != -ETIMEDOUT);
     return NULL;
 }
 

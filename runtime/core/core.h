@@ -166,7 +166,7 @@ enum weft__why {
     WEFT__WHY_ACCEPT,
     WEFT__WHY_CONNECT,
     WEFT__WHY_POLL,
-    WEFT__WHY_FILE,          /* a file call run by a helper thread */
+    WEFT__WHY_FILE,          /* a file call (pread, pwrite, open, fsync, sendfile) */
     WEFT__WHY_OFFLOAD,       /* what: the function offloaded */
     WEFT__WHY_SIGNAL,        /* what: the signal number */
     WEFT__WHY_CHILD,         /* what: the process id */
@@ -184,6 +184,10 @@ static inline void weft__why_task(weft_task *t, enum weft__why why, uintptr_t wh
 }
 /* The same for the coroutine that is to wait on wt. */
 #define weft__waiter_why(wt, why, what) weft__why_task((wt)->task, (why), (uintptr_t)(what))
+/* Returns once *flag is not 0 (acquire), spinning and then yielding the
+ * thread: for a waiter whose waker has claimed it and has a store or two
+ * left to make (sync/sync.c, sync/chan.c), whose thread may be preempted. */
+void weft__await_flag(_Atomic uint32_t *flag);
 /* The calling coroutine's parks from now until weft__wait_span_end are one
  * wait to weft_dump, its age counted from now (weft_waitpid's looks, each a
  * sleep); nothing for a plain thread. */

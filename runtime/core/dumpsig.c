@@ -97,8 +97,10 @@ int weft__dump_signal_pick(int configured)
 {
     const char *env = getenv("WEFT_DUMP_SIGNAL");
     int sig = configured;
-    if (env && *env)
-        sig = strcmp(env, "0") == 0 ? 0 : weft__signal_named(env) ? weft__signal_named(env) : -1;
+    if (env && *env) {
+        int named = weft__signal_named(env);
+        sig = strcmp(env, "0") == 0 ? 0 : named ? named : -1;
+    }
     if (sig && !weft__signal_usable(sig))
         return -EINVAL;
     return sig;

@@ -248,8 +248,8 @@ static inline void switch_from(struct weft__worker *w, struct weft__fiber *from,
 static void switch_away(struct weft__worker *w, weft_task *self)
 {
     w->prev = self;
-    self->fiber->since = self->fiber->wait_from ? self->fiber->wait_from : w->clock;   /* weft_dump's
-                                                                                          * ages (core.h) */
+    /* For weft_dump's ages (core.h): a wait of several parks counts from its start. */
+    self->fiber->since = self->fiber->wait_from ? self->fiber->wait_from : w->clock;
     switch_from(w, self->fiber, WEFT__ACT_PARK);
     struct weft__worker *now = weft__worker_self();
     after_switch(now);

@@ -99,7 +99,8 @@ static void live_remove(weft_rt *rt)
  *      connect holds across three system calls;
  *   6. SIGPIPE unblocked, where a worker forked and had blocked it (workers
  *      block it, io/backend.c), so that a program the child execs starts
- *      with the signal mask the program gave its threads. posix_spawn and
+ *      with the signal mask the program gave its threads (an offload helper,
+ *      which a worker starts, unblocks it when it starts, io/offload.c). posix_spawn and
  *      system(), which run no fork handlers, start theirs with the calling
  *      thread's mask: a coroutine that spawns so gives the new program
  *      SIGPIPE blocked unless it passes a mask (POSIX_SPAWN_SETSIGMASK).
@@ -390,16 +391,17 @@ int weft_rt_destroy(weft_rt *rt)
     if (weft__inherited(rt))
         return -ECHILD;   /* the parent's: its workers are not here to stop */
     struct weft__worker *w = weft__worker_self();
-    if ((w && w->rt == rt) || weft__offload_helper_of(rt))
+    if ((w && w->rt == rt) || weft__offload_is_helper_of(rt))
         return -EDEADLK;   /* it would wait for itself */
     atomic_store_explicit(&rt->destroying, 1, memory_order_seq_cst);
     /* Exits that see `destroying` bump exit_seq and wake us; one that raced
      * with the store above may not, so the wait also times out and rechecks.
-     * A plain thread's spawn that began before the store is counted as live
-     * once it ends (weft__plain_spawn_begin). */
+     * A plain thread's spawn that saw no `destroying` is waited for first
+     * (core/task.c): once none is under way, the tasks counted include theirs,
+     * whose counts their decrement of plain_spawning published. */
     for (;;) {
         uint32_t seq = atomic_load_explicit(&rt->exit_seq, memory_order_acquire);
-        if (live_tasks(rt) == 0 && atomic_load_explicit(&rt->plain_spawning, memory_order_seq_cst) == 0)
+        if (atomic_load_explicit(&rt->plain_spawning, memory_order_seq_cst) == 0 && live_tasks(rt) == 0)
             break;
         weft__futex_wait_until(&rt->exit_seq, seq, weft_now() + 1000000u);
     }

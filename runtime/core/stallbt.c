@@ -102,8 +102,10 @@ int weft__stall_signal_pick(int configured, uint64_t stall_ns, int dump_signal)
         return -EINVAL;
     int sig = configured == 0 ? SIGRTMAX - 3 : configured < 0 ? 0 : configured;
     const char *env = getenv("WEFT_STALL_SIGNAL");
-    if (env && *env)
-        sig = strcmp(env, "0") == 0 ? 0 : weft__signal_named(env) ? weft__signal_named(env) : -1;
+    if (env && *env) {
+        int named = weft__signal_named(env);
+        sig = strcmp(env, "0") == 0 ? 0 : named ? named : -1;
+    }
     if ((sig && !weft__signal_usable(sig)) || (sig && sig == dump_signal))
         return -EINVAL;
     if (stall_ns == UINT64_MAX || !WEFT_HAVE_LIBUNWIND)

@@ -139,6 +139,17 @@ void weft__waiter_init(struct weft__waiter *wt)
     atomic_init(&wt->state, 0);
 }
 
+void weft__await_flag(_Atomic uint32_t *flag)
+{
+    for (unsigned spins = 0; !atomic_load_explicit(flag, memory_order_acquire); spins++) {   /* pairs with
+                                                                                             * the setter's release */
+        if (spins < 1000)
+            weft__cpu_relax();
+        else
+            weft__sys_sched_yield();   /* the setter's thread was preempted: let it run */
+    }
+}
+
 void weft__wait_span_begin(void)
 {
     struct weft__worker *w = weft__worker_self();

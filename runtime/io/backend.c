@@ -50,6 +50,17 @@ static void sigpipe_block(void)
         sigpipe_ours = !sigismember(&old, SIGPIPE);
 }
 
+bool weft__sigpipe_is_ours(void)
+{
+    return sigpipe_ours;
+}
+
+void weft__sigpipe_unblock(void)
+{
+    sigset_t set = sigpipe_set();
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
 /* A child forked by a worker (a coroutine that forks, to exec a program)
  * would otherwise start, and exec, with SIGPIPE blocked: a program it runs
  * would see EPIPE where it expects to die of the signal, as `yes | head`
@@ -59,8 +70,7 @@ void weft__sigpipe_fork_child(void)
     if (!sigpipe_ours)
         return;
     sigpipe_ours = false;
-    sigset_t set = sigpipe_set();
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    weft__sigpipe_unblock();
 }
 
 void weft__sigpipe_take(void)

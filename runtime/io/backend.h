@@ -176,6 +176,11 @@ void weft__io_fork_child(void);
 /* In a child of fork(): SIGPIPE unblocked again where the forking thread was
  * a worker that blocked it (io/backend.c). Only the fork handler. */
 void weft__sigpipe_fork_child(void);
+/* Whether the calling thread is a worker that blocked SIGPIPE itself, and
+ * SIGPIPE unblocked on the calling thread: for a thread a worker starts
+ * (an offload helper), which inherits the worker's mask. */
+bool weft__sigpipe_is_ours(void);
+void weft__sigpipe_unblock(void);
 /* weft_cancel, after it has claimed t's waiter: a request of t that a
  * backend keeps in flight is cancelled too. Returns 0 or -ENOMEM. */
 int  weft__io_cancel(weft_task *t);
@@ -269,7 +274,7 @@ static inline bool weft__io_needs_toggle(const struct weft__io_op *op)
 int weft__offload_noted(weft_fn fn, void *arg, void **result);
 /* Whether the calling thread is one of rt's helpers (weft_rt_destroy there
  * would wait for itself). */
-bool weft__offload_helper_of(const weft_rt *rt);
+bool weft__offload_is_helper_of(const weft_rt *rt);
 /* In a child of fork(): the pools' creation lock made anew (weft__io_fork_child). */
 void weft__offload_fork_child(void);
 

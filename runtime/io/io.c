@@ -98,10 +98,15 @@ static _Atomic uint32_t toggle_lock[TOGGLE_LOCKS];   /* weft__ilock words */
  * anew in a child: a plain thread may take one in a process with no runtime,
  * so it registers the handler first (where pthread_atfork has no memory, the
  * child is left as it would be without weft's handler). */
-static _Atomic uint32_t *toggle_lock_take(int fd)
+static _Atomic uint32_t *toggle_lock_of(int fd)
 {
     weft__fork_handler_register();
-    _Atomic uint32_t *l = &toggle_lock[(unsigned)fd % TOGGLE_LOCKS];
+    return &toggle_lock[(unsigned)fd % TOGGLE_LOCKS];
+}
+
+static _Atomic uint32_t *toggle_lock_take(int fd)
+{
+    _Atomic uint32_t *l = toggle_lock_of(fd);
     weft__ilock(l);
     return l;
 }
@@ -134,27 +139,54 @@ static int owner_flags(int fd)
     return fl;
 }
 
-/* accept4, connect or sendfile (a->kind) without waiting, on a descriptor
- * whose flags are left as they were (see toggle_lock). Returns the call's
- * result or a negative errno: -EAGAIN (accept: nothing pending; sendfile: no
- * room), -EINPROGRESS (connect: the attempt goes on). */
+/* Sets O_NONBLOCK on fd for one call where its owner left it blocking;
+ * *back gets the flags to give back after the call, or -1 for none. Holds
+ * fd's toggle lock. Returns 0 or a negative errno. */
+static int nonblock_for_call(int fd, int *back)
+{
+    *back = -1;
+    int fl = weft__sys_fcntl(fd, F_GETFL, 0);
+    if (fl < 0 || (fl & O_NONBLOCK))
+        return fl < 0 ? fl : 0;
+    int err = weft__sys_fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    if (!err)
+        *back = fl;
+    return err;
+}
+
+/* accept4, connect or sendfile (a->kind) without waiting, on descriptors
+ * whose flags are left as they were (see toggle_lock): a->fd, and for
+ * sendfile from a socket in_fd too, since the kernel's read of a socket
+ * waits by the socket's own flag, not by the call's. Two locks are taken in
+ * the order of their addresses. Returns the call's result or a negative
+ * errno: -EAGAIN (accept: nothing pending; sendfile: no room, or nothing to
+ * read), -EINPROGRESS (connect: the attempt goes on). */
 ssize_t weft__io_syscall_nowait(const struct weft__io_op *a)
 {
-    _Atomic uint32_t *l = toggle_lock_take(a->fd);
-    ssize_t r;
-    int fl = weft__sys_fcntl(a->fd, F_GETFL, 0);
-    bool toggle = fl >= 0 && !(fl & O_NONBLOCK);
-    int err = fl < 0 ? fl : toggle ? weft__sys_fcntl(a->fd, F_SETFL, fl | O_NONBLOCK) : 0;
-    if (err < 0) {
-        r = err;
-    } else {
+    struct stat st;
+    int in = a->kind == WEFT__IO_SENDFILE && a->in_fd != a->fd && fstat(a->in_fd, &st) == 0 &&
+             S_ISSOCK(st.st_mode) ? a->in_fd : -1;
+    _Atomic uint32_t *l1 = toggle_lock_of(a->fd), *l2 = in >= 0 ? toggle_lock_of(in) : NULL;
+    if (l2 == l1)
+        l2 = NULL;
+    weft__ilock(l2 && l2 < l1 ? l2 : l1);
+    if (l2)
+        weft__ilock(l2 < l1 ? l1 : l2);
+    int back_out, back_in = -1;
+    ssize_t r = nonblock_for_call(a->fd, &back_out);
+    if (!r && in >= 0)
+        r = nonblock_for_call(in, &back_in);
+    if (!r)
         r = weft__io_syscall(a);
-        /* Flags the kernel took a moment ago: this fails only where another
-         * thread closed fd meanwhile, and then there is nothing to restore. */
-        if (toggle)
-            weft__sys_fcntl(a->fd, F_SETFL, fl);
-    }
-    weft__iunlock(l);
+    /* Flags the kernel took a moment ago: giving them back fails only where
+     * another thread closed the descriptor meanwhile, with nothing to give. */
+    if (back_in >= 0)
+        weft__sys_fcntl(in, F_SETFL, back_in);
+    if (back_out >= 0)
+        weft__sys_fcntl(a->fd, F_SETFL, back_out);
+    if (l2)
+        weft__iunlock(l2);
+    weft__iunlock(l1);
     return r;
 }
 
@@ -451,6 +483,16 @@ static int pri_wait(struct weft__worker *w, int fd, short events, enum weft__why
         return -errno;
     struct epoll_event ev = { .events = (uint32_t)(events & (POLLIN | POLLOUT | POLLPRI)) };   /* the same bits */
     int r = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+    if (r == -EPERM) {
+        /* A file epoll cannot watch (a regular file) is ready at once for
+         * what it is ever ready for (poll_now said no), and never for
+         * POLLPRI: poll(2) would wait for ever, and so does this, until the
+         * deadline or a cancellation. */
+        weft__sys_close(ep);
+        r = weft__sleep_why(UINT64_MAX, why != WEFT__WHY_NONE ? why : WEFT__WHY_POLL,
+                            why != WEFT__WHY_NONE ? what : (uintptr_t)fd);
+        return r ? r : -ETIMEDOUT;
+    }
     struct weft__io_op p = { .kind = WEFT__IO_POLL, .fd = ep, .flags = POLLIN,
                              .why = why != WEFT__WHY_NONE ? why : WEFT__WHY_POLL,
                              .what = why != WEFT__WHY_NONE ? what : (uintptr_t)fd };
@@ -737,21 +779,21 @@ static void siginfo_from(siginfo_t *info, const struct signalfd_siginfo *s)
     info->si_signo = sig;
     info->si_errno = s->ssi_errno;
     info->si_code = code;
-    bool kernels = code > SI_USER && code < SI_KERNEL;
-    if (kernels && (sig == SIGILL || sig == SIGFPE || sig == SIGSEGV || sig == SIGBUS || sig == SIGTRAP)) {
+    bool kernel_code = code > SI_USER && code < SI_KERNEL;   /* a code the kernel gives */
+    if (kernel_code && (sig == SIGILL || sig == SIGFPE || sig == SIGSEGV || sig == SIGBUS || sig == SIGTRAP)) {
         info->si_addr = (void *)(uintptr_t)s->ssi_addr;
         info->si_addr_lsb = (short)s->ssi_addr_lsb;
-    } else if (kernels && sig == SIGCHLD) {
+    } else if (kernel_code && sig == SIGCHLD) {
         info->si_pid = (pid_t)s->ssi_pid;
         info->si_uid = (uid_t)s->ssi_uid;
         info->si_status = s->ssi_status;
         info->si_utime = (clock_t)s->ssi_utime;
         info->si_stime = (clock_t)s->ssi_stime;
-    } else if (kernels && sig == SIGSYS) {
+    } else if (kernel_code && sig == SIGSYS) {
         info->si_call_addr = (void *)(uintptr_t)s->ssi_call_addr;
         info->si_syscall = s->ssi_syscall;
         info->si_arch = s->ssi_arch;
-    } else if (kernels || code == SI_SIGIO) {
+    } else if (kernel_code || code == SI_SIGIO) {
         info->si_band = (long)s->ssi_band;
         info->si_fd = s->ssi_fd;
     } else if (code == SI_TIMER) {

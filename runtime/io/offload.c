@@ -90,7 +90,7 @@ struct weft__offload {
 /* On a helper thread: the runtime whose pool it serves. */
 static WEFT__TLS const weft_rt *helper_of;
 
-bool weft__offload_helper_of(const weft_rt *rt)
+bool weft__offload_is_helper_of(const weft_rt *rt)
 {
     return helper_of == rt;
 }
@@ -105,7 +105,9 @@ void weft__offload_fork_child(void)
 
 static void *helper_thread(void *arg)
 {
-    struct weft__offload *p = arg;
+    struct weft__offload *p = (struct weft__offload *)((uintptr_t)arg & ~(uintptr_t)1);
+    if ((uintptr_t)arg & 1)
+        weft__sigpipe_unblock();   /* its creator's, a worker's; not the program's */
     prctl(PR_SET_NAME, (unsigned long)"weft-offload", 0ul, 0ul, 0ul);
     helper_of = p->rt;
     pthread_mutex_lock(&p->lock);
@@ -186,7 +188,11 @@ static int pool_get(weft_rt *rt, struct weft__offload **out)
 static int enqueue(struct weft__offload *p, struct job *j)
 {
     if (p->nqueued >= p->nidle && p->nthreads < p->max) {   /* j would find no idle helper */
-        if (pthread_create(&p->threads[p->nthreads], NULL, helper_thread, p) == 0)
+        /* The helper inherits its creator's signal mask: a worker's blocks
+         * SIGPIPE for weft's writes, which the helper, a plain thread for
+         * fn, must not keep (bit 0 of its argument says to unblock it). */
+        void *arg = (void *)((uintptr_t)p | (weft__sigpipe_is_ours() ? 1u : 0u));
+        if (pthread_create(&p->threads[p->nthreads], NULL, helper_thread, arg) == 0)
             p->nthreads++;
         else if (p->nthreads == 0)
             return -EAGAIN;

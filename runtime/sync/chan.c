@@ -227,13 +227,7 @@ static int op_locked(weft_chan *ch, int op, void *elem, const struct op_wait *se
 /* After a positive claim by someone else: waits until they finished copying. */
 static void wait_done(struct op_wait *ow)
 {
-    unsigned spins = 0;
-    while (!atomic_load_explicit(&ow->done, memory_order_acquire)) {  /* pairs with wake_claimed */
-        if (++spins < 1000)
-            weft__cpu_relax();
-        else
-            weft__sys_sched_yield();     /* the claimer's thread was preempted: let it run */
-    }
+    weft__await_flag(&ow->done);   /* pairs with wake_claimed's release */
 }
 
 /* Unlinks n (on ch, for op) if no waker popped it, and releases it. Any thread. */

@@ -39,7 +39,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <sched.h>
 
 #define WEFT__STARVE_NS 1000000u
 
@@ -130,13 +129,7 @@ static void wake_claimed(struct claimed *c)
  * the object. At once for a coroutine, which stays parked until then. */
 static void wait_done(struct sync_node *n)
 {
-    unsigned spins = 0;
-    while (!atomic_load_explicit(&n->done, memory_order_acquire)) {   /* pairs with wake_claimed */
-        if (++spins < 1000)
-            weft__cpu_relax();
-        else
-            sched_yield();   /* the waker's thread was preempted: let it run */
-    }
+    weft__await_flag(&n->done);   /* pairs with wake_claimed's release */
 }
 
 /* After a negative weft__wait: leaves the list if no waker popped us. */
