@@ -194,6 +194,27 @@ void weft__sigpipe_take(void);
 
 /* ---- io.c: what the backends share --------------------------------------------- */
 
+/* The calling coroutine's worker, or NULL from a plain thread. */
+static inline struct weft__worker *weft__io_coroutine(void)
+{
+    struct weft__worker *w = weft__worker_self();
+    return w && w->current ? w : NULL;
+}
+
+/*
+ * Whether the coroutine on w has been cancelled. Its IO calls then fail with
+ * -ECANCELED at once, also those that could complete without waiting: the
+ * backends need not look again before they make a system call.
+ */
+static inline bool weft__io_cancelled(const struct weft__worker *w)
+{
+    return atomic_load_explicit(&w->current->cancelled, memory_order_relaxed) != 0;   /* set once, never cleared */
+}
+
+/* weft_poll, noted for weft_dump as a wait for why and what where why is
+ * not WEFT__WHY_NONE (io/io.c): for the waits of io/proc.c. */
+int weft__poll_as(int fd, short events, enum weft__why why, uintptr_t what);
+
 /* The plain system call for op, once; EINTR is not retried. Returns its
  * result or a negative errno. SEND and SENDMSG add MSG_NOSIGNAL. */
 ssize_t weft__io_syscall(const struct weft__io_op *op);
