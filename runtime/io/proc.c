@@ -2,8 +2,8 @@
 /*
  * Signals and children: weft_sigwait and weft_waitpid, which wait for what
  * the kernel says through a descriptor made for the call (a signalfd, a
- * pidfd) where it can, and look again and again where it cannot. Split from
- * io/io.c, whose calls they use to wait (weft__poll_as).
+ * pidfd) where it can, and look again and again where it cannot. They wait
+ * on a descriptor as weft_poll does (weft__poll_as, io/io.c).
  */
 #include "backend.h"
 
