@@ -375,7 +375,8 @@ struct weft_rt {
     /* Life of the runtime. */
     _Alignas(WEFT__CACHELINE)
     _Atomic uint64_t       spawned_outside;     /* tasks spawned by plain threads */
-    _Atomic uint32_t       plain_spawning;      /* plain threads inside a spawn (core/task.c) */
+    _Atomic uint32_t       outside;             /* plain threads inside a spawn, and threads outside rt
+                                                 * inside a wake-up of its task (core/task.c, park.c) */
     _Atomic uint64_t       unparks_outside;     /* tasks unparked by threads not its workers */
     _Atomic uint32_t       destroying;          /* weft_rt_destroy() has begun */
     _Atomic uint32_t       exit_seq;            /* futex word: bumped by exits while destroying */

@@ -176,8 +176,14 @@ static void ready(weft_task *t)
     } else {
         if (weft__inherited(rt))
             return;   /* a task of the parent of a fork(): it never runs here */
+        /* From outside rt (a plain thread, another runtime's coroutine), t
+         * may run, finish and let weft_rt_destroy free rt as soon as it is
+         * queued, while wake_one still reads rt: destroy waits until no such
+         * waker is inside (core/runtime.c). */
+        atomic_fetch_add_explicit(&rt->outside, 1, memory_order_seq_cst);
         weft__gq_push(rt, t);
         weft__wake_one(rt);
+        atomic_fetch_sub_explicit(&rt->outside, 1, memory_order_release);   /* destroy may free rt now */
     }
 }
 

@@ -396,12 +396,16 @@ int weft_rt_destroy(weft_rt *rt)
     atomic_store_explicit(&rt->destroying, 1, memory_order_seq_cst);
     /* Exits that see `destroying` bump exit_seq and wake us; one that raced
      * with the store above may not, so the wait also times out and rechecks.
-     * A plain thread's spawn that saw no `destroying` is waited for first
-     * (core/task.c): once none is under way, the tasks counted include theirs,
-     * whose counts their decrement of plain_spawning published. */
+     * A plain thread's spawn that saw no `destroying`, and a waker from
+     * outside rt, are waited for (core/task.c, park.c): `outside` is read
+     * before the count of tasks and again after it. A waker that queued the
+     * last task before its exit was counted made its increment before that
+     * exit, so the second read sees it (or its decrement, after which it is
+     * done with rt); a spawn counted is published by its decrement. */
     for (;;) {
         uint32_t seq = atomic_load_explicit(&rt->exit_seq, memory_order_acquire);
-        if (atomic_load_explicit(&rt->plain_spawning, memory_order_seq_cst) == 0 && live_tasks(rt) == 0)
+        if (atomic_load_explicit(&rt->outside, memory_order_seq_cst) == 0 && live_tasks(rt) == 0 &&
+            atomic_load_explicit(&rt->outside, memory_order_seq_cst) == 0)
             break;
         weft__futex_wait_until(&rt->exit_seq, seq, weft_now() + 1000000u);
     }

@@ -313,9 +313,9 @@ static int spawn(weft_rt *rt, struct weft__worker *w, weft_task **out, weft_fn f
      * either the spawn sees `destroying`, or destroy waits for the spawn to
      * end, counted. */
     if (!inside) {
-        atomic_fetch_add_explicit(&rt->plain_spawning, 1, memory_order_seq_cst);
+        atomic_fetch_add_explicit(&rt->outside, 1, memory_order_seq_cst);
         if (atomic_load_explicit(&rt->destroying, memory_order_seq_cst)) {
-            atomic_fetch_sub_explicit(&rt->plain_spawning, 1, memory_order_release);
+            atomic_fetch_sub_explicit(&rt->outside, 1, memory_order_release);
             return -EINVAL;
         }
     }
@@ -333,7 +333,7 @@ static int spawn(weft_rt *rt, struct weft__worker *w, weft_task **out, weft_fn f
         weft__task_start(w, t);   /* t may run, finish and be freed from here on */
     }
     if (!inside)
-        atomic_fetch_sub_explicit(&rt->plain_spawning, 1, memory_order_release);   /* destroy may
+        atomic_fetch_sub_explicit(&rt->outside, 1, memory_order_release);   /* destroy may
                                                                                      * free rt now */
     return err;
 }
