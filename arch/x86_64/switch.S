@@ -65,7 +65,7 @@
  *   - ldmxcsr and fldcw run on every switch. Skipping them when the incoming
  *     value equals the one just saved (the usual case) made the raw switch
  *     slower, and weft_yield too (`weft-bench switch`). stmxcsr is the costly
- *     one of the four here, several times fnstcw, ldmxcsr or fldcw.
+ *     one of the four here.
  *   - CFI describes this routine as part of the frame it was jumped from, whose
  *     rsp is 128 above the wrapper's: CFA = rsp + 128, the "return address" in
  *     rax, then pushed, then the frame below it; after rsp is switched, the

@@ -13,10 +13,9 @@
  * worker's tasks to, so its monitor only reports stalls, and looks only as
  * often as the report's threshold needs (report_tick): each wake-up costs CPU
  * that the one worker's threads share (bench/compare/http/threads.sh shows the
- * monitor's part). Go's sysmon retakes a P from a thread in a system call after
- * a few tens of microseconds; weft's threshold is longer because its rescue is
- * heavier (a membarrier) and a coroutine computing for a millisecond is
- * ordinary. The rescue waits for RESCUE_BUSY_NS instead while no other
+ * monitor's part). Go's sysmon retakes a P from a thread in a system call
+ * much sooner; weft's threshold is longer because its rescue is heavier (a
+ * membarrier) and a coroutine computing for a millisecond is ordinary. The rescue waits for RESCUE_BUSY_NS instead while no other
  * worker is parked or searching: then nobody would run the tasks it moves soon,
  * and they would lose their place. The global queue, where they go, is looked
  * at once in FAIRNESS_TICKS choices by busy workers, and otherwise only once

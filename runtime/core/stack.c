@@ -56,8 +56,8 @@
  * workers give those back, a batch at a time, before they sleep (core/search.c). The
  * earlier design gave back every slot past WARM_MAX as it was freed: under a
  * steady churn of coroutines that paid an madvise on every exit and a page
- * fault on every spawn (each tens of microseconds on a virtual machine), and
- * 100,000 sleepers woke hundreds of milliseconds late behind them.
+ * fault on every spawn, each dear on a virtual machine, and many sleepers
+ * woke late behind them (`weft-bench timers`; figures in docs/benchmarks.md).
  *
  * A stack overflow runs into the guard. The SIGSEGV handler, which runs on a
  * per-worker alternate signal stack, recognises a fault inside the current
