@@ -274,16 +274,15 @@ static inline bool weft__io_writes(const struct weft__io_op *op)
 {
     return op->kind == WEFT__IO_WRITE || op->kind == WEFT__IO_SEND ||
            op->kind == WEFT__IO_CONNECT || op->kind == WEFT__IO_PWRITE ||
-           op->kind == WEFT__IO_WRITEV || op->kind == WEFT__IO_SENDMSG ||
-           op->kind == WEFT__IO_SENDFILE;
+           op->kind == WEFT__IO_WRITEV || op->kind == WEFT__IO_SENDMSG;
 }
 
 /* Whether op, made without waiting, needs its descriptor's O_NONBLOCK set
- * for the call (weft__io_syscall_nowait): accept4 and sendfile, which have
- * no flag that says so per call. */
+ * for the call (weft__io_syscall_nowait): accept4, which has no flag that
+ * says so per call (sendfile, the other, never reaches a backend: io.c). */
 static inline bool weft__io_needs_toggle(const struct weft__io_op *op)
 {
-    return op->kind == WEFT__IO_ACCEPT || op->kind == WEFT__IO_SENDFILE;
+    return op->kind == WEFT__IO_ACCEPT;
 }
 
 /* ---- offload.c: helper threads for weft's own blocking calls ----------------------- */
