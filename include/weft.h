@@ -389,6 +389,39 @@ WEFT_API ssize_t weft_recvmsg(int fd, struct msghdr *msg, int flags);
 WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
 
 /*
+ * Hands the reading of fd, a connected TCP socket, to weft: from now on the
+ * program reads it only through weft's calls (weft_read, weft_readv,
+ * weft_recv, weft_recvfrom, weft_recvmsg, weft_poll) and closes it only with
+ * weft_close() (which ends the hand-over; so does libweft-hook's close()).
+ * Writing is unchanged. What a read returns is what it would have returned
+ * without the hand-over: the same bytes in the same order, MSG_PEEK,
+ * MSG_WAITALL, MSG_DONTWAIT and MSG_TRUNC as on the socket, 0 at the end, the
+ * socket's error (-ECONNRESET) once and then 0, and the deadline,
+ * cancellation and weft_close() rules of every call.
+ * Why: on io_uring a coroutine's read of such a socket arms one multishot
+ * receive on its worker's ring, which stays armed across reads and fills a
+ * queue of the socket's bytes from buffers the ring provides, so a request
+ * that finds data queued costs no system call and no submission
+ * (docs/benchmarks.md, the HTTP example's --own). The queue holds at most
+ * WEFT_OWN_QUEUE bytes beyond one receive's worth: past that the receive is
+ * stopped until a read drains the queue, and the peer meets TCP's flow
+ * control as it would with a reader that does not read. On the epoll backend,
+ * from plain threads and under a kernel without multishot receive (before
+ * 6.0), reads are the usual calls, served first from whatever the queue
+ * holds. weft_recvmsg() gets no ancillary data (msg_controllen 0); MSG_OOB
+ * and MSG_ERRQUEUE go to the socket itself, but an urgent byte that an armed
+ * receive has read past is gone, as for any reader that reads past the mark
+ * (-EINVAL): set SO_OOBINLINE to have it in the stream.
+ * A child of fork() does not inherit the hand-over: its reads are the usual
+ * calls, and the bytes queued before the fork stay with the parent.
+ * Returns 0, -EBADF (not open), -ENOTSOCK, -EOPNOTSUPP (not a TCP stream
+ * socket), -ENOTCONN (not connected), -EALREADY (handed over already),
+ * -EMFILE (a descriptor number above weft's table, 2^20), -ENOMEM. Any thread.
+ */
+#define WEFT_OWN_QUEUE 65536
+WEFT_API int weft_own(int fd);
+
+/*
  * Sends up to count bytes of in_fd (a file, or a socket) to out_fd (a socket
  * or a pipe), as sendfile(2): from *offset, moved on by what was sent, or
  * from in_fd's own offset when offset is NULL. Waits, suspending only the

@@ -8,6 +8,7 @@
  * contract itself is io/backend.h.
  */
 #include "backend.h"
+#include "owned.h"
 #include "base/sys.h"
 
 #include <errno.h>
@@ -214,6 +215,7 @@ int weft__io_close(int fd)
     if (err)
         return err;
 #endif
+    weft__owned_forget(fd);              /* handed over: its readers get -EBADF */
     weft__each_runtime(forget_fd, &c);   /* coroutines waiting on fd, in any runtime, get -EBADF */
 #if WEFT_HAVE_URING
     if (c.ring)

@@ -52,6 +52,8 @@ enum weft__io_kind {
     WEFT__IO_SENDFILE,   /* fd (out), in_fd, offp, len; made by io.c alone, never a backend's call */
 };
 
+struct weft__owned;   /* a descriptor handed over (io/owned.h) */
+
 /* One IO call, in the caller's frame for the whole call. */
 struct weft__io_op {
     enum weft__io_kind kind;
@@ -117,6 +119,13 @@ struct weft__backend {
      * caller's deadline and cancellation; for WEFT__IO_CONNECT, also
      * WEFT__IO_CONNECTED_LATER; for WEFT__IO_POLL, the revents. */
     ssize_t (*call)(struct weft__worker *w, const struct weft__io_op *op);
+    /* A coroutine on w, for a descriptor handed over (io/owned.c): arms a
+     * receive that fills o's queue, and sets *id to its identity. Returns 0
+     * or a negative errno (nothing armed). NULL where the backend has none. */
+    int  (*own_arm)(struct weft__worker *w, struct weft__owned *o, uint64_t *id);
+    /* Any thread: asks w's owner to cancel the receive id that own_arm
+     * armed. Returns 0 or -ENOMEM. */
+    int  (*own_stop)(struct weft__worker *w, uint64_t id);
 };
 
 extern const struct weft__backend weft__uring;   /* uring.c, where built */

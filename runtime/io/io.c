@@ -13,6 +13,7 @@
  */
 #include "backend.h"
 #include "fdtab.h"
+#include "owned.h"
 
 #include "base/lock.h"
 #include "base/sys.h"
@@ -97,6 +98,7 @@ void weft__io_fork_child(void)
     for (unsigned i = 0; i < TOGGLE_LOCKS; i++)
         atomic_store_explicit(&toggle_lock[i], 0, memory_order_relaxed);   /* one thread here */
     weft__offload_fork_child();
+    weft__owned_fork_child();
 }
 
 /* Whether fd's O_NONBLOCK is the epoll backend's, set for its coroutines (a
@@ -372,6 +374,12 @@ static ssize_t do_io(const struct weft__io_op *a)
 {
     if (a->len > SSIZE_MAX)
         return -EINVAL;   /* no count could report it; and so on every path and backend */
+    if (WEFT__UNLIKELY(weft__owned_maybe()) && !weft__io_writes(a)) {
+        bool usual;
+        ssize_t r = weft__owned_io(a, &usual);
+        if (!usual)
+            return r;
+    }
     struct weft__worker *w = weft__io_coroutine();
     if (!w)
         return plain_io(a);
@@ -497,6 +505,12 @@ int weft__poll_as(int fd, short events, enum weft__why why, uintptr_t what)
         return -EINVAL;   /* nothing that could ever become ready: a plain thread would wait for ever */
     struct weft__io_op p = { .kind = WEFT__IO_POLL, .fd = fd, .flags = events,
                              .why = why, .what = what };
+    if (WEFT__UNLIKELY(weft__owned_maybe())) {
+        bool usual;
+        int r = weft__owned_poll(fd, events, &usual);
+        if (!usual)
+            return r;
+    }
     struct weft__worker *w = weft__io_coroutine();
     if (!w) {
         uint64_t deadline = weft__thread_deadline();

@@ -132,28 +132,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* user_data of entries that are not requests; a request's identity (slot and
- * generation, see above) is at least 1 << 32. */
-#define TAG_IGNORE ((uint64_t)0)   /* cancel requests */
-#define TAG_WAKE   ((uint64_t)1)   /* the eventfd read */
-#define TAG_CLOSE  ((uint64_t)2)   /* a close's NOP: the oldest close on `closing` is done */
-_Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "weft_task.io_req holds an identity");
-
-/* Descriptors below FD_PAGES * FD_PAGE have their requests counted; a ring
- * may have requests on any other. */
-#define FD_PAGE  4096u
-#define FD_PAGES 256u
-
 /* The file put in place of a descriptor weft_close() closed while rings
  * still have requests on it: opened once, by the first ring, never closed. */
 static _Atomic int tombstone = -1;
-
-struct cancel_note {
-    struct cancel_note      *next;       /* on an inbox; then, for a close, on `closing` */
-    weft_task               *task;       /* holds a reference; NULL for a close */
-    uint64_t                 user_data;  /* the identity of the request to cancel */
-    struct weft__ring_close *close;      /* or: every request on this descriptor */
-};
 
 /* One weft_close() of a descriptor some rings have requests on: step 1 of
  * the protocol above makes it, step 5 frees it. */
@@ -164,48 +145,8 @@ struct weft__ring_close {
                                    * the closer before it drops its reference */
     unsigned           notes;     /* note[] has this many */
     unsigned           posted;    /* of them posted; only the closer */
-    struct cancel_note note[];    /* one for each ring */
+    struct weft__ring_note note[];    /* one for each ring */
 };
-
-/* A request in flight, in the owner's table. */
-struct slot {
-    struct weft__ioreq *q;        /* NULL while free */
-    uint32_t            gen;      /* bumped each time the slot is taken; the identity's high half */
-    uint32_t            next1;    /* while free: the next free slot + 1, or 0 */
-    int                 fd;       /* the descriptor it names, counted in waits; -1: none */
-    bool                closed;   /* a weft_close() cancelled it: -ECANCELED reads -EBADF */
-};
-
-struct weft__ring {
-    struct io_uring     ring;
-    int                 efd;          /* written by wakers */
-    uint64_t            efd_buf;      /* the eventfd read's target */
-    bool                efd_armed;    /* a read of efd is queued */
-    unsigned            queued;       /* entries not yet submitted; the owner */
-    unsigned            inflight;     /* requests and close NOPs whose completion is not reaped; the owner */
-    struct slot        *slots;        /* requests in flight by identity; the owner */
-    uint32_t            nslots;
-    uint32_t            free1;        /* the first free slot + 1, or 0; the owner */
-    struct weft__heap   deadlines;    /* of requests in flight with a deadline: their `dl`; the owner */
-    _Atomic uint64_t    due;          /* the earliest of them, or UINT64_MAX: for `pending` */
-    struct cancel_note *closing;      /* closes whose NOP is queued, oldest first; the owner */
-    struct cancel_note *closing_tail;
-    pthread_mutex_t     inbox_lock;
-    struct cancel_note *inbox;        /* under inbox_lock */
-    _Atomic uint32_t    inbox_len;    /* a hint, so the owner looks only when needed */
-    /* Requests queued or in flight per descriptor, in pages made on first
-     * use. Only the owner writes; weft_close() reads. `uncounted`: a page
-     * could not be made. */
-    _Atomic(_Atomic uint32_t *) waits[FD_PAGES];
-    _Atomic bool        uncounted;
-};
-
-/* w's ring: this backend's state for w (io/backend.h). Only for a worker on
- * this backend. */
-static inline struct weft__ring *ring_of(const struct weft__worker *w)
-{
-    return w->io_state;
-}
 
 /* w's ring, or NULL where w is on another backend. */
 static inline struct weft__ring *ring_of_any(const struct weft__worker *w)
@@ -224,7 +165,7 @@ static void close_ref_done(struct weft__ring_close *c)
 }
 
 /* The owner: n more (or fewer) requests on fd. */
-static void count_waits(struct weft__ring *r, int fd, int n)
+void weft__ring_count_waits(struct weft__ring *r, int fd, int n)
 {
     if ((unsigned)fd >= FD_PAGE * FD_PAGES)
         return;   /* none, or beyond the pages: waits_on answers yes for those */
@@ -251,37 +192,33 @@ static bool waits_on(struct weft__ring *r, int fd)
     return page && atomic_load_explicit(&page[fd % FD_PAGE], memory_order_relaxed) != 0;
 }
 
-static uint64_t identity(const struct weft__ring *r, const struct slot *s)
-{
-    return (uint64_t)s->gen << 32 | (uint64_t)(s - r->slots);
-}
-
 /* The owner: a free slot for q, on fd, and its identity; 0 without memory. */
-static uint64_t take_slot(struct weft__ring *r, struct weft__ioreq *q, int fd)
+uint64_t weft__ring_take_slot(struct weft__ring *r, struct weft__ioreq *q, int fd)
 {
     if (!r->free1) {
         uint32_t n = r->nslots ? r->nslots * 2 : 64;
-        struct slot *grown = n > r->nslots ? realloc(r->slots, n * sizeof *grown) : NULL;
+        struct weft__ring_slot *grown = n > r->nslots ? realloc(r->slots, n * sizeof *grown) : NULL;
         if (!grown)
             return 0;
         for (uint32_t i = r->nslots; i < n; i++)
-            grown[i] = (struct slot){ .next1 = i + 1 < n ? i + 2 : 0, .fd = -1 };
+            grown[i] = (struct weft__ring_slot){ .next1 = i + 1 < n ? i + 2 : 0, .fd = -1 };
         r->free1 = r->nslots + 1;
         r->slots = grown;
         r->nslots = n;
     }
-    struct slot *s = &r->slots[r->free1 - 1];
+    struct weft__ring_slot *s = &r->slots[r->free1 - 1];
     r->free1 = s->next1;
     if (++s->gen == 0)
         s->gen = 1;
     s->q = q;
     s->fd = fd;
     s->closed = false;
-    return identity(r, s);
+    s->own = false;
+    return weft__ring_identity(r, s);
 }
 
 /* The owner: the slot of the request a completion names. */
-static struct slot *slot_of(struct weft__ring *r, uint64_t id)
+static struct weft__ring_slot *slot_of(struct weft__ring *r, uint64_t id)
 {
     uint32_t i = (uint32_t)id;
     weft__check(i < r->nslots && r->slots[i].q && r->slots[i].gen == (uint32_t)(id >> 32),
@@ -289,7 +226,7 @@ static struct slot *slot_of(struct weft__ring *r, uint64_t id)
     return &r->slots[i];
 }
 
-static void put_slot(struct weft__ring *r, struct slot *s)
+void weft__ring_put_slot(struct weft__ring *r, struct weft__ring_slot *s)
 {
     s->q = NULL;
     s->fd = -1;
@@ -368,16 +305,18 @@ static void ring_destroy(void *state)
     /* Gone with the ring, entries still queued never look their numbers up:
      * the closes waiting for this ring are done with it. */
     io_uring_queue_exit(&r->ring);
-    for (struct cancel_note *n = r->inbox, *next; n; n = next) {
+    for (struct weft__ring_note *n = r->inbox, *next; n; n = next) {
         next = n->next;
         if (n->close) {
             close_ref_done(n->close);   /* the note is the close's */
         } else {
-            weft__task_release(n->task);
+            if (n->task)
+                weft__task_release(n->task);
             free(n);
         }
     }
-    for (struct cancel_note *n = r->closing, *next; n; n = next) {
+    weft__ring_own_destroy(r);
+    for (struct weft__ring_note *n = r->closing, *next; n; n = next) {
         next = n->next;
         close_ref_done(n->close);
     }
@@ -393,7 +332,7 @@ static void ring_destroy(void *state)
 /* Enables w's ring on w's thread, which becomes its only submitter. */
 static int ring_start(struct weft__worker *w)
 {
-    struct weft__ring *r = ring_of(w);
+    struct weft__ring *r = weft__ring_of(w);
     /* The system call itself: Debian's liburing 2.3 declares
      * io_uring_enable_rings() but does not export it. */
     long e = syscall(__NR_io_uring_register, r->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
@@ -412,7 +351,7 @@ static struct io_uring_sqe *get_sqe_room(struct weft__ring *r, unsigned room)
     return io_uring_get_sqe(&r->ring);
 }
 
-static struct io_uring_sqe *get_sqe(struct weft__ring *r)
+struct io_uring_sqe *weft__ring_get_sqe(struct weft__ring *r)
 {
     return get_sqe_room(r, 1);
 }
@@ -421,26 +360,26 @@ static void arm_wake_read(struct weft__ring *r)
 {
     if (r->efd_armed)
         return;
-    struct io_uring_sqe *sqe = get_sqe(r);
+    struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
     io_uring_prep_read(sqe, r->efd, &r->efd_buf, sizeof r->efd_buf, 0);
     io_uring_sqe_set_data64(sqe, TAG_WAKE);
     r->efd_armed = true;
 }
 
 /* Step 4 of the close protocol for the note n. The owner. */
-static void cancel_closed(struct weft__ring *r, struct cancel_note *n)
+static void cancel_closed(struct weft__ring *r, struct weft__ring_note *n)
 {
     int fd = n->close->fd;
     for (uint32_t i = 0; i < r->nslots; i++) {
-        struct slot *s = &r->slots[i];
+        struct weft__ring_slot *s = &r->slots[i];
         if (!s->q || s->fd != fd || s->closed)
             continue;
         s->closed = true;
-        struct io_uring_sqe *sqe = get_sqe(r);
-        io_uring_prep_cancel64(sqe, identity(r, s), 0);
+        struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
+        io_uring_prep_cancel64(sqe, weft__ring_identity(r, s), 0);
         io_uring_sqe_set_data64(sqe, TAG_IGNORE);
     }
-    struct io_uring_sqe *sqe = get_sqe(r);
+    struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
     io_uring_prep_nop(sqe);
     io_uring_sqe_set_data64(sqe, TAG_CLOSE);
     r->inflight++;
@@ -456,7 +395,7 @@ static void cancel_closed(struct weft__ring *r, struct cancel_note *n)
  * oldest close's NOP has been issued, so that close is done here. The owner. */
 static void close_finished(struct weft__ring *r)
 {
-    struct cancel_note *n = r->closing;
+    struct weft__ring_note *n = r->closing;
     weft__check(n != NULL, "a close's NOP completed on a ring with no close pending");
     r->closing = n->next;
     if (!r->closing)
@@ -468,21 +407,27 @@ static void close_finished(struct weft__ring *r)
 static void take_inbox(struct weft__ring *r)
 {
     pthread_mutex_lock(&r->inbox_lock);
-    struct cancel_note *n = r->inbox;
+    struct weft__ring_note *n = r->inbox;
     r->inbox = NULL;
     atomic_store_explicit(&r->inbox_len, 0, memory_order_relaxed);   /* under inbox_lock */
     pthread_mutex_unlock(&r->inbox_lock);
     while (n) {
-        struct cancel_note *next = n->next;
+        struct weft__ring_note *next = n->next;
         if (n->close) {
             cancel_closed(r, n);
+            n = next;
+            continue;
+        }
+        if (!n->task) {   /* a stop of a handed-over descriptor's receive */
+            weft__ring_own_stop_note(r, n->user_data);
+            free(n);
             n = next;
             continue;
         }
         /* Identities are unique: a task whose io_req still holds this one
          * still waits for that very request. */
         if (atomic_load_explicit(&n->task->io_req, memory_order_relaxed) == n->user_data) {
-            struct io_uring_sqe *sqe = get_sqe(r);
+            struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
             io_uring_prep_cancel64(sqe, n->user_data, 0);
             io_uring_sqe_set_data64(sqe, TAG_IGNORE);
         }
@@ -521,7 +466,7 @@ static void cancel_due(struct weft__ring *r)
         struct weft__ioreq *q = weft__heap_item(dl, struct weft__ioreq, dl);
         weft__heap_remove(&r->deadlines, dl);
         /* q lives until its completion is reaped, which is not before we return. */
-        struct io_uring_sqe *sqe = get_sqe(r);
+        struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
         io_uring_prep_cancel64(sqe, q->id, 0);
         io_uring_sqe_set_data64(sqe, TAG_IGNORE);
         fired = true;
@@ -533,7 +478,7 @@ static void cancel_due(struct weft__ring *r)
 /* Claims the waiters of the completions in the queue. The owner, w. */
 static bool reap(struct weft__worker *w)
 {
-    struct weft__ring *r = ring_of(w);
+    struct weft__ring *r = weft__ring_of(w);
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
     bool woke = false;
@@ -551,7 +496,11 @@ static bool reap(struct weft__worker *w)
             close_finished(r);
             continue;
         }
-        struct slot *s = slot_of(r, tag);
+        struct weft__ring_slot *s = slot_of(r, tag);
+        if (WEFT__UNLIKELY(s->own)) {
+            woke |= weft__ring_own_received(r, s, cqe);
+            continue;
+        }
         struct weft__ioreq *q = s->q;
         int32_t res = cqe->res;
         if (res == -ECANCELED && s->closed)
@@ -561,8 +510,8 @@ static bool reap(struct weft__worker *w)
         q->res = res;
         if (q->dl)
             drop_deadline(r, q);
-        count_waits(r, s->fd, -1);
-        put_slot(r, s);
+        weft__ring_count_waits(r, s->fd, -1);
+        weft__ring_put_slot(r, s);
         weft__wake(&q->wt, 1);   /* the coroutine becomes runnable here */
         weft__bump(&w->ctr.uring_completed, 1);
         woke = true;
@@ -588,7 +537,7 @@ static bool kernel_has_completions(const struct weft__ring *r)
 
 static bool ring_poll(struct weft__worker *w)
 {
-    struct weft__ring *r = ring_of(w);
+    struct weft__ring *r = weft__ring_of(w);
     if (WEFT__UNLIKELY(atomic_load_explicit(&r->inbox_len, memory_order_relaxed)))
         take_inbox(r);
     if (!r->queued && !r->inflight)
@@ -605,20 +554,20 @@ static bool ring_poll(struct weft__worker *w)
  * shared queue. A hint. */
 static bool ring_pending(struct weft__worker *w)
 {
-    struct weft__ring *r = ring_of(w);
+    struct weft__ring *r = weft__ring_of(w);
     return IO_URING_READ_ONCE(*r->ring.cq.ktail) != IO_URING_READ_ONCE(*r->ring.cq.khead) ||
            atomic_load_explicit(&r->due, memory_order_relaxed) <= weft_now();
 }
 
 static bool ring_busy(struct weft__worker *w)
 {
-    struct weft__ring *r = ring_of(w);
+    struct weft__ring *r = weft__ring_of(w);
     return r->inflight || r->queued || atomic_load_explicit(&r->inbox_len, memory_order_relaxed);
 }
 
 static bool ring_sleep(struct weft__worker *w, uint64_t until)
 {
-    struct weft__ring *r = ring_of(w);
+    struct weft__ring *r = weft__ring_of(w);
     if (atomic_load_explicit(&r->inbox_len, memory_order_relaxed))
         take_inbox(r);
     cancel_due(r);
@@ -661,11 +610,11 @@ static void kick(struct weft__ring *r)
 
 static void ring_kick(struct weft__worker *w)
 {
-    kick(ring_of(w));
+    kick(weft__ring_of(w));
 }
 
 /* Any thread: hands n to r's owner, waking it if it sleeps. */
-static void post_note(struct weft__ring *r, struct cancel_note *n)
+void weft__ring_post_note(struct weft__ring *r, struct weft__ring_note *n)
 {
     pthread_mutex_lock(&r->inbox_lock);
     n->next = r->inbox;
@@ -681,18 +630,18 @@ struct io_uring_sqe *weft__ring_sqe(struct weft__worker *w)
      * to finish, and keep it off until the request is queued
      * (weft__ring_call). */
     weft__owner_enter(w);
-    return get_sqe(ring_of(w));
+    return weft__ring_get_sqe(weft__ring_of(w));
 }
 
 int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct weft__ioreq *q)
 {
-    struct weft__ring *r = ring_of(w);
+    struct weft__ring *r = weft__ring_of(w);
     weft_task *t = w->current;
     int fd = sqe->flags & IOSQE_FIXED_FILE ? -1 : sqe->fd;
     uint64_t id = 0;
     q->dl = 0;
     if (WEFT__UNLIKELY((t->deadline && weft__heap_reserve(&r->deadlines) != 0) ||
-                       !(id = take_slot(r, q, fd)))) {
+                       !(id = weft__ring_take_slot(r, q, fd)))) {
         io_uring_prep_nop(sqe);   /* already queued: turn it into nothing */
         io_uring_sqe_set_data64(sqe, TAG_IGNORE);
         weft__owner_leave(w);
@@ -701,7 +650,7 @@ int32_t weft__ring_call(struct weft__worker *w, struct io_uring_sqe *sqe, struct
     q->wt = (struct weft__waiter){ .task = t };
     io_uring_sqe_set_data64(sqe, id);
     weft__bump(&w->ctr.uring_submitted, 1);
-    count_waits(r, fd, 1);
+    weft__ring_count_waits(r, fd, 1);
 
     /* Published before the cancelled flag is read; weft_cancel sets the flag
      * before it reads these (a store-load pair on each side, seq_cst). */
@@ -760,10 +709,10 @@ void weft__ring_close_post(weft_rt *rt, struct weft__ring_close *c)
         struct weft__ring *r = ring_of_any(rt->workers[i]);
         if (!r || !waits_on(r, c->fd))
             continue;   /* a ring counted by weft__ring_close_count whose requests ended since */
-        struct cancel_note *n = &c->note[c->posted++];
+        struct weft__ring_note *n = &c->note[c->posted++];
         n->close = c;
         atomic_fetch_add_explicit(&c->left, 1, memory_order_relaxed);   /* post_note's lock publishes it */
-        post_note(r, n);
+        weft__ring_post_note(r, n);
     }
 }
 
@@ -793,12 +742,12 @@ int weft__ring_cancel(weft_task *t)
     if (!req)
         return 0;
     struct weft__worker *owner = atomic_load_explicit(&t->io_owner, memory_order_relaxed);
-    struct cancel_note *n = malloc(sizeof *n);
+    struct weft__ring_note *n = malloc(sizeof *n);
     if (!n)
         return -ENOMEM;
     atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);   /* the caller holds the handle */
-    *n = (struct cancel_note){ .task = t, .user_data = req };
-    post_note(ring_of(owner), n);
+    *n = (struct weft__ring_note){ .task = t, .user_data = req };
+    weft__ring_post_note(weft__ring_of(owner), n);
     return 0;
 }
 
@@ -813,6 +762,8 @@ const struct weft__backend weft__uring = {
     .sleep   = ring_sleep,
     .kick    = ring_kick,
     .call    = weft__ring_op,
+    .own_arm = weft__ring_own_arm,
+    .own_stop = weft__ring_own_stop,
 };
 
 #endif /* WEFT_HAVE_URING */
