@@ -25,7 +25,10 @@
  * (Linux before 5.6, qemu-user), no symbolic link is followed at all. A
  * missing file is 404, a directory or other non-regular file 403.
  *
- *   http_server [--port N] [--workers N] [--root DIR]   serve 127.0.0.1:N (default 8080)
+ * With --own each connection's reading is handed to weft (weft_own): on
+ * io_uring a multishot receive fills a queue that the reads take from.
+ *
+ *   http_server [--port N] [--workers N] [--root DIR] [--own]   serve 127.0.0.1:N (default 8080)
  *   http_server --self-test                serve requests of its own (keep-alive,
  *                                          pipelined, malformed, and clients that
  *                                          stop, trickle or never read), check
@@ -62,6 +65,10 @@ _Static_assert(sizeof BODY - 1 == 16, "the Content-Length below is the length of
 
 static const char body[] = BODY;
 static uint64_t request_ns = REQUEST_NS;
+/* --own: each connection is handed to weft (weft_own). Set before the
+ * runtime starts. */
+static bool own_input;
+
 /* --root: the directory served, or -1. Atomic, sequentially consistent: the
  * self-test sets it while coroutines serving its earlier connections may
  * still read it, and a new connection's coroutine sees the store through the
@@ -258,6 +265,8 @@ static void *connection(void *arg)
         return NULL;
     int fd = c.fd, one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (own_input)
+        weft_own(fd);   /* an error leaves the usual reads, which serve as well */
     /* A coroutine's stack is committed as it is touched, so the buffers cost
      * the pages that requests fill, and nothing is allocated per connection. */
     char in[IN_SIZE], out[OUT_SIZE];
@@ -489,7 +498,7 @@ static void *serve(void *arg)
 
 int main(int argc, char **argv)
 {
-    struct cli cli = CLI_INIT(argc, argv, "http_server", "[--port N] [--workers N] [--root DIR] [--self-test]",
+    struct cli cli = CLI_INIT(argc, argv, "http_server", "[--port N] [--workers N] [--root DIR] [--own] [--self-test]",
         "A small HTTP/1.1 server on 127.0.0.1, one coroutine per connection: GET /\n"
         "answered with a fixed body, keep-alive and pipelining; a client gets ten\n"
         "seconds to send each request and to take the answers. SIGINT or SIGTERM\n"
@@ -498,6 +507,7 @@ int main(int argc, char **argv)
         "  --workers N   worker threads, 1 to 1024 (default: one per CPU)\n"
         "  --root DIR    serve the files under DIR (GET, HEAD; / is index.html),\n"
         "                sent with weft_sendfile, instead of the fixed body\n"
+        "  --own         hand each connection's reading to weft (weft_own)\n"
         "  --self-test   serve well-behaved, malformed and stalling clients of its\n"
         "                own, check every answer, and exit\n");
     weft_config cfg = { 0 };
@@ -513,6 +523,8 @@ int main(int argc, char **argv)
             test = true;
         else if (strcmp(arg, "--root") == 0)
             root = cli_value(&cli);
+        else if (strcmp(arg, "--own") == 0)
+            own_input = true;
         else
             cli_unexpected(&cli, arg);
     }

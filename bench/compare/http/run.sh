@@ -14,7 +14,8 @@
 # busy time minus wrk's own, which adds the kernel's work done outside the
 # server's threads, such as softirqs, when nothing else runs). HTTP_WORKERS=N
 # runs weft and nginx with N workers each instead of one a CPU;
-# WRK_CONNECTIONS=N sets wrk's connections (100).
+# WRK_CONNECTIONS=N sets wrk's connections (100); HTTP_WEFT_ARGS="--own"
+# gives weft's server those arguments too.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=bench/compare/http/lib.sh
@@ -35,7 +36,8 @@ if [ -n "$workers" ] && ! [[ "$workers" =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 sed "s/^worker_processes .*/worker_processes ${workers:-auto};/" "$here/nginx.conf" > "$tmp/nginx.conf"
-"$build/examples/http_server" --port 8080 ${workers:+--workers "$workers"} > /dev/null &
+# shellcheck disable=SC2086
+"$build/examples/http_server" --port 8080 ${workers:+--workers "$workers"} ${HTTP_WEFT_ARGS-} > /dev/null &
 pid_weft=$!
 "$tmp/http_threads" 8082 &
 pid_threads=$!
