@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,9 @@
  * connection finishes the request in flight and is closed with a reset
  * (SO_LINGER 0): no TIME_WAIT is left behind to use up local ports over many
  * runs, and the server sees the reset between two requests.
+ *
+ * WEFT_BENCH_OWN=1 has weft's handlers hand their connection to weft
+ * (weft_own) first: `bench/ab.sh build-rel 10 "" "WEFT_BENCH_OWN=1" server`.
  */
 enum { MSG = 64, SERVE_CLIENTS_MAX = 16, SERVE_STACK = 64 * 1024 };
 #define SERVE_STALL_NS (10 * 1000000000ull)   /* no reply for this long: the server hangs */
@@ -103,6 +107,10 @@ static struct {
     pthread_t  *threads;      /* pthreads server: one per connection; owned by its acceptor */
     long        nthreads, maxthreads;
 } srv;
+
+/* WEFT_BENCH_OWN=1: weft's handlers hand their connection to weft
+ * (weft_own) before they serve it, for bench/ab.sh to compare. */
+static bool own_conns;
 
 static void srv_error(int err)
 {
@@ -174,8 +182,8 @@ static int write_reply(int fd, const unsigned char *buf, write_fn wr)
     return 1;
 }
 
-/* Answers requests on fd until the client goes, then closes fd. The same code
- * for both servers; only the calls differ. */
+/* Answers requests on fd until the client goes. The same code for both
+ * servers; only the calls differ. */
 static void echo(int fd, read_fn rd, write_fn wr)
 {
     unsigned char buf[MSG];
@@ -184,18 +192,26 @@ static void echo(int fd, read_fn rd, write_fn wr)
         ;
     if (rc < 0)
         srv_error(rc);
-    close(fd);
 }
 
 static void *echo_weft(void *arg)
 {
-    echo((int)(intptr_t)arg, weft_read, weft_write);
+    int fd = (int)(intptr_t)arg;
+    if (own_conns) {
+        int rc = weft_own(fd);
+        if (rc < 0)
+            srv_error(rc);
+    }
+    echo(fd, weft_read, weft_write);
+    weft_close(fd);   /* the only close an owned descriptor may have */
     return NULL;
 }
 
 static void *echo_thread(void *arg)
 {
-    echo((int)(intptr_t)arg, sys_read, sys_write);
+    int fd = (int)(intptr_t)arg;
+    echo(fd, sys_read, sys_write);
+    close(fd);
     return NULL;
 }
 
@@ -817,6 +833,8 @@ void serve_setup(void)
         serve_clients = SERVE_CLIENTS_MAX;
     /* A reply written to a connection the client has reset gives EPIPE, not death. */
     signal(SIGPIPE, SIG_IGN);
+    const char *own = getenv("WEFT_BENCH_OWN");
+    own_conns = own && strcmp(own, "1") == 0;
 }
 
 /* 1 when a runtime on this IO backend can be created here. */
