@@ -402,13 +402,17 @@ WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
  * receive on its worker's ring, which stays armed across reads and fills a
  * queue of the socket's bytes from buffers the ring provides, so a request
  * that finds data queued costs no system call and no submission
- * (docs/benchmarks.md, the HTTP example's --own). The queue holds at most
- * WEFT_OWN_QUEUE bytes beyond one receive's worth: past that the receive is
- * stopped until a read drains the queue, and the peer meets TCP's flow
- * control as it would with a reader that does not read. On the epoll backend,
- * from plain threads and under a kernel without multishot receive (before
- * 6.0), reads are the usual calls, served first from whatever the queue
- * holds. weft_recvmsg() gets no ancillary data (msg_controllen 0); MSG_OOB
+ * (docs/benchmarks.md, the HTTP example's --own). Past WEFT_OWN_QUEUE bytes
+ * queued the receive is stopped until a read drains the queue, and the peer
+ * meets TCP's flow control as it would with a reader that does not read; what
+ * the ring received before the stop took effect is queued too (at most its
+ * provided buffers, 1 MiB, where the worker was busy meanwhile). Each ring
+ * makes its buffers (1 MiB) at its first such receive and keeps them until
+ * weft_rt_destroy(); a drained queue gives its memory back. On the epoll
+ * backend and under a kernel without multishot receive (before 6.0), reads
+ * are the usual calls, served first from whatever the queue holds; a plain
+ * thread's read waits for the queue while a coroutine's receive is armed, and
+ * is the usual call otherwise. weft_recvmsg() gets no ancillary data (msg_controllen 0); MSG_OOB
  * and MSG_ERRQUEUE go to the socket itself, but an urgent byte that an armed
  * receive has read past is gone, as for any reader that reads past the mark
  * (-EINVAL): set SO_OOBINLINE to have it in the stream.
@@ -416,7 +420,7 @@ WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
  * calls, and the bytes queued before the fork stay with the parent.
  * Returns 0, -EBADF (not open), -ENOTSOCK, -EOPNOTSUPP (not a TCP stream
  * socket), -ENOTCONN (not connected), -EALREADY (handed over already),
- * -EMFILE (a descriptor number above weft's table, 2^20), -ENOMEM. Any thread.
+ * -EMFILE (a descriptor number at or above 2^20), -ENOMEM. Any thread.
  */
 #define WEFT_OWN_QUEUE 65536
 WEFT_API int weft_own(int fd);

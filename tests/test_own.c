@@ -1092,6 +1092,139 @@ Test(own, urgent_data_goes_to_the_socket_or_stays_inline_and_the_stream_around_i
     run_all(odd_cases, (void *)1);
 }
 
+/* Bytes already in the socket when nothing is queued or armed: MSG_DONTWAIT
+ * gets them at once, also after a poll for POLLIN and POLLOUT said so (a
+ * read that armed a receive first would answer -EAGAIN). */
+static const char *dontwait_first_case(int fd, int peer)
+{
+    char b[16] = "";
+    EXPECT_EQ(send_str(peer, "abc"), 3);
+    weft_sleep(SETTLE_NS);
+    EXPECT_EQ(weft_recv(fd, b, sizeof b, MSG_DONTWAIT), 3);
+    FAIL_IF(memcmp(b, "abc", 3) != 0);
+    EXPECT_EQ(send_str(peer, "de"), 2);
+    weft_sleep(SETTLE_NS);
+    EXPECT_EQ(weft_poll(fd, POLLIN | POLLOUT) & (POLLIN | POLLOUT), POLLIN | POLLOUT);
+    EXPECT_EQ(weft_recv(fd, b, sizeof b, MSG_DONTWAIT), 2);
+    FAIL_IF(memcmp(b, "de", 2) != 0);
+    return NULL;
+}
+
+/* A cancelled coroutine's weft_poll gives -ECANCELED even with bytes
+ * queued, as its reads do. */
+static void *poll_cancelled(void *arg)
+{
+    int fd = *(int *)arg;
+    weft_cancel(weft_self());
+    char c;
+    int p = weft_poll(fd, POLLIN);
+    ssize_t r = weft_recv(fd, &c, 1, MSG_DONTWAIT);
+    return (void *)(intptr_t)(p == -ECANCELED && r == -ECANCELED);
+}
+
+static const char *cancelled_poll_case(int fd, int peer)
+{
+    CHECK(arm(fd, peer));
+    EXPECT_EQ(send_str(peer, "q"), 1);
+    weft_sleep(SETTLE_NS);
+    weft_task *t;
+    void *ok = NULL;
+    FAIL_IF(weft_spawn(&t, poll_cancelled, &fd) != 0);
+    FAIL_IF(weft_join(t, &ok) != 0);
+    FAIL_IF(!ok);
+    char c = 0;
+    EXPECT_EQ(weft_recv(fd, &c, 1, MSG_DONTWAIT), 1);   /* still there */
+    EXPECT_EQ(c, 'q');
+    return NULL;
+}
+
+static void *more_cases(void *arg)
+{
+    uint64_t prev = guard();
+    const char *m = plain_then_owned(arg ? cancelled_poll_case : dontwait_first_case);
+    weft_deadline(prev);
+    return (void *)m;
+}
+
+Test(own, MSG_DONTWAIT_gets_bytes_already_in_the_socket_when_nothing_is_armed)
+{
+    run_all(more_cases, NULL);
+}
+
+Test(own, a_cancelled_coroutine_s_poll_gives_ECANCELED_with_bytes_queued)
+{
+    run_all(more_cases, (void *)1);
+}
+
+#if WEFT_TEST_URING_OVERRIDE
+/* A kernel before 5.19 refuses the ring's provided buffers: here the
+ * refusal is injected, slowed so that a second reader comes while the first
+ * arms. Both must fall back to the usual calls and lose nothing. */
+#include <dlfcn.h>
+#include <liburing.h>
+
+static _Atomic int refuse_buffers_us = -1;   /* -1: liburing's own call */
+
+int io_uring_register_buf_ring(struct io_uring *ring, struct io_uring_buf_reg *reg, unsigned int flags)
+{
+    int us = atomic_load(&refuse_buffers_us);
+    if (us < 0) {
+        int (*real)(struct io_uring *, struct io_uring_buf_reg *, unsigned int);
+        *(void **)&real = dlsym(RTLD_NEXT, "io_uring_register_buf_ring");
+        return real ? real(ring, reg, flags) : -ENOSYS;
+    }
+    usleep((useconds_t)us);
+    return -EINVAL;
+}
+
+static void *read_one(void *arg)
+{
+    int fd = *(int *)arg;
+    char c = 0;
+    ssize_t r = weft_read(fd, &c, 1);
+    return (void *)(intptr_t)(r == 1 ? c : r < 0 ? r : -1000);
+}
+
+static void *refused(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    FAIL_IF(owned_pair(sv) != 0);
+    uint64_t prev = guard();
+    atomic_store(&refuse_buffers_us, (int)(SETTLE_NS / 1000 * 5));
+    weft_task *a, *b;
+    FAIL_IF(weft_spawn(&a, read_one, &sv[0]) != 0);
+    weft_sleep(SETTLE_NS);   /* a is arming, slowly */
+    FAIL_IF(weft_spawn(&b, read_one, &sv[0]) != 0);
+    weft_sleep(SETTLE_NS * 8);   /* the refusal is in, both wait in the socket itself */
+    EXPECT_EQ(send_str(sv[1], "x"), 1);
+    EXPECT_EQ(send_str(sv[1], "y"), 1);
+    void *ra = NULL, *rb = NULL;
+    FAIL_IF(weft_join(a, &ra) != 0);
+    FAIL_IF(weft_join(b, &rb) != 0);
+    intptr_t x = (intptr_t)ra, y = (intptr_t)rb;
+    FAIL_IF(!((x == 'x' && y == 'y') || (x == 'y' && y == 'x')));
+    /* The ring arms no more; the stream goes on through the usual calls. */
+    static char big[100000];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (char)(i * 13 + i / 97);
+    static char back[sizeof big];
+    EXPECT_EQ(send_all(sv[1], big, sizeof big), (ssize_t)sizeof big);
+    EXPECT_EQ(read_n(sv[0], back, sizeof back), (ssize_t)sizeof back);
+    FAIL_IF(memcmp(big, back, sizeof big) != 0);
+    atomic_store(&refuse_buffers_us, -1);
+    weft_deadline(prev);
+    close_pair(sv);
+    return NULL;
+}
+
+Test(own, readers_fall_back_to_the_usual_calls_where_the_ring_refuses_its_buffers)
+{
+    static const unsigned counts[] = { 2, 4 };
+    run_all_with(counts, 2, refused, NULL);
+}
+#endif
+
 /* ---- the end and errors ---------------------------------------------------------- */
 
 /* The peer's shutdown or close: the bytes queued, then 0, and 0 again; a

@@ -121,6 +121,11 @@ static inline int weft__sys_getsockopt(int fd, int level, int name, void *val, s
     return (int)weft__sys_ret(syscall(SYS_getsockopt, fd, level, name, val, len));
 }
 
+static inline int weft__sys_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    return (int)weft__sys_ret(syscall(SYS_getpeername, fd, addr, len));
+}
+
 static inline int weft__sys_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
     return (int)weft__sys_ret(syscall(SYS_setsockopt, fd, level, name, val, len));

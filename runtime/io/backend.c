@@ -209,14 +209,21 @@ static void forget_fd(weft_rt *rt, void *arg)
 int weft__io_close(int fd)
 {
     struct closing c = { .fd = fd };
+    /* Handed over: first no reader may arm a receive any more, so that the
+     * rings counted below are all that may have requests on fd. */
+    struct weft__owned *o = weft__owned_close_begin(fd);
 #if WEFT_HAVE_URING
     weft__each_runtime(count_rings, &c);
     int err = c.rings ? weft__ring_close_new(&c.ring, fd, c.rings) : 0;
-    if (err)
+    if (err) {
+        if (o)
+            weft__owned_close_end(o, err != -ENOMEM);   /* -EBADF: the number was not open */
         return err;
+    }
 #endif
-    weft__owned_forget(fd);              /* handed over: its readers get -EBADF */
     weft__each_runtime(forget_fd, &c);   /* coroutines waiting on fd, in any runtime, get -EBADF */
+    if (o)
+        weft__owned_close_end(o, true);
 #if WEFT_HAVE_URING
     if (c.ring)
         return weft__ring_close_end(c.ring);

@@ -54,6 +54,17 @@ enum weft__io_kind {
 
 struct weft__owned;   /* a descriptor handed over (io/owned.h) */
 
+/* One request in flight on a backend that keeps requests (io/uring.c):
+ * lives in the coroutine's frame until its completion is reaped, or in a
+ * handed-over descriptor's record (io/owned.h). Its identity on the ring is
+ * a slot of the ring's table, not its address (see the top of io/uring.c). */
+struct weft__ioreq {
+    struct weft__waiter      wt;
+    int32_t                  res;   /* the completion's result; written before the claim */
+    uint64_t                 id;    /* its identity on the ring, while it has a deadline */
+    size_t                   dl;    /* its place on the ring's deadlines (base/heap.h); 0: none */
+};
+
 /* One IO call, in the caller's frame for the whole call. */
 struct weft__io_op {
     enum weft__io_kind kind;

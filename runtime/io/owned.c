@@ -48,6 +48,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -56,6 +57,12 @@
 #define PAGES 256u           /* numbers up to 2^20, as weft.h says */
 #define STRIPES 64u          /* locks over the table's slots, by number */
 #define QUEUE_MIN 4096u      /* a queue's first allocation */
+
+/* A reader waiting for bytes: on its stack, on the record's list. */
+struct reader {
+    struct weft__wnode  node;     /* first; under the record's lock */
+    struct weft__waiter w;
+};
 
 _Atomic bool weft__owned_some;
 
@@ -70,6 +77,7 @@ static _Atomic uint32_t *stripe_of(int fd)
 
 static void stop(struct weft__owned *o);
 
+/* Drops a reference to o; the last frees it. Any thread, not holding o->lock. */
 static void put(struct weft__owned *o)
 {
     if (atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1) {   /* the last sees every write */
@@ -101,7 +109,7 @@ static bool wake_readers(struct weft__owned *o)
 {
     bool any = false;
     while (o->readers._head) {
-        struct owned_reader *n = (struct owned_reader *)o->readers._head;
+        struct reader *n = (struct reader *)o->readers._head;
         weft__wl_remove(&o->readers, &n->node);
         weft_task *t = n->w.task;   /* read before the claim: n may be gone after it */
         if (weft__claim(&n->w, 1)) {
@@ -135,8 +143,8 @@ int weft_own(int fd)
         return -EOPNOTSUPP;
     struct sockaddr_storage peer;
     socklen_t pl = sizeof peer;
-    if (getpeername(fd, (struct sockaddr *)&peer, &pl) != 0)
-        return -errno;   /* -ENOTCONN */
+    if ((e = weft__sys_getpeername(fd, (struct sockaddr *)&peer, &pl)) != 0)
+        return e;   /* -ENOTCONN */
     if ((unsigned)fd >= PAGE * PAGES)
         return -EMFILE;
     if (weft__fork_handler_register() != 0)
@@ -167,29 +175,49 @@ int weft_own(int fd)
         free(o);
         return -EALREADY;
     }
-    atomic_store_explicit(&weft__owned_some, true, memory_order_relaxed);
+    atomic_store_explicit(&weft__owned_some, true, memory_order_relaxed);   /* see weft__owned_maybe */
     return 0;
 }
 
-void weft__owned_forget(int fd)
+struct weft__owned *weft__owned_close_begin(int fd)
 {
-    if ((unsigned)fd >= PAGE * PAGES)
-        return;
-    _Atomic(struct weft__owned *) *page = atomic_load_explicit(&pages[fd / PAGE], memory_order_acquire);
-    if (!page || !atomic_load_explicit(&page[fd % PAGE], memory_order_relaxed))
-        return;
-    _Atomic uint32_t *sl = stripe_of(fd);
-    weft__ilock(sl);
-    struct weft__owned *o = atomic_exchange_explicit(&page[fd % PAGE], NULL, memory_order_relaxed);
-    weft__iunlock(sl);
+    struct weft__owned *o = get(fd);
     if (!o)
-        return;
+        return NULL;
     weft__ilock(&o->lock);
-    o->closed = true;
-    stop(o);   /* the close protocol cancels it too, where it counted the ring in time */
+    o->closed = true;   /* no reader arms again: each returns -EBADF */
+    while (o->armed && !o->armed_id) {
+        /* A reader is arming: once it has, its receive is counted on its
+         * ring, which the close then counts too. own_arm never parks. */
+        weft__iunlock(&o->lock);
+        sched_yield();
+        weft__ilock(&o->lock);
+    }
+    stop(o);   /* the close protocol cancels it as well; either is enough */
     wake_readers(o);
     weft__iunlock(&o->lock);
-    put(o);   /* the table's; an armed receive keeps it until its last completion */
+    return o;
+}
+
+void weft__owned_close_end(struct weft__owned *o, bool closed)
+{
+    if (!closed) {
+        weft__ilock(&o->lock);
+        o->closed = false;
+        weft__iunlock(&o->lock);
+        put(o);
+        return;
+    }
+    _Atomic(struct weft__owned *) *page = atomic_load_explicit(&pages[o->fd / PAGE], memory_order_acquire);
+    _Atomic uint32_t *sl = stripe_of(o->fd);
+    weft__ilock(sl);
+    struct weft__owned *mine = o;
+    bool held = atomic_compare_exchange_strong_explicit(&page[o->fd % PAGE], &mine, NULL,
+                                                        memory_order_relaxed, memory_order_relaxed);
+    weft__iunlock(sl);
+    if (held)
+        put(o);   /* the table's; an armed receive keeps o until its last completion */
+    put(o);       /* close_begin's */
 }
 
 void weft__owned_fork_child(void)
@@ -247,6 +275,8 @@ bool weft__owned_received(struct weft__owned *o, int32_t res, const void *data, 
             o->err = -ENOMEM;   /* those bytes are lost: the stream ends with the error */
     } else if (res == 0) {
         o->eof = true;
+    } else if (res == -EAGAIN || res == -ENOMEM || res == -EINTR) {
+        o->usual = true;   /* the ring's, not the socket's: reads go to the socket itself */
     } else if (res != -ENOBUFS && res != -ECANCELED && res != -EBADF && res != -EOPNOTSUPP && !o->err) {
         o->err = res;   /* the socket's own: -ECONNRESET, -ETIMEDOUT */
     }
@@ -285,6 +315,7 @@ static int arm(struct weft__owned *o, struct weft__worker *w)
     if (e) {
         o->armed = NULL;
         atomic_fetch_sub_explicit(&o->refs, 1, memory_order_relaxed);   /* the caller holds another */
+        wake_readers(o);   /* those who waited for this arm: to arm or make the usual call */
         return e;
     }
     if (o->arm_seq == seq && o->armed == w) {
@@ -308,7 +339,7 @@ static void stop(struct weft__owned *o)
  * takes it again. Returns 1 (look again) or the wait's negative result. */
 static int32_t wait_readers(struct weft__owned *o)
 {
-    struct owned_reader n;
+    struct reader n;
     weft__waiter_init(&n.w);
     weft__waiter_why(&n.w, WEFT__WHY_READ, o->fd);
     weft__wl_push(&o->readers, &n.node, false);
@@ -339,18 +370,27 @@ static void copy_out(const struct weft__owned *o, size_t skip, const struct iove
     }
 }
 
+/* Takes n bytes off o's queue; a drained queue larger than its first
+ * allocation is given back. Holds o->lock. */
 static void consume(struct weft__owned *o, size_t n)
 {
     o->head += n;
     o->len -= n;
-    if (!o->len)
+    if (!o->len) {
         o->head = 0;
+        if (o->cap > QUEUE_MIN) {
+            free(o->q);
+            o->q = NULL;
+            o->cap = 0;
+        }
+    }
 }
 
-/* Whether w can arm a receive at all. */
-static bool can_arm(const struct weft__worker *w)
+/* Whether a reader on w (NULL: a plain thread) may arm o's receive. Holds
+ * o->lock. */
+static bool can_arm(const struct weft__owned *o, const struct weft__worker *w)
 {
-    return w && w->io->own_arm;
+    return w && w->io->own_arm && !o->usual;
 }
 
 ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual)
@@ -420,7 +460,9 @@ ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual)
         }
         if (!o->armed) {
             w = weft__io_coroutine();   /* a coroutine may have moved while it waited */
-            int e = can_arm(w) ? arm(o, w) : -EOPNOTSUPP;
+            /* MSG_DONTWAIT with nothing queued or armed: the socket has it
+             * all, and arming would answer -EAGAIN where it has bytes. */
+            int e = can_arm(o, w) && !(flags & MSG_DONTWAIT) ? arm(o, w) : -EOPNOTSUPP;
             if (!e)
                 continue;
             if (!got) {
@@ -462,6 +504,10 @@ int weft__owned_poll(int fd, short events, bool *usual)
         return 0;
     *usual = false;
     struct weft__worker *w = weft__io_coroutine();
+    if (w && weft__io_cancelled(w)) {
+        put(o);
+        return -ECANCELED;
+    }
     short others = events & (POLLOUT | POLLPRI);
     int r;
     weft__ilock(&o->lock);
@@ -487,7 +533,7 @@ int weft__owned_poll(int fd, short events, bool *usual)
             stop(o);
         } else if (!o->armed) {
             w = weft__io_coroutine();   /* as in weft__owned_io */
-            if (others || !can_arm(w) || arm(o, w) != 0) {
+            if (others || !can_arm(o, w) || arm(o, w) != 0) {
                 weft__iunlock(&o->lock);
                 put(o);
                 *usual = true;   /* nothing queued or armed: the socket's readiness is whole */

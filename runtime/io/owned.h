@@ -10,16 +10,6 @@
 #include "backend.h"
 #include "sync/sync.h"
 
-#if WEFT_HAVE_URING
-#include "uring.h"
-#endif
-
-/* A reader waiting for bytes: on its stack, on the record's list. */
-struct owned_reader {
-    struct weft__wnode  node;     /* first; under the record's lock */
-    struct weft__waiter w;
-};
-
 /* One descriptor handed over. Fields under `lock` but where said. */
 struct weft__owned {
     _Atomic uint32_t     lock;       /* weft__ilock */
@@ -28,16 +18,16 @@ struct weft__owned {
     bool                 closed;     /* weft_close took it out of the table */
     bool                 eof;        /* the stream ended (after the queued bytes) */
     bool                 stopping;   /* a cancel of the armed receive is on its way */
+    bool                 usual;      /* the ring failed a receive for its own reasons: the usual calls
+                                      * from now on (io/owned.c, weft__owned_received) */
     int32_t              err;        /* the socket's error, for the reader after the queued bytes */
     struct weft__worker *armed;      /* whose ring has the receive armed; NULL: none */
     uint64_t             armed_id;   /* its identity there; 0 until the arming reader records it */
     uint64_t             arm_seq;    /* counts the arms */
     char                *q;          /* the queue: len bytes from q + head, in cap */
     size_t               head, len, cap;
-    struct weft__wlist   readers;    /* struct owned_reader, in the order they came */
-#if WEFT_HAVE_URING
-    struct weft__ioreq   req;        /* the armed receive's place in its ring's table (io/uring.c) */
-#endif
+    struct weft__wlist   readers;    /* readers waiting (owned.c's struct reader), in the order they came */
+    struct weft__ioreq   req;        /* the armed receive's place in its ring's table (io/uringown.c) */
 };
 
 /* Set once some descriptor has been handed over: until then the calls
@@ -46,6 +36,9 @@ extern _Atomic bool weft__owned_some;
 
 static inline bool weft__owned_maybe(void)
 {
+    /* Relaxed: a read that misses the store reads a descriptor whose
+     * weft_own() it is not ordered after, as it would race any other change
+     * of another thread's; the caller of weft_own() sees its own store. */
     return atomic_load_explicit(&weft__owned_some, memory_order_relaxed);
 }
 
@@ -57,9 +50,15 @@ ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual);
 /* weft_poll of a descriptor handed over, for events with POLLIN: returns
  * the revents or a negative errno; *usual as above. Any thread. */
 int weft__owned_poll(int fd, short events, bool *usual);
-/* weft_close of fd, once nothing can stop it: the record leaves the table,
- * its readers get -EBADF. Any thread. */
-void weft__owned_forget(int fd);
+/* weft_close of fd (io/backend.c), before it counts the rings that may
+ * have requests on fd: _begin marks fd's record closed, so that its readers
+ * get -EBADF and none arms a receive again, waits for an arm under way to be
+ * counted on its ring, and asks the ring to cancel it; returns the record,
+ * or NULL where fd is not handed over. _end: the close is done (the record
+ * leaves the table), or failed having closed nothing (closed: false; the
+ * record is open again). Any thread. */
+struct weft__owned *weft__owned_close_begin(int fd);
+void weft__owned_close_end(struct weft__owned *o, bool closed);
 /* In a child of fork(): every record dropped. Only the fork handler. */
 void weft__owned_fork_child(void);
 

@@ -2,7 +2,8 @@
 /*
  * The io_uring backend: one ring per worker. This file keeps the rings, the
  * requests in flight and weft_close()'s protocol; io/uringops.c turns each
- * operation into its request (io/uring.h: what the two share).
+ * operation into its request, and io/uringown.c arms the receives of
+ * descriptors handed to weft (io/uring.h: what the three share).
  *
  * A coroutine fills a submission queue entry on the ring of the worker it runs
  * on and parks (weft__ring_call). Submissions are batched: the worker submits
@@ -34,7 +35,9 @@
  * for a completion; then its ring holds a read of the worker's eventfd, which
  * wakers write after setting the worker's wake word (core/search.c, step c of the
  * park protocol). A parked worker with nothing in flight sleeps on its futex,
- * which is cheaper to wake.
+ * which is cheaper to wake. A handed-over descriptor's receive stays in
+ * flight while the descriptor is read at all, so a worker whose ring has one
+ * always sleeps in the ring: its wakers write the eventfd.
  *
  * Request memory. A request (struct weft__ioreq) lives in the coroutine's
  * frame. The coroutine waits with weft__wait_nointr: nothing but the
@@ -217,13 +220,18 @@ uint64_t weft__ring_take_slot(struct weft__ring *r, struct weft__ioreq *q, int f
     return weft__ring_identity(r, s);
 }
 
+struct weft__ring_slot *weft__ring_slot_find(struct weft__ring *r, uint64_t id)
+{
+    uint32_t i = (uint32_t)id;
+    return i < r->nslots && r->slots[i].q && r->slots[i].gen == (uint32_t)(id >> 32) ? &r->slots[i] : NULL;
+}
+
 /* The owner: the slot of the request a completion names. */
 static struct weft__ring_slot *slot_of(struct weft__ring *r, uint64_t id)
 {
-    uint32_t i = (uint32_t)id;
-    weft__check(i < r->nslots && r->slots[i].q && r->slots[i].gen == (uint32_t)(id >> 32),
-                "an io_uring completion names no request in flight on its ring");
-    return &r->slots[i];
+    struct weft__ring_slot *s = weft__ring_slot_find(r, id);
+    weft__check(s != NULL, "an io_uring completion names no request in flight on its ring");
+    return s;
 }
 
 void weft__ring_put_slot(struct weft__ring *r, struct weft__ring_slot *s)
@@ -305,6 +313,9 @@ static void ring_destroy(void *state)
     /* Gone with the ring, entries still queued never look their numbers up:
      * the closes waiting for this ring are done with it. */
     io_uring_queue_exit(&r->ring);
+    /* First: until a record is disarmed, a stop of its receive may still be
+     * posted to the inbox, which is emptied below. */
+    weft__ring_own_destroy(r);
     for (struct weft__ring_note *n = r->inbox, *next; n; n = next) {
         next = n->next;
         if (n->close) {
@@ -315,7 +326,6 @@ static void ring_destroy(void *state)
             free(n);
         }
     }
-    weft__ring_own_destroy(r);
     for (struct weft__ring_note *n = r->closing, *next; n; n = next) {
         next = n->next;
         close_ref_done(n->close);
@@ -356,6 +366,13 @@ struct io_uring_sqe *weft__ring_get_sqe(struct weft__ring *r)
     return get_sqe_room(r, 1);
 }
 
+void weft__ring_cancel_id(struct weft__ring *r, uint64_t id)
+{
+    struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
+    io_uring_prep_cancel64(sqe, id, 0);
+    io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+}
+
 static void arm_wake_read(struct weft__ring *r)
 {
     if (r->efd_armed)
@@ -375,9 +392,7 @@ static void cancel_closed(struct weft__ring *r, struct weft__ring_note *n)
         if (!s->q || s->fd != fd || s->closed)
             continue;
         s->closed = true;
-        struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
-        io_uring_prep_cancel64(sqe, weft__ring_identity(r, s), 0);
-        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+        weft__ring_cancel_id(r, weft__ring_identity(r, s));
     }
     struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
     io_uring_prep_nop(sqe);
@@ -426,11 +441,8 @@ static void take_inbox(struct weft__ring *r)
         }
         /* Identities are unique: a task whose io_req still holds this one
          * still waits for that very request. */
-        if (atomic_load_explicit(&n->task->io_req, memory_order_relaxed) == n->user_data) {
-            struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
-            io_uring_prep_cancel64(sqe, n->user_data, 0);
-            io_uring_sqe_set_data64(sqe, TAG_IGNORE);
-        }
+        if (atomic_load_explicit(&n->task->io_req, memory_order_relaxed) == n->user_data)
+            weft__ring_cancel_id(r, n->user_data);
         weft__task_release(n->task);
         free(n);
         n = next;
@@ -466,9 +478,7 @@ static void cancel_due(struct weft__ring *r)
         struct weft__ioreq *q = weft__heap_item(dl, struct weft__ioreq, dl);
         weft__heap_remove(&r->deadlines, dl);
         /* q lives until its completion is reaped, which is not before we return. */
-        struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
-        io_uring_prep_cancel64(sqe, q->id, 0);
-        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+        weft__ring_cancel_id(r, q->id);
         fired = true;
     }
     if (fired)

@@ -14,16 +14,6 @@
 
 #include <liburing.h>
 
-/* One request in flight: lives in the coroutine's frame until its completion
- * is reaped. Its identity on the ring is a slot of the ring's table, not its
- * address (see the top of io/uring.c). */
-struct weft__ioreq {
-    struct weft__waiter      wt;
-    int32_t                  res;   /* the completion's result; written before the claim */
-    uint64_t                 id;    /* its identity on the ring, while it has a deadline */
-    size_t                   dl;    /* its place on the ring's deadlines (base/heap.h); 0: none */
-};
-
 /* user_data of entries that are not requests; a request's identity (slot and
  * generation: the top of io/uring.c) is at least 1 << 32. */
 #define TAG_IGNORE ((uint64_t)0)   /* cancel requests */
@@ -45,49 +35,49 @@ _Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t), "weft_task.io_req holds an
 struct weft__ring_close;
 
 struct weft__ring_note {
-    struct weft__ring_note      *next;       /* on an inbox; then, for a close, on `closing` */
-    weft_task               *task;       /* holds a reference; NULL for a close or a stop */
-    uint64_t                 user_data;  /* the identity of the request to cancel */
-    struct weft__ring_close *close;      /* or: every request on this descriptor */
+    struct weft__ring_note  *next;      /* on an inbox; then, for a close, on `closing` */
+    weft_task               *task;      /* holds a reference; NULL for a close or a stop */
+    uint64_t                user_data;  /* the identity of the request to cancel */
+    struct weft__ring_close *close;     /* or: every request on this descriptor */
 };
 
 /* A request in flight, in the owner's table. */
 struct weft__ring_slot {
-    struct weft__ioreq *q;        /* NULL while free */
-    uint32_t            gen;      /* bumped each time the slot is taken; the identity's high half */
-    uint32_t            next1;    /* while free: the next free slot + 1, or 0 */
-    int                 fd;       /* the descriptor it names, counted in waits; -1: none */
-    bool                closed;   /* a weft_close() cancelled it: -ECANCELED reads -EBADF */
-    bool                own;      /* a handed-over descriptor's receive: q is its record's req */
+    struct weft__ioreq *q;      /* NULL while free */
+    uint32_t           gen;     /* bumped each time the slot is taken; the identity's high half */
+    uint32_t           next1;   /* while free: the next free slot + 1, or 0 */
+    int                fd;      /* the descriptor it names, counted in waits; -1: none */
+    bool               closed;  /* a weft_close() cancelled it: -ECANCELED reads -EBADF */
+    bool               own;     /* a handed-over descriptor's receive: q is its record's req */
 };
 
 struct weft__ring {
-    struct io_uring     ring;
-    int                 efd;          /* written by wakers */
-    uint64_t            efd_buf;      /* the eventfd read's target */
-    bool                efd_armed;    /* a read of efd is queued */
-    unsigned            queued;       /* entries not yet submitted; the owner */
-    unsigned            inflight;     /* requests and close NOPs whose completion is not reaped; the owner */
-    struct weft__ring_slot        *slots;        /* requests in flight by identity; the owner */
-    uint32_t            nslots;
-    uint32_t            free1;        /* the first free slot + 1, or 0; the owner */
-    struct weft__heap   deadlines;    /* of requests in flight with a deadline: their `dl`; the owner */
-    _Atomic uint64_t    due;          /* the earliest of them, or UINT64_MAX: for `pending` */
-    struct weft__ring_note *closing;      /* closes whose NOP is queued, oldest first; the owner */
+    struct io_uring        ring;
+    int                    efd;        /* written by wakers */
+    uint64_t               efd_buf;    /* the eventfd read's target */
+    bool                   efd_armed;  /* a read of efd is queued */
+    unsigned               queued;     /* entries not yet submitted; the owner */
+    unsigned               inflight;   /* requests and close NOPs whose completion is not reaped; the owner */
+    struct weft__ring_slot *slots;     /* requests in flight by identity; the owner */
+    uint32_t               nslots;
+    uint32_t               free1;      /* the first free slot + 1, or 0; the owner */
+    struct weft__heap      deadlines;  /* of requests in flight with a deadline: their `dl`; the owner */
+    _Atomic uint64_t       due;        /* the earliest of them, or UINT64_MAX: for `pending` */
+    struct weft__ring_note *closing;   /* closes whose NOP is queued, oldest first; the owner */
     struct weft__ring_note *closing_tail;
-    pthread_mutex_t     inbox_lock;
-    struct weft__ring_note *inbox;        /* under inbox_lock */
-    _Atomic uint32_t    inbox_len;    /* a hint, so the owner looks only when needed */
+    pthread_mutex_t        inbox_lock;
+    struct weft__ring_note *inbox;     /* under inbox_lock */
+    _Atomic uint32_t       inbox_len;  /* a hint, so the owner looks only when needed */
     /* Requests queued or in flight per descriptor, in pages made on first
      * use. Only the owner writes; weft_close() reads. `uncounted`: a page
      * could not be made. */
     _Atomic(_Atomic uint32_t *) waits[FD_PAGES];
-    _Atomic bool        uncounted;
+    _Atomic bool                uncounted;
     /* Buffers the kernel fills for the receives of descriptors handed
      * over (io/owned.c), made at the first; the owner. */
     struct io_uring_buf_ring *bufs;
-    char               *buf_mem;
-    bool                own_refused;  /* this kernel has no provided buffers or multishot receive */
+    char                     *buf_mem;
+    bool                     own_refused;  /* this kernel has no provided buffers or multishot receive */
 };
 
 /* w's ring: this backend's state for w (io/backend.h). Only for a worker on
@@ -102,8 +92,12 @@ static inline uint64_t weft__ring_identity(const struct weft__ring *r, const str
     return (uint64_t)s->gen << 32 | (uint64_t)(s - r->slots);
 }
 
-/* What io/uringown.c uses of io/uring.c's ring; the owner but where said. */
+/* What io/uringown.c uses of io/uring.c's ring; the owner but where said.
+ * _slot_find: the slot of the request id, or NULL where it has completed.
+ * _cancel_id: queues a cancel of the request id, whose completion is ignored. */
 struct io_uring_sqe *weft__ring_get_sqe(struct weft__ring *r);
+struct weft__ring_slot *weft__ring_slot_find(struct weft__ring *r, uint64_t id);
+void weft__ring_cancel_id(struct weft__ring *r, uint64_t id);
 void weft__ring_count_waits(struct weft__ring *r, int fd, int n);
 uint64_t weft__ring_take_slot(struct weft__ring *r, struct weft__ioreq *q, int fd);
 void weft__ring_put_slot(struct weft__ring *r, struct weft__ring_slot *s);

@@ -117,29 +117,16 @@ bool weft__ring_own_received(struct weft__ring *r, struct weft__ring_slot *s, co
         io_uring_buf_ring_add(r->bufs, data, OWN_BUF_SIZE, bid, io_uring_buf_ring_mask(OWN_BUFS), 0);
         io_uring_buf_ring_advance(r->bufs, 1);
     }
-    if (stop) {
-        struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
-        io_uring_prep_cancel64(sqe, id, 0);
-        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
-    }
+    if (stop)
+        weft__ring_cancel_id(r, id);
     return woke;
-}
-
-/* The owner: the slot of the request id, or NULL where it has completed. */
-static struct weft__ring_slot *slot_find(struct weft__ring *r, uint64_t id)
-{
-    uint32_t i = (uint32_t)id;
-    return i < r->nslots && r->slots[i].q && r->slots[i].gen == (uint32_t)(id >> 32) ? &r->slots[i] : NULL;
 }
 
 void weft__ring_own_stop_note(struct weft__ring *r, uint64_t id)
 {
-    struct weft__ring_slot *s = slot_find(r, id);
-    if (s && s->own) {
-        struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
-        io_uring_prep_cancel64(sqe, id, 0);
-        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
-    }
+    struct weft__ring_slot *s = weft__ring_slot_find(r, id);
+    if (s && s->own)
+        weft__ring_cancel_id(r, id);
 }
 
 void weft__ring_own_destroy(struct weft__ring *r)
