@@ -13,9 +13,11 @@
  *     without it, on a file where weft set it, they keep weft's flag in the
  *     kernel, and the hooked calls block as the owner asked (hook/io.c).
  *
- * close(): while a runtime is alive, weft_close(), which first fails every
- * coroutine waiting on the descriptor with EBADF, as a close with threads
- * blocked on it cannot; with none, the C library's close. It returns 0 where
+ * close(): while a runtime is alive, or for a descriptor handed to weft
+ * (weft_own), weft_close(), which first fails every coroutine waiting on the
+ * descriptor with EBADF, as a close with threads blocked on it cannot, and
+ * ends the hand-over; otherwise the C library's close. dup2 and dup3 onto a
+ * number handed to weft end its hand-over first. It returns 0 where
  * close(2) reported EINTR (the descriptor is released all the same, and a
  * retry could close another thread's new one).
  *
@@ -37,7 +39,7 @@ const char hook_file_fd = 0;   /* for weft__hook_anchor (hook.h) */
 HOOK_API int close(int fd)
 {
     weft__hook_fd_forget(fd);
-    if (!hook_on() && !weft__hook_runtimes())
+    if (!hook_on() && !weft__hook_runtimes() && !weft__hook_fd_owned(fd))
         return real()->close(fd);
     return (int)hook_ret(weft_close(fd));
 }
@@ -52,6 +54,8 @@ HOOK_API int dup(int fd)
 
 HOOK_API int dup2(int fd, int to)
 {
+    if (fd != to)
+        weft__hook_fd_disown(to);   /* its file is closed by the call */
     int r = real()->dup2(fd, to);
     if (r >= 0)
         weft__hook_fd_copy(fd, r);
@@ -60,6 +64,8 @@ HOOK_API int dup2(int fd, int to)
 
 HOOK_API int dup3(int fd, int to, int flags)
 {
+    if (fd != to)
+        weft__hook_fd_disown(to);   /* as dup2 */
     int r = real()->dup3(fd, to, flags);
     if (r >= 0)
         weft__hook_fd_copy(fd, r);

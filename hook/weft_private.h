@@ -66,6 +66,12 @@ WEFT_API void weft__hook_fd_copy(int from, int to);
 /* Whether any runtime of this process is alive (created, not yet destroyed). */
 WEFT_API bool weft__hook_runtimes(void);
 
+/* Whether fd is handed to weft (weft_own), and, for a number about to be
+ * replaced by dup2 or dup3, the hand-over ended as weft_close() ends it.
+ * Defined in runtime/io/owned.c. */
+WEFT_API bool weft__hook_fd_owned(int fd);
+WEFT_API void weft__hook_fd_disown(int fd);
+
 /* The hook's code lies within [lo, hi]: weft_dump's summary counts a frame
  * there as weft's, and names the program's call below it. Defined in
  * runtime/core/span.c. */

@@ -1225,6 +1225,141 @@ Test(own, readers_fall_back_to_the_usual_calls_where_the_ring_refuses_its_buffer
 }
 #endif
 
+/* ---- a runtime's end and a MSG_WAITALL the socket finishes ----------------------- */
+
+/* A peer that sends the pattern in pieces until told to stop, then shuts
+ * its side down. */
+struct flow {
+    int              fd, peer;
+    _Atomic int      stop;
+    size_t           sent, got;
+    long long        bad;        /* the first byte out of the pattern, or -1 */
+    size_t           limit;      /* the reader stops after this many */
+};
+
+static void *flow_send(void *arg)
+{
+    struct flow *f = arg;
+    uint8_t b[1000];
+    while (!atomic_load(&f->stop)) {
+        fill_pat(b, f->sent, sizeof b);
+        ssize_t r = send_all(f->peer, b, sizeof b);
+        if (r != (ssize_t)sizeof b)
+            break;
+        f->sent += sizeof b;
+        usleep(20);
+    }
+    shutdown(f->peer, SHUT_WR);
+    return NULL;
+}
+
+static void *flow_read(void *arg)
+{
+    struct flow *f = arg;
+    uint8_t b[3000];
+    ssize_t r;
+    while (f->got < f->limit && (r = weft_recv(f->fd, b, sizeof b, 0)) > 0) {
+        for (ssize_t k = 0; k < r; k++) {
+            if (b[k] != pat(f->got + (size_t)k) && f->bad < 0)
+                f->bad = (long long)(f->got + (size_t)k);
+        }
+        f->got += (size_t)r;
+    }
+    return NULL;
+}
+
+/* The ring's last completions carry bytes the kernel took off the socket:
+ * its destroy puts them in the queue, where a plain thread reads them. */
+Test(own, bytes_a_destroyed_runtime_s_ring_had_received_are_read_after_it)
+{
+    if (!backend_available(WEFT_IO_URING))
+        cr_skip("no io_uring here");
+    for (int it = 0; it < (int)scaled(12); it++) {
+        int sv[2];
+        cr_assert_eq(owned_pair(sv), 0);
+        struct flow f = { .fd = sv[0], .peer = sv[1], .bad = -1, .limit = 20000 };
+        weft_rt *rt;
+        weft_config cfg = { .workers = 1, .io_backend = WEFT_IO_URING };
+        cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, flow_send, &f), 0);
+        weft_task *t;
+        cr_assert_eq(weft_spawn_on(rt, &t, flow_read, &f), 0);   /* arms, and leaves it armed */
+        cr_assert_eq(weft_join(t, NULL), 0);
+        usleep((useconds_t)(it % 4) * 1500);
+        cr_assert_eq(weft_rt_destroy(rt), 0);   /* while bytes keep coming */
+        usleep(2000);
+        atomic_store(&f.stop, 1);
+        pthread_join(th, NULL);
+        f.limit = SIZE_MAX;
+        flow_read(&f);   /* a plain thread reads the rest */
+        cr_assert_eq(f.bad, -1, "round %d: byte %lld is not the stream's", it, f.bad);
+        cr_assert_eq(f.got, f.sent, "round %d: %zu bytes read of %zu sent", it, f.got, f.sent);
+        close_pair(sv);
+    }
+}
+
+static void *read_one_byte(void *arg)
+{
+    char c;
+    return (void *)(intptr_t)weft_recv(*(int *)arg, &c, 1, 0);
+}
+
+static void *send_bytes(void *arg)
+{
+    struct flow *f = arg;
+    uint8_t *b = malloc(f->limit);
+    if (!b)
+        return NULL;
+    fill_pat(b, 0, f->limit);
+    f->sent = (size_t)send_all(f->peer, b, f->limit);
+    free(b);
+    return NULL;
+}
+
+/* A plain thread's MSG_WAITALL, where the queue holds the first bytes and
+ * the receive stopped at the bound (or went with its runtime): the socket
+ * gives the rest, and the call returns the whole buffer. */
+Test(own, MSG_WAITALL_from_a_plain_thread_gets_the_queue_then_the_rest_from_the_socket)
+{
+    if (!backend_available(WEFT_IO_URING))
+        cr_skip("no io_uring here");
+    for (int destroy = 0; destroy < 2; destroy++) {
+        int sv[2];
+        cr_assert_eq(owned_pair(sv), 0);
+        struct flow f = { .fd = sv[0], .peer = sv[1], .limit = 8u << 20 };
+        weft_rt *rt;
+        weft_config cfg = { .workers = 1, .io_backend = WEFT_IO_URING };
+        cr_assert_eq(weft_rt_create(&rt, &cfg), 0);
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, send_bytes, &f), 0);
+        weft_task *t;
+        void *one;
+        cr_assert_eq(weft_spawn_on(rt, &t, read_one_byte, &sv[0]), 0);   /* arms */
+        cr_assert_eq(weft_join(t, &one), 0);
+        cr_assert_eq((intptr_t)one, 1);
+        usleep(SHORT_NS / 1000 * 4);   /* the queue fills to its bound: the receive stops */
+        if (destroy)
+            cr_assert_eq(weft_rt_destroy(rt), 0);
+        size_t want = 3u << 20;
+        uint8_t *b = malloc(want);
+        cr_assert_not_null(b);
+        ssize_t r = weft_recv(sv[0], b, want, MSG_WAITALL);
+        cr_assert_eq(r, (ssize_t)want, "%s: MSG_WAITALL gave %zd of %zu", destroy ? "destroyed" : "alive", r,
+                     want);
+        size_t bad = want;
+        for (size_t i = 0; i < want && bad == want; i++)
+            if (b[i] != pat(i + 1))
+                bad = i;
+        cr_assert_eq(bad, want, "byte %zu is not the stream's", bad);
+        free(b);
+        close_pair(sv);   /* the sender ends with a reset or a full write */
+        pthread_join(th, NULL);
+        if (!destroy)
+            cr_assert_eq(weft_rt_destroy(rt), 0);
+    }
+}
+
 /* ---- the end and errors ---------------------------------------------------------- */
 
 /* The peer's shutdown or close: the bytes queued, then 0, and 0 again; a

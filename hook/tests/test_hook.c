@@ -1325,3 +1325,61 @@ Test(hook, the_dump_summary_names_the_programs_call_not_the_hook)
     close(dump_pipe[0]);
     close(dump_pipe[1]);
 }
+
+/* ---- descriptors handed to weft --------------------------------------------------- */
+
+static void *read_one(void *arg)
+{
+    char c;
+    return (void *)(intptr_t)recv(*(int *)arg, &c, 1, 0);
+}
+
+/* close(), and dup2() onto the number, end a hand-over (weft_own) as
+ * weft_close() does, also from a plain thread with no runtime alive: the
+ * next socket given the number is not handed over, and reads its own bytes,
+ * not what the old one's queue held. */
+Test(hook, close_and_dup2_end_a_hand_over_even_with_no_runtime)
+{
+    for (int how = 0; how < 2; how++) {
+        int sv[2];
+        tcp_pair(sv);
+        cr_assert_eq(weft_own(sv[0]), 0);
+        cr_assert_eq(send(sv[1], "Aold", 4, 0), 4);
+        void *r = run_with_io(1, WEFT_IO_AUTO, read_one, &sv[0]);   /* on io_uring: arms, "old" queued */
+        cr_assert_eq((intptr_t)r, 1);
+        usleep(20000);
+        int number = sv[0];
+        if (how == 0) {
+            cr_assert_eq(close(sv[0]), 0);
+        } else {
+            int spare = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            cr_assert_geq(spare, 0);
+            cr_assert_eq(dup2(spare, sv[0]), sv[0]);
+            cr_assert_eq(close(sv[0]), 0);
+            close(spare);
+        }
+        close(sv[1]);
+        /* A new socket on the old number (the raw dup3, which the hook does
+         * not see, so that only close or dup2 above could end it). */
+        int nv[2];
+        tcp_pair(nv);
+        if (nv[1] == number) {   /* the peer took it: move the peer */
+            int elsewhere = fcntl(nv[1], F_DUPFD_CLOEXEC, number + 1);
+            cr_assert_geq(elsewhere, 0);
+            close(nv[1]);
+            nv[1] = elsewhere;
+        }
+        if (nv[0] != number) {
+            cr_assert_eq(syscall(SYS_dup3, nv[0], number, O_CLOEXEC), number);
+            close(nv[0]);
+        }
+        cr_assert_eq(weft_own(number), 0, "%s left the old hand-over", how ? "dup2" : "close");
+        cr_assert_eq(send(nv[1], "NEW", 3, 0), 3);
+        char buf[8] = { 0 };
+        ssize_t got = recv(number, buf, 3, MSG_WAITALL);
+        cr_assert_eq(got, 3, "%s: recv gave %zd (errno %d)", how ? "dup2" : "close", got, errno);
+        cr_assert_eq(strcmp(buf, "NEW"), 0, "read \"%s\"", buf);
+        close(number);
+        close(nv[1]);
+    }
+}

@@ -369,6 +369,40 @@ static ssize_t call(struct weft__worker *w, const struct weft__io_op *a)
     return w->io->call(w, a);
 }
 
+static ssize_t do_io(const struct weft__io_op *a);
+
+/* A MSG_WAITALL receive of a descriptor handed over whose first `got` bytes
+ * came from its queue: the rest from the socket, as the usual call. Returns
+ * the whole count; an error after some bytes is left for the next call, as
+ * recv(2) leaves it. */
+static ssize_t waitall_rest(const struct weft__io_op *a, size_t got)
+{
+    struct weft__io_op rest = *a;
+    struct msghdr m;
+    struct iovec *iov = NULL;
+    if (a->kind == WEFT__IO_RECVMSG) {
+        iov = malloc(a->msg->msg_iovlen * sizeof *iov);
+        if (!iov)
+            return (ssize_t)got;
+        size_t n = 0, skip = got;
+        for (size_t i = 0; i < a->msg->msg_iovlen; i++) {
+            struct iovec v = a->msg->msg_iov[i];
+            size_t k = skip < v.iov_len ? skip : v.iov_len;
+            skip -= k;
+            if (v.iov_len > k)
+                iov[n++] = (struct iovec){ (char *)v.iov_base + k, v.iov_len - k };
+        }
+        m = (struct msghdr){ .msg_iov = iov, .msg_iovlen = n };
+        rest.msg = &m;
+    } else {
+        rest.buf = (char *)a->buf + got;
+        rest.len = a->len - got;
+    }
+    ssize_t r = do_io(&rest);
+    free(iov);
+    return r > 0 ? (ssize_t)got + r : (ssize_t)got;
+}
+
 /* One call: on the caller's backend from a coroutine, else as plain_io. */
 static ssize_t do_io(const struct weft__io_op *a)
 {
@@ -379,6 +413,8 @@ static ssize_t do_io(const struct weft__io_op *a)
         ssize_t r = weft__owned_io(a, &usual);
         if (!usual)
             return r;
+        if (r > 0)
+            return waitall_rest(a, (size_t)r);
     }
     struct weft__worker *w = weft__io_coroutine();
     if (!w)

@@ -40,6 +40,7 @@
  */
 #include "backend.h"
 #include "owned.h"
+#include "fdtab.h"   /* the hook's entry points */
 
 #include "base/lock.h"
 #include "base/sys.h"
@@ -218,6 +219,21 @@ void weft__owned_close_end(struct weft__owned *o, bool closed)
     if (held)
         put(o);   /* the table's; an armed receive keeps o until its last completion */
     put(o);       /* close_begin's */
+}
+
+bool weft__hook_fd_owned(int fd)
+{
+    struct weft__owned *o = get(fd);
+    if (o)
+        put(o);
+    return o != NULL;
+}
+
+void weft__hook_fd_disown(int fd)
+{
+    struct weft__owned *o = weft__owned_close_begin(fd);
+    if (o)
+        weft__owned_close_end(o, true);
 }
 
 void weft__owned_fork_child(void)
@@ -471,7 +487,8 @@ ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual)
                 *usual = true;   /* nothing queued, nothing armed: the socket has it all */
                 return 0;
             }
-            r = (ssize_t)got;   /* a MSG_WAITALL that the queue began: the caller reads on */
+            r = (ssize_t)got;   /* a MSG_WAITALL that the queue began: the socket has the rest */
+            *usual = !peek;
             break;
         }
         if (flags & MSG_DONTWAIT) {

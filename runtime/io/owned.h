@@ -45,7 +45,9 @@ static inline bool weft__owned_maybe(void)
 /* A read (READ, RECV, READV, RECVMSG) of a descriptor handed over, served
  * from its queue: returns the call's result. *usual: fd is not handed over,
  * or nothing is queued or armed, or the flags are the socket's own (MSG_OOB,
- * MSG_ERRQUEUE): make the usual call. Any thread. */
+ * MSG_ERRQUEUE): make the usual call; or, with a positive result, a
+ * MSG_WAITALL that the queue began and no receive can go on with: the usual
+ * call reads the rest. Any thread. */
 ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual);
 /* weft_poll of a descriptor handed over, for events with POLLIN: returns
  * the revents or a negative errno; *usual as above. Any thread. */

@@ -312,6 +312,7 @@ static void ring_destroy(void *state)
         return;
     /* Gone with the ring, entries still queued never look their numbers up:
      * the closes waiting for this ring are done with it. */
+    weft__ring_own_drain(r);
     io_uring_queue_exit(&r->ring);
     /* First: until a record is disarmed, a stop of its receive may still be
      * posted to the inbox, which is emptied below. */

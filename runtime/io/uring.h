@@ -108,11 +108,14 @@ void weft__ring_post_note(struct weft__ring *r, struct weft__ring_note *n);
  * _arm and _stop: the backend's own_arm and own_stop. _received: reap, for
  * a completion of the receive in s; returns whether a reader became
  * runnable. _stop_note: the owner, for a stop note
- * found in its inbox. _destroy: ring_destroy, after the ring is gone. */
+ * found in its inbox. _drain: ring_destroy, before the ring goes: reaps the
+ * receives' last completions into their queues. _destroy: ring_destroy,
+ * after the ring is gone. */
 int  weft__ring_own_arm(struct weft__worker *w, struct weft__owned *o, uint64_t *id);
 int  weft__ring_own_stop(struct weft__worker *w, uint64_t id);
 bool weft__ring_own_received(struct weft__ring *r, struct weft__ring_slot *s, const struct io_uring_cqe *cqe);
 void weft__ring_own_stop_note(struct weft__ring *r, uint64_t id);
+void weft__ring_own_drain(struct weft__ring *r);
 void weft__ring_own_destroy(struct weft__ring *r);
 
 /* A coroutine on w: an entry to fill, then weft__ring_call() at once. */

@@ -129,6 +129,45 @@ void weft__ring_own_stop_note(struct weft__ring *r, uint64_t id)
         weft__ring_cancel_id(r, id);
 }
 
+/*
+ * ring_destroy, before the ring goes: the bytes the kernel took off the
+ * sockets for receives still armed, in completions not yet reaped, reach
+ * their queues. The workers have stopped, and the kernel cancelled their
+ * requests as their threads exited; a cancel is queued for each receive all
+ * the same, and the wait for their last completions is bounded, as a kernel
+ * that ends none must not hang the destroy.
+ */
+void weft__ring_own_drain(struct weft__ring *r)
+{
+    unsigned live = 0;
+    for (uint32_t i = 0; i < r->nslots; i++) {
+        if (r->slots[i].q && r->slots[i].own) {
+            weft__ring_cancel_id(r, weft__ring_identity(r, &r->slots[i]));
+            live++;
+        }
+    }
+    uint64_t until = weft_now() + 1000000000u;
+    while (live && weft_now() < until) {
+        struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 10000000 };
+        struct io_uring_cqe *cqe;
+        int e = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
+        if (e < 0 && e != -ETIME && e != -EINTR)
+            break;
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&r->ring, head, cqe) {
+            seen++;
+            uint64_t tag = io_uring_cqe_get_data64(cqe);
+            struct weft__ring_slot *s = tag >> 32 ? weft__ring_slot_find(r, tag) : NULL;
+            if (!s || !s->own)
+                continue;   /* nothing else is in flight at a runtime's end */
+            if (!(cqe->flags & IORING_CQE_F_MORE))
+                live--;
+            weft__ring_own_received(r, s, cqe);
+        }
+        io_uring_cq_advance(&r->ring, seen);
+    }
+}
+
 void weft__ring_own_destroy(struct weft__ring *r)
 {
     for (uint32_t i = 0; i < r->nslots; i++) {
