@@ -45,5 +45,6 @@ for i in $(seq "$runs"); do
     echo "$ca $ra $cb $rb" >> "$tmp/runs"
 done
 echo "A (${env_a:-no change}${AB_ARGS:+, $AB_ARGS}): median $(awk '{print $1}' "$tmp/runs" | median) us of the server's CPU per request, $(awk '{print $2}' "$tmp/runs" | median) req/s"
-echo "B (${env_b:-no change}${AB_BUILD_B:+, $AB_BUILD_B}${AB_ARGS_B:+, $AB_ARGS_B}${AB_ARGS_B-${AB_ARGS:+, $AB_ARGS}}): median $(awk '{print $3}' "$tmp/runs" | median) us of the server's CPU per request, $(awk '{print $4}' "$tmp/runs" | median) req/s"
+args_b=${AB_ARGS_B-${AB_ARGS-}}
+echo "B (${env_b:-no change}${AB_BUILD_B:+, $AB_BUILD_B}${args_b:+, $args_b}): median $(awk '{print $3}' "$tmp/runs" | median) us of the server's CPU per request, $(awk '{print $4}' "$tmp/runs" | median) req/s"
 echo "B/A: median of the per-run ratios of CPU per request $(awk '{printf "%.3f\n", $3 / $1}' "$tmp/runs" | median)"
