@@ -1074,17 +1074,22 @@ Test(own, MSG_TRUNC_discards_bytes_as_on_a_plain_tcp_socket)
     run_all(flag_cases, (void *)(intptr_t)4);
 }
 
+static const char *dontwait_first_case(int fd, int peer);
+static const char *cancelled_poll_case(int fd, int peer);
+
+/* One case of these, by index, on a plain socket and then an owned one. */
 static void *odd_cases(void *arg)
 {
+    static const sock_case cases[] = { zero_case, oob_case, dontwait_first_case, cancelled_poll_case };
     uint64_t prev = guard();
-    const char *m = plain_then_owned(arg ? oob_case : zero_case);
+    const char *m = plain_then_owned(cases[(size_t)(intptr_t)arg]);
     weft_deadline(prev);
     return (void *)m;
 }
 
 Test(own, a_zero_length_read_takes_nothing_as_on_a_plain_tcp_socket)
 {
-    run_all(odd_cases, NULL);
+    run_all(odd_cases, (void *)0);
 }
 
 Test(own, urgent_data_goes_to_the_socket_or_stays_inline_and_the_stream_around_it_is_intact)
@@ -1138,22 +1143,14 @@ static const char *cancelled_poll_case(int fd, int peer)
     return NULL;
 }
 
-static void *more_cases(void *arg)
-{
-    uint64_t prev = guard();
-    const char *m = plain_then_owned(arg ? cancelled_poll_case : dontwait_first_case);
-    weft_deadline(prev);
-    return (void *)m;
-}
-
 Test(own, MSG_DONTWAIT_gets_bytes_already_in_the_socket_when_nothing_is_armed)
 {
-    run_all(more_cases, NULL);
+    run_all(odd_cases, (void *)2);
 }
 
 Test(own, a_cancelled_coroutine_s_poll_gives_ECANCELED_with_bytes_queued)
 {
-    run_all(more_cases, (void *)1);
+    run_all(odd_cases, (void *)3);
 }
 
 #if WEFT_TEST_URING_OVERRIDE
