@@ -1576,6 +1576,45 @@ Test(own, a_read_that_times_out_loses_nothing)
     run_all(timeouts, NULL);
 }
 
+/* A MSG_WAITALL that has taken some bytes when weft_close() fails it
+ * returns them, as its backend's recv does: they left the queue. */
+struct part {
+    int     fd;
+    char    b[16];
+    ssize_t r;
+};
+
+static void *waitall_part(void *arg)
+{
+    struct part *p = arg;
+    p->r = weft_recv(p->fd, p->b, 10, MSG_WAITALL);
+    return NULL;
+}
+
+static void *closed_midway(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    FAIL_IF(owned_pair(sv) != 0);
+    CHECK(arm(sv[0], sv[1]));
+    struct part p = { .fd = sv[0], .r = -1 };
+    weft_task *t;
+    FAIL_IF(weft_spawn(&t, waitall_part, &p) != 0);
+    EXPECT_EQ(send_str(sv[1], "abc"), 3);
+    weft_sleep(SETTLE_NS);   /* the reader has the three and waits for seven more */
+    EXPECT_EQ(weft_close(sv[0]), 0);
+    FAIL_IF(weft_join(t, NULL) != 0);
+    EXPECT_EQ(p.r, 3);
+    FAIL_IF(memcmp(p.b, "abc", 3) != 0);
+    close(sv[1]);
+    return NULL;
+}
+
+Test(own, a_MSG_WAITALL_cut_short_by_weft_close_returns_the_bytes_it_took)
+{
+    run_all(closed_midway, NULL);
+}
+
 /* Deadlines that end just as bytes arrive: every byte is read once, in
  * order, whichever comes first each time. The writer is a plain thread. */
 struct trickle {

@@ -448,7 +448,7 @@ ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual)
     weft__ilock(&o->lock);
     for (;;) {
         if (o->closed) {
-            r = -EBADF;
+            r = got && !peek ? (ssize_t)got : -EBADF;   /* what a MSG_WAITALL took is the caller's */
             break;
         }
         size_t k = o->len < want - got ? o->len : want - got;
