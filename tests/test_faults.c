@@ -386,16 +386,18 @@ static struct holding holding_now(void)
                              count_threads() };
 }
 
+/* Whether b holds what a held: no more threads, as a thread joined just
+ * before a was taken may still have been leaving /proc then. */
 static bool holding_same(struct holding a, struct holding b)
 {
-    return a.blocks == b.blocks && a.bytes == b.bytes && a.fds == b.fds && a.threads == b.threads;
+    return a.blocks == b.blocks && a.bytes == b.bytes && a.fds == b.fds && b.threads <= a.threads;
 }
 
 /* What is held now, once the threads joined a moment ago have left /proc. */
 static struct holding holding_settled(struct holding want)
 {
     struct holding h = holding_now();
-    for (int i = 0; i < 200 && !holding_same(h, want); i++) {
+    for (int i = 0; i < 200 && !holding_same(want, h); i++) {
         usleep(10000);
         h = holding_now();
     }
