@@ -405,10 +405,11 @@ WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
  * (docs/benchmarks.md, the HTTP example's --own). Past WEFT_OWN_QUEUE bytes
  * queued the receive is stopped until a read drains the queue, and the peer
  * meets TCP's flow control as it would with a reader that does not read; what
- * the ring received before the stop took effect is queued too (at most its
- * provided buffers, 1 MiB, where the worker was busy meanwhile). Each ring
- * makes its buffers (1 MiB) at its first such receive and keeps them until
- * weft_rt_destroy(); a drained queue gives its memory back. On the epoll
+ * the ring received before the stop took effect is queued too (at most all
+ * its provided buffers, where the worker was busy meanwhile). Each ring
+ * makes its buffers at its first such receive and keeps them until
+ * weft_rt_destroy() (sizes: docs/api/io.md); a drained queue gives its
+ * memory back. On the epoll
  * backend and under a kernel without multishot receive (before 6.0), reads
  * are the usual calls, served first from whatever the queue holds; a plain
  * thread's read waits for the queue while a coroutine's receive is armed, and
