@@ -44,6 +44,8 @@ struct weft__fiber {
                              * the park stores it as `since` */
     char      name[WEFT__NAME_SIZE];   /* weft_set_name(), NUL-terminated; "" for none */
     const void *spawn_pc;   /* where its task was spawned, moved here as it first runs */
+    uint32_t  resumes;      /* counts its returns from a switch: a dump that sees it
+                             * unchanged across its copies knows it did not run between */
 };
 
 /* The bytes a coroutine's fiber takes at the top of its stack slot. */

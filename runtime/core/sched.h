@@ -101,6 +101,10 @@ static inline void fiber_switch(struct weft__fiber *from, struct weft__fiber *to
     __tsan_switch_to_fiber(to->tsan, 0);
 #endif
     weft__ctx_swap(&from->ctx, &to->ctx);
+    /* For weft_dump (core/dump.c): it runs again. Counted before its code
+     * writes to its stack again, as far as the compiler is concerned. */
+    from->resumes++;
+    atomic_signal_fence(memory_order_seq_cst);
 #if defined(WEFT__ASAN)
     __sanitizer_finish_switch_fiber(from->asan_fake, NULL, NULL);
 #endif
