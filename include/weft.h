@@ -404,9 +404,11 @@ WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
  * that finds data queued costs no system call and no submission
  * (docs/benchmarks.md, the HTTP example's --own). Past WEFT_OWN_QUEUE bytes
  * queued the receive is stopped until a read drains the queue, and the peer
- * meets TCP's flow control as it would with a reader that does not read; what
- * the ring received before the stop took effect is queued too (at most all
- * its provided buffers, where the worker was busy meanwhile). Each ring
+ * meets TCP's flow control as it would with a reader that does not read. Each
+ * receive is armed to take at most WEFT_OWN_QUEUE bytes (Linux 6.17); under
+ * an older kernel, what the ring received before the stop took effect is
+ * queued too (at most all its provided buffers, where the worker was busy
+ * meanwhile). Each ring
  * makes its buffers at its first such receive and keeps them until
  * weft_rt_destroy() (sizes: docs/api/io.md); a drained queue gives its
  * memory back. On the epoll

@@ -25,8 +25,10 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/utsname.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -116,9 +118,16 @@ static int tcp_pair_of(int sv[2], int family)
     return tcp_pair_sized(sv, family, 0);
 }
 
-/* The same, with buf (when not 0) as the accepted side's receive buffer
- * and the connecting side's send buffer, set before the connection. */
+/* The same, with rcv and snd (when not 0) as the accepted side's receive
+ * buffer and the connecting side's send buffer, set before the connection. */
+static int tcp_pair_bufs(int sv[2], int family, int rcv, int snd);
+
 static int tcp_pair_sized(int sv[2], int family, int buf)
+{
+    return tcp_pair_bufs(sv, family, buf, buf);
+}
+
+static int tcp_pair_bufs(int sv[2], int family, int rcv, int snd)
 {
     struct sockaddr_storage ss;
     socklen_t n;
@@ -137,15 +146,15 @@ static int tcp_pair_sized(int sv[2], int family, int buf)
     int lfd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (lfd < 0)
         return -1;
-    if (buf)
-        setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
+    if (rcv)
+        setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
     if (bind(lfd, (struct sockaddr *)&ss, n) || listen(lfd, 1) || getsockname(lfd, (struct sockaddr *)&ss, &n)) {
         close(lfd);
         return -1;
     }
     sv[1] = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (buf && sv[1] >= 0)
-        setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+    if (snd && sv[1] >= 0)
+        setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd);
     if (sv[1] < 0 || connect(sv[1], (struct sockaddr *)&ss, n) != 0) {
         if (sv[1] >= 0)
             close(sv[1]);
@@ -785,6 +794,91 @@ Test(own, a_writer_meets_flow_control_when_nobody_reads_and_nothing_is_lost)
                         "plain %llu, owned %llu", backend_name[b], small ? "small" : "default",
                         (unsigned long long)filled[b][small][0][0], (unsigned long long)filled[b][small][0][1],
                         (unsigned long long)filled[b][small][1][0], (unsigned long long)filled[b][small][1][1]);
+}
+
+/* ---- the first arm on a full socket ----------------------------------------- */
+
+/* Whether this kernel limits a multishot receive's bytes (6.17): where it
+ * does not, the owner's stop is the only bound, and how much the ring takes
+ * first depends on how soon the worker reaps. */
+static bool kernel_limits_receives(void)
+{
+    struct utsname u;
+    unsigned major = 0, minor = 0;
+    if (uname(&u) != 0 || sscanf(u.release, "%u.%u", &major, &minor) != 2)
+        return false;
+    return major > 6 || (major == 6 && minor >= 17);
+}
+
+static int64_t first_taken[3];   /* [backend]: for the log */
+#define SMALL_SEND 16384
+
+/* The bytes the kernel holds between the pair's ends: in sv[0]'s receive
+ * queue and in sv[1]'s send queue. */
+static const char *bytes_between(int sv[2], uint64_t *n)
+{
+    int inq = -1, outq = -1;
+    FAIL_IF(ioctl(sv[0], FIONREAD, &inq) != 0 || inq < 0);
+    FAIL_IF(ioctl(sv[1], TIOCOUTQ, &outq) != 0 || outq < 0);
+    *n = (uint64_t)inq + (uint64_t)outq;
+    return NULL;
+}
+
+/* A socket that holds megabytes when its first read arms the receive: the
+ * ring takes at most WEFT_OWN_QUEUE and one buffer of it, not every buffer
+ * it has, and the rest stays in the socket for the reads that follow. */
+static void *first_arm_on_a_full_socket(void *arg)
+{
+    (void)arg;
+    uint64_t prev = guard();
+    /* Most of what is sent waits in the receive queue, little in the
+     * sender's, so that the count of both (which may count the bytes not
+     * yet acknowledged twice) is near what the socket holds. */
+    int sv[2];
+    FAIL_IF(tcp_pair_bufs(sv, AF_INET, 4 << 20, SMALL_SEND) != 0);
+    uint64_t sent = 0;
+    CHECK(fill_until_full(sv[1], &sent));
+    uint64_t before = 0, after = 0;
+    CHECK(bytes_between(sv, &before));
+    EXPECT_EQ(weft_own(sv[0]), 0);
+    uint8_t *b = malloc(65536);
+    FAIL_IF(!b);
+    EXPECT_EQ(weft_read(sv[0], b, 1), 1);   /* arms, where a receive can be armed */
+    EXPECT_EQ(b[0], pat(0));
+    weft_sleep(SETTLE_NS);                  /* what the ring would take, it has taken */
+    CHECK(bytes_between(sv, &after));
+    int64_t taken = (int64_t)before - 1 - (int64_t)after;
+    first_taken[cur_backend] = taken;
+    if ((cur_backend == WEFT_IO_EPOLL || kernel_limits_receives()) &&
+        taken > WEFT_OWN_QUEUE + 4096 + 2 * SMALL_SEND) {
+        free(b);
+        return why("a receive armed on a socket holding %llu bytes took %lld of them, more than "
+                   "WEFT_OWN_QUEUE and one buffer", (unsigned long long)before, (long long)taken);
+    }
+    for (uint64_t got = 1; got < sent;) {
+        size_t len = sent - got < 65536 ? (size_t)(sent - got) : 65536;
+        ssize_t n = weft_read(sv[0], b, len);
+        long long bad = n > 0 ? bad_pat(b, got, (size_t)n) : -1;
+        if (n <= 0 || bad >= 0) {
+            free(b);
+            return why("the read at byte %llu of %llu returned %zd (first wrong %lld)", (unsigned long long)got,
+                       (unsigned long long)sent, n, bad);
+        }
+        got += (uint64_t)n;
+    }
+    free(b);
+    EXPECT_EQ(weft_recv(sv[0], (char[1]){ 0 }, 1, MSG_DONTWAIT), -EAGAIN);
+    close_pair(sv);
+    weft_deadline(prev);
+    return NULL;
+}
+
+Test(own, a_receive_armed_on_a_full_socket_takes_at_most_WEFT_OWN_QUEUE_and_one_buffer_of_it)
+{
+    run_all(first_arm_on_a_full_socket, NULL);
+    for (int b = 1; b < 3; b++)
+        cr_log_info("%s: the first receive took %lld bytes%s", backend_name[b], (long long)first_taken[b],
+                    b == WEFT_IO_URING && !kernel_limits_receives() ? " (no limit on this kernel)" : "");
 }
 
 /* ---- flags ---------------------------------------------------------------------- */

@@ -217,6 +217,7 @@ uint64_t weft__ring_take_slot(struct weft__ring *r, struct weft__ioreq *q, int f
     s->fd = fd;
     s->closed = false;
     s->own = false;
+    s->capped = false;
     return weft__ring_identity(r, s);
 }
 

@@ -49,6 +49,7 @@ struct weft__ring_slot {
     int                fd;      /* the descriptor it names, counted in waits; -1: none */
     bool               closed;  /* a weft_close() cancelled it: -ECANCELED reads -EBADF */
     bool               own;     /* a handed-over descriptor's receive: q is its record's req */
+    bool               capped;  /* that receive was armed with a byte limit (io/uringown.c) */
 };
 
 struct weft__ring {
@@ -78,6 +79,7 @@ struct weft__ring {
     struct io_uring_buf_ring *bufs;
     char                     *buf_mem;
     bool                     own_refused;  /* this kernel has no provided buffers or multishot receive */
+    bool                     own_uncapped; /* nor a byte limit on one (before 6.17) */
 };
 
 /* w's ring: this backend's state for w (io/backend.h). Only for a worker on

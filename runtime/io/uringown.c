@@ -12,6 +12,15 @@
  * kernel refuses provided buffers (before 5.19) or multishot receive (before
  * 6.0, the first completion's -EINVAL), the ring arms no more and its
  * readers make the usual calls.
+ *
+ * Each receive is armed with a byte limit of WEFT_OWN_QUEUE (the entry's optlen,
+ * since 6.17): a socket that holds much when its receive is armed would
+ * otherwise fill the ring's buffers inside the kernel before the owner reaps
+ * one completion and stops it, and queue them all. Past the limit the
+ * receive ends by itself, and the next read that drains the queue arms it
+ * again. A kernel without the limit fails such a receive with -EINVAL; the
+ * ring then arms without it, and the owner's stop (io/owned.c) is the only
+ * bound.
  */
 #include "backend.h"
 #include "base/sys.h"
@@ -63,11 +72,15 @@ int weft__ring_own_arm(struct weft__worker *w, struct weft__owned *o, uint64_t *
     if (!e && !(i = weft__ring_take_slot(r, &o->req, o->fd)))
         e = -ENOMEM;
     if (!e) {
-        r->slots[(uint32_t)i].own = true;
+        struct weft__ring_slot *s = &r->slots[(uint32_t)i];
+        s->own = true;
+        s->capped = !r->own_uncapped;
         struct io_uring_sqe *sqe = weft__ring_get_sqe(r);
         io_uring_prep_recv_multishot(sqe, o->fd, NULL, 0, 0);
         sqe->flags |= IOSQE_BUFFER_SELECT;
         sqe->buf_group = OWN_BGID;
+        if (s->capped)
+            sqe->file_index = WEFT_OWN_QUEUE;   /* the kernel's optlen: older headers lack the name */
         io_uring_sqe_set_data64(sqe, i);
         weft__ring_count_waits(r, o->fd, 1);
         r->inflight++;
@@ -101,6 +114,9 @@ bool weft__ring_own_received(struct weft__ring *r, struct weft__ring_slot *s, co
     }
     if (res == -ECANCELED && s->closed) {
         res = -EBADF;
+    } else if (res == -EINVAL && s->capped) {
+        r->own_uncapped = true;   /* no byte limit here: its readers arm again without one */
+        res = -ENOBUFS;
     } else if (res == -EINVAL) {
         r->own_refused = true;   /* no multishot receive here */
         res = -EOPNOTSUPP;
