@@ -31,13 +31,16 @@ wrk_rate() { awk '/Requests\/sec/ {print $2}'; }
 # measure PID PORT: warms the server PID (a child of this shell) answering on
 # PORT with a second of `wrk -t1 -c100`, loads it for 4 s, stops it, and
 # prints "cpu_us_per_request requests_per_second" (its CPU, user and system,
-# from /proc/PID/stat, over the 4 s).
+# from /proc/PID/stat, over the 4 s, with that of the processes named in
+# NGINX_WORKERS, if set).
 measure() {
     local pid=$1 port=$2 s0 s1 out
     wrk -t1 -c100 -d1s "http://127.0.0.1:$port/" > /dev/null 2>&1
-    s0=$(proc_ticks "$pid")
+    # shellcheck disable=SC2086
+    s0=$(proc_ticks "$pid" ${NGINX_WORKERS:-})
     out=$(wrk -t1 -c100 -d4s "http://127.0.0.1:$port/" 2>&1)
-    s1=$(proc_ticks "$pid")
+    # shellcheck disable=SC2086
+    s1=$(proc_ticks "$pid" ${NGINX_WORKERS:-})
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     awk -v d=$((s1 - s0)) -v t="$(getconf CLK_TCK)" -v q="$(wrk_requests <<< "$out")" \
