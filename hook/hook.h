@@ -3,7 +3,7 @@
  * libweft-hook's internals: the table of the C library's own functions, and
  * what the interposers of each file share.
  *
- * The interposers (hook/io.c, fd.c, sleep.c, poll.c, resolve.c) define the
+ * The interposers (hook/io.c, fd.c, sleep.c, poll.c, resolve.c, spawn.c) define the
  * C library's names, read, write, poll, sleep, getaddrinfo and the rest, so
  * that code which calls them, unmodified and unaware of weft, suspends only
  * its coroutine where it would have blocked its thread. Each interposer is
@@ -43,8 +43,10 @@
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -58,7 +60,8 @@
  * library's names would not do: a sanitizer's runtime, linked before the
  * archive, defines them too, and the linker then takes nothing from the
  * archive for them. */
-extern const char hook_file_io, hook_file_fd, hook_file_sleep, hook_file_poll, hook_file_resolve;
+extern const char hook_file_io, hook_file_fd, hook_file_sleep, hook_file_poll, hook_file_resolve,
+    hook_file_spawn;
 
 /*
  * The C library's own functions, looked up with dlsym(RTLD_NEXT) once, by a
@@ -110,6 +113,13 @@ struct hook_real {
     int (*getnameinfo)(const struct sockaddr *, socklen_t, char *, socklen_t, char *, socklen_t, int);
     struct hostent *(*gethostbyname)(const char *);
     int (*gethostbyname_r)(const char *, struct hostent *, char *, size_t, struct hostent **, int *);
+    int (*posix_spawn)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+                       char *const[], char *const[]);
+    int (*posix_spawnp)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+                        char *const[], char *const[]);
+    int (*system)(const char *);
+    FILE *(*popen)(const char *, const char *);
+    int (*pclose)(FILE *);
 };
 
 /* The table, made before the first interposer returns. hook/real.c. */

@@ -93,6 +93,11 @@ __attribute__((constructor)) void hook_real_init(void)
     GET(getnameinfo);
     GET(gethostbyname);
     GET(gethostbyname_r);
+    GET(posix_spawn);
+    GET(posix_spawnp);
+    GET(system);
+    GET(popen);
+    GET(pclose);
     /* `read` last, published after the rest: real() tests it. */
     ssize_t (*rd)(int, void *, size_t) = f.read;
     f.read = NULL;
@@ -208,5 +213,5 @@ uint64_t hook_sock_timeout(int fd, int dir)
  * archive, not only those the program itself calls.
  */
 HOOK_API const void *const weft__hook_anchor[] = {
-    &hook_file_io, &hook_file_fd, &hook_file_sleep, &hook_file_poll, &hook_file_resolve,
+    &hook_file_io, &hook_file_fd, &hook_file_sleep, &hook_file_poll, &hook_file_resolve, &hook_file_spawn,
 };

@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -1381,5 +1382,134 @@ Test(hook, close_and_dup2_end_a_hand_over_even_with_no_runtime)
         cr_assert_eq(strcmp(buf, "NEW"), 0, "read \"%s\"", buf);
         close(number);
         close(nv[1]);
+    }
+}
+
+/* ---- starting programs ------------------------------------------------------------- */
+
+/* Whether SIGPIPE is blocked in the process whose /proc status line
+ * "SigBlk:\t<hex>" is at the start of text; -1 if there is none. */
+static int sigpipe_in(const char *text)
+{
+    const char *at = strstr(text, "SigBlk:");
+    if (!at)
+        return -1;
+    unsigned long long mask = strtoull(at + strlen("SigBlk:"), NULL, 16);
+    return (int)((mask >> (SIGPIPE - 1)) & 1);
+}
+
+/* Reads fd to its end into buf (NUL-terminated). */
+static void read_to_end(int fd, char *buf, size_t size)
+{
+    size_t got = 0;
+    ssize_t n;
+    while (got + 1 < size && (n = read(fd, buf + got, size - 1 - got)) > 0)
+        got += (size_t)n;
+    buf[got] = '\0';
+}
+
+static char *const look_argv[] = { "grep", "^SigBlk:", "/proc/self/status", NULL };
+
+/* Starts grep with posix_spawn (p: posix_spawnp) writing to a pipe; whether
+ * SIGPIPE was blocked in it, or -1 (and why in the log). */
+static int spawned_sigpipe(bool p)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    posix_spawn_file_actions_t fa;
+    cr_assert_eq(posix_spawn_file_actions_init(&fa), 0);
+    cr_assert_eq(posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO), 0);
+    cr_assert_eq(posix_spawn_file_actions_addclose(&fa, fds[0]), 0);
+    pid_t pid = -1;
+    extern char **environ;
+    int err = p ? posix_spawnp(&pid, "grep", &fa, NULL, look_argv, environ)
+                : posix_spawn(&pid, "/bin/grep", &fa, NULL, look_argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    cr_assert_eq(err, 0, "posix_spawn%s: %d", p ? "p" : "", err);
+    char out[256];
+    read_to_end(fds[0], out, sizeof out);
+    close(fds[0]);
+    int status = -1;
+    cr_assert_eq(weft_waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "grep: status %d", status);
+    return sigpipe_in(out);
+}
+
+static void *count_ticks(void *arg)
+{
+    _Atomic int *count = arg;
+    while (atomic_load(count) >= 0) {
+        usleep(10000);   /* hooked: a sleep of its coroutine */
+        atomic_fetch_add(count, 1);
+    }
+    return NULL;
+}
+
+/* Each way to start a program without fork, from a coroutine on one worker:
+ * the program has the SIGPIPE mask the test's thread gave the runtime (arg:
+ * 1 blocked, 0 not), and the worker runs its other coroutines meanwhile.
+ * system() and popen() start a shell, whose own mask Debian's dash clears as
+ * it starts, so only posix_spawn and posix_spawnp show the mask here. */
+static void *start_programs(void *arg)
+{
+    int want = (int)(intptr_t)arg;
+    cr_assert_eq(spawned_sigpipe(false), want, "posix_spawn: SIGPIPE blocked is not %d", want);
+    cr_assert_eq(spawned_sigpipe(true), want, "posix_spawnp: SIGPIPE blocked is not %d", want);
+
+    char path[] = "/tmp/weft-hook-spawn-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    char cmd[128], out[256];
+    snprintf(cmd, sizeof cmd, "grep ^SigBlk: /proc/self/status > %s", path);
+    int st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "system: status %d", st);
+    read_to_end(fd, out, sizeof out);
+    close(fd);
+    unlink(path);
+    cr_assert_neq(sigpipe_in(out), -1, "system: no line from grep:\n%s", out);
+
+    FILE *f = popen("grep ^SigBlk: /proc/self/status", "r");
+    cr_assert_not_null(f, "popen: errno %d", errno);
+    size_t n = fread(out, 1, sizeof out - 1, f);
+    out[n] = '\0';
+    st = pclose(f);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "pclose: status %d", st);
+    cr_assert_neq(sigpipe_in(out), -1, "popen: no line from grep:\n%s", out);
+
+    /* system() waits for its program on a helper thread, not on the worker. */
+    _Atomic int counted = 0;
+    weft_task *t;
+    cr_assert_eq(weft_spawn(&t, count_ticks, &counted), 0);
+    st = system("sleep 0.3");
+    int seen = atomic_exchange(&counted, -1000000);
+    join_ok(t);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "system: status %d", st);
+    cr_assert_geq(seen, 5, "the worker ran its other coroutine %d times in 0.3 s of system()", seen);
+
+    /* Cancelled before it could start: no program, the error. */
+    weft_task *self = weft_self();
+    cr_assert_eq(weft_cancel(self), 0);
+    errno = 0;
+    cr_assert_eq(system("true"), -1);
+    cr_assert_eq(errno, ECANCELED);
+    cr_assert_null(popen("true", "r"));
+    cr_assert_eq(errno, ECANCELED);
+    pid_t pid;
+    cr_assert_eq(posix_spawn(&pid, "/bin/true", NULL, NULL, (char *[]){ "true", NULL }, NULL), ECANCELED);
+    return NULL;
+}
+
+Test(hook, a_program_started_from_a_coroutine_has_the_program_s_sigpipe_mask_and_holds_no_worker)
+{
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    FOR_EACH_BACKEND(b) {
+        cr_assert_eq(pthread_sigmask(SIG_UNBLOCK, &pipe_set, &old), 0);
+        run_with_io(1, b, start_programs, (void *)(intptr_t)0);
+        cr_assert_eq(pthread_sigmask(SIG_BLOCK, &pipe_set, NULL), 0);
+        run_with_io(1, b, start_programs, (void *)(intptr_t)1);
+        cr_assert_eq(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
     }
 }

@@ -99,11 +99,13 @@ static void live_remove(weft_rt *rt)
  *      connect holds across three system calls;
  *   6. SIGPIPE unblocked, where a worker forked and had blocked it (workers
  *      block it, io/backend.c), so that a program the child execs starts
- *      with the signal mask the program gave its threads (an offload helper,
- *      which a worker starts, unblocks it when it starts, io/offload.c). posix_spawn and
- *      system(), which run no fork handlers, start theirs with the calling
- *      thread's mask: a coroutine that spawns so gives the new program
- *      SIGPIPE blocked unless it passes a mask (POSIX_SPAWN_SETSIGMASK).
+ *      with the signal mask the program gave its threads (an offload
+ *      helper, which a worker starts, unblocks it when it starts,
+ *      io/offload.c). posix_spawn and system(), which run no fork handlers,
+ *      start theirs with the calling thread's mask: a coroutine that spawns
+ *      so gives the new program SIGPIPE blocked unless it passes a mask
+ *      (POSIX_SPAWN_SETSIGMASK), or libweft-hook runs the call on a helper
+ *      thread (hook/spawn.c).
  * No prepare or parent handler is needed: the child keeps nothing of the
  * list or the signals' users, so they need not be consistent at the fork
  * (a signal's handler is given back only where it is still weft's), and the

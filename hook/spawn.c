@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The hooked ways to start a program without fork(): posix_spawn,
+ * posix_spawnp, system and popen, and pclose, which waits for one.
+ *
+ * In a coroutine each runs whole on weft_offload's helper threads, the
+ * coroutine pinned and suspended meanwhile, for two reasons:
+ *   - system() and pclose() wait for the program to end, which would hold
+ *     the worker and every coroutine queued on it;
+ *   - a child starts with its parent thread's signal mask, through exec, and
+ *     worker threads block SIGPIPE (runtime/io/backend.c). A child that a
+ *     coroutine forks gets it unblocked by weft's fork handler, but these
+ *     calls run no fork handlers (glibc starts the child with
+ *     clone(CLONE_VM | CLONE_VFORK)), so a program started from a worker
+ *     would run with SIGPIPE blocked, and `yes | head` would see EPIPE and
+ *     complain where it should end quietly. A helper thread has the mask the
+ *     program gave its threads. Unblocking the signal on the worker around
+ *     the call instead would let the ring's task work, which may write to a
+ *     pipe whose reader has gone during the call, raise it there.
+ * A caller that sets the child's mask itself (POSIX_SPAWN_SETSIGMASK) gets
+ * that mask, as always. What the call sets on its thread, errno, is carried
+ * back to the caller's.
+ *
+ * A call that weft_offload could not start (no helper thread, the
+ * coroutine's deadline passed, cancelled) fails as the call fails when it
+ * cannot make a process: posix_spawn and posix_spawnp return the error
+ * (EAGAIN, ETIMEDOUT, ECANCELED), system() -1 and popen() NULL with errno
+ * set. pclose() never leaves its stream open: where the offload fails it is
+ * the C library's pclose() on the worker. Elsewhere than in a coroutine each
+ * is the C library's call.
+ */
+#include "hook.h"
+
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+const char hook_file_spawn = 0;   /* for weft__hook_anchor (hook.h) */
+
+struct spawn {
+    int                               op;   /* 0 posix_spawn, 1 posix_spawnp, 2 system, 3 popen, 4 pclose */
+    pid_t                            *pid;
+    const char                       *path;   /* or the file, or the command */
+    const char                       *type;   /* popen's */
+    const posix_spawn_file_actions_t *actions;
+    const posix_spawnattr_t          *attr;
+    char *const                      *argv;
+    char *const                      *envp;
+    FILE                             *stream;
+    int                               ret;
+    int                               err;   /* errno on the helper thread */
+};
+
+static void *spawn_run(void *arg)
+{
+    struct spawn *s = arg;
+    const struct hook_real *f = real();
+    switch (s->op) {
+    case 0:
+        s->ret = f->posix_spawn(s->pid, s->path, s->actions, s->attr, s->argv, s->envp);
+        break;
+    case 1:
+        s->ret = f->posix_spawnp(s->pid, s->path, s->actions, s->attr, s->argv, s->envp);
+        break;
+    case 2:
+        s->ret = f->system(s->path);
+        break;
+    case 3:
+        s->stream = f->popen(s->path, s->type);
+        break;
+    default:
+        s->ret = f->pclose(s->stream);
+        break;
+    }
+    s->err = errno;
+    return NULL;
+}
+
+/* Runs s on a helper thread. Returns 0, or weft_offload's negative errno:
+ * s did not run. */
+static int offload(struct spawn *s)
+{
+    struct hook_wait hw;
+    hook_wait_begin(&hw, 0);
+    int err = (int)hook_wait_end(&hw, weft_offload(spawn_run, s, NULL), ETIMEDOUT);
+    if (err == 0)
+        errno = s->err;
+    return err;
+}
+
+HOOK_API int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions,
+                         const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    if (!hook_on())
+        return real()->posix_spawn(pid, path, actions, attr, argv, envp);
+    struct spawn s = { .op = 0, .pid = pid, .path = path, .actions = actions, .attr = attr,
+                       .argv = argv, .envp = envp };
+    int err = offload(&s);
+    return err ? -err : s.ret;
+}
+
+HOOK_API int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions,
+                          const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    if (!hook_on())
+        return real()->posix_spawnp(pid, file, actions, attr, argv, envp);
+    struct spawn s = { .op = 1, .pid = pid, .path = file, .actions = actions, .attr = attr,
+                       .argv = argv, .envp = envp };
+    int err = offload(&s);
+    return err ? -err : s.ret;
+}
+
+HOOK_API int system(const char *command)
+{
+    if (!hook_on())
+        return real()->system(command);
+    struct spawn s = { .op = 2, .path = command };
+    int err = offload(&s);
+    if (err) {
+        errno = -err;
+        return command ? -1 : 0;   /* system(NULL): no shell could be had */
+    }
+    return s.ret;
+}
+
+HOOK_API FILE *popen(const char *command, const char *type)
+{
+    if (!hook_on())
+        return real()->popen(command, type);
+    struct spawn s = { .op = 3, .path = command, .type = type };
+    int err = offload(&s);
+    if (err) {
+        errno = -err;
+        return NULL;
+    }
+    return s.stream;
+}
+
+HOOK_API int pclose(FILE *stream)
+{
+    if (!hook_on())
+        return real()->pclose(stream);
+    struct spawn s = { .op = 4, .stream = stream };
+    if (offload(&s))
+        return real()->pclose(stream);   /* the stream must not stay open */
+    return s.ret;
+}
