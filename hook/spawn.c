@@ -28,6 +28,10 @@
  * set. pclose() never leaves its stream open: where the offload fails it is
  * the C library's pclose() on the worker. Elsewhere than in a coroutine each
  * is the C library's call.
+ *
+ * system() and pclose() hold a helper of weft_offload's bounded pool for as
+ * long as their program runs: more of them at once than the pool holds wait
+ * their turn, as docs/api/io.md says of every offload.
  */
 #include "hook.h"
 
