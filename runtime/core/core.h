@@ -44,8 +44,13 @@ struct weft__fiber {
                              * the park stores it as `since` */
     char      name[WEFT__NAME_SIZE];   /* weft_set_name(), NUL-terminated; "" for none */
     const void *spawn_pc;   /* where its task was spawned, moved here as it first runs */
-    uint32_t  resumes;      /* counts its returns from a switch: a dump that sees it
-                             * unchanged across its copies knows it did not run between */
+    /* For weft_dump too: bumped as it runs again and as the fiber it
+     * switched to runs (so the save is done), so even while its context
+     * is saved and it is switched out, odd while it runs or is switching.
+     * A dump that sees one even value across its copies copied a context
+     * and stack nobody touched meanwhile. */
+    uint32_t  seq;
+    struct weft__fiber *came_from;   /* the fiber that last switched to this one */
 };
 
 /* The bytes a coroutine's fiber takes at the top of its stack slot. */

@@ -21,11 +21,11 @@
  *     model, so they race with nothing the sanitizers see. Each coroutine is
  *     copied once, its handle, then its fiber, then its stack from the saved
  *     stack pointer up; the handle and fiber are copied again after the stack,
- *     and a coroutine that ran meanwhile (its count of resumes, its saved
- *     stack pointer or its park state changed) is shown without a backtrace
- *     rather than with a wrong one. The stack pointer alone would not do: a
- *     coroutine that parks again and again from one call saves the same one
- *     each time.
+ *     and a coroutine that was not switched out with its context saved when
+ *     first copied, or that ran meanwhile (the fiber's seq, core.h), is shown
+ *     without a backtrace rather than with a wrong one. Its saved stack
+ *     pointer would not tell: a coroutine that parks again and again from
+ *     one call saves the same one each time.
  *   - Backtraces are unwound from the copy (core/unwind.c), never from the
  *     live stack.
  * A coroutine running on a worker has no saved context to copy: its worker's
@@ -397,9 +397,9 @@ static void take_task(struct dump *d, const weft_rt *rt, const weft_task *t, uin
     e->spawn_pc = (uintptr_t)f.spawn_pc;   /* moved from the handle as it first ran */
     memcpy(e->name, f.name, sizeof(e->name));
     e->name[sizeof(e->name) - 1] = '\0';
-    /* The park state is read again after the fiber: its count of resumes,
-     * unchanged at the last copy, then says that the state seen here and
-     * the context copied after it belong to one park. */
+    /* The park state is read again after the fiber, so that it belongs to
+     * the switch whose context was copied (the fiber's seq, unchanged at the
+     * last copy, says that no other came between). */
     uint32_t ps;
     if (copy_obj(d, &ps, addr + offsetof(weft_task, pstate), sizeof(ps)))
         return;
@@ -431,7 +431,7 @@ static void take_task(struct dump *d, const weft_rt *rt, const weft_task *t, uin
     struct weft__fiber f2;
     if (!e->no_bt && (copy_obj(d, &t2, addr, sizeof(t2)) || t2.fiber != t->fiber ||
                       copy_obj(d, &f2, (uintptr_t)t->fiber, sizeof(f2)) ||
-                      f2.resumes != f.resumes || memcmp(&f2.ctx, &f.ctx, sizeof(f.ctx)) ||
+                      (f.seq & 1) || f2.seq != f.seq || memcmp(&f2.ctx, &f.ctx, sizeof(f.ctx)) ||
                       atomic_load_explicit(&t2.pstate, memory_order_relaxed) != ps ||
                       (e->state == ST_RUNNABLE && runs_now(d, rt, addr)))) {
         d->npcs = e->frame0;

@@ -358,6 +358,7 @@ void weft__yield_current(void)
 static void task_entry(void *arg)
 {
     weft_task *t = arg;
+    weft__fiber_resumed(t->fiber);
 #if defined(WEFT__ASAN)
     __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
 #endif

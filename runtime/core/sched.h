@@ -89,6 +89,18 @@ enum {
 
 /* ---- context switching ----------------------------------------------------- */
 
+/* For weft_dump (core/dump.c), first thing in a fiber that runs again (or
+ * for the first time): the fiber that switched to it has saved its context,
+ * and this one's is no longer valid. Counted before its code writes to its
+ * stack again, as far as the compiler is concerned. The scheduler's own
+ * fiber counts too, and no one reads it. */
+static inline void weft__fiber_resumed(struct weft__fiber *f)
+{
+    f->seq++;
+    f->came_from->seq++;
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
 /* from_exits: the context switched from will never run again. */
 static inline void fiber_switch(struct weft__fiber *from, struct weft__fiber *to, bool from_exits)
 {
@@ -100,11 +112,9 @@ static inline void fiber_switch(struct weft__fiber *from, struct weft__fiber *to
 #if defined(WEFT__TSAN)
     __tsan_switch_to_fiber(to->tsan, 0);
 #endif
+    to->came_from = from;
     weft__ctx_swap(&from->ctx, &to->ctx);
-    /* For weft_dump (core/dump.c): it runs again. Counted before its code
-     * writes to its stack again, as far as the compiler is concerned. */
-    from->resumes++;
-    atomic_signal_fence(memory_order_seq_cst);
+    weft__fiber_resumed(from);
 #if defined(WEFT__ASAN)
     __sanitizer_finish_switch_fiber(from->asan_fake, NULL, NULL);
 #endif
