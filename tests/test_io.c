@@ -482,6 +482,81 @@ Test(io, msg_dontwait_returns_eagain_instead_of_waiting, .timeout = 30)
         run_with_io(w, b, dontwait_does_not_wait, NULL);
 }
 
+/* ---- a peek that asks for all --------------------------------------------------- */
+
+/* The peer's second half comes a moment after the first. */
+static void *send_second_half(void *arg)
+{
+    weft_sleep(30 * 1000000u);
+    return (void *)(intptr_t)weft_send(*(int *)arg, "0123456789", 10, 0);
+}
+
+/* MSG_PEEK with MSG_WAITALL, by recv and recvmsg: what it shows is the
+ * stream's first bytes, each once (at least the first half, which is there
+ * when it is called), and the reads after it get the whole stream. */
+static void peek_waitall_once(bool msg)
+{
+    int sv[2];
+    tcp_pair(sv);
+    cr_assert_eq(weft_send(sv[1], "abcdefghij", 10, 0), 10);
+    weft_task *t = NULL;
+    pthread_t th;
+    bool co = weft_self() != NULL;
+    if (co)
+        cr_assert_eq(weft_spawn(&t, send_second_half, &sv[1]), 0);
+    else
+        cr_assert_eq(pthread_create(&th, NULL, send_second_half, &sv[1]), 0);
+    char b[21] = { 0 };
+    ssize_t n;
+    if (msg) {
+        struct iovec iov = { b, 20 };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+        n = weft_recvmsg(sv[0], &m, MSG_PEEK | MSG_WAITALL);
+    } else {
+        n = weft_recv(sv[0], b, 20, MSG_PEEK | MSG_WAITALL);
+    }
+    void *sent;
+    if (co)
+        cr_assert_eq(weft_join(t, &sent), 0);
+    else
+        cr_assert_eq(pthread_join(th, &sent), 0);
+    cr_assert_eq((intptr_t)sent, 10);
+    cr_assert(n >= 10 && n <= 20, "the peek gave %zd", n);
+    cr_assert(memcmp(b, "abcdefghij0123456789", (size_t)n) == 0,
+              "%s with MSG_PEEK | MSG_WAITALL showed \"%.20s\" (%zd bytes)", msg ? "weft_recvmsg" : "weft_recv", b, n);
+    char all[21] = { 0 };
+    cr_assert_eq(weft_recv(sv[0], all, 20, MSG_WAITALL), 20);
+    cr_assert(strcmp(all, "abcdefghij0123456789") == 0, "then: \"%s\"", all);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void *peek_waitall(void *arg)
+{
+    (void)arg;
+    peek_waitall_once(false);
+    peek_waitall_once(true);
+    return NULL;
+}
+
+static void *peek_waitall_with_a_deadline(void *arg)
+{
+    (void)arg;
+    uint64_t prev = weft_deadline(weft_now() + 10ull * 1000000000u);   /* the waits of a plain thread */
+    peek_waitall_once(false);
+    peek_waitall_once(true);
+    weft_deadline(prev);
+    return NULL;
+}
+
+Test(io, a_peek_with_MSG_WAITALL_shows_each_byte_once)
+{
+    FOR_EACH_CONFIG(b, w, io_workers)
+        run_with_io(w, b, peek_waitall, NULL);
+    peek_waitall(NULL);                  /* a plain thread: recv(2) itself */
+    peek_waitall_with_a_deadline(NULL);  /* a plain thread with a deadline: weft's waits */
+}
+
 /* ---- many coroutines waiting on one descriptor ------------------------------ */
 
 /*

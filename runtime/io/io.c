@@ -230,7 +230,8 @@ static int plain_wait(int fd, short events, uint64_t deadline)
  * A thread of the user that reads (writes) the same pipe at that moment can
  * still take what poll(2) saw, and hold the call past the deadline. recv
  * with MSG_WAITALL gathers until the deadline and then returns what it has,
- * as a signal would end it; recvmsg with MSG_WAITALL returns what has come.
+ * as a signal would end it; recvmsg with MSG_WAITALL, and either with
+ * MSG_PEEK, returns what has come.
  */
 static ssize_t plain_io(const struct weft__io_op *a)
 {
@@ -274,7 +275,8 @@ static ssize_t plain_io(const struct weft__io_op *a)
     bool out = weft__io_writes(a);
     bool sock = true;   /* read, write, readv, writev: until the file answers ENOTSOCK */
     struct weft__io_op c = stream ? weft__io_as_socket(a, &m) : *a;
-    bool waitall = c.kind == WEFT__IO_RECV && (c.flags & MSG_WAITALL);
+    /* A peek looks at the same bytes each time: it returns what has come. */
+    bool waitall = c.kind == WEFT__IO_RECV && (c.flags & MSG_WAITALL) && !(c.flags & MSG_PEEK);
     if (waitall)
         c.flags &= ~MSG_WAITALL;
     size_t done = 0;   /* gathered so far, with MSG_WAITALL */

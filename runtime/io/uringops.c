@@ -48,6 +48,15 @@ static void mark_read_msg(const struct msghdr *m, ssize_t n)
 
 /* ---- the calls (the backend's `call`) ---------------------------------------------- */
 
+/* A receive's flags for the ring. The ring carries MSG_WAITALL on after a
+ * part by receiving the rest into the rest of the buffer, which with
+ * MSG_PEEK would look at the first bytes again and show them twice: a peek
+ * returns what has come instead, as on the epoll backend. */
+static int recv_flags(int flags)
+{
+    return flags & MSG_PEEK ? flags & ~MSG_WAITALL : flags;
+}
+
 /* One request on the ring of the coroutine's worker w. */
 static ssize_t ring_once(struct weft__worker *w, const struct weft__io_op *a)
 {
@@ -55,7 +64,7 @@ static ssize_t ring_once(struct weft__worker *w, const struct weft__io_op *a)
     switch (a->kind) {
     case WEFT__IO_READ:    io_uring_prep_read(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)-1); break;
     case WEFT__IO_WRITE:   io_uring_prep_write(sqe, a->fd, a->buf, (unsigned)a->len, (uint64_t)-1); break;
-    case WEFT__IO_RECV:    io_uring_prep_recv(sqe, a->fd, a->buf, a->len, a->flags); break;
+    case WEFT__IO_RECV:    io_uring_prep_recv(sqe, a->fd, a->buf, a->len, recv_flags(a->flags)); break;
     case WEFT__IO_SEND:    io_uring_prep_send(sqe, a->fd, a->buf, a->len, a->flags | MSG_NOSIGNAL); break;
     case WEFT__IO_ACCEPT:  io_uring_prep_accept(sqe, a->fd, a->addr, a->addrlen, a->flags); break;
     case WEFT__IO_CONNECT: io_uring_prep_connect(sqe, a->fd, a->addr, a->alen); break;
@@ -65,7 +74,7 @@ static ssize_t ring_once(struct weft__worker *w, const struct weft__io_op *a)
     case WEFT__IO_FSYNC:   io_uring_prep_fsync(sqe, a->fd, 0); break;
     case WEFT__IO_READV:   io_uring_prep_readv(sqe, a->fd, a->iov, (unsigned)a->iovcnt, (uint64_t)-1); break;
     case WEFT__IO_WRITEV:  io_uring_prep_writev(sqe, a->fd, a->iov, (unsigned)a->iovcnt, (uint64_t)-1); break;
-    case WEFT__IO_RECVMSG: io_uring_prep_recvmsg(sqe, a->fd, a->msg, (unsigned)a->flags); break;
+    case WEFT__IO_RECVMSG: io_uring_prep_recvmsg(sqe, a->fd, a->msg, (unsigned)recv_flags(a->flags)); break;
     case WEFT__IO_SENDMSG: io_uring_prep_sendmsg(sqe, a->fd, a->msg, (unsigned)(a->flags | MSG_NOSIGNAL)); break;
     default:         io_uring_prep_poll_add(sqe, a->fd, (unsigned)a->flags); break;
     }
