@@ -167,6 +167,11 @@ struct hook_wait {
 void hook_wait_begin(struct hook_wait *hw, uint64_t timeout_ns);
 long hook_wait_end(struct hook_wait *hw, long r, int own_err);
 
+/* Runs fn(arg) whole on weft_offload's helper threads, the coroutine pinned
+ * and suspended meanwhile (hook/resolve.c, spawn.c). Returns 0, or
+ * weft_offload's negative errno: fn did not run. A coroutine only. */
+int hook_offload(weft_fn fn, void *arg);
+
 /* glibc's fortified entries (hook/io.c, poll.c), which its headers declare
  * only to a program built with _FORTIFY_SOURCE, and its report of an
  * overflow they find. */

@@ -197,6 +197,13 @@ bool hook_owner_nonblock(int fd, int fl)
  * duplicate; and the question costs one system call on the path that is
  * about to wait anyway.
  */
+int hook_offload(weft_fn fn, void *arg)
+{
+    struct hook_wait hw;
+    hook_wait_begin(&hw, 0);
+    return (int)hook_wait_end(&hw, weft_offload(fn, arg, NULL), ETIMEDOUT);
+}
+
 uint64_t hook_sock_timeout(int fd, int dir)
 {
     struct timeval tv;

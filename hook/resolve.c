@@ -68,9 +68,7 @@ static void *lookup_run(void *arg)
  * lookup did not run. */
 static int offload(struct lookup *l)
 {
-    struct hook_wait hw;
-    hook_wait_begin(&hw, 0);
-    int err = (int)hook_wait_end(&hw, weft_offload(lookup_run, l, NULL), ETIMEDOUT);
+    int err = hook_offload(lookup_run, l);
     if (err == 0) {
         errno = l->err;
         h_errno = l->h_err;
