@@ -190,6 +190,13 @@ bool hook_owner_nonblock(int fd, int fl)
     return (fl & O_NONBLOCK) && !weft__hook_fd_weft_nonblock(fd);
 }
 
+int hook_offload(weft_fn fn, void *arg)
+{
+    struct hook_wait hw;
+    hook_wait_begin(&hw, 0);   /* no timeout of its own: the wait pins the coroutine */
+    return (int)hook_wait_end(&hw, weft_offload(fn, arg, NULL), 0);
+}
+
 /*
  * Asked of the kernel at each wait rather than recorded at setsockopt: the
  * kernel's value is the one libc's call would have used, also for a socket
@@ -197,12 +204,6 @@ bool hook_owner_nonblock(int fd, int fl)
  * duplicate; and the question costs one system call on the path that is
  * about to wait anyway.
  */
-int hook_offload(weft_fn fn, void *arg)
-{
-    struct hook_wait hw;
-    hook_wait_begin(&hw, 0);
-    return (int)hook_wait_end(&hw, weft_offload(fn, arg, NULL), ETIMEDOUT);
-}
 
 uint64_t hook_sock_timeout(int fd, int dir)
 {

@@ -24,10 +24,15 @@
  * A call that weft_offload could not start (no helper thread, the
  * coroutine's deadline passed, cancelled) fails as the call fails when it
  * cannot make a process: posix_spawn and posix_spawnp return the error
- * (EAGAIN, ETIMEDOUT, ECANCELED), system() -1 and popen() NULL with errno
- * set. pclose() never leaves its stream open: where the offload fails it is
- * the C library's pclose() on the worker. Elsewhere than in a coroutine each
- * is the C library's call.
+ * (EAGAIN, ETIMEDOUT, ECANCELED), system() -1 (system(NULL) 0: no shell)
+ * and popen() NULL with errno set. pclose() must close its stream, so
+ * neither the coroutine's deadline nor its cancellation stops it: it runs
+ * on a helper all the same, and on the worker only where no helper can be
+ * had. Elsewhere than in a coroutine each is the C library's call.
+ *
+ * A program built before glibc 2.15 that calls the old posix_spawn
+ * (posix_spawn@GLIBC_2.2.5) reaches these too, and gets the current one's
+ * answer: an exec that fails is its error, not a child's exit status 127.
  *
  * system() and pclose() hold a helper of weft_offload's bounded pool for as
  * long as their program runs: more of them at once than the pool holds wait
@@ -41,8 +46,10 @@
 
 const char hook_file_spawn = 0;   /* for weft__hook_anchor (hook.h) */
 
+enum spawn_op { OP_POSIX_SPAWN, OP_POSIX_SPAWNP, OP_SYSTEM, OP_POPEN, OP_PCLOSE };
+
 struct spawn {
-    int                               op;   /* 0 posix_spawn, 1 posix_spawnp, 2 system, 3 popen, 4 pclose */
+    enum spawn_op                     op;
     pid_t                            *pid;
     const char                       *path;   /* or the file, or the command */
     const char                       *type;   /* popen's */
@@ -60,19 +67,19 @@ static void *spawn_run(void *arg)
     struct spawn *s = arg;
     const struct hook_real *f = real();
     switch (s->op) {
-    case 0:
+    case OP_POSIX_SPAWN:
         s->ret = f->posix_spawn(s->pid, s->path, s->actions, s->attr, s->argv, s->envp);
         break;
-    case 1:
+    case OP_POSIX_SPAWNP:
         s->ret = f->posix_spawnp(s->pid, s->path, s->actions, s->attr, s->argv, s->envp);
         break;
-    case 2:
+    case OP_SYSTEM:
         s->ret = f->system(s->path);
         break;
-    case 3:
+    case OP_POPEN:
         s->stream = f->popen(s->path, s->type);
         break;
-    default:
+    case OP_PCLOSE:
         s->ret = f->pclose(s->stream);
         break;
     }
@@ -95,7 +102,7 @@ HOOK_API int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_ac
 {
     if (!hook_on())
         return real()->posix_spawn(pid, path, actions, attr, argv, envp);
-    struct spawn s = { .op = 0, .pid = pid, .path = path, .actions = actions, .attr = attr,
+    struct spawn s = { .op = OP_POSIX_SPAWN, .pid = pid, .path = path, .actions = actions, .attr = attr,
                        .argv = argv, .envp = envp };
     int err = offload(&s);
     return err ? -err : s.ret;
@@ -106,7 +113,7 @@ HOOK_API int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_a
 {
     if (!hook_on())
         return real()->posix_spawnp(pid, file, actions, attr, argv, envp);
-    struct spawn s = { .op = 1, .pid = pid, .path = file, .actions = actions, .attr = attr,
+    struct spawn s = { .op = OP_POSIX_SPAWNP, .pid = pid, .path = file, .actions = actions, .attr = attr,
                        .argv = argv, .envp = envp };
     int err = offload(&s);
     return err ? -err : s.ret;
@@ -116,7 +123,7 @@ HOOK_API int system(const char *command)
 {
     if (!hook_on())
         return real()->system(command);
-    struct spawn s = { .op = 2, .path = command };
+    struct spawn s = { .op = OP_SYSTEM, .path = command };
     int err = offload(&s);
     if (err) {
         errno = -err;
@@ -129,7 +136,7 @@ HOOK_API FILE *popen(const char *command, const char *type)
 {
     if (!hook_on())
         return real()->popen(command, type);
-    struct spawn s = { .op = 3, .path = command, .type = type };
+    struct spawn s = { .op = OP_POPEN, .path = command, .type = type };
     int err = offload(&s);
     if (err) {
         errno = -err;
@@ -142,8 +149,11 @@ HOOK_API int pclose(FILE *stream)
 {
     if (!hook_on())
         return real()->pclose(stream);
-    struct spawn s = { .op = 4, .stream = stream };
-    if (offload(&s))
-        return real()->pclose(stream);   /* the stream must not stay open */
+    /* The stream must be closed, cancelled or not: on a helper while one
+     * can be had, else here. */
+    struct spawn s = { .op = OP_PCLOSE, .stream = stream };
+    if (weft__hook_offload_whole(spawn_run, &s))
+        return real()->pclose(stream);
+    errno = s.err;
     return s.ret;
 }

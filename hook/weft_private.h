@@ -72,6 +72,13 @@ WEFT_API bool weft__hook_runtimes(void);
 WEFT_API bool weft__hook_fd_owned(int fd);
 WEFT_API void weft__hook_fd_disown(int fd);
 
+/* fn(arg) on a helper thread of weft_offload's pool, the calling coroutine
+ * suspended until it returns, which neither its deadline nor its
+ * cancellation ends; from any other thread, fn(arg) in place. Returns 0,
+ * -ENOMEM or -EAGAIN (no helper could be had: fn did not run). Defined in
+ * runtime/io/offload.c. */
+WEFT_API int weft__hook_offload_whole(weft_fn fn, void *arg);
+
 /* The hook's code lies within [lo, hi]: weft_dump's summary counts a frame
  * there as weft's, and names the program's call below it. Defined in
  * runtime/core/span.c. */

@@ -405,7 +405,8 @@ WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
  * (docs/benchmarks.md, the HTTP example's --own). Past WEFT_OWN_QUEUE bytes
  * queued the receive is stopped until a read drains the queue, and the peer
  * meets TCP's flow control as it would with a reader that does not read. Each
- * receive is armed to take at most WEFT_OWN_QUEUE bytes (Linux 6.17); under
+ * receive is armed to take about WEFT_OWN_QUEUE bytes, at most one of the
+ * ring's buffers more (Linux 6.17); under
  * an older kernel, what the ring received before the stop took effect is
  * queued too (at most all its provided buffers, where the worker was busy
  * meanwhile). Each ring

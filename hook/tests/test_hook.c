@@ -1436,6 +1436,10 @@ static int spawned_sigpipe(bool p)
     return sigpipe_in(out);
 }
 
+#define TICKS_STOP (-1000000)   /* stored by the test: the ticker stops */
+#define TICKS_DONE (-2000000)   /* stored by the ticker as it ends */
+
+/* Counts 10 ms sleeps of its own coroutine until the count is TICKS_STOP. */
 static void *count_ticks(void *arg)
 {
     _Atomic int *count = arg;
@@ -1443,6 +1447,7 @@ static void *count_ticks(void *arg)
         usleep(10000);   /* hooked: a sleep of its coroutine */
         atomic_fetch_add(count, 1);
     }
+    atomic_store(count, TICKS_DONE);
     return NULL;
 }
 
@@ -1477,26 +1482,48 @@ static void *start_programs(void *arg)
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "pclose: status %d", st);
     cr_assert_neq(sigpipe_in(out), -1, "popen: no line from grep:\n%s", out);
 
-    /* system() waits for its program on a helper thread, not on the worker. */
+    /* system() and pclose() wait for their program on a helper thread, not
+     * on the worker: its other coroutine runs meanwhile (it never does while
+     * the worker waits). */
     _Atomic int counted = 0;
     weft_task *t;
     cr_assert_eq(weft_spawn(&t, count_ticks, &counted), 0);
-    st = system("sleep 0.3");
-    int seen = atomic_exchange(&counted, -1000000);
+    st = system("sleep 0.2");
+    int during_system = atomic_exchange(&counted, 0);
+    FILE *slow = popen("sleep 0.2", "r");
+    cr_assert_not_null(slow, "popen: errno %d", errno);
+    int slow_st = pclose(slow);
+    int during_pclose = atomic_exchange(&counted, TICKS_STOP);
     join_ok(t);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "system: status %d", st);
-    cr_assert_geq(seen, 5, "the worker ran its other coroutine %d times in 0.3 s of system()", seen);
+    cr_assert(WIFEXITED(slow_st) && WEXITSTATUS(slow_st) == 0, "pclose: status %d", slow_st);
+    cr_assert_gt(during_system, 0, "the worker ran nothing else during system()");
+    cr_assert_gt(during_pclose, 0, "the worker ran nothing else during pclose()");
 
-    /* Cancelled before it could start: no program, the error. */
-    weft_task *self = weft_self();
-    cr_assert_eq(weft_cancel(self), 0);
+    /* Cancelled: no program starts, each call says why, and a pclose()
+     * still closes its stream and gives the program's status. */
+    FILE *open_one = popen("sleep 0.2; exit 3", "r");
+    cr_assert_not_null(open_one);
+    _Atomic int after_cancel = 0;
+    cr_assert_eq(weft_spawn(&t, count_ticks, &after_cancel), 0);
+    cr_assert_eq(weft_cancel(weft_self()), 0);
     errno = 0;
     cr_assert_eq(system("true"), -1);
     cr_assert_eq(errno, ECANCELED);
     cr_assert_null(popen("true", "r"));
     cr_assert_eq(errno, ECANCELED);
     pid_t pid;
-    cr_assert_eq(posix_spawn(&pid, "/bin/true", NULL, NULL, (char *[]){ "true", NULL }, NULL), ECANCELED);
+    char *const true_argv[] = { "true", NULL };
+    cr_assert_eq(posix_spawn(&pid, "/bin/true", NULL, NULL, true_argv, NULL), ECANCELED);
+    cr_assert_eq(posix_spawnp(&pid, "true", NULL, NULL, true_argv, NULL), ECANCELED);
+    atomic_store(&after_cancel, 0);
+    st = pclose(open_one);
+    int during_cancelled_pclose = atomic_exchange(&after_cancel, TICKS_STOP);
+    while (atomic_load(&after_cancel) != TICKS_DONE)
+        weft_yield();   /* cancelled, a join would not wait: one that need not still completes */
+    cr_assert_eq(weft_join(t, NULL), 0);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 3, "pclose in a cancelled coroutine: status %d", st);
+    cr_assert_gt(during_cancelled_pclose, 0, "the worker ran nothing else during a cancelled pclose()");
     return NULL;
 }
 

@@ -409,8 +409,7 @@ void weft__stack_bind(struct weft__stacks *s, struct weft__pool *pool, weft_task
     f->asan_fake = NULL;
     f->why = WEFT__WHY_NONE;   /* the dump's notes: the slot's last holder left its own */
     f->name[0] = '\0';
-    f->wait_from = 0;
-    f->seq += f->seq & 1;   /* even, as its last holder left it (switched out for good) */
+    f->wait_from = 0;   /* seq is even: its last holder's exit left it so (core.h) */
     if (weft__on_valgrind())
         f->vg_stack = weft__vg_stack_register(f->stack_lo, (char *)f);
 #if defined(WEFT__TSAN)

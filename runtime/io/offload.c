@@ -44,6 +44,7 @@
  * thread: weft's calls made inside fn behave as from a plain thread.
  */
 #include "backend.h"
+#include "fdtab.h"   /* the hook's entry points */
 
 #include <errno.h>
 #include <stdlib.h>
@@ -241,13 +242,14 @@ static int offload_plain(weft_fn fn, void *arg, void **result)
 
 /* fn run on a helper thread while the coroutine on w waits, under the reason
  * for weft_dump that the coroutine noted last (weft__why_task). Only that
- * coroutine; returns as weft_offload. */
-static int offload_coroutine(struct weft__worker *w, weft_fn fn, void *arg, void **result)
+ * coroutine; returns as weft_offload. `whole`: neither its deadline nor its
+ * cancellation ends the call. */
+static int offload_coroutine(struct weft__worker *w, weft_fn fn, void *arg, void **result, bool whole)
 {
     /* A deadline already past, or a cancellation already made, ends the
      * call before fn could start: queued first, a helper might start it
      * before the wait below looks. */
-    int err = weft__interrupted();
+    int err = whole ? 0 : weft__interrupted();
     if (err)
         return err;
     struct weft__offload *p;
@@ -263,7 +265,7 @@ static int offload_coroutine(struct weft__worker *w, weft_fn fn, void *arg, void
     if (err)
         return err;
 
-    int32_t r = weft__wait(&w1);
+    int32_t r = whole ? weft__wait_nointr(&w1) : weft__wait(&w1);
     if (r < 0) {                                                    /* step 4 */
         pthread_mutex_lock(&p->lock);
         switch (j.state) {
@@ -303,7 +305,21 @@ int weft_offload(weft_fn fn, void *arg, void **result)
     if (!w || !w->current)
         return offload_plain(fn, arg, result);
     weft__why_task(w->current, WEFT__WHY_OFFLOAD, (uintptr_t)fn);
-    return offload_coroutine(w, fn, arg, result);
+    return offload_coroutine(w, fn, arg, result, false);
+}
+
+/* For libweft-hook (hook/weft_private.h): a call that must run whatever the
+ * caller's deadline or cancellation, as pclose(), which must close its
+ * stream. Returns 0, -ENOMEM or -EAGAIN (fn did not run). */
+int weft__hook_offload_whole(weft_fn fn, void *arg)
+{
+    struct weft__worker *w = weft__worker_self();
+    if (!w || !w->current) {
+        fn(arg);
+        return 0;
+    }
+    weft__why_task(w->current, WEFT__WHY_OFFLOAD, (uintptr_t)fn);
+    return offload_coroutine(w, fn, arg, NULL, true);
 }
 
 /* Any thread; fn not NULL. Returns as weft_offload. */
@@ -312,7 +328,7 @@ int weft__offload_noted(weft_fn fn, void *arg, void **result)
     struct weft__worker *w = weft__worker_self();
     if (!w || !w->current)
         return offload_plain(fn, arg, result);
-    return offload_coroutine(w, fn, arg, result);
+    return offload_coroutine(w, fn, arg, result, false);
 }
 
 /* Stops and joins rt's helpers, if any were started. weft_rt_destroy() only,
