@@ -170,13 +170,13 @@ static int copy_obj(struct dump *d, void *dst, uintptr_t src, size_t len)
     return 0;
 }
 
+#if WEFT_HAVE_LIBUNWIND
 /* The saved stack pointer of a fiber, as arch/ctx.h keeps it. */
 static uintptr_t saved_sp(const struct weft__fiber *f)
 {
     return (uintptr_t)f->ctx.sp;
 }
 
-#if WEFT_HAVE_LIBUNWIND
 /* Unwinds img into e's frames, at the end of d->pcs (see unwind for from). */
 static void unwind_into(struct dump *d, struct entry *e, struct weft__image *img, uintptr_t from)
 {
