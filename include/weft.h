@@ -406,10 +406,10 @@ WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
  * queued the receive is stopped until a read drains the queue, and the peer
  * meets TCP's flow control as it would with a reader that does not read. Each
  * receive is armed to take about WEFT_OWN_QUEUE bytes, at most one of the
- * ring's buffers more (Linux 6.17); under
- * an older kernel, what the ring received before the stop took effect is
- * queued too (at most all its provided buffers, where the worker was busy
- * meanwhile). Each ring
+ * ring's buffers more, where the kernel takes such a limit (docs/api/io.md
+ * says since which release); under an older kernel, what the ring received
+ * before the stop took effect is queued too (at most all its provided
+ * buffers, where the worker was busy meanwhile). Each ring
  * makes its buffers at its first such receive and keeps them until
  * weft_rt_destroy() (sizes: docs/api/io.md); a drained queue gives its
  * memory back. On the epoll

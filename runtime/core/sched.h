@@ -92,10 +92,10 @@ enum {
 /* For weft_dump (core/dump.c), first thing in a fiber that runs again (or
  * for the first time): the fiber that switched to it has saved its context,
  * and this one's is no longer valid. Counted before its code writes to its
- * stack again, as far as the compiler is concerned; x86-64 keeps stores in
- * order for the dump's copies too, while on AArch64 another core may see a
- * store of the next few instructions first, a window of nanoseconds against
- * a dump's copy of a whole stack. The scheduler's own fiber counts too, and
+ * stack again, as far as the compiler is concerned. An x86 processor keeps
+ * stores in order for the dump's copies too; on Arm another core may see a
+ * store of the next few instructions first, a window far shorter than a
+ * dump's copy of a whole stack. The scheduler's own fiber counts too, and
  * no one reads it. */
 static inline void weft__fiber_resumed(struct weft__fiber *f)
 {

@@ -79,7 +79,7 @@ struct weft__ring {
     struct io_uring_buf_ring *bufs;
     char                     *buf_mem;
     bool                     own_refused;  /* this kernel has no provided buffers or multishot receive */
-    bool                     own_uncapped; /* nor a byte limit on one (before 6.17) */
+    bool                     own_uncapped; /* nor a byte limit on one (an older kernel) */
 };
 
 /* w's ring: this backend's state for w (io/backend.h). Only for a worker on

@@ -13,8 +13,9 @@
  * 6.0, the first completion's -EINVAL), the ring arms no more and its
  * readers make the usual calls.
  *
- * Each receive is armed with a byte limit of WEFT_OWN_QUEUE (the entry's optlen,
- * since 6.17): a socket that holds much when its receive is armed would
+ * Each receive is armed with a byte limit of WEFT_OWN_QUEUE (the entry's
+ * optlen, where the kernel takes it: docs/api/io.md says since which
+ * release): a socket that holds much when its receive is armed would
  * otherwise fill the ring's buffers inside the kernel before the owner reaps
  * one completion and stops it, and queue them all. Past the limit the
  * receive ends by itself, and the next read that drains the queue arms it
