@@ -204,7 +204,6 @@ int hook_offload(weft_fn fn, void *arg)
  * duplicate; and the question costs one system call on the path that is
  * about to wait anyway.
  */
-
 uint64_t hook_sock_timeout(int fd, int dir)
 {
     struct timeval tv;

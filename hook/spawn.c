@@ -97,15 +97,23 @@ static int offload(struct spawn *s)
     return err;
 }
 
+/* posix_spawn or posix_spawnp (op) in a coroutine: the error number. */
+static int spawn_on_helper(enum spawn_op op, pid_t *pid, const char *path,
+                           const posix_spawn_file_actions_t *actions, const posix_spawnattr_t *attr,
+                           char *const argv[], char *const envp[])
+{
+    struct spawn s = { .op = op, .pid = pid, .path = path, .actions = actions, .attr = attr,
+                       .argv = argv, .envp = envp };
+    int err = offload(&s);
+    return err ? -err : s.ret;
+}
+
 HOOK_API int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *actions,
                          const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
     if (!hook_on())
         return real()->posix_spawn(pid, path, actions, attr, argv, envp);
-    struct spawn s = { .op = OP_POSIX_SPAWN, .pid = pid, .path = path, .actions = actions, .attr = attr,
-                       .argv = argv, .envp = envp };
-    int err = offload(&s);
-    return err ? -err : s.ret;
+    return spawn_on_helper(OP_POSIX_SPAWN, pid, path, actions, attr, argv, envp);
 }
 
 HOOK_API int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *actions,
@@ -113,10 +121,7 @@ HOOK_API int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_a
 {
     if (!hook_on())
         return real()->posix_spawnp(pid, file, actions, attr, argv, envp);
-    struct spawn s = { .op = OP_POSIX_SPAWNP, .pid = pid, .path = file, .actions = actions, .attr = attr,
-                       .argv = argv, .envp = envp };
-    int err = offload(&s);
-    return err ? -err : s.ret;
+    return spawn_on_helper(OP_POSIX_SPAWNP, pid, file, actions, attr, argv, envp);
 }
 
 HOOK_API int system(const char *command)
