@@ -243,6 +243,25 @@ static inline unsigned long long thread_cpu_ns(int tid)
     return ns;
 }
 
+/* The times this process's thread tid has been put on a CPU so far (the
+ * third field of its schedstat); -1 if it cannot be read. Unlike the run
+ * delay, which the kernel adds only once a waiting thread runs, it tells at
+ * once whether a thread woken meanwhile has run yet. */
+static inline long long thread_runs(int tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", tid);
+    FILE *f = fopen(path, "r");
+    unsigned long long ran, waited, runs;
+    long long n = -1;
+    if (f) {
+        if (fscanf(f, "%llu %llu %llu", &ran, &waited, &runs) == 3)
+            n = (long long)runs;
+        fclose(f);
+    }
+    return n;
+}
+
 /* The times this process's thread tid gave up its CPU of its own accord (its
  * sleeps) so far, from /proc/self/task/TID/status; -1 if it cannot be read. */
 static inline long thread_sleeps(int tid)

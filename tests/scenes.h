@@ -62,7 +62,23 @@ struct share_round {
     _Atomic int waiting;
     _Atomic int waited_home;   /* readers that waited on `home` */
     _Atomic int moved;         /* ... and ran on the other worker once woken */
+    int         other_tid;     /* the other worker's thread */
+    long long   other_runs;    /* ... its runs on a CPU (thread_runs) as the data came */
+    _Atomic int started_home;  /* readers woken on `home` that began to compute there */
+    _Atomic int other_ran;     /* 1 + how many had begun when one saw that the other
+                                * worker had been on a CPU since the data came; 0: none saw */
 };
+
+/* Whether the other worker had a CPU while enough of the readers woken on
+ * `home` were still to begin that it could take some: a machine whose
+ * scheduler left it waiting for one through the round (a loaded machine
+ * can, for tens of milliseconds) says nothing of weft. Where the thread or
+ * its schedstat cannot be found, every round counts. */
+static inline bool share_other_had_a_cpu(const struct share_round *r, int left)
+{
+    int k = atomic_load(&r->other_ran);
+    return r->other_runs < 0 || (k > 0 && atomic_load(&r->waited_home) - k >= left);
+}
 
 struct share_reader {
     struct share_round *round;
@@ -80,8 +96,13 @@ static void *share_read(void *arg)
     if (before != r->home)
         return NULL;   /* the other worker's: it must stay free */
     atomic_fetch_add(&r->waited_home, 1);
-    if (weft_worker() != r->home)
+    if (weft_worker() != r->home) {
         atomic_fetch_add(&r->moved, 1);
+    } else {
+        int k = atomic_fetch_add(&r->started_home, 1);
+        if (!atomic_load(&r->other_ran) && r->other_runs >= 0 && thread_runs(r->other_tid) > r->other_runs)
+            atomic_store(&r->other_ran, k + 1);
+    }
     weft_stats s;
     if (r->crowd && weft_stats_get(r->crowd, &s) == 0 && !s.crowded)
         atomic_store(&r->lapsed, true);
@@ -110,6 +131,9 @@ static void *share_spawner(void *arg)
     while (atomic_load(&r->waiting) < n)
         weft_sleep(1000000);
     weft_sleep(20000000);   /* the other worker, with nothing to do, goes idle */
+    char name[32];
+    snprintf(name, sizeof name, "weft-worker-%d", 1 - r->home);
+    r->other_runs = threads_named(name, &r->other_tid, 1) == 1 ? thread_runs(r->other_tid) : -1;
     weft_stats before, after;
     if (r->crowd) {
         cr_assert_eq(weft_stats_get(r->crowd, &before), 0);
