@@ -796,6 +796,77 @@ Test(own, a_writer_meets_flow_control_when_nobody_reads_and_nothing_is_lost)
                         (unsigned long long)filled[b][small][1][0], (unsigned long long)filled[b][small][1][1]);
 }
 
+/* ---- reading ahead on epoll ---------------------------------------------------- */
+
+/* A small read of a socket handed over takes what the socket holds into the
+ * queue, on either backend: on io_uring its receive does, on epoll the read
+ * itself (io/owned.c, read_ahead), so that a read that gets all it asked for
+ * is not followed by a recv that finds nothing. The rest then comes from
+ * the queue, in order, through every read call; a read of the queue's first
+ * allocation or more on epoll goes to the socket itself and leaves what it
+ * did not ask for there. */
+static void *small_reads_take_the_socket_s_bytes_ahead(void *arg)
+{
+    (void)arg;
+    uint64_t prev = guard();
+    int sv[2];
+    FAIL_IF(tcp_pair_of(sv, AF_INET) != 0);
+    EXPECT_EQ(weft_own(sv[0]), 0);
+    enum { SENT = 3000, BIG = 10000 };
+    uint8_t *out = malloc(BIG), *in = malloc(BIG);
+    FAIL_IF(!out || !in);
+    fill_pat(out, 0, SENT);
+    EXPECT_EQ(send_all(sv[1], out, SENT), SENT);
+    weft_sleep(SETTLE_NS);
+    uint64_t got = 0;
+    for (unsigned k = 0; got < SENT; k++) {
+        size_t len = SENT - got < 64 ? (size_t)(SENT - got) : 64;
+        ssize_t n = read_kind(sv[0], k, in, len);
+        if (n != (ssize_t)len || bad_pat(in, got, (size_t)n) >= 0) {
+            free(out);
+            free(in);
+            return why("%s of %zu at byte %llu returned %zd", kind_name[k % 5], len, (unsigned long long)got, n);
+        }
+        got += (uint64_t)n;
+        int inq = -1;
+        FAIL_IF(ioctl(sv[0], FIONREAD, &inq) != 0);
+        if (inq != 0) {
+            free(out);
+            free(in);
+            return why("after a read of %zu bytes, the socket still held %d of the %d sent", len, inq, SENT);
+        }
+    }
+    EXPECT_EQ(weft_recv(sv[0], in, 1, MSG_DONTWAIT), -EAGAIN);
+    /* A large read, with nothing queued. */
+    fill_pat(out, SENT, BIG);
+    EXPECT_EQ(send_all(sv[1], out, BIG), BIG);
+    weft_sleep(SETTLE_NS);
+    ssize_t n = weft_read(sv[0], in, 8192);
+    int inq = -1;
+    FAIL_IF(ioctl(sv[0], FIONREAD, &inq) != 0);
+    free(out);
+    if (n != 8192 || bad_pat(in, SENT, 8192) >= 0) {
+        free(in);
+        return why("a read of 8192 with %d bytes sent returned %zd", BIG, n);
+    }
+    if (cur_backend == WEFT_IO_EPOLL && inq != BIG - 8192) {
+        free(in);
+        return why("a read of 8192 on epoll left %d bytes in the socket, not %d", inq, BIG - 8192);
+    }
+    n = weft_read(sv[0], in, BIG);
+    bool bad = n != BIG - 8192 || bad_pat(in, SENT + 8192, (size_t)n) >= 0;
+    free(in);
+    FAIL_IF(bad);
+    close_pair(sv);
+    weft_deadline(prev);
+    return NULL;
+}
+
+Test(own, small_reads_take_the_socket_s_bytes_ahead_on_either_backend)
+{
+    run_all(small_reads_take_the_socket_s_bytes_ahead, NULL);
+}
+
 /* ---- the first arm on a full socket ----------------------------------------- */
 
 /* Whether this kernel limits a multishot receive's bytes (6.17): where it

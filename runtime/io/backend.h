@@ -235,6 +235,10 @@ static inline bool weft__io_cancelled(const struct weft__worker *w)
  * not WEFT__WHY_NONE (io/io.c): for the waits of io/proc.c. */
 int weft__poll_as(int fd, short events, enum weft__why why, uintptr_t what);
 
+/* A coroutine's call on its worker's backend, past the queue of a descriptor
+ * handed over (io/owned.c reads ahead through it). A coroutine only. */
+ssize_t weft__io_coroutine_call(struct weft__worker *w, const struct weft__io_op *a);
+
 /* The plain system call for op, once; EINTR is not retried. Returns its
  * result or a negative errno. SEND and SENDMSG add MSG_NOSIGNAL. */
 ssize_t weft__io_syscall(const struct weft__io_op *op);

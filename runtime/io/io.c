@@ -371,6 +371,11 @@ static ssize_t call(struct weft__worker *w, const struct weft__io_op *a)
     return w->io->call(w, a);
 }
 
+ssize_t weft__io_coroutine_call(struct weft__worker *w, const struct weft__io_op *a)
+{
+    return weft__io_cancelled(w) ? -ECANCELED : call(w, a);
+}
+
 static ssize_t do_io(const struct weft__io_op *a);
 
 /* A MSG_WAITALL receive of a descriptor handed over whose first `got` bytes
@@ -419,11 +424,7 @@ static ssize_t do_io(const struct weft__io_op *a)
             return waitall_rest(a, (size_t)r);
     }
     struct weft__worker *w = weft__io_coroutine();
-    if (!w)
-        return plain_io(a);
-    if (weft__io_cancelled(w))
-        return -ECANCELED;
-    return call(w, a);
+    return w ? weft__io_coroutine_call(w, a) : plain_io(a);
 }
 
 ssize_t weft_read(int fd, void *buf, size_t len)
@@ -581,7 +582,7 @@ static ssize_t file_io(const struct weft__io_op *a)
         return -EINVAL;   /* as do_io */
     struct weft__worker *w = weft__io_coroutine();
     if (w)
-        return weft__io_cancelled(w) ? -ECANCELED : call(w, a);
+        return weft__io_coroutine_call(w, a);
     uint64_t deadline = weft__thread_deadline();
     if (deadline && deadline <= weft_now())
         return -ETIMEDOUT;

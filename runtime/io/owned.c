@@ -406,7 +406,58 @@ static void consume(struct weft__owned *o, size_t n)
  * o->lock. */
 static bool can_arm(const struct weft__owned *o, const struct weft__worker *w)
 {
-    return w && w->io->own_arm && !o->usual;
+    return w && w->io->own_arm && !o->usual && !o->reading;
+}
+
+/* Whether a reader on w, which cannot arm a receive, may read the socket
+ * into o's queue instead (read_ahead): a coroutine's plain read of fewer
+ * bytes than the queue's first allocation, with no flag that would need the
+ * socket itself. A larger read is short as often as the queue's would be, and
+ * is not copied twice. Holds o->lock. */
+static bool can_read_ahead(const struct weft__owned *o, const struct weft__worker *w,
+                           const struct weft__io_op *a, size_t want)
+{
+    return w && !w->io->own_arm && !o->usual && !o->reading && want < QUEUE_MIN &&
+           (!weft__io_has_msg_flags(a) || a->flags == 0);
+}
+
+/*
+ * The epoll backend's read of a descriptor handed over, whose queue is empty
+ * and has no receive armed: one recv of as much as the queue holds (more
+ * than the reader asked for), into the queue, by the reading coroutine (others wait on the readers' list
+ * meanwhile). The caller takes its bytes from the queue, and the rest stays
+ * there for its next read. Why: a read that gets all it asked for leaves the
+ * backend unsure that the socket is empty, and it then calls recv once more
+ * before every wait, which finds nothing (io/epoll.c, emptied); a server
+ * that reads exactly what its framing says is missing pays that call on
+ * every request. A recv that is larger than what came is short, and tells
+ * (`weft-bench server`, WEFT_BENCH_OWN=1, docs/benchmarks.md). Holds
+ * o->lock, which it drops while it reads and takes again. Returns the bytes
+ * queued, 0 at the end of the stream, the call's negative errno, or
+ * -ENOMEM (no queue: make the usual call).
+ */
+static ssize_t read_ahead(struct weft__owned *o, struct weft__worker *w)
+{
+    if (!o->q) {
+        if (!(o->q = malloc(QUEUE_MIN)))
+            return -ENOMEM;
+        o->cap = QUEUE_MIN;
+    }
+    /* Nobody else moves or frees the queue while `reading` is set: it is
+     * empty, so no reader consumes from it, and no receive is armed to
+     * append to it (can_arm). */
+    o->reading = true;
+    struct weft__io_op r = { .kind = WEFT__IO_RECV, .fd = o->fd, .buf = o->q, .len = o->cap };
+    weft__iunlock(&o->lock);
+    ssize_t n = weft__io_coroutine_call(w, &r);
+    weft__ilock(&o->lock);
+    o->reading = false;
+    if (n > 0) {
+        o->head = 0;
+        o->len = (size_t)n;
+    }
+    wake_readers(o);   /* those who waited for this read: to take bytes or read themselves */
+    return n;
 }
 
 ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual)
@@ -474,13 +525,20 @@ ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual)
             }
             break;
         }
-        if (!o->armed) {
+        if (!o->armed && !o->reading) {
             w = weft__io_coroutine();   /* a coroutine may have moved while it waited */
             /* MSG_DONTWAIT with nothing queued or armed: the socket has it
              * all, and arming would answer -EAGAIN where it has bytes. */
             int e = can_arm(o, w) && !(flags & MSG_DONTWAIT) ? arm(o, w) : -EOPNOTSUPP;
             if (!e)
                 continue;
+            if (!got && can_read_ahead(o, w, a, want)) {
+                r = read_ahead(o, w);
+                if (r > 0)
+                    continue;   /* queued: take it */
+                if (r != -ENOMEM)
+                    break;      /* the end, or the call's error */
+            }
             if (!got) {
                 weft__iunlock(&o->lock);
                 put(o);
@@ -550,7 +608,7 @@ int weft__owned_poll(int fd, short events, bool *usual)
             stop(o);
         } else if (!o->armed) {
             w = weft__io_coroutine();   /* as in weft__owned_io */
-            if (others || !can_arm(o, w) || arm(o, w) != 0) {
+            if (others || !can_arm(o, w) || arm(o, w) != 0) {   /* reading ahead too: the socket's */
                 weft__iunlock(&o->lock);
                 put(o);
                 *usual = true;   /* nothing queued or armed: the socket's readiness is whole */

@@ -21,6 +21,8 @@ struct weft__owned {
     bool                 usual;      /* the ring failed a receive for its own reasons: the usual calls
                                       * from now on (io/owned.c, weft__owned_received) */
     int32_t              err;        /* the socket's error, for the reader after the queued bytes */
+    bool                 reading;    /* a coroutine reads the socket into the queue (io/owned.c,
+                                      * read_ahead) */
     struct weft__worker *armed;      /* whose ring has the receive armed; NULL: none */
     uint64_t             armed_id;   /* its identity there; 0 until the arming reader records it */
     uint64_t             arm_seq;    /* counts the arms */
