@@ -86,8 +86,6 @@ struct weft__io_op {
     unsigned         why;       /* for weft_dump: enum weft__why, where the kind alone does
                                  * not say it (a poll that awaits a signal or a child) */
     uintptr_t        what;      /* and what it names then */
-    bool             owned;     /* fd is handed over (weft_own): weft's to close, so the
-                                 * epoll backend's wait needs no check (io/owned.c) */
 };
 
 /* What `call` returns for WEFT__IO_CONNECT when the attempt went on and it

@@ -78,8 +78,6 @@
 #define WEFT__WAIT_WRITE 2
 #define WEFT__WAIT_NARROW 4     /* ... the caller looked for less than readability (POLLPRI
                                  * alone, MSG_ERRQUEUE, MSG_OOB): it marks nothing drained */
-#define WEFT__WAIT_OWNED 8      /* ... for a descriptor handed over (weft_own), which only
-                                 * weft_close closes: its wait needs no check (sweep) */
 
 struct weft__epset {
     int              epfd;
@@ -452,8 +450,8 @@ static int wait_fd(struct weft__worker *w, int fd, int dirs, uint64_t *place, co
     for (int d = RD; d <= WR && !(dirs & WEFT__WAIT_NARROW); d++)
         if (want[d])
             atomic_store_explicit(&s->edge[d], seen[d] | 1, memory_order_relaxed);   /* drained */
-    fw.verified = armed == 0 || (dirs & WEFT__WAIT_OWNED);
-    if (armed == 1 && !(dirs & WEFT__WAIT_OWNED))
+    fw.verified = armed == 0;
+    if (armed == 1)
         queue(w, s);
     pthread_mutex_unlock(&s->lock);
     *place = fw.place;
@@ -766,8 +764,8 @@ static ssize_t stream_io(struct weft__worker *w, const struct weft__io_op *a)
         }
         if (s && waited && narrow)
             pass_on(w->rt, s, d);   /* the edge was for data we did not look for */
-        err = wait_fd(w, c.fd, (d == WR ? WEFT__WAIT_WRITE : WEFT__WAIT_READ) | (narrow ? WEFT__WAIT_NARROW : 0) |
-                      (a->owned ? WEFT__WAIT_OWNED : 0), &place, seen);
+        err = wait_fd(w, c.fd, (d == WR ? WEFT__WAIT_WRITE : WEFT__WAIT_READ) | (narrow ? WEFT__WAIT_NARROW : 0),
+                      &place, seen);
         if (err < 0)
             return err;
         waited = err > 0;   /* 0: an edge came before the wait, taken by nobody */

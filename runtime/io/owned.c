@@ -431,10 +431,7 @@ static bool can_read_ahead(const struct weft__owned *o, const struct weft__worke
  * before every wait, which finds nothing (io/epoll.c, emptied); a server
  * that reads exactly what its framing says is missing pays that call on
  * every request. A recv that is larger than what came is short, and tells
- * (`weft-bench server`, WEFT_BENCH_OWN=1, docs/benchmarks.md). Since only
- * weft_close closes the socket, its waits skip the backend's check for a
- * number closed with close(2) and reused (an epoll_ctl for each wait that
- * outlives a sweep, as a slow peer's do). Holds
+ * (`weft-bench server`, WEFT_BENCH_OWN=1, docs/benchmarks.md). Holds
  * o->lock, which it drops while it reads and takes again. Returns the bytes
  * queued, 0 at the end of the stream, the call's negative errno, or
  * -ENOMEM (no queue: make the usual call).
@@ -450,7 +447,7 @@ static ssize_t read_ahead(struct weft__owned *o, struct weft__worker *w)
      * empty, so no reader consumes from it, and no receive is armed to
      * append to it (can_arm). */
     o->reading = true;
-    struct weft__io_op r = { .kind = WEFT__IO_RECV, .fd = o->fd, .buf = o->q, .len = o->cap, .owned = true };
+    struct weft__io_op r = { .kind = WEFT__IO_RECV, .fd = o->fd, .buf = o->q, .len = o->cap };
     weft__iunlock(&o->lock);
     ssize_t n = weft__io_coroutine_call(w, &r);
     weft__ilock(&o->lock);
