@@ -867,6 +867,199 @@ Test(own, small_reads_take_the_socket_s_bytes_ahead_on_either_backend)
     run_all(small_reads_take_the_socket_s_bytes_ahead, NULL);
 }
 
+/* A weft_poll for POLLIN while another coroutine's read waits (on epoll, a
+ * read ahead; on io_uring, its armed receive) sees the bytes that read
+ * takes into the queue, though the socket itself then holds none. */
+struct poll_behind {
+    int         fd;
+    _Atomic int polled;   /* revents, or a negative errno; 1 << 30 until then */
+};
+
+struct ten {
+    int      fd;
+    uint8_t *b;
+};
+
+static void *read_ten(void *arg)
+{
+    struct ten *t = arg;
+    return (void *)(intptr_t)weft_read(t->fd, t->b, 10);
+}
+
+static void *poll_behind_a_read(void *arg)
+{
+    struct poll_behind *p = arg;
+    weft_deadline(weft_now() + GUARD_NS / 10);   /* a poll that misses the bytes fails, not hangs */
+    atomic_store(&p->polled, weft_poll(p->fd, POLLIN));
+    return NULL;
+}
+
+static void *a_poll_behind_a_waiting_read(void *arg)
+{
+    (void)arg;
+    uint64_t prev = guard();
+    int sv[2];
+    FAIL_IF(tcp_pair_of(sv, AF_INET) != 0);
+    EXPECT_EQ(weft_own(sv[0]), 0);
+    struct poll_behind p = { .fd = sv[0], .polled = 1 << 30 };
+    weft_task *r, *q;
+    uint8_t b[100];
+    FAIL_IF(weft_spawn(&r, read_ten, &(struct ten){ sv[0], b }) != 0);
+    weft_sleep(SETTLE_NS);   /* its read waits */
+    FAIL_IF(weft_spawn(&q, poll_behind_a_read, &p) != 0);
+    weft_sleep(SETTLE_NS);   /* and so does the poll, behind it */
+    uint8_t out[100];
+    fill_pat(out, 0, 100);
+    EXPECT_EQ(send_all(sv[1], out, 100), 100);
+    void *rr;
+    FAIL_IF(weft_join(r, &rr) != 0);
+    EXPECT_EQ((intptr_t)rr, 10);
+    FAIL_IF(weft_join(q, NULL) != 0);
+    EXPECT_EQ(atomic_load(&p.polled), POLLIN);
+    EXPECT_EQ(weft_read(sv[0], b, sizeof b), 90);
+    FAIL_IF(bad_pat(b, 10, 90) >= 0);
+    close_pair(sv);
+    weft_deadline(prev);
+    return NULL;
+}
+
+Test(own, a_poll_behind_a_waiting_read_sees_the_bytes_it_queues)
+{
+    run_all(a_poll_behind_a_waiting_read, NULL);
+}
+
+/* Each reader's reads go forward in the stream, as on the socket, however
+ * the readers of one socket mix calls that the queue serves with calls that
+ * go to the socket itself (a read of 8 KiB, MSG_DONTWAIT, a plain thread's
+ * read): a read of the socket must never take bytes beyond those that
+ * another reader is taking into the queue at the same time, to be served to
+ * the first reader later. The stream is 4-byte counters, so each read names
+ * where it was in it. Three coroutines and a plain thread, 1 MiB. */
+#define ORDER_WORDS (1u << 18)
+
+struct order_read {
+    int         fd;
+    int         kind;      /* 0: 8192 and 64 alternately; 1: 64 and MSG_DONTWAIT 100 alternately */
+    _Atomic int back;      /* reads that went back in the stream */
+    long        seen;      /* the bytes this reader got */
+};
+
+/* Where in the stream of counters the n bytes at b lie; -1 if they are too
+ * few to tell. */
+static long counter_offset(const uint8_t *b, ssize_t n)
+{
+    for (int a = 0; a < 4 && a + 8 <= n; a++) {
+        uint32_t w0 = (uint32_t)b[a] << 24 | (uint32_t)b[a + 1] << 16 | (uint32_t)b[a + 2] << 8 | b[a + 3];
+        uint32_t w1 = (uint32_t)b[a + 4] << 24 | (uint32_t)b[a + 5] << 16 | (uint32_t)b[a + 6] << 8 | b[a + 7];
+        if (w1 == w0 + 1)
+            return (long)w0 * 4 - a;
+    }
+    return -1;
+}
+
+static void *order_reader(void *arg)
+{
+    struct order_read *o = arg;
+    uint8_t *b = malloc(8192);
+    long end = 0;
+    for (unsigned k = 0; b; k++) {
+        ssize_t n = o->kind == 0 ? weft_read(o->fd, b, k & 1 ? 64 : 8192)
+                  : k & 1 ? weft_recv(o->fd, b, 100, MSG_DONTWAIT) : weft_read(o->fd, b, 64);
+        if (n == -EAGAIN) {
+            if (weft_worker() < 0)
+                sched_yield();
+            else
+                weft_yield();
+            continue;
+        }
+        if (n <= 0)
+            break;
+        o->seen += n;
+        long off = counter_offset(b, n);
+        if (off >= 0 && off < end)
+            atomic_fetch_add(&o->back, 1);
+        if (off >= 0 && off + n > end)
+            end = off + n;
+    }
+    free(b);
+    return NULL;
+}
+
+static void *order_peer(void *arg)
+{
+    int fd = *(int *)arg;
+    uint8_t *s = malloc(ORDER_WORDS * 4);
+    for (uint32_t i = 0; s && i < ORDER_WORDS; i++) {
+        s[4 * i] = (uint8_t)(i >> 24);
+        s[4 * i + 1] = (uint8_t)(i >> 16);
+        s[4 * i + 2] = (uint8_t)(i >> 8);
+        s[4 * i + 3] = (uint8_t)i;
+    }
+    unsigned r = 1;
+    for (size_t off = 0; s && off < ORDER_WORDS * 4;) {
+        r = r * 1103515245u + 12345u;
+        size_t k = 300 + (r >> 16) % 5000;
+        if (k > ORDER_WORDS * 4 - off)
+            k = ORDER_WORDS * 4 - off;
+        ssize_t w = write(fd, s + off, k);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+        if ((r >> 8) % 4 == 0)
+            usleep(20);
+    }
+    shutdown(fd, SHUT_WR);
+    free(s);
+    return NULL;
+}
+
+static void *order_plain(void *arg)
+{
+    weft_deadline(weft_now() + GUARD_NS);
+    return order_reader(arg);
+}
+
+static void *each_reader_goes_forward(void *arg)
+{
+    (void)arg;
+    uint64_t prev = guard();
+    int sv[2];
+    FAIL_IF(tcp_pair_of(sv, AF_INET) != 0);
+    EXPECT_EQ(weft_own(sv[0]), 0);
+    struct order_read rd[4];
+    for (int i = 0; i < 4; i++)
+        rd[i] = (struct order_read){ .fd = sv[0], .kind = i & 1 };
+    weft_task *t[3];
+    for (int i = 0; i < 3; i++)
+        FAIL_IF(weft_spawn(&t[i], order_reader, &rd[i]) != 0);
+    pthread_t plain, peer;
+    FAIL_IF(pthread_create(&plain, NULL, order_plain, &rd[3]) != 0);
+    FAIL_IF(pthread_create(&peer, NULL, order_peer, &sv[1]) != 0);
+    for (int i = 0; i < 3; i++)
+        FAIL_IF(weft_join(t[i], NULL) != 0);
+    /* The coroutines have ended, so no read of theirs holds the socket
+     * that the plain thread waits for: joining it cannot hold a worker
+     * that it needs. */
+    FAIL_IF(pthread_join(plain, NULL) != 0);
+    FAIL_IF(pthread_join(peer, NULL) != 0);
+    long total = 0;
+    for (int i = 0; i < 4; i++) {
+        total += rd[i].seen;
+        if (atomic_load(&rd[i].back))
+            return why("reader %d (%s) went back in the stream %d times", i,
+                       i == 3 ? "a plain thread" : "a coroutine", atomic_load(&rd[i].back));
+    }
+    EXPECT_EQ(total, (long)ORDER_WORDS * 4);
+    close_pair(sv);
+    weft_deadline(prev);
+    return NULL;
+}
+
+Test(own, each_reader_s_reads_go_forward_in_the_stream_whatever_calls_the_readers_mix)
+{
+    run_all(each_reader_goes_forward, NULL);
+}
+
 /* ---- the first arm on a full socket ----------------------------------------- */
 
 /* Whether this kernel limits a multishot receive's bytes (6.17): where it

@@ -423,6 +423,11 @@ static ssize_t do_io(const struct weft__io_op *a)
         if (r > 0)
             return waitall_rest(a, (size_t)r);
     }
+    return weft__io_usual(a);
+}
+
+ssize_t weft__io_usual(const struct weft__io_op *a)
+{
     struct weft__worker *w = weft__io_coroutine();
     return w ? weft__io_coroutine_call(w, a) : plain_io(a);
 }

@@ -402,6 +402,23 @@ static void consume(struct weft__owned *o, size_t n)
     }
 }
 
+/* The usual call of a, a read of o's socket itself, under the claim that
+ * read_ahead takes: while one reader reads the socket, no other does, so a
+ * reader's bytes never come after those another read ahead into the queue
+ * and takes later (a reader's reads go forward in the stream, as on the
+ * socket). Holds o->lock, which it drops for the call and takes again.
+ * Returns the call's result. */
+static ssize_t usual_read(struct weft__owned *o, const struct weft__io_op *a)
+{
+    o->reading = true;
+    weft__iunlock(&o->lock);
+    ssize_t r = weft__io_usual(a);
+    weft__ilock(&o->lock);
+    o->reading = false;
+    wake_readers(o);
+    return r;
+}
+
 /* Whether a reader on w (NULL: a plain thread) may arm o's receive. Holds
  * o->lock. */
 static bool can_arm(const struct weft__owned *o, const struct weft__worker *w)
@@ -540,10 +557,11 @@ ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual)
                     break;      /* the end, or the call's error */
             }
             if (!got) {
+                /* Nothing queued, nothing armed: the socket has it all. */
+                r = usual_read(o, a);
                 weft__iunlock(&o->lock);
                 put(o);
-                *usual = true;   /* nothing queued, nothing armed: the socket has it all */
-                return 0;
+                return r;
             }
             r = (ssize_t)got;   /* a MSG_WAITALL that the queue began: the socket has the rest */
             *usual = !peek;
@@ -606,9 +624,13 @@ int weft__owned_poll(int fd, short events, bool *usual)
             if (r)
                 break;
             stop(o);
+        } else if (o->reading && !others) {
+            /* Another reader reads the socket: what it reads ahead comes
+             * to the queue, where the socket's readiness would not show it.
+             * Wait for its end, and look again. */
         } else if (!o->armed) {
             w = weft__io_coroutine();   /* as in weft__owned_io */
-            if (others || !can_arm(o, w) || arm(o, w) != 0) {   /* reading ahead too: the socket's */
+            if (others || !can_arm(o, w) || arm(o, w) != 0) {
                 weft__iunlock(&o->lock);
                 put(o);
                 *usual = true;   /* nothing queued or armed: the socket's readiness is whole */
