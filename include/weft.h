@@ -413,10 +413,14 @@ WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
  * makes its buffers at its first such receive and keeps them until
  * weft_rt_destroy() (sizes: docs/api/io.md); a drained queue gives its
  * memory back. On the epoll
- * backend and under a kernel without multishot receive (before 6.0), reads
- * are the usual calls, served first from whatever the queue holds; a plain
- * thread's read waits for the queue while a coroutine's receive is armed, and
- * is the usual call otherwise. weft_recvmsg() gets no ancillary data (msg_controllen 0); MSG_OOB
+ * backend a coroutine's small read with nothing queued reads ahead instead:
+ * one recv of as much as the queue's first allocation holds (docs/api/io.md
+ * says how much), so that a read that gets all it asked for is not followed
+ * by one that finds nothing; larger reads and reads with flags are the usual
+ * calls. Under a kernel without multishot receive (before 6.0) reads are the
+ * usual calls. Every read is served first from whatever the queue holds, and
+ * one reader at a time reads the socket itself: a read meanwhile waits for
+ * it (MSG_DONTWAIT gives -EAGAIN), as a read waits while a receive is armed. weft_recvmsg() gets no ancillary data (msg_controllen 0); MSG_OOB
  * and MSG_ERRQUEUE go to the socket itself, but an urgent byte that an armed
  * receive has read past is gone, as for any reader that reads past the mark
  * (-EINVAL): set SO_OOBINLINE to have it in the stream.
