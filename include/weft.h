@@ -417,12 +417,13 @@ WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
  * one recv of as much as the queue's first allocation holds (docs/api/io.md
  * says how much), so that a read that gets all it asked for is not followed
  * by one that finds nothing; larger reads and reads with flags are the usual
- * calls. Under a kernel without multishot receive (before 6.0) reads are the
- * usual calls. Every read is served first from whatever the queue holds, and
+ * calls. Under a kernel without multishot receive reads are the usual
+ * calls. Every read is served first from whatever the queue holds, and
  * one reader at a time reads the socket itself: a read meanwhile waits for
- * it (MSG_DONTWAIT gives -EAGAIN), as a read waits while a receive is armed. weft_recvmsg() gets no ancillary data (msg_controllen 0); MSG_OOB
+ * it (MSG_DONTWAIT gives -EAGAIN), as a read waits while a receive is armed.
+ * weft_recvmsg() gets no ancillary data (msg_controllen 0); MSG_OOB
  * and MSG_ERRQUEUE go to the socket itself, but an urgent byte that an armed
- * receive has read past is gone, as for any reader that reads past the mark
+ * receive or a read ahead has read past is gone, as for any reader that reads past the mark
  * (-EINVAL): set SO_OOBINLINE to have it in the stream.
  * A child of fork() does not inherit the hand-over: its reads are the usual
  * calls, and the bytes queued before the fork stay with the parent.
