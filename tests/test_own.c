@@ -928,6 +928,61 @@ Test(own, a_poll_behind_a_waiting_read_sees_the_bytes_it_queues)
     run_all(a_poll_behind_a_waiting_read, NULL);
 }
 
+/* ... and a plain thread's weft_poll for POLLIN that polls the socket
+ * itself (nothing queued, armed or being read) sees the bytes that come,
+ * however a read that starts meanwhile takes them: no read ahead starts
+ * while such a poll is under way, which would move the bytes it waits for
+ * into the queue. Twenty rounds: the poll starts, then a coroutine's read of
+ * 10 waits, then 100 bytes come. */
+static void *plain_poll(void *arg)
+{
+    struct poll_behind *p = arg;
+    weft_deadline(weft_now() + GUARD_NS / 10);
+    atomic_store(&p->polled, weft_poll(p->fd, POLLIN));
+    return NULL;
+}
+
+static void *a_plain_poll_before_a_read(void *arg)
+{
+    (void)arg;
+    uint64_t prev = guard();
+    int sv[2];
+    FAIL_IF(tcp_pair_of(sv, AF_INET) != 0);
+    EXPECT_EQ(weft_own(sv[0]), 0);
+    uint8_t out[100], b[100];
+    for (int round = 0; round < 20; round++) {
+        struct poll_behind p = { .fd = sv[0], .polled = 1 << 30 };
+        pthread_t th;
+        FAIL_IF(pthread_create(&th, NULL, plain_poll, &p) != 0);
+        weft_sleep(SETTLE_NS / 4);   /* the poll waits on the socket */
+        weft_task *r;
+        FAIL_IF(weft_spawn(&r, read_ten, &(struct ten){ sv[0], b }) != 0);
+        weft_sleep(SETTLE_NS / 4);   /* and the read, beside it */
+        fill_pat(out, (uint64_t)round * 100, 100);
+        EXPECT_EQ(send_all(sv[1], out, 100), 100);
+        void *rr;
+        FAIL_IF(weft_join(r, &rr) != 0);
+        EXPECT_EQ((intptr_t)rr, 10);
+        FAIL_IF(bad_pat(b, (uint64_t)round * 100, 10) >= 0);
+        while (atomic_load(&p.polled) == 1 << 30)
+            weft_sleep(1000000);
+        FAIL_IF(pthread_join(th, NULL) != 0);
+        if (atomic_load(&p.polled) != POLLIN)
+            return why("round %d: a plain thread's poll returned %d with 90 bytes to read", round,
+                       atomic_load(&p.polled));
+        EXPECT_EQ(weft_read(sv[0], b, 90), 90);
+        FAIL_IF(bad_pat(b, (uint64_t)round * 100 + 10, 90) >= 0);
+    }
+    close_pair(sv);
+    weft_deadline(prev);
+    return NULL;
+}
+
+Test(own, a_plain_thread_s_poll_sees_bytes_that_a_read_beside_it_leaves)
+{
+    run_all(a_plain_poll_before_a_read, NULL);
+}
+
 /* Each reader's reads go forward in the stream, as on the socket, however
  * the readers of one socket mix calls that the queue serves with calls that
  * go to the socket itself (a read of 8 KiB, MSG_DONTWAIT, a plain thread's

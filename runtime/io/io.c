@@ -539,6 +539,8 @@ static int pri_wait(struct weft__worker *w, int fd, short events, enum weft__why
     return r;
 }
 
+static int poll_fd(const struct weft__io_op *op);
+
 /* weft_poll, noted for weft_dump as a wait for why and what when why is not
  * WEFT__WHY_NONE. */
 int weft__poll_as(int fd, short events, enum weft__why why, uintptr_t what)
@@ -551,26 +553,39 @@ int weft__poll_as(int fd, short events, enum weft__why why, uintptr_t what)
                              .why = why, .what = what };
     if (WEFT__UNLIKELY(weft__owned_maybe())) {
         bool usual;
-        int r = weft__owned_poll(fd, events, &usual);
+        struct weft__owned *held = NULL;
+        int r = weft__owned_poll(fd, events, &usual, &held);
         if (!usual)
             return r;
+        if (held) {
+            r = poll_fd(&p);
+            weft__owned_poll_done(held);
+            return r;
+        }
     }
+    return poll_fd(&p);
+}
+
+/* weft__poll_as of the descriptor itself. */
+static int poll_fd(const struct weft__io_op *p)
+{
+    short events = (short)p->flags;
     struct weft__worker *w = weft__io_coroutine();
     if (!w) {
         uint64_t deadline = weft__thread_deadline();
         if (deadline)
-            return plain_wait(fd, events, deadline);
+            return plain_wait(p->fd, events, deadline);
         int r;
-        while ((r = (int)weft__io_syscall(&p)) == -EINTR)
+        while ((r = (int)weft__io_syscall(p)) == -EINTR)
             ;
         return r;
     }
     if (weft__io_cancelled(w))
         return -ECANCELED;
-    int r = weft__poll_now(fd, events);
+    int r = weft__poll_now(p->fd, events);
     if (r)
         return r;
-    return events & POLLPRI ? pri_wait(w, fd, events, why, what) : (int)call(w, &p);
+    return events & POLLPRI ? pri_wait(w, p->fd, events, (enum weft__why)p->why, p->what) : (int)call(w, p);
 }
 
 int weft_poll(int fd, short events)

@@ -19,10 +19,14 @@
  *      a coroutine on a backend that can arm one (its worker's `own_arm`)
  *      claims the arming (`armed` = its worker), drops the lock, arms, and
  *      takes the lock again to record the request's identity. Anyone else
- *      (a plain thread, a coroutine on epoll, a ring that refuses) makes the
- *      usual call instead, the queue being empty.
- *   2. A reader that finds a receive armed and nothing queued waits on the
- *      record's list of readers, within its deadline and cancellation.
+ *      (a plain thread, a coroutine on epoll, a ring that refuses) reads the
+ *      socket itself, claiming it (`reading`) for that: a coroutine on epoll
+ *      reads a small read's worth ahead into the queue (read_ahead), any
+ *      other read is the usual call (usual_read). One reader at a time reads
+ *      the socket, and never while a receive is armed.
+ *   2. A reader that finds nothing queued, and a receive armed or the socket
+ *      claimed, waits on the record's list of readers, within its deadline
+ *      and cancellation; so does a poll for POLLIN (weft__owned_poll).
  *   3. Each completion of the receive (weft__owned_received, on the ring's
  *      owner or the monitor) appends its bytes, or notes the end of the
  *      stream or the socket's error, and wakes every waiting reader to look
@@ -35,6 +39,10 @@
  *      its waiting readers with -EBADF; the close protocol of io/uring.c
  *      cancels the armed receive, which is counted on its descriptor like any
  *      request, and the number stays taken until that is done.
+ *   6. A poll that finds nothing queued, armed or claimed polls the socket
+ *      itself, counted in `polling` meanwhile: no receive is armed and no
+ *      read ahead starts then, since either would move what the poll waits
+ *      for into the queue; reads are the usual calls (usual_read).
  * A record lives while the table, a reader in a call, or an armed receive
  * holds a reference: the last to let go frees it.
  */
@@ -423,7 +431,7 @@ static ssize_t usual_read(struct weft__owned *o, const struct weft__io_op *a)
  * o->lock. */
 static bool can_arm(const struct weft__owned *o, const struct weft__worker *w)
 {
-    return w && w->io->own_arm && !o->usual && !o->reading;
+    return w && w->io->own_arm && !o->usual && !o->reading && !o->polling;
 }
 
 /* Whether a reader on w, which cannot arm a receive, may read the socket
@@ -434,32 +442,37 @@ static bool can_arm(const struct weft__owned *o, const struct weft__worker *w)
 static bool can_read_ahead(const struct weft__owned *o, const struct weft__worker *w,
                            const struct weft__io_op *a, size_t want)
 {
-    return w && !w->io->own_arm && !o->usual && !o->reading && want < QUEUE_MIN &&
-           (!weft__io_has_msg_flags(a) || a->flags == 0);
+    return w && !w->io->own_arm && !o->usual && !o->reading && !o->polling && want < QUEUE_MIN &&
+           (!weft__io_has_msg_flags(a) || a->flags == 0) &&
+           !(a->kind == WEFT__IO_RECVMSG && a->msg->msg_controllen);   /* ancillary data: the socket's */
+}
+
+/* Whether o has room for a read ahead: its queue's first allocation, made
+ * here if it is not. Holds o->lock. */
+static bool queue_ready(struct weft__owned *o)
+{
+    if (!o->q && (o->q = malloc(QUEUE_MIN)) != NULL)
+        o->cap = QUEUE_MIN;
+    return o->q != NULL;
 }
 
 /*
- * The epoll backend's read of a descriptor handed over, whose queue is empty
- * and has no receive armed: one recv of as much as the queue holds (more
- * than the reader asked for), into the queue, by the reading coroutine (others wait on the readers' list
- * meanwhile). The caller takes its bytes from the queue, and the rest stays
- * there for its next read. Why: a read that gets all it asked for leaves the
- * backend unsure that the socket is empty, and it then calls recv once more
- * before every wait, which finds nothing (io/epoll.c, emptied); a server
+ * The epoll backend's read of a descriptor handed over whose queue is empty,
+ * with no receive armed and the socket unclaimed (step 1): one recv of the
+ * whole queue, more than the reader asked for, into the queue, by the
+ * reading coroutine. The reader takes its bytes from there, and the reads
+ * after it take the rest. Why: a read that gets all it asked for leaves the
+ * backend unsure that the socket is empty, and the next read then calls recv
+ * once more before it waits, to find nothing (io/epoll.c, emptied); a server
  * that reads exactly what its framing says is missing pays that call on
- * every request. A recv that is larger than what came is short, and tells
- * (`weft-bench server`, WEFT_BENCH_OWN=1, docs/benchmarks.md). Holds
- * o->lock, which it drops while it reads and takes again. Returns the bytes
- * queued, 0 at the end of the stream, the call's negative errno, or
- * -ENOMEM (no queue: make the usual call).
+ * every request. A recv larger than what came is short, which tells the
+ * backend that the socket is empty (`weft-bench server` with
+ * WEFT_BENCH_OWN=1, docs/benchmarks.md). Holds o->lock, which it drops while
+ * it reads and takes again. Returns the bytes queued, 0 at the end of the
+ * stream, or the call's negative errno.
  */
 static ssize_t read_ahead(struct weft__owned *o, struct weft__worker *w)
 {
-    if (!o->q) {
-        if (!(o->q = malloc(QUEUE_MIN)))
-            return -ENOMEM;
-        o->cap = QUEUE_MIN;
-    }
     /* Nobody else moves or frees the queue while `reading` is set: it is
      * empty, so no reader consumes from it, and no receive is armed to
      * append to it (can_arm). */
@@ -547,14 +560,13 @@ ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual)
             /* MSG_DONTWAIT with nothing queued or armed: the socket has it
              * all, and arming would answer -EAGAIN where it has bytes. */
             int e = can_arm(o, w) && !(flags & MSG_DONTWAIT) ? arm(o, w) : -EOPNOTSUPP;
-            if (!e)
-                continue;
-            if (!got && can_read_ahead(o, w, a, want)) {
+            if (!e || o->closed)
+                continue;   /* armed, or another's arm ended; or closed while we armed */
+            if (!got && can_read_ahead(o, w, a, want) && queue_ready(o)) {
                 r = read_ahead(o, w);
                 if (r > 0)
                     continue;   /* queued: take it */
-                if (r != -ENOMEM)
-                    break;      /* the end, or the call's error */
+                break;          /* the end, or the call's error */
             }
             if (!got) {
                 /* Nothing queued, nothing armed: the socket has it all. */
@@ -587,9 +599,10 @@ ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual)
     return r;
 }
 
-int weft__owned_poll(int fd, short events, bool *usual)
+int weft__owned_poll(int fd, short events, bool *usual, struct weft__owned **held)
 {
     *usual = true;
+    *held = NULL;
     if (!(events & POLLIN))
         return 0;
     struct weft__owned *o = get(fd);
@@ -624,16 +637,31 @@ int weft__owned_poll(int fd, short events, bool *usual)
             if (r)
                 break;
             stop(o);
-        } else if (o->reading && !others) {
+        } else if (o->reading) {
             /* Another reader reads the socket: what it reads ahead comes
-             * to the queue, where the socket's readiness would not show it.
-             * Wait for its end, and look again. */
+             * to the queue, where the socket's readiness would not show it
+             * (step 2). Ready for the rest already? Else wait for its end,
+             * and look again. */
+            if (others) {
+                weft__iunlock(&o->lock);
+                r = weft__poll_now(fd, others);
+                weft__ilock(&o->lock);
+                if (r)
+                    break;
+                if (!o->reading)
+                    continue;
+            }
         } else if (!o->armed) {
             w = weft__io_coroutine();   /* as in weft__owned_io */
             if (others || !can_arm(o, w) || arm(o, w) != 0) {
+                if (o->closed)
+                    continue;
+                /* Nothing queued, armed or claimed: the socket's readiness
+                 * is whole while no read ahead starts (step 6). */
+                o->polling++;
                 weft__iunlock(&o->lock);
-                put(o);
-                *usual = true;   /* nothing queued or armed: the socket's readiness is whole */
+                *usual = true;
+                *held = o;   /* and its reference, until weft__owned_poll_done */
                 return 0;
             }
             continue;
@@ -647,6 +675,14 @@ int weft__owned_poll(int fd, short events, bool *usual)
     weft__iunlock(&o->lock);
     put(o);
     return r;
+}
+
+void weft__owned_poll_done(struct weft__owned *o)
+{
+    weft__ilock(&o->lock);
+    o->polling--;
+    weft__iunlock(&o->lock);
+    put(o);
 }
 
 void weft__owned_dropped(struct weft__owned *o)

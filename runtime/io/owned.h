@@ -21,8 +21,10 @@ struct weft__owned {
     bool                 usual;      /* the ring failed a receive for its own reasons: the usual calls
                                       * from now on (io/owned.c, weft__owned_received) */
     int32_t              err;        /* the socket's error, for the reader after the queued bytes */
-    bool                 reading;    /* a coroutine reads the socket into the queue (io/owned.c,
-                                      * read_ahead) */
+    bool                 reading;    /* a reader reads the socket itself: a read ahead, or a
+                                      * usual call of any thread (io/owned.c, step 1) */
+    unsigned             polling;    /* polls of the socket itself under way: no read ahead
+                                      * then (io/owned.c, step 6) */
     struct weft__worker *armed;      /* whose ring has the receive armed; NULL: none */
     uint64_t             armed_id;   /* its identity there; 0 until the arming reader records it */
     uint64_t             arm_seq;    /* counts the arms */
@@ -45,15 +47,18 @@ static inline bool weft__owned_maybe(void)
 }
 
 /* A read (READ, RECV, READV, RECVMSG) of a descriptor handed over, served
- * from its queue: returns the call's result. *usual: fd is not handed over,
- * or nothing is queued or armed, or the flags are the socket's own (MSG_OOB,
- * MSG_ERRQUEUE): make the usual call; or, with a positive result, a
- * MSG_WAITALL that the queue began and no receive can go on with: the usual
- * call reads the rest. Any thread. */
+ * from its queue, or read from the socket under the record's claim: returns
+ * the call's result. *usual: fd is not handed over, or the flags are the
+ * socket's own (MSG_OOB, MSG_ERRQUEUE): make the usual call; or, with a
+ * positive result, a MSG_WAITALL that the queue began and no receive can go
+ * on with: read the rest (which comes here again). Any thread. */
 ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual);
 /* weft_poll of a descriptor handed over, for events with POLLIN: returns
- * the revents or a negative errno; *usual as above. Any thread. */
-int weft__owned_poll(int fd, short events, bool *usual);
+ * the revents or a negative errno. *usual: poll the socket itself; then, if
+ * *held is set, the record counts that poll, and weft__owned_poll_done(*held)
+ * must follow it. Any thread. */
+int weft__owned_poll(int fd, short events, bool *usual, struct weft__owned **held);
+void weft__owned_poll_done(struct weft__owned *o);
 /* weft_close of fd (io/backend.c), before it counts the rings that may
  * have requests on fd: _begin marks fd's record closed, so that its readers
  * get -EBADF and none arms a receive again, waits for an arm under way to be
