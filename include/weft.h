@@ -417,10 +417,11 @@ WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
  * one recv of as much as the queue's first allocation holds (docs/api/io.md
  * says how much), so that a read that gets all it asked for is not followed
  * by one that finds nothing; larger reads and reads with flags are the usual
- * calls. Under a kernel without multishot receive reads are the usual
- * calls. Every read is served first from whatever the queue holds, and
+ * calls. On io_uring under a kernel without multishot receive reads are the
+ * usual calls. Every read is served first from whatever the queue holds, and
  * one reader at a time reads the socket itself: a read meanwhile waits for
- * it (MSG_DONTWAIT gives -EAGAIN), as a read waits while a receive is armed.
+ * it (MSG_DONTWAIT gives -EAGAIN), as a read waits while a receive is armed,
+ * so a plain thread's read may wait for a coroutine's to be run.
  * weft_recvmsg() gets no ancillary data (msg_controllen 0); MSG_OOB
  * and MSG_ERRQUEUE go to the socket itself, but an urgent byte that an armed
  * receive or a read ahead has read past is gone, as for any reader that reads past the mark
