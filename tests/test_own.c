@@ -934,14 +934,6 @@ Test(own, a_poll_behind_a_waiting_read_sees_the_bytes_it_queues)
  * while such a poll is under way, which would move the bytes it waits for
  * into the queue. Twenty rounds: the poll starts, then a coroutine's read of
  * 10 waits, then 100 bytes come. */
-static void *plain_poll(void *arg)
-{
-    struct poll_behind *p = arg;
-    weft_deadline(weft_now() + GUARD_NS / 10);
-    atomic_store(&p->polled, weft_poll(p->fd, POLLIN));
-    return NULL;
-}
-
 static void *a_plain_poll_before_a_read(void *arg)
 {
     (void)arg;
@@ -953,7 +945,7 @@ static void *a_plain_poll_before_a_read(void *arg)
     for (int round = 0; round < 20; round++) {
         struct poll_behind p = { .fd = sv[0], .polled = 1 << 30 };
         pthread_t th;
-        FAIL_IF(pthread_create(&th, NULL, plain_poll, &p) != 0);
+        FAIL_IF(pthread_create(&th, NULL, poll_behind_a_read, &p) != 0);
         weft_sleep(SETTLE_NS / 4);   /* the poll waits on the socket */
         weft_task *r;
         FAIL_IF(weft_spawn(&r, read_ten, &(struct ten){ sv[0], b }) != 0);
