@@ -424,8 +424,8 @@ WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
  * so a plain thread's read may wait for a coroutine's to be run.
  * weft_recvmsg() gets no ancillary data (msg_controllen 0); MSG_OOB
  * and MSG_ERRQUEUE go to the socket itself, but an urgent byte that an armed
- * receive or a read ahead has read past is gone, as for any reader that reads past the mark
- * (-EINVAL): set SO_OOBINLINE to have it in the stream.
+ * receive or a read ahead has read past is gone, as for any reader that
+ * reads past the mark (-EINVAL): set SO_OOBINLINE to have it in the stream.
  * A child of fork() does not inherit the hand-over: its reads are the usual
  * calls, and the bytes queued before the fork stay with the parent.
  * Returns 0, -EBADF (not open), -ENOTSOCK, -EOPNOTSUPP (not a TCP stream

@@ -23,8 +23,8 @@ struct weft__owned {
     int32_t              err;        /* the socket's error, for the reader after the queued bytes */
     bool                 reading;    /* a reader reads the socket itself: a read ahead, or a
                                       * usual call of any thread (io/owned.c, step 1) */
-    unsigned             polling;    /* polls of the socket itself under way: no read ahead
-                                      * then (io/owned.c, step 6) */
+    unsigned             polling;    /* polls of the socket itself under way: no receive armed
+                                      * and no read ahead then (io/owned.c, step 6) */
     struct weft__worker *armed;      /* whose ring has the receive armed; NULL: none */
     uint64_t             armed_id;   /* its identity there; 0 until the arming reader records it */
     uint64_t             arm_seq;    /* counts the arms */
