@@ -130,6 +130,46 @@ Test(readiness, a_stream_read_stopped_at_urgent_data_gets_the_rest)
         run_one(b, 1, 0, stream_stopped_at_urgent_data);
 }
 
+/* The peer's last bytes and the end of its stream, both reaped before the
+ * read: the read that takes the bytes is short, and yet the socket is not
+ * one to wait on, since a read at the end returns 0 at once and no edge
+ * comes after it. The read after must return 0 without a wait (weft_stats'
+ * epoll_waits; the wait would last until its check). One worker, the edges
+ * taken while a wait on a pipe keeps the worker in its set, as above. */
+static void *the_end_after_a_short_read(void *arg)
+{
+    struct run *run = arg;
+    int sv[2], p[2];
+    tcp_pair(sv);
+    FAIL_IF(pipe2(p, O_CLOEXEC) != 0);
+    const char *err = first_wait(sv[0], sv[1]);
+    if (err)
+        return (void *)err;
+    FAIL_IF(send(sv[1], "abc", 3, 0) != 3);
+    FAIL_IF(shutdown(sv[1], SHUT_WR) != 0);
+    char buf[64];
+    weft_deadline(weft_now() + SETTLE_NS);
+    FAIL_IF(weft_read(p[0], buf, 1) != -ETIMEDOUT);   /* the bytes and the end are in sv[0] */
+    weft_deadline(weft_now() + GIVE_UP_NS);
+    FAIL_IF(weft_read(sv[0], buf, sizeof buf) != 3);
+    uint64_t waits = epoll_waits(run->rt);
+    FAIL_IF(weft_read(sv[0], buf, sizeof buf) != 0);
+    FAIL_IF(weft_recv(sv[0], buf, sizeof buf, 0) != 0);   /* and again */
+    weft_deadline(0);
+    FAIL_IF(epoll_waits(run->rt) != waits);
+    weft_close(sv[0]);
+    weft_close(sv[1]);
+    weft_close(p[0]);
+    weft_close(p[1]);
+    return NULL;
+}
+
+Test(readiness, the_end_of_a_stream_after_a_short_read_is_read_without_a_wait)
+{
+    FOR_EACH_BACKEND(b)
+        run_one(b, 1, 0, the_end_after_a_short_read);
+}
+
 /* ---- one edge, several waiters ---------------------------------------------------- */
 
 enum { READERS = 4 };

@@ -176,11 +176,16 @@ static void mark_drained(struct weft__fd_slot *s, int d, uint64_t seen)
 /* Whether a read of c's that returned r > 0 bytes emptied the socket: a
  * recv (read on a socket is one) of a stream socket that got less than it
  * asked for, with no flag that stops short of the end. The socket's type is
- * asked once per descriptor (kept until weft_close or a new file is seen). */
+ * asked once per descriptor (kept until weft_close or a new file is seen).
+ * Not once the end of the stream or an error has been reaped: the read that
+ * takes the last bytes is short, but the next returns at once (0, or the
+ * error), and no edge comes after the one already taken, so a wait for it
+ * would last until the sweep's check. */
 static bool emptied(struct weft__fd_slot *s, const struct weft__io_op *c, ssize_t r)
 {
     if (c->kind != WEFT__IO_RECV || r <= 0 || (size_t)r >= c->len ||
-        (c->flags & (MSG_PEEK | MSG_OOB | MSG_WAITALL | MSG_TRUNC | MSG_ERRQUEUE)))
+        (c->flags & (MSG_PEEK | MSG_OOB | MSG_WAITALL | MSG_TRUNC | MSG_ERRQUEUE)) ||
+        atomic_load_explicit(&s->ended, memory_order_acquire))
         return false;
     uint8_t kind = atomic_load_explicit(&s->kind, memory_order_relaxed);
     if (kind == KIND_UNKNOWN) {
@@ -299,6 +304,7 @@ static void forget_hints(struct weft__fd_slot *s)
 {
     atomic_store_explicit(&s->not_socket, false, memory_order_relaxed);
     atomic_store_explicit(&s->kind, KIND_UNKNOWN, memory_order_relaxed);
+    atomic_store_explicit(&s->ended, false, memory_order_relaxed);
 }
 
 /*
@@ -532,6 +538,8 @@ static bool reap(struct weft__worker *w, const struct epoll_event *ev, int n)
         bool in = got & (EPOLLIN | EPOLLRDHUP | EPOLLPRI), out = got & EPOLLOUT;
         weft__bump(&w->ctr.epoll_events, 1);
         pthread_mutex_lock(&s->lock);
+        if (fail || (got & EPOLLRDHUP))
+            atomic_store_explicit(&s->ended, true, memory_order_release);   /* before the edge's count */
         if (in || fail) {
             edge_came(s, RD);
             woke |= wake_list(w->rt, s, RD, (int32_t)got, fail || (got & EPOLLRDHUP));

@@ -58,6 +58,8 @@ struct weft__fd_slot {
     _Atomic bool     lined[2];     /* a list holds waiters: a hint for pass_on */
     _Atomic bool     not_socket;   /* a hint for weft_read/weft_write; anyone */
     _Atomic uint8_t  kind;         /* KIND_*: a hint for the drained mark; anyone */
+    _Atomic bool     ended;        /* the end of the stream, or an error, was reaped: a read
+                                    * returns at once from then on (epoll.c, emptied) */
 };
 
 struct weft__fdtab {
