@@ -422,7 +422,8 @@ WEFT_API ssize_t weft_sendmsg(int fd, const struct msghdr *msg, int flags);
  * one reader at a time reads the socket itself: a read meanwhile waits for
  * it (MSG_DONTWAIT gives -EAGAIN), as a read waits while a receive is armed,
  * so a plain thread's read may wait for a coroutine's to be run.
- * weft_recvmsg() gets no ancillary data (msg_controllen 0); MSG_OOB
+ * weft_recvmsg() served from the queue gets no ancillary data (msg_controllen
+ * 0; on epoll one with room for it reads the socket itself); MSG_OOB
  * and MSG_ERRQUEUE go to the socket itself, but an urgent byte that an armed
  * receive or a read ahead has read past is gone, as for any reader that
  * reads past the mark (-EINVAL): set SO_OOBINLINE to have it in the stream.

@@ -975,6 +975,60 @@ Test(own, a_plain_thread_s_poll_sees_bytes_that_a_read_beside_it_leaves)
     run_all(a_plain_poll_before_a_read, NULL);
 }
 
+/* A poll for POLLIN and POLLOUT while another reader reads the socket and
+ * waits, its peer silent, answers POLLOUT once room comes: it asks the
+ * socket rather than wait for that read to end. The reader is a coroutine
+ * (a read ahead on epoll, a receive on io_uring). */
+static void *read_ten_within(void *arg)
+{
+    weft_deadline(weft_now() + GUARD_NS / 10);
+    return read_ten(arg);
+}
+
+static void *drain_later(void *arg)
+{
+    int fd = *(int *)arg;
+    char b[4096];
+    weft_sleep(SETTLE_NS);
+    while (recv(fd, b, sizeof b, MSG_DONTWAIT) > 0)
+        ;
+    return NULL;
+}
+
+static void *pollout_beside_a_waiting_read(void *arg)
+{
+    (void)arg;
+    uint64_t prev = guard();
+    int sv[2];
+    FAIL_IF(tcp_pair_sized(sv, AF_INET, 16384) != 0);
+    EXPECT_EQ(weft_own(sv[0]), 0);
+    uint8_t b[10], junk[4096] = { 0 };
+    while (send(sv[0], junk, sizeof junk, MSG_DONTWAIT) > 0)
+        ;   /* no room: POLLOUT is not ready */
+    struct ten t = { sv[0], b };
+    weft_task *r, *d;
+    FAIL_IF(weft_spawn(&r, read_ten_within, &t) != 0);
+    weft_sleep(SETTLE_NS);   /* its read waits */
+    FAIL_IF(weft_spawn(&d, drain_later, &sv[1]) != 0);
+    uint64_t p2 = weft_deadline(weft_now() + GUARD_NS / 10);
+    int p = weft_poll(sv[0], POLLIN | POLLOUT);
+    weft_deadline(p2);
+    FAIL_IF(weft_join(d, NULL) != 0);
+    EXPECT_EQ(send_str(sv[1], "0123456789"), 10);
+    void *rr;
+    FAIL_IF(weft_join(r, &rr) != 0);
+    EXPECT_EQ(p, POLLOUT);
+    EXPECT_EQ((intptr_t)rr, 10);
+    close_pair(sv);
+    weft_deadline(prev);
+    return NULL;
+}
+
+Test(own, a_poll_for_pollout_too_beside_a_waiting_read_answers_when_room_comes)
+{
+    run_all(pollout_beside_a_waiting_read, NULL);
+}
+
 /* Each reader's reads go forward in the stream, as on the socket, however
  * the readers of one socket mix calls that the queue serves with calls that
  * go to the socket itself (a read of 8 KiB, MSG_DONTWAIT, a plain thread's

@@ -26,7 +26,7 @@
  *      the socket, and never while a receive is armed.
  *   2. A reader that finds nothing queued, and a receive armed or the socket
  *      claimed, waits on the record's list of readers, within its deadline
- *      and cancellation; so does a poll for POLLIN (weft__owned_poll).
+ *      and cancellation; so does a poll for POLLIN alone (weft__owned_poll).
  *   3. Each completion of the receive (weft__owned_received, on the ring's
  *      owner or the monitor) appends its bytes, or notes the end of the
  *      stream or the socket's error, and wakes every waiting reader to look
@@ -637,20 +637,12 @@ int weft__owned_poll(int fd, short events, bool *usual, struct weft__owned **hel
             if (r)
                 break;
             stop(o);
-        } else if (o->reading) {
+        } else if (o->reading && !others) {
             /* Another reader reads the socket: what it reads ahead comes
              * to the queue, where the socket's readiness would not show it
-             * (step 2). Ready for the rest already? Else wait for its end,
-             * and look again. */
-            if (others) {
-                weft__iunlock(&o->lock);
-                r = weft__poll_now(fd, others);
-                weft__ilock(&o->lock);
-                if (r)
-                    break;
-                if (!o->reading)
-                    continue;
-            }
+             * (step 2). Wait for its end, and look again. With POLLOUT or
+             * POLLPRI too, the socket is asked (below): that read may last
+             * as long as its peer is silent. */
         } else if (!o->armed) {
             w = weft__io_coroutine();   /* as in weft__owned_io */
             if (others || !can_arm(o, w) || arm(o, w) != 0) {
