@@ -904,7 +904,8 @@ static void *a_poll_behind_a_waiting_read(void *arg)
     struct poll_behind p = { .fd = sv[0], .polled = 1 << 30 };
     weft_task *r, *q;
     uint8_t b[100];
-    FAIL_IF(weft_spawn(&r, read_ten, &(struct ten){ sv[0], b }) != 0);
+    struct ten t = { sv[0], b };
+    FAIL_IF(weft_spawn(&r, read_ten, &t) != 0);
     weft_sleep(SETTLE_NS);   /* its read waits */
     FAIL_IF(weft_spawn(&q, poll_behind_a_read, &p) != 0);
     weft_sleep(SETTLE_NS);   /* and so does the poll, behind it */
@@ -948,7 +949,8 @@ static void *a_plain_poll_before_a_read(void *arg)
         FAIL_IF(pthread_create(&th, NULL, poll_behind_a_read, &p) != 0);
         weft_sleep(SETTLE_NS / 4);   /* the poll waits on the socket */
         weft_task *r;
-        FAIL_IF(weft_spawn(&r, read_ten, &(struct ten){ sv[0], b }) != 0);
+        struct ten t = { sv[0], b };
+        FAIL_IF(weft_spawn(&r, read_ten, &t) != 0);
         weft_sleep(SETTLE_NS / 4);   /* and the read, beside it */
         fill_pat(out, (uint64_t)round * 100, 100);
         EXPECT_EQ(send_all(sv[1], out, 100), 100);
