@@ -308,13 +308,15 @@ void weft__unpark(weft_task *t)
     weft_rt *rt = t->rt;   /* read before t may run, finish and be reused */
     struct weft__worker *w = weft__worker_self();
     uint32_t s = atomic_load_explicit(&t->pstate, memory_order_acquire);   /* pairs with step 2 */
+    /* Counted first: once t is handed its wake, it may finish and let
+     * weft_rt_destroy free rt under a caller from outside rt. */
+    count_unpark(rt, w);
     for (;;) {
         if (s == WEFT__PARKED) {
             /* Step 3. Nobody else writes pstate now: the parker is done with
              * it, and there is one unpark per park. A plain store does;
              * ready() publishes it with the task. */
             atomic_store_explicit(&t->pstate, WEFT__RUNNING, memory_order_relaxed);
-            count_unpark(rt, w);
             ready(t);
             return;
         } else if (s == WEFT__RUNNING) {
@@ -326,7 +328,6 @@ void weft__unpark(weft_task *t)
                 if (w && w->reaping && w->prev == t && w->prev_action == WEFT__ACT_PARK &&
                     rt->nworkers > 1)
                     w->prev_io = true;
-                count_unpark(rt, w);
                 return;                                          /* step 2's CAS will fail and queue it */
             }
         } else {
