@@ -7,7 +7,7 @@
  *
  * Why: a one-shot receive costs a request, a submission and a completion for
  * every read, most of which find data the peer sent long before. A multishot
- * receive (io_uring, kernel 6.0) stays armed and completes once for each
+ * receive (io_uring; README says since which kernel) stays armed and completes once for each
  * arrival, into a buffer the ring provides; the ring's owner copies it into
  * the queue and gives the buffer back (io/uring.c). A read that finds bytes
  * queued is then a copy under a lock (weft-bench server, the HTTP example's

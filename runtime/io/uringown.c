@@ -9,8 +9,8 @@
  * buffers, which the owner copies into the record's queue and gives back to
  * the kernel at once: the buffers are the ring's, shared by all its
  * receives, and a reader that does not read must not hold them. Where the
- * kernel refuses provided buffers (before 5.19) or multishot receive (before
- * 6.0, the first completion's -EINVAL), the ring arms no more and its
+ * kernel refuses provided buffers or multishot receive (the first
+ * completion's -EINVAL; README's table says since which releases), the ring arms no more and its
  * readers make the usual calls.
  *
  * Each receive is armed with a byte limit of WEFT_OWN_QUEUE (the entry's
