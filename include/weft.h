@@ -476,7 +476,7 @@ WEFT_API int weft_sigwait(const sigset_t *set, siginfo_t *info);
  * Waits for a child to change state, as waitpid(2), and returns its pid (0
  * with WNOHANG and no child ready). A child named by its pid (pid > 0),
  * awaited for its exit (options without WUNTRACED and WCONTINUED), is waited
- * on through a pidfd (README says which Linux) that the worker's backend watches: only the
+ * on through a pidfd (docs/api/io.md says which Linux) that the worker's backend watches: only the
  * caller is suspended, and its deadline and cancellation end the wait at any
  * time, leaving the child to a later call. Any other wait (pid -1: any child,
  * 0 or below -1: a process group; WUNTRACED or WCONTINUED; a kernel or
