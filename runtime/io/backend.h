@@ -235,12 +235,9 @@ static inline bool weft__io_cancelled(const struct weft__worker *w)
  * not WEFT__WHY_NONE (io/io.c): for the waits of io/proc.c. */
 int weft__poll_as(int fd, short events, enum weft__why why, uintptr_t what);
 
-/* A coroutine's call on its worker's backend, past the queue of a descriptor
- * handed over (io/owned.c reads ahead through it). A coroutine only. */
-ssize_t weft__io_coroutine_call(struct weft__worker *w, const struct weft__io_op *a);
-/* The usual call of op, past that queue: a coroutine's on its backend, a
- * plain thread's as io/io.c makes it (io/owned.c makes it under its claim).
- * Any thread. */
+/* The usual call of op, past the queue of a descriptor handed over: a
+ * coroutine's on its backend, a plain thread's as io/io.c makes it
+ * (io/owned.c reads the socket through it, under its claim). Any thread. */
 ssize_t weft__io_usual(const struct weft__io_op *a);
 
 /* The plain system call for op, once; EINTR is not retried. Returns its

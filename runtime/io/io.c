@@ -371,7 +371,7 @@ static ssize_t call(struct weft__worker *w, const struct weft__io_op *a)
     return w->io->call(w, a);
 }
 
-ssize_t weft__io_coroutine_call(struct weft__worker *w, const struct weft__io_op *a)
+static ssize_t coroutine_call(struct weft__worker *w, const struct weft__io_op *a)
 {
     return weft__io_cancelled(w) ? -ECANCELED : call(w, a);
 }
@@ -429,7 +429,7 @@ static ssize_t do_io(const struct weft__io_op *a)
 ssize_t weft__io_usual(const struct weft__io_op *a)
 {
     struct weft__worker *w = weft__io_coroutine();
-    return w ? weft__io_coroutine_call(w, a) : plain_io(a);
+    return w ? coroutine_call(w, a) : plain_io(a);
 }
 
 ssize_t weft_read(int fd, void *buf, size_t len)
@@ -602,7 +602,7 @@ static ssize_t file_io(const struct weft__io_op *a)
         return -EINVAL;   /* as do_io */
     struct weft__worker *w = weft__io_coroutine();
     if (w)
-        return weft__io_coroutine_call(w, a);
+        return coroutine_call(w, a);
     uint64_t deadline = weft__thread_deadline();
     if (deadline && deadline <= weft_now())
         return -ETIMEDOUT;

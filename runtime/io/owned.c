@@ -471,7 +471,7 @@ static bool queue_ready(struct weft__owned *o)
  * it reads and takes again. Returns the bytes queued, 0 at the end of the
  * stream, or the call's negative errno.
  */
-static ssize_t read_ahead(struct weft__owned *o, struct weft__worker *w)
+static ssize_t read_ahead(struct weft__owned *o)
 {
     /* Nobody else moves or frees the queue while `reading` is set: it is
      * empty, so no reader consumes from it, and no receive is armed to
@@ -479,7 +479,7 @@ static ssize_t read_ahead(struct weft__owned *o, struct weft__worker *w)
     o->reading = true;
     struct weft__io_op r = { .kind = WEFT__IO_RECV, .fd = o->fd, .buf = o->q, .len = o->cap };
     weft__iunlock(&o->lock);
-    ssize_t n = weft__io_coroutine_call(w, &r);
+    ssize_t n = weft__io_usual(&r);
     weft__ilock(&o->lock);
     o->reading = false;
     if (n > 0) {
@@ -563,7 +563,7 @@ ssize_t weft__owned_io(const struct weft__io_op *a, bool *usual)
             if (!e || o->closed)
                 continue;   /* armed, or another's arm ended; or closed while we armed */
             if (!got && can_read_ahead(o, w, a, want) && queue_ready(o)) {
-                r = read_ahead(o, w);
+                r = read_ahead(o);
                 if (r > 0)
                     continue;   /* queued: take it */
                 break;          /* the end, or the call's error */
