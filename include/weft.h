@@ -303,7 +303,10 @@ WEFT_API int weft_sleep(uint64_t ns);
  * coroutine's own write(2) to such a pipe also fails with EPIPE rather than
  * end the process; a plain thread's weft_write() is write(2), signal
  * included). weft_recv() and weft_send() with MSG_DONTWAIT return -EAGAIN
- * rather than wait. weft_poll() waits until one of events (POLLIN, POLLOUT,
+ * rather than wait; MSG_WAITALL waits for all of len on a stream socket,
+ * as on a blocking socket, on both backends (docs/api/io.md, weft_recv:
+ * the end, an error, the deadline or a cancellation returns what came).
+ * weft_poll() waits until one of events (POLLIN, POLLOUT,
  * or both) is ready and returns the revents; events that hold none of
  * POLLIN, POLLOUT and POLLPRI give -EINVAL. A length above SSIZE_MAX, whose
  * count no return value could hold, gives -EINVAL (also to weft_pread and
@@ -527,7 +530,7 @@ WEFT_API int weft_getaddrinfo(const char *node, const char *service,
  *     semaphores, channels and select, as in a coroutine;
  *   - weft_read, weft_write, weft_recv, weft_send, weft_accept, weft_connect
  *     and weft_poll wait for readiness in poll(2) until the deadline, then
- *     return -ETIMEDOUT (weft_connect leaves its attempt going on; weft_recv
+ *     return -ETIMEDOUT (weft_connect leaves its attempt going on; a receive
  *     with MSG_WAITALL returns what it has gathered, if anything). A send
  *     or write that finds room for part of its buffer sends that part and
  *     returns its length, as on a non-blocking socket. On a

@@ -557,6 +557,201 @@ Test(io, a_peek_with_MSG_WAITALL_shows_each_byte_once)
     peek_waitall_with_a_deadline(NULL);  /* a plain thread with a deadline: weft's waits */
 }
 
+/* ---- a receive that asks for all ----------------------------------------------- */
+
+static const char trickled[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+enum { TRICKLE_SENDS = 6, TRICKLE_EACH = 7, TRICKLE_ALL = TRICKLE_SENDS * TRICKLE_EACH };
+
+/* The peer's bytes in sends of 7, a moment apart, so that the reader waits
+ * between them. */
+static void *trickle(void *arg)
+{
+    int fd = *(int *)arg;
+    for (int i = 0; i < TRICKLE_SENDS; i++) {
+        weft_sleep(5 * 1000000u);
+        if (weft_send(fd, trickled + TRICKLE_EACH * i, TRICKLE_EACH, 0) != TRICKLE_EACH)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+/* Starts fn(arg) beside the caller: a coroutine beside a coroutine, else a
+ * thread; join_beside waits for it and returns its result. */
+struct beside {
+    weft_task *t;
+    pthread_t  th;
+};
+
+static void start_beside(struct beside *b, weft_fn fn, void *arg)
+{
+    if (weft_self())
+        cr_assert_eq(weft_spawn(&b->t, fn, arg), 0);
+    else
+        cr_assert_eq(pthread_create(&b->th, NULL, fn, arg), 0);
+}
+
+static void *join_beside(struct beside *b)
+{
+    void *r;
+    if (weft_self())
+        cr_assert_eq(weft_join(b->t, &r), 0);
+    else
+        cr_assert_eq(pthread_join(b->th, &r), 0);
+    return r;
+}
+
+/* A stream's bytes that come in six parts fill a MSG_WAITALL receive, by
+ * recv, by recvmsg into two buffers with room for control data (which the
+ * ring's receive did not gather), and by recvfrom. */
+static void waitall_gathers_once(int how)
+{
+    static const char *const names[] = { "weft_recv", "weft_recvmsg", "weft_recvfrom" };
+    int sv[2];
+    tcp_pair(sv);
+    struct beside peer;
+    start_beside(&peer, trickle, &sv[1]);
+    char b[TRICKLE_ALL + 1] = { 0 };
+    ssize_t n;
+    if (how == 0) {
+        n = weft_recv(sv[0], b, TRICKLE_ALL, MSG_WAITALL);
+    } else if (how == 1) {
+        char ctl[64];
+        struct iovec iov[2] = { { b, 10 }, { b + 10, TRICKLE_ALL - 10 } };
+        struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2, .msg_control = ctl, .msg_controllen = sizeof ctl };
+        n = weft_recvmsg(sv[0], &m, MSG_WAITALL);
+        cr_assert_eq(m.msg_controllen, 0, "control data on a TCP stream: %zu bytes", (size_t)m.msg_controllen);
+    } else {
+        n = weft_recvfrom(sv[0], b, TRICKLE_ALL, MSG_WAITALL, NULL, NULL);
+    }
+    cr_assert_null(join_beside(&peer));
+    cr_assert_eq(n, TRICKLE_ALL, "%s with MSG_WAITALL of %d bytes sent in %d parts returned %zd",
+                 names[how], TRICKLE_ALL, TRICKLE_SENDS, n);
+    cr_assert(memcmp(b, trickled, TRICKLE_ALL) == 0, "%s gathered \"%s\"", names[how], b);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* On a datagram or seqpacket socket MSG_WAITALL changes nothing: one
+ * message a call, as recv(2). */
+static void waitall_takes_one_message(int type)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, type, 0, sv), 0);
+    cr_assert_eq(send(sv[1], "ab", 2, 0), 2);
+    cr_assert_eq(send(sv[1], "cd", 2, 0), 2);
+    char b[8] = { 0 };
+    cr_assert_eq(weft_recv(sv[0], b, sizeof b, MSG_WAITALL), 2, "a %s message of 2 bytes: \"%s\"",
+                 type == SOCK_DGRAM ? "datagram" : "seqpacket", b);
+    struct iovec iov = { b + 2, 6 };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+    cr_assert_eq(weft_recvmsg(sv[0], &m, MSG_WAITALL), 2);
+    cr_assert(memcmp(b, "abcd", 4) == 0, "the messages read \"%s\"", b);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* A descriptor passed with the first part ends the read there, as the
+ * kernel hands control data over with the bytes it came with; the next
+ * read takes the rest. */
+static void waitall_stops_at_control_data(void)
+{
+    int sv[2], p[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    cr_assert_eq(pipe(p), 0);
+    union { struct cmsghdr h; char b[CMSG_SPACE(sizeof(int))]; } out, in;
+    memset(&out, 0, sizeof out);
+    struct iovec iov = { "ab", 2 };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = out.b, .msg_controllen = sizeof out.b };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &p[0], sizeof(int));
+    cr_assert_eq(sendmsg(sv[1], &m, 0), 2);
+    cr_assert_eq(send(sv[1], "cd", 2, 0), 2);
+    char b[5] = { 0 };
+    iov = (struct iovec){ b, 4 };
+    m = (struct msghdr){ .msg_iov = &iov, .msg_iovlen = 1, .msg_control = in.b, .msg_controllen = sizeof in.b };
+    cr_assert_eq(weft_recvmsg(sv[0], &m, MSG_WAITALL), 2, "the part with a descriptor, then \"%s\"", b);
+    c = CMSG_FIRSTHDR(&m);
+    cr_assert(c && c->cmsg_type == SCM_RIGHTS, "the descriptor passed with the bytes came with them");
+    int got;
+    memcpy(&got, CMSG_DATA(c), sizeof got);
+    close(got);
+    cr_assert_eq(weft_recv(sv[0], b + 2, 2, MSG_WAITALL), 2);
+    cr_assert(strcmp(b, "abcd") == 0, "the stream read \"%s\"", b);
+    close(sv[0]);
+    close(sv[1]);
+    close(p[0]);
+    close(p[1]);
+}
+
+static void *waitall_cases(void *arg)
+{
+    (void)arg;
+    for (int how = 0; how < 3; how++)
+        waitall_gathers_once(how);
+    waitall_takes_one_message(SOCK_DGRAM);
+    waitall_takes_one_message(SOCK_SEQPACKET);
+    waitall_stops_at_control_data();
+    return NULL;
+}
+
+static void *waitall_cases_with_a_deadline(void *arg)
+{
+    uint64_t prev = weft_deadline(weft_now() + 10ull * 1000000000u);   /* the waits of a plain thread */
+    waitall_cases(arg);
+    weft_deadline(prev);
+    return NULL;
+}
+
+Test(io, MSG_WAITALL_on_a_stream_gathers_every_part_on_either_backend_and_from_a_plain_thread)
+{
+    FOR_EACH_CONFIG(b, w, io_workers)
+        run_with_io(w, b, waitall_cases, NULL);
+    waitall_cases(NULL);                  /* a plain thread: recv(2) itself */
+    waitall_cases_with_a_deadline(NULL);  /* a plain thread with a deadline: weft's waits */
+}
+
+/* The peer's bytes, then its reset: a MSG_WAITALL receive returns the
+ * bytes, and the next call the reset, as recv(2) does. */
+static void *waitall_then_reset(void *arg)
+{
+    (void)arg;
+    int sv[2];
+    tcp_pair(sv);
+    cr_assert_eq(send(sv[1], "abc", 3, 0), 3);
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    cr_assert_eq(setsockopt(sv[1], SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(sv[1]);
+    struct pollfd pfd = { .fd = sv[0], .events = POLLIN };
+    cr_assert_eq(poll(&pfd, 1, 5000), 1);
+    cr_assert(pfd.revents & POLLERR, "the reset has come: revents %#x", pfd.revents);
+    char b[10];
+    cr_assert_eq(weft_recv(sv[0], b, sizeof b, MSG_WAITALL), 3);
+    ssize_t r = weft_recv(sv[0], b, sizeof b, MSG_WAITALL);
+    cr_assert_eq(r, -ECONNRESET, "after the bytes, the reset: %zd", r);
+    cr_assert_eq(weft_recv(sv[0], b, sizeof b, MSG_WAITALL), 0);
+    close(sv[0]);
+    return NULL;
+}
+
+static void *waitall_then_reset_with_a_deadline(void *arg)
+{
+    uint64_t prev = weft_deadline(weft_now() + 10ull * 1000000000u);
+    waitall_then_reset(arg);
+    weft_deadline(prev);
+    return NULL;
+}
+
+Test(io, MSG_WAITALL_leaves_an_error_that_follows_its_bytes_for_the_next_call)
+{
+    FOR_EACH_CONFIG(b, w, io_workers)
+        run_with_io(w, b, waitall_then_reset, NULL);
+    waitall_then_reset(NULL);
+    waitall_then_reset_with_a_deadline(NULL);
+}
+
 /* ---- many coroutines waiting on one descriptor ------------------------------ */
 
 /*

@@ -267,8 +267,8 @@ static ssize_t read_n(int fd, void *b, size_t n)
     return (ssize_t)got;
 }
 
-/* Reads exactly n bytes (or up to the end) with weft_recv(flags): on the
- * epoll backend MSG_WAITALL may return fewer (docs/api/io.md). */
+/* Reads exactly n bytes (or up to the end) with weft_recv(flags), call after
+ * call, whatever each call returns. */
 static ssize_t read_all(int fd, void *b, size_t n, int flags)
 {
     size_t got = 0;
@@ -1325,18 +1325,13 @@ static void *send_later(void *arg)
 static const char *waitall_case(int fd, int peer)
 {
     CHECK(arm(fd, peer));
-    /* On the epoll backend MSG_WAITALL returns what has come (docs/api/io.md),
-     * on a plain socket as on an owned one: there the reads loop. */
-    bool whole = cur_backend != WEFT_IO_EPOLL;
+    /* The bytes come in three sends, each after the reader waits. */
     struct later l = { .fd = peer, .s = { "abc", "defg", "hijklm" } };
     weft_task *t;
     FAIL_IF(weft_spawn(&t, send_later, &l) != 0);
     char b[32];
     memset(b, 0, sizeof b);
-    if (whole)
-        EXPECT_EQ(weft_recv(fd, b, 10, MSG_WAITALL), 10);
-    else
-        EXPECT_EQ(read_all(fd, b, 10, MSG_WAITALL), 10);
+    EXPECT_EQ(weft_recv(fd, b, 10, MSG_WAITALL), 10);
     FAIL_IF(memcmp(b, "abcdefghij", 10) != 0);
     void *r;
     FAIL_IF(weft_join(t, &r) != 0 || r);
@@ -1347,13 +1342,8 @@ static const char *waitall_case(int fd, int peer)
     memset(y, 0, sizeof y);
     struct iovec iov[2] = { { x, 3 }, { y, 7 } };
     struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
-    if (whole) {
-        EXPECT_EQ(weft_recvmsg(fd, &m, MSG_WAITALL), 6);   /* klm, then nop, then the end */
-        FAIL_IF(memcmp(x, "klm", 3) != 0 || memcmp(y, "nop", 3) != 0);
-    } else {
-        EXPECT_EQ(read_all(fd, b, 10, MSG_WAITALL), 6);
-        FAIL_IF(memcmp(b, "klmnop", 6) != 0);
-    }
+    EXPECT_EQ(weft_recvmsg(fd, &m, MSG_WAITALL), 6);   /* klm, then nop, then the end */
+    FAIL_IF(memcmp(x, "klm", 3) != 0 || memcmp(y, "nop", 3) != 0);
     FAIL_IF(weft_join(t, &r) != 0 || r);
     EXPECT_EQ(weft_recv(fd, b, 10, MSG_WAITALL), 0);
     EXPECT_EQ(weft_recv(fd, b, 10, MSG_WAITALL), 0);

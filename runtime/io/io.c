@@ -9,7 +9,8 @@
  *     for readiness in poll(2), at most until the deadline, and makes the call
  *     without blocking (see plain_io).
  * A wait that the caller's deadline or cancellation ends returns -ETIMEDOUT or
- * -ECANCELED with nothing transferred.
+ * -ECANCELED with nothing transferred (a MSG_WAITALL receive, the part it
+ * gathered: gather_rest).
  */
 #include "backend.h"
 #include "fdtab.h"
@@ -227,10 +228,9 @@ static int plain_wait(int fd, short events, uint64_t deadline)
  * file is ready, and a write is cut to PIPE_BUF bytes (a writev to its first
  * buffer that holds any, so cut), which a ready pipe takes without waiting.
  * A thread of the user that reads (writes) the same pipe at that moment can
- * still take what poll(2) saw, and hold the call past the deadline. recv
- * with MSG_WAITALL gathers until the deadline and then returns what it has,
- * as a signal would end it; recvmsg with MSG_WAITALL, and either with
- * MSG_PEEK, returns what has come.
+ * still take what poll(2) saw, and hold the call past the deadline. A
+ * receive with MSG_WAITALL returns what has come, and do_io gathers the
+ * rest until the deadline, as a signal would end it.
  */
 static ssize_t plain_io(const struct weft__io_op *a)
 {
@@ -274,11 +274,6 @@ static ssize_t plain_io(const struct weft__io_op *a)
     bool out = weft__io_writes(a);
     bool sock = true;   /* read, write, readv, writev: until the file answers ENOTSOCK */
     struct weft__io_op c = stream ? weft__io_as_socket(a, &m) : *a;
-    /* A peek looks at the same bytes each time: it returns what has come. */
-    bool waitall = c.kind == WEFT__IO_RECV && (c.flags & MSG_WAITALL) && !(c.flags & MSG_PEEK);
-    if (waitall)
-        c.flags &= ~MSG_WAITALL;
-    size_t done = 0;   /* gathered so far, with MSG_WAITALL */
     for (;;) {
         if (weft__io_needs_toggle(&c)) {
             r = weft__io_syscall_nowait(&c);
@@ -311,22 +306,13 @@ static ssize_t plain_io(const struct weft__io_op *a)
         }
         if (r == -EINTR)
             continue;
-        if (waitall && r > 0 && done + (size_t)r < a->len) {
-            done += (size_t)r;
-            c.buf = (char *)a->buf + done;
-            c.len = a->len - done;
-            continue;
-        }
-        if (r != -EAGAIN && r != -EWOULDBLOCK) {
-            if (done)   /* MSG_WAITALL: what it gathered, whatever ended it */
-                return r > 0 ? r + (ssize_t)done : (ssize_t)done;
+        if (r != -EAGAIN && r != -EWOULDBLOCK)
             return r;
-        }
         if (!sock)
             continue;   /* the file was made O_NONBLOCK meanwhile: poll again */
         int ready = plain_wait(c.fd, out ? POLLOUT : POLLIN, deadline);
         if (ready < 0)
-            return done ? (ssize_t)done : ready;
+            return ready;
     }
 }
 
@@ -375,54 +361,107 @@ static ssize_t coroutine_call(struct weft__worker *w, const struct weft__io_op *
     return weft__io_cancelled(w) ? -ECANCELED : call(w, a);
 }
 
-static ssize_t do_io(const struct weft__io_op *a);
+static ssize_t iov_total(const struct iovec *iov, size_t iovcnt);
 
-/* A MSG_WAITALL receive of a descriptor handed over whose first `got` bytes
- * came from its queue: the rest from the socket, as the usual call. Returns
- * the whole count; an error after some bytes is left for the next call, as
- * recv(2) leaves it. */
-static ssize_t waitall_rest(const struct weft__io_op *a, size_t got)
+/* One call, without gathering: through a handed-over socket's queue, else
+ * the usual call. A MSG_WAITALL that the queue began returns its part, and
+ * gather_rest asks the socket for the rest. */
+static ssize_t io_once(const struct weft__io_op *a)
 {
+    if (WEFT__UNLIKELY(weft__owned_maybe()) && !weft__io_writes(a)) {
+        bool usual;
+        ssize_t r = weft__owned_io(a, &usual);
+        if (!usual || r > 0)
+            return r;
+    }
+    return weft__io_usual(a);
+}
+
+/* Whether a receive waits for all its buffers can hold, as recv(2) with
+ * MSG_WAITALL does on a blocking socket: not with MSG_PEEK (each call
+ * looks at the same first bytes), MSG_DONTWAIT (what has come), MSG_OOB or
+ * MSG_ERRQUEUE. The socket's type is asked after a part (gather_rest). */
+static bool waits_for_all(const struct weft__io_op *a)
+{
+    return (a->kind == WEFT__IO_RECV || a->kind == WEFT__IO_RECVMSG) &&
+           (a->flags & (MSG_WAITALL | MSG_PEEK | MSG_DONTWAIT | MSG_OOB | MSG_ERRQUEUE)) == MSG_WAITALL;
+}
+
+/*
+ * The rest of a MSG_WAITALL receive whose first call returned `got` bytes.
+ * The calls below return what has come: the epoll backend's, the ring's
+ * (given no MSG_WAITALL: uringops.c), a plain thread's that must not block
+ * past its deadline, and a handed-over socket's queue. Further receives go
+ * into the rest of the buffers until they are full, the end comes, an
+ * error, the deadline or a cancellation; the call returns the whole count.
+ * As recv(2) on a blocking socket: only on a stream socket (a datagram
+ * or seqpacket socket gives one message a call), and not past a part that
+ * carried control data, which ends the read where it came; a recvmsg's
+ * control buffer (of `ctl` bytes) waits for the first part that has some.
+ * An error the socket holds is left for the next call, as recv(2) leaves
+ * it; one that comes while the rest is awaited ends the call with what it
+ * gathered.
+ */
+static ssize_t gather_rest(const struct weft__io_op *a, size_t got, size_t ctl)
+{
+    struct msghdr *msg = a->kind == WEFT__IO_RECVMSG ? a->msg : NULL;
+    size_t want = msg ? (size_t)iov_total(msg->msg_iov, msg->msg_iovlen) : a->len;
+    int type = 0;
+    socklen_t tl = sizeof type;
+    if (got >= want || (msg && msg->msg_controllen) ||
+        getsockopt(a->fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM)
+        return (ssize_t)got;
     struct weft__io_op rest = *a;
     struct msghdr m;
     struct iovec *iov = NULL;
-    if (a->kind == WEFT__IO_RECVMSG) {
-        iov = malloc(a->msg->msg_iovlen * sizeof *iov);
+    if (msg) {
+        iov = malloc(msg->msg_iovlen * sizeof *iov);
         if (!iov)
-            return (ssize_t)got;
-        size_t n = 0, skip = got;
-        for (size_t i = 0; i < a->msg->msg_iovlen; i++) {
-            struct iovec v = a->msg->msg_iov[i];
-            size_t k = skip < v.iov_len ? skip : v.iov_len;
-            skip -= k;
-            if (v.iov_len > k)
-                iov[n++] = (struct iovec){ (char *)v.iov_base + k, v.iov_len - k };
-        }
-        m = (struct msghdr){ .msg_iov = iov, .msg_iovlen = n };
+            return (ssize_t)got;   /* what came is the caller's; the rest stays in the socket */
         rest.msg = &m;
-    } else {
-        rest.buf = (char *)a->buf + got;
-        rest.len = a->len - got;
     }
-    ssize_t r = do_io(&rest);
+    while (got < want) {
+        int ready = weft__poll_now(a->fd, POLLIN);
+        if (ready < 0 || (ready & POLLERR))
+            break;
+        if (msg) {
+            size_t n = 0, skip = got;
+            for (size_t i = 0; i < msg->msg_iovlen; i++) {
+                struct iovec v = msg->msg_iov[i];
+                size_t k = skip < v.iov_len ? skip : v.iov_len;
+                skip -= k;
+                if (v.iov_len > k)
+                    iov[n++] = (struct iovec){ (char *)v.iov_base + k, v.iov_len - k };
+            }
+            m = (struct msghdr){ .msg_iov = iov, .msg_iovlen = n, .msg_control = msg->msg_control,
+                                 .msg_controllen = ctl };
+        } else {
+            rest.buf = (char *)a->buf + got;
+            rest.len = a->len - got;
+        }
+        ssize_t r = io_once(&rest);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+        if (msg && m.msg_controllen) {
+            msg->msg_controllen = m.msg_controllen;
+            msg->msg_flags |= m.msg_flags;
+            break;
+        }
+    }
     free(iov);
-    return r > 0 ? (ssize_t)got + r : (ssize_t)got;
+    return (ssize_t)got;
 }
 
-/* One call: on the caller's backend from a coroutine, else as plain_io. */
+/* One call: on the caller's backend from a coroutine, else as plain_io;
+ * a MSG_WAITALL receive gathers until it has all. */
 static ssize_t do_io(const struct weft__io_op *a)
 {
     if (a->len > SSIZE_MAX)
         return -EINVAL;   /* no count could report it; and so on every path and backend */
-    if (WEFT__UNLIKELY(weft__owned_maybe()) && !weft__io_writes(a)) {
-        bool usual;
-        ssize_t r = weft__owned_io(a, &usual);
-        if (!usual)
-            return r;
-        if (r > 0)
-            return waitall_rest(a, (size_t)r);
-    }
-    return weft__io_usual(a);
+    size_t ctl = a->kind == WEFT__IO_RECVMSG ? a->msg->msg_controllen : 0;
+    ssize_t r = io_once(a);
+    return r > 0 && waits_for_all(a) ? gather_rest(a, (size_t)r, ctl) : r;
 }
 
 ssize_t weft__io_usual(const struct weft__io_op *a)

@@ -48,13 +48,14 @@ static void mark_read_msg(const struct msghdr *m, ssize_t n)
 
 /* ---- the calls (the backend's `call`) ---------------------------------------------- */
 
-/* A receive's flags for the ring. The ring carries MSG_WAITALL on after a
- * part by receiving the rest into the rest of the buffer, which with
- * MSG_PEEK would look at the first bytes again and show them twice: a peek
- * returns what has come instead, as on the epoll backend. */
+/* A receive's flags for the ring, without MSG_WAITALL: the ring carries it
+ * on after a part on a seqpacket socket too, where recv(2) gives one
+ * message a call, and with MSG_PEEK would look at the first bytes again
+ * and show them twice. A receive that waits for all gathers its parts in
+ * io.c (gather_rest), as on the epoll backend. */
 static int recv_flags(int flags)
 {
-    return flags & MSG_PEEK ? flags & ~MSG_WAITALL : flags;
+    return flags & ~MSG_WAITALL;
 }
 
 /* One request on the ring of the coroutine's worker w. */
