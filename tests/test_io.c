@@ -918,13 +918,14 @@ Test(io, many_coroutines_accepting_on_one_listener_each_get_a_connection)
 }
 
 /* weft_close fails every coroutine waiting on the descriptor, in each
- * direction and both at once. The socket has nothing to read and a full
+ * direction and both at once, and those polling for POLLPRI too (which wait
+ * on an epoll set of their own). The socket has nothing to read and a full
  * send buffer. */
-enum { CLOSE_EACH = 4 };
+enum { CLOSE_EACH = 4, WAYS = 4 };
 
 struct waiting_one {
     int          fd;
-    int          how;   /* 0 recv, 1 send, 2 poll for both */
+    int          how;   /* 0 recv, 1 send, 2 poll for both, 3 poll for POLLIN and POLLPRI */
     _Atomic int  started;
     _Atomic long result;
 };
@@ -940,8 +941,10 @@ static void *wait_one_way(void *arg)
         r = (long)weft_recv(o->fd, buf, sizeof buf, 0);
     else if (o->how == 1)
         r = (long)weft_send(o->fd, buf, sizeof buf, 0);
-    else
+    else if (o->how == 2)
         r = weft_poll(o->fd, POLLIN | POLLOUT);
+    else
+        r = weft_poll(o->fd, POLLIN | POLLPRI);
     atomic_store(&o->result, r);
     return NULL;
 }
@@ -954,24 +957,24 @@ static void *close_under_a_crowd(void *arg)
     char chunk[4096] = { 0 };
     while (send(sv[0], chunk, sizeof chunk, MSG_DONTWAIT) > 0)
         ;
-    struct waiting_one o[3 * CLOSE_EACH];
-    weft_task *t[3 * CLOSE_EACH];
-    for (int i = 0; i < 3 * CLOSE_EACH; i++) {
-        o[i] = (struct waiting_one){ .fd = sv[0], .how = i % 3, .result = 1 };
+    struct waiting_one o[WAYS * CLOSE_EACH];
+    weft_task *t[WAYS * CLOSE_EACH];
+    for (int i = 0; i < WAYS * CLOSE_EACH; i++) {
+        o[i] = (struct waiting_one){ .fd = sv[0], .how = i % WAYS, .result = 1 };
         cr_assert_eq(weft_spawn(&t[i], wait_one_way, &o[i]), 0);
     }
-    for (int i = 0; i < 3 * CLOSE_EACH; i++)
+    for (int i = 0; i < WAYS * CLOSE_EACH; i++)
         while (!atomic_load(&o[i].started))
             weft_yield();
     weft_sleep(SETTLE_NS);   /* most likely all waiting by now; see close_under_waiters */
-    for (int i = 0; i < 3 * CLOSE_EACH; i++)
+    for (int i = 0; i < WAYS * CLOSE_EACH; i++)
         cr_assert_eq(atomic_load(&o[i].result), 1, "waiter %d returned %ld before the close",
                      i, atomic_load(&o[i].result));
     cr_assert_eq(weft_close(sv[0]), 0);
-    for (int i = 0; i < 3 * CLOSE_EACH; i++) {
+    for (int i = 0; i < WAYS * CLOSE_EACH; i++) {
         cr_assert_eq(weft_join(t[i], NULL), 0);
         cr_assert_eq(atomic_load(&o[i].result), -EBADF, "waiter %d (%s) got %ld", i,
-                     o[i].how == 0 ? "recv" : o[i].how == 1 ? "send" : "poll", atomic_load(&o[i].result));
+                     (const char *[]){ "recv", "send", "poll", "poll for POLLPRI" }[o[i].how], atomic_load(&o[i].result));
     }
     close(sv[1]);
     return NULL;

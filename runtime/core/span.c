@@ -82,6 +82,7 @@ void weft__code_span(uintptr_t *lo, uintptr_t *hi)
         (uintptr_t)weft__io_cancel, (uintptr_t)weft_read, (uintptr_t)weft__epoll_forget,  /* io/ */
         (uintptr_t)weft__epoll_slot, (uintptr_t)weft_offload, (uintptr_t)weft__fd_weft_nonblock,
         (uintptr_t)weft_sigwait, (uintptr_t)weft_own, (uintptr_t)weft_getaddrinfo,
+        (uintptr_t)weft__pri_wait,
 #if WEFT_HAVE_URING
         (uintptr_t)weft__ring_call, (uintptr_t)weft__ring_op, (uintptr_t)weft__ring_own_arm,
 #endif

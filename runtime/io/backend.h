@@ -237,8 +237,19 @@ int weft__poll_as(int fd, short events, enum weft__why why, uintptr_t what);
 
 /* The usual call of op, past the queue of a descriptor handed over: a
  * coroutine's on its backend, a plain thread's as io/io.c makes it
- * (io/owned.c reads the socket through it, under its claim). Any thread. */
+ * (io/owned.c reads the socket through it, under its claim; io/pri.c waits
+ * on its set). Any thread. */
 ssize_t weft__io_usual(const struct weft__io_op *a);
+
+/* A coroutine's wait for fd's events where they include POLLPRI, on an
+ * epoll set of its own (io/pri.c): the revents, or a negative errno
+ * (-EBADF at a weft_close of fd, -ETIMEDOUT, -ECANCELED). Only a coroutine.
+ * weft__pri_close(fd), from weft_close before fd is closed, ends those on
+ * fd; weft__pri_fork_child forgets them all in a child of fork(). Any
+ * thread. */
+int weft__pri_wait(int fd, short events, enum weft__why why, uintptr_t what);
+void weft__pri_close(int fd);
+void weft__pri_fork_child(void);
 
 /* The plain system call for op, once; EINTR is not retried. Returns its
  * result or a negative errno. SEND and SENDMSG add MSG_NOSIGNAL. */

@@ -99,6 +99,7 @@ void weft__io_fork_child(void)
         atomic_store_explicit(&toggle_lock[i], 0, memory_order_relaxed);   /* one thread here */
     weft__offload_fork_child();
     weft__owned_fork_child();
+    weft__pri_fork_child();
 }
 
 /* Whether fd's O_NONBLOCK is the epoll backend's, set for its coroutines (a
@@ -538,45 +539,6 @@ int weft_connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
     return r == WEFT__IO_CONNECTED_LATER ? connect_outcome(&c) : r;
 }
 
-/*
- * A coroutine's wait for events that include POLLPRI. Neither a ring's poll
- * request nor the epoll backend's edge-triggered registration sees TCP urgent
- * data arrive: the socket's wake-up for it comes before it reports POLLPRI,
- * and neither looks again. A level-triggered epoll set looks at the socket
- * whenever it is asked, so the call makes one of its own, with fd in it, and
- * waits for that set to become readable, as the hook's poll of several
- * descriptors does. A wait rare enough for its three system calls.
- */
-static int pri_wait(struct weft__worker *w, int fd, short events, enum weft__why why, uintptr_t what)
-{
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    if (ep < 0)
-        return -errno;
-    struct epoll_event ev = { .events = (uint32_t)(events & (POLLIN | POLLOUT | POLLPRI)) };   /* the same bits */
-    int r = epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
-    if (r == -EPERM) {
-        /* A file epoll cannot watch (a regular file) is ready at once for
-         * what it is ever ready for (poll_now said no), and never for
-         * POLLPRI: poll(2) would wait for ever, and so does this, until the
-         * deadline or a cancellation. */
-        weft__sys_close(ep);
-        r = weft__sleep_why(UINT64_MAX, why != WEFT__WHY_NONE ? why : WEFT__WHY_POLL,
-                            why != WEFT__WHY_NONE ? what : (uintptr_t)fd);
-        return r ? r : -ETIMEDOUT;
-    }
-    struct weft__io_op p = { .kind = WEFT__IO_POLL, .fd = ep, .flags = POLLIN,
-                             .why = why != WEFT__WHY_NONE ? why : WEFT__WHY_POLL,
-                             .what = why != WEFT__WHY_NONE ? what : (uintptr_t)fd };
-    while (r == 0 && (r = weft__poll_now(fd, events)) == 0) {
-        r = (int)call(w, &p);
-        if (r > 0)
-            r = 0;   /* the set is ready: ask fd itself */
-        w = weft__worker_self();   /* the coroutine may have moved */
-    }
-    weft_close(ep);
-    return r;
-}
-
 static int poll_fd(const struct weft__io_op *op);
 
 /* weft_poll, noted for weft_dump as a wait for why and what when why is not
@@ -623,7 +585,7 @@ static int poll_fd(const struct weft__io_op *p)
     int r = weft__poll_now(p->fd, events);
     if (r)
         return r;
-    return events & POLLPRI ? pri_wait(w, p->fd, events, (enum weft__why)p->why, p->what) : (int)call(w, p);
+    return events & POLLPRI ? weft__pri_wait(p->fd, events, (enum weft__why)p->why, p->what) : (int)call(w, p);
 }
 
 int weft_poll(int fd, short events)
@@ -861,5 +823,6 @@ int weft_close(int fd)
     if (fd < 0)
         return -EBADF;
     weft__hook_fd_forget(fd);   /* the number's next file starts afresh (io/fdtab.c) */
+    weft__pri_close(fd);        /* its waits for POLLPRI, on sets of their own (io/pri.c) */
     return weft__io_close(fd);   /* io/backend.c: every backend lets go of fd first */
 }
