@@ -401,7 +401,8 @@ static bool waits_for_all(const struct weft__io_op *a)
  * control buffer (of `ctl` bytes) waits for the first part that has some.
  * An error the socket holds is left for the next call, as recv(2) leaves
  * it; one that comes while the rest is awaited ends the call with what it
- * gathered.
+ * gathered. (Entries on the socket's error queue, MSG_ZEROCOPY's say, also
+ * show as POLLERR: they end the call early too.)
  */
 static ssize_t gather_rest(const struct weft__io_op *a, size_t got, size_t ctl)
 {
