@@ -482,6 +482,19 @@ Test(io, msg_dontwait_returns_eagain_instead_of_waiting, .timeout = 30)
         run_with_io(w, b, dontwait_does_not_wait, NULL);
 }
 
+/* Runs fn in a coroutine on each backend and worker count, then in this
+ * plain thread (the system calls themselves) and in it with a deadline
+ * (weft's waits in poll(2)). */
+static void in_every_caller(weft_fn fn)
+{
+    FOR_EACH_CONFIG(b, w, io_workers)
+        run_with_io(w, b, fn, NULL);
+    fn(NULL);
+    uint64_t prev = weft_deadline(weft_now() + 10ull * 1000000000u);
+    fn(NULL);
+    weft_deadline(prev);
+}
+
 /* ---- a peek that asks for all --------------------------------------------------- */
 
 /* The peer's second half comes a moment after the first. */
@@ -539,22 +552,9 @@ static void *peek_waitall(void *arg)
     return NULL;
 }
 
-static void *peek_waitall_with_a_deadline(void *arg)
-{
-    (void)arg;
-    uint64_t prev = weft_deadline(weft_now() + 10ull * 1000000000u);   /* the waits of a plain thread */
-    peek_waitall_once(false);
-    peek_waitall_once(true);
-    weft_deadline(prev);
-    return NULL;
-}
-
 Test(io, a_peek_with_MSG_WAITALL_shows_each_byte_once)
 {
-    FOR_EACH_CONFIG(b, w, io_workers)
-        run_with_io(w, b, peek_waitall, NULL);
-    peek_waitall(NULL);                  /* a plain thread: recv(2) itself */
-    peek_waitall_with_a_deadline(NULL);  /* a plain thread with a deadline: weft's waits */
+    in_every_caller(peek_waitall);
 }
 
 /* ---- a receive that asks for all ----------------------------------------------- */
@@ -697,20 +697,9 @@ static void *waitall_cases(void *arg)
     return NULL;
 }
 
-static void *waitall_cases_with_a_deadline(void *arg)
-{
-    uint64_t prev = weft_deadline(weft_now() + 10ull * 1000000000u);   /* the waits of a plain thread */
-    waitall_cases(arg);
-    weft_deadline(prev);
-    return NULL;
-}
-
 Test(io, MSG_WAITALL_on_a_stream_gathers_every_part_on_either_backend_and_from_a_plain_thread)
 {
-    FOR_EACH_CONFIG(b, w, io_workers)
-        run_with_io(w, b, waitall_cases, NULL);
-    waitall_cases(NULL);                  /* a plain thread: recv(2) itself */
-    waitall_cases_with_a_deadline(NULL);  /* a plain thread with a deadline: weft's waits */
+    in_every_caller(waitall_cases);
 }
 
 /* The peer's bytes, then its reset: a MSG_WAITALL receive returns the
@@ -736,20 +725,9 @@ static void *waitall_then_reset(void *arg)
     return NULL;
 }
 
-static void *waitall_then_reset_with_a_deadline(void *arg)
-{
-    uint64_t prev = weft_deadline(weft_now() + 10ull * 1000000000u);
-    waitall_then_reset(arg);
-    weft_deadline(prev);
-    return NULL;
-}
-
 Test(io, MSG_WAITALL_leaves_an_error_that_follows_its_bytes_for_the_next_call)
 {
-    FOR_EACH_CONFIG(b, w, io_workers)
-        run_with_io(w, b, waitall_then_reset, NULL);
-    waitall_then_reset(NULL);
-    waitall_then_reset_with_a_deadline(NULL);
+    in_every_caller(waitall_then_reset);
 }
 
 /* ---- many coroutines waiting on one descriptor ------------------------------ */
