@@ -1534,3 +1534,33 @@ Test(io, a_backend_that_does_not_exist_is_EINVAL)
     cfg = (weft_config){ .workers = 1, .ring_entries = 1u << 20 };
     cr_assert_eq(weft_rt_create(&rt, &cfg), -EINVAL);
 }
+
+/* From a plain thread without a deadline the call is recv(2) itself: its
+ * SO_RCVTIMEO ends a MSG_WAITALL with what came, and no further call goes
+ * on gathering while the peer trickles bytes (one each 40 ms here, ten). */
+static void *trickle_slowly(void *arg)
+{
+    int fd = *(int *)arg;
+    for (int i = 0; i < 10; i++) {
+        usleep(40000);
+        if (send(fd, "x", 1, 0) != 1)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+Test(io, a_plain_thread_s_MSG_WAITALL_ends_at_its_SO_RCVTIMEO_as_recv_does)
+{
+    int sv[2];
+    tcp_pair(sv);
+    struct timeval tv = { .tv_sec = 0, .tv_usec = 100000 };
+    cr_assert_eq(setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, trickle_slowly, &sv[1]), 0);
+    char b[10];
+    ssize_t n = weft_recv(sv[0], b, sizeof b, MSG_WAITALL);
+    cr_assert_eq(pthread_join(th, NULL), 0);
+    cr_assert((n > 0 && n < 10) || n == -EAGAIN, "recv(2) stops at its timeout with what came; weft_recv returned %zd", n);
+    close(sv[0]);
+    close(sv[1]);
+}

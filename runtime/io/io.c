@@ -366,15 +366,21 @@ static ssize_t iov_total(const struct iovec *iov, size_t iovcnt);
 
 /* One call, without gathering: through a handed-over socket's queue, else
  * the usual call. A MSG_WAITALL that the queue began returns its part, and
- * gather_rest asks the socket for the rest. */
-static ssize_t io_once(const struct weft__io_op *a)
+ * gather_rest asks the socket for the rest. *kernels: the call was the
+ * plain blocking system call, which gathers by itself. */
+static ssize_t io_once(const struct weft__io_op *a, bool *kernels)
 {
+    *kernels = false;
     if (WEFT__UNLIKELY(weft__owned_maybe()) && !weft__io_writes(a)) {
         bool usual;
         ssize_t r = weft__owned_io(a, &usual);
         if (!usual || r > 0)
             return r;
     }
+    /* A plain thread without a deadline makes the blocking call itself: the
+     * kernel has gathered, and stopped where recv(2) stops (a signal,
+     * SO_RCVTIMEO), which no further call may undo. */
+    *kernels = !weft__io_coroutine() && !weft__thread_deadline();
     return weft__io_usual(a);
 }
 
@@ -441,10 +447,13 @@ static ssize_t gather_rest(const struct weft__io_op *a, size_t got, size_t ctl)
             rest.buf = (char *)a->buf + got;
             rest.len = a->len - got;
         }
-        ssize_t r = io_once(&rest);
+        bool kernels;
+        ssize_t r = io_once(&rest, &kernels);
         if (r <= 0)
             break;
         got += (size_t)r;
+        if (kernels)
+            break;
         if (msg && m.msg_controllen) {
             msg->msg_controllen = m.msg_controllen;
             msg->msg_flags |= m.msg_flags;
@@ -462,8 +471,9 @@ static ssize_t do_io(const struct weft__io_op *a)
     if (a->len > SSIZE_MAX)
         return -EINVAL;   /* no count could report it; and so on every path and backend */
     size_t ctl = a->kind == WEFT__IO_RECVMSG ? a->msg->msg_controllen : 0;
-    ssize_t r = io_once(a);
-    return r > 0 && waits_for_all(a) ? gather_rest(a, (size_t)r, ctl) : r;
+    bool kernels;
+    ssize_t r = io_once(a, &kernels);
+    return r > 0 && !kernels && waits_for_all(a) ? gather_rest(a, (size_t)r, ctl) : r;
 }
 
 ssize_t weft__io_usual(const struct weft__io_op *a)
